@@ -1,0 +1,1 @@
+"""The Sanic HTTP API: submit tasks, read their state, stream their events."""

@@ -1,0 +1,32 @@
+"""The Sanic app factory: ``sanic api.app:create_app --factory``."""
+
+from __future__ import annotations
+
+from sanic import Sanic
+
+from api import auth, errors, lifecycle
+from api.resources import RelayApp
+from api.routes import events, health, tasks
+from shared.settings import get_settings
+
+APP_NAME = "relay"
+
+
+def create_app() -> RelayApp:
+    """A configured app; resources are opened by its listeners, in the serving process."""
+    settings = get_settings()
+    app: RelayApp = Sanic(APP_NAME)
+    app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
+    # Streams write at least one heartbeat per interval, which resets Sanic's response timer.
+    app.config.RESPONSE_TIMEOUT = max(60, int(settings.heartbeat_seconds * 4))
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.api_drain_seconds + lifecycle.CLOSE_MARGIN_SECONDS + 3.0
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.NOISY_EXCEPTIONS = False
+    app.ctx.api_keys = settings.api_key_list()
+    errors.install(app)
+    app.on_request(auth.require_api_key)
+    app.before_server_start(lifecycle.open_resources)
+    app.before_server_stop(lifecycle.drain)
+    app.after_server_stop(lifecycle.close_resources)
+    app.blueprint([health.bp, tasks.bp, events.bp])
+    return app

@@ -1,0 +1,106 @@
+"""API failures a client can act on, and the one place that maps every failure to a status and JSON body.
+
+Body shape, for every error: ``{"error": {"code": str, "message": str, "details": any}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sanic import Request
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, json
+
+from api.resources import RelayApp
+from worker.registry import InvalidArguments, UnknownTask
+
+logger = logging.getLogger("relay.api")
+
+
+class ApiError(Exception):
+    """A failure with a status code; subclasses name the ones clients handle."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class MalformedJson(ApiError):
+    status, code = 400, "malformed_json"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class TaskNotFound(ApiError):
+    status, code = 404, "task_not_found"
+
+
+class IdConflict(ApiError):
+    status, code = 409, "id_conflict"
+
+
+class NotAbortable(ApiError):
+    status, code = 409, "not_abortable"
+
+
+class InvalidRequest(ApiError):
+    status, code = 422, "invalid_request"
+
+
+class QueueFull(ApiError):
+    status, code = 503, "queue_full"
+
+
+class Draining(ApiError):
+    status, code = 503, "draining"
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> HTTPResponse:
+    """The JSON error body every failure uses."""
+    return json({"error": {"code": code, "message": message, "details": details}}, status=status, headers=headers)
+
+
+def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
+    """Sanic's handler for everything: known failures get their status, anything else a logged 500."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, ValidationError):
+        return error_response(422, "invalid_request", "the request does not match the schema", _validation_details(exc))
+    if isinstance(exc, UnknownTask):
+        return error_response(422, "unknown_task", f"no task is registered as {exc.args[0]!r}")
+    if isinstance(exc, InvalidArguments):
+        return error_response(422, "invalid_arguments", "the arguments do not fit the task", exc.errors)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        logger.warning("Redis unavailable: %s", exc)
+        return error_response(
+            503, "redis_unavailable", "the task store is unavailable; retry shortly", headers={"Retry-After": "2"}
+        )
+    if isinstance(exc, SanicException):
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return error_response(exc.status_code, code, str(exc), headers=dict(exc.headers or {}))
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "internal error")
+
+
+def install(app: RelayApp) -> None:
+    """Route every exception through ``handle_error``."""
+    app.error_handler.add(Exception, handle_error)

@@ -1,0 +1,197 @@
+"""One Redis pub/sub connection per API process, fanned out in-process to every stream that follows a task.
+
+A channel is subscribed while at least one local stream follows its task and unsubscribed the moment
+the last one leaves. Each stream has a bounded queue: a stream too slow to keep up is flagged instead
+of growing memory, and re-reads what it missed from the task's event log (replay is always there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.events import EventHead, decode_head
+
+logger = logging.getLogger("relay.api.hub")
+
+
+class Signal(Enum):
+    """Out-of-band notices a stream receives through its queue."""
+
+    RESYNC = "resync"  # events may have been missed: re-read the log
+    DRAIN = "drain"  # the process is shutting down
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A live event: its routing head and its raw JSON, passed through untouched."""
+
+    head: EventHead
+    raw: bytes
+
+
+Item = Delivery | Signal
+
+
+class Subscription:
+    """One stream's view of a channel."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
+        self.overflowed = False
+
+    def deliver(self, item: Item) -> None:
+        """Never blocks the hub: a full queue marks the stream for a resync from the log instead."""
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+@dataclass
+class _Channel:
+    subscriptions: set[Subscription] = field(default_factory=set)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PubSubHub:
+    """Shared subscriber for all streams of one process (see module docstring)."""
+
+    def __init__(self, redis: Redis, *, queue_size: int = 256, subscribe_timeout: float = 5.0) -> None:
+        self._pubsub = redis.pubsub()
+        self._channels: dict[str, _Channel] = {}
+        # Redis answers SUBSCRIBEs in order, so the oldest unanswered one per name owns the next ack.
+        self._awaiting_ack: dict[str, deque[_Channel]] = {}
+        self._queue_size = queue_size
+        self._subscribe_timeout = subscribe_timeout
+        self._reader: asyncio.Task[None] | None = None
+        self.draining = False
+
+    @property
+    def stream_count(self) -> int:
+        """Streams following a task right now in this process."""
+        return sum(len(c.subscriptions) for c in self._channels.values())
+
+    @property
+    def channel_count(self) -> int:
+        """Channels this process is subscribed to."""
+        return len(self._channels)
+
+    async def start(self) -> None:
+        """Open the shared connection and start reading it."""
+        await self._pubsub.connect()  # type: ignore[no-untyped-call]
+        self._reader = asyncio.create_task(self._read_forever(), name="relay-pubsub-hub")
+
+    async def close(self) -> None:
+        """Stop reading and close the shared connection."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def drain(self) -> None:
+        """Tell every open stream that the process is stopping."""
+        self.draining = True
+        for channel in self._channels.values():
+            for sub in channel.subscriptions:
+                sub.deliver(Signal.DRAIN)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, task_id: str) -> AsyncIterator[Subscription]:
+        """Follow a task's live events; returns once Redis confirmed the subscription, so nothing
+        published afterwards is missed."""
+        name = keys.events_channel(task_id)
+        sub = Subscription(self._queue_size)
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel()
+            self._awaiting_ack.setdefault(name, deque()).append(channel)
+            channel.subscriptions.add(sub)
+            try:
+                await self._pubsub.subscribe(name)
+            except BaseException:
+                self._leave(name, channel, sub)
+                raise
+        else:
+            channel.subscriptions.add(sub)
+        try:
+            await asyncio.wait_for(channel.ready.wait(), self._subscribe_timeout)
+            if self.draining:
+                sub.deliver(Signal.DRAIN)
+            yield sub
+        finally:
+            await self._unsubscribe_if_last(name, channel, sub)
+
+    def _leave(self, name: str, channel: _Channel, sub: Subscription) -> bool:
+        channel.subscriptions.discard(sub)
+        if channel.subscriptions or self._channels.get(name) is not channel:
+            return False
+        del self._channels[name]
+        return True
+
+    async def _unsubscribe_if_last(self, name: str, channel: _Channel, sub: Subscription) -> None:
+        if self._leave(name, channel, sub):
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(name)
+
+    async def _read_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                logger.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._after_reconnect()
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _after_reconnect(self) -> None:
+        """redis-py re-subscribes every channel on reconnect; whatever was published meanwhile is in the log."""
+        for pending in self._awaiting_ack.values():
+            for channel in pending:
+                channel.ready.set()
+        self._awaiting_ack.clear()
+        for channel in self._channels.values():
+            for sub in channel.subscriptions:
+                sub.deliver(Signal.RESYNC)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        name = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+        if kind == "message":
+            channel = self._channels.get(name)
+            if channel is None:
+                return
+            raw: bytes = message["data"]
+            try:
+                delivery = Delivery(decode_head(raw), raw)
+            except ValueError:
+                logger.warning("ignoring a malformed event on %s", name)
+                return
+            for sub in channel.subscriptions:
+                sub.deliver(delivery)
+        elif kind == "subscribe":
+            pending = self._awaiting_ack.get(name)
+            if pending:
+                pending.popleft().ready.set()
+                if not pending:
+                    del self._awaiting_ack[name]
+            elif (channel := self._channels.get(name)) is not None:
+                for sub in channel.subscriptions:  # a re-subscribe after a reconnect
+                    sub.deliver(Signal.RESYNC)

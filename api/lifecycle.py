@@ -1,0 +1,42 @@
+"""Startup and graceful shutdown of an API process.
+
+On SIGTERM/SIGINT Sanic runs ``before_server_stop`` while it still serves: readiness turns false and
+new submits get 503 at once, open streams get ``RELAY_API_DRAIN_SECONDS`` for their task to end and then
+a ``reconnect`` event, and only when they are all closed are the hub and the Redis pool closed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from api.resources import RelayApp, Resources
+from shared.settings import get_settings
+from worker.tasks import registry
+
+logger = logging.getLogger("relay.api")
+
+# Time allowed, past the drain period, for the last reconnect events to be written.
+CLOSE_MARGIN_SECONDS = 2.0
+
+
+async def open_resources(app: RelayApp) -> None:
+    """``before_server_start``: connect to Redis and start the pub/sub hub."""
+    app.ctx.res = await Resources.open(get_settings(), registry)
+
+
+async def drain(app: RelayApp) -> None:
+    """``before_server_stop``: refuse new work, let open streams finish or hand them a reconnect hint."""
+    res: Resources = app.ctx.res
+    res.draining = True
+    res.hub.drain()
+    if res.streams.count:
+        logger.info("draining %d open streams", res.streams.count)
+    if not await res.streams.wait_idle(res.settings.api_drain_seconds + CLOSE_MARGIN_SECONDS):
+        logger.warning("%d streams still open after the drain period", res.streams.count)
+
+
+async def close_resources(app: RelayApp) -> None:
+    """``after_server_stop``: close the hub and the Redis pool."""
+    res: Resources | None = getattr(app.ctx, "res", None)
+    if res is not None:
+        await res.close()

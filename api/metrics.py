@@ -1,0 +1,39 @@
+"""Prometheus metrics for one API process; queue depth is read from Redis at scrape time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from api.resources import Resources
+
+
+class ApiMetrics:
+    """Gauges refreshed on each scrape (their own registry, so several apps can share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.queue_depth = Gauge(
+            "relay_queue_depth", "Jobs waiting or running in the arq queue.", registry=self.registry
+        )
+        self.streams_open = Gauge("relay_streams_open", "Event streams open on this process.", registry=self.registry)
+        self.channels = Gauge(
+            "relay_pubsub_channels", "Task channels this process is subscribed to.", registry=self.registry
+        )
+        self.redis_up = Gauge("relay_redis_up", "1 if Redis answered the scrape.", registry=self.registry)
+
+
+async def render_metrics(res: Resources) -> tuple[bytes, str]:
+    """Refresh the gauges and render them."""
+    metrics = res.metrics
+    try:
+        metrics.queue_depth.set(await res.pool.zcard(res.settings.queue_name))
+        metrics.redis_up.set(1)
+    except (RedisError, OSError):
+        metrics.redis_up.set(0)
+    metrics.streams_open.set(res.streams.count)
+    metrics.channels.set(res.hub.channel_count)
+    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,108 @@
+"""The per-process resources every handler uses, created at startup and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+from redis.exceptions import RedisError
+from sanic import Request, Sanic
+from sanic.config import Config
+
+from api.hub import PubSubHub
+from api.metrics import ApiMetrics
+from shared.events import EventLog
+from shared.serialization import dumps, loads
+from shared.settings import Settings
+from worker.registry import TaskRegistry
+
+logger = logging.getLogger("relay.api")
+
+RelayApp = Sanic[Config, SimpleNamespace]
+
+
+class StreamCounter:
+    """Open streams of this process, so a drain can wait until the last one has closed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def opened(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def closed(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, within_seconds: float) -> bool:
+        """True if every stream closed within ``within_seconds``."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), within_seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+@dataclass
+class Resources:
+    """Lives on ``app.ctx.res``: no state here that another API process would need."""
+
+    settings: Settings
+    registry: TaskRegistry
+    pool: ArqRedis
+    events: EventLog
+    hub: PubSubHub
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    draining: bool = False
+    streams: StreamCounter = field(default_factory=lambda: StreamCounter())
+
+    @classmethod
+    async def open(cls, settings: Settings, registry: TaskRegistry) -> Resources:
+        """Connect to Redis (retrying while it starts) and start the pub/sub hub."""
+        pool = await _connect(settings)
+        events = EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds)
+        hub = PubSubHub(pool)
+        await hub.start()
+        return cls(settings, registry, pool, events, hub)
+
+    async def close(self) -> None:
+        """Close the hub, then the pool."""
+        await self.hub.close()
+        await self.pool.aclose(close_connection_pool=True)
+
+
+async def _connect(settings: Settings, attempts: int = 20) -> ArqRedis:
+    """An arq client whose commands time out (a stalled Redis must give 503s, not hung requests)."""
+    timeout = settings.redis_timeout_seconds
+    pool = ArqRedis(
+        connection_pool=ConnectionPool.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        ),
+        job_serializer=dumps,
+        job_deserializer=loads,
+        default_queue_name=settings.queue_name,
+    )
+    for attempt in range(1, attempts + 1):
+        try:
+            await pool.ping()
+            return pool
+        except (RedisError, OSError) as exc:
+            if attempt == attempts:
+                raise
+            logger.warning("Redis not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(0.5)
+    return pool
+
+
+def resources(request: Request) -> Resources:
+    """The resources of the app serving ``request``."""
+    res: Resources = request.app.ctx.res
+    return res

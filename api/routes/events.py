@@ -1,0 +1,50 @@
+"""``GET /tasks/{id}/events``: replay then live events, as NDJSON or Server-Sent Events."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, empty
+
+from api.errors import ApiError, InvalidRequest, TaskNotFound
+from api.formats import negotiate
+from api.resources import resources
+from api.routes.tasks import checked_id
+from api.status import task_view
+from api.streaming import send_stream
+from shared.events import FINAL_TYPE, decode_head
+
+bp = Blueprint("events")
+
+
+class NotAcceptable(ApiError):
+    status, code = 406, "not_acceptable"
+
+
+def resume_point(request: Request) -> int:
+    """Where to resume: SSE's ``Last-Event-ID`` header, or ``?after=`` for NDJSON clients."""
+    value = request.headers.get("last-event-id") or request.args.get("after") or "0"
+    try:
+        after = int(value)
+    except ValueError:
+        raise InvalidRequest("Last-Event-ID / after must be an event sequence number") from None
+    if after < 0:
+        raise InvalidRequest("Last-Event-ID / after must not be negative")
+    return after
+
+
+@bp.get("/tasks/<task_id:str>/events")
+async def task_events(request: Request, task_id: str) -> HTTPResponse | None:
+    """404 for an unknown task; 204 when the client already has the final event (stops SSE retries)."""
+    res = resources(request)
+    fmt = negotiate(request.headers.get("accept", ""))
+    if fmt is None:
+        raise NotAcceptable("this endpoint serves application/x-ndjson or text/event-stream")
+    after = resume_point(request)
+    checked_id(task_id)
+    last = await res.events.last(task_id)
+    if last is None and await task_view(res.pool, res.settings.queue_name, task_id) is None:
+        raise TaskNotFound(f"no task {task_id!r}", {"state": "unknown"})
+    if last is not None and last[0] <= after and decode_head(last[1]).type == FINAL_TYPE:
+        return empty(status=204)
+    await send_stream(request, res, task_id, after, fmt)
+    return None

@@ -1,0 +1,44 @@
+"""Ping, liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from redis.exceptions import RedisError
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json, raw
+
+from api.metrics import render_metrics
+from api.resources import resources
+
+bp = Blueprint("health")
+
+
+@bp.get("/")
+async def ping(request: Request) -> HTTPResponse:
+    """A ping that proves the process answers."""
+    return json({"service": "relay", "ping": "pong"})
+
+
+@bp.get("/health/live")
+async def live(request: Request) -> HTTPResponse:
+    """Liveness: the event loop answers. Never depends on Redis (a Redis outage must not restart pods)."""
+    return json({"status": "ok"})
+
+
+@bp.get("/health/ready")
+async def ready(request: Request) -> HTTPResponse:
+    """Readiness: Redis answers and the process is not draining."""
+    res = resources(request)
+    if res.draining:
+        return json({"status": "draining"}, status=503)
+    try:
+        await res.pool.ping()
+    except (RedisError, OSError) as exc:
+        return json({"status": "redis_unavailable", "detail": str(exc)}, status=503)
+    return json({"status": "ready"})
+
+
+@bp.get("/metrics")
+async def metrics(request: Request) -> HTTPResponse:
+    """Prometheus text format, including ``relay_queue_depth`` for worker autoscaling."""
+    body, content_type = await render_metrics(resources(request))
+    return raw(body, content_type=content_type)

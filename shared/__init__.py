@@ -1,0 +1,1 @@
+"""Vocabulary shared by the API and the workers: settings, schemas, Redis keys, serialization."""

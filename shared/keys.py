@@ -1,0 +1,20 @@
+"""Every Redis key and channel Relay owns, in one place (arq's own keys stay in ``arq.constants``)."""
+
+EVENTS_PREFIX = "relay:events:"
+ABORT_PREFIX = "relay:abort:"
+WAKEUP_CHANNEL_SUFFIX = ":wakeup"
+
+
+def events_stream(task_id: str) -> str:
+    """The capped Redis Stream that keeps a task's events for replay."""
+    return f"{EVENTS_PREFIX}{task_id}"
+
+
+def events_channel(task_id: str) -> str:
+    """The pub/sub channel a task's live events are published on."""
+    return f"{EVENTS_PREFIX}{task_id}"
+
+
+def abort_marker(task_id: str) -> str:
+    """Set by the API before asking arq to abort, so a worker can tell an abort from a shutdown."""
+    return f"{ABORT_PREFIX}{task_id}"

@@ -1,0 +1,123 @@
+"""The task registry: the only names a client can run, with a parameter model built from each signature."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from worker.context import TaskContext
+
+TaskFn = Callable[..., Awaitable[Any]]
+F = TypeVar("F", bound=TaskFn)
+
+
+class UnknownTask(LookupError):
+    """The name is not registered: nothing by that name may run."""
+
+
+class InvalidArguments(ValueError):
+    """The arguments do not fit the task's signature; ``errors`` says where."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("invalid task arguments")
+        self.errors = errors
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A registered task: its code, its parameter model and its limits."""
+
+    name: str
+    fn: TaskFn
+    params: type[BaseModel]
+    timeout_seconds: float | None = None
+    description: str = ""
+    _param_names: tuple[str, ...] = field(default=())
+
+    def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Bind positional and keyword arguments, check their types, return them all as JSON keywords."""
+        if len(args) > len(self._param_names):
+            raise InvalidArguments(
+                [{"loc": ["args"], "msg": f"takes at most {len(self._param_names)} positional arguments"}]
+            )
+        bound = dict(zip(self._param_names, args, strict=False))
+        clashes = sorted(set(bound) & set(kwargs))
+        if clashes:
+            raise InvalidArguments([{"loc": ["kwargs", n], "msg": "given positionally too"} for n in clashes])
+        return self._model(bound | dict(kwargs)).model_dump(mode="json")
+
+    def parse(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate stored keyword arguments again (jobs may not come from the API) into Python values."""
+        model = self._model(params)
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def _model(self, values: Mapping[str, Any]) -> BaseModel:
+        try:
+            return self.params.model_validate(values)
+        except ValidationError as exc:
+            raise InvalidArguments(_errors(exc)) from None
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+def _params_model(name: str, fn: TaskFn) -> tuple[type[BaseModel], tuple[str, ...]]:
+    """A pydantic model of every parameter after the leading ``TaskContext``."""
+    signature = inspect.signature(fn)
+    hints = get_type_hints(fn)
+    parameters = list(signature.parameters.values())
+    if not parameters or hints.get(parameters[0].name) is not TaskContext:
+        raise TypeError(f"task {name!r}: the first parameter must be annotated TaskContext")
+    fields: dict[str, Any] = {}
+    for p in parameters[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise TypeError(f"task {name!r}: *args/**kwargs cannot be validated; name every parameter")
+        default = ... if p.default is p.empty else p.default
+        fields[p.name] = (hints.get(p.name, Any), default)
+    model = create_model(f"{name}_params", __base__=_Params, **fields)
+    return model, tuple(p.name for p in parameters[1:] if p.kind is not p.KEYWORD_ONLY)
+
+
+class TaskRegistry:
+    """Name -> TaskSpec. Shared by the API (validation) and the worker (execution)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, TaskSpec] = {}
+
+    def task(self, name: str | None = None, *, timeout_seconds: float | None = None) -> Callable[[F], F]:
+        """Register an ``async def fn(task: TaskContext, ...)`` under ``name`` (default: its own name)."""
+
+        def register(fn: F) -> F:
+            task_name = name or fn.__name__
+            if task_name in self._specs:
+                raise ValueError(f"task {task_name!r} is registered twice")
+            params, names = _params_model(task_name, fn)
+            doc = inspect.getdoc(fn) or ""
+            self._specs[task_name] = TaskSpec(
+                task_name, fn, params, timeout_seconds, doc.split("\n\n")[0], _param_names=names
+            )
+            return fn
+
+        return register
+
+    def get(self, name: str) -> TaskSpec:
+        """The spec registered under ``name``; ``UnknownTask`` otherwise."""
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownTask(name) from None
+
+    def __iter__(self) -> Iterator[TaskSpec]:
+        return iter(self._specs.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs

@@ -1,0 +1,60 @@
+"""Builds the pieces ``worker.settings`` hands to arq: functions, Redis settings and lifecycle hooks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq.worker import Function
+
+from shared.events import EventLog
+from shared.redis import redis_settings
+from shared.serialization import dumps, loads
+from shared.settings import Settings, get_settings
+from worker.runner import EVENTS_CTX_KEY, job_function, publish_outcome
+from worker.tasks import registry
+
+__all__ = [
+    "HEALTH_CHECK_INTERVAL_SECONDS",
+    "after_job_end",
+    "dumps",
+    "functions",
+    "loads",
+    "on_shutdown",
+    "on_startup",
+    "redis_settings",
+    "settings",
+]
+
+logger = logging.getLogger("relay.worker")
+
+# arq --check passes while the health key is younger than this (+1 s): keeps liveness probes meaningful.
+HEALTH_CHECK_INTERVAL_SECONDS = 10
+
+
+def settings() -> Settings:
+    """The process settings."""
+    return get_settings()
+
+
+def functions(config: Settings) -> list[Function]:
+    """One arq function per registered task."""
+    return [job_function(spec, config.job_timeout_seconds, config.max_tries) for spec in registry]
+
+
+async def on_startup(ctx: dict[str, Any]) -> None:
+    """Give every job the event log (one per process, on arq's own Redis pool)."""
+    config = get_settings()
+    ctx[EVENTS_CTX_KEY] = EventLog(
+        ctx["redis"], max_len=config.event_log_max_len, ttl_seconds=config.result_ttl_seconds
+    )
+    logger.info("relay worker ready: %d tasks on queue %s", len(list(registry)), config.queue_name)
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    """Nothing to close: the event log rides on arq's pool, which arq closes itself."""
+
+
+async def after_job_end(ctx: dict[str, Any]) -> None:
+    """Publish the final events once arq has stored the result."""
+    await publish_outcome(ctx)
