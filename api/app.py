@@ -7,6 +7,7 @@ from sanic import Sanic
 from api import auth, errors, lifecycle
 from api.resources import RelayApp
 from api.routes import events, health, tasks
+from shared.logs import configure as configure_logging
 from shared.settings import get_settings
 
 APP_NAME = "relay"
@@ -14,6 +15,7 @@ APP_NAME = "relay"
 
 def create_app() -> RelayApp:
     """A configured app; resources are opened by its listeners, in the serving process."""
+    configure_logging()
     settings = get_settings()
     app: RelayApp = Sanic(APP_NAME)
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes

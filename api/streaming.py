@@ -44,6 +44,7 @@ async def send_stream(
     )
     res.streams.opened()
     try:
+        await response.send(b"")  # flush the headers now: the first event may be minutes away
         async for frame in follow(res.hub, res.events, task_id, after_seq, options, repair_end):
             await response.send(encode(frame, fmt, task_id))
         await response.eof()

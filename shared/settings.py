@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     api_drain_seconds: float = Field(
         10, ge=0, description="On SIGTERM the API lets open streams finish for this long, then asks to reconnect."
     )
+    log_level: str = Field("INFO", description="Level of Relay's own loggers (arq and Sanic log as they do).")
     redis_timeout_seconds: float = Field(2, gt=0, description="Socket timeout for the API's Redis commands.")
 
     @field_validator("api_keys", mode="before")

@@ -73,7 +73,7 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
 def _params_model(name: str, fn: TaskFn) -> tuple[type[BaseModel], tuple[str, ...]]:
     """A pydantic model of every parameter after the leading ``TaskContext``."""
     signature = inspect.signature(fn)
-    hints = get_type_hints(fn)
+    hints = get_type_hints(fn, include_extras=True)
     parameters = list(signature.parameters.values())
     if not parameters or hints.get(parameters[0].name) is not TaskContext:
         raise TypeError(f"task {name!r}: the first parameter must be annotated TaskContext")

@@ -8,6 +8,7 @@ from typing import Any
 from arq.worker import Function
 
 from shared.events import EventLog
+from shared.logs import configure as configure_logging
 from shared.redis import redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
@@ -44,6 +45,7 @@ def functions(config: Settings) -> list[Function]:
 
 async def on_startup(ctx: dict[str, Any]) -> None:
     """Give every job the event log (one per process, on arq's own Redis pool)."""
+    configure_logging()
     config = get_settings()
     ctx[EVENTS_CTX_KEY] = EventLog(
         ctx["redis"], max_len=config.event_log_max_len, ttl_seconds=config.result_ttl_seconds

@@ -1,0 +1,98 @@
+"""Fixtures that start real processes: a private redis-server, the API and an arq worker.
+
+Session-scoped ones serve the many tests that only submit and read; tests about signals and
+configuration start their own processes through the factories and stop them by PID afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.processes import ManagedProcess, relay_env, start_api, start_redis, start_worker
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def redis_url(log_dir: Path) -> Iterator[str]:
+    proc, url = start_redis(log_dir)
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def relay(redis_url: str, log_dir: Path) -> Iterator[str]:
+    """One API and one worker shared by the read-and-submit tests; yields the API's base URL."""
+    env = relay_env(redis_url, RELAY_HEARTBEAT_SECONDS="1")
+    worker = start_worker(log_dir, env)
+    api, base = start_api(log_dir, env)
+    try:
+        yield base
+    finally:
+        api.stop()
+        worker.stop()
+
+
+StartApi = Callable[..., tuple[ManagedProcess, str]]
+StartWorker = Callable[..., ManagedProcess]
+
+
+@pytest.fixture
+def spawn_api(redis_url: str, log_dir: Path) -> Iterator[StartApi]:
+    """Start extra API processes (``spawn_api(RELAY_X="...")``), stopped when the test ends."""
+    started: list[ManagedProcess] = []
+
+    def spawn(*, url: str | None = None, wait_ready: bool = True, **env: str) -> tuple[ManagedProcess, str]:
+        proc, base = start_api(log_dir, relay_env(url or redis_url, **env), wait_ready=wait_ready)
+        started.append(proc)
+        return proc, base
+
+    yield spawn
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def spawn_worker(redis_url: str, log_dir: Path) -> Iterator[StartWorker]:
+    """Start extra workers (``spawn_worker(RELAY_X="...")``), stopped when the test ends."""
+    started: list[ManagedProcess] = []
+
+    def spawn(*, url: str | None = None, **env: str) -> ManagedProcess:
+        proc = start_worker(log_dir, relay_env(url or redis_url, **env))
+        started.append(proc)
+        return proc
+
+    yield spawn
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def spawn_redis(log_dir: Path) -> Iterator[Callable[[], tuple[ManagedProcess, str]]]:
+    """Start extra private redis-servers, stopped when the test ends."""
+    started: list[ManagedProcess] = []
+
+    def spawn() -> tuple[ManagedProcess, str]:
+        proc, url = start_redis(log_dir)
+        started.append(proc)
+        return proc, url
+
+    yield spawn
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,114 @@
+"""Real signals to real processes: nothing lost, exit code 0, no traceback."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+
+import httpx
+
+from tests.conftest import StartApi, StartWorker
+from tests.support.client import ndjson_lines, read_events, state, submit, submit_ok, types, wait_state
+from tests.support.processes import ManagedProcess, wait_until
+
+
+def queue() -> str:
+    return f"relay:test:{uuid.uuid4().hex[:10]}"
+
+
+def assert_clean_exit(proc: ManagedProcess, timeout: float = 30) -> None:
+    assert proc.wait(timeout) == 0, proc.output()
+    assert "Traceback" not in proc.output()
+
+
+def test_worker_sigterm_lets_running_job_finish_within_grace(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    q = queue()
+    _, base = spawn_api(RELAY_QUEUE_NAME=q)
+    worker = spawn_worker(RELAY_QUEUE_NAME=q, RELAY_WORKER_GRACE_SECONDS="20")
+    task_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 1.5, "steps": 3}})
+    wait_state(base, task_id, {"running"})
+    worker.send(signal.SIGTERM)
+    assert_clean_exit(worker)
+    final = state(base, task_id)
+    assert final["state"] == "succeeded"
+    assert types(read_events(base, task_id)).count("started") == 1
+
+
+def test_worker_sigterm_past_grace_requeues_to_another_worker(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    q = queue()
+    _, base = spawn_api(RELAY_QUEUE_NAME=q)
+    first = spawn_worker(RELAY_QUEUE_NAME=q, RELAY_WORKER_GRACE_SECONDS="1")
+    task_ids = [submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 4, "steps": 4}}) for _ in range(6)]
+    for task_id in task_ids:
+        wait_state(base, task_id, {"running"})
+    spawn_worker(RELAY_QUEUE_NAME=q)  # the replacement, as in a rolling deploy
+    first.send(signal.SIGTERM)
+    assert_clean_exit(first)
+    finals = [wait_state(base, t, {"succeeded", "failed", "aborted"}, timeout=30) for t in task_ids]
+    assert [f["state"] for f in finals] == ["succeeded"] * len(task_ids)  # completed == submitted
+    for task_id, final in zip(task_ids, finals, strict=True):
+        events = types(read_events(base, task_id))
+        assert events.count("requeued") == 1
+        assert events.count("started") == 2
+        assert events.count("end") == 1
+        assert final["tries"] == 1  # the interrupted pickup was given back
+
+
+def test_shutdown_cancellations_do_not_burn_retries(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    q = queue()
+    _, base = spawn_api(RELAY_QUEUE_NAME=q)
+    env = {"RELAY_QUEUE_NAME": q, "RELAY_MAX_TRIES": "2", "RELAY_WORKER_GRACE_SECONDS": "0"}
+    task_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 2, "steps": 2}})
+    for _ in range(3):  # three deploys interrupt it: more than max_tries pickups
+        worker = spawn_worker(**env)
+        wait_state(base, task_id, {"running"})
+        worker.send(signal.SIGTERM)
+        assert_clean_exit(worker)
+        assert state(base, task_id)["state"] == "queued"
+    spawn_worker(**env)
+    final = wait_state(base, task_id, {"succeeded", "failed"}, timeout=30)
+    assert final["state"] == "succeeded", final
+    assert types(read_events(base, task_id)).count("requeued") == 3
+
+
+def test_worker_sigint_exits_cleanly(spawn_worker: StartWorker) -> None:
+    worker = spawn_worker(RELAY_QUEUE_NAME=queue())
+    worker.send(signal.SIGINT)
+    assert_clean_exit(worker)
+
+
+def test_api_sigint_exits_cleanly(spawn_api: StartApi) -> None:
+    api, _ = spawn_api()
+    api.send(signal.SIGINT)
+    assert_clean_exit(api)
+
+
+def test_api_sigterm_mid_stream_finishes_or_hands_over(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    q = queue()
+    api, base = spawn_api(RELAY_QUEUE_NAME=q, RELAY_API_DRAIN_SECONDS="3")
+    _, other_base = spawn_api(RELAY_QUEUE_NAME=q)
+    spawn_worker(RELAY_QUEUE_NAME=q)
+    long_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 8, "steps": 8}})
+    short_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 1, "steps": 2}})
+    wait_state(base, long_id, {"running"})
+    with (
+        httpx.stream("GET", f"{base}/tasks/{long_id}/events", timeout=30) as long_stream,
+        httpx.stream("GET", f"{base}/tasks/{short_id}/events", timeout=30) as short_stream,
+    ):
+        api.send(signal.SIGTERM)
+        wait_until(lambda: submit(base, {"task": "echo"}).status_code == 503, 3, "submits to be refused")
+        refused = submit(base, {"task": "echo"})
+        assert refused.json()["error"]["code"] == "draining"
+        assert httpx.get(f"{base}/health/ready", timeout=5).status_code == 503
+        short_events = [e for e in ndjson_lines(short_stream) if e["type"] != "heartbeat"]
+        long_events = [e for e in ndjson_lines(long_stream) if e["type"] != "heartbeat"]
+    assert short_events[-1]["type"] == "end"  # its task ended inside the drain period
+    hint = long_events[-1]
+    assert hint["type"] == "reconnect"
+    assert hint["data"]["last_seq"] == long_events[-2]["seq"]
+    assert_clean_exit(api)
+    # The client follows the hint on another API process and misses nothing.
+    rest = read_events(other_base, long_id, after=hint["data"]["last_seq"])
+    seqs = [e["seq"] for e in long_events[:-1] + rest]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert rest[-1]["type"] == "end"

@@ -1,0 +1,161 @@
+"""Start and stop real processes (redis-server, the Sanic API, arq workers), each stopped by its own PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import redis
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (on 127.0.0.1)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class ManagedProcess:
+    """A child process whose output goes to a file, stopped by PID when the test ends."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, sig: signal.Signals) -> None:
+        """Deliver a real signal to this process."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        """Exit code, waiting at most ``timeout`` seconds."""
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.send(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.send(signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+def start_redis(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
+    """A private redis-server on a free port, with no persistence."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("redis-server is not installed (scripts/test installs it when it can)")
+    port = port or free_port()
+    argv = [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(log_dir),
+    ]
+    proc = ManagedProcess("redis", argv, dict(os.environ), log_dir)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    wait_until(answers, 10, "redis-server to answer")
+    client.close()
+    return proc, url
+
+
+def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of a Relay process under test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update({"RELAY_REDIS_URL": redis_url, "RELAY_POLL_DELAY_SECONDS": "0.05", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env
+
+
+def start_api(log_dir: Path, env: dict[str, str], wait_ready: bool = True) -> tuple[ManagedProcess, str]:
+    """``sanic api.app:create_app --factory`` on a free port; returns it and its base URL."""
+    port = free_port()
+    argv = [
+        str(BIN / "sanic"),
+        "api.app:create_app",
+        "--factory",
+        "--single-process",
+        "--no-motd",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = ManagedProcess("api", argv, env, log_dir)
+    base = f"http://127.0.0.1:{port}"
+    if wait_ready:
+        wait_until(lambda: _ready(base, proc), 20, f"the API on {base} to be ready")
+    return proc, base
+
+
+def _ready(base: str, proc: ManagedProcess) -> bool:
+    if proc.proc.poll() is not None:
+        raise RuntimeError(f"the API exited early:\n{proc.output()}")
+    try:
+        return httpx.get(f"{base}/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_worker(log_dir: Path, env: dict[str, str], wait_ready: bool = True) -> ManagedProcess:
+    """``arq worker.settings``; ready once it logs that it is polling."""
+    proc = ManagedProcess("worker", [str(BIN / "arq"), "worker.settings"], env, log_dir)
+    if wait_ready:
+
+        def polling() -> bool:
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"the worker exited early:\n{proc.output()}")
+            return "relay worker ready" in proc.output()
+
+        wait_until(polling, 20, "the worker to start")
+    return proc
