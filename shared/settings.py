@@ -13,7 +13,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (or Sentinel-fronted) URL.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL: redis://, rediss:// (TLS) or unix://.")
     queue_name: str = Field("relay:queue", description="arq queue (a Redis sorted set).")
     max_queue_depth: int = Field(10_000, ge=1, description="Submits beyond this many queued jobs get 503.")
     worker_concurrency: int = Field(10, ge=1, description="Jobs one worker process runs at once.")

@@ -15,6 +15,7 @@ max_tries = _config.max_tries
 keep_result = _config.result_ttl_seconds
 job_completion_wait = _config.worker_grace_seconds
 health_check_interval = _setup.HEALTH_CHECK_INTERVAL_SECONDS
+health_check_key = _setup.health_check_key(_config)
 allow_abort_jobs = True
 retry_jobs = True
 job_serializer = _setup.dumps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from arq.worker import Function
@@ -20,6 +21,7 @@ __all__ = [
     "after_job_end",
     "dumps",
     "functions",
+    "health_check_key",
     "loads",
     "on_shutdown",
     "on_startup",
@@ -36,6 +38,11 @@ HEALTH_CHECK_INTERVAL_SECONDS = 10
 def settings() -> Settings:
     """The process settings."""
     return get_settings()
+
+
+def health_check_key(config: Settings) -> str:
+    """Per host (per pod), so ``arq --check worker.settings`` checks this worker, not any on the queue."""
+    return f"{config.queue_name}:health-check:{socket.gethostname()}"
 
 
 def functions(config: Settings) -> list[Function]:

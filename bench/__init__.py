@@ -1,0 +1,1 @@
+"""Benchmarks: run as modules (``python -m bench.latency``); they start their own processes."""

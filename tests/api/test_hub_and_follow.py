@@ -1,0 +1,140 @@
+"""The pub/sub hub and the follower against a real Redis: one subscription per channel, exact delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from api.follow import FollowOptions, Frame, FrameKind, follow
+from api.hub import Delivery, PubSubHub, Signal
+from shared import keys
+from shared.events import EventLog, EventType
+
+OPTIONS = FollowOptions(heartbeat_seconds=5, drain_seconds=0.2)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def hub(redis: Redis) -> AsyncIterator[PubSubHub]:
+    hub = PubSubHub(redis, queue_size=4)
+    await hub.start()
+    yield hub
+    await hub.close()
+
+
+def task() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def no_repair() -> bool:
+    return False
+
+
+async def numsub(redis: Redis, task_id: str) -> int:
+    channel = keys.events_channel(task_id)
+    return int(dict(await redis.pubsub_numsub(channel))[channel.encode()])
+
+
+async def test_events_get_increasing_sequence_numbers_and_expire(redis: Redis) -> None:
+    log = EventLog(redis, max_len=100, ttl_seconds=60)
+    task_id = task()
+    assert [await log.publish(task_id, EventType.PROGRESS, {"i": i}) for i in range(3)] == [1, 2, 3]
+    assert [seq for seq, _ in await log.read_after(task_id, 1)] == [2, 3]
+    assert 0 < await redis.ttl(keys.events_stream(task_id)) <= 60
+
+
+async def test_two_streams_share_one_subscription(hub: PubSubHub, redis: Redis) -> None:
+    log = EventLog(redis, max_len=100, ttl_seconds=60)
+    task_id = task()
+    async with hub.subscribe(task_id) as first, hub.subscribe(task_id) as second:
+        assert await numsub(redis, task_id) == 1
+        await log.publish(task_id, EventType.STARTED)
+        got = [await asyncio.wait_for(s.queue.get(), 5) for s in (first, second)]
+        assert all(isinstance(g, Delivery) and g.head.seq == 1 for g in got)
+    assert hub.channel_count == 0
+    assert await numsub(redis, task_id) == 0
+
+
+async def test_a_slow_stream_overflows_instead_of_growing(hub: PubSubHub, redis: Redis) -> None:
+    log = EventLog(redis, max_len=100, ttl_seconds=60)
+    task_id = task()
+    async with hub.subscribe(task_id) as sub:
+        for _ in range(10):
+            await log.publish(task_id, EventType.PROGRESS)
+        await log.publish(task_id, EventType.END)
+        await asyncio.wait_for(_until(lambda: sub.overflowed), 5)
+        assert sub.queue.qsize() == 4
+
+
+async def _until(predicate) -> None:  # type: ignore[no-untyped-def]
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
+async def test_follow_replays_then_streams_live_without_gaps_or_repeats(hub: PubSubHub, redis: Redis) -> None:
+    log = EventLog(redis, max_len=100, ttl_seconds=60)
+    task_id = task()
+    for _ in range(3):
+        await log.publish(task_id, EventType.PROGRESS)
+    frames: list[Frame] = []
+
+    async def consume() -> None:
+        async for frame in follow(hub, log, task_id, 1, OPTIONS, no_repair):
+            frames.append(frame)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.wait_for(_until(lambda: len(frames) == 2), 5)
+    for _ in range(20):  # more than the queue holds: the follower must recover from the log
+        await log.publish(task_id, EventType.PARTIAL)
+    await log.publish(task_id, EventType.END)
+    await asyncio.wait_for(consumer, 5)
+    assert [f.seq for f in frames] == list(range(2, 25))
+    assert frames[-1].type == "end"
+
+
+async def test_follow_hands_out_a_reconnect_hint_when_draining(hub: PubSubHub, redis: Redis) -> None:
+    log = EventLog(redis, max_len=100, ttl_seconds=60)
+    task_id = task()
+    await log.publish(task_id, EventType.STARTED)
+    frames: list[Frame] = []
+
+    async def consume() -> None:
+        async for frame in follow(hub, log, task_id, 0, OPTIONS, no_repair):
+            frames.append(frame)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.wait_for(_until(lambda: len(frames) == 1), 5)
+    hub.drain()
+    await asyncio.wait_for(consumer, 5)
+    assert [f.kind for f in frames] == [FrameKind.EVENT, FrameKind.RECONNECT]
+    assert frames[-1].seq == 1
+
+
+async def test_follow_asks_for_repair_on_idle_heartbeats(hub: PubSubHub, redis: Redis) -> None:
+    log = EventLog(redis, max_len=100, ttl_seconds=60)
+    task_id = task()
+
+    async def repair() -> bool:
+        await log.publish(task_id, EventType.END, {"state": "failed"})
+        return True
+
+    options = FollowOptions(heartbeat_seconds=0.05, drain_seconds=1)
+    frames = [f async for f in follow(hub, log, task_id, 0, options, repair)]
+    assert [f.kind for f in frames] == [FrameKind.HEARTBEAT, FrameKind.EVENT]
+    assert frames[-1].type == "end"
+
+
+async def test_drain_reaches_streams_that_subscribe_late(hub: PubSubHub) -> None:
+    hub.drain()
+    async with hub.subscribe(task()) as sub:
+        assert sub.queue.get_nowait() is Signal.DRAIN
