@@ -1,0 +1,1 @@
+"""Offline proofs for the deploy artefacts: Dockerfile, docker-compose.yml and the k8s/ kustomizations."""

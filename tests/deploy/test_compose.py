@@ -1,0 +1,95 @@
+"""docker-compose.yml is valid Compose and starts the stack in a safe order with safe stop budgets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.deploy import contract, tools
+from tests.deploy.manifests import seconds
+
+COMPOSE_FILE = tools.REPO / "docker-compose.yml"
+
+
+def check_compose_schema(path: Path) -> tuple[int, str]:
+    """Validate against the Compose Specification JSON schema that check-jsonschema vendors."""
+    result = tools.run([tools.tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", path])
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_matches_the_compose_specification() -> None:
+    code, output = check_compose_schema(COMPOSE_FILE)
+    assert code == 0, output
+
+
+def test_schema_check_rejects_an_invalid_file(tmp_path: Path) -> None:
+    """Proves the validator has teeth: a misspelt key and a wrong type both fail."""
+    bad = tmp_path / "compose.yml"
+    bad.write_text("services:\n  api:\n    image: x\n    stop_grace_perod: 10s\n    ports: 8000\n")
+    code, output = check_compose_schema(bad)
+    assert code != 0, output
+
+
+def test_redis_persists_with_aof_on_a_named_volume(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction", "a queue must never evict jobs"
+    volume, _, target = redis["volumes"][0].partition(":")
+    assert target == "/data"
+    assert volume in compose["volumes"], "AOF must live on a named volume"
+
+
+def test_start_order_is_gated_on_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    for name, service in services.items():
+        assert "healthcheck" in service, f"{name} has no healthcheck; depends_on could not wait for it"
+
+
+def test_healthchecks_use_tools_the_images_have(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
+    api_test = services["api"]["healthcheck"]["test"]
+    assert api_test[:3] == ["CMD", "python", "-c"], "the slim image has no curl; use python's urllib"
+    assert "urllib.request.urlopen('http://127.0.0.1:8000/health/ready'" in api_test[3]
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", *contract.WORKER_CHECK]
+
+
+def test_at_least_two_workers(compose: dict[str, Any]) -> None:
+    assert compose["services"]["worker"]["deploy"]["replicas"] >= 2
+
+
+def test_api_and_workers_share_one_image(compose: dict[str, Any]) -> None:
+    api, worker = compose["services"]["api"], compose["services"]["worker"]
+    assert api["image"] == worker["image"]
+    assert api["build"] == worker["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+
+
+def test_relay_containers_are_locked_down(compose: dict[str, Any]) -> None:
+    for name in ("api", "worker"):
+        service = compose["services"][name]
+        assert service["read_only"] is True, name
+        assert "/tmp" in service["tmpfs"], f"{name}: HOME=/tmp must stay writable"
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+
+
+def test_no_secret_value_is_written_into_the_file(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        keys = service.get("environment", {}).get("RELAY_API_KEYS")
+        assert keys is None or re.fullmatch(r"\$\{RELAY_API_KEYS(:?-)?\}", keys), f"{name}: {keys!r}"
+
+
+def test_stop_budgets_cover_graceful_shutdown(compose: dict[str, Any]) -> None:
+    from shared.settings import Settings
+
+    services = compose["services"]
+    worker_env, api_env = services["worker"]["environment"], services["api"]["environment"]
+    grace = float(worker_env.get("RELAY_WORKER_GRACE_SECONDS", Settings.model_fields["worker_grace_seconds"].default))
+    drain = float(api_env.get("RELAY_API_DRAIN_SECONDS", Settings.model_fields["api_drain_seconds"].default))
+    # After the grace, arq cancels and re-queues unfinished jobs and closes its pool: give that time too.
+    assert seconds(services["worker"]["stop_grace_period"]) >= grace + 10
+    assert seconds(services["api"]["stop_grace_period"]) > drain + 5
