@@ -20,6 +20,7 @@ from shared import keys
 from shared.events import EventLog, EventType
 from shared.serialization import dumps, loads
 from shared.tasks import TaskState
+from shared.wakeup import notify_workers
 
 # Atomic, so a worker cannot pick the job up half-removed. Touching the in-progress key also fails a
 # worker's WATCH/MULTI pickup that is in flight at this very moment.
@@ -68,6 +69,7 @@ async def abort_task(
         # The marker first: the worker reads it when the cancel arrives, to tell an abort from a shutdown.
         await pool.set(keys.abort_marker(task_id), b"1", ex=result_ttl_seconds)
         await pool.zadd(abort_jobs_ss, {task_id: int(time.time() * 1000)})
+        await notify_workers(pool, queue_name)  # arq checks for aborts on each poll
         return AbortOutcome.ABORTING
     return AbortOutcome.FINISHED if outcome == "finished" else AbortOutcome.UNKNOWN
 

@@ -14,6 +14,7 @@ from api.errors import IdConflict, InvalidRequest, QueueFull
 from shared.serialization import loads
 from shared.settings import Settings
 from shared.tasks import TaskState, TaskSubmission
+from shared.wakeup import notify_workers
 from worker.registry import TaskRegistry
 
 
@@ -58,6 +59,8 @@ async def submit_task(
     )
     if job is None:
         return await _existing(pool, settings, task_id, spec.name, job_kwargs)
+    if not submission.delay_seconds and submission.run_at is None:
+        await notify_workers(pool, settings.queue_name)
     deferred = bool(submission.delay_seconds) or (
         submission.run_at is not None and submission.run_at > dt.datetime.now(dt.UTC)
     )

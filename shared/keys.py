@@ -15,6 +15,11 @@ def events_channel(task_id: str) -> str:
     return f"{EVENTS_PREFIX}{task_id}"
 
 
+def wakeup_channel(queue_name: str) -> str:
+    """Where enqueuers tell idle workers of this queue to poll now."""
+    return f"{queue_name}{WAKEUP_CHANNEL_SUFFIX}"
+
+
 def abort_marker(task_id: str) -> str:
     """Set by the API before asking arq to abort, so a worker can tell an abort from a shutdown."""
     return f"{ABORT_PREFIX}{task_id}"

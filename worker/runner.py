@@ -21,6 +21,7 @@ from shared import keys
 from shared.events import EventLog, EventType
 from shared.serialization import dumps
 from shared.tasks import TaskState
+from shared.wakeup import notify_workers
 from worker.context import TaskContext
 from worker.registry import TaskSpec
 
@@ -28,6 +29,7 @@ logger = logging.getLogger("relay.worker")
 
 EVENTS_CTX_KEY = "relay_events"
 OUTCOME_CTX_KEY = "relay_outcome"
+QUEUE_CTX_KEY = "relay_queue"
 # arq's own timeout only backs ours up, so a slow task fails with our clearer error first.
 ARQ_TIMEOUT_MARGIN_SECONDS = 5.0
 
@@ -103,7 +105,8 @@ async def publish_outcome(ctx: dict[str, Any]) -> None:
     """arq ``after_job_end`` hook: runs once the result is stored, so a client that sees ``end`` and
     then asks ``GET /tasks/{id}`` finds the final state."""
     outcome = ctx.get(OUTCOME_CTX_KEY)
-    if outcome is None:  # re-queued by a shutdown: another worker will finish the story
+    if outcome is None:  # re-queued by a shutdown: arq has just released it, so wake another worker
+        await notify_workers(ctx["redis"], ctx[QUEUE_CTX_KEY])
         return
     type_, data, state = outcome
     events: EventLog = ctx[EVENTS_CTX_KEY]

@@ -13,8 +13,9 @@ from shared.logs import configure as configure_logging
 from shared.redis import redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
-from worker.runner import EVENTS_CTX_KEY, job_function, publish_outcome
+from worker.runner import EVENTS_CTX_KEY, QUEUE_CTX_KEY, job_function, publish_outcome
 from worker.tasks import registry
+from worker.wakeup import WakeupListener
 
 __all__ = [
     "HEALTH_CHECK_INTERVAL_SECONDS",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("relay.worker")
+
+WAKEUP_CTX_KEY = "relay_wakeup"
 
 # arq --check passes while the health key is younger than this (+1 s): keeps liveness probes meaningful.
 HEALTH_CHECK_INTERVAL_SECONDS = 10
@@ -57,11 +60,17 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx[EVENTS_CTX_KEY] = EventLog(
         ctx["redis"], max_len=config.event_log_max_len, ttl_seconds=config.result_ttl_seconds
     )
+    ctx[QUEUE_CTX_KEY] = config.queue_name
+    listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name)
+    await listener.start()
     logger.info("relay worker ready: %d tasks on queue %s", len(list(registry)), config.queue_name)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
-    """Nothing to close: the event log rides on arq's pool, which arq closes itself."""
+    """Close the wake-up subscription (the event log rides on arq's pool, which arq closes itself)."""
+    listener: WakeupListener | None = ctx.get(WAKEUP_CTX_KEY)
+    if listener is not None:
+        await listener.close()
 
 
 async def after_job_end(ctx: dict[str, Any]) -> None:

@@ -1,0 +1,24 @@
+"""Idle workers pick jobs up on the enqueue notice, not on their next poll."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from tests.conftest import StartApi, StartWorker
+from tests.support.client import read_events, submit_ok, types, wait_state
+
+
+def test_idle_worker_wakes_for_a_new_job_and_for_an_abort(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    env = {"RELAY_QUEUE_NAME": f"relay:wake:{uuid.uuid4().hex[:8]}", "RELAY_POLL_DELAY_SECONDS": "60"}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    # With a one-minute poll these bounds can only be met through the wake-up notices.
+    task_id = submit_ok(base, {"task": "echo"})
+    wait_state(base, task_id, {"succeeded"}, timeout=10)
+    long_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 120, "steps": 120}})
+    wait_state(base, long_id, {"running"}, timeout=10)
+    assert httpx.delete(f"{base}/tasks/{long_id}", timeout=10).status_code == 202
+    wait_state(base, long_id, {"aborted"}, timeout=10)
+    assert types(read_events(base, long_id))[-2:] == ["aborted", "end"]
