@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from redis.exceptions import RedisError
+
 from api.hub import Delivery, PubSubHub, Signal
 from shared.events import FINAL_TYPE, EventLog, decode_head
 
@@ -52,6 +54,19 @@ async def follow(
     hub: PubSubHub, log: EventLog, task_id: str, after_seq: int, options: FollowOptions, repair_end: RepairEnd
 ) -> AsyncIterator[Frame]:
     """Yield the task's events after ``after_seq`` until its ``end`` event (or a reconnect hint on drain)."""
+    last = after_seq
+    try:
+        async for frame in _follow(hub, log, task_id, after_seq, options, repair_end):
+            last = frame.seq if frame.kind is FrameKind.EVENT else last
+            yield frame
+    except (RedisError, OSError, TimeoutError):
+        # Redis went away (or stalled) mid-stream: hand the client a resume point rather than a cut connection.
+        yield Frame(FrameKind.RECONNECT, last)
+
+
+async def _follow(
+    hub: PubSubHub, log: EventLog, task_id: str, after_seq: int, options: FollowOptions, repair_end: RepairEnd
+) -> AsyncIterator[Frame]:
     last = after_seq
     drain_deadline: float | None = None
     async with hub.subscribe(task_id) as sub:

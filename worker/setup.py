@@ -13,6 +13,7 @@ from shared.logs import configure as configure_logging
 from shared.redis import redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
+from worker import resilience
 from worker.runner import EVENTS_CTX_KEY, QUEUE_CTX_KEY, job_function, publish_outcome
 from worker.tasks import registry
 from worker.wakeup import WakeupListener
@@ -60,6 +61,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx[EVENTS_CTX_KEY] = EventLog(
         ctx["redis"], max_len=config.event_log_max_len, ttl_seconds=config.result_ttl_seconds
     )
+    resilience.install()
     ctx[QUEUE_CTX_KEY] = config.queue_name
     listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name)
     await listener.start()

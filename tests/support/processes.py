@@ -75,25 +75,14 @@ class ManagedProcess:
         self._log.close()
 
 
-def start_redis(log_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
-    """A private redis-server on a free port, with no persistence."""
+def start_redis(log_dir: Path, port: int | None = None, appendonly: bool = False) -> tuple[ManagedProcess, str]:
+    """A private redis-server on a free port; with ``appendonly`` it keeps an fsync-always AOF in ``log_dir``."""
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError("redis-server is not installed (scripts/test installs it when it can)")
     port = port or free_port()
-    argv = [
-        server,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(log_dir),
-    ]
+    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(log_dir)]
+    argv += ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
     proc = ManagedProcess("redis", argv, dict(os.environ), log_dir)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)

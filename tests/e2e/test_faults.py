@@ -1,0 +1,121 @@
+"""Fault injection under load, each scenario reconciled: every accepted task reaches one final state.
+
+At-least-once execution is allowed where a process dies mid-job; such re-runs are counted (two
+``started`` events) rather than hidden, and a task still ends exactly once from the client's view.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import redis
+
+from tests.conftest import StartApi, StartWorker
+from tests.support.client import read_events, submit_ok, types, wait_state
+from tests.support.load import SubmitLoad
+from tests.support.processes import free_port, start_redis
+
+FINAL = {"succeeded", "failed", "aborted"}
+
+
+def queue() -> str:
+    return f"relay:fault:{uuid.uuid4().hex[:8]}"
+
+
+def reconcile(base: str, task_ids: list[str]) -> int:
+    """Every task succeeded and its stream ended exactly once; returns how many ran more than once."""
+    reruns = 0
+    for task_id in task_ids:
+        assert wait_state(base, task_id, FINAL, timeout=60)["state"] == "succeeded"
+        events = types(read_events(base, task_id))
+        assert events.count("end") == 1
+        assert events[-1] == "end"
+        reruns += events.count("started") > 1
+    return reruns
+
+
+def test_worker_sigkill_mid_job_is_rerun_once_abandoned(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    # arq abandons a job when its in-progress key expires: the task timeout + 5 s (Relay's margin) + 10 s.
+    env = {"RELAY_QUEUE_NAME": queue(), "RELAY_JOB_TIMEOUT_SECONDS": "2"}
+    _, base = spawn_api(**env)
+    victim = spawn_worker(**env)
+    task_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 1.5, "steps": 3}})
+    wait_state(base, task_id, {"running"})
+    victim.send(signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    spawn_worker(**env)
+    killed_at = time.monotonic()
+    assert wait_state(base, task_id, FINAL, timeout=40)["state"] == "succeeded"
+    assert time.monotonic() - killed_at >= 5  # picked up only once abandoned, not while still "in progress"
+    events = types(read_events(base, task_id))
+    assert events.count("started") == 2  # at-least-once: the killed run, then the re-run
+    assert events.count("end") == 1
+
+
+def test_redis_restart_under_load_loses_nothing(spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path) -> None:
+    port = free_port()
+    server, url = start_redis(tmp_path, port, appendonly=True)
+    api, base = spawn_api(url=url, RELAY_REDIS_TIMEOUT_SECONDS="1")
+    worker = spawn_worker(url=url)
+    try:
+        with SubmitLoad(base, {"task": "sleep", "kwargs": {"seconds": 0.2, "steps": 2}}) as load:
+            load.wait_for(lambda s: len(s.accepted) >= 10, 20, "submits before the outage")
+            server.stop()  # SIGTERM: Redis fsyncs its AOF and exits
+            load.wait_for(lambda s: s.statuses[503] >= 5, 20, "503s during the outage")
+            server, _ = start_redis(tmp_path, port, appendonly=True)
+            accepted_before = len(load.accepted)
+            load.wait_for(lambda s: len(s.accepted) >= accepted_before + 10, 30, "submits after the restart")
+        assert load.errors == []
+        assert set(load.statuses) <= {202, 503}
+        assert load.slowest < 5  # never a hang past the API's Redis timeout
+        reruns = reconcile(base, load.accepted)
+        assert reruns <= len(load.accepted)
+        assert worker.proc.poll() is None  # the worker rode it out and reconnected by itself
+    finally:
+        api.stop()
+        worker.stop()
+        server.stop()
+
+
+def test_redis_pause_shorter_than_timeouts_fails_nothing(
+    spawn_api: StartApi, spawn_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue(), "RELAY_REDIS_TIMEOUT_SECONDS": "3"}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    with SubmitLoad(base, {"task": "echo"}) as load:
+        load.wait_for(lambda s: len(s.accepted) >= 10, 20, "submits before the pause")
+        redis_client.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+        time.sleep(1.5)  # the pause's own length: load keeps submitting through it
+        load.wait_for(lambda s: len(s.accepted) >= 60, 20, "submits after the pause")
+    assert load.errors == []
+    assert set(load.statuses) == {202}
+    assert load.slowest >= 0.5  # some submits really were held by the pause
+    assert reconcile(base, load.accepted) == 0
+
+
+def test_api_sigkill_mid_stream_client_resumes_elsewhere(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    env = {"RELAY_QUEUE_NAME": queue()}
+    victim, base = spawn_api(**env)
+    _, other = spawn_api(**env)
+    spawn_worker(**env)
+    task_id = submit_ok(base, {"task": "count", "kwargs": {"n": 20, "interval": 0.05}})
+    seen: list[int] = []
+    try:
+        with httpx.stream("GET", f"{base}/tasks/{task_id}/events", timeout=10) as response:
+            for line in response.iter_lines():
+                if '"seq"' in line:
+                    seen.append(int(line.split('"seq":', 1)[1].split(",", 1)[0]))
+                if len(seen) == 4:
+                    victim.send(signal.SIGKILL)
+    except httpx.HTTPError:
+        pass  # the connection dies with the process
+    assert victim.wait(10) == -signal.SIGKILL
+    rest = read_events(other, task_id, after=seen[-1])
+    seqs = seen + [e["seq"] for e in rest]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert rest[-1]["type"] == "end"
