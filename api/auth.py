@@ -1,4 +1,5 @@
-"""Optional API-key auth: when keys are configured, every endpoint but health and metrics needs one."""
+"""Optional API-key auth: when keys are configured, every endpoint but health, metrics and the API's own
+description needs one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sanic import Request
 
 from api.errors import Unauthorized
 
-OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
+OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/metrics", "/openapi.json"})
 
 
 def presented_key(request: Request) -> str | None:

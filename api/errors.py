@@ -66,11 +66,21 @@ class Draining(ApiError):
     status, code = 503, "draining"
 
 
+MAX_DETAILS = 50  # a body with 60,000 bad keys must not earn a 5 MB answer
+
+
+def _capped(details: Any) -> Any:
+    if isinstance(details, list) and len(details) > MAX_DETAILS:
+        return [*details[:MAX_DETAILS], {"msg": f"... and {len(details) - MAX_DETAILS} more problems"}]
+    return details
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> HTTPResponse:
     """The JSON error body every failure uses."""
-    return json({"error": {"code": code, "message": message, "details": details}}, status=status, headers=headers)
+    body = {"error": {"code": code, "message": message, "details": _capped(details)}}
+    return json(body, status=status, headers=headers)
 
 
 def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:

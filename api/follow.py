@@ -75,7 +75,7 @@ async def _follow(
             if needs_replay:
                 needs_replay = False
                 sub.overflowed = False
-                for seq, raw in await _read_all_after(log, task_id, last):
+                async for seq, raw in _replay(log, task_id, last):
                     last = seq
                     head = decode_head(raw)
                     yield Frame(FrameKind.EVENT, seq, head.type, raw)
@@ -104,13 +104,18 @@ async def _follow(
             needs_replay = needs_replay or sub.overflowed
 
 
-async def _read_all_after(log: EventLog, task_id: str, after_seq: int) -> list[tuple[int, bytes]]:
-    events: list[tuple[int, bytes]] = []
+REPLAY_PAGE = 100
+
+
+async def _replay(log: EventLog, task_id: str, after_seq: int) -> AsyncIterator[tuple[int, bytes]]:
+    """The stored events after ``after_seq``, a page at a time: a client that reads slowly holds one
+    page in memory, not the task's whole history."""
     while True:
-        page = await log.read_after(task_id, after_seq)
-        events.extend(page)
-        if len(page) < 1000:
-            return events
+        page = await log.read_after(task_id, after_seq, count=REPLAY_PAGE)
+        for event in page:
+            yield event
+        if len(page) < REPLAY_PAGE:
+            return
         after_seq = page[-1][0]
 
 

@@ -21,6 +21,11 @@ def _ms_iso(ms: float | None) -> str | None:
     return _iso(dt.datetime.fromtimestamp(ms / 1000, dt.UTC)) if ms else None
 
 
+def _call(job_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The task's arguments and timeout, out of the envelope the API enqueues them in."""
+    return {"arguments": job_kwargs.get("params", {}), "timeout_seconds": job_kwargs.get("timeout_seconds")}
+
+
 def _final_state(result: JobResult) -> TaskState:
     if result.success:
         return TaskState.SUCCEEDED
@@ -52,7 +57,7 @@ async def task_view(pool: ArqRedis, queue_name: str, task_id: str) -> dict[str, 
             "task": result.function,
             "state": state.value,
             "tries": result.job_try,
-            "kwargs": result.kwargs,
+            **_call(result.kwargs),
             "result": result.result if result.success else None,
             "error": None if result.success else _error(result),
             "enqueued_at": _iso(result.enqueue_time),
@@ -74,7 +79,7 @@ async def task_view(pool: ArqRedis, queue_name: str, task_id: str) -> dict[str, 
         "task": job.function,
         "state": state.value,
         "tries": int(retries or 0),
-        "kwargs": job.kwargs,
+        **_call(job.kwargs),
         "result": None,
         "error": None,
         "enqueued_at": _iso(job.enqueue_time),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -54,16 +53,14 @@ async def submit_task(
         _job_id=task_id,
         _queue_name=settings.queue_name,
         _defer_by=submission.delay_seconds or None,
-        _defer_until=submission.run_at,
+        _defer_until=submission.defer_until(),
         **job_kwargs,
     )
     if job is None:
         return await _existing(pool, settings, task_id, spec.name, job_kwargs)
-    if not submission.delay_seconds and submission.run_at is None:
+    deferred = bool(submission.delay_seconds) or submission.defer_until() is not None
+    if not deferred:
         await notify_workers(pool, settings.queue_name)
-    deferred = bool(submission.delay_seconds) or (
-        submission.run_at is not None and submission.run_at > dt.datetime.now(dt.UTC)
-    )
     return Submitted(task_id, spec.name, True, TaskState.DEFERRED if deferred else TaskState.QUEUED)
 
 

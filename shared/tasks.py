@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+MAX_DEFER = dt.timedelta(days=30)
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 TaskId = Annotated[str, Field(pattern=TASK_ID_PATTERN, description="Client-chosen id; makes submit idempotent.")]
 
@@ -33,7 +34,7 @@ class TaskSubmission(BaseModel):
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     id: TaskId | None = None
-    delay_seconds: Annotated[float, Field(ge=0, le=30 * 24 * 3600)] | None = None
+    delay_seconds: Annotated[float, Field(ge=0, le=MAX_DEFER.total_seconds())] | None = None
     run_at: dt.datetime | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
 
@@ -41,6 +42,15 @@ class TaskSubmission(BaseModel):
     def _one_schedule(self) -> TaskSubmission:
         if self.delay_seconds is not None and self.run_at is not None:
             raise ValueError("give delay_seconds or run_at, not both")
-        if self.run_at is not None and self.run_at.tzinfo is None:
-            raise ValueError("run_at needs a timezone (e.g. 2026-01-01T12:00:00Z)")
+        if self.run_at is not None:
+            if self.run_at.tzinfo is None:
+                raise ValueError("run_at needs a timezone (e.g. 2026-01-01T12:00:00Z)")
+            if self.run_at - dt.datetime.now(dt.UTC) > MAX_DEFER:
+                raise ValueError(f"run_at may be at most {MAX_DEFER.days} days ahead")
         return self
+
+    def defer_until(self) -> dt.datetime | None:
+        """When to run, if later than now (a ``run_at`` in the past means now)."""
+        if self.run_at is None or self.run_at <= dt.datetime.now(dt.UTC):
+            return None
+        return self.run_at

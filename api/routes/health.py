@@ -1,4 +1,4 @@
-"""Ping, liveness, readiness and Prometheus metrics."""
+"""Ping, liveness, readiness, Prometheus metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, raw
 
 from api.metrics import render_metrics
+from api.openapi import document
 from api.resources import resources
 
 bp = Blueprint("health")
@@ -35,6 +36,12 @@ async def ready(request: Request) -> HTTPResponse:
     except (RedisError, OSError) as exc:
         return json({"status": "redis_unavailable", "detail": str(exc)}, status=503)
     return json({"status": "ready"})
+
+
+@bp.get("/openapi.json")
+async def openapi_document(request: Request) -> HTTPResponse:
+    """The OpenAPI 3.1 description of this API."""
+    return json(document())
 
 
 @bp.get("/metrics")

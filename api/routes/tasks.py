@@ -29,7 +29,7 @@ def links(task_id: str) -> dict[str, str]:
 def checked_id(task_id: str) -> str:
     """A path id that cannot name a task is simply not found."""
     if not _task_id.match(task_id):
-        raise TaskNotFound(f"no task {task_id!r}")
+        raise TaskNotFound(f"no task {task_id[:130]!r}")
     return task_id
 
 
@@ -39,6 +39,10 @@ def parse_submission(body: bytes) -> TaskSubmission:
         data = msgspec.json.decode(body or b"")
     except msgspec.DecodeError as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise MalformedJson("the body is not UTF-8") from None
+    except RecursionError:
+        raise InvalidRequest("the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", [{"loc": [], "msg": "expected an object"}])
     return TaskSubmission.model_validate(data)

@@ -30,6 +30,7 @@ def test_echo_returns_at_once(relay: str) -> None:
     assert final["state"] == "succeeded"
     assert final["result"] == {"echo": "hi"}
     assert final["tries"] == 1
+    assert final["arguments"] == {"message": "hi"}
     assert final["finished_at"] >= final["started_at"] >= final["enqueued_at"]
 
 

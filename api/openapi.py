@@ -1,0 +1,167 @@
+"""The OpenAPI 3.1 document, served at ``/openapi.json``.
+
+Schemas come from the same pydantic models that validate requests (``shared.tasks``) and describe
+responses (``api.schemas``), so the document cannot drift from what the code accepts. (sanic-ext's
+generator was tried: it drops ``required``, ignores aliases and emits OpenAPI 3.0 with 3.1-style
+nullables, which made a schema the fuzzer could not trust.)
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api.schemas import AbortResult, ErrorBody, Ping, Status, SubmitResult, TaskView
+from shared.tasks import TASK_ID_PATTERN, TaskSubmission
+from worker.tasks import registry
+
+_ERRORS = {
+    400: "The body is not JSON.",
+    401: "Missing or wrong API key (only when keys are configured).",
+    404: "Unknown task.",
+    406: "Neither NDJSON nor SSE is acceptable to the client.",
+    409: "Conflicts with the task's id or state.",
+    413: "Body too large.",
+    422: "Valid JSON, invalid content: schema, task name, arguments or resume point.",
+    503: "Redis unavailable, queue full, or this process is draining (see Retry-After).",
+}
+_STREAM = {
+    "application/x-ndjson": {"schema": {"type": "string", "description": "One event JSON object per line."}},
+    "text/event-stream": {"schema": {"type": "string", "description": "SSE; each id is the event's seq."}},
+}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+
+
+def _reply(description: str, content: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, **({"content": content} if content else {})}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _reply(_ERRORS[s], _json(ErrorBody)) for s in statuses}
+
+
+_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": TASK_ID_PATTERN}}
+
+_PATHS: dict[str, Any] = {
+    "/": {"get": {"operationId": "ping", "summary": "Ping", "responses": {"200": _reply("Pong.", _json(Ping))}}},
+    "/health/live": {
+        "get": {
+            "operationId": "live",
+            "summary": "Liveness (never touches Redis)",
+            "security": [],
+            "responses": {"200": _reply("Alive.", _json(Status))},
+        }
+    },
+    "/health/ready": {
+        "get": {
+            "operationId": "ready",
+            "summary": "Readiness",
+            "security": [],
+            "responses": {
+                "200": _reply("Ready.", _json(Status)),
+                "503": _reply("Redis unreachable or draining.", _json(Status)),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics",
+            "security": [],
+            "responses": {"200": _reply("Prometheus text format.", {"text/plain": {"schema": {"type": "string"}}})},
+        }
+    },
+    "/tasks": {
+        "post": {
+            "operationId": "submitTask",
+            "summary": "Submit a task",
+            "description": "With Accept: application/x-ndjson or text/event-stream the task's events follow "
+            "on this response.",
+            "requestBody": {"required": True, "content": _json(TaskSubmission)},
+            "responses": {
+                "202": _reply("Enqueued.", _json(SubmitResult)),
+                "200": _reply(
+                    "Already submitted with this id and these arguments, or the event stream.",
+                    _json(SubmitResult) | _STREAM,
+                ),
+                **_errors(400, 401, 409, 413, 422, 503),
+            },
+        }
+    },
+    "/tasks/{task_id}": {
+        "get": {
+            "operationId": "getTask",
+            "summary": "Read a task's state",
+            "parameters": [_TASK_ID],
+            "responses": {"200": _reply("The task.", _json(TaskView)), **_errors(401, 404, 503)},
+        },
+        "delete": {
+            "operationId": "abortTask",
+            "summary": "Abort a task",
+            "parameters": [_TASK_ID],
+            "responses": {
+                "200": _reply("Removed before it started.", _json(AbortResult)),
+                "202": _reply("Its worker is cancelling it.", _json(AbortResult)),
+                **_errors(401, 404, 409, 503),
+            },
+        },
+    },
+    "/tasks/{task_id}/events": {
+        "get": {
+            "operationId": "taskEvents",
+            "summary": "Follow a task's events: replay, then live, until its end",
+            "parameters": [
+                _TASK_ID,
+                {
+                    "name": "after",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "Resume after this event sequence number.",
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "schema": {"type": "string"},
+                    "description": "SSE resume point (an event sequence number).",
+                },
+            ],
+            "responses": {
+                "200": _reply("Events until the task's end event.", _STREAM),
+                "204": _reply("The client already has the final event."),
+                **_errors(401, 404, 406, 422, 503),
+            },
+        }
+    },
+}
+
+
+@lru_cache(maxsize=1)
+def document() -> dict[str, Any]:
+    """The whole document (built once per process)."""
+    models: list[type[BaseModel]] = [TaskSubmission, SubmitResult, TaskView, AbortResult, ErrorBody, Status, Ping]
+    _, schemas = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
+    # Name the registered tasks, so clients (and the fuzzer) see which ones exist.
+    schemas["$defs"]["TaskSubmission"]["properties"]["task"]["enum"] = sorted(spec.name for spec in registry)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Relay",
+            "version": "0.1.0",
+            "description": "Submit tasks, follow their events live, read their results.",
+        },
+        "paths": _PATHS,
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{}, {"apiKey": []}, {"bearer": []}],
+    }

@@ -1,0 +1,71 @@
+"""Response shapes, for the OpenAPI document (``/docs/openapi.json``) that clients and the fuzzer read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.tasks import TaskState
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_arguments.")
+    message: str
+    details: Any = Field(None, description="Per-field problems for 422s, extra facts otherwise.")
+
+
+class ErrorBody(BaseModel):
+    """Every error response, whatever its status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
+
+
+class Links(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    self_: str = Field(alias="self")
+    events: str
+
+
+class SubmitResult(BaseModel):
+    id: str
+    task: str
+    state: TaskState
+    created: bool = Field(description="False when this id was already submitted with the same task and arguments.")
+    links: Links
+
+
+class TaskView(BaseModel):
+    id: str
+    task: str
+    state: TaskState
+    tries: int
+    arguments: dict[str, Any] = Field(description="The validated arguments, by name.")
+    timeout_seconds: float | None = Field(None, description="The per-task timeout, if one was given.")
+    result: Any = None
+    error: dict[str, Any] | None = None
+    enqueued_at: str | None = None
+    scheduled_for: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    links: Links
+
+
+class AbortResult(BaseModel):
+    id: str
+    state: str = Field(description="aborted (was queued) or aborting (was running).")
+    links: Links
+
+
+class Status(BaseModel):
+    status: str
+
+
+class Ping(BaseModel):
+    service: str
+    ping: str
