@@ -16,7 +16,7 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
 from api.resources import RelayApp
-from worker.registry import InvalidArguments, UnknownTask
+from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
 
 logger = logging.getLogger("relay.api")
 
@@ -46,20 +46,12 @@ class TaskNotFound(ApiError):
     status, code = 404, "task_not_found"
 
 
-class IdConflict(ApiError):
-    status, code = 409, "id_conflict"
-
-
 class NotAbortable(ApiError):
     status, code = 409, "not_abortable"
 
 
 class InvalidRequest(ApiError):
     status, code = 422, "invalid_request"
-
-
-class QueueFull(ApiError):
-    status, code = 503, "queue_full"
 
 
 class Draining(ApiError):
@@ -93,10 +85,8 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, ValidationError):
         return error_response(422, "invalid_request", "the request does not match the schema", _validation_details(exc))
-    if isinstance(exc, UnknownTask):
-        return error_response(422, "unknown_task", f"no task is registered as {exc.args[0]!r}")
-    if isinstance(exc, InvalidArguments):
-        return error_response(422, "invalid_arguments", "the arguments do not fit the task", exc.errors)
+    if isinstance(exc, SubmissionError):
+        return _submission_error(exc)
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         logger.warning("Redis unavailable: %s", exc)
         return error_response(
@@ -109,6 +99,21 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(exc.status_code, code, str(exc), headers=dict(exc.headers or {}))
     logger.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "internal error")
+
+
+# How each submission failure answers over HTTP: (status, code, extra headers).
+_SUBMISSION_ERRORS: dict[type[SubmissionError], tuple[int, str, dict[str, str]]] = {
+    UnknownTask: (422, "unknown_task", {}),
+    InvalidArguments: (422, "invalid_arguments", {}),
+    InvalidOptions: (422, "invalid_request", {}),
+    IdConflict: (409, "id_conflict", {}),
+    QueueFull: (503, "queue_full", {"Retry-After": "5"}),
+}
+
+
+def _submission_error(exc: SubmissionError) -> HTTPResponse:
+    status, code, headers = _SUBMISSION_ERRORS.get(type(exc), (422, "invalid_request", {}))
+    return error_response(status, code, exc.message, exc.details, headers)
 
 
 def install(app: RelayApp) -> None:

@@ -9,22 +9,13 @@ from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from shared.errors import InvalidArguments, UnknownTask
 from worker.context import TaskContext
+
+__all__ = ["InvalidArguments", "TaskRegistry", "TaskSpec", "UnknownTask"]
 
 TaskFn = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=TaskFn)
-
-
-class UnknownTask(LookupError):
-    """The name is not registered: nothing by that name may run."""
-
-
-class InvalidArguments(ValueError):
-    """The arguments do not fit the task's signature; ``errors`` says where."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("invalid task arguments")
-        self.errors = errors
 
 
 class _Params(BaseModel):

@@ -14,7 +14,7 @@ from api.formats import wants_stream
 from api.resources import resources
 from api.status import task_view
 from api.streaming import send_stream
-from api.submit import Submitted, submit_task
+from shared.enqueue import Submitted, enqueue_task
 from shared.tasks import TASK_ID_PATTERN, TaskSubmission
 
 bp = Blueprint("tasks")
@@ -66,7 +66,7 @@ async def submit(request: Request) -> HTTPResponse | None:
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     submission = parse_submission(request.body)
-    submitted = await submit_task(res.pool, res.registry, res.settings, submission)
+    submitted = await enqueue_task(res.pool, res.registry, res.settings, submission)
     location = links(submitted.task_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
     if fmt is not None:

@@ -1,20 +1,25 @@
-"""Validating and enqueueing a submitted task: all checks happen before the single atomic enqueue."""
+"""Validating and enqueueing a submission, for every entry point (HTTP, Service Bus).
+
+All checks happen before the single atomic arq enqueue, so a refused submission leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
-from api.errors import IdConflict, InvalidRequest, QueueFull
+from shared.errors import IdConflict, InvalidOptions, QueueFull
 from shared.serialization import loads
 from shared.settings import Settings
 from shared.tasks import TaskState, TaskSubmission
 from shared.wakeup import notify_workers
-from worker.registry import TaskRegistry
+
+if TYPE_CHECKING:
+    from worker.registry import TaskRegistry
 
 
 @dataclass(frozen=True)
@@ -31,21 +36,21 @@ def _job_kwargs(params: dict[str, Any], timeout: float | None) -> dict[str, Any]
     return {"params": params} if timeout is None else {"params": params, "timeout_seconds": timeout}
 
 
-async def submit_task(
+async def enqueue_task(
     pool: ArqRedis, registry: TaskRegistry, settings: Settings, submission: TaskSubmission
 ) -> Submitted:
-    """Enqueue ``submission`` once; raise an ``ApiError`` (or a registry error) for anything a client got wrong."""
+    """Enqueue ``submission`` once; a ``SubmissionError`` says what was wrong with it."""
     spec = registry.get(submission.task)
     params = spec.validate(submission.args, submission.kwargs)
     max_timeout = spec.timeout_seconds or settings.job_timeout_seconds
     if submission.timeout_seconds is not None and submission.timeout_seconds > max_timeout:
-        raise InvalidRequest(
+        raise InvalidOptions(
             f"timeout_seconds may be at most {max_timeout:g} for {spec.name!r}",
             [{"loc": ["timeout_seconds"], "msg": f"must be <= {max_timeout:g}"}],
         )
     depth = await pool.zcard(settings.queue_name)
     if depth >= settings.max_queue_depth:
-        raise QueueFull(f"the queue holds {depth} tasks, its maximum; retry later", headers={"Retry-After": "5"})
+        raise QueueFull(f"the queue holds {depth} tasks, its maximum; retry later")
     task_id = submission.id or uuid.uuid4().hex
     job_kwargs = _job_kwargs(params, submission.timeout_seconds)
     job = await pool.enqueue_job(
