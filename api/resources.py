@@ -8,15 +8,13 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
-from redis.exceptions import RedisError
 from sanic import Request, Sanic
 from sanic.config import Config
 
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
 from shared.events import EventLog
-from shared.serialization import dumps, loads
+from shared.redis import connect_fail_fast
 from shared.settings import Settings
 from worker.registry import TaskRegistry
 
@@ -67,7 +65,7 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings, registry: TaskRegistry) -> Resources:
         """Connect to Redis (retrying while it starts) and start the pub/sub hub."""
-        pool = await _connect(settings)
+        pool = await connect_fail_fast(settings)
         events = EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds)
         hub = PubSubHub(pool)
         await hub.start()
@@ -77,29 +75,6 @@ class Resources:
         """Close the hub, then the pool."""
         await self.hub.close()
         await self.pool.aclose(close_connection_pool=True)
-
-
-async def _connect(settings: Settings, attempts: int = 20) -> ArqRedis:
-    """An arq client whose commands time out (a stalled Redis must give 503s, not hung requests)."""
-    timeout = settings.redis_timeout_seconds
-    pool = ArqRedis(
-        connection_pool=ConnectionPool.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
-        ),
-        job_serializer=dumps,
-        job_deserializer=loads,
-        default_queue_name=settings.queue_name,
-    )
-    for attempt in range(1, attempts + 1):
-        try:
-            await pool.ping()
-            return pool
-        except (RedisError, OSError) as exc:
-            if attempt == attempts:
-                raise
-            logger.warning("Redis not reachable yet (%s); retrying", exc)
-            await asyncio.sleep(0.5)
-    return pool
 
 
 def resources(request: Request) -> Resources:

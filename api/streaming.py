@@ -10,8 +10,8 @@ from sanic import Request
 from api.follow import FollowOptions, follow
 from api.formats import StreamFormat, encode
 from api.resources import Resources
-from api.status import is_final, task_view
 from shared.events import FINAL_TYPE, EventType, decode_head
+from shared.status import is_final, task_view
 
 logger = logging.getLogger("relay.api.stream")
 

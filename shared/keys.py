@@ -2,6 +2,7 @@
 
 EVENTS_PREFIX = "relay:events:"
 ABORT_PREFIX = "relay:abort:"
+REPLY_PREFIX = "relay:reply:"
 WAKEUP_CHANNEL_SUFFIX = ":wakeup"
 
 
@@ -23,3 +24,13 @@ def wakeup_channel(queue_name: str) -> str:
 def abort_marker(task_id: str) -> str:
     """Set by the API before asking arq to abort, so a worker can tell an abort from a shutdown."""
     return f"{ABORT_PREFIX}{task_id}"
+
+
+def reply_request(task_id: str) -> str:
+    """Where a Service Bus request asked its task's outcome to be sent."""
+    return f"{REPLY_PREFIX}{task_id}"
+
+
+def reply_sent(task_id: str) -> str:
+    """Set once that reply went out, so a redelivery does not send it again."""
+    return f"{REPLY_PREFIX}{task_id}:sent"

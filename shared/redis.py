@@ -1,15 +1,21 @@
-"""arq's Redis connection settings for workers."""
+"""Redis connections: arq's settings for workers (patient) and a client for callers that must not wait."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
+from shared.serialization import dumps, loads
 from shared.settings import Settings
+
+logger = logging.getLogger("relay.redis")
 
 # A worker rides out a Redis restart or failover of up to ~30 s: each command is retried with backoff
 # (capped at 1 s) instead of crashing the worker mid-job. Longer outages do crash it, and its
@@ -28,3 +34,27 @@ def redis_settings(config: Settings) -> RedisSettings:
         retry=REDIS_RETRY,
         retry_on_error=[ConnectionError, TimeoutError, OSError],
     )
+
+
+async def connect_fail_fast(settings: Settings, attempts: int = 20) -> ArqRedis:
+    """An arq client whose commands time out and are not retried: for callers that must answer now
+    (the API's 503s, the bridge's abandon), unlike workers, which wait a Redis restart out."""
+    timeout = settings.redis_timeout_seconds
+    pool = ArqRedis(
+        connection_pool=ConnectionPool.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        ),
+        job_serializer=dumps,
+        job_deserializer=loads,
+        default_queue_name=settings.queue_name,
+    )
+    for attempt in range(1, attempts + 1):
+        try:
+            await pool.ping()
+            return pool
+        except (RedisError, OSError) as exc:
+            if attempt == attempts:
+                raise
+            logger.warning("Redis not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(0.5)
+    return pool

@@ -36,10 +36,35 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Level of Relay's own loggers (arq and Sanic log as they do).")
     redis_timeout_seconds: float = Field(2, gt=0, description="Socket timeout for the API's Redis commands.")
 
+    servicebus_connection_string: SecretStr = Field(
+        SecretStr(""), description="Service Bus connection string; enables the bridge (or use the namespace)."
+    )
+    servicebus_namespace: str = Field(
+        "", description="Fully qualified namespace (x.servicebus.windows.net), authenticated by Azure AD."
+    )
+    servicebus_queue: str = Field("", description="Queue the bridge receives tasks from.")
+    servicebus_topic: str = Field("", description="Or: topic the bridge receives from (with a subscription).")
+    servicebus_subscription: str = Field("", description="Subscription of RELAY_SERVICEBUS_TOPIC.")
+    servicebus_max_concurrency: int = Field(8, ge=1, description="Messages the bridge handles at once.")
+    servicebus_prefetch: int = Field(16, ge=0, description="Messages the SDK fetches ahead.")
+    servicebus_lock_renewal_seconds: float = Field(
+        300, gt=0, description="How long a message lock is renewed while its task is being enqueued."
+    )
+    servicebus_retry_seconds: float = Field(
+        5, ge=0, description="How long a transient failure (Redis down) is retried before abandoning."
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _strip(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
+
+    @property
+    def servicebus_enabled(self) -> bool:
+        """The bridge runs when it has both a way in and an entity to read."""
+        has_auth = bool(self.servicebus_connection_string.get_secret_value() or self.servicebus_namespace)
+        has_entity = bool(self.servicebus_queue or (self.servicebus_topic and self.servicebus_subscription))
+        return has_auth and has_entity
 
     def api_key_list(self) -> list[str]:
         """The configured API keys, without blanks."""

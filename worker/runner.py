@@ -30,6 +30,7 @@ logger = logging.getLogger("relay.worker")
 EVENTS_CTX_KEY = "relay_events"
 OUTCOME_CTX_KEY = "relay_outcome"
 QUEUE_CTX_KEY = "relay_queue"
+BRIDGE_CTX_KEY = "relay_bridge"
 # arq's own timeout only backs ours up, so a slow task fails with our clearer error first.
 ARQ_TIMEOUT_MARGIN_SECONDS = 5.0
 
@@ -113,3 +114,9 @@ async def publish_outcome(ctx: dict[str, Any]) -> None:
     task_id: str = ctx["job_id"]
     await events.publish(task_id, type_, data)
     await events.publish(task_id, EventType.END, {"state": state.value})
+    bridge = ctx.get(BRIDGE_CTX_KEY)
+    if bridge is not None:
+        try:
+            await bridge.replies.send_for(task_id, state.value, data)
+        except Exception:
+            logger.exception("could not send the Service Bus reply for %s", task_id)

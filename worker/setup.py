@@ -14,7 +14,7 @@ from shared.redis import redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
 from worker import resilience
-from worker.runner import EVENTS_CTX_KEY, QUEUE_CTX_KEY, job_function, publish_outcome
+from worker.runner import BRIDGE_CTX_KEY, EVENTS_CTX_KEY, QUEUE_CTX_KEY, job_function, publish_outcome
 from worker.tasks import registry
 from worker.wakeup import WakeupListener
 
@@ -65,11 +65,18 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     ctx[QUEUE_CTX_KEY] = config.queue_name
     listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name)
     await listener.start()
+    if config.servicebus_enabled:
+        from worker.bridge.service import ServiceBusBridge  # the SDK loads only where it is used
+
+        ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry)
     logger.info("relay worker ready: %d tasks on queue %s", len(list(registry)), config.queue_name)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
-    """Close the wake-up subscription (the event log rides on arq's pool, which arq closes itself)."""
+    """Stop the bridge and the wake-up subscription (the event log rides on arq's pool, closed by arq)."""
+    bridge = ctx.get(BRIDGE_CTX_KEY)
+    if bridge is not None:
+        await bridge.stop()
     listener: WakeupListener | None = ctx.get(WAKEUP_CTX_KEY)
     if listener is not None:
         await listener.close()

@@ -9,9 +9,9 @@ from api.errors import ApiError, InvalidRequest, TaskNotFound
 from api.formats import negotiate
 from api.resources import resources
 from api.routes.tasks import checked_id
-from api.status import task_view
 from api.streaming import send_stream
 from shared.events import FINAL_TYPE, decode_head
+from shared.status import task_view
 
 bp = Blueprint("events")
 

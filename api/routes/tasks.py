@@ -12,9 +12,9 @@ from api.abort import AbortOutcome, abort_task
 from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, TaskNotFound
 from api.formats import wants_stream
 from api.resources import resources
-from api.status import task_view
 from api.streaming import send_stream
 from shared.enqueue import Submitted, enqueue_task
+from shared.status import task_view
 from shared.tasks import TASK_ID_PATTERN, TaskSubmission
 
 bp = Blueprint("tasks")

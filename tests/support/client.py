@@ -29,12 +29,14 @@ def state(base: str, task_id: str) -> dict[str, Any]:
 
 
 def wait_state(base: str, task_id: str, wanted: set[str], timeout: float = 20) -> dict[str, Any]:
-    """Poll ``GET /tasks/{id}`` until its state is one of ``wanted``."""
+    """Poll ``GET /tasks/{id}`` until its state is one of ``wanted`` (a task not there yet is waited for)."""
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        last = state(base, task_id)
-        if last["state"] in wanted:
+        response = httpx.get(f"{base}/tasks/{task_id}", timeout=10)
+        assert response.status_code in {200, 404}, response.text
+        last = response.json()
+        if response.status_code == 200 and last["state"] in wanted:
             return last
         time.sleep(0.05)
     raise AssertionError(f"task {task_id} never reached {wanted}; last: {last}")

@@ -1,0 +1,89 @@
+"""From a Service Bus message to a Relay submission, or to the reason it must be dead-lettered.
+
+The body is JSON ``{"task", "args"?, "kwargs"?, "delay_seconds"?, "run_at"?, "timeout_seconds"?}``; the
+task name may instead be given in the application property ``task``. The message id becomes the task
+id, so a redelivered message enqueues nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from azure.servicebus import ServiceBusReceivedMessage
+from azure.servicebus.amqp import AmqpMessageBodyType
+from pydantic import ValidationError
+
+from shared.tasks import TASK_ID_PATTERN, TaskSubmission
+
+_task_id = re.compile(TASK_ID_PATTERN)
+DESCRIPTION_LIMIT = 1024  # Service Bus caps dead-letter descriptions; keep them readable anyway
+
+
+class DeadLetterReason:
+    """The ``DeadLetterReason`` values the bridge uses (Service Bus adds ``MaxDeliveryCountExceeded``)."""
+
+    INVALID_JSON = "InvalidJson"
+    INVALID_SCHEMA = "InvalidSchema"
+    UNKNOWN_TASK = "UnknownTask"
+    INVALID_ARGUMENTS = "InvalidArguments"
+    ID_CONFLICT = "IdConflict"
+
+
+@dataclass(frozen=True)
+class Poison(Exception):
+    """A message that can never become a task: dead-letter it with this reason."""
+
+    reason: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.description}"
+
+
+def task_id_for(message_id: str) -> str:
+    """The message id itself when it is a valid task id, else a stable digest of it."""
+    if _task_id.match(message_id):
+        return message_id
+    return "sb-" + hashlib.sha256(message_id.encode()).hexdigest()[:40]
+
+
+def _body_value(message: ServiceBusReceivedMessage) -> Any:
+    if message.body_type == AmqpMessageBodyType.DATA:
+        raw = b"".join(message.body)
+        try:
+            return msgspec.json.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise Poison(DeadLetterReason.INVALID_JSON, f"the body is not JSON: {exc}"[:DESCRIPTION_LIMIT]) from None
+    value = message.body
+    if isinstance(value, bytes | str):
+        try:
+            return msgspec.json.decode(value)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise Poison(DeadLetterReason.INVALID_JSON, f"the body is not JSON: {exc}"[:DESCRIPTION_LIMIT]) from None
+    return value
+
+
+def _property(message: ServiceBusReceivedMessage, name: str) -> str | None:
+    props = message.application_properties or {}
+    value = props.get(name) or props.get(name.encode())
+    return value.decode() if isinstance(value, bytes) else (str(value) if value is not None else None)
+
+
+def parse(message: ServiceBusReceivedMessage) -> TaskSubmission:
+    """The submission a message carries, with its task id; ``Poison`` if it cannot carry one."""
+    body = _body_value(message)
+    if not isinstance(body, dict):
+        raise Poison(DeadLetterReason.INVALID_SCHEMA, "the body must be a JSON object")
+    task = _property(message, "task")
+    if task and "task" not in body:
+        body = {**body, "task": task}
+    body = {**body, "id": task_id_for(str(message.message_id))}
+    try:
+        return TaskSubmission.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise Poison(DeadLetterReason.INVALID_SCHEMA, problems[:DESCRIPTION_LIMIT]) from None

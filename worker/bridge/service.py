@@ -1,0 +1,180 @@
+"""The bridge loop: receive in peek-lock, enqueue, then settle. Nothing is settled before it is safe.
+
+Per message: parse it (poison -> dead-letter with a reason), record its reply request if it has one,
+enqueue its task with the message id as task id (a redelivery enqueues nothing new), and only then
+complete it. A transient failure (Redis down, queue full) is retried for ``servicebus_retry_seconds``
+while the lock is renewed, then the message is abandoned for Service Bus to redeliver, and receiving
+stops until Redis answers again, so an outage costs each message at most one delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+
+from arq.connections import ArqRedis
+from azure.servicebus import ServiceBusReceivedMessage
+from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
+from redis.exceptions import RedisError
+
+from shared.enqueue import enqueue_task
+from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
+from shared.redis import connect_fail_fast
+from shared.settings import Settings
+from worker.bridge.client import service_bus_client, task_receiver
+from worker.bridge.messages import DESCRIPTION_LIMIT, DeadLetterReason, Poison, parse
+from worker.bridge.replies import ReplyBook
+from worker.registry import TaskRegistry
+
+logger = logging.getLogger("relay.bridge")
+
+TRANSIENT = (RedisError, OSError, QueueFull)
+STOP_SECONDS = 10.0  # in-hand messages get this long to finish at shutdown, then are abandoned
+_POISON: dict[type[SubmissionError], str] = {
+    UnknownTask: DeadLetterReason.UNKNOWN_TASK,
+    InvalidArguments: DeadLetterReason.INVALID_ARGUMENTS,
+    InvalidOptions: DeadLetterReason.INVALID_SCHEMA,
+    IdConflict: DeadLetterReason.ID_CONFLICT,
+}
+
+
+class ServiceBusBridge:
+    """Runs inside a worker process (see ``worker.setup``): one receiver, bounded concurrency."""
+
+    def __init__(self, settings: Settings, pool: ArqRedis, registry: TaskRegistry, client: ServiceBusClient) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._registry = registry
+        self.client = client
+        self.replies = ReplyBook(pool, client, settings.queue_name, settings.result_ttl_seconds)
+        self._slots = asyncio.Semaphore(settings.servicebus_max_concurrency)
+        self._in_hand: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._redis_down = asyncio.Event()
+
+    @classmethod
+    async def start(cls, settings: Settings, registry: TaskRegistry) -> ServiceBusBridge:
+        """Connect and start receiving in the background. The bridge has its own Redis client, one that
+        fails fast, so a Redis outage turns into an abandon rather than a long wait under a lock."""
+        bridge = cls(settings, await connect_fail_fast(settings), registry, service_bus_client(settings))
+        bridge._loop_task = asyncio.create_task(bridge._run(), name="relay-servicebus-bridge")
+        return bridge
+
+    async def stop(self) -> None:
+        """Stop receiving; finish what is in hand (or abandon it for immediate redelivery); close."""
+        self._stopping.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.client.close()
+        await self._pool.aclose(close_connection_pool=True)
+
+    async def _run(self) -> None:
+        renewer = AutoLockRenewer(max_lock_renewal_duration=self._settings.servicebus_lock_renewal_seconds)
+        while not self._stopping.is_set():
+            try:
+                async with task_receiver(self.client, self._settings) as receiver:
+                    logger.info("Service Bus bridge receiving")
+                    await self._receive_until_stopped(receiver, renewer)
+                    await self._finish_in_hand(receiver)
+            except Exception:  # the SDK reconnects itself; this is for what it gives up on
+                logger.exception("Service Bus receiver failed; reconnecting")
+                await self._pause(5.0)
+        await renewer.close()
+
+    async def _receive_until_stopped(self, receiver: ServiceBusReceiver, renewer: AutoLockRenewer) -> None:
+        while not self._stopping.is_set():
+            if self._redis_down.is_set():
+                await self._wait_for_redis()
+            async with self._slots:  # wait for at least one free slot
+                pass
+            free = self._settings.servicebus_max_concurrency - len(self._in_hand)
+            messages = await receiver.receive_messages(max_message_count=free, max_wait_time=1)
+            for message in messages:
+                renewer.register(receiver, message)
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle(receiver, message))
+                self._in_hand.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_hand.discard(task)
+        self._slots.release()
+
+    async def _wait_for_redis(self) -> None:
+        """Receive nothing while Redis is down: each message received now would only be abandoned
+        again, spending its delivery count until Service Bus dead-letters it."""
+        logger.warning("Redis is down: the bridge stops receiving until it answers")
+        while not self._stopping.is_set():
+            try:
+                await self._pool.ping()
+            except (RedisError, OSError):
+                await self._pause(1.0)
+                continue
+            logger.info("Redis is back: the bridge receives again")
+            self._redis_down.clear()
+            return
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _finish_in_hand(self, receiver: ServiceBusReceiver) -> None:
+        if not self._in_hand:
+            return
+        logger.info("finishing %d in-hand messages", len(self._in_hand))
+        _, late = await asyncio.wait(self._in_hand, timeout=STOP_SECONDS)
+        for task in late:
+            task.cancel()  # its handler abandons the message
+        if late:
+            await asyncio.wait(late)
+
+    async def _handle(self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage) -> None:
+        try:
+            await self._enqueue_with_retry(message)
+        except Poison as poison:
+            logger.warning("dead-lettering message %s: %s", message.message_id, poison)
+            await _settle(
+                receiver.dead_letter_message(message, reason=poison.reason, error_description=poison.description)
+            )
+        except TRANSIENT as exc:
+            logger.warning("abandoning message %s after a transient failure: %s", message.message_id, exc)
+            self._redis_down.set()
+            await _settle(receiver.abandon_message(message))
+        except asyncio.CancelledError:
+            await _settle(receiver.abandon_message(message))
+            raise
+        else:
+            await _settle(receiver.complete_message(message))
+
+    async def _enqueue_with_retry(self, message: ServiceBusReceivedMessage) -> None:
+        submission = parse(message)
+        deadline = asyncio.get_running_loop().time() + self._settings.servicebus_retry_seconds
+        delay = 0.2
+        while True:
+            try:
+                await self.replies.remember(submission.id or "", message)
+                submitted = await enqueue_task(self._pool, self._registry, self._settings, submission)
+            except (UnknownTask, InvalidArguments, InvalidOptions, IdConflict) as exc:
+                reason = _POISON[type(exc)]
+                raise Poison(reason, str(getattr(exc, "message", exc))[:DESCRIPTION_LIMIT]) from None
+            except TRANSIENT:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if not submitted.created:
+                await self.replies.send_if_finished(submitted.task_id)
+            return
+
+
+async def _settle(settlement: Awaitable[None]) -> None:
+    """Settle, shielded from cancellation; a failed settlement just means Service Bus redelivers."""
+    try:
+        await asyncio.shield(settlement)
+    except Exception as exc:
+        logger.warning("settlement failed (%s); Service Bus will redeliver the message", exc)
