@@ -1,0 +1,229 @@
+"""The Azure Service Bus bridge against a local Service Bus-compatible endpoint, with the real SDK.
+
+Workers started by ``arq worker.settings`` run the bridge when a Service Bus connection is configured;
+an API process on the same Redis and queue is used to read the tasks back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from azure.servicebus import ServiceBusMessage
+from azure.servicebus.aio import ServiceBusClient
+
+from tests.conftest import StartApi, StartWorker
+from tests.support.client import read_events, types, wait_state
+from tests.support.processes import ManagedProcess, free_port, start_redis, wait_until
+from tests.support.servicebus import LocalServiceBus
+
+FINAL = {"succeeded", "failed", "aborted"}
+
+
+@pytest.fixture
+def bus() -> Iterator[LocalServiceBus]:
+    with LocalServiceBus(max_delivery_count=5, lock_duration=5.0) as local_bus:
+        yield local_bus
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {"queue": f"tasks-{tag}", "relay_queue": f"relay:bridge:{tag}", "replies": f"replies-{tag}"}
+
+
+def bridge_env(bus: LocalServiceBus, names: dict[str, str], **extra: str) -> dict[str, str]:
+    return {
+        "RELAY_QUEUE_NAME": names["relay_queue"],
+        "RELAY_SERVICEBUS_CONNECTION_STRING": bus.connection_string,
+        "RELAY_SERVICEBUS_QUEUE": names["queue"],
+        **extra,
+    }
+
+
+def message_id() -> str:
+    return f"msg-{uuid.uuid4().hex}"
+
+
+def test_messages_become_tasks_and_are_completed(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    ids = [message_id() for _ in range(3)]
+
+    async def send() -> None:
+        client = ServiceBusClient.from_connection_string(bus.connection_string)
+        async with client, client.get_queue_sender(names["queue"]) as sender:
+            await sender.send_messages(
+                [ServiceBusMessage(json.dumps({"task": "echo", "args": [i]}), message_id=i) for i in ids]
+            )
+
+    asyncio.run(send())
+    for i in ids:
+        final = wait_state(base, i, FINAL)
+        assert final["state"] == "succeeded"
+        assert final["result"] == {"echo": i}
+    wait_until(lambda: set(bus.completed_ids(names["queue"])) == set(ids), 10, "all three completed")
+    assert bus.active_count(names["queue"]) == 0
+    assert bus.dead_letter_count(names["queue"]) == 0
+
+
+def test_task_name_may_come_from_an_application_property(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    mid = message_id()
+    bus.send(
+        names["queue"], b'{"kwargs": {"n": 2, "interval": 0}}', message_id=mid, application_properties={"task": "count"}
+    )
+    assert wait_state(base, mid, FINAL)["result"] == {"count": 2, "sum": 3}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "InvalidJson"),
+        (b"[1, 2, 3]", "InvalidSchema"),
+        (b'{"task": "echo", "surprise": true}', "InvalidSchema"),
+        (b'{"task": "no_such_task"}', "UnknownTask"),
+        (b'{"task": "sleep", "kwargs": {"seconds": "long"}}', "InvalidArguments"),
+    ],
+)
+def test_poison_messages_are_dead_lettered_with_a_reason(
+    bus: LocalServiceBus,
+    names: dict[str, str],
+    spawn_api: StartApi,
+    spawn_worker: StartWorker,
+    body: bytes,
+    reason: str,
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    mid = message_id()
+    bus.send(names["queue"], body, message_id=mid)
+    wait_until(lambda: bus.dead_letter_count(names["queue"]) == 1, 15, "the message to be dead-lettered")
+    dead = bus.dead_letters(names["queue"])[0]
+    assert dead.message_id == mid
+    assert dead.dead_letter_reason == reason
+    assert dead.dead_letter_error_description
+    assert dead.delivery_count <= 1  # dead-lettered at once, not retried
+    assert bus.active_count(names["queue"]) == 0
+    assert httpx.get(f"{base}/tasks/{mid}", timeout=5).status_code == 404  # no task came of it
+
+
+def test_duplicate_delivery_is_one_task(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    mid = message_id()
+    body = b'{"task": "count", "kwargs": {"n": 2, "interval": 0}}'
+    bus.send(names["queue"], body, message_id=mid)
+    bus.send(names["queue"], body, message_id=mid)  # Service Bus delivers at least once
+    spawn_worker(**bridge_env(bus, names))
+    wait_until(lambda: bus.completed_ids(names["queue"]) == [mid, mid], 15, "both deliveries completed")
+    assert wait_state(base, mid, FINAL)["state"] == "succeeded"
+    assert types(read_events(base, mid)).count("started") == 1
+
+
+def test_redis_down_abandons_then_succeeds_once_redis_is_back(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
+) -> None:
+    port = free_port()
+    server, url = start_redis(tmp_path, port, appendonly=True)
+    worker = spawn_worker(url=url, **bridge_env(bus, names, RELAY_SERVICEBUS_RETRY_SECONDS="0.5"))
+    server.stop()
+    mid = message_id()
+    bus.send(names["queue"], b'{"task": "echo", "args": ["back"]}', message_id=mid)
+
+    try:
+        wait_until(lambda: f"abandoning message {mid}" in worker.output(), 20, "an abandon while Redis is down")
+        wait_until(lambda: "the bridge stops receiving" in worker.output(), 20, "the bridge to stop receiving")
+        assert bus.completed_ids(names["queue"]) == []
+        assert bus.dead_letter_count(names["queue"]) == 0
+        server, _ = start_redis(tmp_path, port, appendonly=True)
+        _, base = spawn_api(url=url, RELAY_QUEUE_NAME=names["relay_queue"])
+        assert wait_state(base, mid, FINAL, timeout=30)["result"] == {"echo": "back"}
+        wait_until(lambda: bus.completed_ids(names["queue"]) == [mid], 15, "the message to be completed")
+        assert bus.dead_letter_count(names["queue"]) == 0
+    finally:
+        worker.stop()
+        server.stop()
+
+
+def test_sigterm_mid_batch_loses_nothing(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    ids = [message_id() for _ in range(40)]
+    for i in ids:
+        bus.send(names["queue"], b'{"task": "sleep", "kwargs": {"seconds": 0.3, "steps": 1}}', message_id=i)
+    first = spawn_worker(**bridge_env(bus, names, RELAY_WORKER_GRACE_SECONDS="1"))
+    wait_until(lambda: len(bus.completed_ids(names["queue"])) >= 5, 20, "the batch to be under way")
+    first.send(signal.SIGTERM)
+    assert first.wait(30) == 0, first.output()
+    assert "Traceback" not in first.output()
+    spawn_worker(**bridge_env(bus, names))
+    for i in ids:
+        assert wait_state(base, i, FINAL, timeout=40)["state"] == "succeeded"
+        assert types(read_events(base, i)).count("end") == 1
+    wait_until(lambda: bus.active_count(names["queue"]) + bus.locked_count(names["queue"]) == 0, 20, "an empty queue")
+    assert sorted(set(bus.completed_ids(names["queue"]))) == sorted(ids)
+    assert bus.dead_letter_count(names["queue"]) == 0
+
+
+def test_reply_to_gets_the_outcome(bus: LocalServiceBus, names: dict[str, str], spawn_worker: StartWorker) -> None:
+    spawn_worker(**bridge_env(bus, names))
+    mid = message_id()
+
+    async def request_and_wait() -> tuple[str | None, dict[str, object]]:
+        async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+            async with client.get_queue_sender(names["queue"]) as sender:
+                await sender.send_messages(
+                    ServiceBusMessage(
+                        json.dumps({"task": "count", "kwargs": {"n": 3, "interval": 0}}),
+                        message_id=mid,
+                        reply_to=names["replies"],
+                    )
+                )
+            async with client.get_queue_receiver(names["replies"], max_wait_time=20) as receiver:
+                replies = await receiver.receive_messages(max_message_count=1, max_wait_time=20)
+                assert replies, "no reply arrived"
+                await receiver.complete_message(replies[0])
+                return replies[0].correlation_id, json.loads(b"".join(replies[0].body))
+
+    correlation_id, outcome = asyncio.run(request_and_wait())
+    assert correlation_id == mid
+    assert outcome == {"task_id": mid, "state": "succeeded", "result": {"count": 3, "sum": 6}}
+
+
+def test_bridge_is_off_without_configuration(spawn_worker: StartWorker) -> None:
+    worker: ManagedProcess = spawn_worker(RELAY_QUEUE_NAME=f"relay:nobridge:{uuid.uuid4().hex[:6]}")
+    assert "Service Bus bridge" not in worker.output()
+
+
+def test_bridge_killed_between_enqueue_and_complete_runs_the_task_once(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    bus.create_queue(names["queue"], lock_duration=2.0)
+    bus.hold_settlements()  # the bridge's "complete" will be in flight, unanswered
+    victim = spawn_worker(**bridge_env(bus, names))
+    mid = message_id()
+    bus.send(names["queue"], b'{"task": "count", "kwargs": {"n": 2, "interval": 0}}', message_id=mid)
+    wait_until(lambda: bus.held_settlements() == 1, 20, "the bridge to enqueue and send its complete")
+    assert wait_state(base, mid, FINAL)["state"] == "succeeded"
+    victim.send(signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    bus.hold_settlements(False)
+    spawn_worker(**bridge_env(bus, names))  # the lock runs out; Service Bus redelivers the message
+    wait_until(lambda: bus.completed_ids(names["queue"]) == [mid], 30, "the redelivered message to be completed")
+    assert types(read_events(base, mid)).count("started") == 1  # nothing new was enqueued
+    assert bus.dead_letter_count(names["queue"]) == 0
