@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from arq.connections import ArqRedis
 from azure.servicebus import ServiceBusReceivedMessage
@@ -32,6 +32,7 @@ logger = logging.getLogger("relay.bridge")
 
 TRANSIENT = (RedisError, OSError, QueueFull)
 STOP_SECONDS = 10.0  # in-hand messages get this long to finish at shutdown, then are abandoned
+Settlement = Callable[[ServiceBusReceiver, ServiceBusReceivedMessage], Awaitable[None]]
 _POISON: dict[type[SubmissionError], str] = {
     UnknownTask: DeadLetterReason.UNKNOWN_TASK,
     InvalidArguments: DeadLetterReason.INVALID_ARGUMENTS,
@@ -49,8 +50,6 @@ class ServiceBusBridge:
         self._registry = registry
         self.client = client
         self.replies = ReplyBook(pool, client, settings.queue_name, settings.result_ttl_seconds)
-        self._slots = asyncio.Semaphore(settings.servicebus_max_concurrency)
-        self._in_hand: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._redis_down = asyncio.Event()
@@ -67,42 +66,66 @@ class ServiceBusBridge:
         """Stop receiving; finish what is in hand (or abandon it for immediate redelivery); close."""
         self._stopping.set()
         if self._loop_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            try:
+                await asyncio.wait_for(self._loop_task, STOP_SECONDS)
+            except (TimeoutError, asyncio.CancelledError):
+                logger.warning("in-hand messages did not finish in %gs; they were abandoned", STOP_SECONDS)
         await self.client.close()
         await self._pool.aclose(close_connection_pool=True)
 
     async def _run(self) -> None:
         renewer = AutoLockRenewer(max_lock_renewal_duration=self._settings.servicebus_lock_renewal_seconds)
-        while not self._stopping.is_set():
-            try:
-                async with task_receiver(self.client, self._settings) as receiver:
-                    logger.info("Service Bus bridge receiving")
-                    await self._receive_until_stopped(receiver, renewer)
-                    await self._finish_in_hand(receiver)
-            except Exception:  # the SDK reconnects itself; this is for what it gives up on
-                logger.exception("Service Bus receiver failed; reconnecting")
-                await self._pause(5.0)
-        await renewer.close()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    async with task_receiver(self.client, self._settings) as receiver:
+                        logger.info("Service Bus bridge receiving")
+                        await self._receive_until_stopped(receiver, renewer)
+                except Exception:  # the SDK reconnects by itself; this is for what it gives up on
+                    logger.exception("Service Bus receiver failed; reconnecting")
+                    await self._pause(5.0)
+        finally:
+            await renewer.close()
 
     async def _receive_until_stopped(self, receiver: ServiceBusReceiver, renewer: AutoLockRenewer) -> None:
         while not self._stopping.is_set():
             if self._redis_down.is_set():
                 await self._wait_for_redis()
-            async with self._slots:  # wait for at least one free slot
-                pass
-            free = self._settings.servicebus_max_concurrency - len(self._in_hand)
-            messages = await receiver.receive_messages(max_message_count=free, max_wait_time=1)
+                continue
+            batch_size = self._settings.servicebus_max_concurrency
+            messages = await receiver.receive_messages(max_message_count=batch_size, max_wait_time=1)
             for message in messages:
                 renewer.register(receiver, message)
-                await self._slots.acquire()
-                task = asyncio.create_task(self._handle(receiver, message))
-                self._in_hand.add(task)
-                task.add_done_callback(self._done)
+            if messages:
+                await self._handle_batch(receiver, messages)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_hand.discard(task)
-        self._slots.release()
+    async def _handle_batch(self, receiver: ServiceBusReceiver, messages: list[ServiceBusReceivedMessage]) -> None:
+        """Enqueue the batch concurrently, then settle one message at a time (concurrent settlements
+        on one receiver are slower with the SDK). Whatever a cancellation leaves unsettled is abandoned."""
+        settled = 0
+        try:
+            outcomes = await asyncio.gather(*(self._outcome(message) for message in messages))
+            for message, outcome in zip(messages, outcomes, strict=True):
+                await _settle(outcome(receiver, message))
+                settled += 1
+        except asyncio.CancelledError:
+            for message in messages[settled:]:
+                await _settle(receiver.abandon_message(message))
+            raise
+
+    async def _outcome(self, message: ServiceBusReceivedMessage) -> Settlement:
+        """How this message must be settled, once its task is enqueued (or cannot be)."""
+        try:
+            await self._enqueue_with_retry(message)
+        except Poison as poison:
+            logger.warning("dead-lettering message %s: %s", message.message_id, poison)
+            reason, description = poison.reason, poison.description
+            return lambda receiver, m: receiver.dead_letter_message(m, reason=reason, error_description=description)
+        except TRANSIENT as exc:
+            logger.warning("abandoning message %s after a transient failure: %s", message.message_id, exc)
+            self._redis_down.set()
+            return lambda receiver, m: receiver.abandon_message(m)
+        return lambda receiver, m: receiver.complete_message(m)
 
     async def _wait_for_redis(self) -> None:
         """Receive nothing while Redis is down: each message received now would only be abandoned
@@ -121,34 +144,6 @@ class ServiceBusBridge:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def _finish_in_hand(self, receiver: ServiceBusReceiver) -> None:
-        if not self._in_hand:
-            return
-        logger.info("finishing %d in-hand messages", len(self._in_hand))
-        _, late = await asyncio.wait(self._in_hand, timeout=STOP_SECONDS)
-        for task in late:
-            task.cancel()  # its handler abandons the message
-        if late:
-            await asyncio.wait(late)
-
-    async def _handle(self, receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage) -> None:
-        try:
-            await self._enqueue_with_retry(message)
-        except Poison as poison:
-            logger.warning("dead-lettering message %s: %s", message.message_id, poison)
-            await _settle(
-                receiver.dead_letter_message(message, reason=poison.reason, error_description=poison.description)
-            )
-        except TRANSIENT as exc:
-            logger.warning("abandoning message %s after a transient failure: %s", message.message_id, exc)
-            self._redis_down.set()
-            await _settle(receiver.abandon_message(message))
-        except asyncio.CancelledError:
-            await _settle(receiver.abandon_message(message))
-            raise
-        else:
-            await _settle(receiver.complete_message(message))
 
     async def _enqueue_with_retry(self, message: ServiceBusReceivedMessage) -> None:
         submission = parse(message)
