@@ -13,6 +13,7 @@ import json
 import signal
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,25 +22,41 @@ import httpx
 
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, wait_state
-from tests.support.processes import ManagedProcess
+from tests.support.processes import ManagedProcess, wait_until
 
 
 @dataclass
 class Balancer:
-    """Round-robin over the API processes currently in rotation."""
+    """Round-robin over the API processes currently in rotation.
+
+    It also counts requests it routed that have not been answered yet: Kubernetes' preStop pause exists
+    so that requests routed to a pod before its endpoint was removed arrive before SIGTERM; here the
+    deploy waits for that count to reach zero instead of sleeping.
+    """
 
     bases: list[str]
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: itertools.count[int] = field(default_factory=itertools.count)
+    unanswered: Counter[str] = field(default_factory=Counter)
 
     def pick(self, avoid: str | None = None) -> str:
         with self.lock:
             choices = [b for b in self.bases if b != avoid] or self.bases
-            return choices[next(self.counter) % len(choices)]
+            base = choices[next(self.counter) % len(choices)]
+            self.unanswered[base] += 1
+            return base
+
+    def answered(self, base: str) -> None:
+        with self.lock:
+            self.unanswered[base] -= 1
 
     def replace(self, old: str, new: str) -> None:
         with self.lock:
             self.bases = [new if b == old else b for b in self.bases]
+
+    def drained(self, base: str) -> bool:
+        with self.lock:
+            return self.unanswered[base] <= 0
 
 
 @dataclass
@@ -74,7 +91,11 @@ class Load:
             self.failures.append(f"{body['id']}: {exc!r}")
 
     def _submit(self, body: dict[str, object]) -> None:
-        response = httpx.post(f"{self.balancer.pick()}/tasks", json=body, timeout=10)
+        base = self.balancer.pick()
+        try:
+            response = httpx.post(f"{base}/tasks", json=body, timeout=10)
+        finally:
+            self.balancer.answered(base)
         if response.status_code // 100 != 2:
             self.failures.append(f"{body['id']}: {response.status_code} {response.text}")
         else:
@@ -83,7 +104,12 @@ class Load:
     def _submit_and_stream(self, body: dict[str, object]) -> None:
         base = self.balancer.pick()
         headers = {"Accept": "application/x-ndjson"}
-        with httpx.stream("POST", f"{base}/tasks", json=body, headers=headers, timeout=30) as response:
+        stream = httpx.stream("POST", f"{base}/tasks", json=body, headers=headers, timeout=30)
+        try:
+            response = stream.__enter__()
+        finally:
+            self.balancer.answered(base)  # the stream itself may outlive its API process: that is the point
+        try:
             if response.status_code != 200:
                 self.failures.append(f"{body['id']}: {response.status_code}")
                 return
@@ -92,11 +118,16 @@ class Load:
             for line in response.iter_lines():
                 if line.strip():
                     last = json.loads(line)
+        finally:
+            stream.__exit__(None, None, None)
         for _ in range(5):  # the process a client reconnects to may be the next one replaced
             if last.get("type") != "reconnect":
                 break
             base = self.balancer.pick(avoid=base)
-            last = read_events(base, str(body["id"]), after=last["data"]["last_seq"])[-1]
+            try:
+                last = read_events(base, str(body["id"]), after=last["data"]["last_seq"])[-1]
+            finally:
+                self.balancer.answered(base)
             with self.lock:
                 self.reconnects += 1
         self.stream_endings.append(str(last.get("type")))
@@ -119,6 +150,7 @@ def test_rolling_deploy_loses_nothing(spawn_api: StartApi, spawn_worker: StartWo
         for old, old_base in apis:
             _, new_base = spawn_api(**api_env)
             balancer.replace(old_base, new_base)
+            wait_until(lambda b=old_base: balancer.drained(b), 10, "requests already routed to the old API")
             retire(old)
     finally:
         load.stop.set()
