@@ -51,20 +51,19 @@ def task_id_for(message_id: str) -> str:
     return "sb-" + hashlib.sha256(message_id.encode()).hexdigest()[:40]
 
 
+def _json(raw: bytes | str) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise Poison(DeadLetterReason.INVALID_JSON, f"the body is not JSON: {exc}"[:DESCRIPTION_LIMIT]) from None
+
+
 def _body_value(message: ServiceBusReceivedMessage) -> Any:
+    """Data bodies (what SDK senders produce) as JSON bytes; value bodies as JSON text or as a value."""
     if message.body_type == AmqpMessageBodyType.DATA:
-        raw = b"".join(message.body)
-        try:
-            return msgspec.json.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise Poison(DeadLetterReason.INVALID_JSON, f"the body is not JSON: {exc}"[:DESCRIPTION_LIMIT]) from None
+        return _json(b"".join(message.body))
     value = message.body
-    if isinstance(value, bytes | str):
-        try:
-            return msgspec.json.decode(value)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise Poison(DeadLetterReason.INVALID_JSON, f"the body is not JSON: {exc}"[:DESCRIPTION_LIMIT]) from None
-    return value
+    return _json(value) if isinstance(value, bytes | str) else value
 
 
 def _property(message: ServiceBusReceivedMessage, name: str) -> str | None:
