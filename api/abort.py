@@ -62,8 +62,9 @@ async def abort_task(
     raw = await script(keys=keys_, args=[task_id, result, result_ttl_seconds * 1000])
     outcome = raw.decode() if isinstance(raw, bytes) else str(raw)
     if outcome == "removed":
-        await events.publish(task_id, EventType.ABORTED, None)
-        await events.publish(task_id, EventType.END, {"state": TaskState.ABORTED.value})
+        await events.publish_many(
+            task_id, [(EventType.ABORTED, None), (EventType.END, {"state": TaskState.ABORTED.value})]
+        )
         return AbortOutcome.ABORTED
     if outcome == "running":
         # The marker first: the worker reads it when the cancel arrives, to tell an abort from a shutdown.

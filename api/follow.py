@@ -123,10 +123,13 @@ async def _next_item(
     queue: asyncio.Queue[Delivery | Signal], heartbeat: float, drain_deadline: float | None
 ) -> Delivery | Signal | None:
     """The next queued item, or None when it is time for a heartbeat (or the drain deadline passed)."""
+    if not queue.empty():  # the hot path under load: no timer, no task
+        return queue.get_nowait()
     timeout = heartbeat
     if drain_deadline is not None:
         timeout = max(0.0, min(timeout, drain_deadline - time.monotonic()))
     try:
-        return await asyncio.wait_for(queue.get(), timeout)
+        async with asyncio.timeout(timeout):  # unlike wait_for, no Task per call
+            return await queue.get()
     except TimeoutError:
         return None

@@ -42,14 +42,18 @@ FINAL_TYPE: Final = EventType.END.value
 _head_decoder = msgspec.json.Decoder(EventHead)
 
 # Sequence numbers are the stream IDs' second half ("0-<seq>"), so XRANGE can resume from any of them.
+# ARGV: max length, TTL in ms, then one or more event bodies (JSON objects without their seq).
 _PUBLISH_LUA = """
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local seq = 1
-if #last > 0 then seq = tonumber(string.match(last[1][1], '-(%d+)$')) + 1 end
-local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. seq, 'e', event)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', KEYS[2], event)
+local seq = 0
+if #last > 0 then seq = tonumber(string.match(last[1][1], '-(%d+)$')) end
+for i = 3, #ARGV do
+  seq = seq + 1
+  local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[i], 2)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'e', event)
+  redis.call('PUBLISH', KEYS[2], event)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return seq
 """
 
@@ -70,9 +74,14 @@ class EventLog:
 
     async def publish(self, task_id: str, type_: EventType, data: Any = None) -> int:
         """Append an event to the task's log and publish it live; returns its sequence number."""
-        body = dumps({"type": type_.value, "task_id": task_id, "ts": round(time.time(), 6), "data": data})
+        return await self.publish_many(task_id, [(type_, data)])
+
+    async def publish_many(self, task_id: str, events: list[tuple[EventType, Any]]) -> int:
+        """Several events in one round trip (e.g. ``result`` and ``end``); returns the last one's number."""
+        ts = round(time.time(), 6)
+        bodies = [dumps({"type": t.value, "task_id": task_id, "ts": ts, "data": d}) for t, d in events]
         keys_ = [keys.events_stream(task_id), keys.events_channel(task_id)]
-        seq = await self._script(keys=keys_, args=[body, self._max_len, self._ttl_ms])
+        seq = await self._script(keys=keys_, args=[self._max_len, self._ttl_ms, *bodies])
         return int(seq)
 
     async def read_after(self, task_id: str, after_seq: int, count: int = 1000) -> list[tuple[int, bytes]]:

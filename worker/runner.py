@@ -112,8 +112,7 @@ async def publish_outcome(ctx: dict[str, Any]) -> None:
     type_, data, state = outcome
     events: EventLog = ctx[EVENTS_CTX_KEY]
     task_id: str = ctx["job_id"]
-    await events.publish(task_id, type_, data)
-    await events.publish(task_id, EventType.END, {"state": state.value})
+    await events.publish_many(task_id, [(type_, data), (EventType.END, {"state": state.value})])
     bridge = ctx.get(BRIDGE_CTX_KEY)
     if bridge is not None:
         try:
