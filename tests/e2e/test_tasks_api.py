@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 
@@ -211,3 +212,16 @@ def test_metrics_expose_queue_depth(relay: str) -> None:
     body = httpx.get(f"{relay}/metrics", timeout=10).text
     assert "relay_queue_depth " in body
     assert "relay_redis_up 1.0" in body
+
+
+def test_queue_depth_limit_is_exact_under_concurrent_submits(spawn_api: StartApi) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=unique("q"), RELAY_MAX_QUEUE_DEPTH="10")
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            responses = await asyncio.gather(*(client.post("/tasks", json={"task": "echo"}) for _ in range(50)))
+        return [r.status_code for r in responses]
+
+    statuses = asyncio.run(burst())
+    assert statuses.count(202) == 10  # the check and the enqueue are one atomic step: no overshoot
+    assert statuses.count(503) == 40
