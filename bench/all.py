@@ -6,7 +6,7 @@ Each benchmark runs with its defaults and starts (and stops, by PID) its own Red
 The machine has 2 cores and may be shared (another session's test run, say), so before each
 benchmark this waits up to 5 minutes for other processes to go quiet and prints the load it saw;
 each benchmark also reports the other load during its own run. ``--experiments`` adds the runs of
-the patched API/worker (``bench.patched_api``, ``bench.patched_worker``) next to the real ones.
+the worker experiment (``bench.patched_worker``) next to the real worker.
 """
 
 from __future__ import annotations
@@ -26,18 +26,13 @@ Step = tuple[str, Callable[[list[str] | None], str], list[str]]
 
 def steps(experiments: bool) -> list[Step]:
     """(command, entry point, arguments) in the order they run."""
-    submit_apps = ["--app", "bench.patched_api:coalesced_wakeup_app", "--app", "bench.patched_api:one_trip_submit_app"]
     plan: list[Step] = [
         ("bench.worker_throughput", worker_throughput.main, ["--with-patched"] if experiments else []),
         ("bench.scaling", scaling.main, []),
-        ("bench.http_submit", http_submit.main, submit_apps if experiments else []),
+        ("bench.http_submit", http_submit.main, []),
         ("bench.latency", latency.main, ["--breakdown"] if experiments else []),
         ("bench.fanout", fanout.main, []),
     ]
-    if experiments:
-        one_trip = ["--poll-delays", "0.1", "--breakdown", "--app", "bench.patched_api:one_trip_submit_app"]
-        plan.append(("bench.latency", latency.main, one_trip))
-        plan.append(("bench.fanout", fanout.main, ["--app", "bench.patched_api:fast_follow_app"]))
     return plan
 
 

@@ -217,7 +217,7 @@ def machine_facts() -> dict[str, str]:
 
 
 def start_api_factory(bench: Bench, env: dict[str, str], factory: str = "api.app:create_app") -> tuple[int, str]:
-    """An API process from ``factory`` (Relay's, or a patched one from ``bench.patched_api``); (pid, base URL)."""
+    """An API process from ``factory`` (Relay's, or any other ``module:factory``); (pid, base URL)."""
     port = free_port()
     argv = [str(BIN / "sanic"), factory, "--factory", "--single-process", "--no-motd"]
     argv += ["--host", "127.0.0.1", "--port", str(port)]

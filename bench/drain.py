@@ -42,12 +42,6 @@ class WorkerKind:
 
 
 RELAY = WorkerKind("relay", "worker.settings", RELAY_READY, publishes_events=True)
-MERGED = WorkerKind(
-    "relay + result/end merged (experiment)",
-    "bench.patched_worker.MergedOutcomeWorker",
-    RELAY_READY,
-    publishes_events=True,
-)
 BATCHED = WorkerKind(
     "relay + batched events (experiment)",
     "bench.patched_worker.BatchedEventsWorker",

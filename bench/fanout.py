@@ -1,7 +1,7 @@
 """2,000 SSE clients on ONE API process following live tasks: Redis connections, memory, delivery rate.
 
 Usage: .venv/bin/python -m bench.fanout [--tasks 200] [--per-task 10] [--events 50] [--interval 0.1]
-       [--connect-batch 100] [--app bench.patched_api:fast_follow_app] [--profile]
+       [--connect-batch 100] [--app module:factory] [--profile]
 
 ``--tasks`` ``count`` tasks are submitted deferred by an hour, so nothing runs while the clients
 (``bench.sse_clients``, in their own process) connect, ``--per-task`` streams per task. Then every
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--timeout", type=float, default=d.timeout, help="bound on the delivery phase")
     parser.add_argument("--connect-batch", type=int, default=d.connect_batch, help="streams the clients open at once")
     parser.add_argument("--profile", action="store_true", help="py-spy the API while it delivers (slows it)")
-    parser.add_argument("--app", default=d.app, help="API factory, e.g. bench.patched_api:fast_follow_app")
+    parser.add_argument("--app", default=d.app, help="API factory (module:function), default Relay's")
     args = parser.parse_args(argv)
     sc = Scenario(**{k: v for k, v in vars(args).items()})
     result = run(sc)

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--poll-delays", default="0.5,0.1")
     parser.add_argument("--breakdown", action="store_true", help="add a pass that times each stage")
-    parser.add_argument("--app", default=DEFAULT_APP, help="API factory, e.g. bench.patched_api:one_trip_submit_app")
+    parser.add_argument("--app", default=DEFAULT_APP, help="API factory (module:function), default Relay's")
     args = parser.parse_args(argv)
     results = [run(float(d), args.requests, args.breakdown, args.app) for d in args.poll_delays.split(",")]
     output = report(results)

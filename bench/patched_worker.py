@@ -2,9 +2,8 @@
 
 ``bench.worker_throughput --with-patched`` runs them next to Relay and bare arq:
 
-- ``arq bench.patched_worker.MergedOutcomeWorker``: ``result`` and ``end`` are appended and published
-  by ONE script call (the same XADD/PUBLISH per event, in order), so a job costs two event round
-  trips instead of three. This is the change BENCHMARKS.md recommends for ``worker/runner.py``.
+(The other experiment measured here, ``result`` and ``end`` in one script call, is now Relay's own code:
+``EventLog.publish_many``, used by ``worker.runner.publish_outcome``.)
 - ``arq bench.patched_worker.BatchedEventsWorker``: the event log sends the events that concurrent
   jobs publish in the same event-loop turn in one pipeline. Kept as the negative result: jobs rarely
   publish in the same turn, so the batches are ~1 event and nothing is saved.
@@ -20,7 +19,7 @@ import worker.settings as relay_settings
 from shared import keys
 from shared.events import _PUBLISH_LUA, EventLog, EventType
 from shared.serialization import dumps
-from worker.runner import EVENTS_CTX_KEY, OUTCOME_CTX_KEY, publish_outcome
+from worker.runner import EVENTS_CTX_KEY
 
 _Pending = tuple[list[str], list[Any], "asyncio.Future[int]"]
 
@@ -40,7 +39,7 @@ class BatchingEventLog(EventLog):
         body = dumps({"type": type_.value, "task_id": task_id, "ts": round(time.time(), 6), "data": data})
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         keys_ = [keys.events_stream(task_id), keys.events_channel(task_id)]
-        self._pending.append((keys_, [body, self._max_len, self._ttl_ms], done))
+        self._pending.append((keys_, [self._max_len, self._ttl_ms, body], done))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
         return await done
@@ -65,46 +64,6 @@ class BatchingEventLog(EventLog):
                 done.set_result(int(reply))
 
 
-# Relay's publish script, looped: appends and publishes every ARGV[3..] event with consecutive seqs.
-_PUBLISH_MANY_LUA = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local seq = 0
-if #last > 0 then seq = tonumber(string.match(last[1][1], '-(%d+)$')) end
-for i = 3, #ARGV do
-  seq = seq + 1
-  local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[i], 2)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'e', event)
-  redis.call('PUBLISH', KEYS[2], event)
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return seq
-"""
-_MANY_CTX_KEY = "bench_publish_many"
-
-
-def _body(task_id: str, type_: EventType, data: Any) -> bytes:
-    return dumps({"type": type_.value, "task_id": task_id, "ts": round(time.time(), 6), "data": data})
-
-
-async def _publish_outcome_merged(ctx: dict[str, Any]) -> None:
-    """``worker.runner.publish_outcome`` with ``result`` + ``end`` in one round trip."""
-    outcome = ctx.get(OUTCOME_CTX_KEY)
-    if outcome is None:
-        await publish_outcome(ctx)  # the re-queue path is unchanged
-        return
-    type_, data, state = outcome
-    task_id: str = ctx["job_id"]
-    log: EventLog = ctx[EVENTS_CTX_KEY]
-    events = [_body(task_id, type_, data), _body(task_id, EventType.END, {"state": state.value})]
-    keys_ = [keys.events_stream(task_id), keys.events_channel(task_id)]
-    await ctx[_MANY_CTX_KEY](keys=keys_, args=[log._max_len, log._ttl_ms, *events])
-
-
-async def _on_startup_merged(ctx: dict[str, Any]) -> None:
-    await relay_settings.on_startup(ctx)
-    ctx[_MANY_CTX_KEY] = ctx["redis"].register_script(_PUBLISH_MANY_LUA)
-
-
 async def _on_startup(ctx: dict[str, Any]) -> None:
     await relay_settings.on_startup(ctx)
     plain: EventLog = ctx[EVENTS_CTX_KEY]
@@ -117,7 +76,4 @@ def _relay_settings_with(name: str, **overrides: Any) -> type:
     return type(name, (), public | overrides)
 
 
-MergedOutcomeWorker = _relay_settings_with(
-    "MergedOutcomeWorker", on_startup=_on_startup_merged, after_job_end=_publish_outcome_merged
-)
 BatchedEventsWorker = _relay_settings_with("BatchedEventsWorker", on_startup=_on_startup)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import bench_scope, table
-from bench.drain import BARE, BATCHED, MERGED, RELAY, DrainResult, drain
+from bench.drain import BARE, BATCHED, RELAY, DrainResult, drain
 from bench.profiling import summarize
 
 TARGET_RATIO = 0.9
@@ -61,7 +61,7 @@ PROFILE_GROUPS = {
 
 async def run(configs: list[Config], jobs: int, rounds: int, with_patched: bool) -> list[Round]:
     """Per config and round: bare arq, then Relay (then the patched Relay), ``jobs`` jobs each."""
-    kinds = [BARE, RELAY, MERGED, BATCHED] if with_patched else [BARE, RELAY]
+    kinds = [BARE, RELAY, BATCHED] if with_patched else [BARE, RELAY]
     results = []
     with bench_scope() as bench:
         redis = bench.redis()
