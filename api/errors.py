@@ -50,6 +50,10 @@ class NotAbortable(ApiError):
     status, code = 409, "not_abortable"
 
 
+class NotRetryable(ApiError):
+    status, code = 409, "not_retryable"
+
+
 class InvalidRequest(ApiError):
     status, code = 422, "invalid_request"
 

@@ -1,8 +1,11 @@
 """Following one task's events: replay from the log, then live from the hub, with no gap and no repeat.
 
-The order is what makes it exact: subscribe (and wait for Redis to confirm), then replay the log, then
-take live events whose sequence number is above the last one sent. Anything the live path may have
-missed (a slow reader's overflow, a reconnect, a gap in numbers) is re-read from the log.
+The order is what makes it exact: subscribe (and wait for Redis to confirm), then replay the log, then take
+live events whose sequence number is above the last one sent. Anything the live path may have missed (a slow
+reader's overflow, a reconnect, a jump in numbers) is re-read from the log. Events the log no longer has
+(capped, or expired during a long silence) are announced by one ``gap`` event naming the missing numbers,
+never skipped silently. A stream ends after an ``end`` event that is the last one in the log (a retried task
+logs more events after an earlier ``end``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from enum import Enum
 
 from redis.exceptions import RedisError
 
-from api.hub import Delivery, PubSubHub, Signal
-from shared.events import FINAL_TYPE, EventLog, decode_head
+from api.hub import Delivery, PubSubHub, Signal, Subscription
+from shared.events import FINAL_TYPE, EventLog, EventType, decode_head, synthetic
 
 
 class FrameKind(Enum):
@@ -29,16 +32,18 @@ class FrameKind(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One unit of output; ``raw`` is the event's JSON for EVENT frames."""
+    """One unit of output; ``raw`` is the event's JSON for EVENT frames; ``ends`` marks the ``end`` that ends
+    the stream (the last event of the log when it was sent)."""
 
     kind: FrameKind
     seq: int = 0
     type: str = ""
     raw: bytes = b""
+    ends: bool = False
 
 
-# Called on idle heartbeats: should publish a missing ``end`` if the task finished without one
-# (a worker killed between storing the result and publishing it). Returns True if it did.
+# Called on idle heartbeats: publishes a missing ``end`` if the task ended (or vanished) without one in its
+# log. True when the log now ends with ``end`` (so a re-read will find it).
 RepairEnd = Callable[[], Awaitable[bool]]
 
 
@@ -54,9 +59,25 @@ async def follow(
     hub: PubSubHub, log: EventLog, task_id: str, after_seq: int, options: FollowOptions, repair_end: RepairEnd
 ) -> AsyncIterator[Frame]:
     """Yield the task's events after ``after_seq`` until its ``end`` event (or a reconnect hint on drain)."""
+    async with hub.subscribe(task_id) as sub:
+        async for frame in follow_subscribed(sub, log, task_id, after_seq, options, repair_end):
+            yield frame
+
+
+async def follow_subscribed(
+    sub: Subscription,
+    log: EventLog,
+    task_id: str,
+    after_seq: int,
+    options: FollowOptions,
+    repair_end: RepairEnd,
+    replay_first: bool = True,
+) -> AsyncIterator[Frame]:
+    """``follow`` on a subscription the caller opened (``POST /tasks`` subscribes before it enqueues, so a
+    task it has just created needs no replay: nothing can have been published before the subscription)."""
     last = after_seq
     try:
-        async for frame in _follow(hub, log, task_id, after_seq, options, repair_end):
+        async for frame in _follow(sub, log, task_id, after_seq, options, repair_end, replay_first):
             last = frame.seq if frame.kind is FrameKind.EVENT else last
             yield frame
     except (RedisError, OSError, TimeoutError):
@@ -65,58 +86,71 @@ async def follow(
 
 
 async def _follow(
-    hub: PubSubHub, log: EventLog, task_id: str, after_seq: int, options: FollowOptions, repair_end: RepairEnd
+    sub: Subscription,
+    log: EventLog,
+    task_id: str,
+    after_seq: int,
+    options: FollowOptions,
+    repair_end: RepairEnd,
+    replay_first: bool,
 ) -> AsyncIterator[Frame]:
     last = after_seq
     drain_deadline: float | None = None
-    async with hub.subscribe(task_id) as sub:
-        needs_replay = True
-        while True:
-            if needs_replay:
-                needs_replay = False
-                sub.overflowed = False
-                async for seq, raw in _replay(log, task_id, last):
-                    last = seq
-                    head = decode_head(raw)
-                    yield Frame(FrameKind.EVENT, seq, head.type, raw)
-                    if head.type == FINAL_TYPE:
-                        return
-            item = await _next_item(sub.queue, options.heartbeat_seconds, drain_deadline)
-            if item is None:
-                if drain_deadline is not None and time.monotonic() >= drain_deadline:
-                    yield Frame(FrameKind.RECONNECT, last)
+    needs_replay = replay_first
+    while True:
+        if needs_replay:
+            needs_replay = False
+            sub.overflowed = False
+            async for frame in _replay(log, task_id, last):
+                last = frame.seq
+                yield frame
+                if frame.ends:
                     return
-                yield Frame(FrameKind.HEARTBEAT)
-                needs_replay = await repair_end()
-                continue
-            if item is Signal.DRAIN:
-                drain_deadline = drain_deadline or time.monotonic() + options.drain_seconds
-            elif item is Signal.RESYNC:
-                needs_replay = True
-            elif isinstance(item, Delivery) and item.head.seq > last:
-                if item.head.seq != last + 1:
-                    needs_replay = True  # a gap: the log has what is missing, and this event too
-                else:
-                    last = item.head.seq
-                    yield Frame(FrameKind.EVENT, last, item.head.type, item.raw)
-                    if item.head.type == FINAL_TYPE:
-                        return
-            needs_replay = needs_replay or sub.overflowed
+        item = await _next_item(sub.queue, options.heartbeat_seconds, drain_deadline)
+        if item is None:
+            if drain_deadline is not None and time.monotonic() >= drain_deadline:
+                yield Frame(FrameKind.RECONNECT, last)
+                return
+            yield Frame(FrameKind.HEARTBEAT)
+            needs_replay = await repair_end()
+            continue
+        if item is Signal.DRAIN:
+            drain_deadline = drain_deadline or time.monotonic() + options.drain_seconds
+        elif item is Signal.RESYNC:
+            needs_replay = True
+        elif isinstance(item, Delivery) and item.head.seq > last:
+            if item.head.seq != last + 1:
+                needs_replay = True  # a jump: the log has what is missing (or says it is gone), and this one too
+            else:
+                last = item.head.seq
+                ends = item.head.type == FINAL_TYPE
+                yield Frame(FrameKind.EVENT, last, item.head.type, item.raw, ends)
+                if ends:
+                    return
+        needs_replay = needs_replay or sub.overflowed
 
 
 REPLAY_PAGE = 100
 
 
-async def _replay(log: EventLog, task_id: str, after_seq: int) -> AsyncIterator[tuple[int, bytes]]:
-    """The stored events after ``after_seq``, a page at a time: a client that reads slowly holds one
-    page in memory, not the task's whole history."""
-    while True:
-        page = await log.read_after(task_id, after_seq, count=REPLAY_PAGE)
-        for event in page:
-            yield event
-        if len(page) < REPLAY_PAGE:
-            return
-        after_seq = page[-1][0]
+async def _replay(log: EventLog, task_id: str, after_seq: int) -> AsyncIterator[Frame]:
+    """The stored events after ``after_seq``, a page at a time (a slow reader holds one page, not the task's
+    whole history). A ``gap`` frame stands for numbers the log no longer has. Only an ``end`` that is the last
+    stored event ends the stream; an earlier one (before a retry) is passed on and the stream goes on."""
+    expected = after_seq + 1
+    page = await log.read_after(task_id, after_seq, count=REPLAY_PAGE)
+    while page:
+        following = await log.read_after(task_id, page[-1][0], count=REPLAY_PAGE) if len(page) >= REPLAY_PAGE else []
+        for index, (seq, raw) in enumerate(page):
+            if seq > expected:
+                data = {"first_seq": expected, "last_seq": seq - 1}
+                gap = synthetic(seq - 1, task_id, EventType.GAP, data)
+                yield Frame(FrameKind.EVENT, seq - 1, EventType.GAP.value, gap)
+            expected = seq + 1
+            kind = decode_head(raw).type
+            is_last = index == len(page) - 1 and not following
+            yield Frame(FrameKind.EVENT, seq, kind, raw, ends=kind == FINAL_TYPE and is_last)
+        page = following
 
 
 async def _next_item(

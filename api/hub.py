@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
-from shared.events import EventHead, decode_head
+from shared.events import EventHead, decode_head, unpack
 
 logger = logging.getLogger("relay.api.hub")
 
@@ -178,14 +178,14 @@ class PubSubHub:
             channel = self._channels.get(name)
             if channel is None:
                 return
-            raw: bytes = message["data"]
-            try:
-                delivery = Delivery(decode_head(raw), raw)
+            try:  # a message carries the events of one commit, one per line
+                deliveries = [Delivery(decode_head(raw), raw) for raw in unpack(message["data"])]
             except ValueError:
                 logger.warning("ignoring a malformed event on %s", name)
                 return
             for sub in channel.subscriptions:
-                sub.deliver(delivery)
+                for delivery in deliveries:
+                    sub.deliver(delivery)
         elif kind == "subscribe":
             pending = self._awaiting_ack.get(name)
             if pending:

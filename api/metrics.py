@@ -1,11 +1,14 @@
-"""Prometheus metrics for one API process; queue depth is read from Redis at scrape time."""
+"""Prometheus metrics for one API process; the queue's gauges are read from Redis at scrape time."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from redis.exceptions import RedisError
+
+from shared import keys
 
 if TYPE_CHECKING:
     from api.resources import Resources
@@ -16,9 +19,17 @@ class ApiMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.queue_depth = Gauge(
-            "relay_queue_depth", "Jobs waiting or running in the arq queue.", registry=self.registry
+        self.queue_due = Gauge(
+            "relay_queue_due",
+            "Tasks due now and waiting for a worker (what worker autoscaling should follow).",
+            registry=self.registry,
         )
+        self.queue_deferred = Gauge(
+            "relay_queue_deferred",
+            "Tasks waiting for a later time: a delay, a run_at, or the backoff before a retry.",
+            registry=self.registry,
+        )
+        self.queue_running = Gauge("relay_queue_running", "Tasks running on a worker.", registry=self.registry)
         self.streams_open = Gauge("relay_streams_open", "Event streams open on this process.", registry=self.registry)
         self.channels = Gauge(
             "relay_pubsub_channels", "Task channels this process is subscribed to.", registry=self.registry
@@ -26,11 +37,26 @@ class ApiMetrics:
         self.redis_up = Gauge("relay_redis_up", "1 if Redis answered the scrape.", registry=self.registry)
 
 
+async def queue_counts(res: Resources) -> tuple[int, int, int]:
+    """(due, deferred, running) from the queue's score bands, in one round trip."""
+    queue = res.settings.queue_name
+    now = int(time.time() * 1000)
+    async with res.pool.pipeline(transaction=False) as pipe:
+        pipe.zcount(queue, "-inf", now)
+        pipe.zcount(queue, f"({now}", f"({keys.RUNNING_BASE}")
+        pipe.zcount(queue, keys.RUNNING_BASE, "+inf")
+        due, deferred, running = await pipe.execute()
+    return int(due), int(deferred), int(running)
+
+
 async def render_metrics(res: Resources) -> tuple[bytes, str]:
     """Refresh the gauges and render them."""
     metrics = res.metrics
     try:
-        metrics.queue_depth.set(await res.pool.zcard(res.settings.queue_name))
+        due, deferred, running = await queue_counts(res)
+        metrics.queue_due.set(due)
+        metrics.queue_deferred.set(deferred)
+        metrics.queue_running.set(running)
         metrics.redis_up.set(1)
     except (RedisError, OSError):
         metrics.redis_up.set(0)

@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api.schemas import AbortResult, ErrorBody, Ping, Status, SubmitResult, TaskView
-from shared.tasks import TASK_ID_PATTERN, TaskSubmission
+from api.schemas import AbortResult, ErrorBody, Ping, Status, SubmitResult, TaskPage, TaskView
+from shared.tasks import TASK_ID_PATTERN, TASK_NAME_REGEX, TaskState, TaskSubmission
 from worker.tasks import registry
 
 _ERRORS = {
@@ -24,6 +24,7 @@ _ERRORS = {
     404: "Unknown task.",
     406: "Neither NDJSON nor SSE is acceptable to the client.",
     409: "Conflicts with the task's id or state.",
+    429: "Over this API key's quota (see Retry-After).",
     413: "Body too large.",
     422: "Valid JSON, invalid content: schema, task name, arguments or resume point.",
     503: "Redis unavailable, queue full, or this process is draining (see Retry-After).",
@@ -46,6 +47,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _reply(_ERRORS[s], _json(ErrorBody)) for s in statuses}
 
 
+_STATES = [s.value for s in TaskState if s is not TaskState.UNKNOWN]
+TASK_NAME_PATTERN = f"^{TASK_NAME_REGEX}$"
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": TASK_ID_PATTERN}}
 
 _PATHS: dict[str, Any] = {
@@ -78,6 +81,17 @@ _PATHS: dict[str, Any] = {
         }
     },
     "/tasks": {
+        "get": {
+            "operationId": "listTasks",
+            "summary": "Recent tasks, newest first",
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"type": "string", "enum": _STATES}},
+                {"name": "task", "in": "query", "schema": {"type": "string", "pattern": TASK_NAME_PATTERN}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {"200": _reply("One page of tasks.", _json(TaskPage)), **_errors(401, 422, 503)},
+        },
         "post": {
             "operationId": "submitTask",
             "summary": "Submit a task",
@@ -92,7 +106,7 @@ _PATHS: dict[str, Any] = {
                 ),
                 **_errors(400, 401, 409, 413, 422, 503),
             },
-        }
+        },
     },
     "/tasks/{task_id}": {
         "get": {
@@ -111,6 +125,14 @@ _PATHS: dict[str, Any] = {
                 **_errors(401, 404, 409, 503),
             },
         },
+    },
+    "/tasks/{task_id}/retry": {
+        "post": {
+            "operationId": "retryTask",
+            "summary": "Run a failed or aborted task again (same id, same arguments; its events continue)",
+            "parameters": [_TASK_ID],
+            "responses": {"202": _reply("Queued again.", _json(SubmitResult)), **_errors(401, 404, 409, 503)},
+        }
     },
     "/tasks/{task_id}/events": {
         "get": {
@@ -144,7 +166,16 @@ _PATHS: dict[str, Any] = {
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
     """The whole document (built once per process)."""
-    models: list[type[BaseModel]] = [TaskSubmission, SubmitResult, TaskView, AbortResult, ErrorBody, Status, Ping]
+    models: list[type[BaseModel]] = [
+        TaskSubmission,
+        SubmitResult,
+        TaskView,
+        TaskPage,
+        AbortResult,
+        ErrorBody,
+        Status,
+        Ping,
+    ]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     # Name the registered tasks, so clients (and the fuzzer) see which ones exist.
     schemas["$defs"]["TaskSubmission"]["properties"]["task"]["enum"] = sorted(spec.name for spec in registry)

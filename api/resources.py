@@ -13,9 +13,12 @@ from sanic.config import Config
 
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
+from shared.enqueue import Enqueuer
 from shared.events import EventLog
 from shared.redis import connect_fail_fast
+from shared.scripts import Scripts
 from shared.settings import Settings
+from shared.transitions import Transitions
 from worker.registry import TaskRegistry
 
 logger = logging.getLogger("relay.api")
@@ -58,6 +61,9 @@ class Resources:
     pool: ArqRedis
     events: EventLog
     hub: PubSubHub
+    scripts: Scripts
+    enqueuer: Enqueuer
+    transitions: Transitions
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     draining: bool = False
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
@@ -69,7 +75,15 @@ class Resources:
         events = EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds)
         hub = PubSubHub(pool)
         await hub.start()
-        return cls(settings, registry, pool, events, hub)
+        scripts = Scripts(pool)
+        enqueuer = Enqueuer(pool, settings, scripts)
+        return cls(settings, registry, pool, events, hub, scripts, enqueuer, Transitions(pool, scripts, settings))
+
+    def timeout_for(self, name: str) -> float | None:
+        """The timeout a task of this name runs with when its submit names none."""
+        if name not in self.registry:
+            return None
+        return self.registry.get(name).timeout_seconds or self.settings.job_timeout_seconds
 
     async def close(self) -> None:
         """Close the hub, then the pool."""

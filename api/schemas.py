@@ -46,14 +46,23 @@ class TaskView(BaseModel):
     state: TaskState
     tries: int
     arguments: dict[str, Any] = Field(description="The validated arguments, by name.")
-    timeout_seconds: float | None = Field(None, description="The per-task timeout, if one was given.")
+    timeout_seconds: float | None = Field(None, description="The timeout the task runs with.")
     result: Any = None
     error: dict[str, Any] | None = None
     enqueued_at: str | None = None
-    scheduled_for: str | None = None
-    started_at: str | None = None
+    scheduled_for: str | None = Field(None, description="When a waiting task is due.")
+    started_at: str | None = Field(None, description="When its current (or last) try started; null if none did.")
     finished_at: str | None = None
+    last_error: dict[str, Any] | None = Field(None, description="The failure a retrying task is waiting after.")
+    next_try_at: str | None = Field(None, description="When a retrying task runs again.")
     links: Links
+
+
+class TaskPage(BaseModel):
+    """One page of ``GET /tasks``, newest first."""
+
+    tasks: list[TaskView]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null at the end.")
 
 
 class AbortResult(BaseModel):

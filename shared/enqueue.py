@@ -1,6 +1,8 @@
-"""Validating and enqueueing a submission, for every entry point (HTTP, Service Bus).
+"""Validating and enqueueing a submission, for every entry point (HTTP, Service Bus, cron, retries).
 
-All checks happen before the single atomic arq enqueue, so a refused submission leaves nothing behind.
+Every check that needs no Redis happens first; then one Lua script (``shared/lua/enqueue.lua``) does the id
+check, the depth check and arq's enqueue atomically, so a refused submission leaves nothing behind. Concurrent
+submits of one process share that script call (``shared.batching``): one round trip for many tasks.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import Job, serialize_job
 
 from shared import keys
-from shared.errors import IdConflict, InvalidOptions, QueueFull
-from shared.serialization import dumps, loads
+from shared.batching import Batcher
+from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
+from shared.jobs import JobRecord, fingerprint
+from shared.scripts import Scripts
+from shared.serialization import dumps
 from shared.settings import Settings
 from shared.tasks import TaskState, TaskSubmission
 
@@ -26,7 +29,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Submitted:
-    """The outcome of a submit: ``created`` is False when an identical task with this id already existed."""
+    """The outcome of a submit: ``created`` is False when an identical task with this id already existed,
+    and ``state`` is then that task's real state."""
 
     task_id: str
     task: str
@@ -34,30 +38,23 @@ class Submitted:
     state: TaskState
 
 
-# arq's enqueue (job key with expiry, then the queue's sorted set), plus the depth check and the
-# workers' wake-up notice, in one atomic round trip: the depth limit is exact under concurrent
-# submits, and a submit costs one Redis call instead of five. The job record is arq's own
-# (``arq.jobs.serialize_job``), so arq's workers, Job handles and abort see no difference.
-_ENQUEUE_LUA = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return {0, 0} end
-local depth = redis.call('ZCARD', KEYS[3])
-if depth >= tonumber(ARGV[5]) then return {-1, depth} end
-redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
-if ARGV[6] == '1' then redis.call('PUBLISH', KEYS[4], '1') end
-return {1, depth + 1}
-"""
-_EXISTS, _FULL = 0, -1
+@dataclass(frozen=True)
+class Prepared:
+    """A validated submission, ready for the script."""
+
+    task_id: str
+    task: str
+    score: int
+    record: bytes
+    fp: str
+    index_score: int
+    reply: bytes = b""
 
 
-def _job_kwargs(params: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-    return {"params": params} if timeout is None else {"params": params, "timeout_seconds": timeout}
-
-
-async def enqueue_task(
-    pool: ArqRedis, registry: TaskRegistry, settings: Settings, submission: TaskSubmission
-) -> Submitted:
-    """Enqueue ``submission`` once; a ``SubmissionError`` says what was wrong with it."""
+def prepare(
+    registry: TaskRegistry, settings: Settings, submission: TaskSubmission, reply: dict[str, Any] | None = None
+) -> Prepared:
+    """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records."""
     spec = registry.get(submission.task)
     params = spec.validate(submission.args, submission.kwargs)
     max_timeout = spec.timeout_seconds or settings.job_timeout_seconds
@@ -66,26 +63,29 @@ async def enqueue_task(
             f"timeout_seconds may be at most {max_timeout:g} for {spec.name!r}",
             [{"loc": ["timeout_seconds"], "msg": f"must be <= {max_timeout:g}"}],
         )
-    task_id = submission.id or uuid.uuid4().hex
-    job_kwargs = _job_kwargs(params, submission.timeout_seconds)
+    allowed = spec.retry.max_retries
+    if submission.max_retries is not None and submission.max_retries > allowed:
+        raise InvalidOptions(
+            f"max_retries may be at most {allowed} for {spec.name!r} (a submit can lower its retries, not raise them)",
+            [{"loc": ["max_retries"], "msg": f"must be <= {allowed}"}],
+        )
+    job_kwargs: dict[str, Any] = {"params": params}
+    if submission.timeout_seconds is not None:
+        job_kwargs["timeout_seconds"] = submission.timeout_seconds
+    if submission.max_retries is not None:
+        job_kwargs["max_retries"] = submission.max_retries
     now_ms = int(time.time() * 1000)
-    score = _score(submission, now_ms)
-    job = serialize_job(spec.name, (), job_kwargs, None, now_ms, serializer=dumps)
-    keys_ = [
-        job_key_prefix + task_id,
-        result_key_prefix + task_id,
-        settings.queue_name,
-        keys.wakeup_channel(settings.queue_name),
-    ]
-    expires_ms = score - now_ms + pool.expires_extra_ms  # what arq's enqueue_job uses
-    script = pool.register_script(_ENQUEUE_LUA)  # EVALSHA, loading the script on first use
-    args: list[bytes | str | int] = [job, score, expires_ms, task_id, settings.max_queue_depth, int(score <= now_ms)]
-    outcome, depth = await script(keys=keys_, args=args)
-    if outcome == _FULL:
-        raise QueueFull(f"the queue holds {depth} tasks, its maximum; retry later")
-    if outcome == _EXISTS:
-        return await _existing(pool, settings, task_id, spec.name, job_kwargs)
-    return Submitted(task_id, spec.name, True, TaskState.QUEUED if score <= now_ms else TaskState.DEFERRED)
+    fp = fingerprint(spec.name, job_kwargs)
+    record = JobRecord(spec.name, job_kwargs, now_ms, fp, reply=reply is not None).encode()
+    return Prepared(
+        task_id=submission.id or uuid.uuid4().hex,
+        task=spec.name,
+        score=_score(submission, now_ms),
+        record=record,
+        fp=fp,
+        index_score=time.time_ns() // 1000,
+        reply=dumps(reply) if reply is not None else b"",
+    )
 
 
 def _score(submission: TaskSubmission, now_ms: int) -> int:
@@ -96,11 +96,45 @@ def _score(submission: TaskSubmission, now_ms: int) -> int:
     return int(defer_until.timestamp() * 1000) if defer_until else now_ms
 
 
-async def _existing(
-    pool: ArqRedis, settings: Settings, task_id: str, name: str, job_kwargs: dict[str, Any]
-) -> Submitted:
-    """Same id, same task and arguments: the submit is a repeat. Anything else is a conflict."""
-    info = await Job(task_id, pool, _queue_name=settings.queue_name, _deserializer=loads).info()
-    if info is None or info.function != name or info.kwargs != job_kwargs:
-        raise IdConflict(f"a different task already has id {task_id!r}")
-    return Submitted(task_id, name, False, TaskState.QUEUED)
+class Enqueuer:
+    """Enqueues prepared submissions; concurrent ones share one script call."""
+
+    def __init__(self, pool: ArqRedis, settings: Settings, scripts: Scripts | None = None) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._scripts = scripts or Scripts(pool)
+        self._batcher: Batcher[Prepared, Submitted | SubmissionError] = Batcher(self._flush, max_batch=128)
+
+    async def enqueue(self, prepared: Prepared) -> Submitted:
+        """Enqueue once; ``IdConflict`` or ``QueueFull`` when it cannot be."""
+        outcome = await self._batcher.submit(prepared)
+        if isinstance(outcome, SubmissionError):
+            raise outcome
+        return outcome
+
+    async def _flush(self, batch: list[Prepared]) -> list[Submitted | SubmissionError]:
+        settings = self._settings
+        args: list[Any] = [int(time.time() * 1000), settings.max_queue_depth, keys.wakeup_channel(settings.queue_name)]
+        for p in batch:
+            args += [p.task_id, p.score, p.record, p.fp, p.index_score, p.reply]
+        replies = await self._scripts.enqueue(
+            keys=[settings.queue_name, keys.task_index(settings.queue_name)], args=args
+        )
+        return [_outcome(p, reply) for p, reply in zip(batch, replies, strict=True)]
+
+
+def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionError:
+    """The script's answer for one item: a ``Submitted``, or the exception to raise for it."""
+    kind = reply[0].decode()
+    if kind == "created":
+        return Submitted(prepared.task_id, prepared.task, True, TaskState(reply[1].decode()))
+    if kind == "full":
+        return QueueFull(f"the queue holds {reply[1].decode()} waiting tasks, its maximum; retry later")
+    state, same, name = TaskState(reply[1].decode()), reply[2] == b"same", reply[3].decode()
+    if same:
+        return Submitted(prepared.task_id, prepared.task, False, state)
+    what = f"task {name!r}" if name != prepared.task else "other arguments or options"
+    return IdConflict(
+        f"id {prepared.task_id!r} is already used by a submit of {what}",
+        {"id": prepared.task_id, "existing_task": name, "state": state.value},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -17,8 +18,9 @@ class SubmissionError(Exception):
 class UnknownTask(SubmissionError, LookupError):
     """The name is not registered: nothing by that name may run."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no task is registered as {name!r}")
+    def __init__(self, name: str, registered: Sequence[str] = ()) -> None:
+        known = f"; registered tasks: {', '.join(registered)}" if registered else ""
+        super().__init__(f"no task is registered as {name!r}{known}", {"registered": list(registered)})
         self.name = name
 
 

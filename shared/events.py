@@ -1,8 +1,11 @@
-"""Task events: their schema, and the one way to publish and replay them.
+"""Task events: their schema, how they are encoded, and how a task's log is read back.
 
-An event is stored in a capped, expiring Redis Stream (for replay and resume) and published on the
-task's pub/sub channel (for live delivery) by one Lua script, so both always agree on its sequence
-number and no subscriber can see an event that replay would not.
+Events are written only by Relay's Lua scripts (``shared/lua/``), each in the same step as the state change
+they report: a client that sees ``end`` and then reads the task finds its final state. A task's events get
+sequence numbers from a counter in their own key (``relay:seq:<id>``), so numbering never restarts while the
+task lives, even if its log expires during a long silence. Events written together are one stream entry (id
+``0-<last seq>``, field ``e``: the events' JSON, one per line) and one pub/sub message with the same bytes, so
+an NDJSON stream can pass them through untouched.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class EventType(StrEnum):
     ERROR = "error"
     ABORTED = "aborted"
     REQUEUED = "requeued"
+    RETRYING = "retrying"
+    GAP = "gap"
     END = "end"
 
 
@@ -39,23 +44,8 @@ class EventHead(msgspec.Struct):
 
 
 FINAL_TYPE: Final = EventType.END.value
+LINE_BREAK: Final = b"\n"
 _head_decoder = msgspec.json.Decoder(EventHead)
-
-# Sequence numbers are the stream IDs' second half ("0-<seq>"), so XRANGE can resume from any of them.
-# ARGV: max length, TTL in ms, then one or more event bodies (JSON objects without their seq).
-_PUBLISH_LUA = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local seq = 0
-if #last > 0 then seq = tonumber(string.match(last[1][1], '-(%d+)$')) end
-for i = 3, #ARGV do
-  seq = seq + 1
-  local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[i], 2)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'e', event)
-  redis.call('PUBLISH', KEYS[2], event)
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return seq
-"""
 
 
 def decode_head(raw: bytes) -> EventHead:
@@ -63,36 +53,51 @@ def decode_head(raw: bytes) -> EventHead:
     return _head_decoder.decode(raw)
 
 
+def unpack(packed: bytes) -> list[bytes]:
+    """The events of one stream entry or pub/sub message (JSON never contains a raw line break)."""
+    return packed.split(LINE_BREAK)
+
+
+def body(task_id: str, type_: EventType, data: Any = None, ts: float | None = None) -> bytes:
+    """An event without its ``seq`` (the script that stores it puts the seq first). ``type`` must come first:
+    scripts recognise an ``end`` by its leading bytes."""
+    moment = round(time.time() if ts is None else ts, 6)
+    return dumps({"type": type_.value, "task_id": task_id, "ts": moment, "data": data})
+
+
+def end_body(task_id: str, state: str, ts: float | None = None) -> bytes:
+    """The ``end`` event of a run that reached ``state``."""
+    return body(task_id, EventType.END, {"state": state}, ts)
+
+
+def synthetic(seq: int, task_id: str, type_: EventType, data: Any) -> bytes:
+    """An event a stream makes up itself (``gap``), numbered like a stored one but never stored."""
+    return dumps({"seq": seq, "type": type_.value, "task_id": task_id, "ts": round(time.time(), 6), "data": data})
+
+
 class EventLog:
-    """Publishes a task's events and reads them back; one instance serves every task of a process."""
+    """Reads a task's stored events back; one instance serves every task of a process."""
 
     def __init__(self, redis: Redis, *, max_len: int, ttl_seconds: int) -> None:
         self._redis = redis
-        self._max_len = max_len
-        self._ttl_ms = ttl_seconds * 1000
-        self._script = redis.register_script(_PUBLISH_LUA)
-
-    async def publish(self, task_id: str, type_: EventType, data: Any = None) -> int:
-        """Append an event to the task's log and publish it live; returns its sequence number."""
-        return await self.publish_many(task_id, [(type_, data)])
-
-    async def publish_many(self, task_id: str, events: list[tuple[EventType, Any]]) -> int:
-        """Several events in one round trip (e.g. ``result`` and ``end``); returns the last one's number."""
-        ts = round(time.time(), 6)
-        bodies = [dumps({"type": t.value, "task_id": task_id, "ts": ts, "data": d}) for t, d in events]
-        keys_ = [keys.events_stream(task_id), keys.events_channel(task_id)]
-        seq = await self._script(keys=keys_, args=[self._max_len, self._ttl_ms, *bodies])
-        return int(seq)
+        self.max_len = max_len
+        self.ttl_ms = ttl_seconds * 1000
 
     async def read_after(self, task_id: str, after_seq: int, count: int = 1000) -> list[tuple[int, bytes]]:
-        """Stored events with a sequence number above ``after_seq``, oldest first (at most ``count``)."""
+        """Stored events with a sequence number above ``after_seq``, oldest first (about ``count`` entries)."""
         entries = await self._redis.xrange(keys.events_stream(task_id), f"0-{after_seq + 1}", "+", count=count)
-        return [(int(entry_id.rsplit(b"-", 1)[1]), fields[b"e"]) for entry_id, fields in entries]
+        events: list[tuple[int, bytes]] = []
+        for _entry_id, fields in entries:
+            for raw in unpack(fields[b"e"]):
+                seq = decode_head(raw).seq
+                if seq > after_seq:
+                    events.append((seq, raw))
+        return events
 
     async def last(self, task_id: str) -> tuple[int, bytes] | None:
         """The newest stored event, if any."""
         entries = await self._redis.xrevrange(keys.events_stream(task_id), "+", "-", count=1)
         if not entries:
             return None
-        entry_id, fields = entries[0]
-        return int(entry_id.rsplit(b"-", 1)[1]), fields[b"e"]
+        raw = unpack(entries[0][1][b"e"])[-1]
+        return decode_head(raw).seq, raw

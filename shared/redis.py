@@ -7,10 +7,12 @@ import dataclasses
 import logging
 
 from arq.connections import ArqRedis, RedisSettings
+from redis import Redis as SyncRedis
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.retry import Retry as SyncRetry
 
 from shared.serialization import dumps, loads
 from shared.settings import Settings
@@ -58,3 +60,15 @@ async def connect_fail_fast(settings: Settings, attempts: int = 20) -> ArqRedis:
             logger.warning("Redis not reachable yet (%s); retrying", exc)
             await asyncio.sleep(0.5)
     return pool
+
+
+def sync_client(settings: Settings) -> SyncRedis:
+    """A synchronous client (for threads: the worker's lease renewal), with the workers' retry behaviour."""
+    timeout = settings.redis_timeout_seconds
+    return SyncRedis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=SyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+        retry_on_error=[ConnectionError, TimeoutError, OSError],
+    )

@@ -7,6 +7,8 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import keys
+
 
 class Settings(BaseSettings):
     """Everything an API or worker process can be configured with; see the README's table."""
@@ -20,7 +22,28 @@ class Settings(BaseSettings):
     worker_grace_seconds: int = Field(
         25, ge=0, description="On SIGTERM/SIGINT a worker lets running jobs finish for this long, then re-queues."
     )
-    poll_delay_seconds: float = Field(0.1, gt=0, description="How often an idle worker polls the queue.")
+    poll_delay_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Longest sleep of an idle worker between queue checks (wake-up notices and known due times "
+        "end it sooner).",
+    )
+    lease_seconds: float = Field(
+        10,
+        ge=1,
+        description="A running job's lease: if its worker stops renewing it (killed, node lost), another worker "
+        "takes the job over within about this long.",
+    )
+    sync_task_threads: int = Field(10, ge=1, description="Threads that run plain `def` tasks, per worker process.")
+    stall_warning_seconds: float = Field(
+        1.0, gt=0, description="A task that blocks a worker's event loop this long is named in a warning."
+    )
+    log_task_values: bool = Field(
+        False, description="Log task arguments and results (they may carry secrets: for debugging only)."
+    )
+    task_index_max: int = Field(
+        1_000_000, ge=1000, description="Most tasks GET /tasks remembers (the oldest are forgotten first)."
+    )
     job_timeout_seconds: float = Field(300, gt=0, description="Default (and maximum) time a task may run.")
     max_tries: int = Field(5, ge=1, description="Pickups a job may take before arq fails it.")
     result_ttl_seconds: int = Field(3600, ge=1, description="How long results and event logs are kept.")
@@ -53,6 +76,14 @@ class Settings(BaseSettings):
     servicebus_retry_seconds: float = Field(
         5, ge=0, description="How long a transient failure (Redis down) is retried before abandoning."
     )
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_name_is_free(cls, value: str) -> str:
+        problem = keys.queue_name_problem(value)
+        if problem:
+            raise ValueError(f"queue name {value!r} cannot be used: {problem}")
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

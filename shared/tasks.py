@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_DEFER = dt.timedelta(days=30)
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# Ids and names are matched whole (``fullmatch``): ``$`` alone would also accept a trailing newline.
+TASK_ID_REGEX: Final = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+TASK_ID_PATTERN: Final = f"^{TASK_ID_REGEX}$"
+# Task names also appear verbatim inside Relay's JSON records, which its Lua scripts read: no quotes, no escapes.
+TASK_NAME_REGEX: Final = r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}"
 TaskId = Annotated[str, Field(pattern=TASK_ID_PATTERN, description="Client-chosen id; makes submit idempotent.")]
+_task_id = re.compile(TASK_ID_REGEX)
+_task_name = re.compile(TASK_NAME_REGEX)
+
+
+def is_task_id(value: str) -> bool:
+    """True if ``value`` is a whole valid task id."""
+    return _task_id.fullmatch(value) is not None
+
+
+def is_task_name(value: str) -> bool:
+    """True if ``value`` can name a task."""
+    return _task_name.fullmatch(value) is not None
 
 
 class TaskState(StrEnum):
@@ -18,11 +35,20 @@ class TaskState(StrEnum):
 
     QUEUED = "queued"
     DEFERRED = "deferred"
+    RETRYING = "retrying"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ABORTED = "aborted"
     UNKNOWN = "unknown"
+
+    @property
+    def is_final(self) -> bool:
+        """Succeeded, failed or aborted: the task will not run again unless asked to."""
+        return self in FINAL_STATES
+
+
+FINAL_STATES: Final = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.ABORTED})
 
 
 class TaskSubmission(BaseModel):
@@ -37,6 +63,9 @@ class TaskSubmission(BaseModel):
     delay_seconds: Annotated[float, Field(ge=0, le=MAX_DEFER.total_seconds())] | None = None
     run_at: dt.datetime | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    max_retries: (
+        Annotated[int, Field(ge=0, description="Fewer retries than the task's policy allows (never more).")] | None
+    ) = None
 
     @model_validator(mode="after")
     def _one_schedule(self) -> TaskSubmission:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from shared.errors import InvalidArguments, UnknownTask
+from shared.retry import NO_RETRIES, RetryPolicy
+from shared.tasks import TASK_NAME_REGEX, is_task_name
 from worker.context import TaskContext
 
-__all__ = ["InvalidArguments", "TaskRegistry", "TaskSpec", "UnknownTask"]
+__all__ = ["InvalidArguments", "RetryPolicy", "TaskRegistry", "TaskSpec", "UnknownTask"]
 
-TaskFn = Callable[..., Awaitable[Any]]
+TaskFn = Callable[..., Any]
 F = TypeVar("F", bound=TaskFn)
 
 
@@ -24,13 +26,15 @@ class _Params(BaseModel):
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A registered task: its code, its parameter model and its limits."""
+    """A registered task: its code, its parameter model, its limits and its retry policy."""
 
     name: str
     fn: TaskFn
     params: type[BaseModel]
     timeout_seconds: float | None = None
     description: str = ""
+    retry: RetryPolicy = NO_RETRIES
+    is_async: bool = True
     _param_names: tuple[str, ...] = field(default=())
 
     def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,7 +71,10 @@ def _params_model(name: str, fn: TaskFn) -> tuple[type[BaseModel], tuple[str, ..
     hints = get_type_hints(fn, include_extras=True)
     parameters = list(signature.parameters.values())
     if not parameters or hints.get(parameters[0].name) is not TaskContext:
-        raise TypeError(f"task {name!r}: the first parameter must be annotated TaskContext")
+        raise TypeError(
+            f"task {name!r}: the first parameter must be annotated TaskContext, e.g. "
+            f"`def {fn.__name__}(task: TaskContext, ...)`"
+        )
     fields: dict[str, Any] = {}
     for p in parameters[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -84,17 +91,31 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._specs: dict[str, TaskSpec] = {}
 
-    def task(self, name: str | None = None, *, timeout_seconds: float | None = None) -> Callable[[F], F]:
-        """Register an ``async def fn(task: TaskContext, ...)`` under ``name`` (default: its own name)."""
+    def task(
+        self, name: str | None = None, *, timeout_seconds: float | None = None, retry: RetryPolicy | None = None
+    ) -> Callable[[F], F]:
+        """Register ``fn(task: TaskContext, ...)`` under ``name`` (default: its own name). ``async def`` runs on
+        the worker's event loop; a plain ``def`` runs in the worker's thread pool."""
 
         def register(fn: F) -> F:
             task_name = name or fn.__name__
+            if not is_task_name(task_name):
+                raise ValueError(f"task name {task_name!r} must match {TASK_NAME_REGEX}")
             if task_name in self._specs:
                 raise ValueError(f"task {task_name!r} is registered twice")
+            if timeout_seconds is not None and timeout_seconds <= 0:
+                raise ValueError(f"task {task_name!r}: timeout_seconds must be positive")
             params, names = _params_model(task_name, fn)
             doc = inspect.getdoc(fn) or ""
             self._specs[task_name] = TaskSpec(
-                task_name, fn, params, timeout_seconds, doc.split("\n\n")[0], _param_names=names
+                task_name,
+                fn,
+                params,
+                timeout_seconds,
+                doc.split("\n\n")[0],
+                retry or NO_RETRIES,
+                inspect.iscoroutinefunction(fn),
+                _param_names=names,
             )
             return fn
 
@@ -105,10 +126,13 @@ class TaskRegistry:
         try:
             return self._specs[name]
         except KeyError:
-            raise UnknownTask(name) from None
+            raise UnknownTask(name, sorted(self._specs)) from None
 
     def __iter__(self) -> Iterator[TaskSpec]:
         return iter(self._specs.values())
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)

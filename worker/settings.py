@@ -22,4 +22,3 @@ job_serializer = _setup.dumps
 job_deserializer = _setup.loads
 on_startup = _setup.on_startup
 on_shutdown = _setup.on_shutdown
-after_job_end = _setup.after_job_end

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from typing import Any
 
-from arq.worker import Function
+from arq.worker import Function, func
 
-from shared.events import EventLog
 from shared.logs import configure as configure_logging
 from shared.redis import redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
-from worker import resilience
-from worker.runner import BRIDGE_CTX_KEY, EVENTS_CTX_KEY, QUEUE_CTX_KEY, job_function, publish_outcome
+from worker.engine import patch
+from worker.engine.engine import Engine
+from worker.engine.stalls import StallWatchdog
+from worker.registry import TaskSpec
 from worker.tasks import registry
 from worker.wakeup import WakeupListener
 
 __all__ = [
     "HEALTH_CHECK_INTERVAL_SECONDS",
-    "after_job_end",
     "dumps",
     "functions",
     "health_check_key",
@@ -34,13 +35,17 @@ __all__ = [
 logger = logging.getLogger("relay.worker")
 
 WAKEUP_CTX_KEY = "relay_wakeup"
-
+STALLS_CTX_KEY = "relay_stalls"
+BRIDGE_CTX_KEY = "relay_bridge"
 # arq --check passes while the health key is younger than this (+1 s): keeps liveness probes meaningful.
 HEALTH_CHECK_INTERVAL_SECONDS = 10
+# arq's own timeout only backs Relay's up (Relay's engine runs jobs; this bounds arq's in-progress expiry).
+ARQ_TIMEOUT_MARGIN_SECONDS = 5.0
 
 
 def settings() -> Settings:
-    """The process settings."""
+    """The process settings; installs Relay's engine into arq before arq builds its Worker."""
+    patch.install()
     return get_settings()
 
 
@@ -50,38 +55,51 @@ def health_check_key(config: Settings) -> str:
 
 
 def functions(config: Settings) -> list[Function]:
-    """One arq function per registered task."""
-    return [job_function(spec, config.job_timeout_seconds, config.max_tries) for spec in registry]
+    """One arq function per registered task: what arq is told can run (Relay's engine runs them)."""
+    return [_function(spec, config) for spec in registry]
+
+
+def _function(spec: TaskSpec, config: Settings) -> Function:
+    async def run_by_relay(ctx: dict[str, Any], **_: Any) -> None:
+        raise RuntimeError(f"task {spec.name!r} is run by Relay's engine, not by arq's job runner")
+
+    run_by_relay.__qualname__ = spec.name
+    timeout = (spec.timeout_seconds or config.job_timeout_seconds) + ARQ_TIMEOUT_MARGIN_SECONDS
+    return func(run_by_relay, name=spec.name, timeout=timeout, max_tries=config.max_tries)
 
 
 async def on_startup(ctx: dict[str, Any]) -> None:
-    """Give every job the event log (one per process, on arq's own Redis pool)."""
+    """Start the engine, its lease keeper and stall watchdog, the wake-up subscription and the bridge."""
     configure_logging()
     config = get_settings()
-    ctx[EVENTS_CTX_KEY] = EventLog(
-        ctx["redis"], max_len=config.event_log_max_len, ttl_seconds=config.result_ttl_seconds
-    )
-    resilience.install()
-    ctx[QUEUE_CTX_KEY] = config.queue_name
-    listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name)
+    engine = Engine(ctx["redis"], config, registry)
+    patch.attach(engine)
+    ctx[patch.ENGINE_CTX_KEY] = engine
+    engine.leases.start(asyncio.get_running_loop().call_soon_threadsafe)
+    code = {getattr(spec.fn, "__code__", None): spec.name for spec in registry}
+    watchdog = ctx[STALLS_CTX_KEY] = StallWatchdog(config.stall_warning_seconds, {c: n for c, n in code.items() if c})
+    watchdog.start()
+    listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name, engine)
     await listener.start()
     if config.servicebus_enabled:
         from worker.bridge.service import ServiceBusBridge  # the SDK loads only where it is used
 
-        ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry)
-    logger.info("relay worker ready: %d tasks on queue %s", len(list(registry)), config.queue_name)
+        bridge = ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry)
+        listener.on_outbox = bridge.replies.wake
+    logger.info("relay worker ready: %d tasks on queue %s", len(registry), config.queue_name)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
-    """Stop the bridge and the wake-up subscription (the event log rides on arq's pool, closed by arq)."""
+    """Stop the bridge, the wake-up subscription, then the engine (arq closes its pool after this)."""
     bridge = ctx.get(BRIDGE_CTX_KEY)
     if bridge is not None:
         await bridge.stop()
     listener: WakeupListener | None = ctx.get(WAKEUP_CTX_KEY)
     if listener is not None:
         await listener.close()
-
-
-async def after_job_end(ctx: dict[str, Any]) -> None:
-    """Publish the final events once arq has stored the result."""
-    await publish_outcome(ctx)
+    engine: Engine | None = ctx.get(patch.ENGINE_CTX_KEY)
+    if engine is not None:
+        await engine.stop()
+    watchdog: StallWatchdog | None = ctx.get(STALLS_CTX_KEY)
+    if watchdog is not None:
+        watchdog.stop()

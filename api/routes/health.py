@@ -46,6 +46,6 @@ async def openapi_document(request: Request) -> HTTPResponse:
 
 @bp.get("/metrics")
 async def metrics(request: Request) -> HTTPResponse:
-    """Prometheus text format, including ``relay_queue_depth`` for worker autoscaling."""
+    """Prometheus text format, including ``relay_queue_due`` for worker autoscaling."""
     body, content_type = await render_metrics(resources(request))
     return raw(body, content_type=content_type)

@@ -1,24 +1,23 @@
-"""``/tasks``: submit (optionally streaming the events back on the same response), read, abort."""
+"""``/tasks``: submit (optionally streaming the events back on the same response), read, list, abort, retry."""
 
 from __future__ import annotations
-
-import re
 
 import msgspec
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
-from api.abort import AbortOutcome, abort_task
-from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, TaskNotFound
+from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, NotRetryable, TaskNotFound
 from api.formats import wants_stream
-from api.resources import resources
-from api.streaming import send_stream
-from shared.enqueue import Submitted, enqueue_task
+from api.resources import Resources, resources
+from api.streaming import submit_and_stream
+from shared.enqueue import Submitted, prepare
 from shared.status import task_view
-from shared.tasks import TASK_ID_PATTERN, TaskSubmission
+from shared.tasklist import BadCursor, list_tasks
+from shared.tasks import TaskState, TaskSubmission, is_task_id, is_task_name
+from shared.transitions import AbortOutcome, RetryOutcome
 
 bp = Blueprint("tasks")
-_task_id = re.compile(TASK_ID_PATTERN)
+MAX_PAGE = 500
 
 
 def links(task_id: str) -> dict[str, str]:
@@ -28,8 +27,8 @@ def links(task_id: str) -> dict[str, str]:
 
 def checked_id(task_id: str) -> str:
     """A path id that cannot name a task is simply not found."""
-    if not _task_id.match(task_id):
-        raise TaskNotFound(f"no task {task_id[:130]!r}")
+    if not is_task_id(task_id):
+        raise TaskNotFound(f"no task {task_id[:130]!r}", {"state": TaskState.UNKNOWN.value})
     return task_id
 
 
@@ -65,36 +64,96 @@ async def submit(request: Request) -> HTTPResponse | None:
     res = resources(request)
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
-    submission = parse_submission(request.body)
-    submitted = await enqueue_task(res.pool, res.registry, res.settings, submission)
-    location = links(submitted.task_id)["self"]
+    prepared = prepare(res.registry, res.settings, parse_submission(request.body))
+    location = links(prepared.task_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
     if fmt is not None:
-        await send_stream(request, res, submitted.task_id, 0, fmt, extra_headers={"Location": location})
+        await submit_and_stream(request, res, prepared, fmt, location)
         return None
+    submitted = await res.enqueuer.enqueue(prepared)
     return json(_submitted_body(submitted), status=202 if submitted.created else 200, headers={"Location": location})
+
+
+@bp.get("/tasks")
+async def list_route(request: Request) -> HTTPResponse:
+    """Recent tasks, newest first: ``?state=&task=&limit=&cursor=``."""
+    res = resources(request)
+    state, task = request.args.get("state"), request.args.get("task")
+    if state is not None and state not in {s.value for s in TaskState if s is not TaskState.UNKNOWN}:
+        raise InvalidRequest(f"unknown state {state[:50]!r}", [{"loc": ["query", "state"], "msg": "not a state"}])
+    if task is not None and not is_task_name(task):
+        raise InvalidRequest("task must be a task name", [{"loc": ["query", "task"], "msg": "not a task name"}])
+    limit = _limit(request.args.get("limit"))
+    try:
+        page = await list_tasks(
+            res.pool,
+            res.scripts,
+            res.settings.queue_name,
+            state=state,
+            task=task,
+            limit=limit,
+            cursor=request.args.get("cursor"),
+            timeout_for=res.timeout_for,
+        )
+    except BadCursor as exc:
+        raise InvalidRequest(str(exc), [{"loc": ["query", "cursor"], "msg": str(exc)}]) from None
+    tasks = [view | {"links": links(view["id"])} for view in page.tasks]
+    return json({"tasks": tasks, "next_cursor": page.next_cursor})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 50
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be 1..{MAX_PAGE}", [{"loc": ["query", "limit"], "msg": "out of range"}])
+    return limit
 
 
 @bp.get("/tasks/<task_id:str>")
 async def get_task(request: Request, task_id: str) -> HTTPResponse:
     """State, tries, timestamps, and result or error."""
     res = resources(request)
-    view = await task_view(res.pool, res.settings.queue_name, checked_id(task_id))
-    if view is None:
-        raise TaskNotFound(f"no task {task_id!r} (never submitted, or its record expired)", {"state": "unknown"})
+    view = await _view(res, checked_id(task_id))
     return json(view | {"links": links(task_id)})
+
+
+async def _view(res: Resources, task_id: str) -> dict[str, object]:
+    view = await task_view(res.pool, res.settings.queue_name, task_id, res.timeout_for)
+    if view is None:
+        message = f"no task {task_id!r} (never submitted, or its record expired)"
+        raise TaskNotFound(message, {"state": TaskState.UNKNOWN.value})
+    return view
 
 
 @bp.delete("/tasks/<task_id:str>")
 async def delete_task(request: Request, task_id: str) -> HTTPResponse:
-    """Abort: 200 ``aborted`` for a queued task, 202 ``aborting`` for a running one."""
+    """Abort: 200 ``aborted`` for a waiting task, 202 ``aborting`` for a running one."""
     res = resources(request)
-    outcome = await abort_task(
-        res.pool, res.events, res.settings.queue_name, checked_id(task_id), res.settings.result_ttl_seconds
-    )
-    if outcome is AbortOutcome.UNKNOWN:
-        raise TaskNotFound(f"no task {task_id!r}", {"state": "unknown"})
-    if outcome is AbortOutcome.FINISHED:
-        raise NotAbortable(f"task {task_id!r} has already finished")
-    status = 200 if outcome is AbortOutcome.ABORTED else 202
-    return json({"id": task_id, "state": outcome.value, "links": links(task_id)}, status=status)
+    done = await res.transitions.abort(checked_id(task_id))
+    if done.outcome == AbortOutcome.UNKNOWN:
+        raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
+    if done.outcome == AbortOutcome.FINISHED:
+        raise NotAbortable(f"task {task_id!r} has already ended ({done.state})", {"state": done.state})
+    status = 200 if done.outcome == AbortOutcome.ABORTED else 202
+    return json({"id": task_id, "state": done.outcome, "links": links(task_id)}, status=status)
+
+
+@bp.post("/tasks/<task_id:str>/retry")
+async def retry_task(request: Request, task_id: str) -> HTTPResponse:
+    """Run a failed or aborted task again, same id and arguments; its events continue."""
+    res = resources(request)
+    if res.draining:
+        raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
+    done = await res.transitions.retry(checked_id(task_id))
+    if done.outcome == RetryOutcome.UNKNOWN:
+        raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
+    if done.outcome == RetryOutcome.NOT_RETRYABLE:
+        why = "it has not ended" if done.state not in ("succeeded",) else "it succeeded"
+        raise NotRetryable(f"task {task_id!r} cannot be retried: {why} ({done.state})", {"state": done.state})
+    view = await _view(res, task_id)
+    body = {"id": task_id, "task": view["task"], "state": done.outcome, "created": False, "links": links(task_id)}
+    return json(body, status=202, headers={"Location": links(task_id)["self"]})

@@ -13,6 +13,7 @@ from api.follow import FollowOptions, Frame, FrameKind, follow
 from api.hub import Delivery, PubSubHub, Signal
 from shared import keys
 from shared.events import EventLog, EventType
+from tests.support.events import publish
 
 OPTIONS = FollowOptions(heartbeat_seconds=5, drain_seconds=0.2)
 
@@ -48,7 +49,11 @@ async def numsub(redis: Redis, task_id: str) -> int:
 async def test_events_get_increasing_sequence_numbers_and_expire(redis: Redis) -> None:
     log = EventLog(redis, max_len=100, ttl_seconds=60)
     task_id = task()
-    assert [await log.publish(task_id, EventType.PROGRESS, {"i": i}) for i in range(3)] == [1, 2, 3]
+    assert [await publish(redis, task_id, (EventType.PROGRESS, {"i": i}), ttl_seconds=60) for i in range(3)] == [
+        1,
+        2,
+        3,
+    ]
     assert [seq for seq, _ in await log.read_after(task_id, 1)] == [2, 3]
     assert 0 < await redis.ttl(keys.events_stream(task_id)) <= 60
 
@@ -58,7 +63,7 @@ async def test_two_streams_share_one_subscription(hub: PubSubHub, redis: Redis) 
     task_id = task()
     async with hub.subscribe(task_id) as first, hub.subscribe(task_id) as second:
         assert await numsub(redis, task_id) == 1
-        await log.publish(task_id, EventType.STARTED)
+        await publish(redis, task_id, (EventType.STARTED, None))
         got = [await asyncio.wait_for(s.queue.get(), 5) for s in (first, second)]
         assert all(isinstance(g, Delivery) and g.head.seq == 1 for g in got)
     assert hub.channel_count == 0
@@ -70,8 +75,8 @@ async def test_a_slow_stream_overflows_instead_of_growing(hub: PubSubHub, redis:
     task_id = task()
     async with hub.subscribe(task_id) as sub:
         for _ in range(10):
-            await log.publish(task_id, EventType.PROGRESS)
-        await log.publish(task_id, EventType.END)
+            await publish(redis, task_id, (EventType.PROGRESS, None))
+        await publish(redis, task_id, (EventType.END, None))
         await asyncio.wait_for(_until(lambda: sub.overflowed), 5)
         assert sub.queue.qsize() == 4
 
@@ -85,7 +90,7 @@ async def test_follow_replays_then_streams_live_without_gaps_or_repeats(hub: Pub
     log = EventLog(redis, max_len=100, ttl_seconds=60)
     task_id = task()
     for _ in range(3):
-        await log.publish(task_id, EventType.PROGRESS)
+        await publish(redis, task_id, (EventType.PROGRESS, None))
     frames: list[Frame] = []
 
     async def consume() -> None:
@@ -95,8 +100,8 @@ async def test_follow_replays_then_streams_live_without_gaps_or_repeats(hub: Pub
     consumer = asyncio.create_task(consume())
     await asyncio.wait_for(_until(lambda: len(frames) == 2), 5)
     for _ in range(20):  # more than the queue holds: the follower must recover from the log
-        await log.publish(task_id, EventType.PARTIAL)
-    await log.publish(task_id, EventType.END)
+        await publish(redis, task_id, (EventType.PARTIAL, None))
+    await publish(redis, task_id, (EventType.END, None))
     await asyncio.wait_for(consumer, 5)
     assert [f.seq for f in frames] == list(range(2, 25))
     assert frames[-1].type == "end"
@@ -105,7 +110,7 @@ async def test_follow_replays_then_streams_live_without_gaps_or_repeats(hub: Pub
 async def test_follow_hands_out_a_reconnect_hint_when_draining(hub: PubSubHub, redis: Redis) -> None:
     log = EventLog(redis, max_len=100, ttl_seconds=60)
     task_id = task()
-    await log.publish(task_id, EventType.STARTED)
+    await publish(redis, task_id, (EventType.STARTED, None))
     frames: list[Frame] = []
 
     async def consume() -> None:
@@ -125,7 +130,7 @@ async def test_follow_asks_for_repair_on_idle_heartbeats(hub: PubSubHub, redis: 
     task_id = task()
 
     async def repair() -> bool:
-        await log.publish(task_id, EventType.END, {"state": "failed"})
+        await publish(redis, task_id, (EventType.END, {"state": "failed"}))
         return True
 
     options = FollowOptions(heartbeat_seconds=0.05, drain_seconds=1)

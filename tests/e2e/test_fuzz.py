@@ -41,7 +41,9 @@ def test_document_covers_every_route(fuzz_target: str) -> None:
         "GET /health/ready",
         "GET /metrics",
         "POST /tasks",
+        "GET /tasks",
         "GET /tasks/{task_id}",
+        "POST /tasks/{task_id}/retry",
         "DELETE /tasks/{task_id}",
         "GET /tasks/{task_id}/events",
     }

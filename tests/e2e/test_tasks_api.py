@@ -30,7 +30,9 @@ def test_abort_running_task(relay: str) -> None:
     assert types(events)[0] == "started"
     assert types(events)[-2:] == ["aborted", "end"]
     assert events[-1]["data"] == {"state": "aborted"}
-    assert wait_state(relay, task_id, {"aborted"})["error"]["error_type"] == "CancelledError"
+    final = wait_state(relay, task_id, {"aborted"})
+    assert final["error"] == {"error_type": "Aborted", "message": "aborted while running"}
+    assert final["started_at"] is not None
 
 
 def test_abort_deferred_task_removes_it(relay: str) -> None:
@@ -210,7 +212,8 @@ def test_streams_share_one_pubsub_connection(relay: str, redis_client: redis.Red
 
 def test_metrics_expose_queue_depth(relay: str) -> None:
     body = httpx.get(f"{relay}/metrics", timeout=10).text
-    assert "relay_queue_depth " in body
+    for gauge in ("relay_queue_due ", "relay_queue_deferred ", "relay_queue_running "):
+        assert gauge in body
     assert "relay_redis_up 1.0" in body
 
 

@@ -1,14 +1,15 @@
 """From a Service Bus message to a Relay submission, or to the reason it must be dead-lettered.
 
-The body is JSON ``{"task", "args"?, "kwargs"?, "delay_seconds"?, "run_at"?, "timeout_seconds"?}``; the
-task name may instead be given in the application property ``task``. The message id becomes the task
-id, so a redelivered message enqueues nothing new.
+The body is JSON ``{"task", "args"?, "kwargs"?, "delay_seconds"?, "run_at"?, "timeout_seconds"?,
+"max_retries"?}``; the task name may instead be given in the application property ``task``. The message id
+becomes the task id, so a redelivered message enqueues nothing new. AMQP allows a message without an id
+(other SDKs and integrations send them): its task id is then derived from the entity and the broker's
+sequence number, which is unique per entity and survives redelivery.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,8 @@ from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus.amqp import AmqpMessageBodyType
 from pydantic import ValidationError
 
-from shared.tasks import TASK_ID_PATTERN, TaskSubmission
+from shared.tasks import TaskSubmission, is_task_id
 
-_task_id = re.compile(TASK_ID_PATTERN)
 DESCRIPTION_LIMIT = 1024  # Service Bus caps dead-letter descriptions; keep them readable anyway
 
 
@@ -46,9 +46,27 @@ class Poison(Exception):
 
 def task_id_for(message_id: str) -> str:
     """The message id itself when it is a valid task id, else a stable digest of it."""
-    if _task_id.match(message_id):
+    if is_task_id(message_id):
         return message_id
     return "sb-" + hashlib.sha256(message_id.encode()).hexdigest()[:40]
+
+
+def message_task_id(message: ServiceBusReceivedMessage, entity: str) -> str:
+    """The task id of a message: from its id, or from its entity and sequence number when it has none."""
+    if message.message_id is not None and str(message.message_id) != "":
+        return task_id_for(str(message.message_id))
+    if message.sequence_number is None:
+        raise Poison(DeadLetterReason.INVALID_SCHEMA, "the message has neither a message id nor a sequence number")
+    digest = hashlib.sha256(entity.encode()).hexdigest()[:12]
+    return f"sb-{digest}-seq-{message.sequence_number}"
+
+
+def reply_request(message: ServiceBusReceivedMessage) -> dict[str, str | None] | None:
+    """Where the outcome should go, if the sender asked for a reply (``reply_to``)."""
+    if not message.reply_to:
+        return None
+    message_id = str(message.message_id) if message.message_id is not None else None
+    return {"reply_to": message.reply_to, "session_id": message.reply_to_session_id, "message_id": message_id}
 
 
 def _json(raw: bytes | str) -> Any:
@@ -72,7 +90,7 @@ def _property(message: ServiceBusReceivedMessage, name: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else (str(value) if value is not None else None)
 
 
-def parse(message: ServiceBusReceivedMessage) -> TaskSubmission:
+def parse(message: ServiceBusReceivedMessage, entity: str) -> TaskSubmission:
     """The submission a message carries, with its task id; ``Poison`` if it cannot carry one."""
     body = _body_value(message)
     if not isinstance(body, dict):
@@ -80,7 +98,7 @@ def parse(message: ServiceBusReceivedMessage) -> TaskSubmission:
     task = _property(message, "task")
     if task and "task" not in body:
         body = {**body, "task": task}
-    body = {**body, "id": task_id_for(str(message.message_id))}
+    body = {**body, "id": message_task_id(message, entity)}
     try:
         return TaskSubmission.model_validate(body)
     except ValidationError as exc:

@@ -1,68 +1,103 @@
 """The request/reply pattern: a message with ``reply_to`` gets its task's outcome sent back there.
 
-The reply request is kept in Redis (not in the bridge's memory), so whichever worker finishes the task
-can answer, even after the receiving bridge is gone. The reply carries ``correlation_id`` = the
-original message id, and ``session_id`` = the request's ``reply_to_session_id`` when it had one.
-Delivery is at-least-once: a reply is marked sent only after Service Bus accepted it.
+The reply request is stored with the task, in the same script call that creates it (never for a redelivery
+or an id conflict, so one message cannot redirect another task's reply). Whenever the task reaches a final
+state (a worker's commit, an abort while it waited, a take-over of a lost worker's job, arq's own exits), the
+same script that records it puts the task in the reply outbox (``relay:outbox:<queue>``) and publishes an
+``o`` wake-up notice. Bridge workers send what is due from the outbox and remove it only once Service Bus
+accepted the reply; a failed send is retried with backoff until it succeeds, and a sender that dies mid-send
+leaves the entry to another after ``HOLD_SECONDS``. Delivery is at-least-once. The reply carries
+``correlation_id`` = the original message id and ``session_id`` = the request's ``reply_to_session_id``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 from arq.connections import ArqRedis
-from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
+from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
+from redis.exceptions import RedisError
 
 from shared import keys
+from shared.scripts import Scripts
 from shared.serialization import dumps, loads
 from shared.status import is_final, task_view
 
 logger = logging.getLogger("relay.bridge")
 
+HOLD_SECONDS = 30.0  # an entry taken by a sender is hidden from the others this long
+RETRY_SECONDS = 5.0  # a failed send is tried again after this long
+BATCH = 32
+POLL_SECONDS = 10.0  # the outbox is also checked this often, in case a notice was missed
 
-class ReplyBook:
-    """Remembers reply requests and sends each reply once its task has an outcome."""
 
-    def __init__(self, pool: ArqRedis, client: ServiceBusClient, queue_name: str, ttl_seconds: int) -> None:
+class ReplySender:
+    """Sends due replies from the outbox (one per bridge worker)."""
+
+    def __init__(self, pool: ArqRedis, client: ServiceBusClient, queue_name: str) -> None:
         self._pool = pool
         self._client = client
         self._queue_name = queue_name
-        self._ttl = ttl_seconds
+        self._outbox = keys.reply_outbox(queue_name)
+        self._scripts = Scripts(pool)
+        self.wake = asyncio.Event()
+        self.sent = 0
+        self.failures = 0
 
-    async def remember(self, task_id: str, message: ServiceBusReceivedMessage) -> None:
-        """Record where to reply, before the task can possibly finish."""
-        if not message.reply_to:
-            return
-        request = {
-            "reply_to": message.reply_to,
-            "session_id": message.reply_to_session_id,
-            "message_id": str(message.message_id),
-        }
-        await self._pool.set(keys.reply_request(task_id), dumps(request), ex=self._ttl)
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Send until ``stopping`` is set."""
+        while not stopping.is_set():
+            self.wake.clear()
+            try:
+                sent_all = await self.send_due()
+            except (RedisError, OSError) as exc:
+                logger.warning("reply outbox unreadable (%s); trying again shortly", exc)
+                sent_all = True
+            if sent_all:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
 
-    async def send_for(self, task_id: str, state: str, data: Any) -> None:
-        """Send the outcome to the requester, if one asked and no reply went out yet."""
-        raw = await self._pool.get(keys.reply_request(task_id))
-        if raw is None or await self._pool.exists(keys.reply_sent(task_id)):
+    async def send_due(self) -> bool:
+        """Send one batch of due replies; True when the outbox had no more than one batch due."""
+        now = int(time.time() * 1000)
+        taken = await self._scripts.outbox(keys=[self._outbox], args=[now, BATCH, int(HOLD_SECONDS * 1000)])
+        for task_id_raw, raw_request in zip(taken[0::2], taken[1::2], strict=True):
+            await self._send_one(task_id_raw.decode(), raw_request)
+        return len(taken) // 2 < BATCH
+
+    async def _send_one(self, task_id: str, raw_request: bytes | None) -> None:
+        view = await task_view(self._pool, self._queue_name, task_id)
+        if raw_request is None or view is None or not is_final(view):
+            await self._pool.zrem(self._outbox, task_id)  # nothing to say (yet): a retry re-adds it at its end
             return
-        request = loads(raw)
-        outcome = {"task_id": task_id, "state": state, ("result" if state == "succeeded" else "error"): data}
+        request = loads(raw_request)
+        try:
+            await self._send(task_id, request, view)
+        except Exception as exc:  # the SDK's errors are many; every one means "not sent yet"
+            self.failures += 1
+            logger.warning("reply for task %s not sent (%s); retrying in %gs", task_id, exc, RETRY_SECONDS)
+            await self._pool.zadd(self._outbox, {task_id: int((time.time() + RETRY_SECONDS) * 1000)})
+            return
+        self.sent += 1
+        await self._pool.zrem(self._outbox, task_id)
+
+    async def _send(self, task_id: str, request: dict[str, Any], view: dict[str, Any]) -> None:
+        state = view["state"]
+        outcome = {"task_id": task_id, "state": state}
+        outcome["result" if state == "succeeded" else "error"] = (
+            view["result"] if state == "succeeded" else view["error"]
+        )
         reply = ServiceBusMessage(
             dumps(outcome),
-            correlation_id=request["message_id"],
-            session_id=request["session_id"],
+            correlation_id=request.get("message_id"),
+            session_id=request.get("session_id"),
             content_type="application/json",
             application_properties={"relay_state": state},
         )
         async with self._client.get_queue_sender(request["reply_to"]) as sender:
             await sender.send_messages(reply)
-        await self._pool.set(keys.reply_sent(task_id), b"1", ex=self._ttl)
-
-    async def send_if_finished(self, task_id: str) -> None:
-        """For a redelivered request whose task had already finished: reply now."""
-        view = await task_view(self._pool, self._queue_name, task_id)
-        if view is not None and is_final(view):
-            data = view["result"] if view["state"] == "succeeded" else view["error"]
-            await self.send_for(task_id, view["state"], data)

@@ -1,8 +1,8 @@
 """The bridge loop: receive in peek-lock, enqueue, then settle. Nothing is settled before it is safe.
 
-Per message: parse it (poison -> dead-letter with a reason), record its reply request if it has one,
-enqueue its task with the message id as task id (a redelivery enqueues nothing new), and only then
-complete it. A transient failure (Redis down, queue full) is retried for ``servicebus_retry_seconds``
+Per message: parse it (poison -> dead-letter with a reason), enqueue its task with the message id as task id
+and its reply request in the same atomic step (a redelivery enqueues nothing new and redirects nothing), and
+only then complete it. A transient failure (Redis down, queue full) is retried for ``servicebus_retry_seconds``
 while the lock is renewed, then the message is abandoned for Service Bus to redeliver, and receiving
 stops until Redis answers again, so an outage costs each message at most one delivery.
 """
@@ -19,13 +19,13 @@ from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
 from redis.exceptions import RedisError
 
-from shared.enqueue import enqueue_task
+from shared.enqueue import Enqueuer, prepare
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
 from shared.redis import connect_fail_fast
 from shared.settings import Settings
 from worker.bridge.client import service_bus_client, task_receiver
-from worker.bridge.messages import DESCRIPTION_LIMIT, DeadLetterReason, Poison, parse
-from worker.bridge.replies import ReplyBook
+from worker.bridge.messages import DESCRIPTION_LIMIT, DeadLetterReason, Poison, parse, reply_request
+from worker.bridge.replies import ReplySender
 from worker.registry import TaskRegistry
 
 logger = logging.getLogger("relay.bridge")
@@ -49,9 +49,12 @@ class ServiceBusBridge:
         self._pool = pool
         self._registry = registry
         self.client = client
-        self.replies = ReplyBook(pool, client, settings.queue_name, settings.result_ttl_seconds)
+        self.replies = ReplySender(pool, client, settings.queue_name)
+        self._enqueuer = Enqueuer(pool, settings)
+        self._entity = settings.servicebus_queue or f"{settings.servicebus_topic}/{settings.servicebus_subscription}"
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._replies_task: asyncio.Task[None] | None = None
         self._redis_down = asyncio.Event()
 
     @classmethod
@@ -60,16 +63,21 @@ class ServiceBusBridge:
         fails fast, so a Redis outage turns into an abandon rather than a long wait under a lock."""
         bridge = cls(settings, await connect_fail_fast(settings), registry, service_bus_client(settings))
         bridge._loop_task = asyncio.create_task(bridge._run(), name="relay-servicebus-bridge")
+        bridge._replies_task = asyncio.create_task(bridge.replies.run(bridge._stopping), name="relay-replies")
         return bridge
 
     async def stop(self) -> None:
         """Stop receiving; finish what is in hand (or abandon it for immediate redelivery); close."""
         self._stopping.set()
+        self.replies.wake.set()
         if self._loop_task is not None:
             try:
                 await asyncio.wait_for(self._loop_task, STOP_SECONDS)
             except (TimeoutError, asyncio.CancelledError):
                 logger.warning("in-hand messages did not finish in %gs; they were abandoned", STOP_SECONDS)
+        if self._replies_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._replies_task, STOP_SECONDS)
         await self.client.close()
         await self._pool.aclose(close_connection_pool=True)
 
@@ -146,13 +154,13 @@ class ServiceBusBridge:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _enqueue_with_retry(self, message: ServiceBusReceivedMessage) -> None:
-        submission = parse(message)
+        submission = parse(message, self._entity)
         deadline = asyncio.get_running_loop().time() + self._settings.servicebus_retry_seconds
         delay = 0.2
         while True:
             try:
-                await self.replies.remember(submission.id or "", message)
-                submitted = await enqueue_task(self._pool, self._registry, self._settings, submission)
+                prepared = prepare(self._registry, self._settings, submission, reply_request(message))
+                await self._enqueuer.enqueue(prepared)
             except (UnknownTask, InvalidArguments, InvalidOptions, IdConflict) as exc:
                 reason = _POISON[type(exc)]
                 raise Poison(reason, str(getattr(exc, "message", exc))[:DESCRIPTION_LIMIT]) from None
@@ -162,8 +170,6 @@ class ServiceBusBridge:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if not submitted.created:
-                await self.replies.send_if_finished(submitted.task_id)
             return
 
 

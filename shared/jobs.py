@@ -1,0 +1,144 @@
+"""Relay's job and result records: arq's own formats (``arq.jobs``), plus a few fields arq ignores.
+
+arq reads ``f``, ``a``, ``k``, ``t`` and ``et`` from a job and those plus ``s``, ``r``, ``st``, ``ft``, ``q`` and
+``id`` from a result, so its ``Job`` API keeps working. Relay writes the records itself (in its Lua scripts)
+and puts its own fields first, in a fixed order, so a script can read a task's name, fingerprint and state
+from the first bytes of a record (``GETRANGE``) without decoding a payload that may be a megabyte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shared.serialization import dumps, loads
+
+WAITING: Final = "q"  # a job waiting for its first try (or its next, after a re-queue)
+RETRYING: Final = "r"  # a job waiting for a retry after a failure
+
+
+def fingerprint(name: str, job_kwargs: dict[str, Any]) -> str:
+    """Identifies what a submit asks for: the same id with another fingerprint is a conflict."""
+    return hashlib.sha1(dumps([name, job_kwargs]), usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class JobRecord:
+    """A job waiting or running: arq's fields plus Relay's retry bookkeeping."""
+
+    function: str
+    kwargs: dict[str, Any]
+    enqueue_ms: int
+    fp: str
+    wait: str = WAITING
+    failures: int = 0  # failed tries that were retried
+    last_error: dict[str, Any] | None = None
+    next_try_ms: int | None = None
+    tries_base: int = 0  # tries used before a manual retry started this round
+    reply: bool = False  # a Service Bus reply is requested
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The task's validated arguments."""
+        params: dict[str, Any] = self.kwargs.get("params", {})
+        return params
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        """The timeout the submit asked for, if any."""
+        value = self.kwargs.get("timeout_seconds")
+        return float(value) if value is not None else None
+
+    @property
+    def max_retries(self) -> int | None:
+        """The retries the submit allowed, if it lowered the task's policy."""
+        value = self.kwargs.get("max_retries")
+        return int(value) if value is not None else None
+
+    def encode(self) -> bytes:
+        """The record as stored (Relay's fields first; see the module docstring)."""
+        data: dict[str, Any] = {"f": self.function, "fp": self.fp, "w": self.wait, "t": None, "a": []}
+        data |= {"k": self.kwargs, "et": self.enqueue_ms, "fl": self.failures, "tb": self.tries_base}
+        if self.last_error is not None:
+            data["le"] = self.last_error
+        if self.next_try_ms is not None:
+            data["nt"] = self.next_try_ms
+        if self.reply:
+            data["rp"] = 1
+        return dumps(data | self.extra)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> JobRecord:
+        """A stored record back (``ValueError`` if it is not one of Relay's)."""
+        data = loads(raw)
+        if not isinstance(data, dict) or "f" not in data or "k" not in data:
+            raise ValueError("not a job record")
+        known = {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp"}
+        return cls(
+            function=str(data["f"]),
+            kwargs=dict(data["k"]),
+            enqueue_ms=int(data.get("et") or 0),
+            fp=str(data.get("fp", "")),
+            wait=str(data.get("w", WAITING)),
+            failures=int(data.get("fl") or 0),
+            last_error=data.get("le"),
+            next_try_ms=data.get("nt"),
+            tries_base=int(data.get("tb") or 0),
+            reply=bool(data.get("rp")),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+
+@dataclass
+class ResultRecord:
+    """A task's outcome, in arq's result format with Relay's state (``rs``) in front."""
+
+    state: str  # succeeded, failed or aborted
+    function: str
+    kwargs: dict[str, Any]
+    job_try: int
+    enqueue_ms: int
+    result: Any
+    start_ms: int | None
+    finish_ms: int
+    queue_name: str
+    task_id: str
+    fp: str = ""
+    tries_base: int = 0
+    reply: bool = False
+
+    def encode(self) -> bytes:
+        """The record as stored."""
+        data: dict[str, Any] = {"rs": self.state, "f": self.function, "fp": self.fp, "t": self.job_try, "a": []}
+        data |= {"k": self.kwargs, "et": self.enqueue_ms, "s": self.state == "succeeded", "r": self.result}
+        # arq needs a start time; a task that never started reports its finish time there and null in ``rst``.
+        data |= {"st": self.start_ms or self.finish_ms, "ft": self.finish_ms, "q": self.queue_name, "id": self.task_id}
+        data |= {"rst": self.start_ms, "tb": self.tries_base}
+        if self.reply:
+            data["rp"] = 1
+        return dumps(data)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ResultRecord:
+        """A stored result back; results written by plain arq (no ``rs``) are classified by ``s``."""
+        data = loads(raw)
+        if not isinstance(data, dict) or "f" not in data:
+            raise ValueError("not a result record")
+        state = data.get("rs") or ("succeeded" if data.get("s") else "failed")
+        return cls(
+            state=str(state),
+            function=str(data["f"]),
+            kwargs=dict(data.get("k") or {}),
+            job_try=int(data.get("t") or 0),
+            enqueue_ms=int(data.get("et") or 0),
+            result=data.get("r"),
+            start_ms=data.get("rst", data.get("st")),
+            finish_ms=int(data.get("ft") or 0),
+            queue_name=str(data.get("q", "")),
+            task_id=str(data.get("id", "")),
+            fp=str(data.get("fp", "")),
+            tries_base=int(data.get("tb") or 0),
+            reply=bool(data.get("rp")),
+        )

@@ -1,0 +1,30 @@
+-- Abort a task, whatever stage it is at, in one step. A waiting one (queued, deferred or retrying) is removed
+-- and ends `aborted` here, with its events; a running one is flagged in arq's abort set for its worker, and
+-- its wake-up notice names it; an ended or unknown one is left alone.
+-- KEYS: queue, arq's abort set, reply outbox.
+-- ARGV: id, now_ms, ttl_ms, max_len, wakeup channel, result record (for a waiting task), bodies...
+-- Returns {'aborted', last_seq} | {'aborting'} | {'finished', state} | {'unknown'}.
+local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
+local id, now, ttl, max_len, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local state = relay_state(queue, id, now)
+if state == nil then return {'unknown'} end
+if state == 'succeeded' or state == 'failed' or state == 'aborted' then return {'finished', state} end
+if state == 'running' then
+  redis.call('ZADD', abort, now, id)
+  redis.call('PUBLISH', channel, 'a' .. id)
+  return {'aborting'}
+end
+local record = redis.call('GETRANGE', JOB .. id, 0, 300)
+redis.call('ZREM', queue, id)
+redis.call('ZREM', abort, id)
+redis.call('DEL', JOB .. id, TRIES .. id)
+redis.call('SET', RESULT .. id, ARGV[6], 'PX', ttl)
+local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
+local last = relay_emit(id, seq, ARGV, 7, #ARGV, max_len, ttl)
+redis.call('SET', SEQ .. id, last, 'PX', ttl)
+if string.find(record, '"rp":1', 1, true) or redis.call('EXISTS', REPLY .. id) == 1 then
+  redis.call('ZADD', outbox, now, id)
+  redis.call('PEXPIRE', REPLY .. id, ttl)
+  redis.call('PUBLISH', channel, 'o')
+end
+return {'aborted', last}

@@ -1,0 +1,95 @@
+-- A worker's batch of state changes, each for one task it owns, in one round trip:
+--   E: publish events                    F: final (result stored, records removed, events ending in `end`)
+--   R: back on the queue (shutdown, lost) T: wait for a retry (job record rewritten with the retry state)
+-- Each op is fenced: it applies only while this worker's token is in the task's in-progress marker (a worker
+-- that lost its lease cannot overwrite the new owner's work). Each op carries the seq its events follow (the
+-- worker counts ahead for the ops it has queued: it is the only writer of a task it owns); an op whose events
+-- are already in the log (a batch sent again after a dropped connection) is not applied twice.
+-- KEYS: queue, arq's abort set, reply outbox.
+-- ARGV: now_ms, max_len, ttl_ms, wakeup channel, then ops:
+--   kind, id, token, seq_before, n_bodies, bodies..., then for F: result record, reply (0/1);
+--   for R: score, give_back_try (0/1); for T: score, job record.
+-- Returns per op {status, last_seq}; status is 'ok', 'dup' (already applied) or 'fenced'.
+local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
+local now, max_len, ttl, channel = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local EXTRA = {E = 0, F = 2, R = 2, T = 2}
+
+local ops, wanted = {}, {}
+local a = 5
+while a <= #ARGV do
+  local op = {kind = ARGV[a], id = ARGV[a + 1], token = ARGV[a + 2], seq = tonumber(ARGV[a + 3]), n = tonumber(ARGV[a + 4])}
+  op.from = a + 5
+  op.to = a + 4 + op.n
+  op.extra = op.to + 1
+  a = op.to + 1 + EXTRA[op.kind]
+  ops[#ops + 1] = op
+  wanted[#wanted + 1] = IN_PROGRESS .. op.id
+  wanted[#wanted + 1] = SEQ .. op.id
+end
+if #ops == 0 then return {} end
+local current = redis.call('MGET', unpack(wanted))
+
+local out, finished, done_keys, wake = {}, {}, {}, nil
+local seqs, gone, replies = {}, {}, false
+for i, op in ipairs(ops) do
+  local marker = current[2 * i - 1]
+  if gone[op.id] then marker = false end
+  local seq = seqs[op.id] or tonumber(current[2 * i]) or 0
+  local prefix = op.token .. '|'
+  local owner = marker and string.sub(marker, 1, #prefix) == prefix
+  if op.n > 0 and seq >= op.seq + op.n then
+    out[i] = {'dup', seq}
+  elseif not owner then
+    out[i] = {'fenced', seq}
+  else
+    local base = math.max(seq, op.seq)
+    local id = op.id
+    if op.kind == 'E' then
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, ttl)
+      redis.call('SET', SEQ .. id, last)
+      seqs[id] = last
+      out[i] = {'ok', last}
+    elseif op.kind == 'F' then
+      redis.call('SET', RESULT .. id, ARGV[op.extra], 'PX', ttl)
+      finished[#finished + 1] = id
+      done_keys[#done_keys + 1] = JOB .. id
+      done_keys[#done_keys + 1] = IN_PROGRESS .. id
+      done_keys[#done_keys + 1] = TRIES .. id
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, ttl)
+      redis.call('SET', SEQ .. id, last, 'PX', ttl)
+      seqs[id] = last
+      gone[id] = true
+      if ARGV[op.extra + 1] == '1' then
+        redis.call('ZADD', outbox, now, id)
+        redis.call('PEXPIRE', REPLY .. id, ttl)
+        replies = true
+      end
+      out[i] = {'ok', last}
+    else
+      local score = tonumber(ARGV[op.extra])
+      if op.kind == 'T' then
+        redis.call('SET', JOB .. id, ARGV[op.extra + 1])
+      elseif ARGV[op.extra + 1] == '1' then
+        redis.call('DECR', TRIES .. id)
+      end
+      redis.call('ZADD', queue, score, id)
+      redis.call('DEL', IN_PROGRESS .. id)
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, ttl)
+      redis.call('SET', SEQ .. id, last)
+      seqs[id] = last
+      gone[id] = true
+      if wake == nil or score < wake then wake = score end
+      out[i] = {'ok', last}
+    end
+  end
+end
+if #finished > 0 then
+  redis.call('DEL', unpack(done_keys))
+  redis.call('ZREM', queue, unpack(finished))
+  redis.call('ZREM', abort, unpack(finished))
+end
+if replies then redis.call('PUBLISH', channel, 'o') end
+if wake ~= nil then
+  redis.call('PUBLISH', channel, wake <= now and 'j' or ('d' .. string.format('%d', wake)))
+end
+return out

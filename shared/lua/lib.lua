@@ -1,0 +1,56 @@
+-- Relay's shared Lua: prepended to every script (shared/scripts.py fills in the key prefixes from shared/keys.py).
+local RUNNING_BASE = {{RUNNING_BASE}}
+local JOB, RESULT, IN_PROGRESS, TRIES = '{{JOB_PREFIX}}', '{{RESULT_PREFIX}}', '{{IN_PROGRESS_PREFIX}}', '{{TRIES_PREFIX}}'
+local EVENTS, SEQ, REPLY = '{{EVENTS_PREFIX}}', '{{SEQ_PREFIX}}', '{{REPLY_PREFIX}}'
+
+-- One line per event: each body is a JSON object without its seq, which is put first here.
+local function relay_pack(first_seq, bodies, from, to)
+  local parts = {}
+  for i = from, to do
+    parts[#parts + 1] = '{"seq":' .. (first_seq + i - from) .. ',' .. string.sub(bodies[i], 2)
+  end
+  return table.concat(parts, '\n')
+end
+
+-- Append bodies[from..to] after `seq` to the task's log (one stream entry, id 0-<last seq>) and publish them
+-- as one message. Returns the new last seq. If the log is ahead of the counter (the counter was lost), the
+-- numbering continues after the log's last entry instead of failing the whole script.
+local function relay_emit(task_id, seq, bodies, from, to, max_len, ttl_ms)
+  if to < from then return seq end
+  local stream = EVENTS .. task_id
+  local last = seq + to - from + 1
+  local packed = relay_pack(seq + 1, bodies, from, to)
+  local added = redis.pcall('XADD', stream, 'MAXLEN', '~', max_len, '0-' .. last, 'e', packed)
+  if type(added) == 'table' and added.err then
+    local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    local top_seq = tonumber(string.match(top[1][1], '%-(%d+)$'))
+    last = top_seq + to - from + 1
+    packed = relay_pack(top_seq + 1, bodies, from, to)
+    redis.call('XADD', stream, 'MAXLEN', '~', max_len, '0-' .. last, 'e', packed)
+  end
+  redis.call('PUBLISH', stream, packed)
+  redis.call('PEXPIRE', stream, ttl_ms)
+  return last
+end
+
+-- A task's state, name and fingerprint from the first bytes of its records (see shared/jobs.py), or nil.
+local function relay_state(queue, task_id, now)
+  local r = redis.call('GETRANGE', RESULT .. task_id, 0, 300)
+  if r ~= '' then
+    local rs, f, fp = string.match(r, '^{"rs":"(%a+)","f":"([^"]*)","fp":"(%x*)"')
+    if rs then return rs, f, fp end
+    if string.find(r, '"s":true', 1, true) then return 'succeeded', '', '' end
+    return 'failed', '', ''
+  end
+  local j = redis.call('GETRANGE', JOB .. task_id, 0, 300)
+  if j == '' then return nil end
+  local f, fp, w = string.match(j, '^{"f":"([^"]*)","fp":"(%x*)","w":"(%a)"')
+  if redis.call('EXISTS', IN_PROGRESS .. task_id) == 1 then return 'running', f or '', fp or '' end
+  local score = tonumber(redis.call('ZSCORE', queue, task_id))
+  if score ~= nil and score >= RUNNING_BASE then return 'running', f or '', fp or '' end
+  if score ~= nil and score > now then
+    if w == 'r' then return 'retrying', f or '', fp or '' end
+    return 'deferred', f or '', fp or ''
+  end
+  return 'queued', f or '', fp or ''
+end

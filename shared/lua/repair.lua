@@ -1,0 +1,21 @@
+-- The safety net of a stream that waits on a task: publish the task's final events unless its log already
+-- ends with `end`. `expect` says what the caller saw: 'final' (the task has a result) or 'unknown' (no record
+-- at all); if that is no longer true, nothing is published. Atomic, so concurrent followers publish once.
+-- ARGV: id, expect, now_ms, ttl_ms, max_len, queue, bodies...   Returns 'published', 'has_end' or 'changed'.
+local id, expect, now, ttl, max_len, queue = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local state = relay_state(queue, id, now)
+if expect == 'final' then
+  if state ~= 'succeeded' and state ~= 'failed' and state ~= 'aborted' then return 'changed' end
+elseif state ~= nil then
+  return 'changed'
+end
+local top = redis.call('XREVRANGE', EVENTS .. id, '+', '-', 'COUNT', 1)
+if #top > 0 then
+  local packed = top[1][2][2]
+  local tail = string.match(packed, '[^\n]*$')
+  if string.find(tail, '"type":"end"', 1, true) then return 'has_end' end
+end
+local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
+local last = relay_emit(id, seq, ARGV, 7, #ARGV, max_len, ttl)
+redis.call('SET', SEQ .. id, last, 'PX', ttl)
+return 'published'

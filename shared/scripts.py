@@ -1,0 +1,65 @@
+"""Relay's Lua scripts (``shared/lua/``), registered once per Redis client.
+
+Every script is ``lib.lua`` followed by its own text, with the key prefixes of ``shared.keys`` filled in, so
+key names have one source. Scripts build per-task key names from those prefixes (rather than receiving every
+key in KEYS): Relay needs one Redis (or a Sentinel-managed primary), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from shared import keys
+
+SCRIPT_NAMES = ("enqueue", "claim", "renew", "commit", "abort", "retry", "repair", "list", "maintenance", "outbox")
+
+
+@cache
+def source(name: str) -> str:
+    """The full text of script ``name``, as sent to Redis."""
+    return with_library((resources.files("shared") / "lua" / f"{name}.lua").read_text())
+
+
+def with_library(body: str) -> str:
+    """``lib.lua`` (with Relay's key prefixes) followed by ``body``: a script that can use Relay's helpers."""
+    text = (resources.files("shared") / "lua" / "lib.lua").read_text() + "\n" + body
+    names = {
+        "RUNNING_BASE": str(keys.RUNNING_BASE),
+        "JOB_PREFIX": keys.job(""),
+        "RESULT_PREFIX": keys.result(""),
+        "IN_PROGRESS_PREFIX": keys.in_progress(""),
+        "TRIES_PREFIX": keys.tries(""),
+        "EVENTS_PREFIX": keys.EVENTS_PREFIX,
+        "SEQ_PREFIX": keys.SEQ_PREFIX,
+        "REPLY_PREFIX": keys.REPLY_PREFIX,
+    }
+    for placeholder, value in names.items():
+        text = text.replace("{{" + placeholder + "}}", value)
+    if "{{" in text:
+        raise ValueError("a script has a placeholder Relay does not fill in")
+    return text
+
+
+class Scripts:
+    """The scripts, registered on one async client (EVALSHA, loaded again by redis-py after a flush)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.enqueue = redis.register_script(source("enqueue"))
+        self.claim = redis.register_script(source("claim"))
+        self.commit = redis.register_script(source("commit"))
+        self.abort = redis.register_script(source("abort"))
+        self.retry = redis.register_script(source("retry"))
+        self.repair = redis.register_script(source("repair"))
+        self.list = redis.register_script(source("list"))
+        self.maintenance = redis.register_script(source("maintenance"))
+        self.outbox = redis.register_script(source("outbox"))
+
+
+def renew_script(redis: SyncRedis) -> Any:
+    """The lease renewal script on a synchronous client (the renewal thread's)."""
+    return redis.register_script(source("renew"))

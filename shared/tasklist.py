@@ -1,0 +1,88 @@
+"""``GET /tasks``: recent tasks, newest first, filtered by state and task name, a page at a time.
+
+The index (``relay:index:<queue>``, a sorted set by submit time) is walked by ``list.lua`` from a cursor; it
+reads only the first bytes of each task's records, drops entries whose task has expired, and stops after a
+bounded number of entries, so one request costs Redis a bounded amount of work whatever the filter. Workers
+keep the index bounded (``maintenance.lua``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from shared import keys
+from shared.scripts import Scripts
+from shared.status import TimeoutFor, task_views
+
+SCAN_BUDGET = 1000  # index entries one script call examines
+MAX_CALLS = 10  # script calls one request makes at most (a page may come back short, with a cursor)
+
+
+class BadCursor(ValueError):
+    """The cursor is not one this API handed out."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of tasks and where the next one starts (None when there is no more)."""
+
+    tasks: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(score: bytes, task_id: bytes) -> str:
+    return base64.urlsafe_b64encode(score + b" " + task_id).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        score, task_id = raw.decode().split(" ", 1)
+        float(score)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadCursor("cursor is not one this API handed out") from None
+    return score, task_id
+
+
+async def list_tasks(
+    pool: ArqRedis,
+    scripts: Scripts,
+    queue_name: str,
+    *,
+    state: str | None = None,
+    task: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    timeout_for: TimeoutFor | None = None,
+) -> Page:
+    """The next page after ``cursor`` (newest first)."""
+    score, last_id = decode_cursor(cursor) if cursor else ("+inf", "")
+    found: list[str] = []
+    next_cursor: str | None = None
+    for _ in range(MAX_CALLS):
+        args: list[str | int] = [
+            int(time.time() * 1000),
+            score,
+            last_id,
+            SCAN_BUDGET,
+            limit - len(found),
+            state or "",
+            task or "",
+        ]
+        matches, next_score, next_id = await scripts.list(keys=[keys.task_index(queue_name), queue_name], args=args)
+        found += [m.decode() for m in matches[0::2]]
+        if next_score is None:
+            next_cursor = None
+            break
+        score, last_id = next_score.decode(), next_id.decode()
+        next_cursor = encode_cursor(next_score, next_id)
+        if len(found) >= limit:
+            break
+    views = await task_views(pool, queue_name, found, timeout_for) if found else []
+    return Page([v for v in views if v is not None], next_cursor)

@@ -1,0 +1,153 @@
+"""State changes made from outside a worker: abort, manual retry, and a stream's ``end`` repair.
+
+Each is one Lua script that re-checks the task's state and writes the change with its events, so it is
+atomic against workers and other API processes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from shared import events, keys
+from shared.events import EventType
+from shared.jobs import JobRecord, ResultRecord
+from shared.scripts import Scripts
+from shared.settings import Settings
+from shared.status import task_view
+
+
+class AbortOutcome(StrEnum):
+    """What ``DELETE /tasks/{id}`` achieved."""
+
+    ABORTED = "aborted"  # was waiting: removed, final
+    ABORTING = "aborting"  # was running: its worker cancels it
+    FINISHED = "finished"  # already had an outcome
+    UNKNOWN = "unknown"
+
+
+class RetryOutcome(StrEnum):
+    """What ``POST /tasks/{id}/retry`` achieved."""
+
+    QUEUED = "queued"
+    NOT_RETRYABLE = "not_retryable"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A script's answer: the outcome, and the state it found when it changed nothing."""
+
+    outcome: str
+    state: str | None = None
+
+
+class Transitions:
+    """The API's state changes for one queue."""
+
+    def __init__(self, pool: ArqRedis, scripts: Scripts, settings: Settings) -> None:
+        self._pool = pool
+        self._scripts = scripts
+        self._settings = settings
+
+    @property
+    def _ttl_ms(self) -> int:
+        return self._settings.result_ttl_seconds * 1000
+
+    async def abort(self, task_id: str) -> Transition:
+        """Abort ``task_id``: a waiting one ends now; a running one is cancelled by its worker."""
+        queue = self._settings.queue_name
+        raw_job, tries = await self._pool.mget([keys.job(task_id), keys.tries(task_id)])
+        now = time.time()
+        record = b""
+        if raw_job:
+            job = JobRecord.decode(raw_job)
+            record = ResultRecord(
+                state="aborted",
+                function=job.function,
+                kwargs=job.kwargs,
+                job_try=int(tries or 0),
+                enqueue_ms=job.enqueue_ms,
+                result={"error_type": "Aborted", "message": "aborted before it started"},
+                start_ms=None,
+                finish_ms=int(now * 1000),
+                queue_name=queue,
+                task_id=task_id,
+                fp=job.fp,
+                tries_base=job.tries_base,
+                reply=job.reply,
+            ).encode()
+        bodies = [
+            events.body(task_id, EventType.ABORTED, {"reason": "aborted before it started"}, now),
+            events.end_body(task_id, "aborted", now),
+        ]
+        args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, self._settings.event_log_max_len]
+        args += [keys.wakeup_channel(queue), record, *bodies]
+        reply = await self._scripts.abort(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
+        return _transition(reply)
+
+    async def retry(self, task_id: str) -> Transition:
+        """Run an ended (failed or aborted) task again under the same id."""
+        queue = self._settings.queue_name
+        raw = await self._pool.get(keys.result(task_id))
+        if not raw:
+            view = await task_view(self._pool, queue, task_id)
+            if view is None:
+                return Transition(RetryOutcome.UNKNOWN)
+            return Transition(RetryOutcome.NOT_RETRYABLE, str(view["state"]))
+        result = ResultRecord.decode(raw)
+        now = time.time()
+        job = JobRecord(
+            result.function, result.kwargs, result.enqueue_ms, result.fp, tries_base=result.job_try, reply=result.reply
+        )
+        data = {"try": result.job_try + 1, "reason": "retry requested"}
+        bodies = [events.body(task_id, EventType.REQUEUED, data, now)]
+        args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, self._settings.event_log_max_len]
+        args += [keys.wakeup_channel(queue), job.encode(), result.job_try, time.time_ns() // 1000, *bodies]
+        reply = await self._scripts.retry(keys=[queue, keys.task_index(queue)], args=args)
+        return _transition(reply)
+
+    async def repair_end(self, task_id: str) -> bool:
+        """If the task ended (or is unknown) and its log does not end with ``end``, publish its final events.
+        True when the log now ends with ``end``."""
+        queue = self._settings.queue_name
+        view = await task_view(self._pool, queue, task_id)
+        now = time.time()
+        if view is None:
+            expect, bodies = "unknown", [events.end_body(task_id, "unknown", now)]
+        elif view["state"] in ("succeeded", "failed", "aborted"):
+            expect, bodies = "final", _final_bodies(task_id, view, now)
+        else:
+            return False
+        args: list[bytes | str | int] = [
+            task_id,
+            expect,
+            int(now * 1000),
+            self._ttl_ms,
+            self._settings.event_log_max_len,
+            queue,
+            *bodies,
+        ]
+        answer = await self._scripts.repair(keys=[], args=args)
+        return answer in (b"published", b"has_end")
+
+
+def _transition(reply: list[Any]) -> Transition:
+    """A script's answer: its outcome, and the state it names (when the second item is one, not a seq)."""
+    state = reply[1].decode() if len(reply) > 1 and isinstance(reply[1], bytes) else None
+    return Transition(reply[0].decode(), state)
+
+
+def _final_bodies(task_id: str, view: dict[str, Any], now: float) -> list[bytes]:
+    state = view["state"]
+    if state == "succeeded":
+        first = events.body(task_id, EventType.RESULT, view["result"], now)
+    elif state == "aborted":
+        first = events.body(task_id, EventType.ABORTED, {"reason": (view["error"] or {}).get("message")}, now)
+    else:
+        first = events.body(task_id, EventType.ERROR, view["error"], now)
+    return [first, events.end_body(task_id, state, now)]

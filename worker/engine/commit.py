@@ -1,0 +1,112 @@
+"""A worker's writes, batched: events, final outcomes, re-queues and retries of the tasks it owns.
+
+Every write goes through ``commit.lua`` (see it for the fencing and de-duplication rules), and concurrent
+writes share one call: a no-op job's ``started``, ``result`` and ``end`` usually cost one stream entry, one
+pub/sub message and a share of one round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from shared import keys
+from shared.batching import Batcher
+from shared.scripts import Scripts
+from shared.settings import Settings
+
+
+class OpKind(StrEnum):
+    """What a commit op does (see ``commit.lua``)."""
+
+    EVENTS = "E"
+    FINAL = "F"
+    REQUEUE = "R"
+    RETRY_LATER = "T"
+
+
+@dataclass
+class Op:
+    """One task's change; ``seq_before`` is the seq its events follow."""
+
+    kind: OpKind
+    task_id: str
+    token: str
+    seq_before: int
+    bodies: list[bytes]
+    extra: list[Any] = field(default_factory=list)
+
+    def args(self) -> list[Any]:
+        """The op's share of the script's ARGV."""
+        return [self.kind.value, self.task_id, self.token, self.seq_before, len(self.bodies), *self.bodies, *self.extra]
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """``status`` is ``ok``, ``dup`` (it had been applied already) or ``fenced`` (the task is no longer ours)."""
+
+    status: str
+    seq: int
+
+    @property
+    def applied(self) -> bool:
+        return self.status in ("ok", "dup")
+
+
+def final_op(task_id: str, token: str, seq: int, bodies: list[bytes], record: bytes, reply: bool) -> Op:
+    """The task ended: store its result record and remove its job records, with its last events."""
+    return Op(OpKind.FINAL, task_id, token, seq, bodies, [record, int(reply)])
+
+
+def requeue_op(task_id: str, token: str, seq: int, bodies: list[bytes], score: int, give_back_try: bool) -> Op:
+    """Back on the queue, due at ``score``; a shutdown gives its try back, a lost worker's try counts."""
+    return Op(OpKind.REQUEUE, task_id, token, seq, bodies, [score, int(give_back_try)])
+
+
+def retry_op(task_id: str, token: str, seq: int, bodies: list[bytes], score: int, record: bytes) -> Op:
+    """Wait for the next try at ``score``, with the job record rewritten to say so."""
+    return Op(OpKind.RETRY_LATER, task_id, token, seq, bodies, [score, record])
+
+
+def events_op(task_id: str, token: str, seq: int, bodies: list[bytes]) -> Op:
+    """Just events (``started``, ``progress``, ``partial``)."""
+    return Op(OpKind.EVENTS, task_id, token, seq, bodies)
+
+
+class Committer:
+    """Applies ops in the order they were queued, many per round trip."""
+
+    def __init__(self, pool: ArqRedis, scripts: Scripts, settings: Settings) -> None:
+        self._scripts = scripts
+        self._settings = settings
+        self._keys = [settings.queue_name, keys.ABORT_SET, keys.reply_outbox(settings.queue_name)]
+        self._channel = keys.wakeup_channel(settings.queue_name)
+        self._batcher: Batcher[Op, OpResult] = Batcher(self._flush, max_batch=256)
+        self.calls = 0
+
+    def queue(self, op: Op) -> Any:
+        """Queue ``op`` now; returns the future of its ``OpResult``."""
+        return self._batcher.submit_nowait(op)
+
+    async def apply(self, op: Op) -> OpResult:
+        """Queue ``op`` and wait until it is applied."""
+        return await self._batcher.submit(op)
+
+    async def drain(self) -> None:
+        """Until every queued op has been applied (or has failed)."""
+        await self._batcher.wait_idle()
+
+    async def _flush(self, ops: list[Op]) -> list[OpResult]:
+        import time
+
+        settings = self._settings
+        args: list[Any] = [int(time.time() * 1000), settings.event_log_max_len, settings.result_ttl_seconds * 1000]
+        args.append(self._channel)
+        for op in ops:
+            args += op.args()
+        self.calls += 1
+        replies = await self._scripts.commit(keys=self._keys, args=args)
+        return [OpResult(status.decode(), int(seq)) for status, seq in replies]

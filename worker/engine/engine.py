@@ -1,0 +1,339 @@
+"""The engine of one worker process: what arq's poll loop calls instead of its own pickup.
+
+Each poll iteration claims up to the free slots' worth of due jobs in one script call (``claim.lua``), which also
+takes over jobs whose lease lapsed and says when the next job falls due and the next lease lapses. Between
+iterations the worker sleeps until exactly then, or until a wake-up notice (a new job, a retry, an abort), or
+at most ``RELAY_POLL_DELAY_SECONDS``: an idle worker costs Redis about one command per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.jobs import JobRecord
+from shared.scripts import Scripts
+from shared.settings import Settings
+from shared.tasks import TaskState
+from worker.engine import outcomes
+from worker.engine.commit import Committer, OpResult
+from worker.engine.leases import LeaseKeeper
+from worker.engine.outcomes import Ending, RunFacts
+from worker.engine.run import Claimed, JobRun, wait_for_redis
+from worker.registry import TaskRegistry
+
+if TYPE_CHECKING:
+    from arq.worker import Worker
+
+logger = logging.getLogger("relay.worker")
+
+ABORT_CHECK_SECONDS = 1.0  # how often running jobs are checked against arq's abort set without a notice
+MAINTENANCE_SECONDS = 60.0
+SWEEP_LIMIT = 50
+INDEX_SCAN = 500
+
+
+class Engine:
+    """Claims, runs and commits jobs for one arq ``Worker`` (see the module docstring)."""
+
+    def __init__(self, pool: ArqRedis, settings: Settings, registry: TaskRegistry) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.registry = registry
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.scripts = Scripts(pool)
+        self.committer = Committer(pool, self.scripts, settings)
+        self.threads = ThreadPoolExecutor(settings.sync_task_threads, thread_name_prefix="relay-task")
+        self.leases = LeaseKeeper(settings, self.token, self)
+        self.runs: dict[str, JobRun] = {}
+        self.shutting_down = False
+        self.wake = asyncio.Event()
+        self._next_due_ms: float | None = None
+        self._next_lease_ms: float | None = None
+        self._abort_notices: set[str] = set()
+        self._last_abort_check = 0.0
+        self._last_maintenance = 0.0
+        self.lease_ms = int(settings.lease_seconds * 1000)
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    async def timer(self, step: float) -> AsyncGenerator[float, None]:
+        """arq's ``poll`` contract (yield, then sleep), sleeping until the next known due time or notice."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            self.wake.clear()  # a notice that lands during the iteration makes the next sleep end at once
+            yield loop.time() - start
+            delay = self._sleep_seconds(step)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), delay)
+
+    def _sleep_seconds(self, step: float) -> float:
+        now_ms = time.time() * 1000
+        wake_at = now_ms + step * 1000
+        free = len(self.runs) < self.settings.worker_concurrency
+        if self._next_due_ms is not None and free:
+            wake_at = min(wake_at, self._next_due_ms)
+        if self._next_lease_ms is not None:
+            wake_at = min(wake_at, self._next_lease_ms + 1)
+        if self.runs and self._abort_notices:
+            return 0.0
+        return max(0.0, (wake_at - now_ms) / 1000)
+
+    async def poll(self, worker: Worker) -> None:
+        """One iteration (replaces ``Worker._poll_iteration``). A Redis failure skips the rest of this
+        iteration instead of ending the worker: jobs are safe in Redis, and the next iteration tries again."""
+        for job_id, task in list(worker.tasks.items()):
+            if task.done():
+                del worker.tasks[job_id]
+                task.result()
+        try:
+            if worker.allow_pick_jobs and not self.shutting_down:
+                await self._claim(worker)
+            if self.runs:
+                await self._check_aborts()
+            await worker.heart_beat()
+        except (RedisError, OSError) as exc:
+            logger.warning("poll failed on a Redis error (%s); polling again", exc)
+            self._next_due_ms = None
+            return
+        if time.monotonic() - self._last_maintenance > MAINTENANCE_SECONDS:
+            self._last_maintenance = time.monotonic()
+            await self._maintain()
+
+    async def _claim(self, worker: Worker) -> None:
+        free = max(0, worker.max_jobs - len(self.runs))
+        now_ms = int(time.time() * 1000)
+        args: list[str | int] = [now_ms, free, self.lease_ms, self.token, SWEEP_LIMIT]
+        claimed, swept, next_due, next_lease = await self.scripts.claim(
+            keys=[self.settings.queue_name, keys.ABORT_SET], args=args
+        )
+        self._next_due_ms = float(next_due) if next_due is not None else None
+        self._next_lease_ms = float(next_lease) if next_lease is not None else None
+        for item in claimed:
+            self._start(worker, _claimed(item))
+        for item in swept:
+            self._take_over(_swept(item))
+
+    # --- starting and ending jobs -----------------------------------------------------------------------
+
+    def _start(self, worker: Worker, claimed: Claimed) -> None:
+        ending = self._refusal(claimed)
+        if ending is not None:
+            record = claimed.record
+            function = record.function if record else "<unknown>"
+            self._commit_later(ending, claimed, function, started_ms=None)
+            return
+        assert claimed.record is not None
+        spec = self.registry.get(claimed.record.function)
+        run = JobRun(self, claimed, spec, claimed.record)
+        self.runs[claimed.task_id] = run
+        self.leases.hold(claimed.task_id, run.deadline + self.settings.lease_seconds)
+        task = run.task = asyncio.create_task(run.run(), name=f"relay-task:{claimed.task_id}")
+        worker.tasks[claimed.task_id] = task
+        worker.job_counter += 1
+        task.add_done_callback(lambda _: self._finished(worker, claimed.task_id))
+
+    def _refusal(self, claimed: Claimed) -> Ending | None:
+        """Why a claimed job must not run (arq's own exits, each with its events), or None."""
+        record = claimed.record
+        if claimed.aborted:
+            return outcomes.aborted("aborted before it started")
+        if record is None:
+            return outcomes.failed(outcomes.JobRecordMissing("the job's record was missing when its turn came"))
+        if record.function not in self.registry:
+            message = f"no task {record.function!r} is registered on this worker"
+            return outcomes.failed(outcomes.NotRunnable(message))
+        spec = self.registry.get(record.function)
+        allowed = spec.retry.max_retries if record.max_retries is None else record.max_retries
+        cap = outcomes.tries_cap(self.settings.max_tries, allowed)
+        if claimed.try_number - record.tries_base > cap:
+            return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {cap} times, its maximum"))
+        return None
+
+    def _take_over(self, claimed: Claimed) -> None:
+        """A job whose worker was lost: back on the queue at once, or failed if that keeps happening."""
+        record = claimed.record
+        function = record.function if record else "<unknown>"
+        logger.warning("task %s (%s): its worker stopped renewing its lease; taking it over", claimed.task_id, function)
+        if claimed.aborted:
+            ending = outcomes.aborted("aborted while its worker was lost")
+        elif record is None:
+            ending = outcomes.failed(outcomes.JobRecordMissing("the job's record was missing when its worker was lost"))
+        else:
+            spec = self.registry.get(record.function) if record.function in self.registry else None
+            allowed = spec.retry.max_retries if spec else 0
+            if record.max_retries is not None:
+                allowed = min(allowed, record.max_retries)
+            cap = outcomes.tries_cap(self.settings.max_tries, allowed)
+            if claimed.try_number - record.tries_base >= cap:
+                message = f"its worker was lost on each of its {cap} tries"
+                ending = outcomes.failed(outcomes.WorkerLost(message))
+            else:
+                ending = outcomes.requeued("worker lost", give_back_try=False)
+        self._commit_later(ending, claimed, function, started_ms=None)
+
+    def _commit_later(self, ending: Ending, claimed: Claimed, function: str, started_ms: int | None) -> None:
+        facts = RunFacts(
+            claimed.task_id,
+            self.token,
+            self.settings.queue_name,
+            claimed.try_number,
+            started_ms,
+            claimed.record,
+            function,
+        )
+        task = asyncio.create_task(self.commit_ending(ending, facts, claimed.seq))
+        task.add_done_callback(_log_failure)
+
+    def _finished(self, worker: Worker, task_id: str) -> None:
+        self.runs.pop(task_id, None)
+        self.leases.release(task_id)
+        worker.job_counter -= 1
+        if self._next_due_ms is not None and self._next_due_ms <= time.time() * 1000:
+            self.wake.set()  # more work is due: claim for the free slot now
+
+    async def commit_ending(self, ending: Ending, facts: RunFacts, seq: int) -> OpResult | None:
+        """Record ``ending``, retrying while Redis is away (for a bounded time once the worker is stopping:
+        then the lease lapses and another worker runs the job again)."""
+        op = outcomes.op_for(ending, facts, seq)
+        attempt = 0
+        give_up_at = time.monotonic() + self.settings.worker_grace_seconds + 10
+        while True:
+            try:
+                result = await self.committer.apply(op)
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                if self.shutting_down and time.monotonic() > give_up_at:
+                    logger.error("gave up recording task %s; another worker will run it again", facts.task_id)
+                    return None
+                await wait_for_redis(f"the outcome of task {facts.task_id}", attempt, exc)
+                continue
+            if result.status == "fenced":
+                logger.warning("task %s: another worker owns it now; its outcome here is dropped", facts.task_id)
+            return result
+
+    # --- aborts -----------------------------------------------------------------------------------------
+
+    def note_abort(self, task_id: str) -> None:
+        """A wake-up notice named a task to abort."""
+        if task_id in self.runs:
+            self._abort_notices.add(task_id)
+            self.wake.set()
+
+    def note_due(self, due_ms: float) -> None:
+        """A wake-up notice said a job falls due at ``due_ms``."""
+        if self._next_due_ms is None or due_ms < self._next_due_ms:
+            self._next_due_ms = due_ms
+        self.wake.set()
+
+    async def _check_aborts(self) -> None:
+        now = time.monotonic()
+        if not self._abort_notices and now - self._last_abort_check < ABORT_CHECK_SECONDS:
+            return
+        self._last_abort_check = now
+        self._abort_notices.clear()
+        ids = list(self.runs)
+        scores = await self.pool.zmscore(keys.ABORT_SET, ids)
+        for task_id, score in zip(ids, scores, strict=True):
+            run = self.runs.get(task_id)
+            if score is not None and run is not None and not run.abort_requested:
+                logger.info("task %s: abort requested", task_id)
+                run.abort_requested = True
+                self._cancel(task_id)
+
+    def _cancel(self, task_id: str) -> None:
+        run = self.runs.get(task_id)
+        if run is not None and run.task is not None:
+            run.task.cancel()
+
+    def lease_lost(self, task_id: str) -> None:
+        """The lease keeper found another worker owns ``task_id``: stop this run without recording it."""
+        run = self.runs.get(task_id)
+        if run is not None and not run.lease_lost and not run.cancelled:
+            run.lease_lost = True
+            logger.warning("task %s: lease lost (this worker stalled past its lease); stopping this run", task_id)
+            self._cancel(task_id)
+
+    # --- upkeep -----------------------------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """One worker per minute trims the task index and arq's stale abort entries."""
+        queue = self.settings.queue_name
+        lock = keys.maintenance_lock(queue)
+        try:
+            if not await self.pool.set(lock, self.token, nx=True, px=int(MAINTENANCE_SECONDS * 1000)):
+                return
+            index = keys.task_index(queue)
+            await self.scripts.maintenance(keys=[index], args=[self.settings.task_index_max, INDEX_SCAN])
+            stale_before = int(time.time() * 1000) - 60_000
+            waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
+            if waiting:
+                states = [await self.pool.exists(keys.in_progress(i.decode())) for i in waiting]
+                stale = [i for i, running in zip(waiting, states, strict=True) if not running]
+                if stale:
+                    await self.pool.zrem(keys.ABORT_SET, *stale)
+        except (RedisError, OSError) as exc:
+            logger.warning("maintenance skipped: %s", exc)
+
+    async def stop(self) -> None:
+        """After arq's shutdown: flush what is queued, stop the lease keeper and the task threads."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.committer.drain()
+        self.leases.stop()
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+    # --- logging (task id, name, timing and outcome; never argument or result values unless asked) -------
+
+    def log_start(self, run: JobRun) -> None:
+        waited = (run.started_ms - run.claimed.due_ms) / 1000
+        if self.settings.log_task_values:
+            logger.info("task %s %s try=%d started (waited %.3fs) params=%r", run.task_id, run.spec.name,
+                        run.try_number, waited, run.record.params)  # fmt: skip
+        else:
+            logger.info("task %s %s try=%d started (waited %.3fs)", run.task_id, run.spec.name, run.try_number, waited)
+
+    def log_end(self, run: JobRun, ending: Ending, result: OpResult) -> None:
+        took = time.time() - run.started_ms / 1000
+        what = ending.state.value if ending.state is not TaskState.QUEUED else f"re-queued ({ending.reason})"
+        if ending.state in (TaskState.FAILED, TaskState.RETRYING) and isinstance(ending.data, dict):
+            what += f": {ending.data.get('error_type')}"
+        values = f" result={ending.data!r}" if self.settings.log_task_values else ""
+        logger.info("task %s %s try=%d %s in %.3fs%s", run.task_id, run.spec.name, run.try_number, what, took, values)
+
+
+def _claimed(item: list[Any]) -> Claimed:
+    task_id, raw, try_number, aborted, due, seq = item
+    return Claimed(task_id.decode(), _record(raw), int(try_number), bool(aborted), int(due or 0), int(seq))
+
+
+def _swept(item: list[Any]) -> Claimed:
+    task_id, raw, try_number, aborted, seq = item
+    return Claimed(task_id.decode(), _record(raw), int(try_number), bool(aborted), 0, int(seq))
+
+
+def _record(raw: bytes | None) -> JobRecord | None:
+    if not raw:
+        return None
+    try:
+        return JobRecord.decode(raw)
+    except ValueError:
+        return None
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("could not record an outcome", exc_info=task.exception())

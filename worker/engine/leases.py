@@ -1,0 +1,88 @@
+"""Job leases, renewed from a thread of their own.
+
+A running job's score in the queue is ``RUNNING_BASE`` plus its lease expiry; every worker's claim sweeps the
+lapsed ones (``claim.lua``), so a job whose worker died runs again within about one lease. The renewal runs in
+a thread with its own synchronous Redis client, not on the event loop: a task that blocks the loop (a
+``time.sleep`` in an ``async def``) keeps its lease, so no other worker starts it a second time. A lease is
+renewed until the job's timeout plus one lease has passed: past that, its worker is wedged on it, and the
+job is left to lapse and run elsewhere (that try counts).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import redis
+from redis.exceptions import RedisError
+
+from shared.redis import sync_client
+from shared.scripts import renew_script
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.engine.engine import Engine
+
+logger = logging.getLogger("relay.worker.leases")
+
+
+class LeaseKeeper:
+    """Renews the leases of the jobs this worker holds, every third of a lease."""
+
+    def __init__(self, settings: Settings, token: str, engine: Engine) -> None:
+        self._settings = settings
+        self._token = token
+        self._engine = engine
+        self._held: dict[str, float] = {}  # task id -> monotonic time after which it is no longer renewed
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: redis.Redis | None = None
+        self.renewals = 0
+
+    def start(self, loop_call: object) -> None:
+        """Start the renewal thread; ``loop_call`` is ``loop.call_soon_threadsafe`` of the worker's loop."""
+        self._call_soon = loop_call
+        self._client = sync_client(self._settings)
+        self._renew = renew_script(self._client)
+        self._thread = threading.Thread(target=self._run, name="relay-leases", daemon=True)
+        self._thread.start()
+
+    def hold(self, task_id: str, until_monotonic: float) -> None:
+        with self._lock:
+            self._held[task_id] = until_monotonic
+
+    def release(self, task_id: str) -> None:
+        with self._lock:
+            self._held.pop(task_id, None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._client is not None:
+            self._client.close()
+
+    def _run(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        while not self._stop.wait(interval):
+            now = time.monotonic()
+            with self._lock:
+                ids = [task_id for task_id, until in self._held.items() if until > now]
+            if not ids:
+                continue
+            try:
+                lost = self._renew(
+                    keys=[self._settings.queue_name],
+                    args=[int(time.time() * 1000), int(self._settings.lease_seconds * 1000), self._token, *ids],
+                )
+                self.renewals += 1
+            except (RedisError, OSError) as exc:
+                logger.warning("could not renew %d leases: %s", len(ids), exc)
+                continue
+            for raw in lost:
+                task_id = raw.decode()
+                self.release(task_id)
+                self._call_soon(self._engine.lease_lost, task_id)  # type: ignore[operator]

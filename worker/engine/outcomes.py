@@ -1,0 +1,171 @@
+"""How a run ended, and what each ending writes: Relay's words for every final state (no bare
+``CancelledError``), the retry decision, and the commit op that records it with its events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from shared import events
+from shared.events import EventType
+from shared.jobs import RETRYING, JobRecord, ResultRecord
+from shared.retry import RetryPolicy
+from shared.tasks import TaskState
+from worker.engine.commit import Op, final_op, requeue_op, retry_op
+
+
+def error_payload(exc: BaseException, message: str | None = None) -> dict[str, str]:
+    """How a failure is shown to clients: a type name and a message, never a traceback."""
+    return {"error_type": type(exc).__name__, "message": str(exc) if message is None else message}
+
+
+class TaskTimedOut(TimeoutError):
+    """The task ran past its timeout."""
+
+
+class ResultNotSerializable(TypeError):
+    """The task returned something that is not JSON."""
+
+
+class WorkerLost(RuntimeError):
+    """The worker running the task stopped renewing its lease (killed, out of memory, node lost) too often."""
+
+
+class JobRecordMissing(RuntimeError):
+    """The job's record was gone when its turn came (deleted from Redis by hand, or lost in a restart)."""
+
+
+class TriesExhausted(RuntimeError):
+    """The task was picked up as often as it may be."""
+
+
+class NotRunnable(LookupError):
+    """No task of this name is registered on this worker."""
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A run's end: ``state`` is final (succeeded, failed, aborted) or ``retrying``/``queued``."""
+
+    state: TaskState
+    data: Any = None  # the result, or the error payload
+    delay_seconds: float = 0.0
+    reason: str = ""
+    give_back_try: bool = False
+    retried_failure: bool = False  # a failure the policy retries (counts against max_retries)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the op builder needs to know about the run."""
+
+    task_id: str
+    token: str
+    queue_name: str
+    try_number: int
+    started_ms: int | None
+    record: JobRecord | None
+    function: str
+
+
+def succeeded(result: Any) -> Ending:
+    return Ending(TaskState.SUCCEEDED, result)
+
+
+def failed(exc: BaseException, message: str | None = None) -> Ending:
+    return Ending(TaskState.FAILED, error_payload(exc, message))
+
+
+def aborted(reason: str) -> Ending:
+    return Ending(TaskState.ABORTED, {"error_type": "Aborted", "message": reason}, reason=reason)
+
+
+def requeued(reason: str, give_back_try: bool) -> Ending:
+    return Ending(TaskState.QUEUED, reason=reason, give_back_try=give_back_try)
+
+
+def decide_failure(
+    exc: BaseException,
+    timed_out: bool,
+    policy: RetryPolicy,
+    record: JobRecord,
+    try_number: int,
+    max_tries: int,
+) -> Ending:
+    """Retry the failure if the policy covers it and budget is left; otherwise it is final."""
+    error = error_payload(exc)
+    allowed = policy.max_retries if record.max_retries is None else min(policy.max_retries, record.max_retries)
+    round_try = try_number - record.tries_base
+    cap = tries_cap(max_tries, allowed)
+    if policy.retries(exc, timed_out) and record.failures < allowed and round_try < cap:
+        delay = policy.delay(record.failures + 1)
+        return Ending(TaskState.RETRYING, error, delay_seconds=delay, retried_failure=True)
+    return Ending(TaskState.FAILED, error)
+
+
+def tries_cap(max_tries: int, allowed_retries: int) -> int:
+    """Pickups one round of a task may take: enough for its retries, and at least ``RELAY_MAX_TRIES`` so that
+    a task whose worker is lost (a crash counts as a try) is run again, but never forever."""
+    return max(max_tries, 1 + allowed_retries)
+
+
+def op_for(ending: Ending, facts: RunFacts, seq: int) -> Op:
+    """The commit op that records ``ending``, with the events clients see for it."""
+    now = time.time()
+    task_id = facts.task_id
+    if ending.state is TaskState.QUEUED:
+        data = {"try": facts.try_number, "reason": ending.reason}
+        bodies = [events.body(task_id, EventType.REQUEUED, data, now)]
+        return requeue_op(task_id, facts.token, seq, bodies, int(now * 1000), ending.give_back_try)
+    if ending.state is TaskState.RETRYING:
+        assert facts.record is not None
+        next_ms = int((now + ending.delay_seconds) * 1000)
+        record = facts.record
+        record.wait = RETRYING
+        record.failures += 1 if ending.retried_failure else 0
+        record.last_error = ending.data
+        record.next_try_ms = next_ms
+        data = {
+            "error": ending.data,
+            "try": facts.try_number,
+            "next_try_at": _iso(next_ms),
+            "delay_seconds": round(ending.delay_seconds, 3),
+        }
+        bodies = [events.body(task_id, EventType.RETRYING, data, now)]
+        return retry_op(task_id, facts.token, seq, bodies, next_ms, record.encode())
+    return _final(ending, facts, seq, now)
+
+
+def _final(ending: Ending, facts: RunFacts, seq: int, now: float) -> Op:
+    record = facts.record
+    state = ending.state.value
+    result = ResultRecord(
+        state=state,
+        function=facts.function,
+        kwargs=record.kwargs if record else {},
+        job_try=facts.try_number,
+        enqueue_ms=record.enqueue_ms if record else 0,
+        result=ending.data,
+        start_ms=facts.started_ms,
+        finish_ms=int(now * 1000),
+        queue_name=facts.queue_name,
+        task_id=facts.task_id,
+        fp=record.fp if record else "",
+        tries_base=record.tries_base if record else 0,
+        reply=record.reply if record else False,
+    )
+    if ending.state is TaskState.SUCCEEDED:
+        first = events.body(facts.task_id, EventType.RESULT, ending.data, now)
+    elif ending.state is TaskState.ABORTED:
+        first = events.body(facts.task_id, EventType.ABORTED, {"reason": ending.reason}, now)
+    else:
+        first = events.body(facts.task_id, EventType.ERROR, ending.data, now)
+    bodies = [first, events.end_body(facts.task_id, state, now)]
+    return final_op(facts.task_id, facts.token, seq, bodies, result.encode(), result.reply)
+
+
+def _iso(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()

@@ -1,0 +1,230 @@
+"""One claimed job, from its start to its committed outcome.
+
+Three things can cancel a running job, and each is recognised positively, never by elimination:
+- an abort (``DELETE /tasks/{id}`` or arq's ``Job.abort``): the engine sets ``abort_requested`` first;
+- its worker stopping (SIGTERM/SIGINT past the grace period, or a second signal): the engine's shutdown flag,
+  set from the signal handler; the job goes back on the queue and its try is given back;
+- its lease lost (its worker stalled so long that another worker took the job over): nothing is written.
+A task's own timeout is Relay's ``asyncio.timeout``: it ends the run as a failure (``TaskTimedOut``), which the
+task's retry policy may retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from arq.worker import Retry
+from redis.exceptions import RedisError
+
+from shared import events
+from shared.errors import InvalidArguments
+from shared.events import EventType
+from shared.jobs import JobRecord
+from shared.serialization import dumps
+from shared.tasks import TaskState
+from worker.context import Done, TaskContext
+from worker.engine import outcomes
+from worker.engine.commit import OpResult, events_op
+from worker.engine.outcomes import Ending, RunFacts
+from worker.registry import TaskSpec
+
+if TYPE_CHECKING:
+    from worker.engine.engine import Engine
+
+logger = logging.getLogger("relay.worker")
+
+
+@dataclass
+class Claimed:
+    """A job this worker now owns, as the claim script returned it."""
+
+    task_id: str
+    record: JobRecord | None
+    try_number: int
+    aborted: bool
+    due_ms: int
+    seq: int
+
+
+class JobRun:
+    """Runs one claimed job and commits how it ended (the task's ``EventSink`` too)."""
+
+    def __init__(self, engine: Engine, claimed: Claimed, spec: TaskSpec, record: JobRecord) -> None:
+        self.engine = engine
+        self.claimed = claimed
+        self.spec = spec
+        self.record = record
+        self.task_id = claimed.task_id
+        self.seq = claimed.seq
+        self.started_ms = int(time.time() * 1000)
+        self.deadline = time.monotonic() + self.timeout_seconds
+        self.abort_requested = False
+        self.lease_lost = False
+        self._stopping = False
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def timeout_seconds(self) -> float:
+        """The submit's timeout if it gave one, never above the task's own."""
+        limit = self.spec.timeout_seconds or self.engine.settings.job_timeout_seconds
+        asked = self.record.timeout_seconds
+        return min(asked, limit) if asked else limit
+
+    @property
+    def cancelled(self) -> bool:
+        """Aborted, timed out, or being stopped: what a plain ``def`` task can check between steps."""
+        return self._stopping or self._closed
+
+    def emit(self, type_: EventType, data: Any) -> Awaitable[None]:
+        """Queue an event for the next commit (``EventSink``); from a task thread, wait until it is stored."""
+        body = events.body(self.task_id, type_, data)  # a TypeError here tells the task its data is not JSON
+        if threading.get_ident() != self._loop_thread:
+            asyncio.run_coroutine_threadsafe(self._emit_from_thread(body), self._loop).result()
+            return Done()
+        if self._closed:
+            return Done()  # a task thread that outlived its run: its late events are dropped
+        return self._queue_events([body])
+
+    async def _emit_from_thread(self, body: bytes) -> None:
+        if not self._closed:
+            await self._queue_events([body])
+
+    def _queue_events(self, bodies: list[bytes]) -> asyncio.Future[None]:
+        """Queue the events; the returned future resolves once they are stored (or fails if they cannot be)."""
+        op = events_op(self.task_id, self.engine.token, self.seq, bodies)
+        self.seq += len(bodies)
+        stored: asyncio.Future[None] = self._loop.create_future()
+
+        def settle(future: asyncio.Future[OpResult]) -> None:
+            if stored.done():  # the task stopped waiting (it was cancelled); the event still went out
+                return
+            if future.cancelled():
+                stored.cancel()
+            elif (exc := future.exception()) is not None:
+                logger.warning("events of task %s not stored: %s", self.task_id, exc)
+                stored.set_exception(exc)
+            else:
+                self.lease_lost = self.lease_lost or future.result().status == "fenced"
+                stored.set_result(None)
+
+        self.engine.committer.queue(op).add_done_callback(settle)
+        return stored
+
+    async def run(self) -> None:
+        """Run the task, then commit its ending; never raises (arq gathers these tasks at shutdown)."""
+        started = {"task": self.spec.name, "try": self.try_number}
+        self._queue_events([events.body(self.task_id, EventType.STARTED, started)]).add_done_callback(_retrieve)
+        self.engine.log_start(self)
+        ending = await self._execute()
+        self._closed = True
+        commit = asyncio.ensure_future(self._commit(ending))
+        while not commit.done():
+            with contextlib.suppress(asyncio.CancelledError):  # a second cancel must not lose the outcome
+                await asyncio.shield(commit)
+
+    @property
+    def try_number(self) -> int:
+        return self.claimed.try_number
+
+    async def _execute(self) -> Ending:
+        context = TaskContext(self.task_id, self.try_number, self, self.spec.name)
+        timeout = asyncio.timeout(self.timeout_seconds)
+        try:
+            params = self.spec.parse(self.record.params)
+            async with timeout:
+                if self.spec.is_async:
+                    result = await self.spec.fn(context, **params)
+                else:
+                    call = functools.partial(self.spec.fn, context, **params)
+                    result = await self._loop.run_in_executor(self.engine.threads, call)
+            try:
+                dumps(result)
+            except TypeError as exc:
+                raise outcomes.ResultNotSerializable(f"the task's result is not JSON: {exc}") from None
+            return outcomes.succeeded(result)
+        except asyncio.CancelledError:
+            self._stopping = True
+            return self._cancelled_ending()
+        except TimeoutError as exc:
+            self._stopping = True
+            if not timeout.expired():
+                return self._failure(exc, timed_out=False)
+            message = f"task exceeded its timeout of {self.timeout_seconds:g}s"
+            return self._failure(outcomes.TaskTimedOut(message), timed_out=True)
+        except Retry as exc:
+            return self._retry_requested(exc)
+        except InvalidArguments as exc:
+            return outcomes.failed(exc, f"the stored arguments no longer fit the task: {exc.errors}")
+        except Exception as exc:
+            return self._failure(exc, timed_out=False)
+
+    def _cancelled_ending(self) -> Ending:
+        if self.abort_requested:
+            return outcomes.aborted("aborted while running")
+        if self.lease_lost:
+            return Ending(TaskState.UNKNOWN, reason="lease lost")
+        if self.engine.shutting_down:
+            return outcomes.requeued("worker shutdown", give_back_try=True)
+        # Nothing Relay knows asked for this cancel: never lose the task, run it again elsewhere.
+        logger.warning("task %s was cancelled without an abort or a shutdown; re-queueing it", self.task_id)
+        return outcomes.requeued("worker stopping", give_back_try=True)
+
+    def _failure(self, exc: BaseException, timed_out: bool) -> Ending:
+        return outcomes.decide_failure(
+            exc, timed_out, self.spec.retry, self.record, self.try_number, self.engine.settings.max_tries
+        )
+
+    def _retry_requested(self, exc: Retry) -> Ending:
+        """arq's ``Retry`` raised by a task: a retry, within the task's tries, never a silent re-queue."""
+        allowed = self.spec.retry.max_retries
+        cap = outcomes.tries_cap(self.engine.settings.max_tries, allowed)
+        message = "the task asked to be retried"
+        if self.try_number - self.record.tries_base >= cap:
+            return outcomes.failed(outcomes.TriesExhausted(f"{message}, but it has used its {cap} tries"))
+        delay = (exc.defer_score or 0) / 1000 if exc.defer_score else self.spec.retry.delay(self.record.failures + 1)
+        error = {"error_type": "Retry", "message": message}
+        return Ending(TaskState.RETRYING, error, delay_seconds=delay)
+
+    async def _commit(self, ending: Ending) -> None:
+        if ending.state is TaskState.UNKNOWN:
+            logger.warning(
+                "task %s: another worker took it over (this worker lost its lease); not recording", self.task_id
+            )
+            return
+        facts = RunFacts(
+            self.task_id,
+            self.engine.token,
+            self.engine.settings.queue_name,
+            self.try_number,
+            self.started_ms,
+            self.record,
+            self.spec.name,
+        )
+        result = await self.engine.commit_ending(ending, facts, self.seq)
+        if result is not None:
+            self.seq = result.seq
+            self.engine.log_end(self, ending, result)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Nobody awaits a ``started`` event: take its exception (already logged) so asyncio does not complain."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def wait_for_redis(what: str, attempt: int, exc: RedisError | OSError) -> None:
+    """Back off between attempts to write an outcome while Redis is away."""
+    delay = min(5.0, 0.2 * 2**attempt)
+    logger.warning("could not record %s (%s); retrying in %.1fs", what, exc, delay)
+    await asyncio.sleep(delay)
