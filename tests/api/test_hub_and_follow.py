@@ -59,7 +59,6 @@ async def test_events_get_increasing_sequence_numbers_and_expire(redis: Redis) -
 
 
 async def test_two_streams_share_one_subscription(hub: PubSubHub, redis: Redis) -> None:
-    log = EventLog(redis, max_len=100, ttl_seconds=60)
     task_id = task()
     async with hub.subscribe(task_id) as first, hub.subscribe(task_id) as second:
         assert await numsub(redis, task_id) == 1
@@ -71,7 +70,6 @@ async def test_two_streams_share_one_subscription(hub: PubSubHub, redis: Redis) 
 
 
 async def test_a_slow_stream_overflows_instead_of_growing(hub: PubSubHub, redis: Redis) -> None:
-    log = EventLog(redis, max_len=100, ttl_seconds=60)
     task_id = task()
     async with hub.subscribe(task_id) as sub:
         for _ in range(10):
