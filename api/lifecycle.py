@@ -11,7 +11,7 @@ import logging
 
 from api.resources import RelayApp, Resources
 from shared.settings import get_settings
-from worker.tasks import registry
+from worker.tasks import load
 
 logger = logging.getLogger("relay.api")
 
@@ -21,7 +21,8 @@ CLOSE_MARGIN_SECONDS = 2.0
 
 async def open_resources(app: RelayApp) -> None:
     """``before_server_start``: connect to Redis and start the pub/sub hub."""
-    app.ctx.res = await Resources.open(get_settings(), registry)
+    settings = get_settings()
+    app.ctx.res = await Resources.open(settings, load(settings.task_module_list()))
 
 
 async def drain(app: RelayApp) -> None:

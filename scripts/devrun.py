@@ -86,6 +86,7 @@ async def run(args: argparse.Namespace) -> int:
     data_dir.mkdir(exist_ok=True)
     redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
     env = {**os.environ, "RELAY_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("RELAY_TASK_MODULES", "worker.tasks.demo")  # the demo tasks, unless you name your own
     server = shutil.which("redis-server")
     if server is None:
         say("dev", "redis-server is not installed: apt-get install redis-server (or brew install redis)")

@@ -17,6 +17,11 @@ class Settings(BaseSettings):
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL: redis://, rediss:// (TLS) or unix://.")
     queue_name: str = Field("relay:queue", description="arq queue (a Redis sorted set).")
+    task_modules: str = Field(
+        "",
+        description="Comma-separated Python modules that register the tasks to run (worker.tasks.demo: the "
+        "demo tasks).",
+    )
     max_queue_depth: int = Field(10_000, ge=1, description="Submits beyond this many queued jobs get 503.")
     worker_concurrency: int = Field(10, ge=1, description="Jobs one worker process runs at once.")
     worker_grace_seconds: int = Field(
@@ -96,6 +101,10 @@ class Settings(BaseSettings):
         has_auth = bool(self.servicebus_connection_string.get_secret_value() or self.servicebus_namespace)
         has_entity = bool(self.servicebus_queue or (self.servicebus_topic and self.servicebus_subscription))
         return has_auth and has_entity
+
+    def task_module_list(self) -> list[str]:
+        """The task modules to load, without blanks."""
+        return [m.strip() for m in self.task_modules.split(",") if m.strip()]
 
     def api_key_list(self) -> list[str]:
         """The configured API keys, without blanks."""

@@ -6,6 +6,11 @@ configuration start their own processes through the factories and stop them by P
 
 from __future__ import annotations
 
+import os
+
+# In-process imports of worker.settings (a few unit tests) load the same task modules as the processes.
+os.environ.setdefault("RELAY_TASK_MODULES", "worker.tasks.demo,tests.support.tasks")
+
 from collections.abc import Callable, Iterator
 from pathlib import Path
 

@@ -17,7 +17,7 @@ from worker.engine import patch
 from worker.engine.engine import Engine
 from worker.engine.stalls import StallWatchdog
 from worker.registry import TaskSpec
-from worker.tasks import registry
+from worker.tasks import load, registry
 from worker.wakeup import WakeupListener
 
 __all__ = [
@@ -43,10 +43,22 @@ HEALTH_CHECK_INTERVAL_SECONDS = 10
 ARQ_TIMEOUT_MARGIN_SECONDS = 5.0
 
 
+class NoTasks(RuntimeError):
+    """The worker was given no task to run."""
+
+
 def settings() -> Settings:
-    """The process settings; installs Relay's engine into arq before arq builds its Worker."""
+    """The process settings, with their task modules loaded; installs Relay's engine into arq before arq
+    builds its Worker."""
     patch.install()
-    return get_settings()
+    config = get_settings()
+    load(config.task_module_list())
+    if not len(registry):
+        raise NoTasks(
+            "no tasks to run: set RELAY_TASK_MODULES to the modules that register them "
+            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see README, Tasks)"
+        )
+    return config
 
 
 def health_check_key(config: Settings) -> str:

@@ -103,6 +103,7 @@ def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
     """The environment of a Relay process under test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env.update({"RELAY_REDIS_URL": redis_url, "RELAY_POLL_DELAY_SECONDS": "0.05", "PYTHONUNBUFFERED": "1"})
+    env["RELAY_TASK_MODULES"] = "worker.tasks.demo,tests.support.tasks"
     env.update(overrides)
     return env
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import msgspec
 import pytest
 from arq.worker import Worker
 
-import worker
+import worker.settings
 from shared.serialization import dumps, loads
 
 
@@ -33,10 +34,22 @@ def test_worker_settings_imports_from_a_fresh_process(tmp_path: Path) -> None:
         "from arq.utils import import_string; s = import_string('worker.settings'); "
         "print(sorted(f.name for f in s.functions))"
     )
+    env = {**os.environ, "RELAY_TASK_MODULES": "worker.tasks.demo"}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env
     )
     assert out.stdout.strip() == "['count', 'echo', 'fail', 'sleep']"
+
+
+def test_worker_without_tasks_says_how_to_name_them(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_TASK_MODULES"}
+    code = "from arq.utils import import_string; import_string('worker.settings')"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode != 0
+    assert "set RELAY_TASK_MODULES" in out.stderr
+    assert "worker.tasks.demo" in out.stderr
 
 
 def test_jobs_are_json_never_pickle() -> None:

@@ -1,0 +1,128 @@
+"""Tasks that only the test suite registers (``RELAY_TASK_MODULES=...,tests.support.tasks``): each misbehaves in
+one way a real task can, so tests can watch Relay cope."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Annotated
+
+from arq.worker import Retry
+from pydantic import Field
+
+from shared.retry import RetryPolicy
+from worker.context import TaskContext
+from worker.tasks import registry
+
+
+class Flaky(RuntimeError):
+    """A failure the retry policies below retry."""
+
+
+class NotRetried(RuntimeError):
+    """A failure no policy retries."""
+
+
+QUICK_RETRIES = RetryPolicy(max_retries=3, backoff_seconds=0.2, backoff_max_seconds=1.0, retry_on=(Flaky,))
+
+
+@registry.task(retry=QUICK_RETRIES)
+async def flaky(task: TaskContext, failures: Annotated[int, Field(ge=0, le=10)] = 2) -> dict[str, int]:
+    """Fail on the first ``failures`` tries, then succeed."""
+    if task.try_number <= failures:
+        raise Flaky(f"failing on try {task.try_number}")
+    return {"succeeded_on_try": task.try_number}
+
+
+@registry.task(retry=RetryPolicy(max_retries=3, backoff_seconds=2.0, backoff_max_seconds=4.0, retry_on=(Flaky,)))
+async def always_flaky(task: TaskContext) -> None:
+    """Always fail with a retried error (jitter spreads the retries of many at once)."""
+    raise Flaky("always")
+
+
+@registry.task(retry=RetryPolicy(max_retries=2, backoff_seconds=60.0, retry_on=(Flaky,)))
+async def flaky_slow_backoff(task: TaskContext) -> None:
+    """Fail, then wait a minute before the retry: long enough to look at, and to abort."""
+    raise Flaky("waiting a minute before trying again")
+
+
+@registry.task(retry=QUICK_RETRIES)
+async def wrong_failure(task: TaskContext) -> None:
+    """Fail with an error the task's policy does not retry."""
+    raise NotRetried("not one the policy retries")
+
+
+@registry.task(retry=QUICK_RETRIES)
+async def times_out(task: TaskContext, seconds: float = 5.0) -> None:
+    """Sleep past any timeout a test gives it (the policy does not retry timeouts)."""
+    await asyncio.sleep(seconds)
+
+
+@registry.task()
+async def asks_retry(task: TaskContext, times: int = 1) -> dict[str, int]:
+    """Raise arq's ``Retry`` on the first ``times`` tries."""
+    if task.try_number <= times:
+        raise Retry(defer=0.1)
+    return {"try": task.try_number}
+
+
+@registry.task(timeout_seconds=2)
+async def blocks_loop(task: TaskContext, seconds: float = 3.0) -> dict[str, float]:
+    """Block the worker's event loop (a ``time.sleep`` in an ``async def``: the mistake Relay warns about)."""
+    time.sleep(seconds)
+    return {"blocked": seconds}
+
+
+@registry.task()
+async def blocks_loop_untimed(task: TaskContext, seconds: float = 3.0) -> dict[str, float]:
+    """Block the event loop, within the default timeout."""
+    time.sleep(seconds)
+    return {"blocked": seconds}
+
+
+@registry.task()
+def sync_steps(task: TaskContext, seconds: float = 1.0, steps: int = 4) -> dict[str, float]:
+    """A plain ``def`` task: runs in the worker's thread pool, reports progress from there."""
+    for step in range(1, steps + 1):
+        time.sleep(seconds / steps)
+        task.progress(step, steps, f"step {step}")
+        if task.cancelled:
+            return {"stopped_at": step}
+    return {"slept": seconds}
+
+
+@registry.task()
+def sync_add(task: TaskContext, a: int, b: int) -> int:
+    """A plain ``def`` task that returns at once."""
+    return a + b
+
+
+@registry.task()
+async def kills_worker(task: TaskContext) -> None:
+    """Kill the worker running it, as an out-of-memory kill would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@registry.task()
+async def sleeps(task: TaskContext, seconds: float = 30.0) -> dict[str, float]:
+    """Sleep quietly (no events) for ``seconds``."""
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@registry.task()
+async def not_json(task: TaskContext) -> object:
+    """Return something that is not JSON."""
+    return object()
+
+
+@registry.task()
+async def chatty_then_quiet(task: TaskContext, events: int = 3, quiet: float = 3.0) -> str:
+    """Publish some events, go quiet for ``quiet`` seconds, then publish one more and end."""
+    for i in range(events):
+        await task.progress(i + 1, events + 1)
+    await asyncio.sleep(quiet)
+    await task.progress(events + 1, events + 1)
+    return "done"
