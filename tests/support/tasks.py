@@ -71,14 +71,14 @@ async def asks_retry(task: TaskContext, times: int = 1) -> dict[str, int]:
 @registry.task(timeout_seconds=2)
 async def blocks_loop(task: TaskContext, seconds: float = 3.0) -> dict[str, float]:
     """Block the worker's event loop (a ``time.sleep`` in an ``async def``: the mistake Relay warns about)."""
-    time.sleep(seconds)
+    time.sleep(seconds)  # noqa: ASYNC251  (on purpose)
     return {"blocked": seconds}
 
 
 @registry.task()
 async def blocks_loop_untimed(task: TaskContext, seconds: float = 3.0) -> dict[str, float]:
     """Block the event loop, within the default timeout."""
-    time.sleep(seconds)
+    time.sleep(seconds)  # noqa: ASYNC251  (on purpose)
     return {"blocked": seconds}
 
 
