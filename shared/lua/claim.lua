@@ -4,7 +4,8 @@
 -- in-progress marker holds "<token>|<try>|<start ms>"; arq's try counter counts the try.
 -- KEYS: queue, arq's abort set.  ARGV: now_ms, limit, lease_ms, token, sweep_limit.
 -- Returns {claimed, swept, next_due or false, next_lease or false}; claimed items are
--- {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job or false, try, aborted, seq}.
+-- {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job or false, try, aborted, seq,
+-- own (0/1: the lapsed lease was this worker's own)}.
 local queue, abort = KEYS[1], KEYS[2]
 local now, limit, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local sweep_limit = tonumber(ARGV[5])
@@ -71,15 +72,19 @@ end
 local earliest_lease = first_score(RUNNING_BASE, '+inf')
 if earliest_lease ~= nil and earliest_lease <= RUNNING_BASE + now and sweep_limit > 0 then
   local lapsed = redis.call('ZRANGEBYSCORE', queue, RUNNING_BASE, RUNNING_BASE + now, 'LIMIT', 0, sweep_limit)
+  local mine = token .. '|'
   for i = 1, #lapsed do
     local id = lapsed[i]
     local marker = redis.call('GET', IN_PROGRESS .. id)
     local try = marker and tonumber(string.match(marker, '|(%d+)|')) or tonumber(redis.call('GET', TRIES .. id) or '0')
-    redis.call('SET', IN_PROGRESS .. id, token .. '|' .. try .. '|' .. now)
+    local own = marker and string.sub(marker, 1, #mine) == mine
+    -- One of this worker's own leases (it could not renew while Redis was away): keep the marker as it is;
+    -- the caller knows whether the job still runs here.
+    if not own then redis.call('SET', IN_PROGRESS .. id, token .. '|' .. try .. '|' .. now) end
     redis.call('ZADD', queue, held, id)
     local record = redis.call('GET', JOB .. id)
     local is_aborted = redis.call('ZSCORE', abort, id) and 1 or 0
-    swept[#swept + 1] = {id, record, try, is_aborted, tonumber(redis.call('GET', SEQ .. id) or '0')}
+    swept[#swept + 1] = {id, record, try, is_aborted, tonumber(redis.call('GET', SEQ .. id) or '0'), own and 1 or 0}
   end
   earliest_lease = first_score(RUNNING_BASE, '+inf')
 end

@@ -126,7 +126,10 @@ class Engine:
         for item in claimed:
             self._start(worker, _claimed(item))
         for item in swept:
-            self._take_over(_swept(item))
+            claimed, own = _swept(item)
+            if own and claimed.task_id in self.runs:
+                continue  # still running here: the sweep has just extended its lease
+            self._take_over(claimed)
 
     # --- starting and ending jobs -----------------------------------------------------------------------
 
@@ -320,9 +323,9 @@ def _claimed(item: list[Any]) -> Claimed:
     return Claimed(task_id.decode(), _record(raw), int(try_number), bool(aborted), int(due or 0), int(seq))
 
 
-def _swept(item: list[Any]) -> Claimed:
-    task_id, raw, try_number, aborted, seq = item
-    return Claimed(task_id.decode(), _record(raw), int(try_number), bool(aborted), 0, int(seq))
+def _swept(item: list[Any]) -> tuple[Claimed, bool]:
+    task_id, raw, try_number, aborted, seq, own = item
+    return Claimed(task_id.decode(), _record(raw), int(try_number), bool(aborted), 0, int(seq)), bool(own)
 
 
 def _record(raw: bytes | None) -> JobRecord | None:

@@ -148,6 +148,11 @@ class JobRun:
                 else:
                     call = functools.partial(self.spec.fn, context, **params)
                     result = await self._loop.run_in_executor(self.engine.threads, call)
+            if self._overran(timeout):
+                # It blocked the event loop past its deadline, so the timeout could not interrupt it: it still
+                # ran longer than allowed, and its result is not accepted.
+                message = f"task exceeded its timeout of {self.timeout_seconds:g}s (it blocked the event loop)"
+                return self._failure(outcomes.TaskTimedOut(message), timed_out=True)
             try:
                 dumps(result)
             except TypeError as exc:
@@ -168,6 +173,10 @@ class JobRun:
             return outcomes.failed(exc, f"the stored arguments no longer fit the task: {exc.errors}")
         except Exception as exc:
             return self._failure(exc, timed_out=False)
+
+    def _overran(self, timeout: asyncio.Timeout) -> bool:
+        deadline = timeout.when()
+        return deadline is not None and self._loop.time() > deadline
 
     def _cancelled_ending(self) -> Ending:
         if self.abort_requested:

@@ -1,0 +1,181 @@
+"""Every accepted task reaches exactly one final state that clients see, once, in Relay's words.
+
+Each test here failed on the code before the task core was rewritten (commit 9309c4b): arq's own exits
+published nothing, a loop-blocking task was re-queued instead of failed, event numbering restarted after a
+silence longer than the log's TTL, a duplicate submit always said ``queued``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from shared import keys
+from shared.jobs import JobRecord, fingerprint
+from tests.conftest import StartApi, StartWorker
+from tests.support.client import read_events, state, submit, submit_ok, types, wait_state
+
+FINAL = {"succeeded", "failed", "aborted"}
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"relay:life:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def stack(queue: str, spawn_api: StartApi, spawn_worker: StartWorker) -> Iterator[str]:
+    _, base = spawn_api(RELAY_QUEUE_NAME=queue)
+    spawn_worker(RELAY_QUEUE_NAME=queue)
+    yield base
+
+
+def put_job(client: redis.Redis, queue: str, task_id: str, function: str, due_ms: int | None = None) -> None:
+    """A job record as Relay's enqueue writes it, placed straight into the queue (what another deployment with
+    other task modules, or a hand-made job, leaves there)."""
+    kwargs = {"params": {}}
+    record = JobRecord(function, kwargs, int(time.time() * 1000), fingerprint(function, kwargs)).encode()
+    client.set(keys.job(task_id), record)
+    client.zadd(queue, {task_id: due_ms or int(time.time() * 1000)})
+    client.zadd(keys.task_index(queue), {task_id: time.time_ns() // 1000})
+    client.publish(keys.wakeup_channel(queue), b"j")
+
+
+def test_a_job_for_a_task_this_worker_lacks_fails_with_its_events(
+    stack: str, queue: str, redis_client: redis.Redis
+) -> None:
+    put_job(redis_client, queue, "gone-1", "no_such_task")
+    final = wait_state(stack, "gone-1", FINAL)
+    assert final["state"] == "failed"
+    assert final["error"]["error_type"] == "NotRunnable"
+    events = read_events(stack, "gone-1")
+    assert types(events) == ["error", "end"]
+    assert events[-1]["data"] == {"state": "failed"}
+
+
+def test_a_job_whose_record_vanished_fails_with_its_events(stack: str, queue: str, redis_client: redis.Redis) -> None:
+    redis_client.zadd(queue, {"vanished-1": int(time.time() * 1000)})
+    redis_client.publish(keys.wakeup_channel(queue), b"j")
+    events = read_events(stack, "vanished-1")
+    assert types(events) == ["error", "end"]
+    assert events[0]["data"]["error_type"] == "JobRecordMissing"
+    assert redis_client.zscore(queue, "vanished-1") is None
+
+
+def test_a_job_out_of_tries_fails_with_its_events(stack: str, queue: str, redis_client: redis.Redis) -> None:
+    put_job(redis_client, queue, "spent-1", "echo", due_ms=int(time.time() * 1000) + 60_000)
+    redis_client.set(keys.tries("spent-1"), 5)  # RELAY_MAX_TRIES pickups already used
+    redis_client.zadd(queue, {"spent-1": int(time.time() * 1000)})
+    redis_client.publish(keys.wakeup_channel(queue), b"j")
+    final = wait_state(stack, "spent-1", FINAL)
+    assert final["state"] == "failed"
+    assert final["error"]["error_type"] == "TriesExhausted"
+    assert types(read_events(stack, "spent-1")) == ["error", "end"]
+
+
+async def test_arq_abort_of_a_deferred_job_ends_it_with_its_events(stack: str, queue: str, redis_url: str) -> None:
+    from arq.connections import ArqRedis
+    from arq.jobs import Job, SerializationError
+
+    from shared.serialization import loads
+
+    task_id = submit_ok(stack, {"task": "echo", "delay_seconds": 60})
+    pool = ArqRedis.from_url(redis_url)
+    try:
+        job = Job(task_id, pool, _queue_name=queue, _deserializer=loads)
+        with pytest.raises(SerializationError, match="aborted before it started"):
+            await job.abort(timeout=10, poll_delay=0.05)  # arq's way of saying a JSON result records a failure
+    finally:
+        await pool.aclose()
+    # arq's Job.abort (not Relay's DELETE): the worker aborts it before start, with events and a result.
+    events = read_events(stack, task_id)
+    assert types(events) == ["aborted", "end"]
+    final = state(stack, task_id)
+    assert final["state"] == "aborted"
+    assert final["started_at"] is None
+    assert final["error"] == {"error_type": "Aborted", "message": "aborted before it started"}
+
+
+def test_a_task_blocking_the_loop_past_its_timeout_fails_and_is_not_requeued(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "blocks_loop", "kwargs": {"seconds": 8}})
+    events = read_events(stack, task_id, timeout=60)
+    assert types(events) == ["started", "error", "end"]
+    assert events[1]["data"]["error_type"] == "TaskTimedOut"
+    final = state(stack, task_id)
+    assert final["state"] == "failed"
+    assert final["tries"] == 1
+
+
+def test_arq_retry_raised_by_a_task_is_a_retry_not_a_failure(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "asks_retry", "kwargs": {"times": 2}})
+    events = read_events(stack, task_id)
+    assert types(events) == ["started", "retrying", "started", "retrying", "started", "result", "end"]
+    assert events[1]["data"]["error"]["error_type"] == "Retry"
+    assert events[-2]["data"] == {"try": 3}
+
+
+def test_numbering_never_restarts_after_the_log_expires_during_a_silence(
+    queue: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue, "RELAY_RESULT_TTL_SECONDS": "1"}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    task_id = submit_ok(base, {"task": "chatty_then_quiet", "kwargs": {"events": 3, "quiet": 2.5}})
+    with httpx.stream("GET", f"{base}/tasks/{task_id}/events", timeout=30) as response:
+        seqs = [e["seq"] for e in map(_json, response.iter_lines()) if e and e["type"] != "heartbeat"]
+    # started, 3 progress, (the log expires), 1 progress, result, end: numbered on, never from 1 again
+    assert seqs == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_a_late_reader_is_told_which_events_the_log_lost(
+    queue: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue, "RELAY_RESULT_TTL_SECONDS": "1"}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    task_id = submit_ok(base, {"task": "chatty_then_quiet", "kwargs": {"events": 3, "quiet": 2.5}})
+    wait_state(base, task_id, {"running"})
+    time.sleep(2.0)  # noqa: the test's subject is a silence longer than the log's TTL (1 s)
+    events = read_events(base, task_id)
+    assert events[0]["type"] == "gap"
+    assert events[0]["data"] == {"first_seq": 1, "last_seq": 4}
+    assert [e["seq"] for e in events] == [4, 5, 6, 7]
+    assert types(events)[-1] == "end"
+
+
+def test_a_repeated_submit_reports_the_real_state(stack: str) -> None:
+    task_id = f"dup-{uuid.uuid4().hex[:8]}"
+    body = {"task": "echo", "id": task_id, "kwargs": {"message": "once"}}
+    assert submit(stack, body).status_code == 202
+    wait_state(stack, task_id, {"succeeded"})
+    again = submit(stack, body)
+    assert again.status_code == 200
+    assert again.json()["created"] is False
+    assert again.json()["state"] == "succeeded"
+
+
+def test_a_running_task_shows_when_it_started_and_its_timeout(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "sleep", "kwargs": {"seconds": 5, "steps": 5}})
+    running = wait_state(stack, task_id, {"running"})
+    assert running["started_at"] is not None
+    assert running["timeout_seconds"] == 300.0  # the default: the task registers none, the submit gave none
+    assert running["tries"] == 1
+    httpx.delete(f"{stack}/tasks/{task_id}", timeout=10)
+
+
+def test_a_waiting_job_record_never_expires(stack: str, redis_client: redis.Redis) -> None:
+    task_id = submit_ok(stack, {"task": "echo", "delay_seconds": 3600})
+    assert redis_client.pttl(keys.job(task_id)) == -1  # it waits as long as it takes; no silent "expired"
+    assert state(stack, task_id)["state"] == "deferred"
+    httpx.delete(f"{stack}/tasks/{task_id}", timeout=10)
+
+
+def _json(line: str) -> dict[str, object] | None:
+    import json
+
+    return json.loads(line) if line.strip() else None
