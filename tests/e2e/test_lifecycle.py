@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-
 import httpx
 import pytest
 import redis
@@ -19,6 +17,7 @@ from shared import keys
 from shared.jobs import JobRecord, fingerprint
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, state, submit, submit_ok, types, wait_state
+from tests.support.processes import wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 
@@ -29,10 +28,10 @@ def queue() -> str:
 
 
 @pytest.fixture
-def stack(queue: str, spawn_api: StartApi, spawn_worker: StartWorker) -> Iterator[str]:
+def stack(queue: str, spawn_api: StartApi, spawn_worker: StartWorker) -> str:
     _, base = spawn_api(RELAY_QUEUE_NAME=queue)
     spawn_worker(RELAY_QUEUE_NAME=queue)
-    yield base
+    return base
 
 
 def put_job(client: redis.Redis, queue: str, task_id: str, function: str, due_ms: int | None = None) -> None:
@@ -133,14 +132,14 @@ def test_numbering_never_restarts_after_the_log_expires_during_a_silence(
 
 
 def test_a_late_reader_is_told_which_events_the_log_lost(
-    queue: str, spawn_api: StartApi, spawn_worker: StartWorker
+    queue: str, spawn_api: StartApi, spawn_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue, "RELAY_RESULT_TTL_SECONDS": "1"}
     _, base = spawn_api(**env)
     spawn_worker(**env)
     task_id = submit_ok(base, {"task": "chatty_then_quiet", "kwargs": {"events": 3, "quiet": 2.5}})
     wait_state(base, task_id, {"running"})
-    time.sleep(2.0)  # noqa: the test's subject is a silence longer than the log's TTL (1 s)
+    wait_until(lambda: redis_client.exists(keys.events_stream(task_id)) == 0, 10, "the log to expire in the silence")
     events = read_events(base, task_id)
     assert events[0]["type"] == "gap"
     assert events[0]["data"] == {"first_seq": 1, "last_seq": 4}
