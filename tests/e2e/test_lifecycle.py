@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+
 import httpx
 import pytest
 import redis
