@@ -37,6 +37,7 @@ def with_library(body: str) -> str:
         "EVENTS_PREFIX": keys.EVENTS_PREFIX,
         "SEQ_PREFIX": keys.SEQ_PREFIX,
         "REPLY_PREFIX": keys.REPLY_PREFIX,
+        "ABORT_SET": keys.ABORT_SET,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)

@@ -40,6 +40,10 @@ for a = 4, #ARGV, 6 do
   end
 end
 if #jobs > 0 then
+  -- A new task starts with no abort request, whatever an earlier task of this id (or arq's Job.abort) left.
+  local created = {}
+  for i = 2, #entries, 2 do created[#created + 1] = entries[i] end
+  redis.call('ZREM', ABORTS, unpack(created))
   redis.call('MSET', unpack(jobs))
   redis.call('ZADD', queue, unpack(entries))
   redis.call('ZADD', index, unpack(indexed))

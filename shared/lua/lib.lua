@@ -2,6 +2,7 @@
 local RUNNING_BASE = {{RUNNING_BASE}}
 local JOB, RESULT, IN_PROGRESS, TRIES = '{{JOB_PREFIX}}', '{{RESULT_PREFIX}}', '{{IN_PROGRESS_PREFIX}}', '{{TRIES_PREFIX}}'
 local EVENTS, SEQ, REPLY = '{{EVENTS_PREFIX}}', '{{SEQ_PREFIX}}', '{{REPLY_PREFIX}}'
+local ABORTS = '{{ABORT_SET}}'
 
 -- One line per event: each body is a JSON object without its seq, which is put first here.
 local function relay_pack(first_seq, bodies, from, to)

@@ -60,9 +60,13 @@ def test_same_id_twice_is_one_task(relay: str) -> None:
     assert first.status_code == 202
     assert first.json()["created"] is True
     assert second.status_code == 200
-    assert second.json() | {"state": "queued"} == {**first.json(), "created": False}
+    # The repeat reports the task's real state, whatever it reached meanwhile; everything else is the same.
+    assert second.json()["state"] in {"queued", "running", "succeeded"}
+    assert {**second.json(), "state": None} == {**first.json(), "created": False, "state": None}
     wait_state(relay, task_id, {"succeeded"})
-    assert submit(relay, body).status_code == 200  # still one task once it has finished
+    third = submit(relay, body)
+    assert third.status_code == 200  # still one task once it has finished
+    assert third.json()["state"] == "succeeded"
     assert types(read_events(relay, task_id)).count("started") == 1
 
 

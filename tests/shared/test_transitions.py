@@ -1,0 +1,95 @@
+"""State changes from outside a worker, against a real Redis: each is one atomic script."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from arq.connections import ArqRedis
+
+from shared import events, keys
+from shared.enqueue import Enqueuer, prepare
+from shared.events import EventLog, EventType, decode_head
+from shared.jobs import ResultRecord
+from shared.scripts import Scripts
+from shared.settings import Settings
+from shared.tasks import TaskSubmission
+from shared.transitions import Transitions
+from tests.support.events import publish
+from worker.tasks import load
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, queue_name=f"relay:tr:{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    client = ArqRedis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def task_id() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+async def ended_without_end(pool: ArqRedis, settings: Settings, tid: str) -> None:
+    """A task whose result is stored but whose log lacks ``end`` (what a crash could once leave)."""
+    record = ResultRecord("succeeded", "echo", {"params": {}}, 1, 0, {"echo": "x"}, 1, 2, settings.queue_name, tid)
+    await pool.set(keys.result(tid), record.encode(), px=60_000)
+    await publish(pool, tid, (EventType.STARTED, {"try": 1}))
+
+
+async def test_concurrent_repairs_publish_one_end(pool: ArqRedis, settings: Settings) -> None:
+    tid = task_id()
+    await ended_without_end(pool, settings, tid)
+    transitions = Transitions(pool, Scripts(pool), settings)
+    assert all(await asyncio.gather(*(transitions.repair_end(tid) for _ in range(20))))
+    log = EventLog(pool, max_len=100, ttl_seconds=60)
+    kinds = [decode_head(raw).type for _, raw in await log.read_after(tid, 0)]
+    assert kinds == ["started", "result", "end"]  # once, however many followers asked at the same time
+
+
+async def test_repair_leaves_a_log_that_ends_alone(pool: ArqRedis, settings: Settings) -> None:
+    tid = task_id()
+    await ended_without_end(pool, settings, tid)
+    await publish(pool, tid, (EventType.RESULT, {"echo": "x"}), (EventType.END, {"state": "succeeded"}))
+    assert await Transitions(pool, Scripts(pool), settings).repair_end(tid)
+    log = EventLog(pool, max_len=100, ttl_seconds=60)
+    assert len(await log.read_after(tid, 0)) == 3
+
+
+async def test_a_new_task_starts_with_no_abort_request(pool: ArqRedis, settings: Settings) -> None:
+    tid = task_id()
+    await pool.zadd(keys.ABORT_SET, {tid: int(time.time() * 1000)})  # left by arq's Job.abort, or an old run
+    registry = load(["worker.tasks.demo"])
+    prepared = prepare(registry, settings, TaskSubmission(task="echo", id=tid))
+    submitted = await Enqueuer(pool, settings).enqueue(prepared)
+    assert submitted.created
+    assert await pool.zscore(keys.ABORT_SET, tid) is None
+
+
+async def test_abort_of_a_waiting_task_is_final_at_once_with_its_events(pool: ArqRedis, settings: Settings) -> None:
+    tid = task_id()
+    registry = load(["worker.tasks.demo"])
+    await Enqueuer(pool, settings).enqueue(
+        prepare(registry, settings, TaskSubmission(task="echo", id=tid, delay_seconds=60))
+    )
+    transitions = Transitions(pool, Scripts(pool), settings)
+    first, second = await asyncio.gather(transitions.abort(tid), transitions.abort(tid))
+    assert sorted([first.outcome, second.outcome]) == ["aborted", "finished"]
+    assert await pool.zscore(settings.queue_name, tid) is None
+    assert await pool.exists(keys.job(tid)) == 0
+    assert await pool.zscore(keys.ABORT_SET, tid) is None  # a waiting task never needs arq's abort set
+    log = EventLog(pool, max_len=100, ttl_seconds=60)
+    assert [decode_head(raw).type for _, raw in await log.read_after(tid, 0)] == ["aborted", "end"]
+
+
+async def test_events_body_starts_with_its_type() -> None:
+    # Scripts recognise an ``end`` by the first bytes of an event: the order of the fields is part of the format.
+    assert events.end_body("t", "succeeded").startswith(b'{"type":"end"')

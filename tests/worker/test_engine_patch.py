@@ -1,0 +1,85 @@
+"""Relay's one reach into arq: checked against the installed arq, failing loudly when arq changes shape."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import arq
+import pytest
+from arq.connections import ArqRedis
+from arq.worker import Worker, create_worker
+
+import worker.settings
+from shared import keys
+from shared.enqueue import Enqueuer, prepare
+from shared.settings import get_settings
+from shared.status import task_view
+from shared.tasks import TaskSubmission
+from worker.engine import patch
+from worker.tasks import registry
+
+
+def test_the_installed_arq_is_the_one_relay_was_written_for() -> None:
+    patch.check_arq()
+
+
+def test_another_arq_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(arq, "VERSION", "0.29.0")
+    with pytest.raises(patch.ArqMismatch, match=r"written for arq 0\.28\.0, found 0\.29\.0"):
+        patch.check_arq()
+
+
+def test_a_reshaped_worker_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def reshaped(self: Worker, limit: int) -> None:
+        return None
+
+    monkeypatch.setattr(Worker, "_poll_iteration", reshaped)
+    with pytest.raises(patch.ArqMismatch, match="_poll_iteration"):
+        patch.check_arq()
+
+
+def test_a_reshaped_poll_timer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    def timer(step: float, jitter: float) -> Any:
+        return None
+
+    monkeypatch.setattr(arq.worker, "poll", timer)
+    with pytest.raises(patch.ArqMismatch, match="poll"):
+        patch.check_arq()
+
+
+def test_importing_worker_settings_installs_the_engine_into_arqs_worker() -> None:
+    assert worker.settings.functions  # the module is loaded
+    installed = patch.installed_functions()
+    assert installed["_poll_iteration"] is patch._poll_iteration
+    assert installed["poll"] is patch._timer
+    assert Worker.handle_sig.__wrapped__ is not None  # type: ignore[attr-defined]
+    patch.install()  # idempotent
+    assert patch.installed_functions() == installed
+
+
+async def test_arqs_real_worker_runs_jobs_through_the_engine(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = f"relay:patch:{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("RELAY_QUEUE_NAME", queue)  # what the worker's on_startup reads
+    monkeypatch.setenv("RELAY_REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    settings = get_settings()
+    pool = ArqRedis.from_url(redis_url)
+    try:
+        enqueuer = Enqueuer(pool, settings)
+        ids = [f"p-{i}" for i in range(5)]
+        for task_id in ids:
+            await enqueuer.enqueue(prepare(registry, settings, TaskSubmission(task="echo", id=task_id, args=[task_id])))
+        arq_worker = create_worker(
+            worker.settings, redis_pool=pool, queue_name=queue, burst=True, handle_signals=False, poll_delay=0.05
+        )
+        await arq_worker.async_run()
+        await worker.setup.on_shutdown(arq_worker.ctx)
+        views = [await task_view(pool, queue, task_id) for task_id in ids]
+        assert [v["state"] if v else None for v in views] == ["succeeded"] * 5
+        assert [v["result"] for v in views if v] == [{"echo": i} for i in ids]
+        assert await pool.zcard(queue) == 0
+        assert await pool.zcard(keys.ABORT_SET) == 0
+    finally:
+        await pool.aclose()
+        get_settings.cache_clear()
