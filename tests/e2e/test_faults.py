@@ -1,13 +1,13 @@
 """Fault injection under load, each scenario reconciled: every accepted task reaches one final state.
 
 At-least-once execution is allowed where a process dies mid-job; such re-runs are counted (two
-``started`` events) rather than hidden, and a task still ends exactly once from the client's view.
+``started`` events) rather than hidden, and a task still ends exactly once from the client's view. A worker
+killed mid-job is covered by tests/e2e/test_leases.py.
 """
 
 from __future__ import annotations
 
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -38,24 +38,6 @@ def reconcile(base: str, task_ids: list[str]) -> int:
     return reruns
 
 
-def test_worker_sigkill_mid_job_is_rerun_once_abandoned(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
-    # arq abandons a job when its in-progress key expires: the task timeout + 5 s (Relay's margin) + 10 s.
-    env = {"RELAY_QUEUE_NAME": queue(), "RELAY_JOB_TIMEOUT_SECONDS": "2"}
-    _, base = spawn_api(**env)
-    victim = spawn_worker(**env)
-    task_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 1.5, "steps": 3}})
-    wait_state(base, task_id, {"running"})
-    victim.send(signal.SIGKILL)
-    assert victim.wait(10) == -signal.SIGKILL
-    spawn_worker(**env)
-    killed_at = time.monotonic()
-    assert wait_state(base, task_id, FINAL, timeout=40)["state"] == "succeeded"
-    assert time.monotonic() - killed_at >= 5  # picked up only once abandoned, not while still "in progress"
-    events = types(read_events(base, task_id))
-    assert events.count("started") == 2  # at-least-once: the killed run, then the re-run
-    assert events.count("end") == 1
-
-
 def test_redis_restart_under_load_loses_nothing(spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path) -> None:
     port = free_port()
     server, url = start_redis(tmp_path, port, appendonly=True)
@@ -72,8 +54,8 @@ def test_redis_restart_under_load_loses_nothing(spawn_api: StartApi, spawn_worke
         assert load.errors == []
         assert set(load.statuses) <= {202, 503}
         assert load.slowest < 5  # never a hang past the API's Redis timeout
-        reruns = reconcile(base, load.accepted)
-        assert reruns <= len(load.accepted)
+        # The worker rode the restart out: no lease lapsed (10 s), so nothing ran twice.
+        assert reconcile(base, load.accepted) == 0
         assert worker.proc.poll() is None  # the worker rode it out and reconnected by itself
     finally:
         api.stop()
