@@ -1,0 +1,119 @@
+"""Retry policies: declared where a task is registered, lowered (never raised) by a submit, with exponential
+backoff and full jitter; and a failed or aborted task run again on request (``POST /tasks/{id}/retry``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import StartApi, StartWorker
+from tests.support.client import read_events, state, submit, submit_ok, types, wait_state
+
+FINAL = {"succeeded", "failed", "aborted"}
+
+
+@pytest.fixture
+def stack(spawn_api: StartApi, spawn_worker: StartWorker) -> str:
+    env = {"RELAY_QUEUE_NAME": f"relay:retry:{uuid.uuid4().hex[:8]}"}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    return base
+
+
+def _ts(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
+def test_a_task_failing_twice_then_succeeding(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "flaky", "kwargs": {"failures": 2}})
+    events = read_events(stack, task_id)
+    assert types(events) == ["started", "retrying", "started", "retrying", "started", "result", "end"]
+    assert [e["seq"] for e in events] == list(range(1, 8))  # one log, numbered on across tries
+    first, second = events[1]["data"], events[3]["data"]
+    assert (first["try"], second["try"]) == (1, 2)
+    assert first["error"] == {"error_type": "Flaky", "message": "failing on try 1"}
+    # backoff 0.2 s doubling, capped at 1 s, full jitter: retry n waits within [0, 0.2 * 2**(n-1)]
+    assert 0 <= first["delay_seconds"] <= 0.2
+    assert 0 <= second["delay_seconds"] <= 0.4
+    for retrying, started in ((events[1], events[2]), (events[3], events[4])):
+        assert started["ts"] >= _ts(retrying["data"]["next_try_at"]) - 0.005  # not before its time
+    assert events[-2]["data"] == {"succeeded_on_try": 3}
+    final = state(stack, task_id)
+    assert (final["state"], final["tries"]) == ("succeeded", 3)
+
+
+def test_jitter_spreads_tasks_that_failed_together(stack: str) -> None:
+    ids = [submit_ok(stack, {"task": "always_flaky", "max_retries": 1}) for _ in range(10)]
+    delays = []
+    for task_id in ids:
+        events = read_events(stack, task_id)
+        assert types(events) == ["started", "retrying", "started", "error", "end"]  # lowered to one retry
+        delays.append(events[1]["data"]["delay_seconds"])
+    assert all(0 <= d <= 2.0 for d in delays)  # backoff 2 s for the first retry
+    assert len(set(delays)) >= 8  # full jitter: ten simultaneous failures do not come back together
+
+
+def test_a_submit_may_lower_retries_but_never_raise_them(stack: str) -> None:
+    response = submit(stack, {"task": "flaky", "max_retries": 4})  # its policy allows 3
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == [{"loc": ["max_retries"], "msg": "must be <= 3"}]
+    task_id = submit_ok(stack, {"task": "flaky", "kwargs": {"failures": 2}, "max_retries": 0})
+    assert types(read_events(stack, task_id)) == ["started", "error", "end"]
+    assert state(stack, task_id)["state"] == "failed"
+
+
+def test_only_the_failures_a_policy_names_are_retried(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "wrong_failure"})
+    assert types(read_events(stack, task_id)) == ["started", "error", "end"]
+    timed_out = submit_ok(stack, {"task": "times_out", "timeout_seconds": 0.3})
+    events = read_events(stack, timed_out)
+    assert types(events) == ["started", "error", "end"]  # its policy does not retry timeouts
+    assert events[1]["data"]["error_type"] == "TaskTimedOut"
+
+
+def test_a_task_waiting_for_its_retry_shows_it_and_can_be_aborted(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "flaky_slow_backoff"})
+    waiting = wait_state(stack, task_id, {"retrying"})
+    assert waiting["tries"] == 1
+    assert waiting["last_error"] == {"error_type": "Flaky", "message": "waiting a minute before trying again"}
+    assert waiting["next_try_at"] == waiting["scheduled_for"]
+    assert 0 <= _ts(waiting["next_try_at"]) - dt.datetime.now(dt.UTC).timestamp() <= 60
+    response = httpx.delete(f"{stack}/tasks/{task_id}", timeout=10)
+    assert (response.status_code, response.json()["state"]) == (200, "aborted")
+    assert types(read_events(stack, task_id)) == ["started", "retrying", "aborted", "end"]
+    assert state(stack, task_id)["state"] == "aborted"
+
+
+def test_a_failed_task_runs_again_on_request_and_its_events_continue(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "fail", "kwargs": {"message": "first"}})
+    assert wait_state(stack, task_id, FINAL)["state"] == "failed"
+    response = httpx.post(f"{stack}/tasks/{task_id}/retry", timeout=10)
+    assert response.status_code == 202
+    assert response.json()["state"] == "queued"
+    wait_state(stack, task_id, {"failed"})
+    events = read_events(stack, task_id)
+    assert types(events) == ["started", "error", "end", "requeued", "started", "error", "end"]
+    assert [e["seq"] for e in events] == list(range(1, 8))
+    assert events[3]["data"] == {"try": 2, "reason": "retry requested"}
+    assert state(stack, task_id)["tries"] == 2
+    resumed = read_events(stack, task_id, after=3)  # a client that saw the first end and comes back
+    assert types(resumed) == ["requeued", "started", "error", "end"]
+
+
+def test_only_an_ended_unsuccessful_task_can_be_retried(stack: str) -> None:
+    running = submit_ok(stack, {"task": "sleep", "kwargs": {"seconds": 10, "steps": 10}})
+    wait_state(stack, running, {"running"})
+    response = httpx.post(f"{stack}/tasks/{running}/retry", timeout=10)
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "not_retryable")
+    httpx.delete(f"{stack}/tasks/{running}", timeout=10)
+    done = submit_ok(stack, {"task": "echo"})
+    wait_state(stack, done, {"succeeded"})
+    assert httpx.post(f"{stack}/tasks/{done}/retry", timeout=10).status_code == 409
+    assert httpx.post(f"{stack}/tasks/nope-{uuid.uuid4().hex}/retry", timeout=10).status_code == 404
+    aborted = submit_ok(stack, {"task": "echo", "delay_seconds": 60})
+    httpx.delete(f"{stack}/tasks/{aborted}", timeout=10)
+    assert httpx.post(f"{stack}/tasks/{aborted}/retry", timeout=10).status_code == 202
+    assert wait_state(stack, aborted, FINAL)["state"] == "succeeded"
