@@ -13,6 +13,8 @@ from sanic.config import Config
 
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
+from api.quotas import Quotas
+from shared.apikeys import ANONYMOUS, parse_api_keys
 from shared.events import EventLog
 from shared.redis import connect_fail_fast
 from shared.settings import Settings
@@ -34,6 +36,13 @@ class StreamCounter:
     def opened(self) -> None:
         self.count += 1
         self._idle.clear()
+
+    def try_open(self, limit: int) -> bool:
+        """Count one more stream unless ``limit`` are open already (no await in between: exact)."""
+        if self.count >= limit:
+            return False
+        self.opened()
+        return True
 
     def closed(self) -> None:
         self.count -= 1
@@ -58,7 +67,8 @@ class Resources:
     pool: ArqRedis
     events: EventLog
     hub: PubSubHub
-    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    metrics: ApiMetrics
+    quotas: Quotas
     draining: bool = False
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
 
@@ -69,7 +79,9 @@ class Resources:
         events = EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds)
         hub = PubSubHub(pool)
         await hub.start()
-        return cls(settings, registry, pool, events, hub)
+        metrics = ApiMetrics()
+        key_names = [key.name for key in parse_api_keys(settings.api_keys.get_secret_value())] or [ANONYMOUS]
+        return cls(settings, registry, pool, events, hub, metrics, Quotas(pool, settings, metrics, key_names))
 
     async def close(self) -> None:
         """Close the hub, then the pool."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 
 from sanic import Request
 
+from api.errors import TooManyStreams
 from api.follow import FollowOptions, follow
 from api.formats import StreamFormat, encode
 from api.resources import Resources
@@ -17,6 +20,28 @@ logger = logging.getLogger("relay.api.stream")
 
 # A result stored this long ago without an ``end`` event means the worker died before publishing it.
 END_REPAIR_AFTER_SECONDS = 5.0
+
+
+# Another API process (or this one, a moment later) likely has room.
+STREAMS_RETRY_AFTER_SECONDS = 2
+
+
+@contextmanager
+def stream_slot(res: Resources) -> Iterator[None]:
+    """Hold one of this process's ``RELAY_MAX_STREAMS`` stream slots, or refuse with 503 too_many_streams.
+    Taken before anything else happens (``POST /tasks`` takes it before the enqueue, so a refused
+    stream leaves no task behind) and held until the stream ends."""
+    if not res.streams.try_open(res.settings.max_streams):
+        res.metrics.streams_refused.inc()
+        raise TooManyStreams(
+            f"this API process serves {res.settings.max_streams} streams, its maximum (RELAY_MAX_STREAMS); "
+            "retry shortly",
+            headers={"Retry-After": str(STREAMS_RETRY_AFTER_SECONDS)},
+        )
+    try:
+        yield
+    finally:
+        res.streams.closed()
 
 
 def stream_headers(task_id: str) -> dict[str, str]:
@@ -32,24 +57,23 @@ async def send_stream(
     fmt: StreamFormat,
     status: int = 200,
     extra_headers: dict[str, str] | None = None,
+    slot_held: bool = False,
 ) -> None:
-    """Stream events after ``after_seq`` until the task's ``end`` (or a reconnect hint when draining)."""
+    """Stream events after ``after_seq`` until the task's ``end`` (or a reconnect hint when draining).
+    Takes a stream slot unless the caller already holds one (``slot_held``)."""
 
     async def repair_end() -> bool:
         return await publish_missing_end(res, task_id)
 
     options = FollowOptions(res.settings.heartbeat_seconds, res.settings.api_drain_seconds)
-    response = await request.respond(
-        status=status, content_type=fmt.value, headers=stream_headers(task_id) | (extra_headers or {})
-    )
-    res.streams.opened()
-    try:
+    with nullcontext() if slot_held else stream_slot(res):
+        response = await request.respond(
+            status=status, content_type=fmt.value, headers=stream_headers(task_id) | (extra_headers or {})
+        )
         await response.send(b"")  # flush the headers now: the first event may be minutes away
         async for frame in follow(res.hub, res.events, task_id, after_seq, options, repair_end):
             await response.send(encode(frame, fmt, task_id))
         await response.eof()
-    finally:
-        res.streams.closed()
 
 
 async def publish_missing_end(res: Resources, task_id: str) -> bool:

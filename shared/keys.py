@@ -34,3 +34,16 @@ def reply_request(task_id: str) -> str:
 def reply_sent(task_id: str) -> str:
     """Set once that reply went out, so a redelivery does not send it again."""
     return f"{REPLY_PREFIX}{task_id}:sent"
+
+
+QUOTA_PREFIX = "relay:quota:"
+
+
+def quota_active(queue_name: str, key_name: str) -> str:
+    """The sorted set of task ids an API key (by name) has queued or running, scored by reservation time."""
+    return f"{QUOTA_PREFIX}{queue_name}:active:{key_name}"
+
+
+def quota_rate(queue_name: str, key_name: str) -> str:
+    """An API key's submit token bucket (a hash: tokens, ts)."""
+    return f"{QUOTA_PREFIX}{queue_name}:rate:{key_name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 
 import msgspec
 from sanic import Blueprint, Request
@@ -12,8 +13,9 @@ from api.abort import AbortOutcome, abort_task
 from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, TaskNotFound
 from api.formats import wants_stream
 from api.resources import resources
-from api.streaming import send_stream
+from api.streaming import send_stream, stream_slot
 from shared.enqueue import Submitted, enqueue_task
+from shared.limits import check_args_size
 from shared.status import task_view
 from shared.tasks import TASK_ID_PATTERN, TaskSubmission
 
@@ -66,12 +68,17 @@ async def submit(request: Request) -> HTTPResponse | None:
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     submission = parse_submission(request.body)
-    submitted = await enqueue_task(res.pool, res.registry, res.settings, submission)
-    location = links(submitted.task_id)["self"]
+    check_args_size(submission, res.settings.max_args_bytes)
     fmt = wants_stream(request.headers.get("accept", ""))
-    if fmt is not None:
-        await send_stream(request, res, submitted.task_id, 0, fmt, extra_headers={"Location": location})
-        return None
+    # Limits first, cheapest first, so a refusal leaves nothing behind: the stream slot, then the key's quotas.
+    with stream_slot(res) if fmt is not None else nullcontext():
+        async with res.quotas.admit(request.ctx.key_name, submission) as admitted:
+            submitted = await enqueue_task(res.pool, res.registry, res.settings, admitted)
+        location = links(submitted.task_id)["self"]
+        if fmt is not None:
+            extra = {"Location": location}
+            await send_stream(request, res, submitted.task_id, 0, fmt, extra_headers=extra, slot_held=True)
+            return None
     return json(_submitted_body(submitted), status=202 if submitted.created else 200, headers={"Location": location})
 
 
