@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sanic import Sanic
 
-from api import auth, errors, lifecycle
+from api import auth, cors, errors, lifecycle
 from api.resources import RelayApp
 from api.routes import events, health, tasks
 from shared.apikeys import parse_api_keys
@@ -33,4 +33,5 @@ def create_app() -> RelayApp:
     app.before_server_stop(lifecycle.drain)
     app.after_server_stop(lifecycle.close_resources)
     app.blueprint([health.bp, tasks.bp, events.bp])
+    cors.install(app, settings.cors_origin_list())
     return app
