@@ -12,8 +12,11 @@ import pytest
 
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import submit, submit_ok, wait_state
-from tests.support.faulty_app import FAULTY_FACTORY, INTERNAL_PATH
-from tests.support.processes import ManagedProcess, wait_until
+from tests.support.processes import REPO, ManagedProcess, wait_until
+
+# Not imported: the faulty app is loaded only by the API process the test starts.
+FAULTY_FACTORY = "tests.support.faulty_app:create_app"
+INTERNAL_PATH = str(REPO / "tests" / "support" / "faulty_app.py")
 
 
 def test_readiness_does_not_tell_where_redis_is(

@@ -1,5 +1,6 @@
 """Relay's API with faults built in, for tests of what a failure shows a client. Only tests start it
-(``spawn_api(factory=FAULTY_FACTORY)``); Relay itself has no fault switch.
+(``spawn_api(factory="tests.support.faulty_app:create_app")``); Relay itself has no fault switch. Importing
+this module changes nothing: ``create_app`` does it all, in the API process it starts.
 
 Each fault carries an internal path in its message, as real failures do (a file that cannot be read,
 a module's location in a repr), so a test can tell whether any of it reached the response.
@@ -19,7 +20,6 @@ from api.resources import RelayApp
 from worker.context import TaskContext
 from worker.tasks import registry
 
-FAULTY_FACTORY = "tests.support.faulty_app:create_app"
 INTERNAL_PATH = str(Path(__file__).resolve())
 
 
@@ -28,9 +28,8 @@ def _unreadable(value: str) -> str:
     raise OSError(f"cannot read {INTERNAL_PATH}")
 
 
-@registry.task(name="test_broken_validator")
 async def broken_validator(task: TaskContext, value: Annotated[str, AfterValidator(_unreadable)] = "x") -> None:
-    """A task whose argument validation crashes, in this process only."""
+    """A task whose argument validation crashes (registered by ``create_app``, in that process only)."""
 
 
 async def raises(request: Request) -> HTTPResponse:
@@ -42,7 +41,8 @@ async def returns_no_response(request: Request) -> Path:
 
 
 def create_app() -> RelayApp:
-    """Relay's app plus two routes that fail."""
+    """Relay's app plus two routes that fail, and a task whose validation fails."""
+    registry.task(name="test_broken_validator")(broken_validator)
     app = create_relay_app()
     app.add_route(raises, "/_test/raises", name="test_raises")
     app.add_route(returns_no_response, "/_test/returns-no-response", name="test_returns_no_response")  # type: ignore[arg-type]
