@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from sanic import Sanic
 
-from api import auth, errors, lifecycle
+from api import auth, cors, errors, lifecycle
 from api.resources import RelayApp
 from api.routes import events, health, tasks
+from shared.apikeys import parse_api_keys
 from shared.logs import configure as configure_logging
 from shared.settings import get_settings
 
@@ -24,11 +25,13 @@ def create_app() -> RelayApp:
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.api_drain_seconds + lifecycle.CLOSE_MARGIN_SECONDS + 3.0
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.NOISY_EXCEPTIONS = False
-    app.ctx.api_keys = settings.api_key_list()
+    app.ctx.api_keys = auth.digests(parse_api_keys(settings.api_keys.get_secret_value()))
+    auth.log_auth_mode(app.ctx.api_keys)
     errors.install(app)
     app.on_request(auth.require_api_key)
     app.before_server_start(lifecycle.open_resources)
     app.before_server_stop(lifecycle.drain)
     app.after_server_stop(lifecycle.close_resources)
     app.blueprint([health.bp, tasks.bp, events.bp])
+    cors.install(app, settings.cors_origin_list())
     return app

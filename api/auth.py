@@ -1,15 +1,35 @@
 """Optional API-key auth: when keys are configured, every endpoint but health, metrics and the API's own
-description needs one."""
+description needs one. Each key has a name; the name of the key a request used is ``request.ctx.key_name``
+(``anonymous`` when auth is off), for logs, metrics and per-key quotas."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
+from dataclasses import dataclass
 
 from sanic import Request
 
 from api.errors import Unauthorized
+from shared.apikeys import ANONYMOUS, ApiKey
+
+logger = logging.getLogger("relay.api.auth")
 
 OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/metrics", "/openapi.json"})
+
+
+@dataclass(frozen=True)
+class KeyDigest:
+    """A key kept only as its SHA-256: every comparison is then between equal-length values."""
+
+    name: str
+    digest: bytes
+
+
+def digests(keys: list[ApiKey]) -> list[KeyDigest]:
+    """What the app keeps of its configured keys."""
+    return [KeyDigest(key.name, hashlib.sha256(key.secret.encode()).digest()) for key in keys]
 
 
 def presented_key(request: Request) -> str | None:
@@ -21,22 +41,37 @@ def presented_key(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def key_matches(candidate: str, keys: list[str]) -> bool:
-    """Constant-time comparison against every key, so timing reveals neither which nor how much matched."""
-    given = candidate.encode()
-    matched = False
+def matching_key(candidate: str, keys: list[KeyDigest]) -> str | None:
+    """The name of the key ``candidate`` is, or None. Compares against every key, each in constant time
+    over equal-length digests, so timing reveals neither which key matched nor how much of one did."""
+    given = hashlib.sha256(candidate.encode()).digest()
+    matched: str | None = None
     for key in keys:
-        matched |= hmac.compare_digest(given, key.encode())
+        if hmac.compare_digest(given, key.digest):
+            matched = key.name
     return matched
 
 
+def log_auth_mode(keys: list[KeyDigest]) -> None:
+    """At start: say which key names are accepted, and warn loudly when nothing is."""
+    if keys:
+        logger.info("API keys accepted: %s", ", ".join(key.name for key in keys))
+    else:
+        logger.warning(
+            "authentication is OFF: RELAY_API_KEYS is empty, so anyone who reaches this port can submit tasks"
+        )
+
+
 async def require_api_key(request: Request) -> None:
-    """Sanic request middleware."""
-    keys: list[str] = request.app.ctx.api_keys
-    if not keys or request.path in OPEN_PATHS:
+    """Sanic request middleware. CORS preflights (OPTIONS) need no key: a browser never sends one with them."""
+    keys: list[KeyDigest] = request.app.ctx.api_keys
+    request.ctx.key_name = ANONYMOUS
+    if not keys or request.path in OPEN_PATHS or request.method == "OPTIONS":
         return
     candidate = presented_key(request)
-    if candidate is None or not key_matches(candidate, keys):
+    name = matching_key(candidate, keys) if candidate is not None else None
+    if name is None:
         raise Unauthorized(
             "a valid API key is required (X-API-Key or Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"}
         )
+    request.ctx.key_name = name

@@ -6,7 +6,8 @@ Body shape, for every error: ``{"error": {"code": str, "message": str, "details"
 from __future__ import annotations
 
 import logging
-from typing import Any
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -15,8 +16,11 @@ from sanic import Request
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
-from api.resources import RelayApp
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
+from shared.limits import ArgsTooLarge
+
+if TYPE_CHECKING:  # api.resources imports this module (through api.quotas)
+    from api.resources import RelayApp
 
 logger = logging.getLogger("relay.api")
 
@@ -62,6 +66,18 @@ class Draining(ApiError):
     status, code = 503, "draining"
 
 
+class TooManyStreams(ApiError):
+    status, code = 503, "too_many_streams"
+
+
+class RateLimited(ApiError):
+    status, code = 429, "rate_limited"
+
+
+class QuotaExceeded(ApiError):
+    status, code = 429, "quota_exceeded"
+
+
 MAX_DETAILS = 50  # a body with 60,000 bad keys must not earn a 5 MB answer
 
 
@@ -96,6 +112,12 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(
             503, "redis_unavailable", "the task store is unavailable; retry shortly", headers={"Retry-After": "2"}
         )
+    if isinstance(exc, SanicException) and exc.status_code >= 500:
+        # Sanic's own 5xx messages can carry internals (e.g. the repr of what a handler returned).
+        logger.error("server error on %s %s: %s", request.method, request.path, exc)
+        code, message = ("internal_error", "internal error") if exc.status_code == 500 else ("http_error", "")
+        message = message or HTTPStatus(exc.status_code).phrase.lower()
+        return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
     if isinstance(exc, SanicException):
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
@@ -112,6 +134,7 @@ _SUBMISSION_ERRORS: dict[type[SubmissionError], tuple[int, str, dict[str, str]]]
     InvalidOptions: (422, "invalid_request", {}),
     IdConflict: (409, "id_conflict", {}),
     QueueFull: (503, "queue_full", {"Retry-After": "5"}),
+    ArgsTooLarge: (413, "args_too_large", {}),
 }
 
 

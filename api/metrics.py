@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from redis.exceptions import RedisError
 
 from shared import keys
@@ -35,6 +35,25 @@ class ApiMetrics:
             "relay_pubsub_channels", "Task channels this process is subscribed to.", registry=self.registry
         )
         self.redis_up = Gauge("relay_redis_up", "1 if Redis answered the scrape.", registry=self.registry)
+        self.streams_max = Gauge(
+            "relay_streams_max", "Streams this process serves at once (RELAY_MAX_STREAMS).", registry=self.registry
+        )
+        self.streams_refused = Counter(
+            "relay_streams_refused", "Streams refused with 503 too_many_streams.", registry=self.registry
+        )
+        # Per API key, labelled by the key's NAME (never the key). Counters are this process's own.
+        self.key_submits = Counter(
+            "relay_key_submits", "Submits accepted (2xx) for each API key.", ["key"], registry=self.registry
+        )
+        self.key_refused = Counter(
+            "relay_key_refused", "Submits refused by a per-key limit.", ["key", "code"], registry=self.registry
+        )
+        self.key_active = Gauge(
+            "relay_key_active_tasks",
+            "Tasks of each API key queued or running, counted in Redis (only when RELAY_KEY_MAX_ACTIVE is set).",
+            ["key"],
+            registry=self.registry,
+        )
 
 
 async def queue_counts(res: Resources) -> tuple[int, int, int]:
@@ -61,5 +80,11 @@ async def render_metrics(res: Resources) -> tuple[bytes, str]:
     except (RedisError, OSError):
         metrics.redis_up.set(0)
     metrics.streams_open.set(res.streams.count)
+    metrics.streams_max.set(res.settings.max_streams)
+    try:
+        for name, active in (await res.quotas.active_counts()).items():
+            metrics.key_active.labels(key=name).set(active)
+    except (RedisError, OSError):
+        metrics.redis_up.set(0)
     metrics.channels.set(res.hub.channel_count)
     return generate_latest(metrics.registry), CONTENT_TYPE_LATEST

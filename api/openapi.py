@@ -24,10 +24,10 @@ _ERRORS = {
     404: "Unknown task.",
     406: "Neither NDJSON nor SSE is acceptable to the client.",
     409: "Conflicts with the task's id or state.",
-    429: "Over this API key's quota (see Retry-After).",
-    413: "Body too large.",
+    413: "Body too large (payload_too_large), or the task's arguments are (args_too_large).",
     422: "Valid JSON, invalid content: schema, task name, arguments or resume point.",
-    503: "Redis unavailable, queue full, or this process is draining (see Retry-After).",
+    429: "This API key's submit rate (rate_limited) or tasks not yet ended (quota_exceeded): see Retry-After.",
+    503: "Redis unavailable, queue full, too many streams on this process, or draining (see Retry-After).",
 }
 _STREAM = {
     "application/x-ndjson": {"schema": {"type": "string", "description": "One event JSON object per line."}},
@@ -104,7 +104,7 @@ _PATHS: dict[str, Any] = {
                     "Already submitted with this id and these arguments, or the event stream.",
                     _json(SubmitResult) | _STREAM,
                 ),
-                **_errors(400, 401, 409, 413, 422, 503),
+                **_errors(400, 401, 409, 413, 422, 429, 503),
             },
         },
     },

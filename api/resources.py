@@ -13,6 +13,8 @@ from sanic.config import Config
 
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
+from api.quotas import Quotas
+from shared.apikeys import ANONYMOUS, parse_api_keys
 from shared.enqueue import Enqueuer
 from shared.events import EventLog
 from shared.redis import connect_fail_fast
@@ -37,6 +39,13 @@ class StreamCounter:
     def opened(self) -> None:
         self.count += 1
         self._idle.clear()
+
+    def try_open(self, limit: int) -> bool:
+        """Count one more stream unless ``limit`` are open already (no await in between: exact)."""
+        if self.count >= limit:
+            return False
+        self.opened()
+        return True
 
     def closed(self) -> None:
         self.count -= 1
@@ -64,7 +73,8 @@ class Resources:
     scripts: Scripts
     enqueuer: Enqueuer
     transitions: Transitions
-    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    metrics: ApiMetrics
+    quotas: Quotas
     draining: bool = False
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
 
@@ -77,7 +87,11 @@ class Resources:
         await hub.start()
         scripts = Scripts(pool)
         enqueuer = Enqueuer(pool, settings, scripts)
-        return cls(settings, registry, pool, events, hub, scripts, enqueuer, Transitions(pool, scripts, settings))
+        transitions = Transitions(pool, scripts, settings)
+        metrics = ApiMetrics()
+        key_names = [key.name for key in parse_api_keys(settings.api_keys.get_secret_value())] or [ANONYMOUS]
+        quotas = Quotas(pool, settings, metrics, key_names)
+        return cls(settings, registry, pool, events, hub, scripts, enqueuer, transitions, metrics, quotas)
 
     def timeout_for(self, name: str) -> float | None:
         """The timeout a task of this name runs with when its submit names none."""

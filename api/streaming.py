@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sanic import Request
 
+from api.errors import TooManyStreams
 from api.follow import FollowOptions, follow_subscribed
 from api.formats import StreamFormat, encode
 from api.hub import Subscription
@@ -13,6 +16,27 @@ from api.resources import Resources
 from shared.enqueue import Prepared, Submitted
 
 logger = logging.getLogger("relay.api.stream")
+
+# Another API process (or this one, a moment later) likely has room.
+STREAMS_RETRY_AFTER_SECONDS = 2
+
+
+@contextmanager
+def stream_slot(res: Resources) -> Iterator[None]:
+    """Hold one of this process's ``RELAY_MAX_STREAMS`` stream slots, or refuse with 503 too_many_streams.
+    Taken before anything else happens (``POST /tasks`` takes it before the enqueue, so a refused
+    stream leaves no task behind) and held until the stream ends."""
+    if not res.streams.try_open(res.settings.max_streams):
+        res.metrics.streams_refused.inc()
+        raise TooManyStreams(
+            f"this API process serves {res.settings.max_streams} streams, its maximum (RELAY_MAX_STREAMS); "
+            "retry shortly",
+            headers={"Retry-After": str(STREAMS_RETRY_AFTER_SECONDS)},
+        )
+    try:
+        yield
+    finally:
+        res.streams.closed()
 
 
 def stream_headers(task_id: str) -> dict[str, str]:
@@ -22,15 +46,17 @@ def stream_headers(task_id: str) -> dict[str, str]:
 
 async def send_stream(request: Request, res: Resources, task_id: str, after_seq: int, fmt: StreamFormat) -> None:
     """Stream events after ``after_seq`` until the task's ``end`` (or a reconnect hint when draining)."""
-    async with res.hub.subscribe(task_id) as sub:
-        await _stream(request, res, sub, task_id, after_seq, fmt, replay_first=True)
+    with stream_slot(res):
+        async with res.hub.subscribe(task_id) as sub:
+            await _stream(request, res, sub, task_id, after_seq, fmt, replay_first=True)
 
 
 async def submit_and_stream(
     request: Request, res: Resources, prepared: Prepared, fmt: StreamFormat, location: str
 ) -> Submitted:
     """Subscribe, then enqueue, then stream: a task created here needs no replay, since nothing of it can have
-    been published before the subscription. A refused submit raises before any byte is sent (a JSON error)."""
+    been published before the subscription. A refused submit raises before any byte is sent (a JSON error).
+    The caller holds the stream slot."""
     async with res.hub.subscribe(prepared.task_id) as sub:
         submitted = await res.enqueuer.enqueue(prepared)
         extra = {"Location": location}
@@ -53,11 +79,7 @@ async def _stream(
 
     options = FollowOptions(res.settings.heartbeat_seconds, res.settings.api_drain_seconds)
     response = await request.respond(content_type=fmt.value, headers=stream_headers(task_id) | (extra or {}))
-    res.streams.opened()
-    try:
-        await response.send(b"")  # flush the headers now: the first event may be minutes away
-        async for frame in follow_subscribed(sub, res.events, task_id, after_seq, options, repair_end, replay_first):
-            await response.send(encode(frame, fmt, task_id))
-        await response.eof()
-    finally:
-        res.streams.closed()
+    await response.send(b"")  # flush the headers now: the first event may be minutes away
+    async for frame in follow_subscribed(sub, res.events, task_id, after_seq, options, repair_end, replay_first):
+        await response.send(encode(frame, fmt, task_id))
+    await response.eof()

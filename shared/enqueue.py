@@ -138,3 +138,14 @@ def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionEr
         f"id {prepared.task_id!r} is already used by a submit of {what}",
         {"id": prepared.task_id, "existing_task": name, "state": state.value},
     )
+
+
+async def enqueue_task(
+    pool: ArqRedis,
+    registry: TaskRegistry,
+    settings: Settings,
+    submission: TaskSubmission,
+    reply: dict[str, Any] | None = None,
+) -> Submitted:
+    """One submission from outside an API process (benchmarks, tests, schedules): validate and enqueue it."""
+    return await Enqueuer(pool, settings).enqueue(prepare(registry, settings, submission, reply))

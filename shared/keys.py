@@ -21,6 +21,9 @@ OUTBOX_PREFIX: Final = "relay:outbox:"
 WAKEUP_PREFIX: Final = "relay:wakeup:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
 WORKERS_PREFIX: Final = "relay:workers:"
+# Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
+QUOTA_ACTIVE_PREFIX: Final = "relay:quota-active:"
+QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
 
 RELAY_PREFIXES: Final = (
     EVENTS_PREFIX,
@@ -31,6 +34,8 @@ RELAY_PREFIXES: Final = (
     WAKEUP_PREFIX,
     MAINTENANCE_PREFIX,
     WORKERS_PREFIX,
+    QUOTA_ACTIVE_PREFIX,
+    QUOTA_RATE_PREFIX,
 )
 ARQ_PREFIXES: Final = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
 ABORT_SET: Final = abort_jobs_ss
@@ -103,6 +108,16 @@ def maintenance_lock(queue_name: str) -> str:
 def task_schemas(queue_name: str) -> str:
     """What the live workers of this queue offer: task name -> published schema."""
     return WORKERS_PREFIX + queue_name
+
+
+def quota_active(queue_name: str, key_name: str) -> str:
+    """The sorted set of task ids an API key (by name) has queued or running, scored by reservation time."""
+    return f"{QUOTA_ACTIVE_PREFIX}{key_name}:{queue_name}"
+
+
+def quota_rate(queue_name: str, key_name: str) -> str:
+    """An API key's submit token bucket (a hash: tokens, ts)."""
+    return f"{QUOTA_RATE_PREFIX}{key_name}:{queue_name}"
 
 
 def queue_name_problem(queue_name: str) -> str | None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import keys
+from shared.apikeys import parse_api_keys
+
+# What a browser sends in its Origin header: scheme, host and optional port, nothing else.
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
 class Settings(BaseSettings):
@@ -54,9 +59,31 @@ class Settings(BaseSettings):
     result_ttl_seconds: int = Field(3600, ge=1, description="How long results and event logs are kept.")
     event_log_max_len: int = Field(10_000, ge=10, description="Events kept per task for replay.")
     api_keys: SecretStr = Field(
-        SecretStr(""), description="Comma-separated API keys; empty disables auth (health stays open)."
+        SecretStr(""),
+        description="Comma-separated API keys, each `name:key` (or just `key`, named key1, key2...); "
+        "empty disables auth (health stays open).",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")
+    max_args_bytes: int = Field(
+        16_384, ge=64, description="Largest JSON-encoded arguments (args + kwargs) of one task; larger get 413."
+    )
+    max_streams: int = Field(
+        2000, ge=1, description="Event streams one API process serves at once; more get 503 too_many_streams."
+    )
+    key_submit_rate: float = Field(
+        0, ge=0, description="Submits per second each API key may make on average, over all API processes; 0: no limit."
+    )
+    key_submit_burst: int = Field(
+        20, ge=1, description="Submits an API key may make at once before RELAY_KEY_SUBMIT_RATE applies."
+    )
+    key_max_active: int = Field(
+        0, ge=0, description="Tasks each API key may have queued or running (not yet ended) at once; 0: no limit."
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins (https://app.example.com) whose web pages may call the API; "
+        "`*` for any origin (then without credentials); empty: none.",
+    )
     heartbeat_seconds: float = Field(15, gt=0, description="Idle streams send a heartbeat this often.")
     api_drain_seconds: float = Field(
         10, ge=0, description="On SIGTERM the API lets open streams finish for this long, then asks to reconnect."
@@ -106,9 +133,30 @@ class Settings(BaseSettings):
         """The task modules to load, without blanks."""
         return [m.strip() for m in self.task_modules.split(",") if m.strip()]
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = [origin.strip() for origin in value.split(",") if origin.strip()]
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("`*` allows every origin; list origins or give `*` alone")
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], no path or trailing slash")
+        return value
+
+    @model_validator(mode="after")
+    def _args_fit_body(self) -> Settings:
+        if self.max_args_bytes > self.max_body_bytes:
+            raise ValueError("RELAY_MAX_ARGS_BYTES must not exceed RELAY_MAX_BODY_BYTES")
+        return self
+
     def api_key_list(self) -> list[str]:
-        """The configured API keys, without blanks."""
-        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+        """The configured API keys (without their names), without blanks."""
+        return [key.secret for key in parse_api_keys(self.api_keys.get_secret_value())]
+
+    def cors_origin_list(self) -> list[str]:
+        """The origins allowed to call the API from a browser, without blanks."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.processes import ManagedProcess, relay_env, start_api, start_redis, start_worker
+from tests.support.processes import API_FACTORY, ManagedProcess, relay_env, start_api, start_redis, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +63,10 @@ def spawn_api(redis_url: str, log_dir: Path) -> Iterator[StartApi]:
     """Start extra API processes (``spawn_api(RELAY_X="...")``), stopped when the test ends."""
     started: list[ManagedProcess] = []
 
-    def spawn(*, url: str | None = None, wait_ready: bool = True, **env: str) -> tuple[ManagedProcess, str]:
-        proc, base = start_api(log_dir, relay_env(url or redis_url, **env), wait_ready=wait_ready)
+    def spawn(
+        *, url: str | None = None, wait_ready: bool = True, factory: str = API_FACTORY, **env: str
+    ) -> tuple[ManagedProcess, str]:
+        proc, base = start_api(log_dir, relay_env(url or redis_url, **env), wait_ready=wait_ready, factory=factory)
         started.append(proc)
         return proc, base
 
@@ -89,12 +91,12 @@ def spawn_worker(redis_url: str, log_dir: Path) -> Iterator[StartWorker]:
 
 
 @pytest.fixture
-def spawn_redis(log_dir: Path) -> Iterator[Callable[[], tuple[ManagedProcess, str]]]:
-    """Start extra private redis-servers, stopped when the test ends."""
+def spawn_redis(log_dir: Path) -> Iterator[Callable[..., tuple[ManagedProcess, str]]]:
+    """Start extra private redis-servers (``spawn_redis("--maxmemory", "8mb")``), stopped when the test ends."""
     started: list[ManagedProcess] = []
 
-    def spawn() -> tuple[ManagedProcess, str]:
-        proc, url = start_redis(log_dir)
+    def spawn(*extra_args: str) -> tuple[ManagedProcess, str]:
+        proc, url = start_redis(log_dir, extra_args=extra_args)
         started.append(proc)
         return proc, url
 

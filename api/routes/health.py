@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, raw
@@ -11,6 +13,7 @@ from api.openapi import document
 from api.resources import resources
 
 bp = Blueprint("health")
+logger = logging.getLogger("relay.api")
 
 
 @bp.get("/")
@@ -34,7 +37,9 @@ async def ready(request: Request) -> HTTPResponse:
     try:
         await res.pool.ping()
     except (RedisError, OSError) as exc:
-        return json({"status": "redis_unavailable", "detail": str(exc)}, status=503)
+        # The detail (host, port, reason) is for the operator's log, not for whoever can reach this route.
+        logger.warning("not ready: Redis does not answer: %s", exc)
+        return json({"status": "redis_unavailable"}, status=503)
     return json({"status": "ready"})
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import msgspec
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
@@ -9,8 +11,9 @@ from sanic.response import HTTPResponse, json
 from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, NotRetryable, TaskNotFound
 from api.formats import wants_stream
 from api.resources import Resources, resources
-from api.streaming import submit_and_stream
+from api.streaming import stream_slot, submit_and_stream
 from shared.enqueue import Submitted, prepare
+from shared.limits import check_args_size
 from shared.status import task_view
 from shared.tasklist import BadCursor, list_tasks
 from shared.tasks import TaskState, TaskSubmission, is_task_id, is_task_name
@@ -64,13 +67,18 @@ async def submit(request: Request) -> HTTPResponse | None:
     res = resources(request)
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
-    prepared = prepare(res.registry, res.settings, parse_submission(request.body))
+    submission = parse_submission(request.body)
+    check_args_size(submission, res.settings.max_args_bytes)
+    prepared = prepare(res.registry, res.settings, submission)
     location = links(prepared.task_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
-    if fmt is not None:
-        await submit_and_stream(request, res, prepared, fmt, location)
-        return None
-    submitted = await res.enqueuer.enqueue(prepared)
+    # Limits first, cheapest first, so a refusal leaves nothing behind: the stream slot, then the key's quotas.
+    with stream_slot(res) if fmt is not None else nullcontext():
+        async with res.quotas.admit(request.ctx.key_name, prepared.task_id):
+            if fmt is not None:
+                await submit_and_stream(request, res, prepared, fmt, location)
+                return None
+            submitted = await res.enqueuer.enqueue(prepared)
     return json(_submitted_body(submitted), status=202 if submitted.created else 200, headers={"Location": location})
 
 
@@ -148,12 +156,13 @@ async def retry_task(request: Request, task_id: str) -> HTTPResponse:
     res = resources(request)
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
-    done = await res.transitions.retry(checked_id(task_id))
-    if done.outcome == RetryOutcome.UNKNOWN:
-        raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
-    if done.outcome == RetryOutcome.NOT_RETRYABLE:
-        why = "it has not ended" if done.state not in ("succeeded",) else "it succeeded"
-        raise NotRetryable(f"task {task_id!r} cannot be retried: {why} ({done.state})", {"state": done.state})
+    async with res.quotas.admit(request.ctx.key_name, checked_id(task_id)):  # a new run counts like a submit
+        done = await res.transitions.retry(task_id)
+        if done.outcome == RetryOutcome.UNKNOWN:
+            raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
+        if done.outcome == RetryOutcome.NOT_RETRYABLE:
+            why = "it has not ended" if done.state not in ("succeeded",) else "it succeeded"
+            raise NotRetryable(f"task {task_id!r} cannot be retried: {why} ({done.state})", {"state": done.state})
     view = await _view(res, task_id)
     body = {"id": task_id, "task": view["task"], "state": done.outcome, "created": False, "links": links(task_id)}
     return json(body, status=202, headers={"Location": links(task_id)["self"]})

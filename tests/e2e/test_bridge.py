@@ -95,6 +95,7 @@ def test_task_name_may_come_from_an_application_property(
         (b'{"task": "echo", "surprise": true}', "InvalidSchema"),
         (b'{"task": "no_such_task"}', "UnknownTask"),
         (b'{"task": "sleep", "kwargs": {"seconds": "long"}}', "InvalidArguments"),
+        (b'{"task": "echo", "kwargs": {"message": "' + b"x" * 20_000 + b'"}}', "ArgsTooLarge"),
     ],
 )
 def test_poison_messages_are_dead_lettered_with_a_reason(

@@ -76,14 +76,18 @@ class ManagedProcess:
         self._log.close()
 
 
-def start_redis(log_dir: Path, port: int | None = None, appendonly: bool = False) -> tuple[ManagedProcess, str]:
-    """A private redis-server on a free port; with ``appendonly`` it keeps an fsync-always AOF in ``log_dir``."""
+def start_redis(
+    log_dir: Path, port: int | None = None, appendonly: bool = False, extra_args: tuple[str, ...] = ()
+) -> tuple[ManagedProcess, str]:
+    """A private redis-server on a free port; with ``appendonly`` it keeps an fsync-always AOF in ``log_dir``;
+    ``extra_args`` are more redis-server options (e.g. ``("--maxmemory", "8mb")``)."""
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError("redis-server is not installed (scripts/test installs it when it can)")
     port = port or free_port()
     argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(log_dir)]
     argv += ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+    argv += extra_args
     proc = ManagedProcess("redis", argv, dict(os.environ), log_dir)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
@@ -108,12 +112,17 @@ def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
     return env
 
 
-def start_api(log_dir: Path, env: dict[str, str], wait_ready: bool = True) -> tuple[ManagedProcess, str]:
-    """``sanic api.app:create_app --factory`` on a free port; returns it and its base URL."""
+API_FACTORY = "api.app:create_app"
+
+
+def start_api(
+    log_dir: Path, env: dict[str, str], wait_ready: bool = True, factory: str = API_FACTORY
+) -> tuple[ManagedProcess, str]:
+    """``sanic api.app:create_app --factory`` (or another ``factory``) on a free port; returns it and its URL."""
     port = free_port()
     argv = [
         str(BIN / "sanic"),
-        "api.app:create_app",
+        factory,
         "--factory",
         "--single-process",
         "--no-motd",

@@ -31,6 +31,7 @@ class DeadLetterReason:
     UNKNOWN_TASK = "UnknownTask"
     INVALID_ARGUMENTS = "InvalidArguments"
     ID_CONFLICT = "IdConflict"
+    ARGS_TOO_LARGE = "ArgsTooLarge"
 
 
 @dataclass(frozen=True)

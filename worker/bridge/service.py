@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from shared.enqueue import Enqueuer, prepare
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
+from shared.limits import ArgsTooLarge, check_args_size
 from shared.redis import connect_fail_fast
 from shared.settings import Settings
 from worker.bridge.client import service_bus_client, task_receiver
@@ -38,6 +39,7 @@ _POISON: dict[type[SubmissionError], str] = {
     InvalidArguments: DeadLetterReason.INVALID_ARGUMENTS,
     InvalidOptions: DeadLetterReason.INVALID_SCHEMA,
     IdConflict: DeadLetterReason.ID_CONFLICT,
+    ArgsTooLarge: DeadLetterReason.ARGS_TOO_LARGE,
 }
 
 
@@ -159,9 +161,10 @@ class ServiceBusBridge:
         delay = 0.2
         while True:
             try:
+                check_args_size(submission, self._settings.max_args_bytes)  # before anything is written
                 prepared = prepare(self._registry, self._settings, submission, reply_request(message))
                 await self._enqueuer.enqueue(prepared)
-            except (UnknownTask, InvalidArguments, InvalidOptions, IdConflict) as exc:
+            except (UnknownTask, InvalidArguments, InvalidOptions, IdConflict, ArgsTooLarge) as exc:
                 reason = _POISON[type(exc)]
                 raise Poison(reason, str(getattr(exc, "message", exc))[:DESCRIPTION_LIMIT]) from None
             except TRANSIENT:
