@@ -81,6 +81,7 @@ def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 
 async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
     """Sanic's handler for everything: known failures get their status, anything else a logged 500."""
+    logger.debug("%s %s refused: %s: %s", request.method, request.path, type(exc).__name__, exc)
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, ValidationError):

@@ -43,13 +43,19 @@ async def send_stream(
         status=status, content_type=fmt.value, headers=stream_headers(task_id) | (extra_headers or {})
     )
     res.streams.opened()
+    logger.debug("stream of %s opened (%s, after seq %d); %d open", task_id, fmt.name, after_seq, res.streams.count)
+    frames, last = 0, "none"
     try:
         await response.send(b"")  # flush the headers now: the first event may be minutes away
         async for frame in follow(res.hub, res.events, task_id, after_seq, options, repair_end):
             await response.send(encode(frame, fmt, task_id))
+            frames, last = frames + 1, frame.type or frame.kind.value
         await response.eof()
     finally:
         res.streams.closed()
+        logger.debug(
+            "stream of %s closed after %d frames (last: %s); %d open", task_id, frames, last, res.streams.count
+        )
 
 
 async def publish_missing_end(res: Resources, task_id: str) -> bool:

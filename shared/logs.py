@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from shared.settings import get_settings
+from shared.settings import deprecations, get_settings
 
 
 def configure() -> None:
-    """One stderr handler on the ``relay`` logger, at ``RELAY_LOG_LEVEL``."""
+    """One stderr handler on the ``relay`` logger, at ``RELAY_LOG_LEVEL``; then warn about deprecated variables."""
     logger = logging.getLogger("relay")
     if logger.handlers:
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     logger.addHandler(handler)
-    logger.setLevel(get_settings().log_level.upper())
+    logger.setLevel(get_settings().log_level)
     logger.propagate = False
+    for warning in deprecations():
+        logging.getLogger("relay.settings").warning(warning)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import lru_cache
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, describe
+
+__all__ = ["CONFIG_ERROR_EXIT_CODE", "LOG_LEVELS", "ConfigError", "Settings", "get_settings", "load_settings"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Old names still read, so existing deployments keep working; each start warns (see ``deprecations``).
+DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 
 
 class Settings(BaseSettings):
     """Everything an API or worker process can be configured with; see the README's table."""
 
-    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", populate_by_name=True)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL: redis://, rediss:// (TLS) or unix://.")
     queue_name: str = Field("relay:queue", description="arq queue (a Redis sorted set).")
@@ -22,7 +34,13 @@ class Settings(BaseSettings):
     )
     poll_delay_seconds: float = Field(0.1, gt=0, description="How often an idle worker polls the queue.")
     job_timeout_seconds: float = Field(300, gt=0, description="Default (and maximum) time a task may run.")
-    max_tries: int = Field(5, ge=1, description="Pickups a job may take before arq fails it.")
+    max_pickups: int = Field(
+        5,
+        ge=1,
+        validation_alias=AliasChoices("RELAY_MAX_PICKUPS", "RELAY_MAX_TRIES"),
+        description="Times a job may be picked up by a worker before it fails (a lost worker costs one; "
+        "a shutdown re-queue does not). Not a retry policy.",
+    )
     result_ttl_seconds: int = Field(3600, ge=1, description="How long results and event logs are kept.")
     event_log_max_len: int = Field(10_000, ge=10, description="Events kept per task for replay.")
     api_keys: SecretStr = Field(
@@ -33,7 +51,8 @@ class Settings(BaseSettings):
     api_drain_seconds: float = Field(
         10, ge=0, description="On SIGTERM the API lets open streams finish for this long, then asks to reconnect."
     )
-    log_level: str = Field("INFO", description="Level of Relay's own loggers (arq and Sanic log as they do).")
+    log_level: str = Field("INFO", description="Level of Relay's own loggers: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    access_log: bool = Field(False, description="Log one line per HTTP request (Sanic's access log).")
     redis_timeout_seconds: float = Field(2, gt=0, description="Socket timeout for the API's Redis commands.")
 
     servicebus_connection_string: SecretStr = Field(
@@ -59,6 +78,28 @@ class Settings(BaseSettings):
     def _strip(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+            return value.strip().upper()
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        # Checked here, not first by arq or redis-py ("invalid DSN scheme"), so the error names the variable.
+        if urlsplit(value).scheme in REDIS_SCHEMES:
+            return value
+        rest = value.split("://")[-1]
+        hint = f" (e.g. redis://{rest})" if rest and not set("/@") & set(rest) else ""
+        raise ValueError(f"expected a URL starting with redis://, rediss:// or unix://{hint}")
+
+    @property
+    def max_tries(self) -> int:
+        """Deprecated name of ``max_pickups`` (arq's ``max_tries``), kept for code not yet renamed."""
+        return self.max_pickups
+
     @property
     def servicebus_enabled(self) -> bool:
         """The bridge runs when it has both a way in and an entity to read."""
@@ -71,7 +112,30 @@ class Settings(BaseSettings):
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
 
+def deprecations(environ: dict[str, str] | None = None) -> list[str]:
+    """One warning per deprecated variable that is set, saying what replaces it."""
+    names = {k.upper() for k in (os.environ if environ is None else environ)}
+    return [
+        f"{old} is deprecated: rename it {new} (until then it is read as {new})"
+        for old, new in DEPRECATED_VARIABLES.items()
+        if old in names
+    ]
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; ``ConfigError`` (one line per bad variable) if any is invalid."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, Settings)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once. A bad variable ends the process with one line per problem on
+    stderr and exit code 78 (EX_CONFIG), instead of a traceback that names pydantic fields."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        raise

@@ -10,7 +10,7 @@ from arq.worker import Function
 
 from shared.events import EventLog
 from shared.logs import configure as configure_logging
-from shared.redis import redis_settings
+from shared.redis import public_url, redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
 from worker import resilience
@@ -69,7 +69,10 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         from worker.bridge.service import ServiceBusBridge  # the SDK loads only where it is used
 
         ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry)
-    logger.info("relay worker ready: %d tasks on queue %s", len(list(registry)), config.queue_name)
+    where = public_url(config.redis_url)  # said at start, so a worker on the wrong Redis is not silent
+    logger.info(
+        "relay worker ready: %d tasks on queue %s, using Redis at %s", len(list(registry)), config.queue_name, where
+    )
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import msgspec
@@ -18,6 +19,7 @@ from shared.status import task_view
 from shared.tasks import TASK_ID_PATTERN, TaskSubmission
 
 bp = Blueprint("tasks")
+logger = logging.getLogger("relay.api")
 _task_id = re.compile(TASK_ID_PATTERN)
 
 
@@ -67,6 +69,9 @@ async def submit(request: Request) -> HTTPResponse | None:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     submission = parse_submission(request.body)
     submitted = await enqueue_task(res.pool, res.registry, res.settings, submission)
+    logger.debug(
+        "submit %s: task %s, created=%s, %s", submitted.task_id, submitted.task, submitted.created, submitted.state
+    )
     location = links(submitted.task_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
     if fmt is not None:
