@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Request
-from sanic.exceptions import SanicException
+from sanic.exceptions import PayloadTooLarge, SanicException
 from sanic.response import HTTPResponse, json
 
 from api.resources import RelayApp
@@ -93,6 +93,8 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(
             503, "redis_unavailable", "the task store is unavailable; retry shortly", headers={"Retry-After": "2"}
         )
+    if isinstance(exc, PayloadTooLarge):
+        return _too_large(request, exc)
     if isinstance(exc, SanicException):
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
@@ -100,6 +102,17 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(exc.status_code, code, str(exc), headers=dict(exc.headers or {}))
     logger.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "internal error")
+
+
+def _too_large(request: Request, exc: PayloadTooLarge) -> HTTPResponse:
+    """Say which limit was hit and, for the body, which setting raises it."""
+    if "header" in str(exc).lower():  # Sanic's own header limit, not a Relay setting
+        limit = request.app.config.REQUEST_MAX_HEADER_SIZE
+        message = f"the request headers are larger than {limit} bytes"
+    else:
+        limit = request.app.config.REQUEST_MAX_SIZE
+        message = f"the body is larger than {limit} bytes, the limit set by RELAY_MAX_BODY_BYTES"
+    return error_response(413, "payload_too_large", message, {"limit_bytes": limit})
 
 
 # How each submission failure answers over HTTP: (status, code, extra headers).

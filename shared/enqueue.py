@@ -102,5 +102,6 @@ async def _existing(
     """Same id, same task and arguments: the submit is a repeat. Anything else is a conflict."""
     info = await Job(task_id, pool, _queue_name=settings.queue_name, _deserializer=loads).info()
     if info is None or info.function != name or info.kwargs != job_kwargs:
-        raise IdConflict(f"a different task already has id {task_id!r}")
+        existing = None if info is None else (info.function, info.kwargs)
+        raise IdConflict.between(task_id, existing, (name, job_kwargs))
     return Submitted(task_id, name, False, TaskState.QUEUED)

@@ -31,14 +31,16 @@ def links(task_id: str) -> dict[str, str]:
 def checked_id(task_id: str) -> str:
     """A path id that cannot name a task is simply not found."""
     if not _task_id.match(task_id):
-        raise TaskNotFound(f"no task {task_id[:130]!r}")
+        raise TaskNotFound(f"no task {task_id[:130]!r}", {"state": "unknown"})
     return task_id
 
 
 def parse_submission(body: bytes) -> TaskSubmission:
     """JSON first (400 if it is not JSON), then the schema (422)."""
+    if not body:
+        raise MalformedJson('the body is empty: send a JSON object such as {"task": "echo"}')
     try:
-        data = msgspec.json.decode(body or b"")
+        data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
