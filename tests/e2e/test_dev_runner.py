@@ -98,9 +98,10 @@ def dev(tmp_path: Path) -> Iterator[list[DevRunner]]:
 
 
 def test_dev_runner_starts_everything_and_stops_in_order(tmp_path: Path, dev: list[DevRunner]) -> None:
-    runner = DevRunner(tmp_path)
+    runner = DevRunner(tmp_path, RELAY_HEARTBEAT_SECONDS="5")
     dev.append(runner)
     runner.wait_for("Relay is up")
+    assert "                 (and the other RELAY_* variables you set here: RELAY_HEARTBEAT_SECONDS)" in runner.lines()
     task_id = submit_ok(runner.base, {"task": "echo", "args": ["dev"]})
     assert types(read_events(runner.base, task_id)) == ["started", "result", "end"]
     runner.interrupt()
@@ -171,6 +172,13 @@ def test_a_child_dying_at_start_up_stops_everything_and_says_why_last(tmp_path: 
         f"(its full output: {log.relative_to(REPO) if log.is_relative_to(REPO) else log})",
     ]
     assert not [pid for pid in runner.child_pids() if _alive(pid)]
+
+
+def test_a_bad_variable_stops_the_runner_before_it_starts_anything(tmp_path: Path, dev: list[DevRunner]) -> None:
+    runner = DevRunner(tmp_path, RELAY_MAX_QUEUE_DEPTH="lots")
+    dev.append(runner)
+    assert runner.proc.wait(30) == 78
+    assert runner.lines() == ["RELAY_MAX_QUEUE_DEPTH='lots' is invalid: expected an integer >= 1"]
 
 
 def test_ctrl_c_is_obeyed_while_waiting_for_redis(tmp_path: Path, dev: list[DevRunner]) -> None:
@@ -260,6 +268,9 @@ def test_second_ctrl_c_stops_promptly_and_loses_no_job(tmp_path: Path, dev: list
     task_id = _start_sleeping_task(runner)
     _first_then_second_ctrl_c(runner)
     assert "second signal to the workers: they re-queue their running jobs now" in runner.output()
+    assert (
+        "the dev queue keeps 1 job for the next scripts/dev (scripts/dev --reset starts without them)" in runner.lines()
+    )
     assert not [pid for pid in runner.child_pids() if _alive(pid)]
     proc, client = _reload(runner)
     try:
