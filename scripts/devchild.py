@@ -14,6 +14,7 @@ from pathlib import Path
 
 COLORS = {"redis": "\033[31m", "worker": "\033[33m", "api": "\033[36m", "dev": "\033[35m"}
 LAST_WORDS = 4  # lines of a child's output repeated when it exits on its own
+FOLDED = "[traceback folded: "
 
 
 def say(name: str, line: str) -> None:
@@ -50,7 +51,7 @@ class TracebackFolder:
     def _close(self, exception: str) -> list[str]:
         folded, self._folded = self._folded, 0
         self.exception = exception
-        return [f"[traceback folded: {folded} lines in the log file] {exception}"]
+        return [f"{FOLDED}{folded} lines in the log file] {exception}"]
 
 
 class Child:
@@ -105,8 +106,9 @@ class Child:
         return self.proc.returncode is None
 
     def last_words(self) -> list[str]:
-        """Why it exited, as it said it: its last exception line if it printed a traceback, else its last lines."""
-        if self._folder.exception is not None:
+        """Why it exited, as it said it: the exception if its last words were a folded traceback, else its
+        last few lines."""
+        if self._recent and self._recent[-1].startswith(FOLDED) and self._folder.exception is not None:
             return [self._folder.exception]
         return list(self._recent)
 

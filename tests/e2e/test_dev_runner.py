@@ -139,10 +139,10 @@ def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: 
 def test_the_readme_shows_what_the_runner_prints_for_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    import devrun
+    import devsupervise
 
     readme = README.read_text()
-    for line in devrun.guide("http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, []):
+    for line in devsupervise.guide("http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, []):
         if line.startswith(("another worker:", "another API:")):
             assert line.split(":", 1)[1].strip() in readme
     assert "scripts/dev --reset" in readme
@@ -287,6 +287,28 @@ def test_second_ctrl_c_stops_promptly_and_loses_no_job(tmp_path: Path, dev: list
     assert httpx.get(f"{reset.base}/tasks/{task_id}", timeout=10).status_code == 404
     reset.interrupt()
     assert reset.proc.wait(60) == 0
+
+
+def test_a_third_ctrl_c_kills_workers_at_once_and_redis_still_keeps_the_job(
+    tmp_path: Path, dev: list[DevRunner]
+) -> None:
+    runner = DevRunner(tmp_path, **GRACE)
+    dev.append(runner)
+    task_id = _start_sleeping_task(runner)
+    runner.interrupt()
+    runner.wait_for("(Ctrl-C again: re-queue them now)")
+    runner.interrupt()
+    runner.wait_for("stopping at once (Ctrl-C a third time kills the workers and the API)")
+    runner.interrupt()
+    runner.wait_for("killing the workers and the API; Redis still stops cleanly")
+    assert runner.proc.wait(30) == 0
+    assert "did not stop within" not in runner.output()  # it did not wait out the 10 s of the second signal
+    proc, client = _reload(runner)
+    try:
+        assert client.zscore("relay:queue", task_id) is not None
+    finally:
+        client.close()
+        proc.stop()
 
 
 @pytest.mark.xfail(strict=True, reason="needs the worker core's second-signal handling")
