@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere: Relay's own modu
 
 from devsupervise import Runner, shown  # noqa: E402
 
-from shared.settings import ConfigError, Settings, deprecations, load_settings  # noqa: E402
+from shared.settings import ConfigError, Settings, environment_warnings, load_settings  # noqa: E402
 
 DEFAULT_REDIS_PORT = 6380
 
@@ -60,7 +60,7 @@ def prepare(args: argparse.Namespace) -> tuple[Settings, InstanceDir, bool]:
     if private:
         os.environ["RELAY_REDIS_URL"] = f"redis://127.0.0.1:{args.redis_port}/0"
     settings = load_settings()
-    for warning in deprecations():
+    for warning in environment_warnings():
         say("dev", f"warning: {warning}")
     check_port_free(args.host, args.port, "the API", "--port")
     if private:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from shared.settings import deprecations, get_settings
+from shared.settings import environment_warnings, get_settings
 
 
 def configure() -> None:
-    """One stderr handler on the ``relay`` logger, at ``RELAY_LOG_LEVEL``; then warn about deprecated variables."""
+    """One stderr handler on the ``relay`` logger, at ``RELAY_LOG_LEVEL``; then the environment's warnings
+    (deprecated or unknown ``RELAY_*`` variables)."""
     logger = logging.getLogger("relay")
     if logger.handlers:
         return
@@ -17,5 +18,5 @@ def configure() -> None:
     logger.addHandler(handler)
     logger.setLevel(get_settings().log_level)
     logger.propagate = False
-    for warning in deprecations():
+    for warning in environment_warnings():
         logging.getLogger("relay.settings").warning(warning)

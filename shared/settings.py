@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -12,11 +14,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, describe
 
-__all__ = ["CONFIG_ERROR_EXIT_CODE", "LOG_LEVELS", "ConfigError", "Settings", "get_settings", "load_settings"]
+__all__ = [
+    "CONFIG_ERROR_EXIT_CODE",
+    "LOG_LEVELS",
+    "ConfigError",
+    "Settings",
+    "environment_warnings",
+    "get_settings",
+    "load_settings",
+]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-# Old names still read, so existing deployments keep working; each start warns (see ``deprecations``).
+# Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
 DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 
 
@@ -112,14 +122,25 @@ class Settings(BaseSettings):
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
 
-def deprecations(environ: dict[str, str] | None = None) -> list[str]:
-    """One warning per deprecated variable that is set, saying what replaces it."""
-    names = {k.upper() for k in (os.environ if environ is None else environ)}
-    return [
-        f"{old} is deprecated: rename it {new} (until then it is read as {new})"
-        for old, new in DEPRECATED_VARIABLES.items()
-        if old in names
+def environment_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What a process should warn about at start: deprecated names in use, and ``RELAY_*`` variables that
+    are no setting at all (extra="ignore" would otherwise hide a typo), with the closest real name."""
+    names = sorted({k.upper() for k in (os.environ if environ is None else environ)})
+    current = sorted(f"RELAY_{field.upper()}" for field in Settings.model_fields)
+    warnings = [
+        f"{name} is deprecated: rename it {DEPRECATED_VARIABLES[name]} (until then it is read as "
+        f"{DEPRECATED_VARIABLES[name]})"
+        for name in names
+        if name in DEPRECATED_VARIABLES
     ]
+    for name in names:
+        if name.startswith("RELAY_") and name not in current and name not in DEPRECATED_VARIABLES:
+            # Compared without the prefix, which every name shares and which would make anything look close.
+            close = [f"RELAY_{c}" for c in difflib.get_close_matches(name[6:], [c[6:] for c in current], n=1)]
+            warnings.append(
+                f"{name} is not a Relay setting; it is ignored" + (f" (did you mean {close[0]}?)" if close else "")
+            )
+    return warnings
 
 
 def load_settings() -> Settings:

@@ -51,12 +51,16 @@ def test_bad_variables_are_one_line_each_and_exit_78(role: str, env: dict[str, s
     assert done.stdout == ""
 
 
-def test_the_deprecated_max_tries_still_starts_with_a_warning(spawn_worker: StartWorker, spawn_api: StartApi) -> None:
-    worker = spawn_worker(RELAY_MAX_TRIES="3")
-    api, _ = spawn_api(RELAY_MAX_TRIES="3")
-    warning = "WARNING relay.settings: RELAY_MAX_TRIES is deprecated: rename it RELAY_MAX_PICKUPS"
-    assert warning in worker.output()
-    assert warning in api.output()
+def test_deprecated_and_mistyped_variables_are_warned_about(spawn_worker: StartWorker, spawn_api: StartApi) -> None:
+    env = {"RELAY_MAX_TRIES": "3", "RELAY_HEARTBEAT_SECOND": "1"}
+    worker = spawn_worker(**env)
+    api, _ = spawn_api(**env)
+    for output in (worker.output(), api.output()):
+        assert "WARNING relay.settings: RELAY_MAX_TRIES is deprecated: rename it RELAY_MAX_PICKUPS" in output
+        assert (
+            "WARNING relay.settings: RELAY_HEARTBEAT_SECOND is not a Relay setting; it is ignored "
+            "(did you mean RELAY_HEARTBEAT_SECONDS?)"
+        ) in output
 
 
 def test_debug_logs_submits_refusals_and_streams(spawn_api: StartApi, spawn_worker: StartWorker) -> None:

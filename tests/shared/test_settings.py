@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import CONFIG_ERROR_EXIT_CODE, ConfigError, Settings, deprecations, load_settings
+from shared.settings import CONFIG_ERROR_EXIT_CODE, ConfigError, Settings, environment_warnings, load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -86,15 +86,19 @@ def test_max_tries_still_works_under_its_new_name_with_a_warning(monkeypatch: py
     monkeypatch.setenv("RELAY_MAX_TRIES", "3")
     settings = Settings()
     assert settings.max_pickups == settings.max_tries == 3
-    assert deprecations() == [
+    assert environment_warnings({"RELAY_MAX_TRIES": "3"}) == [
         "RELAY_MAX_TRIES is deprecated: rename it RELAY_MAX_PICKUPS (until then it is read as RELAY_MAX_PICKUPS)"
     ]
     monkeypatch.setenv("RELAY_MAX_PICKUPS", "4")
-    assert Settings().max_pickups == 4
+    assert Settings().max_pickups == 4  # both set: the new name wins
 
 
-def test_no_deprecation_warning_for_the_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RELAY_MAX_TRIES", raising=False)
-    monkeypatch.setenv("RELAY_MAX_PICKUPS", "2")
-    assert Settings().max_pickups == 2
-    assert deprecations() == []
+def test_no_warning_for_real_settings() -> None:
+    assert environment_warnings({"RELAY_MAX_PICKUPS": "2", "RELAY_REDIS_URL": "redis://x", "PATH": "/bin"}) == []
+
+
+def test_an_unknown_relay_variable_is_named_with_the_closest_setting() -> None:
+    assert environment_warnings({"RELAY_MAX_QUEUE_DEPT": "5", "RELAY_NOTHING_LIKE_IT": "1"}) == [
+        "RELAY_MAX_QUEUE_DEPT is not a Relay setting; it is ignored (did you mean RELAY_MAX_QUEUE_DEPTH?)",
+        "RELAY_NOTHING_LIKE_IT is not a Relay setting; it is ignored",
+    ]
