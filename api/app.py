@@ -25,6 +25,8 @@ def create_app() -> RelayApp:
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.api_drain_seconds + lifecycle.CLOSE_MARGIN_SECONDS + 3.0
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.NOISY_EXCEPTIONS = False
+    # Sanic's CLI flag --access-logs/--no-access-logs still wins when given; otherwise this setting decides.
+    app.config.ACCESS_LOG = settings.access_log
     app.ctx.api_keys = auth.digests(parse_api_keys(settings.api_keys.get_secret_value()))
     auth.log_auth_mode(app.ctx.api_keys)
     errors.install(app)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Request
-from sanic.exceptions import SanicException
+from sanic.exceptions import PayloadTooLarge, SanicException
 from sanic.response import HTTPResponse, json
 
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
@@ -101,6 +101,7 @@ def _validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 
 async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
     """Sanic's handler for everything: known failures get their status, anything else a logged 500."""
+    logger.debug("%s %s refused: %s: %s", request.method, request.path, type(exc).__name__, exc)
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, ValidationError):
@@ -112,6 +113,8 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(
             503, "redis_unavailable", "the task store is unavailable; retry shortly", headers={"Retry-After": "2"}
         )
+    if isinstance(exc, PayloadTooLarge):
+        return _too_large(request, exc)
     if isinstance(exc, SanicException) and exc.status_code >= 500:
         # Sanic's own 5xx messages can carry internals (e.g. the repr of what a handler returned).
         logger.error("server error on %s %s: %s", request.method, request.path, exc)
@@ -125,6 +128,17 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(exc.status_code, code, str(exc), headers=dict(exc.headers or {}))
     logger.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "internal error")
+
+
+def _too_large(request: Request, exc: PayloadTooLarge) -> HTTPResponse:
+    """Say which limit was hit and, for the body, which setting raises it."""
+    if "header" in str(exc).lower():  # Sanic's own header limit, not a Relay setting
+        limit = request.app.config.REQUEST_MAX_HEADER_SIZE
+        message = f"the request headers are larger than {limit} bytes"
+    else:
+        limit = request.app.config.REQUEST_MAX_SIZE
+        message = f"the body is larger than {limit} bytes, the limit set by RELAY_MAX_BODY_BYTES"
+    return error_response(413, "payload_too_large", message, {"limit_bytes": limit})
 
 
 # How each submission failure answers over HTTP: (status, code, extra headers).

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from enum import Enum
 
 from api.follow import Frame, FrameKind
+from shared.serialization import dumps
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
@@ -51,11 +53,9 @@ def encode(frame: Frame, fmt: StreamFormat, task_id: str) -> bytes:
 
 
 def _reconnect_json(frame: Frame, task_id: str) -> bytes:
-    return b'{"type":"reconnect","task_id":"%s","data":{"last_seq":%d,"retry_ms":%d}}' % (
-        task_id.encode(),
-        frame.seq,
-        RECONNECT_RETRY_MS,
-    )
+    """Shaped like an event (type, task_id, ts, data) but without a seq: it is not stored in the log."""
+    data = {"last_seq": frame.seq, "retry_ms": RECONNECT_RETRY_MS}
+    return dumps({"type": "reconnect", "task_id": task_id, "ts": round(time.time(), 6), "data": data})
 
 
 def _sse(frame: Frame, task_id: str) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from api.resources import RelayApp, Resources
+from shared.redis import public_url
 from shared.settings import get_settings
 from worker.tasks import load
 
@@ -23,6 +24,7 @@ async def open_resources(app: RelayApp) -> None:
     """``before_server_start``: connect to Redis and start the pub/sub hub."""
     settings = get_settings()
     app.ctx.res = await Resources.open(settings, load(settings.task_module_list()))
+    logger.info("relay api ready: using Redis at %s, queue %s", public_url(settings.redis_url), settings.queue_name)
 
 
 async def drain(app: RelayApp) -> None:

@@ -79,7 +79,13 @@ async def _stream(
 
     options = FollowOptions(res.settings.heartbeat_seconds, res.settings.api_drain_seconds)
     response = await request.respond(content_type=fmt.value, headers=stream_headers(task_id) | (extra or {}))
-    await response.send(b"")  # flush the headers now: the first event may be minutes away
-    async for frame in follow_subscribed(sub, res.events, task_id, after_seq, options, repair_end, replay_first):
-        await response.send(encode(frame, fmt, task_id))
-    await response.eof()
+    logger.debug("stream of %s opened (%s, after seq %d); %d open", task_id, fmt.name, after_seq, res.streams.count)
+    frames, last = 0, "none"
+    try:
+        await response.send(b"")  # flush the headers now: the first event may be minutes away
+        async for frame in follow_subscribed(sub, res.events, task_id, after_seq, options, repair_end, replay_first):
+            await response.send(encode(frame, fmt, task_id))
+            frames, last = frames + 1, frame.type or frame.kind.value
+        await response.eof()
+    finally:
+        logger.debug("stream of %s closed after %d frames (last: %s)", task_id, frames, last)

@@ -34,13 +34,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """What ``arq bench.bare_settings.WorkerSettings`` loads."""
 
-    functions = [func(_echo, name="echo", max_tries=_config.max_tries)]
+    functions = [func(_echo, name="echo", max_tries=_config.max_pickups)]
     redis_settings = _redis_settings(_config)
     queue_name = _config.queue_name
     max_jobs = _config.worker_concurrency
     job_timeout = _config.job_timeout_seconds
     poll_delay = _config.poll_delay_seconds
-    max_tries = _config.max_tries
+    max_tries = _config.max_pickups
     keep_result = _config.result_ttl_seconds
     job_completion_wait = _config.worker_grace_seconds
     allow_abort_jobs = True

@@ -1,171 +1,112 @@
 """Run Relay locally: a private Redis, one or more arq workers and the API, supervised as one.
 
-Children run in their own sessions, so Ctrl-C reaches only this supervisor, which then stops them in
-the order that loses nothing: the API (drains its streams), the workers (finish or re-queue their
-jobs), and Redis last (it flushes its append-only file on SIGTERM).
+Children run in their own sessions, so Ctrl-C reaches only this runner, which stops them in the order
+that loses nothing: the API (drains its streams), the workers (finish or re-queue their jobs), and
+Redis last (it flushes its append-only file on SIGTERM). A second Ctrl-C hurries: the workers get a
+second signal (they cancel their running jobs and re-queue them), the API is killed (it holds no jobs).
+A child that exits on its own stops the rest at once, and its own last words are printed last.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
 
-import httpx
-from redis.asyncio import Redis
+from devchild import say
+from devplace import InstanceDir, Refused, check_port_free
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-COLORS = {"redis": "\033[31m", "worker": "\033[33m", "api": "\033[36m", "dev": "\033[35m"}
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: Relay's own modules come from this checkout
+
+from devsupervise import Runner, shown  # noqa: E402
+
+from shared.settings import ConfigError, Settings, environment_warnings, load_settings  # noqa: E402
+
+DEFAULT_REDIS_PORT = 6380
 
 
-def say(name: str, line: str) -> None:
-    color = COLORS.get(name.split("-")[0], "") if sys.stdout.isatty() else ""
-    reset = "\033[0m" if color else ""
-    print(f"{color}{name:>9} |{reset} {line}", flush=True)
-
-
-class Child:
-    """A supervised process whose output is prefixed with its name."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
-        self.name = name
-        self.proc = proc
-        self.pump = asyncio.create_task(self._pump())
-
-    @classmethod
-    async def start(cls, name: str, argv: list[str], env: dict[str, str]) -> Child:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=REPO,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-        say("dev", f"started {name} (pid {proc.pid})")
-        return cls(name, proc)
-
-    async def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            say(self.name, raw.decode(errors="replace").rstrip())
-
-    async def stop(self, within: float) -> int:
-        """SIGTERM and wait; SIGKILL only if it overstays ``within`` seconds."""
-        if self.proc.returncode is None:
-            say("dev", f"stopping {self.name}")
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), within)
-            except TimeoutError:
-                say("dev", f"{self.name} overstayed {within:g}s; killing it")
-                self.proc.kill()
-                await self.proc.wait()
-        await self.pump
-        return self.proc.returncode or 0
-
-
-async def wait_for(check, what: str, within: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + within
-    while asyncio.get_running_loop().time() < deadline:
-        with contextlib.suppress(Exception):
-            if await check():
-                return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{what} did not come up within {within:g}s")
-
-
-async def run(args: argparse.Namespace) -> int:
-    data_dir = REPO / ".relay-dev"
-    data_dir.mkdir(exist_ok=True)
-    redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
-    env = {**os.environ, "RELAY_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
-    env.setdefault("RELAY_TASK_MODULES", "worker.tasks.demo")  # the demo tasks, unless you name your own
-    server = shutil.which("redis-server")
-    if server is None:
-        say("dev", "redis-server is not installed: apt-get install redis-server (or brew install redis)")
-        return 1
-    stop = asyncio.Event()
+async def run(args: argparse.Namespace, settings: Settings, place: InstanceDir, private: bool) -> int:
+    runner = Runner(args, settings, place, private)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    children: list[Child] = []
+        loop.add_signal_handler(sig, runner.on_signal)
     try:
-        redis = await Child.start(
-            "redis",
-            [
-                server,
-                "--port",
-                str(args.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(data_dir),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-            ],
-            env,
-        )
-        children.append(redis)
-        client = Redis.from_url(redis_url)
-        await wait_for(client.ping, "Redis")
-        await client.aclose()
-        for i in range(args.workers):
-            children.append(await Child.start(f"worker-{i + 1}", [str(BIN / "arq"), "worker.settings"], env))
-        api_argv = [
-            str(BIN / "sanic"),
-            "api.app:create_app",
-            "--factory",
-            "--single-process",
-            "--no-motd",
-            "--host",
-            args.host,
-            "--port",
-            str(args.port),
-        ]
-        children.append(await Child.start("api", api_argv, env))
-        base = f"http://{args.host}:{args.port}"
-        async with httpx.AsyncClient() as http:
-            await wait_for(lambda: _ready(http, base), "the API")
-        say("dev", f"Relay is up: {base}   (Ctrl-C stops everything)")
-        say("dev", f"try: curl -N -H 'Accept: application/x-ndjson' -d '{{\"task\":\"count\"}}' {base}/tasks")
-        await _until_stop_or_crash(stop, children)
+        if await runner.start():
+            runner.announce()
+            await runner.supervise()
     finally:
-        codes = [await child.stop(within=60) for child in reversed(children)]
-    say("dev", "stopped cleanly" if not any(codes) else f"stopped; exit codes {codes}")
-    return 1 if any(codes) else 0
+        code = await runner.shutdown()
+    return code
 
 
-async def _ready(http: httpx.AsyncClient, base: str) -> bool:
-    return (await http.get(f"{base}/health/ready", timeout=1)).status_code == 200
+def prepare(args: argparse.Namespace) -> tuple[Settings, InstanceDir, bool]:
+    """Check everything that can be checked before starting anything; ``Refused``/``ConfigError`` otherwise."""
+    private = "RELAY_REDIS_URL" not in os.environ
+    if not private and args.redis_port is not None:
+        raise Refused(
+            "RELAY_REDIS_URL is set, so scripts/dev uses that Redis and starts none: "
+            "drop --redis-port, or unset RELAY_REDIS_URL for a private one"
+        )
+    if not private and args.reset:
+        raise Refused(
+            "--reset clears only the private dev Redis; RELAY_REDIS_URL is yours: to empty its database, "
+            'redis-cli -u "$RELAY_REDIS_URL" FLUSHDB (it deletes everything in it)'
+        )
+    args.redis_port = args.redis_port or DEFAULT_REDIS_PORT
+    if private:
+        os.environ["RELAY_REDIS_URL"] = f"redis://127.0.0.1:{args.redis_port}/0"
+    os.environ.setdefault("RELAY_TASK_MODULES", "worker.tasks.demo")  # the demo tasks, unless you name your own
+    settings = load_settings()
+    for warning in environment_warnings():
+        say("dev", f"warning: {warning}")
+    check_port_free(args.host, args.port, "the API", "--port")
+    if private:
+        check_port_free("127.0.0.1", args.redis_port, "the dev Redis", "--redis-port")
+    root = Path(args.data_dir).resolve() if args.data_dir else REPO / ".relay-dev"
+    place = InstanceDir(root, str(args.redis_port) if private else f"external-{args.port}")
+    place.lock()
+    if private and args.data_dir is None and args.redis_port == DEFAULT_REDIS_PORT and place.adopt_legacy(root):
+        say("dev", f"moved the dev Redis data of an older scripts/dev into {shown(place.path)}")
+    if args.reset:
+        cleared = place.reset()
+        say("dev", "reset: the dev queue, tasks and events are gone" if cleared else "reset: nothing to clear")
+    return settings, place, private
 
 
-async def _until_stop_or_crash(stop: asyncio.Event, children: list[Child]) -> None:
-    waits = [asyncio.create_task(c.proc.wait()) for c in children]
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-    for child in children:
-        if child.proc.returncode is not None and not stop.is_set():
-            say("dev", f"{child.name} exited with code {child.proc.returncode}; stopping the rest")
-    for task in [stopper, *waits]:
-        task.cancel()
+def parser() -> argparse.ArgumentParser:
+    parse = argparse.ArgumentParser(prog="scripts/dev", description=__doc__.split("\n\n")[0])
+    parse.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    parse.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
+    parse.add_argument(
+        "--redis-port",
+        type=int,
+        default=None,
+        help=f"private Redis port (default {DEFAULT_REDIS_PORT}); not started when RELAY_REDIS_URL is set",
+    )
+    parse.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parse.add_argument(
+        "--data-dir", default=None, help="where instances keep Redis data and logs (default .relay-dev/)"
+    )
+    parse.add_argument("--reset", action="store_true", help="start with an empty dev Redis: no queued jobs, no tasks")
+    return parse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
-    parser.add_argument("--host", default="127.0.0.1", help="API bind address (default 127.0.0.1)")
-    parser.add_argument("--redis-port", type=int, default=6380, help="private Redis port (default 6380)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    sys.exit(asyncio.run(run(parser.parse_args())))
+    args = parser().parse_args()
+    try:
+        settings, place, private = prepare(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            say("dev", line)
+        sys.exit(exc.code)
+    except Refused as exc:
+        say("dev", f"not starting: {exc}")
+        sys.exit(1)
+    sys.exit(asyncio.run(run(args, settings, place, private)))
 
 
 if __name__ == "__main__":

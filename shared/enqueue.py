@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 from shared import keys
 from shared.batching import Batcher
 from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
-from shared.jobs import JobRecord, fingerprint
+from shared.jobs import JobRecord, ResultRecord, fingerprint
 from shared.scripts import Scripts
 from shared.serialization import dumps
 from shared.settings import Settings
@@ -108,9 +108,24 @@ class Enqueuer:
     async def enqueue(self, prepared: Prepared) -> Submitted:
         """Enqueue once; ``IdConflict`` or ``QueueFull`` when it cannot be."""
         outcome = await self._batcher.submit(prepared)
+        if isinstance(outcome, IdConflict):
+            raise await self._conflict(prepared)
         if isinstance(outcome, SubmissionError):
             raise outcome
         return outcome
+
+    async def _conflict(self, prepared: Prepared) -> IdConflict:
+        """Say what differs from the task that has this id (read again: conflicts are rare)."""
+        raw_result, raw_job = await self._pool.mget([keys.result(prepared.task_id), keys.job(prepared.task_id)])
+        submitted = JobRecord.decode(prepared.record)
+        existing: tuple[str, dict[str, Any]] | None = None
+        if raw_result:
+            old = ResultRecord.decode(raw_result)
+            existing = (old.function, old.kwargs)
+        elif raw_job:
+            job = JobRecord.decode(raw_job)
+            existing = (job.function, job.kwargs)
+        return IdConflict.between(prepared.task_id, existing, (submitted.function, submitted.kwargs))
 
     async def _flush(self, batch: list[Prepared]) -> list[Submitted | SubmissionError]:
         settings = self._settings
@@ -130,14 +145,9 @@ def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionEr
         return Submitted(prepared.task_id, prepared.task, True, TaskState(reply[1].decode()))
     if kind == "full":
         return QueueFull(f"the queue holds {reply[1].decode()} waiting tasks, its maximum; retry later")
-    state, same, name = TaskState(reply[1].decode()), reply[2] == b"same", reply[3].decode()
-    if same:
-        return Submitted(prepared.task_id, prepared.task, False, state)
-    what = f"task {name!r}" if name != prepared.task else "other arguments or options"
-    return IdConflict(
-        f"id {prepared.task_id!r} is already used by a submit of {what}",
-        {"id": prepared.task_id, "existing_task": name, "state": state.value},
-    )
+    if reply[2] == b"same":
+        return Submitted(prepared.task_id, prepared.task, False, TaskState(reply[1].decode()))
+    return IdConflict(f"id {prepared.task_id!r} is already taken")  # ``Enqueuer.enqueue`` says what differs
 
 
 async def enqueue_task(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+# Names listed in an unknown-task message; ``details.registered`` always lists them all.
+MAX_NAMES_IN_MESSAGE = 20
 
 
 class SubmissionError(Exception):
@@ -18,9 +21,14 @@ class SubmissionError(Exception):
 class UnknownTask(SubmissionError, LookupError):
     """The name is not registered: nothing by that name may run."""
 
-    def __init__(self, name: str, registered: Sequence[str] = ()) -> None:
-        known = f"; registered tasks: {', '.join(registered)}" if registered else ""
-        super().__init__(f"no task is registered as {name!r}{known}", {"registered": list(registered)})
+    def __init__(self, name: str, registered: Iterable[str] | None = None) -> None:
+        names = sorted(registered) if registered is not None else None
+        message = f"no task is registered as {name!r}"
+        if names is not None:
+            shown = ", ".join(names[:MAX_NAMES_IN_MESSAGE]) or "none"
+            more = f" and {len(names) - MAX_NAMES_IN_MESSAGE} more" if len(names) > MAX_NAMES_IN_MESSAGE else ""
+            message += f"; registered: {shown}{more}"
+        super().__init__(message, None if names is None else {"registered": names})
         self.name = name
 
 
@@ -39,6 +47,32 @@ class InvalidOptions(SubmissionError, ValueError):
 class IdConflict(SubmissionError):
     """Another task, with other arguments, already has this id."""
 
+    @classmethod
+    def between(
+        cls, task_id: str, existing: tuple[str, Mapping[str, Any]] | None, submitted: tuple[str, Mapping[str, Any]]
+    ) -> IdConflict:
+        """Say what differs, the task name or which arguments (by name: values are not echoed back).
+
+        ``existing`` and ``submitted`` are (task name, the job's keyword arguments); ``existing`` is None
+        when the other task's record could not be read."""
+        if existing is None:
+            return cls(f"id {task_id!r} is already taken", {"differs": "unknown"})
+        (old_name, old_kwargs), (new_name, new_kwargs) = existing, submitted
+        if old_name != new_name:
+            message = f"id {task_id!r} is already taken by a {old_name!r} task (this submit is {new_name!r})"
+            return cls(message, {"differs": "task", "existing_task": old_name})
+        fields = _differing(old_kwargs, new_kwargs)
+        message = f"id {task_id!r} is already taken by a {old_name!r} task with other arguments ({', '.join(fields)})"
+        return cls(message, {"differs": "arguments", "fields": fields})
+
 
 class QueueFull(SubmissionError):
     """The queue is at its configured maximum depth: a transient refusal, retry later."""
+
+
+def _differing(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Names of the arguments (the job's ``params``) and options (``timeout_seconds``) whose values differ."""
+    old_params, new_params = old.get("params") or {}, new.get("params") or {}
+    names = sorted(k for k in set(old_params) | set(new_params) if old_params.get(k) != new_params.get(k))
+    names += sorted(k for k in (set(old) | set(new)) - {"params"} if old.get(k) != new.get(k))
+    return names or ["unknown"]

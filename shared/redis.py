@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 from arq.connections import ArqRedis, RedisSettings
 from redis import Redis as SyncRedis
@@ -23,6 +24,15 @@ logger = logging.getLogger("relay.redis")
 # (capped at 1 s) instead of crashing the worker mid-job. Longer outages do crash it, and its
 # supervisor (Kubernetes, compose, scripts/dev) restarts it; jobs stay safe in Redis either way.
 REDIS_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
+
+
+def public_url(url: str) -> str:
+    """``url`` with its password masked, fit for a log line that says which Redis a process uses."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def redis_settings(config: Settings) -> RedisSettings:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import msgspec
 
 
 def _encode_extra(value: Any) -> Any:
-    """Exceptions (arq stores them as failed results) become a small, typed JSON object."""
+    """Exceptions (arq stores them as failed results) become a small, typed JSON object.
+
+    msgspec itself converts some non-JSON values (datetimes, sets, bytes as base64, NaN as null, ...):
+    README's Tasks section lists them and tests/shared/test_serialization.py holds them. Anything else
+    is refused here."""
     if isinstance(value, BaseException):
         return {"error_type": type(value).__name__, "message": str(value)}
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, set | frozenset):
-        return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+import sys
+from collections.abc import Mapping
 from functools import lru_cache
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import keys
 from shared.apikeys import parse_api_keys
+from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, describe
 
+__all__ = [
+    "CONFIG_ERROR_EXIT_CODE",
+    "LOG_LEVELS",
+    "ConfigError",
+    "Settings",
+    "environment_warnings",
+    "get_settings",
+    "load_settings",
+]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
+DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 # What a browser sends in its Origin header: scheme, host and optional port, nothing else.
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
@@ -18,7 +38,7 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A
 class Settings(BaseSettings):
     """Everything an API or worker process can be configured with; see the README's table."""
 
-    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", populate_by_name=True)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL: redis://, rediss:// (TLS) or unix://.")
     queue_name: str = Field("relay:queue", description="arq queue (a Redis sorted set).")
@@ -55,7 +75,13 @@ class Settings(BaseSettings):
         1_000_000, ge=1000, description="Most tasks GET /tasks remembers (the oldest are forgotten first)."
     )
     job_timeout_seconds: float = Field(300, gt=0, description="Default (and maximum) time a task may run.")
-    max_tries: int = Field(5, ge=1, description="Pickups a job may take before arq fails it.")
+    max_pickups: int = Field(
+        5,
+        ge=1,
+        validation_alias=AliasChoices("RELAY_MAX_PICKUPS", "RELAY_MAX_TRIES"),
+        description="Times a job may be picked up by a worker before it fails (a lost worker costs one; "
+        "a shutdown re-queue does not). Not a retry policy (a task's policy may allow more).",
+    )
     result_ttl_seconds: int = Field(3600, ge=1, description="How long results and event logs are kept.")
     event_log_max_len: int = Field(10_000, ge=10, description="Events kept per task for replay.")
     api_keys: SecretStr = Field(
@@ -88,7 +114,8 @@ class Settings(BaseSettings):
     api_drain_seconds: float = Field(
         10, ge=0, description="On SIGTERM the API lets open streams finish for this long, then asks to reconnect."
     )
-    log_level: str = Field("INFO", description="Level of Relay's own loggers (arq and Sanic log as they do).")
+    log_level: str = Field("INFO", description="Level of Relay's own loggers: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    access_log: bool = Field(False, description="Log one line per HTTP request (Sanic's access log).")
     redis_timeout_seconds: float = Field(2, gt=0, description="Socket timeout for the API's Redis commands.")
 
     servicebus_connection_string: SecretStr = Field(
@@ -121,6 +148,23 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().upper() in LOG_LEVELS:
+            return value.strip().upper()
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        # Checked here, not first by arq or redis-py ("invalid DSN scheme"), so the error names the variable.
+        if urlsplit(value).scheme in REDIS_SCHEMES:
+            return value
+        rest = value.split("://")[-1]
+        hint = f" (e.g. redis://{rest})" if rest and not set("/@") & set(rest) else ""
+        raise ValueError(f"expected a URL starting with redis://, rediss:// or unix://{hint}")
 
     @property
     def servicebus_enabled(self) -> bool:
@@ -159,7 +203,41 @@ class Settings(BaseSettings):
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
+def environment_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What a process should warn about at start: deprecated names in use, and ``RELAY_*`` variables that
+    are no setting at all (extra="ignore" would otherwise hide a typo), with the closest real name."""
+    names = sorted({k.upper() for k in (os.environ if environ is None else environ)})
+    current = sorted(f"RELAY_{field.upper()}" for field in Settings.model_fields)
+    warnings = [
+        f"{name} is deprecated: rename it {DEPRECATED_VARIABLES[name]} (until then it is read as "
+        f"{DEPRECATED_VARIABLES[name]})"
+        for name in names
+        if name in DEPRECATED_VARIABLES
+    ]
+    for name in names:
+        if name.startswith("RELAY_") and name not in current and name not in DEPRECATED_VARIABLES:
+            # Compared without the prefix, which every name shares and which would make anything look close.
+            close = [f"RELAY_{c}" for c in difflib.get_close_matches(name[6:], [c[6:] for c in current], n=1)]
+            warnings.append(
+                f"{name} is not a Relay setting; it is ignored" + (f" (did you mean {close[0]}?)" if close else "")
+            )
+    return warnings
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; ``ConfigError`` (one line per bad variable) if any is invalid."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, Settings)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once. A bad variable ends the process with one line per problem on
+    stderr and exit code 78 (EX_CONFIG), instead of a traceback that names pydantic fields."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        raise

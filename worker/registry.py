@@ -126,7 +126,7 @@ class TaskRegistry:
         try:
             return self._specs[name]
         except KeyError:
-            raise UnknownTask(name, sorted(self._specs)) from None
+            raise UnknownTask(name, self._specs) from None
 
     def __iter__(self) -> Iterator[TaskSpec]:
         return iter(self._specs.values())

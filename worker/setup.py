@@ -10,7 +10,7 @@ from typing import Any
 from arq.worker import Function, func
 
 from shared.logs import configure as configure_logging
-from shared.redis import redis_settings
+from shared.redis import public_url, redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
 from worker.engine import patch
@@ -77,7 +77,7 @@ def _function(spec: TaskSpec, config: Settings) -> Function:
 
     run_by_relay.__qualname__ = spec.name
     timeout = (spec.timeout_seconds or config.job_timeout_seconds) + ARQ_TIMEOUT_MARGIN_SECONDS
-    return func(run_by_relay, name=spec.name, timeout=timeout, max_tries=config.max_tries)
+    return func(run_by_relay, name=spec.name, timeout=timeout, max_tries=config.max_pickups)
 
 
 async def on_startup(ctx: dict[str, Any]) -> None:
@@ -98,7 +98,8 @@ async def on_startup(ctx: dict[str, Any]) -> None:
 
         bridge = ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry)
         listener.on_outbox = bridge.replies.wake
-    logger.info("relay worker ready: %d tasks on queue %s", len(registry), config.queue_name)
+    where = public_url(config.redis_url)  # said at start, so a worker on the wrong Redis is not silent
+    logger.info("relay worker ready: %d tasks on queue %s, using Redis at %s", len(registry), config.queue_name, where)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 
 import msgspec
@@ -21,6 +22,7 @@ from shared.transitions import AbortOutcome, RetryOutcome
 
 bp = Blueprint("tasks")
 MAX_PAGE = 500
+logger = logging.getLogger("relay.api")
 
 
 def links(task_id: str) -> dict[str, str]:
@@ -37,8 +39,10 @@ def checked_id(task_id: str) -> str:
 
 def parse_submission(body: bytes) -> TaskSubmission:
     """JSON first (400 if it is not JSON), then the schema (422)."""
+    if not body:
+        raise MalformedJson('the body is empty: send a JSON object such as {"task": "echo"}')
     try:
-        data = msgspec.json.decode(body or b"")
+        data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
@@ -79,6 +83,9 @@ async def submit(request: Request) -> HTTPResponse | None:
                 await submit_and_stream(request, res, prepared, fmt, location)
                 return None
             submitted = await res.enqueuer.enqueue(prepared)
+    logger.debug(
+        "submit %s: task %s, created=%s, %s", submitted.task_id, submitted.task, submitted.created, submitted.state
+    )
     return json(_submitted_body(submitted), status=202 if submitted.created else 200, headers={"Location": location})
 
 

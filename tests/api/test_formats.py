@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from api.follow import Frame, FrameKind
@@ -35,9 +38,17 @@ def test_post_streams_only_when_asked() -> None:
 def test_ndjson_frames() -> None:
     assert encode(EVENT, StreamFormat.NDJSON, "t1") == b'{"seq":7,"type":"progress"}\n'
     assert encode(Frame(FrameKind.HEARTBEAT), StreamFormat.NDJSON, "t1") == b'{"type":"heartbeat"}\n'
-    assert encode(Frame(FrameKind.RECONNECT, 7), StreamFormat.NDJSON, "t1") == (
-        b'{"type":"reconnect","task_id":"t1","data":{"last_seq":7,"retry_ms":1000}}\n'
-    )
+
+
+def test_reconnect_frame_is_shaped_like_an_event_without_seq() -> None:
+    before = time.time()
+    frame = encode(Frame(FrameKind.RECONNECT, 7), StreamFormat.NDJSON, "t1")
+    assert frame.endswith(b"\n")
+    body = json.loads(frame)
+    assert body.pop("ts") >= round(before, 6)
+    assert body == {"type": "reconnect", "task_id": "t1", "data": {"last_seq": 7, "retry_ms": 1000}}
+    sse = encode(Frame(FrameKind.RECONNECT, 7), StreamFormat.SSE, "t1")
+    assert json.loads(sse.split(b"data: ", 1)[1])["ts"] >= round(before, 6)
 
 
 def test_sse_frames_carry_ids_for_last_event_id() -> None:

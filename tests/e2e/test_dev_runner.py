@@ -1,39 +1,331 @@
-"""The README's one command: Redis, worker and API up; Ctrl-C stops them all, API first, Redis last."""
+"""scripts/dev as a newcomer meets it: real runner, real children, real signals, its own data directory.
+
+Every runner here gets ``--data-dir`` under tmp_path, so no test ever touches (or loads) the data of a
+``scripts/dev`` someone is running in this checkout.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.client import read_events, submit_ok, types
-from tests.support.processes import REPO, free_port, wait_until
+import httpx
+import pytest
+import redis
+
+from tests.support.client import read_events, submit_ok, types, wait_state
+from tests.support.processes import REPO, ManagedProcess, free_port, start_redis, wait_until
+
+README = REPO / "README.md"
 
 
-def test_dev_runner_starts_everything_and_stops_in_order(tmp_path: Path) -> None:
-    port, redis_port = free_port(), free_port()
-    log = (tmp_path / "dev.log").open("wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    argv = [sys.executable, "scripts/devrun.py", "--port", str(port), "--redis-port", str(redis_port)]
-    runner = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+class DevRunner:
+    """``scripts/devrun.py`` (what scripts/dev execs) with its output in a file; killed by PID at the end."""
+
+    def __init__(
+        self, tmp_path: Path, *args: str, port: int | None = None, redis_port: int | None = None, **env: str
+    ) -> None:
+        self.port, self.redis_port = port or free_port(), redis_port or free_port()
+        self.data_dir = tmp_path / "dev-data"
+        self.log_path = tmp_path / f"dev-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | env
+        argv = [sys.executable, "scripts/devrun.py", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if "RELAY_REDIS_URL" not in env:
+            argv += ["--redis-port", str(self.redis_port)]
+        self.proc = subprocess.Popen(
+            [*argv, *args], cwd=REPO, env=environment, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def lines(self) -> list[str]:
+        """The runner's own lines (``dev | ...``), without the prefix."""
+        return [line.split(" | ", 1)[1] for line in self.output().splitlines() if line.strip().startswith("dev |")]
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        def seen() -> bool:
+            if text in self.output():
+                return True
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the runner exited before saying {text!r}:\n{self.output()}")
+            return False
+
+        wait_until(seen, timeout, f"the dev runner to say {text!r}")
+
+    def interrupt(self) -> None:
+        """What Ctrl-C does: SIGINT to the runner (its children live in their own sessions)."""
+        self.proc.send_signal(signal.SIGINT)
+
+    def child_pids(self) -> list[int]:
+        return [int(pid) for pid in re.findall(r"started \S+ \(pid (\d+)\)", self.output())]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in self.child_pids():  # children in their own sessions outlive a killed runner
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self._log.close()
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
     try:
-        wait_until(lambda: "Relay is up" in (tmp_path / "dev.log").read_text(), 60, "the dev runner")
-        task_id = submit_ok(base, {"task": "echo", "args": ["dev"]})
-        assert types(read_events(base, task_id)) == ["started", "result", "end"]
-        runner.send_signal(signal.SIGINT)
-        assert runner.wait(60) == 0
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
-        log.close()
-    output = (tmp_path / "dev.log").read_text()
+        return "zombie" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[list[DevRunner]]:
+    """Start runners with ``dev.append(DevRunner(...))``; each is stopped by PID when the test ends."""
+    runners: list[DevRunner] = []
+    yield runners
+    for runner in runners:
+        runner.close()
+
+
+def test_dev_runner_starts_everything_and_stops_in_order(tmp_path: Path, dev: list[DevRunner]) -> None:
+    runner = DevRunner(tmp_path, RELAY_HEARTBEAT_SECONDS="5")
+    dev.append(runner)
+    runner.wait_for("Relay is up")
+    assert "                 (and the other RELAY_* variables you set here: RELAY_HEARTBEAT_SECONDS)" in runner.lines()
+    task_id = submit_ok(runner.base, {"task": "echo", "args": ["dev"]})
+    assert types(read_events(runner.base, task_id)) == ["started", "result", "end"]
+    runner.interrupt()
+    assert runner.proc.wait(60) == 0
+    output = runner.output()
     assert "Traceback" not in output
     stops = re.findall(r"stopping (api|worker-1|redis)", output)
     assert stops == ["api", "worker-1", "redis"]
-    for pid in re.findall(r"started \S+ \(pid (\d+)\)", output):
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not [pid for pid in runner.child_pids() if _alive(pid)]
+    # its Redis kept its AOF in a directory of its own, named after its port, under the given data dir
+    assert (runner.data_dir / str(runner.redis_port) / "appendonlydir").is_dir()
+    assert not (REPO / ".relay-dev" / str(runner.redis_port)).exists()
+
+
+def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: Path, dev: list[DevRunner]) -> None:
+    runner = DevRunner(tmp_path, "--workers", "0")
+    dev.append(runner)
+    runner.wait_for("Relay is up")
+    line = next(line for line in runner.lines() if line.startswith("another worker:"))
+    url, modules, *argv = shlex.split(line.removeprefix("another worker:"))
+    assert url == f"RELAY_REDIS_URL=redis://127.0.0.1:{runner.redis_port}/0"
+    assert modules == "RELAY_TASK_MODULES=worker.tasks.demo"  # the runner's default tasks, named for the new one
+    assert Path(argv[0]).name == "arq"
+    assert argv[1:] == ["worker.settings"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env |= dict(assignment.split("=", 1) for assignment in (url, modules))
+    worker = ManagedProcess("attached-worker", argv, env, tmp_path)  # as printed, from the repo root
+    try:
+        task_id = submit_ok(runner.base, {"task": "echo", "args": ["attached"]})
+        assert read_events(runner.base, task_id)[-2]["data"] == {"echo": "attached"}
+        assert f"using Redis at redis://127.0.0.1:{runner.redis_port}/0" in worker.output()
+    finally:
+        worker.stop()
+
+
+def test_the_readme_shows_what_the_runner_prints_for_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import devsupervise
+
+    readme = README.read_text()
+    for line in devsupervise.guide(
+        "http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, [], "worker.tasks.demo"
+    ):
+        if line.startswith(("another worker:", "another API:")):
+            assert line.split(":", 1)[1].strip() in readme
+    assert "scripts/dev --reset" in readme
+    assert "redis-cli -p 6380 FLUSHDB" in readme
+
+
+def test_help_names_the_command_people_type() -> None:
+    done = subprocess.run([sys.executable, "scripts/devrun.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: scripts/dev ")
+
+
+def test_a_child_dying_at_start_up_stops_everything_and_says_why_last(tmp_path: Path, dev: list[DevRunner]) -> None:
+    # A malformed connection string makes the worker's Service Bus bridge fail in its start-up hook.
+    env = {"RELAY_SERVICEBUS_QUEUE": "tasks", "RELAY_SERVICEBUS_CONNECTION_STRING": "not-a-connection-string"}
+    runner = DevRunner(tmp_path, **env)
+    dev.append(runner)
+    assert runner.proc.wait(60) == 1  # well before the old 30 s start-up timeout would even have fired
+    output = runner.output()
+    assert "Relay is up" not in output
+    assert "Traceback" not in output  # folded on screen ...
+    log = runner.data_dir / str(runner.redis_port) / "logs" / "worker-1.log"
+    assert "Traceback (most recent call last):" in log.read_text()  # ... and kept whole in the log file
+    assert runner.lines()[-3:] == [
+        "stopped because worker-1 exited with code 1:",
+        "    ValueError: Connection string is either blank or malformed.",
+        f"(its full output: {log.relative_to(REPO) if log.is_relative_to(REPO) else log})",
+    ]
+    assert not [pid for pid in runner.child_pids() if _alive(pid)]
+
+
+def test_a_bad_variable_stops_the_runner_before_it_starts_anything(tmp_path: Path, dev: list[DevRunner]) -> None:
+    runner = DevRunner(tmp_path, RELAY_MAX_QUEUE_DEPTH="lots")
+    dev.append(runner)
+    assert runner.proc.wait(30) == 78
+    assert runner.lines() == ["RELAY_MAX_QUEUE_DEPTH='lots' is invalid: expected an integer >= 1"]
+
+
+def test_ctrl_c_is_obeyed_while_waiting_for_redis(tmp_path: Path, dev: list[DevRunner]) -> None:
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    runner = DevRunner(tmp_path, RELAY_REDIS_URL=nobody)
+    dev.append(runner)
+    runner.wait_for(f"using your Redis at {nobody} (RELAY_REDIS_URL); not starting one")
+    runner.interrupt()
+    assert runner.proc.wait(20) == 0
+    assert "started" not in runner.output()  # no Redis of its own, no worker or API without a Redis
+
+
+def test_relay_redis_url_is_respected(tmp_path: Path, dev: list[DevRunner], redis_url: str) -> None:
+    runner = DevRunner(tmp_path, RELAY_REDIS_URL=redis_url)
+    dev.append(runner)
+    runner.wait_for("Relay is up")
+    assert "started redis" not in runner.output()
+    assert f"another worker:  RELAY_REDIS_URL={redis_url} RELAY_TASK_MODULES=worker.tasks.demo " in runner.output()
+    task_id = submit_ok(runner.base, {"task": "echo"})
+    wait_state(runner.base, task_id, {"succeeded"})
+    assert redis.Redis.from_url(redis_url).exists(f"arq:result:{task_id}")  # it ran on the user's Redis
+    runner.interrupt()
+    assert runner.proc.wait(60) == 0
+
+
+@pytest.mark.parametrize("which", ["api", "redis"])
+def test_busy_ports_are_refused_before_anything_starts(tmp_path: Path, dev: list[DevRunner], which: str) -> None:
+    busy = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", busy))
+        sock.listen()
+        runner = DevRunner(tmp_path, port=busy) if which == "api" else DevRunner(tmp_path, redis_port=busy)
+        dev.append(runner)
+        assert runner.proc.wait(30) == 1
+    what, option = ("the API", "--port") if which == "api" else ("the dev Redis", "--redis-port")
+    assert runner.lines() == [
+        f"not starting: port {busy} ({what}) is already in use on 127.0.0.1: is another scripts/dev running? "
+        f"Stop it, or choose another port with {option}"
+    ]
+
+
+def test_a_data_directory_in_use_is_refused(tmp_path: Path, dev: list[DevRunner]) -> None:
+    redis_port = free_port()
+    held = tmp_path / "dev-data" / str(redis_port)
+    (held / "logs").mkdir(parents=True)
+    with (held / "lock").open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running instance holds
+        lock.write("4242\n")
+        lock.flush()
+        runner = DevRunner(tmp_path, redis_port=redis_port)
+        dev.append(runner)
+        assert runner.proc.wait(30) == 1
+    assert runner.lines() == [
+        f"not starting: {held} is in use by another scripts/dev (pid 4242): stop it, or give this one another "
+        "--redis-port (or --data-dir)"
+    ]
+
+
+def _start_sleeping_task(runner: DevRunner) -> str:
+    runner.wait_for("Relay is up")
+    task_id = submit_ok(runner.base, {"task": "sleep", "kwargs": {"seconds": 600, "steps": 600}})
+    wait_state(runner.base, task_id, {"running"})
+    return task_id
+
+
+def _first_then_second_ctrl_c(runner: DevRunner) -> None:
+    runner.interrupt()
+    runner.wait_for("waiting for the workers (1 job in progress): they may finish for ")
+    runner.wait_for("(Ctrl-C again: re-queue them now)")
+    runner.interrupt()
+    # The workers' grace is 300 s here: only the second Ctrl-C can make this exit within the minute.
+    assert runner.proc.wait(60) == 0
+
+
+def _reload(runner: DevRunner) -> tuple[ManagedProcess, redis.Redis]:
+    """The stopped instance's Redis data, loaded from its AOF by a fresh redis-server."""
+    proc, url = start_redis(runner.data_dir / str(runner.redis_port), appendonly=True)
+    return proc, redis.Redis.from_url(url)
+
+
+GRACE = {"RELAY_WORKER_GRACE_SECONDS": "300"}
+
+
+def test_second_ctrl_c_stops_promptly_and_loses_no_job(tmp_path: Path, dev: list[DevRunner]) -> None:
+    runner = DevRunner(tmp_path, **GRACE)
+    dev.append(runner)
+    task_id = _start_sleeping_task(runner)
+    _first_then_second_ctrl_c(runner)
+    assert "second signal to the workers: they re-queue their running jobs now" in runner.output()
+    assert (
+        "the dev queue keeps 1 job for the next scripts/dev (scripts/dev --reset starts without them)" in runner.lines()
+    )
+    assert not [pid for pid in runner.child_pids() if _alive(pid)]
+    proc, client = _reload(runner)
+    try:
+        assert client.zscore("relay:queue", task_id) is not None  # still queued (or re-queued): not lost
+        assert client.exists(f"arq:job:{task_id}")
+    finally:
+        client.close()
+        proc.stop()
+    # and the way out, as the runner said: --reset starts without it
+    reset = DevRunner(tmp_path, "--reset", redis_port=runner.redis_port)
+    dev.append(reset)
+    reset.wait_for("Relay is up")
+    assert "reset: the dev queue, tasks and events are gone" in reset.output()
+    assert httpx.get(f"{reset.base}/tasks/{task_id}", timeout=10).status_code == 404
+    reset.interrupt()
+    assert reset.proc.wait(60) == 0
+
+
+def test_a_third_ctrl_c_kills_workers_at_once_and_redis_still_keeps_the_job(
+    tmp_path: Path, dev: list[DevRunner]
+) -> None:
+    runner = DevRunner(tmp_path, **GRACE)
+    dev.append(runner)
+    task_id = _start_sleeping_task(runner)
+    runner.interrupt()
+    runner.wait_for("(Ctrl-C again: re-queue them now)")
+    runner.interrupt()
+    runner.wait_for("stopping at once (Ctrl-C a third time kills the workers and the API)")
+    runner.interrupt()
+    runner.wait_for("killing the workers and the API; Redis still stops cleanly")
+    assert runner.proc.wait(30) == 0
+    assert "did not stop within" not in runner.output()  # it did not wait out the 10 s of the second signal
+    proc, client = _reload(runner)
+    try:
+        assert client.zscore("relay:queue", task_id) is not None
+    finally:
+        client.close()
+        proc.stop()
+
+
+def test_second_ctrl_c_makes_the_workers_requeue_their_jobs_themselves(tmp_path: Path, dev: list[DevRunner]) -> None:
+    runner = DevRunner(tmp_path, **GRACE)
+    dev.append(runner)
+    task_id = _start_sleeping_task(runner)
+    _first_then_second_ctrl_c(runner)
+    assert "did not stop within" not in runner.output()  # the worker exited by itself, nobody killed it
+    proc, client = _reload(runner)
+    try:
+        score = client.zscore("relay:queue", task_id)
+        assert score is not None
+        assert score < 10**15  # waiting, not in the running band: re-queued by its worker, not left to its lease
+        assert not client.exists(f"arq:in-progress:{task_id}")  # released: the next worker takes it at once
+    finally:
+        client.close()
+        proc.stop()

@@ -69,3 +69,11 @@ def test_registration_rules() -> None:
     registry.task("fine")(fine)
     with pytest.raises(ValueError, match="twice"):
         registry.task("fine")(fine)
+
+
+def test_unknown_task_message_is_capped_but_details_list_every_name() -> None:
+    names = [f"task{i:02}" for i in range(25)]
+    error = UnknownTask("nope", names)
+    assert error.message == f"no task is registered as 'nope'; registered: {', '.join(names[:20])} and 5 more"
+    assert error.details == {"registered": names}
+    assert UnknownTask("nope", []).message == "no task is registered as 'nope'; registered: none"

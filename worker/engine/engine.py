@@ -162,7 +162,7 @@ class Engine:
             return outcomes.failed(outcomes.NotRunnable(message))
         spec = self.registry.get(record.function)
         allowed = spec.retry.max_retries if record.max_retries is None else record.max_retries
-        cap = outcomes.tries_cap(self.settings.max_tries, allowed)
+        cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
         if claimed.try_number - record.tries_base > cap:
             return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {cap} times, its maximum"))
         return None
@@ -181,7 +181,7 @@ class Engine:
             allowed = spec.retry.max_retries if spec else 0
             if record.max_retries is not None:
                 allowed = min(allowed, record.max_retries)
-            cap = outcomes.tries_cap(self.settings.max_tries, allowed)
+            cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
             if claimed.try_number - record.tries_base >= cap:
                 message = f"its worker was lost on each of its {cap} tries"
                 ending = outcomes.failed(outcomes.WorkerLost(message))

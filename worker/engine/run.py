@@ -191,13 +191,13 @@ class JobRun:
 
     def _failure(self, exc: BaseException, timed_out: bool) -> Ending:
         return outcomes.decide_failure(
-            exc, timed_out, self.spec.retry, self.record, self.try_number, self.engine.settings.max_tries
+            exc, timed_out, self.spec.retry, self.record, self.try_number, self.engine.settings.max_pickups
         )
 
     def _retry_requested(self, exc: Retry) -> Ending:
         """arq's ``Retry`` raised by a task: a retry, within the task's tries, never a silent re-queue."""
         allowed = self.spec.retry.max_retries
-        cap = outcomes.tries_cap(self.engine.settings.max_tries, allowed)
+        cap = outcomes.tries_cap(self.engine.settings.max_pickups, allowed)
         message = "the task asked to be retried"
         if self.try_number - self.record.tries_base >= cap:
             return outcomes.failed(outcomes.TriesExhausted(f"{message}, but it has used its {cap} tries"))

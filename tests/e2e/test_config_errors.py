@@ -1,0 +1,97 @@
+"""Configuration as an operator meets it: the real ``arq worker.settings`` and ``sanic ...`` commands with bad
+variables say so in one line per variable (no traceback, exit code 78); DEBUG and the access log say more."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+import pytest
+
+from tests.conftest import StartApi, StartWorker
+from tests.support.client import read_events, submit, submit_ok
+from tests.support.processes import BIN, REPO, free_port, relay_env, wait_until
+
+WORKER = [str(BIN / "arq"), "worker.settings"]
+API = [str(BIN / "sanic"), "api.app:create_app", "--factory", "--single-process", "--no-motd", "--port"]
+
+
+def run(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command that must refuse to start; nothing is listening, so it could not start anyway."""
+    environment = relay_env(f"redis://127.0.0.1:{free_port()}/0", **env)
+    return subprocess.run(argv, cwd=REPO, env=environment, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("role", ["worker", "api"])
+@pytest.mark.parametrize(
+    ("env", "lines"),
+    [
+        ({"RELAY_MAX_QUEUE_DEPTH": "lots"}, ["RELAY_MAX_QUEUE_DEPTH='lots' is invalid: expected an integer >= 1"]),
+        (
+            {"RELAY_REDIS_URL": "localhost:6380"},
+            [
+                "RELAY_REDIS_URL='localhost:6380' is invalid: expected a URL starting with redis://, rediss:// "
+                "or unix:// (e.g. redis://localhost:6380)"
+            ],
+        ),
+        (
+            {"RELAY_LOG_LEVEL": "verbose", "RELAY_WORKER_CONCURRENCY": "0"},
+            [
+                "RELAY_WORKER_CONCURRENCY='0' is invalid: expected an integer >= 1",
+                "RELAY_LOG_LEVEL='verbose' is invalid: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+            ],
+        ),
+    ],
+)
+def test_bad_variables_are_one_line_each_and_exit_78(role: str, env: dict[str, str], lines: list[str]) -> None:
+    argv = WORKER if role == "worker" else [*API, str(free_port())]
+    done = run(argv, **env)
+    assert done.returncode == 78
+    assert done.stderr.splitlines() == lines
+    assert done.stdout == ""
+
+
+def test_deprecated_and_mistyped_variables_are_warned_about(spawn_worker: StartWorker, spawn_api: StartApi) -> None:
+    env = {"RELAY_MAX_TRIES": "3", "RELAY_HEARTBEAT_SECOND": "1"}
+    worker = spawn_worker(**env)
+    api, _ = spawn_api(**env)
+    for output in (worker.output(), api.output()):
+        assert "WARNING relay.settings: RELAY_MAX_TRIES is deprecated: rename it RELAY_MAX_PICKUPS" in output
+        assert (
+            "WARNING relay.settings: RELAY_HEARTBEAT_SECOND is not a Relay setting; it is ignored "
+            "(did you mean RELAY_HEARTBEAT_SECONDS?)"
+        ) in output
+
+
+def test_debug_logs_submits_refusals_and_streams(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    spawn_worker()
+    api, base = spawn_api(RELAY_LOG_LEVEL="debug")
+    task_id = submit_ok(base, {"task": "echo"})
+    assert read_events(base, task_id)[-1]["type"] == "end"
+    assert submit(base, {"task": "nope"}).status_code == 422
+    wait_until(lambda: "stream of" in api.output() and "closed" in api.output(), 10, "the stream's close log")
+    output = api.output()
+    assert f"DEBUG relay.api: submit {task_id}: task echo, created=True, queued" in output
+    assert "DEBUG relay.api: POST /tasks refused: UnknownTask: no task is registered as 'nope'" in output
+    assert f"DEBUG relay.api.stream: stream of {task_id} opened (NDJSON, after seq 0); 1 open" in output
+    assert f"DEBUG relay.api.stream: stream of {task_id} closed after 3 frames (last: end)" in output
+
+
+def test_info_level_and_no_access_log_by_default(spawn_api: StartApi) -> None:
+    api, base = spawn_api()
+    assert httpx.get(f"{base}/nope", timeout=10).status_code == 404
+    assert "DEBUG" not in api.output()
+    assert "GET http" not in api.output()
+
+
+def test_access_log_when_enabled(spawn_api: StartApi) -> None:
+    api, base = spawn_api(RELAY_ACCESS_LOG="true")
+    assert httpx.get(f"{base}/nope", timeout=10).status_code == 404
+    wait_until(lambda: f"GET {base}/nope 404" in api.output(), 10, "the access log line")
+
+
+def test_processes_log_which_redis_they_use(spawn_api: StartApi, spawn_worker: StartWorker, redis_url: str) -> None:
+    api, _ = spawn_api()
+    assert f"using Redis at {redis_url}" in api.output()
+    worker = spawn_worker()
+    assert f"queue relay:queue, using Redis at {redis_url}" in worker.output()
