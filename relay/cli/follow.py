@@ -39,7 +39,7 @@ class Outcome:
 
 
 def follow_json(client: Client, task_id: str, wait: float | None, out: Console) -> ExitCode:
-    """Every event as one NDJSON line (exactly as the API sent it); the exit code says the final state."""
+    """Every event as one NDJSON line (all the fields the API sent); the exit code says the final state."""
     outcome = Outcome()
     for event in client.events(task_id, timeout=wait):
         out.file.write(compact(event.raw) + "\n")

@@ -19,9 +19,9 @@ logger = logging.getLogger("relay.client")
 class RetryBudget:
     """Consecutive failures of one operation share ``policy.max_wait_seconds`` of waiting; progress resets it."""
 
-    def __init__(self, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> None:
+    def __init__(self, policy: RetryPolicy, rand: Callable[[], float] | None = None) -> None:
         self._policy = policy
-        self._rand = rand
+        self._rand = rand or random.random
         self.attempt = 0
         self.spent = 0.0
 

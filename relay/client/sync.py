@@ -227,8 +227,8 @@ class Client:
                     if item.type == FINAL_EVENT:
                         yield Ended()
                         return
-                    if deadline is not None:
-                        deadline.check()
+                if deadline is not None:
+                    deadline.check()  # heartbeats keep a read alive: the deadline is checked on every line
             yield Dropped("the stream closed before the task's end")
         except (httpx.TransportError, StreamBroken) as exc:
             if deadline is not None:
