@@ -137,7 +137,10 @@ def submit(
     args, kwargs = task_arguments(pairs, args_json)
     options: dict[str, Any] = {"id": task_id, "delay": delay, "run_at": run_at, "timeout": timeout}
     with target.client() as client:
-        handle = client.submit_with(task, args, kwargs, max_retries=max_retries, **options)
+        try:
+            handle = client.submit_with(task, args, kwargs, max_retries=max_retries, **options)
+        except ValueError as exc:  # options that cannot go together, caught before anything is sent
+            raise click.UsageError(str(exc)) from None
         if follow:
             return follow_task(client, handle.id, as_json, wait)
     if as_json and handle.submitted is not None:

@@ -132,25 +132,31 @@ class AsyncClient:
 
     async def result(self, task_id: str, timeout: float | None = None) -> Any:
         deadline = Deadline(task_id, timeout) if timeout is not None else None
-        view = await self.get(task_id)
+        view = await self._get(task_id, deadline)
         if not view.is_final:
             async with aclosing(self._stream(task_id, 0, True, deadline)) as events:
                 async for _ in events:
                     pass
-            view = await self.get(task_id)
+            view = await self._get(task_id, deadline)
         return protocol.outcome(view)
 
     # -- the wire ---------------------------------------------------------------------------------
 
-    async def _json(self, call: Call) -> dict[str, Any]:
-        body: dict[str, Any] = (await self._send(call)).json()
+    async def _get(self, task_id: str, deadline: Deadline | None) -> TaskView:
+        return TaskView.from_json(await self._json(protocol.state_call(task_id), deadline))
+
+    async def _json(self, call: Call, deadline: Deadline | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = (await self._send(call, deadline)).json()
         return body
 
-    async def _send(self, call: Call) -> httpx.Response:
+    async def _send(self, call: Call, deadline: Deadline | None = None) -> httpx.Response:
         budget = RetryBudget(self.config.retry)
         while True:
             try:
-                response = await self._http.request(call.method, call.path, json=call.json, params=call.params)
+                timeout = bounded(self.config.timeout, deadline)
+                response = await self._http.request(
+                    call.method, call.path, json=call.json, params=call.params, timeout=timeout
+                )
             except httpx.TransportError as exc:
                 error = connection_error(self.config.base_url, exc)
                 if not (call.idempotent or never_sent(exc)):
@@ -160,11 +166,13 @@ class AsyncClient:
                 if not response.is_error:
                     return response
                 delay = budget.wait_or_raise(error_from_response(response))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(bounded(delay, deadline))
+            if deadline is not None:
+                deadline.check()
 
-    async def _view_or_none(self, task_id: str) -> TaskView | None:
+    async def _view_or_none(self, task_id: str, deadline: Deadline | None) -> TaskView | None:
         try:
-            return await self.get(task_id)
+            return await self._get(task_id, deadline)
         except TaskNotFound:
             return None
 
@@ -184,7 +192,7 @@ class AsyncClient:
                         end = item
             step = follower.after(end)
             if step.check_state:
-                step = follower.after_state(await self._view_or_none(task_id))
+                step = follower.after_state(await self._view_or_none(task_id, deadline))
             if step.stop:
                 return
             await asyncio.sleep(bounded(step.wait, deadline))

@@ -144,25 +144,32 @@ class Client:
         """Wait for the task to end; its result, or ``TaskFailed``/``TaskAborted``; ``ResultTimeout`` after
         ``timeout`` seconds (the task keeps running)."""
         deadline = Deadline(task_id, timeout) if timeout is not None else None
-        view = self.get(task_id)
+        view = self._get(task_id, deadline)
         if not view.is_final:
             for _ in self._stream(task_id, 0, True, deadline):
                 pass
-            view = self.get(task_id)
+            view = self._get(task_id, deadline)
         return protocol.outcome(view)
 
     # -- the wire ---------------------------------------------------------------------------------
 
-    def _json(self, call: Call) -> dict[str, Any]:
-        body: dict[str, Any] = self._send(call).json()
+    def _get(self, task_id: str, deadline: Deadline | None) -> TaskView:
+        return TaskView.from_json(self._json(protocol.state_call(task_id), deadline))
+
+    def _json(self, call: Call, deadline: Deadline | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = self._send(call, deadline).json()
         return body
 
-    def _send(self, call: Call) -> httpx.Response:
-        """One call, retried while the server says "later" or the connection fails (within the budget)."""
+    def _send(self, call: Call, deadline: Deadline | None = None) -> httpx.Response:
+        """One call, retried while the server says "later" or the connection fails (within the budget and
+        the caller's deadline, if any)."""
         budget = RetryBudget(self.config.retry)
         while True:
             try:
-                response = self._http.request(call.method, call.path, json=call.json, params=call.params)
+                timeout = bounded(self.config.timeout, deadline)
+                response = self._http.request(
+                    call.method, call.path, json=call.json, params=call.params, timeout=timeout
+                )
             except httpx.TransportError as exc:
                 error = connection_error(self.config.base_url, exc)
                 if not (call.idempotent or never_sent(exc)):
@@ -172,11 +179,13 @@ class Client:
                 if not response.is_error:
                     return response
                 delay = budget.wait_or_raise(error_from_response(response))
-            time.sleep(delay)
+            time.sleep(bounded(delay, deadline))
+            if deadline is not None:
+                deadline.check()
 
-    def _view_or_none(self, task_id: str) -> TaskView | None:
+    def _view_or_none(self, task_id: str, deadline: Deadline | None) -> TaskView | None:
         try:
-            return self.get(task_id)
+            return self._get(task_id, deadline)
         except TaskNotFound:
             return None
 
@@ -194,7 +203,7 @@ class Client:
                         end = item
             step = follower.after(end)
             if step.check_state:
-                step = follower.after_state(self._view_or_none(task_id))
+                step = follower.after_state(self._view_or_none(task_id, deadline))
             if step.stop:
                 return
             time.sleep(bounded(step.wait, deadline))

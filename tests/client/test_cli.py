@@ -157,6 +157,9 @@ def test_exit_codes_for_refusals_and_an_unreachable_api(relay: str) -> None:
     usage = relay_cli(relay, "submit", "echo", "--arg", "no-equals-sign")
     assert usage.returncode == ExitCode.USAGE
     assert "is not KEY=VALUE" in usage.stderr
+    both = relay_cli(relay, "submit", "echo", "--delay", "5", "--run-at", "2030-01-01T00:00:00Z")
+    assert both.returncode == ExitCode.USAGE
+    assert "give delay or run_at, not both" in both.stderr
 
 
 def test_exit_code_when_the_api_stays_unavailable(spawn_api: StartApi) -> None:

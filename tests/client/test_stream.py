@@ -211,6 +211,13 @@ def test_result_timeout_is_a_timeout_error_even_while_heartbeats_flow(monkeypatc
     assert server.methods == ["GET", "GET"]  # a state read and the stream: giving up cancels nothing
 
 
+def test_result_timeout_bounds_retries_of_an_unreachable_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # real sleeps: the deadline is real time
+    refused = httpx.MockTransport(lambda request: (_ for _ in ()).throw(httpx.ConnectError("refused")))
+    with Client("http://relay.test", transport=refused) as relay, pytest.raises(ResultTimeout):
+        relay.result("t1", timeout=0.3)  # the retry budget (30 s) is longer: the caller's deadline wins
+
+
 def test_follower_rules() -> None:
     follower = Follower("t1", 2, until_final=False, policy=RetryPolicy())
     assert follower.feed("") is None
