@@ -95,14 +95,15 @@ class Follower:
         try:
             raw: Any = json.loads(line)
             kind = raw["type"]
-        except (ValueError, TypeError, KeyError) as exc:
+            if kind == "heartbeat":
+                return None
+            if kind == "reconnect":
+                hint = raw.get("data")
+                retry_ms = hint.get("retry_ms", 1000) if isinstance(hint, dict) else 1000
+                return Reconnect(max(0.0, float(retry_ms) / 1000))
+            event = Event.from_json(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StreamBroken(f"not an event: {line[:100]!r}") from exc
-        if kind == "heartbeat":
-            return None
-        if kind == "reconnect":
-            retry_ms = (raw.get("data") or {}).get("retry_ms", 1000)
-            return Reconnect(max(0.0, float(retry_ms) / 1000))
-        event = Event.from_json(raw)
         if event.seq <= self.last_seq:
             return None  # already handed out before the connection was cut
         self.last_seq = event.seq

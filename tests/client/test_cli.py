@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ def test_exit_codes_for_refusals_and_an_unreachable_api(relay: str) -> None:
 
 
 def test_exit_code_when_the_api_stays_unavailable(spawn_api: StartApi) -> None:
-    _, base = spawn_api(RELAY_QUEUE_NAME="relay:client:cli-full", RELAY_MAX_QUEUE_DEPTH="1")  # no worker
+    _, base = spawn_api(RELAY_QUEUE_NAME=f"relay:client:{uuid.uuid4().hex[:8]}", RELAY_MAX_QUEUE_DEPTH="1")  # no worker
     assert relay_cli(base, "submit", "echo", "--delay", "60").returncode == 0  # fills the queue
     full = relay_cli(base, "--retry-wait", "1", "submit", "echo")  # Retry-After: 5 exceeds the budget
     assert full.returncode == ExitCode.UNAVAILABLE

@@ -226,8 +226,9 @@ def test_follower_rules() -> None:
     assert follower.feed(event(3)) is not None
     assert follower.params() == {"after": 3}
     assert follower.feed('{"type":"reconnect","data":{"retry_ms":1500}}') == Reconnect(1.5)
-    with pytest.raises(StreamBroken):
-        follower.feed("<html>")
+    for garbage in ("<html>", "[1]", '{"seq": "x", "type": "partial"}', '{"no": "type"}'):
+        with pytest.raises(StreamBroken):
+            follower.feed(garbage)
 
 
 async def test_async_client_resumes_the_same_way(no_sleeping: list[float]) -> None:
