@@ -1,0 +1,266 @@
+"""``relay``: the command line over ``relay.client`` (click for the options, rich for what is shown)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from relay.cli.args import task_arguments
+from relay.cli.exitcodes import ExitCode, for_error
+from relay.cli.follow import compact, follow_json, follow_progress
+from relay.client import Client, RelayError, ResultTimeout, RetryPolicy, TaskView
+from relay.client.models import STATES
+
+P = ParamSpec("P")
+
+STATE_STYLE = {"succeeded": "green", "failed": "red", "aborted": "yellow", "running": "cyan", "retrying": "magenta"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the API is: from ``--url``/``--api-key`` or ``RELAY_URL``/``RELAY_API_KEY``."""
+
+    url: str | None
+    api_key: str | None
+    retry_wait: float
+
+    def client(self) -> Client:
+        return Client(self.url, self.api_key, retry=RetryPolicy(max_wait_seconds=self.retry_wait))
+
+
+def out() -> Console:
+    return Console(soft_wrap=True)
+
+
+def err() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def handles_errors(command: Callable[P, int]) -> Callable[P, None]:
+    """Turn the command's exit code, and a refusal of the API, into the process's exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            code = command(*args, **kwargs)
+        except RelayError as exc:
+            details = f"\n{compact(exc.details)}" if exc.details not in (None, {}, []) else ""
+            err().print(f"[red]error:[/red] {escape(str(exc))}{escape(details)}")
+            code = for_error(exc)
+        except KeyboardInterrupt:  # outside a follow, e.g. while a submit waits out a 503
+            err().print("Interrupted.")
+            code = ExitCode.INTERRUPTED
+        raise SystemExit(code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="RELAY_URL", metavar="URL", help="The API's base URL (default http://127.0.0.1:8000).")
+@click.option("--api-key", envvar="RELAY_API_KEY", metavar="KEY", help="API key, if the API requires one.")
+@click.option(
+    "--retry-wait",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to keep retrying while the API is unreachable or says 503/429.",
+)
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, api_key: str | None, retry_wait: float) -> None:
+    """Submit Relay tasks and follow them. Exit codes: 0 succeeded, 1 failed, 2 usage, 3 aborted,
+    4 --wait ran out, 5 API unreachable or unavailable, 6 request refused, 130 interrupted."""
+    ctx.obj = Target(url, api_key, retry_wait)
+
+
+def follow_task(client: Client, task_id: str, as_json: bool, wait: float | None) -> ExitCode:
+    """Follow until the task ends; Ctrl-C and ``--wait`` stop following, never the task."""
+    try:
+        if as_json:
+            return follow_json(client, task_id, wait, out())
+        return follow_progress(client, task_id, wait, out(), err())
+    except KeyboardInterrupt:
+        err().print(
+            f"Stopped following task {task_id}; it keeps running. Cancel it with: relay cancel {task_id}",
+            highlight=False,
+        )
+        return ExitCode.INTERRUPTED
+    except ResultTimeout as exc:
+        err().print(f"{exc}. Cancel it with: relay cancel {task_id}", highlight=False)
+        return ExitCode.TIMEOUT
+
+
+wait_option = click.option(
+    "--wait", type=click.FloatRange(min=0), metavar="SECONDS", help="Stop following after this long (exit 4)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (NDJSON for events).")
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--arg", "-a", "pairs", multiple=True, metavar="KEY=VALUE", help="A task argument (JSON if it parses).")
+@click.option("--args-json", metavar="JSON", help="Arguments as a JSON object (or array, for positional ones).")
+@click.option("--id", "task_id", metavar="ID", help="Your own task id: submitting it again does not run it twice.")
+@click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run it this much later.")
+@click.option("--run-at", metavar="ISO-8601", help="Run it at this time (with a timezone).")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="The task's time limit."
+)
+@click.option("--max-retries", type=click.IntRange(min=0), help="At most this many retries after failures.")
+@click.option("--follow", "-f", is_flag=True, help="Show its progress live and end with its result.")
+@json_option
+@wait_option
+@click.pass_obj
+@handles_errors
+def submit(
+    target: Target,
+    task: str,
+    pairs: tuple[str, ...],
+    args_json: str | None,
+    task_id: str | None,
+    delay: float | None,
+    run_at: str | None,
+    timeout: float | None,
+    max_retries: int | None,
+    follow: bool,
+    as_json: bool,
+    wait: float | None,
+) -> int:
+    """Submit TASK; prints its id (or, with --follow, its progress and result)."""
+    args, kwargs = task_arguments(pairs, args_json)
+    options: dict[str, Any] = {"id": task_id, "delay": delay, "run_at": run_at, "timeout": timeout}
+    with target.client() as client:
+        try:
+            handle = client.submit_with(task, args, kwargs, max_retries=max_retries, **options)
+        except ValueError as exc:  # options that cannot go together, caught before anything is sent
+            raise click.UsageError(str(exc)) from None
+        if follow:
+            return follow_task(client, handle.id, as_json, wait)
+    if as_json and handle.submitted is not None:
+        click.echo(compact({"id": handle.id, "task": handle.submitted.task, "state": handle.submitted.state}))
+    else:
+        click.echo(handle.id)
+    return ExitCode.SUCCEEDED
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@json_option
+@wait_option
+@click.pass_obj
+@handles_errors
+def follow(target: Target, task_id: str, as_json: bool, wait: float | None) -> int:
+    """Follow task ID from its first event until it ends (Ctrl-C stops following, not the task)."""
+    with target.client() as client:
+        return follow_task(client, task_id, as_json, wait)
+
+
+def show_view(view: TaskView) -> None:
+    table = Table(show_header=False, box=None)
+    style = STATE_STYLE.get(view.state, "")
+    rows: list[tuple[str, str]] = [
+        ("id", view.id),
+        ("task", view.task),
+        ("state", f"[{style}]{view.state}[/]" if style else view.state),
+        ("tries", str(view.tries)),
+        ("arguments", escape(compact(view.arguments))),
+    ]
+    if view.state == "succeeded":
+        rows.append(("result", escape(compact(view.result))))
+    for name, error in (("error", view.error), ("last error", view.last_error)):
+        if error is not None:
+            rows.append((name, escape(f"{error.error_type}: {error.message}")))
+    for name, when in (
+        ("enqueued", view.enqueued_at),
+        ("scheduled for", view.scheduled_for),
+        ("next try", view.next_try_at),
+        ("started", view.started_at),
+        ("finished", view.finished_at),
+    ):
+        if when is not None:
+            rows.append((name, when.isoformat(timespec="seconds")))
+    for row in rows:
+        table.add_row(f"[bold]{row[0]}[/bold]", row[1])
+    out().print(table)
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@json_option
+@click.pass_obj
+@handles_errors
+def status(target: Target, task_id: str, as_json: bool) -> int:
+    """Show task ID's state, result or error, and times."""
+    with target.client() as client:
+        view = client.get(task_id)
+    if as_json:
+        click.echo(compact(view.raw))
+    else:
+        show_view(view)
+    return ExitCode.SUCCEEDED
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@click.pass_obj
+@handles_errors
+def cancel(target: Target, task_id: str) -> int:
+    """Abort task ID: removed at once if waiting, cancelled by its worker if running."""
+    with target.client() as client:
+        click.echo(client.cancel(task_id))
+    return ExitCode.SUCCEEDED
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@click.pass_obj
+@handles_errors
+def retry(target: Target, task_id: str) -> int:
+    """Run failed or aborted task ID again (same id and arguments; `relay follow ID` shows the new run)."""
+    with target.client() as client:
+        handle = client.retry(task_id)
+    click.echo(handle.submitted.state if handle.submitted else "queued")
+    return ExitCode.SUCCEEDED
+
+
+@cli.command(name="ls")
+@click.option("--state", type=click.Choice(sorted(STATES)), help="Only tasks in this state.")
+@click.option("--task", metavar="NAME", help="Only tasks with this name.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many.")
+@json_option
+@click.pass_obj
+@handles_errors
+def ls(target: Target, state: str | None, task: str | None, limit: int, as_json: bool) -> int:
+    """List tasks, newest first."""
+    with target.client() as client:
+        views = list(client.list(state=state, task=task, limit=limit))
+    if as_json:
+        for view in views:
+            click.echo(compact(view.raw))
+        return ExitCode.SUCCEEDED
+    table = Table("task", "state", "tries", "enqueued", "finished")
+    table.add_column("id", no_wrap=True, min_width=32)  # whole: it is what `relay status` and `follow` take
+    for view in views:
+        style = STATE_STYLE.get(view.state, "")
+        table.add_row(
+            view.task,
+            f"[{style}]{view.state}[/]" if style else view.state,
+            str(view.tries),
+            view.enqueued_at.isoformat(timespec="seconds") if view.enqueued_at else "",
+            view.finished_at.isoformat(timespec="seconds") if view.finished_at else "",
+            view.id,
+        )
+    out().print(table)
+    return ExitCode.SUCCEEDED
+
+
+def main() -> None:
+    """The console script."""
+    cli(prog_name="relay")

@@ -1,0 +1,118 @@
+"""The HTTP calls of the contract as data (method, path, body), and their answers as objects (sans I/O).
+
+Both clients send exactly these; keeping them here means the sync and async clients cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from relay.client.errors import TaskAborted, TaskFailed, TaskLost
+from relay.client.models import TaskView
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request. ``idempotent``: safe to resend when the connection broke after it may have been sent."""
+
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    idempotent: bool = True
+
+
+def task_path(task_id: str, suffix: str = "") -> str:
+    return f"/tasks/{quote(task_id, safe='')}{suffix}"
+
+
+def _seconds(value: float | dt.timedelta | None, name: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{name} must not be negative (got {seconds:g})")
+    return seconds
+
+
+def _instant(value: dt.datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        raise ValueError("run_at needs a timezone (e.g. datetime.now(UTC) + timedelta(minutes=5))")
+    return value.isoformat()
+
+
+def submit_call(
+    task: str,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    *,
+    id: str | None = None,
+    delay: float | dt.timedelta | None = None,
+    run_at: dt.datetime | str | None = None,
+    timeout: float | dt.timedelta | None = None,
+    max_retries: int | None = None,
+) -> Call:
+    """``POST /tasks``. Without an ``id`` the client makes one, so resending after a lost answer is harmless:
+    the API answers the second one with ``created: false`` instead of running the task twice."""
+    if delay is not None and run_at is not None:
+        raise ValueError("give delay or run_at, not both")
+    body: dict[str, Any] = {"task": task, "args": list(args), "kwargs": dict(kwargs), "id": id or uuid.uuid4().hex}
+    options = {
+        "delay_seconds": _seconds(delay, "delay"),
+        "run_at": _instant(run_at),
+        "timeout_seconds": _seconds(timeout, "timeout"),
+        "max_retries": max_retries,
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
+    return Call("POST", "/tasks", json=body)
+
+
+def list_call(state: str | None, task: str | None, page_size: int, cursor: str | None) -> Call:
+    """``GET /tasks``: one page, newest first."""
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}")
+    params = {"state": state, "task": task, "limit": page_size, "cursor": cursor}
+    return Call("GET", "/tasks", params={k: v for k, v in params.items() if v is not None})
+
+
+def page_sizes(limit: int | None, page_size: int) -> int:
+    """Never ask for more than the caller will take."""
+    return min(page_size, limit) if limit is not None else page_size
+
+
+def state_call(task_id: str) -> Call:
+    return Call("GET", task_path(task_id))
+
+
+def cancel_call(task_id: str) -> Call:
+    # A resent DELETE whose first answer was lost would say "not_abortable": resend only what was never sent.
+    return Call("DELETE", task_path(task_id), idempotent=False)
+
+
+def retry_call(task_id: str) -> Call:
+    return Call("POST", task_path(task_id, "/retry"), idempotent=False)
+
+
+def parse_page(body: dict[str, Any]) -> tuple[list[TaskView], str | None]:
+    return [TaskView.from_json(t) for t in body["tasks"]], body.get("next_cursor")
+
+
+def outcome(view: TaskView) -> Any:
+    """A final task's result, or the exception that says why there is none."""
+    if view.state == "succeeded":
+        return view.result
+    error = view.error
+    if view.state == "aborted":
+        raise TaskAborted(view.id, error.message if error else "aborted")
+    if view.state == "failed":
+        raise TaskFailed(view.id, error.error_type if error else "Error", error.message if error else "")
+    raise TaskLost(view.id, f"state {view.state!r} is not final")

@@ -1,0 +1,151 @@
+"""Reading a task's event stream across reconnects, with no event lost or repeated (sans I/O).
+
+The sync and async clients open connections and sleep; this module decides. It remembers the last
+``seq`` it handed out, so every connection resumes with ``?after=<seq>`` and anything sent twice
+(a replay overlapping what arrived before a cut) is dropped. How a connection ended says what next:
+an ``end`` event (or ``204``) stops, a ``reconnect`` frame reconnects after the server's hint, a cut
+connection or a 503 reconnects after a backoff bounded by the retry budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from relay.client.config import ClientConfig, RetryPolicy
+from relay.client.errors import RelayConnectionError, RelayError
+from relay.client.models import Event, TaskView
+from relay.client.protocol import task_path
+from relay.client.retry import Deadline, RetryBudget, bounded
+
+logger = logging.getLogger("relay.client")
+
+NDJSON = "application/x-ndjson"
+FINAL_EVENT = "end"
+
+
+class StreamBroken(Exception):
+    """A line that is not an event: the connection is treated as cut, and resumed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """The server asked us to reconnect (it is going away) after ``wait`` seconds."""
+
+    wait: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The stream reached an ``end`` event, or the server said (204) we already had it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """The connection failed or closed before an ``end``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server answered the stream request with an error."""
+
+    error: RelayError
+
+
+ConnectionEnd = Ended | Reconnect | Dropped | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """What to do after a connection ended: stop, look at the task's state first, or wait and reconnect."""
+
+    stop: bool = False
+    check_state: bool = False
+    wait: float = 0.0
+
+
+class Follower:
+    """The state of one ``events()`` iteration: where to resume, and what to do after each connection.
+
+    With ``until_final``, an ``end`` is not the end if the task is not in a final state any more (it was
+    retried since): the iteration goes on with the next run's events.
+    """
+
+    def __init__(self, task_id: str, after: int, until_final: bool, policy: RetryPolicy) -> None:
+        self.task_id = task_id
+        self.last_seq = after
+        self.until_final = until_final
+        self._budget = RetryBudget(policy)
+        self._polls = 0
+        self._policy = policy
+
+    def params(self) -> dict[str, int]:
+        return {"after": self.last_seq}
+
+    def feed(self, line: str) -> Event | Reconnect | None:
+        """The event on this line (None for heartbeats, blank lines and repeats), or a reconnect request."""
+        if not line.strip():
+            return None
+        try:
+            raw: Any = json.loads(line)
+            kind = raw["type"]
+            if kind == "heartbeat":
+                return None
+            if kind == "reconnect":
+                hint = raw.get("data")
+                retry_ms = hint.get("retry_ms", 1000) if isinstance(hint, dict) else 1000
+                return Reconnect(max(0.0, float(retry_ms) / 1000))
+            event = Event.from_json(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StreamBroken(f"not an event: {line[:100]!r}") from exc
+        if event.seq <= self.last_seq:
+            return None  # already handed out before the connection was cut
+        self.last_seq = event.seq
+        self._budget.reset()
+        self._polls = 0
+        return event
+
+    def after(self, end: ConnectionEnd) -> Next:
+        """What to do once a connection ended this way (raises when giving up)."""
+        if isinstance(end, Ended):
+            return Next(check_state=True) if self.until_final else Next(stop=True)
+        if isinstance(end, Reconnect):
+            # A planned handover (the API is shutting down), not a failure: no budget spent.
+            logger.info("the API asked to reconnect; resuming task %s after event %d", self.task_id, self.last_seq)
+            return Next(wait=end.wait)
+        if isinstance(end, Refused):
+            return Next(wait=self._budget.wait_or_raise(end.error))
+        error = RelayConnectionError(f"the event stream of task {self.task_id} broke: {end.reason}")
+        return Next(wait=self._budget.wait_or_raise(error))
+
+    def after_state(self, view: TaskView | None) -> Next:
+        """After an ``end`` with ``until_final``: stop if the task is final (or gone), else follow its next run."""
+        if view is None or view.is_final:
+            return Next(stop=True)
+        # Retried since that end: its next events may not be published yet (the API answers 204 until
+        # then), so poll with a growing pause rather than spin.
+        wait = 0.0 if self._polls == 0 else min(self._policy.backoff_max, self._policy.backoff_base * 2**self._polls)
+        self._polls += 1
+        return Next(wait=wait)
+
+
+def events_request(follower: Follower, config: ClientConfig, deadline: Deadline | None) -> dict[str, Any]:
+    """Arguments of ``build_request`` for the next connection: resume after the last event handed out."""
+    timeout = httpx.Timeout(bounded(config.timeout, deadline), read=bounded(config.stream_read_timeout, deadline))
+    return {
+        "method": "GET",
+        "url": task_path(follower.task_id, "/events"),
+        "params": follower.params(),
+        "headers": {"Accept": NDJSON},
+        "timeout": timeout,
+    }
+
+
+def describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

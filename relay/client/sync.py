@@ -1,0 +1,285 @@
+"""The blocking client: ``Client`` submits and looks up tasks; a ``TaskHandle`` follows one task."""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import time
+from collections.abc import Generator, Iterator
+from contextlib import closing
+from typing import Any
+
+import httpx
+
+from relay.client import protocol
+from relay.client.celery import TaskProxy
+from relay.client.config import ClientConfig, RetryPolicy
+from relay.client.errors import TaskNotFound, connection_error, error_from_response, never_sent
+from relay.client.models import Event, Submitted, TaskView
+from relay.client.protocol import Call
+from relay.client.retry import Deadline, RetryBudget, bounded
+from relay.client.stream import (
+    FINAL_EVENT,
+    ConnectionEnd,
+    Dropped,
+    Ended,
+    Follower,
+    Reconnect,
+    Refused,
+    StreamBroken,
+    describe,
+    events_request,
+)
+
+
+class Client:
+    """A connection pool to one Relay API. Use it as a context manager, or ``close()`` it.
+
+    ``base_url`` and ``api_key`` default to ``RELAY_URL`` and ``RELAY_API_KEY``. ``timeout`` bounds each
+    ordinary request; ``stream_read_timeout`` is how long a stream may stay silent (the API sends
+    heartbeats) before it is considered cut and resumed. ``retry`` says how refusals the server calls
+    temporary and lost connections are retried.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        stream_read_timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = ClientConfig.resolve(base_url, api_key, timeout, stream_read_timeout, retry)
+        self._http = httpx.Client(
+            base_url=self.config.base_url, headers=self.config.headers(), timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def submit(
+        self,
+        task: str,
+        /,
+        *args: Any,
+        id: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        run_at: dt.datetime | str | None = None,
+        timeout: float | dt.timedelta | None = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> TaskHandle:
+        """Submit ``task(*args, **kwargs)``. ``delay`` (seconds) or ``run_at`` (an aware datetime) defer it;
+        ``timeout`` caps its run; ``max_retries`` may lower its retry policy; ``id`` makes it idempotent.
+        A task argument named like one of these options goes through ``submit_with``."""
+        return self.submit_with(
+            task, args, kwargs, id=id, delay=delay, run_at=run_at, timeout=timeout, max_retries=max_retries
+        )
+
+    def submit_with(
+        self, task: str, args: tuple[Any, ...] | builtins.list[Any], kwargs: dict[str, Any], **options: Any
+    ) -> TaskHandle:
+        """``submit`` with the task's arguments passed explicitly, so none can clash with an option's name."""
+        body = self._json(protocol.submit_call(task, args, kwargs, **options))
+        submitted = Submitted.from_json(body)
+        return TaskHandle(self, submitted.id, submitted)
+
+    def task(self, name: str) -> TaskProxy:
+        """Celery-style: ``client.task("resize").delay(url=...)``."""
+        return TaskProxy(self, name)
+
+    def task_handle(self, task_id: str) -> TaskHandle:
+        """A handle on a task submitted earlier (no request is made)."""
+        return TaskHandle(self, task_id)
+
+    def get(self, task_id: str) -> TaskView:
+        """The task's state (``TaskNotFound`` if there is no such task)."""
+        return TaskView.from_json(self._json(protocol.state_call(task_id)))
+
+    def cancel(self, task_id: str) -> str:
+        """Abort: ``"aborted"`` if it was waiting, ``"aborting"`` if it is running (``NotAbortable`` if ended)."""
+        return str(self._json(protocol.cancel_call(task_id))["state"])
+
+    def retry(self, task_id: str) -> TaskHandle:
+        """Run a failed or aborted task again, same id and arguments (``NotRetryable`` otherwise)."""
+        submitted = Submitted.from_json(self._json(protocol.retry_call(task_id)))
+        return TaskHandle(self, task_id, submitted)
+
+    def list(
+        self,
+        state: str | None = None,
+        task: str | None = None,
+        limit: int | None = None,
+        page_size: int = protocol.DEFAULT_PAGE_SIZE,
+    ) -> Iterator[TaskView]:
+        """Tasks, newest first, fetched a page at a time as you iterate (at most ``limit`` of them)."""
+        cursor: str | None = None
+        yielded = 0
+        while limit is None or yielded < limit:
+            size = protocol.page_sizes(None if limit is None else limit - yielded, page_size)
+            views, cursor = protocol.parse_page(self._json(protocol.list_call(state, task, size, cursor)))
+            for view in views[:size]:
+                yield view
+                yielded += 1
+            if cursor is None or not views:
+                return
+
+    def events(
+        self, task_id: str, after: int = 0, *, until_final: bool = True, timeout: float | None = None
+    ) -> Iterator[Event]:
+        """The task's events after ``after``, replayed then live, each exactly once, until its ``end``
+        (``ResultTimeout`` after ``timeout`` seconds, if given; the task keeps running)."""
+        deadline = Deadline(task_id, timeout) if timeout is not None else None
+        return self._stream(task_id, after, until_final, deadline)
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """Wait for the task to end; its result, or ``TaskFailed``/``TaskAborted``; ``ResultTimeout`` after
+        ``timeout`` seconds (the task keeps running)."""
+        deadline = Deadline(task_id, timeout) if timeout is not None else None
+        view = self._get(task_id, deadline)
+        if not view.is_final:
+            for _ in self._stream(task_id, 0, True, deadline):
+                pass
+            view = self._get(task_id, deadline)
+        return protocol.outcome(view)
+
+    # -- the wire ---------------------------------------------------------------------------------
+
+    def _get(self, task_id: str, deadline: Deadline | None) -> TaskView:
+        return TaskView.from_json(self._json(protocol.state_call(task_id), deadline))
+
+    def _json(self, call: Call, deadline: Deadline | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = self._send(call, deadline).json()
+        return body
+
+    def _send(self, call: Call, deadline: Deadline | None = None) -> httpx.Response:
+        """One call, retried while the server says "later" or the connection fails (within the budget and
+        the caller's deadline, if any)."""
+        budget = RetryBudget(self.config.retry)
+        while True:
+            try:
+                timeout = bounded(self.config.timeout, deadline)
+                response = self._http.request(
+                    call.method, call.path, json=call.json, params=call.params, timeout=timeout
+                )
+            except httpx.TransportError as exc:
+                error = connection_error(self.config.base_url, exc)
+                if not (call.idempotent or never_sent(exc)):
+                    raise error from exc
+                delay = budget.wait_or_raise(error)
+            else:
+                if not response.is_error:
+                    return response
+                delay = budget.wait_or_raise(error_from_response(response))
+            time.sleep(bounded(delay, deadline))
+            if deadline is not None:
+                deadline.check()
+
+    def _view_or_none(self, task_id: str, deadline: Deadline | None) -> TaskView | None:
+        try:
+            return self._get(task_id, deadline)
+        except TaskNotFound:
+            return None
+
+    def _stream(self, task_id: str, after: int, until_final: bool, deadline: Deadline | None) -> Iterator[Event]:
+        follower = Follower(task_id, after, until_final, self.config.retry)
+        while True:
+            if deadline is not None:
+                deadline.check()
+            end: ConnectionEnd = Dropped("no answer")
+            with closing(self._connection(follower, deadline)) as items:
+                for item in items:
+                    if isinstance(item, Event):
+                        yield item
+                    else:
+                        end = item
+            step = follower.after(end)
+            if step.check_state:
+                step = follower.after_state(self._view_or_none(task_id, deadline))
+            if step.stop:
+                return
+            time.sleep(bounded(step.wait, deadline))
+
+    def _connection(
+        self, follower: Follower, deadline: Deadline | None
+    ) -> Generator[Event | ConnectionEnd, None, None]:
+        """One connection's events, then how it ended."""
+        request = self._http.build_request(**events_request(follower, self.config, deadline))
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            yield Dropped(describe(exc))
+            return
+        try:
+            if response.status_code == 204:
+                yield Ended()
+                return
+            if response.is_error:
+                response.read()
+                yield Refused(error_from_response(response))
+                return
+            last_type = ""  # the server closes a stream right after the end that is last in the log
+            for line in response.iter_lines():
+                item = follower.feed(line)
+                if isinstance(item, Reconnect):
+                    yield item
+                    return
+                if item is not None:
+                    yield item
+                    last_type = item.type
+                    if item.type == FINAL_EVENT and not follower.until_final:
+                        yield Ended()
+                        return
+                if deadline is not None:
+                    deadline.check()  # heartbeats keep a read alive: the deadline is checked on every line
+            yield Ended() if last_type == FINAL_EVENT else Dropped("the stream closed before the task's end")
+        except (httpx.TransportError, StreamBroken) as exc:
+            if deadline is not None:
+                deadline.check()  # a read cut short by the deadline is the caller's timeout, not a failure
+            yield Dropped(describe(exc))
+        finally:
+            response.close()
+
+
+class TaskHandle:
+    """One task: its ``id``, its events, its result. Also what ``.delay()``/``.apply_async()`` return."""
+
+    def __init__(self, client: Client, task_id: str, submitted: Submitted | None = None) -> None:
+        self.client = client
+        self.id = task_id
+        self.submitted = submitted
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.id!r})"
+
+    def events(self, after: int = 0, *, until_final: bool = True, timeout: float | None = None) -> Iterator[Event]:
+        """Events after ``after`` until the task ends; resumes by itself across cut connections.
+
+        With ``until_final=False`` it stops at the first ``end``, even one followed by a manual retry."""
+        return self.client.events(self.id, after, until_final=until_final, timeout=timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's result once it ends (raises ``TaskFailed``, ``TaskAborted`` or ``ResultTimeout``)."""
+        return self.client.result(self.id, timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Celery's name for ``result``."""
+        return self.result(timeout)
+
+    def state(self) -> TaskView:
+        return self.client.get(self.id)
+
+    def cancel(self) -> str:
+        return self.client.cancel(self.id)
+
+    def retry(self) -> TaskHandle:
+        self.submitted = self.client.retry(self.id).submitted
+        return self

@@ -1,0 +1,206 @@
+"""The ``relay`` command, run as a process against the real API and worker: its output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+from relay.cli.args import parse_value, task_arguments
+from relay.cli.exitcodes import ExitCode
+from tests.conftest import StartApi
+from tests.support.processes import BIN, free_port
+
+RELAY = str(BIN / "relay")  # the console script pyproject installs
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def cli_env(base: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    return env | {"RELAY_URL": base}
+
+
+def relay_cli(base: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RELAY, *args], capture_output=True, text=True, timeout=timeout, env=cli_env(base))
+
+
+def ndjson(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_submit_prints_the_id_then_follow_and_status_read_it(relay: str) -> None:
+    submitted = relay_cli(relay, "submit", "echo", "--arg", "message=hi")
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", task_id)
+    followed = relay_cli(relay, "follow", task_id, "--json")
+    assert followed.returncode == 0
+    assert [e["type"] for e in ndjson(followed.stdout)] == ["started", "result", "end"]
+    status = relay_cli(relay, "status", task_id, "--json")
+    assert json.loads(status.stdout)["state"] == "succeeded"
+    human = relay_cli(relay, "status", task_id)
+    assert re.search(r"state\s+succeeded", human.stdout)
+    assert re.search(r"result\s+\{\"echo\":\"hi\"\}", human.stdout)
+
+
+def test_follow_prints_partials_then_the_result(relay: str) -> None:
+    done = relay_cli(relay, "submit", "count", "--args-json", '{"n": 2, "interval": 0}', "--follow")
+    assert done.returncode == ExitCode.SUCCEEDED, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ['partial {"i":1}', 'partial {"i":2}']
+    assert json.loads("\n".join(lines[2:])) == {"count": 2, "sum": 3}
+
+
+def test_json_follow_prints_the_raw_events(relay: str) -> None:
+    done = relay_cli(relay, "submit", "sleep", "--arg", "seconds=0.2", "--arg", "steps=2", "--follow", "--json")
+    assert done.returncode == 0, done.stderr
+    events = ndjson(done.stdout)
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert [e["type"] for e in events] == ["started", "progress", "progress", "result", "end"]
+    assert events[1]["data"] == {"current": 1, "total": 2, "message": "slept 1/2"}
+
+
+def test_arg_values_are_json_when_they_parse(relay: str) -> None:
+    as_string = relay_cli(relay, "submit", "echo", "--arg", "message=[not json", "--follow", "--json")
+    assert ndjson(as_string.stdout)[-2]["data"] == {"echo": "[not json"}
+    as_number = relay_cli(relay, "submit", "echo", "--arg", "message=42")  # 42 is a number: echo wants a string
+    assert as_number.returncode == ExitCode.REJECTED
+    assert "invalid_arguments" in as_number.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("42", 42),
+        ("2.5", 2.5),
+        ("true", True),
+        ("null", None),
+        ("[1, 2]", [1, 2]),
+        ('{"a": 1}', {"a": 1}),
+        ("hello", "hello"),
+        ("NaN", "NaN"),
+        ("", ""),
+        ("a=b", "a=b"),
+    ],
+)
+def test_parse_value(text: str, value: Any) -> None:
+    assert parse_value(text) == value
+
+
+def test_args_json_object_or_array_and_arg_wins() -> None:
+    assert task_arguments(("b=3",), '{"a": 1, "b": 2}') == ([], {"a": 1, "b": 3})
+    assert task_arguments((), "[1, 2]") == ([1, 2], {})
+    with pytest.raises(click.BadParameter):
+        task_arguments(("no-equals",), None)
+    with pytest.raises(click.BadParameter):
+        task_arguments((), "3")
+
+
+def test_exit_code_for_a_failed_task(relay: str) -> None:
+    done = relay_cli(relay, "submit", "fail", "--arg", "message=on purpose", "--follow")
+    assert done.returncode == ExitCode.FAILED
+    assert re.search(r"task [0-9a-f]{32} failed: DemoFailure: on purpose", done.stderr)
+    as_json = relay_cli(relay, "submit", "fail", "--follow", "--json")
+    assert as_json.returncode == ExitCode.FAILED
+    assert ndjson(as_json.stdout)[-1]["data"] == {"state": "failed"}
+
+
+def test_exit_code_for_an_aborted_task_and_cancel(relay: str) -> None:
+    task_id = relay_cli(relay, "submit", "sleep", "--arg", "seconds=30", "--arg", "steps=30").stdout.strip()
+    follower = subprocess.Popen(
+        [RELAY, "follow", task_id, "--json"], stdout=subprocess.PIPE, text=True, env=cli_env(relay)
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())  # following: it has seen the task start
+        assert first["type"] == "started"
+        cancelled = relay_cli(relay, "cancel", task_id)
+        assert (cancelled.returncode, cancelled.stdout.strip()) == (0, "aborting")
+        assert follower.wait(30) == ExitCode.ABORTED
+        assert ndjson(follower.stdout.read())[-1]["data"] == {"state": "aborted"}
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    again = relay_cli(relay, "cancel", task_id)
+    assert again.returncode == ExitCode.REJECTED
+    assert "409 not_abortable" in again.stderr
+
+
+def test_exit_code_when_wait_runs_out(relay: str) -> None:
+    done = relay_cli(relay, "submit", "sleep", "--arg", "seconds=2", "--follow", "--wait", "0.3")
+    assert done.returncode == ExitCode.TIMEOUT
+    task_id = re.search(r"task ([0-9a-f]{32}) did not end within 0.3s", done.stderr)
+    assert task_id is not None
+    assert f"relay cancel {task_id.group(1)}" in done.stderr
+    assert relay_cli(relay, "follow", task_id.group(1), "--json").returncode == 0  # it went on and succeeded
+
+
+def test_exit_codes_for_refusals_and_an_unreachable_api(relay: str) -> None:
+    unknown = relay_cli(relay, "submit", "no_such_task")
+    assert unknown.returncode == ExitCode.REJECTED
+    assert "422 unknown_task: no task is registered as 'no_such_task'" in unknown.stderr
+    missing = relay_cli(relay, "follow", "never-submitted")
+    assert missing.returncode == ExitCode.REJECTED
+    assert "404 task_not_found" in missing.stderr
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = relay_cli(relay, "--url", nowhere, "--retry-wait", "0.5", "submit", "echo")
+    assert unreachable.returncode == ExitCode.UNAVAILABLE
+    assert "connection_error: cannot talk to" in unreachable.stderr
+    usage = relay_cli(relay, "submit", "echo", "--arg", "no-equals-sign")
+    assert usage.returncode == ExitCode.USAGE
+    assert "is not KEY=VALUE" in usage.stderr
+    both = relay_cli(relay, "submit", "echo", "--delay", "5", "--run-at", "2030-01-01T00:00:00Z")
+    assert both.returncode == ExitCode.USAGE
+    assert "give delay or run_at, not both" in both.stderr
+
+
+def test_exit_code_when_the_api_stays_unavailable(spawn_api: StartApi) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=f"relay:client:{uuid.uuid4().hex[:8]}", RELAY_MAX_QUEUE_DEPTH="1")  # no worker
+    assert relay_cli(base, "submit", "echo", "--delay", "60").returncode == 0  # fills the queue
+    full = relay_cli(base, "--retry-wait", "1", "submit", "echo")  # Retry-After: 5 exceeds the budget
+    assert full.returncode == ExitCode.UNAVAILABLE
+    assert "503 queue_full" in full.stderr
+
+
+def test_api_key_option_and_environment(spawn_api: StartApi) -> None:
+    _, base = spawn_api(RELAY_API_KEYS="cli-key")
+    assert relay_cli(base, "status", "t1").returncode == ExitCode.REJECTED  # 401
+    with_key = relay_cli(base, "--api-key", "cli-key", "status", "t1")
+    assert "404 task_not_found" in with_key.stderr  # past auth: the task just does not exist
+    env = cli_env(base) | {"RELAY_API_KEY": "cli-key"}
+    from_env = subprocess.run([RELAY, "status", "t1"], capture_output=True, text=True, env=env, timeout=60)
+    assert "404 task_not_found" in from_env.stderr
+
+
+def test_readme_lists_every_exit_code() -> None:
+    rows = re.findall(r"^\| `(\d+)` \| (\w+) \|", README.read_text(), flags=re.MULTILINE)
+    assert {int(code): name for code, name in rows} == {c.value: c.name.lower() for c in ExitCode}
+
+
+def test_ls_lists_newest_first(relay: str) -> None:
+    ids = [relay_cli(relay, "submit", "fail", "--arg", f"message=ls {i}").stdout.strip() for i in range(2)]
+    for task_id in ids:
+        assert relay_cli(relay, "follow", task_id, "--json").returncode == ExitCode.FAILED
+    listed = relay_cli(relay, "ls", "--state", "failed", "--task", "fail", "--limit", "2", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [v["id"] for v in ndjson(listed.stdout)] == ids[::-1]
+    table = relay_cli(relay, "ls", "--state", "failed", "--limit", "2")
+    assert ids[1] in table.stdout
+
+
+def test_retry_reruns_an_aborted_task(relay: str) -> None:
+    task_id = relay_cli(relay, "submit", "echo", "--arg", "message=again", "--delay", "60").stdout.strip()
+    assert relay_cli(relay, "cancel", task_id).stdout.strip() == "aborted"
+    retried = relay_cli(relay, "retry", task_id)
+    assert (retried.returncode, retried.stdout.strip()) == (0, "queued"), retried.stderr
+    followed = relay_cli(relay, "follow", task_id, "--json")
+    assert followed.returncode == ExitCode.SUCCEEDED
+    assert [e["data"]["state"] for e in ndjson(followed.stdout) if e["type"] == "end"] == ["aborted", "succeeded"]

@@ -1,0 +1,123 @@
+"""Every error code of the HTTP contract maps to one exception class, and unknown ones to their family."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from relay.client import errors
+from relay.client.errors import (
+    ERROR_CODES,
+    ClientError,
+    RelayError,
+    ServerError,
+    ServiceUnavailableError,
+    StoreUnavailable,
+    TooManyRequestsError,
+    error_from_response,
+)
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+# The contract's codes by status (/work/plan/contract.md, "Error codes"), plus the API's 500.
+CONTRACT = {
+    400: ["malformed_json"],
+    401: ["unauthorized"],
+    404: ["task_not_found", "not_found"],
+    405: ["method_not_allowed"],
+    406: ["not_acceptable"],
+    409: ["id_conflict", "not_abortable", "not_retryable"],
+    413: ["payload_too_large"],
+    422: ["invalid_request", "unknown_task", "invalid_arguments"],
+    429: ["rate_limited", "quota_exceeded"],
+    500: ["internal_error"],
+    503: [
+        "queue_full",
+        "redis_unavailable",
+        "redis_readonly",
+        "redis_oom",
+        "redis_busy",
+        "redis_loading",
+        "redis_pool_exhausted",
+        "draining",
+        "too_many_streams",
+    ],
+}
+
+
+def response(status: int, code: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    body = {"error": {"code": code, "message": f"the {code} message", "details": {"where": "here"}}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def contract_codes() -> list[tuple[int, str]]:
+    return [(status, code) for status, codes in CONTRACT.items() for code in codes]
+
+
+@pytest.mark.parametrize(("status", "code"), contract_codes())
+def test_each_contract_code_has_its_own_class(status: int, code: str) -> None:
+    exc = error_from_response(response(status, code, {"Retry-After": "3"}))
+    assert type(exc) is ERROR_CODES[code]
+    assert (exc.status, exc.code, exc.message, exc.details) == (status, code, f"the {code} message", {"where": "here"})
+    assert exc.retryable == (status in {429, 503})
+    assert exc.retry_after == 3.0
+
+
+def test_no_two_codes_share_a_class() -> None:
+    assert set(ERROR_CODES) == {code for _, code in contract_codes()}
+    assert len(set(ERROR_CODES.values())) == len(ERROR_CODES)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "family", "retryable"),
+    [
+        (503, "brand_new_outage", ServiceUnavailableError, True),
+        (503, "redis_cluster_down", StoreUnavailable, True),
+        (429, "slow_down_please", TooManyRequestsError, True),
+        (409, "not_pausable", errors.ConflictError, False),
+        (422, "invalid_schedule", errors.UnprocessableError, False),
+        (418, "teapot", ClientError, False),
+        (500, "internal_error", errors.InternalServerError, False),
+        (501, "not_implemented", ServerError, False),
+        (404, "unauthorized", errors.NotFoundError, False),  # a known code under another status: trust the status
+    ],
+)
+def test_unknown_codes_fall_back_to_their_status_family(
+    status: int, code: str, family: type[RelayError], retryable: bool
+) -> None:
+    exc = error_from_response(response(status, code))
+    assert type(exc) is family
+    assert exc.code == code  # what the server said is kept
+    assert exc.status == status
+    assert exc.retryable is retryable
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(502, True), (504, True), (500, False)])
+def test_a_proxy_page_is_still_an_error_with_its_status(status: int, retryable: bool) -> None:
+    exc = error_from_response(httpx.Response(status, text="<html>Bad Gateway</html>"))
+    assert isinstance(exc, ServerError)
+    assert exc.code == f"http_{status}"
+    assert "Bad Gateway" in exc.message
+    assert exc.retryable is retryable
+
+
+def test_retry_after_must_be_seconds() -> None:
+    assert error_from_response(response(503, "queue_full", {"Retry-After": "soon"})).retry_after is None
+    assert error_from_response(response(503, "queue_full")).retry_after is None
+
+
+def test_readme_exception_table_matches_the_mapping() -> None:
+    rows = re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \| `(\w+)` \| `(\w+)` \|", README.read_text(), flags=re.MULTILINE)
+    table = {code: (int(status), cls, base) for status, code, cls, base in rows}
+    assert set(table) == set(ERROR_CODES)
+    for code, (status, cls, base) in table.items():
+        assert ERROR_CODES[code].__name__ == cls
+        assert ERROR_CODES[code].status == status
+        assert base in {c.__name__ for c in ERROR_CODES[code].__mro__[1:]}
+
+
+def test_str_says_status_code_and_message() -> None:
+    assert str(error_from_response(response(422, "unknown_task"))) == "422 unknown_task: the unknown_task message"

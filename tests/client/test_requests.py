@@ -1,0 +1,320 @@
+"""What the client sends and how it retries, against ``httpx.MockTransport`` (no server needed).
+
+The routes the core is adding (``GET /tasks``, ``POST /tasks/{id}/retry``) are covered here by their
+requests; their end-to-end tests are in test_sync_e2e.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from relay.client import (
+    AsyncClient,
+    Client,
+    NotRetryable,
+    QueueFull,
+    RelayConnectionError,
+    RetryPolicy,
+    TaskNotFound,
+    UnauthorizedError,
+)
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def view(task_id: str, state: str = "succeeded", **extra: Any) -> dict[str, Any]:
+    return {"id": task_id, "task": "echo", "state": state, "tries": 1, "arguments": {}, "result": None} | extra
+
+
+def accepted(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    return httpx.Response(202, json={"id": body["id"], "task": body["task"], "state": "queued", "created": True})
+
+
+class Recorder:
+    """A MockTransport handler that records requests and answers from a script."""
+
+    def __init__(self, *answers: httpx.Response | Handler | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(request) if callable(answer) else answer
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.requests if r.content]
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Waits the client would have slept (it does not, here)."""
+    waits: list[float] = []
+    monkeypatch.setattr("relay.client.sync.time.sleep", waits.append)
+    return waits
+
+
+def client(recorder: Recorder, **kwargs: Any) -> Client:
+    return Client("http://relay.test", transport=httpx.MockTransport(recorder), **kwargs)
+
+
+def test_submit_sends_task_arguments_and_options() -> None:
+    rec = Recorder(accepted)
+    run_at = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with client(rec) as relay:
+        relay.submit("resize", "a.png", 2, width=800, delay=dt.timedelta(seconds=90), timeout=30, max_retries=1)
+        relay.submit("resize", id="mine-1", run_at=run_at)
+    first, second = rec.bodies()
+    assert first["task"] == "resize"
+    assert first["args"] == ["a.png", 2]
+    assert first["kwargs"] == {"width": 800}
+    assert first["delay_seconds"] == 90
+    assert first["timeout_seconds"] == 30
+    assert first["max_retries"] == 1
+    assert len(first["id"]) == 32  # the client names it, so a resent submit cannot run twice
+    assert "run_at" not in first
+    assert second == {"task": "resize", "args": [], "kwargs": {}, "id": "mine-1", "run_at": "2030-01-02T03:04:05+00:00"}
+    assert rec.requests[0].url == "http://relay.test/tasks"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"delay": 5, "run_at": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}, "not both"),
+        ({"run_at": dt.datetime(2030, 1, 1)}, "timezone"),
+        ({"delay": -1}, "negative"),
+    ],
+)
+def test_submit_rejects_impossible_options_before_sending(options: dict[str, Any], message: str) -> None:
+    rec = Recorder(accepted)
+    with client(rec) as relay, pytest.raises(ValueError, match=message):
+        relay.submit("echo", **options)
+    assert rec.requests == []
+
+
+def test_a_task_argument_named_like_an_option_goes_through_submit_with() -> None:
+    rec = Recorder(accepted)
+    with client(rec) as relay:
+        relay.submit_with("fetch", [], {"timeout": 3, "id": 7})
+        relay.task("fetch").delay(timeout=3)  # Celery's delay: every keyword is the task's
+    assert [b["kwargs"] for b in rec.bodies()] == [{"timeout": 3, "id": 7}, {"timeout": 3}]
+    assert all("timeout_seconds" not in b for b in rec.bodies())
+
+
+def test_apply_async_maps_celery_options() -> None:
+    rec = Recorder(accepted)
+    eta = dt.datetime(2030, 1, 1, 12, tzinfo=dt.UTC)
+    with client(rec) as relay:
+        handle = relay.task("resize").apply_async(
+            args=["x.png"], kwargs={"width": 10}, task_id="celery-1", countdown=5, time_limit=60
+        )
+        relay.task("resize").apply_async(eta=eta, max_retries=0)
+    first, second = rec.bodies()
+    assert handle.id == "celery-1"
+    assert first == {
+        "task": "resize",
+        "args": ["x.png"],
+        "kwargs": {"width": 10},
+        "id": "celery-1",
+        "delay_seconds": 5,
+        "timeout_seconds": 60,
+    }
+    assert second["run_at"] == "2030-01-01T12:00:00+00:00"
+    assert second["max_retries"] == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"expires": 60}, TypeError, "'expires' is not supported by Relay: Relay tasks do not expire"),
+        ({"queue": "high"}, TypeError, "'queue' is not supported by Relay: Relay has one queue"),
+        ({"link": object()}, TypeError, "no callbacks"),
+        ({"frobnicate": 1}, TypeError, "'frobnicate' is not supported"),
+        ({"countdown": 1, "eta": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}, ValueError, "countdown or eta"),
+        ({"eta": dt.datetime(2030, 1, 1)}, ValueError, "eta needs a timezone"),
+    ],
+)
+def test_apply_async_refuses_what_relay_cannot_do(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    rec = Recorder(accepted)
+    with client(rec) as relay, pytest.raises(error, match=message):
+        relay.task("resize").apply_async(**options)
+    assert rec.requests == []
+
+
+def test_url_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_URL", "http://from-env.test:9000/")
+    monkeypatch.setenv("RELAY_API_KEY", "s3cret")
+    rec = Recorder(httpx.Response(200, json=view("t1")))
+    with Client(transport=httpx.MockTransport(rec)) as relay:
+        relay.get("t1")
+    assert str(rec.requests[0].url) == "http://from-env.test:9000/tasks/t1"
+    assert rec.requests[0].headers["authorization"] == "Bearer s3cret"
+    with Client("http://arg.test", api_key="other", transport=httpx.MockTransport(rec)) as relay:
+        relay.get("t1")
+    assert str(rec.requests[1].url) == "http://arg.test/tasks/t1"
+    assert rec.requests[1].headers["authorization"] == "Bearer other"
+
+
+def test_no_key_sends_no_authorization_and_401_is_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELAY_API_KEY", raising=False)
+    body = {"error": {"code": "unauthorized", "message": "an API key is required", "details": None}}
+    rec = Recorder(httpx.Response(401, json=body))
+    with client(rec) as relay, pytest.raises(UnauthorizedError):
+        relay.get("t1")
+    assert "authorization" not in rec.requests[0].headers
+
+
+def page(ids: list[str], cursor: str | None) -> httpx.Response:
+    return httpx.Response(200, json={"tasks": [view(i, "failed") for i in ids], "next_cursor": cursor})
+
+
+def test_list_pages_lazily_with_the_cursor() -> None:
+    rec = Recorder(page(["a", "b"], "c1"), page(["c", "d"], "c2"), page(["e"], None))
+    with client(rec) as relay:
+        tasks = relay.list(state="failed", task="resize", page_size=2)
+        assert rec.requests == []  # nothing is fetched until iterated
+        assert [t.id for t in tasks] == ["a", "b", "c", "d", "e"]
+    params = [dict(r.url.params) for r in rec.requests]
+    assert params == [
+        {"state": "failed", "task": "resize", "limit": "2"},
+        {"state": "failed", "task": "resize", "limit": "2", "cursor": "c1"},
+        {"state": "failed", "task": "resize", "limit": "2", "cursor": "c2"},
+    ]
+    assert all(r.url.path == "/tasks" and r.method == "GET" for r in rec.requests)
+
+
+def test_list_limit_stops_fetching_and_asks_for_no_more_than_needed() -> None:
+    rec = Recorder(page(["a", "b", "c"], "c1"), page(["d", "e"], "c2"))
+    with client(rec) as relay:
+        assert [t.id for t in relay.list(limit=5, page_size=3)] == ["a", "b", "c", "d", "e"]
+    assert [r.url.params["limit"] for r in rec.requests] == ["3", "2"]
+    with pytest.raises(ValueError, match="page_size"):
+        next(iter(client(rec).list(page_size=501)))
+
+
+def test_retry_posts_and_returns_a_handle_on_the_same_id() -> None:
+    answer = {"id": "t 1", "task": "echo", "state": "queued", "created": False}
+    rec = Recorder(httpx.Response(202, json=answer))
+    with client(rec) as relay:
+        handle = relay.task_handle("t 1").retry()
+    assert (rec.requests[0].method, rec.requests[0].url.raw_path) == ("POST", b"/tasks/t%201/retry")
+    assert handle.id == "t 1"
+    assert handle.submitted is not None
+    assert handle.submitted.state == "queued"
+
+
+def test_retry_of_a_running_task_is_not_retryable() -> None:
+    body = {"error": {"code": "not_retryable", "message": "it has not ended", "details": None}}
+    with client(Recorder(httpx.Response(409, json=body))) as relay, pytest.raises(NotRetryable) as caught:
+        relay.retry("t1")
+    assert caught.value.status == 409
+
+
+def test_cancel_sends_delete() -> None:
+    rec = Recorder(httpx.Response(202, json={"id": "t1", "state": "aborting"}))
+    with client(rec) as relay:
+        assert relay.task_handle("t1").cancel() == "aborting"
+    assert rec.requests[0].method == "DELETE"
+
+
+def queue_full(retry_after: str | None = "5") -> httpx.Response:
+    body = {"error": {"code": "queue_full", "message": "the queue is full", "details": None}}
+    return httpx.Response(503, json=body, headers={"Retry-After": retry_after} if retry_after else {})
+
+
+def test_503_is_retried_after_retry_after_with_the_same_id(slept: list[float]) -> None:
+    rec = Recorder(queue_full("5"), queue_full("2"), accepted)
+    with client(rec) as relay:
+        handle = relay.submit("echo")
+    assert slept == [5.0, 2.0]
+    ids = {b["id"] for b in rec.bodies()}
+    assert ids == {handle.id}  # the same submit each time: at most one task can result
+
+
+def test_retry_gives_up_when_retry_after_exceeds_the_budget(slept: list[float]) -> None:
+    rec = Recorder(queue_full("2"), queue_full("5"), accepted)
+    with client(rec, retry=RetryPolicy(max_wait_seconds=6)) as relay, pytest.raises(QueueFull) as caught:
+        relay.submit("echo")
+    assert slept == [2.0]  # 2 + 5 would exceed 6: it raises at once instead of sleeping
+    assert caught.value.retry_after == 5.0
+    assert len(rec.requests) == 2
+
+
+def test_without_retry_after_backoff_grows_with_jitter_within_the_cap(
+    slept: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("relay.client.retry.random.random", lambda: 0.999)
+    rec = Recorder(*([queue_full(None)] * 6), accepted)
+    with client(rec, retry=RetryPolicy(max_wait_seconds=60, backoff_base=0.5, backoff_max=3)) as relay:
+        relay.submit("echo")
+    assert slept == pytest.approx([0.4995, 0.999, 1.998, 2.997, 2.997, 2.997])
+
+
+def test_retry_can_be_turned_off(slept: list[float]) -> None:
+    rec = Recorder(queue_full("1"), accepted)
+    with client(rec, retry=RetryPolicy(max_wait_seconds=0)) as relay, pytest.raises(QueueFull):
+        relay.submit("echo")
+    assert slept == []
+
+
+def test_connection_errors_are_retried_then_raised(slept: list[float]) -> None:
+    rec = Recorder(httpx.ConnectError("refused"), httpx.ReadError("reset"), accepted)
+    with client(rec) as relay:
+        relay.submit("echo")  # a submit carries its id: resending after a lost answer is safe
+    assert len(slept) == 2
+    rec = Recorder(httpx.ConnectError("refused"))
+    with client(rec, retry=RetryPolicy(max_wait_seconds=1)) as relay, pytest.raises(RelayConnectionError) as caught:
+        relay.get("t1")
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert caught.value.retryable
+
+
+def test_a_cancel_whose_answer_was_lost_is_not_resent(slept: list[float]) -> None:
+    rec = Recorder(httpx.ReadError("reset after sending"), httpx.Response(200, json={"state": "aborted"}))
+    with client(rec) as relay, pytest.raises(RelayConnectionError):
+        relay.cancel("t1")
+    assert len(rec.requests) == 1
+    rec = Recorder(httpx.ConnectError("refused"), httpx.Response(200, json={"state": "aborted"}))
+    with client(rec) as relay:
+        assert relay.cancel("t1") == "aborted"  # never sent: safe to send
+    assert len(rec.requests) == 2
+
+
+def test_not_found_is_not_retried(slept: list[float]) -> None:
+    body = {"error": {"code": "task_not_found", "message": "no task", "details": {"state": "unknown"}}}
+    rec = Recorder(httpx.Response(404, json=body))
+    with client(rec) as relay, pytest.raises(TaskNotFound) as caught:
+        relay.get("nope")
+    assert caught.value.details == {"state": "unknown"}
+    assert slept == []
+    assert len(rec.requests) == 1
+
+
+async def test_async_client_builds_the_same_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr("relay.client.aio.asyncio.sleep", fake_sleep)
+    rec = Recorder(queue_full("3"), accepted, page(["a"], "c1"), page(["b"], None))
+    async with AsyncClient("http://relay.test", transport=httpx.MockTransport(rec)) as relay:
+        handle = await relay.task("resize").apply_async(kwargs={"w": 1}, countdown=2)
+        listed = [t.id async for t in relay.list(state="failed", page_size=1)]
+    assert waits == [3.0]
+    assert rec.bodies()[1] == rec.bodies()[0]
+    assert rec.bodies()[0]["delay_seconds"] == 2
+    assert handle.id == rec.bodies()[0]["id"]
+    assert listed == ["a", "b"]
+    assert dict(rec.requests[3].url.params) == {"state": "failed", "limit": "1", "cursor": "c1"}

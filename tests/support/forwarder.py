@@ -1,0 +1,87 @@
+"""A local TCP forwarder whose target a test switches: one base URL for the client, a changing API behind it.
+
+It stands in for a load balancer: when the API it points at dies, the connections piped to it are cut
+(as the dead process's sockets would be), and new connections go wherever ``target`` points now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from types import TracebackType
+from urllib.parse import urlsplit
+
+
+def address(base_url: str) -> tuple[str, int]:
+    parts = urlsplit(base_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    return parts.hostname, parts.port
+
+
+class Forwarder:
+    """``url`` forwards to ``target`` (host, port); ``connections`` lists where each accepted one went."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.connections: list[tuple[str, int]] = []
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.05)  # accept() wakes up to notice close()
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, name="forwarder", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> Forwarder:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                downstream, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            downstream.settimeout(None)
+            target = self.target
+            try:
+                upstream = socket.create_connection(target, timeout=5)
+            except OSError:
+                downstream.close()  # like a balancer with no healthy backend
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self.connections.append(target)
+                self._sockets += [downstream, upstream]
+            for src, dst in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # One side is gone: take the other down too, as a dead peer's kernel would.
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+        self._server.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the pipe threads blocked in recv()
+                sock.close()
