@@ -15,13 +15,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
+from shared import keys
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, types, wait_state
 from tests.support.processes import ManagedProcess, free_port, start_redis, wait_until
 from tests.support.servicebus import LocalServiceBus
+from worker.bridge.messages import sequence_task_id, task_id_for
 
 FINAL = {"succeeded", "failed", "aborted"}
 
@@ -228,3 +231,92 @@ def test_bridge_killed_between_enqueue_and_complete_runs_the_task_once(
     wait_until(lambda: bus.completed_ids(names["queue"]) == [mid], 30, "the redelivered message to be completed")
     assert types(read_events(base, mid)).count("started") == 1  # nothing new was enqueued
     assert bus.dead_letter_count(names["queue"]) == 0
+
+
+def test_messages_without_an_id_are_three_tasks_not_one(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    # Other SDKs and raw AMQP senders may set no message id; each such message is still its own task.
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    sequence = [bus.send(names["queue"], json.dumps({"task": "echo", "args": [f"body {i}"]})) for i in range(3)]
+    for i, number in enumerate(sequence):
+        task_id = sequence_task_id(names["queue"], number)
+        assert wait_state(base, task_id, FINAL)["result"] == {"echo": f"body {i}"}
+    wait_until(lambda: len(bus.completed_ids(names["queue"])) == 3, 10, "all three completed")
+    assert bus.dead_letter_count(names["queue"]) == 0
+
+
+def test_a_message_id_with_a_trailing_newline_is_a_task_not_poison(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    bus.send(names["queue"], json.dumps({"task": "echo", "args": ["nl"]}), message_id="order-1\n")
+    task_id = task_id_for("order-1\n")
+    assert task_id.startswith("sb-")  # not a valid id as it is, so it is digested, never half-matched
+    assert wait_state(base, task_id, FINAL)["result"] == {"echo": "nl"}
+    assert bus.dead_letter_count(names["queue"]) == 0
+
+
+async def _receive(bus: LocalServiceBus, queue: str, wait: float) -> list[dict[str, object]]:
+    client = ServiceBusClient.from_connection_string(bus.connection_string)
+    async with client, client.get_queue_receiver(queue, max_wait_time=wait) as receiver:
+        got = await receiver.receive_messages(max_message_count=5, max_wait_time=wait)
+        for message in got:
+            await receiver.complete_message(message)
+        return [{"correlation_id": m.correlation_id, **json.loads(b"".join(m.body))} for m in got]
+
+
+def test_a_conflicting_message_cannot_redirect_a_tasks_reply(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    mid, hijack = message_id(), f"{names['replies']}-hijack"
+    first = json.dumps({"task": "sleep", "kwargs": {"seconds": 1, "steps": 1}})
+    bus.send(names["queue"], first, message_id=mid, reply_to=names["replies"])
+    wait_state(base, mid, {"running", "succeeded"})
+    other = json.dumps({"task": "echo", "args": ["other"]})
+    bus.send(names["queue"], other, message_id=mid, reply_to=hijack)
+    wait_until(lambda: bus.dead_letter_count(names["queue"]) == 1, 20, "the conflicting message dead-lettered")
+    assert bus.dead_letters(names["queue"])[0].dead_letter_reason == "IdConflict"
+    replies = asyncio.run(_receive(bus, names["replies"], 20))
+    assert [(r["correlation_id"], r["state"]) for r in replies] == [(mid, "succeeded")]
+    assert asyncio.run(_receive(bus, hijack, 2)) == []  # before the fix, the reply went here
+
+
+def test_a_task_aborted_while_it_waits_still_replies(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    mid = message_id()
+    body = json.dumps({"task": "echo", "delay_seconds": 600})
+    bus.send(names["queue"], body, message_id=mid, reply_to=names["replies"])
+    wait_state(base, mid, {"deferred"})
+    assert httpx.delete(f"{base}/tasks/{mid}", timeout=10).status_code == 200
+    replies = asyncio.run(_receive(bus, names["replies"], 20))
+    assert [(r["correlation_id"], r["state"]) for r in replies] == [(mid, "aborted")]
+    assert replies[0]["error"] == {"error_type": "Aborted", "message": "aborted before it started"}
+
+
+def test_a_reply_that_cannot_be_sent_waits_in_redis_until_it_can(
+    names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    first = LocalServiceBus(max_delivery_count=5, lock_duration=5.0).start()
+    port = first.port
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(first, names))
+    mid = message_id()
+    body = json.dumps({"task": "sleep", "kwargs": {"seconds": 2, "steps": 1}})
+    first.send(names["queue"], body, message_id=mid, reply_to=names["replies"])
+    wait_state(base, mid, {"running"})
+    first.stop()  # Service Bus is unreachable when the task ends: the reply cannot go out
+    outbox = keys.reply_outbox(names["relay_queue"])
+    assert wait_state(base, mid, FINAL)["state"] == "succeeded"
+    wait_until(lambda: redis_client.zscore(outbox, mid) is not None, 10, "the reply to wait in the outbox")
+    with LocalServiceBus(port=port, max_delivery_count=5, lock_duration=5.0) as second:
+        replies = asyncio.run(_receive(second, names["replies"], 60))
+        assert [(r["correlation_id"], r["state"]) for r in replies] == [(mid, "succeeded")]
+        wait_until(lambda: redis_client.zscore(outbox, mid) is None, 10, "the sent reply to leave the outbox")

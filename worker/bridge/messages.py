@@ -58,8 +58,13 @@ def message_task_id(message: ServiceBusReceivedMessage, entity: str) -> str:
         return task_id_for(str(message.message_id))
     if message.sequence_number is None:
         raise Poison(DeadLetterReason.INVALID_SCHEMA, "the message has neither a message id nor a sequence number")
+    return sequence_task_id(entity, message.sequence_number)
+
+
+def sequence_task_id(entity: str, sequence_number: int) -> str:
+    """The task id of a message without an id: its entity (digested) and the broker's sequence number."""
     digest = hashlib.sha256(entity.encode()).hexdigest()[:12]
-    return f"sb-{digest}-seq-{message.sequence_number}"
+    return f"sb-{digest}-seq-{sequence_number}"
 
 
 def reply_request(message: ServiceBusReceivedMessage) -> dict[str, str | None] | None:

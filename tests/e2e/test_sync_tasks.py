@@ -1,0 +1,60 @@
+"""Plain ``def`` tasks (what Celery taught) run in the worker's thread pool: events from the thread, timeouts
+and aborts honoured as far as Python allows (the thread is told, through ``task.cancelled``)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.conftest import StartApi, StartWorker
+from tests.support.client import read_events, state, submit_ok, types, wait_state
+
+FINAL = {"succeeded", "failed", "aborted"}
+
+
+@pytest.fixture
+def stack(spawn_api: StartApi, spawn_worker: StartWorker) -> str:
+    env = {"RELAY_QUEUE_NAME": f"relay:sync:{uuid.uuid4().hex[:8]}", "RELAY_SYNC_TASK_THREADS": "2"}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    return base
+
+
+def test_a_plain_def_task_runs_and_returns(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "sync_add", "args": [2, 3]})
+    assert wait_state(stack, task_id, FINAL)["result"] == 5
+
+
+def test_progress_from_the_thread_is_streamed(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "sync_steps", "kwargs": {"seconds": 0.4, "steps": 4}})
+    events = read_events(stack, task_id)
+    assert types(events) == ["started", "progress", "progress", "progress", "progress", "result", "end"]
+    assert [e["data"]["current"] for e in events if e["type"] == "progress"] == [1, 2, 3, 4]
+
+
+def test_two_plain_tasks_run_side_by_side(stack: str) -> None:
+    ids = [submit_ok(stack, {"task": "sync_steps", "kwargs": {"seconds": 1.0, "steps": 2}}) for _ in range(2)]
+    runs = [read_events(stack, task_id) for task_id in ids]
+    starts = [next(e["ts"] for e in run if e["type"] == "started") for run in runs]
+    ends = [next(e["ts"] for e in run if e["type"] == "result") for run in runs]
+    assert max(starts) < min(ends)  # both threads were running at once
+
+
+def test_a_plain_task_past_its_timeout_fails_and_is_told_to_stop(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "sync_steps", "kwargs": {"seconds": 5, "steps": 50}, "timeout_seconds": 0.5})
+    events = read_events(stack, task_id)
+    assert types(events)[-2:] == ["error", "end"]
+    assert events[-2]["data"]["error_type"] == "TaskTimedOut"
+    progress = [e for e in events if e["type"] == "progress"]
+    assert len(progress) < 50  # it saw task.cancelled and returned early (its late events are dropped)
+
+
+def test_a_plain_task_can_be_aborted(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "sync_steps", "kwargs": {"seconds": 10, "steps": 100}})
+    wait_state(stack, task_id, {"running"})
+    assert httpx.delete(f"{stack}/tasks/{task_id}", timeout=10).status_code == 202
+    assert wait_state(stack, task_id, FINAL)["state"] == "aborted"
+    assert types(read_events(stack, task_id))[-2:] == ["aborted", "end"]
+    assert state(stack, task_id)["error"]["message"] == "aborted while running"

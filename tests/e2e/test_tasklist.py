@@ -1,0 +1,132 @@
+"""``GET /tasks``: newest first, filtered by state and task name, paged by cursor, from a bounded index."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from arq.connections import ArqRedis
+
+from shared import keys
+from shared.enqueue import Enqueuer, prepare
+from shared.scripts import Scripts
+from shared.settings import Settings
+from shared.tasks import TaskSubmission
+from shared.transitions import Transitions
+from tests.conftest import StartApi, StartWorker
+from tests.support.processes import wait_until
+from worker.tasks import load
+
+TASKS = 10_000
+ABORTED_EVERY = 10
+
+
+async def _fill(redis_url: str, queue: str) -> list[str]:
+    """10,000 deferred tasks (echo, and every fifth one ``sleep``), every tenth then aborted; oldest first."""
+    settings = Settings(redis_url=redis_url, queue_name=queue, max_queue_depth=TASKS + 1)
+    registry = load(["worker.tasks.demo"])
+    pool = ArqRedis.from_url(redis_url)
+    try:
+        enqueuer = Enqueuer(pool, settings)
+        ids = [f"list-{i:05d}-{uuid.uuid4().hex[:6]}" for i in range(TASKS)]
+        for start in range(0, TASKS, 500):  # concurrent submits share script calls, as in an API process
+            batch = []
+            for i in range(start, start + 500):
+                task = "sleep" if i % 5 == 0 else "echo"
+                batch.append(prepare(registry, settings, TaskSubmission(task=task, id=ids[i], delay_seconds=3600)))
+            await asyncio.gather(*(enqueuer.enqueue(p) for p in batch))
+        transitions = Transitions(pool, Scripts(pool), settings)
+        await asyncio.gather(*(transitions.abort(t) for t in ids[::ABORTED_EVERY]))
+        return ids
+    finally:
+        await pool.aclose()
+
+
+def _all_pages(base: str, **params: Any) -> tuple[list[dict[str, Any]], int]:
+    tasks: list[dict[str, Any]] = []
+    pages = 0
+    cursor: str | None = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = httpx.get(f"{base}/tasks", params=query, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        tasks += body["tasks"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return tasks, pages
+
+
+@pytest.fixture(scope="module")
+def filled(redis_url: str) -> tuple[str, list[str]]:
+    queue = f"relay:list:{uuid.uuid4().hex[:8]}"
+    return queue, asyncio.run(_fill(redis_url, queue))
+
+
+@pytest.fixture
+def api(filled: tuple[str, list[str]], spawn_api: StartApi) -> str:
+    _, base = spawn_api(RELAY_QUEUE_NAME=filled[0])
+    return base
+
+
+def test_pages_through_ten_thousand_tasks_newest_first(api: str, filled: tuple[str, list[str]]) -> None:
+    _, ids = filled
+    tasks, pages = _all_pages(api, limit=500)
+    assert [t["id"] for t in tasks] == ids[::-1]  # every task once, newest first, none skipped across pages
+    assert pages == TASKS // 500
+    assert {t["state"] for t in tasks} == {"deferred", "aborted"}
+
+
+def test_filters_by_state_and_by_task(api: str, filled: tuple[str, list[str]]) -> None:
+    _, ids = filled
+    aborted, _ = _all_pages(api, state="aborted", limit=200)
+    assert [t["id"] for t in aborted] == ids[::ABORTED_EVERY][::-1]
+    sleeps, _ = _all_pages(api, task="sleep", state="deferred", limit=500)
+    expected = [t for i, t in enumerate(ids) if i % 5 == 0 and i % ABORTED_EVERY != 0]
+    assert [t["id"] for t in sleeps] == expected[::-1]
+    assert all(t["task"] == "sleep" and t["state"] == "deferred" for t in sleeps)
+
+
+def test_a_page_is_a_full_task_view(api: str) -> None:
+    first = httpx.get(f"{api}/tasks", params={"limit": 1, "state": "aborted"}, timeout=10).json()["tasks"][0]
+    assert first["error"] == {"error_type": "Aborted", "message": "aborted before it started"}
+    assert first["links"] == {"self": f"/tasks/{first['id']}", "events": f"/tasks/{first['id']}/events"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": "0"}, {"limit": "501"}, {"limit": "x"}, {"state": "done"}, {"task": "bad name"}, {"cursor": "???"}],
+)
+def test_bad_parameters_are_422(api: str, params: dict[str, str]) -> None:
+    response = httpx.get(f"{api}/tasks", params=params, timeout=10)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_index_memory_is_measured(filled: tuple[str, list[str]], redis_client: redis.Redis) -> None:
+    queue, _ = filled
+    used = int(redis_client.memory_usage(keys.task_index(queue), samples=0) or 0)
+    per_task = used / TASKS
+    print(f"\ntask index: {used:,} bytes for {TASKS:,} tasks ({per_task:.0f} bytes per task)")
+    assert per_task < 200  # an id (about 20 bytes here) and a score, in a sorted set
+
+
+def test_workers_keep_the_index_bounded(redis_url: str, spawn_worker: StartWorker, redis_client: redis.Redis) -> None:
+    queue = f"relay:bound:{uuid.uuid4().hex[:8]}"
+    index = keys.task_index(queue)
+    now = time.time_ns() // 1000
+    gone = {f"gone-{i}": now + i for i in range(500)}  # tasks whose records have expired
+    redis_client.zadd(index, gone)
+    redis_client.zadd(index, {f"kept-{i}": now + 1000 + i for i in range(1500)})
+    for i in range(1500):
+        redis_client.set(keys.job(f"kept-{i}"), b"{}")
+    spawn_worker(RELAY_QUEUE_NAME=queue, RELAY_TASK_INDEX_MAX="1000")
+    wait_until(lambda: redis_client.zcard(index) <= 1000, 20, "the index to be trimmed at the worker's start")
+    survivors = {m.decode() for m in redis_client.zrange(index, 0, -1)}
+    assert survivors == {f"kept-{i}" for i in range(500, 1500)}  # the newest 1,000; expired ones went first
