@@ -12,7 +12,6 @@ import logging
 from api.resources import RelayApp, Resources
 from shared.redis import public_url
 from shared.settings import get_settings
-from worker.tasks import load
 
 logger = logging.getLogger("relay.api")
 
@@ -23,7 +22,7 @@ CLOSE_MARGIN_SECONDS = 2.0
 async def open_resources(app: RelayApp) -> None:
     """``before_server_start``: connect to Redis and start the pub/sub hub."""
     settings = get_settings()
-    app.ctx.res = await Resources.open(settings, load(settings.task_module_list()))
+    app.ctx.res = await Resources.open(settings)  # no task code: the live workers publish what they run
     logger.info("relay api ready: using Redis at %s, queue %s", public_url(settings.redis_url), settings.queue_name)
 
 

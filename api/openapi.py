@@ -8,6 +8,8 @@ nullables, which made a schema the fuzzer could not trust.)
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -15,8 +17,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.schemas import AbortResult, ErrorBody, Ping, Status, SubmitResult, TaskPage, TaskView
+from shared.catalogue import TaskOffer
 from shared.tasks import TASK_ID_PATTERN, TASK_NAME_REGEX, TaskState, TaskSubmission
-from worker.tasks import registry
 
 _ERRORS = {
     400: "The body is not JSON.",
@@ -163,9 +165,51 @@ _PATHS: dict[str, Any] = {
 }
 
 
+def document(offers: Mapping[str, TaskOffer]) -> dict[str, Any]:
+    """The whole document: the API's own schemas, and each task the live workers offer with its arguments'
+    schema (``components.schemas["<task>.arguments"]``), so clients can be generated."""
+    base = _base_document()
+    schemas = dict(base["components"]["schemas"])
+    submission = copy.deepcopy(schemas["TaskSubmission"])
+    submission["properties"]["task"]["enum"] = sorted(offers)  # which tasks exist (clients and the fuzzer see them)
+    schemas["TaskSubmission"] = submission
+    tasks: dict[str, Any] = {}
+    for name, offer in sorted(offers.items()):
+        schemas |= _task_schemas(name, offer.schema)
+        tasks[name] = {
+            "description": offer.description,
+            "arguments": {"$ref": f"#/components/schemas/{name}.arguments"},
+            "positional": list(offer.positional),
+            "timeout_seconds": offer.timeout_seconds,
+            "max_retries": offer.max_retries,
+        }
+    return base | {"components": base["components"] | {"schemas": schemas}, "x-relay-tasks": tasks}
+
+
+def _task_schemas(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A task's argument schema and its ``$defs`` as components, their references rewritten to match."""
+    prefix = f"#/components/schemas/{name}."
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: (prefix + v.removeprefix("#/$defs/") if k == "$ref" and isinstance(v, str) else rewrite(v))
+                for k, v in node.items()
+                if k != "$defs"
+            }
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        return node
+
+    parts = {f"{name}.arguments": rewrite(schema)}
+    for def_name, definition in schema.get("$defs", {}).items():
+        parts[f"{name}.{def_name}"] = rewrite(definition)
+    return parts
+
+
 @lru_cache(maxsize=1)
-def document() -> dict[str, Any]:
-    """The whole document (built once per process)."""
+def _base_document() -> dict[str, Any]:
+    """The API's own part of the document (built once per process)."""
     models: list[type[BaseModel]] = [
         TaskSubmission,
         SubmitResult,
@@ -177,8 +221,6 @@ def document() -> dict[str, Any]:
         Ping,
     ]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
-    # Name the registered tasks, so clients (and the fuzzer) see which ones exist.
-    schemas["$defs"]["TaskSubmission"]["properties"]["task"]["enum"] = sorted(spec.name for spec in registry)
     return {
         "openapi": "3.1.0",
         "info": {

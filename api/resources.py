@@ -15,13 +15,13 @@ from api.hub import PubSubHub
 from api.metrics import ApiMetrics
 from api.quotas import Quotas
 from shared.apikeys import ANONYMOUS, parse_api_keys
+from shared.catalogue import Catalogue
 from shared.enqueue import Enqueuer
 from shared.events import EventLog
 from shared.redis import connect_fail_fast
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.transitions import Transitions
-from worker.registry import TaskRegistry
 
 logger = logging.getLogger("relay.api")
 
@@ -66,7 +66,7 @@ class Resources:
     """Lives on ``app.ctx.res``: no state here that another API process would need."""
 
     settings: Settings
-    registry: TaskRegistry
+    catalogue: Catalogue
     pool: ArqRedis
     events: EventLog
     hub: PubSubHub
@@ -79,9 +79,10 @@ class Resources:
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
 
     @classmethod
-    async def open(cls, settings: Settings, registry: TaskRegistry) -> Resources:
+    async def open(cls, settings: Settings) -> Resources:
         """Connect to Redis (retrying while it starts) and start the pub/sub hub."""
         pool = await connect_fail_fast(settings)
+        catalogue = Catalogue(pool, settings.queue_name)
         events = EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds)
         hub = PubSubHub(pool)
         await hub.start()
@@ -91,13 +92,12 @@ class Resources:
         metrics = ApiMetrics()
         key_names = [key.name for key in parse_api_keys(settings.api_keys.get_secret_value())] or [ANONYMOUS]
         quotas = Quotas(pool, settings, metrics, key_names)
-        return cls(settings, registry, pool, events, hub, scripts, enqueuer, transitions, metrics, quotas)
+        return cls(settings, catalogue, pool, events, hub, scripts, enqueuer, transitions, metrics, quotas)
 
     def timeout_for(self, name: str) -> float | None:
-        """The timeout a task of this name runs with when its submit names none."""
-        if name not in self.registry:
-            return None
-        return self.registry.get(name).timeout_seconds or self.settings.job_timeout_seconds
+        """The timeout a task of this name runs with when its submit names none (as its workers last said)."""
+        offer = self.catalogue.cached(name)
+        return offer.timeout_seconds if offer else None
 
     async def close(self) -> None:
         """Close the hub, then the pool."""

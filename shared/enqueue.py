@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from arq.connections import ArqRedis
 
@@ -25,6 +26,22 @@ from shared.tasks import TaskState, TaskSubmission
 
 if TYPE_CHECKING:
     from worker.registry import TaskRegistry
+
+
+class TaskShape(Protocol):
+    """What a submit is checked against: a registered task (in a worker) or a published offer (in the API)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_retries(self) -> int: ...
+
+    def max_timeout(self, default: float) -> float:
+        """The longest timeout a submit may ask for."""
+
+    def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments bound and checked (``InvalidArguments`` otherwise), as JSON keywords."""
 
 
 @dataclass(frozen=True)
@@ -52,18 +69,17 @@ class Prepared:
 
 
 def prepare(
-    registry: TaskRegistry, settings: Settings, submission: TaskSubmission, reply: dict[str, Any] | None = None
+    spec: TaskShape, settings: Settings, submission: TaskSubmission, reply: dict[str, Any] | None = None
 ) -> Prepared:
     """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records."""
-    spec = registry.get(submission.task)
     params = spec.validate(submission.args, submission.kwargs)
-    max_timeout = spec.timeout_seconds or settings.job_timeout_seconds
+    max_timeout = spec.max_timeout(settings.job_timeout_seconds)
     if submission.timeout_seconds is not None and submission.timeout_seconds > max_timeout:
         raise InvalidOptions(
             f"timeout_seconds may be at most {max_timeout:g} for {spec.name!r}",
             [{"loc": ["timeout_seconds"], "msg": f"must be <= {max_timeout:g}"}],
         )
-    allowed = spec.retry.max_retries
+    allowed = spec.max_retries
     if submission.max_retries is not None and submission.max_retries > allowed:
         raise InvalidOptions(
             f"max_retries may be at most {allowed} for {spec.name!r} (a submit can lower its retries, not raise them)",
@@ -158,4 +174,5 @@ async def enqueue_task(
     reply: dict[str, Any] | None = None,
 ) -> Submitted:
     """One submission from outside an API process (benchmarks, tests, schedules): validate and enqueue it."""
-    return await Enqueuer(pool, settings).enqueue(prepare(registry, settings, submission, reply))
+    spec = registry.get(submission.task)
+    return await Enqueuer(pool, settings).enqueue(prepare(spec, settings, submission, reply))

@@ -21,10 +21,12 @@ class SubmissionError(Exception):
 class UnknownTask(SubmissionError, LookupError):
     """The name is not registered: nothing by that name may run."""
 
-    def __init__(self, name: str, registered: Iterable[str] | None = None) -> None:
+    def __init__(self, name: str, registered: Iterable[str] | None = None, reason: str | None = None) -> None:
         names = sorted(registered) if registered is not None else None
         message = f"no task is registered as {name!r}"
-        if names is not None:
+        if reason is not None:
+            message += f": {reason}"
+        elif names is not None:
             shown = ", ".join(names[:MAX_NAMES_IN_MESSAGE]) or "none"
             more = f" and {len(names) - MAX_NAMES_IN_MESSAGE} more" if len(names) > MAX_NAMES_IN_MESSAGE else ""
             message += f"; registered: {shown}{more}"

@@ -21,6 +21,7 @@ OUTBOX_PREFIX: Final = "relay:outbox:"
 WAKEUP_PREFIX: Final = "relay:wakeup:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
 WORKERS_PREFIX: Final = "relay:workers:"
+CATALOGUE_PREFIX: Final = "relay:catalogue:"
 # Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
 QUOTA_ACTIVE_PREFIX: Final = "relay:quota-active:"
 QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
@@ -34,6 +35,7 @@ RELAY_PREFIXES: Final = (
     WAKEUP_PREFIX,
     MAINTENANCE_PREFIX,
     WORKERS_PREFIX,
+    CATALOGUE_PREFIX,
     QUOTA_ACTIVE_PREFIX,
     QUOTA_RATE_PREFIX,
 )
@@ -106,8 +108,13 @@ def maintenance_lock(queue_name: str) -> str:
 
 
 def task_schemas(queue_name: str) -> str:
-    """What the live workers of this queue offer: task name -> published schema."""
+    """The heartbeats of this queue's workers: worker token -> ``<ms>|<catalogue digest>``."""
     return WORKERS_PREFIX + queue_name
+
+
+def catalogue(digest: str) -> str:
+    """A published task catalogue, named by its digest (``shared.catalogue``)."""
+    return CATALOGUE_PREFIX + digest
 
 
 def quota_active(queue_name: str, key_name: str) -> str:

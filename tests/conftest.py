@@ -64,9 +64,10 @@ def spawn_api(redis_url: str, log_dir: Path) -> Iterator[StartApi]:
     started: list[ManagedProcess] = []
 
     def spawn(
-        *, url: str | None = None, wait_ready: bool = True, factory: str = API_FACTORY, **env: str
+        *, url: str | None = None, wait_ready: bool = True, factory: str = API_FACTORY, offers: bool = True, **env: str
     ) -> tuple[ManagedProcess, str]:
-        proc, base = start_api(log_dir, relay_env(url or redis_url, **env), wait_ready=wait_ready, factory=factory)
+        environment = relay_env(url or redis_url, **env)
+        proc, base = start_api(log_dir, environment, wait_ready=wait_ready, factory=factory, offers=offers)
         started.append(proc)
         return proc, base
 

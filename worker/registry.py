@@ -9,10 +9,12 @@ from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from shared.arguments import bind
 from shared.errors import InvalidArguments, UnknownTask
 from shared.retry import NO_RETRIES, RetryPolicy
 from shared.tasks import TASK_NAME_REGEX, is_task_name
 from worker.context import TaskContext
+from worker.schedule import Schedule
 
 __all__ = ["InvalidArguments", "RetryPolicy", "TaskRegistry", "TaskSpec", "UnknownTask"]
 
@@ -35,19 +37,38 @@ class TaskSpec:
     description: str = ""
     retry: RetryPolicy = NO_RETRIES
     is_async: bool = True
+    schedules: tuple[Schedule, ...] = ()
     _param_names: tuple[str, ...] = field(default=())
+
+    @property
+    def max_retries(self) -> int:
+        """The most retries a submit may ask for (its policy's)."""
+        return self.retry.max_retries
+
+    def max_timeout(self, default: float) -> float:
+        """The task's own timeout, or the worker's default."""
+        return self.timeout_seconds or default
+
+    @property
+    def positional(self) -> tuple[str, ...]:
+        """The parameters that may be given positionally, in order."""
+        return self._param_names
+
+    def describe(self, default_timeout: float) -> dict[str, Any]:
+        """What a worker publishes about this task, so an API process can validate submits without its code."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "schema": self.params.model_json_schema(),
+            "positional": list(self._param_names),
+            "timeout_seconds": self.timeout_seconds or default_timeout,
+            "max_retries": self.retry.max_retries,
+            "sync": not self.is_async,
+        }
 
     def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind positional and keyword arguments, check their types, return them all as JSON keywords."""
-        if len(args) > len(self._param_names):
-            raise InvalidArguments(
-                [{"loc": ["args"], "msg": f"takes at most {len(self._param_names)} positional arguments"}]
-            )
-        bound = dict(zip(self._param_names, args, strict=False))
-        clashes = sorted(set(bound) & set(kwargs))
-        if clashes:
-            raise InvalidArguments([{"loc": ["kwargs", n], "msg": "given positionally too"} for n in clashes])
-        return self._model(bound | dict(kwargs)).model_dump(mode="json")
+        return self._model(bind(self._param_names, args, kwargs)).model_dump(mode="json")
 
     def parse(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validate stored keyword arguments again (jobs may not come from the API) into Python values."""
@@ -92,10 +113,16 @@ class TaskRegistry:
         self._specs: dict[str, TaskSpec] = {}
 
     def task(
-        self, name: str | None = None, *, timeout_seconds: float | None = None, retry: RetryPolicy | None = None
+        self,
+        name: str | None = None,
+        *,
+        timeout_seconds: float | None = None,
+        retry: RetryPolicy | None = None,
+        schedules: Sequence[Schedule] = (),
     ) -> Callable[[F], F]:
         """Register ``fn(task: TaskContext, ...)`` under ``name`` (default: its own name). ``async def`` runs on
-        the worker's event loop; a plain ``def`` runs in the worker's thread pool."""
+        the worker's event loop; a plain ``def`` runs in the worker's thread pool. Each of ``schedules`` also
+        runs it periodically (with the schedule's ``kwargs``)."""
 
         def register(fn: F) -> F:
             task_name = name or fn.__name__
@@ -107,7 +134,7 @@ class TaskRegistry:
                 raise ValueError(f"task {task_name!r}: timeout_seconds must be positive")
             params, names = _params_model(task_name, fn)
             doc = inspect.getdoc(fn) or ""
-            self._specs[task_name] = TaskSpec(
+            spec = TaskSpec(
                 task_name,
                 fn,
                 params,
@@ -115,8 +142,12 @@ class TaskRegistry:
                 doc.split("\n\n")[0],
                 retry or NO_RETRIES,
                 inspect.iscoroutinefunction(fn),
+                tuple(schedules),
                 _param_names=names,
             )
+            for schedule in schedules:  # a schedule's arguments must fit the task, checked now, not at 3 a.m.
+                spec.validate((), schedule.kwargs)
+            self._specs[task_name] = spec
             return fn
 
         return register

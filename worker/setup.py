@@ -85,6 +85,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     configure_logging()
     config = get_settings()
     engine = Engine(ctx["redis"], config, registry)
+    await engine.publish_catalogue()  # before "ready": an API accepts this worker's tasks from now on
     patch.attach(engine)
     ctx[patch.ENGINE_CTX_KEY] = engine
     engine.leases.start(asyncio.get_running_loop().call_soon_threadsafe)

@@ -45,8 +45,8 @@ async def ready(request: Request) -> HTTPResponse:
 
 @bp.get("/openapi.json")
 async def openapi_document(request: Request) -> HTTPResponse:
-    """The OpenAPI 3.1 description of this API."""
-    return json(document())
+    """The OpenAPI 3.1 description of this API, with each task the live workers offer."""
+    return json(document(await resources(request).catalogue.offers()))
 
 
 @bp.get("/metrics")

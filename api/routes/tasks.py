@@ -73,7 +73,7 @@ async def submit(request: Request) -> HTTPResponse | None:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     submission = parse_submission(request.body)
     check_args_size(submission, res.settings.max_args_bytes)
-    prepared = prepare(res.registry, res.settings, submission)
+    prepared = prepare(await res.catalogue.get(submission.task), res.settings, submission)
     location = links(prepared.task_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
     # Limits first, cheapest first, so a refusal leaves nothing behind: the stream slot, then the key's quotas.

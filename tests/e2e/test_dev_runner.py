@@ -130,6 +130,8 @@ def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: 
     env |= dict(assignment.split("=", 1) for assignment in (url, modules))
     worker = ManagedProcess("attached-worker", argv, env, tmp_path)  # as printed, from the repo root
     try:
+        # The API takes a task once a live worker offers it: this one is the dev stack's only worker.
+        wait_until(lambda: "relay worker ready" in worker.output(), 20, "the attached worker to start")
         task_id = submit_ok(runner.base, {"task": "echo", "args": ["attached"]})
         assert read_events(runner.base, task_id)[-2]["data"] == {"echo": "attached"}
         assert f"using Redis at redis://127.0.0.1:{runner.redis_port}/0" in worker.output()

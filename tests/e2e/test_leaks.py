@@ -37,7 +37,6 @@ def test_readiness_does_not_tell_where_redis_is(
     [
         ("GET", "/_test/raises", None),
         ("GET", "/_test/returns-no-response", None),
-        ("POST", "/tasks", {"task": "test_broken_validator", "kwargs": {"value": "v"}}),
     ],
 )
 def test_server_errors_carry_no_traceback_or_path(

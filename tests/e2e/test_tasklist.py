@@ -38,7 +38,8 @@ async def _fill(redis_url: str, queue: str) -> list[str]:
             batch = []
             for i in range(start, start + 500):
                 task = "sleep" if i % 5 == 0 else "echo"
-                batch.append(prepare(registry, settings, TaskSubmission(task=task, id=ids[i], delay_seconds=3600)))
+                submission = TaskSubmission(task=task, id=ids[i], delay_seconds=3600)
+                batch.append(prepare(registry.get(task), settings, submission))
             await asyncio.gather(*(enqueuer.enqueue(p) for p in batch))
         transitions = Transitions(pool, Scripts(pool), settings)
         await asyncio.gather(*(transitions.abort(t) for t in ids[::ABORTED_EVERY]))

@@ -115,10 +115,30 @@ def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
 API_FACTORY = "api.app:create_app"
 
 
+def offer_test_tasks(redis_url: str, queue_name: str) -> None:
+    """Publish the catalogue of the test suite's tasks for ``queue_name``, as a live worker would (with a
+    heartbeat far ahead), so an API started alone accepts them; the tests of "no live worker" do without."""
+    from shared import catalogue, keys
+    from shared.settings import Settings
+    from worker.tasks import load
+
+    registry = load(["worker.tasks.demo", "tests.support.tasks"])
+    digest, body = catalogue.encode([spec.describe(Settings().job_timeout_seconds) for spec in registry])
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(keys.catalogue(digest), body)
+        client.hset(keys.task_schemas(queue_name), "tests:offers", catalogue.heartbeat(digest, time.time() + 86400))
+    finally:
+        client.close()
+
+
 def start_api(
-    log_dir: Path, env: dict[str, str], wait_ready: bool = True, factory: str = API_FACTORY
+    log_dir: Path, env: dict[str, str], wait_ready: bool = True, factory: str = API_FACTORY, offers: bool = True
 ) -> tuple[ManagedProcess, str]:
-    """``sanic api.app:create_app --factory`` (or another ``factory``) on a free port; returns it and its URL."""
+    """``sanic api.app:create_app --factory`` (or another ``factory``) on a free port; returns it and its URL.
+    With ``offers``, the test tasks are offered on its queue as if a worker ran (see ``offer_test_tasks``)."""
+    if offers:
+        offer_test_tasks(env["RELAY_REDIS_URL"], env.get("RELAY_QUEUE_NAME", "relay:queue"))
     port = free_port()
     argv = [
         str(BIN / "sanic"),

@@ -162,7 +162,8 @@ class ServiceBusBridge:
         while True:
             try:
                 check_args_size(submission, self._settings.max_args_bytes)  # before anything is written
-                prepared = prepare(self._registry, self._settings, submission, reply_request(message))
+                spec = self._registry.get(submission.task)
+                prepared = prepare(spec, self._settings, submission, reply_request(message))
                 await self._enqueuer.enqueue(prepared)
             except (UnknownTask, InvalidArguments, InvalidOptions, IdConflict, ArgsTooLarge) as exc:
                 reason = _POISON[type(exc)]

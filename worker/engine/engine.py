@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import catalogue, keys
+from shared.enqueue import Enqueuer
 from shared.jobs import JobRecord
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -32,6 +33,7 @@ from worker.engine.commit import Committer, OpResult
 from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
 from worker.engine.run import Claimed, JobRun, wait_for_redis
+from worker.engine.schedules import Scheduler
 from worker.registry import TaskRegistry
 
 if TYPE_CHECKING:
@@ -65,7 +67,12 @@ class Engine:
         self._abort_notices: set[str] = set()
         self._last_abort_check = 0.0
         self._last_maintenance = 0.0
+        self._last_heartbeat = 0.0
         self.lease_ms = int(settings.lease_seconds * 1000)
+        self.catalogue_digest, self._catalogue = catalogue.encode(
+            [spec.describe(settings.job_timeout_seconds) for spec in registry]
+        )
+        self.scheduler = Scheduler(registry, settings, Enqueuer(pool, settings, self.scripts))
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -89,6 +96,8 @@ class Engine:
             wake_at = min(wake_at, self._next_due_ms)
         if self._next_lease_ms is not None:
             wake_at = min(wake_at, self._next_lease_ms + 1)
+        if self.scheduler.next_ms is not None:
+            wake_at = min(wake_at, self.scheduler.next_ms)
         if self.runs and self._abort_notices:
             return 0.0
         return max(0.0, (wake_at - now_ms) / 1000)
@@ -106,6 +115,9 @@ class Engine:
             if self.runs:
                 await self._check_aborts()
             await worker.heart_beat()
+            if time.monotonic() - self._last_heartbeat >= catalogue.HEARTBEAT_SECONDS:
+                await self.publish_catalogue()
+            await self.scheduler.enqueue_due()
         except (RedisError, OSError) as exc:
             logger.warning("poll failed on a Redis error (%s); polling again", exc)
             self._next_due_ms = None
@@ -113,6 +125,11 @@ class Engine:
         if time.monotonic() - self._last_maintenance > MAINTENANCE_SECONDS:
             self._last_maintenance = time.monotonic()
             await self._maintain()
+
+    async def publish_catalogue(self) -> None:
+        """Say what this worker runs, and that it is alive (``shared.catalogue``)."""
+        await catalogue.publish(self.pool, self.settings.queue_name, self.token, self.catalogue_digest, self._catalogue)
+        self._last_heartbeat = time.monotonic()
 
     async def _claim(self, worker: Worker) -> None:
         free = max(0, worker.max_jobs - len(self.runs))
@@ -282,6 +299,7 @@ class Engine:
                 return
             index = keys.task_index(queue)
             await self.scripts.maintenance(keys=[index], args=[self.settings.task_index_max, INDEX_SCAN])
+            await catalogue.forget_stale(self.pool, queue)
             stale_before = int(time.time() * 1000) - 60_000
             waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
             if waiting:

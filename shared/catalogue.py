@@ -1,0 +1,194 @@
+"""What the live workers offer: each task's argument schema and limits, published by workers in Redis so an API
+process validates submits without the tasks' code (or their dependencies).
+
+A worker publishes its catalogue (``relay:catalogue:<digest>``, the same for every worker with the same task
+modules) and a heartbeat (``relay:workers:<queue>``: worker token -> ``<ms>|<digest>``) when it starts and every
+``HEARTBEAT_SECONDS``. A worker is live while its heartbeat is younger than ``STALE_SECONDS``; a task no live
+worker offers is refused (``unknown_task``). An API process reads the heartbeats at most once a second and
+each catalogue once (a digest names its content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaError
+from redis.asyncio import Redis
+
+from shared import keys
+from shared.arguments import bind
+from shared.errors import InvalidArguments, UnknownTask
+from shared.serialization import dumps, loads
+
+HEARTBEAT_SECONDS: Final = 10.0
+STALE_SECONDS: Final = 3 * HEARTBEAT_SECONDS
+CATALOGUE_TTL_SECONDS: Final = 24 * 3600
+REFRESH_SECONDS: Final = 1.0
+MISS_REFRESH_SECONDS: Final = 0.1  # an unknown name reads the heartbeats again, at most this often
+
+
+def encode(tasks: Sequence[Mapping[str, Any]]) -> tuple[str, bytes]:
+    """A catalogue's digest and stored form."""
+    body = dumps(sorted(tasks, key=lambda t: str(t["name"])))
+    return hashlib.sha256(body).hexdigest()[:32], body
+
+
+def heartbeat(digest: str, at: float | None = None) -> str:
+    """A worker's entry in ``relay:workers:<queue>``: when it was last seen (ms), and its catalogue's digest."""
+    return f"{int((time.time() if at is None else at) * 1000)}|{digest}"
+
+
+async def publish(redis: Redis, queue_name: str, token: str, digest: str, body: bytes) -> None:
+    """A worker's heartbeat, with its catalogue (one round trip)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(keys.catalogue(digest), body, ex=CATALOGUE_TTL_SECONDS)
+        pipe.hset(keys.task_schemas(queue_name), token, heartbeat(digest))
+        await pipe.execute()
+
+
+async def forget_stale(redis: Redis, queue_name: str) -> int:
+    """Drop the heartbeats of workers long gone (maintenance); returns how many."""
+    entries = await _heartbeats(redis, queue_name)
+    cutoff = (time.time() - 10 * STALE_SECONDS) * 1000
+    stale = [token for token, value in entries.items() if int(value.split(b"|", 1)[0]) < cutoff]
+    if stale:
+        await cast("Awaitable[int]", redis.hdel(keys.task_schemas(queue_name), *(t.decode() for t in stale)))
+    return len(stale)
+
+
+async def _heartbeats(redis: Redis, queue_name: str) -> dict[bytes, bytes]:
+    return await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(keys.task_schemas(queue_name)))
+
+
+@dataclass
+class TaskOffer:
+    """One task as the live workers describe it: enough to validate a submit and to document it."""
+
+    name: str
+    description: str
+    schema: dict[str, Any]
+    positional: tuple[str, ...]
+    timeout_seconds: float
+    max_retries: int
+    workers: int = 0
+    _validator: Draft202012Validator | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskOffer:
+        return cls(
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            schema=dict(data["schema"]),
+            positional=tuple(data.get("positional", ())),
+            timeout_seconds=float(data["timeout_seconds"]),
+            max_retries=int(data.get("max_retries", 0)),
+        )
+
+    def max_timeout(self, default: float) -> float:
+        """The longest timeout its workers allow (they published their own default in)."""
+        return self.timeout_seconds
+
+    def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Bind positional arguments, check everything against the published schema, fill in defaults."""
+        params = bind(self.positional, args, kwargs)
+        if self._validator is None:
+            self._validator = Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        problems = sorted(self._validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+        if problems:
+            raise InvalidArguments([p for e in problems for p in _problems(e)])
+        for name, prop in self.schema.get("properties", {}).items():
+            if name not in params and isinstance(prop, dict) and "default" in prop:
+                params[name] = prop["default"]
+        return params
+
+
+def _problems(error: SchemaError) -> list[dict[str, Any]]:
+    """A schema error as Relay reports argument problems: where (``loc``), what (``msg``), which rule (``type``),
+    one per argument (an unexpected argument each, so a body with 60,000 of them gets a capped list, not one
+    60,000-name message)."""
+    loc: list[Any] = list(error.absolute_path)
+    instance, expected, schema = error.instance, error.validator_value, error.schema
+    if error.validator == "required" and isinstance(instance, dict) and isinstance(expected, list):
+        missing = [name for name in expected if name not in instance]
+        return [{"loc": [*loc, name], "msg": "missing", "type": "required"} for name in missing]
+    if error.validator == "additionalProperties" and isinstance(instance, dict) and isinstance(schema, dict):
+        extra = sorted(set(instance) - set(schema.get("properties", {})))
+        return [{"loc": [*loc, name], "msg": "unexpected argument", "type": "extra_forbidden"} for name in extra]
+    return [{"loc": loc, "msg": error.message[:200], "type": str(error.validator)}]
+
+
+class Catalogue:
+    """The tasks the live workers of one queue offer, as seen by an API process (see the module docstring)."""
+
+    def __init__(self, redis: Redis, queue_name: str) -> None:
+        self._redis = redis
+        self._queue_name = queue_name
+        self._bodies: dict[str, list[dict[str, Any]]] = {}  # digest -> tasks (a digest's content never changes)
+        self._offers: dict[str, TaskOffer] = {}
+        self._offers_digests: frozenset[str] = frozenset()
+        self._fresh_until = 0.0
+        self._refreshed_at = 0.0
+        self._lock = asyncio.Lock()
+        self.workers = 0
+
+    async def get(self, name: str) -> TaskOffer:
+        """The offer for ``name``; ``UnknownTask`` (naming what is offered) if no live worker offers it."""
+        offers = await self.offers()
+        if name not in offers and time.monotonic() - self._refreshed_at > MISS_REFRESH_SECONDS:
+            offers = await self.offers(force=True)  # a worker that has just started is taken at its word at once
+        offer = offers.get(name)
+        if offer is None:
+            if not offers:
+                why = f"no worker is running on this queue (none has offered a task in the last {STALE_SECONDS:g}s)"
+                raise UnknownTask(name, [], why)
+            raise UnknownTask(name, sorted(offers))
+        return offer
+
+    def cached(self, name: str) -> TaskOffer | None:
+        """The last known offer for ``name``, without a Redis call (for labels like a timeout shown in a view)."""
+        return self._offers.get(name)
+
+    async def offers(self, force: bool = False) -> dict[str, TaskOffer]:
+        """Name -> offer, refreshed at most every ``REFRESH_SECONDS`` (unless ``force``)."""
+        if not force and time.monotonic() < self._fresh_until:
+            return self._offers
+        async with self._lock:
+            if force or time.monotonic() >= self._fresh_until:
+                await self._refresh()
+                self._refreshed_at = time.monotonic()
+                self._fresh_until = self._refreshed_at + REFRESH_SECONDS
+        return self._offers
+
+    async def _refresh(self) -> None:
+        entries = await _heartbeats(self._redis, self._queue_name)
+        cutoff = (time.time() - STALE_SECONDS) * 1000
+        live: list[tuple[int, str]] = []
+        for value in entries.values():
+            at, _, digest = value.decode().partition("|")
+            if int(at) >= cutoff:
+                live.append((int(at), digest))
+        missing = sorted({d for _, d in live} - set(self._bodies))
+        if missing:
+            for digest, raw in zip(missing, await self._redis.mget([keys.catalogue(d) for d in missing]), strict=True):
+                if raw:
+                    self._bodies[digest] = loads(raw)
+        self.workers = len(live)
+        digests = frozenset(d for _, d in live if d in self._bodies)
+        counts: dict[str, int] = {}
+        for _, digest in live:
+            for task in self._bodies.get(digest, []):
+                counts[task["name"]] = counts.get(task["name"], 0) + 1
+        if digests != self._offers_digests:
+            offers: dict[str, TaskOffer] = {}
+            for _, digest in sorted(live):  # the newest heartbeat's version of a task wins (a rolling deploy)
+                for task in self._bodies.get(digest, []):
+                    offers[task["name"]] = TaskOffer.from_json(task)
+            self._offers, self._offers_digests = offers, digests
+        for name, offer in self._offers.items():
+            offer.workers = counts.get(name, 0)
