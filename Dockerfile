@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image for both Relay roles. The default CMD runs the API; compose and Kubernetes override the
 # command with `arq worker.settings` for workers. No HEALTHCHECK here on purpose: the right check differs
 # per role, so compose and the Kubernetes probes define it.
