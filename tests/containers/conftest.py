@@ -128,6 +128,7 @@ def stack(engine: Engine, relay_image: str, artifacts: Path) -> Iterator[Stack]:
     finally:
         (artifacts / "compose.log").write_text(project.logs(tail=10_000))
         project.down()
+        env_file.unlink()  # its password guarded a stack that is gone; no secret is left lying around
 
 
 @pytest.fixture

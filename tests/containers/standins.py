@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from tests.containers import host_python
 from tests.containers.engine import DockerError, Engine
@@ -159,25 +160,25 @@ def build(engine: Engine, standin: StandIn, recipe: str, log_dir: Path) -> None:
             str(root),
             MIRROR,
         ]
-        subprocess.run(debootstrap, stdout=log, stderr=subprocess.STDOUT, timeout=DEBOOTSTRAP_SECONDS, check=True)
+        run_logged(debootstrap, log, log_path, DEBOOTSTRAP_SECONDS)
         if standin.ca_bundle:
             shutil.copyfile(HOST_CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt")
         if standin.copy_in is not None:
             standin.copy_in(root)
-        setup = ["chroot", str(root), "/bin/sh", "-c", standin.setup]
-        subprocess.run(setup, stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True)
+        run_logged(["chroot", str(root), "/bin/sh", "-c", standin.setup], log, log_path, 120)
         changes = [arg for change in (*standin.changes, f"LABEL {LABEL}={recipe}") for arg in ("--change", change)]
         tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         try:
-            subprocess.run(
-                [engine.cli, "import", *changes, "-", standin.name],
-                stdin=tar.stdout,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=300,
-                check=True,
-            )
+            run_logged([engine.cli, "import", *changes, "-", standin.name], log, log_path, 300, stdin=tar.stdout)
         finally:
             if tar.stdout is not None:
                 tar.stdout.close()
             tar.wait(60)
+
+
+def run_logged(argv: list[str], log: IO[str], log_path: Path, timeout: float, stdin: IO[bytes] | None = None) -> None:
+    """Run a build step with its output in the log; a failure names the log."""
+    log.flush()
+    result = subprocess.run(argv, stdin=stdin, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise DockerError(f"{argv[0]} exited {result.returncode} building a stand-in; see {log_path}")

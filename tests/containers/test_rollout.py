@@ -54,9 +54,10 @@ class Load:
                     self._guarded(self._submit, relay, task_id, kwargs)
 
     def _guarded(self, action: Any, *args: Any) -> None:
+        """Any error is a failure of the run: one raised in a stream thread would otherwise vanish."""
         try:
             action(*args)
-        except httpx.HTTPError as exc:
+        except Exception as exc:
             self.failures.append(f"{args[1]}: {exc!r}")
 
     def _submit(self, relay: RelayHttp, task_id: str, kwargs: dict[str, Any]) -> None:
@@ -96,8 +97,8 @@ def restart_one_by_one(stack: Stack) -> tuple[list[float], list[float]]:
         stack.engine.run("stop", worker["Id"], timeout=grace + 30)  # Docker's wait: the container's StopTimeout
         stops.append(time.monotonic() - began)
         state = stack.engine.inspect(worker["Id"])[0]["State"]
+        # 0: it drained and exited by itself (a SIGKILL at the end of its grace period would be 137).
         assert state["ExitCode"] == 0, f"{worker['Name']} exited {state['ExitCode']}\n{stack.logs('worker')}"
-        assert stops[-1] < grace, f"{worker['Name']} needed {stops[-1]:.1f}s of its {grace}s grace"
         stack.engine.run("start", worker["Id"])
         stack.wait_healthy({"worker": WORKERS}, timeout=UP_SECONDS)
     return depths, stops

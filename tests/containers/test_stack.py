@@ -116,3 +116,4 @@ def test_without_a_password_redis_exits_saying_so(stack: Stack) -> None:
         assert health(bare.engine.inspect(container["Id"])[0]) != "healthy"
     finally:
         bare.down()
+        env_file.unlink()

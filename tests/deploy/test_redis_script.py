@@ -12,6 +12,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import redis
@@ -88,21 +89,24 @@ def healthy(env: dict[str, str]) -> bool:
     return check.returncode == 0
 
 
-def client(env: dict[str, str], **credentials: str) -> redis.Redis:
+def password_of(env: dict[str, str]) -> str:
+    return str(urlparse(env["RELAY_REDIS_URL"]).password)
+
+
+def client(env: dict[str, str], username: str | None = None, password: str | None = None) -> redis.Redis:
     port = int(env["REDIS_PORT"])
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, **credentials)  # type: ignore[arg-type]
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, username=username, password=password)
 
 
 def relay_client(env: dict[str, str]) -> redis.Redis:
-    password = env["RELAY_REDIS_URL"].split(":")[2].split("@")[0]
-    return client(env, username="relay", password=password)
+    return client(env, username="relay", password=password_of(env))
 
 
 def test_only_relays_user_gets_in_and_dangerous_commands_stay_out(
     server: tuple[ManagedProcess, dict[str, str], list[str]],
 ) -> None:
     proc, env, _ = server
-    password = env["RELAY_REDIS_URL"].split(":")[2].split("@")[0]
+    password = password_of(env)
     with client(env) as anonymous, pytest.raises(redis.AuthenticationError):
         anonymous.ping()
     with client(env, password=password) as default, pytest.raises(redis.AuthenticationError):
