@@ -135,13 +135,18 @@ REDIS = StandIn(
 def ensure(engine: Engine, standin: StandIn, log_dir: Path) -> str:
     """Make ``standin.name`` available; say which it is: the real image, a cached stand-in, or a new one."""
     wanted = standin.recipe_hash()
+    outdated = None
     if engine.image_exists(standin.name):
-        labels = engine.inspect(standin.name)[0]["Config"].get("Labels") or {}
+        image = engine.inspect(standin.name)[0]
+        labels = image["Config"].get("Labels") or {}
         if LABEL not in labels:
             return "real image"
         if labels[LABEL] == wanted:
             return "stand-in (cached)"
+        outdated = image["Id"]
     build(engine, standin, wanted, log_dir)
+    if outdated:
+        engine.run("image", "rm", outdated, check=False)  # our own older stand-in, now untagged
     return "stand-in (built now)"
 
 
