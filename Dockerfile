@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image for both Relay roles. The default CMD runs the API; compose and Kubernetes override the
 # command with `arq worker.settings` for workers. No HEALTHCHECK here on purpose: the right check differs
 # per role, so compose and the Kubernetes probes define it.
@@ -24,6 +22,7 @@ COPY pyproject.toml README* ./
 COPY api/ api/
 COPY worker/ worker/
 COPY shared/ shared/
+COPY relay/ relay/
 # A non-editable install: the runtime stage needs only /opt/venv, never /src.
 RUN pip install --no-cache-dir .
 

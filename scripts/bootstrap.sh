@@ -11,10 +11,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e '.[dev]'
   touch "$stamp"
 fi
-if ! command -v redis-server >/dev/null 2>&1; then
+# busybox: tests/deploy/test_redis_script.py also runs k8s/base/redis.sh under the official redis image's shell.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-  else
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif ! command -v redis-server >/dev/null 2>&1; then
     echo "redis-server is required: install it (apt-get install redis-server / brew install redis)" >&2
     exit 1
   fi

@@ -93,3 +93,17 @@ def seconds(duration: str) -> float:
     assert "".join(n + u for n, u in parts) == duration, f"not a duration: {duration!r}"
     scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 0.000001}
     return sum(float(n) * scale[u] for n, u in parts)
+
+
+def resolve(value: str, env: dict[str, str] | None = None) -> str:
+    """What Compose makes of ``${VAR}``, ``${VAR:-default}`` and ``${VAR-default}`` given ``env``."""
+    env = env or {}
+
+    def substitute(match: re.Match[str]) -> str:
+        name, colon, default = match.group(1), match.group(2), match.group(3) or ""
+        if name in env and (env[name] or not colon):
+            return env[name]
+        return default
+
+    assert not re.search(r"\$\{[^}]*\?", value), f"required-variable interpolation: {value!r}"
+    return re.sub(r"\$\{(\w+)(?:(:?)-([^}]*))?\}", substitute, value).replace("$$", "$")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from tests.deploy import contract, tools
-from tests.deploy.manifests import seconds
+from tests.deploy.manifests import Doc, named, pod_spec, resolve, seconds
 
 COMPOSE_FILE = tools.REPO / "docker-compose.yml"
+REDIS_SCRIPT = tools.K8S / "base" / "redis.sh"
+REDIS_SCRIPT_MOUNT = "/etc/relay-redis/redis.sh"
 
 
 def check_compose_schema(path: Path) -> tuple[int, str]:
@@ -63,7 +66,8 @@ def test_start_order_is_gated_on_health(compose: dict[str, Any]) -> None:
 
 def test_healthchecks_use_tools_the_images_have(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
+    # An authenticated PING (redis.sh check, over redis-cli) that must answer PONG, not LOADING.
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "sh", REDIS_SCRIPT_MOUNT, "check", "PONG"]
     api_test = services["api"]["healthcheck"]["test"]
     assert api_test[:3] == ["CMD", "python", "-c"], "the slim image has no curl; use python's urllib"
     assert "urllib.request.urlopen('http://127.0.0.1:8000/health/ready'" in api_test[3]
@@ -80,8 +84,8 @@ def test_api_and_workers_share_one_image(compose: dict[str, Any]) -> None:
     assert api["build"] == worker["build"] == {"context": ".", "dockerfile": "Dockerfile"}
 
 
-def test_relay_containers_are_locked_down(compose: dict[str, Any]) -> None:
-    for name in ("api", "worker"):
+def test_containers_are_locked_down(compose: dict[str, Any]) -> None:
+    for name in ("api", "worker", "redis"):
         service = compose["services"][name]
         assert service["read_only"] is True, name
         assert "/tmp" in service["tmpfs"], f"{name}: HOME=/tmp must stay writable"
@@ -93,6 +97,43 @@ def test_no_secret_value_is_written_into_the_file(compose: dict[str, Any]) -> No
     for name, service in compose["services"].items():
         keys = service.get("environment", {}).get("RELAY_API_KEYS")
         assert keys is None or re.fullmatch(r"\$\{RELAY_API_KEYS(:?-)?\}", keys), f"{name}: {keys!r}"
+        url = service.get("environment", {}).get("RELAY_REDIS_URL")
+        if url is not None:
+            assert urlparse(url).password == "${RELAY_REDIS_PASSWORD:-}", f"{name}: the password must be a variable"
+
+
+def redis_url_users(compose: dict[str, Any]) -> dict[str, str]:
+    """Every service given RELAY_REDIS_URL, and what it is given."""
+    found = {name: s.get("environment", {}).get("RELAY_REDIS_URL") for name, s in compose["services"].items()}
+    return {name: url for name, url in found.items() if url is not None}
+
+
+def test_everyone_reaches_redis_as_relay_with_the_password_from_the_environment(compose: dict[str, Any]) -> None:
+    users = redis_url_users(compose)
+    assert {"redis", "api", "worker"} <= set(users), "Redis takes its ACL user from the same URL"
+    assert len(set(users.values())) == 1, f"one URL for all, or Redis and Relay disagree: {users}"
+    (url,) = set(users.values())
+    given = urlparse(resolve(url, {"RELAY_REDIS_PASSWORD": "0123456789abcdef0123"}))
+    assert (given.scheme, given.hostname, given.port) == ("redis", "redis", 6379)
+    assert (given.username, given.password) == ("relay", "0123456789abcdef0123")
+    # Unset, the URL has an empty password: redis.sh refuses to start Redis with it (tests/deploy/test_redis_script.py).
+    assert urlparse(resolve(url)).password == ""
+
+
+def test_redis_runs_the_shared_script_as_the_images_redis_user(compose: dict[str, Any], base: list[Doc]) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["command"][:3] == ["sh", REDIS_SCRIPT_MOUNT, "serve"]
+    source, _, mode = next(v for v in redis["volumes"] if v.split(":")[1] == REDIS_SCRIPT_MOUNT).split(":")
+    assert (tools.REPO / source).resolve() == REDIS_SCRIPT, "compose must run the script the StatefulSet runs"
+    assert (source.startswith("./"), mode) == (True, "ro")
+    context = pod_spec(named(base, "StatefulSet", "relay-redis"))["securityContext"]
+    assert redis["user"] == f"{context['runAsUser']}:{context['runAsGroup']}"
+
+
+def test_the_api_is_published_on_loopback_unless_told_otherwise(compose: dict[str, Any]) -> None:
+    (published,) = compose["services"]["api"]["ports"]
+    assert resolve(published) == f"127.0.0.1:{contract.PORT}:{contract.PORT}"
+    assert resolve(published, {"RELAY_API_PUBLISH": "0.0.0.0:9000"}) == f"0.0.0.0:9000:{contract.PORT}"
 
 
 def test_stop_budgets_cover_graceful_shutdown(compose: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import pytest
 from shared.settings import Settings
 from tests.deploy import servicebus_emulator, tools
 from tests.deploy.contract import WORKER_COMMAND
-from tests.deploy.manifests import seconds
+from tests.deploy.manifests import resolve, seconds
 
 PROFILE = "servicebus"
 EMULATOR_IMAGE = "mcr.microsoft.com/azure-messaging/servicebus-emulator:latest"
@@ -30,20 +30,6 @@ EMULATOR_PORTS = {5672, 5300}  # AMQP; HTTP (GET /health, management)
 WORKER_CLOSE_MARGIN = 10
 
 Service = dict[str, Any]
-
-
-def resolve(value: str, env: dict[str, str] | None = None) -> str:
-    """What Compose makes of ``${VAR}``, ``${VAR:-default}`` and ``${VAR-default}`` given ``env``."""
-    env = env or {}
-
-    def substitute(match: re.Match[str]) -> str:
-        name, colon, default = match.group(1), match.group(2), match.group(3) or ""
-        if name in env and (env[name] or not colon):
-            return env[name]
-        return default
-
-    assert not re.search(r"\$\{[^}]*\?", value), f"required-variable interpolation: {value!r}"
-    return re.sub(r"\$\{(\w+)(?:(:?)-([^}]*))?\}", substitute, value).replace("$$", "$")
 
 
 def env_of(service: Service) -> dict[str, str]:
