@@ -68,7 +68,7 @@ async def test_a_new_task_starts_with_no_abort_request(pool: ArqRedis, settings:
     tid = task_id()
     await pool.zadd(keys.ABORT_SET, {tid: int(time.time() * 1000)})  # left by arq's Job.abort, or an old run
     registry = load(["worker.tasks.demo"])
-    prepared = prepare(registry, settings, TaskSubmission(task="echo", id=tid))
+    prepared = prepare(registry.get("echo"), settings, TaskSubmission(task="echo", id=tid))
     submitted = await Enqueuer(pool, settings).enqueue(prepared)
     assert submitted.created
     assert await pool.zscore(keys.ABORT_SET, tid) is None
@@ -78,7 +78,7 @@ async def test_abort_of_a_waiting_task_is_final_at_once_with_its_events(pool: Ar
     tid = task_id()
     registry = load(["worker.tasks.demo"])
     await Enqueuer(pool, settings).enqueue(
-        prepare(registry, settings, TaskSubmission(task="echo", id=tid, delay_seconds=60))
+        prepare(registry.get("echo"), settings, TaskSubmission(task="echo", id=tid, delay_seconds=60))
     )
     transitions = Transitions(pool, Scripts(pool), settings)
     first, second = await asyncio.gather(transitions.abort(tid), transitions.abort(tid))

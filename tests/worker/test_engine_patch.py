@@ -69,7 +69,9 @@ async def test_arqs_real_worker_runs_jobs_through_the_engine(redis_url: str, mon
         enqueuer = Enqueuer(pool, settings)
         ids = [f"p-{i}" for i in range(5)]
         for task_id in ids:
-            await enqueuer.enqueue(prepare(registry, settings, TaskSubmission(task="echo", id=task_id, args=[task_id])))
+            await enqueuer.enqueue(
+                prepare(registry.get("echo"), settings, TaskSubmission(task="echo", id=task_id, args=[task_id]))
+            )
         arq_worker = create_worker(
             worker.settings, redis_pool=pool, queue_name=queue, burst=True, handle_signals=False, poll_delay=0.05
         )
