@@ -75,6 +75,8 @@ class Drain(Measurement):
     redis_cpu: float = 0.0
     enqueue_calls: dict[str, int] = field(default_factory=dict)
     run_calls: dict[str, int] = field(default_factory=dict)
+    early: int = 0  # jobs already finished when the clock started: must be 0 (the pause held)
+    probes: int = 0  # the benchmark's own progress probes (subtracted from run_calls)
 
     @property
     def jobs_per_second(self) -> float:
@@ -95,7 +97,7 @@ def idle(system: System, profile: str, round_: int, client: redis.Redis, seconds
 def round_trip(
     system: System, profile: str, round_: int, session: ClientSession, variant: Variant, n: int
 ) -> RoundTrip:
-    session.call("warm", variant=variant.name, n=3)
+    session.call("warm", variant=variant.name, n=1 if variant.short else 3)
     others = OtherLoad()
     ms = session.call("round_trip", variant=variant.name, n=n)
     return RoundTrip(system.name, profile, round_, others.cores(), variant.name, variant.note, ms)
@@ -124,12 +126,13 @@ def drain(
     try:
         refs: list[str] = session.call("preload", n=jobs)
         enqueued = redisstats.snapshot(client)
+        early, probes = count_finished(system, client, refs)
         others = OtherLoad()
         cpu, redis_cpu = group.cpu(), cpu_seconds(redis_pid)
         start = time.perf_counter()
     finally:
         group.resume(paused)  # the clock starts here (or the benchmark fails with the worker running again)
-    probes = wait_finished(system, client, refs, timeout)
+    probes += wait_finished(system, client, refs, timeout)
     seconds = time.perf_counter() - start
     cpu, redis_cpu = group.cpu() - cpu, cpu_seconds(redis_pid) - redis_cpu
     other_cores = others.cores()
@@ -137,9 +140,26 @@ def drain(
     good, bad = session.call("verify", refs=refs)
     result = Drain(system.name, profile, round_, other_cores, len(group.procs), len(refs), seconds, good, bad)
     result.worker_cpu, result.redis_cpu = cpu, redis_cpu
+    result.early, result.probes = early, probes.total()
     result.enqueue_calls = redisstats.delta(before, enqueued, redisstats.INFO_ONCE)
     result.run_calls = redisstats.delta(enqueued, after, Counter(redisstats.INFO_ONCE) + probes)
     return result
+
+
+def _probe(system: System, client: redis.Redis, refs: list[str], sent: Counter[str]) -> list[bool]:
+    pipe = client.pipeline(transaction=False)
+    for ref in refs:
+        command = system.probe(ref)
+        pipe.execute_command(*command)
+        sent[command[0].lower()] += 1
+    return [system.done(reply) for reply in pipe.execute()]
+
+
+def count_finished(system: System, client: redis.Redis, refs: list[str]) -> tuple[int, Counter[str]]:
+    """How many of ``refs`` are finished now, and the probe commands that cost."""
+    sent: Counter[str] = Counter()
+    finished = sum(sum(_probe(system, client, refs[i : i + 1000], sent)) for i in range(0, len(refs), 1000))
+    return finished, sent
 
 
 def wait_finished(system: System, client: redis.Redis, refs: list[str], timeout: float) -> Counter[str]:
@@ -153,13 +173,8 @@ def wait_finished(system: System, client: redis.Redis, refs: list[str], timeout:
     deadline = time.monotonic() + timeout
     while cursor < len(refs):
         chunk = refs[cursor : cursor + batch]
-        pipe = client.pipeline(transaction=False)
-        for ref in chunk:
-            command = system.probe(ref)
-            pipe.execute_command(*command)
-            sent[command[0].lower()] += 1
-        replies = pipe.execute()
-        finished = next((n for n, reply in enumerate(replies) if not system.done(reply)), len(chunk))
+        done = _probe(system, client, chunk, sent)
+        finished = next((n for n, ok in enumerate(done) if not ok), len(chunk))
         cursor += finished
         if finished == len(chunk):
             batch = min(2 * batch, MAX_PROBE_BATCH)

@@ -64,10 +64,14 @@ def summary(results: Results) -> str:
         if idle_defaults:
             idle += f" ({_median(results, idle_defaults, lambda m: m.per_second, '{:,.1f}')} at defaults)"
         drains = _of(results.drains, name)
+        broken = [d for d in drains if d.verified != d.jobs or d.early]
+        rate = _median(results, drains, lambda d: d.jobs_per_second)
+        if broken:
+            rate += f" ({len(broken)} drain(s) NOT VERIFIED: see per round)"
         rows.append(
             [
                 system.label,
-                _median(results, drains, lambda d: d.jobs_per_second),
+                rate,
                 f"{_latency(results, tuned)} ({primary})" if tuned else "-",
                 _latency(results, defaults),
                 idle,
@@ -142,6 +146,8 @@ def raw(results: Results) -> str:
             f"{d.seconds:.2f}",
             f"{d.jobs_per_second:,.0f}",
             f"{d.verified}/{d.jobs}" + ("" if d.verified == d.jobs else f" BAD e.g. {d.bad_sample[:2]}"),
+            d.early,
+            f"{d.probes / d.jobs:.2f}",
             f"{1000 * d.worker_cpu / d.jobs:.2f}",
             f"{1000 * d.redis_cpu / d.jobs:.3f}",
             flag(d),
@@ -156,6 +162,8 @@ def raw(results: Results) -> str:
         "s",
         "jobs/s",
         "verified",
+        "done before start",
+        "probes/job",
         "worker CPU ms/job",
         "Redis CPU ms/job",
         "other load (cores)",

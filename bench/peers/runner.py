@@ -182,7 +182,7 @@ def _drain(
         ctx.options.jobs,
         ctx.options.drain_timeout,
     )
-    _log(f"  drain x{d.workers}: {d.jobs_per_second:,.0f} jobs/s, verified {d.verified}/{d.jobs}")
+    _log(f"  drain x{d.workers}: {d.jobs_per_second:,.0f} jobs/s, verified {d.verified}/{d.jobs}, early {d.early}")
     return d
 
 
