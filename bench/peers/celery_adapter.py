@@ -1,7 +1,9 @@
 """Celery in the peers benchmark (its own virtualenv): ``delay`` and ``AsyncResult.get``.
 
 Two systems, as in issue #13: the prefork pool with 2 processes (one per core) and the thread pool with
-10 threads. The Redis result backend delivers results over pub/sub, so ``get`` does not poll.
+10 threads. The Redis result backend delivers results over pub/sub, so ``get`` does not poll: each
+``delay`` subscribes to its result's channel, and dropping the ``AsyncResult`` (as the preload does)
+unsubscribes it.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def _probe(system: System, client: redis.Redis, refs: list[str], sent: Counter[s
     pipe = client.pipeline(transaction=False)
     for ref in refs:
         command = system.probe(ref)
-        pipe.execute_command(*command)
+        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         sent[command[0].lower()] += 1
     return [system.done(reply) for reply in pipe.execute()]
 
@@ -166,8 +166,8 @@ def wait_finished(system: System, client: redis.Redis, refs: list[str], timeout:
     """Block until every job in ``refs`` is finished; returns the probe commands sent (to subtract them).
 
     A cursor walks ``refs`` in enqueue order: each probe checks a batch from the cursor and moves past the
-    finished prefix, doubling the batch while whole batches are done, so the probes cost about one or two
-    commands per job rather than one per job per poll."""
+    finished prefix, doubling the batch while whole batches are done, so the probes cost little more than
+    one command per job rather than one per job per poll."""
     sent: Counter[str] = Counter()
     cursor, batch = 0, 1
     deadline = time.monotonic() + timeout
@@ -179,7 +179,7 @@ def wait_finished(system: System, client: redis.Redis, refs: list[str], timeout:
         if finished == len(chunk):
             batch = min(2 * batch, MAX_PROBE_BATCH)
             continue
-        batch = max(1, 2 * finished)
+        batch = max(1, finished)  # about what finishes per interval; a fully finished batch doubles at once
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(refs) - cursor} of {len(refs)} {system.name} jobs unfinished after {timeout}s")
         time.sleep(PROBE_INTERVAL)

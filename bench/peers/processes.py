@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -73,7 +73,8 @@ class WorkerGroup:
 
             def consuming() -> bool:
                 self._check_alive()
-                return sum(c.get("cmd") == ready.command for c in client.client_list()) >= wanted
+                clients = cast(list[dict[str, str]], client.client_list())
+                return sum(c.get("cmd") == ready.command for c in clients) >= wanted
 
             wait_until(consuming, timeout, f"{wanted} {system.name} consumer(s) in {ready.command}")
         self.pids()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any, cast
 
 import redis
 
@@ -16,7 +17,7 @@ Calls = dict[str, int]
 
 def snapshot(client: redis.Redis) -> Calls:
     """Calls per command name so far (``get``, ``client|setinfo``, ...)."""
-    stats = client.info("commandstats")
+    stats = cast(dict[str, Any], client.info("commandstats"))  # redis-py types sync and async alike
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 

@@ -69,7 +69,10 @@ SYSTEM = System(
     probe=lambda ref: ("XREVRANGE", keys.events_stream(ref), "+", "-", "COUNT", "1"),
     done=ended,
     profiles=(Profile("defaults", {}, EVERYTHING, (HTTP,), load_variant=HTTP.name),),
-    note="`echo` task; poll 0.1 s plus wake-up notices; every job's `end` event is checked",
+    note=(
+        "`echo` task; poll 0.1 s plus wake-up notices; every job's `end` event is checked; "
+        "RELAY_MAX_QUEUE_DEPTH raised so any preload fits (the depth check runs either way)"
+    ),
     api=True,
     scaling=True,
 )

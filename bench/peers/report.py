@@ -283,7 +283,8 @@ def notes(results: Results) -> str:
     for name in results.options.systems:
         system = SYSTEMS[name]
         variants = "; ".join(f"{p.name}/{v.name}: {v.note}" for p in system.profiles for v in p.variants)
-        lines.append(f"- **{system.label}**: {system.note}. Round trips: {variants}.")
+        waiting = system.main_profile.load_variant
+        lines.append(f"- **{system.label}**: {system.note}. Round trips: {variants}. Waiting clients: {waiting}.")
     return "\n".join(lines)
 
 

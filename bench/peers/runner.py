@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 
@@ -224,7 +225,7 @@ def run(options: Options) -> Results:
         results.started_pids.append(server.pid)
         client = redis.Redis.from_url(server.url)
         bench.stack.callback(client.close)
-        results.redis_version = str(client.info("server")["redis_version"])
+        results.redis_version = str(cast(dict[str, Any], client.info("server"))["redis_version"])
         ctx = _Context(options, bench, server, client, results)
         for round_ in range(1, options.rounds + 1):
             shift = (round_ - 1) % len(systems)
