@@ -50,17 +50,19 @@ def _signal(pids: list[int], sig: signal.Signals) -> None:
 class WorkerGroup:
     """``count`` worker processes of one system and profile."""
 
-    def __init__(self, procs: list[ManagedProcess]) -> None:
-        self.procs = procs
+    def __init__(self) -> None:
+        self.procs: list[ManagedProcess] = []
         self.seen: dict[int, int] = {}  # every PID of the tree we saw -> its start time, to stop them all
 
-    @classmethod
-    def start(
-        cls, system: System, profile: Profile, bin_dir: Path, redis_url: str, log_dir: Path, count: int = 1
-    ) -> WorkerGroup:
+    def launch(
+        self, system: System, profile: Profile, bin_dir: Path, redis_url: str, log_dir: Path, count: int
+    ) -> None:
+        """Start ``count`` workers (each is in ``procs`` as soon as it exists, so ``stop`` reaches it)."""
         env = system.worker_env(redis_url) | profile.worker_env
-        argv = system.worker_argv(bin_dir)
-        return cls([ManagedProcess(f"{system.name}-{profile.name}-{n}", argv, env, log_dir) for n in range(count)])
+        for n in range(count):
+            self.procs.append(
+                ManagedProcess(f"{system.name}-{profile.name}-{n}", system.worker_argv(bin_dir), env, log_dir)
+            )
 
     def wait_ready(self, system: System, client: redis.Redis, timeout: float = 60) -> None:
         """Until every worker printed its ready line and Redis sees its consumers waiting for jobs."""
@@ -115,6 +117,7 @@ class WorkerGroup:
     def stop(self) -> None:
         """SIGCONT (a stopped process cannot act on SIGTERM), SIGTERM each worker, then SIGKILL any PID of the
         tree still alive (pool children a killed parent left behind)."""
+        self.pids()  # note any child started since we last looked
         self.resume()
         for proc in self.procs:
             proc.stop()
@@ -147,7 +150,11 @@ class ClientSession:
         self.proc = subprocess.Popen(
             argv, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
         )
-        self._read(timeout=60)  # "ready": the library is imported and connected
+        try:
+            self._read(timeout=60)  # "ready": the library is imported and connected
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import redis
 
 from bench.common import Bench, OtherLoad, RedisServer, bench_scope, wait_until_quiet
@@ -27,7 +28,7 @@ from bench.peers.client import Target
 from bench.peers.processes import ClientSession, WorkerGroup
 from bench.peers.spec import DRAIN, IDLE, LOAD, ROUND_TRIP, Profile, System
 from bench.peers.systems import SYSTEMS
-from tests.support.processes import start_api
+from tests.support.processes import BIN, ManagedProcess, free_port, wait_until
 
 
 @dataclass
@@ -100,9 +101,10 @@ def _log(message: str) -> None:
 @contextlib.contextmanager
 def _workers(ctx: _Context, system: System, profile: Profile, count: int = 1) -> Iterator[WorkerGroup]:
     """Started, ready workers, stopped by PID when the block ends (pass or fail)."""
-    group = WorkerGroup.start(system, profile, _bin(system), ctx.server.url, ctx.bench.log_dir, count)
-    ctx.results.started_pids += [p.pid for p in group.procs]
+    group = WorkerGroup()
     try:
+        group.launch(system, profile, _bin(system), ctx.server.url, ctx.bench.log_dir, count)
+        ctx.results.started_pids += [p.pid for p in group.procs]
         group.wait_ready(system, ctx.client)
         yield group
     finally:
@@ -127,12 +129,27 @@ def _api(ctx: _Context, system: System, wanted: bool) -> Iterator[str | None]:
     if not wanted:
         yield None
         return
-    proc, base = start_api(ctx.bench.log_dir, system.worker_env(ctx.server.url))
+    port = free_port()
+    argv = [str(BIN / "sanic"), "api.app:create_app", "--factory", "--single-process", "--no-motd"]
+    proc = ManagedProcess(
+        "api", [*argv, "--host", "127.0.0.1", "--port", str(port)], system.worker_env(ctx.server.url), ctx.bench.log_dir
+    )
     ctx.results.started_pids.append(proc.pid)
+    base = f"http://127.0.0.1:{port}"
     try:
+        wait_until(lambda: _api_ready(proc, base), 30, f"the API on {base} to be ready")
         yield base
     finally:
         proc.stop()
+
+
+def _api_ready(proc: ManagedProcess, base: str) -> bool:
+    if proc.proc.poll() is not None:
+        raise RuntimeError(f"the API exited early:\n{proc.output()[-4000:]}")
+    try:
+        return httpx.get(f"{base}/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def run_block(ctx: _Context, system: System, profile: Profile, round_: int) -> None:
@@ -148,25 +165,30 @@ def run_block(ctx: _Context, system: System, profile: Profile, round_: int) -> N
             _log(f"  idle: {res.idles[-1].per_second:.1f} commands/s")
         needs_api = system.api and bool(profile.measures & {ROUND_TRIP, LOAD})
         ctx.stage = "start clients"
-        with _api(ctx, system, needs_api) as api_url, _session(ctx, system, api_url) as session:
-            for variant in profile.variants if ROUND_TRIP in profile.measures else ():
-                n = opts.rt_short_requests if variant.short else opts.rt_requests
-                if n > 0:
-                    ctx.stage = f"round trip ({variant.name})"
-                    rt = measure.round_trip(system, profile.name, round_, session, variant, n)
-                    res.round_trips.append(rt)
-                    _log(f"  round trip {variant.name}: median {sorted(rt.ms)[len(rt.ms) // 2]:.1f} ms")
-            if LOAD in profile.measures and profile.load_variant and opts.load_tasks > 0:
-                ctx.stage = "commands per task"
-                res.loads.append(
-                    measure.load(
-                        system, profile.name, round_, session, profile.load_variant, opts.load_tasks, opts.load_clients
-                    )
-                )
-                _log(f"  commands/task with {opts.load_clients} clients: {res.loads[-1].per_task:.1f}")
+        with contextlib.ExitStack() as clients:
+            with _api(ctx, system, needs_api) as api_url:  # stopped before the drain: it would only add noise
+                session = clients.enter_context(_session(ctx, system, api_url))
+                _round_trips_and_load(ctx, system, profile, round_, session)
             if DRAIN in profile.measures and opts.jobs > 0:
                 ctx.stage = "drain"
                 res.drains.append(_drain(ctx, system, profile, round_, group, session))
+
+
+def _round_trips_and_load(ctx: _Context, system: System, profile: Profile, round_: int, session: ClientSession) -> None:
+    """Sequential round trips for each variant, then the commands-per-task run with concurrent clients."""
+    opts, res = ctx.options, ctx.results
+    for variant in profile.variants if ROUND_TRIP in profile.measures else ():
+        n = opts.rt_short_requests if variant.short else opts.rt_requests
+        if n > 0:
+            ctx.stage = f"round trip ({variant.name})"
+            rt = measure.round_trip(system, profile.name, round_, session, variant, n)
+            res.round_trips.append(rt)
+            _log(f"  round trip {variant.name}: median {sorted(rt.ms)[len(rt.ms) // 2]:.1f} ms")
+    if LOAD in profile.measures and profile.load_variant and opts.load_tasks > 0:
+        ctx.stage = "commands per task"
+        waiting, n, clients = profile.load_variant, opts.load_tasks, opts.load_clients
+        res.loads.append(measure.load(system, profile.name, round_, session, waiting, n, clients))
+        _log(f"  commands/task with {clients} clients: {res.loads[-1].per_task:.1f}")
 
 
 def _drain(
