@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -57,7 +58,12 @@ def parse(argv: list[str] | None) -> tuple[runner.Options, Path | None]:
     return options, args.out
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: every process started is stopped by PID on the way out
+
+
 def main(argv: list[str] | None = None) -> str:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     options, out = parse(argv)
     results = runner.run(options)
     command = ".venv/bin/python -m bench.peers " + shlex.join(sys.argv[1:] if argv is None else argv)

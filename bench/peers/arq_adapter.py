@@ -15,6 +15,7 @@ from arq.constants import result_key_prefix
 from arq.jobs import deserialize_result
 from redis.asyncio import ConnectionPool
 
+from bench.peers.apps import READY
 from bench.peers.client import AsyncClient, Target
 from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, IDLE, ROUND_TRIP, Profile, Ready, System, Variant, process_env
 from shared.serialization import dumps, loads
@@ -32,7 +33,7 @@ SYSTEM = System(
     adapter=__name__,
     worker_argv=lambda bin_: [str(bin_ / "arq"), "bench.peers.apps.arq_app.WorkerSettings"],
     worker_env=process_env,
-    ready=Ready(marker="bench worker ready"),
+    ready=Ready(marker=READY),
     probe=lambda ref: ("EXISTS", result_key_prefix + ref),
     done=lambda reply: bool(reply),
     profiles=(

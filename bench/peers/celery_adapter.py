@@ -1,8 +1,8 @@
-"""Celery in the peers benchmark (its own virtualenv): ``delay`` and ``AsyncResult.get``.
+"""Celery in the peers benchmark (its own virtualenv): ``send_task`` (what ``delay`` calls) and ``AsyncResult.get``.
 
 Two systems, as in issue #13: the prefork pool with 2 processes (one per core) and the thread pool with
 10 threads. The Redis result backend delivers results over pub/sub, so ``get`` does not poll: each
-``delay`` subscribes to its result's channel, and dropping the ``AsyncResult`` (as the preload does)
+``send_task`` subscribes to its result's channel, and dropping the ``AsyncResult`` (as the preload does)
 unsubscribes it.
 """
 
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from bench.peers.apps import READY
 from bench.peers.client import Target, ThreadedClient
 from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, Profile, Ready, System, Variant, process_env
 
-DEFAULTS = Variant("defaults", "`delay().get()` (pub/sub, no polling)")
+DEFAULTS = Variant("defaults", "`send_task().get()` (pub/sub, no polling)")
 
 
 def _argv(pool: str, concurrency: int) -> Callable[[Path], list[str]]:
@@ -33,7 +35,7 @@ def _system(name: str, label: str, pool: str, concurrency: int) -> System:
         adapter=__name__,
         worker_argv=_argv(pool, concurrency),
         worker_env=process_env,
-        ready=Ready(marker="bench worker ready", command="brpop"),
+        ready=Ready(marker=READY, command="brpop"),
         probe=lambda ref: ("EXISTS", f"celery-task-meta-{ref}"),
         done=lambda reply: bool(reply),
         profiles=(Profile("defaults", {}, EVERYTHING, (DEFAULTS,), load_variant=DEFAULTS.name),),
@@ -46,30 +48,47 @@ THREADS = _system("celery-threads", "Celery, threads -c 10", "threads", 10)
 
 
 class Client(ThreadedClient):
+    """Each client thread has its own Celery app (see ``make_app``) and sends ``echo`` by name, which is what
+    ``echo.delay`` does underneath. Every ``AsyncResult`` is released explicitly (see ``_release``)."""
+
     def __init__(self, target: Target) -> None:
         super().__init__()
-        from bench.peers.apps.celery_app import app, echo
+        from bench.peers.apps.celery_app import make_app
 
-        self.app, self.echo = app, echo
+        self.make_app = make_app
+
+    def app(self) -> Any:
+        app = getattr(self.local, "app", None)
+        if app is None:
+            app = self.local.app = self.make_app()
+        return app
 
     async def open(self) -> None:
-        await self.in_thread(self.app.backend.client.ping)
+        await self.in_thread(lambda: self.app().backend.client.ping())
 
     async def preload(self, n: int) -> list[str]:
         ids: list[str] = await self.in_thread(self._preload, n)
         return ids
 
     def _preload(self, n: int) -> list[str]:
-        return [self.echo.delay(message="hello").id for _ in range(n)]
+        app = self.app()
+        ids = []
+        for _ in range(n):
+            result = app.send_task("echo", kwargs={"message": "hello"})
+            ids.append(result.id)
+            result.backend.remove_pending_result(result)  # unsubscribes, as dropping it would (see _release)
+            _release(result)
+        return ids
 
     async def verify(self, refs: list[str]) -> tuple[int, list[str]]:
         outcome: tuple[int, list[str]] = await self.in_thread(self._verify, refs)
         return outcome
 
     def _verify(self, refs: list[str]) -> tuple[int, list[str]]:
+        backend = self.app().backend
         good, bad = 0, []
         for ref in refs:
-            meta = self.app.backend.get_task_meta(ref)
+            meta = backend.get_task_meta(ref)
             if meta["status"] == "SUCCESS" and meta["result"] == EXPECTED_RESULT:
                 good += 1
             else:
@@ -77,6 +96,17 @@ class Client(ThreadedClient):
         return good, bad[:5]
 
     def round_trip(self, variant: str) -> None:
-        result = self.echo.delay(message="hello").get(timeout=30)
-        if result != EXPECTED_RESULT:
-            raise RuntimeError(f"unexpected result {result!r}")
+        result = self.app().send_task("echo", kwargs={"message": "hello"})
+        value = result.get(timeout=30)  # unsubscribes from the result's channel once it arrives
+        _release(result)
+        if value != EXPECTED_RESULT:
+            raise RuntimeError(f"unexpected result {value!r}")
+
+
+def _release(result: Any) -> None:
+    """Stop ``result``'s finalizer from unsubscribing (again). In Celery 5.6, ``AsyncResult.__del__`` always
+    sends UNSUBSCRIBE; when the garbage collector runs it in the middle of the next SUBSCRIBE, it re-enters
+    redis-py's PubSub lock and the client deadlocks for good (celery/celery#10477, which this benchmark hit;
+    fixed in Celery 5.7, whose kombu needs redis-py 6). Doing the unsubscribing at a safe point, once, is
+    what 5.7 does."""
+    result.backend = None

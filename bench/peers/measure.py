@@ -99,13 +99,13 @@ def round_trip(
 ) -> RoundTrip:
     session.call("warm", variant=variant.name, n=1 if variant.short else 3)
     others = OtherLoad()
-    ms = session.call("round_trip", variant=variant.name, n=n)
+    ms = session.call("round_trip", variant=variant.name, n=n, timeout=60 + 2 * n)
     return RoundTrip(system.name, profile, round_, others.cores(), variant.name, variant.note, ms)
 
 
 def load(system: System, profile: str, round_: int, session: ClientSession, variant: str, n: int, clients: int) -> Load:
     others = OtherLoad()
-    out = session.call("load", variant=variant, n=n, clients=clients)
+    out = session.call("load", variant=variant, n=n, clients=clients, timeout=60 + 2 * n)
     return Load(system.name, profile, round_, others.cores(), variant, n, clients, out["seconds"], out["calls"])
 
 

@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import Any
 
+from bench.peers.apps import READY
 from bench.peers.client import AsyncClient, Target
 from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, Profile, Ready, System, Variant, process_env
 
@@ -26,7 +27,7 @@ SYSTEM = System(
     adapter=__name__,
     worker_argv=lambda bin_: [str(bin_ / "saq"), "bench.peers.apps.saq_app.settings"],
     worker_env=process_env,
-    ready=Ready(marker="bench worker ready", command="blmove", clients=10),
+    ready=Ready(marker=READY, command="blmove", clients=10),
     # a finished job leaves the queue's ``incomplete`` sorted set
     probe=lambda ref: ("ZSCORE", f"saq:{QUEUE_NAME}:incomplete", f"saq:job:{QUEUE_NAME}:{ref}"),
     done=lambda reply: reply is None,
@@ -52,6 +53,8 @@ class Client(AsyncClient):
         for start in range(0, n, PRELOAD_BATCH):
             count = min(n, start + PRELOAD_BATCH) - start
             jobs = await asyncio.gather(*(self.queue.enqueue("echo", message="hello") for _ in range(count)))
+            if None in jobs:
+                raise RuntimeError("SAQ refused an enqueue (job key exists)")
             keys += [job.key for job in jobs if job is not None]
         return keys
 

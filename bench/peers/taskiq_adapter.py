@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bench.peers.apps import READY
 from bench.peers.client import AsyncClient, Target
 from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, Profile, Ready, System, Variant, process_env
 
@@ -27,7 +28,7 @@ SYSTEM = System(
         *("--workers", "1", "--max-async-tasks", "10"),
     ],
     worker_env=process_env,
-    ready=Ready(marker="bench worker ready", command="brpop"),
+    ready=Ready(marker=READY, command="brpop"),
     probe=lambda ref: ("EXISTS", ref),  # the result backend's key is the task id
     done=lambda reply: bool(reply),
     profiles=(Profile("defaults", {}, EVERYTHING, (TUNED, DEFAULTS), load_variant=TUNED.name),),

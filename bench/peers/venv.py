@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.peers.spec import REPO
 
 VENV = REPO / ".bench-peers-venv"
+# Celery 5.6, not 5.7: kombu 5.7's Redis transport needs redis-py >= 6.1.
 PEER_PINS = ("saq==0.26.4", "taskiq==0.11.20", "taskiq-redis==1.0.9", "celery==5.6.3", "kombu==5.6.2")
 REPORTED = ("saq", "taskiq", "taskiq-redis", "celery", "kombu", "billiard", "redis", "hiredis")
 RELAY_REPORTED = ("arq", "redis", "hiredis", "sanic", "uvloop", "httpx", "msgspec")

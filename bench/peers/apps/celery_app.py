@@ -10,8 +10,16 @@ from celery.signals import worker_ready
 
 from bench.peers.apps import READY, redis_url
 
-app = Celery("bench_peers", broker=redis_url(), backend=redis_url())
-app.conf.broker_connection_retry_on_startup = True  # silences a deprecation warning; the default's behaviour
+
+def make_app() -> Celery:
+    """One Celery app. Clients make one per thread: the Redis result backend's pub/sub consumer is not
+    thread-safe (celery/celery#3761, #6335), and concurrent ``get`` calls on one app can hang."""
+    app = Celery("bench_peers", broker=redis_url(), backend=redis_url())
+    app.conf.broker_connection_retry_on_startup = True  # silences a deprecation warning; the default's behaviour
+    return app
+
+
+app = make_app()
 
 
 @app.task(name="echo")
