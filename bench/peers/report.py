@@ -296,7 +296,8 @@ def render(results: Results, command: str, facts: dict[str, str]) -> str:
         f"`{command}`\n\n"
         f"Took {results.seconds / 60:.1f} min. Load average (1/5/15 min, runnable/total, last PID) before: "
         f"`{results.loadavg_before}`, after: `{results.loadavg_after}`. Other processes used "
-        f"**{results.other_cores:.2f} cores** on average during the run"
+        f"**{results.other_cores:.2f} cores** on average during the run (up to {results.other_cores_max:.2f} "
+        "in a 5 s window)"
         + (" (**noisy**: above the limit)" if noisy else "")
         + f"; measurements above {opts.max_other_load:g} cores are marked noisy and left out of medians.",
         "## Summary\n\n" + summary(results),
