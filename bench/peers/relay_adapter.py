@@ -1,0 +1,149 @@
+"""Relay in the peers benchmark: its worker (``arq worker.settings``), its enqueue path for preloading, its
+HTTP API for round trips, and how to tell from Redis that a task ended.
+
+The one module that calls into Relay's core (``shared.enqueue``, the event stream's format):
+if the core's API changes, this is what to fix. Runs in Relay's virtualenv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from typing import Any
+
+import httpx
+from arq.connections import ArqRedis
+from arq.constants import result_key_prefix
+from arq.jobs import deserialize_result
+from redis.asyncio import ConnectionPool
+
+from bench.peers.client import Target, ThreadedClient
+from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, Profile, Ready, System, Variant
+from shared import keys
+from shared.enqueue import Enqueuer, prepare
+from shared.serialization import dumps, loads
+from shared.settings import get_settings
+from shared.tasks import TaskSubmission
+from worker.tasks import load
+
+registry = load(["worker.tasks.demo"])
+
+PRELOAD_BATCH = 200  # concurrent enqueues: each is one round trip, so latency-bound alone
+MAX_QUEUE_DEPTH = 1_000_000  # Relay refuses submits beyond RELAY_MAX_QUEUE_DEPTH (10,000): lift it for big preloads
+HTTP = Variant("defaults", "HTTP POST, NDJSON streamed to `end`")
+SUBMISSION = {"task": "echo", "kwargs": {"message": "hello"}}
+
+
+def last_events(entry_fields: dict[bytes, bytes]) -> list[dict[str, Any]]:
+    """The events of one stream entry: field ``e`` holds one event, or several separated by newlines."""
+    return [json.loads(line) for line in entry_fields[b"e"].splitlines() if line.strip()]
+
+
+def ended(reply: Any, state: str | None = None) -> bool:
+    """Whether an ``XREVRANGE <stream> + - COUNT 1`` reply ends with the ``end`` event (in ``state``)."""
+    if not reply:
+        return False
+    events = last_events(reply[0][1])
+    return bool(events) and events[-1]["type"] == "end" and (state is None or events[-1]["data"]["state"] == state)
+
+
+def worker_env(redis_url: str) -> dict[str, str]:
+    """Relay's defaults (no RELAY_* inherited), one worker of concurrency 10."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    return env | {
+        "RELAY_REDIS_URL": redis_url,
+        "RELAY_WORKER_CONCURRENCY": "10",
+        "RELAY_MAX_QUEUE_DEPTH": str(MAX_QUEUE_DEPTH),
+        "RELAY_TASK_MODULES": "worker.tasks.demo",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+SYSTEM = System(
+    name="relay",
+    label="Relay, defaults",
+    venv="relay",
+    adapter=__name__,
+    worker_argv=lambda bin_: [str(bin_ / "arq"), "worker.settings"],
+    worker_env=worker_env,
+    ready=Ready(marker="relay worker ready"),
+    probe=lambda ref: ("XREVRANGE", keys.events_stream(ref), "+", "-", "COUNT", "1"),
+    done=ended,
+    profiles=(Profile("defaults", {}, EVERYTHING, (HTTP,), load_variant=HTTP.name),),
+    note=(
+        "`echo` task; poll 0.1 s plus wake-up notices; every job's `end` event is checked; "
+        "RELAY_MAX_QUEUE_DEPTH raised so any preload fits (the depth check runs either way)"
+    ),
+    api=True,
+    scaling=True,
+)
+
+
+class Client(ThreadedClient):
+    """Preloads through ``Enqueuer`` (what the API calls); round trips go through the API over HTTP."""
+
+    def __init__(self, target: Target) -> None:
+        super().__init__()
+        self.target = target
+        self.settings = get_settings()
+        self.pool = ArqRedis(
+            connection_pool=ConnectionPool.from_url(target.redis_url), job_serializer=dumps, job_deserializer=loads
+        )
+        self.settings = self.settings.model_copy(update={"max_queue_depth": MAX_QUEUE_DEPTH})
+        self.enqueuer = Enqueuer(self.pool, self.settings)  # concurrent enqueues share script calls, as in the API
+
+    async def open(self) -> None:
+        await self.pool.ping()
+
+    async def close(self) -> None:
+        await super().close()
+        await self.pool.aclose(close_connection_pool=True)
+
+    async def preload(self, n: int) -> list[str]:
+        ids: list[str] = []
+        for start in range(0, n, PRELOAD_BATCH):
+            batch = [uuid.uuid4().hex for _ in range(start, min(n, start + PRELOAD_BATCH))]
+            await asyncio.gather(*(self._enqueue(i) for i in batch))
+            ids += batch
+        return ids
+
+    async def _enqueue(self, task_id: str) -> None:
+        submission = TaskSubmission.model_validate(SUBMISSION | {"id": task_id})
+        await self.enqueuer.enqueue(prepare(registry.get("echo"), self.settings, submission))
+
+    async def verify(self, refs: list[str]) -> tuple[int, list[str]]:
+        """Each task's stored result is ``{"echo": "hello"}`` and its event stream ends with ``end`` (succeeded)."""
+        good, bad = 0, []
+        for start in range(0, len(refs), 1000):
+            chunk = refs[start : start + 1000]
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for ref in chunk:
+                    pipe.get(result_key_prefix + ref)
+                    pipe.xrevrange(keys.events_stream(ref), "+", "-", count=1)
+                replies = await pipe.execute()
+            for n, ref in enumerate(chunk):
+                raw, last = replies[2 * n], replies[2 * n + 1]
+                result = deserialize_result(raw, deserializer=loads) if raw else None
+                if result and result.success and result.result == EXPECTED_RESULT and ended(last, "succeeded"):
+                    good += 1
+                else:
+                    bad.append(ref)
+        return good, bad[:5]
+
+    def round_trip(self, variant: str) -> None:
+        """POST one task and read its NDJSON stream until ``end`` (one HTTP client per thread, kept alive)."""
+        http = getattr(self.local, "http", None)
+        if http is None:
+            http = self.local.http = httpx.Client(base_url=str(self.target.api_url), timeout=30)
+        headers = {"Accept": "application/x-ndjson"}
+        with http.stream("POST", "/tasks", json=SUBMISSION, headers=headers) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                event = json.loads(line) if line else {}
+                if event.get("type") == "end":
+                    if event["data"]["state"] != "succeeded":
+                        raise RuntimeError(f"task ended {line}")
+                    return
+        raise RuntimeError("the stream closed before the end event")

@@ -1,0 +1,19 @@
+"""Every system the peers benchmark knows, by the name ``--systems`` takes (in the summary table's order)."""
+
+from __future__ import annotations
+
+from bench.peers import arq_adapter, celery_adapter, relay_adapter, saq_adapter, taskiq_adapter
+from bench.peers.spec import System
+
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        saq_adapter.SYSTEM,
+        taskiq_adapter.SYSTEM,
+        arq_adapter.SYSTEM,
+        celery_adapter.PREFORK,
+        celery_adapter.THREADS,
+        relay_adapter.SYSTEM,
+    )
+}
+DEFAULT = ("relay", "arq", "saq", "taskiq", "celery-prefork", "celery-threads")
