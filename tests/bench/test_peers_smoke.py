@@ -47,8 +47,7 @@ def test_relay_and_bare_arq_are_measured_verified_and_cleaned_up() -> None:
     assert set(drains) == {("relay", 1), ("arq", 1), ("relay", 2), ("arq", 2)}
     for drain in drains.values():
         assert (drain.verified, drain.early) == (30, 0), drain
-        assert drain.seconds > 0
-        assert drain.worker_cpu > 0
+        assert drain.seconds > 0  # (worker CPU is not asserted: 30 jobs can take less than a clock tick of it)
     # Preloaded through Relay's own enqueue script (concurrent submits share one call, as in the API).
     assert 1 <= drains["relay", 1].enqueue_calls["evalsha"] <= 30
     assert drains["relay", 1].enqueue_calls["mset"] >= 1
