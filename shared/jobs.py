@@ -59,8 +59,8 @@ class JobRecord:
 
     def encode(self) -> bytes:
         """The record as stored (Relay's fields first; see the module docstring)."""
-        data: dict[str, Any] = {"f": self.function, "fp": self.fp, "w": self.wait, "t": None, "a": []}
-        data |= {"k": self.kwargs, "et": self.enqueue_ms, "fl": self.failures, "tb": self.tries_base}
+        data: dict[str, Any] = {"f": self.function, "fp": self.fp, "w": self.wait, "et": self.enqueue_ms, "t": None}
+        data |= {"a": [], "k": self.kwargs, "fl": self.failures, "tb": self.tries_base}
         if self.last_error is not None:
             data["le"] = self.last_error
         if self.next_try_ms is not None:

@@ -24,52 +24,57 @@ local head_score = tonumber(head[2])
 
 if limit > 0 and head_score <= now then
   local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
-  local ids, scores, markers = {}, {}, {}
+  local ids, scores = {}, {}
   for i = 1, #due, 2 do
     ids[#ids + 1] = due[i]
     scores[#scores + 1] = due[i + 1]
-    markers[#markers + 1] = IN_PROGRESS .. due[i]
   end
-  -- A due job with an in-progress marker is running elsewhere (arq's Job.abort moves it to the front):
-  -- never take it.
-  local running = redis.call('MGET', unpack(markers))
-  local free, free_scores = {}, {}
-  for i = 1, #ids do
-    if not running[i] then
-      free[#free + 1] = ids[i]
-      free_scores[#free_scores + 1] = scores[i]
-    end
-  end
-  local n = #free
+  local n = #ids
   if n > 0 then
-    local aborted = redis.call('ZMSCORE', abort, unpack(free))
     local wanted = {}
     for i = 1, n do
-      wanted[i] = JOB .. free[i]
-      wanted[n + i] = TRIES .. free[i]
-      wanted[2 * n + i] = SEQ .. free[i]
+      wanted[i] = IN_PROGRESS .. ids[i]
+      wanted[n + i] = JOB .. ids[i]
+      wanted[2 * n + i] = TRIES .. ids[i]
+      wanted[3 * n + i] = SEQ .. ids[i]
     end
     local values = redis.call('MGET', unpack(wanted))
+    local aborts = redis.call('ZMSCORE', abort, unpack(ids))
     local marks, entries = {}, {}
     for i = 1, n do
-      local id = free[i]
-      local try = (tonumber(values[n + i]) or 0) + 1
-      marks[#marks + 1] = IN_PROGRESS .. id
-      marks[#marks + 1] = token .. '|' .. try .. '|' .. now
-      marks[#marks + 1] = TRIES .. id
-      marks[#marks + 1] = try
-      entries[#entries + 1] = held
-      entries[#entries + 1] = id
-      claimed[i] = {id, values[i], try, aborted[i] and 1 or 0, free_scores[i], tonumber(values[2 * n + i]) or 0}
+      -- A due job with an in-progress marker is running elsewhere (arq's Job.abort moves it to the front):
+      -- never take it.
+      if not values[i] then
+        local id, record = ids[i], values[n + i]
+        local try = (tonumber(values[2 * n + i]) or 0) + 1
+        -- An abort request counts only if made after this job was enqueued (an older one was for an
+        -- earlier task of the same id).
+        local enqueued = record and tonumber(string.match(record, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":(%d+)'))
+        local aborted = aborts[i] and (enqueued == nil or tonumber(aborts[i]) >= enqueued)
+        marks[#marks + 1] = IN_PROGRESS .. id
+        marks[#marks + 1] = token .. '|' .. try .. '|' .. now
+        marks[#marks + 1] = TRIES .. id
+        marks[#marks + 1] = try
+        entries[#entries + 1] = held
+        entries[#entries + 1] = id
+        claimed[#claimed + 1] = {id, record, try, aborted and 1 or 0, scores[i], tonumber(values[3 * n + i]) or 0}
+      end
     end
-    redis.call('MSET', unpack(marks))
-    redis.call('ZADD', queue, unpack(entries))
+    if #marks > 0 then
+      redis.call('MSET', unpack(marks))
+      redis.call('ZADD', queue, unpack(entries))
+    end
   end
 end
 
 -- Leases that lapsed: their worker stopped renewing (killed, or its node lost). Take them over so that the
 -- caller re-queues (or, out of tries, fails) each one; nobody else sweeps them meanwhile.
-local earliest_lease = first_score(RUNNING_BASE, '+inf')
+local earliest_lease
+if head_score >= RUNNING_BASE then
+  earliest_lease = head_score  -- nothing waits: the head is the lease that lapses first
+else
+  earliest_lease = first_score(RUNNING_BASE, '+inf')
+end
 if earliest_lease ~= nil and earliest_lease <= RUNNING_BASE + now and sweep_limit > 0 then
   local lapsed = redis.call('ZRANGEBYSCORE', queue, RUNNING_BASE, RUNNING_BASE + now, 'LIMIT', 0, sweep_limit)
   local mine = token .. '|'
@@ -89,6 +94,9 @@ if earliest_lease ~= nil and earliest_lease <= RUNNING_BASE + now and sweep_limi
   earliest_lease = first_score(RUNNING_BASE, '+inf')
 end
 
-local next_due = first_score('-inf', '(' .. RUNNING_BASE)
+local next_due = nil
+if head_score < RUNNING_BASE then
+  next_due = (#claimed > 0 or #swept > 0) and first_score('-inf', '(' .. RUNNING_BASE) or head_score
+end
 local next_lease = earliest_lease and (earliest_lease - RUNNING_BASE) or false
 return {claimed, swept, next_due or false, next_lease}

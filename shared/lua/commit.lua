@@ -7,12 +7,13 @@
 -- are already in the log (a batch sent again after a dropped connection) is not applied twice.
 -- KEYS: queue, arq's abort set, reply outbox.
 -- ARGV: now_ms, max_len, ttl_ms, wakeup channel, then ops:
---   kind, id, token, seq_before, n_bodies, bodies..., then for F: result record, reply (0/1);
+--   kind, id, token, seq_before, n_bodies, bodies..., then for F: result record, reply (0/1), drop the task's
+--   abort request (0/1: when it ended aborted; a stale request is ignored by the claim of a later task);
 --   for R: score, give_back_try (0/1); for T: score, job record.
 -- Returns per op {status, last_seq}; status is 'ok', 'dup' (already applied) or 'fenced'.
 local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
 local now, max_len, ttl, channel = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local EXTRA = {E = 0, F = 2, R = 2, T = 2}
+local EXTRA = {E = 0, F = 3, R = 2, T = 2}
 
 local ops, wanted = {}, {}
 local a = 5
@@ -29,7 +30,7 @@ end
 if #ops == 0 then return {} end
 local current = redis.call('MGET', unpack(wanted))
 
-local out, finished, done_keys, wake = {}, {}, {}, nil
+local out, finished, done_keys, wake, aborted = {}, {}, {}, nil, {}
 local seqs, gone, replies = {}, {}, false
 for i, op in ipairs(ops) do
   local marker = current[2 * i - 1]
@@ -59,6 +60,7 @@ for i, op in ipairs(ops) do
       redis.call('SET', SEQ .. id, last, 'PX', ttl)
       seqs[id] = last
       gone[id] = true
+      if ARGV[op.extra + 2] == '1' then aborted[#aborted + 1] = id end
       if ARGV[op.extra + 1] == '1' then
         redis.call('ZADD', outbox, now, id)
         redis.call('PEXPIRE', REPLY .. id, ttl)
@@ -86,8 +88,8 @@ end
 if #finished > 0 then
   redis.call('DEL', unpack(done_keys))
   redis.call('ZREM', queue, unpack(finished))
-  redis.call('ZREM', abort, unpack(finished))
 end
+if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
 if replies then redis.call('PUBLISH', channel, 'o') end
 if wake ~= nil then
   redis.call('PUBLISH', channel, wake <= now and 'j' or ('d' .. string.format('%d', wake)))

@@ -15,7 +15,7 @@ for a = 4, #ARGV, 6 do
   local state, name, old_fp
   if batch[id] then
     state, name, old_fp = batch[id][1], batch[id][2], batch[id][3]
-  else
+  elseif redis.call('EXISTS', JOB .. id, RESULT .. id) > 0 then
     state, name, old_fp = relay_state(queue, id, now)
   end
   if state then
@@ -40,10 +40,6 @@ for a = 4, #ARGV, 6 do
   end
 end
 if #jobs > 0 then
-  -- A new task starts with no abort request, whatever an earlier task of this id (or arq's Job.abort) left.
-  local created = {}
-  for i = 2, #entries, 2 do created[#created + 1] = entries[i] end
-  redis.call('ZREM', ABORTS, unpack(created))
   redis.call('MSET', unpack(jobs))
   redis.call('ZADD', queue, unpack(entries))
   redis.call('ZADD', index, unpack(indexed))

@@ -101,6 +101,13 @@ async def test_arq_abort_of_a_deferred_job_ends_it_with_its_events(stack: str, q
     assert final["error"] == {"error_type": "Aborted", "message": "aborted before it started"}
 
 
+def test_an_abort_request_left_by_an_earlier_task_of_the_id_is_ignored(stack: str, redis_client: redis.Redis) -> None:
+    task_id = f"reused-{uuid.uuid4().hex[:8]}"
+    redis_client.zadd(keys.ABORT_SET, {task_id: int(time.time() * 1000) - 1000})  # from before this submit
+    submit_ok(stack, {"task": "echo", "id": task_id})
+    assert wait_state(stack, task_id, FINAL)["state"] == "succeeded"
+
+
 def test_a_task_blocking_the_loop_past_its_timeout_fails_and_is_not_requeued(stack: str) -> None:
     task_id = submit_ok(stack, {"task": "blocks_loop", "kwargs": {"seconds": 8}})
     events = read_events(stack, task_id, timeout=60)

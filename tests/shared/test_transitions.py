@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -62,16 +61,6 @@ async def test_repair_leaves_a_log_that_ends_alone(pool: ArqRedis, settings: Set
     assert await Transitions(pool, Scripts(pool), settings).repair_end(tid)
     log = EventLog(pool, max_len=100, ttl_seconds=60)
     assert len(await log.read_after(tid, 0)) == 3
-
-
-async def test_a_new_task_starts_with_no_abort_request(pool: ArqRedis, settings: Settings) -> None:
-    tid = task_id()
-    await pool.zadd(keys.ABORT_SET, {tid: int(time.time() * 1000)})  # left by arq's Job.abort, or an old run
-    registry = load(["worker.tasks.demo"])
-    prepared = prepare(registry.get("echo"), settings, TaskSubmission(task="echo", id=tid))
-    submitted = await Enqueuer(pool, settings).enqueue(prepared)
-    assert submitted.created
-    assert await pool.zscore(keys.ABORT_SET, tid) is None
 
 
 async def test_abort_of_a_waiting_task_is_final_at_once_with_its_events(pool: ArqRedis, settings: Settings) -> None:

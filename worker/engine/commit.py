@@ -56,9 +56,12 @@ class OpResult:
         return self.status in ("ok", "dup")
 
 
-def final_op(task_id: str, token: str, seq: int, bodies: list[bytes], record: bytes, reply: bool) -> Op:
-    """The task ended: store its result record and remove its job records, with its last events."""
-    return Op(OpKind.FINAL, task_id, token, seq, bodies, [record, int(reply)])
+def final_op(
+    task_id: str, token: str, seq: int, bodies: list[bytes], record: bytes, reply: bool, aborted: bool = False
+) -> Op:
+    """The task ended: store its result record and remove its job records, with its last events (and, for an
+    aborted task, its abort request)."""
+    return Op(OpKind.FINAL, task_id, token, seq, bodies, [record, int(reply), int(aborted)])
 
 
 def requeue_op(task_id: str, token: str, seq: int, bodies: list[bytes], score: int, give_back_try: bool) -> Op:

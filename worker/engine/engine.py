@@ -29,7 +29,7 @@ from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskState
 from worker.engine import outcomes
-from worker.engine.commit import Committer, OpResult
+from worker.engine.commit import Committer, Op, OpResult
 from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
 from worker.engine.run import Claimed, JobRun, wait_for_redis
@@ -227,23 +227,29 @@ class Engine:
             self.wake.set()  # more work is due: claim for the free slot now
 
     async def commit_ending(self, ending: Ending, facts: RunFacts, seq: int) -> OpResult | None:
-        """Record ``ending``, retrying while Redis is away (for a bounded time once the worker is stopping:
-        then the lease lapses and another worker runs the job again)."""
-        op = outcomes.op_for(ending, facts, seq)
+        """Record ``ending`` (see ``commit_op``)."""
+        return await self.commit_op(outcomes.op_for(ending, facts, seq), facts.task_id)
+
+    async def commit_op(
+        self, op: Op, task_id: str, first: asyncio.Future[OpResult] | None = None
+    ) -> OpResult | None:
+        """Apply ``op`` (already queued as ``first``, if given), retrying while Redis is away: for a bounded
+        time once the worker is stopping (then the lease lapses and another worker runs the job again)."""
         attempt = 0
         give_up_at = time.monotonic() + self.settings.worker_grace_seconds + 10
         while True:
             try:
-                result = await self.committer.apply(op)
+                result = await asyncio.shield(first) if first is not None else await self.committer.apply(op)
             except (RedisError, OSError) as exc:
+                first = None
                 attempt += 1
                 if self.shutting_down and time.monotonic() > give_up_at:
-                    logger.error("gave up recording task %s; another worker will run it again", facts.task_id)
+                    logger.error("gave up recording task %s; another worker will run it again", task_id)
                     return None
-                await wait_for_redis(f"the outcome of task {facts.task_id}", attempt, exc)
+                await wait_for_redis(f"the outcome of task {task_id}", attempt, exc)
                 continue
             if result.status == "fenced":
-                logger.warning("task %s: another worker owns it now; its outcome here is dropped", facts.task_id)
+                logger.warning("task %s: another worker owns it now; its outcome here is dropped", task_id)
             return result
 
     # --- aborts -----------------------------------------------------------------------------------------
@@ -320,12 +326,16 @@ class Engine:
     # --- logging (task id, name, timing and outcome; never argument or result values unless asked) -------
 
     def log_start(self, run: JobRun) -> None:
+        """A line when a task starts: at DEBUG (the INFO line comes at its end), or at INFO with its arguments
+        when ``RELAY_LOG_TASK_VALUES`` asks for them."""
+        values = self.settings.log_task_values
+        if not values and not logger.isEnabledFor(logging.DEBUG):
+            return
         waited = (run.started_ms - run.claimed.due_ms) / 1000
-        if self.settings.log_task_values:
-            logger.info("task %s %s try=%d started (waited %.3fs) params=%r", run.task_id, run.spec.name,
-                        run.try_number, waited, run.record.params)  # fmt: skip
-        else:
-            logger.info("task %s %s try=%d started (waited %.3fs)", run.task_id, run.spec.name, run.try_number, waited)
+        params = f" params={run.record.params!r}" if values else ""
+        level = logging.INFO if values else logging.DEBUG
+        logger.log(level, "task %s %s try=%d started (waited %.3fs)%s", run.task_id, run.spec.name, run.try_number,
+                   waited, params)  # fmt: skip
 
     def log_end(self, run: JobRun, ending: Ending, result: OpResult) -> None:
         took = time.time() - run.started_ms / 1000
@@ -333,7 +343,9 @@ class Engine:
         if ending.state in (TaskState.FAILED, TaskState.RETRYING) and isinstance(ending.data, dict):
             what += f": {ending.data.get('error_type')}"
         values = f" result={ending.data!r}" if self.settings.log_task_values else ""
-        logger.info("task %s %s try=%d %s in %.3fs%s", run.task_id, run.spec.name, run.try_number, what, took, values)
+        waited = (run.started_ms - run.claimed.due_ms) / 1000
+        logger.info("task %s %s try=%d %s in %.3fs (waited %.3fs)%s", run.task_id, run.spec.name, run.try_number,
+                    what, took, waited, values)  # fmt: skip
 
 
 def _claimed(item: list[Any]) -> Claimed:

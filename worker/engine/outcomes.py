@@ -110,13 +110,15 @@ def tries_cap(max_tries: int, allowed_retries: int) -> int:
     return max(max_tries, 1 + allowed_retries)
 
 
-def op_for(ending: Ending, facts: RunFacts, seq: int) -> Op:
-    """The commit op that records ``ending``, with the events clients see for it."""
+def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None = None) -> Op:
+    """The commit op that records ``ending``, with the events clients see for it (after ``before``: a
+    ``started`` not yet written)."""
     now = time.time()
     task_id = facts.task_id
+    before = before or []
     if ending.state is TaskState.QUEUED:
         data = {"try": facts.try_number, "reason": ending.reason}
-        bodies = [events.body(task_id, EventType.REQUEUED, data, now)]
+        bodies = [*before, events.body(task_id, EventType.REQUEUED, data, now)]
         return requeue_op(task_id, facts.token, seq, bodies, int(now * 1000), ending.give_back_try)
     if ending.state is TaskState.RETRYING:
         assert facts.record is not None
@@ -132,12 +134,12 @@ def op_for(ending: Ending, facts: RunFacts, seq: int) -> Op:
             "next_try_at": _iso(next_ms),
             "delay_seconds": round(ending.delay_seconds, 3),
         }
-        bodies = [events.body(task_id, EventType.RETRYING, data, now)]
+        bodies = [*before, events.body(task_id, EventType.RETRYING, data, now)]
         return retry_op(task_id, facts.token, seq, bodies, next_ms, record.encode())
-    return _final(ending, facts, seq, now)
+    return _final(ending, facts, seq, now, before)
 
 
-def _final(ending: Ending, facts: RunFacts, seq: int, now: float) -> Op:
+def _final(ending: Ending, facts: RunFacts, seq: int, now: float, before: list[bytes]) -> Op:
     record = facts.record
     state = ending.state.value
     result = ResultRecord(
@@ -161,8 +163,9 @@ def _final(ending: Ending, facts: RunFacts, seq: int, now: float) -> Op:
         first = events.body(facts.task_id, EventType.ABORTED, {"reason": ending.reason}, now)
     else:
         first = events.body(facts.task_id, EventType.ERROR, ending.data, now)
-    bodies = [first, events.end_body(facts.task_id, state, now)]
-    return final_op(facts.task_id, facts.token, seq, bodies, result.encode(), result.reply)
+    bodies = [*before, first, events.end_body(facts.task_id, state, now)]
+    aborted = ending.state is TaskState.ABORTED
+    return final_op(facts.task_id, facts.token, seq, bodies, result.encode(), result.reply, aborted)
 
 
 def _iso(ms: int) -> str:

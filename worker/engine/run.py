@@ -32,7 +32,7 @@ from shared.serialization import dumps
 from shared.tasks import TaskState
 from worker.context import Done, TaskContext
 from worker.engine import outcomes
-from worker.engine.commit import OpResult, events_op
+from worker.engine.commit import Op, OpResult, events_op
 from worker.engine.outcomes import Ending, RunFacts
 from worker.registry import TaskSpec
 
@@ -73,6 +73,7 @@ class JobRun:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.task: asyncio.Task[None] | None = None
+        self._pending_started: bytes | None = None
 
     @property
     def timeout_seconds(self) -> float:
@@ -102,6 +103,7 @@ class JobRun:
 
     def _queue_events(self, bodies: list[bytes]) -> asyncio.Future[None]:
         """Queue the events; the returned future resolves once they are stored (or fails if they cannot be)."""
+        bodies = self._take_started() + bodies
         op = events_op(self.task_id, self.engine.token, self.seq, bodies)
         self.seq += len(bodies)
         stored: asyncio.Future[None] = self._loop.create_future()
@@ -122,16 +124,29 @@ class JobRun:
         return stored
 
     async def run(self) -> None:
-        """Run the task, then commit its ending; never raises (arq gathers these tasks at shutdown)."""
+        """Run the task, then commit its ending; never raises (arq gathers these tasks at shutdown).
+
+        ``started`` goes out with the run's first other events, or at the end of this event-loop turn if
+        the task is still running then: a task that ends without yielding (a no-op) writes ``started``,
+        its result and ``end`` as one log entry, one message, in one commit."""
         started = {"task": self.spec.name, "try": self.try_number}
-        self._queue_events([events.body(self.task_id, EventType.STARTED, started)]).add_done_callback(_retrieve)
+        self._pending_started = events.body(self.task_id, EventType.STARTED, started)
+        self._loop.call_soon(self._flush_started)
         self.engine.log_start(self)
         ending = await self._execute()
         self._closed = True
-        commit = asyncio.ensure_future(self._commit(ending))
+        commit = asyncio.ensure_future(self._commit(ending, self._commit_now(ending)))
         while not commit.done():
             with contextlib.suppress(asyncio.CancelledError):  # a second cancel must not lose the outcome
                 await asyncio.shield(commit)
+
+    def _take_started(self) -> list[bytes]:
+        started, self._pending_started = self._pending_started, None
+        return [started] if started is not None else []
+
+    def _flush_started(self) -> None:
+        if self._pending_started is not None and not self._closed:
+            self._queue_events([]).add_done_callback(_retrieve)
 
     @property
     def try_number(self) -> int:
@@ -205,12 +220,10 @@ class JobRun:
         error = {"error_type": "Retry", "message": message}
         return Ending(TaskState.RETRYING, error, delay_seconds=delay)
 
-    async def _commit(self, ending: Ending) -> None:
+    def _commit_now(self, ending: Ending) -> tuple[Op, asyncio.Future[OpResult]] | None:
+        """Queue the ending's op at once, in this turn, so it joins the batch of what this run queued last."""
         if ending.state is TaskState.UNKNOWN:
-            logger.warning(
-                "task %s: another worker took it over (this worker lost its lease); not recording", self.task_id
-            )
-            return
+            return None
         facts = RunFacts(
             self.task_id,
             self.engine.token,
@@ -220,7 +233,17 @@ class JobRun:
             self.record,
             self.spec.name,
         )
-        result = await self.engine.commit_ending(ending, facts, self.seq)
+        op = outcomes.op_for(ending, facts, self.seq, self._take_started())
+        return op, self.engine.committer.queue(op)
+
+    async def _commit(self, ending: Ending, queued: tuple[Op, asyncio.Future[OpResult]] | None) -> None:
+        if queued is None:
+            logger.warning(
+                "task %s: another worker took it over (this worker lost its lease); not recording", self.task_id
+            )
+            return
+        op, first = queued
+        result = await self.engine.commit_op(op, self.task_id, first)
         if result is not None:
             self.seq = result.seq
             self.engine.log_end(self, ending, result)
