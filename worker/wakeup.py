@@ -57,7 +57,7 @@ class WakeupListener:
             if self.on_outbox is not None:
                 self.on_outbox.set()
         else:
-            self._engine.wake.set()
+            self._engine.note_job()
 
     async def _listen(self) -> None:
         lost = False

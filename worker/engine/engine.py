@@ -65,6 +65,7 @@ class Engine:
         self._next_due_ms: float | None = None
         self._next_lease_ms: float | None = None
         self._abort_notices: set[str] = set()
+        self._job_notice = False
         self._last_abort_check = 0.0
         self._last_maintenance = 0.0
         self._last_heartbeat = 0.0
@@ -134,7 +135,8 @@ class Engine:
     async def _claim(self, worker: Worker) -> None:
         free = max(0, worker.max_jobs - len(self.runs))
         now_ms = int(time.time() * 1000)
-        args: list[str | int] = [now_ms, free, self.lease_ms, self.token, SWEEP_LIMIT]
+        hinted, self._job_notice = self._job_notice, False
+        args: list[str | int] = [now_ms, free, self.lease_ms, self.token, SWEEP_LIMIT, int(hinted)]
         claimed, swept, next_due, next_lease = await self.scripts.claim(
             keys=[self.settings.queue_name, keys.ABORT_SET], args=args
         )
@@ -259,6 +261,11 @@ class Engine:
         if task_id in self.runs:
             self._abort_notices.add(task_id)
             self.wake.set()
+
+    def note_job(self) -> None:
+        """A wake-up notice said a job is due now."""
+        self._job_notice = True
+        self.wake.set()
 
     def note_due(self, due_ms: float) -> None:
         """A wake-up notice said a job falls due at ``due_ms``."""
