@@ -17,11 +17,10 @@ end
 local record = redis.call('GETRANGE', JOB .. id, 0, 300)
 redis.call('ZREM', queue, id)
 redis.call('ZREM', abort, id)
-redis.call('DEL', JOB .. id, TRIES .. id)
-redis.call('SET', RESULT .. id, ARGV[6], 'PX', ttl)
 local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
 local last = relay_emit(id, seq, ARGV, 7, #ARGV, max_len, ttl)
-redis.call('SET', SEQ .. id, last, 'PX', ttl)
+redis.call('SET', RESULT .. id, relay_result_record(ARGV[6], last), 'PX', ttl)
+redis.call('DEL', JOB .. id, TRIES .. id, SEQ .. id)
 if string.find(record, '"rp":1', 1, true) or redis.call('EXISTS', REPLY .. id) == 1 then
   redis.call('ZADD', outbox, now, id)
   redis.call('PEXPIRE', REPLY .. id, ttl)

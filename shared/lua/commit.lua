@@ -35,9 +35,10 @@ local seqs, gone, replies = {}, {}, false
 for i, op in ipairs(ops) do
   local marker = current[2 * i - 1]
   if gone[op.id] then marker = false end
-  local seq = seqs[op.id] or tonumber(current[2 * i]) or 0
   local prefix = op.token .. '|'
   local owner = marker and string.sub(marker, 1, #prefix) == prefix
+  local seq = seqs[op.id] or tonumber(current[2 * i])
+  if seq == nil then seq = owner and 0 or (relay_result_seq(op.id) or 0) end  -- ended: its result holds it
   if op.n > 0 and seq >= op.seq + op.n then
     out[i] = {'dup', seq}
   elseif not owner then
@@ -51,13 +52,13 @@ for i, op in ipairs(ops) do
       seqs[id] = last
       out[i] = {'ok', last}
     elseif op.kind == 'F' then
-      redis.call('SET', RESULT .. id, ARGV[op.extra], 'PX', ttl)
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, ttl)
+      redis.call('SET', RESULT .. id, relay_result_record(ARGV[op.extra], last), 'PX', ttl)
       finished[#finished + 1] = id
       done_keys[#done_keys + 1] = JOB .. id
       done_keys[#done_keys + 1] = IN_PROGRESS .. id
       done_keys[#done_keys + 1] = TRIES .. id
-      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, ttl)
-      redis.call('SET', SEQ .. id, last, 'PX', ttl)
+      done_keys[#done_keys + 1] = SEQ .. id
       seqs[id] = last
       gone[id] = true
       if ARGV[op.extra + 2] == '1' then aborted[#aborted + 1] = id end

@@ -34,11 +34,29 @@ local function relay_emit(task_id, seq, bodies, from, to, max_len, ttl_ms)
   return last
 end
 
+-- An ended task's result record starts with the seq of its last event, {"sq":N,...}: its counter lives there
+-- (one key fewer per task), until a retry brings it back to its own key.
+local function relay_result_record(record, seq)
+  return '{"sq":' .. seq .. ',' .. string.sub(record, 2)
+end
+
+local function relay_result_seq(task_id)
+  return tonumber(string.match(redis.call('GETRANGE', RESULT .. task_id, 0, 30), '^{"sq":(%d+),'))
+end
+
+-- The seq of a task's last event: its counter while it lives, its result record once it ended.
+local function relay_seq(task_id)
+  local counted = redis.call('GET', SEQ .. task_id)
+  if counted then return tonumber(counted) end
+  return relay_result_seq(task_id) or 0
+end
+
 -- A task's state, name and fingerprint from the first bytes of its records (see shared/jobs.py), or nil.
 local function relay_state(queue, task_id, now)
-  local r = redis.call('GETRANGE', RESULT .. task_id, 0, 300)
+  local r = redis.call('GETRANGE', RESULT .. task_id, 0, 320)
   if r ~= '' then
-    local rs, f, fp = string.match(r, '^{"rs":"(%a+)","f":"([^"]*)","fp":"(%x*)"')
+    local rs, f, fp = string.match(r, '^{"sq":%d+,"rs":"(%a+)","f":"([^"]*)","fp":"(%x*)"')
+    if not rs then rs, f, fp = string.match(r, '^{"rs":"(%a+)","f":"([^"]*)","fp":"(%x*)"') end
     if rs then return rs, f, fp end
     if string.find(r, '"s":true', 1, true) then return 'succeeded', '', '' end
     return 'failed', '', ''

@@ -15,7 +15,13 @@ if #top > 0 then
   local tail = string.match(packed, '[^\n]*$')
   if string.find(tail, '"type":"end"', 1, true) then return 'has_end' end
 end
-local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
-local last = relay_emit(id, seq, ARGV, 7, #ARGV, max_len, ttl)
-redis.call('SET', SEQ .. id, last, 'PX', ttl)
+local last = relay_emit(id, relay_seq(id), ARGV, 7, #ARGV, max_len, ttl)
+local record = redis.call('GET', RESULT .. id)
+if record then
+  -- The counter of an ended task is in its result record: move it on there.
+  local rest = string.match(record, '^{"sq":%d+,(.*)$')
+  redis.call('SET', RESULT .. id, relay_result_record(rest and ('{' .. rest) or record, last), 'KEEPTTL')
+else
+  redis.call('SET', SEQ .. id, last, 'PX', ttl)
+end
 return 'published'

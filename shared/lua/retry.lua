@@ -8,13 +8,13 @@ local id, now, ttl, max_len, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV
 local state = relay_state(queue, id, now)
 if state == nil then return {'unknown'} end
 if state ~= 'failed' and state ~= 'aborted' then return {'not_retryable', state} end
+local seq = relay_seq(id)
 redis.call('DEL', RESULT .. id)
 redis.call('SET', JOB .. id, ARGV[6])
 redis.call('SET', TRIES .. id, ARGV[7])
 redis.call('ZADD', queue, now, id)
 redis.call('ZADD', index, ARGV[8], id)
 redis.call('PERSIST', REPLY .. id)
-local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
 local last = relay_emit(id, seq, ARGV, 9, #ARGV, max_len, ttl)
 redis.call('SET', SEQ .. id, last)
 redis.call('PUBLISH', channel, 'j')
