@@ -3,9 +3,9 @@
 Events are written only by Relay's Lua scripts (``shared/lua/``), each in the same step as the state change
 they report: a client that sees ``end`` and then reads the task finds its final state. A task's events get
 sequence numbers from a counter of their own (``relay:seq:<id>`` while the task lives, the head of its result
-record once it ended), so numbering never restarts, even if the log expires during a long silence. Events written together are one stream entry (id
-``0-<last seq>``, field ``e``: the events' JSON, one per line) and one pub/sub message with the same bytes, so
-an NDJSON stream can pass them through untouched.
+record once it ended), so numbering never restarts, even if the log expires during a long silence. Events
+written together are one stream entry (id ``0-<last seq>``, field ``e``: the events' JSON, one per line) and
+one pub/sub message with the same bytes, so an NDJSON stream can pass them through untouched.
 """
 
 from __future__ import annotations
