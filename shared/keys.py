@@ -21,6 +21,7 @@ OUTBOX_PREFIX: Final = "relay:outbox:"
 WAKEUP_PREFIX: Final = "relay:wakeup:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
 WORKERS_PREFIX: Final = "relay:workers:"
+PRESENCE_PREFIX: Final = "relay:presence:"
 # Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
 QUOTA_ACTIVE_PREFIX: Final = "relay:quota-active:"
 QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
@@ -34,6 +35,7 @@ RELAY_PREFIXES: Final = (
     WAKEUP_PREFIX,
     MAINTENANCE_PREFIX,
     WORKERS_PREFIX,
+    PRESENCE_PREFIX,
     QUOTA_ACTIVE_PREFIX,
     QUOTA_RATE_PREFIX,
 )
@@ -108,6 +110,11 @@ def maintenance_lock(queue_name: str) -> str:
 def task_schemas(queue_name: str) -> str:
     """What the live workers of this queue offer: task name -> published schema."""
     return WORKERS_PREFIX + queue_name
+
+
+def worker_presence(queue_name: str) -> str:
+    """The live workers of this queue (a hash: worker id -> what it is doing, refreshed every few seconds)."""
+    return PRESENCE_PREFIX + queue_name
 
 
 def quota_active(queue_name: str, key_name: str) -> str:

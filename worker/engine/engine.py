@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import keys, tracing
 from shared.jobs import JobRecord
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -32,6 +32,7 @@ from worker.engine.commit import Committer, OpResult
 from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
 from worker.engine.run import Claimed, JobRun, wait_for_redis
+from worker.metrics import WorkerMetrics
 from worker.registry import TaskRegistry
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ class Engine:
         self.registry = registry
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.scripts = Scripts(pool)
-        self.committer = Committer(pool, self.scripts, settings)
+        self.metrics = WorkerMetrics(settings.worker_concurrency, lambda: len(self.runs))  # worker.metrics
+        self.committer = Committer(pool, self.scripts, settings, self.metrics)
         self.threads = ThreadPoolExecutor(settings.sync_task_threads, thread_name_prefix="relay-task")
         self.leases = LeaseKeeper(settings, self.token, self)
         self.runs: dict[str, JobRun] = {}
@@ -198,6 +200,7 @@ class Engine:
             started_ms,
             claimed.record,
             function,
+            tracing.context_span(tracing.carrier_of(claimed.record)).trace_id,
         )
         task = asyncio.create_task(self.commit_ending(ending, facts, claimed.seq))
         task.add_done_callback(_log_failure)
@@ -227,6 +230,8 @@ class Engine:
                 continue
             if result.status == "fenced":
                 logger.warning("task %s: another worker owns it now; its outcome here is dropped", facts.task_id)
+            else:
+                self.metrics.task_ended(facts.function, ending, facts.started_ms)
             return result
 
     # --- aborts -----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from arq.worker import Retry
 from redis.exceptions import RedisError
 
-from shared import events
+from shared import events, tracing
 from shared.errors import InvalidArguments
 from shared.events import EventType
 from shared.jobs import JobRecord
@@ -73,6 +74,8 @@ class JobRun:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.task: asyncio.Task[None] | None = None
+        self.span: tracing.SpanHandle | None = None  # this try's span (shared.tracing), from ``run``
+        self.trace_id: str | None = None
 
     @property
     def timeout_seconds(self) -> float:
@@ -88,7 +91,8 @@ class JobRun:
 
     def emit(self, type_: EventType, data: Any) -> Awaitable[None]:
         """Queue an event for the next commit (``EventSink``); from a task thread, wait until it is stored."""
-        body = events.body(self.task_id, type_, data)  # a TypeError here tells the task its data is not JSON
+        # A TypeError here tells the task its data is not JSON.
+        body = events.body(self.task_id, type_, data, trace_id=self.trace_id)
         if threading.get_ident() != self._loop_thread:
             asyncio.run_coroutine_threadsafe(self._emit_from_thread(body), self._loop).result()
             return Done()
@@ -123,15 +127,28 @@ class JobRun:
 
     async def run(self) -> None:
         """Run the task, then commit its ending; never raises (arq gathers these tasks at shutdown)."""
+        span = self.span = tracing.run_span(self.spec.name, self.task_id, self.try_number, self.carrier)
+        span.activate()
+        self.trace_id = span.trace_id
         started = {"task": self.spec.name, "try": self.try_number}
-        self._queue_events([events.body(self.task_id, EventType.STARTED, started)]).add_done_callback(_retrieve)
+        body = events.body(self.task_id, EventType.STARTED, started, trace_id=self.trace_id)
+        self._queue_events([body]).add_done_callback(_retrieve)
         self.engine.log_start(self)
+        waited = self.started_ms - self.claimed.due_ms if self.claimed.due_ms else None
+        self.engine.metrics.task_started(self.spec.name, waited)
         ending = await self._execute()
         self._closed = True
         commit = asyncio.ensure_future(self._commit(ending))
         while not commit.done():
             with contextlib.suppress(asyncio.CancelledError):  # a second cancel must not lose the outcome
                 await asyncio.shield(commit)
+        span.set("relay.task.outcome", ending.state.value if ending.state is not TaskState.QUEUED else "requeued")
+        span.end(_span_error(ending))
+
+    @property
+    def carrier(self) -> dict[str, str]:
+        """The trace context the job carries (its submit's)."""
+        return tracing.carrier_of(self.record)
 
     @property
     def try_number(self) -> int:
@@ -146,7 +163,8 @@ class JobRun:
                 if self.spec.is_async:
                     result = await self.spec.fn(context, **params)
                 else:
-                    call = functools.partial(self.spec.fn, context, **params)
+                    # In the task's thread, the context of this run (its span) is current too.
+                    call = functools.partial(contextvars.copy_context().run, self.spec.fn, context, **params)
                     result = await self._loop.run_in_executor(self.engine.threads, call)
             if self._overran(timeout):
                 # It blocked the event loop past its deadline, so the timeout could not interrupt it: it still
@@ -219,11 +237,19 @@ class JobRun:
             self.started_ms,
             self.record,
             self.spec.name,
+            self.trace_id,
         )
         result = await self.engine.commit_ending(ending, facts, self.seq)
         if result is not None:
             self.seq = result.seq
             self.engine.log_end(self, ending, result)
+
+
+def _span_error(ending: Ending) -> str | None:
+    """A span ends in error when the try failed (and will be retried, or not)."""
+    if ending.state in (TaskState.FAILED, TaskState.RETRYING) and isinstance(ending.data, dict):
+        return f"{ending.data.get('error_type')}: {ending.data.get('message')}"
+    return None
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
