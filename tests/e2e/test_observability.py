@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import submit_ok, wait_state
+from tests.support.client import read_events, submit_ok, types, wait_state
 from tests.support.metrics import scrape, value
 from tests.support.processes import ManagedProcess, free_port, relay_env, start_worker, wait_until
 
@@ -104,12 +104,17 @@ def test_a_worker_that_takes_over_a_lost_job_counts_the_requeue_and_its_reason(
     env = {"RELAY_QUEUE_NAME": queue(), "RELAY_LEASE_SECONDS": "1"}
     _, base = spawn_api(**env)
     victim, _ = metrics_worker(spawn_worker, **env)
-    task_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 1, "steps": 1}})
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    body = {"task": "sleep", "kwargs": {"seconds": 1, "steps": 1}}
+    task_id = httpx.post(f"{base}/tasks", json=body, headers={"traceparent": traceparent}, timeout=10).json()["id"]
     wait_state(base, task_id, {"running"})
     _, survivor = metrics_worker(spawn_worker, **env)
     victim.send(signal.SIGKILL)
     assert victim.wait(10) == -signal.SIGKILL
     assert wait_state(base, task_id, FINAL, timeout=30)["state"] == "succeeded"
+    events = read_events(base, task_id)
+    assert types(events) == ["started", "requeued", "started", "progress", "result", "end"]
+    assert {e["trace_id"] for e in events} == {traceparent.split("-")[1]}  # the re-queued job kept its context
     samples = scrape(survivor)
     assert value(samples, "relay_worker_task_requeues_total", task="sleep", reason="worker lost") == 1
     assert value(samples, "relay_worker_task_outcomes_total", task="sleep", outcome="requeued") == 1
