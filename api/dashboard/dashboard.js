@@ -201,6 +201,7 @@
       submitTask.appendChild(element("option", name));
       filterTask.appendChild(element("option", name));
     }
+    if (names.includes("echo")) submitTask.value = "echo"; // the demo task that needs no arguments
   }
 
   async function refreshStats() {
@@ -515,6 +516,7 @@
         break;
       case "partial":
         $("#task-partials").appendChild(element("li", JSON.stringify(event.data)));
+        show($("#task-no-partials"), false);
         break;
       case "result":
         showResult(event.data, true);
