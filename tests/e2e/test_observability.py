@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from api.schemas import Stats
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, submit_ok, types, wait_state
 from tests.support.metrics import scrape, value
@@ -189,6 +190,7 @@ def test_stats_show_the_queue_and_each_live_worker(spawn_api: StartApi, spawn_wo
 
     wait_until(lambda: sum(w["running"] for w in workers()) == 1 and len(workers()) == 2, 15, "both, one busy")
     body = httpx.get(f"{base}/stats", headers={"X-API-Key": API_KEY}, timeout=10).json()
+    Stats.model_validate(body)  # the shape the OpenAPI document gives
     assert body["queue"] == {"due": 0, "deferred": 1, "running": 1}
     by_pid = {w["pid"]: w for w in body["workers"]}
     assert set(by_pid) == {first.pid, second.pid}
