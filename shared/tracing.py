@@ -136,7 +136,7 @@ class SpanHandle:
 def request_span(method: str, route: str, headers: Mapping[str, str]) -> SpanHandle:
     """The API's span of one HTTP request (``route`` is the pattern, never the raw path)."""
     passed = incoming(headers.get)
-    if trace is None:
+    if trace is None or not (passed or _provider_set()):
         return SpanHandle(None, passed)
     name = f"{method} {route}"
     attributes = {"http.request.method": method, "http.route": route}
@@ -147,7 +147,7 @@ def request_span(method: str, route: str, headers: Mapping[str, str]) -> SpanHan
 def run_span(task: str, task_id: str, try_number: int, carrier: Mapping[str, str]) -> SpanHandle:
     """A worker's span of one try of a task, the child of the context its job carries."""
     passed = dict(carrier) if trace_id_of(carrier.get(TRACEPARENT)) else {}
-    if trace is None:
+    if trace is None or not (passed or _provider_set()):
         return SpanHandle(None, passed)
     attributes = {"relay.task.name": task, "relay.task.id": task_id, "relay.task.try": try_number}
     span = _tracer().start_span(f"run {task}", context=extract(passed), kind=SpanKind.CONSUMER, attributes=attributes)
@@ -157,6 +157,11 @@ def run_span(task: str, task_id: str, try_number: int, carrier: Mapping[str, str
 def context_span(carrier: Mapping[str, str]) -> SpanHandle:
     """No span of its own: just the trace a stored context names (for events written on a task's behalf)."""
     return SpanHandle(None, dict(carrier) if trace_id_of(carrier.get(TRACEPARENT)) else {})
+
+
+def _provider_set() -> bool:
+    """False while no tracer provider is set: a span without a parent would then be a no-op (skip its cost)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def _tracer() -> Any:

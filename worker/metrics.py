@@ -11,7 +11,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -97,24 +97,43 @@ class WorkerMetrics:
             "relay_bridge_messages_abandoned", "Messages abandoned for redelivery (Redis down).", registry=r
         )
         self.totals: Tally[str] = Tally()  # outcomes of this process, for its presence record
+        # Labelled children, looked up once: ``labels()`` takes a lock and builds a key on every call.
+        self._per_task: dict[str, tuple[Any, Any, Any]] = {}
+        self._outcome_of: dict[tuple[str, str], Any] = {}
+        self._event_of: dict[bytes, Any] = {}
+
+    def _task(self, task: str) -> tuple[Any, Any, Any]:
+        """(started, queue wait, duration) of ``task``."""
+        found = self._per_task.get(task)
+        if found is None:
+            found = self._per_task[task] = (
+                self.started.labels(task),
+                self.queue_wait.labels(task),
+                self.duration.labels(task),
+            )
+        return found
 
     # --- the engine's hooks ------------------------------------------------------------------------------
 
     def task_started(self, task: str, waited_ms: int | None) -> None:
         """A try starts; ``waited_ms`` is its start minus its due time (None if unknown)."""
-        self.started.labels(task).inc()
+        started, queue_wait, _ = self._task(task)
+        started.inc()
         if waited_ms is not None:
-            self.queue_wait.labels(task).observe(max(0.0, waited_ms / 1000))
+            queue_wait.observe(max(0.0, waited_ms / 1000))
 
     def task_ended(self, task: str, ending: Ending, started_ms: int | None) -> None:
         """An outcome was recorded (by this worker, for a run it started or a job it took over or refused)."""
         outcome = OUTCOMES.get(ending.state)
         if outcome is None:
             return
-        self.outcomes.labels(task, outcome).inc()
+        counter = self._outcome_of.get((task, outcome))
+        if counter is None:
+            counter = self._outcome_of[task, outcome] = self.outcomes.labels(task, outcome)
+        counter.inc()
         self.totals[outcome] += 1
         if started_ms is not None:
-            self.duration.labels(task).observe(max(0.0, time.time() - started_ms / 1000))
+            self._task(task)[2].observe(max(0.0, time.time() - started_ms / 1000))
         if ending.state is TaskState.RETRYING:
             error_type = ending.data.get("error_type", "Error") if isinstance(ending.data, dict) else "Error"
             self.retries.labels(task, str(error_type)).inc()
@@ -127,5 +146,8 @@ class WorkerMetrics:
             if result.status != "ok":
                 continue
             for body in op.bodies:
-                end = body.find(b'"', _TYPE_START)
-                self.events.labels(body[_TYPE_START:end].decode()).inc()
+                kind = body[_TYPE_START : body.find(b'"', _TYPE_START)]
+                counter = self._event_of.get(kind)
+                if counter is None:
+                    counter = self._event_of[kind] = self.events.labels(kind.decode())
+                counter.inc()

@@ -232,19 +232,24 @@ def test_with_api_keys_the_page_asks_once_and_every_data_call_carries_the_key(
     assert data.index(with_key[0]) == len(refused)
 
 
-def test_task_values_are_shown_as_text_never_run_as_html(
+def test_task_values_are_shown_as_text_never_run_as_html_and_the_trace_is_named(
     page: Page, spawn_api: StartApi, spawn_worker: StartWorker
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
     _, base = spawn_api(**env)
     spawn_worker(**env)
     hostile = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script>"
-    task_id = submit_ok(base, {"task": "echo", "args": [hostile]})
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    body = {"task": "echo", "args": [hostile]}
+    task_id = httpx.post(f"{base}/tasks", json=body, headers={"traceparent": traceparent}, timeout=10).json()["id"]
     wait_state(base, task_id, {"succeeded"})
     response = page.goto(f"{base}/dashboard/#/tasks/{task_id}")
     assert response is not None
-    assert "script-src 'self'" in response.headers["content-security-policy"]
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
     expect(page.locator("#task-result")).to_contain_text(hostile, timeout=LIVE)
+    expect(page.locator("#task-trace")).to_have_text("4bf92f3577b34da6a3ce929d0e0e4736")  # the run's trace
     expect(page.locator("#task-arguments")).to_contain_text("onerror")
     page.goto(f"{base}/dashboard/")
     expect(task_row(page, "recent", task_id)).to_have_count(1, timeout=LIVE)

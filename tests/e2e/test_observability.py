@@ -206,3 +206,17 @@ def test_stats_show_the_queue_and_each_live_worker(spawn_api: StartApi, spawn_wo
     assert idle.wait(1) == 0
     wait_until(lambda: [w["pid"] for w in workers()] == [other.pid], 5, "the stopped worker to be gone")
     assert httpx.delete(f"{base}/tasks/{running}", headers={"X-API-Key": API_KEY}, timeout=10).status_code == 202
+
+
+def test_metrics_are_served_while_a_task_blocks_the_workers_event_loop(
+    spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue()}
+    _, base = spawn_api(**env)
+    worker, url = metrics_worker(spawn_worker, **env)
+    task_id = submit_ok(base, {"task": "blocks_loop_untimed", "kwargs": {"seconds": 6}})
+    wait_until(lambda: "the event loop has been blocked" in worker.output(), 20, "the stall warning")
+    samples = scrape(url)  # from the metrics server's own thread: the loop is still blocked
+    assert "the event loop is free again" not in worker.output()
+    assert value(samples, "relay_worker_jobs_in_flight") == 1
+    assert wait_state(base, task_id, FINAL)["state"] == "succeeded"

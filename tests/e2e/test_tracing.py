@@ -35,6 +35,8 @@ CALLER_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
 OTHER_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 FINAL = {"succeeded", "failed", "aborted"}
+TRACED_TASKS = ("traced", "traced_sync")  # tests/support/tasks.py: each opens a span of its own
+TRACED_SPANS = ("inside an async task", "inside a plain task")
 
 
 def queue() -> str:
@@ -91,6 +93,7 @@ async def test_one_trace_from_the_post_to_the_final_event_in_memory(
             response = await client.post("/tasks", json=body, headers={"traceparent": TRACEPARENT})
             assert response.status_code == 202, response.text
             task_id = response.json()["id"]
+            inner = [(await client.post("/tasks", json={"task": name})).json()["id"] for name in TRACED_TASKS]
             arq_worker = create_worker(
                 worker.settings, redis_pool=pool, queue_name=name, burst=True, handle_signals=False, poll_delay=0.05
             )
@@ -98,6 +101,7 @@ async def test_one_trace_from_the_post_to_the_final_event_in_memory(
             await worker.setup.on_shutdown(arq_worker.ctx)
             reply = await client.get(f"/tasks/{task_id}/events")
             events = [httpx.Response(200, content=line).json() for line in reply.content.splitlines() if line]
+            results = [(await client.get(f"/tasks/{i}")).json()["result"] for i in inner]
     finally:
         await pool.aclose()
         await server.before_stop()
@@ -107,7 +111,7 @@ async def test_one_trace_from_the_post_to_the_final_event_in_memory(
 
     assert types(events) == ["started", "progress", "progress", "result", "end"]
     spans = memory.get_finished_spans()
-    post = [s for s in spans if s.name == "POST /tasks"]
+    post = [s for s in spans if s.name == "POST /tasks" and hex_trace(s) == TRACE_ID]
     run = [s for s in spans if s.name == "run sleep"]
     assert (len(post), len(run)) == (1, 1), [s.name for s in spans]
     api_span, worker_span = post[0], run[0]
@@ -120,6 +124,13 @@ async def test_one_trace_from_the_post_to_the_final_event_in_memory(
     assert worker_span.attributes["relay.task.outcome"] == "succeeded"
     assert {e["trace_id"] for e in events} == {TRACE_ID}  # every event, the final one included
     assert (worker_span.start_time or 0) >= (api_span.start_time or 0)
+
+    # A task's own spans are children of the worker's span of its try, from async def and plain def alike.
+    for name, inside, trace_id in zip(TRACED_TASKS, TRACED_SPANS, results, strict=True):
+        (run_span,) = [s for s in spans if s.name == f"run {name}"]
+        (task_span,) = [s for s in spans if s.name == inside]
+        assert parent_of(task_span) == hex_span(run_span)
+        assert hex_trace(task_span) == hex_trace(run_span) == trace_id
 
 
 @pytest.fixture
@@ -257,3 +268,14 @@ def test_an_exporter_without_opentelemetry_stops_the_process_with_one_line(
         "pip install 'relay[otel]'"
     )
     assert line in proc.output().splitlines()
+
+
+def test_the_console_exporter_prints_each_processs_spans(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    env = {"RELAY_QUEUE_NAME": queue(), "RELAY_TRACE_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    api, base = spawn_api(**env)
+    worker = spawn_worker(**env)
+    response = submit(base, {"task": "echo", "args": ["printed"]}, headers={"traceparent": TRACEPARENT})
+    wait_state(base, response.json()["id"], {"succeeded"})
+    for proc, name in ((api, "POST /tasks"), (worker, "run echo")):
+        wait_until(lambda p=proc, n=name: f'"name": "{n}"' in p.output(), 20, f"{name} printed")  # type: ignore[misc]
+        assert f'"trace_id": "0x{TRACE_ID}"' in proc.output()
