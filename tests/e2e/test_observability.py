@@ -220,3 +220,32 @@ def test_metrics_are_served_while_a_task_blocks_the_workers_event_loop(
     assert "the event loop is free again" not in worker.output()
     assert value(samples, "relay_worker_jobs_in_flight") == 1
     assert wait_state(base, task_id, FINAL)["state"] == "succeeded"
+
+
+def test_a_job_the_worker_cannot_run_counts_as_failed_without_a_duration(
+    spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue()}
+    _, base = spawn_api(**env)  # knows the test tasks
+    _, url = metrics_worker(spawn_worker, RELAY_TASK_MODULES="worker.tasks.demo", **env)  # does not
+    task_id = submit_ok(base, {"task": "flaky"})
+    assert wait_state(base, task_id, FINAL)["error"]["error_type"] == "NotRunnable"
+    samples = scrape(url)
+    assert value(samples, "relay_worker_task_outcomes_total", task="flaky", outcome="failed") == 1
+    assert value(samples, "relay_worker_tasks_started_total", task="flaky") == 0
+    assert value(samples, "relay_worker_task_duration_seconds_count", task="flaky") == 0
+
+
+def test_a_streamed_request_is_counted_once_its_stream_starts(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    env = {"RELAY_QUEUE_NAME": queue()}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    body = {"task": "sleep", "kwargs": {"seconds": 60, "steps": 60}}
+    headers = {"Accept": "application/x-ndjson"}
+    with httpx.stream("POST", f"{base}/tasks", json=body, headers=headers, timeout=30) as response:
+        task_id = response.headers["X-Relay-Task-Id"]
+        first = next(line for line in response.iter_lines() if line.strip())
+        assert '"started"' in first
+        samples = scrape(f"{base}/metrics")  # the stream is still open
+        assert value(samples, "relay_http_requests_total", route="/tasks", method="POST", status="200") == 1
+        assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202

@@ -126,11 +126,14 @@ async def test_one_trace_from_the_post_to_the_final_event_in_memory(
     assert (worker_span.start_time or 0) >= (api_span.start_time or 0)
 
     # A task's own spans are children of the worker's span of its try, from async def and plain def alike.
+    # Submitted without a traceparent, their traces start at the API's span.
     for name, inside, trace_id in zip(TRACED_TASKS, TRACED_SPANS, results, strict=True):
         (run_span,) = [s for s in spans if s.name == f"run {name}"]
         (task_span,) = [s for s in spans if s.name == inside]
+        (root,) = [s for s in spans if s.name == "POST /tasks" and hex_span(s) == parent_of(run_span)]
+        assert parent_of(root) is None
         assert parent_of(task_span) == hex_span(run_span)
-        assert hex_trace(task_span) == hex_trace(run_span) == trace_id
+        assert hex_trace(task_span) == hex_trace(run_span) == hex_trace(root) == trace_id
 
 
 @pytest.fixture
@@ -273,9 +276,10 @@ def test_an_exporter_without_opentelemetry_stops_the_process_with_one_line(
 def test_the_console_exporter_prints_each_processs_spans(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
     env = {"RELAY_QUEUE_NAME": queue(), "RELAY_TRACE_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}
     api, base = spawn_api(**env)
-    worker = spawn_worker(**env)
+    worker = spawn_worker(OTEL_SERVICE_NAME="reports-worker", **env)
     response = submit(base, {"task": "echo", "args": ["printed"]}, headers={"traceparent": TRACEPARENT})
     wait_state(base, response.json()["id"], {"succeeded"})
-    for proc, name in ((api, "POST /tasks"), (worker, "run echo")):
+    for proc, name, service in ((api, "POST /tasks", "relay-api"), (worker, "run echo", "reports-worker")):
         wait_until(lambda p=proc, n=name: f'"name": "{n}"' in p.output(), 20, f"{name} printed")  # type: ignore[misc]
         assert f'"trace_id": "0x{TRACE_ID}"' in proc.output()
+        assert f'"service.name": "{service}"' in proc.output()
