@@ -26,7 +26,7 @@ def route_of(request: Request) -> str:
 async def request_started(request: Request) -> None:
     """Request middleware, registered before auth so refused requests are measured too."""
     request.ctx.started = time.perf_counter()
-    if is_open(request.path) or request.method == "OPTIONS":  # probes, scrapes, static files: counted, not traced
+    if is_open(request) or request.method == "OPTIONS":  # probes, scrapes, static files: counted, not traced
         request.ctx.span = None
         return
     request.ctx.span = tracing.request_span(request.method, route_of(request), request.headers)

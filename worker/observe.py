@@ -94,7 +94,7 @@ async def stop(ctx: dict[str, Any]) -> None:
         with contextlib.suppress(Exception):
             await observers.presence_task
     if observers.server is not None:
-        observers.server.shutdown()
+        await asyncio.to_thread(observers.server.shutdown)  # waits for its serve loop (up to 0.5 s)
         observers.server.server_close()
     if observers.exporting is not None:
         await asyncio.to_thread(observers.exporting.shutdown)

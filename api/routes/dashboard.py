@@ -10,10 +10,10 @@ from importlib import resources as package_files
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, raw, redirect
 
-from api.auth import DASHBOARD_PREFIX
+from api.auth import DASHBOARD_BLUEPRINT, DASHBOARD_PREFIX
 from api.errors import ApiError
 
-bp = Blueprint("dashboard", strict_slashes=True)
+bp = Blueprint(DASHBOARD_BLUEPRINT, strict_slashes=True)  # auth.is_open knows its routes by this name
 
 PREFIX = DASHBOARD_PREFIX
 FILES = {

@@ -8,6 +8,7 @@ Screenshots are kept in each test's tmp_path."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -255,3 +256,20 @@ def test_task_values_are_shown_as_text_never_run_as_html_and_the_trace_is_named(
     expect(task_row(page, "recent", task_id)).to_have_count(1, timeout=LIVE)
     assert page.locator("#view img, #view script").count() == 0
     assert page.evaluate("() => window.__pwned") is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/dashboard/../stats", "/dashboard/..%2Fstats", "/dashboard/%2e%2e/stats", "/dashboard//stats",
+     "/dashboard/x/../../tasks", "/dashboard/stats"],
+)  # fmt: skip
+def test_paths_under_the_dashboard_reach_no_data_without_a_key(spawn_api: StartApi, path: str) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=queue(), RELAY_API_KEYS=f"dashboard:{API_KEY}")
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:  # sent as is: no client normalises it
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n".encode())
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (401, 404), answer[:200]
+    assert b'"queue"' not in answer
+    assert b'"tasks"' not in answer
