@@ -212,12 +212,14 @@ def test_a_manual_retry_runs_in_the_retry_requests_trace(
     assert second_run.parent_span_id == retry_span.span_id
 
 
-def test_without_a_valid_traceparent_events_carry_no_trace(relay: str) -> None:
-    for headers in ({}, {"traceparent": "not-a-traceparent"}, {"traceparent": f"00-{'0' * 32}-{CALLER_SPAN}-01"}):
-        response = submit(relay, {"task": "echo", "args": ["untraced"]}, headers=headers)
+def test_only_a_valid_traceparent_names_a_trace(relay: str) -> None:
+    # No tracer provider set up in these processes: only the caller's context can name a trace.
+    invalid = [{}, {"traceparent": "not-a-traceparent"}, {"traceparent": f"00-{'0' * 32}-{CALLER_SPAN}-01"}]
+    for headers in [{"traceparent": TRACEPARENT}, *invalid]:
+        response = submit(relay, {"task": "echo", "args": ["maybe traced"]}, headers=headers)
         assert response.status_code == 202, response.text
-        events = read_events(relay, response.json()["id"])
-        assert [e for e in events if "trace_id" in e] == []
+        traces = {e.get("trace_id") for e in read_events(relay, response.json()["id"])}
+        assert traces == ({TRACE_ID} if headers.get("traceparent") == TRACEPARENT else {None}), headers
 
 
 BLOCKER = """
