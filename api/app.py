@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from sanic import Sanic
 
-from api import auth, cors, errors, lifecycle
+from api import auth, cors, errors, lifecycle, observe
 from api.resources import RelayApp
-from api.routes import events, health, tasks
+from api.routes import dashboard, events, health, stats, tasks
+from shared import tracing
 from shared.apikeys import parse_api_keys
 from shared.logs import configure as configure_logging
 from shared.settings import get_settings
@@ -30,10 +31,14 @@ def create_app() -> RelayApp:
     app.ctx.api_keys = auth.digests(parse_api_keys(settings.api_keys.get_secret_value()))
     auth.log_auth_mode(app.ctx.api_keys)
     errors.install(app)
+    app.ctx.tracing = tracing.configure(settings, "relay-api")
+    app.on_request(observe.request_started)  # first, so refused requests are measured too
     app.on_request(auth.require_api_key)
+    app.middleware(observe.request_finished, "response")
     app.before_server_start(lifecycle.open_resources)
     app.before_server_stop(lifecycle.drain)
     app.after_server_stop(lifecycle.close_resources)
-    app.blueprint([health.bp, tasks.bp, events.bp])
+    app.after_server_stop(observe.flush_traces)
+    app.blueprint([health.bp, tasks.bp, events.bp, stats.bp, dashboard.bp])
     cors.install(app, settings.cors_origin_list())
     return app

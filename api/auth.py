@@ -1,5 +1,6 @@
-"""Optional API-key auth: when keys are configured, every endpoint but health, metrics and the API's own
-description needs one. Each key has a name; the name of the key a request used is ``request.ctx.key_name``
+"""Optional API-key auth: when keys are configured, every endpoint but health, metrics, the API's own
+description and the dashboard's page and files (not the data it reads) needs one. Each key has a name; the
+name of the key a request used is ``request.ctx.key_name``
 (``anonymous`` when auth is off), for logs, metrics and per-key quotas."""
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ from shared.apikeys import ANONYMOUS, ApiKey
 logger = logging.getLogger("relay.api.auth")
 
 OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/metrics", "/openapi.json"})
+DASHBOARD_PREFIX = "/dashboard"  # the page and its static files; the data they fetch needs a key
+DASHBOARD_BLUEPRINT = "dashboard"
+
+
+def is_open(request: Request) -> bool:
+    """Anyone may read health, metrics, the OpenAPI document, and the dashboard's page and files: decided by
+    the route the request matched (the dashboard's blueprint), never by a path prefix a crafted path could
+    share."""
+    if request.path in OPEN_PATHS:
+        return True
+    route = request.route
+    return route is not None and route.name.split(".")[1:2] == [DASHBOARD_BLUEPRINT]
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ async def require_api_key(request: Request) -> None:
     """Sanic request middleware. CORS preflights (OPTIONS) need no key: a browser never sends one with them."""
     keys: list[KeyDigest] = request.app.ctx.api_keys
     request.ctx.key_name = ANONYMOUS
-    if not keys or request.path in OPEN_PATHS or request.method == "OPTIONS":
+    if not keys or is_open(request) or request.method == "OPTIONS":
         return
     candidate = presented_key(request)
     name = matching_key(candidate, keys) if candidate is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from redis.exceptions import RedisError
 
 from shared import keys
@@ -52,6 +52,19 @@ class ApiMetrics:
             "relay_key_active_tasks",
             "Tasks of each API key queued or running, counted in Redis (only when RELAY_KEY_MAX_ACTIVE is set).",
             ["key"],
+            registry=self.registry,
+        )
+        # By route PATTERN (/tasks/<task_id:str>), never the raw path: ids would explode the label cardinality.
+        self.http_requests = Counter(
+            "relay_http_requests",
+            "HTTP requests answered, by route pattern, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "relay_http_request_duration_seconds",
+            "Time to a response's headers (a stream: until it starts), by route pattern, method and status.",
+            ["route", "method", "status"],
             registry=self.registry,
         )
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api.schemas import AbortResult, ErrorBody, Ping, Status, SubmitResult, TaskPage, TaskView
+from api.schemas import AbortResult, ErrorBody, Ping, Stats, Status, SubmitResult, TaskPage, TaskView
 from shared.catalogue import TaskOffer
 from shared.tasks import TASK_ID_PATTERN, TASK_NAME_REGEX, TaskState, TaskSubmission
 
@@ -80,6 +80,13 @@ _PATHS: dict[str, Any] = {
             "summary": "Prometheus metrics",
             "security": [],
             "responses": {"200": _reply("Prometheus text format.", {"text/plain": {"schema": {"type": "string"}}})},
+        }
+    },
+    "/stats": {
+        "get": {
+            "operationId": "stats",
+            "summary": "The queue's gauges and the live workers (what the dashboard shows)",
+            "responses": {"200": _reply("Queue and workers.", _json(Stats)), **_errors(401, 503)},
         }
     },
     "/tasks": {
@@ -219,6 +226,7 @@ def _base_document() -> dict[str, Any]:
         ErrorBody,
         Status,
         Ping,
+        Stats,
     ]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     return {

@@ -78,3 +78,37 @@ class Status(BaseModel):
 class Ping(BaseModel):
     service: str
     ping: str
+
+
+class QueueCounts(BaseModel):
+    due: int = Field(description="Tasks due now and waiting for a worker.")
+    deferred: int = Field(description="Tasks waiting for a later time (delay, run_at, retry backoff).")
+    running: int
+
+
+class RunningTask(BaseModel):
+    id: str
+    task: str
+    started_at: str | None
+
+
+class WorkerView(BaseModel):
+    id: str = Field(description="hostname:pid:random, unique per worker process.")
+    hostname: str
+    pid: int
+    status: str = Field(description="alive, stopping (finishing its jobs) or silent (not heard of for 6 s).")
+    seen_seconds_ago: float
+    started_at: str | None
+    concurrency: int
+    running: int
+    running_tasks: list[RunningTask] = Field(description="Up to 20 of the tasks it runs now.")
+    totals: dict[str, int] = Field(description="Outcomes it recorded since it started, by outcome.")
+    metrics_port: int | None = Field(description="Where it serves Prometheus metrics; null: none.")
+
+
+class Stats(BaseModel):
+    """``GET /stats``: what the dashboard shows at a glance."""
+
+    queue: QueueCounts
+    workers: list[WorkerView] = Field(description="Workers of this queue heard of in the last minute.")
+    time: str

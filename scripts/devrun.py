@@ -22,7 +22,7 @@ from devplace import InstanceDir, Refused, check_port_free
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: Relay's own modules come from this checkout
 
-from devsupervise import Runner, shown  # noqa: E402
+from devsupervise import Runner, metrics_ports, shown  # noqa: E402
 
 from shared.settings import ConfigError, Settings, environment_warnings, load_settings  # noqa: E402
 
@@ -64,6 +64,9 @@ def prepare(args: argparse.Namespace) -> tuple[Settings, InstanceDir, bool]:
     for warning in environment_warnings():
         say("dev", f"warning: {warning}")
     check_port_free(args.host, args.port, "the API", "--port")
+    for i, port in enumerate(metrics_ports(settings.worker_metrics_port, args.workers)):
+        option = "RELAY_WORKER_METRICS_PORT (the first worker's; 0: no metrics)"
+        check_port_free(settings.worker_metrics_host, port, f"worker-{i + 1}'s metrics", option)
     if private:
         check_port_free("127.0.0.1", args.redis_port, "the dev Redis", "--redis-port")
     root = Path(args.data_dir).resolve() if args.data_dir else REPO / ".relay-dev"

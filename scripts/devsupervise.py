@@ -41,18 +41,37 @@ HURRY_WITHIN = 10.0  # after a second Ctrl-C, how long workers get to re-queue t
 REDIS_STOP_WITHIN = 15.0
 
 
+def metrics_ports(first: int, workers: int) -> list[int]:
+    """The metrics port of each worker scripts/dev starts (none when ``RELAY_WORKER_METRICS_PORT`` is 0)."""
+    return [first + i for i in range(workers)] if first else []
+
+
 def guide(
-    base: str, port: int, redis_url: str, redis_port: int | None, others: list[str], task_modules: str
+    base: str,
+    port: int,
+    redis_url: str,
+    redis_port: int | None,
+    others: list[str],
+    task_modules: str,
+    worker_metrics: list[int] | None = None,
+    next_metrics_port: int = 0,
 ) -> list[str]:
     """What to type next to a running scripts/dev (README's Quick start shows the same, for the defaults).
 
-    ``redis_port`` is the private Redis's port, None when RELAY_REDIS_URL names the user's own."""
+    ``redis_port`` is the private Redis's port, None when RELAY_REDIS_URL names the user's own;
+    ``worker_metrics`` the metrics ports of its workers, ``next_metrics_port`` the one another worker may take."""
     shown_url = public_url(redis_url)
     env = f"RELAY_REDIS_URL={shlex.quote(shown_url)} RELAY_TASK_MODULES={shlex.quote(task_modules)}"
+    worker_env = f"{env} RELAY_WORKER_METRICS_PORT={next_metrics_port}"  # the next free one, or 0 (none)
     api = f"{shown(BIN / 'sanic')} api.app:create_app --factory --single-process --port {port + 1}"
     lines = [
+        f"dashboard:       {base}/dashboard/",
         f"try:             curl -N -H 'Accept: application/x-ndjson' -d '{{\"task\":\"count\"}}' {base}/tasks",
-        f"another worker:  {env} {shown(BIN / 'arq')} worker.settings",
+    ]
+    if worker_metrics:
+        lines.append(f"worker metrics:  {'  '.join(f'http://127.0.0.1:{p}/metrics' for p in worker_metrics)}")
+    lines += [
+        f"another worker:  {worker_env} {shown(BIN / 'arq')} worker.settings",
         f"another API:     {env} {api}",
     ]
     if shown_url != redis_url:
@@ -91,6 +110,10 @@ class Runner:
     def base(self) -> str:
         return f"http://{self.args.host}:{self.args.port}"
 
+    @property
+    def metrics_ports(self) -> list[int]:
+        return metrics_ports(self.settings.worker_metrics_port, self.args.workers)
+
     def on_signal(self) -> None:
         if not self.stop.is_set():
             self.stop.set()
@@ -122,9 +145,12 @@ class Runner:
             say("dev", f"using your Redis at {public_url(url)} (RELAY_REDIS_URL); not starting one")
         if not await self._starting(_poll(lambda: _pings(url)), f"Redis at {public_url(url)}", REDIS_WITHIN):
             return False
+        ports = self.metrics_ports
         for i in range(self.args.workers):
             argv = [str(BIN / "arq"), "worker.settings"]
-            self.workers.append(await self._spawn(f"worker-{i + 1}", argv, ready_marker=WORKER_READY))
+            env = {**self.env, "RELAY_WORKER_METRICS_PORT": str(ports[i] if ports else 0)}  # one port each
+            worker = await Child.start(f"worker-{i + 1}", argv, env, REPO, self.place.logs, WORKER_READY)
+            self.workers.append(worker)
         self.api = await self._spawn("api", self._api_argv())
         everything = _all([*(w.ready.wait() for w in self.workers), _poll(lambda: _ready(self.base))])
         if not await self._starting(everything, "the workers and the API", STARTUP_WITHIN):
@@ -172,11 +198,14 @@ class Runner:
 
     def announce(self) -> None:
         say("dev", f"Relay is up: {self.base}   (Ctrl-C stops everything)")
-        shown_in_commands = {"RELAY_REDIS_URL", "RELAY_TASK_MODULES"}
+        shown_in_commands = {"RELAY_REDIS_URL", "RELAY_TASK_MODULES", "RELAY_WORKER_METRICS_PORT"}
         others = sorted(k for k in os.environ if k.upper().startswith("RELAY_") and k.upper() not in shown_in_commands)
         redis_port = self.args.redis_port if self.private else None
         modules = self.settings.task_modules
-        for line in guide(self.base, self.args.port, self.settings.redis_url, redis_port, others, modules):
+        ports, first = self.metrics_ports, self.settings.worker_metrics_port
+        after = first + self.args.workers if first else 0  # the port a worker started by hand may take
+        lines = guide(self.base, self.args.port, self.settings.redis_url, redis_port, others, modules, ports, after)
+        for line in lines:
             say("dev", line)
 
     async def supervise(self) -> None:

@@ -58,16 +58,22 @@ def unpack(packed: bytes) -> list[bytes]:
     return packed.split(LINE_BREAK)
 
 
-def body(task_id: str, type_: EventType, data: Any = None, ts: float | None = None) -> bytes:
+def body(
+    task_id: str, type_: EventType, data: Any = None, ts: float | None = None, trace_id: str | None = None
+) -> bytes:
     """An event without its ``seq`` (the script that stores it puts the seq first). ``type`` must come first:
-    scripts recognise an ``end`` by its leading bytes."""
+    scripts recognise an ``end`` by its leading bytes. ``trace_id`` (the OpenTelemetry trace the run belongs
+    to, 32 hex digits) comes after ``data``, and only when the run has one."""
     moment = round(time.time() if ts is None else ts, 6)
-    return dumps({"type": type_.value, "task_id": task_id, "ts": moment, "data": data})
+    event = {"type": type_.value, "task_id": task_id, "ts": moment, "data": data}
+    if trace_id:
+        event["trace_id"] = trace_id
+    return dumps(event)
 
 
-def end_body(task_id: str, state: str, ts: float | None = None) -> bytes:
+def end_body(task_id: str, state: str, ts: float | None = None, trace_id: str | None = None) -> bytes:
     """The ``end`` event of a run that reached ``state``."""
-    return body(task_id, EventType.END, {"state": state}, ts)
+    return body(task_id, EventType.END, {"state": state}, ts, trace_id)
 
 
 def synthetic(seq: int, task_id: str, type_: EventType, data: Any) -> bytes:

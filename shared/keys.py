@@ -22,6 +22,7 @@ WAKEUP_PREFIX: Final = "relay:wakeup:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
 WORKERS_PREFIX: Final = "relay:workers:"
 CATALOGUE_PREFIX: Final = "relay:catalogue:"
+PRESENCE_PREFIX: Final = "relay:presence:"
 # Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
 QUOTA_ACTIVE_PREFIX: Final = "relay:quota-active:"
 QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
@@ -36,6 +37,7 @@ RELAY_PREFIXES: Final = (
     MAINTENANCE_PREFIX,
     WORKERS_PREFIX,
     CATALOGUE_PREFIX,
+    PRESENCE_PREFIX,
     QUOTA_ACTIVE_PREFIX,
     QUOTA_RATE_PREFIX,
 )
@@ -115,6 +117,11 @@ def task_schemas(queue_name: str) -> str:
 def catalogue(digest: str) -> str:
     """A published task catalogue, named by its digest (``shared.catalogue``)."""
     return CATALOGUE_PREFIX + digest
+
+
+def worker_presence(queue_name: str) -> str:
+    """The live workers of this queue (a hash: worker id -> what it is doing, refreshed every few seconds)."""
+    return PRESENCE_PREFIX + queue_name
 
 
 def quota_active(queue_name: str, key_name: str) -> str:

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Mapping
 from functools import lru_cache
+from importlib.util import find_spec
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+TRACE_EXPORTERS = ("none", "otlp", "console")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
 DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
@@ -117,6 +119,24 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Level of Relay's own loggers: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     access_log: bool = Field(False, description="Log one line per HTTP request (Sanic's access log).")
     redis_timeout_seconds: float = Field(2, gt=0, description="Socket timeout for the API's Redis commands.")
+    worker_metrics_port: int = Field(
+        9191,
+        ge=0,
+        le=65535,
+        description="Port of a worker's Prometheus metrics (/metrics); 0: none. Workers on one host each need "
+        "their own (scripts/dev numbers its workers' ports from this one).",
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address a worker's metrics server listens on (0.0.0.0 in containers, so Prometheus can "
+        "reach the pod).",
+    )
+    trace_exporter: str = Field(
+        "none",
+        description="Where Relay's own OpenTelemetry setup sends spans: none (Relay sets up nothing; a tracer "
+        "provider you configure still gets them), otlp (OTEL_EXPORTER_OTLP_* variables) or console. Needs the "
+        "otel extra.",
+    )
 
     servicebus_connection_string: SecretStr = Field(
         SecretStr(""), description="Service Bus connection string; enables the bridge (or use the namespace)."
@@ -188,6 +208,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin: scheme://host[:port], no path or trailing slash")
         return value
 
+    @field_validator("trace_exporter", mode="before")
+    @classmethod
+    def _exporter_installed(cls, value: object) -> object:
+        value = value.strip().lower() if isinstance(value, str) else value
+        if value not in TRACE_EXPORTERS:
+            raise ValueError(f"expected one of {', '.join(TRACE_EXPORTERS)}")
+        # Checked at start, so a missing extra is one line naming the variable, not an ImportError mid-request.
+        needed = {"otlp": "opentelemetry.exporter.otlp.proto.http", "console": "opentelemetry.sdk"}.get(value)
+        if needed is not None and _missing(needed):
+            raise ValueError(f"{value} needs OpenTelemetry, which is not installed: pip install 'relay[otel]'")
+        return value
+
     @model_validator(mode="after")
     def _args_fit_body(self) -> Settings:
         if self.max_args_bytes > self.max_body_bytes:
@@ -201,6 +233,13 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> list[str]:
         """The origins allowed to call the API from a browser, without blanks."""
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def _missing(module: str) -> bool:
+    try:
+        return find_spec(module) is None
+    except ModuleNotFoundError:  # a parent package is missing
+        return True
 
 
 def environment_warnings(environ: Mapping[str, str] | None = None) -> list[str]:

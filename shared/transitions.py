@@ -13,7 +13,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from shared import events, keys
+from shared import events, keys, tracing
 from shared.events import EventType
 from shared.jobs import JobRecord, ResultRecord
 from shared.scripts import Scripts
@@ -64,8 +64,10 @@ class Transitions:
         raw_job, tries = await self._pool.mget([keys.job(task_id), keys.tries(task_id)])
         now = time.time()
         record = b""
+        trace_id = None
         if raw_job:
             job = JobRecord.decode(raw_job)
+            trace_id = tracing.context_span(tracing.carrier_of(job)).trace_id
             record = ResultRecord(
                 state="aborted",
                 function=job.function,
@@ -82,16 +84,17 @@ class Transitions:
                 reply=job.reply,
             ).encode()
         bodies = [
-            events.body(task_id, EventType.ABORTED, {"reason": "aborted before it started"}, now),
-            events.end_body(task_id, "aborted", now),
+            events.body(task_id, EventType.ABORTED, {"reason": "aborted before it started"}, now, trace_id),
+            events.end_body(task_id, "aborted", now, trace_id),
         ]
         args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, self._settings.event_log_max_len]
         args += [keys.wakeup_channel(queue), record, *bodies]
         reply = await self._scripts.abort(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
         return _transition(reply)
 
-    async def retry(self, task_id: str) -> Transition:
-        """Run an ended (failed or aborted) task again under the same id."""
+    async def retry(self, task_id: str, trace_carrier: dict[str, str] | None = None) -> Transition:
+        """Run an ended (failed or aborted) task again under the same id; the new run continues the trace of
+        ``trace_carrier`` (the retry request's), if given."""
         queue = self._settings.queue_name
         raw = await self._pool.get(keys.result(task_id))
         if not raw:
@@ -104,8 +107,11 @@ class Transitions:
         job = JobRecord(
             result.function, result.kwargs, result.enqueue_ms, result.fp, tries_base=result.job_try, reply=result.reply
         )
+        trace = tracing.context_span(trace_carrier or {})
+        if trace.trace_id is not None:
+            job.extra[tracing.CARRIER_FIELD] = trace.carrier()
         data = {"try": result.job_try + 1, "reason": "retry requested"}
-        bodies = [events.body(task_id, EventType.REQUEUED, data, now)]
+        bodies = [events.body(task_id, EventType.REQUEUED, data, now, trace.trace_id)]
         args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, self._settings.event_log_max_len]
         args += [keys.wakeup_channel(queue), job.encode(), result.job_try, time.time_ns() // 1000, *bodies]
         reply = await self._scripts.retry(keys=[queue, keys.task_index(queue)], args=args)

@@ -10,6 +10,8 @@ import os
 
 # In-process imports of worker.settings (a few unit tests) load the same task modules as the processes.
 os.environ.setdefault("RELAY_TASK_MODULES", "worker.tasks.demo,tests.support.tasks")
+# ... and start no metrics server on the default port (other test runs or a scripts/dev may hold it).
+os.environ.setdefault("RELAY_WORKER_METRICS_PORT", "0")
 
 from collections.abc import Callable, Iterator
 from pathlib import Path

@@ -13,6 +13,7 @@ from shared.logs import configure as configure_logging
 from shared.redis import public_url, redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
+from worker import observe
 from worker.engine import patch
 from worker.engine.engine import Engine
 from worker.engine.stalls import StallWatchdog
@@ -88,6 +89,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     await engine.publish_catalogue()  # before "ready": an API accepts this worker's tasks from now on
     patch.attach(engine)
     ctx[patch.ENGINE_CTX_KEY] = engine
+    await observe.start(ctx, config, engine)  # metrics server, presence record, tracing (worker.observe)
     engine.leases.start(asyncio.get_running_loop().call_soon_threadsafe)
     code = {getattr(spec.fn, "__code__", None): spec.name for spec in registry}
     watchdog = ctx[STALLS_CTX_KEY] = StallWatchdog(config.stall_warning_seconds, {c: n for c, n in code.items() if c})
@@ -97,7 +99,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     if config.servicebus_enabled:
         from worker.bridge.service import ServiceBusBridge  # the SDK loads only where it is used
 
-        bridge = ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry)
+        bridge = ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry, engine.metrics)
         listener.on_outbox = bridge.replies.wake
     where = public_url(config.redis_url)  # said at start, so a worker on the wrong Redis is not silent
     logger.info("relay worker ready: %d tasks on queue %s, using Redis at %s", len(registry), config.queue_name, where)
@@ -117,3 +119,4 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
     watchdog: StallWatchdog | None = ctx.get(STALLS_CTX_KEY)
     if watchdog is not None:
         watchdog.stop()
+    await observe.stop(ctx)

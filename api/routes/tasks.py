@@ -11,8 +11,10 @@ from sanic.response import HTTPResponse, json
 
 from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, NotRetryable, TaskNotFound
 from api.formats import wants_stream
+from api.observe import trace_carrier
 from api.resources import Resources, resources
 from api.streaming import stream_slot, submit_and_stream
+from shared import tracing
 from shared.enqueue import Submitted, prepare
 from shared.limits import check_args_size
 from shared.status import task_view
@@ -73,7 +75,8 @@ async def submit(request: Request) -> HTTPResponse | None:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     submission = parse_submission(request.body)
     check_args_size(submission, res.settings.max_args_bytes)
-    prepared = prepare(await res.catalogue.get(submission.task), res.settings, submission)
+    offer = await res.catalogue.get(submission.task)
+    prepared = tracing.with_carrier(prepare(offer, res.settings, submission), trace_carrier(request))
     location = links(prepared.task_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
     # Limits first, cheapest first, so a refusal leaves nothing behind: the stream slot, then the key's quotas.
@@ -164,7 +167,7 @@ async def retry_task(request: Request, task_id: str) -> HTTPResponse:
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     async with res.quotas.admit(request.ctx.key_name, checked_id(task_id)):  # a new run counts like a submit
-        done = await res.transitions.retry(task_id)
+        done = await res.transitions.retry(task_id, trace_carrier(request))
         if done.outcome == RetryOutcome.UNKNOWN:
             raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
         if done.outcome == RetryOutcome.NOT_RETRYABLE:

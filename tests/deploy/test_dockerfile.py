@@ -5,6 +5,11 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +134,34 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies(image: Dockerfile
     for source in sources:
         for path in tools.REPO.glob(source.rstrip("/")):
             assert not dockerignore_excludes(path.relative_to(tools.REPO).as_posix(), patterns), source
+
+
+def test_the_image_gets_the_dashboard_files_the_api_serves(image: Dockerfile, tmp_path: Path) -> None:
+    """What the builder stage copies, installed the way it installs it (a wheel, not editable), carries the
+    dashboard's page, script and stylesheet: the API serves them from the installed package."""
+    from api.routes.dashboard import FILES
+
+    source = tmp_path / "src"
+    source.mkdir()
+    builder = image.stages[0]
+    for instruction in builder.all("COPY"):
+        words = [w for w in instruction.args.split() if not w.startswith("--")]
+        for pattern in words[:-1]:
+            for path in tools.REPO.glob(pattern.rstrip("/")):
+                target = source / path.relative_to(tools.REPO)
+                if path.is_dir():
+                    shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy(path, target)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("relay-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"api/dashboard/{name}" for name in FILES} <= names
+    assert "shared/lua/enqueue.lua" in names

@@ -22,6 +22,7 @@ from azure.servicebus.aio import ServiceBusClient
 from shared import keys
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, types, wait_state
+from tests.support.metrics import scrape, value
 from tests.support.processes import ManagedProcess, free_port, start_redis, wait_until
 from tests.support.servicebus import LocalServiceBus
 from worker.bridge.messages import sequence_task_id, task_id_for
@@ -320,3 +321,38 @@ def test_a_reply_that_cannot_be_sent_waits_in_redis_until_it_can(
         replies = asyncio.run(_receive(second, names["replies"], 60))
         assert [(r["correlation_id"], r["state"]) for r in replies] == [(mid, "succeeded")]
         wait_until(lambda: redis_client.zscore(outbox, mid) is None, 10, "the sent reply to leave the outbox")
+
+
+def test_a_messages_traceparent_is_carried_into_its_tasks_events(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    mid = message_id()
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    bus.send(names["queue"], b'{"task": "echo"}', message_id=mid, application_properties={"traceparent": traceparent})
+    assert wait_state(base, mid, FINAL)["state"] == "succeeded"
+    events = read_events(base, mid)
+    assert {e["trace_id"] for e in events} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
+
+
+def test_the_bridge_counts_what_it_received_completed_and_dead_lettered(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    port = free_port()
+    spawn_worker(**bridge_env(bus, names, RELAY_WORKER_METRICS_PORT=str(port)))
+    good = [message_id() for _ in range(2)]
+    for mid in good:
+        bus.send(names["queue"], b'{"task": "echo"}', message_id=mid)
+    bus.send(names["queue"], b"{not json", message_id=message_id())
+    bus.send(names["queue"], b'{"task": "no_such_task"}', message_id=message_id())
+    for mid in good:
+        wait_state(base, mid, FINAL)
+    wait_until(lambda: bus.dead_letter_count(names["queue"]) == 2, 15, "both poison messages dead-lettered")
+    samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert value(samples, "relay_bridge_messages_received_total") == 4
+    assert value(samples, "relay_bridge_messages_completed_total") == 2
+    assert value(samples, "relay_bridge_messages_dead_lettered_total", reason="InvalidJson") == 1
+    assert value(samples, "relay_bridge_messages_dead_lettered_total", reason="UnknownTask") == 1
+    assert value(samples, "relay_bridge_messages_abandoned_total") == 0

@@ -5,7 +5,6 @@ listed is refused by the browser itself. Screenshots are kept in each test's tmp
 
 from __future__ import annotations
 
-import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,23 +15,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from tests.conftest import StartApi, StartWorker
+from tests.support.chromium import chromium
 from tests.support.client import state, submit_ok
 from tests.support.processes import ManagedProcess, free_port, wait_until
 
 PAGE_DIR = Path(__file__).resolve().parents[1] / "support" / "browser"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LONG_TASK = {"task": "sleep", "kwargs": {"seconds": 120, "steps": 120}}  # one progress event a second
 BROWSER_KEY = "browser-key-0001"
 
@@ -50,14 +40,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install chromium (.ci/run does)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def start_site(log_dir: Path) -> tuple[ManagedProcess, Site]:

@@ -22,7 +22,8 @@ import pytest
 import redis
 
 from tests.support.client import read_events, submit_ok, types, wait_state
-from tests.support.processes import REPO, ManagedProcess, free_port, start_redis, wait_until
+from tests.support.metrics import scrape, total
+from tests.support.processes import REPO, ManagedProcess, free_port, free_port_run, start_redis, wait_until
 
 README = REPO / "README.md"
 
@@ -37,6 +38,8 @@ class DevRunner:
         self.data_dir = tmp_path / "dev-data"
         self.log_path = tmp_path / f"dev-{self.port}.log"
         self._log = self.log_path.open("wb")
+        # Its workers' metrics on free ports, not the default one (another run or a real scripts/dev may hold it).
+        self.metrics_port = int(env.setdefault("RELAY_WORKER_METRICS_PORT", str(free_port_run(4))))
         environment = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | env
         argv = [sys.executable, "scripts/devrun.py", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if "RELAY_REDIS_URL" not in env:
@@ -121,13 +124,14 @@ def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: 
     dev.append(runner)
     runner.wait_for("Relay is up")
     line = next(line for line in runner.lines() if line.startswith("another worker:"))
-    url, modules, *argv = shlex.split(line.removeprefix("another worker:"))
+    url, modules, metrics, *argv = shlex.split(line.removeprefix("another worker:"))
     assert url == f"RELAY_REDIS_URL=redis://127.0.0.1:{runner.redis_port}/0"
     assert modules == "RELAY_TASK_MODULES=worker.tasks.demo"  # the runner's default tasks, named for the new one
+    assert metrics == f"RELAY_WORKER_METRICS_PORT={runner.metrics_port}"  # it runs no worker: the first port is free
     assert Path(argv[0]).name == "arq"
     assert argv[1:] == ["worker.settings"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env |= dict(assignment.split("=", 1) for assignment in (url, modules))
+    env |= dict(assignment.split("=", 1) for assignment in (url, modules, metrics))
     worker = ManagedProcess("attached-worker", argv, env, tmp_path)  # as printed, from the repo root
     try:
         # The API takes a task once a live worker offers it: this one is the dev stack's only worker.
@@ -146,7 +150,7 @@ def test_the_readme_shows_what_the_runner_prints_for_the_defaults(monkeypatch: p
 
     readme = README.read_text()
     for line in devsupervise.guide(
-        "http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, [], "worker.tasks.demo"
+        "http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, [], "worker.tasks.demo", [9191], 9192
     ):
         if line.startswith(("another worker:", "another API:")):
             assert line.split(":", 1)[1].strip() in readme
@@ -331,3 +335,37 @@ def test_second_ctrl_c_makes_the_workers_requeue_their_jobs_themselves(tmp_path:
     finally:
         client.close()
         proc.stop()
+
+
+def test_each_dev_worker_serves_its_own_metrics(tmp_path: Path, dev: list[DevRunner]) -> None:
+    runner = DevRunner(tmp_path, "--workers", "2")
+    dev.append(runner)
+    runner.wait_for("Relay is up")
+    first, second = runner.metrics_port, runner.metrics_port + 1
+    urls = [f"http://127.0.0.1:{port}/metrics" for port in (first, second)]
+    assert f"worker metrics:  {urls[0]}  {urls[1]}" in runner.lines()
+    assert f"dashboard:       {runner.base}/dashboard/" in runner.lines()
+    assert httpx.get(f"{runner.base}/dashboard/", timeout=10).headers["content-type"].startswith("text/html")
+    ids = [submit_ok(runner.base, {"task": "echo", "args": [f"m{i}"]}) for i in range(6)]
+    for task_id in ids:
+        wait_state(runner.base, task_id, {"succeeded"})
+    scraped = [scrape(url) for url in urls]
+    # Two servers, one per worker: together they ran every task, once.
+    assert sum(total(s, "relay_worker_task_outcomes_total", task="echo", outcome="succeeded") for s in scraped) == 6
+    line = next(line for line in runner.lines() if line.startswith("another worker:"))
+    assert f"RELAY_WORKER_METRICS_PORT={second + 1} " in line  # the next port, for a worker started by hand
+
+
+def test_a_busy_metrics_port_is_refused_before_anything_starts(tmp_path: Path, dev: list[DevRunner]) -> None:
+    first = free_port_run(2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", first + 1))
+        sock.listen()
+        runner = DevRunner(tmp_path, "--workers", "2", RELAY_WORKER_METRICS_PORT=str(first))
+        dev.append(runner)
+        assert runner.proc.wait(30) == 1
+    assert runner.lines() == [
+        f"not starting: port {first + 1} (worker-2's metrics) is already in use on 127.0.0.1: is another "
+        "scripts/dev running? Stop it, or choose another port with RELAY_WORKER_METRICS_PORT (the first worker's; "
+        "0: no metrics)"
+    ]

@@ -40,6 +40,7 @@ def test_document_covers_every_route(fuzz_target: str) -> None:
         "GET /health/live",
         "GET /health/ready",
         "GET /metrics",
+        "GET /stats",
         "POST /tasks",
         "GET /tasks",
         "GET /tasks/{task_id}",

@@ -26,6 +26,7 @@ PER_QUEUE = {
     "outbox": keys.reply_outbox,
     "maintenance": keys.maintenance_lock,
     "workers": keys.task_schemas,
+    "presence": keys.worker_presence,
 }
 task_ids = st.from_regex(TASK_ID_REGEX, fullmatch=True)
 

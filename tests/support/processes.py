@@ -26,6 +26,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports nobody listens on right now (scripts/dev numbers its workers'
+    metrics ports from one)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count <= 65535 and all(_bindable(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -107,6 +126,7 @@ def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
     """The environment of a Relay process under test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env.update({"RELAY_REDIS_URL": redis_url, "RELAY_POLL_DELAY_SECONDS": "0.05", "PYTHONUNBUFFERED": "1"})
+    env["RELAY_WORKER_METRICS_PORT"] = "0"  # many workers on one host: a test that scrapes one gives it a port
     env["RELAY_TASK_MODULES"] = "worker.tasks.demo,tests.support.tasks"
     env.update(overrides)
     return env

@@ -126,3 +126,21 @@ async def chatty_then_quiet(task: TaskContext, events: int = 3, quiet: float = 3
     await asyncio.sleep(quiet)
     await task.progress(events + 1, events + 1)
     return "done"
+
+
+@registry.task()
+async def traced(task: TaskContext) -> str:
+    """Open a span of its own: with OpenTelemetry set up, a child of the worker's span of this try."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("inside an async task") as span:
+        return format(span.get_span_context().trace_id, "032x")
+
+
+@registry.task()
+def traced_sync(task: TaskContext) -> str:
+    """The same from a plain ``def`` task (it runs in a worker thread)."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("inside a plain task") as span:
+        return format(span.get_span_context().trace_id, "032x")

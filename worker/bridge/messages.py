@@ -18,6 +18,7 @@ from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus.amqp import AmqpMessageBodyType
 from pydantic import ValidationError
 
+from shared import tracing
 from shared.tasks import TaskSubmission, is_task_id
 
 DESCRIPTION_LIMIT = 1024  # Service Bus caps dead-letter descriptions; keep them readable anyway
@@ -73,6 +74,11 @@ def reply_request(message: ServiceBusReceivedMessage) -> dict[str, str | None] |
         return None
     message_id = str(message.message_id) if message.message_id is not None else None
     return {"reply_to": message.reply_to, "session_id": message.reply_to_session_id, "message_id": message_id}
+
+
+def trace_context(message: ServiceBusReceivedMessage) -> dict[str, str]:
+    """The sender's W3C trace context (application properties ``traceparent``/``tracestate``), if valid."""
+    return tracing.incoming(lambda name: _property(message, name))
 
 
 def _json(raw: bytes | str) -> Any:

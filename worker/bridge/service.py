@@ -13,21 +13,26 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from arq.connections import ArqRedis
 from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
 from redis.exceptions import RedisError
 
+from shared import tracing
 from shared.enqueue import Enqueuer, prepare
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
 from shared.limits import ArgsTooLarge, check_args_size
 from shared.redis import connect_fail_fast
 from shared.settings import Settings
 from worker.bridge.client import service_bus_client, task_receiver
-from worker.bridge.messages import DESCRIPTION_LIMIT, DeadLetterReason, Poison, parse, reply_request
+from worker.bridge.messages import DESCRIPTION_LIMIT, DeadLetterReason, Poison, parse, reply_request, trace_context
 from worker.bridge.replies import ReplySender
 from worker.registry import TaskRegistry
+
+if TYPE_CHECKING:
+    from worker.metrics import WorkerMetrics
 
 logger = logging.getLogger("relay.bridge")
 
@@ -46,8 +51,16 @@ _POISON: dict[type[SubmissionError], str] = {
 class ServiceBusBridge:
     """Runs inside a worker process (see ``worker.setup``): one receiver, bounded concurrency."""
 
-    def __init__(self, settings: Settings, pool: ArqRedis, registry: TaskRegistry, client: ServiceBusClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ArqRedis,
+        registry: TaskRegistry,
+        client: ServiceBusClient,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._pool = pool
         self._registry = registry
         self.client = client
@@ -60,10 +73,13 @@ class ServiceBusBridge:
         self._redis_down = asyncio.Event()
 
     @classmethod
-    async def start(cls, settings: Settings, registry: TaskRegistry) -> ServiceBusBridge:
+    async def start(
+        cls, settings: Settings, registry: TaskRegistry, metrics: WorkerMetrics | None = None
+    ) -> ServiceBusBridge:
         """Connect and start receiving in the background. The bridge has its own Redis client, one that
         fails fast, so a Redis outage turns into an abandon rather than a long wait under a lock."""
-        bridge = cls(settings, await connect_fail_fast(settings), registry, service_bus_client(settings))
+        pool = await connect_fail_fast(settings)
+        bridge = cls(settings, pool, registry, service_bus_client(settings), metrics)
         bridge._loop_task = asyncio.create_task(bridge._run(), name="relay-servicebus-bridge")
         bridge._replies_task = asyncio.create_task(bridge.replies.run(bridge._stopping), name="relay-replies")
         return bridge
@@ -104,6 +120,8 @@ class ServiceBusBridge:
                 continue
             batch_size = self._settings.servicebus_max_concurrency
             messages = await receiver.receive_messages(max_message_count=batch_size, max_wait_time=1)
+            if self._metrics is not None:
+                self._metrics.bridge_received.inc(len(messages))
             for message in messages:
                 renewer.register(receiver, message)
             if messages:
@@ -130,11 +148,17 @@ class ServiceBusBridge:
         except Poison as poison:
             logger.warning("dead-lettering message %s: %s", message.message_id, poison)
             reason, description = poison.reason, poison.description
+            if self._metrics is not None:
+                self._metrics.bridge_dead_lettered.labels(reason).inc()
             return lambda receiver, m: receiver.dead_letter_message(m, reason=reason, error_description=description)
         except TRANSIENT as exc:
             logger.warning("abandoning message %s after a transient failure: %s", message.message_id, exc)
             self._redis_down.set()
+            if self._metrics is not None:
+                self._metrics.bridge_abandoned.inc()
             return lambda receiver, m: receiver.abandon_message(m)
+        if self._metrics is not None:
+            self._metrics.bridge_completed.inc()
         return lambda receiver, m: receiver.complete_message(m)
 
     async def _wait_for_redis(self) -> None:
@@ -164,6 +188,7 @@ class ServiceBusBridge:
                 check_args_size(submission, self._settings.max_args_bytes)  # before anything is written
                 spec = self._registry.get(submission.task)
                 prepared = prepare(spec, self._settings, submission, reply_request(message))
+                prepared = tracing.with_carrier(prepared, trace_context(message))
                 await self._enqueuer.enqueue(prepared)
             except (UnknownTask, InvalidArguments, InvalidOptions, IdConflict, ArgsTooLarge) as exc:
                 reason = _POISON[type(exc)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
 
@@ -17,6 +17,9 @@ from shared import keys
 from shared.batching import Batcher
 from shared.scripts import Scripts
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.metrics import WorkerMetrics
 
 
 class OpKind(StrEnum):
@@ -82,8 +85,11 @@ def events_op(task_id: str, token: str, seq: int, bodies: list[bytes]) -> Op:
 class Committer:
     """Applies ops in the order they were queued, many per round trip."""
 
-    def __init__(self, pool: ArqRedis, scripts: Scripts, settings: Settings) -> None:
+    def __init__(
+        self, pool: ArqRedis, scripts: Scripts, settings: Settings, metrics: WorkerMetrics | None = None
+    ) -> None:
         self._scripts = scripts
+        self._metrics = metrics
         self._settings = settings
         self._keys = [settings.queue_name, keys.ABORT_SET, keys.reply_outbox(settings.queue_name)]
         self._channel = keys.wakeup_channel(settings.queue_name)
@@ -112,4 +118,7 @@ class Committer:
             args += op.args()
         self.calls += 1
         replies = await self._scripts.commit(keys=self._keys, args=args)
-        return [OpResult(status.decode(), int(seq)) for status, seq in replies]
+        results = [OpResult(status.decode(), int(seq)) for status, seq in replies]
+        if self._metrics is not None:
+            self._metrics.events_stored(ops, results)
+        return results

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from shared import catalogue, keys
+from shared import catalogue, keys, tracing
 from shared.enqueue import Enqueuer
 from shared.jobs import JobRecord
 from shared.scripts import Scripts
@@ -34,6 +34,7 @@ from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
 from worker.engine.run import Claimed, JobRun, wait_for_redis
 from worker.engine.schedules import Scheduler
+from worker.metrics import WorkerMetrics
 from worker.registry import TaskRegistry
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ class Engine:
         self.registry = registry
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.scripts = Scripts(pool)
-        self.committer = Committer(pool, self.scripts, settings)
+        self.metrics = WorkerMetrics(settings.worker_concurrency, lambda: len(self.runs))  # worker.metrics
+        self.committer = Committer(pool, self.scripts, settings, self.metrics)
         self.threads = ThreadPoolExecutor(settings.sync_task_threads, thread_name_prefix="relay-task")
         self.leases = LeaseKeeper(settings, self.token, self)
         self.runs: dict[str, JobRun] = {}
@@ -217,6 +219,7 @@ class Engine:
             started_ms,
             claimed.record,
             function,
+            tracing.context_span(tracing.carrier_of(claimed.record)).trace_id,
         )
         task = asyncio.create_task(self.commit_ending(ending, facts, claimed.seq))
         task.add_done_callback(_log_failure)
@@ -228,9 +231,19 @@ class Engine:
         if self._next_due_ms is not None and self._next_due_ms <= time.time() * 1000:
             self.wake.set()  # more work is due: claim for the free slot now
 
-    async def commit_ending(self, ending: Ending, facts: RunFacts, seq: int) -> OpResult | None:
-        """Record ``ending`` (see ``commit_op``)."""
-        return await self.commit_op(outcomes.op_for(ending, facts, seq), facts.task_id)
+    async def commit_ending(
+        self,
+        ending: Ending,
+        facts: RunFacts,
+        seq: int,
+        queued: tuple[Op, asyncio.Future[OpResult]] | None = None,
+    ) -> OpResult | None:
+        """Record ``ending`` (its op already queued as ``queued``, if given; see ``commit_op``) and count it."""
+        op, first = queued if queued is not None else (outcomes.op_for(ending, facts, seq), None)
+        result = await self.commit_op(op, facts.task_id, first)
+        if result is not None and result.applied:
+            self.metrics.task_ended(facts.function, ending, facts.started_ms)
+        return result
 
     async def commit_op(
         self, op: Op, task_id: str, first: asyncio.Future[OpResult] | None = None

@@ -67,6 +67,7 @@ class RunFacts:
     started_ms: int | None
     record: JobRecord | None
     function: str
+    trace_id: str | None = None  # the run's trace (shared.tracing), carried by its events
 
 
 def succeeded(result: Any) -> Ending:
@@ -118,7 +119,7 @@ def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None
     before = before or []
     if ending.state is TaskState.QUEUED:
         data = {"try": facts.try_number, "reason": ending.reason}
-        bodies = [*before, events.body(task_id, EventType.REQUEUED, data, now)]
+        bodies = [*before, events.body(task_id, EventType.REQUEUED, data, now, facts.trace_id)]
         return requeue_op(task_id, facts.token, seq, bodies, int(now * 1000), ending.give_back_try)
     if ending.state is TaskState.RETRYING:
         assert facts.record is not None
@@ -134,7 +135,7 @@ def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None
             "next_try_at": _iso(next_ms),
             "delay_seconds": round(ending.delay_seconds, 3),
         }
-        bodies = [*before, events.body(task_id, EventType.RETRYING, data, now)]
+        bodies = [*before, events.body(task_id, EventType.RETRYING, data, now, facts.trace_id)]
         return retry_op(task_id, facts.token, seq, bodies, next_ms, record.encode())
     return _final(ending, facts, seq, now, before)
 
@@ -157,13 +158,14 @@ def _final(ending: Ending, facts: RunFacts, seq: int, now: float, before: list[b
         tries_base=record.tries_base if record else 0,
         reply=record.reply if record else False,
     )
+    trace_id = facts.trace_id
     if ending.state is TaskState.SUCCEEDED:
-        first = events.body(facts.task_id, EventType.RESULT, ending.data, now)
+        first = events.body(facts.task_id, EventType.RESULT, ending.data, now, trace_id)
     elif ending.state is TaskState.ABORTED:
-        first = events.body(facts.task_id, EventType.ABORTED, {"reason": ending.reason}, now)
+        first = events.body(facts.task_id, EventType.ABORTED, {"reason": ending.reason}, now, trace_id)
     else:
-        first = events.body(facts.task_id, EventType.ERROR, ending.data, now)
-    bodies = [*before, first, events.end_body(facts.task_id, state, now)]
+        first = events.body(facts.task_id, EventType.ERROR, ending.data, now, trace_id)
+    bodies = [*before, first, events.end_body(facts.task_id, state, now, trace_id)]
     aborted = ending.state is TaskState.ABORTED
     return final_op(facts.task_id, facts.token, seq, bodies, result.encode(), result.reply, aborted)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import threading
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from arq.worker import Retry
 from redis.exceptions import RedisError
 
-from shared import events
+from shared import events, tracing
 from shared.errors import InvalidArguments
 from shared.events import EventType
 from shared.jobs import JobRecord
@@ -74,6 +75,8 @@ class JobRun:
         self._loop_thread = threading.get_ident()
         self.task: asyncio.Task[None] | None = None
         self._pending_started: bytes | None = None
+        self.span: tracing.SpanHandle | None = None  # this try's span (shared.tracing), from ``run``
+        self.trace_id: str | None = None
 
     @property
     def timeout_seconds(self) -> float:
@@ -89,7 +92,8 @@ class JobRun:
 
     def emit(self, type_: EventType, data: Any) -> Awaitable[None]:
         """Queue an event for the next commit (``EventSink``); from a task thread, wait until it is stored."""
-        body = events.body(self.task_id, type_, data)  # a TypeError here tells the task its data is not JSON
+        # A TypeError here tells the task its data is not JSON.
+        body = events.body(self.task_id, type_, data, trace_id=self.trace_id)
         if threading.get_ident() != self._loop_thread:
             asyncio.run_coroutine_threadsafe(self._emit_from_thread(body), self._loop).result()
             return Done()
@@ -129,16 +133,28 @@ class JobRun:
         ``started`` goes out with the run's first other events, or at the end of this event-loop turn if
         the task is still running then: a task that ends without yielding (a no-op) writes ``started``,
         its result and ``end`` as one log entry, one message, in one commit."""
+        span = self.span = tracing.run_span(self.spec.name, self.task_id, self.try_number, self.carrier)
+        span.activate()
+        self.trace_id = span.trace_id
         started = {"task": self.spec.name, "try": self.try_number}
-        self._pending_started = events.body(self.task_id, EventType.STARTED, started)
+        self._pending_started = events.body(self.task_id, EventType.STARTED, started, trace_id=self.trace_id)
         self._loop.call_soon(self._flush_started)
         self.engine.log_start(self)
+        waited = self.started_ms - self.claimed.due_ms if self.claimed.due_ms else None
+        self.engine.metrics.task_started(self.spec.name, waited)
         ending = await self._execute()
         self._closed = True
         commit = asyncio.ensure_future(self._commit(ending, self._commit_now(ending)))
         while not commit.done():
             with contextlib.suppress(asyncio.CancelledError):  # a second cancel must not lose the outcome
                 await asyncio.shield(commit)
+        span.set("relay.task.outcome", ending.state.value if ending.state is not TaskState.QUEUED else "requeued")
+        span.end(_span_error(ending))
+
+    @property
+    def carrier(self) -> dict[str, str]:
+        """The trace context the job carries (its submit's)."""
+        return tracing.carrier_of(self.record)
 
     def _take_started(self) -> list[bytes]:
         started, self._pending_started = self._pending_started, None
@@ -161,7 +177,8 @@ class JobRun:
                 if self.spec.is_async:
                     result = await self.spec.fn(context, **params)
                 else:
-                    call = functools.partial(self.spec.fn, context, **params)
+                    # In the task's thread, the context of this run (its span) is current too.
+                    call = functools.partial(contextvars.copy_context().run, self.spec.fn, context, **params)
                     result = await self._loop.run_in_executor(self.engine.threads, call)
             if self._overran(timeout):
                 # It blocked the event loop past its deadline, so the timeout could not interrupt it: it still
@@ -220,11 +237,8 @@ class JobRun:
         error = {"error_type": "Retry", "message": message}
         return Ending(TaskState.RETRYING, error, delay_seconds=delay)
 
-    def _commit_now(self, ending: Ending) -> tuple[Op, asyncio.Future[OpResult]] | None:
-        """Queue the ending's op at once, in this turn, so it joins the batch of what this run queued last."""
-        if ending.state is TaskState.UNKNOWN:
-            return None
-        facts = RunFacts(
+    def _facts(self) -> RunFacts:
+        return RunFacts(
             self.task_id,
             self.engine.token,
             self.engine.settings.queue_name,
@@ -232,8 +246,14 @@ class JobRun:
             self.started_ms,
             self.record,
             self.spec.name,
+            self.trace_id,
         )
-        op = outcomes.op_for(ending, facts, self.seq, self._take_started())
+
+    def _commit_now(self, ending: Ending) -> tuple[Op, asyncio.Future[OpResult]] | None:
+        """Queue the ending's op at once, in this turn, so it joins the batch of what this run queued last."""
+        if ending.state is TaskState.UNKNOWN:
+            return None
+        op = outcomes.op_for(ending, self._facts(), self.seq, self._take_started())
         return op, self.engine.committer.queue(op)
 
     async def _commit(self, ending: Ending, queued: tuple[Op, asyncio.Future[OpResult]] | None) -> None:
@@ -242,11 +262,17 @@ class JobRun:
                 "task %s: another worker took it over (this worker lost its lease); not recording", self.task_id
             )
             return
-        op, first = queued
-        result = await self.engine.commit_op(op, self.task_id, first)
+        result = await self.engine.commit_ending(ending, self._facts(), self.seq, queued)
         if result is not None:
             self.seq = result.seq
             self.engine.log_end(self, ending, result)
+
+
+def _span_error(ending: Ending) -> str | None:
+    """A span ends in error when the try failed (and will be retried, or not)."""
+    if ending.state in (TaskState.FAILED, TaskState.RETRYING) and isinstance(ending.data, dict):
+        return f"{ending.data.get('error_type')}: {ending.data.get('message')}"
+    return None
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -1,0 +1,87 @@
+"""Which workers are alive and what they are doing: each worker refreshes one field of a per-queue hash every
+few seconds (``keys.worker_presence``); the API's ``GET /stats`` reads it for the dashboard.
+
+arq's own health key is per host (``<queue>:health-check:<hostname>``), so two workers on one host share it,
+and it says nothing of what runs; this record is per process. A worker that stops cleanly removes its
+field at once; one that dies stops refreshing it, shows as silent, and is dropped after ``FORGET_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Awaitable
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from shared import keys
+from shared.serialization import dumps, loads
+
+REFRESH_SECONDS = 2.0
+SILENT_AFTER_SECONDS = 3 * REFRESH_SECONDS  # not heard of for this long: its loop is blocked, or it is gone
+FORGET_SECONDS = 60.0
+MAX_RUNNING_SHOWN = 20
+
+
+async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str, Any]) -> None:
+    """Refresh this worker's field (one HSET: a field of its own, so no worker overwrites another's)."""
+    record = info | {"id": worker_id, "seen_ms": int(time.time() * 1000)}
+    # redis-py types its hash commands as sync-or-async and str-valued; the async client awaits, bytes are fine.
+    await cast(Awaitable[int], redis.hset(keys.worker_presence(queue_name), worker_id, dumps(record).decode()))
+
+
+async def withdraw(redis: Redis, queue_name: str, worker_id: str) -> None:
+    """A worker that stops cleanly is gone at once."""
+    await cast(Awaitable[int], redis.hdel(keys.worker_presence(queue_name), worker_id))
+
+
+async def read(redis: Redis, queue_name: str) -> list[dict[str, Any]]:
+    """The workers heard of within ``FORGET_SECONDS``, each with ``status`` (``alive``, ``stopping`` or
+    ``silent``) and ``seen_seconds_ago``; longer-silent ones are removed."""
+    key = keys.worker_presence(queue_name)
+    fields = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(key))
+    now_ms = time.time() * 1000
+    workers: list[dict[str, Any]] = []
+    forgotten: list[str] = []
+    for field, raw in fields.items():
+        try:
+            record = loads(raw)
+            ago = (now_ms - float(record["seen_ms"])) / 1000
+        except (ValueError, KeyError, TypeError):
+            forgotten.append(field.decode())
+            continue
+        if ago > FORGET_SECONDS:
+            forgotten.append(field.decode())
+            continue
+        workers.append(_view(record, ago))
+    if forgotten:
+        await cast(Awaitable[int], redis.hdel(key, *forgotten))
+    return sorted(workers, key=lambda w: (str(w.get("hostname", "")), int(w.get("pid") or 0)))
+
+
+def _view(record: dict[str, Any], ago: float) -> dict[str, Any]:
+    """What ``GET /stats`` shows of a worker: times as ISO strings, and its status."""
+    status = "silent" if ago > SILENT_AFTER_SECONDS else ("stopping" if record.get("stopping") else "alive")
+    running = [
+        {"id": run.get("id"), "task": run.get("task"), "started_at": _iso(run.get("started_ms"))}
+        for run in record.get("running_tasks") or []
+        if isinstance(run, dict)
+    ]
+    return {
+        "id": record.get("id"),
+        "hostname": record.get("hostname"),
+        "pid": record.get("pid"),
+        "status": status,
+        "seen_seconds_ago": round(max(0.0, ago), 1),
+        "started_at": _iso(record.get("started_ms")),
+        "concurrency": record.get("concurrency"),
+        "running": record.get("running", 0),
+        "running_tasks": running,
+        "totals": record.get("totals") or {},
+        "metrics_port": record.get("metrics_port"),
+    }
+
+
+def _iso(ms: Any) -> str | None:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat() if isinstance(ms, int | float) and ms else None
