@@ -1,11 +1,11 @@
 """What the live workers offer: each task's argument schema and limits, published by workers in Redis so an API
 process validates submits without the tasks' code (or their dependencies).
 
-A worker publishes its catalogue (``relay:catalogue:<digest>``, the same for every worker with the same task
-modules) and a heartbeat (``relay:workers:<queue>``: worker token -> ``<ms>|<digest>``) when it starts and every
-``HEARTBEAT_SECONDS``. A worker is live while its heartbeat is younger than ``STALE_SECONDS``; a task no live
-worker offers is refused (``unknown_task``). An API process reads the heartbeats at most once a second and
-each catalogue once (a digest names its content).
+A worker stores its catalogue once (``relay:catalogue:<digest>``, the same for every worker with the same task
+modules) and names the digest in its presence record (``shared.presence``, refreshed every few seconds). A
+worker counts as live while its record is younger than ``STALE_SECONDS`` (a worker that stopped cleanly too,
+so a restart does not turn submits away); a task no live worker offers is refused (``unknown_task``). An API
+process reads the records at most once a second, and each catalogue once (a digest names its content).
 """
 
 from __future__ import annotations
@@ -13,22 +13,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
 from redis.asyncio import Redis
 
-from shared import keys
+from shared import keys, presence
 from shared.arguments import bind
 from shared.errors import InvalidArguments, UnknownTask
 from shared.serialization import dumps, loads
 
-HEARTBEAT_SECONDS: Final = 10.0
-STALE_SECONDS: Final = 3 * HEARTBEAT_SECONDS
+STALE_SECONDS: Final = 30.0
 CATALOGUE_TTL_SECONDS: Final = 24 * 3600
+STORE_EVERY_SECONDS: Final = 3600.0
 REFRESH_SECONDS: Final = 1.0
 MISS_REFRESH_SECONDS: Final = 0.1  # an unknown name reads the heartbeats again, at most this often
 
@@ -39,31 +39,9 @@ def encode(tasks: Sequence[Mapping[str, Any]]) -> tuple[str, bytes]:
     return hashlib.sha256(body).hexdigest()[:32], body
 
 
-def heartbeat(digest: str, at: float | None = None) -> str:
-    """A worker's entry in ``relay:workers:<queue>``: when it was last seen (ms), and its catalogue's digest."""
-    return f"{int((time.time() if at is None else at) * 1000)}|{digest}"
-
-
-async def publish(redis: Redis, queue_name: str, token: str, digest: str, body: bytes) -> None:
-    """A worker's heartbeat, with its catalogue (one round trip)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.set(keys.catalogue(digest), body, ex=CATALOGUE_TTL_SECONDS)
-        pipe.hset(keys.task_schemas(queue_name), token, heartbeat(digest))
-        await pipe.execute()
-
-
-async def forget_stale(redis: Redis, queue_name: str) -> int:
-    """Drop the heartbeats of workers long gone (maintenance); returns how many."""
-    entries = await _heartbeats(redis, queue_name)
-    cutoff = (time.time() - 10 * STALE_SECONDS) * 1000
-    stale = [token for token, value in entries.items() if int(value.split(b"|", 1)[0]) < cutoff]
-    if stale:
-        await cast("Awaitable[int]", redis.hdel(keys.task_schemas(queue_name), *(t.decode() for t in stale)))
-    return len(stale)
-
-
-async def _heartbeats(redis: Redis, queue_name: str) -> dict[bytes, bytes]:
-    return await cast("Awaitable[dict[bytes, bytes]]", redis.hgetall(keys.task_schemas(queue_name)))
+async def store(redis: Redis, digest: str, body: bytes) -> None:
+    """Store a catalogue (a worker, when it starts, and every hour after: it expires a day after the last)."""
+    await redis.set(keys.catalogue(digest), body, ex=CATALOGUE_TTL_SECONDS)
 
 
 @dataclass
@@ -166,13 +144,16 @@ class Catalogue:
         return self._offers
 
     async def _refresh(self) -> None:
-        entries = await _heartbeats(self._redis, self._queue_name)
         cutoff = (time.time() - STALE_SECONDS) * 1000
         live: list[tuple[int, str]] = []
-        for value in entries.values():
-            at, _, digest = value.decode().partition("|")
-            if int(at) >= cutoff:
-                live.append((int(at), digest))
+        for raw in (await presence.records(self._redis, self._queue_name)).values():
+            try:
+                record = loads(raw)
+                seen, digest = int(record["seen_ms"]), str(record["catalogue"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a record of another version, or unreadable: not an offer
+            if seen >= cutoff:
+                live.append((seen, digest))
         missing = sorted({d for _, d in live} - set(self._bodies))
         if missing:
             for digest, raw in zip(missing, await self._redis.mget([keys.catalogue(d) for d in missing]), strict=True):

@@ -20,7 +20,6 @@ INDEX_PREFIX: Final = "relay:index:"
 OUTBOX_PREFIX: Final = "relay:outbox:"
 WAKEUP_PREFIX: Final = "relay:wakeup:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
-WORKERS_PREFIX: Final = "relay:workers:"
 CATALOGUE_PREFIX: Final = "relay:catalogue:"
 PRESENCE_PREFIX: Final = "relay:presence:"
 # Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
@@ -35,7 +34,6 @@ RELAY_PREFIXES: Final = (
     OUTBOX_PREFIX,
     WAKEUP_PREFIX,
     MAINTENANCE_PREFIX,
-    WORKERS_PREFIX,
     CATALOGUE_PREFIX,
     PRESENCE_PREFIX,
     QUOTA_ACTIVE_PREFIX,
@@ -107,11 +105,6 @@ def wakeup_channel(queue_name: str) -> str:
 def maintenance_lock(queue_name: str) -> str:
     """Held by the one worker that trims the task index this round."""
     return MAINTENANCE_PREFIX + queue_name
-
-
-def task_schemas(queue_name: str) -> str:
-    """The heartbeats of this queue's workers: worker token -> ``<ms>|<catalogue digest>``."""
-    return WORKERS_PREFIX + queue_name
 
 
 def catalogue(digest: str) -> str:

@@ -1,9 +1,10 @@
-"""Which workers are alive and what they are doing: each worker refreshes one field of a per-queue hash every
-few seconds (``keys.worker_presence``); the API's ``GET /stats`` reads it for the dashboard.
+"""Which workers are alive, what they run and what they are doing: each worker refreshes one field of a
+per-queue hash every few seconds (``keys.worker_presence``). The API's ``GET /stats`` reads it for the
+dashboard, and its task catalogue (``shared.catalogue``) takes the live workers' offers from it.
 
 arq's own health key is per host (``<queue>:health-check:<hostname>``), so two workers on one host share it,
-and it says nothing of what runs; this record is per process. A worker that stops cleanly removes its
-field at once; one that dies stops refreshing it, shows as silent, and is dropped after ``FORGET_SECONDS``.
+and it says nothing of what runs; this record is per process. A worker that stops cleanly says so in a last
+record; one that dies stops refreshing it and shows as silent; either is dropped after ``FORGET_SECONDS``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 from shared import keys
 from shared.serialization import dumps, loads
 
-REFRESH_SECONDS = 2.0
+REFRESH_SECONDS = 5.0
 SILENT_AFTER_SECONDS = 3 * REFRESH_SECONDS  # not heard of for this long: its loop is blocked, or it is gone
 FORGET_SECONDS = 60.0
 MAX_RUNNING_SHOWN = 20
@@ -31,16 +32,16 @@ async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str,
     await cast(Awaitable[int], redis.hset(keys.worker_presence(queue_name), worker_id, dumps(record).decode()))
 
 
-async def withdraw(redis: Redis, queue_name: str, worker_id: str) -> None:
-    """A worker that stops cleanly is gone at once."""
-    await cast(Awaitable[int], redis.hdel(keys.worker_presence(queue_name), worker_id))
+async def records(redis: Redis, queue_name: str) -> dict[bytes, bytes]:
+    """Every worker's last record, as stored."""
+    return await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(keys.worker_presence(queue_name)))
 
 
 async def read(redis: Redis, queue_name: str) -> list[dict[str, Any]]:
-    """The workers heard of within ``FORGET_SECONDS``, each with ``status`` (``alive``, ``stopping`` or
-    ``silent``) and ``seen_seconds_ago``; longer-silent ones are removed."""
+    """The workers heard of within ``FORGET_SECONDS`` that have not stopped, each with ``status`` (``alive``,
+    ``stopping`` or ``silent``) and ``seen_seconds_ago``; longer-silent ones are removed."""
     key = keys.worker_presence(queue_name)
-    fields = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(key))
+    fields = await records(redis, queue_name)
     now_ms = time.time() * 1000
     workers: list[dict[str, Any]] = []
     forgotten: list[str] = []
@@ -54,6 +55,8 @@ async def read(redis: Redis, queue_name: str) -> list[dict[str, Any]]:
         if ago > FORGET_SECONDS:
             forgotten.append(field.decode())
             continue
+        if record.get("stopped"):
+            continue  # gone for the dashboard; its record stays a while for the task catalogue (shared.catalogue)
         workers.append(_view(record, ago))
     if forgotten:
         await cast(Awaitable[int], redis.hdel(key, *forgotten))

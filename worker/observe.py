@@ -80,12 +80,14 @@ async def start(ctx: dict[str, Any], settings: Settings, engine: Engine) -> None
         "started_ms": int(time.time() * 1000),
         "concurrency": settings.worker_concurrency,
         "metrics_port": settings.worker_metrics_port or None,
+        "catalogue": engine.catalogue_digest,  # what it runs (shared.catalogue)
     }
+    await presence.publish(engine.pool, settings.queue_name, engine.token, _doing(engine, facts))
     observers.presence_task = asyncio.create_task(_present(engine, settings, facts, observers.stopping))
 
 
 async def stop(ctx: dict[str, Any]) -> None:
-    """Withdraw the presence record, stop the metrics server, flush the spans still batched."""
+    """Leave a last presence record, stop the metrics server, flush the spans still batched."""
     observers: Observers | None = ctx.get(OBSERVE_CTX_KEY)
     if observers is None:
         return
@@ -111,7 +113,7 @@ def _doing(engine: Engine, facts: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _present(engine: Engine, settings: Settings, facts: dict[str, Any], stopping: asyncio.Event) -> None:
-    """Refresh the presence record every few seconds until stopped, then withdraw it."""
+    """Refresh the presence record every few seconds until stopped, then say it stopped."""
     queue, warned = settings.queue_name, False
     while not stopping.is_set():
         try:
@@ -123,5 +125,5 @@ async def _present(engine: Engine, settings: Settings, facts: dict[str, Any], st
                 warned = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), presence.REFRESH_SECONDS)
-    with contextlib.suppress(RedisError, OSError):
-        await presence.withdraw(engine.pool, queue, engine.token)
+    with contextlib.suppress(RedisError, OSError):  # the last word: it stopped (its offers stay a while)
+        await presence.publish(engine.pool, queue, engine.token, _doing(engine, facts) | {"stopped": True})

@@ -86,10 +86,12 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     configure_logging()
     config = get_settings()
     engine = Engine(ctx["redis"], config, registry)
-    await engine.publish_catalogue()  # before "ready": an API accepts this worker's tasks from now on
+    await engine.store_catalogue()  # what it runs; its presence record (observe.start) names it
     patch.attach(engine)
     ctx[patch.ENGINE_CTX_KEY] = engine
-    await observe.start(ctx, config, engine)  # metrics server, presence record, tracing (worker.observe)
+    # Metrics server, presence record, tracing (worker.observe); its first presence record is written before
+    # "ready": an API accepts this worker's tasks from then on.
+    await observe.start(ctx, config, engine)
     engine.leases.start(asyncio.get_running_loop().call_soon_threadsafe)
     code = {getattr(spec.fn, "__code__", None): spec.name for spec in registry}
     watchdog = ctx[STALLS_CTX_KEY] = StallWatchdog(config.stall_warning_seconds, {c: n for c, n in code.items() if c})

@@ -60,7 +60,7 @@ def test_the_overview_shows_the_queue_the_workers_and_the_tasks_live(
     page: Page, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
-    _, base = spawn_api(**env)
+    _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
     metrics_port = free_port()
     worker = spawn_worker(RELAY_WORKER_METRICS_PORT=str(metrics_port), **env)
     done = [submit_ok(base, {"task": "echo", "args": [f"hello {i}"]}) for i in range(2)]
@@ -97,7 +97,7 @@ def test_a_task_submitted_from_the_cli_progresses_live_on_its_page(
     page: Page, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
-    _, base = spawn_api(**env)
+    _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
     spawn_worker(**env)
     cli_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | {"RELAY_URL": base}
     argv = [RELAY_CLI, "submit", "sleep", "--arg", "seconds=6", "--arg", "steps=6"]
@@ -129,7 +129,7 @@ def test_a_task_submitted_from_the_page_is_cancelled_from_it(
     page: Page, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
-    _, base = spawn_api(**env)
+    _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
     spawn_worker(**env)
     page.goto(f"{base}/dashboard/")
     page.wait_for_function(
@@ -159,7 +159,7 @@ def test_a_failed_task_is_retried_from_the_failed_list_and_runs_again(
     page: Page, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
-    _, base = spawn_api(**env)
+    _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
     spawn_worker(**env)
     # Fails on its first try (no automatic retries allowed), succeeds on any later one.
     task_id = submit_ok(base, {"task": "flaky", "kwargs": {"failures": 1}, "max_retries": 0})
@@ -186,7 +186,7 @@ def test_with_api_keys_the_page_asks_once_and_every_data_call_carries_the_key(
     browser: Browser, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue(), "RELAY_API_KEYS": f"dashboard:{API_KEY}"}
-    _, base = spawn_api(**env)
+    _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
     spawn_worker(**env)
     # The page and its files need no key; the data does.
     for path in ("/dashboard/", "/dashboard/dashboard.js", "/dashboard/dashboard.css"):
@@ -237,7 +237,7 @@ def test_task_values_are_shown_as_text_never_run_as_html_and_the_trace_is_named(
     page: Page, spawn_api: StartApi, spawn_worker: StartWorker
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
-    _, base = spawn_api(**env)
+    _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
     spawn_worker(**env)
     hostile = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script>"
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -259,7 +259,7 @@ def test_task_values_are_shown_as_text_never_run_as_html_and_the_trace_is_named(
 
 
 def test_the_page_is_open_but_paths_under_it_reach_no_data_without_a_key(spawn_api: StartApi) -> None:
-    _, base = spawn_api(RELAY_QUEUE_NAME=queue(), RELAY_API_KEYS=f"dashboard:{API_KEY}")
+    _, base = spawn_api(offers=False, RELAY_QUEUE_NAME=queue(), RELAY_API_KEYS=f"dashboard:{API_KEY}")
     host, port = base.removeprefix("http://").split(":")
 
     def raw_get(path: str) -> tuple[int, bytes]:

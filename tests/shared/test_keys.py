@@ -25,7 +25,6 @@ PER_QUEUE = {
     "index": keys.task_index,
     "outbox": keys.reply_outbox,
     "maintenance": keys.maintenance_lock,
-    "workers": keys.task_schemas,
     "presence": keys.worker_presence,
 }
 task_ids = st.from_regex(TASK_ID_REGEX, fullmatch=True)

@@ -136,18 +136,20 @@ API_FACTORY = "api.app:create_app"
 
 
 def offer_test_tasks(redis_url: str, queue_name: str) -> None:
-    """Publish the catalogue of the test suite's tasks for ``queue_name``, as a live worker would (with a
-    heartbeat far ahead), so an API started alone accepts them; the tests of "no live worker" do without."""
+    """Offer the test suite's tasks on ``queue_name`` as a live worker would (a presence record naming their
+    catalogue, seen far ahead), so an API started alone accepts them; the tests of "no live worker" do without."""
     from shared import catalogue, keys
+    from shared.serialization import dumps
     from shared.settings import Settings
     from worker.tasks import load
 
     registry = load(["worker.tasks.demo", "tests.support.tasks"])
     digest, body = catalogue.encode([spec.describe(Settings().job_timeout_seconds) for spec in registry])
+    record = {"id": "tests:offers", "seen_ms": int((time.time() + 86400) * 1000), "catalogue": digest}
     client = redis.Redis.from_url(redis_url)
     try:
         client.set(keys.catalogue(digest), body)
-        client.hset(keys.task_schemas(queue_name), "tests:offers", catalogue.heartbeat(digest, time.time() + 86400))
+        client.hset(keys.worker_presence(queue_name), "tests:offers", dumps(record))
     finally:
         client.close()
 

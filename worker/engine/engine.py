@@ -70,7 +70,7 @@ class Engine:
         self._job_notice = False
         self._last_abort_check = 0.0
         self._last_maintenance = 0.0
-        self._last_heartbeat = 0.0
+        self._last_stored = 0.0
         self.lease_ms = int(settings.lease_seconds * 1000)
         self.catalogue_digest, self._catalogue = catalogue.encode(
             [spec.describe(settings.job_timeout_seconds) for spec in registry]
@@ -118,8 +118,8 @@ class Engine:
             if self.runs:
                 await self._check_aborts()
             await worker.heart_beat()
-            if time.monotonic() - self._last_heartbeat >= catalogue.HEARTBEAT_SECONDS:
-                await self.publish_catalogue()
+            if time.monotonic() - self._last_stored >= catalogue.STORE_EVERY_SECONDS:
+                await self.store_catalogue()
             await self.scheduler.enqueue_due()
         except (RedisError, OSError) as exc:
             logger.warning("poll failed on a Redis error (%s); polling again", exc)
@@ -129,10 +129,10 @@ class Engine:
             self._last_maintenance = time.monotonic()
             await self._maintain()
 
-    async def publish_catalogue(self) -> None:
-        """Say what this worker runs, and that it is alive (``shared.catalogue``)."""
-        await catalogue.publish(self.pool, self.settings.queue_name, self.token, self.catalogue_digest, self._catalogue)
-        self._last_heartbeat = time.monotonic()
+    async def store_catalogue(self) -> None:
+        """Store what this worker runs (``shared.catalogue``); its presence record names it."""
+        await catalogue.store(self.pool, self.catalogue_digest, self._catalogue)
+        self._last_stored = time.monotonic()
 
     async def _claim(self, worker: Worker) -> None:
         free = max(0, worker.max_jobs - len(self.runs))
@@ -245,9 +245,7 @@ class Engine:
             self.metrics.task_ended(facts.function, ending, facts.started_ms)
         return result
 
-    async def commit_op(
-        self, op: Op, task_id: str, first: asyncio.Future[OpResult] | None = None
-    ) -> OpResult | None:
+    async def commit_op(self, op: Op, task_id: str, first: asyncio.Future[OpResult] | None = None) -> OpResult | None:
         """Apply ``op`` (already queued as ``first``, if given), retrying while Redis is away: for a bounded
         time once the worker is stopping (then the lease lapses and another worker runs the job again)."""
         attempt = 0
@@ -325,7 +323,6 @@ class Engine:
                 return
             index = keys.task_index(queue)
             await self.scripts.maintenance(keys=[index], args=[self.settings.task_index_max, INDEX_SCAN])
-            await catalogue.forget_stale(self.pool, queue)
             stale_before = int(time.time() * 1000) - 60_000
             waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
             if waiting:
