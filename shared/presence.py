@@ -55,8 +55,8 @@ async def read(redis: Redis, queue_name: str) -> list[dict[str, Any]]:
         if ago > FORGET_SECONDS:
             forgotten.append(field.decode())
             continue
-        if record.get("stopped"):
-            continue  # gone for the dashboard; its record stays a while for the task catalogue (shared.catalogue)
+        if record.get("stopped") or "pid" not in record:
+            continue  # gone (its record stays a while for the task catalogue), or not a worker's own record
         workers.append(_view(record, ago))
     if forgotten:
         await cast(Awaitable[int], redis.hdel(key, *forgotten))

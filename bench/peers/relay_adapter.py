@@ -57,6 +57,7 @@ def worker_env(redis_url: str) -> dict[str, str]:
         "RELAY_WORKER_CONCURRENCY": "10",
         "RELAY_MAX_QUEUE_DEPTH": str(MAX_QUEUE_DEPTH),
         "RELAY_TASK_MODULES": "worker.tasks.demo",
+        "RELAY_WORKER_METRICS_PORT": "0",  # several workers on one host: no metrics servers
         "PYTHONUNBUFFERED": "1",
     }
 
