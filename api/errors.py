@@ -9,14 +9,14 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Request
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
 from api.resources import RelayApp
+from shared.durability import NotReplicated
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
+from shared.redis_errors import RedisFailure, classify
 
 logger = logging.getLogger("relay.api")
 
@@ -87,11 +87,12 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(422, "invalid_request", "the request does not match the schema", _validation_details(exc))
     if isinstance(exc, SubmissionError):
         return _submission_error(exc)
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        logger.warning("Redis unavailable: %s", exc)
-        return error_response(
-            503, "redis_unavailable", "the task store is unavailable; retry shortly", headers={"Retry-After": "2"}
-        )
+    if (failure := classify(exc)) is not None:
+        return _redis_failure(request, exc, failure)
+    if isinstance(exc, NotReplicated):
+        details = {"id": exc.task_id, "replicas": exc.confirmed, "wanted": exc.wanted}
+        message = f"{exc}: it will probably run; resubmit with the same id to be sure"
+        return error_response(503, "not_replicated", message, details, headers={"Retry-After": "1"})
     if isinstance(exc, SanicException):
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
@@ -99,6 +100,16 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(exc.status_code, code, str(exc), headers=dict(exc.headers or {}))
     logger.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "internal error")
+
+
+def _redis_failure(request: Request, exc: Exception, failure: RedisFailure) -> HTTPResponse:
+    """Every Redis failure is a 503 with its own code: the request was fine, the store was not."""
+    if failure.transient:
+        logger.warning("%s on %s %s: %s", failure.code, request.method, request.path, exc)
+    else:  # a configuration problem or a bug: worth a traceback
+        logger.error("%s on %s %s", failure.code, request.method, request.path, exc_info=exc)
+    headers = {"Retry-After": str(failure.retry_after)}
+    return error_response(503, failure.code, failure.message, headers=headers)
 
 
 # How each submission failure answers over HTTP: (status, code, extra headers).

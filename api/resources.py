@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 from sanic import Request, Sanic
 from sanic.config import Config
 
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
 from shared.events import EventLog
-from shared.redis import connect_fail_fast
+from shared.redis import api_client, describe, wait_until_reachable
 from shared.settings import Settings
 from worker.registry import TaskRegistry
 
@@ -61,18 +63,38 @@ class Resources:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     draining: bool = False
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
+    connected: asyncio.Event = field(default_factory=asyncio.Event)  # Redis answered and the hub runs
+    _connector: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings, registry: TaskRegistry) -> Resources:
-        """Connect to Redis (retrying while it starts) and start the pub/sub hub."""
-        pool = await connect_fail_fast(settings)
+        """Build the pool and the hub without touching Redis, and connect in the background: the process
+        serves at once (liveness, and 503s from routes that need Redis) whether Redis is up or not."""
+        pool = api_client(settings)
         events = EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds)
-        hub = PubSubHub(pool)
-        await hub.start()
-        return cls(settings, registry, pool, events, hub)
+        res = cls(settings, registry, pool, events, PubSubHub(pool))
+        res._connector = asyncio.create_task(res._connect(), name="relay-redis-connect")
+        return res
+
+    async def _connect(self) -> None:
+        """Wait for Redis (one log line per attempt), then start the hub, which reconnects by itself after."""
+        while True:
+            await wait_until_reachable(self.settings, "API")
+            try:
+                await self.hub.start()
+            except (RedisError, OSError) as exc:  # Redis went away again between the two
+                logger.warning("API: pub/sub hub could not start (%s); retrying", exc)
+                continue
+            self.connected.set()
+            logger.info("API: connected to Redis at %s", describe(self.settings))
+            return
 
     async def close(self) -> None:
-        """Close the hub, then the pool."""
+        """Stop connecting, close the hub, then the pool."""
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
         await self.hub.close()
         await self.pool.aclose(close_connection_pool=True)
 

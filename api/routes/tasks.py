@@ -13,6 +13,7 @@ from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, Ta
 from api.formats import wants_stream
 from api.resources import resources
 from api.streaming import send_stream
+from shared import durability
 from shared.enqueue import Submitted, enqueue_task
 from shared.status import task_view
 from shared.tasks import TASK_ID_PATTERN, TaskSubmission
@@ -66,7 +67,9 @@ async def submit(request: Request) -> HTTPResponse | None:
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     submission = parse_submission(request.body)
-    submitted = await enqueue_task(res.pool, res.registry, res.settings, submission)
+    async with durability.pinned(res.pool, res.settings) as client:  # one connection when WAIT is on
+        submitted = await enqueue_task(client, res.registry, res.settings, submission)
+        await durability.confirm(client, res.settings, submitted.task_id)
     location = links(submitted.task_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
     if fmt is not None:
