@@ -6,6 +6,7 @@ One table for every entry point: the API answers each with 503, its code and ``R
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from redis.exceptions import (
@@ -85,8 +86,19 @@ def classify(exc: BaseException) -> RedisFailure | None:
         if isinstance(exc, kind):
             return failure
     if isinstance(exc, ResponseError):
-        return _BY_PREFIX.get(str(exc).split(" ", 1)[0], UNKNOWN)
+        return _BY_PREFIX.get(_reply_code(exc), UNKNOWN)
     return UNKNOWN
+
+
+# redis-py rewrites an error met inside a pipeline as "Command # 1 (GET k) of pipeline caused error: ..."
+# (the asyncio client with the original args' repr: "('MASTERDOWN ...',)").
+_REPLY_CODE = re.compile(r"^(?:Command # \d+ .*? of pipeline caused error: \(?['\"]?)?([A-Z]+)\b", re.DOTALL)
+
+
+def _reply_code(exc: ResponseError) -> str:
+    """The error reply's first word (BUSY, MASTERDOWN...), also for an error met inside a pipeline."""
+    match = _REPLY_CODE.match(str(exc))
+    return match.group(1) if match else ""
 
 
 def is_transient(exc: BaseException) -> bool:
