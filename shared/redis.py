@@ -42,7 +42,16 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError, TimeoutError
 
-from shared.redis_pools import AsyncBudgetRetry, BoundedPool, BoundedSentinelPool, SyncBudgetRetry
+from shared.redis_pools import (
+    AsyncBudgetRetry,
+    AsyncSentinelConnection,
+    AsyncSentinelSSLConnection,
+    BoundedPool,
+    BoundedSentinelPool,
+    SyncBudgetRetry,
+    SyncSentinelConnection,
+    SyncSentinelSSLConnection,
+)
 from shared.serialization import dumps, loads
 from shared.settings import Settings
 
@@ -138,7 +147,8 @@ def _async_pool(settings: Settings, policy: dict[str, Any], bounded: bool) -> Co
     if target.sentinels:
         manager = async_sentinel.Sentinel(target.sentinels, sentinel_kwargs=_sentinel_kwargs(settings))  # type: ignore[no-untyped-call]
         sentinel_pool = BoundedSentinelPool if bounded else async_sentinel.SentinelConnectionPool
-        return sentinel_pool(target.master, manager, is_master=True, ssl=target.tls, **kwargs)
+        connection = AsyncSentinelSSLConnection if target.tls else AsyncSentinelConnection
+        return sentinel_pool(target.master, manager, is_master=True, connection_class=connection, **kwargs)
     plain_pool = BoundedPool if bounded else ConnectionPool
     return plain_pool(connection_class=_async_connection_class(target), **kwargs)
 
@@ -184,8 +194,9 @@ def sync_client(settings: Settings) -> redis.Redis:
     pool: redis.ConnectionPool
     if target.sentinels:
         manager = sync_sentinel.Sentinel(target.sentinels, sentinel_kwargs=_sentinel_kwargs(settings))  # type: ignore[no-untyped-call]
+        connection = SyncSentinelSSLConnection if target.tls else SyncSentinelConnection
         pool = sync_sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
-            target.master, manager, is_master=True, ssl=target.tls, **kwargs
+            target.master, manager, is_master=True, connection_class=connection, **kwargs
         )
     else:
         connection_class: type[redis.connection.AbstractConnection] = (

@@ -12,12 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import redis
 from redis import retry as sync_retry
+from redis import sentinel as sync_sentinel
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import retry as async_retry
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError
 
 T = TypeVar("T")
@@ -95,10 +97,45 @@ class BoundedPool(BlockingConnectionPool):
 
 class BoundedSentinelPool(BoundedPool, SentinelConnectionPool):
     """``BoundedPool`` whose connections go to the primary that Sentinel names (redis-py's
-    ``SentinelConnectionPool``): the API's pool when ``RELAY_REDIS_SENTINELS`` is set."""
+    ``SentinelConnectionPool``): the API's pool when ``RELAY_REDIS_SENTINELS`` is set. Pass
+    ``connection_class`` (one of the Sentinel connections below)."""
 
     def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
-        ssl = kwargs.pop("ssl", False)
-        kwargs.setdefault("connection_class", SentinelManagedSSLConnection if ssl else SentinelManagedConnection)
         # BlockingConnectionPool.__init__ passes these through to SentinelConnectionPool.__init__ by keyword.
         super().__init__(service_name=service_name, sentinel_manager=sentinel_manager, **kwargs)
+
+
+# redis-py's Sentinel connection asks Sentinel for the primary's address, then connects to that address
+# with the connection's own retry, and only asks Sentinel again once that retry gave up. With a patient
+# retry that is the whole budget spent knocking on a dead primary while Sentinel already names a new
+# one. These connect to an address once, so each retry of the outer loop asks Sentinel afresh.
+
+
+class AsyncSentinelConnection(SentinelManagedConnection):
+    """Sentinel-managed connection (asyncio) that re-asks Sentinel on every connection attempt."""
+
+    async def connect_to(self, address: Any) -> None:
+        patient, self.retry = self.retry, async_retry.Retry(NoBackoff(), 0)
+        try:
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
+        finally:
+            self.retry = patient
+
+
+class AsyncSentinelSSLConnection(AsyncSentinelConnection, SSLConnection):
+    """The same over TLS."""
+
+
+class SyncSentinelConnection(sync_sentinel.SentinelManagedConnection):
+    """Sentinel-managed connection (threads) that re-asks Sentinel on every connection attempt."""
+
+    def connect_to(self, address: Any) -> None:
+        patient, self.retry = self.retry, sync_retry.Retry(NoBackoff(), 0)
+        try:
+            super().connect_to(address)  # type: ignore[no-untyped-call]
+        finally:
+            self.retry = patient
+
+
+class SyncSentinelSSLConnection(SyncSentinelConnection, redis.SSLConnection):
+    """The same over TLS."""

@@ -69,9 +69,10 @@ def _alive_and(proc: ManagedProcess, check: object) -> bool:
     return bool(check())  # type: ignore[operator]
 
 
-def start_replica(log_dir: Path, primary: Server) -> Server:
-    """A replica of ``primary``, returned once its first sync is done."""
-    replica = start_server(log_dir, "--replicaof", "127.0.0.1", str(primary.port), name="replica")
+def start_replica(log_dir: Path, primary: Server, via_port: int | None = None) -> Server:
+    """A replica of ``primary`` (reached through ``via_port``, a proxy, if given), once its first sync is done."""
+    upstream = str(via_port or primary.port)
+    replica = start_server(log_dir, "--replicaof", "127.0.0.1", upstream, name="replica")
     client = replica.client()
     wait_until(lambda: client.info("replication")["master_link_status"] == "up", 20, "the replica to sync")
     client.close()
@@ -79,9 +80,15 @@ def start_replica(log_dir: Path, primary: Server) -> Server:
 
 
 def start_sentinels(
-    log_dir: Path, primary: Server, count: int = 3, master: str = "relay", down_after_ms: int = 1000
+    log_dir: Path,
+    primary: Server,
+    count: int = 3,
+    master: str = "relay",
+    down_after_ms: int = 1000,
+    via_port: int | None = None,
 ) -> list[Server]:
-    """``count`` redis-sentinel processes monitoring ``primary`` as ``master`` (quorum: a majority)."""
+    """``count`` redis-sentinel processes monitoring ``primary`` (at ``via_port``, a proxy, if given) as
+    ``master``, with a majority as quorum."""
     quorum = count // 2 + 1
     sentinels = []
     for _ in range(count):
@@ -89,7 +96,7 @@ def start_sentinels(
         conf = log_dir / f"sentinel-{port}.conf"  # sentinel rewrites its config file: one each
         conf.write_text(
             f"port {port}\nbind 127.0.0.1\ndir {log_dir}\n"
-            f"sentinel monitor {master} 127.0.0.1 {primary.port} {quorum}\n"
+            f"sentinel monitor {master} 127.0.0.1 {via_port or primary.port} {quorum}\n"
             f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
             f"sentinel failover-timeout {master} 10000\n"
             f"sentinel parallel-syncs {master} 1\n"
