@@ -20,7 +20,8 @@ CLOSE_MARGIN_SECONDS = 2.0
 
 
 async def open_resources(app: RelayApp) -> None:
-    """``before_server_start``: connect to Redis and start the pub/sub hub."""
+    """``before_server_start``: build the Redis pool and hub; they connect in the background, so the
+    process serves (liveness, 503s) even while Redis is down."""
     app.ctx.res = await Resources.open(get_settings(), registry)
 
 
