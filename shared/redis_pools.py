@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import redis
 from redis import retry as sync_retry
 from redis import sentinel as sync_sentinel
-from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import ConnectionPool
 from redis.asyncio import retry as async_retry
 from redis.asyncio.connection import AbstractConnection, SSLConnection
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
@@ -78,21 +78,49 @@ class SyncBudgetRetry(sync_retry.Retry):
                 time.sleep(delay)
 
 
-class BoundedPool(BlockingConnectionPool):
-    """redis-py's ``BlockingConnectionPool`` (at most ``max_connections``, waiting up to ``timeout`` for one),
-    raising ``PoolExhausted`` when the wait runs out instead of a ``ConnectionError`` that reads like an outage."""
+class BoundedPool(ConnectionPool):
+    """A pool of at most ``max_connections``: a caller waits up to ``timeout`` for a free one, then gets
+    ``PoolExhausted`` (not a ``ConnectionError`` that reads like an outage).
+
+    Not redis-py's ``BlockingConnectionPool``: it hands connections out and takes them back under one
+    ``asyncio.Condition``, so under a burst (400 stalled streams re-reading a busy task's log,
+    ``tests/e2e/test_hostile.py``) a finished command waits in line behind every waiting caller before
+    its connection is free, and callers time out while Redis is idle. Here a semaphore counts the
+    connections handed out, a release frees its slot at once, and redis-py's pool keeps the rest."""
+
+    def __init__(self, *, max_connections: int, timeout: float, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self.timeout = timeout
+        self._slots = asyncio.Semaphore(max_connections)
+        self._holding: set[AbstractConnection] = set()
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> AbstractConnection:
         try:
-            connection: AbstractConnection = await super().get_connection()
-        except ConnectionError as exc:
-            # redis-py raises ConnectionError("No connection available.") from the wait's TimeoutError.
-            if isinstance(exc.__cause__, TimeoutError):
-                raise PoolExhausted(
-                    f"all {self.max_connections} Redis connections stayed busy for {self.timeout}s"
-                ) from exc
+            async with asyncio.timeout(self.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolExhausted(
+                f"all {self.max_connections} Redis connections stayed busy for {self.timeout:g}s"
+            ) from None
+        # What BlockingConnectionPool does, and not what ConnectionPool.get_connection does: that one
+        # holds a pool-wide lock while it checks the connection, so under load every caller waits for
+        # one event-loop turn per caller ahead of it (the lock serves re-authentication with token
+        # credentials, which Relay does not use).
+        connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]  # atomic: no await
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await super().release(connection)
+            self._slots.release()
             raise
+        self._holding.add(connection)
         return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if connection in self._holding:  # the slot first: the await below may be cancelled
+            self._holding.discard(connection)
+            self._slots.release()
+        await super().release(connection)
 
 
 class BoundedSentinelPool(BoundedPool, SentinelConnectionPool):
@@ -101,7 +129,7 @@ class BoundedSentinelPool(BoundedPool, SentinelConnectionPool):
     ``connection_class`` (one of the Sentinel connections below)."""
 
     def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
-        # BlockingConnectionPool.__init__ passes these through to SentinelConnectionPool.__init__ by keyword.
+        # BoundedPool.__init__ passes these through to SentinelConnectionPool.__init__ by keyword.
         super().__init__(service_name=service_name, sentinel_manager=sentinel_manager, **kwargs)
 
 

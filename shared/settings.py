@@ -54,10 +54,10 @@ class Settings(BaseSettings):
         True, description="With rediss://, the certificate must name the host Relay connects to."
     )
     redis_max_connections: int = Field(
-        50, ge=2, description="Redis connections one API process may open (its pub/sub connection included)."
+        100, ge=2, description="Redis connections one API process may open (its pub/sub connection included)."
     )
     redis_pool_timeout_seconds: float = Field(
-        1, gt=0, description="How long an API request waits for a free connection before a 503."
+        2, gt=0, description="How long an API request waits for a free connection before a 503."
     )
     redis_wait_replicas: int = Field(
         0, ge=0, description="Acknowledge a submit only once this many replicas have it (Redis WAIT); 0: off."

@@ -95,6 +95,27 @@ async def test_api_pool_is_bounded_and_says_when_it_is_exhausted(server: Server)
         admin.close()
 
 
+async def test_cancelled_commands_give_their_connection_back(server: Server) -> None:
+    """Clients that disconnect cancel their request mid-command: the pool must not lose the slot."""
+    client = api_client(settings_for(server.url, redis_max_connections=2, redis_pool_timeout_seconds=0.5))
+    admin = server.client()
+    try:
+        for _ in range(20):
+            pending = [asyncio.create_task(client.blpop([f"cancel-{i}"], timeout=5)) for i in range(3)]
+            await asyncio.sleep(0)  # let them start: two hold a connection, one waits for a slot
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        holders = [asyncio.create_task(client.blpop([f"hold-{i}"], timeout=10)) for i in range(2)]
+        await asyncio.to_thread(wait_until, lambda: admin.info("clients")["blocked_clients"] == 2, 10, "2 BLPOPs")
+        admin.rpush("hold-0", "x")
+        admin.rpush("hold-1", "x")
+        assert len(await asyncio.gather(*holders)) == 2  # both slots are still there
+    finally:
+        await client.aclose()
+        admin.close()
+
+
 async def test_patient_clients_retry_through_readonly_until_writes_work(server: Server) -> None:
     """A demoted primary answers READONLY: workers and threads retry until writes work again."""
     admin = server.client()
