@@ -43,9 +43,10 @@ def test_api_started_before_redis_is_live_at_once_and_ready_once_redis_is(
     wait_until(lambda: len(attempts(api)) >= 2, 20, "two connection attempts logged")
 
     server = start_server(tmp_path, port=port)
+    worker: ManagedProcess | None = None
     try:
         wait_until(lambda: status(f"{base}/health/ready") == 200, 30, "readiness once Redis is up")
-        spawn_worker(url=url)
+        worker = spawn_worker(url=url)
         task_id = submit_ok(base, {"task": "count", "kwargs": {"n": 3, "interval": 0.01}})
         assert types(read_events(base, task_id))[-1] == "end"  # the pub/sub hub connected too
         logged = attempts(api)
@@ -54,6 +55,8 @@ def test_api_started_before_redis_is_live_at_once_and_ready_once_redis_is(
         assert api.proc.poll() is None
     finally:
         api.stop()
+        if worker is not None:
+            worker.stop()  # while Redis is still there to take its goodbye
         server.proc.stop()
 
 
