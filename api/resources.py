@@ -16,7 +16,7 @@ from sanic.config import Config
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
 from shared.events import EventLog
-from shared.redis import api_client, describe, wait_until_reachable
+from shared.redis import api_client, close, describe, wait_until_reachable
 from shared.settings import Settings
 from worker.registry import TaskRegistry
 
@@ -96,7 +96,7 @@ class Resources:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         await self.hub.close()
-        await self.pool.aclose(close_connection_pool=True)
+        await close(self.pool)
 
 
 def resources(request: Request) -> Resources:

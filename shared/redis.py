@@ -274,10 +274,19 @@ async def wait_until_reachable(settings: Settings, who: str, attempts: int | Non
             delay = min(delay * 2, STARTUP_MAX_DELAY_SECONDS)
             continue
         finally:
-            await client.aclose()
+            await close(client)
         if attempt > 1:
             logger.info("%s: Redis at %s answers after %d attempts", who, describe(settings), attempt)
         return
+
+
+async def close(client: AsyncRedis) -> None:
+    """Close ``client``, its pool and, through Sentinel, its connections to the sentinels (which redis-py's
+    ``aclose`` leaves open)."""
+    await client.aclose(close_connection_pool=True)
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", []):
+        await sentinel.aclose()
 
 
 def _one_line(exc: BaseException) -> str:

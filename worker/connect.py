@@ -28,7 +28,7 @@ from arq.jobs import Deserializer, Serializer
 from redis.exceptions import RedisError
 
 from shared.logs import configure as configure_logging
-from shared.redis import RelayRedisSettings, describe, probe_client, wait_until_reachable, worker_client
+from shared.redis import RelayRedisSettings, close, describe, probe_client, wait_until_reachable, worker_client
 
 logger = logging.getLogger("relay.worker")
 
@@ -84,7 +84,7 @@ async def check_health(
         )
         return 1
     finally:
-        await client.aclose()
+        await close(client)
     if not found:
         logging.getLogger("arq.worker").warning("Health check failed: no health check sentinel value found")
         return 1

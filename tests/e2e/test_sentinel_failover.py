@@ -28,7 +28,7 @@ import httpx
 import pytest
 import redis
 
-from shared.redis import api_client, sync_client, worker_client
+from shared.redis import api_client, close, sync_client, worker_client
 from shared.settings import Settings
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import sse_messages, submit_ok
@@ -126,8 +126,8 @@ async def test_every_client_follows_a_sentinel_failover(cluster: Cluster) -> Non
         assert target.info("replication")["role"] == "master"
         target.close()
     finally:
-        await api.aclose()
-        await worker.aclose()
+        await close(api)
+        await close(worker)
         thread_client.close()
 
 
