@@ -11,7 +11,7 @@ from tests.conftest import StartApi
 from tests.support.redis_servers import start_replica, start_server
 from tests.support.tcp_proxy import StallingProxy
 
-WAIT = {"RELAY_REDIS_WAIT_REPLICAS": "1", "RELAY_REDIS_WAIT_TIMEOUT_MS": "300"}
+WAIT = {"RELAY_REDIS_WAIT_REPLICAS": "1", "RELAY_REDIS_WAIT_TIMEOUT_MS": "1000"}  # generous: a busy box
 
 
 def post(base: str, body: dict[str, object]) -> httpx.Response:

@@ -16,7 +16,8 @@ import threading
 
 from tests.support.processes import free_port
 
-_REPLICATION_COMMANDS = (b"REPLCONF", b"PSYNC", b"SYNC")
+# What a replica sends (RESP bulk strings, exactly as Redis writes them); nothing a client sends matches.
+_REPLICATION_COMMANDS = (b"$8\r\nREPLCONF\r\n", b"$5\r\nPSYNC\r\n", b"$4\r\nSYNC\r\n")
 
 
 class StallingProxy:
@@ -69,7 +70,7 @@ class StallingProxy:
                 data = source.recv(65536)
                 if not data:
                     return
-                if not down and any(command in data.upper() for command in _REPLICATION_COMMANDS):
+                if not down and any(command in data for command in _REPLICATION_COMMANDS):
                     replication.set()
                 if down and replication.is_set() and not self._flowing.is_set():
                     self._flowing.wait()  # held back; dropped if the proxy closes meanwhile
