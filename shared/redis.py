@@ -79,7 +79,8 @@ class _Target:
 
 
 def _target(settings: Settings) -> _Target:
-    parsed: dict[str, Any] = dict(parse_url(settings.redis_url))  # type: ignore[no-untyped-call]  # raises ValueError on a bad scheme
+    # parse_url raises ValueError for a scheme other than redis://, rediss:// and unix://
+    parsed: dict[str, Any] = dict(parse_url(settings.redis_url))  # type: ignore[no-untyped-call]
     parsed.pop("connection_class", None)
     tls = settings.redis_url.startswith("rediss://")
     unix = "path" in parsed
