@@ -10,14 +10,14 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Request
 from sanic.exceptions import PayloadTooLarge, SanicException
 from sanic.response import HTTPResponse, json
 
+from shared.durability import NotReplicated
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
 from shared.limits import ArgsTooLarge
+from shared.redis_errors import RedisFailure, classify
 
 if TYPE_CHECKING:  # api.resources imports this module (through api.quotas)
     from api.resources import RelayApp
@@ -108,11 +108,12 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
         return error_response(422, "invalid_request", "the request does not match the schema", _validation_details(exc))
     if isinstance(exc, SubmissionError):
         return _submission_error(exc)
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        logger.warning("Redis unavailable: %s", exc)
-        return error_response(
-            503, "redis_unavailable", "the task store is unavailable; retry shortly", headers={"Retry-After": "2"}
-        )
+    if (failure := classify(exc)) is not None:
+        return _redis_failure(request, exc, failure)
+    if isinstance(exc, NotReplicated):
+        details = {"id": exc.task_id, "replicas": exc.confirmed, "wanted": exc.wanted}
+        message = f"{exc}: it will probably run; resubmit with the same id to be sure"
+        return error_response(503, "not_replicated", message, details, headers={"Retry-After": "1"})
     if isinstance(exc, PayloadTooLarge):
         return _too_large(request, exc)
     if isinstance(exc, SanicException) and exc.status_code >= 500:
@@ -139,6 +140,16 @@ def _too_large(request: Request, exc: PayloadTooLarge) -> HTTPResponse:
         limit = request.app.config.REQUEST_MAX_SIZE
         message = f"the body is larger than {limit} bytes, the limit set by RELAY_MAX_BODY_BYTES"
     return error_response(413, "payload_too_large", message, {"limit_bytes": limit})
+
+
+def _redis_failure(request: Request, exc: Exception, failure: RedisFailure) -> HTTPResponse:
+    """Every Redis failure is a 503 with its own code: the request was fine, the store was not."""
+    if failure.transient:
+        logger.warning("%s on %s %s: %s", failure.code, request.method, request.path, exc)
+    else:  # a configuration problem or a bug: worth a traceback
+        logger.error("%s on %s %s", failure.code, request.method, request.path, exc_info=exc)
+    headers = {"Retry-After": str(failure.retry_after)}
+    return error_response(503, failure.code, failure.message, headers=headers)
 
 
 # How each submission failure answers over HTTP: (status, code, extra headers).

@@ -20,10 +20,11 @@ CLOSE_MARGIN_SECONDS = 2.0
 
 
 async def open_resources(app: RelayApp) -> None:
-    """``before_server_start``: connect to Redis and start the pub/sub hub."""
+    """``before_server_start``: build the Redis pool and hub; they connect in the background, so the
+    process serves (liveness, 503s) even while Redis is down. No task code: the live workers publish theirs."""
     settings = get_settings()
-    app.ctx.res = await Resources.open(settings)  # no task code: the live workers publish what they run
-    logger.info("relay api ready: using Redis at %s, queue %s", public_url(settings.redis_url), settings.queue_name)
+    app.ctx.res = await Resources.open(settings)
+    logger.info("relay api started: using Redis at %s, queue %s", public_url(settings.redis_url), settings.queue_name)
 
 
 async def drain(app: RelayApp) -> None:

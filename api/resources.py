@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 from sanic import Request, Sanic
 from sanic.config import Config
 
@@ -18,7 +20,7 @@ from shared.apikeys import ANONYMOUS, parse_api_keys
 from shared.catalogue import Catalogue
 from shared.enqueue import Enqueuer
 from shared.events import EventLog
-from shared.redis import connect_fail_fast
+from shared.redis import api_client, close, describe, wait_until_reachable
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.transitions import Transitions
@@ -77,32 +79,59 @@ class Resources:
     quotas: Quotas
     draining: bool = False
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
+    connected: asyncio.Event = field(default_factory=asyncio.Event)  # Redis answered and the hub runs
+    _connector: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
-        """Connect to Redis (retrying while it starts) and start the pub/sub hub."""
-        pool = await connect_fail_fast(settings)
-        catalogue = Catalogue(pool, settings.queue_name)
-        events = EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds)
-        hub = PubSubHub(pool)
-        await hub.start()
+        """Build the pool and the hub without touching Redis, and connect in the background: the process
+        serves at once (liveness, and 503s from routes that need Redis) whether Redis is up or not. No task
+        code is loaded: the live workers publish what they run (``shared.catalogue``)."""
+        pool = api_client(settings)
         scripts = Scripts(pool)
-        enqueuer = Enqueuer(pool, settings, scripts)
-        transitions = Transitions(pool, scripts, settings)
         metrics = ApiMetrics()
         key_names = [key.name for key in parse_api_keys(settings.api_keys.get_secret_value())] or [ANONYMOUS]
-        quotas = Quotas(pool, settings, metrics, key_names)
-        return cls(settings, catalogue, pool, events, hub, scripts, enqueuer, transitions, metrics, quotas)
+        res = cls(
+            settings,
+            Catalogue(pool, settings.queue_name),
+            pool,
+            EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds),
+            PubSubHub(pool),
+            scripts,
+            Enqueuer(pool, settings, scripts),
+            Transitions(pool, scripts, settings),
+            metrics,
+            Quotas(pool, settings, metrics, key_names),
+        )
+        res._connector = asyncio.create_task(res._connect(), name="relay-redis-connect")
+        return res
 
     def timeout_for(self, name: str) -> float | None:
         """The timeout a task of this name runs with when its submit names none (as its workers last said)."""
         offer = self.catalogue.cached(name)
         return offer.timeout_seconds if offer else None
 
+    async def _connect(self) -> None:
+        """Wait for Redis (one log line per attempt), then start the hub, which reconnects by itself after."""
+        while True:
+            await wait_until_reachable(self.settings, "API")
+            try:
+                await self.hub.start()
+            except (RedisError, OSError) as exc:  # Redis went away again between the two
+                logger.warning("API: pub/sub hub could not start (%s); retrying", exc)
+                continue
+            self.connected.set()
+            logger.info("API: connected to Redis at %s", describe(self.settings))
+            return
+
     async def close(self) -> None:
-        """Close the hub, then the pool."""
+        """Stop connecting, close the hub, then the pool."""
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
         await self.hub.close()
-        await self.pool.aclose(close_connection_pool=True)
+        await close(self.pool)
 
 
 def resources(request: Request) -> Resources:

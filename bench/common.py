@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import redis
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from shared.serialization import dumps, loads
 from tests.support.processes import BIN, ManagedProcess, free_port, start_redis, wait_until
+from tests.support.redis_servers import start_server
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -54,6 +56,18 @@ class Bench:
         proc, url = start_redis(self.log_dir)
         self.own(proc)
         return RedisServer(url, proc.pid, int(url.rsplit(":", 1)[1].split("/")[0]))
+
+    def replicas(self, primary: RedisServer, count: int) -> None:
+        """``count`` replicas of ``primary`` (what ``RELAY_REDIS_WAIT_REPLICAS`` waits for), synced on return."""
+        for _ in range(count):
+            replica = start_server(self.log_dir, "--replicaof", "127.0.0.1", str(primary.port), name="replica")
+            self.own(replica.proc)
+        client = redis.Redis(port=primary.port)
+        try:
+            wait_until(lambda: int(client.info("replication")["connected_slaves"]) >= count, 30, "replicas")
+            wait_until(lambda: client.wait(count, 100) >= count, 30, "replicas to acknowledge")
+        finally:
+            client.close()
 
 
 @dataclass(frozen=True)

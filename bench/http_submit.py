@@ -1,12 +1,14 @@
 """HTTP submit throughput of one API process, against a bare Sanic app as the ceiling.
 
-Usage: .venv/bin/python -m bench.http_submit [--seconds 10] [--connections 50] [--profile]
+Usage: .venv/bin/python -m bench.http_submit [--seconds 10] [--connections 50] [--profile] [--wait-replicas N]
 
 ``POST /tasks`` of ``echo`` from ``--connections`` keep-alive connections for ``--seconds``, with
 wrk (``apt-get install -y wrk``) when installed, else ``bench.loadgen``. No worker runs, so the
 queue only grows (``RELAY_MAX_QUEUE_DEPTH`` is 10,000,000); the queue's growth is checked against the
 2xx count. The load generator runs on the same 2 cores as the server and Redis: these are numbers for
 this box, not for a server with a client elsewhere. ``--profile`` adds a py-spy run of the API.
+``--wait-replicas N`` gives the Redis N replicas and adds a Relay API with ``RELAY_REDIS_WAIT_REPLICAS=N``
+(a 202 only once N replicas have the job) next to the plain one, on the same Redis: WAIT's cost.
 """
 
 from __future__ import annotations
@@ -108,18 +110,27 @@ def measure(target: Target, connections: int, seconds: float, queue: redis.Redis
     return SubmitResult(target.label, client, summary, cpu, peak_rss_mib(target.pid), enqueued, other_cores)
 
 
-def run(seconds: float, connections: int, profile: bool, apps: list[str]) -> tuple[list[SubmitResult], str]:
-    """Relay's API, then the bare app, then any patched ``apps``; optionally a profiled run of the API."""
+def run(
+    seconds: float, connections: int, profile: bool, apps: list[str], wait_replicas: int = 0
+) -> tuple[list[SubmitResult], str]:
+    """Relay's API, then the bare app, then (with ``wait_replicas``) Relay's API acknowledging only
+    replicated submits, then any patched ``apps``; optionally a profiled run of the API."""
     with bench_scope() as bench:
         server = bench.redis()
+        bench.replicas(server, wait_replicas)
         name = f"bench:submit:{uuid.uuid4().hex[:8]}"
         env = relay_env(server.url, RELAY_QUEUE_NAME=name, RELAY_MAX_QUEUE_DEPTH="10000000")
         pid, base = start_api_factory(bench, env)
-        relay_target = Target("Relay API", pid, int(base.rsplit(":", 1)[1]))
+        label = f"Relay API ({wait_replicas} replicas, no WAIT)" if wait_replicas else "Relay API"
+        relay_target = Target(label, pid, int(base.rsplit(":", 1)[1]))
         client = redis.Redis.from_url(server.url)
         try:
             results = [measure(relay_target, connections, seconds, client, name)]
             results.append(measure(start_hello(bench), connections, seconds, None, name))
+            if wait_replicas:
+                pid, base = start_api_factory(bench, env | {"RELAY_REDIS_WAIT_REPLICAS": str(wait_replicas)})
+                target = Target(f"Relay API, WAIT {wait_replicas}", pid, int(base.rsplit(":", 1)[1]))
+                results.append(measure(target, connections, seconds, client, name))
             for app in apps:
                 pid, base = start_api_factory(bench, env, app)
                 target = Target(app.rsplit(":", 1)[1], pid, int(base.rsplit(":", 1)[1]))
@@ -180,8 +191,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--connections", type=int, default=50, help="concurrent keep-alive connections")
     parser.add_argument("--profile", action="store_true", help="also py-spy the API under load")
     parser.add_argument("--app", action="append", default=[], help="also measure this API factory (repeatable)")
+    parser.add_argument("--wait-replicas", type=int, default=0, help="also measure WAIT for this many replicas")
     args = parser.parse_args(argv)
-    results, notes = run(args.seconds, args.connections, args.profile, args.app)
+    results, notes = run(args.seconds, args.connections, args.profile, args.app, args.wait_replicas)
     output = report(results) + (f"\n\n{notes}" if notes else "")
     print(output, flush=True)
     return output

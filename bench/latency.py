@@ -1,12 +1,15 @@
 """Submit -> first event and submit -> final event at the client, with one idle worker.
 
 Usage: .venv/bin/python -m bench.latency [--requests 200] [--poll-delays 0.5,0.1] [--breakdown] [--app FACTORY]
+                                         [--wait-replicas N]
 
 For each poll delay it starts a private redis-server, one worker and one API, then submits no-op
 (``echo``) tasks one at a time, each streamed back on its own POST response, and reports p50/p99.
 Between requests it sleeps a random part of the poll delay, so submits land anywhere in the idle
 worker's poll cycle. Before measuring, it counts the idle worker's polls (``ZRANGEBYSCORE`` calls in
 Redis's command stats over 2 s), since the target holds only for a worker that polls <= ~10 times/s.
+``--wait-replicas N`` gives Redis N replicas and sets ``RELAY_REDIS_WAIT_REPLICAS=N``: every submit then
+waits for the replicas before it is acknowledged (compare with a run without it).
 """
 
 from __future__ import annotations
@@ -126,11 +129,16 @@ def idle_polls_per_second(url: str, seconds: float = 2.0) -> float:
         client.close()
 
 
-def run(poll_delay: float, requests: int, with_breakdown: bool = False, app: str = DEFAULT_APP) -> LatencyResult:
+def run(
+    poll_delay: float, requests: int, with_breakdown: bool = False, app: str = DEFAULT_APP, wait_replicas: int = 0
+) -> LatencyResult:
     """Fresh Redis, worker and API for this poll delay; every process is stopped by PID at the end."""
     with bench_scope() as bench:
         server = bench.redis()
-        env = relay_env(server.url, RELAY_POLL_DELAY_SECONDS=str(poll_delay))
+        bench.replicas(server, wait_replicas)
+        env = relay_env(
+            server.url, RELAY_POLL_DELAY_SECONDS=str(poll_delay), RELAY_REDIS_WAIT_REPLICAS=str(wait_replicas)
+        )
         bench.own(start_worker(bench.log_dir, env))
         _, base = start_api_factory(bench, env, app)
         polls = idle_polls_per_second(server.url)
@@ -185,8 +193,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--poll-delays", default="0.5,0.1")
     parser.add_argument("--breakdown", action="store_true", help="add a pass that times each stage")
     parser.add_argument("--app", default=DEFAULT_APP, help="API factory (module:function), default Relay's")
+    parser.add_argument("--wait-replicas", type=int, default=0, help="N replicas, and WAIT for them on submit")
     args = parser.parse_args(argv)
-    results = [run(float(d), args.requests, args.breakdown, args.app) for d in args.poll_delays.split(",")]
+    delays = [float(d) for d in args.poll_delays.split(",")]
+    results = [run(d, args.requests, args.breakdown, args.app, args.wait_replicas) for d in delays]
     output = report(results)
     print(output, flush=True)
     return output

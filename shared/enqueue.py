@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from arq.connections import ArqRedis
 
-from shared import keys
+from shared import durability, keys
 from shared.batching import Batcher
 from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
 from shared.jobs import JobRecord, ResultRecord, fingerprint
@@ -119,14 +119,15 @@ class Enqueuer:
         self._pool = pool
         self._settings = settings
         self._scripts = scripts or Scripts(pool)
-        self._batcher: Batcher[Prepared, Submitted | SubmissionError] = Batcher(self._flush, max_batch=128)
+        self._batcher: Batcher[Prepared, Submitted | Exception] = Batcher(self._flush, max_batch=128)
 
     async def enqueue(self, prepared: Prepared) -> Submitted:
-        """Enqueue once; ``IdConflict`` or ``QueueFull`` when it cannot be."""
+        """Enqueue once; ``IdConflict`` or ``QueueFull`` when it cannot be, ``NotReplicated`` when replicas
+        were required and too few confirmed it."""
         outcome = await self._batcher.submit(prepared)
         if isinstance(outcome, IdConflict):
             raise await self._conflict(prepared)
-        if isinstance(outcome, SubmissionError):
+        if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
@@ -143,15 +144,26 @@ class Enqueuer:
             existing = (job.function, job.kwargs)
         return IdConflict.between(prepared.task_id, existing, (submitted.function, submitted.kwargs))
 
-    async def _flush(self, batch: list[Prepared]) -> list[Submitted | SubmissionError]:
+    async def _flush(self, batch: list[Prepared]) -> list[Submitted | Exception]:
         settings = self._settings
         args: list[Any] = [int(time.time() * 1000), settings.max_queue_depth, keys.wakeup_channel(settings.queue_name)]
         for p in batch:
             args += [p.task_id, p.score, p.record, p.fp, p.index_score, p.reply]
-        replies = await self._scripts.enqueue(
-            keys=[settings.queue_name, keys.task_index(settings.queue_name)], args=args
-        )
-        return [_outcome(p, reply) for p, reply in zip(batch, replies, strict=True)]
+        script_keys = [settings.queue_name, keys.task_index(settings.queue_name)]
+        if not settings.redis_wait_replicas:
+            replies = await self._scripts.enqueue(keys=script_keys, args=args)
+            return [_outcome(p, reply) for p, reply in zip(batch, replies, strict=True)]
+        async with self._pool.pipeline(transaction=False) as pipe:  # one connection: WAIT counts its writes
+            await self._scripts.enqueue(keys=script_keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+            replies, confirmed = await pipe.execute()
+        outcomes = [_outcome(p, reply) for p, reply in zip(batch, replies, strict=True)]
+        return [
+            (durability.check(settings, int(confirmed), o.task_id) or o)
+            if isinstance(o, Submitted) and o.created
+            else o
+            for o in outcomes
+        ]
 
 
 def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionError:

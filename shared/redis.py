@@ -1,29 +1,125 @@
-"""Redis connections: arq's settings for workers (patient) and a client for callers that must not wait."""
+"""Every Redis connection Relay makes is built here, from the same settings.
+
+**Where**: ``RELAY_REDIS_URL`` (``redis://``, ``rediss://`` for TLS, ``unix://``), or, when
+``RELAY_REDIS_SENTINELS`` is set, whichever server those sentinels name as the primary of
+``RELAY_REDIS_SENTINEL_MASTER`` (the URL then gives only the database, the credentials and whether to
+use TLS). ``RELAY_REDIS_USERNAME`` / ``RELAY_REDIS_PASSWORD`` override the URL's credentials, so the URL
+can live in a ConfigMap and the password in a Secret. TLS verifies the server's certificate against
+``RELAY_REDIS_TLS_CA_FILE`` (or the system's CAs) and, unless ``RELAY_REDIS_TLS_CHECK_HOSTNAME=false``,
+that it names the host.
+
+**How patient**, by who uses the client:
+
+- ``api_client``: the API's pool, bounded (``RELAY_REDIS_MAX_CONNECTIONS``, waiting
+  ``RELAY_REDIS_POOL_TIMEOUT_SECONDS`` for a free one), failing fast so a request answers 503 in time;
+  a command that met a dropped connection or a demoted primary (READONLY) is retried once, at once, on
+  a fresh connection. Its pub/sub hub rides on the same pool.
+- ``worker_client`` (what arq's Worker gets, see ``worker.connect``) and ``sync_client`` (for threads):
+  every command that meets a lost connection, a timeout or READONLY is retried with backoff for
+  ``RETRY_BUDGET_SECONDS``, so a Redis restart or a failover is ridden out mid-job.
+- ``connect_fail_fast``: the Service Bus bridge's client, which handles failures itself (abandon, wait).
+
+Every client drops a connection that answered READONLY, so the next command reaches the new primary
+(through Sentinel, or through a DNS name that follows failover).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 from arq.connections import ArqRedis, RedisSettings
-from redis import Redis as SyncRedis
+from redis import sentinel as sync_sentinel
 from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
-from redis.retry import Retry as SyncRetry
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio import connection as async_connection
+from redis.asyncio import retry as async_retry
+from redis.asyncio import sentinel as async_sentinel
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError, TimeoutError
 
+from shared.redis_pools import (
+    AsyncBudgetRetry,
+    AsyncSentinelConnection,
+    AsyncSentinelSSLConnection,
+    BoundedPool,
+    BoundedSentinelPool,
+    SyncBudgetRetry,
+    SyncSentinelConnection,
+    SyncSentinelSSLConnection,
+)
 from shared.serialization import dumps, loads
 from shared.settings import Settings
 
 logger = logging.getLogger("relay.redis")
 
-# A worker rides out a Redis restart or failover of up to ~30 s: each command is retried with backoff
-# (capped at 1 s) instead of crashing the worker mid-job. Longer outages do crash it, and its
-# supervisor (Kubernetes, compose, scripts/dev) restarts it; jobs stay safe in Redis either way.
-REDIS_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=40)
+# Workers and threads retry a command this long through a restart or failover (Sentinel's failover takes
+# down-after-milliseconds plus a few seconds); nested connect retries can at most double it.
+RETRY_BUDGET_SECONDS = 30.0
+# Errors after which a connection is dropped and a patient client tries again on a new one.
+PATIENT_RETRY_ON = (ConnectionError, TimeoutError, OSError, ReadOnlyError)
+# The API retries only what a fresh connection fixes at once; a timeout already used up its time.
+API_RETRY_ON = (ConnectionError, ReadOnlyError)
+HEALTH_CHECK_INTERVAL_SECONDS = 30  # a connection idle this long is PINGed before use
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """Where to connect and with what, without any retry or pool policy."""
+
+    kwargs: dict[str, Any]  # host/port or path, db, credentials, timeouts, TLS options
+    tls: bool
+    unix: bool
+    sentinels: list[tuple[str, int]]
+    master: str
+
+
+def _target(settings: Settings) -> _Target:
+    # parse_url raises ValueError for a scheme other than redis://, rediss:// and unix://
+    parsed: dict[str, Any] = dict(parse_url(settings.redis_url))  # type: ignore[no-untyped-call]
+    parsed.pop("connection_class", None)
+    tls = settings.redis_url.startswith("rediss://")
+    unix = "path" in parsed
+    timeout = settings.redis_timeout_seconds
+    kwargs: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_SECONDS,
+    }
+    if not unix:
+        kwargs["socket_keepalive"] = True
+    if tls:
+        kwargs["ssl_cert_reqs"] = "required"
+        kwargs["ssl_check_hostname"] = settings.redis_tls_check_hostname
+        kwargs["ssl_ca_certs"] = settings.redis_tls_ca_file or None
+    kwargs.update(parsed)  # options in the URL's query string win: they were written on purpose
+    if settings.redis_username:
+        kwargs["username"] = settings.redis_username
+    if settings.redis_password.get_secret_value():
+        kwargs["password"] = settings.redis_password.get_secret_value()
+    sentinels = settings.sentinel_addresses()
+    if sentinels:
+        if unix:
+            raise ValueError("RELAY_REDIS_SENTINELS needs a redis:// or rediss:// RELAY_REDIS_URL")
+        kwargs.pop("host", None)  # Sentinel supplies the primary's address
+        kwargs.pop("port", None)
+    return _Target(kwargs, tls, unix, sentinels, settings.redis_sentinel_master)
+
+
+def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    """How to talk to the sentinels themselves (they have their own password, if any)."""
+    timeout = settings.redis_timeout_seconds
+    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "socket_keepalive": True}
+    if settings.redis_sentinel_username:
+        kwargs["username"] = settings.redis_sentinel_username
+    if settings.redis_sentinel_password.get_secret_value():
+        kwargs["password"] = settings.redis_sentinel_password.get_secret_value()
+    return kwargs
 
 
 def public_url(url: str) -> str:
@@ -35,50 +131,192 @@ def public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+def describe(settings: Settings) -> str:
+    """Where Relay connects, for log lines (never a password)."""
+    target = _target(settings)
+    if target.sentinels:
+        via = ",".join(f"{host}:{port}" for host, port in target.sentinels)
+        where = f"primary {target.master!r} via sentinels {via}"
+    elif target.unix:
+        where = f"unix:{target.kwargs['path']}"
+    else:
+        where = f"{target.kwargs.get('host', 'localhost')}:{target.kwargs.get('port', 6379)}"
+    return where + (" (TLS)" if target.tls else "")
+
+
+def _async_connection_class(target: _Target) -> type[async_connection.AbstractConnection]:
+    if target.unix:
+        return async_connection.UnixDomainSocketConnection
+    return async_connection.SSLConnection if target.tls else async_connection.Connection
+
+
+def _async_pool(settings: Settings, policy: dict[str, Any], bounded: bool) -> ConnectionPool:
+    target = _target(settings)
+    kwargs = target.kwargs | policy
+    if bounded:
+        kwargs |= {"max_connections": settings.redis_max_connections, "timeout": settings.redis_pool_timeout_seconds}
+    if target.sentinels:
+        manager = async_sentinel.Sentinel(target.sentinels, sentinel_kwargs=_sentinel_kwargs(settings))  # type: ignore[no-untyped-call]
+        sentinel_pool = BoundedSentinelPool if bounded else async_sentinel.SentinelConnectionPool
+        connection = AsyncSentinelSSLConnection if target.tls else AsyncSentinelConnection
+        return sentinel_pool(target.master, manager, is_master=True, connection_class=connection, **kwargs)
+    plain_pool = BoundedPool if bounded else ConnectionPool
+    return plain_pool(connection_class=_async_connection_class(target), **kwargs)
+
+
+def _arq_client(settings: Settings, pool: ConnectionPool) -> ArqRedis:
+    """An arq client on ``pool`` that owns it and stores jobs as JSON (never pickle)."""
+    client = ArqRedis(pool, job_serializer=dumps, job_deserializer=loads, default_queue_name=settings.queue_name)
+    client.auto_close_connection_pool = True  # what redis-py's from_pool does
+    return client
+
+
+def _patient_policy() -> dict[str, Any]:
+    return {"retry": AsyncBudgetRetry(RETRY_BUDGET_SECONDS), "retry_on_error": list(PATIENT_RETRY_ON)}
+
+
+def _fail_fast_policy() -> dict[str, Any]:
+    # supported_errors leaves TimeoutError out, so a connect that timed out is not tried again either.
+    retry = async_retry.Retry(NoBackoff(), 1, supported_errors=API_RETRY_ON)
+    return {"retry": retry, "retry_on_error": list(API_RETRY_ON)}
+
+
+def api_client(settings: Settings) -> ArqRedis:
+    """The API's client: bounded pool, fail fast (see module docstring). Connects lazily: no I/O here."""
+    return _arq_client(settings, _async_pool(settings, _fail_fast_policy(), bounded=True))
+
+
+def worker_client(settings: Settings) -> ArqRedis:
+    """A worker's arq pool: every command retried through restarts and failovers. Connects lazily."""
+    return _arq_client(settings, _async_pool(settings, _patient_policy(), bounded=False))
+
+
+def probe_client(settings: Settings) -> ArqRedis:
+    """A client that tries each command exactly once: for start-up probes and health checks, where
+    one attempt must mean one attempt (and one log line), not a hidden retry loop."""
+    policy = {"retry": async_retry.Retry(NoBackoff(), 0), "retry_on_error": []}
+    return _arq_client(settings, _async_pool(settings, policy, bounded=False))
+
+
+def sync_client(settings: Settings) -> redis.Redis:
+    """A synchronous client for threads (e.g. renewing job leases), as patient as ``worker_client``."""
+    target = _target(settings)
+    kwargs = target.kwargs | {"retry": SyncBudgetRetry(RETRY_BUDGET_SECONDS), "retry_on_error": list(PATIENT_RETRY_ON)}
+    pool: redis.ConnectionPool
+    if target.sentinels:
+        manager = sync_sentinel.Sentinel(target.sentinels, sentinel_kwargs=_sentinel_kwargs(settings))  # type: ignore[no-untyped-call]
+        connection = SyncSentinelSSLConnection if target.tls else SyncSentinelConnection
+        pool = sync_sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            target.master, manager, is_master=True, connection_class=connection, **kwargs
+        )
+    else:
+        connection_class: type[redis.connection.AbstractConnection] = (
+            redis.UnixDomainSocketConnection if target.unix else redis.SSLConnection if target.tls else redis.Connection
+        )
+        pool = redis.ConnectionPool(connection_class=connection_class, **kwargs)
+    return redis.Redis.from_pool(pool)
+
+
+async def connect_fail_fast(settings: Settings) -> ArqRedis:
+    """The bridge's client: commands fail fast (the bridge retries and abandons by itself) but a dropped
+    connection or a demoted primary is retried once on a fresh one. Returns once Redis answers."""
+    await wait_until_reachable(settings, "bridge")
+    return _arq_client(settings, _async_pool(settings, _fail_fast_policy(), bounded=False))
+
+
+@dataclasses.dataclass
+class RelayRedisSettings(RedisSettings):
+    """arq's ``RedisSettings`` that also carries Relay's settings, so ``worker.connect`` can build the
+    worker's pool with ``worker_client`` (arq's own ``create_pool`` would drop Sentinel's password, the
+    timeouts, the retries and, through Sentinel, the TLS options)."""
+
+    relay: Settings | None = None
+
+
 def redis_settings(config: Settings) -> RedisSettings:
-    """From ``RELAY_REDIS_URL``; the first connect is retried for ~10 s so start order does not matter."""
-    base = RedisSettings.from_dsn(config.redis_url)
-    return dataclasses.replace(
-        base,
-        conn_timeout=max(1, round(config.redis_timeout_seconds)),
-        conn_retries=10,
-        conn_retry_delay=1,
-        retry=REDIS_RETRY,
-        retry_on_error=[ConnectionError, TimeoutError, OSError],
-    )
+    """What ``worker.settings`` hands arq. Valid for arq's own ``create_pool`` too (minus the above)."""
+    target = _target(config)
+    kwargs = target.kwargs
+    common: dict[str, Any] = {
+        "database": kwargs.get("db", 0),
+        "username": kwargs.get("username"),
+        "password": kwargs.get("password"),
+        "ssl": target.tls,
+        "ssl_ca_certs": kwargs.get("ssl_ca_certs"),
+        "ssl_check_hostname": bool(kwargs.get("ssl_check_hostname", False)),
+        "conn_timeout": max(1, round(config.redis_timeout_seconds)),
+        "retry": AsyncBudgetRetry(RETRY_BUDGET_SECONDS),
+        "retry_on_error": list(PATIENT_RETRY_ON),
+        "relay": config,
+    }
+    if target.sentinels:
+        return RelayRedisSettings(host=target.sentinels, sentinel=True, sentinel_master=target.master, **common)
+    if target.unix:
+        return RelayRedisSettings(unix_socket_path=kwargs["path"], **common)
+    return RelayRedisSettings(host=kwargs.get("host", "localhost"), port=kwargs.get("port", 6379), **common)
 
 
-async def connect_fail_fast(settings: Settings, attempts: int = 20) -> ArqRedis:
-    """An arq client whose commands time out and are not retried: for callers that must answer now
-    (the API's 503s, the bridge's abandon), unlike workers, which wait a Redis restart out."""
-    timeout = settings.redis_timeout_seconds
-    pool = ArqRedis(
-        connection_pool=ConnectionPool.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
-        ),
-        job_serializer=dumps,
-        job_deserializer=loads,
-        default_queue_name=settings.queue_name,
-    )
-    for attempt in range(1, attempts + 1):
+STARTUP_FIRST_DELAY_SECONDS = 0.5
+STARTUP_MAX_DELAY_SECONDS = 5.0
+
+
+async def wait_until_reachable(settings: Settings, who: str, attempts: int | None = None) -> None:
+    """Return once Redis answers PING; until then log ONE line per attempt (no traceback) and back off
+    from 0.5 s to 5 s. ``attempts=None`` waits forever; otherwise the last failure is raised."""
+    delay = STARTUP_FIRST_DELAY_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        client = probe_client(settings)
         try:
-            await pool.ping()
-            return pool
+            await client.ping()
         except (RedisError, OSError) as exc:
-            if attempt == attempts:
+            if attempts is not None and attempt >= attempts:
                 raise
-            logger.warning("Redis not reachable yet (%s); retrying", exc)
-            await asyncio.sleep(0.5)
-    return pool
+            logger.warning(
+                "%s: Redis at %s not usable (attempt %d, next in %.1fs): %s",
+                who,
+                describe(settings),
+                attempt,
+                delay,
+                _one_line(exc),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STARTUP_MAX_DELAY_SECONDS)
+            continue
+        finally:
+            await close(client)
+        if attempt > 1:
+            logger.info("%s: Redis at %s answers after %d attempts", who, describe(settings), attempt)
+        return
 
 
-def sync_client(settings: Settings) -> SyncRedis:
-    """A synchronous client (for threads: the worker's lease renewal), with the workers' retry behaviour."""
-    timeout = settings.redis_timeout_seconds
-    return SyncRedis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=SyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
-        retry_on_error=[ConnectionError, TimeoutError, OSError],
-    )
+async def close(client: AsyncRedis) -> None:
+    """Close ``client``, its pool and, through Sentinel, its connections to the sentinels (which redis-py's
+    ``aclose`` leaves open)."""
+    await client.aclose(close_connection_pool=True)
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", []):
+        await sentinel.aclose()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+# A keyless script with a shebang and no flags is one Redis treats as "may write": it is refused with
+# READONLY on a replica, OOM over maxmemory, NOREPLICAS under min-replicas-to-write, BUSY and LOADING,
+# which is exactly "would an enqueue be accepted now". PING passes in all of those states.
+_WRITE_PROBE = "#!lua\nreturn 1"
+
+
+async def check_writable(client: AsyncRedis) -> None:
+    """Raise the error Redis would give a write right now (nothing is written). Redis < 7 has no
+    script flags: there, only reachability is checked."""
+    try:
+        await client.execute_command("EVAL", _WRITE_PROBE, 0)  # type: ignore[no-untyped-call]
+    except ResponseError as exc:
+        if "compiling" not in str(exc):  # Redis 6 reads the shebang as Lua and fails to compile it
+            raise
+        await client.ping()

@@ -118,7 +118,37 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Level of Relay's own loggers: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     access_log: bool = Field(False, description="Log one line per HTTP request (Sanic's access log).")
-    redis_timeout_seconds: float = Field(2, gt=0, description="Socket timeout for the API's Redis commands.")
+    redis_timeout_seconds: float = Field(
+        2, gt=0, description="Connect and command timeout of every Redis connection (API, workers, bridge)."
+    )
+    redis_username: str = Field("", description="Redis ACL user; overrides the one in RELAY_REDIS_URL.")
+    redis_password: SecretStr = Field(
+        SecretStr(""), description="Redis password (or access key); overrides the one in RELAY_REDIS_URL."
+    )
+    redis_sentinels: str = Field(
+        "", description="Sentinel addresses `host:port,host:port`; when set, the primary is found through them."
+    )
+    redis_sentinel_master: str = Field("mymaster", description="Name of the primary the sentinels monitor.")
+    redis_sentinel_username: str = Field("", description="ACL user for the sentinels themselves.")
+    redis_sentinel_password: SecretStr = Field(SecretStr(""), description="Password of the sentinels themselves.")
+    redis_tls_ca_file: str = Field(
+        "", description="CA bundle (PEM) that signs the Redis server's certificate; empty: the system's CAs."
+    )
+    redis_tls_check_hostname: bool = Field(
+        True, description="With rediss://, the certificate must name the host Relay connects to."
+    )
+    redis_max_connections: int = Field(
+        100, ge=2, description="Redis connections one API process may open (its pub/sub connection included)."
+    )
+    redis_pool_timeout_seconds: float = Field(
+        2, gt=0, description="How long an API request waits for a free connection before a 503."
+    )
+    redis_wait_replicas: int = Field(
+        0, ge=0, description="Acknowledge a submit only once this many replicas have it (Redis WAIT); 0: off."
+    )
+    redis_wait_timeout_ms: int = Field(
+        500, ge=1, description="How long a submit waits for those replicas before a 503 `not_replicated`."
+    )
     worker_metrics_port: int = Field(
         9191,
         ge=0,
@@ -185,6 +215,22 @@ class Settings(BaseSettings):
         rest = value.split("://")[-1]
         hint = f" (e.g. redis://{rest})" if rest and not set("/@") & set(rest) else ""
         raise ValueError(f"expected a URL starting with redis://, rediss:// or unix://{hint}")
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_parse(cls, value: str) -> str:
+        _parse_addresses(value)  # fail at start-up, not at the first connection
+        return value
+
+    @model_validator(mode="after")
+    def _wait_fits_timeout(self) -> Settings:
+        if self.redis_wait_replicas and self.redis_wait_timeout_ms >= self.redis_timeout_seconds * 1000:
+            raise ValueError("RELAY_REDIS_WAIT_TIMEOUT_MS must be below RELAY_REDIS_TIMEOUT_SECONDS (in ms)")
+        return self
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``RELAY_REDIS_SENTINELS`` as (host, port) pairs; empty when Sentinel is not used."""
+        return _parse_addresses(self.redis_sentinels)
 
     @property
     def servicebus_enabled(self) -> bool:
@@ -269,6 +315,18 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise ConfigError(describe(exc, Settings)) from None
+
+
+def _parse_addresses(value: str) -> list[tuple[str, int]]:
+    addresses = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {item.strip()!r}")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
 
 
 @lru_cache(maxsize=1)

@@ -83,8 +83,8 @@ def spawn_worker(redis_url: str, log_dir: Path) -> Iterator[StartWorker]:
     """Start extra workers (``spawn_worker(RELAY_X="...")``), stopped when the test ends."""
     started: list[ManagedProcess] = []
 
-    def spawn(*, url: str | None = None, **env: str) -> ManagedProcess:
-        proc = start_worker(log_dir, relay_env(url or redis_url, **env))
+    def spawn(*, url: str | None = None, wait_ready: bool = True, **env: str) -> ManagedProcess:
+        proc = start_worker(log_dir, relay_env(url or redis_url, **env), wait_ready=wait_ready)
         started.append(proc)
         return proc
 

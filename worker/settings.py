@@ -1,8 +1,10 @@
 """What ``arq worker.settings`` loads. Every public name in this module is an arq ``Worker`` argument
 (a test holds it to that); helpers live in ``worker.setup``."""
 
+from worker import connect as _connect
 from worker import setup as _setup
 
+_connect.install()  # arq's Worker and `arq --check` connect through shared.redis (Sentinel, TLS, retries)
 _config = _setup.settings()
 
 functions = _setup.functions(_config)

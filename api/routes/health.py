@@ -11,6 +11,7 @@ from sanic.response import HTTPResponse, json, raw
 from api.metrics import render_metrics
 from api.openapi import document
 from api.resources import resources
+from shared.redis_pools import PoolExhausted
 
 bp = Blueprint("health")
 logger = logging.getLogger("relay.api")
@@ -30,12 +31,16 @@ async def live(request: Request) -> HTTPResponse:
 
 @bp.get("/health/ready")
 async def ready(request: Request) -> HTTPResponse:
-    """Readiness: Redis answers and the process is not draining."""
+    """Readiness: connected, Redis answers, and the process is not draining (a full pool is still ready)."""
     res = resources(request)
     if res.draining:
         return json({"status": "draining"}, status=503)
+    if not res.connected.is_set():
+        return json({"status": "redis_unavailable", "detail": "not connected to Redis yet"}, status=503)
     try:
         await res.pool.ping()
+    except PoolExhausted:
+        pass  # busy, not broken: taking the process out of rotation would only shift the load
     except (RedisError, OSError) as exc:
         # The detail (host, port, reason) is for the operator's log, not for whoever can reach this route.
         logger.warning("not ready: Redis does not answer: %s", exc)

@@ -20,7 +20,10 @@ class SubmitLoad:
     body: dict[str, Any]
     interval: float = 0.02
     accepted: list[str] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list)  # time.monotonic() of each 202
     statuses: Counter[int] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)  # error codes of the 503s
+    without_retry_after: int = 0  # 503s that did not say when to retry
     errors: list[str] = field(default_factory=list)
     slowest: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -50,8 +53,17 @@ class SubmitLoad:
                 self.statuses[response.status_code] += 1
                 if response.status_code == 202:
                     self.accepted.append(task_id)
+                    self.accepted_at.append(time.monotonic())
                 elif response.status_code != 503 or "error" not in response.json():
                     self.errors.append(f"{response.status_code}: {response.text}")
+                else:
+                    self.codes[response.json()["error"]["code"]] += 1
+                    self.without_retry_after += "retry-after" not in response.headers
+
+    @property
+    def answered(self) -> int:
+        """Submits that got an HTTP answer so far."""
+        return sum(self.statuses.values())
 
     def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
         """Poll a condition on this load (e.g. 'a 503 was seen') with a deadline."""

@@ -24,7 +24,8 @@ from shared import tracing
 from shared.enqueue import Enqueuer, prepare
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
 from shared.limits import ArgsTooLarge, check_args_size
-from shared.redis import connect_fail_fast
+from shared.redis import check_writable, connect_fail_fast
+from shared.redis_errors import REDIS_FAILURES
 from shared.settings import Settings
 from worker.bridge.client import service_bus_client, task_receiver
 from worker.bridge.messages import DESCRIPTION_LIMIT, DeadLetterReason, Poison, parse, reply_request, trace_context
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("relay.bridge")
 
-TRANSIENT = (RedisError, OSError, QueueFull)
+TRANSIENT = (*REDIS_FAILURES, QueueFull)  # every Redis failure: abandon and wait (shared.redis_errors)
 STOP_SECONDS = 10.0  # in-hand messages get this long to finish at shutdown, then are abandoned
 Settlement = Callable[[ServiceBusReceiver, ServiceBusReceivedMessage], Awaitable[None]]
 _POISON: dict[type[SubmissionError], str] = {
@@ -164,14 +165,14 @@ class ServiceBusBridge:
     async def _wait_for_redis(self) -> None:
         """Receive nothing while Redis is down: each message received now would only be abandoned
         again, spending its delivery count until Service Bus dead-letters it."""
-        logger.warning("Redis is down: the bridge stops receiving until it answers")
+        logger.warning("Redis is down: the bridge stops receiving until it accepts writes")
         while not self._stopping.is_set():
             try:
-                await self._pool.ping()
+                await check_writable(self._pool)  # PING passes under OOM or READONLY, where enqueues fail
             except (RedisError, OSError):
                 await self._pause(1.0)
                 continue
-            logger.info("Redis is back: the bridge receives again")
+            logger.info("Redis accepts writes again: the bridge receives again")
             self._redis_down.clear()
             return
 

@@ -1,0 +1,34 @@
+"""Acknowledge a submit only once replicas have it (``RELAY_REDIS_WAIT_REPLICAS``), for Redis HA.
+
+Redis replicates asynchronously: a primary that dies right after answering an enqueue can take the job
+with it, and the replica promoted in its place never saw it. With the setting on, each enqueue batch
+(``shared.enqueue.Enqueuer``) sends its script and ``WAIT numreplicas timeout`` in one pipeline on one
+connection (WAIT counts the writes of the connection it is sent on), so a 202 means the replicas have the
+job too.
+
+If WAIT times out the job is still on the primary and will probably run; the caller gets
+``NotReplicated`` with the task id, and resubmitting with that id is safe (200 if the job survived, 202
+if a failover lost it).
+"""
+
+from __future__ import annotations
+
+from shared.settings import Settings
+
+
+class NotReplicated(Exception):
+    """The job is on the primary, but fewer replicas than required confirmed it in time."""
+
+    def __init__(self, task_id: str, confirmed: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(f"task {task_id} reached {confirmed} of {wanted} replicas within {timeout_ms} ms")
+        self.task_id = task_id
+        self.confirmed = confirmed
+        self.wanted = wanted
+
+
+def check(settings: Settings, confirmed: int, task_id: str) -> NotReplicated | None:
+    """The refusal for a task created in a batch that ``confirmed`` replicas acknowledged, if too few."""
+    wanted = settings.redis_wait_replicas
+    if confirmed >= wanted:
+        return None
+    return NotReplicated(task_id, confirmed, wanted, settings.redis_wait_timeout_ms)

@@ -1,0 +1,169 @@
+"""The two pieces redis-py lacks for Relay's connections: a retry bounded by time, and a bounded pool that
+says it is exhausted (also in front of Sentinel).
+
+Built on redis-py's own classes; each override is a few lines, and ``tests/shared/test_redis_pools.py``
+holds them to the redis-py version installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis
+from redis import retry as sync_retry
+from redis import sentinel as sync_sentinel
+from redis.asyncio import ConnectionPool
+from redis.asyncio import retry as async_retry
+from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError
+
+T = TypeVar("T")
+
+
+class PoolExhausted(ConnectionError):
+    """Every connection of a bounded pool stayed busy for the whole wait: Relay is saturated, Redis may be fine."""
+
+
+class AsyncBudgetRetry(async_retry.Retry):
+    """redis-py's ``Retry`` with exponential backoff, bounded by time instead of by a count.
+
+    redis-py retries a connect *inside* a retried command with the same object (and Sentinel adds a third
+    level), so a count multiplies (40 retries became 40 x 40 attempts); nested time budgets only add up."""
+
+    def __init__(self, seconds: float, *, base: float = 0.05, cap: float = 1.0) -> None:
+        super().__init__(ExponentialBackoff(cap=cap, base=base), retries=-1)
+        self.budget_seconds = seconds
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[[Any], Any]) -> T:
+        self._backoff.reset()  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + self.budget_seconds
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                failures += 1
+                await fail(error)
+                delay = self._backoff.compute(failures)
+                if time.monotonic() + delay > deadline:
+                    raise error
+                await asyncio.sleep(delay)
+
+
+class SyncBudgetRetry(sync_retry.Retry):
+    """``AsyncBudgetRetry`` for the synchronous client."""
+
+    def __init__(self, seconds: float, *, base: float = 0.05, cap: float = 1.0) -> None:
+        super().__init__(ExponentialBackoff(cap=cap, base=base), retries=-1)
+        self.budget_seconds = seconds
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[[Exception], Any]) -> T:
+        self._backoff.reset()  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + self.budget_seconds
+        failures = 0
+        while True:
+            try:
+                return do()
+            except self._supported_errors as error:
+                failures += 1
+                fail(error)
+                delay = self._backoff.compute(failures)
+                if time.monotonic() + delay > deadline:
+                    raise error
+                time.sleep(delay)
+
+
+class BoundedPool(ConnectionPool):
+    """A pool of at most ``max_connections``: a caller waits up to ``timeout`` for a free one, then gets
+    ``PoolExhausted`` (not a ``ConnectionError`` that reads like an outage).
+
+    Not redis-py's ``BlockingConnectionPool``: it hands connections out and takes them back under one
+    ``asyncio.Condition``, so under a burst (400 stalled streams re-reading a busy task's log,
+    ``tests/e2e/test_hostile.py``) a finished command waits in line behind every waiting caller before
+    its connection is free, and callers time out while Redis is idle. Here a semaphore counts the
+    connections handed out, a release frees its slot at once, and redis-py's pool keeps the rest."""
+
+    def __init__(self, *, max_connections: int, timeout: float, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self.timeout = timeout
+        self._slots = asyncio.Semaphore(max_connections)
+        self._holding: set[AbstractConnection] = set()
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> AbstractConnection:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolExhausted(
+                f"all {self.max_connections} Redis connections stayed busy for {self.timeout:g}s"
+            ) from None
+        # What BlockingConnectionPool does, and not what ConnectionPool.get_connection does: that one
+        # holds a pool-wide lock while it checks the connection, so under load every caller waits for
+        # one event-loop turn per caller ahead of it (the lock serves re-authentication with token
+        # credentials, which Relay does not use).
+        connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]  # atomic: no await
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await super().release(connection)
+            self._slots.release()
+            raise
+        self._holding.add(connection)
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        if connection in self._holding:  # the slot first: the await below may be cancelled
+            self._holding.discard(connection)
+            self._slots.release()
+        await super().release(connection)
+
+
+class BoundedSentinelPool(BoundedPool, SentinelConnectionPool):
+    """``BoundedPool`` whose connections go to the primary that Sentinel names (redis-py's
+    ``SentinelConnectionPool``): the API's pool when ``RELAY_REDIS_SENTINELS`` is set. Pass
+    ``connection_class`` (one of the Sentinel connections below)."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
+        # BoundedPool.__init__ passes these through to SentinelConnectionPool.__init__ by keyword.
+        super().__init__(service_name=service_name, sentinel_manager=sentinel_manager, **kwargs)
+
+
+# redis-py's Sentinel connection asks Sentinel for the primary's address, then connects to that address
+# with the connection's own retry, and only asks Sentinel again once that retry gave up. With a patient
+# retry that is the whole budget spent knocking on a dead primary while Sentinel already names a new
+# one. These connect to an address once, so each retry of the outer loop asks Sentinel afresh.
+
+
+class AsyncSentinelConnection(SentinelManagedConnection):
+    """Sentinel-managed connection (asyncio) that re-asks Sentinel on every connection attempt."""
+
+    async def connect_to(self, address: Any) -> None:
+        patient, self.retry = self.retry, async_retry.Retry(NoBackoff(), 0)
+        try:
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
+        finally:
+            self.retry = patient
+
+
+class AsyncSentinelSSLConnection(AsyncSentinelConnection, SSLConnection):
+    """The same over TLS."""
+
+
+class SyncSentinelConnection(sync_sentinel.SentinelManagedConnection):
+    """Sentinel-managed connection (threads) that re-asks Sentinel on every connection attempt."""
+
+    def connect_to(self, address: Any) -> None:
+        patient, self.retry = self.retry, sync_retry.Retry(NoBackoff(), 0)
+        try:
+            super().connect_to(address)  # type: ignore[no-untyped-call]
+        finally:
+            self.retry = patient
+
+
+class SyncSentinelSSLConnection(SyncSentinelConnection, redis.SSLConnection):
+    """The same over TLS."""

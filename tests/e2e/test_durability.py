@@ -1,0 +1,64 @@
+"""RELAY_REDIS_WAIT_REPLICAS: a 202 only once a replica has the job; otherwise a 503 that names the task,
+which a resubmit with the same id settles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import StartApi
+from tests.support.redis_servers import start_replica, start_server
+from tests.support.tcp_proxy import StallingProxy
+
+WAIT = {"RELAY_REDIS_WAIT_REPLICAS": "1", "RELAY_REDIS_WAIT_TIMEOUT_MS": "1000"}  # generous: a busy box
+
+
+def post(base: str, body: dict[str, object]) -> httpx.Response:
+    return httpx.post(f"{base}/tasks", json=body, timeout=10)
+
+
+def test_a_submit_no_replica_confirmed_is_a_503_naming_the_task(tmp_path: Path, spawn_api: StartApi) -> None:
+    primary = start_server(tmp_path, name="alone")
+    try:
+        _, base = spawn_api(url=primary.url, **WAIT)
+        refused = post(base, {"task": "echo"})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        error = refused.json()["error"]
+        assert error["code"] == "not_replicated"
+        assert error["details"]["replicas"] == 0
+        assert error["details"]["wanted"] == 1
+        task_id = error["details"]["id"]
+        assert httpx.get(f"{base}/tasks/{task_id}", timeout=10).json()["state"] == "queued"  # it is there
+
+        replica = start_replica(tmp_path, primary)
+        try:
+            again = post(base, {"task": "echo", "id": task_id})
+            assert again.status_code == 200  # it survived: nothing new is enqueued
+            assert again.json()["created"] is False
+            assert post(base, {"task": "echo"}).status_code == 202
+        finally:
+            replica.proc.stop()
+    finally:
+        primary.proc.stop()
+
+
+def test_wait_counts_the_writes_of_the_connection_that_enqueued(tmp_path: Path, spawn_api: StartApi) -> None:
+    """WAIT on any other connection would return at once (it wrote nothing): the stalled replica must
+    make the submit's own WAIT time out."""
+    primary = start_server(tmp_path, name="primary")
+    link = StallingProxy(primary.port)
+    replica = start_replica(tmp_path, primary, via_port=link.port)
+    try:
+        _, base = spawn_api(url=primary.url, **WAIT)
+        assert post(base, {"task": "echo"}).status_code == 202
+        link.stall()
+        stalled = post(base, {"task": "echo"})
+        assert stalled.status_code == 503
+        assert stalled.json()["error"]["code"] == "not_replicated"
+        assert stalled.json()["error"]["details"]["replicas"] == 0
+    finally:
+        link.close()
+        replica.proc.stop()
+        primary.proc.stop()

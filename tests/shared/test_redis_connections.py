@@ -1,0 +1,207 @@
+"""shared.redis against real redis-servers: credentials, the bounded pool, retries through READONLY, the
+write probe, and the limits of each client's patience."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError
+
+import shared.redis as shared_redis
+from shared.redis import api_client, check_writable, describe, probe_client, sync_client, worker_client
+from shared.redis_errors import classify
+from shared.redis_pools import PoolExhausted
+from shared.settings import Settings
+from tests.support.processes import free_port, wait_until
+from tests.support.redis_servers import Server, start_server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    started = start_server(tmp_path)
+    yield started
+    started.proc.stop()
+
+
+def settings_for(url: str, **values: object) -> Settings:
+    return Settings(redis_url=url, **values)  # type: ignore[arg-type]
+
+
+def errors_seen(client: redis.Redis, prefix: str) -> int:
+    """How many error replies starting with ``prefix`` the server has sent (INFO errorstats)."""
+    return int(client.info("errorstats").get(f"errorstat_{prefix}", {}).get("count", 0))
+
+
+def test_sentinel_addresses_are_parsed_and_checked() -> None:
+    settings = Settings(redis_sentinels=" a:26379, 10.0.0.2:26380 ,[::1]:26381")
+    assert settings.sentinel_addresses() == [("a", 26379), ("10.0.0.2", 26380), ("::1", 26381)]
+    assert Settings().sentinel_addresses() == []
+    with pytest.raises(ValueError, match="host:port"):
+        Settings(redis_sentinels="a:26379,b")
+
+
+def test_wait_timeout_must_end_before_the_command_timeout() -> None:
+    with pytest.raises(ValueError, match="RELAY_REDIS_WAIT_TIMEOUT_MS"):
+        Settings(redis_wait_replicas=1, redis_wait_timeout_ms=2000, redis_timeout_seconds=2)
+    assert Settings(redis_wait_replicas=1, redis_wait_timeout_ms=1500).redis_wait_timeout_ms == 1500
+
+
+def test_log_lines_name_the_target_but_never_a_password() -> None:
+    plain = settings_for("rediss://:hunter2@cache.example:6380/1", redis_password="s3cret")
+    assert describe(plain) == "cache.example:6380 (TLS)"
+    via = settings_for("redis://:hunter2@ignored:1/0", redis_sentinels="s1:26379,s2:26379", redis_sentinel_master="m")
+    assert describe(via) == "primary 'm' via sentinels s1:26379,s2:26379"
+
+
+async def test_password_setting_overrides_the_url(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "--requirepass", "s3cret")
+    try:
+        wrong_in_url = server.url.replace("redis://", "redis://:wrong@")
+        settings = settings_for(wrong_in_url, redis_password="s3cret")
+        for client in (api_client(settings), worker_client(settings), probe_client(settings)):
+            assert await client.ping()
+            await client.aclose()
+        assert sync_client(settings).ping()
+        with pytest.raises(ConnectionError):  # AuthenticationError: the URL's password alone is refused
+            await probe_client(settings_for(wrong_in_url)).ping()
+    finally:
+        server.proc.stop()
+
+
+async def test_api_pool_is_bounded_and_says_when_it_is_exhausted(server: Server) -> None:
+    client = api_client(settings_for(server.url, redis_max_connections=2, redis_pool_timeout_seconds=0.3))
+    admin = server.client()
+    try:
+        # Two BLPOPs hold both connections until something is pushed.
+        holders = [asyncio.create_task(client.blpop([f"hold-{i}"], timeout=10)) for i in range(2)]
+        await asyncio.to_thread(wait_until, lambda: admin.info("clients")["blocked_clients"] == 2, 10, "2 BLPOPs")
+        with pytest.raises(PoolExhausted) as caught:
+            await client.get("x")
+        failure = classify(caught.value)
+        assert failure is not None
+        assert (failure.code, failure.retry_after, failure.transient) == ("redis_pool_exhausted", 1, True)
+        assert admin.info("clients")["connected_clients"] == 3  # the two holders and this admin client
+        admin.rpush("hold-0", "x")
+        admin.rpush("hold-1", "x")
+        await asyncio.gather(*holders)
+        assert await client.get("x") is None  # a connection is free again
+    finally:
+        await client.aclose()
+        admin.close()
+
+
+async def test_cancelled_commands_give_their_connection_back(server: Server) -> None:
+    """Clients that disconnect cancel their request mid-command: the pool must not lose the slot."""
+    client = api_client(settings_for(server.url, redis_max_connections=2, redis_pool_timeout_seconds=0.5))
+    admin = server.client()
+    try:
+        for _ in range(20):
+            pending = [asyncio.create_task(client.blpop([f"cancel-{i}"], timeout=5)) for i in range(3)]
+            await asyncio.sleep(0)  # let them start: two hold a connection, one waits for a slot
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        holders = [asyncio.create_task(client.blpop([f"hold-{i}"], timeout=10)) for i in range(2)]
+        await asyncio.to_thread(wait_until, lambda: admin.info("clients")["blocked_clients"] == 2, 10, "2 BLPOPs")
+        admin.rpush("hold-0", "x")
+        admin.rpush("hold-1", "x")
+        assert len(await asyncio.gather(*holders)) == 2  # both slots are still there
+    finally:
+        await client.aclose()
+        admin.close()
+
+
+async def test_patient_clients_retry_through_readonly_until_writes_work(server: Server) -> None:
+    """A demoted primary answers READONLY: workers and threads retry until writes work again."""
+    admin = server.client()
+    settings = settings_for(server.url)
+    worker, thread_client = worker_client(settings), sync_client(settings)
+    admin.replicaof("127.0.0.1", str(free_port()))  # a replica of nobody: reads work, writes get READONLY
+    try:
+        threaded: list[object] = []
+        thread = threading.Thread(target=lambda: threaded.append(thread_client.set("from-thread", 1)))
+        thread.start()
+        pending = asyncio.create_task(worker.set("from-worker", 1))
+        await asyncio.to_thread(wait_until, lambda: errors_seen(admin, "READONLY") >= 2, 10, "READONLY replies")
+        admin.replicaof("NO", "ONE")
+        assert await pending is True
+        thread.join(10)
+        assert threaded == [True]
+        assert admin.get("from-worker") == b"1"
+        assert admin.get("from-thread") == b"1"
+    finally:
+        admin.replicaof("NO", "ONE")
+        await worker.aclose()
+        admin.close()
+
+
+async def test_api_client_fails_fast_on_readonly_and_drops_that_connection(server: Server) -> None:
+    """The API answers at once (503) and its next command gets a new connection, which with a DNS name
+    or Sentinel that follows failover reaches the new primary."""
+    admin = server.client()
+    client = api_client(settings_for(server.url, redis_max_connections=2))
+    try:
+        first_id = await client.client_id()
+        admin.replicaof("127.0.0.1", str(free_port()))
+        with pytest.raises(ReadOnlyError):
+            await client.set("x", 1)
+        assert errors_seen(admin, "READONLY") == 2  # the command, and its one retry on a fresh connection
+        admin.replicaof("NO", "ONE")
+        assert await client.client_id() != first_id
+    finally:
+        admin.replicaof("NO", "ONE")
+        await client.aclose()
+        admin.close()
+
+
+async def test_write_probe_sees_what_ping_does_not(server: Server) -> None:
+    admin = server.client()
+    client = api_client(settings_for(server.url))
+    try:
+        await check_writable(client)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        assert await client.ping()
+        with pytest.raises(OutOfMemoryError):
+            await check_writable(client)
+        admin.config_set("maxmemory", 0)
+        admin.replicaof("127.0.0.1", str(free_port()))
+        assert await client.ping()
+        with pytest.raises(ReadOnlyError):
+            await check_writable(client)
+        assert admin.dbsize() == 0  # the probe writes nothing
+    finally:
+        admin.replicaof("NO", "ONE")
+        admin.config_set("maxmemory", 0)
+        await client.aclose()
+        admin.close()
+
+
+async def test_scripts_are_reloaded_after_a_flush(server: Server) -> None:
+    """NOSCRIPT after SCRIPT FLUSH (or a restart) is handled by redis-py's Script: EVALSHA, then EVAL."""
+    admin = server.client()
+    client = api_client(settings_for(server.url))
+    try:
+        script = client.register_script("return redis.call('INCR', KEYS[1])")
+        assert await script(keys=["n"]) == 1  # first use: NOSCRIPT, then EVAL loads it
+        admin.script_flush()
+        before = errors_seen(admin, "NOSCRIPT")
+        assert await script(keys=["n"]) == 2
+        assert errors_seen(admin, "NOSCRIPT") == before + 1  # the flush was met, and recovered from
+    finally:
+        await client.aclose()
+        admin.close()
+
+
+async def test_patience_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that cannot reach Redis ends in an error once the budget is spent, rather than hanging."""
+    monkeypatch.setattr(shared_redis, "RETRY_BUDGET_SECONDS", 0.5)
+    client = worker_client(settings_for(f"redis://127.0.0.1:{free_port()}/0", redis_timeout_seconds=0.2))
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(client.ping(), 30)
+    await client.aclose()

@@ -1,0 +1,85 @@
+"""A TCP proxy on 127.0.0.1 in front of a Redis primary, whose replication traffic can be stalled:
+replication lag on demand.
+
+Everything (clients, sentinels, replicas) may reach the primary through it; a connection that speaks
+the replication protocol (its client sent REPLCONF or PSYNC) is the only kind ``stall`` affects: the
+replica receives nothing more while its acknowledgements still flow upstream. A primary killed
+meanwhile takes its last writes with it, as one whose replicas lagged would. ``close`` drops every
+connection and whatever was held back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+from tests.support.processes import free_port
+
+# What a replica sends (RESP bulk strings, exactly as Redis writes them); nothing a client sends matches.
+_REPLICATION_COMMANDS = (b"$8\r\nREPLCONF\r\n", b"$5\r\nPSYNC\r\n", b"$4\r\nSYNC\r\n")
+
+
+class StallingProxy:
+    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``; ``stall()`` holds back what replicas receive."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        """Stop delivering the replication stream (it stays unread in the proxy)."""
+        self._flowing.clear()
+
+    def close(self) -> None:
+        """Drop every connection, and with them anything held back."""
+        self._closed.set()
+        self._flowing.set()
+        with self._lock:
+            for sock in [self._listener, *self._sockets]:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                client.close()  # the primary is gone: refuse, as it would
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            replication = threading.Event()
+            threading.Thread(target=self._pump, args=(client, upstream, replication, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, replication, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket, replication: threading.Event, down: bool) -> None:
+        try:
+            while not self._closed.is_set():
+                data = source.recv(65536)
+                if not data:
+                    return
+                if not down and any(command in data for command in _REPLICATION_COMMANDS):
+                    replication.set()
+                if down and replication.is_set() and not self._flowing.is_set():
+                    self._flowing.wait()  # held back; dropped if the proxy closes meanwhile
+                    if self._closed.is_set():
+                        return
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
