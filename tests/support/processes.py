@@ -128,6 +128,9 @@ def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
     env.update({"RELAY_REDIS_URL": redis_url, "RELAY_POLL_DELAY_SECONDS": "0.05", "PYTHONUNBUFFERED": "1"})
     env["RELAY_WORKER_METRICS_PORT"] = "0"  # many workers on one host: a test that scrapes one gives it a port
     env["RELAY_TASK_MODULES"] = "worker.tasks.demo,tests.support.tasks"
+    # A test's leftover long tasks must not hold its teardown for the default 25 s: the tests of the grace
+    # period set their own.
+    env["RELAY_WORKER_GRACE_SECONDS"] = "3"
     env.update(overrides)
     return env
 
