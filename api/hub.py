@@ -127,7 +127,8 @@ class PubSubHub:
         else:
             channel.subscriptions.add(sub)
         try:
-            await asyncio.wait_for(channel.ready.wait(), self._subscribe_timeout)
+            async with asyncio.timeout(self._subscribe_timeout):  # not wait_for: it can lose a cancel (3.11)
+                await channel.ready.wait()
             if self.draining:
                 sub.deliver(Signal.DRAIN)
             yield sub

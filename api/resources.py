@@ -24,6 +24,7 @@ from shared.redis import api_client, close, describe, wait_until_reachable
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.transitions import Transitions
+from shared.waiting import wait_set
 
 logger = logging.getLogger("relay.api")
 
@@ -56,11 +57,7 @@ class StreamCounter:
 
     async def wait_idle(self, within_seconds: float) -> bool:
         """True if every stream closed within ``within_seconds``."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), within_seconds)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, within_seconds)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from shared import presence, tracing
 from shared.config_errors import ConfigError
 from shared.settings import Settings
+from shared.waiting import wait_set
 
 if TYPE_CHECKING:
     from worker.engine.engine import Engine
@@ -123,7 +124,6 @@ async def _present(engine: Engine, settings: Settings, facts: dict[str, Any], st
             if not warned:  # once per outage: the poll loop already says Redis is away
                 logger.warning("presence not refreshed: %s", exc)
                 warned = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), presence.REFRESH_SECONDS)
+        await wait_set(stopping, presence.REFRESH_SECONDS)
     with contextlib.suppress(RedisError, OSError):  # the last word: it stopped (its offers stay a while)
         await presence.publish(engine.pool, queue, engine.token, _doing(engine, facts) | {"stopped": True})

@@ -54,6 +54,21 @@ def test_worker_sigterm_past_grace_requeues_to_another_worker(spawn_api: StartAp
         assert final["tries"] == 1  # the interrupted pickup was given back
 
 
+def test_worker_with_more_due_tasks_than_slots_still_stops_on_sigterm(
+    spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    """A stopping worker claims nothing, so the due tasks left in the queue must not make its idle loop
+    spin without yielding: that froze its event loop, and with it the shutdown, until SIGKILL."""
+    q = queue()
+    _, base = spawn_api(RELAY_QUEUE_NAME=q)
+    worker = spawn_worker(RELAY_QUEUE_NAME=q, RELAY_WORKER_CONCURRENCY="2", RELAY_WORKER_GRACE_SECONDS="1")
+    task_ids = [submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 5, "steps": 5}}) for _ in range(6)]
+    wait_until(lambda: sum(state(base, t)["state"] == "running" for t in task_ids) == 2, 20, "two tasks running")
+    worker.send(signal.SIGTERM)
+    assert_clean_exit(worker, timeout=15)  # 1 s grace, then the two runs are re-queued
+    assert {state(base, t)["state"] for t in task_ids} == {"queued"}
+
+
 def test_shutdown_cancellations_do_not_burn_retries(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
     q = queue()
     _, base = spawn_api(RELAY_QUEUE_NAME=q)

@@ -13,7 +13,6 @@ leaves the entry to another after ``HOLD_SECONDS``. Delivery is at-least-once. T
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from shared import keys
 from shared.scripts import Scripts
 from shared.serialization import dumps, loads
 from shared.status import is_final, task_view
+from shared.waiting import wait_set
 
 logger = logging.getLogger("relay.bridge")
 
@@ -59,8 +59,7 @@ class ReplySender:
                 logger.warning("reply outbox unreadable (%s); trying again shortly", exc)
                 sent_all = True
             if sent_all:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+                await wait_set(self.wake, POLL_SECONDS)
 
     async def send_due(self) -> bool:
         """Send one batch of due replies; True when the outbox had no more than one batch due."""

@@ -27,6 +27,7 @@ from shared.limits import ArgsTooLarge, check_args_size
 from shared.redis import check_writable, connect_fail_fast
 from shared.redis_errors import REDIS_FAILURES
 from shared.settings import Settings
+from shared.waiting import wait_set
 from worker.bridge.client import service_bus_client, task_receiver
 from worker.bridge.messages import DESCRIPTION_LIMIT, DeadLetterReason, Poison, parse, reply_request, trace_context
 from worker.bridge.replies import ReplySender
@@ -177,8 +178,7 @@ class ServiceBusBridge:
             return
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_set(self._stopping, seconds)
 
     async def _enqueue_with_retry(self, message: ServiceBusReceivedMessage) -> None:
         submission = parse(message, self._entity)

@@ -28,6 +28,7 @@ from shared.jobs import JobRecord
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskState
+from shared.waiting import wait_set
 from worker.engine import outcomes
 from worker.engine.commit import Committer, Op, OpResult
 from worker.engine.leases import LeaseKeeper
@@ -63,6 +64,7 @@ class Engine:
         self.leases = LeaseKeeper(settings, self.token, self)
         self.runs: dict[str, JobRun] = {}
         self.shutting_down = False
+        self._claiming = True  # False once arq stops picking jobs: due jobs and lapsed leases wait for others
         self.wake = asyncio.Event()
         self._next_due_ms: float | None = None
         self._next_lease_ms: float | None = None
@@ -88,16 +90,17 @@ class Engine:
             yield loop.time() - start
             delay = self._sleep_seconds(step)
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), delay)
+                await wait_set(self.wake, delay)
+            else:
+                await asyncio.sleep(0)  # always let the loop run: signals, cancellations, other tasks
 
     def _sleep_seconds(self, step: float) -> float:
         now_ms = time.time() * 1000
         wake_at = now_ms + step * 1000
-        free = len(self.runs) < self.settings.worker_concurrency
+        free = self._claiming and len(self.runs) < self.settings.worker_concurrency
         if self._next_due_ms is not None and free:
             wake_at = min(wake_at, self._next_due_ms)
-        if self._next_lease_ms is not None:
+        if self._next_lease_ms is not None and self._claiming:
             wake_at = min(wake_at, self._next_lease_ms + 1)
         if self.scheduler.next_ms is not None:
             wake_at = min(wake_at, self.scheduler.next_ms)
@@ -112,8 +115,9 @@ class Engine:
             if task.done():
                 del worker.tasks[job_id]
                 task.result()
+        self._claiming = worker.allow_pick_jobs and not self.shutting_down
         try:
-            if worker.allow_pick_jobs and not self.shutting_down:
+            if self._claiming:
                 await self._claim(worker)
             if self.runs:
                 await self._check_aborts()

@@ -1,0 +1,21 @@
+"""Waiting for an ``asyncio.Event`` with a time limit, without ever swallowing a cancellation.
+
+Python 3.11's ``asyncio.wait_for`` returns normally when the awaited event is set in the same loop
+iteration as the waiting task is cancelled, and the cancellation is lost (CPython gh-86296, fixed in 3.12).
+A worker's idle wait lost arq's shutdown cancel that way: its wake-up event was set by the very re-queue
+that shutdown caused. ``asyncio.timeout`` counts cancellations and never loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+async def wait_set(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass; True if it was set. A cancellation always propagates."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return event.is_set()
+    return True
