@@ -24,7 +24,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from shared.serialization import dumps, loads
-from tests.support.processes import BIN, ManagedProcess, free_port, start_redis, wait_until
+from tests.support.processes import BIN, ManagedProcess, free_port, offer_test_tasks, start_redis, wait_until
 from tests.support.redis_servers import start_server
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -231,7 +231,10 @@ def machine_facts() -> dict[str, str]:
 
 
 def start_api_factory(bench: Bench, env: dict[str, str], factory: str = "api.app:create_app") -> tuple[int, str]:
-    """An API process from ``factory`` (Relay's, or any other ``module:factory``); (pid, base URL)."""
+    """An API process from ``factory`` (Relay's, or any other ``module:factory``); (pid, base URL). The demo
+    tasks are offered on its queue as a live worker would (``offer_test_tasks``), so the API accepts them
+    whether or not the benchmark runs a worker."""
+    offer_test_tasks(env["RELAY_REDIS_URL"], env.get("RELAY_QUEUE_NAME", "relay:queue"))
     port = free_port()
     argv = [str(BIN / "sanic"), factory, "--factory", "--single-process", "--no-motd"]
     argv += ["--host", "127.0.0.1", "--port", str(port)]

@@ -80,9 +80,12 @@ class Load:
 def queue_depth(stack: Stack) -> float:
     """Jobs waiting or running, from the API's Prometheus gauge."""
     text = httpx.get(f"{stack.api_base}/metrics", timeout=10).text
-    found = re.search(r"^relay_queue_depth ([0-9.e+]+)$", text, re.MULTILINE)
-    assert found, text
-    return float(found.group(1))
+    depth = 0.0
+    for gauge in ("relay_queue_due", "relay_queue_deferred", "relay_queue_running"):
+        found = re.search(rf"^{gauge} ([0-9.e+]+)$", text, re.MULTILINE)
+        assert found, f"{gauge} missing from /metrics:\n{text}"
+        depth += float(found.group(1))
+    return depth
 
 
 def restart_one_by_one(stack: Stack) -> tuple[list[float], list[float]]:
