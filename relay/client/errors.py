@@ -127,6 +127,12 @@ class PayloadTooLargeError(ClientError):
     status, code = 413, "payload_too_large"
 
 
+class ArgsTooLarge(PayloadTooLargeError):
+    """The task's JSON-encoded arguments are over the API's ``RELAY_MAX_ARGS_BYTES``: pass big data by reference."""
+
+    code = "args_too_large"
+
+
 class UnprocessableError(ClientError):
     """Valid JSON that is not a valid request (``details`` lists each problem)."""
 
@@ -191,6 +197,13 @@ class TooManyStreams(ServiceUnavailableError):
     code = "too_many_streams"
 
 
+class NotReplicated(ServiceUnavailableError):
+    """The replicas did not confirm the job in time; it is on the primary. Resending with the same id is safe
+    (``200`` if it survived, ``202`` if a failover lost it), which is what the retry does."""
+
+    code = "not_replicated"
+
+
 class StoreUnavailable(ServiceUnavailableError):
     """Redis, behind the API, cannot serve the request (any ``redis_*`` code)."""
 
@@ -221,6 +234,26 @@ class RedisPoolExhausted(StoreUnavailable):
     code = "redis_pool_exhausted"
 
 
+class RedisMasterDown(StoreUnavailable):
+    code = "redis_masterdown"
+
+
+class RedisNoReplicas(StoreUnavailable):
+    code = "redis_no_replicas"
+
+
+class RedisMisconfigured(StoreUnavailable):
+    code = "redis_misconf"
+
+
+class RedisNoScript(StoreUnavailable):
+    code = "redis_noscript"
+
+
+class RedisAuthFailed(StoreUnavailable):
+    code = "redis_auth"
+
+
 def _by_code(*classes: type[RelayError]) -> dict[str, type[RelayError]]:
     return {cls.code: cls for cls in classes}
 
@@ -237,6 +270,7 @@ ERROR_CODES: dict[str, type[RelayError]] = _by_code(
     NotAbortable,
     NotRetryable,
     PayloadTooLargeError,
+    ArgsTooLarge,
     InvalidRequest,
     UnknownTask,
     InvalidArguments,
@@ -250,6 +284,13 @@ ERROR_CODES: dict[str, type[RelayError]] = _by_code(
     RedisBusy,
     RedisLoading,
     RedisPoolExhausted,
+    RedisMasterDown,
+    RedisNoReplicas,
+    RedisMisconfigured,
+    RedisNoScript,
+    RedisAuthFailed,
+    StoreUnavailable,
+    NotReplicated,
     Draining,
     TooManyStreams,
 )

@@ -22,30 +22,19 @@ from relay.client.errors import (
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-# The contract's codes by status (/work/plan/contract.md, "Error codes"), plus the API's 500.
-CONTRACT = {
-    400: ["malformed_json"],
-    401: ["unauthorized"],
-    404: ["task_not_found", "not_found"],
-    405: ["method_not_allowed"],
-    406: ["not_acceptable"],
-    409: ["id_conflict", "not_abortable", "not_retryable"],
-    413: ["payload_too_large"],
-    422: ["invalid_request", "unknown_task", "invalid_arguments"],
-    429: ["rate_limited", "quota_exceeded"],
-    500: ["internal_error"],
-    503: [
-        "queue_full",
-        "redis_unavailable",
-        "redis_readonly",
-        "redis_oom",
-        "redis_busy",
-        "redis_loading",
-        "redis_pool_exhausted",
-        "draining",
-        "too_many_streams",
-    ],
-}
+
+def server_error_table() -> dict[int, list[str]]:
+    """The codes the API answers with, by status: the README's "Errors" table (the HTTP contract)."""
+    text = README.read_text()
+    section = text[text.index("**Errors** always have the body") :]
+    section = section[: section.index("\n\n", section.index("| Status |"))]
+    contract: dict[int, list[str]] = {}
+    for status, codes in re.findall(r"^\| (\d{3}) \| ([^|]+) \|", section, flags=re.MULTILINE):
+        contract.setdefault(int(status), []).extend(re.findall(r"`([a-z_]+)`", codes))
+    return contract
+
+
+CONTRACT = server_error_table()
 
 
 def response(status: int, code: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -64,6 +53,12 @@ def test_each_contract_code_has_its_own_class(status: int, code: str) -> None:
     assert (exc.status, exc.code, exc.message, exc.details) == (status, code, f"the {code} message", {"where": "here"})
     assert exc.retryable == (status in {429, 503})
     assert exc.retry_after == 3.0
+
+
+def test_the_contract_was_read() -> None:
+    assert sum(map(len, CONTRACT.values())) >= 30
+    assert "not_replicated" in CONTRACT[503]
+    assert "args_too_large" in CONTRACT[413]
 
 
 def test_no_two_codes_share_a_class() -> None:
