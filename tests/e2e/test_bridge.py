@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -163,6 +164,45 @@ def test_redis_down_abandons_then_succeeds_once_redis_is_back(
         server.stop()
 
 
+@pytest.mark.parametrize(
+    ("refuse", "accept"),
+    [
+        pytest.param(("CONFIG", "SET", "maxmemory", "1"), ("CONFIG", "SET", "maxmemory", "0"), id="out-of-memory"),
+        pytest.param(("REPLICAOF", "127.0.0.1", "1"), ("REPLICAOF", "NO", "ONE"), id="readonly-replica"),
+    ],
+)
+def test_a_redis_that_refuses_writes_abandons_then_succeeds_once_it_accepts(
+    spawn_redis: Callable[..., tuple[ManagedProcess, str]],  # first: stopped after the processes using it
+    bus: LocalServiceBus,
+    names: dict[str, str],
+    spawn_api: StartApi,
+    spawn_worker: StartWorker,
+    refuse: tuple[str, ...],
+    accept: tuple[str, ...],
+) -> None:
+    """OOM and READONLY (a failover's demoted primary) are transient like a Redis that is down: the message is
+    abandoned (redelivered later), never dead-lettered, and becomes its one task once writes work again."""
+    _, url = spawn_redis()
+    client = redis.Redis.from_url(url)
+    try:
+        _, base = spawn_api(url=url, RELAY_QUEUE_NAME=names["relay_queue"])
+        worker = spawn_worker(url=url, **bridge_env(bus, names, RELAY_SERVICEBUS_RETRY_SECONDS="0.5"))
+        client.execute_command(*refuse)
+        # A message without an id: its redelivery must become the same task (entity + sequence number), not two.
+        number = bus.send(names["queue"], b'{"task": "echo", "args": ["no id"]}')
+        wait_until(lambda: "abandoning message None" in worker.output(), 20, "an abandon while Redis refuses writes")
+        assert bus.completed_ids(names["queue"]) == []
+        assert bus.dead_letter_count(names["queue"]) == 0
+        client.execute_command(*accept)
+        task_id = sequence_task_id(names["queue"], number)
+        assert wait_state(base, task_id, FINAL, timeout=30)["result"] == {"echo": "no id"}
+        wait_until(lambda: len(bus.completed_ids(names["queue"])) == 1, 15, "the message to be completed")
+        assert bus.dead_letter_count(names["queue"]) == 0
+        assert types(read_events(base, task_id)).count("started") == 1
+    finally:
+        client.close()
+
+
 def test_sigterm_mid_batch_loses_nothing(
     bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
 ) -> None:
@@ -300,6 +340,51 @@ def test_a_task_aborted_while_it_waits_still_replies(
     replies = asyncio.run(_receive(bus, names["replies"], 20))
     assert [(r["correlation_id"], r["state"]) for r in replies] == [(mid, "aborted")]
     assert replies[0]["error"] == {"error_type": "Aborted", "message": "aborted before it started"}
+
+
+def test_a_failed_task_replies_and_replies_again_after_a_manual_retry(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    mid = message_id()
+    bus.send(
+        names["queue"],
+        json.dumps({"task": "fail", "kwargs": {"message": "boom"}}),
+        message_id=mid,
+        reply_to=names["replies"],
+    )
+    first = asyncio.run(_receive(bus, names["replies"], 20))
+    failure = {"error_type": "DemoFailure", "message": "boom"}
+    assert [(r["correlation_id"], r["state"], r["error"]) for r in first] == [(mid, "failed", failure)]
+    assert httpx.post(f"{base}/tasks/{mid}/retry", timeout=10).status_code == 202
+    second = asyncio.run(_receive(bus, names["replies"], 20))  # the retried run ends: its reply goes out too
+    assert [(r["correlation_id"], r["state"], r["error"]) for r in second] == [(mid, "failed", failure)]
+    assert wait_state(base, mid, FINAL)["tries"] == 2
+
+
+def test_a_task_out_of_tries_still_replies(
+    bus: LocalServiceBus,
+    names: dict[str, str],
+    spawn_api: StartApi,
+    spawn_worker: StartWorker,
+    redis_client: redis.Redis,
+) -> None:
+    """One of the worker's own exits: a job picked up as often as allowed (its workers were lost every time)
+    fails without running, and its reply goes out like any other outcome's."""
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
+    spawn_worker(**bridge_env(bus, names))
+    mid = message_id()
+    bus.send(
+        names["queue"], json.dumps({"task": "echo", "delay_seconds": 600}), message_id=mid, reply_to=names["replies"]
+    )
+    wait_state(base, mid, {"deferred"})
+    redis_client.set(keys.tries(mid), 5)  # RELAY_MAX_PICKUPS pickups already used by lost workers
+    redis_client.zadd(names["relay_queue"], {mid: int(time.time() * 1000)})
+    redis_client.publish(keys.wakeup_channel(names["relay_queue"]), b"j")
+    replies = asyncio.run(_receive(bus, names["replies"], 20))
+    assert [(r["correlation_id"], r["state"]) for r in replies] == [(mid, "failed")]
+    assert replies[0]["error"]["error_type"] == "TriesExhausted"
 
 
 def test_a_reply_that_cannot_be_sent_waits_in_redis_until_it_can(
