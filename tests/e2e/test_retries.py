@@ -74,6 +74,17 @@ def test_only_the_failures_a_policy_names_are_retried(stack: str) -> None:
     assert events[1]["data"]["error_type"] == "TaskTimedOut"
 
 
+def test_a_policy_may_retry_timeouts_and_get_shows_the_registered_timeout(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "times_out_retried"})
+    events = read_events(stack, task_id)
+    assert types(events) == ["started", "retrying", "started", "error", "end"]
+    assert events[1]["data"]["error"]["error_type"] == "TaskTimedOut"
+    assert events[3]["data"]["error_type"] == "TaskTimedOut"
+    final = state(stack, task_id)
+    assert (final["state"], final["tries"]) == ("failed", 2)
+    assert final["timeout_seconds"] == 0.5  # its registration's, not the 300 s default
+
+
 def test_a_task_waiting_for_its_retry_shows_it_and_can_be_aborted(stack: str) -> None:
     task_id = submit_ok(stack, {"task": "flaky_slow_backoff"})
     waiting = wait_state(stack, task_id, {"retrying"})

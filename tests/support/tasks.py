@@ -60,6 +60,12 @@ async def times_out(task: TaskContext, seconds: float = 5.0) -> None:
     await asyncio.sleep(seconds)
 
 
+@registry.task(timeout_seconds=0.5, retry=RetryPolicy(max_retries=1, backoff_seconds=0.1, retry_on_timeout=True))
+async def times_out_retried(task: TaskContext, seconds: float = 5.0) -> None:
+    """Sleep past its own registered timeout (0.5 s), which its policy retries once."""
+    await asyncio.sleep(seconds)
+
+
 @registry.task()
 async def asks_retry(task: TaskContext, times: int = 1) -> dict[str, int]:
     """Raise arq's ``Retry`` on the first ``times`` tries."""
