@@ -3,7 +3,7 @@ and worker: the overview (queue, workers, recent and failed tasks) refreshes liv
 CLI progresses live on its page; a task submitted from the page is cancelled from it; a failed task is
 retried from the failed list and runs again; with API keys the page asks for one once, keeps it out of
 every URL, and sends it on every data call; task values are shown as text, never run as HTML.
-Screenshots are kept in each test's tmp_path."""
+Screenshots are kept in build/screenshots/<test>/ (git-ignored), overwritten by the next run."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, Request, expect
 from tests.conftest import StartApi, StartWorker
 from tests.support.chromium import chromium
 from tests.support.client import state, submit_ok, wait_state
-from tests.support.processes import BIN, free_port
+from tests.support.processes import BIN, REPO, free_port
 
 RELAY_CLI = str(BIN / "relay")
 API_KEY = "dashboard-key-0001"
@@ -43,6 +43,14 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
+@pytest.fixture
+def shots(request: pytest.FixtureRequest) -> Path:
+    """Where a test keeps its screenshots: a fixed place, so they outlive pytest's temporary directories."""
+    folder = REPO / "build" / "screenshots" / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def queue() -> str:
     return f"relay:dash:{uuid.uuid4().hex[:8]}"
 
@@ -57,7 +65,7 @@ def task_row(page: Page, table: str, task_id: str) -> Any:
 
 
 def test_the_overview_shows_the_queue_the_workers_and_the_tasks_live(
-    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
     _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
@@ -85,7 +93,7 @@ def test_the_overview_shows_the_queue_the_workers_and_the_tasks_live(
     # Live: a task submitted now shows up without a reload.
     fresh = submit_ok(base, {"task": "echo", "args": ["fresh"]})
     expect(task_row(page, "recent", fresh)).to_contain_text("succeeded", timeout=LIVE)
-    page.screenshot(path=tmp_path / "overview.png", full_page=True)
+    page.screenshot(path=shots / "overview.png", full_page=True)
 
     # Filters: only failed tasks.
     page.select_option("#filter-state", "failed")
@@ -94,7 +102,7 @@ def test_the_overview_shows_the_queue_the_workers_and_the_tasks_live(
 
 
 def test_a_task_submitted_from_the_cli_progresses_live_on_its_page(
-    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
     _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
@@ -112,7 +120,7 @@ def test_a_task_submitted_from_the_cli_progresses_live_on_its_page(
     )
     assert state(base, task_id)["state"] == "running"
     expect(page.locator("#task-state")).to_have_text("running")
-    page.screenshot(path=tmp_path / "task-running.png", full_page=True)
+    page.screenshot(path=shots / "task-running.png", full_page=True)
 
     expect(page.locator("#task-state")).to_have_text("succeeded", timeout=LIVE)
     expect(page.locator("#task-progress-text")).to_have_text("6 / 6 (100 %)")
@@ -122,11 +130,11 @@ def test_a_task_submitted_from_the_cli_progresses_live_on_its_page(
     currents = [p["current"] for p in seen(page)["progress"]]
     assert currents == sorted(currents)
     assert len(currents) >= 2  # it moved in steps on the page, not straight to the end
-    page.screenshot(path=tmp_path / "task-succeeded.png", full_page=True)
+    page.screenshot(path=shots / "task-succeeded.png", full_page=True)
 
 
 def test_a_task_submitted_from_the_page_is_cancelled_from_it(
-    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
     _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
@@ -148,7 +156,7 @@ def test_a_task_submitted_from_the_page_is_cancelled_from_it(
     expect(page.locator("#task-result")).to_contain_text("Aborted")
     expect(page.locator("#task-cancel")).to_be_hidden()
     expect(page.locator("#task-retry")).to_be_visible()
-    page.screenshot(path=tmp_path / "cancelled.png", full_page=True)
+    page.screenshot(path=shots / "cancelled.png", full_page=True)
     assert state(base, task_id)["state"] == "aborted"
     types = [e["type"] for e in seen(page)["task"]["events"]]
     assert types[0] == "started"
@@ -156,7 +164,7 @@ def test_a_task_submitted_from_the_page_is_cancelled_from_it(
 
 
 def test_a_failed_task_is_retried_from_the_failed_list_and_runs_again(
-    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
     _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
@@ -168,14 +176,14 @@ def test_a_failed_task_is_retried_from_the_failed_list_and_runs_again(
     page.goto(f"{base}/dashboard/")
     retry = task_row(page, "failed", task_id).locator("button[data-action=retry]")
     expect(retry).to_be_visible(timeout=LIVE)
-    page.screenshot(path=tmp_path / "failed-list.png", full_page=True)
+    page.screenshot(path=shots / "failed-list.png", full_page=True)
     retry.click()
 
     page.wait_for_url(f"**/dashboard/#/tasks/{task_id}", timeout=LIVE)
     expect(page.locator("#task-state")).to_have_text("succeeded", timeout=LIVE)
     expect(page.locator("#task-tries")).to_have_text("2")
     expect(page.locator("#task-result")).to_contain_text('"succeeded_on_try": 2')
-    page.screenshot(path=tmp_path / "retried.png", full_page=True)
+    page.screenshot(path=shots / "retried.png", full_page=True)
     # Its log, as the page received it: the failed run, then queued again, running again, and its end.
     types = [e["type"] for e in seen(page)["task"]["events"]]
     assert types == ["started", "error", "end", "requeued", "started", "result", "end"]
@@ -183,7 +191,7 @@ def test_a_failed_task_is_retried_from_the_failed_list_and_runs_again(
 
 
 def test_with_api_keys_the_page_asks_once_and_every_data_call_carries_the_key(
-    browser: Browser, spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
+    browser: Browser, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue(), "RELAY_API_KEYS": f"dashboard:{API_KEY}"}
     _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
@@ -210,7 +218,7 @@ def test_with_api_keys_the_page_asks_once_and_every_data_call_carries_the_key(
         page.click("#key-form button[type=submit]")
         expect(page.locator("#key-dialog")).to_be_hidden()
         expect(page.locator("#workers tbody tr")).to_have_count(1, timeout=LIVE)
-        page.screenshot(path=tmp_path / "with-key.png", full_page=True)
+        page.screenshot(path=shots / "with-key.png", full_page=True)
 
         # Another view, and a reload: no more questions; the events stream with the key (fetch, not EventSource).
         page.goto(f"{base}/dashboard/#/tasks/{task_id}")

@@ -81,3 +81,21 @@ def test_worker_log_shows_no_task_values_at_the_default_level(spawn_api: StartAp
     assert ended, lines_about_the_task()
     assert "echo" in ended[0]
     assert DURATION.search(ended[0]), ended[0]
+
+
+def test_worker_logs_task_values_only_when_asked(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    """The opt-in for debugging (``RELAY_LOG_TASK_VALUES=true``): the start line has the arguments and the end
+    line the result; the API still logs neither."""
+    queue = f"relay:leaks:{uuid.uuid4().hex[:8]}"
+    worker = spawn_worker(RELAY_QUEUE_NAME=queue, RELAY_LOG_TASK_VALUES="true")
+    api, base = spawn_api(RELAY_QUEUE_NAME=queue)
+    task_id = submit_ok(base, {"task": "echo", "kwargs": {"message": SECRET}})
+    wait_state(base, task_id, {"succeeded"})
+
+    def lines(word: str) -> list[str]:
+        return [line for line in worker.output().splitlines() if task_id in line and word in line]
+
+    wait_until(lambda: bool(lines("succeeded")), 10, "the worker to log the task's end")
+    assert SECRET in lines("started")[0]
+    assert SECRET in lines("succeeded")[0]
+    assert SECRET not in api.output()
