@@ -74,7 +74,8 @@ SYSTEM = System(
     done=ended,
     profiles=(Profile("defaults", {}, EVERYTHING, (HTTP,), load_variant=HTTP.name),),
     note=(
-        "`echo` task; poll 0.1 s plus wake-up notices; every job's `end` event is checked; "
+        "`echo` task; wake-up notices and a next-due timer, idle poll every 2 s at most; "
+        "every job's `end` event is checked; "
         "RELAY_MAX_QUEUE_DEPTH raised so any preload fits (the depth check runs either way)"
     ),
     api=True,
