@@ -46,6 +46,7 @@ from bench.common import (
 )
 from bench.profiling import sampled, summarize
 from shared import keys
+from shared.events import unpack
 from tests.support.processes import BIN, ManagedProcess, relay_env, start_worker
 
 DEFER_SECONDS = 3600
@@ -146,8 +147,9 @@ class DirectSubscriber:
     def _loop(self) -> None:
         while not self._stop.is_set():
             message = self._pubsub.get_message(timeout=0.2)
-            if message is not None:
-                self._lags.append((time.time() - json.loads(message["data"])["ts"]) * 1000)
+            if message is not None:  # one message may carry several events, a line each
+                now = time.time()
+                self._lags += [(now - json.loads(raw)["ts"]) * 1000 for raw in unpack(message["data"])]
 
     def stop(self) -> dict[str, float]:
         """Lag percentiles (ms) of everything received."""

@@ -4,7 +4,8 @@ One private redis-server, one API, one worker at Relay's defaults (idle between 
 than ``RELAY_POLL_DELAY_SECONDS``, 2 s). Deferred: ``--tasks`` echo tasks, each due at its own moment 2-6 s
 ahead, submitted while the worker idles; lateness = the ``started`` event's ``ts`` minus the due time.
 Abort: ``--tasks`` running ``sleep`` tasks each aborted by ``DELETE``; delay = the ``aborted`` event's ``ts``
-minus the moment the DELETE was answered. Also counts the Redis commands the idle worker ran meanwhile.
+minus the moment the DELETE was answered. Also counts every Redis command meanwhile (the bench's own polling included:
+the idle cost of a worker alone is measured by ``bench.peers``).
 
     .venv/bin/python -m bench.timeliness [--tasks 20]
 """
@@ -73,8 +74,9 @@ def main() -> None:
         ]  # fmt: skip
         print(table(["what", "n", "p50", "p99", "worst"], rows))
         per_task = (commands(server.url) - before) / (2 * ns.tasks)
-        print(f"\n{per_task:.1f} Redis commands per task, {time.monotonic() - started:.0f} s, other load "
-              f"{load.cores():.2f} cores")  # fmt: skip
+        print(f"\n{per_task:.1f} Redis commands per task, everything counted (this bench's GET polling while it"
+              f" waits, the sleep tasks' progress events, the idle worker), {time.monotonic() - started:.0f} s,"
+              f" other load {load.cores():.2f} cores")  # fmt: skip
 
 
 if __name__ == "__main__":
