@@ -42,6 +42,18 @@ def test_two_plain_tasks_run_side_by_side(stack: str) -> None:
     assert max(starts) < min(ends)  # both threads were running at once
 
 
+def test_the_thread_pool_bounds_how_many_plain_tasks_run_at_once(stack: str) -> None:
+    """Three plain tasks on two threads (RELAY_SYNC_TASK_THREADS=2): the third's first step comes only after
+    one of the others has returned (the worker has free slots; the pool is what makes it wait)."""
+    ids = [submit_ok(stack, {"task": "sync_steps", "kwargs": {"seconds": 1.0, "steps": 2}}) for _ in range(3)]
+    runs = [read_events(stack, task_id) for task_id in ids]
+    first_steps = [next(e["ts"] for e in run if e["type"] == "progress") for run in runs]
+    ends = [next(e["ts"] for e in run if e["type"] == "result") for run in runs]
+    last = first_steps.index(max(first_steps))
+    others_end = min(end for i, end in enumerate(ends) if i != last)
+    assert first_steps[last] >= others_end + 0.4  # its first 0.5 s step began once a thread was free
+
+
 def test_a_plain_task_past_its_timeout_fails_and_is_told_to_stop(stack: str) -> None:
     task_id = submit_ok(stack, {"task": "sync_steps", "kwargs": {"seconds": 5, "steps": 50}, "timeout_seconds": 0.5})
     events = read_events(stack, task_id)
