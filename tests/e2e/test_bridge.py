@@ -254,23 +254,29 @@ def test_bridge_is_off_without_configuration(spawn_worker: StartWorker) -> None:
     assert "Service Bus bridge" not in worker.output()
 
 
+@pytest.mark.parametrize("with_id", [True, False], ids=["message-id", "no-message-id"])
 def test_bridge_killed_between_enqueue_and_complete_runs_the_task_once(
-    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker, with_id: bool
 ) -> None:
+    """A redelivery of a message whose task was enqueued is the same task, also for a message without an id
+    (its task id comes from the entity and the broker's sequence number, which a redelivery keeps)."""
     _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
     bus.create_queue(names["queue"], lock_duration=2.0)
     bus.hold_settlements()  # the bridge's "complete" will be in flight, unanswered
     victim = spawn_worker(**bridge_env(bus, names))
-    mid = message_id()
-    bus.send(names["queue"], b'{"task": "count", "kwargs": {"n": 2, "interval": 0}}', message_id=mid)
+    mid = message_id() if with_id else None
+    number = bus.send(names["queue"], b'{"task": "count", "kwargs": {"n": 2, "interval": 0}}', message_id=mid)
+    task_id = mid if mid is not None else sequence_task_id(names["queue"], number)
     wait_until(lambda: bus.held_settlements() == 1, 20, "the bridge to enqueue and send its complete")
-    assert wait_state(base, mid, FINAL)["state"] == "succeeded"
+    assert wait_state(base, task_id, FINAL)["state"] == "succeeded"
     victim.send(signal.SIGKILL)
     assert victim.wait(10) == -signal.SIGKILL
     bus.hold_settlements(False)
     spawn_worker(**bridge_env(bus, names))  # the lock runs out; Service Bus redelivers the message
     wait_until(lambda: bus.completed_ids(names["queue"]) == [mid], 30, "the redelivered message to be completed")
-    assert types(read_events(base, mid)).count("started") == 1  # nothing new was enqueued
+    assert types(read_events(base, task_id)).count("started") == 1  # nothing new was enqueued
+    listed = httpx.get(f"{base}/tasks", params={"task": "count"}, timeout=10).json()["tasks"]
+    assert [t["id"] for t in listed] == [task_id]  # and no second task under another id
     assert bus.dead_letter_count(names["queue"]) == 0
 
 
