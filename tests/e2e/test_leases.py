@@ -30,9 +30,9 @@ def test_a_killed_workers_job_starts_again_elsewhere_within_a_lease(
     env = {"RELAY_QUEUE_NAME": queue()}
     _, base = spawn_api(**env)
     victim = spawn_worker(**env)
-    task_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 2, "steps": 2}})
+    task_id = submit_ok(base, {"task": "hangs_first_try", "kwargs": {"steps": 2}})
     wait_state(base, task_id, {"running"})
-    spawn_worker(**env)  # the survivor, idle when the victim dies
+    spawn_worker(**env)  # the survivor, idle when the victim dies (the first try hangs until then)
     victim.send(signal.SIGKILL)
     assert victim.wait(10) == -signal.SIGKILL
     killed_at = time.time()

@@ -106,7 +106,7 @@ def test_a_worker_that_takes_over_a_lost_job_counts_the_requeue_and_its_reason(
     _, base = spawn_api(**env)
     victim, _ = metrics_worker(spawn_worker, **env)
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    body = {"task": "sleep", "kwargs": {"seconds": 1, "steps": 1}}
+    body = {"task": "hangs_first_try", "kwargs": {"steps": 1}}  # the first try lasts until its worker dies
     task_id = httpx.post(f"{base}/tasks", json=body, headers={"traceparent": traceparent}, timeout=10).json()["id"]
     wait_state(base, task_id, {"running"})
     _, survivor = metrics_worker(spawn_worker, **env)
@@ -117,9 +117,10 @@ def test_a_worker_that_takes_over_a_lost_job_counts_the_requeue_and_its_reason(
     assert types(events) == ["started", "requeued", "started", "progress", "result", "end"]
     assert {e["trace_id"] for e in events} == {traceparent.split("-")[1]}  # the re-queued job kept its context
     samples = scrape(survivor)
-    assert value(samples, "relay_worker_task_requeues_total", task="sleep", reason="worker lost") == 1
-    assert value(samples, "relay_worker_task_outcomes_total", task="sleep", outcome="requeued") == 1
-    assert value(samples, "relay_worker_task_outcomes_total", task="sleep", outcome="succeeded") == 1
+    task = "hangs_first_try"
+    assert value(samples, "relay_worker_task_requeues_total", task=task, reason="worker lost") == 1
+    assert value(samples, "relay_worker_task_outcomes_total", task=task, outcome="requeued") == 1
+    assert value(samples, "relay_worker_task_outcomes_total", task=task, outcome="succeeded") == 1
 
 
 def test_port_zero_serves_no_metrics(spawn_worker: StartWorker) -> None:

@@ -112,6 +112,18 @@ async def kills_worker(task: TaskContext) -> None:
 
 
 @registry.task()
+async def hangs_first_try(task: TaskContext, steps: int = 1) -> dict[str, int]:
+    """Hang on its first try (until its worker is killed), then report ``steps`` progress events and succeed:
+    a crash-recovery test can kill the first try's worker whenever it likes, with no race against the task's
+    own end."""
+    if task.try_number == 1:
+        await asyncio.sleep(3600)
+    for step in range(1, steps + 1):
+        await task.progress(step, steps)
+    return {"tries": task.try_number}
+
+
+@registry.task()
 async def sleeps(task: TaskContext, seconds: float = 30.0) -> dict[str, float]:
     """Sleep quietly (no events) for ``seconds``."""
     await asyncio.sleep(seconds)
