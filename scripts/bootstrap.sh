@@ -25,7 +25,3 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-# tmux is only for the CLI's terminal tests (they are skipped without it): install it when we can.
-if ! command -v tmux >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
-fi

@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 def chromium() -> Iterator[Browser]:
     """A headless Chromium for the duration of the block."""
     if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install chromium (.ci/run does)")
+        pytest.fail("chromium is not installed: apt-get install chromium (scripts/test does as root)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
