@@ -114,7 +114,7 @@ class Transitions:
         bodies = [events.body(task_id, EventType.REQUEUED, data, now, trace.trace_id)]
         args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, self._settings.event_log_max_len]
         args += [keys.wakeup_channel(queue), job.encode(), result.job_try, time.time_ns() // 1000, *bodies]
-        reply = await self._scripts.retry(keys=[queue, keys.task_index(queue)], args=args)
+        reply = await self._scripts.retry(keys=[queue, keys.task_index(queue), keys.ABORT_SET], args=args)
         return _transition(reply)
 
     async def repair_end(self, task_id: str) -> bool:

@@ -7,11 +7,22 @@
 -- Returns {claimed, swept, next_due or false, next_lease or false}; claimed items are
 -- {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job or false, try, aborted, seq,
 -- own (0/1: the lapsed lease was this worker's own)}. next_due is now when more jobs may be due than were taken.
+-- An abort request counts only if made after the job was enqueued: an older one was for an earlier task of the
+-- same id, and is removed here (the worker's own abort check of a running job reads the set without times).
 local queue, abort = KEYS[1], KEYS[2]
 local now, limit, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local sweep_limit, hinted = tonumber(ARGV[5]), ARGV[6] == '1'
 local held = RUNNING_BASE + now + lease
-local claimed, swept = {}, {}
+local claimed, swept, stale = {}, {}, {}
+
+-- Whether abort request `requested` (its score, or nil) is for the job of `record`; a stale one is noted.
+local function abort_counts(id, record, requested)
+  if not requested then return false end
+  local enqueued = record and tonumber(string.match(record, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":(%d+)'))
+  if enqueued == nil or tonumber(requested) >= enqueued then return true end
+  stale[#stale + 1] = id
+  return false
+end
 
 local function first_score(min, max)
   local first = redis.call('ZRANGEBYSCORE', queue, min, max, 'WITHSCORES', 'LIMIT', 0, 1)
@@ -52,10 +63,7 @@ if n > 0 then
     if not values[i] then
       local id, record = ids[i], values[n + i]
       local try = (tonumber(values[2 * n + i]) or 0) + 1
-      -- An abort request counts only if made after this job was enqueued (an older one was for an earlier
-      -- task of the same id).
-      local enqueued = record and tonumber(string.match(record, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":(%d+)'))
-      local aborted = aborts[i] and (enqueued == nil or tonumber(aborts[i]) >= enqueued)
+      local aborted = abort_counts(id, record, aborts[i])
       marks[#marks + 1] = IN_PROGRESS .. id
       marks[#marks + 1] = token .. '|' .. try .. '|' .. now
       marks[#marks + 1] = TRIES .. id
@@ -100,11 +108,12 @@ if earliest_lease ~= nil and earliest_lease <= RUNNING_BASE + now and sweep_limi
     if not own then redis.call('SET', IN_PROGRESS .. id, token .. '|' .. try .. '|' .. now) end
     redis.call('ZADD', queue, held, id)
     local record = redis.call('GET', JOB .. id)
-    local is_aborted = redis.call('ZSCORE', abort, id) and 1 or 0
-    swept[#swept + 1] = {id, record, try, is_aborted, tonumber(redis.call('GET', SEQ .. id) or '0'), own and 1 or 0}
+    local aborted = abort_counts(id, record, redis.call('ZSCORE', abort, id)) and 1 or 0
+    swept[#swept + 1] = {id, record, try, aborted, tonumber(redis.call('GET', SEQ .. id) or '0'), own and 1 or 0}
   end
   earliest_lease = first_score(RUNNING_BASE, '+inf')
 end
+if #stale > 0 then redis.call('ZREM', abort, unpack(stale)) end
 
 local next_lease = earliest_lease and (earliest_lease - RUNNING_BASE) or false
 return {claimed, swept, next_due or false, next_lease}

@@ -1,9 +1,11 @@
 -- Run an ended task again (POST /tasks/{id}/retry): a failed or aborted one goes back on the queue under the
 -- same id, as a new try; its event log and counter continue, and a requested reply goes out again at its end.
--- KEYS: queue, task index.
+-- An abort request left from an earlier run is dropped: the new run keeps the job's enqueue time, so the claim
+-- would take that request for one made for it.
+-- KEYS: queue, task index, arq's abort set.
 -- ARGV: id, now_ms, ttl_ms, max_len, wakeup channel, job record, tries so far, index score, bodies...
 -- Returns {'queued', last_seq} | {'not_retryable', state} | {'unknown'}.
-local queue, index = KEYS[1], KEYS[2]
+local queue, index, abort = KEYS[1], KEYS[2], KEYS[3]
 local id, now, ttl, max_len, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local state = relay_state(queue, id, now)
 if state == nil then return {'unknown'} end
@@ -13,6 +15,7 @@ redis.call('DEL', RESULT .. id)
 redis.call('SET', JOB .. id, ARGV[6])
 redis.call('SET', TRIES .. id, ARGV[7])
 redis.call('ZADD', queue, now, id)
+redis.call('ZREM', abort, id)
 redis.call('ZADD', index, ARGV[8], id)
 redis.call('PERSIST', REPLY .. id)
 local last = relay_emit(id, seq, ARGV, 9, #ARGV, max_len, ttl)

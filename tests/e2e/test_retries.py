@@ -4,11 +4,15 @@ backoff and full jitter; and a failed or aborted task run again on request (``PO
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import time
 import uuid
 
 import httpx
 import pytest
+import redis
 
+from shared import keys
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, state, submit, submit_ok, types, wait_state
 
@@ -128,3 +132,35 @@ def test_only_an_ended_unsuccessful_task_can_be_retried(stack: str) -> None:
     httpx.delete(f"{stack}/tasks/{aborted}", timeout=10)
     assert httpx.post(f"{stack}/tasks/{aborted}/retry", timeout=10).status_code == 202
     assert wait_state(stack, aborted, FINAL)["state"] == "succeeded"
+
+
+def test_an_abort_request_left_from_the_first_run_does_not_abort_a_manual_retry(
+    stack: str, redis_client: redis.Redis
+) -> None:
+    task_id = submit_ok(stack, {"task": "fail", "kwargs": {"message": "first"}})
+    assert wait_state(stack, task_id, FINAL)["state"] == "failed"
+    # What a DELETE landing while the first run was ending as failed leaves (or arq's Job.abort on it).
+    redis_client.zadd(keys.ABORT_SET, {task_id: int(time.time() * 1000)})
+    response = httpx.post(f"{stack}/tasks/{task_id}/retry", timeout=10)
+    assert (response.status_code, response.json()["state"]) == (202, "queued")
+    events = read_events(stack, task_id, after=3)
+    assert types(events) == ["requeued", "started", "error", "end"]  # it ran, as the retry asked
+    assert state(stack, task_id)["state"] == "failed"
+
+
+def test_a_lapsed_lease_ignores_an_abort_request_older_than_its_job(
+    spawn_api: StartApi, spawn_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    env = {"RELAY_QUEUE_NAME": f"relay:retry:{uuid.uuid4().hex[:8]}", "RELAY_LEASE_SECONDS": "1"}
+    _, base = spawn_api(**env)
+    victim = spawn_worker(**env)
+    task_id = submit_ok(base, {"task": "hangs_first_try"})
+    enqueued = _ts(wait_state(base, task_id, {"running"})["enqueued_at"])
+    victim.send(signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    # A request for an earlier task of the same id (made before this one was submitted), still in arq's set.
+    redis_client.zadd(keys.ABORT_SET, {task_id: int(enqueued * 1000) - 5_000})
+    spawn_worker(**env)
+    final = wait_state(base, task_id, FINAL, timeout=60)
+    assert (final["state"], final["tries"]) == ("succeeded", 2)
+    assert types(read_events(base, task_id)) == ["started", "requeued", "started", "progress", "result", "end"]
