@@ -1,7 +1,9 @@
 """Bad ``RELAY_*`` variables said in the variables' own names: one line each, with what would be accepted.
 
 pydantic reports field names (``max_queue_depth``) and its own wording; an operator sets
-``RELAY_MAX_QUEUE_DEPTH``, so that is the name every line starts with.
+``RELAY_MAX_QUEUE_DEPTH``, so that is the name every line starts with. No line shows a secret: secret settings
+are hidden, passwords in URLs masked, and a check across several settings (whose input, to pydantic, is every
+variable set) names its variables instead of showing values.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pydantic import BaseModel, SecretStr, ValidationError
 CONFIG_ERROR_EXIT_CODE = 78
 ENV_PREFIX = "RELAY_"
 _KINDS = {int: "an integer", float: "a number", bool: "true or false (1/0, yes/no)", str: "text"}
-_USERINFO = re.compile(r"^([a-z]+://)?[^@/]*@", re.IGNORECASE)
+# The user and password of a URL (up to its last @: a password may hold / or @), or of a value that starts with them.
+_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://|^)[^\s'\",]*@", re.IGNORECASE)
 
 
 class ConfigError(SystemExit):
@@ -32,6 +35,15 @@ class ConfigError(SystemExit):
         return "\n".join(self.problems)
 
 
+class Conflict(ValueError):
+    """A check across several settings failed; ``fields`` are the settings it involves, so its line can name
+    their variables (pydantic gives such a check the whole input: every variable set, secrets included)."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
 def describe(exc: ValidationError, model: type[BaseModel], environ: Mapping[str, str] | None = None) -> list[str]:
     """One line per error: ``RELAY_X='value' is invalid: expected ...``."""
     present = {k.upper() for k in (os.environ if environ is None else environ)}
@@ -39,14 +51,17 @@ def describe(exc: ValidationError, model: type[BaseModel], environ: Mapping[str,
 
 
 def _line(error: Any, model: type[BaseModel], present: set[str]) -> str:
-    loc = str(error["loc"][0]) if error["loc"] else ""
-    name, field = _variable(loc, model, present)
-    shown = _shown(error.get("input"), field, model)
-    if error["type"] == "value_error":  # our own validators already say what they expect
-        expected = str(error["ctx"]["error"])
-    else:
+    # Our own validators (value_error) already say what they expect.
+    expected = _masked(str(error["ctx"]["error"])) if error["type"] == "value_error" else None
+    if not error["loc"]:  # a check across settings: its input is every variable set, so it is never shown
+        fields = getattr(error.get("ctx", {}).get("error"), "fields", ())
+        names = [_variable(field, model, present)[0] for field in fields]
+        subject = " and ".join(names) + " are" if names else "The settings are"
+        return f"{subject} invalid together: {expected or error['msg']}"
+    name, field = _variable(str(error["loc"][0]), model, present)
+    if expected is None:
         expected = f"expected {_accepted(field, model)}" if field else error["msg"]
-    return f"{name}={shown} is invalid: {expected}"
+    return f"{name}={_shown(error.get('input'), field, model)} is invalid: {expected}"
 
 
 def _variable(loc: str, model: type[BaseModel], present: set[str]) -> tuple[str, str | None]:
@@ -61,11 +76,14 @@ def _variable(loc: str, model: type[BaseModel], present: set[str]) -> tuple[str,
 
 
 def _shown(value: Any, field: str | None, model: type[BaseModel]) -> str:
-    """The bad value, quoted; secrets are never echoed and URL passwords are masked."""
-    if field and model.model_fields[field].annotation is SecretStr:
+    """The bad value, quoted; secrets (and values of no known setting) are never echoed, URL passwords masked."""
+    if field is None or model.model_fields[field].annotation is SecretStr:
         return "(hidden)"
-    text = str(value)
-    return repr(_USERINFO.sub(lambda m: (m.group(1) or "") + "***@", text))
+    return repr(_masked(str(value)))
+
+
+def _masked(text: str) -> str:
+    return _USERINFO.sub(lambda m: m.group(1) + "***@", text)
 
 
 def _accepted(field: str, model: type[BaseModel]) -> str:

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import keys
 from shared.apikeys import parse_api_keys
-from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, describe
+from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe
 
 __all__ = [
     "CONFIG_ERROR_EXIT_CODE",
@@ -225,7 +225,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _wait_fits_timeout(self) -> Settings:
         if self.redis_wait_replicas and self.redis_wait_timeout_ms >= self.redis_timeout_seconds * 1000:
-            raise ValueError("RELAY_REDIS_WAIT_TIMEOUT_MS must be below RELAY_REDIS_TIMEOUT_SECONDS (in ms)")
+            raise Conflict(
+                f"RELAY_REDIS_WAIT_TIMEOUT_MS ({self.redis_wait_timeout_ms}) must be below RELAY_REDIS_TIMEOUT_SECONDS "
+                f"({self.redis_timeout_seconds} s = {self.redis_timeout_seconds * 1000:g} ms)",
+                "redis_wait_timeout_ms",
+                "redis_timeout_seconds",
+            )
         return self
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -269,7 +274,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _args_fit_body(self) -> Settings:
         if self.max_args_bytes > self.max_body_bytes:
-            raise ValueError("RELAY_MAX_ARGS_BYTES must not exceed RELAY_MAX_BODY_BYTES")
+            raise Conflict(
+                f"RELAY_MAX_ARGS_BYTES ({self.max_args_bytes}) must not exceed RELAY_MAX_BODY_BYTES "
+                f"({self.max_body_bytes})",
+                "max_args_bytes",
+                "max_body_bytes",
+            )
         return self
 
     def api_key_list(self) -> list[str]:

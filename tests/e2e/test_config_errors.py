@@ -51,6 +51,41 @@ def test_bad_variables_are_one_line_each_and_exit_78(role: str, env: dict[str, s
     assert done.stdout == ""
 
 
+SECRETS = {
+    "RELAY_REDIS_URL": "redis://relay:url-s3cret-pw@127.0.0.1:{port}/0",
+    "RELAY_REDIS_PASSWORD": "redis-s3cret-pw",
+    "RELAY_REDIS_SENTINEL_PASSWORD": "sentinel-s3cret-pw",
+    "RELAY_API_KEYS": "ops:api-s3cret-key",
+    "RELAY_SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x/;SharedAccessKey=sb-s3cret-key",
+}
+
+
+@pytest.mark.parametrize("role", ["worker", "api"])
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"RELAY_MAX_BODY_BYTES": "8192"},
+            "RELAY_MAX_ARGS_BYTES and RELAY_MAX_BODY_BYTES are invalid together: RELAY_MAX_ARGS_BYTES (16384) "
+            "must not exceed RELAY_MAX_BODY_BYTES (8192)",
+        ),
+        (
+            {"RELAY_REDIS_WAIT_REPLICAS": "1", "RELAY_REDIS_WAIT_TIMEOUT_MS": "5000"},
+            "RELAY_REDIS_WAIT_TIMEOUT_MS and RELAY_REDIS_TIMEOUT_SECONDS are invalid together: "
+            "RELAY_REDIS_WAIT_TIMEOUT_MS (5000) must be below RELAY_REDIS_TIMEOUT_SECONDS (2.0 s = 2000 ms)",
+        ),
+    ],
+)
+def test_a_check_across_variables_names_them_and_shows_no_secret(role: str, env: dict[str, str], line: str) -> None:
+    # pydantic gives such a check every variable set as its input: none of them may reach the output.
+    secrets = {**SECRETS, "RELAY_REDIS_URL": SECRETS["RELAY_REDIS_URL"].format(port=free_port())}
+    argv = WORKER if role == "worker" else [*API, str(free_port())]
+    done = run(argv, **secrets, **env)
+    assert done.returncode == 78
+    assert done.stderr.splitlines() == [line]
+    assert "s3cret" not in done.stdout + done.stderr
+
+
 def test_deprecated_and_mistyped_variables_are_warned_about(spawn_worker: StartWorker, spawn_api: StartApi) -> None:
     env = {"RELAY_MAX_TRIES": "3", "RELAY_HEARTBEAT_SECOND": "1"}
     worker = spawn_worker(**env)

@@ -66,6 +66,28 @@ def test_a_bad_variable_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, e
     assert caught.value.code == CONFIG_ERROR_EXIT_CODE == 78
 
 
+def test_a_password_in_a_url_is_masked_in_the_message_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_CORS_ORIGINS", "https://app.example.com,https://user:s3cr3t@other.example.com")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "RELAY_CORS_ORIGINS='https://app.example.com,https://***@other.example.com' is invalid: "
+        "'https://***@other.example.com' is not an origin: scheme://host[:port], no path or trailing slash"
+    )
+
+
+def test_a_check_across_variables_names_them_not_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_API_KEYS", "ops:s3cr3t")
+    monkeypatch.setenv("RELAY_MAX_ARGS_BYTES", "2048")
+    monkeypatch.setenv("RELAY_MAX_BODY_BYTES", "1024")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "RELAY_MAX_ARGS_BYTES and RELAY_MAX_BODY_BYTES are invalid together: RELAY_MAX_ARGS_BYTES (2048) must not "
+        "exceed RELAY_MAX_BODY_BYTES (1024)"
+    )
+
+
 def test_every_bad_variable_gets_its_own_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELAY_WORKER_CONCURRENCY", "0")
     monkeypatch.setenv("RELAY_HEARTBEAT_SECONDS", "soon")
