@@ -5,7 +5,8 @@ live events whose sequence number is above the last one sent. Anything the live 
 reader's overflow, a reconnect, a jump in numbers) is re-read from the log. Events the log no longer has
 (capped, or expired during a long silence) are announced by one ``gap`` event naming the missing numbers,
 never skipped silently. A stream ends after an ``end`` event that is the last one in the log (a retried task
-logs more events after an earlier ``end``).
+logs more events after an earlier ``end``), or, with nothing sent, once the log ends with an ``end`` the
+client's position is already past (a stale resume point): what a ``204`` says at connect.
 """
 
 from __future__ import annotations
@@ -101,11 +102,14 @@ async def _follow(
         if needs_replay:
             needs_replay = False
             sub.overflowed = False
+            replayed = False
             async for frame in _replay(log, task_id, last):
-                last = frame.seq
+                last, replayed = frame.seq, True
                 yield frame
                 if frame.ends:
                     return
+            if not replayed and await _ended_before(log, task_id, last):
+                return
         item = await _next_item(sub.queue, options.heartbeat_seconds, drain_deadline)
         if item is None:
             if drain_deadline is not None and time.monotonic() >= drain_deadline:
@@ -118,6 +122,8 @@ async def _follow(
             drain_deadline = drain_deadline or time.monotonic() + options.drain_seconds
         elif item is Signal.RESYNC:
             needs_replay = True
+        elif isinstance(item, Delivery) and item.head.seq <= last and item.head.type == FINAL_TYPE:
+            needs_replay = True  # the task ended below the client's position: the replay sees whether for good
         elif isinstance(item, Delivery) and item.head.seq > last:
             if item.head.seq != last + 1:
                 needs_replay = True  # a jump: the log has what is missing (or says it is gone), and this one too
@@ -128,6 +134,12 @@ async def _follow(
                 if ends:
                     return
         needs_replay = needs_replay or sub.overflowed
+
+
+async def _ended_before(log: EventLog, task_id: str, position: int) -> bool:
+    """Whether the log's last event is an ``end`` at or before ``position``: nothing more will come."""
+    newest = await log.last(task_id)
+    return newest is not None and newest[0] <= position and decode_head(newest[1]).type == FINAL_TYPE
 
 
 REPLAY_PAGE = 100

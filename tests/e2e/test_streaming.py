@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -124,6 +125,23 @@ def test_ndjson_resume_with_after_parameter(relay: str) -> None:
     wait_state(relay, task_id, {"succeeded"})
     events = read_events(relay, task_id, after=3)
     assert [e["seq"] for e in events] == [4, 5, 6]
+
+
+def test_a_stream_resumed_past_the_final_event_ends_when_the_task_does(relay: str) -> None:
+    # A stale position (say from an earlier task of the same id, its result expired): above any seq this run
+    # will reach, on a task that has not ended yet, so the 204 at connect does not apply.
+    task_id = submit_ok(relay, {"task": "echo", "delay_seconds": 1})
+    url = f"{relay}/tasks/{task_id}/events"
+    deadline = time.monotonic() + 20
+    lines: list[dict[str, object]] = []
+    with httpx.stream("GET", url, params={"after": 50}, timeout=10) as response:
+        assert response.status_code == 200  # not ended at connect
+        for line in ndjson_lines(response):
+            lines.append(line)
+            assert time.monotonic() < deadline, f"the stream outlived its task: {state(relay, task_id)}"
+    assert all(line == {"type": "heartbeat"} for line in lines)  # nothing numbered below the client's position
+    assert state(relay, task_id)["state"] == "succeeded"
+    assert httpx.get(url, params={"after": 50}, timeout=10).status_code == 204  # what a reconnect is told
 
 
 def test_idle_stream_sends_heartbeats(relay: str) -> None:
