@@ -126,6 +126,20 @@ def test_arq_retry_raised_by_a_task_is_a_retry_not_a_failure(stack: str) -> None
     assert events[-2]["data"] == {"try": 3}
 
 
+@pytest.mark.parametrize("how", ["future", "gather"])
+def test_a_task_whose_own_code_is_cancelled_fails_once(stack: str, how: str) -> None:
+    """A ``CancelledError`` from the task's own code is no abort, lease loss or shutdown: the try fails (its
+    policy retries nothing), and is never given back to run again and again."""
+    task_id = submit_ok(stack, {"task": "cancels_itself", "kwargs": {"how": how}})
+    final = wait_state(stack, task_id, FINAL)
+    assert final["state"] == "failed"
+    assert final["error"]["error_type"] == "CancelledError"
+    assert "own code" in final["error"]["message"]
+    assert final["tries"] == 1
+    events = types(read_events(stack, task_id))
+    assert events == ["started", "error", "end"]
+
+
 def test_numbering_never_restarts_after_the_log_expires_during_a_silence(
     queue: str, spawn_api: StartApi, spawn_worker: StartWorker
 ) -> None:

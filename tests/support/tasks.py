@@ -74,6 +74,20 @@ async def asks_retry(task: TaskContext, times: int = 1) -> dict[str, int]:
     return {"try": task.try_number}
 
 
+@registry.task()
+async def cancels_itself(task: TaskContext, how: str = "future") -> None:
+    """Its own code raises ``CancelledError`` (a cancelled future it awaits, or a cancelled inner gather): a
+    failure of the task, nothing Relay asked for."""
+    loop = asyncio.get_running_loop()
+    if how == "gather":
+        inner = asyncio.gather(asyncio.sleep(3600))
+        loop.call_soon(inner.cancel)
+        await inner
+    future: asyncio.Future[None] = loop.create_future()
+    future.cancel()
+    await future
+
+
 @registry.task(timeout_seconds=2)
 async def blocks_loop(task: TaskContext, seconds: float = 3.0) -> dict[str, float]:
     """Block the worker's event loop (a ``time.sleep`` in an ``async def``: the mistake Relay warns about)."""

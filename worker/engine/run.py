@@ -5,6 +5,8 @@ Three things can cancel a running job, and each is recognised positively, never 
 - its worker stopping (SIGTERM/SIGINT past the grace period, or a second signal): the engine's shutdown flag,
   set from the signal handler; the job goes back on the queue and its try is given back;
 - its lease lost (its worker stalled so long that another worker took the job over): nothing is written.
+Any other ``CancelledError`` (most often the task's own code awaiting something cancelled) fails the try
+like any other error: a give-back re-queue would run it again forever.
 A task's own timeout is Relay's ``asyncio.timeout``: it ends the run as a failure (``TaskTimedOut``), which the
 task's retry policy may retry.
 """
@@ -215,11 +217,18 @@ class JobRun:
             return outcomes.aborted("aborted while running")
         if self.lease_lost:
             return Ending(TaskState.UNKNOWN, reason="lease lost")
-        if self.engine.shutting_down:
+        current = asyncio.current_task()
+        cancelled_from_outside = current is not None and current.cancelling() > 0
+        if self.engine.shutting_down and cancelled_from_outside:
             return outcomes.requeued("worker shutdown", give_back_try=True)
-        # Nothing Relay knows asked for this cancel: never lose the task, run it again elsewhere.
-        logger.warning("task %s was cancelled without an abort or a shutdown; re-queueing it", self.task_id)
-        return outcomes.requeued("worker stopping", give_back_try=True)
+        # Relay did not ask for this cancel (most often the task's own code: a cancelled future or inner task
+        # it awaited). A give-back re-queue would run it again and again, so it fails like any other error.
+        if cancelled_from_outside:
+            message = "the task's run was cancelled by something other than Relay (no abort or shutdown)"
+        else:
+            message = "the task's own code was cancelled (a future or task it awaited was cancelled)"
+        logger.warning("task %s: %s", self.task_id, message)
+        return self._failure(asyncio.CancelledError(message), timed_out=False)
 
     def _failure(self, exc: BaseException, timed_out: bool) -> Ending:
         return outcomes.decide_failure(
