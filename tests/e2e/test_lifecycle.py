@@ -126,6 +126,15 @@ def test_arq_retry_raised_by_a_task_is_a_retry_not_a_failure(stack: str) -> None
     assert events[-2]["data"] == {"try": 3}
 
 
+def test_arq_retry_honours_a_submit_that_lowered_the_retries(stack: str) -> None:
+    task_id = submit_ok(stack, {"task": "asks_retry", "kwargs": {"times": 1}, "max_retries": 0})
+    final = wait_state(stack, task_id, FINAL)
+    assert final["state"] == "failed"
+    assert final["error"]["error_type"] == "TriesExhausted"
+    assert final["tries"] == 1
+    assert types(read_events(stack, task_id)) == ["started", "error", "end"]
+
+
 @pytest.mark.parametrize("how", ["future", "gather"])
 def test_a_task_whose_own_code_is_cancelled_fails_once(stack: str, how: str) -> None:
     """A ``CancelledError`` from the task's own code is no abort, lease loss or shutdown: the try fails (its

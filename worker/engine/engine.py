@@ -186,7 +186,9 @@ class Engine:
             message = f"no task {record.function!r} is registered on this worker"
             return outcomes.failed(outcomes.NotRunnable(message))
         spec = self.registry.get(record.function)
-        allowed = spec.retry.max_retries if record.max_retries is None else record.max_retries
+        allowed = spec.retry.max_retries
+        if record.max_retries is not None:
+            allowed = min(allowed, record.max_retries)  # a submit may lower the retries, never raise them
         cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
         if claimed.try_number - record.tries_base > cap:
             return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {cap} times, its maximum"))

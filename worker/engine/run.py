@@ -236,9 +236,11 @@ class JobRun:
         )
 
     def _retry_requested(self, exc: Retry) -> Ending:
-        """arq's ``Retry`` raised by a task: a retry, within the task's tries, never a silent re-queue."""
-        allowed = self.spec.retry.max_retries
-        cap = outcomes.tries_cap(self.engine.settings.max_pickups, allowed)
+        """arq's ``Retry`` raised by a task: a retry, within the task's tries (fewer if the submit lowered its
+        retries), never a silent re-queue."""
+        cap = outcomes.tries_cap(self.engine.settings.max_pickups, self.spec.retry.max_retries)
+        if self.record.max_retries is not None:
+            cap = min(cap, 1 + self.record.max_retries)
         message = "the task asked to be retried"
         if self.try_number - self.record.tries_base >= cap:
             return outcomes.failed(outcomes.TriesExhausted(f"{message}, but it has used its {cap} tries"))
