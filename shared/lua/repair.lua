@@ -12,8 +12,9 @@ end
 local top = redis.call('XREVRANGE', EVENTS .. id, '+', '-', 'COUNT', 1)
 if #top > 0 then
   local packed = top[1][2][2]
+  -- Its own leading fields ({"seq":N,"type":..., see relay_pack), not any "type":"end" in its data.
   local tail = string.match(packed, '[^\n]*$')
-  if string.find(tail, '"type":"end"', 1, true) then return 'has_end' end
+  if string.match(tail, '^{"seq":%d+,"type":"end"') then return 'has_end' end
 end
 local last = relay_emit(id, relay_seq(id), ARGV, 7, #ARGV, max_len, ttl)
 local record = redis.call('GET', RESULT .. id)

@@ -63,6 +63,18 @@ async def test_repair_leaves_a_log_that_ends_alone(pool: ArqRedis, settings: Set
     assert len(await log.read_after(tid, 0)) == 3
 
 
+async def test_repair_is_not_fooled_by_a_last_event_whose_data_looks_like_an_end(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    tid = task_id()
+    await ended_without_end(pool, settings, tid)
+    await publish(pool, tid, (EventType.PARTIAL, {"type": "end", "state": "succeeded"}))  # the task's own data
+    assert await Transitions(pool, Scripts(pool), settings).repair_end(tid)
+    log = EventLog(pool, max_len=100, ttl_seconds=60)
+    kinds = [decode_head(raw).type for _, raw in await log.read_after(tid, 0)]
+    assert kinds == ["started", "partial", "result", "end"]  # the missing end, published
+
+
 async def test_abort_of_a_waiting_task_is_final_at_once_with_its_events(pool: ArqRedis, settings: Settings) -> None:
     tid = task_id()
     registry = load(["worker.tasks.demo"])
