@@ -114,6 +114,20 @@ def sync_steps(task: TaskContext, seconds: float = 1.0, steps: int = 4) -> dict[
 
 
 @registry.task()
+def sync_until_cancelled(task: TaskContext, noticed: str, seconds: float = 30.0) -> str:
+    """A plain ``def`` task that works in small steps until it sees ``task.cancelled``, then writes the file
+    ``noticed`` and returns: what a test can watch after the run itself has ended."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if task.cancelled:
+            with open(noticed, "w") as out:
+                out.write(f"{task.id} noticed task.cancelled\n")
+            return "stopped"
+        time.sleep(0.05)
+    return "never told"
+
+
+@registry.task()
 def sync_add(task: TaskContext, a: int, b: int) -> int:
     """A plain ``def`` task that returns at once."""
     return a + b
