@@ -15,17 +15,18 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import httpx
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from devchild import Child, say
 from devplace import InstanceDir
-from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError
 
-from shared.redis import public_url
+from shared.redis import close, probe_client, public_url
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,8 @@ API_STOP_MARGIN = 10.0  # past RELAY_API_DRAIN_SECONDS: Sanic's close margin and
 WORKER_STOP_MARGIN = 15.0  # past RELAY_WORKER_GRACE_SECONDS: cancelling and re-queueing the jobs
 HURRY_WITHIN = 10.0  # after a second Ctrl-C, how long workers get to re-queue their jobs before SIGKILL
 REDIS_STOP_WITHIN = 15.0
+# What Redis says when it will never let us in as configured: no point waiting REDIS_WITHIN for it.
+REDIS_REFUSALS = (AuthenticationError, NoPermissionError)
 
 
 def metrics_ports(first: int, workers: int) -> list[int]:
@@ -143,7 +146,8 @@ class Runner:
             self.redis = await self._spawn("redis", self._redis_argv(server))
         else:
             say("dev", f"using your Redis at {public_url(url)} (RELAY_REDIS_URL); not starting one")
-        if not await self._starting(_poll(lambda: _pings(url)), f"Redis at {public_url(url)}", REDIS_WITHIN):
+        reachable = _poll(lambda: _pings(self.settings), fatal=REDIS_REFUSALS)
+        if not await self._starting(reachable, f"Redis at {public_url(url)}", REDIS_WITHIN):
             return False
         ports = self.metrics_ports
         for i in range(self.args.workers):
@@ -190,6 +194,9 @@ class Runner:
             return False
         if job.done() and not job.cancelled() and job.exception() is None:
             return True
+        if job.done() and not job.cancelled():
+            self.failure = f"{what} refused the connection: {' '.join(str(job.exception()).split())}"
+            return False
         self.failure = f"{what} did not come up within {within:g} s (full logs: {shown(self.place.logs)})"
         return False
 
@@ -286,7 +293,7 @@ class Runner:
         return f"waiting for the API to let its open streams finish: {left:.0f} s left (Ctrl-C again: stop now)"
 
     async def _workers_waiting(self, elapsed: float, left: float) -> str:
-        jobs = await _jobs_in_progress(self.settings.redis_url)
+        jobs = await _jobs_in_progress(self.settings)
         running = "jobs in progress: unknown" if jobs is None else f"{jobs} job{'s' * (jobs != 1)} in progress"
         grace_left = self.settings.worker_grace_seconds - elapsed
         if grace_left > 0:
@@ -307,7 +314,7 @@ class Runner:
 
     async def _report_queue(self) -> None:
         """How many jobs stay queued, and how to clear them: nothing in Redis is lost by stopping."""
-        depth = await _queue_depth(self.settings.redis_url, self.settings.queue_name)
+        depth = await _queue_depth(self.settings)
         if not depth:
             return
         jobs = f"{depth} job{'s' * (depth != 1)}"
@@ -362,16 +369,32 @@ async def _all(steps: list[Coroutine[Any, Any, Any]]) -> None:
             step.close()
 
 
-async def _poll(check: Callable[[], Awaitable[bool]]) -> None:
+async def _poll(check: Callable[[], Awaitable[bool]], fatal: tuple[type[Exception], ...] = ()) -> None:
+    """Until ``check`` is true; a failed check is tried again, unless it raised one of ``fatal``."""
     while True:
-        with contextlib.suppress(Exception):
+        try:
             if await check():
                 return
+        except fatal:
+            raise
+        except Exception:  # not up yet
+            pass
         await asyncio.sleep(0.1)
 
 
-async def _pings(url: str) -> bool:
-    async with Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as client:
+@contextlib.asynccontextmanager
+async def _redis(settings: Settings) -> AsyncIterator[ArqRedis]:
+    """A client built as Relay's own processes build theirs (RELAY_REDIS_PASSWORD, _USERNAME, TLS, Sentinel),
+    trying each command once."""
+    client = probe_client(settings)
+    try:
+        yield client
+    finally:
+        await close(client)
+
+
+async def _pings(settings: Settings) -> bool:
+    async with _redis(settings) as client:
         return bool(await client.ping())
 
 
@@ -380,17 +403,17 @@ async def _ready(base: str) -> bool:
         return (await http.get(f"{base}/health/ready", timeout=1)).status_code == 200
 
 
-async def _jobs_in_progress(url: str) -> int | None:
+async def _jobs_in_progress(settings: Settings) -> int | None:
     with contextlib.suppress(Exception):
-        async with Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as client:
+        async with _redis(settings) as client:
             return sum([1 async for _ in client.scan_iter(match=in_progress_key_prefix + "*", count=1000)])
     return None
 
 
-async def _queue_depth(url: str, queue: str) -> int | None:
+async def _queue_depth(settings: Settings) -> int | None:
     with contextlib.suppress(Exception):
-        async with Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as client:
-            return int(await client.zcard(queue))
+        async with _redis(settings) as client:
+            return int(await client.zcard(settings.queue_name))
     return None
 
 

@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -211,6 +212,62 @@ def test_relay_redis_url_is_respected(tmp_path: Path, dev: list[DevRunner], redi
     assert redis.Redis.from_url(redis_url).exists(f"arq:result:{task_id}")  # it ran on the user's Redis
     runner.interrupt()
     assert runner.proc.wait(60) == 0
+
+
+@pytest.fixture
+def locked_redis(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A private redis-server that wants a password; yields its URL (without it) and the password."""
+    port, password = free_port(), "dev-s3cret"
+    server = shutil.which("redis-server")
+    assert server is not None, "redis-server is not installed (scripts/test installs it when it can)"
+    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(tmp_path), "--requirepass", password]
+    proc = ManagedProcess("locked-redis", argv, dict(os.environ), tmp_path)
+    client = redis.Redis(port=port, password=password)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until(answers, 10, "the password-protected redis-server to answer")
+        yield f"redis://127.0.0.1:{port}/0", password
+    finally:
+        client.close()
+        proc.stop()
+
+
+def test_the_redis_password_variable_is_used_to_reach_the_users_redis(
+    tmp_path: Path, locked_redis: tuple[str, str], dev: list[DevRunner]
+) -> None:
+    url, password = locked_redis
+    runner = DevRunner(tmp_path, RELAY_REDIS_URL=url, RELAY_REDIS_PASSWORD=password, RELAY_WORKER_GRACE_SECONDS="300")
+    dev.append(runner)
+    task_id = _start_sleeping_task(runner)  # "Relay is up": the runner's own ping got through
+    _first_then_second_ctrl_c(runner)  # which waits for "1 job in progress": the runner read the workers' jobs
+    assert "your Redis keeps 1 job in relay:queue" in runner.lines()
+    assert "Authentication required" not in runner.output()
+    client = redis.Redis.from_url(url, password=password)
+    try:
+        assert client.zscore("relay:queue", task_id) is not None
+    finally:
+        client.close()
+
+
+def test_a_wrong_redis_password_stops_the_runner_at_once_saying_so(
+    tmp_path: Path, locked_redis: tuple[str, str], dev: list[DevRunner]
+) -> None:
+    url, _ = locked_redis
+    runner = DevRunner(tmp_path, RELAY_REDIS_URL=url, RELAY_REDIS_PASSWORD="not-the-s3cret")
+    dev.append(runner)
+    assert runner.proc.wait(20) == 1  # not after the 30 s it gives a Redis that is still starting
+    assert runner.lines()[-1] == (
+        f"stopped: Redis at {url} refused the connection: invalid username-password pair or user is disabled."
+    )
+    assert "started" not in runner.output()  # no worker or API for a Redis they cannot use
+    assert "not-the-s3cret" not in runner.output()
 
 
 @pytest.mark.parametrize("which", ["api", "redis"])
