@@ -120,7 +120,7 @@ class AsyncClient:
             for view in views[:size]:
                 yield view
                 yielded += 1
-            if cursor is None or not views:
+            if cursor is None:  # a page may be empty with a cursor (its scan found no match): older tasks follow
                 return
 
     def events(

@@ -129,7 +129,7 @@ class Client:
             for view in views[:size]:
                 yield view
                 yielded += 1
-            if cursor is None or not views:
+            if cursor is None:  # a page may be empty with a cursor (its scan found no match): older tasks follow
                 return
 
     def events(

@@ -203,6 +203,21 @@ def test_list_limit_stops_fetching_and_asks_for_no_more_than_needed() -> None:
         next(iter(client(rec).list(page_size=501)))
 
 
+def test_list_follows_the_cursor_past_an_empty_page() -> None:
+    # The server's scan of one request may match nothing and still give a cursor: the older tasks come next.
+    rec = Recorder(page([], "c1"), page(["old"], None))
+    with client(rec) as relay:
+        assert [t.id for t in relay.list(state="failed")] == ["old"]
+    assert [r.url.params.get("cursor") for r in rec.requests] == [None, "c1"]
+
+
+async def test_async_list_follows_the_cursor_past_an_empty_page() -> None:
+    rec = Recorder(page([], "c1"), page(["old"], None))
+    async with AsyncClient("http://relay.test", transport=httpx.MockTransport(rec)) as relay:
+        assert [t.id async for t in relay.list(state="failed")] == ["old"]
+    assert [r.url.params.get("cursor") for r in rec.requests] == [None, "c1"]
+
+
 def test_retry_posts_and_returns_a_handle_on_the_same_id() -> None:
     answer = {"id": "t 1", "task": "echo", "state": "queued", "created": False}
     rec = Recorder(httpx.Response(202, json=answer))
