@@ -6,7 +6,8 @@ state (a worker's commit, an abort while it waited, a take-over of a lost worker
 same script that records it puts the task in the reply outbox (``relay:outbox:<queue>``) and publishes an
 ``o`` wake-up notice. Bridge workers send what is due from the outbox and remove it only once Service Bus
 accepted the reply; a failed send is retried with backoff until it succeeds, and a sender that dies mid-send
-leaves the entry to another after ``HOLD_SECONDS``. Delivery is at-least-once. The reply carries
+leaves the entry to another after ``HOLD_SECONDS``. Delivery is at-least-once while the task's records live
+(``RELAY_RESULT_TTL_SECONDS``); a reply still unsent when they expire is dropped with a warning. The reply carries
 ``correlation_id`` = the original message id and ``session_id`` = the request's ``reply_to_session_id``.
 """
 
@@ -71,8 +72,15 @@ class ReplySender:
 
     async def _send_one(self, task_id: str, raw_request: bytes | None) -> None:
         view = await task_view(self._pool, self._queue_name, task_id)
-        if raw_request is None or view is None or not is_final(view):
-            await self._pool.zrem(self._outbox, task_id)  # nothing to say (yet): a retry re-adds it at its end
+        if view is not None and not is_final(view):
+            await self._pool.zrem(self._outbox, task_id)  # nothing to say yet: a retry re-adds it at its end
+            return
+        if raw_request is None or view is None:
+            # Both live RELAY_RESULT_TTL_SECONDS: the reply could not be sent for longer than that.
+            lost = {"reply request": raw_request is None, "record": view is None}
+            missing = " and ".join(what for what, gone in lost.items() if gone)
+            logger.warning("reply for task %s dropped: its %s expired before it could be sent", task_id, missing)
+            await self._pool.zrem(self._outbox, task_id)
             return
         request = loads(raw_request)
         try:
