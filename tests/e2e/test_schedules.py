@@ -4,12 +4,13 @@ however many workers run."""
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 
 import httpx
 
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, types
+from tests.support.client import read_events, submit, types, wait_state
 from tests.support.processes import wait_until
 
 TICKS = 4
@@ -36,3 +37,56 @@ def test_three_workers_run_each_point_of_a_schedule_once(spawn_api: StartApi, sp
         events = read_events(base, str(task["id"]))
         assert types(events) == ["started", "result", "end"]  # run once, by one of the three
         assert events[-2]["data"] == {"id": task["id"], "note": "every second"}
+
+
+def _ticks_taken(base: str) -> bool:
+    """Whether the API takes ``tick`` (once it sees the offer of a worker that loads it)."""
+    return submit(base, {"task": "tick", "kwargs": {"note": "probe"}}).status_code == 202
+
+
+def test_a_point_whose_id_is_taken_is_skipped_with_a_warning(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    # Anyone may submit the predictable id of a coming point with other arguments; that must not end the worker
+    # (every restart would meet the same point again).
+    queue = f"relay:cron:{uuid.uuid4().hex[:8]}"
+    _, base = spawn_api(RELAY_QUEUE_NAME=queue, offers=False)
+    worker = spawn_worker(RELAY_QUEUE_NAME=queue, RELAY_TASK_MODULES="tests.support.scheduled")
+    wait_until(lambda: _ticks_taken(base), 20, "the API to take tick")
+    first_ms = (int(time.time()) + 6) * 1000  # well past the 2 s ahead of which the worker enqueues a point
+    taken = [f"cron-tick-0-{first_ms + i * 1000}" for i in range(2)]
+    for point in taken:
+        response = submit(base, {"task": "tick", "id": point, "kwargs": {"note": "squatter"}})
+        assert response.status_code == 202, response.text
+    after = f"cron-tick-0-{first_ms + 2000}"
+    wait_state(base, after, {"succeeded"}, timeout=30)  # the worker went on to the next point
+    assert worker.proc.poll() is None
+    output = worker.output()
+    for point in taken:
+        assert (
+            f"WARNING relay.worker.schedules: schedule point {point} skipped: IdConflict: id '{point}' is already "
+            "taken by a 'tick' task with other arguments (note)"
+        ) in output
+    assert "Traceback" not in output
+
+
+def test_a_point_the_replicas_did_not_confirm_runs_and_the_worker_goes_on(
+    spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    # RELAY_REDIS_WAIT_REPLICAS=1 on a Redis without replicas: every point is on the primary, never confirmed.
+    queue = f"relay:cron:{uuid.uuid4().hex[:8]}"
+    _, base = spawn_api(RELAY_QUEUE_NAME=queue, offers=False)
+    env = {"RELAY_REDIS_WAIT_REPLICAS": "1", "RELAY_REDIS_WAIT_TIMEOUT_MS": "100"}
+    worker = spawn_worker(RELAY_QUEUE_NAME=queue, RELAY_TASK_MODULES="tests.support.scheduled", **env)
+
+    def ran() -> list[str]:
+        page = httpx.get(f"{base}/tasks", params={"task": "tick", "state": "succeeded", "limit": 100}, timeout=10)
+        return [str(t["id"]) for t in page.json()["tasks"]]
+
+    wait_until(lambda: len(ran()) >= 3, 30, "3 schedule points to have run")
+    assert worker.proc.poll() is None
+    output = worker.output()
+    for point in ran():
+        assert (
+            f"WARNING relay.worker.schedules: schedule point {point} enqueued but not confirmed: task {point} "
+            "reached 0 of 1 replicas within 100 ms"
+        ) in output
+    assert "Traceback" not in output

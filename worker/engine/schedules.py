@@ -2,6 +2,10 @@
 
 Each point is enqueued a little ahead (due at its exact time), with an id every worker computes alike, so the
 enqueue script creates it once however many workers try. A worker that was down skips the points it missed.
+
+A point that cannot be enqueued is never fatal: an exception here would end arq's loop, and every restart
+would meet the same point again. It is skipped with one warning (its id taken by a task with other arguments,
+the queue full, arguments that do not fit), or tried again on the next poll when Redis itself failed.
 """
 
 from __future__ import annotations
@@ -10,8 +14,11 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
+from shared.durability import NotReplicated
 from shared.enqueue import Enqueuer, prepare
-from shared.errors import QueueFull
+from shared.errors import QueueFull, SubmissionError
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
 from worker.registry import TaskRegistry, TaskSpec
@@ -64,8 +71,19 @@ class Scheduler:
         submission = TaskSubmission(task=entry.spec.name, kwargs=entry.schedule.kwargs, id=task_id, run_at=entry.at)
         try:
             submitted = await self._enqueuer.enqueue(prepare(entry.spec, self._settings, submission))
+        except (RedisError, OSError):
+            raise  # the poll says so and tries this point again on its next round
         except QueueFull:
             logger.warning("schedule point %s skipped: the queue is full", task_id)
+            return
+        except NotReplicated as exc:  # on the primary, so it runs; another worker's enqueue of it is the same
+            logger.warning("schedule point %s enqueued but not confirmed: %s", task_id, exc)
+            return
+        except SubmissionError as exc:  # IdConflict (anyone may submit a point's id first), InvalidArguments...
+            logger.warning("schedule point %s skipped: %s: %s", task_id, type(exc).__name__, exc.message)
+            return
+        except Exception as exc:  # whatever else: still not worth the worker
+            logger.warning("schedule point %s skipped: %s: %s", task_id, type(exc).__name__, exc)
             return
         if submitted.created:
             self.enqueued += 1
