@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -52,6 +53,29 @@ def test_worker_sigterm_past_grace_requeues_to_another_worker(spawn_api: StartAp
         assert events.count("started") == 2
         assert events.count("end") == 1
         assert final["tries"] == 1  # the interrupted pickup was given back
+
+
+def test_worker_sigterm_during_a_long_plain_task_exits_and_requeues(
+    spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
+) -> None:
+    """Python cannot stop the thread of a plain ``def`` task: past the grace period its job is re-queued and the
+    worker exits anyway, leaving the thread behind, instead of waiting for it (or hanging on its next event)."""
+    q = queue()
+    _, base = spawn_api(RELAY_QUEUE_NAME=q)
+    first = spawn_worker(RELAY_QUEUE_NAME=q, RELAY_WORKER_GRACE_SECONDS="1")
+    marker = tmp_path / "first-run"
+    task_id = submit_ok(base, {"task": "sync_slow_first", "kwargs": {"marker": str(marker)}})
+    wait_until(marker.exists, 20, "the task's first run to start")
+    first.send(signal.SIGTERM)
+    assert_clean_exit(first, timeout=1 + 5)
+    assert f"task {task_id} sync_slow_first: its thread is still running and is abandoned" in first.output()
+    assert state(base, task_id)["state"] == "queued"
+    spawn_worker(RELAY_QUEUE_NAME=q)
+    final = wait_state(base, task_id, {"succeeded", "failed", "aborted"}, timeout=30)
+    assert final["state"] == "succeeded"
+    assert final["result"] == "ran again"
+    events = types(read_events(base, task_id))
+    assert events == ["started", "requeued", "started", "result", "end"]
 
 
 def test_worker_with_more_due_tasks_than_slots_still_stops_on_sigterm(

@@ -128,6 +128,20 @@ def sync_until_cancelled(task: TaskContext, noticed: str, seconds: float = 30.0)
 
 
 @registry.task()
+def sync_slow_first(task: TaskContext, marker: str, seconds: float = 40.0, steps: int = 4) -> str:
+    """A plain ``def`` task that ignores ``task.cancelled`` (as many do): the first run (the file ``marker`` is
+    not there yet) sleeps ``seconds`` in ``steps`` with progress between; any later run returns at once."""
+    if os.path.exists(marker):
+        return "ran again"
+    with open(marker, "w") as out:
+        out.write(task.id)
+    for step in range(1, steps + 1):
+        time.sleep(seconds / steps)
+        task.progress(step, steps)
+    return "ran to the end"
+
+
+@registry.task()
 def sync_add(task: TaskContext, a: int, b: int) -> int:
     """A plain ``def`` task that returns at once."""
     return a + b

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
@@ -48,6 +50,8 @@ MAINTENANCE_SECONDS = 60.0
 SWEEP_LIMIT = 50
 INDEX_SCAN = 500
 
+T = TypeVar("T")
+
 
 class Engine:
     """Claims, runs and commits jobs for one arq ``Worker`` (see the module docstring)."""
@@ -60,7 +64,7 @@ class Engine:
         self.scripts = Scripts(pool)
         self.metrics = WorkerMetrics(settings.worker_concurrency, lambda: len(self.runs))  # worker.metrics
         self.committer = Committer(pool, self.scripts, settings, self.metrics)
-        self.threads = ThreadPoolExecutor(settings.sync_task_threads, thread_name_prefix="relay-task")
+        self.threads = TaskThreads(settings.sync_task_threads)
         self.leases = LeaseKeeper(settings, self.token, self)
         self.runs: dict[str, JobRun] = {}
         self.shutting_down = False
@@ -344,7 +348,13 @@ class Engine:
         with contextlib.suppress(RedisError, OSError):
             await self.committer.drain()
         self.leases.stop()
-        self.threads.shutdown(wait=False, cancel_futures=True)
+        for task_id, name in self.threads.stop():
+            logger.warning(
+                "task %s %s: its thread is still running and is abandoned as the worker exits (Python cannot stop "
+                "a thread; its run has already ended or been re-queued)",
+                task_id,
+                name,
+            )
 
     # --- logging (task id, name, timing and outcome; never argument or result values unless asked) -------
 
@@ -369,6 +379,59 @@ class Engine:
         waited = (run.started_ms - run.claimed.due_ms) / 1000
         logger.info("task %s %s try=%d %s in %.3fs (waited %.3fs)%s", run.task_id, run.spec.name, run.try_number,
                     what, took, waited, values)  # fmt: skip
+
+
+class TaskThreads:
+    """The threads that run plain ``def`` tasks, at most ``size`` at once.
+
+    Daemon threads, unlike ``ThreadPoolExecutor``'s (which the interpreter joins at exit): Python cannot
+    interrupt a task's thread, and one that ignores ``task.cancelled`` must not keep a stopping worker alive
+    once its job is re-queued. Each thread's current task is known, so the worker can say what it leaves behind.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._work: queue.SimpleQueue[tuple[Future[Any], tuple[str, str], Callable[[], Any]] | None]
+        self._work = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._busy: dict[int, tuple[str, str]] = {}  # thread ident -> (task id, task name)
+
+    def run(self, task: tuple[str, str], call: Callable[[], T]) -> Future[T]:
+        """Run ``call`` for ``task`` (its id and name) on a free thread, or once one is free."""
+        future: Future[T] = Future()
+        with self._lock:
+            self._work.put((future, task, call))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
+                thread = threading.Thread(target=self._serve, name=f"relay-task_{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def stop(self) -> list[tuple[str, str]]:
+        """Cancel what has not started, let idle threads end, and return the tasks still running (abandoned)."""
+        with self._lock:
+            with contextlib.suppress(queue.Empty):
+                while (item := self._work.get_nowait()) is not None:
+                    item[0].cancel()
+            for _ in self._threads:
+                self._work.put(None)
+        return list(self._busy.values())
+
+    def _serve(self) -> None:
+        me = threading.get_ident()
+        while (item := self._work.get()) is not None:
+            future, task, call = item
+            if future.set_running_or_notify_cancel():
+                self._busy[me] = task
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # as ThreadPoolExecutor does: the awaiting run gets it
+                    future.set_exception(exc)
+                finally:
+                    del self._busy[me]
+            self._idle.release()
 
 
 def _claimed(item: list[Any]) -> Claimed:

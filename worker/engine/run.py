@@ -14,6 +14,7 @@ task's retry policy may retry.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from worker.engine.engine import Engine
 
 logger = logging.getLogger("relay.worker")
+
+THREAD_WAIT_SECONDS = 0.2  # how often a task thread waiting for its event checks that its run is still on
 
 
 @dataclass
@@ -97,11 +100,28 @@ class JobRun:
         # A TypeError here tells the task its data is not JSON.
         body = events.body(self.task_id, type_, data, trace_id=self.trace_id)
         if threading.get_ident() != self._loop_thread:
-            asyncio.run_coroutine_threadsafe(self._emit_from_thread(body), self._loop).result()
+            self._wait_from_thread(body)
             return Done()
         if self._closed:
             return Done()  # a task thread that outlived its run: its late events are dropped
         return self._queue_events([body])
+
+    def _wait_from_thread(self, body: bytes) -> None:
+        """In a task thread: wait until the event is stored, or until the run has ended (its late events are
+        dropped), never forever on a loop that has stopped (the worker is exiting)."""
+        if self._closed:
+            return
+        try:
+            stored = asyncio.run_coroutine_threadsafe(self._emit_from_thread(body), self._loop)
+        except RuntimeError:  # the loop is closed
+            return
+        while True:
+            try:
+                return stored.result(timeout=THREAD_WAIT_SECONDS)
+            except concurrent.futures.TimeoutError:
+                if self._closed or not self._loop.is_running():
+                    stored.cancel()
+                    return
 
     async def _emit_from_thread(self, body: bytes) -> None:
         if not self._closed:
@@ -181,7 +201,7 @@ class JobRun:
                 else:
                     # In the task's thread, the context of this run (its span) is current too.
                     call = functools.partial(contextvars.copy_context().run, self.spec.fn, context, **params)
-                    result = await self._loop.run_in_executor(self.engine.threads, call)
+                    result = await asyncio.wrap_future(self.engine.threads.run((self.task_id, self.spec.name), call))
             if self._overran(timeout):
                 # It blocked the event loop past its deadline, so the timeout could not interrupt it: it still
                 # ran longer than allowed, and its result is not accepted.
