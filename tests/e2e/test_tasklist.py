@@ -131,3 +131,22 @@ def test_workers_keep_the_index_bounded(redis_url: str, spawn_worker: StartWorke
     wait_until(lambda: redis_client.zcard(index) <= 1000, 20, "the index to be trimmed at the worker's start")
     survivors = {m.decode() for m in redis_client.zrange(index, 0, -1)}
     assert survivors == {f"kept-{i}" for i in range(500, 1500)}  # the newest 1,000; expired ones went first
+
+
+def test_one_maintenance_pass_prunes_far_more_than_one_batch(
+    spawn_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    """8,000 expired entries, oldest first (at 100 tasks/s, more die each minute than one 500-entry batch),
+    with a live task every 100th among them and 1,000 newer live ones: one pass (at the worker's start) drops
+    every expired entry and keeps every live one."""
+    queue = f"relay:prune:{uuid.uuid4().hex[:8]}"
+    index = keys.task_index(queue)
+    now = time.time_ns() // 1000
+    old = [f"old-{i}" for i in range(8000)]
+    live = {task_id for i, task_id in enumerate(old) if i % 100 == 50} | {f"new-{i}" for i in range(1000)}
+    redis_client.zadd(index, {task_id: now + i for i, task_id in enumerate(old)})
+    redis_client.zadd(index, {f"new-{i}": now + 10_000 + i for i in range(1000)})
+    redis_client.mset({keys.job(task_id): b"{}" for task_id in live})
+    spawn_worker(RELAY_QUEUE_NAME=queue)
+    wait_until(lambda: redis_client.zcard(index) <= len(live), 20, "one pass to prune the expired entries")
+    assert {m.decode() for m in redis_client.zrange(index, 0, -1)} == live
