@@ -7,6 +7,7 @@ silence longer than the log's TTL, a duplicate submit always said ``queued``.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 
@@ -105,6 +106,17 @@ def test_an_abort_request_left_by_an_earlier_task_of_the_id_is_ignored(stack: st
     task_id = f"reused-{uuid.uuid4().hex[:8]}"
     redis_client.zadd(keys.ABORT_SET, {task_id: int(time.time() * 1000) - 1000})  # from before this submit
     submit_ok(stack, {"task": "echo", "id": task_id})
+    assert wait_state(stack, task_id, FINAL)["state"] == "succeeded"
+
+
+def test_a_running_job_ignores_an_abort_request_older_than_its_enqueue(
+    queue: str, stack: str, redis_client: redis.Redis
+) -> None:
+    task_id = submit_ok(stack, {"task": "sleep", "kwargs": {"seconds": 1, "steps": 2}})
+    enqueued_at = wait_state(stack, task_id, {"running"})["enqueued_at"]
+    enqueue_ms = int(dt.datetime.fromisoformat(enqueued_at).timestamp() * 1000)
+    redis_client.zadd(keys.ABORT_SET, {task_id: enqueue_ms - 1000})  # meant for an earlier run of the id
+    redis_client.publish(keys.wakeup_channel(queue), f"a{task_id}")  # the notice makes the worker check now
     assert wait_state(stack, task_id, FINAL)["state"] == "succeeded"
 
 

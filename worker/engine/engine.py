@@ -12,14 +12,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
 import socket
-import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
@@ -37,6 +34,7 @@ from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
 from worker.engine.run import Claimed, JobRun, wait_for_redis
 from worker.engine.schedules import Scheduler
+from worker.engine.threads import TaskThreads
 from worker.metrics import WorkerMetrics
 from worker.registry import TaskRegistry
 
@@ -50,8 +48,6 @@ MAINTENANCE_SECONDS = 60.0
 SWEEP_LIMIT = 50
 INDEX_SCAN = 500  # index entries one maintenance call examines (a short Lua call)
 INDEX_PRUNE_SECONDS = 0.5  # most time one pass spends pruning the index, in calls of INDEX_SCAN entries
-
-T = TypeVar("T")
 
 
 class Engine:
@@ -305,7 +301,11 @@ class Engine:
         scores = await self.pool.zmscore(keys.ABORT_SET, ids)
         for task_id, score in zip(ids, scores, strict=True):
             run = self.runs.get(task_id)
-            if score is not None and run is not None and not run.abort_requested:
+            # Only a request made after this job's enqueue is for it (the claim's rule too): an older one was
+            # meant for an earlier run of the id.
+            if score is None or run is None or score < run.record.enqueue_ms:
+                continue
+            if not run.abort_requested:
                 logger.info("task %s: abort requested", task_id)
                 run.abort_requested = True
                 self._cancel(task_id)
@@ -390,59 +390,6 @@ class Engine:
         waited = (run.started_ms - run.claimed.due_ms) / 1000
         logger.info("task %s %s try=%d %s in %.3fs (waited %.3fs)%s", run.task_id, run.spec.name, run.try_number,
                     what, took, waited, values)  # fmt: skip
-
-
-class TaskThreads:
-    """The threads that run plain ``def`` tasks, at most ``size`` at once.
-
-    Daemon threads, unlike ``ThreadPoolExecutor``'s (which the interpreter joins at exit): Python cannot
-    interrupt a task's thread, and one that ignores ``task.cancelled`` must not keep a stopping worker alive
-    once its job is re-queued. Each thread's current task is known, so the worker can say what it leaves behind.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._work: queue.SimpleQueue[tuple[Future[Any], tuple[str, str], Callable[[], Any]] | None]
-        self._work = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = threading.Semaphore(0)
-        self._lock = threading.Lock()
-        self._busy: dict[int, tuple[str, str]] = {}  # thread ident -> (task id, task name)
-
-    def run(self, task: tuple[str, str], call: Callable[[], T]) -> Future[T]:
-        """Run ``call`` for ``task`` (its id and name) on a free thread, or once one is free."""
-        future: Future[T] = Future()
-        with self._lock:
-            self._work.put((future, task, call))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._size:
-                thread = threading.Thread(target=self._serve, name=f"relay-task_{len(self._threads)}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-        return future
-
-    def stop(self) -> list[tuple[str, str]]:
-        """Cancel what has not started, let idle threads end, and return the tasks still running (abandoned)."""
-        with self._lock:
-            with contextlib.suppress(queue.Empty):
-                while (item := self._work.get_nowait()) is not None:
-                    item[0].cancel()
-            for _ in self._threads:
-                self._work.put(None)
-        return list(self._busy.values())
-
-    def _serve(self) -> None:
-        me = threading.get_ident()
-        while (item := self._work.get()) is not None:
-            future, task, call = item
-            if future.set_running_or_notify_cancel():
-                self._busy[me] = task
-                try:
-                    future.set_result(call())
-                except BaseException as exc:  # as ThreadPoolExecutor does: the awaiting run gets it
-                    future.set_exception(exc)
-                finally:
-                    del self._busy[me]
-            self._idle.release()
 
 
 def _claimed(item: list[Any]) -> Claimed:
