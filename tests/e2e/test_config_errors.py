@@ -4,6 +4,7 @@ variables say so in one line per variable (no traceback, exit code 78); DEBUG an
 from __future__ import annotations
 
 import subprocess
+import uuid
 
 import httpx
 import pytest
@@ -126,7 +127,10 @@ def test_access_log_when_enabled(spawn_api: StartApi) -> None:
 
 
 def test_processes_log_which_redis_they_use(spawn_api: StartApi, spawn_worker: StartWorker, redis_url: str) -> None:
-    api, _ = spawn_api()
+    # A queue of its own: a worker on the shared default queue would pick up other tests' long jobs and
+    # spend its grace period on them when it stops.
+    queue = f"relay:which-redis:{uuid.uuid4().hex[:8]}"
+    api, _ = spawn_api(RELAY_QUEUE_NAME=queue)
     assert f"using Redis at {redis_url}" in api.output()
-    worker = spawn_worker()
-    assert f"queue relay:queue, using Redis at {redis_url}" in worker.output()
+    worker = spawn_worker(RELAY_QUEUE_NAME=queue)
+    assert f"queue {queue}, using Redis at {redis_url}" in worker.output()

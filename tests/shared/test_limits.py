@@ -24,5 +24,7 @@ def test_the_limit_is_inclusive_and_the_error_names_it() -> None:
 
 
 def test_args_limit_may_not_exceed_the_body_limit() -> None:
-    with pytest.raises(ValueError, match="RELAY_MAX_ARGS_BYTES must not exceed RELAY_MAX_BODY_BYTES"):
+    with pytest.raises(
+        ValueError, match=r"RELAY_MAX_ARGS_BYTES \(2000000\) must not exceed RELAY_MAX_BODY_BYTES \(1048576\)"
+    ):
         Settings(max_args_bytes=2_000_000)
