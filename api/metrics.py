@@ -21,7 +21,7 @@ class ApiMetrics:
         self.registry = CollectorRegistry()
         self.queue_due = Gauge(
             "relay_queue_due",
-            "Tasks due now and waiting for a worker (what worker autoscaling should follow).",
+            "Tasks due now and waiting for a worker.",
             registry=self.registry,
         )
         self.queue_deferred = Gauge(
@@ -30,6 +30,12 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.queue_running = Gauge("relay_queue_running", "Tasks running on a worker.", registry=self.registry)
+        self.queue_active = Gauge(
+            "relay_queue_active",
+            "Tasks due now or running: the work that needs a worker now (what worker autoscaling follows; "
+            "due alone would scale in workers that are busy with long tasks).",
+            registry=self.registry,
+        )
         self.streams_open = Gauge("relay_streams_open", "Event streams open on this process.", registry=self.registry)
         self.channels = Gauge(
             "relay_pubsub_channels", "Task channels this process is subscribed to.", registry=self.registry
@@ -89,6 +95,7 @@ async def render_metrics(res: Resources) -> tuple[bytes, str]:
         metrics.queue_due.set(due)
         metrics.queue_deferred.set(deferred)
         metrics.queue_running.set(running)
+        metrics.queue_active.set(due + running)
         metrics.redis_up.set(1)
     except (RedisError, OSError):
         metrics.redis_up.set(0)

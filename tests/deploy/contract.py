@@ -9,4 +9,4 @@ PORT = 8000
 READY_PATH = "/health/ready"
 LIVE_PATH = "/health/live"
 METRICS_PATH = "/metrics"
-QUEUE_DEPTH_GAUGE = "relay_queue_due"
+QUEUE_DEPTH_GAUGE = "relay_queue_active"

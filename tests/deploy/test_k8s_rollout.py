@@ -115,7 +115,8 @@ def test_workers_scale_on_the_api_queue_depth_gauge(rendered: dict[str, list[Doc
     assert trigger["type"] == "metrics-api"
     assert meta["format"] == "prometheus"
     assert meta["valueLocation"] == contract.QUEUE_DEPTH_GAUGE
-    assert float(meta["targetValue"]) > 0
+    # One worker per RELAY_WORKER_CONCURRENCY due-or-running tasks: a busy worker is never scaled away.
+    assert float(meta["targetValue"]) == float(configmap_data(docs, "relay-config")["RELAY_WORKER_CONCURRENCY"])
     # KEDA runs in its own namespace: the URL must name the API Service in *this* render's namespace.
     namespace = scaled["metadata"]["namespace"]
     service = named(docs, "Service", "relay-api")

@@ -26,13 +26,23 @@ def test_due_deferred_and_running_are_counted_apart(spawn_api: StartApi, spawn_w
         submit_ok(base, {"task": "echo", "delay_seconds": 3600})
     for _ in range(2):
         submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 30, "steps": 30}})
-    assert gauges(base) == {"relay_queue_due": 2, "relay_queue_deferred": 3, "relay_queue_running": 0}
+    assert gauges(base) == {
+        "relay_queue_due": 2,
+        "relay_queue_deferred": 3,
+        "relay_queue_running": 0,
+        "relay_queue_active": 2,  # what workers scale on: due or running, never deferred
+    }
     submit_ok(base, {"task": "echo", "delay_seconds": 3600})
     # The depth limit counts what waits, due or deferred (it bounds what Redis holds): 6 reached.
     refused = submit(base, {"task": "echo"})
     assert (refused.status_code, refused.json()["error"]["code"]) == (503, "queue_full")
     spawn_worker(**env)
     wait_until(lambda: gauges(base)["relay_queue_running"] == 2, 20, "both sleeps running")
-    assert gauges(base) == {"relay_queue_due": 0, "relay_queue_deferred": 4, "relay_queue_running": 2}
+    assert gauges(base) == {
+        "relay_queue_due": 0,
+        "relay_queue_deferred": 4,
+        "relay_queue_running": 2,
+        "relay_queue_active": 2,  # busy workers are still needed: due alone (0) would scale them in
+    }
     assert submit(base, {"task": "echo", "id": "after-start"}).status_code == 202  # running ones do not count
     wait_state(base, "after-start", {"succeeded"})
