@@ -45,8 +45,11 @@ from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, Respons
 
 from shared.redis_pools import (
     AsyncBudgetRetry,
+    AsyncConnection,
     AsyncSentinelConnection,
     AsyncSentinelSSLConnection,
+    AsyncSSLConnection,
+    AsyncUnixConnection,
     BoundedPool,
     BoundedSentinelPool,
     SyncBudgetRetry,
@@ -146,8 +149,8 @@ def describe(settings: Settings) -> str:
 
 def _async_connection_class(target: _Target) -> type[async_connection.AbstractConnection]:
     if target.unix:
-        return async_connection.UnixDomainSocketConnection
-    return async_connection.SSLConnection if target.tls else async_connection.Connection
+        return AsyncUnixConnection
+    return AsyncSSLConnection if target.tls else AsyncConnection
 
 
 def _async_pool(settings: Settings, policy: dict[str, Any], bounded: bool) -> ConnectionPool:

@@ -17,7 +17,7 @@ from redis import retry as sync_retry
 from redis import sentinel as sync_sentinel
 from redis.asyncio import ConnectionPool
 from redis.asyncio import retry as async_retry
-from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError
@@ -139,7 +139,35 @@ class BoundedSentinelPool(BoundedPool, SentinelConnectionPool):
 # one. These connect to an address once, so each retry of the outer loop asks Sentinel afresh.
 
 
-class AsyncSentinelConnection(SentinelManagedConnection):
+class _ClosedTransportIsConnectionError:
+    """uvloop (which Sanic runs) raises ``RuntimeError: ... the handler is closed`` when a command is written to
+    a connection the server closed (a Redis restart, a killed primary: seen as a 500 in the failover test),
+    where asyncio's own loop raises an ``OSError`` that redis-py turns into ``ConnectionError``. Made a
+    ``ConnectionError`` here, it is retried on a fresh connection or answered 503 like any lost connection
+    (uvloop issue #506)."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except RuntimeError as exc:
+            if "handler is closed" not in str(exc):
+                raise
+            raise ConnectionError(f"the connection was closed under a write ({exc})") from exc
+
+
+class AsyncConnection(_ClosedTransportIsConnectionError, Connection):
+    """redis-py's asyncio connection, with a closed transport reported as a lost connection."""
+
+
+class AsyncSSLConnection(_ClosedTransportIsConnectionError, SSLConnection):
+    """The same over TLS."""
+
+
+class AsyncUnixConnection(_ClosedTransportIsConnectionError, UnixDomainSocketConnection):
+    """The same over a Unix socket."""
+
+
+class AsyncSentinelConnection(_ClosedTransportIsConnectionError, SentinelManagedConnection):
     """Sentinel-managed connection (asyncio) that re-asks Sentinel on every connection attempt."""
 
     async def connect_to(self, address: Any) -> None:

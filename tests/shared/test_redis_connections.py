@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import uvloop
 from redis.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError
 
 import shared.redis as shared_redis
@@ -93,6 +94,25 @@ async def test_api_pool_is_bounded_and_says_when_it_is_exhausted(server: Server)
     finally:
         await client.aclose()
         admin.close()
+
+
+def test_a_connection_closed_under_a_write_is_a_lost_connection_on_uvloop(server: Server) -> None:
+    """Sanic runs uvloop, where writing to a transport the server closed raises RuntimeError (asyncio's own
+    loop raises an OSError redis-py calls ConnectionError): the failover test saw it as a 500. It must be a
+    lost connection, which the API's client retries once on a fresh one."""
+
+    async def write_after_the_server_closed_the_connection() -> bytes | None:
+        client = api_client(settings_for(server.url, redis_max_connections=2))
+        try:
+            await client.set("before", 1)
+            (connection,) = client.connection_pool._available_connections  # type: ignore[attr-defined]
+            connection._writer.transport.abort()  # as a killed server leaves it
+            value: bytes | None = await client.get("before")
+            return value
+        finally:
+            await client.aclose()
+
+    assert uvloop.run(write_after_the_server_closed_the_connection()) == b"1"
 
 
 async def test_cancelled_commands_give_their_connection_back(server: Server) -> None:
