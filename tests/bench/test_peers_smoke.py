@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.peers import relay_adapter, report, runner, venv
+from tests.support.heavy import heavy
 
 
 def _alive(pid: int) -> bool:
@@ -25,6 +26,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(90)
+@heavy
 def test_relay_and_bare_arq_are_measured_verified_and_cleaned_up() -> None:
     options = runner.Options(
         systems=("relay", "arq"),

@@ -16,6 +16,7 @@ import redis
 
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, submit_ok, types, wait_state
+from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
 from tests.support.processes import free_port, start_redis
 
@@ -38,6 +39,7 @@ def reconcile(base: str, task_ids: list[str]) -> int:
     return reruns
 
 
+@heavy
 def test_redis_restart_under_load_loses_nothing(spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path) -> None:
     port = free_port()
     server, url = start_redis(tmp_path, port, appendonly=True)

@@ -13,6 +13,7 @@ import uuid
 
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, state, submit_ok, types, wait_state
+from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
 from tests.support.processes import wait_until
 
@@ -90,6 +91,7 @@ def test_a_task_that_kills_its_worker_every_time_fails_after_its_tries(
     assert [e["type"] for e in events if e["type"] in ("requeued", "error", "end")] == ["requeued", "error", "end"]
 
 
+@heavy
 def test_sigkill_under_load_loses_nothing(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
     env = {"RELAY_QUEUE_NAME": queue(), "RELAY_LEASE_SECONDS": "2"}
     _, base = spawn_api(**env)

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from tests.conftest import StartApi
+from tests.support.heavy import heavy
 from tests.support.redis_servers import start_server
 
 BURST = 5_000
@@ -104,6 +105,7 @@ class ConnectionWatch:
 
 
 @pytest.mark.timeout(300)
+@heavy
 def test_five_thousand_concurrent_requests_stay_within_the_pool_bound(tmp_path: Path, spawn_api: StartApi) -> None:
     server = start_server(tmp_path, "--maxclients", "10000", name="bounded")
     queue = f"relay:burst:{uuid.uuid4().hex[:8]}"

@@ -22,6 +22,7 @@ import httpx
 
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, wait_state
+from tests.support.heavy import heavy
 from tests.support.processes import ManagedProcess, wait_until
 
 
@@ -76,8 +77,10 @@ class Load:
             for i in itertools.count():
                 if self.stop.wait(0.05):
                     return
-                # Every tenth task outlasts the workers' grace period, so some are re-queued mid-run.
-                seconds = 7.0 if i % 10 == 0 else 0.6
+                # Every tenth task outlasts the workers' grace period (5 s) by far, so the ones that started in
+                # the 7 s before a worker's SIGTERM are re-queued mid-run (with 7 s tasks, only those in the last
+                # 2 s were: on a busy machine, sometimes none).
+                seconds = 12.0 if i % 10 == 0 else 0.6
                 body = {"task": "sleep", "kwargs": {"seconds": seconds, "steps": 3}, "id": f"roll-{uuid.uuid4().hex}"}
                 if i % 3 == 0:
                     streams.submit(self._guarded, self._submit_and_stream, body)
@@ -133,6 +136,7 @@ class Load:
         self.stream_endings.append(str(last.get("type")))
 
 
+@heavy
 def test_rolling_deploy_loses_nothing(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
     q = f"relay:roll:{uuid.uuid4().hex[:8]}"
     api_env = {"RELAY_QUEUE_NAME": q, "RELAY_API_DRAIN_SECONDS": "0.3"}

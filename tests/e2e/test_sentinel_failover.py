@@ -34,6 +34,7 @@ from shared.redis import api_client, close, sync_client, worker_client
 from shared.settings import Settings
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, sse_messages, submit_ok, types
+from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
 from tests.support.processes import ManagedProcess, wait_until
 from tests.support.redis_servers import Server, sentinels_agree, start_replica, start_sentinels, start_server
@@ -242,6 +243,7 @@ def ran_any(worker: ManagedProcess, task_ids: list[str]) -> bool:
     return any(f"task {task_id} " in output for task_id in task_ids)  # its "task <id> <name> try=..." line
 
 
+@heavy
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("wait_replicas", [0, 1], ids=["async-replication", "wait-1-replica"])
 def test_primary_sigkill_under_load(
