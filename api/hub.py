@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from shared import keys
 from shared.events import EventHead, decode_head, unpack
+from shared.waiting import cancel_and_wait
 
 logger = logging.getLogger("relay.api.hub")
 
@@ -95,9 +96,7 @@ class PubSubHub:
     async def close(self) -> None:
         """Stop reading and close the shared connection."""
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait(self._reader)
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 

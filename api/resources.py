@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -24,7 +23,7 @@ from shared.redis import api_client, close, describe, wait_until_reachable
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.transitions import Transitions
-from shared.waiting import wait_set
+from shared.waiting import cancel_and_wait, wait_set
 
 logger = logging.getLogger("relay.api")
 
@@ -124,9 +123,7 @@ class Resources:
     async def close(self) -> None:
         """Stop connecting, close the hub, then the pool."""
         if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
+            await cancel_and_wait(self._connector)
         await self.hub.close()
         await close(self.pool)
 

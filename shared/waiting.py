@@ -1,4 +1,4 @@
-"""Waiting for an ``asyncio.Event`` with a time limit, without ever swallowing a cancellation.
+"""Waiting for an ``asyncio.Event`` with a time limit, and stopping a task, without ever losing a cancellation.
 
 Python 3.11's ``asyncio.wait_for`` returns normally when the awaited event is set in the same loop
 iteration as the waiting task is cancelled, and the cancellation is lost (CPython gh-86296, fixed in 3.12).
@@ -19,3 +19,14 @@ async def wait_set(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return event.is_set()
     return True
+
+
+async def cancel_and_wait(task: asyncio.Task[object], patience: float = 1.0) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again while it runs on: a cancel can be lost
+    inside a library (Python 3.11's ``wait_for``, which redis-py uses for every write; see above), and one
+    lost cancel must not hold a stopping process forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=patience)
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved

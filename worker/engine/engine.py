@@ -83,12 +83,22 @@ class Engine:
     # --- the loop ---------------------------------------------------------------------------------------
 
     async def timer(self, step: float) -> AsyncGenerator[float, None]:
-        """arq's ``poll`` contract (yield, then sleep), sleeping until the next known due time or notice."""
+        """arq's ``poll`` contract (yield, then sleep), sleeping until the next known due time or notice.
+
+        A cancel of arq's main loop (its shutdown) that was lost during an iteration ends the loop here: on
+        Python 3.11, ``asyncio.wait_for`` returns normally when its inner future completes in the same loop
+        turn as the cancel (CPython gh-86296), and redis-py wraps every command's write in one, so a SIGTERM
+        landing during a command left the worker polling forever, no longer claiming, never exiting. The
+        task's count of cancel requests still shows it."""
         loop = asyncio.get_running_loop()
         start = loop.time()
+        main = asyncio.current_task()
         while True:
             self.wake.clear()  # a notice that lands during the iteration makes the next sleep end at once
             yield loop.time() - start
+            if main is not None and main.cancelling():
+                logger.info("the worker's stop request was lost inside a Redis call; stopping now")
+                raise asyncio.CancelledError
             delay = self._sleep_seconds(step)
             if delay > 0:
                 await wait_set(self.wake, delay)
