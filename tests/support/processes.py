@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -19,19 +20,42 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
+# Each test process hands out ports from its own block, in turn, below the kernel's ephemeral range
+# (32768-60999 on Linux by default). With ports the kernel picks (bind to 0), two pytest-xdist processes could
+# pick the same free port before either server bound it: the loser's API failed to bind, and its readiness
+# probe was answered by the other process's API on that port. An outgoing connection's local port, drawn from
+# the ephemeral range, can never take one of these either. Blocks repeat beyond 4 processes (-n 3 and more).
+PORT_BLOCK_SIZE = 3000
+FIRST_PORT = 20000
+_port_turns = itertools.count()
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...; empty without xdist
+    index = int(worker[2:]) + 1 if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    start = FIRST_PORT + (index % 4) * PORT_BLOCK_SIZE
+    return range(start, start + PORT_BLOCK_SIZE)
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (on 127.0.0.1)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody uses right now (on 127.0.0.1), from this test process's own block."""
+    block = _port_block()
+    for _ in range(len(block)):
+        port = block[next(_port_turns) % len(block)]
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free port in {block.start}-{block.stop - 1}")
 
 
 def free_port_run(count: int) -> int:
-    """The first of ``count`` consecutive ports nobody listens on right now (scripts/dev numbers its workers'
-    metrics ports from one)."""
+    """The first of ``count`` consecutive ports nobody uses right now (scripts/dev numbers its workers'
+    metrics ports from one); the next ``free_port`` starts after them."""
+    block = _port_block()
     for _ in range(100):
         first = free_port()
-        if first + count <= 65535 and all(_bindable(first + i) for i in range(1, count)):
+        if first + count <= block.stop and all(_bindable(first + i) for i in range(1, count)):
+            for _ in range(count - 1):
+                next(_port_turns)
             return first
     raise RuntimeError(f"no {count} consecutive free ports found")
 
