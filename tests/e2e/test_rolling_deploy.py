@@ -17,11 +17,12 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, wait_state
+from tests.support.client import ndjson_lines, read_events, wait_state
 from tests.support.heavy import heavy
 from tests.support.processes import ManagedProcess, wait_until
 
@@ -127,13 +128,27 @@ class Load:
             if last.get("type") != "reconnect":
                 break
             base = self.balancer.pick(avoid=base)
-            try:
-                last = read_events(base, str(body["id"]), after=last["data"]["last_seq"])[-1]
-            finally:
-                self.balancer.answered(base)
+            last = self._resume(base, str(body["id"]), last["data"]["last_seq"])
             with self.lock:
                 self.reconnects += 1
         self.stream_endings.append(str(last.get("type")))
+
+    def _resume(self, base: str, task_id: str, after: int) -> dict[str, Any]:
+        """Follow the task's events from ``after`` on ``base``; its last event. Answered once the stream opens,
+        like a streamed POST: a stream may last as long as its task (12 s), and the deploy does not wait for
+        open streams (SIGTERM hands them a ``reconnect``), only for requests routed and not yet answered."""
+        stream = httpx.stream("GET", f"{base}/tasks/{task_id}/events", params={"after": after}, timeout=30)
+        try:
+            response = stream.__enter__()
+        finally:
+            self.balancer.answered(base)
+        try:
+            if response.status_code != 200:
+                self.failures.append(f"{task_id}: resuming got {response.status_code}")
+                return {}
+            return [e for e in ndjson_lines(response) if e["type"] != "heartbeat"][-1]
+        finally:
+            stream.__exit__(None, None, None)
 
 
 @heavy
