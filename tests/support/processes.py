@@ -26,7 +26,9 @@ BIN = Path(sys.executable).parent
 # probe was answered by the other process's API on that port. An outgoing connection's local port, drawn from
 # the ephemeral range, can never take one of these either. Blocks repeat beyond 4 processes (-n 3 and more).
 PORT_BLOCK_SIZE = 3000
-FIRST_PORT = 20000
+# Two test runs at once on one machine (say, two checkouts) each need their own range: RELAY_TEST_FIRST_PORT moves
+# this one's (blocks of PORT_BLOCK_SIZE from there; keep the last block below 32768).
+FIRST_PORT = int(os.environ.get("RELAY_TEST_FIRST_PORT", "20000"))
 _port_turns = itertools.count()
 
 
