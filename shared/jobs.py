@@ -2,9 +2,10 @@
 
 arq reads ``f``, ``a``, ``k``, ``t`` and ``et`` from a job and those plus ``s``, ``r``, ``st``, ``ft``, ``q`` and
 ``id`` from a result, so its ``Job`` API can read results (a waiting job is in its task's lane, not in arq's
-queue, so arq's ``Job.status`` calls it not found and ``Job.abort`` takes effect when it falls due). Relay writes the records itself (in its Lua scripts)
-and puts its own fields first, in a fixed order, so a script can read a task's name, fingerprint and state
-from the first bytes of a record (``GETRANGE``) without decoding a payload that may be a megabyte.
+queue: arq's ``Job.status`` calls it not found, and its ``Job.abort`` takes effect when the job falls due).
+Relay writes the records itself (in its Lua scripts) and puts its own fields first, in a fixed order, so a script
+can read a task's name, fingerprint and state from the first bytes of a record (``GETRANGE``) without decoding a
+payload that may be a megabyte.
 """
 
 from __future__ import annotations
