@@ -26,7 +26,9 @@ from devchild import Child, say
 from devplace import InstanceDir
 from redis.exceptions import AuthenticationError, NoPermissionError
 
+from shared.queuecounts import queue_counts
 from shared.redis import close, probe_client, public_url
+from shared.scripts import Scripts
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -413,7 +415,7 @@ async def _jobs_in_progress(settings: Settings) -> int | None:
 async def _queue_depth(settings: Settings) -> int | None:
     with contextlib.suppress(Exception):
         async with _redis(settings) as client:
-            return int(await client.zcard(settings.queue_name))
+            return (await queue_counts(Scripts(client), settings.queue_name)).waiting
     return None
 
 
