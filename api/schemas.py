@@ -55,6 +55,9 @@ class TaskView(BaseModel):
     finished_at: str | None = None
     last_error: dict[str, Any] | None = Field(None, description="The failure a retrying task is waiting after.")
     next_try_at: str | None = Field(None, description="When a retrying task runs again.")
+    waiting_reason: str | None = Field(
+        None, description="Why a waiting task does not run yet beyond its turn, e.g. no live worker runs its task."
+    )
     links: Links
 
 
@@ -106,9 +109,17 @@ class WorkerView(BaseModel):
     metrics_port: int | None = Field(description="Where it serves Prometheus metrics; null: none.")
 
 
+class TaskCounts(BaseModel):
+    task: str
+    due: int = Field(description="Tasks of this name due now.")
+    deferred: int = Field(description="Tasks of this name waiting for a later time.")
+    waiting_reason: str | None = Field(description="Set when no live worker runs this task (its jobs wait for one).")
+
+
 class Stats(BaseModel):
     """``GET /stats``: what the dashboard shows at a glance."""
 
     queue: QueueCounts
+    tasks: list[TaskCounts] = Field(description="Waiting tasks by name (names with none waiting are left out).")
     workers: list[WorkerView] = Field(description="Workers of this queue heard of in the last minute.")
     time: str

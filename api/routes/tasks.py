@@ -116,7 +116,9 @@ async def list_route(request: Request) -> HTTPResponse:
         )
     except BadCursor as exc:
         raise InvalidRequest(str(exc), [{"loc": ["query", "cursor"], "msg": str(exc)}]) from None
-    tasks = [view | {"links": links(view["id"])} for view in page.tasks]
+    tasks = [
+        view | {"waiting_reason": await waiting_reason(res, view), "links": links(view["id"])} for view in page.tasks
+    ]
     return json({"tasks": tasks, "next_cursor": page.next_cursor})
 
 
