@@ -74,7 +74,7 @@ def test_a_project_runs_its_own_tasks_and_the_api_needs_none_of_their_code(
     assert document["x-relay-tasks"]["acme_resize"]["timeout_seconds"] == 30
     assert document["components"]["schemas"]["TaskSubmission"]["properties"]["task"]["enum"] == ["acme_resize"]
 
-    # The README's promise: the CLI submits it and follows it to its result.
+    # docs/tasks.md's promise: the CLI submits it and follows it to its result.
     env = {**os.environ, "RELAY_URL": base}
     run = subprocess.run(
         [str(BIN / "relay"), "submit", "acme_resize", "--arg", "url=https://x/y.png", "--arg", "width=64", "--follow",
