@@ -18,7 +18,9 @@ import httpx
 
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, submit, types
-from tests.support.processes import BIN
+from tests.support.processes import BIN, REPO
+
+README = REPO / "README.md"
 
 PACKAGE = '''
 """Acme's tasks: a project that depends on Relay."""
@@ -86,9 +88,6 @@ def test_a_project_runs_its_own_tasks_and_the_api_needs_none_of_their_code(
     assert types(events) == ["started", "progress", "progress", "progress", "result", "end"]
     assert events[-2]["data"] == {"url": "https://x/y.png", "width": 64}
     assert read_events(base, events[0]["task_id"])[-1]["data"] == {"state": "succeeded"}
-
-
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readmes_first_task_runs_as_written(tmp_path: Path, spawn_api: StartApi, spawn_worker: StartWorker) -> None:
