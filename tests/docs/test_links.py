@@ -22,7 +22,7 @@ def anchors(document: Path) -> set[str]:
     seen: dict[str, int] = {}
     ids = set()
     for heading in re.findall(r"^#{1,6} (.+)$", FENCE.sub("", document.read_text()), flags=re.MULTILINE):
-        text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+        text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()  # `_` stays, as in names
         slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
         count = seen.get(slug, 0)
         seen[slug] = count + 1
@@ -55,6 +55,7 @@ def test_anchors_are_githubs(tmp_path: Path) -> None:
     sample.write_text(
         "# Redis: connections, failures and high availability\n## `async def` or plain `def`\n"
         "## Rolling deploys: what is guaranteed, and the limits\n## Retries\n## Retries\n```sh\n# not a heading\n```\n"
+        "## `RELAY_TASK_MODULES` and `scripts/dev`\n"
     )
     assert anchors(sample) == {
         "redis-connections-failures-and-high-availability",
@@ -62,4 +63,5 @@ def test_anchors_are_githubs(tmp_path: Path) -> None:
         "rolling-deploys-what-is-guaranteed-and-the-limits",
         "retries",
         "retries-1",
+        "relay_task_modules-and-scriptsdev",
     }
