@@ -61,7 +61,7 @@ def guide(
     worker_metrics: list[int] | None = None,
     next_metrics_port: int = 0,
 ) -> list[str]:
-    """What to type next to a running scripts/dev (README's Quick start shows the same, for the defaults).
+    """What to type next to a running scripts/dev (docs/development.md shows the same, for the defaults).
 
     ``redis_port`` is the private Redis's port, None when RELAY_REDIS_URL names the user's own;
     ``worker_metrics`` the metrics ports of its workers, ``next_metrics_port`` the one another worker may take."""

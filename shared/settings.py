@@ -38,7 +38,7 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A
 
 
 class Settings(BaseSettings):
-    """Everything an API or worker process can be configured with; see the README's table."""
+    """Everything an API or worker process can be configured with; docs/operations.md lists them all."""
 
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", populate_by_name=True)
 

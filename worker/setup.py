@@ -57,7 +57,7 @@ def settings() -> Settings:
     if not len(registry):
         raise NoTasks(
             "no tasks to run: set RELAY_TASK_MODULES to the modules that register them "
-            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see README, Tasks)"
+            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see docs/tasks.md)"
         )
     return config
 

@@ -8,7 +8,7 @@ from relay.client.errors import RelayError
 
 
 class ExitCode(IntEnum):
-    """The README's "CLI exit codes" table lists these (a test keeps the two in step)."""
+    """The "Exit codes" table of docs/cli.md lists these (a test keeps the two in step)."""
 
     SUCCEEDED = 0  # the task succeeded (or the command did what it was asked)
     FAILED = 1  # the task failed (or ended without an outcome)

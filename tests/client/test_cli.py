@@ -19,7 +19,7 @@ from tests.conftest import StartApi
 from tests.support.processes import BIN, free_port
 
 RELAY = str(BIN / "relay")  # the console script pyproject installs
-README = Path(__file__).resolve().parents[2] / "README.md"
+CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 def cli_env(base: str) -> dict[str, str]:
@@ -180,8 +180,8 @@ def test_api_key_option_and_environment(spawn_api: StartApi) -> None:
     assert "404 task_not_found" in from_env.stderr
 
 
-def test_readme_lists_every_exit_code() -> None:
-    rows = re.findall(r"^\| `(\d+)` \| (\w+) \|", README.read_text(), flags=re.MULTILINE)
+def test_the_docs_list_every_exit_code() -> None:
+    rows = re.findall(r"^\| `(\d+)` \| (\w+) \|", CLI_DOC.read_text(), flags=re.MULTILINE)
     assert {int(code): name for code, name in rows} == {c.value: c.name.lower() for c in ExitCode}
 
 

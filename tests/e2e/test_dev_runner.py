@@ -26,7 +26,7 @@ from tests.support.client import read_events, submit_ok, types, wait_state
 from tests.support.metrics import scrape, total
 from tests.support.processes import REPO, ManagedProcess, free_port, free_port_run, start_redis, wait_until
 
-README = REPO / "README.md"
+DEVELOPMENT_DOC = REPO / "docs" / "development.md"
 
 
 class DevRunner:
@@ -144,19 +144,19 @@ def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: 
         worker.stop()
 
 
-def test_the_readme_shows_what_the_runner_prints_for_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_docs_show_what_the_runner_prints_for_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import devsupervise
 
-    readme = README.read_text()
+    doc = DEVELOPMENT_DOC.read_text()
     for line in devsupervise.guide(
         "http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, [], "worker.tasks.demo", [9191], 9192
     ):
         if line.startswith(("another worker:", "another API:")):
-            assert line.split(":", 1)[1].strip() in readme
-    assert "scripts/dev --reset" in readme
-    assert "redis-cli -p 6380 FLUSHDB" in readme
+            assert line.split(":", 1)[1].strip() in doc
+    assert "scripts/dev --reset" in doc
+    assert "redis-cli -p 6380 FLUSHDB" in doc
 
 
 def test_help_names_the_command_people_type() -> None:
