@@ -13,7 +13,9 @@ class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: str = Field(description="Stable machine-readable code, e.g. invalid_arguments.")
-    message: str
+    message: str = Field(
+        description="What is wrong, for a person; a 422 names its first problem and how many others there are."
+    )
     details: Any = Field(None, description="Per-field problems for 422s, extra facts otherwise.")
 
 
