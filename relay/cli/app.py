@@ -15,7 +15,7 @@ from rich.table import Table
 from relay.cli.args import task_arguments
 from relay.cli.exitcodes import ExitCode, for_error
 from relay.cli.follow import compact, follow_json, follow_progress
-from relay.client import Client, RelayError, ResultTimeout, RetryPolicy, TaskView
+from relay.client import Client, ClientError, RelayError, ResultTimeout, RetryPolicy, TaskView
 from relay.client.models import STATES
 
 P = ParamSpec("P")
@@ -80,6 +80,15 @@ def cli(ctx: click.Context, url: str | None, api_key: str | None, retry_wait: fl
     ctx.obj = Target(url, api_key, retry_wait)
 
 
+def arguments_schema(client: Client, task: str) -> dict[str, Any] | None:
+    """The task's published argument schema, to type ``--arg`` values by; None when the API has none for it
+    (the submit then says why: an unknown task, with the names it knows)."""
+    try:
+        return client.arguments_schema(task)
+    except ClientError:  # an API without /openapi.json: values are guessed, as before it had one
+        return None
+
+
 def follow_task(client: Client, task_id: str, as_json: bool, wait: float | None) -> ExitCode:
     """Follow until the task ends; Ctrl-C and ``--wait`` stop following, never the task."""
     try:
@@ -105,7 +114,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 @cli.command()
 @click.argument("task")
-@click.option("--arg", "-a", "pairs", multiple=True, metavar="KEY=VALUE", help="A task argument (JSON if it parses).")
+@click.option(
+    "--arg",
+    "-a",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A task argument, typed by the task's schema (message=123 is a string if message is one).",
+)
 @click.option("--args-json", metavar="JSON", help="Arguments as a JSON object (or array, for positional ones).")
 @click.option("--id", "task_id", metavar="ID", help="Your own task id: submitting it again does not run it twice.")
 @click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run it this much later.")
@@ -134,9 +150,9 @@ def submit(
     wait: float | None,
 ) -> int:
     """Submit TASK; prints its id (or, with --follow, its progress and result)."""
-    args, kwargs = task_arguments(pairs, args_json)
     options: dict[str, Any] = {"id": task_id, "delay": delay, "run_at": run_at, "timeout": timeout}
     with target.client() as client:
+        args, kwargs = task_arguments(pairs, args_json, arguments_schema(client, task) if pairs else None)
         try:
             handle = client.submit_with(task, args, kwargs, max_retries=max_retries, **options)
         except ValueError as exc:  # options that cannot go together, caught before anything is sent

@@ -140,6 +140,14 @@ class AsyncClient:
             view = await self._get(task_id, deadline)
         return protocol.outcome(view)
 
+    async def stats(self) -> dict[str, Any]:
+        """The queue (``due``, ``deferred``, ``running``) and the workers heard of lately (``GET /stats``)."""
+        return await self._json(protocol.stats_call())
+
+    async def arguments_schema(self, task: str) -> dict[str, Any] | None:
+        """The JSON Schema the live workers publish for ``task``'s arguments; None if none offers it."""
+        return protocol.arguments_schema(await self._json(protocol.openapi_call()), task)
+
     # -- the wire ---------------------------------------------------------------------------------
 
     async def _get(self, task_id: str, deadline: Deadline | None) -> TaskView:

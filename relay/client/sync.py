@@ -151,6 +151,14 @@ class Client:
             view = self._get(task_id, deadline)
         return protocol.outcome(view)
 
+    def stats(self) -> dict[str, Any]:
+        """The queue (``due``, ``deferred``, ``running``) and the workers heard of lately (``GET /stats``)."""
+        return self._json(protocol.stats_call())
+
+    def arguments_schema(self, task: str) -> dict[str, Any] | None:
+        """The JSON Schema the live workers publish for ``task``'s arguments; None if none offers it."""
+        return protocol.arguments_schema(self._json(protocol.openapi_call()), task)
+
     # -- the wire ---------------------------------------------------------------------------------
 
     def _get(self, task_id: str, deadline: Deadline | None) -> TaskView:

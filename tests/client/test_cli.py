@@ -67,12 +67,21 @@ def test_json_follow_prints_the_raw_events(relay: str) -> None:
     assert events[1]["data"] == {"current": 1, "total": 2, "message": "slept 1/2"}
 
 
-def test_arg_values_are_json_when_they_parse(relay: str) -> None:
-    as_string = relay_cli(relay, "submit", "echo", "--arg", "message=[not json", "--follow", "--json")
-    assert ndjson(as_string.stdout)[-2]["data"] == {"echo": "[not json"}
-    as_number = relay_cli(relay, "submit", "echo", "--arg", "message=42")  # 42 is a number: echo wants a string
-    assert as_number.returncode == ExitCode.REJECTED
-    assert "invalid_arguments" in as_number.stderr
+def test_arg_values_are_typed_by_the_tasks_schema(relay: str) -> None:
+    as_string = relay_cli(relay, "submit", "echo", "--arg", "message=123", "--follow", "--json")
+    assert as_string.returncode == ExitCode.SUCCEEDED, as_string.stderr  # echo takes a string: 123 stays one
+    assert ndjson(as_string.stdout)[-2]["data"] == {"echo": "123"}
+    brackets = relay_cli(relay, "submit", "echo", "--arg", "message=[1, 2]", "--follow", "--json")
+    assert ndjson(brackets.stdout)[-2]["data"] == {"echo": "[1, 2]"}
+    numbers = relay_cli(relay, "submit", "count", "--arg", "n=2", "--arg", "interval=0", "--follow", "--json")
+    assert numbers.returncode == ExitCode.SUCCEEDED, numbers.stderr  # count takes an int and a float
+    assert ndjson(numbers.stdout)[-2]["data"] == {"count": 2, "sum": 3}
+
+
+def test_an_arg_value_its_parameter_cannot_take_is_a_usage_error(relay: str) -> None:
+    done = relay_cli(relay, "submit", "count", "--arg", "n=three")
+    assert done.returncode == ExitCode.USAGE
+    assert "n='three': n takes an integer, and 'three' is not one" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -204,3 +213,33 @@ def test_retry_reruns_an_aborted_task(relay: str) -> None:
     followed = relay_cli(relay, "follow", task_id, "--json")
     assert followed.returncode == ExitCode.SUCCEEDED
     assert [e["data"]["state"] for e in ndjson(followed.stdout) if e["type"] == "end"] == ["aborted", "succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("prop", "text", "value"),
+    [
+        ({"type": "string"}, "123", "123"),
+        ({"type": "integer"}, "123", 123),
+        ({"type": "integer"}, "1e3", 1000),
+        ({"type": "number"}, "2.5", 2.5),
+        ({"type": "boolean"}, "yes", True),
+        ({"anyOf": [{"type": "integer"}, {"type": "null"}]}, "null", None),
+        ({"anyOf": [{"type": "integer"}, {"type": "null"}]}, "7", 7),
+        ({"anyOf": [{"type": "string"}, {"type": "integer"}]}, "7", "7"),
+        ({"type": "array", "items": {"type": "integer"}}, "[1, 2]", [1, 2]),
+        ({"enum": ["a", "b"]}, "a", "a"),
+        ({}, "42", 42),  # any type: guessed
+    ],
+)
+def test_arg_typed_by_its_property(prop: dict[str, Any], text: str, value: Any) -> None:
+    schema = {"properties": {"x": prop}}
+    assert task_arguments((f"x={text}",), None, schema) == ([], {"x": value})
+
+
+def test_arg_of_an_undeclared_name_is_guessed() -> None:
+    assert task_arguments(("y=42",), None, {"properties": {"x": {"type": "string"}}}) == ([], {"y": 42})
+
+
+def test_arg_that_cannot_be_its_type_names_both() -> None:
+    with pytest.raises(click.BadParameter, match=r"x='1.5': x takes an integer or null, and '1.5' is not one"):
+        task_arguments(("x=1.5",), None, {"properties": {"x": {"type": ["integer", "null"]}}})
