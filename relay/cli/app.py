@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec
@@ -15,10 +16,23 @@ from rich.table import Table
 from relay.cli.args import task_arguments
 from relay.cli.exitcodes import ExitCode, for_error
 from relay.cli.follow import compact, follow_json, follow_progress
-from relay.client import Client, ClientError, RelayError, ResultTimeout, RetryPolicy, TaskView
+from relay.client import (
+    Client,
+    ClientError,
+    RelayConnectionError,
+    RelayError,
+    ResultTimeout,
+    RetryPolicy,
+    TaskView,
+    UnauthorizedError,
+)
 from relay.client.models import STATES
 
 P = ParamSpec("P")
+
+# A first try that finds no API is retried this long at most (with a line per retry), not --retry-wait: a typo'd
+# port or an API not started yet is said within seconds. Once the API has answered, --retry-wait applies.
+FIRST_CONTACT_WAIT_SECONDS = 3.0
 
 STATE_STYLE = {"succeeded": "green", "failed": "red", "aborted": "yellow", "running": "cyan", "retrying": "magenta"}
 
@@ -32,7 +46,25 @@ class Target:
     retry_wait: float
 
     def client(self) -> Client:
-        return Client(self.url, self.api_key, retry=RetryPolicy(max_wait_seconds=self.retry_wait))
+        policy = RetryPolicy(
+            max_wait_seconds=self.retry_wait,
+            first_contact_wait_seconds=min(self.retry_wait, FIRST_CONTACT_WAIT_SECONDS),
+        )
+        try:
+            return Client(self.url, self.api_key, retry=policy)
+        except ValueError as exc:  # a URL no retry can make work
+            raise click.BadParameter(str(exc), param_hint="--url / RELAY_URL") from None
+
+
+def show_retries() -> None:
+    """Each retry the client makes (it logs one WARNING per retry) as a line on stderr: a wait is never silent."""
+    logger = logging.getLogger("relay.client")
+    if not any(getattr(h, "relay_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()  # stderr: stdout stays the command's output
+        handler.setFormatter(logging.Formatter("relay: %(message)s"))
+        handler.relay_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def out() -> Console:
@@ -53,6 +85,9 @@ def handles_errors(command: Callable[P, int]) -> Callable[P, None]:
         except RelayError as exc:
             details = f"\n{compact(exc.details)}" if exc.details not in (None, {}, []) else ""
             err().print(f"[red]error:[/red] {escape(str(exc))}{escape(details)}")
+            advice = hint(exc)
+            if advice:
+                err().print(advice, highlight=False, markup=False)
             code = for_error(exc)
         except KeyboardInterrupt:  # outside a follow, e.g. while a submit waits out a 503
             err().print("Interrupted.")
@@ -60,6 +95,15 @@ def handles_errors(command: Callable[P, int]) -> Callable[P, None]:
         raise SystemExit(code)
 
     return wrapper
+
+
+def hint(exc: RelayError) -> str | None:
+    """What to do about a refusal the command line's own options can fix."""
+    if isinstance(exc, UnauthorizedError):
+        return "The API wants a key: pass it with --api-key KEY or set RELAY_API_KEY."
+    if isinstance(exc, RelayConnectionError):
+        return "Is the API running there? Point relay at it with --url URL or RELAY_URL."
+    return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,6 +121,7 @@ def handles_errors(command: Callable[P, int]) -> Callable[P, None]:
 def cli(ctx: click.Context, url: str | None, api_key: str | None, retry_wait: float) -> None:
     """Submit Relay tasks and follow them. Exit codes: 0 succeeded, 1 failed, 2 usage, 3 aborted,
     4 --wait ran out, 5 API unreachable or unavailable, 6 request refused, 130 interrupted."""
+    show_retries()
     ctx.obj = Target(url, api_key, retry_wait)
 
 

@@ -53,6 +53,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             base_url=self.config.base_url, headers=self.config.headers(), timeout=timeout, transport=transport
         )
+        self._answered = False  # has the API answered this client yet (see RetryPolicy.first_contact_wait_seconds)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -158,7 +159,7 @@ class AsyncClient:
         return body
 
     async def _send(self, call: Call, deadline: Deadline | None = None) -> httpx.Response:
-        budget = RetryBudget(self.config.retry)
+        budget = RetryBudget(self.config.retry, first_contact=not self._answered)
         while True:
             try:
                 timeout = bounded(self.config.timeout, deadline)
@@ -171,6 +172,8 @@ class AsyncClient:
                     raise error from exc
                 delay = budget.wait_or_raise(error)
             else:
+                self._answered = True
+                budget.answered()
                 if not response.is_error:
                     return response
                 delay = budget.wait_or_raise(error_from_response(response))
@@ -187,7 +190,7 @@ class AsyncClient:
     async def _stream(
         self, task_id: str, after: int, until_final: bool, deadline: Deadline | None
     ) -> AsyncGenerator[Event, None]:
-        follower = Follower(task_id, after, until_final, self.config.retry)
+        follower = Follower(task_id, after, until_final, self.config.retry, first_contact=not self._answered)
         while True:
             if deadline is not None:
                 deadline.check()
@@ -214,6 +217,7 @@ class AsyncClient:
         except httpx.TransportError as exc:
             yield Dropped(describe(exc))
             return
+        self._answered = True
         try:
             if response.status_code == 204:
                 yield Ended()

@@ -423,6 +423,8 @@ def connection_error(base_url: str, exc: httpx.TransportError) -> RelayConnectio
     """A lost or refused connection, as a ``RelayError`` that keeps the transport's exception as its cause."""
     error = RelayConnectionError(f"cannot talk to {base_url}: {type(exc).__name__}: {exc}")
     error.__cause__ = exc
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        error.retryable = False  # the request itself is wrong (a URL's scheme, a header): no retry can help
     return error
 
 

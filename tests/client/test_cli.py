@@ -184,6 +184,7 @@ def test_api_key_option_and_environment(spawn_api: StartApi) -> None:
     assert relay_cli(base, "status", "t1").returncode == ExitCode.REJECTED  # 401
     with_key = relay_cli(base, "--api-key", "cli-key", "status", "t1")
     assert "404 task_not_found" in with_key.stderr  # past auth: the task just does not exist
+    assert "pass it with --api-key KEY or set RELAY_API_KEY" in relay_cli(base, "status", "t1").stderr
     env = cli_env(base) | {"RELAY_API_KEY": "cli-key"}
     from_env = subprocess.run([RELAY, "status", "t1"], capture_output=True, text=True, env=env, timeout=60)
     assert "404 task_not_found" in from_env.stderr
@@ -243,3 +244,29 @@ def test_arg_of_an_undeclared_name_is_guessed() -> None:
 def test_arg_that_cannot_be_its_type_names_both() -> None:
     with pytest.raises(click.BadParameter, match=r"x='1.5': x takes an integer or null, and '1.5' is not one"):
         task_arguments(("x=1.5",), None, {"properties": {"x": {"type": ["integer", "null"]}}})
+
+
+def test_a_url_without_a_scheme_fails_at_once() -> None:
+    done = relay_cli("http://unused", "--url", "localhost:8000", "submit", "echo", timeout=15)  # not 30 s of retries
+    assert done.returncode == ExitCode.USAGE
+    assert "must start with http:// or https://" in done.stderr
+    assert "did you mean 'http://localhost:8000'?" in done.stderr
+    assert "retry" not in done.stderr
+
+
+def test_an_api_not_there_at_first_is_retried_briefly_with_a_line_per_retry() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    done = relay_cli(nowhere, "submit", "echo", timeout=20)  # the default --retry-wait is 30 s
+    assert done.returncode == ExitCode.UNAVAILABLE
+    retries = re.findall(r"^relay: connection_error: cannot talk to .*; retry (\d+) in ", done.stderr, re.MULTILINE)
+    assert len(retries) >= 2, done.stderr
+    assert retries == [str(n) for n in range(1, len(retries) + 1)]
+    assert "Is the API running there? Point relay at it with --url URL or RELAY_URL." in done.stderr
+
+
+def test_a_503_is_retried_with_a_line_per_retry(spawn_api: StartApi) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=f"relay:client:{uuid.uuid4().hex[:8]}", RELAY_MAX_QUEUE_DEPTH="1")  # no worker
+    assert relay_cli(base, "submit", "echo", "--delay", "60").returncode == 0  # fills the queue
+    full = relay_cli(base, "--retry-wait", "6", "submit", "echo")  # Retry-After: 5 fits once
+    assert full.returncode == ExitCode.UNAVAILABLE
+    assert re.findall(r"^relay: (503 queue_full: .*); retry 1 in 5.0s", full.stderr, re.MULTILINE), full.stderr
