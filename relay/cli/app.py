@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from rich.table import Table
 from relay.cli.args import task_arguments
 from relay.cli.exitcodes import ExitCode, for_error
 from relay.cli.follow import compact, follow_json, follow_progress
+from relay.cli.tables import Cell, Column, print_table
 from relay.client import (
     Client,
     ClientError,
@@ -306,20 +308,30 @@ def ls(target: Target, state: str | None, task: str | None, limit: int, as_json:
         for view in views:
             click.echo(compact(view.raw))
         return ExitCode.SUCCEEDED
-    table = Table("task", "state", "tries", "enqueued", "finished")
-    table.add_column("id", no_wrap=True, min_width=32)  # whole: it is what `relay status` and `follow` take
-    for view in views:
-        style = STATE_STYLE.get(view.state, "")
-        table.add_row(
-            view.task,
-            f"[{style}]{view.state}[/]" if style else view.state,
-            str(view.tries),
-            view.enqueued_at.isoformat(timespec="seconds") if view.enqueued_at else "",
-            view.finished_at.isoformat(timespec="seconds") if view.finished_at else "",
-            view.id,
-        )
-    out().print(table)
+    columns = [Column("task"), Column("state", whole=True), Column("tries", whole=True)]
+    columns += [Column("enqueued"), Column("finished"), Column("id", whole=True)]  # the id is what status takes
+    rows = [
+        [
+            Cell(view.task),
+            Cell(view.state, STATE_STYLE.get(view.state, "")),
+            Cell(str(view.tries)),
+            when(view.enqueued_at),
+            when(view.finished_at),
+            Cell(view.id),
+        ]
+        for view in views
+    ]
+    print_table(out(), columns, rows)
     return ExitCode.SUCCEEDED
+
+
+def when(instant: dt.datetime | None) -> Cell:
+    """A time as a cell: ISO 8601 in UTC whole (for pipes), and short in local time for a terminal."""
+    if instant is None:
+        return Cell("")
+    local = instant.astimezone()
+    same_day = local.date() == dt.datetime.now().astimezone().date()
+    return Cell(instant.isoformat(timespec="seconds"), short=local.strftime("%H:%M:%S" if same_day else "%m-%d %H:%M"))
 
 
 def main() -> None:

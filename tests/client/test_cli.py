@@ -270,3 +270,14 @@ def test_a_503_is_retried_with_a_line_per_retry(spawn_api: StartApi) -> None:
     full = relay_cli(base, "--retry-wait", "6", "submit", "echo")  # Retry-After: 5 fits once
     assert full.returncode == ExitCode.UNAVAILABLE
     assert re.findall(r"^relay: (503 queue_full: .*); retry 1 in 5.0s", full.stderr, re.MULTILINE), full.stderr
+
+
+def test_ls_in_a_pipe_prints_plain_whole_columns(relay: str) -> None:
+    task_id = relay_cli(relay, "submit", "echo", "--arg", "message=ls in a pipe").stdout.strip()
+    assert relay_cli(relay, "follow", task_id, "--json").returncode == ExitCode.SUCCEEDED
+    listed = relay_cli(relay, "ls", "--task", "echo", "--limit", "1")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["task", "state", "tries", "enqueued", "finished", "id"]
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+    assert re.fullmatch(rf"echo +succeeded +1 +{iso} +{iso} +{task_id}", row), row
