@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.presence import SILENT_AFTER_SECONDS
 from shared.tasks import TaskState
 
 
@@ -83,6 +84,7 @@ class Ping(BaseModel):
 
 
 class QueueCounts(BaseModel):
+    name: str = Field(description="The queue this API submits to (RELAY_QUEUE_NAME).")
     due: int = Field(description="Tasks due now and waiting for a worker.")
     deferred: int = Field(description="Tasks waiting for a later time (delay, run_at, retry backoff).")
     running: int
@@ -98,7 +100,9 @@ class WorkerView(BaseModel):
     id: str = Field(description="hostname:pid:random, unique per worker process.")
     hostname: str
     pid: int
-    status: str = Field(description="alive, stopping (finishing its jobs) or silent (not heard of for 6 s).")
+    status: str = Field(
+        description=f"alive, stopping (finishing its jobs) or silent (not heard of for {SILENT_AFTER_SECONDS:g} s)."
+    )
     seen_seconds_ago: float
     started_at: str | None
     concurrency: int

@@ -21,4 +21,5 @@ async def stats(request: Request) -> HTTPResponse:
     due, deferred, running = await queue_counts(res)
     workers = await presence.read(res.pool, res.settings.queue_name)
     now = dt.datetime.now(dt.UTC).isoformat()
-    return json({"queue": {"due": due, "deferred": deferred, "running": running}, "workers": workers, "time": now})
+    queue = {"name": res.settings.queue_name, "due": due, "deferred": deferred, "running": running}
+    return json({"queue": queue, "workers": workers, "time": now})

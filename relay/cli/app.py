@@ -36,6 +36,7 @@ P = ParamSpec("P")
 # port or an API not started yet is said within seconds. Once the API has answered, --retry-wait applies.
 FIRST_CONTACT_WAIT_SECONDS = 3.0
 
+WORKER_STYLE = {"alive": "green", "stopping": "yellow", "silent": "red"}
 STATE_STYLE = {"succeeded": "green", "failed": "red", "aborted": "yellow", "running": "cyan", "retrying": "magenta"}
 
 
@@ -323,6 +324,73 @@ def ls(target: Target, state: str | None, task: str | None, limit: int, as_json:
     ]
     print_table(out(), columns, rows)
     return ExitCode.SUCCEEDED
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+@handles_errors
+def stats(target: Target, as_json: bool) -> int:
+    """The queue (due, deferred, running) and how many workers serve it."""
+    with target.client() as client:
+        body = client.stats()
+    if as_json:
+        click.echo(compact(body))
+        return ExitCode.SUCCEEDED
+    queue, workers = body.get("queue") or {}, body.get("workers") or []
+    by_status: dict[str, int] = {}
+    for worker in workers:
+        by_status[str(worker.get("status"))] = by_status.get(str(worker.get("status")), 0) + 1
+    slots = sum(int(w.get("concurrency") or 0) for w in workers if w.get("status") == "alive")
+    rows = [
+        ("queue", str(queue.get("name", ""))),
+        ("due", str(queue.get("due", ""))),
+        ("running", str(queue.get("running", ""))),
+        ("deferred", str(queue.get("deferred", ""))),
+        ("workers", ", ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"),
+        ("slots", f"{slots} (the alive workers' concurrency)"),
+    ]
+    print_table(out(), [Column("what"), Column("value")], [[Cell(k), Cell(v)] for k, v in rows])
+    return ExitCode.SUCCEEDED
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+@handles_errors
+def workers(target: Target, as_json: bool) -> int:
+    """The workers of the API's queue heard of in the last minute: alive, stopping or silent."""
+    with target.client() as client:
+        found = client.stats().get("workers") or []
+    if as_json:
+        for worker in found:
+            click.echo(compact(worker))
+        return ExitCode.SUCCEEDED
+    columns = [Column("id", whole=True), Column("status", whole=True), Column("running", whole=True)]
+    columns += [Column("seen"), Column("started"), Column("outcomes")]
+    rows = [
+        [
+            Cell(str(w.get("id"))),
+            Cell(str(w.get("status")), WORKER_STYLE.get(str(w.get("status")), "")),
+            Cell(f"{w.get('running', 0)}/{w.get('concurrency', '?')}"),
+            Cell(f"{w.get('seen_seconds_ago', '?')}s ago"),
+            when(_instant(w.get("started_at"))),
+            Cell(" ".join(f"{k}={v}" for k, v in sorted((w.get("totals") or {}).items()))),
+        ]
+        for w in found
+    ]
+    if not rows:
+        err().print("No worker of this queue was heard of in the last minute.", highlight=False)
+        return ExitCode.SUCCEEDED
+    print_table(out(), columns, rows)
+    return ExitCode.SUCCEEDED
+
+
+def _instant(text: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 def when(instant: dt.datetime | None) -> Cell:

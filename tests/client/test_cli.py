@@ -281,3 +281,26 @@ def test_ls_in_a_pipe_prints_plain_whole_columns(relay: str) -> None:
     assert header.split() == ["task", "state", "tries", "enqueued", "finished", "id"]
     iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
     assert re.fullmatch(rf"echo +succeeded +1 +{iso} +{iso} +{task_id}", row), row
+
+
+def test_stats_shows_the_queue_and_its_workers(relay: str) -> None:
+    shown = relay_cli(relay, "stats")
+    assert shown.returncode == 0, shown.stderr
+    for line in ("due", "running", "deferred"):
+        assert re.search(rf"^{line} +\d+$", shown.stdout, re.MULTILINE), shown.stdout
+    assert re.search(r"^workers +1 alive$", shown.stdout, re.MULTILINE), shown.stdout
+    as_json = json.loads(relay_cli(relay, "stats", "--json").stdout)
+    assert set(as_json["queue"]) == {"name", "due", "deferred", "running"}
+    assert re.search(rf"^queue +{re.escape(as_json['queue']['name'])}$", shown.stdout, re.MULTILINE)
+
+
+def test_workers_lists_the_live_workers(relay: str) -> None:
+    listed = relay_cli(relay, "workers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (worker,) = ndjson(listed.stdout)
+    assert worker["status"] == "alive"
+    table = relay_cli(relay, "workers")
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["id", "status", "running", "seen", "started", "outcomes"]
+    assert row.startswith(worker["id"])
+    assert re.search(rf" alive +\d+/{worker['concurrency']} ", row), row
