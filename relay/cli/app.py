@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 from collections.abc import Callable
@@ -12,12 +11,12 @@ from typing import Any, ParamSpec
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from relay.cli.args import task_arguments
 from relay.cli.exitcodes import ExitCode, for_error
 from relay.cli.follow import compact, follow_json, follow_progress
-from relay.cli.tables import Cell, Column, print_table
+from relay.cli.tables import print_table
+from relay.cli.views import stats_table, task_table, view_table, worker_table
 from relay.client import (
     Client,
     ClientError,
@@ -25,7 +24,6 @@ from relay.client import (
     RelayError,
     ResultTimeout,
     RetryPolicy,
-    TaskView,
     UnauthorizedError,
 )
 from relay.client.models import STATES
@@ -35,9 +33,6 @@ P = ParamSpec("P")
 # A first try that finds no API is retried this long at most (with a line per retry), not --retry-wait: a typo'd
 # port or an API not started yet is said within seconds. Once the API has answered, --retry-wait applies.
 FIRST_CONTACT_WAIT_SECONDS = 3.0
-
-WORKER_STYLE = {"alive": "green", "stopping": "yellow", "silent": "red"}
-STATE_STYLE = {"succeeded": "green", "failed": "red", "aborted": "yellow", "running": "cyan", "retrying": "magenta"}
 
 
 @dataclass(frozen=True)
@@ -226,35 +221,6 @@ def follow(target: Target, task_id: str, as_json: bool, wait: float | None) -> i
         return follow_task(client, task_id, as_json, wait)
 
 
-def show_view(view: TaskView) -> None:
-    table = Table(show_header=False, box=None)
-    style = STATE_STYLE.get(view.state, "")
-    rows: list[tuple[str, str]] = [
-        ("id", view.id),
-        ("task", view.task),
-        ("state", f"[{style}]{view.state}[/]" if style else view.state),
-        ("tries", str(view.tries)),
-        ("arguments", escape(compact(view.arguments))),
-    ]
-    if view.state == "succeeded":
-        rows.append(("result", escape(compact(view.result))))
-    for name, error in (("error", view.error), ("last error", view.last_error)):
-        if error is not None:
-            rows.append((name, escape(f"{error.error_type}: {error.message}")))
-    for name, when in (
-        ("enqueued", view.enqueued_at),
-        ("scheduled for", view.scheduled_for),
-        ("next try", view.next_try_at),
-        ("started", view.started_at),
-        ("finished", view.finished_at),
-    ):
-        if when is not None:
-            rows.append((name, when.isoformat(timespec="seconds")))
-    for row in rows:
-        table.add_row(f"[bold]{row[0]}[/bold]", row[1])
-    out().print(table)
-
-
 @cli.command()
 @click.argument("task_id", metavar="ID")
 @json_option
@@ -267,7 +233,7 @@ def status(target: Target, task_id: str, as_json: bool) -> int:
     if as_json:
         click.echo(compact(view.raw))
     else:
-        show_view(view)
+        out().print(view_table(view))
     return ExitCode.SUCCEEDED
 
 
@@ -309,19 +275,7 @@ def ls(target: Target, state: str | None, task: str | None, limit: int, as_json:
         for view in views:
             click.echo(compact(view.raw))
         return ExitCode.SUCCEEDED
-    columns = [Column("task"), Column("state", whole=True), Column("tries", whole=True)]
-    columns += [Column("enqueued"), Column("finished"), Column("id", whole=True)]  # the id is what status takes
-    rows = [
-        [
-            Cell(view.task),
-            Cell(view.state, STATE_STYLE.get(view.state, "")),
-            Cell(str(view.tries)),
-            when(view.enqueued_at),
-            when(view.finished_at),
-            Cell(view.id),
-        ]
-        for view in views
-    ]
+    columns, rows = task_table(views)
     print_table(out(), columns, rows)
     return ExitCode.SUCCEEDED
 
@@ -337,20 +291,8 @@ def stats(target: Target, as_json: bool) -> int:
     if as_json:
         click.echo(compact(body))
         return ExitCode.SUCCEEDED
-    queue, workers = body.get("queue") or {}, body.get("workers") or []
-    by_status: dict[str, int] = {}
-    for worker in workers:
-        by_status[str(worker.get("status"))] = by_status.get(str(worker.get("status")), 0) + 1
-    slots = sum(int(w.get("concurrency") or 0) for w in workers if w.get("status") == "alive")
-    rows = [
-        ("queue", str(queue.get("name", ""))),
-        ("due", str(queue.get("due", ""))),
-        ("running", str(queue.get("running", ""))),
-        ("deferred", str(queue.get("deferred", ""))),
-        ("workers", ", ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"),
-        ("slots", f"{slots} (the alive workers' concurrency)"),
-    ]
-    print_table(out(), [Column("what"), Column("value")], [[Cell(k), Cell(v)] for k, v in rows])
+    columns, rows = stats_table(body)
+    print_table(out(), columns, rows)
     return ExitCode.SUCCEEDED
 
 
@@ -366,40 +308,12 @@ def workers(target: Target, as_json: bool) -> int:
         for worker in found:
             click.echo(compact(worker))
         return ExitCode.SUCCEEDED
-    columns = [Column("id", whole=True), Column("status", whole=True), Column("running", whole=True)]
-    columns += [Column("seen"), Column("started"), Column("outcomes")]
-    rows = [
-        [
-            Cell(str(w.get("id"))),
-            Cell(str(w.get("status")), WORKER_STYLE.get(str(w.get("status")), "")),
-            Cell(f"{w.get('running', 0)}/{w.get('concurrency', '?')}"),
-            Cell(f"{w.get('seen_seconds_ago', '?')}s ago"),
-            when(_instant(w.get("started_at"))),
-            Cell(" ".join(f"{k}={v}" for k, v in sorted((w.get("totals") or {}).items()))),
-        ]
-        for w in found
-    ]
+    columns, rows = worker_table(found)
     if not rows:
         err().print("No worker of this queue was heard of in the last minute.", highlight=False)
         return ExitCode.SUCCEEDED
     print_table(out(), columns, rows)
     return ExitCode.SUCCEEDED
-
-
-def _instant(text: Any) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-
-
-def when(instant: dt.datetime | None) -> Cell:
-    """A time as a cell: ISO 8601 in UTC whole (for pipes), and short in local time for a terminal."""
-    if instant is None:
-        return Cell("")
-    local = instant.astimezone()
-    same_day = local.date() == dt.datetime.now().astimezone().date()
-    return Cell(instant.isoformat(timespec="seconds"), short=local.strftime("%H:%M:%S" if same_day else "%m-%d %H:%M"))
 
 
 def main() -> None:
