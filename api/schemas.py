@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.presence import SILENT_AFTER_SECONDS
 from shared.tasks import TaskState
 
 
@@ -13,7 +14,9 @@ class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: str = Field(description="Stable machine-readable code, e.g. invalid_arguments.")
-    message: str
+    message: str = Field(
+        description="What is wrong, for a person; a 422 names its first problem and how many others there are."
+    )
     details: Any = Field(None, description="Per-field problems for 422s, extra facts otherwise.")
 
 
@@ -84,6 +87,7 @@ class Ping(BaseModel):
 
 
 class QueueCounts(BaseModel):
+    name: str = Field(description="The queue this API submits to (RELAY_QUEUE_NAME).")
     due: int = Field(description="Tasks due now and waiting for a worker.")
     deferred: int = Field(description="Tasks waiting for a later time (delay, run_at, retry backoff).")
     running: int
@@ -99,7 +103,9 @@ class WorkerView(BaseModel):
     id: str = Field(description="hostname:pid:random, unique per worker process.")
     hostname: str
     pid: int
-    status: str = Field(description="alive, stopping (finishing its jobs) or silent (not heard of for 6 s).")
+    status: str = Field(
+        description=f"alive, stopping (finishing its jobs) or silent (not heard of for {SILENT_AFTER_SECONDS:g} s)."
+    )
     seen_seconds_ago: float
     started_at: str | None
     concurrency: int

@@ -32,5 +32,5 @@ async def stats(request: Request) -> HTTPResponse:
         for name, task in sorted(counts.tasks.items())
     ]
     now = dt.datetime.now(dt.UTC).isoformat()
-    queue = {"due": counts.due, "deferred": counts.deferred, "running": counts.running}
+    queue = {"name": res.settings.queue_name, "due": counts.due, "deferred": counts.deferred, "running": counts.running}
     return json({"queue": queue, "tasks": tasks, "workers": workers, "time": now})

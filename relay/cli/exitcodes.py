@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from relay.client.errors import RelayError
+from relay.client.errors import RelayConnectionError, RelayError
 
 
 class ExitCode(IntEnum):
@@ -28,4 +28,5 @@ def for_state(state: str) -> ExitCode:
 
 
 def for_error(error: RelayError) -> ExitCode:
-    return ExitCode.UNAVAILABLE if error.retryable else ExitCode.REJECTED
+    unreachable = error.retryable or isinstance(error, RelayConnectionError)
+    return ExitCode.UNAVAILABLE if unreachable else ExitCode.REJECTED

@@ -118,3 +118,14 @@ def test_documented_exception_table_matches_the_mapping() -> None:
 
 def test_str_says_status_code_and_message() -> None:
     assert str(error_from_response(response(422, "unknown_task"))) == "422 unknown_task: the unknown_task message"
+
+
+def test_a_422_without_its_first_problem_in_the_message_gets_it_from_details() -> None:
+    details = [{"loc": ["n"], "msg": "'3' is not of type 'integer'"}, {"loc": ["x"], "msg": "unexpected argument"}]
+    body = {"error": {"code": "invalid_arguments", "message": "the arguments do not fit the task", "details": details}}
+    exc = error_from_response(httpx.Response(422, json=body))
+    assert str(exc) == (
+        "422 invalid_arguments: the arguments do not fit the task: n: '3' is not of type 'integer' (and 1 more problem)"
+    )
+    said = body["error"] | {"message": "the arguments do not fit the task: n: '3' is not of type 'integer'"}
+    assert error_from_response(httpx.Response(422, json={"error": said})).message == said["message"]  # not twice

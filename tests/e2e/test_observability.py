@@ -194,7 +194,7 @@ def test_stats_show_the_queue_and_each_live_worker(spawn_api: StartApi, spawn_wo
     wait_until(lambda: sum(w["running"] for w in workers()) == 1 and len(workers()) == 2, 15, "both, one busy")
     body = httpx.get(f"{base}/stats", headers={"X-API-Key": API_KEY}, timeout=10).json()
     Stats.model_validate(body)  # the shape the OpenAPI document gives
-    assert body["queue"] == {"due": 0, "deferred": 1, "running": 1}
+    assert body["queue"] == {"name": env["RELAY_QUEUE_NAME"], "due": 0, "deferred": 1, "running": 1}
     by_pid = {w["pid"]: w for w in body["workers"]}
     assert set(by_pid) == {first.pid, second.pid}
     assert {w["status"] for w in by_pid.values()} == {"alive"}
