@@ -30,6 +30,7 @@ class TaskDefinitionError(ValueError):
 
 
 def _refused(fn: TaskFn, problem: str) -> TaskDefinitionError:
+    """``problem``, after the file and first line of ``fn`` (its first decorator's, if it has any)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return TaskDefinitionError(problem)
@@ -164,7 +165,11 @@ class TaskRegistry:
                 _param_names=names,
             )
             for schedule in schedules:  # a schedule's arguments must fit the task, checked now, not at 3 a.m.
-                spec.validate((), schedule.kwargs)
+                try:
+                    spec.validate((), schedule.kwargs)
+                except InvalidArguments as exc:
+                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors)
+                    raise _refused(fn, f"task {task_name!r}: a schedule's kwargs do not fit it ({problems})") from None
             self._specs[task_name] = spec
             return fn
 

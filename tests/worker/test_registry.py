@@ -9,6 +9,7 @@ from pydantic import Field
 
 from worker.context import TaskContext
 from worker.registry import InvalidArguments, TaskDefinitionError, TaskRegistry, UnknownTask
+from worker.schedule import Schedule
 
 
 def make_registry() -> TaskRegistry:
@@ -70,6 +71,13 @@ def test_registration_rules() -> None:
     registry.task("fine")(fine)
     with pytest.raises(TaskDefinitionError, match="twice"):
         registry.task("fine")(fine)
+
+
+def test_a_schedule_whose_kwargs_do_not_fit_is_refused_where_the_task_is_defined() -> None:
+    async def report(task: TaskContext, day: int) -> None: ...
+
+    with pytest.raises(TaskDefinitionError, match=r"test_registry.py:\d+: task 'report': a schedule's kwargs do not "):
+        TaskRegistry().task(schedules=[Schedule(hour=3, kwargs={"day": "monday"})])(report)
 
 
 def test_unknown_task_message_is_capped_but_details_list_every_name() -> None:

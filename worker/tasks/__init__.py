@@ -41,6 +41,7 @@ def _closest(name: str) -> str | None:
         path = importlib.import_module(parent).__path__ if parent else None
     except (ImportError, AttributeError):  # no such package, or a module that is not one
         return None
-    siblings = [m.name for m in pkgutil.iter_modules(path)]
-    close = difflib.get_close_matches(leaf, siblings, n=1)
-    return f"{parent}.{close[0]}" if parent and close else (close[0] if close else None)
+    close = difflib.get_close_matches(leaf, [m.name for m in pkgutil.iter_modules(path)], n=1)
+    if not close:
+        return None
+    return f"{parent}.{close[0]}" if parent else close[0]
