@@ -63,20 +63,24 @@ def check_ports_free(wanted: list[Ports]) -> None:
         return
     taken = ", ".join(f"{part.host}:{port} ({what})" for part, port, what in busy)
     conflicting = list(dict.fromkeys(part for part, _, _ in busy))
-    instead = " ".join(f"{part.option} {_next_free(part, wanted)}" for part in conflicting)
+    taken_by_us = {port for part in wanted for port in range(part.first, part.first + part.count)}
+    instead = []
+    for part in conflicting:
+        first = _next_free(part, taken_by_us)
+        taken_by_us.update(range(first, first + part.count))  # the next suggestion must not take it too
+        instead.append(f"{part.option} {first}")
     raise Refused(
         f"{'port' if len(busy) == 1 else 'ports'} already in use: {taken}. Is another scripts/dev running? "
-        f"Stop it, or choose free ports, e.g. scripts/dev {instead}"
+        f"Stop it, or choose free ports, e.g. scripts/dev {' '.join(instead)}"
     )
 
 
-def _next_free(part: Ports, wanted: list[Ports]) -> int:
-    """The first port above ``part.first`` from which ``part.count`` ports are free and clash with no other part."""
-    others = {p for other in wanted if other is not part for p in range(other.first, other.first + other.count)}
+def _next_free(part: Ports, avoid: set[int]) -> int:
+    """The first port above ``part.first`` from which ``part.count`` ports are free and none is in ``avoid``."""
     first = part.first + 1
     while first + part.count <= 65536:
         block = range(first, first + part.count)
-        if not others.intersection(block) and all(port_free(part.host, port) for port in block):
+        if not avoid.intersection(block) and all(port_free(part.host, port) for port in block):
             return first
         first += 1
     return 0

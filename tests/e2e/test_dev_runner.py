@@ -348,7 +348,8 @@ def test_busy_ports_are_refused_before_anything_starts(tmp_path: Path, dev: list
 def test_every_busy_port_is_named_in_one_refusal(tmp_path: Path, dev: list[DevRunner]) -> None:
     # A second scripts/dev met its conflicts one at a time (the API's port, then the metrics port, which had no
     # flag, then Redis's): now one message names them all and a command line that avoids them.
-    api, metrics, redis_port = free_port(), free_port_run(2), free_port()
+    base = free_port_run(4)  # side by side: the ports suggested instead must not take each other's either
+    api, metrics, redis_port = base, base + 1, base + 3
     held = []
     for port in (api, metrics + 1, redis_port):
         sock = socket.socket()
@@ -371,8 +372,10 @@ def test_every_busy_port_is_named_in_one_refusal(tmp_path: Path, dev: list[DevRu
     assert line.startswith(head), line
     options = dict(re.findall(r"(--[a-z-]+) (\d+)", line.removeprefix(head)))
     assert list(options) == ["--port", "--metrics-port", "--redis-port"]
-    suggested = {int(port) for port in options.values()}
-    assert not suggested & {api, metrics + 1, redis_port}
+    port, first_metrics, dev_redis = (int(options[o]) for o in ("--port", "--metrics-port", "--redis-port"))
+    suggested = [port, first_metrics, first_metrics + 1, dev_redis]  # two workers: two metrics ports
+    assert len(set(suggested)) == 4
+    assert not set(suggested) & {api, metrics, metrics + 1, redis_port}
 
 
 def test_a_data_directory_in_use_is_refused(tmp_path: Path, dev: list[DevRunner]) -> None:
