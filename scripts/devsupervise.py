@@ -85,8 +85,19 @@ def guide(
         lines.append(f"                 (and the other RELAY_* variables you set here: {', '.join(others)})")
     if redis_port is not None:
         lines.append(f"clear the queue: stop, then scripts/dev --reset (or now: redis-cli -p {redis_port} FLUSHDB)")
-    lines.append("added a task?   stop and start again: workers and the API load tasks when they start")
+    lines.append("added a task?   stop and start again: workers import task modules only when they start")
     return lines
+
+
+def stop_times(settings: Settings) -> str:
+    """What Ctrl-C waits for, and the variables that set it (scripts/dev's own defaults are shorter)."""
+    deployed = Settings.model_fields
+    drain, grace = settings.api_drain_seconds, settings.worker_grace_seconds
+    return (
+        f"on Ctrl-C:      open streams get {drain:g} s to end, running tasks {grace:g} s, then are re-queued "
+        f"(RELAY_API_DRAIN_SECONDS, RELAY_WORKER_GRACE_SECONDS; deployed: {deployed['api_drain_seconds'].default:g} "
+        f"s and {deployed['worker_grace_seconds'].default:g} s)"
+    )
 
 
 class Runner:
@@ -207,8 +218,9 @@ class Runner:
 
     def announce(self) -> None:
         say("dev", f"Relay is up: {self.base}   (Ctrl-C stops everything)")
+        say("dev", stop_times(self.settings))
         shown_in_commands = {"RELAY_REDIS_URL", "RELAY_TASK_MODULES", "RELAY_WORKER_METRICS_PORT"}
-        others = sorted(k for k in os.environ if k.upper().startswith("RELAY_") and k.upper() not in shown_in_commands)
+        others = [k for k in self.args.variables if k.upper() not in shown_in_commands]
         redis_port = self.args.redis_port if self.private else None
         modules = self.settings.task_modules
         ports, first = self.metrics_ports, self.settings.worker_metrics_port

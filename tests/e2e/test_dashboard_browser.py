@@ -7,6 +7,7 @@ Screenshots are kept in build/screenshots/<test>/ (git-ignored), overwritten by 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -161,6 +162,54 @@ def test_a_task_submitted_from_the_page_is_cancelled_from_it(
     types = [e["type"] for e in seen(page)["task"]["events"]]
     assert types[0] == "started"
     assert types[-2:] == ["aborted", "end"]
+
+
+def test_the_submit_form_starts_from_the_tasks_schema_and_shows_it(
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
+) -> None:
+    # Every task started at {}: a newcomer had to guess its arguments' names, types and limits.
+    env = {"RELAY_QUEUE_NAME": queue()}
+    _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
+    spawn_worker(**env)
+    page.goto(f"{base}/dashboard/")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#submit-task option')].some((o) => o.value === 'sync_add')"
+    )
+
+    def arguments() -> Any:
+        return json.loads(page.locator("#submit-kwargs").input_value())
+
+    # The default task, echo: its default, and what it is.
+    expect(page.locator("#submit-description")).to_have_text("Return the message at once.", timeout=LIVE)
+    assert arguments() == {"message": "hello"}
+    rows = page.locator("#submit-params tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("td")).to_have_text(["message", "string", '"hello"', ""])
+
+    # Defaults and limits beside them.
+    page.select_option("#submit-task", "sleep")
+    assert arguments() == {"seconds": 2, "steps": 4}
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator("td")).to_have_text(["seconds", "number", "2", "≥ 0, ≤ 3600"])
+    expect(rows.nth(1).locator("td")).to_have_text(["steps", "integer", "4", "≥ 1, ≤ 1000"])
+
+    # Required arguments start as a value of their type, and say they are required.
+    page.select_option("#submit-task", "sync_add")
+    assert arguments() == {"a": 0, "b": 0}
+    expect(rows.nth(0).locator("td")).to_have_text(["a", "integer", "required", ""])
+    page.locator("#submit-schema summary").click()
+    expect(page.locator("#submit-json-schema")).to_contain_text('"required": [')
+    page.screenshot(path=shots / "submit-form.png", full_page=True)
+
+    # A task with no arguments says so; the prefilled form submits as it stands.
+    page.select_option("#submit-task", "always_flaky")
+    assert arguments() == {}
+    expect(page.locator("#submit-no-params")).to_be_visible()
+    page.select_option("#submit-task", "sync_add")
+    page.fill("#submit-kwargs", '{"a": 2, "b": 3}')
+    page.click("#submit-form button[type=submit]")
+    page.wait_for_url("**/dashboard/#/tasks/*", timeout=LIVE)
+    expect(page.locator("#task-result")).to_have_text("5", timeout=LIVE)
 
 
 def test_a_failed_task_is_retried_from_the_failed_list_and_runs_again(
