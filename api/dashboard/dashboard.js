@@ -467,6 +467,7 @@
     if (view.state === "succeeded") showResult(view.result, false);
     else if (view.error && FINAL.has(view.state)) showError(view.error);
     const times = [
+      ["waiting", view.waiting_reason],
       ["enqueued", view.enqueued_at],
       ["scheduled for", view.scheduled_for],
       ["started", view.started_at],
@@ -479,7 +480,7 @@
     for (const [label, value] of times) {
       if (!value) continue;
       list.appendChild(element("dt", label));
-      list.appendChild(element("dd", label === "timeout" ? value : when(value)));
+      list.appendChild(element("dd", label === "timeout" || label === "waiting" ? value : when(value)));
     }
   }
 

@@ -30,6 +30,8 @@ def view_table(view: TaskView) -> Table:
         ("tries", str(view.tries)),
         ("arguments", escape(compact(view.arguments))),
     ]
+    if view.waiting_reason:
+        rows.append(("waiting", escape(view.waiting_reason)))
     if view.state == "succeeded":
         rows.append(("result", escape(compact(view.result))))
     for name, error in (("error", view.error), ("last error", view.last_error)):

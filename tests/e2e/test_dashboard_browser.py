@@ -334,3 +334,23 @@ def test_the_page_is_open_but_paths_under_it_reach_no_data_without_a_key(spawn_a
         assert status in (401, 404), (path, answer[:200])
         assert b'"queue"' not in answer
         assert b'"tasks"' not in answer
+
+
+def test_a_task_no_live_worker_runs_says_why_it_waits_on_its_page(
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, redis_client: Any, shots: Path
+) -> None:
+    from tests.e2e.test_lifecycle import put_job
+
+    name = queue()
+    _, base = spawn_api(offers=False, RELAY_QUEUE_NAME=name)
+    spawn_worker(RELAY_QUEUE_NAME=name, RELAY_TASK_MODULES="worker.tasks.demo")  # no 'resize' here
+    task_id = f"waits-{uuid.uuid4().hex[:8]}"
+    put_job(redis_client, name, task_id, "resize")  # what another deployment's submit leaves in the queue
+    page.goto(f"{base}/dashboard/#/tasks/{task_id}")
+    expect(page.locator("#task-state")).to_have_text("queued", timeout=LIVE)
+    expect(page.locator("#task-times")).to_contain_text("waiting for a worker that runs 'resize'", timeout=LIVE)
+    page.screenshot(path=shots / "task-waiting.png", full_page=True)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | {"RELAY_URL": base}
+    shown = subprocess.run([RELAY_CLI, "status", task_id], env=env, capture_output=True, text=True, timeout=60)
+    assert "waiting for a worker that runs 'resize'" in shown.stdout, shown.stdout + shown.stderr
