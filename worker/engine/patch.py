@@ -9,16 +9,21 @@ period (``job_completion_wait``), health key and shutdown; Relay replaces what h
   lapsing lease or wake-up notice, instead of a fixed poll;
 - ``Worker.handle_sig`` and ``Worker.handle_sig_wait_for_completion`` are wrapped to raise Relay's shutdown
   flag first (so a cancel is known to be a shutdown, never guessed), and so a second signal stops at once:
-  running jobs are cancelled and re-queued without waiting for the grace period.
+  running jobs are cancelled and re-queued without waiting for the grace period; the signal also sets the
+  engine's stop deadline (``Engine.begin_stop``), past which nothing waits on Redis;
+- ``Worker.close`` -> ``_close``: arq's, except that a health key Redis cannot take back (it is away) is left
+  to expire by itself, instead of raising out of the worker before ``on_shutdown`` ran.
 arq's job, result and in-progress records stay what arq's ``Job`` API reads. ``install`` checks arq's
 version and the shape of everything it replaces or relies on, and fails loudly if they differ.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
+import signal
 from collections.abc import AsyncGenerator, Callable
 from signal import Signals
 from typing import Any
@@ -26,6 +31,7 @@ from typing import Any
 import arq
 import arq.worker
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
 from worker.engine.engine import Engine
 
@@ -40,7 +46,20 @@ EXPECTED_SIGNATURES = {
     "handle_sig_wait_for_completion": ["self", "signum"],
     "heart_beat": ["self"],
     "main": ["self"],
+    "close": ["self"],
 }
+# arq's Worker.close, statement by statement, which ``_close`` does too (with the health key's delete allowed to fail).
+ARQ_CLOSE_STATEMENTS = (
+    "if not self._handle_signals:",
+    "self.handle_sig(signal.SIGUSR1)",
+    "if not self._pool:",
+    "await asyncio.gather(*self.tasks.values())",
+    "await self.pool.delete(self.health_check_key)",
+    "if self.on_shutdown:",
+    "await self.on_shutdown(self.ctx)",
+    "await self.pool.close(close_connection_pool=True)",
+    "self._pool = None",
+)
 EXPECTED_ATTRIBUTES = ("tasks", "job_counter", "max_jobs", "allow_pick_jobs", "ctx", "main_task", "functions")
 _engine: Engine | None = None
 
@@ -62,6 +81,10 @@ def check_arq() -> None:
     original_poll = getattr(poll, "__wrapped__", poll)
     if original_poll is None or list(inspect.signature(original_poll).parameters) != ["step"]:
         raise ArqMismatch("arq.worker.poll is not shaped as Relay expects (step)")
+    close = getattr(Worker.close, "__wrapped__", Worker.close)
+    close_source = inspect.getsource(close)
+    if any(statement not in close_source for statement in ARQ_CLOSE_STATEMENTS):
+        raise ArqMismatch("arq.worker.Worker.close is not what Relay's _close mirrors")
     init = inspect.signature(Worker.__init__).parameters
     for name in ("job_completion_wait", "max_jobs", "poll_delay", "handle_signals"):
         if name not in init:
@@ -83,6 +106,7 @@ def install() -> None:
     Worker.handle_sig_wait_for_completion = _on_signal(  # type: ignore[method-assign,assignment]
         Worker.handle_sig_wait_for_completion
     )
+    Worker.close = _close  # type: ignore[method-assign]
     arq.worker.poll = _timer
 
 
@@ -113,6 +137,26 @@ def _timer(step: float = 0.5) -> AsyncGenerator[float, None]:
     return engine.timer(step)
 
 
+@functools.wraps(Worker.close)
+async def _close(self: Worker) -> None:
+    """arq's ``Worker.close`` (``ARQ_CLOSE_STATEMENTS``), but a stopping worker whose Redis is away still runs
+    ``on_shutdown`` and exits: the health key it could not delete expires by itself within
+    ``health_check_interval``, and every Redis call here gives up at the engine's stop deadline."""
+    if not self._handle_signals:
+        self.handle_sig(signal.SIGUSR1)
+    if not self._pool:
+        return
+    await asyncio.gather(*self.tasks.values())
+    try:
+        await self.pool.delete(self.health_check_key)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not delete the health key while stopping (%s); it expires by itself", exc)
+    if self.on_shutdown:
+        await self.on_shutdown(self.ctx)
+    await self.pool.close(close_connection_pool=True)
+    self._pool = None
+
+
 def _on_signal(handler: Callable[[Worker, Signals], None]) -> Callable[[Worker, Signals], None]:
     """Raise the shutdown flag before arq handles the signal; on a second signal, stop at once."""
 
@@ -124,10 +168,11 @@ def _on_signal(handler: Callable[[Worker, Signals], None]) -> Callable[[Worker, 
             return
         if engine.shutting_down:
             logger.warning("second %s: cancelling running jobs now; they go back on the queue", Signals(signum).name)
+            engine.begin_stop(0)
             Worker.handle_sig.__wrapped__(self, signum)  # type: ignore[attr-defined]
             return
-        engine.shutting_down = True
         running = len(engine.runs)
+        engine.begin_stop(self._job_completion_wait if running else 0)
         if running and self._job_completion_wait:
             logger.warning(
                 "%s: waiting up to %ss for %d running jobs to finish (they are re-queued after that); "

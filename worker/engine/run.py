@@ -312,8 +312,11 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-async def wait_for_redis(what: str, attempt: int, exc: RedisError | OSError) -> None:
-    """Back off between attempts to write an outcome while Redis is away."""
+async def wait_for_redis(what: str, attempt: int, exc: RedisError | OSError, until: float | None = None) -> None:
+    """Back off between attempts to write an outcome while Redis is away, never past ``until`` (a
+    ``time.monotonic()``, the stopping worker's deadline)."""
     delay = min(5.0, 0.2 * 2**attempt)
+    if until is not None:
+        delay = max(0.0, min(delay, until - time.monotonic()))
     logger.warning("could not record %s (%s); retrying in %.1fs", what, exc, delay)
     await asyncio.sleep(delay)
