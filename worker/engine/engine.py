@@ -29,7 +29,7 @@ from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskState
 from shared.waiting import wait_set
-from worker.engine import outcomes
+from worker.engine import outcomes, tries
 from worker.engine.commit import Committer, Op, OpResult
 from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
@@ -202,12 +202,9 @@ class Engine:
             message = f"no task {record.function!r} is registered on this worker"
             return outcomes.failed(outcomes.NotRunnable(message))
         spec = self.registry.get(record.function)
-        allowed = spec.retry.max_retries
-        if record.max_retries is not None:
-            allowed = min(allowed, record.max_retries)  # a submit may lower the retries, never raise them
-        cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
-        if claimed.try_number - record.tries_base > cap:
-            return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {cap} times, its maximum"))
+        count = tries.count(record, claimed.try_number, spec.retry.max_retries, self.settings.max_pickups)
+        if count.beyond:
+            return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {count.cap} times, its maximum"))
         return None
 
     def _take_over(self, claimed: Claimed) -> None:
@@ -221,12 +218,10 @@ class Engine:
             ending = outcomes.failed(outcomes.JobRecordMissing("the job's record was missing when its worker was lost"))
         else:
             spec = self.registry.get(record.function) if record.function in self.registry else None
-            allowed = spec.retry.max_retries if spec else 0
-            if record.max_retries is not None:
-                allowed = min(allowed, record.max_retries)
-            cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
-            if claimed.try_number - record.tries_base >= cap:
-                message = f"its worker was lost on each of its {cap} tries"
+            policy_retries = spec.retry.max_retries if spec else 0
+            count = tries.count(record, claimed.try_number, policy_retries, self.settings.max_pickups)
+            if count.last:
+                message = f"its worker was lost on each of its {count.cap} tries"
                 ending = outcomes.failed(outcomes.WorkerLost(message))
             else:
                 ending = outcomes.requeued("worker lost", give_back_try=False)
