@@ -11,6 +11,10 @@ period (``job_completion_wait``), health key and shutdown; Relay replaces what h
   flag first (so a cancel is known to be a shutdown, never guessed), and so a second signal stops at once:
   running jobs are cancelled and re-queued without waiting for the grace period; the signal also sets the
   engine's stop deadline (``Engine.begin_stop``), past which nothing waits on Redis;
+- ``Worker.record_health`` -> ``_record_health``: arq's health value (what ``arq --check`` prints) with
+  Relay's counts: its outcomes (arq's own counters never move, since arq's job runner does not run jobs),
+  and as ``queued`` the jobs waiting on the queue (arq's count includes the running ones, which Relay keeps
+  there under their leases);
 - ``Worker.close`` -> ``_close``: arq's, except that a health key Redis cannot take back (it is away) is left
   to expire by itself, instead of raising out of the worker before ``on_shutdown`` ran.
 arq's job, result and in-progress records stay what arq's ``Job`` API reads. ``install`` checks arq's
@@ -24,7 +28,9 @@ import functools
 import inspect
 import logging
 import signal
+import time
 from collections.abc import AsyncGenerator, Callable
+from datetime import datetime
 from signal import Signals
 from typing import Any
 
@@ -33,6 +39,7 @@ import arq.worker
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from shared import keys
 from worker.engine.engine import Engine
 
 logger = logging.getLogger("relay.worker")
@@ -47,6 +54,7 @@ EXPECTED_SIGNATURES = {
     "heart_beat": ["self"],
     "main": ["self"],
     "close": ["self"],
+    "record_health": ["self"],
 }
 # arq's Worker.close, statement by statement, which ``_close`` does too (with the health key's delete allowed to fail).
 ARQ_CLOSE_STATEMENTS = (
@@ -60,7 +68,22 @@ ARQ_CLOSE_STATEMENTS = (
     "await self.pool.close(close_connection_pool=True)",
     "self._pool = None",
 )
-EXPECTED_ATTRIBUTES = ("tasks", "job_counter", "max_jobs", "allow_pick_jobs", "ctx", "main_task", "functions")
+EXPECTED_ATTRIBUTES = (
+    "tasks",
+    "job_counter",
+    "max_jobs",
+    "allow_pick_jobs",
+    "ctx",
+    "main_task",
+    "functions",
+    "jobs_complete",
+    "jobs_failed",
+    "jobs_retried",
+    "health_check_key",
+    "health_check_interval",
+    "_last_health_check",
+    "queue_name",
+)
 _engine: Engine | None = None
 
 
@@ -107,6 +130,7 @@ def install() -> None:
         Worker.handle_sig_wait_for_completion
     )
     Worker.close = _close  # type: ignore[method-assign]
+    Worker.record_health = _record_health  # type: ignore[method-assign]
     arq.worker.poll = _timer
 
 
@@ -124,7 +148,35 @@ async def _poll_iteration(self: Worker) -> None:
     engine = _engine
     if engine is None:
         raise RuntimeError("Relay's engine is not attached: on_startup did not run")
+    count_outcomes(self, engine)
     await engine.poll(self)
+
+
+def count_outcomes(worker: Worker, engine: Engine) -> None:
+    """arq's counters, which its log lines and health value show, from Relay's own count (``worker.metrics``):
+    a retried failure or a re-queue is a retry to arq, an abort a failure (as arq counts them)."""
+    totals = engine.metrics.totals
+    worker.jobs_complete = totals["succeeded"]
+    worker.jobs_failed = totals["failed"] + totals["aborted"]
+    worker.jobs_retried = totals["retrying"] + totals["requeued"]
+
+
+async def _record_health(self: Worker) -> None:
+    """arq's ``record_health`` (its health key, its value's format) with Relay's counts (module docstring)."""
+    now = time.time()
+    if now - self._last_health_check < self.health_check_interval:
+        return
+    self._last_health_check = now
+    engine = _engine
+    if engine is not None:
+        count_outcomes(self, engine)
+    ongoing = sum(not t.done() for t in self.tasks.values())
+    queued = await self.pool.zcount(self.queue_name, "-inf", f"({keys.RUNNING_BASE}")  # running ones score above
+    value = (
+        f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
+        f"j_retried={self.jobs_retried} j_ongoing={ongoing} queued={queued}"
+    )
+    await self.pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), value.encode())
 
 
 _poll_iteration._relay = True  # type: ignore[attr-defined]
