@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import BIN
+from bench.harness.processes import BIN
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 
 from api.schemas import Stats
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import ManagedProcess, free_port, start_worker, wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
+from tests.support.environment import relay_env
 from tests.support.metrics import scrape, value
-from tests.support.processes import ManagedProcess, free_port, relay_env, start_worker, wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 API_KEY = "observability-key-1"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.client import read_events, submit, types
+from bench.harness.processes import BIN
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, types
-from tests.support.processes import BIN
 
 PACKAGE = '''
 """Acme's tasks: a project that depends on Relay."""

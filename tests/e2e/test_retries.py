@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis
 
+from bench.harness.client import read_events, state, submit, submit_ok, types, wait_state
 from shared import keys
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, state, submit, submit_ok, types, wait_state
 
 FINAL = {"succeeded", "failed", "aborted"}
 

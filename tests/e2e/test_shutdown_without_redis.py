@@ -12,9 +12,9 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import ManagedProcess, start_redis
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
-from tests.support.processes import ManagedProcess, start_redis
 
 # Generous next to the few seconds a stop takes, far below the 30 s a patient Redis client retries for.
 EXIT_WITHIN_SECONDS = 5.0

@@ -6,8 +6,8 @@ import uuid
 
 import httpx
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
 
 
 def test_idle_worker_wakes_for_a_new_job_and_for_an_abort(spawn_api: StartApi, spawn_worker: StartWorker) -> None:

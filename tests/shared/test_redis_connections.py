@@ -15,12 +15,12 @@ import uvloop
 from redis.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError
 
 import shared.redis as shared_redis
+from bench.harness.processes import free_port, wait_until
+from bench.harness.redis_servers import Server, start_server
 from shared.redis import api_client, check_writable, describe, probe_client, sync_client, worker_client
 from shared.redis_errors import classify
 from shared.redis_pools import PoolExhausted
 from shared.settings import Settings
-from tests.support.processes import free_port, wait_until
-from tests.support.redis_servers import Server, start_server
 
 
 @pytest.fixture
