@@ -20,12 +20,12 @@ import redis
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
+from bench.harness.client import read_events, types, wait_state
+from bench.harness.processes import ManagedProcess, free_port, start_redis, wait_until
+from bench.harness.servicebus import LocalServiceBus
 from shared import keys
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, types, wait_state
 from tests.support.metrics import scrape, value
-from tests.support.processes import ManagedProcess, free_port, start_redis, wait_until
-from tests.support.servicebus import LocalServiceBus
 from worker.bridge.messages import sequence_task_id, task_id_for
 
 FINAL = {"succeeded", "failed", "aborted"}

@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi, StartWorker
 from tests.e2e.test_own_tasks import make_project
-from tests.support.client import read_events, submit_ok, types, wait_state
-from tests.support.processes import wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 DEMO = "worker.tasks.demo"

@@ -21,8 +21,8 @@ import httpx
 import pytest
 import redis
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
 
 FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # Debian's libfaketime
 FINAL = {"succeeded", "failed", "aborted"}

@@ -22,9 +22,9 @@ import httpx
 import pytest
 import redis
 
-from tests.support.client import read_events, submit_ok, types, wait_state
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import REPO, ManagedProcess, free_port, free_port_run, start_redis, wait_until
 from tests.support.metrics import scrape, total
-from tests.support.processes import REPO, ManagedProcess, free_port, free_port_run, start_redis, wait_until
 
 DEVELOPMENT_DOC = REPO / "docs" / "development.md"
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.client import (
+from bench.harness.client import (
     ndjson_lines,
     read_events,
     sse_messages,

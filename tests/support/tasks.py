@@ -74,6 +74,12 @@ async def asks_retry(task: TaskContext, times: int = 1) -> dict[str, int]:
     return {"try": task.try_number}
 
 
+@registry.task(retry=QUICK_RETRIES)
+async def asks_retry_always(task: TaskContext) -> None:
+    """Raise arq's ``Retry`` on every try, under the same policy as ``flaky``."""
+    raise Retry(defer=0.1)
+
+
 @registry.task()
 async def cancels_itself(task: TaskContext, how: str = "future") -> None:
     """Its own code raises ``CancelledError`` (a cancelled future it awaits, or a cancelled inner gather): a
@@ -150,6 +156,12 @@ def sync_add(task: TaskContext, a: int, b: int) -> int:
 @registry.task()
 async def kills_worker(task: TaskContext) -> None:
     """Kill the worker running it, as an out-of-memory kill would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@registry.task(retry=QUICK_RETRIES)
+async def kills_worker_retried(task: TaskContext) -> None:
+    """``kills_worker`` under the same policy as ``flaky``."""
     os.kill(os.getpid(), signal.SIGKILL)
 
 

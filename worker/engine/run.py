@@ -35,7 +35,7 @@ from shared.jobs import JobRecord
 from shared.serialization import dumps
 from shared.tasks import TaskState
 from worker.context import Done, TaskContext
-from worker.engine import outcomes
+from worker.engine import outcomes, tries
 from worker.engine.commit import Op, OpResult, events_op
 from worker.engine.outcomes import Ending, RunFacts
 from worker.registry import TaskSpec
@@ -250,20 +250,19 @@ class JobRun:
         logger.warning("task %s: %s", self.task_id, message)
         return self._failure(asyncio.CancelledError(message), timed_out=False)
 
+    def _tries(self) -> tries.TryCount:
+        return tries.count(self.record, self.try_number, self.spec.retry.max_retries, self.engine.settings.max_pickups)
+
     def _failure(self, exc: BaseException, timed_out: bool) -> Ending:
-        return outcomes.decide_failure(
-            exc, timed_out, self.spec.retry, self.record, self.try_number, self.engine.settings.max_pickups
-        )
+        return outcomes.decide_failure(exc, timed_out, self.spec.retry, self.record, self._tries())
 
     def _retry_requested(self, exc: Retry) -> Ending:
-        """arq's ``Retry`` raised by a task: a retry, within the task's tries (fewer if the submit lowered its
-        retries), never a silent re-queue."""
-        cap = outcomes.tries_cap(self.engine.settings.max_pickups, self.spec.retry.max_retries)
-        if self.record.max_retries is not None:
-            cap = min(cap, 1 + self.record.max_retries)
+        """arq's ``Retry`` raised by a task: a retry unless this try is the last (``worker.engine.tries``),
+        never a silent re-queue."""
+        count = self._tries()
         message = "the task asked to be retried"
-        if self.try_number - self.record.tries_base >= cap:
-            return outcomes.failed(outcomes.TriesExhausted(f"{message}, but it has used its {cap} tries"))
+        if count.last:
+            return outcomes.failed(outcomes.TriesExhausted(f"{message}, but it has used its {count.cap} tries"))
         delay = (exc.defer_score or 0) / 1000 if exc.defer_score else self.spec.retry.delay(self.record.failures + 1)
         error = {"error_type": "Retry", "message": message}
         return Ending(TaskState.RETRYING, error, delay_seconds=delay)
@@ -312,8 +311,11 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-async def wait_for_redis(what: str, attempt: int, exc: RedisError | OSError) -> None:
-    """Back off between attempts to write an outcome while Redis is away."""
+async def wait_for_redis(what: str, attempt: int, exc: RedisError | OSError, until: float | None = None) -> None:
+    """Back off between attempts to write an outcome while Redis is away, never past ``until`` (a
+    ``time.monotonic()``, the stopping worker's deadline)."""
     delay = min(5.0, 0.2 * 2**attempt)
+    if until is not None:
+        delay = max(0.0, min(delay, until - time.monotonic()))
     logger.warning("could not record %s (%s); retrying in %.1fs", what, exc, delay)
     await asyncio.sleep(delay)
