@@ -70,7 +70,7 @@ def resize(image: str) -> str:
         (
             "",
             "no tasks to run: set RELAY_TASK_MODULES to the modules that register them "
-            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see README, Tasks)",
+            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see docs/tasks.md)",
         ),
         (
             "worker.tasks.dmeo",
