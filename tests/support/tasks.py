@@ -4,6 +4,7 @@ one way a real task can, so tests can watch Relay cope."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ from pydantic import Field
 
 from shared.retry import RetryPolicy
 from worker.context import TaskContext
+from worker.outputs import EventTooLarge, OutputTooLarge
 from worker.tasks import registry
 
 
@@ -204,3 +206,45 @@ def traced_sync(task: TaskContext) -> str:
 
     with trace.get_tracer("tests").start_as_current_span("inside a plain task") as span:
         return format(span.get_span_context().trace_id, "032x")
+
+
+# Tasks that put too much into Redis (RELAY_MAX_RESULT_BYTES, RELAY_MAX_EVENT_BYTES): their policy retries
+# the refusal once, so a test sees the retry and then the final failure.
+OVERSIZE_RETRIED = RetryPolicy(max_retries=1, backoff_seconds=0.1, backoff_max_seconds=0.1, retry_on=(OutputTooLarge,))
+
+
+@registry.task(retry=OVERSIZE_RETRIED)
+async def big_result(task: TaskContext, size_bytes: int) -> str:
+    """Return a string of ``size_bytes`` characters."""
+    return "x" * size_bytes
+
+
+@registry.task(retry=OVERSIZE_RETRIED)
+async def big_partials(task: TaskContext, size_bytes: int, count: int = 1) -> str:
+    """Emit ``count`` partials of ``size_bytes`` characters each, then return."""
+    for _ in range(count):
+        await task.partial("x" * size_bytes)
+    return "done"
+
+
+@registry.task(retry=OVERSIZE_RETRIED)
+async def big_progress(task: TaskContext, size_bytes: int) -> str:
+    """Report progress with a message of ``size_bytes`` characters."""
+    await task.progress(1, 1, "x" * size_bytes)
+    return "done"
+
+
+@registry.task(retry=OVERSIZE_RETRIED)
+def big_sync(task: TaskContext, what: str, size_bytes: int) -> str:
+    """A plain ``def`` task that returns, or emits as a partial, ``size_bytes`` characters."""
+    if what == "partial":
+        task.partial("x" * size_bytes)
+    return "x" * size_bytes if what == "result" else "done"
+
+
+@registry.task()
+async def swallows_big_event(task: TaskContext, size_bytes: int) -> str:
+    """Catch the refusal of an oversized partial and carry on as if nothing happened."""
+    with contextlib.suppress(EventTooLarge):
+        await task.partial("x" * size_bytes)
+    return "carried on"

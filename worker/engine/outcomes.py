@@ -13,11 +13,12 @@ from shared.jobs import RETRYING, JobRecord, ResultRecord
 from shared.retry import RetryPolicy
 from shared.tasks import TaskState
 from worker.engine.commit import Op, final_op, requeue_op, retry_op
+from worker.outputs import bounded_message
 
 
 def error_payload(exc: BaseException, message: str | None = None) -> dict[str, str]:
-    """How a failure is shown to clients: a type name and a message, never a traceback."""
-    return {"error_type": type(exc).__name__, "message": str(exc) if message is None else message}
+    """How a failure is shown to clients: a type name and a message (bounded: it is stored with the task)."""
+    return {"error_type": type(exc).__name__, "message": bounded_message(str(exc) if message is None else message)}
 
 
 class TaskTimedOut(TimeoutError):
