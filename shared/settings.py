@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     log_task_values: bool = Field(
         False, description="Log task arguments and results (they may carry secrets: for debugging only)."
     )
+    error_tracebacks: bool = Field(
+        True,
+        description="A failed task's error (its events, GET /tasks/{id}, Service Bus replies) carries the "
+        "traceback of the task's own code, bounded; false where tracebacks may show secrets (the worker log "
+        "still has them).",
+    )
     task_index_max: int = Field(
         1_000_000, ge=1000, description="Most tasks GET /tasks remembers (the oldest are forgotten first)."
     )

@@ -248,3 +248,34 @@ async def swallows_big_event(task: TaskContext, size_bytes: int) -> str:
     with contextlib.suppress(EventTooLarge):
         await task.partial("x" * size_bytes)
     return "carried on"
+
+
+# Tasks that raise from their own code, for the tracebacks of failed tasks (issue #24).
+def _divide(x: int) -> float:
+    return 1 / x
+
+
+@registry.task()
+async def explode(task: TaskContext, x: int = 0) -> float:
+    """Divide by ``x`` in a helper: with 0, a ZeroDivisionError two frames deep in the task's own code."""
+    return _divide(x)
+
+
+@registry.task()
+def explode_sync(task: TaskContext, x: int = 0) -> float:
+    """The same in a plain ``def`` task (it runs in a worker thread)."""
+    return _divide(x)
+
+
+@registry.task(
+    retry=RetryPolicy(max_retries=1, backoff_seconds=0.1, backoff_max_seconds=0.1, retry_on=(ZeroDivisionError,))
+)
+async def explode_retried(task: TaskContext, x: int = 0) -> float:
+    """The same, retried once by its policy."""
+    return _divide(x)
+
+
+@registry.task()
+async def explodes_at_length(task: TaskContext, size: int) -> None:
+    """Raise with a message of ``size`` characters: a traceback that long must be cut."""
+    raise RuntimeError("x" * size)

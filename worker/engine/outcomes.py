@@ -17,7 +17,8 @@ from worker.outputs import bounded_message
 
 
 def error_payload(exc: BaseException, message: str | None = None) -> dict[str, str]:
-    """How a failure is shown to clients: a type name and a message (bounded: it is stored with the task)."""
+    """How a failure is shown to clients: a type name and a message (bounded: it is stored with the task);
+    ``decide_failure`` adds the task's traceback."""
     return {"error_type": type(exc).__name__, "message": bounded_message(str(exc) if message is None else message)}
 
 
@@ -94,9 +95,13 @@ def decide_failure(
     record: JobRecord,
     try_number: int,
     max_tries: int,
+    traceback: str | None = None,
 ) -> Ending:
-    """Retry the failure if the policy covers it and budget is left; otherwise it is final."""
+    """Retry the failure if the policy covers it and budget is left; otherwise it is final. ``traceback``
+    (the task's own frames, see ``worker.tracebacks``) goes into the error when given."""
     error = error_payload(exc)
+    if traceback is not None:
+        error["traceback"] = traceback
     allowed = policy.max_retries if record.max_retries is None else min(policy.max_retries, record.max_retries)
     round_try = try_number - record.tries_base
     cap = tries_cap(max_tries, allowed)

@@ -40,6 +40,7 @@ from worker.engine.commit import Op, OpResult, events_op
 from worker.engine.outcomes import Ending, RunFacts
 from worker.outputs import OutputTooLarge, check_event, check_result
 from worker.registry import TaskSpec
+from worker.tracebacks import task_traceback
 
 if TYPE_CHECKING:
     from worker.engine.engine import Engine
@@ -272,8 +273,15 @@ class JobRun:
         return self._failure(asyncio.CancelledError(message), timed_out=False)
 
     def _failure(self, exc: BaseException, timed_out: bool) -> Ending:
+        """The try failed with ``exc``: a traceback from the task's own code goes to the log (ERROR, always) and
+        into the stored error (unless ``RELAY_ERROR_TRACEBACKS=false``)."""
+        trace = task_traceback(exc, self.spec.fn)
+        if trace is not None:
+            logger.error("task %s %s try=%d raised %s:\n%s", self.task_id, self.spec.name, self.try_number,
+                         type(exc).__name__, trace.rstrip("\n"))  # fmt: skip
+        stored = trace if self.engine.settings.error_tracebacks else None
         return outcomes.decide_failure(
-            exc, timed_out, self.spec.retry, self.record, self.try_number, self.engine.settings.max_pickups
+            exc, timed_out, self.spec.retry, self.record, self.try_number, self.engine.settings.max_pickups, stored
         )
 
     def _retry_requested(self, exc: Retry) -> Ending:
