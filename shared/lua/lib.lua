@@ -16,21 +16,27 @@ end
 
 -- Keep a task's log within its caps after `newest` (its packed events) was appended: while it holds more than
 -- `max_len` entries or `max_bytes` bytes of events, drop its oldest entries, never the newest one (a reader who
--- asks for dropped events gets a `gap`; live followers already had them). The bytes are counted in their own
--- key, kept in step here: every entry added or dropped goes through relay_emit. A log of one entry resets the
--- count (a log that expired or was deleted leaves no error behind), so a count that drifted heals itself.
+-- asks for dropped events gets a `gap`; live followers already had them). A log of two entries or more counts
+-- its bytes in a key of its own, kept in step here (every entry added or dropped goes through relay_emit) and
+-- expiring with it; a log of one entry (most tasks' whole log) needs no count, and its second entry starts it
+-- afresh, so a count left behind by a deleted log is never trusted.
 local function relay_trim(task_id, stream, newest, max_len, max_bytes, ttl_ms)
-  local counter = EVENT_BYTES .. task_id
   local length = redis.call('XLEN', stream)
+  if length <= 1 then return end
+  local counter = EVENT_BYTES .. task_id
   local bytes
-  if length <= 1 then
-    bytes = #newest
-    redis.call('SET', counter, bytes, 'PX', ttl_ms)
-    return
+  if length == 2 then
+    bytes = #redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][2][2] + #newest
+  else
+    bytes = tonumber(redis.call('GET', counter))
+    if bytes == nil then  -- a log written before its bytes were counted: count them once
+      bytes = 0
+      for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do bytes = bytes + #entry[2][2] end
+    else
+      bytes = bytes + #newest
+    end
   end
-  bytes = redis.call('INCRBY', counter, #newest)
   local batch = math.max(length - max_len, 1)
-  local trimmed = false
   while length > 1 and (length > max_len or bytes > max_bytes) do
     local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(batch, length - 1))
     local upto
@@ -42,11 +48,12 @@ local function relay_trim(task_id, stream, newest, max_len, max_bytes, ttl_ms)
     end
     redis.call('XTRIM', stream, 'MINID', '0-' .. (upto + 1))
     batch = batch * 2
-    trimmed = true
   end
-  if length == 1 then bytes = #newest end
-  if trimmed then redis.call('SET', counter, bytes) end
-  redis.call('PEXPIRE', counter, ttl_ms)
+  if length == 1 then
+    redis.call('DEL', counter)
+  else
+    redis.call('SET', counter, bytes, 'PX', ttl_ms)
+  end
 end
 
 -- Append bodies[from..to] after `seq` to the task's log (one stream entry, id 0-<last seq>) and publish them
