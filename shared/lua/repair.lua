@@ -2,8 +2,9 @@
 -- ends with `end`. `expect` says what the caller saw: 'final' (the task has a result) or 'unknown' (no record
 -- at all); if that is no longer true, nothing is published. Atomic, so concurrent followers publish once.
 -- ARGV: id, expect, now_ms, ttl_ms, max_len, max_bytes, queue, bodies...   Returns 'published', 'has_end' or 'changed'.
-local id, expect, now, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local id, expect, ttl = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local max_len, max_bytes, queue = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local now = relay_now()
 local state = relay_state(queue, id, now)
 if expect == 'final' then
   if state ~= 'succeeded' and state ~= 'failed' and state ~= 'aborted' then return 'changed' end
