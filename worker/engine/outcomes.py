@@ -14,11 +14,13 @@ from shared.retry import RetryPolicy
 from shared.tasks import TaskState
 from worker.engine.commit import Op, final_op, requeue_op, retry_op
 from worker.engine.tries import TryCount, allowed_retries
+from worker.outputs import bounded_message
 
 
 def error_payload(exc: BaseException, message: str | None = None) -> dict[str, str]:
-    """How a failure is shown to clients: a type name and a message, never a traceback."""
-    return {"error_type": type(exc).__name__, "message": str(exc) if message is None else message}
+    """How a failure is shown to clients: a type name and a message (bounded: it is stored with the task);
+    ``decide_failure`` adds the task's traceback."""
+    return {"error_type": type(exc).__name__, "message": bounded_message(str(exc) if message is None else message)}
 
 
 class TaskTimedOut(TimeoutError):
@@ -88,11 +90,19 @@ def requeued(reason: str, give_back_try: bool) -> Ending:
 
 
 def decide_failure(
-    exc: BaseException, timed_out: bool, policy: RetryPolicy, record: JobRecord, count: TryCount
+    exc: BaseException,
+    timed_out: bool,
+    policy: RetryPolicy,
+    record: JobRecord,
+    count: TryCount,
+    traceback: str | None = None,
 ) -> Ending:
     """Retry the failure if the policy covers it, it has failures to retry left, and this try is not the last
-    (``worker.engine.tries``); otherwise it is final."""
+    (``worker.engine.tries``); otherwise it is final. ``traceback`` (the task's own frames, see
+    ``worker.tracebacks``) goes into the error when given."""
     error = error_payload(exc)
+    if traceback is not None:
+        error["traceback"] = traceback
     retried = policy.retries(exc, timed_out) and record.failures < allowed_retries(policy.max_retries, record)
     if retried and not count.last:
         delay = policy.delay(record.failures + 1)

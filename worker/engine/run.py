@@ -38,7 +38,9 @@ from worker.context import Done, TaskContext
 from worker.engine import outcomes, tries
 from worker.engine.commit import Op, OpResult, events_op
 from worker.engine.outcomes import Ending, RunFacts
+from worker.outputs import OutputTooLarge, check_event, check_result
 from worker.registry import TaskSpec
+from worker.tracebacks import task_traceback
 
 if TYPE_CHECKING:
     from worker.engine.engine import Engine
@@ -82,6 +84,7 @@ class JobRun:
         self._pending_started: bytes | None = None
         self.span: tracing.SpanHandle | None = None  # this try's span (shared.tracing), from ``run``
         self.trace_id: str | None = None
+        self.refused: OutputTooLarge | None = None  # an output over its limit: the try fails with it
 
     @property
     def timeout_seconds(self) -> float:
@@ -97,8 +100,12 @@ class JobRun:
 
     def emit(self, type_: EventType, data: Any) -> Awaitable[None]:
         """Queue an event for the next commit (``EventSink``); from a task thread, wait until it is stored."""
-        # A TypeError here tells the task its data is not JSON.
+        # A TypeError here tells the task its data is not JSON; an EventTooLarge, that it is too large.
         body = events.body(self.task_id, type_, data, trace_id=self.trace_id)
+        try:
+            check_event(type_.value, body, self.engine.settings.max_event_bytes)
+        except OutputTooLarge as exc:
+            raise self._refuse(exc) from None
         if threading.get_ident() != self._loop_thread:
             self._wait_from_thread(body)
             return Done()
@@ -208,9 +215,15 @@ class JobRun:
                 message = f"task exceeded its timeout of {self.timeout_seconds:g}s (it blocked the event loop)"
                 return self._failure(outcomes.TaskTimedOut(message), timed_out=True)
             try:
-                dumps(result)
+                encoded = dumps(result)
             except TypeError as exc:
                 raise outcomes.ResultNotSerializable(f"the task's result is not JSON: {exc}") from None
+            if self.refused is not None:  # the task caught an EventTooLarge and went on: its try still fails
+                return self._failure(self.refused, timed_out=False)
+            try:
+                check_result(encoded, self.engine.settings.max_result_bytes)
+            except OutputTooLarge as exc:
+                return self._failure(self._refuse(exc), timed_out=False)
             return outcomes.succeeded(result)
         except asyncio.CancelledError:
             self._stopping = True
@@ -227,6 +240,15 @@ class JobRun:
             return outcomes.failed(exc, f"the stored arguments no longer fit the task: {exc.errors}")
         except Exception as exc:
             return self._failure(exc, timed_out=False)
+
+    def _refuse(self, exc: OutputTooLarge) -> OutputTooLarge:
+        """An output over its limit: say so (metrics, log) and remember it, so the try fails even if the task
+        catches the error. Called from the task's thread too (a plain ``def`` task)."""
+        if self.refused is None:
+            self.refused = exc
+        self.engine.metrics.output_refused(self.spec.name, exc.kind)
+        logger.warning("task %s %s try=%d: %s", self.task_id, self.spec.name, self.try_number, exc)
+        return exc
 
     def _overran(self, timeout: asyncio.Timeout) -> bool:
         deadline = timeout.when()
@@ -254,7 +276,14 @@ class JobRun:
         return tries.count(self.record, self.try_number, self.spec.retry.max_retries, self.engine.settings.max_pickups)
 
     def _failure(self, exc: BaseException, timed_out: bool) -> Ending:
-        return outcomes.decide_failure(exc, timed_out, self.spec.retry, self.record, self._tries())
+        """The try failed with ``exc``: a traceback from the task's own code goes to the log (ERROR, always) and
+        into the stored error (unless ``RELAY_ERROR_TRACEBACKS=false``)."""
+        trace = task_traceback(exc, self.spec.fn)
+        if trace is not None:
+            logger.error("task %s %s try=%d raised %s:\n%s", self.task_id, self.spec.name, self.try_number,
+                         type(exc).__name__, trace.rstrip("\n"))  # fmt: skip
+        stored = trace if self.engine.settings.error_tracebacks else None
+        return outcomes.decide_failure(exc, timed_out, self.spec.retry, self.record, self._tries(), stored)
 
     def _retry_requested(self, exc: Retry) -> Ending:
         """arq's ``Retry`` raised by a task: a retry unless this try is the last (``worker.engine.tries``),
