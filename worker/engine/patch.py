@@ -39,7 +39,8 @@ import arq.worker
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared.queuecounts import queue_counts
+from shared.scripts import Scripts
 from worker.engine.engine import Engine
 
 logger = logging.getLogger("relay.worker")
@@ -171,7 +172,8 @@ async def _record_health(self: Worker) -> None:
     if engine is not None:
         count_outcomes(self, engine)
     ongoing = sum(not t.done() for t in self.tasks.values())
-    queued = await self.pool.zcount(self.queue_name, "-inf", f"({keys.RUNNING_BASE}")  # running ones score above
+    scripts = engine.scripts if engine is not None else Scripts(self.pool)
+    queued = (await queue_counts(scripts, self.queue_name)).waiting  # in the lanes: running jobs are not there
     value = (
         f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
         f"j_retried={self.jobs_retried} j_ongoing={ongoing} queued={queued}"
