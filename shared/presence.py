@@ -6,8 +6,9 @@ arq's own health key is per host (``<queue>:health-check:<hostname>``), so two w
 and it says nothing of what runs; this record is per process. A worker that stops cleanly says so in a last
 record; one that dies stops refreshing it and shows as silent; either is dropped after ``FORGET_SECONDS``.
 
-Times are Redis's: a record is stamped with ``TIME`` as it is written, and read against ``TIME``, so a worker
-whose clock is off is neither taken for gone (its tasks refused by the API) nor kept alive after it stopped.
+Times are Redis's: a worker stamps its record with its estimate of Redis's clock (the offset it keeps from its
+claims, which read ``TIME``), and readers compare it with ``TIME``, so a worker whose clock is off is neither
+taken for gone (its tasks refused by the API) nor kept alive after it stopped.
 """
 
 from __future__ import annotations
@@ -25,21 +26,14 @@ REFRESH_SECONDS = 5.0
 SILENT_AFTER_SECONDS = 3 * REFRESH_SECONDS  # not heard of for this long: its loop is blocked, or it is gone
 FORGET_SECONDS = 60.0
 MAX_RUNNING_SHOWN = 20
-SEEN_PLACEHOLDER = '"seen_ms":0'
-# One HSET of the worker's own field (no worker overwrites another's), its "seen_ms" stamped with Redis's clock.
-PUBLISH_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local record = string.gsub(ARGV[2], '"seen_ms":0', '"seen_ms":' .. now, 1)
-return redis.call('HSET', KEYS[1], ARGV[1], record)
-"""
 
 
-async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str, Any]) -> None:
-    """Refresh this worker's record, seen now by Redis's clock."""
-    record = dumps(info | {"id": worker_id, "seen_ms": 0})
-    assert SEEN_PLACEHOLDER.encode() in record
-    await redis.register_script(PUBLISH_LUA)(keys=[keys.worker_presence(queue_name)], args=[worker_id, record])
+async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str, Any], seen_ms: float) -> None:
+    """Refresh this worker's field (one HSET: a field of its own, so no worker overwrites another's), seen at
+    ``seen_ms`` on Redis's clock (the worker's estimate of it: ``Engine.redis_now_ms``)."""
+    record = info | {"id": worker_id, "seen_ms": int(seen_ms)}
+    # redis-py types its hash commands as sync-or-async and str-valued; the async client awaits, bytes are fine.
+    await cast(Awaitable[int], redis.hset(keys.worker_presence(queue_name), worker_id, dumps(record).decode()))
 
 
 async def records(redis: Redis, queue_name: str) -> tuple[dict[bytes, bytes], float]:

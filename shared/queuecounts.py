@@ -31,6 +31,11 @@ class QueueCounts:
         return self.due + self.deferred
 
 
+async def waiting_jobs(scripts: Scripts, queue_name: str) -> int:
+    """Jobs not running yet (due or deferred), in one short call."""
+    return int(await scripts.counts(keys=[queue_name], args=["waiting"]))
+
+
 async def queue_counts(scripts: Scripts, queue_name: str) -> QueueCounts:
     """The queue's counts, in one round trip."""
     due, deferred, running, per = await scripts.counts(keys=[queue_name])

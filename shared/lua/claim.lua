@@ -8,7 +8,7 @@
 -- the jobs the first call claimed and took over, and claims nothing more.
 -- KEYS: queue (the schedule), arq's abort set, this worker's claim record.
 -- ARGV: request id, limit, lease_ms, token, sweep_limit, then the names of the tasks this worker runs.
--- Returns {claimed, swept, next_due or false, next_lease or false, now}: claimed items are {id, job record or
+-- Returns {claimed, swept, next_due or false, next_lease or false, now (false when nothing is queued or running)}: claimed items are {id, job record or
 -- false, try, aborted (0/1), due score, seq}; swept items {id, job or false, try, aborted, seq, own (0/1: the
 -- lapsed lease was this worker's own)}; next_due and next_lease are delays from now in ms (next_due is 0 when
 -- more jobs may be due than were taken). An abort request counts only if made after the job was enqueued: an
@@ -16,11 +16,10 @@
 local queue, abort, request_key = KEYS[1], KEYS[2], KEYS[3]
 local request, limit, lease, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local sweep_limit = tonumber(ARGV[5])
-local now = relay_now()
-local held = RUNNING_BASE + now + lease
 local mine = token .. '|'
 local runnable = {}
 for i = 6, #ARGV do runnable[ARGV[i]] = true end
+local now, held  -- Redis's clock, read once something is queued or running (below)
 local claimed, swept, stale = {}, {}, {}
 
 -- Whether abort request `requested` (its score, or nil) is for the job of `record`; a stale one is noted.
@@ -58,6 +57,13 @@ local function replayed(kept)
   end
   return {claimed, swept, 0, false, now}
 end
+
+-- An idle worker's call ends here, after one command, when nothing is queued or running (and so nothing a first
+-- run of this request could have claimed is left to return).
+local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+if #head == 0 then return {claimed, swept, false, false, false} end
+now = relay_now()
+held = RUNNING_BASE + now + lease
 
 local kept = redis.call('GET', request_key)
 if kept then
@@ -100,16 +106,18 @@ local function mark(ids, scores)
   end
 end
 
--- Take up to `want` due jobs from the lane of task `name` (one ZRANGEBYSCORE and one ZREMRANGEBYRANK).
+-- Take up to `want` due jobs from the lane of task `name` (one ZRANGEBYSCORE and one ZREMRANGEBYRANK); returns
+-- how many it took.
 local function take(name, want)
   local lane = relay_lane(queue, name)
   local due = redis.call('ZRANGEBYSCORE', lane, '-inf', now, 'WITHSCORES', 'LIMIT', 0, want)
   local n = #due / 2
-  if n == 0 then return end
+  if n == 0 then return 0 end
   redis.call('ZREMRANGEBYRANK', lane, 0, n - 1)  -- the lowest scores: exactly the ones just read
   local ids, scores = {}, {}
   for i = 1, n do ids[i], scores[i] = due[2 * i - 1], due[2 * i] end
   mark(ids, scores)
+  return n
 end
 
 -- A job id in the waiting band: enqueued by a Relay from before lanes (or moved there by arq's Job.abort).
@@ -129,29 +137,35 @@ local function adopt(id, score)
   end
 end
 
+local ADOPT_LIMIT = 500  -- jobs from before lanes moved per call: a big old queue moves over a few calls
+local adopted = 0
 local next_due = nil
 local function due_at(score)
   if next_due == nil or score < next_due then next_due = score end
 end
 
--- What is due, lane by lane, earliest head first (so across tasks, jobs are taken about in due order). An idle
--- worker's timer reads only the schedule's head (one command when nothing is queued).
-local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
-if #head == 0 then return {claimed, swept, false, false, now} end
+-- What is due, lane by lane, earliest head first (so across tasks, jobs are taken about in due order).
 if tonumber(head[2]) < RUNNING_BASE then
   local waiting = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. RUNNING_BASE, 'WITHSCORES')
   for i = 1, #waiting, 2 do
     local member, score = waiting[i], tonumber(waiting[i + 1])
     if string.sub(member, 1, 1) ~= MARKER then
-      adopt(member, score)
+      if adopted < ADOPT_LIMIT then
+        adopt(member, score)
+        adopted = adopted + 1
+      end
       due_at(math.max(score, now))
     else
       local name = string.sub(member, 2)
       if runnable[name] then
         if score <= now and #claimed < limit then
-          take(name, limit - #claimed)
-          local next_head = relay_sync_marker(queue, name)
-          if next_head ~= nil then due_at(math.max(next_head, now)) end
+          local want = limit - #claimed
+          if take(name, want) == want then
+            due_at(now)  -- more may be due: the marker stays early (allowed), the next call finds out
+          else
+            local next_head = relay_sync_marker(queue, name)
+            if next_head ~= nil then due_at(math.max(next_head, now)) end
+          end
         else
           due_at(math.max(score, now))
         end

@@ -10,6 +10,7 @@ local max_depth, channel = tonumber(ARGV[2]), ARGV[3]
 local now = relay_now()
 local depth = relay_depth(queue)
 local out, jobs, indexed, batch = {}, {}, {}, {}
+local lanes, lane_names = {}, {}  -- task name -> {due, id, ...} and its earliest due: one ZADD per lane
 local min_due = nil
 local item = 0
 for a = 4, #ARGV, 6 do
@@ -35,7 +36,14 @@ for a = 4, #ARGV, 6 do
     local task = relay_record_name(record)
     jobs[#jobs + 1] = JOB .. id
     jobs[#jobs + 1] = record
-    relay_wait(queue, task, id, due)
+    if not lanes[task] then
+      lanes[task] = {entries = {}, first = due}
+      lane_names[#lane_names + 1] = task
+    end
+    local lane = lanes[task]
+    lane.entries[#lane.entries + 1] = due
+    lane.entries[#lane.entries + 1] = id
+    if due < lane.first then lane.first = due end
     indexed[#indexed + 1] = index_score
     indexed[#indexed + 1] = id
     if reply ~= '' then redis.call('SET', REPLY .. id, reply) end
@@ -47,6 +55,10 @@ for a = 4, #ARGV, 6 do
 end
 if #jobs > 0 then
   redis.call('MSET', unpack(jobs))
+  for _, task in ipairs(lane_names) do
+    redis.call('ZADD', relay_lane(queue, task), unpack(lanes[task].entries))
+    redis.call('ZADD', queue, 'LT', lanes[task].first, MARKER .. task)  -- as relay_wait does, once per lane
+  end
   redis.call('ZADD', index, unpack(indexed))
   redis.call('PUBLISH', channel, min_due <= now and 'j' or ('d' .. string.format('%d', min_due)))
 end

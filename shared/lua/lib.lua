@@ -131,7 +131,8 @@ local function relay_emit(task_id, seq, bodies, from, to, max_len, max_bytes, tt
   end
   redis.call('PUBLISH', stream, packed)
   redis.call('PEXPIRE', stream, ttl_ms)
-  relay_trim(task_id, stream, packed, max_len, max_bytes, ttl_ms)
+  -- A task's first events start its log (one entry: nothing to trim, no count to keep); otherwise keep the caps.
+  if seq > 0 or last ~= seq + to - from + 1 then relay_trim(task_id, stream, packed, max_len, max_bytes, ttl_ms) end
   return last
 end
 

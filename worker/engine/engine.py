@@ -80,6 +80,7 @@ class Engine:
         self._next_due_ms: float | None = None  # both on Redis's clock (see redis_now_ms)
         self._next_lease_ms: float | None = None
         self._clock_offset_ms = 0.0  # Redis's clock minus this process's, as of the last claim
+        self._clock_synced = float("-inf")  # time.monotonic() of that
         self._claim_requests = 0
         self._abort_notices: set[str] = set()
         self._job_notice = False
@@ -118,8 +119,17 @@ class Engine:
                 await asyncio.sleep(0)  # always let the loop run: signals, cancellations, other tasks
 
     def redis_now_ms(self) -> float:
-        """Redis's clock as this worker estimates it (for sleeps only, never for ownership)."""
+        """Redis's clock as this worker estimates it (for sleeps and presence, never for ownership)."""
         return time.time() * 1000 + self._clock_offset_ms
+
+    async def sync_clock(self, older_than_seconds: float = 0.0) -> None:
+        """Read Redis's clock (``TIME``) unless a claim did within ``older_than_seconds``: an idle worker's claims
+        do not read it (one command fewer per poll), so its presence refreshes ask now and then."""
+        if time.monotonic() - self._clock_synced < older_than_seconds:
+            return
+        seconds, micros = await self.pool.time()
+        self._clock_offset_ms = seconds * 1000 + micros / 1000 - time.time() * 1000
+        self._clock_synced = time.monotonic()
 
     def _sleep_seconds(self, step: float) -> float:
         now_ms = self.redis_now_ms()
@@ -176,10 +186,12 @@ class Engine:
         claimed, swept, next_due, next_lease, redis_now = await self.scripts.claim(
             keys=[self.settings.queue_name, keys.ABORT_SET, keys.claim_request(self.token)], args=args
         )
-        redis_now = int(redis_now)
-        self._clock_offset_ms = redis_now - time.time() * 1000
-        self._next_due_ms = redis_now + float(next_due) if next_due is not None else None
-        self._next_lease_ms = redis_now + float(next_lease) if next_lease is not None else None
+        if redis_now is not None:  # None: nothing queued or running (the script did not read the clock)
+            self._clock_offset_ms = int(redis_now) - time.time() * 1000
+            self._clock_synced = time.monotonic()
+        now_ms = self.redis_now_ms()
+        self._next_due_ms = now_ms + float(next_due) if next_due is not None else None
+        self._next_lease_ms = now_ms + float(next_lease) if next_lease is not None else None
         for item in claimed:
             self._start(worker, _claimed(item))
         for item in swept:

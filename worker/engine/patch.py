@@ -39,7 +39,7 @@ import arq.worker
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
-from shared.queuecounts import queue_counts
+from shared.queuecounts import waiting_jobs
 from shared.scripts import Scripts
 from worker.engine.engine import Engine
 
@@ -173,7 +173,7 @@ async def _record_health(self: Worker) -> None:
         count_outcomes(self, engine)
     ongoing = sum(not t.done() for t in self.tasks.values())
     scripts = engine.scripts if engine is not None else Scripts(self.pool)
-    queued = (await queue_counts(scripts, self.queue_name)).waiting  # in the lanes: running jobs are not there
+    queued = await waiting_jobs(scripts, self.queue_name)  # in the lanes: running jobs are not there
     value = (
         f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
         f"j_retried={self.jobs_retried} j_ongoing={ongoing} queued={queued}"
