@@ -55,6 +55,7 @@ class TaskView(BaseModel):
     finished_at: str | None = None
     last_error: dict[str, Any] | None = Field(None, description="The failure a retrying task is waiting after.")
     next_try_at: str | None = Field(None, description="When a retrying task runs again.")
+    tenant: str | None = Field(None, description="The API key name that owns it; null for a task no tenant owns.")
     links: Links
 
 

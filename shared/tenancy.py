@@ -16,9 +16,11 @@ from __future__ import annotations
 from typing import Final
 
 from shared.apikeys import NAME_PATTERN
-from shared.tasks import is_task_id
+from shared.tasks import TASK_ID_REGEX, is_task_id
 
 SEPARATOR: Final = "~"
+# What a path may name: a tenant's own id, or (for an admin) a stored id, with its tenant in front.
+STORED_ID_PATTERN: Final = f"^({NAME_PATTERN.pattern.strip('^$')}{SEPARATOR})?{TASK_ID_REGEX}$"
 
 
 def stored_id(tenant: str | None, client_id: str) -> str:

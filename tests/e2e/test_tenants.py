@@ -12,9 +12,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.support.client import ndjson_lines, sse_messages
 from tests.support.processes import relay_env, start_api, start_worker
@@ -253,3 +256,93 @@ def test_submit_stream_and_sse_name_the_tenants_own_id(stack: Stack) -> None:
     assert {json.loads(m["data"])["task_id"] for m in messages} == {task_id}
     admin_events = stream(stack, OPS, f"ci~{task_id}", "application/x-ndjson")[2]
     assert {json.loads(line)["task_id"] for line in admin_events.splitlines() if line} == {f"ci~{task_id}"}
+
+
+FUZZ_EXAMPLES = 300
+
+
+def test_fuzzed_ids_and_headers_never_reach_another_tenants_task(stack: Stack) -> None:
+    """Tenant ci, with every way of presenting its key and ids derived from web's in every way we could think
+    of, never reads, aborts or retries one of web's tasks."""
+    secret = unique("fuzz-secret")
+    waiting, ended = unique("fuzz-waiting"), unique("fuzz-ended")
+    for task_id in (waiting, ended):
+        body = {"task": "echo", "id": task_id, "kwargs": {"message": secret}, "delay_seconds": 600}
+        assert stack.submit(WEB, body).status_code == 202
+    assert stack.call(WEB, "DELETE", f"/tasks/{ended}").status_code == 200
+    web_ids = [waiting, ended]
+
+    def variants(task_id: str) -> list[str]:
+        return [
+            task_id,
+            f"web~{task_id}",
+            f"web%7E{task_id}",
+            f"web%7e{task_id}",
+            f"ci~web~{task_id}",
+            f"~{task_id}",
+            f"{task_id}~",
+            task_id.upper(),
+            f"web~{task_id}/",
+            f"./{task_id}",
+            f"ci~{task_id}",
+            f"web~~{task_id}",
+            f"web:{task_id}",
+            f" {task_id}",
+        ]
+
+    ids = st.one_of(
+        st.sampled_from([v for t in web_ids for v in variants(t)]),
+        st.text(alphabet="webci~:%7E.-_/ " + waiting[-12:], min_size=1, max_size=40),
+    )
+    presented = st.sampled_from(
+        [
+            {"X-API-Key": CI},
+            {"Authorization": f"Bearer {CI}"},
+            {"authorization": f"bearer {CI}"},
+            {"X-API-Key": CI, "Authorization": f"Bearer {WEB}"},  # the X-API-Key is the one used
+            {"X-API-Key": CI, "X-Relay-Tenant": "web"},
+            {"X-API-Key": CI, "X-Forwarded-User": "web", "Forwarded": "for=web"},
+        ]
+    )
+    routes = st.sampled_from(["get", "ndjson", "sse", "delete", "retry", "list", "resubmit"])
+
+    @given(task_id=ids, headers=presented, route=routes)
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def never_crosses(task_id: str, headers: dict[str, str], route: str) -> None:
+        path = f"{stack.base}/tasks/{quote(task_id, safe='%~:/')}"
+        with httpx.Client(headers=headers, timeout=15) as client:
+            if route in ("ndjson", "sse"):
+                accept = "text/event-stream" if route == "sse" else "application/x-ndjson"
+                with client.stream("GET", path + "/events", headers={"Accept": accept}) as response:
+                    status, text = response.status_code, response.read().decode(errors="replace")
+            elif route == "list":
+                response = client.get(f"{stack.base}/tasks", params={"tenant": task_id, "limit": 500})
+                status, text = response.status_code, response.text
+                assert status in (403, 422), text
+            elif route == "resubmit":  # ci's own task with this id, if it is one: never web's
+                response = client.post(f"{stack.base}/tasks", json={"task": "echo", "id": task_id})
+                status, text = response.status_code, response.text
+                assert status in (200, 202, 409, 422), text
+            else:
+                method, suffix = {"get": ("GET", ""), "delete": ("DELETE", ""), "retry": ("POST", "/retry")}[route]
+                response = client.request(method, path + suffix)
+                status, text = response.status_code, response.text
+            assert secret not in text
+            if status < 300 and route in ("get", "delete", "retry", "resubmit"):
+                assert_only_ci(text)
+
+    def assert_only_ci(text: str) -> None:
+        """Any task a 2xx answer names is one of ci's own (a task view says so; other answers name an id)."""
+        body = json.loads(text)
+        for view in body.get("tasks", [body]):
+            if "tenant" in view:
+                assert view["tenant"] == "ci", text
+            else:
+                assert stack.call(OPS, "GET", f"/tasks/ci~{view['id']}").status_code == 200, text
+
+    never_crosses()
+    # Nothing of web's changed: the waiting task still waits, the ended one was not retried.
+    assert stack.call(WEB, "GET", f"/tasks/{waiting}").json()["state"] == "deferred"
+    assert stack.call(WEB, "GET", f"/tasks/{ended}").json()["state"] == "aborted"
+    assert secret not in stack.call(CI, "GET", "/tasks", params={"limit": 500}).text
+    stack.call(WEB, "DELETE", f"/tasks/{waiting}")
