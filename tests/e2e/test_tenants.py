@@ -7,6 +7,8 @@ each foreign answer is compared with the answer to the same request made before 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relay.client import Client, ForbiddenError, TaskNotFound
 from tests.support.client import ndjson_lines, sse_messages
-from tests.support.processes import relay_env, start_api, start_worker
+from tests.support.processes import BIN, relay_env, start_api, start_worker
 
 WEB, WEB_READ, CI, OPS = "key-web-0001", "key-web-read-0002", "key-ci-0003", "key-ops-0004"
 KEYS = f"web:{WEB},web:{WEB_READ}:read,ci:{CI},ops:{OPS}:admin"
@@ -346,3 +349,39 @@ def test_fuzzed_ids_and_headers_never_reach_another_tenants_task(stack: Stack) -
     assert stack.call(WEB, "GET", f"/tasks/{ended}").json()["state"] == "aborted"
     assert secret not in stack.call(CI, "GET", "/tasks", params={"limit": 500}).text
     stack.call(WEB, "DELETE", f"/tasks/{waiting}")
+
+
+def relay_cli(stack: Stack, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env |= {"RELAY_URL": stack.base, "RELAY_API_KEY": key}
+    return subprocess.run([str(BIN / "relay"), *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_relay_ls_and_the_client_list_the_keys_own_tasks_and_admins_filter_by_tenant(stack: Stack) -> None:
+    mine = {"web": unique("cli-web"), "ci": unique("cli-ci")}
+    for key, name in ((WEB, "web"), (CI, "ci")):
+        assert stack.submit(key, {"task": "echo", "id": mine[name], "delay_seconds": 600}).status_code == 202
+
+    def listed(key: str, *args: str) -> set[str]:
+        done = relay_cli(stack, key, "ls", "--limit", "500", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        return {json.loads(line)["id"] for line in done.stdout.splitlines() if line.strip()}
+
+    assert mine["web"] in listed(WEB)
+    assert mine["ci"] not in listed(WEB)
+    assert {f"web~{mine['web']}", f"ci~{mine['ci']}"} <= listed(OPS)
+    by_tenant = listed(OPS, "--tenant", "web")
+    assert f"web~{mine['web']}" in by_tenant
+    assert not [i for i in by_tenant if not i.startswith("web~")]
+    refused = relay_cli(stack, CI, "ls", "--tenant", "web")
+    assert refused.returncode != 0
+    assert "403" in refused.stderr
+    assert "forbidden" in refused.stderr
+    with Client(stack.base, api_key=CI) as client:
+        assert [v.id for v in client.list(limit=500)].count(mine["ci"]) == 1
+        with pytest.raises(ForbiddenError):
+            list(client.list(tenant="web"))
+        with pytest.raises(TaskNotFound):
+            client.get(mine["web"])
+    for key, name in ((WEB, "web"), (CI, "ci")):
+        stack.call(key, "DELETE", f"/tasks/{mine[name]}")
