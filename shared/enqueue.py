@@ -61,7 +61,7 @@ class Prepared:
 
     task_id: str
     task: str
-    score: int
+    due: str  # '+<ms>': that long after the enqueue, on Redis's clock; else an absolute time (ms since the epoch)
     record: bytes
     fp: str
     index_score: int
@@ -101,7 +101,7 @@ def prepare(
     return Prepared(
         task_id=tenancy.stored_id(tenant, submission.id or uuid.uuid4().hex),
         task=spec.name,
-        score=_score(submission, now_ms),
+        due=_due(submission),
         record=record,
         fp=fp,
         index_score=time.time_ns() // 1000,
@@ -109,12 +109,13 @@ def prepare(
     )
 
 
-def _score(submission: TaskSubmission, now_ms: int) -> int:
-    """When the job becomes runnable, in arq's terms (ms since the epoch)."""
+def _due(submission: TaskSubmission) -> str:
+    """When the job becomes runnable: a delay from the enqueue, counted on Redis's clock (so a process whose
+    clock is off does not move it), or the absolute time the submit named."""
     if submission.delay_seconds:
-        return now_ms + round(submission.delay_seconds * 1000)
+        return f"+{round(submission.delay_seconds * 1000)}"
     defer_until = submission.defer_until()
-    return int(defer_until.timestamp() * 1000) if defer_until else now_ms
+    return str(int(defer_until.timestamp() * 1000)) if defer_until else "+0"
 
 
 class Enqueuer:
@@ -151,9 +152,9 @@ class Enqueuer:
 
     async def _flush(self, batch: list[Prepared]) -> list[Submitted | Exception]:
         settings = self._settings
-        args: list[Any] = [int(time.time() * 1000), settings.max_queue_depth, keys.wakeup_channel(settings.queue_name)]
+        args: list[Any] = [0, settings.max_queue_depth, keys.wakeup_channel(settings.queue_name)]
         for p in batch:
-            args += [p.task_id, p.score, p.record, p.fp, p.index_score, p.reply]
+            args += [p.task_id, p.due, p.record, p.fp, p.index_score, p.reply]
         script_keys = [settings.queue_name, keys.task_index(settings.queue_name)]
         if not settings.redis_wait_replicas:
             replies = await self._scripts.enqueue(keys=script_keys, args=args)

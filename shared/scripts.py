@@ -2,7 +2,8 @@
 
 Every script is ``lib.lua`` followed by its own text, with the key prefixes of ``shared.keys`` filled in, so
 key names have one source. Scripts build per-task key names from those prefixes (rather than receiving every
-key in KEYS): Relay needs one Redis (or a Sentinel-managed primary), not Redis Cluster.
+key in KEYS): Relay needs one Redis (or a Sentinel-managed primary), not Redis Cluster (see shared/keys.py for
+how the keys are laid out, and where a cluster's hash tags would go).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def with_library(body: str) -> str:
         "SEQ_PREFIX": keys.SEQ_PREFIX,
         "REPLY_PREFIX": keys.REPLY_PREFIX,
         "ABORT_SET": keys.ABORT_SET,
+        "LANE_PREFIX": keys.LANE_PREFIX,
+        "LANE_MARKER": keys.LANE_MARKER,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)

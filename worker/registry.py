@@ -159,6 +159,10 @@ class TaskRegistry:
         except KeyError:
             raise UnknownTask(name, self._specs) from None
 
+    def names(self) -> list[str]:
+        """The names of the registered tasks: the lanes this worker claims from (``shared/keys.py``)."""
+        return list(self._specs)
+
     def __iter__(self) -> Iterator[TaskSpec]:
         return iter(self._specs.values())
 

@@ -161,7 +161,18 @@ async def _view(res: Resources, stored_id: str, task_id: str) -> dict[str, Any]:
     if view is None:
         message = f"no task {task_id!r} (never submitted, or its record expired)"
         raise TaskNotFound(message, {"state": TaskState.UNKNOWN.value})
-    return view
+    return view | {"waiting_reason": await waiting_reason(res, view)}
+
+
+async def waiting_reason(res: Resources, view: dict[str, Any]) -> str | None:
+    """Why a waiting task is not running yet, when that is not just its turn: no live worker runs its task (workers
+    claim only the tasks they run, so it waits for one; the live workers' offers are cached, see
+    ``shared.catalogue``)."""
+    if view["state"] not in (TaskState.QUEUED.value, TaskState.DEFERRED.value, TaskState.RETRYING.value):
+        return None
+    if view["task"] in await res.catalogue.offers():
+        return None
+    return f"waiting for a worker that runs {view['task']!r}"
 
 
 @bp.delete("/tasks/<task_id:str>")

@@ -5,7 +5,8 @@
 -- ARGV: id, now_ms, ttl_ms, max_len, wakeup channel, result record (for a waiting task), bodies...
 -- Returns {'aborted', last_seq} | {'aborting'} | {'finished', state} | {'unknown'}.
 local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
-local id, now, ttl, max_len, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local id, ttl, max_len, channel = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local now = relay_now()  -- an abort request counts for jobs enqueued before it, both on Redis's clock
 local state = relay_state(queue, id, now)
 if state == nil then return {'unknown'} end
 if state == 'succeeded' or state == 'failed' or state == 'aborted' then return {'finished', state} end
@@ -15,7 +16,12 @@ if state == 'running' then
   return {'aborting'}
 end
 local record = redis.call('GETRANGE', JOB .. id, 0, 300)
-redis.call('ZREM', queue, id)
+redis.call('ZREM', queue, id)  -- enqueued before lanes
+local name = relay_record_name(record)
+if name then
+  redis.call('ZREM', relay_lane(queue, name), id)
+  relay_sync_marker(queue, name)
+end
 redis.call('ZREM', abort, id)
 local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
 local last = relay_emit(id, seq, ARGV, 7, #ARGV, max_len, ttl)

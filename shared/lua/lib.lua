@@ -3,6 +3,62 @@ local RUNNING_BASE = {{RUNNING_BASE}}
 local JOB, RESULT, IN_PROGRESS, TRIES = '{{JOB_PREFIX}}', '{{RESULT_PREFIX}}', '{{IN_PROGRESS_PREFIX}}', '{{TRIES_PREFIX}}'
 local EVENTS, SEQ, REPLY = '{{EVENTS_PREFIX}}', '{{SEQ_PREFIX}}', '{{REPLY_PREFIX}}'
 local ABORTS = '{{ABORT_SET}}'
+local LANE, MARKER = '{{LANE_PREFIX}}', '{{LANE_MARKER}}'
+
+-- Now, in ms, on Redis's clock: every time that decides who owns a job is compared with this, never with a
+-- caller's clock (two workers' clocks may differ by seconds; a VM resumed from a pause jumps).
+local function relay_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The lane of a task on a queue (see shared/keys.py: waiting jobs of one task, by due time).
+local function relay_lane(queue, name)
+  return LANE .. name .. '|' .. queue
+end
+
+-- The task name a job record starts with ({"f":"<name>",...; see shared/jobs.py), or nil.
+local function relay_record_name(record)
+  return record and string.match(record, '^{"f":"([^"]*)"')
+end
+
+-- Put `id` in its lane, due at `due`; the lane's marker in the schedule moves earlier if needed.
+local function relay_wait(queue, name, id, due)
+  redis.call('ZADD', relay_lane(queue, name), due, id)
+  redis.call('ZADD', queue, 'LT', due, MARKER .. name)
+end
+
+-- Set the lane's marker to its head's due time, or drop it when the lane is empty. Returns the head's score.
+local function relay_sync_marker(queue, name)
+  local head = redis.call('ZRANGE', relay_lane(queue, name), 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    redis.call('ZREM', queue, MARKER .. name)
+    return nil
+  end
+  redis.call('ZADD', queue, head[2], MARKER .. name)
+  return tonumber(head[2])
+end
+
+-- The lane markers of the schedule (due or not), as {name, score} pairs in due order.
+local function relay_lanes(queue)
+  local found = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. RUNNING_BASE, 'WITHSCORES')
+  local lanes = {}
+  for i = 1, #found, 2 do
+    if string.sub(found[i], 1, 1) == MARKER then
+      lanes[#lanes + 1] = {string.sub(found[i], 2), tonumber(found[i + 1])}
+    end
+  end
+  return lanes
+end
+
+-- Jobs waiting in every lane of the queue (the depth a submit is checked against).
+local function relay_depth(queue)
+  local depth = 0
+  for _, lane in ipairs(relay_lanes(queue)) do
+    depth = depth + redis.call('ZCARD', relay_lane(queue, lane[1]))
+  end
+  return depth
+end
 
 -- One line per event: each body is a JSON object without its seq, which is put first here.
 local function relay_pack(first_seq, bodies, from, to)
@@ -65,7 +121,8 @@ local function relay_state(queue, task_id, now)
   if j == '' then return nil end
   local f, fp, w = string.match(j, '^{"f":"([^"]*)","fp":"(%x*)","w":"(%a)"')
   if redis.call('EXISTS', IN_PROGRESS .. task_id) == 1 then return 'running', f or '', fp or '' end
-  local score = tonumber(redis.call('ZSCORE', queue, task_id))
+  local score = f and tonumber(redis.call('ZSCORE', relay_lane(queue, f), task_id))
+  if score == nil then score = tonumber(redis.call('ZSCORE', queue, task_id)) end  -- running, or enqueued before lanes
   if score ~= nil and score >= RUNNING_BASE then return 'running', f or '', fp or '' end
   if score ~= nil and score > now then
     if w == 'r' then return 'retrying', f or '', fp or '' end

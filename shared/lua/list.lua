@@ -4,7 +4,7 @@
 -- state filter ('' for any), task filter ('' for any), id prefix (a tenant's, '' for any).
 -- Returns {matches (flat: id, state, ...), next cursor score or false, next cursor id or false}.
 local index, queue = KEYS[1], KEYS[2]
-local now, cursor_score, cursor_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local now, cursor_score, cursor_id = relay_now(), ARGV[2], ARGV[3]
 local budget, limit, want_state, want_task = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local want_prefix = ARGV[8] or ''
 local matches, examined, gone = {}, 0, {}

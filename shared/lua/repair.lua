@@ -2,7 +2,8 @@
 -- ends with `end`. `expect` says what the caller saw: 'final' (the task has a result) or 'unknown' (no record
 -- at all); if that is no longer true, nothing is published. Atomic, so concurrent followers publish once.
 -- ARGV: id, expect, now_ms, ttl_ms, max_len, queue, bodies...   Returns 'published', 'has_end' or 'changed'.
-local id, expect, now, ttl, max_len, queue = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local id, expect, ttl, max_len, queue = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local now = relay_now()
 local state = relay_state(queue, id, now)
 if expect == 'final' then
   if state ~= 'succeeded' and state ~= 'failed' and state ~= 'aborted' then return 'changed' end

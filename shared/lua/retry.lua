@@ -6,15 +6,16 @@
 -- ARGV: id, now_ms, ttl_ms, max_len, wakeup channel, job record, tries so far, index score, bodies...
 -- Returns {'queued', last_seq} | {'not_retryable', state} | {'unknown'}.
 local queue, index, abort = KEYS[1], KEYS[2], KEYS[3]
-local id, now, ttl, max_len, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local id, ttl, max_len, channel = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local now = relay_now()
 local state = relay_state(queue, id, now)
 if state == nil then return {'unknown'} end
 if state ~= 'failed' and state ~= 'aborted' then return {'not_retryable', state} end
 local seq = relay_seq(id)
 redis.call('DEL', RESULT .. id)
-redis.call('SET', JOB .. id, ARGV[6])
 redis.call('SET', TRIES .. id, ARGV[7])
-redis.call('ZADD', queue, now, id)
+redis.call('SET', JOB .. id, ARGV[6])
+relay_wait(queue, relay_record_name(ARGV[6]), id, now)
 redis.call('ZREM', abort, id)
 redis.call('ZADD', index, ARGV[8], id)
 redis.call('PERSIST', REPLY .. id)

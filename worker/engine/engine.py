@@ -1,9 +1,14 @@
 """The engine of one worker process: what arq's poll loop calls instead of its own pickup.
 
-Each poll iteration claims up to the free slots' worth of due jobs in one script call (``claim.lua``), which also
-takes over jobs whose lease lapsed and says when the next job falls due and the next lease lapses. Between
-iterations the worker sleeps until exactly then, or until a wake-up notice (a new job, a retry, an abort), or
-at most ``RELAY_POLL_DELAY_SECONDS``: an idle worker costs Redis about one command per second.
+Each poll iteration claims up to the free slots' worth of due jobs of the tasks this worker runs, in one script
+call (``claim.lua``; the queue's layout is in ``shared/keys.py``), which also takes over jobs whose lease lapsed
+and says when the next job falls due and the next lease lapses. Between iterations the worker sleeps until
+exactly then, or until a wake-up notice (a new job, a retry, an abort), or at most ``RELAY_POLL_DELAY_SECONDS``:
+an idle worker costs Redis about one command per second.
+
+Clocks: every time that decides who owns a job is Redis's, read inside the scripts. The worker's own clock only
+times its sleeps: it keeps the offset between Redis's clock and its own (from each claim's answer) to turn due
+times it hears of into delays, so a worker whose clock is off wakes on time and never takes a healthy job.
 """
 
 from __future__ import annotations
@@ -67,8 +72,10 @@ class Engine:
         self.shutting_down = False
         self._claiming = True  # False once arq stops picking jobs: due jobs and lapsed leases wait for others
         self.wake = asyncio.Event()
-        self._next_due_ms: float | None = None
+        self._next_due_ms: float | None = None  # both on Redis's clock (see redis_now_ms)
         self._next_lease_ms: float | None = None
+        self._clock_offset_ms = 0.0  # Redis's clock minus this process's, as of the last claim
+        self._claim_requests = 0
         self._abort_notices: set[str] = set()
         self._job_notice = False
         self._last_abort_check = 0.0
@@ -105,16 +112,20 @@ class Engine:
             else:
                 await asyncio.sleep(0)  # always let the loop run: signals, cancellations, other tasks
 
+    def redis_now_ms(self) -> float:
+        """Redis's clock as this worker estimates it (for sleeps only, never for ownership)."""
+        return time.time() * 1000 + self._clock_offset_ms
+
     def _sleep_seconds(self, step: float) -> float:
-        now_ms = time.time() * 1000
+        now_ms = self.redis_now_ms()
         wake_at = now_ms + step * 1000
         free = self._claiming and len(self.runs) < self.settings.worker_concurrency
         if self._next_due_ms is not None and free:
             wake_at = min(wake_at, self._next_due_ms)
         if self._next_lease_ms is not None and self._claiming:
             wake_at = min(wake_at, self._next_lease_ms + 1)
-        if self.scheduler.next_ms is not None:
-            wake_at = min(wake_at, self.scheduler.next_ms)
+        if self.scheduler.next_ms is not None:  # on this process's clock: schedules are wall-clock times here
+            wake_at = min(wake_at, self.scheduler.next_ms + self._clock_offset_ms)
         if self.runs and self._abort_notices:
             return 0.0
         return max(0.0, (wake_at - now_ms) / 1000)
@@ -151,14 +162,19 @@ class Engine:
 
     async def _claim(self, worker: Worker) -> None:
         free = max(0, worker.max_jobs - len(self.runs))
-        now_ms = int(time.time() * 1000)
-        hinted, self._job_notice = self._job_notice, False
-        args: list[str | int] = [now_ms, free, self.lease_ms, self.token, SWEEP_LIMIT, int(hinted)]
-        claimed, swept, next_due, next_lease = await self.scripts.claim(
-            keys=[self.settings.queue_name, keys.ABORT_SET], args=args
+        self._job_notice = False
+        # A request id of its own: redis-py sends the same call again after a timeout or a dropped connection,
+        # and the script then returns the jobs its first run claimed instead of claiming more.
+        self._claim_requests += 1
+        request = f"{self._claim_requests}"
+        args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, *self.registry.names()]
+        claimed, swept, next_due, next_lease, redis_now = await self.scripts.claim(
+            keys=[self.settings.queue_name, keys.ABORT_SET, keys.claim_request(self.token)], args=args
         )
-        self._next_due_ms = float(next_due) if next_due is not None else None
-        self._next_lease_ms = float(next_lease) if next_lease is not None else None
+        redis_now = int(redis_now)
+        self._clock_offset_ms = redis_now - time.time() * 1000
+        self._next_due_ms = redis_now + float(next_due) if next_due is not None else None
+        self._next_lease_ms = redis_now + float(next_lease) if next_lease is not None else None
         for item in claimed:
             self._start(worker, _claimed(item))
         for item in swept:
@@ -245,7 +261,7 @@ class Engine:
         self.runs.pop(task_id, None)
         self.leases.release(task_id)
         worker.job_counter -= 1
-        if self._next_due_ms is not None and self._next_due_ms <= time.time() * 1000:
+        if self._next_due_ms is not None and self._next_due_ms <= self.redis_now_ms():
             self.wake.set()  # more work is due: claim for the free slot now
 
     async def commit_ending(
@@ -296,7 +312,7 @@ class Engine:
         self.wake.set()
 
     def note_due(self, due_ms: float) -> None:
-        """A wake-up notice said a job falls due at ``due_ms``."""
+        """A wake-up notice said a job falls due at ``due_ms`` (Redis's clock)."""
         if self._next_due_ms is None or due_ms < self._next_due_ms:
             self._next_due_ms = due_ms
         self.wake.set()
@@ -343,7 +359,7 @@ class Engine:
             if not await self.pool.set(lock, self.token, nx=True, px=int(MAINTENANCE_SECONDS * 1000)):
                 return
             await self._prune_index(keys.task_index(queue))
-            stale_before = int(time.time() * 1000) - 60_000
+            stale_before = int(self.redis_now_ms()) - 60_000
             waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
             if waiting:
                 states = [await self.pool.exists(keys.in_progress(i.decode())) for i in waiting]

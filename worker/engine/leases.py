@@ -76,7 +76,7 @@ class LeaseKeeper:
             try:
                 lost = self._renew(
                     keys=[self._settings.queue_name],
-                    args=[int(time.time() * 1000), int(self._settings.lease_seconds * 1000), self._token, *ids],
+                    args=[0, int(self._settings.lease_seconds * 1000), self._token, *ids],  # Redis's clock
                 )
                 self.renewals += 1
             except (RedisError, OSError) as exc:

@@ -120,9 +120,10 @@ def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None
     if ending.state is TaskState.QUEUED:
         data = {"try": facts.try_number, "reason": ending.reason}
         bodies = [*before, events.body(task_id, EventType.REQUEUED, data, now, facts.trace_id)]
-        return requeue_op(task_id, facts.token, seq, bodies, int(now * 1000), ending.give_back_try)
+        return requeue_op(task_id, facts.token, seq, bodies, 0, ending.give_back_try)
     if ending.state is TaskState.RETRYING:
         assert facts.record is not None
+        # For GET and the event only: the retry falls due after the delay on Redis's clock (commit.lua).
         next_ms = int((now + ending.delay_seconds) * 1000)
         record = facts.record
         record.wait = RETRYING
@@ -136,7 +137,7 @@ def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None
             "delay_seconds": round(ending.delay_seconds, 3),
         }
         bodies = [*before, events.body(task_id, EventType.RETRYING, data, now, facts.trace_id)]
-        return retry_op(task_id, facts.token, seq, bodies, next_ms, record.encode())
+        return retry_op(task_id, facts.token, seq, bodies, round(ending.delay_seconds * 1000), record.encode())
     return _final(ending, facts, seq, now, before)
 
 
