@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -385,3 +388,45 @@ def test_relay_ls_and_the_client_list_the_keys_own_tasks_and_admins_filter_by_te
             client.get(mine["web"])
     for key, name in ((WEB, "web"), (CI, "ci")):
         stack.call(key, "DELETE", f"/tasks/{mine[name]}")
+
+
+def redis_calls_naming(stack: Stack, marker: str, request: Callable[[], object]) -> list[str]:
+    """The Redis commands the API sends while ``request`` runs that name ``marker`` (MONITOR), ``marker``
+    written as ``<id>`` and numbers (times) as ``N``: what a request does in Redis for the id it names."""
+    client = redis.Redis.from_url(stack.redis_url)
+    lines: list[str] = []
+    with client.monitor() as monitor:
+        request()
+        sentinel = unique("sentinel")
+        client.get(sentinel)  # the last line MONITOR shows for this request
+        for seen in monitor.listen():
+            command = str(seen["command"])
+            if sentinel in command:
+                break
+            if marker in command:
+                lines.append(re.sub(r"\d+", "N", command.replace(marker, "<id>")))
+    client.close()
+    return lines
+
+
+def test_a_foreign_id_costs_redis_exactly_what_an_unknown_one_does(stack: Stack) -> None:
+    foreign, never_used = unique("timing"), unique("timing")
+    assert stack.submit(WEB, {"task": "echo", "id": foreign, "delay_seconds": 600}).status_code == 202
+    for method, suffix, headers in (
+        ("GET", "", {}),
+        ("GET", "/events", {"Accept": "application/x-ndjson"}),
+        ("GET", "/events", {"Accept": "text/event-stream"}),
+        ("DELETE", "", {}),
+        ("POST", "/retry", {}),
+    ):
+        stack.call(CI, method, f"/tasks/{unique('warm-up')}{suffix}", headers=headers)  # the script cache, once
+        calls = {
+            task_id: redis_calls_naming(
+                stack, task_id, partial(stack.call, CI, method, f"/tasks/{task_id}{suffix}", headers=headers)
+            )
+            for task_id in (foreign, never_used)
+        }
+        assert calls[foreign] == calls[never_used], (method, suffix)
+        assert calls[foreign], (method, suffix)  # the request did look the id up (in ci's namespace)
+    assert stack.call(WEB, "GET", f"/tasks/{foreign}").json()["state"] == "deferred"
+    stack.call(WEB, "DELETE", f"/tasks/{foreign}")
