@@ -268,6 +268,7 @@ def _by_code(*classes: type[RelayError]) -> dict[str, type[RelayError]]:
 ERROR_CODES: dict[str, type[RelayError]] = _by_code(
     MalformedJson,
     UnauthorizedError,
+    ForbiddenError,
     TaskNotFound,
     RouteNotFound,
     MethodNotAllowedError,
