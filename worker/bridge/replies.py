@@ -23,7 +23,7 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import keys, tenancy
 from shared.scripts import Scripts
 from shared.serialization import dumps, loads
 from shared.status import is_final, task_view
@@ -95,7 +95,7 @@ class ReplySender:
 
     async def _send(self, task_id: str, request: dict[str, Any], view: dict[str, Any]) -> None:
         state = view["state"]
-        outcome = {"task_id": task_id, "state": state}
+        outcome = {"task_id": tenancy.client_id(task_id), "state": state}  # the id the sender chose, never its tenant
         outcome["result" if state == "succeeded" else "error"] = (
             view["result"] if state == "succeeded" else view["error"]
         )
