@@ -43,6 +43,9 @@ class Caller:
 
 # With auth off there is one tenant, everyone, who sees everything (today's single-tenant behaviour).
 ANONYMOUS_CALLER: Final = Caller(ANONYMOUS, Role.ADMIN)
+# With keys configured, a request on an open path (health, metrics, a CORS preflight) is nobody: it could read
+# only the tasks of a tenant named "anonymous", a name no key may have.
+NOBODY: Final = Caller(ANONYMOUS, Role.READ)
 
 
 def caller(request: Request) -> Caller:

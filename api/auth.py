@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from sanic import Request
 
-from api.access import ANONYMOUS_CALLER, Caller
+from api.access import ANONYMOUS_CALLER, NOBODY, Caller
 from api.errors import Unauthorized
-from shared.apikeys import ApiKey, Role
+from shared.apikeys import ANONYMOUS, ApiKey, Role
 
 logger = logging.getLogger("relay.api.auth")
 
@@ -81,8 +81,8 @@ def log_auth_mode(keys: list[KeyDigest]) -> None:
 async def require_api_key(request: Request) -> None:
     """Sanic request middleware. CORS preflights (OPTIONS) need no key: a browser never sends one with them."""
     keys: list[KeyDigest] = request.app.ctx.api_keys
-    request.ctx.caller = ANONYMOUS_CALLER
-    request.ctx.key_name = ANONYMOUS_CALLER.name
+    request.ctx.caller = NOBODY if keys else ANONYMOUS_CALLER
+    request.ctx.key_name = ANONYMOUS
     if not keys or is_open(request) or request.method == "OPTIONS":
         return
     candidate = presented_key(request)

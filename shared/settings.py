@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import keys
-from shared.apikeys import NAME_PATTERN, parse_api_keys
+from shared.apikeys import ANONYMOUS, NAME_PATTERN, parse_api_keys
 from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe
 
 __all__ = [
@@ -202,8 +202,8 @@ class Settings(BaseSettings):
     @field_validator("bridge_tenant", "schedule_tenant")
     @classmethod
     def _tenant_name(cls, value: str) -> str:
-        if value and not NAME_PATTERN.fullmatch(value):
-            raise ValueError("a tenant is an API key name: letters, digits, '_', '.', '-' (max 64)")
+        if value and (not NAME_PATTERN.fullmatch(value) or value == ANONYMOUS):
+            raise ValueError(f"a tenant is an API key name: letters, digits, '_', '.', '-' (max 64), not {ANONYMOUS!r}")
         return value
 
     @field_validator("api_keys", mode="before")
