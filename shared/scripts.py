@@ -17,7 +17,19 @@ from redis.asyncio import Redis
 
 from shared import keys
 
-SCRIPT_NAMES = ("enqueue", "claim", "renew", "commit", "abort", "retry", "repair", "list", "maintenance", "outbox")
+SCRIPT_NAMES = (
+    "enqueue",
+    "claim",
+    "renew",
+    "commit",
+    "abort",
+    "retry",
+    "repair",
+    "list",
+    "maintenance",
+    "outbox",
+    "counts",
+)
 
 
 @cache
@@ -62,6 +74,7 @@ class Scripts:
         self.list = redis.register_script(source("list"))
         self.maintenance = redis.register_script(source("maintenance"))
         self.outbox = redis.register_script(source("outbox"))
+        self.counts = redis.register_script(source("counts"))
 
 
 def renew_script(redis: SyncRedis) -> Any:

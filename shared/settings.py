@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from importlib.util import find_spec
@@ -16,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import keys
 from shared.apikeys import ANONYMOUS, NAME_PATTERN, parse_api_keys
-from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe
+from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe, refuse
 
 __all__ = [
     "CONFIG_ERROR_EXIT_CODE",
@@ -38,7 +37,7 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A
 
 
 class Settings(BaseSettings):
-    """Everything an API or worker process can be configured with; see the README's table."""
+    """Everything an API or worker process can be configured with; docs/operations.md lists them all."""
 
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", populate_by_name=True)
 
@@ -358,5 +357,4 @@ def get_settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        print(exc, file=sys.stderr, flush=True)
-        raise
+        refuse(exc.problems)

@@ -11,7 +11,6 @@ import errno
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from shared import presence, tracing
-from shared.config_errors import ConfigError
+from shared.config_errors import refuse
 from shared.settings import Settings
 from shared.waiting import wait_set
 
@@ -62,8 +61,7 @@ def serve_metrics(engine: Engine, settings: Settings) -> tuple[WSGIServer, threa
             f"RELAY_WORKER_METRICS_PORT={port} is invalid: port {port} is already in use on {host} (another "
             "worker on this host?); give each worker its own port, or 0 for no metrics server"
         )
-        print(problem, file=sys.stderr, flush=True)
-        raise ConfigError([problem]) from None
+        refuse([problem])
     logger.info("metrics: http://%s:%d/metrics", host, port)
     return served
 

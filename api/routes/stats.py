@@ -16,9 +16,21 @@ bp = Blueprint("stats")
 
 @bp.get("/stats")
 async def stats(request: Request) -> HTTPResponse:
-    """The queue (due, deferred, running, as in ``/metrics``) and the workers heard of lately."""
+    """The queue (due, deferred, running, as in ``/metrics``; and the waiting jobs per task, with why they wait
+    when no live worker runs their task) and the workers heard of lately."""
     res = resources(request)
-    due, deferred, running = await queue_counts(res)
+    counts = await queue_counts(res)
     workers = await presence.read(res.pool, res.settings.queue_name)
+    offers = await res.catalogue.offers()
+    tasks = [
+        {
+            "task": name,
+            "due": task.due,
+            "deferred": task.deferred,
+            "waiting_reason": None if name in offers else f"waiting for a worker that runs {name!r}",
+        }
+        for name, task in sorted(counts.tasks.items())
+    ]
     now = dt.datetime.now(dt.UTC).isoformat()
-    return json({"queue": {"due": due, "deferred": deferred, "running": running}, "workers": workers, "time": now})
+    queue = {"name": res.settings.queue_name, "due": counts.due, "deferred": counts.deferred, "running": counts.running}
+    return json({"queue": queue, "tasks": tasks, "workers": workers, "time": now})

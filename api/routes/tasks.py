@@ -126,7 +126,11 @@ async def list_route(request: Request) -> HTTPResponse:
         )
     except BadCursor as exc:
         raise InvalidRequest(str(exc), [{"loc": ["query", "cursor"], "msg": str(exc)}]) from None
-    tasks = [_public_view(who, view) for view in page.tasks if may_see(who, view["id"])]
+    tasks = [
+        _public_view(who, view | {"waiting_reason": await waiting_reason(res, view)})
+        for view in page.tasks
+        if may_see(who, view["id"])
+    ]
     return json({"tasks": tasks, "next_cursor": page.next_cursor})
 
 

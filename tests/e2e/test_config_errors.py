@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -49,6 +50,51 @@ def test_bad_variables_are_one_line_each_and_exit_78(role: str, env: dict[str, s
     done = run(argv, **env)
     assert done.returncode == 78
     assert done.stderr.splitlines() == lines
+    assert done.stdout == ""
+
+
+UNANNOTATED = """\
+from worker.tasks import registry
+
+
+@registry.task()
+def resize(image: str) -> str:
+    return image
+"""
+
+
+@pytest.mark.parametrize(
+    ("modules", "line"),
+    [
+        (
+            "",
+            "no tasks to run: set RELAY_TASK_MODULES to the modules that register them "
+            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see README, Tasks)",
+        ),
+        (
+            "worker.tasks.dmeo",
+            "RELAY_TASK_MODULES names 'worker.tasks.dmeo', which cannot be imported: No module named "
+            "'worker.tasks.dmeo' (did you mean 'worker.tasks.demo'?)",
+        ),
+        (
+            "unannotated_tasks",
+            "{path}:4: task 'resize': the first parameter must be annotated TaskContext, e.g. "
+            "`def resize(task: TaskContext, ...)`",
+        ),
+        (
+            "quiet_tasks",
+            "RELAY_TASK_MODULES='quiet_tasks' registers no task: set RELAY_TASK_MODULES to the modules that "
+            "register them with @registry.task() (from worker.tasks import registry)",
+        ),
+    ],
+)
+def test_worker_start_up_mistakes_are_one_line_and_exit_78(tmp_path: Path, modules: str, line: str) -> None:
+    # They were 37-line tracebacks ending in the same message (the literal command people type: arq worker.settings).
+    (tmp_path / "unannotated_tasks.py").write_text(UNANNOTATED)
+    (tmp_path / "quiet_tasks.py").write_text("ANSWER = 42\n")
+    done = run(WORKER, RELAY_TASK_MODULES=modules, PYTHONPATH=str(tmp_path))
+    assert done.returncode == 78
+    assert done.stderr.splitlines() == [line.format(path=tmp_path / "unannotated_tasks.py")]
     assert done.stdout == ""
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from api.schemas import Stats
+from shared import keys
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import read_events, submit_ok, types, wait_state
 from tests.support.metrics import scrape, value
@@ -192,7 +194,7 @@ def test_stats_show_the_queue_and_each_live_worker(spawn_api: StartApi, spawn_wo
     wait_until(lambda: sum(w["running"] for w in workers()) == 1 and len(workers()) == 2, 15, "both, one busy")
     body = httpx.get(f"{base}/stats", headers={"X-API-Key": API_KEY}, timeout=10).json()
     Stats.model_validate(body)  # the shape the OpenAPI document gives
-    assert body["queue"] == {"due": 0, "deferred": 1, "running": 1}
+    assert body["queue"] == {"name": env["RELAY_QUEUE_NAME"], "due": 0, "deferred": 1, "running": 1}
     by_pid = {w["pid"]: w for w in body["workers"]}
     assert set(by_pid) == {first.pid, second.pid}
     assert {w["status"] for w in by_pid.values()} == {"alive"}
@@ -223,14 +225,17 @@ def test_metrics_are_served_while_a_task_blocks_the_workers_event_loop(
     assert wait_state(base, task_id, FINAL)["state"] == "succeeded"
 
 
-def test_a_job_the_worker_cannot_run_counts_as_failed_without_a_duration(
-    spawn_api: StartApi, spawn_worker: StartWorker
+def test_a_job_refused_before_it_starts_counts_as_failed_without_a_duration(
+    spawn_api: StartApi, spawn_worker: StartWorker, redis_url: str
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
-    _, base = spawn_api(**env)  # knows the test tasks
-    _, url = metrics_worker(spawn_worker, RELAY_TASK_MODULES="worker.tasks.demo", **env)  # does not
-    task_id = submit_ok(base, {"task": "flaky"})
-    assert wait_state(base, task_id, FINAL)["error"]["error_type"] == "NotRunnable"
+    _, base = spawn_api(**env)
+    _, url = metrics_worker(spawn_worker, **env)
+    task_id = submit_ok(base, {"task": "flaky", "delay_seconds": 1})
+    client = redis.Redis.from_url(redis_url)
+    client.set(keys.tries(task_id), 5)  # RELAY_MAX_TRIES pickups already used: refused when it falls due
+    client.close()
+    assert wait_state(base, task_id, FINAL)["error"]["error_type"] == "TriesExhausted"
     samples = scrape(url)
     assert value(samples, "relay_worker_task_outcomes_total", task="flaky", outcome="failed") == 1
     assert value(samples, "relay_worker_tasks_started_total", task="flaky") == 0

@@ -2,7 +2,7 @@
 the worker's span of each try, and every event of the run carries that trace's id.
 
 In-process with the OpenTelemetry SDK's in-memory exporter (the real Sanic app and arq's real Worker in this
-process), then across real processes exporting over OTLP/HTTP as the README sets it up, then with
+process), then across real processes exporting over OTLP/HTTP as docs/operations.md (Tracing) sets it up, then with
 OpenTelemetry absent (Relay still carries the caller's context through)."""
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def collector() -> Iterator[OtlpReceiver]:
 
 
 def exporting(collector: OtlpReceiver) -> dict[str, str]:
-    """What the README tells an operator to set, plus a short batch delay so the test need not wait 5 s."""
+    """What docs/operations.md tells an operator to set, plus a short batch delay so the test need not wait 5 s."""
     return {
         "RELAY_TRACE_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
