@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from relay.client import Client, ForbiddenError, TaskNotFound
 from tests.support.client import ndjson_lines, sse_messages
-from tests.support.processes import BIN, relay_env, start_api, start_worker
+from tests.support.processes import BIN, relay_env, start_api, start_worker, wait_until
 
 WEB, WEB_READ, CI, OPS = "key-web-0001", "key-web-read-0002", "key-ci-0003", "key-ops-0004"
 KEYS = f"web:{WEB},web:{WEB_READ}:read,ci:{CI},ops:{OPS}:admin"
@@ -191,7 +191,7 @@ def test_roles_read_key_reads_admin_sees_every_tenant(stack: Stack) -> None:
     for key in (WEB, WEB_READ, CI, OPS):
         stats = stack.call(key, "GET", "/stats")
         assert stats.status_code == 200
-        assert set(stats.json()) == {"queue", "workers", "time"}
+        assert set(stats.json()) == {"queue", "tasks", "workers", "time"}  # tasks: counts by name, no task
         assert web_id not in stats.text
     metrics = httpx.get(f"{stack.base}/metrics", timeout=10).text
     assert web_id not in metrics
@@ -430,3 +430,20 @@ def test_a_foreign_id_costs_redis_exactly_what_an_unknown_one_does(stack: Stack)
         assert calls[foreign], (method, suffix)  # the request did look the id up (in ci's namespace)
     assert stack.call(WEB, "GET", f"/tasks/{foreign}").json()["state"] == "deferred"
     stack.call(WEB, "DELETE", f"/tasks/{foreign}")
+
+
+def test_stats_show_each_key_only_the_running_tasks_it_may_see(stack: Stack) -> None:
+    task_id = unique("running")
+    body = {"task": "sleep", "id": task_id, "kwargs": {"seconds": 60, "steps": 60}}
+    assert stack.submit(WEB, body).status_code == 202
+
+    def running(key: str) -> list[str]:
+        workers = stack.call(key, "GET", "/stats").json()["workers"]
+        return [run["id"] for worker in workers for run in worker["running_tasks"]]
+
+    wait_until(lambda: f"web~{task_id}" in running(OPS), 20, "the admin to see web's task running")
+    assert task_id in running(WEB)
+    assert task_id in running(WEB_READ)
+    assert f"web~{task_id}" not in running(WEB)
+    assert not [i for i in running(CI) if task_id in i]
+    assert stack.call(WEB, "DELETE", f"/tasks/{task_id}").status_code == 202
