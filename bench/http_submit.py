@@ -27,10 +27,10 @@ import httpx
 import redis
 
 from bench.common import Bench, OtherLoad, bench_scope, cpu_seconds, peak_rss_mib, start_api_factory, table
+from bench.harness.processes import BIN, ManagedProcess, free_port, relay_env, wait_until
 from bench.loadgen import run_load
 from bench.profiling import sampled, summarize
 from shared.scripts import source
-from tests.support.processes import BIN, ManagedProcess, free_port, relay_env, wait_until
 
 BODY = b'{"task":"echo","kwargs":{"message":"hello"}}'
 LUA = Path(__file__).with_name("wrk_submit.lua")

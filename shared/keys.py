@@ -38,6 +38,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 # Per task: prefix + task id.
 EVENTS_PREFIX: Final = "relay:events:"
 SEQ_PREFIX: Final = "relay:seq:"
+EVENT_BYTES_PREFIX: Final = "relay:event-bytes:"
 REPLY_PREFIX: Final = "relay:reply:"
 # Per queue: prefix + queue name.
 INDEX_PREFIX: Final = "relay:index:"
@@ -57,6 +58,7 @@ QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
 RELAY_PREFIXES: Final = (
     EVENTS_PREFIX,
     SEQ_PREFIX,
+    EVENT_BYTES_PREFIX,
     REPLY_PREFIX,
     INDEX_PREFIX,
     OUTBOX_PREFIX,
@@ -92,6 +94,11 @@ def events_channel(task_id: str) -> str:
 def event_seq(task_id: str) -> str:
     """The task's event counter: outlives its stream, so numbering never restarts while the task lives."""
     return SEQ_PREFIX + task_id
+
+
+def event_bytes(task_id: str) -> str:
+    """The bytes of events a task's stream holds (``RELAY_EVENT_LOG_MAX_BYTES``); expires with the stream."""
+    return EVENT_BYTES_PREFIX + task_id
 
 
 def reply_request(task_id: str) -> str:

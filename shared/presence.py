@@ -5,12 +5,14 @@ dashboard, and its task catalogue (``shared.catalogue``) takes the live workers'
 arq's own health key is per host (``<queue>:health-check:<hostname>``), so two workers on one host share it,
 and it says nothing of what runs; this record is per process. A worker that stops cleanly says so in a last
 record; one that dies stops refreshing it and shows as silent; either is dropped after ``FORGET_SECONDS``.
+
+Times are Redis's: a record is stamped with ``TIME`` as it is written, and read against ``TIME``, so a worker
+whose clock is off is neither taken for gone (its tasks refused by the API) nor kept alive after it stopped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Awaitable
 from typing import Any, cast
 
@@ -23,26 +25,37 @@ REFRESH_SECONDS = 5.0
 SILENT_AFTER_SECONDS = 3 * REFRESH_SECONDS  # not heard of for this long: its loop is blocked, or it is gone
 FORGET_SECONDS = 60.0
 MAX_RUNNING_SHOWN = 20
+SEEN_PLACEHOLDER = '"seen_ms":0'
+# One HSET of the worker's own field (no worker overwrites another's), its "seen_ms" stamped with Redis's clock.
+PUBLISH_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local record = string.gsub(ARGV[2], '"seen_ms":0', '"seen_ms":' .. now, 1)
+return redis.call('HSET', KEYS[1], ARGV[1], record)
+"""
 
 
 async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str, Any]) -> None:
-    """Refresh this worker's field (one HSET: a field of its own, so no worker overwrites another's)."""
-    record = info | {"id": worker_id, "seen_ms": int(time.time() * 1000)}
-    # redis-py types its hash commands as sync-or-async and str-valued; the async client awaits, bytes are fine.
-    await cast(Awaitable[int], redis.hset(keys.worker_presence(queue_name), worker_id, dumps(record).decode()))
+    """Refresh this worker's record, seen now by Redis's clock."""
+    record = dumps(info | {"id": worker_id, "seen_ms": 0})
+    assert SEEN_PLACEHOLDER.encode() in record
+    await redis.register_script(PUBLISH_LUA)(keys=[keys.worker_presence(queue_name)], args=[worker_id, record])
 
 
-async def records(redis: Redis, queue_name: str) -> dict[bytes, bytes]:
-    """Every worker's last record, as stored."""
-    return await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(keys.worker_presence(queue_name)))
+async def records(redis: Redis, queue_name: str) -> tuple[dict[bytes, bytes], float]:
+    """Every worker's last record, as stored, and Redis's clock (ms) to compare their ``seen_ms`` with."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.worker_presence(queue_name))
+        pipe.time()
+        fields, (seconds, micros) = await pipe.execute()
+    return cast(dict[bytes, bytes], fields), seconds * 1000 + micros / 1000
 
 
 async def read(redis: Redis, queue_name: str) -> list[dict[str, Any]]:
     """The workers heard of within ``FORGET_SECONDS`` that have not stopped, each with ``status`` (``alive``,
     ``stopping`` or ``silent``) and ``seen_seconds_ago``; longer-silent ones are removed."""
     key = keys.worker_presence(queue_name)
-    fields = await records(redis, queue_name)
-    now_ms = time.time() * 1000
+    fields, now_ms = await records(redis, queue_name)
     workers: list[dict[str, Any]] = []
     forgotten: list[str] = []
     for field, raw in fields.items():

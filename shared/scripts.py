@@ -49,6 +49,7 @@ def with_library(body: str) -> str:
         "TRIES_PREFIX": keys.tries(""),
         "EVENTS_PREFIX": keys.EVENTS_PREFIX,
         "SEQ_PREFIX": keys.SEQ_PREFIX,
+        "EVENT_BYTES_PREFIX": keys.EVENT_BYTES_PREFIX,
         "REPLY_PREFIX": keys.REPLY_PREFIX,
         "ABORT_SET": keys.ABORT_SET,
         "LANE_PREFIX": keys.LANE_PREFIX,

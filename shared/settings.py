@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     log_task_values: bool = Field(
         False, description="Log task arguments and results (they may carry secrets: for debugging only)."
     )
+    error_tracebacks: bool = Field(
+        True,
+        description="A failed task's error (its events, GET /tasks/{id}, Service Bus replies) carries the "
+        "traceback of the task's own code, bounded; false where tracebacks may show secrets (the worker log "
+        "still has them).",
+    )
     task_index_max: int = Field(
         1_000_000, ge=1000, description="Most tasks GET /tasks remembers (the oldest are forgotten first)."
     )
@@ -85,6 +91,23 @@ class Settings(BaseSettings):
     )
     result_ttl_seconds: int = Field(3600, ge=1, description="How long results and event logs are kept.")
     event_log_max_len: int = Field(10_000, ge=10, description="Events kept per task for replay.")
+    event_log_max_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Bytes of events kept per task for replay: beyond it the oldest are dropped (late readers "
+        "get a `gap`; live followers still see every event). At least RELAY_MAX_EVENT_BYTES.",
+    )
+    max_result_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest JSON-encoded result of a task; a larger one fails the try with ResultTooLarge.",
+    )
+    max_event_bytes: int = Field(
+        65_536,
+        ge=1024,
+        description="Largest event a task may emit (a progress or partial, JSON-encoded); a larger one fails the "
+        "try with EventTooLarge.",
+    )
     api_keys: SecretStr = Field(
         SecretStr(""),
         description="Comma-separated API keys, each `name:key` (or just `key`, named key1, key2...), optionally "
@@ -290,6 +313,17 @@ class Settings(BaseSettings):
                 f"({self.max_body_bytes})",
                 "max_args_bytes",
                 "max_body_bytes",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _event_fits_log(self) -> Settings:
+        if self.max_event_bytes > self.event_log_max_bytes:
+            raise Conflict(
+                f"RELAY_MAX_EVENT_BYTES ({self.max_event_bytes}) must not exceed RELAY_EVENT_LOG_MAX_BYTES "
+                f"({self.event_log_max_bytes}): a task's log must hold its largest event",
+                "max_event_bytes",
+                "event_log_max_bytes",
             )
         return self
 

@@ -2,6 +2,7 @@
 local RUNNING_BASE = {{RUNNING_BASE}}
 local JOB, RESULT, IN_PROGRESS, TRIES = '{{JOB_PREFIX}}', '{{RESULT_PREFIX}}', '{{IN_PROGRESS_PREFIX}}', '{{TRIES_PREFIX}}'
 local EVENTS, SEQ, REPLY = '{{EVENTS_PREFIX}}', '{{SEQ_PREFIX}}', '{{REPLY_PREFIX}}'
+local EVENT_BYTES = '{{EVENT_BYTES_PREFIX}}'
 local ABORTS = '{{ABORT_SET}}'
 local LANE, MARKER = '{{LANE_PREFIX}}', '{{LANE_MARKER}}'
 
@@ -69,24 +70,68 @@ local function relay_pack(first_seq, bodies, from, to)
   return table.concat(parts, '\n')
 end
 
+-- Keep a task's log within its caps after `newest` (its packed events) was appended: while it holds more than
+-- `max_len` entries or `max_bytes` bytes of events, drop its oldest entries, never the newest one (a reader who
+-- asks for dropped events gets a `gap`; live followers already had them). A log of two entries or more counts
+-- its bytes in a key of its own, kept in step here (every entry added or dropped goes through relay_emit) and
+-- expiring with it; a log of one entry (most tasks' whole log) needs no count, and its second entry starts it
+-- afresh, so a count left behind by a deleted log is never trusted.
+local function relay_trim(task_id, stream, newest, max_len, max_bytes, ttl_ms)
+  local length = redis.call('XLEN', stream)
+  if length <= 1 then return end
+  local counter = EVENT_BYTES .. task_id
+  local bytes
+  if length == 2 then
+    bytes = #redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][2][2] + #newest
+  else
+    bytes = tonumber(redis.call('GET', counter))
+    if bytes == nil then  -- a log written before its bytes were counted: count them once
+      bytes = 0
+      for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do bytes = bytes + #entry[2][2] end
+    else
+      bytes = bytes + #newest
+    end
+  end
+  local batch = math.max(length - max_len, 1)
+  while length > 1 and (length > max_len or bytes > max_bytes) do
+    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(batch, length - 1))
+    local upto
+    for _, entry in ipairs(oldest) do
+      if length <= max_len and bytes <= max_bytes then break end
+      bytes = bytes - #entry[2][2]
+      length = length - 1
+      upto = tonumber(string.match(entry[1], '%-(%d+)$'))
+    end
+    redis.call('XTRIM', stream, 'MINID', '0-' .. (upto + 1))
+    batch = batch * 2
+  end
+  if length == 1 then
+    redis.call('DEL', counter)
+  else
+    redis.call('SET', counter, bytes, 'PX', ttl_ms)
+  end
+end
+
 -- Append bodies[from..to] after `seq` to the task's log (one stream entry, id 0-<last seq>) and publish them
--- as one message. Returns the new last seq. If the log is ahead of the counter (the counter was lost), the
--- numbering continues after the log's last entry instead of failing the whole script.
-local function relay_emit(task_id, seq, bodies, from, to, max_len, ttl_ms)
+-- as one message, then keep the log within its caps (relay_trim). Returns the new last seq. If the log is
+-- ahead of the counter (the counter was lost), the numbering continues after the log's last entry instead of
+-- failing the whole script. A batch sent again is never appended twice (see commit.lua's 'dup').
+local function relay_emit(task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
   if to < from then return seq end
   local stream = EVENTS .. task_id
   local last = seq + to - from + 1
   local packed = relay_pack(seq + 1, bodies, from, to)
-  local added = redis.pcall('XADD', stream, 'MAXLEN', '~', max_len, '0-' .. last, 'e', packed)
+  local added = redis.pcall('XADD', stream, '0-' .. last, 'e', packed)
   if type(added) == 'table' and added.err then
     local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
     local top_seq = tonumber(string.match(top[1][1], '%-(%d+)$'))
     last = top_seq + to - from + 1
     packed = relay_pack(top_seq + 1, bodies, from, to)
-    redis.call('XADD', stream, 'MAXLEN', '~', max_len, '0-' .. last, 'e', packed)
+    redis.call('XADD', stream, '0-' .. last, 'e', packed)
   end
   redis.call('PUBLISH', stream, packed)
   redis.call('PEXPIRE', stream, ttl_ms)
+  relay_trim(task_id, stream, packed, max_len, max_bytes, ttl_ms)
   return last
 end
 

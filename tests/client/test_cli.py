@@ -13,10 +13,10 @@ from typing import Any
 import click
 import pytest
 
+from bench.harness.processes import BIN, free_port
 from relay.cli.args import parse_value, task_arguments
 from relay.cli.exitcodes import ExitCode
 from tests.conftest import StartApi
-from tests.support.processes import BIN, free_port
 
 RELAY = str(BIN / "relay")  # the console script pyproject installs
 CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.harness.processes import BIN, wait_until
 from relay.client import Client
-from tests.support.processes import BIN, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (scripts/bootstrap.sh installs it when run as root)"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import BIN
+from bench.harness.processes import BIN
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from bench.harness.processes import wait_until
 from relay.client import (
     Client,
     ErrorInfo,
@@ -28,7 +29,6 @@ from relay.client import (
 )
 from tests.conftest import StartApi, StartWorker
 from tests.support.forwarder import Forwarder, address
-from tests.support.processes import wait_until
 
 
 def queue() -> str:

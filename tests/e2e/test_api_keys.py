@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 
+from bench.harness.client import submit
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi
-from tests.support.client import submit
-from tests.support.processes import wait_until
 
 DEFERRED = {"task": "echo", "delay_seconds": 600}
 

@@ -20,12 +20,12 @@ import redis
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
+from bench.harness.client import read_events, types, wait_state
+from bench.harness.processes import ManagedProcess, free_port, start_redis, wait_until
+from bench.harness.servicebus import LocalServiceBus
 from shared import keys
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, types, wait_state
 from tests.support.metrics import scrape, value
-from tests.support.processes import ManagedProcess, free_port, start_redis, wait_until
-from tests.support.servicebus import LocalServiceBus
 from worker.bridge.messages import sequence_task_id, task_id_for
 
 FINAL = {"succeeded", "failed", "aborted"}
@@ -361,12 +361,22 @@ def test_a_failed_task_replies_and_replies_again_after_a_manual_retry(
         reply_to=names["replies"],
     )
     first = asyncio.run(_receive(bus, names["replies"], 20))
-    failure = {"error_type": "DemoFailure", "message": "boom"}
-    assert [(r["correlation_id"], r["state"], r["error"]) for r in first] == [(mid, "failed", failure)]
+    failure = ("DemoFailure", "boom")
+    assert [(r["correlation_id"], r["state"], _type_and_message(r["error"])) for r in first] == [
+        (mid, "failed", failure)
+    ]
     assert httpx.post(f"{base}/tasks/{mid}/retry", timeout=10).status_code == 202
     second = asyncio.run(_receive(bus, names["replies"], 20))  # the retried run ends: its reply goes out too
-    assert [(r["correlation_id"], r["state"], r["error"]) for r in second] == [(mid, "failed", failure)]
+    assert [(r["correlation_id"], r["state"], _type_and_message(r["error"])) for r in second] == [
+        (mid, "failed", failure)
+    ]
     assert wait_state(base, mid, FINAL)["tries"] == 2
+
+
+def _type_and_message(error: object) -> tuple[object, object]:
+    """An error's type and message (a task's own failure carries its traceback too)."""
+    assert isinstance(error, dict)
+    return error["error_type"], error["message"]
 
 
 def test_a_task_out_of_tries_still_replies(
@@ -503,3 +513,19 @@ def test_messages_belong_to_the_bridge_tenant(
     billing = httpx.get(f"{base}/tasks/{mid}", headers={"X-API-Key": "billing-bus-key"}, timeout=10).json()
     assert (billing["id"], billing["tenant"], billing["result"]) == (mid, "billing", {"echo": "for billing"})
     assert httpx.get(f"{base}/tasks/{mid}", headers={"X-API-Key": "ci-bus-key"}, timeout=10).status_code == 404
+
+
+def test_a_reply_obeys_the_result_limit(bus: LocalServiceBus, names: dict[str, str], spawn_worker: StartWorker) -> None:
+    """A task whose result is over RELAY_MAX_RESULT_BYTES fails (issue #27): its reply says so, in a few
+    hundred bytes, rather than carrying the result."""
+    spawn_worker(**bridge_env(bus, names, RELAY_MAX_RESULT_BYTES="4096"))
+    mid = message_id()
+    body = json.dumps({"task": "big_result", "kwargs": {"size_bytes": 5000}})
+    bus.send(names["queue"], body, message_id=mid, reply_to=names["replies"])
+    replies = asyncio.run(_receive(bus, names["replies"], 30))
+    assert [(r["correlation_id"], r["state"]) for r in replies] == [(mid, "failed")]
+    error = replies[0]["error"]
+    assert isinstance(error, dict)
+    assert error["error_type"] == "ResultTooLarge"
+    assert "RELAY_MAX_RESULT_BYTES" in error["message"]
+    assert len(json.dumps(replies[0])) < 4096

@@ -13,10 +13,11 @@ from typing import Any
 
 import httpx
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import wait_until
+from shared.catalogue import STALE_SECONDS
 from tests.conftest import StartApi, StartWorker
 from tests.e2e.test_own_tasks import make_project
-from tests.support.client import read_events, submit_ok, types, wait_state
-from tests.support.processes import wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 DEMO = "worker.tasks.demo"
@@ -114,7 +115,9 @@ def test_a_job_no_live_worker_runs_waits_saying_so_and_runs_when_one_starts(
         seen.update(httpx.get(f"{base}/tasks/{task_id}", timeout=10).json())
         return seen["state"] == "queued" and seen["waiting_reason"] is not None
 
-    wait_until(waiting, timeout=30, what="the job to wait for a worker that runs its task")
+    # A worker that stopped still offers its tasks for STALE_SECONDS (30 s, shared.catalogue) after its last record,
+    # so that a rolling deploy's short gap refuses no submit: the reason shows once that has passed.
+    wait_until(waiting, timeout=30 + STALE_SECONDS, what="the job to wait for a worker that runs its task")
     view = dict(seen)
     assert view["waiting_reason"] == "waiting for a worker that runs 'acme_resize'"
     assert view["tries"] == 0  # the demo worker never took it

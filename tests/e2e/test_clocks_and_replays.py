@@ -21,8 +21,8 @@ import httpx
 import pytest
 import redis
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
 
 FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # Debian's libfaketime
 FINAL = {"succeeded", "failed", "aborted"}
@@ -94,3 +94,17 @@ def _stall_redis(url: str, at_monotonic: float, seconds: float) -> None:
         client.execute_command("DEBUG", "SLEEP", seconds)
     finally:
         client.close()
+
+
+@pytest.mark.skipif(not FAKETIME_LIBRARY.exists(), reason="libfaketime is not installed (scripts/test installs it)")
+def test_a_worker_whose_clock_is_behind_still_counts_as_live(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    """Presence is stamped and read on Redis's clock: a worker 40 s behind (beyond the 30 s after which an offer is
+    stale) still offers its tasks, so the API accepts them; before, every submit got 422 'no worker is running'."""
+    queue = f"relay:late:{uuid.uuid4().hex[:8]}"
+    _, base = spawn_api(RELAY_QUEUE_NAME=queue, offers=False)
+    spawn_worker(RELAY_QUEUE_NAME=queue, **skewed("-40s"))
+    task_id = submit_ok(base, {"task": "echo"})
+    assert wait_state(base, task_id, FINAL)["state"] == "succeeded"
+    workers = httpx.get(f"{base}/stats", timeout=10).json()["workers"]
+    assert [w["status"] for w in workers] == ["alive"]
+    assert workers[0]["seen_seconds_ago"] < 10

@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness.client import read_events, submit, submit_ok
+from bench.harness.processes import BIN, REPO, free_port, wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, submit_ok
-from tests.support.processes import BIN, REPO, free_port, relay_env, wait_until
+from tests.support.environment import relay_env
 
 WORKER = [str(BIN / "arq"), "worker.settings"]
 API = [str(BIN / "sanic"), "api.app:create_app", "--factory", "--single-process", "--no-motd", "--port"]
@@ -69,7 +70,7 @@ def resize(image: str) -> str:
         (
             "",
             "no tasks to run: set RELAY_TASK_MODULES to the modules that register them "
-            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see README, Tasks)",
+            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see docs/tasks.md)",
         ),
         (
             "worker.tasks.dmeo",

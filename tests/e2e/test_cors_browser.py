@@ -17,10 +17,10 @@ import pytest
 import redis
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
+from bench.harness.client import state, submit_ok
+from bench.harness.processes import ManagedProcess, free_port, wait_until
 from tests.conftest import StartApi, StartWorker
 from tests.support.chromium import chromium
-from tests.support.client import state, submit_ok
-from tests.support.processes import ManagedProcess, free_port, wait_until
 
 PAGE_DIR = Path(__file__).resolve().parents[1] / "support" / "browser"
 LONG_TASK = {"task": "sleep", "kwargs": {"seconds": 120, "steps": 120}}  # one progress event a second

@@ -20,10 +20,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect
 
+from bench.harness.client import state, submit_ok, wait_state
+from bench.harness.processes import BIN, REPO, free_port
 from tests.conftest import StartApi, StartWorker
 from tests.support.chromium import chromium
-from tests.support.client import state, submit_ok, wait_state
-from tests.support.processes import BIN, REPO, free_port
 
 RELAY_CLI = str(BIN / "relay")
 API_KEY = "dashboard-key-0001"

@@ -15,11 +15,11 @@ import httpx
 import pytest
 import redis
 
+from bench.harness.client import read_events, state, submit, submit_ok, types, wait_state
+from bench.harness.processes import wait_until
 from shared import keys
 from shared.jobs import JobRecord, fingerprint
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, state, submit, submit_ok, types, wait_state
-from tests.support.processes import wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 

@@ -10,11 +10,11 @@ from collections.abc import Callable
 import httpx
 import redis
 
+from bench.harness.client import submit, submit_ok
+from bench.harness.processes import ManagedProcess, wait_until
 from shared.limits import args_bytes
 from shared.tasks import TaskSubmission
 from tests.conftest import StartApi
-from tests.support.client import submit, submit_ok
-from tests.support.processes import ManagedProcess, wait_until
 
 
 def unique(prefix: str) -> str:

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.harness.client import submit
 from shared.errors import MAX_NAMES_IN_MESSAGE
-from tests.support.client import submit
 from worker.tasks import registry
 
 

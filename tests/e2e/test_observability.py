@@ -15,11 +15,12 @@ import httpx
 import redis
 
 from api.schemas import Stats
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import ManagedProcess, free_port, start_worker, wait_until
 from shared import keys
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
+from tests.support.environment import relay_env
 from tests.support.metrics import scrape, value
-from tests.support.processes import ManagedProcess, free_port, relay_env, start_worker, wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 API_KEY = "observability-key-1"
@@ -255,3 +256,34 @@ def test_a_streamed_request_is_counted_once_its_stream_starts(spawn_api: StartAp
         samples = scrape(f"{base}/metrics")  # the stream is still open
         assert value(samples, "relay_http_requests_total", route="/tasks", method="POST", status="200") == 1
         assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202
+
+
+def test_arqs_health_value_counts_relays_outcomes_and_only_waiting_jobs_as_queued(
+    spawn_api: StartApi, spawn_worker: StartWorker, redis_client: Any
+) -> None:
+    """The value ``arq --check worker.settings`` reads: arq's counters never moved (Relay's engine runs the
+    jobs), and arq counted the running jobs, which stay on the queue under their leases, as queued."""
+    q = queue()
+    _, base = spawn_api(RELAY_QUEUE_NAME=q)
+    spawn_worker(RELAY_QUEUE_NAME=q)
+    ended = [
+        submit_ok(base, {"task": "echo"}),
+        submit_ok(base, {"task": "echo"}),
+        submit_ok(base, {"task": "fail"}),
+        submit_ok(base, {"task": "flaky", "kwargs": {"failures": 1}}),  # one retry, then a success
+    ]
+    assert [wait_state(base, t, FINAL)["state"] for t in ended] == ["succeeded"] * 2 + ["failed", "succeeded"]
+    running = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 60, "steps": 1}})
+    wait_state(base, running, {"running"})
+    submit_ok(base, {"task": "echo", "delay_seconds": 600})  # waiting on the queue
+    key = f"{q}:health-check:{socket.gethostname()}"
+    wanted = "j_complete=3 j_failed=1 j_retried=1 j_ongoing=1 queued=1"
+
+    def recorded() -> bool:  # arq writes it every health_check_interval (10 s)
+        found = redis_client.get(key)
+        return found is not None and found.decode().endswith(wanted)
+
+    try:
+        wait_until(recorded, 30, "the health value")
+    except TimeoutError:
+        raise AssertionError(f"the health value is {redis_client.get(key)!r}, not ending with {wanted!r}") from None

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.client import read_events, submit, types
+from bench.harness.processes import BIN, REPO
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, types
-from tests.support.processes import BIN, REPO
 
 README = REPO / "README.md"
 

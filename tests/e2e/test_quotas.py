@@ -9,9 +9,9 @@ import uuid
 import httpx
 import redis
 
+from bench.harness.client import submit, submit_ok, wait_state
 from shared import keys
 from tests.conftest import StartApi
-from tests.support.client import submit, submit_ok, wait_state
 
 ALICE = {"X-API-Key": "alice-secret-key-1"}
 BOB = {"X-API-Key": "bob-secret-key-2"}

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.harness.redis_servers import start_server
 from tests.conftest import StartApi
 from tests.support.heavy import heavy
-from tests.support.redis_servers import start_server
 
 BURST = 5_000
 BOUND = 8

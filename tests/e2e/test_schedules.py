@@ -9,9 +9,9 @@ import uuid
 
 import httpx
 
+from bench.harness.client import read_events, submit, types, wait_state
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, types, wait_state
-from tests.support.processes import wait_until
 
 TICKS = 4
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import redis
 
+from bench.harness.client import read_events, state, submit, submit_ok, types, wait_state
+from bench.harness.processes import wait_until
 from shared import keys
 from tests.conftest import StartApi
-from tests.support.client import read_events, state, submit, submit_ok, types, wait_state
-from tests.support.processes import wait_until
 
 
 def unique(prefix: str) -> str:

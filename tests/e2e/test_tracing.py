@@ -24,11 +24,12 @@ from sanic import Sanic
 
 import worker.settings
 from api.app import create_app
+from bench.harness.client import read_events, submit, types, wait_state
+from bench.harness.processes import free_port, start_worker, wait_until
 from shared.settings import get_settings
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, types, wait_state
+from tests.support.environment import offer_test_tasks, relay_env
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.processes import free_port, offer_test_tasks, relay_env, start_worker, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"

@@ -66,7 +66,7 @@ class ServiceBusBridge:
         self._pool = pool
         self._registry = registry
         self.client = client
-        self.replies = ReplySender(pool, client, settings.queue_name)
+        self.replies = ReplySender(pool, client, settings.queue_name, settings.max_result_bytes)
         self._enqueuer = Enqueuer(pool, settings)
         self._entity = settings.servicebus_queue or f"{settings.servicebus_topic}/{settings.servicebus_subscription}"
         self._stopping = asyncio.Event()

@@ -113,7 +113,8 @@ class Committer:
         import time
 
         settings = self._settings
-        args: list[Any] = [int(time.time() * 1000), settings.event_log_max_len, settings.result_ttl_seconds * 1000]
+        args: list[Any] = [int(time.time() * 1000), settings.event_log_max_len, settings.event_log_max_bytes]
+        args.append(settings.result_ttl_seconds * 1000)
         args.append(self._channel)
         for op in ops:
             args += op.args()

@@ -29,11 +29,12 @@ from redis.exceptions import RedisError
 from shared import catalogue, keys, tracing
 from shared.enqueue import Enqueuer
 from shared.jobs import JobRecord
+from shared.redis import stop_retrying_at
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskState
 from shared.waiting import wait_set
-from worker.engine import outcomes
+from worker.engine import outcomes, tries
 from worker.engine.commit import Committer, Op, OpResult
 from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
@@ -53,6 +54,9 @@ MAINTENANCE_SECONDS = 60.0
 SWEEP_LIMIT = 50
 INDEX_SCAN = 500  # index entries one maintenance call examines (a short Lua call)
 INDEX_PRUNE_SECONDS = 0.5  # most time one pass spends pruning the index, in calls of INDEX_SCAN entries
+# How long a stopping worker keeps trying an unreachable Redis: for its last writes (health key, presence)
+# at once if it holds no job, else for handing its jobs back after the grace period.
+STOP_REDIS_SECONDS = 2.0
 
 
 class Engine:
@@ -70,6 +74,7 @@ class Engine:
         self.leases = LeaseKeeper(settings, self.token, self)
         self.runs: dict[str, JobRun] = {}
         self.shutting_down = False
+        self.stop_by: float | None = None  # time.monotonic() after which a stopping worker stops trying Redis
         self._claiming = True  # False once arq stops picking jobs: due jobs and lapsed leases wait for others
         self.wake = asyncio.Event()
         self._next_due_ms: float | None = None  # both on Redis's clock (see redis_now_ms)
@@ -213,12 +218,9 @@ class Engine:
             message = f"no task {record.function!r} is registered on this worker"
             return outcomes.failed(outcomes.NotRunnable(message))
         spec = self.registry.get(record.function)
-        allowed = spec.retry.max_retries
-        if record.max_retries is not None:
-            allowed = min(allowed, record.max_retries)  # a submit may lower the retries, never raise them
-        cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
-        if claimed.try_number - record.tries_base > cap:
-            return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {cap} times, its maximum"))
+        count = tries.count(record, claimed.try_number, spec.retry.max_retries, self.settings.max_pickups)
+        if count.beyond:
+            return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {count.cap} times, its maximum"))
         return None
 
     def _take_over(self, claimed: Claimed) -> None:
@@ -232,12 +234,10 @@ class Engine:
             ending = outcomes.failed(outcomes.JobRecordMissing("the job's record was missing when its worker was lost"))
         else:
             spec = self.registry.get(record.function) if record.function in self.registry else None
-            allowed = spec.retry.max_retries if spec else 0
-            if record.max_retries is not None:
-                allowed = min(allowed, record.max_retries)
-            cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
-            if claimed.try_number - record.tries_base >= cap:
-                message = f"its worker was lost on each of its {cap} tries"
+            policy_retries = spec.retry.max_retries if spec else 0
+            count = tries.count(record, claimed.try_number, policy_retries, self.settings.max_pickups)
+            if count.last:
+                message = f"its worker was lost on each of its {count.cap} tries"
                 ending = outcomes.failed(outcomes.WorkerLost(message))
             else:
                 ending = outcomes.requeued("worker lost", give_back_try=False)
@@ -278,21 +278,34 @@ class Engine:
             self.metrics.task_ended(facts.function, ending, facts.started_ms)
         return result
 
+    def begin_stop(self, wait_seconds: float) -> None:
+        """The worker was told to stop (a signal; ``worker.engine.patch``), its jobs given ``wait_seconds`` to
+        finish: from ``STOP_REDIS_SECONDS`` after that, nothing waits on Redis any more (``stop_retrying_at``),
+        so a worker whose Redis is away still exits. A later call (a second signal) only brings it closer."""
+        self.shutting_down = True
+        stop_by = time.monotonic() + wait_seconds + STOP_REDIS_SECONDS
+        self.stop_by = stop_by if self.stop_by is None else min(self.stop_by, stop_by)
+        stop_retrying_at(self.pool, self.stop_by)
+
     async def commit_op(self, op: Op, task_id: str, first: asyncio.Future[OpResult] | None = None) -> OpResult | None:
-        """Apply ``op`` (already queued as ``first``, if given), retrying while Redis is away: for a bounded
-        time once the worker is stopping (then the lease lapses and another worker runs the job again)."""
+        """Apply ``op`` (already queued as ``first``, if given), retrying while Redis is away: until the stop
+        deadline once the worker is stopping (then the lease lapses and another worker runs the job again)."""
         attempt = 0
-        give_up_at = time.monotonic() + self.settings.worker_grace_seconds + 10
         while True:
             try:
                 result = await asyncio.shield(first) if first is not None else await self.committer.apply(op)
             except (RedisError, OSError) as exc:
                 first = None
                 attempt += 1
-                if self.shutting_down and time.monotonic() > give_up_at:
-                    logger.error("gave up recording task %s; another worker will run it again", task_id)
+                if self.stop_by is not None and time.monotonic() >= self.stop_by:
+                    logger.error(
+                        "could not hand back task %s before stopping (Redis: %s); another worker runs it again "
+                        "once its lease lapses",
+                        task_id,
+                        exc,
+                    )
                     return None
-                await wait_for_redis(f"the outcome of task {task_id}", attempt, exc)
+                await wait_for_redis(f"the outcome of task {task_id}", attempt, exc, self.stop_by)
                 continue
             if result.status == "fenced":
                 logger.warning("task %s: another worker owns it now; its outcome here is dropped", task_id)
