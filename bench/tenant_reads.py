@@ -20,7 +20,7 @@ import httpx
 import redis
 
 from bench.common import Bench, bench_scope, percentile, start_api_factory, table
-from tests.support.processes import relay_env
+from bench.harness.processes import relay_env
 
 KEYS = "a:bench-key-a,b:bench-key-b,ops:bench-key-ops:admin"
 

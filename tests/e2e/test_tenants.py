@@ -24,9 +24,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.harness.client import ndjson_lines, sse_messages
+from bench.harness.processes import BIN, start_api, start_worker, wait_until
 from relay.client import Client, ForbiddenError, TaskNotFound
-from tests.support.client import ndjson_lines, sse_messages
-from tests.support.processes import BIN, relay_env, start_api, start_worker, wait_until
+from tests.support.environment import relay_env
 
 WEB, WEB_READ, CI, OPS = "key-web-0001", "key-web-read-0002", "key-ci-0003", "key-ops-0004"
 KEYS = f"web:{WEB},web:{WEB_READ}:read,ci:{CI},ops:{OPS}:admin"

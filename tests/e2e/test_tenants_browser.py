@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
+from bench.harness.client import submit
 from tests.conftest import StartApi
 from tests.e2e.test_cors_browser import start_site
 from tests.support.chromium import chromium
-from tests.support.client import submit
 
 WEB, CI = "browser-web-key-0001", "browser-ci-key-0002"
 FETCH = """async ([url, key, accept]) => {
