@@ -61,6 +61,7 @@ class TaskView(BaseModel):
     waiting_reason: str | None = Field(
         None, description="Why a waiting task does not run yet beyond its turn, e.g. no live worker runs its task."
     )
+    tenant: str | None = Field(None, description="The API key name that owns it; null for a task no tenant owns.")
     links: Links
 
 

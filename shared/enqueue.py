@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from arq.connections import ArqRedis
 
-from shared import durability, keys
+from shared import durability, keys, tenancy
 from shared.batching import Batcher
 from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
 from shared.jobs import JobRecord, ResultRecord, fingerprint
@@ -69,9 +69,14 @@ class Prepared:
 
 
 def prepare(
-    spec: TaskShape, settings: Settings, submission: TaskSubmission, reply: dict[str, Any] | None = None
+    spec: TaskShape,
+    settings: Settings,
+    submission: TaskSubmission,
+    reply: dict[str, Any] | None = None,
+    tenant: str | None = None,
 ) -> Prepared:
-    """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records."""
+    """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records,
+    stored under ``tenant``'s namespace (``shared.tenancy``; None: a task no tenant owns)."""
     params = spec.validate(submission.args, submission.kwargs)
     max_timeout = spec.max_timeout(settings.job_timeout_seconds)
     if submission.timeout_seconds is not None and submission.timeout_seconds > max_timeout:
@@ -94,7 +99,7 @@ def prepare(
     fp = fingerprint(spec.name, job_kwargs)
     record = JobRecord(spec.name, job_kwargs, now_ms, fp, reply=reply is not None).encode()
     return Prepared(
-        task_id=submission.id or uuid.uuid4().hex,
+        task_id=tenancy.stored_id(tenant, submission.id or uuid.uuid4().hex),
         task=spec.name,
         due=_due(submission),
         record=record,
@@ -143,7 +148,7 @@ class Enqueuer:
         elif raw_job:
             job = JobRecord.decode(raw_job)
             existing = (job.function, job.kwargs)
-        return IdConflict.between(prepared.task_id, existing, (submitted.function, submitted.kwargs))
+        return IdConflict.between(tenancy.client_id(prepared.task_id), existing, (submitted.function, submitted.kwargs))
 
     async def _flush(self, batch: list[Prepared]) -> list[Submitted | Exception]:
         settings = self._settings
@@ -176,7 +181,9 @@ def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionEr
         return QueueFull(f"the queue holds {reply[1].decode()} waiting tasks, its maximum; retry later")
     if reply[2] == b"same":
         return Submitted(prepared.task_id, prepared.task, False, TaskState(reply[1].decode()))
-    return IdConflict(f"id {prepared.task_id!r} is already taken")  # ``Enqueuer.enqueue`` says what differs
+    return IdConflict(
+        f"id {tenancy.client_id(prepared.task_id)!r} is already taken"
+    )  # ``Enqueuer.enqueue`` says what differs
 
 
 async def enqueue_task(

@@ -14,7 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import keys
-from shared.apikeys import parse_api_keys
+from shared.apikeys import ANONYMOUS, NAME_PATTERN, parse_api_keys
 from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe, refuse
 
 __all__ = [
@@ -110,9 +110,14 @@ class Settings(BaseSettings):
     )
     api_keys: SecretStr = Field(
         SecretStr(""),
-        description="Comma-separated API keys, each `name:key` (or just `key`, named key1, key2...); "
-        "empty disables auth (health stays open).",
+        description="Comma-separated API keys, each `name:key` (or just `key`, named key1, key2...), optionally "
+        "with a role, `name:key:read` or `name:key:admin`; the name is the tenant that owns the key's tasks. "
+        "Empty disables auth (health stays open).",
     )
+    bridge_tenant: str = Field(
+        "", description="Tenant (an API key name) owning tasks from Service Bus; empty: admins only see them."
+    )
+    schedule_tenant: str = Field("", description="Tenant owning tasks of cron schedules; empty: admins only.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")
     max_args_bytes: int = Field(
         16_384, ge=64, description="Largest JSON-encoded arguments (args + kwargs) of one task; larger get 413."
@@ -214,6 +219,13 @@ class Settings(BaseSettings):
         problem = keys.queue_name_problem(value)
         if problem:
             raise ValueError(f"queue name {value!r} cannot be used: {problem}")
+        return value
+
+    @field_validator("bridge_tenant", "schedule_tenant")
+    @classmethod
+    def _tenant_name(cls, value: str) -> str:
+        if value and (not NAME_PATTERN.fullmatch(value) or value == ANONYMOUS):
+            raise ValueError(f"a tenant is an API key name: letters, digits, '_', '.', '-' (max 64), not {ANONYMOUS!r}")
         return value
 
     @field_validator("api_keys", mode="before")

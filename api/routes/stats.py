@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from api.access import Caller, caller, may_see, public_task_id
 from api.metrics import queue_counts
 from api.resources import resources
 from shared import presence
 
 bp = Blueprint("stats")
+
+
+def _seen_by(who: Caller, worker: dict[str, Any]) -> dict[str, Any]:
+    """A worker as ``who`` sees it: of the tasks it runs, only those ``who`` may see, by the ids it knows them by
+    (counts by task name stay whole: they name no task)."""
+    runs = [
+        run | {"id": public_task_id(who, run["id"])}
+        for run in worker["running_tasks"]
+        if isinstance(run["id"], str) and may_see(who, run["id"])
+    ]
+    return worker | {"running_tasks": runs}
 
 
 @bp.get("/stats")
@@ -20,7 +33,8 @@ async def stats(request: Request) -> HTTPResponse:
     when no live worker runs their task) and the workers heard of lately."""
     res = resources(request)
     counts = await queue_counts(res)
-    workers = await presence.read(res.pool, res.settings.queue_name)
+    who = caller(request)
+    workers = [_seen_by(who, worker) for worker in await presence.read(res.pool, res.settings.queue_name)]
     offers = await res.catalogue.offers()
     tasks = [
         {

@@ -264,13 +264,14 @@ def retry(target: Target, task_id: str) -> int:
 @click.option("--state", type=click.Choice(sorted(STATES)), help="Only tasks in this state.")
 @click.option("--task", metavar="NAME", help="Only tasks with this name.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many.")
+@click.option("--tenant", metavar="NAME", help="Only this tenant's tasks (an admin key; others see only their own).")
 @json_option
 @click.pass_obj
 @handles_errors
-def ls(target: Target, state: str | None, task: str | None, limit: int, as_json: bool) -> int:
-    """List tasks, newest first."""
+def ls(target: Target, state: str | None, task: str | None, limit: int, tenant: str | None, as_json: bool) -> int:
+    """List your tasks (an admin key: every tenant's), newest first."""
     with target.client() as client:
-        views = list(client.list(state=state, task=task, limit=limit))
+        views = list(client.list(state=state, task=task, limit=limit, tenant=tenant))
     if as_json:
         for view in views:
             click.echo(compact(view.raw))

@@ -111,13 +111,15 @@ class AsyncClient:
         task: str | None = None,
         limit: int | None = None,
         page_size: int = protocol.DEFAULT_PAGE_SIZE,
+        tenant: str | None = None,
     ) -> AsyncIterator[TaskView]:
-        """``async for view in client.list(state="failed")``: newest first, a page at a time."""
+        """``async for view in client.list(state="failed")``: newest first, a page at a time (``tenant``: as
+        in ``Client.list``)."""
         cursor: str | None = None
         yielded = 0
         while limit is None or yielded < limit:
             size = protocol.page_sizes(None if limit is None else limit - yielded, page_size)
-            views, cursor = protocol.parse_page(await self._json(protocol.list_call(state, task, size, cursor)))
+            views, cursor = protocol.parse_page(await self._json(protocol.list_call(state, task, size, cursor, tenant)))
             for view in views[:size]:
                 yield view
                 yielded += 1

@@ -77,6 +77,12 @@ class UnauthorizedError(ClientError):
     status, code = 401, "unauthorized"
 
 
+class ForbiddenError(ClientError):
+    """The key's role does not allow this (a read-only key submitting, a tenant listing another tenant)."""
+
+    status, code = 403, "forbidden"
+
+
 class NotFoundError(ClientError):
     status, code = 404, "not_found"
 
@@ -262,6 +268,7 @@ def _by_code(*classes: type[RelayError]) -> dict[str, type[RelayError]]:
 ERROR_CODES: dict[str, type[RelayError]] = _by_code(
     MalformedJson,
     UnauthorizedError,
+    ForbiddenError,
     TaskNotFound,
     RouteNotFound,
     MethodNotAllowedError,
@@ -299,6 +306,7 @@ ERROR_CODES: dict[str, type[RelayError]] = _by_code(
 STATUS_FAMILIES: dict[int, type[RelayError]] = {
     400: BadRequestError,
     401: UnauthorizedError,
+    403: ForbiddenError,
     404: NotFoundError,
     405: MethodNotAllowedError,
     406: NotAcceptableError,

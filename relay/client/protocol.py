@@ -76,11 +76,13 @@ def submit_call(
     return Call("POST", "/tasks", json=body)
 
 
-def list_call(state: str | None, task: str | None, page_size: int, cursor: str | None) -> Call:
-    """``GET /tasks``: one page, newest first."""
+def list_call(
+    state: str | None, task: str | None, page_size: int, cursor: str | None, tenant: str | None = None
+) -> Call:
+    """``GET /tasks``: one page, newest first (``tenant``: an admin key's filter)."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}")
-    params = {"state": state, "task": task, "limit": page_size, "cursor": cursor}
+    params = {"state": state, "task": task, "limit": page_size, "cursor": cursor, "tenant": tenant}
     return Call("GET", "/tasks", params={k: v for k, v in params.items() if v is not None})
 
 

@@ -120,13 +120,15 @@ class Client:
         task: str | None = None,
         limit: int | None = None,
         page_size: int = protocol.DEFAULT_PAGE_SIZE,
+        tenant: str | None = None,
     ) -> Iterator[TaskView]:
-        """Tasks, newest first, fetched a page at a time as you iterate (at most ``limit`` of them)."""
+        """Tasks, newest first, fetched a page at a time as you iterate (at most ``limit`` of them): the key's
+        own tenant's; with an admin key every tenant's, or ``tenant``'s."""
         cursor: str | None = None
         yielded = 0
         while limit is None or yielded < limit:
             size = protocol.page_sizes(None if limit is None else limit - yielded, page_size)
-            views, cursor = protocol.parse_page(self._json(protocol.list_call(state, task, size, cursor)))
+            views, cursor = protocol.parse_page(self._json(protocol.list_call(state, task, size, cursor, tenant)))
             for view in views[:size]:
                 yield view
                 yielded += 1

@@ -489,6 +489,32 @@ def test_the_bridge_counts_what_it_received_completed_and_dead_lettered(
     assert value(samples, "relay_bridge_messages_abandoned_total") == 0
 
 
+def test_messages_belong_to_the_bridge_tenant(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    keys = "billing:billing-bus-key,ci:ci-bus-key"
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"], RELAY_API_KEYS=keys)
+    spawn_worker(**bridge_env(bus, names, RELAY_BRIDGE_TENANT="billing"))
+    mid = message_id()
+
+    async def request_and_wait() -> dict[str, object]:
+        async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+            async with client.get_queue_sender(names["queue"]) as sender:
+                body = json.dumps({"task": "echo", "args": ["for billing"]})
+                await sender.send_messages(ServiceBusMessage(body, message_id=mid, reply_to=names["replies"]))
+            async with client.get_queue_receiver(names["replies"], max_wait_time=20) as receiver:
+                replies = await receiver.receive_messages(max_message_count=1, max_wait_time=20)
+                assert replies, "no reply arrived"
+                await receiver.complete_message(replies[0])
+                outcome: dict[str, object] = json.loads(b"".join(replies[0].body))
+                return outcome
+
+    assert asyncio.run(request_and_wait())["task_id"] == mid  # the id the sender chose, not its stored form
+    billing = httpx.get(f"{base}/tasks/{mid}", headers={"X-API-Key": "billing-bus-key"}, timeout=10).json()
+    assert (billing["id"], billing["tenant"], billing["result"]) == (mid, "billing", {"echo": "for billing"})
+    assert httpx.get(f"{base}/tasks/{mid}", headers={"X-API-Key": "ci-bus-key"}, timeout=10).status_code == 404
+
+
 def test_a_reply_obeys_the_result_limit(bus: LocalServiceBus, names: dict[str, str], spawn_worker: StartWorker) -> None:
     """A task whose result is over RELAY_MAX_RESULT_BYTES fails (issue #27): its reply says so, in a few
     hundred bytes, rather than carrying the result."""

@@ -24,7 +24,7 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import keys, tenancy
 from shared.scripts import Scripts
 from shared.serialization import dumps, loads
 from shared.status import is_final, task_view
@@ -100,7 +100,7 @@ class ReplySender:
     async def _send(self, task_id: str, request: dict[str, Any], view: dict[str, Any]) -> None:
         state = view["state"]
         reply = ServiceBusMessage(
-            reply_body(task_id, view, self._max_result_bytes),
+            reply_body(tenancy.client_id(task_id), view, self._max_result_bytes),  # the id the sender chose
             correlation_id=request.get("message_id"),
             session_id=request.get("session_id"),
             content_type="application/json",

@@ -188,7 +188,9 @@ class ServiceBusBridge:
             try:
                 check_args_size(submission, self._settings.max_args_bytes)  # before anything is written
                 spec = self._registry.get(submission.task)
-                prepared = prepare(spec, self._settings, submission, reply_request(message))
+                prepared = prepare(
+                    spec, self._settings, submission, reply_request(message), self._settings.bridge_tenant or None
+                )
                 prepared = tracing.with_carrier(prepared, trace_context(message))
                 await self._enqueuer.enqueue(prepared)
             except (UnknownTask, InvalidArguments, InvalidOptions, IdConflict, ArgsTooLarge) as exc:
