@@ -15,18 +15,15 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import StartApi, StartWorker
 from tests.support.client import submit_ok, wait_state
-from tests.support.heap_app import HEAP_PATH
+from tests.support.heap import HEAP_FACTORY, Heap, settled
 from tests.support.heavy import heavy
-from tests.support.processes import wait_until
 
-HEAP_FACTORY = "tests.support.heap_app:create_app"
 WARM_UP = 300
 STREAMS = 3000
 MAX_RSS_GROWTH_KIB = 3 * 1024
@@ -35,13 +32,6 @@ MAX_RSS_GROWTH_KIB = 3 * 1024
 MAX_BLOCK_GROWTH = STREAMS
 FINAL_CHUNK = b"0\r\n\r\n"
 NDJSON, SSE = "application/x-ndjson", "text/event-stream"
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise KeyError("VmRSS")
 
 
 def raw_request(port: int, head: str, body: bytes = b"") -> bytes:
@@ -142,36 +132,6 @@ KINDS = [
 ]
 
 
-@dataclass(frozen=True)
-class Heap:
-    """What the API holds: resident memory, Python's allocated blocks and its objects by type."""
-
-    rss_kib: int
-    blocks: int
-    types: dict[str, int]
-
-    @property
-    def connections(self) -> int:
-        return self.types.get("HttpProtocol", 0)
-
-
-def heap(api_pid: int, base: str) -> Heap:
-    body = httpx.get(f"{base}{HEAP_PATH}", timeout=30).json()
-    return Heap(rss_kib(api_pid), body["blocks"], body["types"])
-
-
-def grown(before: Heap, after: Heap) -> list[tuple[int, str]]:
-    return sorted(((n - before.types.get(name, 0), name) for name, n in after.types.items()), reverse=True)[:8]
-
-
-def settled(api_pid: int, base: str, connections: int, timeout: float = 10) -> Heap:
-    """The heap once the API holds no more connections than ``connections`` (the one asking, at rest): a
-    closed connection is let go a loop turn or two after its close arrives. After ``timeout``, as it is."""
-    with contextlib.suppress(TimeoutError):
-        wait_until(lambda: heap(api_pid, base).connections <= connections, timeout, "connections to be let go")
-    return heap(api_pid, base)
-
-
 @heavy
 @pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
 def test_streams_closed_by_their_clients_leave_no_memory_behind(
@@ -193,19 +153,14 @@ def test_streams_closed_by_their_clients_leave_no_memory_behind(
         if kind.holds_the_only_slot:
             held = stack.enter_context(httpx.stream("GET", f"{base}/tasks/{task_id}/events", timeout=60))
             assert held.status_code == 200
-        at_rest = 1 + kind.holds_the_only_slot
         for _ in range(WARM_UP):
             kind.open_one(port, task_id)
-        before = settled(api.pid, base, at_rest)
+        before = settled(api.pid, base)
         for _ in range(STREAMS):
             kind.open_one(port, task_id)
-        after = settled(api.pid, base, at_rest)
-    growth = grown(before, after)
-    summary = (
-        f"{kind.name}: RSS {before.rss_kib} -> {after.rss_kib} KiB, blocks {before.blocks} -> {after.blocks}, "
-        f"connections {before.connections} -> {after.connections}; most grown: {growth[:4]}"
-    )
+        after = settled(api.pid, base, before.connections)
+    summary = f"{kind.name}: {Heap.change(before, after)}"
     print(summary)
-    assert after.connections <= at_rest, summary
+    assert after.lost_connections == 0, summary
     assert after.blocks - before.blocks <= MAX_BLOCK_GROWTH, summary
     assert after.rss_kib - before.rss_kib <= MAX_RSS_GROWTH_KIB, summary
