@@ -35,13 +35,13 @@ def ends_with_its_connection(handler: Callable[P, Awaitable[R]]) -> Callable[P, 
     A client that closes right after a stream's last chunk (curl, a browser) is usually seen while the
     handler cleans up: Sanic's ``connection_lost`` cancels the task, and on Python 3.11 the cancel is
     lost inside redis-py's ``UNSUBSCRIBE`` write, which awaits ``asyncio.wait_for`` (CPython gh-86296;
-    redis-py#2028 and #2551 report the same loss in other commands). The handler then returns
+    redis-py#2028 reports cancels lost in other commands of its asyncio client). The handler then returns
     normally, its response already complete, and Sanic's HTTP/1 loop waits for the next request on a
     connection that is gone: no data will wake it, and the keep-alive timer was stopped when the
     connection closed, so the task, its transport, request and protocol (about 9 KB) stayed for the
-    life of the process (issue #26). A non-streaming handler is safe: Sanic's own write of its
-    response fails on the closed transport and ends the connection. Raising the lost cancel here
-    makes Sanic's loop drop the connection. Fails without:
+    life of the process (issue #26). A handler that returns its response instead is safe, by Sanic's
+    code: Sanic's own write of it finds the transport closing and ends the connection. Raising the lost
+    cancel here makes Sanic's loop drop the connection. Fails without:
     tests/e2e/test_stream_leaks.py::test_streams_closed_by_their_clients_leave_no_memory_behind"""
 
     @functools.wraps(handler)

@@ -3,9 +3,11 @@ closes 500 streams on the API's own origin, the ways a page does (EventSource cl
 or mid-stream, EventSource cut by navigating away, the dashboard's fetch reader read to the end or aborted),
 and the API's connections, allocated blocks and resident memory are back where they were.
 
-Issue #26: before the fix, a stream closed right after its end kept 7-9 KiB in the API for good. The bounds:
-no connection left over; at most one Python block a stream (a leaked connection holds some hundred); and
-2 MiB of RSS for 500 streams (a leak of 4 MiB or more; with nothing leaked RSS moved by well under 1 MiB)."""
+Issue #26: before the fix, 138 of 500 EventSource streams closed on their end event stayed in the API for
+good (+15,800 Python blocks, +1.6 MiB), and 17 of 500 closed mid-stream outlived their client until a
+heartbeat. The exact checks: no lost connection still held, and at most one Python block a stream (a leaked
+connection holds some hundred). RSS may grow by 2 MiB at most (a leak on every stream is 4 MiB or more;
+with nothing leaked RSS moved by 0.4 MiB at most in these runs)."""
 
 from __future__ import annotations
 
