@@ -5,9 +5,9 @@ and the API's connections, allocated blocks and resident memory are back where t
 
 Issue #26: before the fix, 138 of 500 EventSource streams closed on their end event stayed in the API for
 good (+15,800 Python blocks, +1.6 MiB), and 17 of 500 closed mid-stream outlived their client until a
-heartbeat. The exact checks: no lost connection still held, and at most one Python block a stream (a leaked
-connection holds some hundred). RSS may grow by 2 MiB at most (a leak on every stream is 4 MiB or more;
-with nothing leaked RSS moved by 0.4 MiB at most in these runs)."""
+heartbeat. The exact checks: no lost connection still held, and at most one Python block a stream (or
+500: noise; a leaked connection holds about 115). RSS may grow by 2 MiB at most (a leak on every stream
+is 4 MiB or more; with nothing leaked RSS moved by 0.4 MiB at most in these runs)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ from tests.support.heavy import heavy
 STREAMS = 500
 WARM_UP = 50
 MAX_RSS_GROWTH_KIB = 2 * 1024
+# Blocks may grow by one a stream, or by this much if more: with nothing leaked they moved by up to 400 in
+# these runs, whatever the count; one leaked connection holds about 115 (+15,800 for 138 before the fix).
+BLOCKS_NOISE = 500
 
 # ``count`` streams one after another, each opened and closed the way ``how`` says.
 STREAMS_JS = """
@@ -120,7 +123,8 @@ def test_a_page_opening_and_closing_streams_leaves_the_api_flat(
         page.goto(f"{base}/health/live")  # the API's own origin: no CORS in the way
         url = f"{base}/tasks/{task_id}/events"
         open_and_close(page, base, way, url, way.warm_up)
-        before = settled(api.pid, base)
+        # At rest: the page's own keep-alive connection or two, none of the warm-up's still being drained.
+        before = settled(api.pid, base, connections=2)
         open_and_close(page, base, way, url, way.streams)
         after = settled(api.pid, base, before.connections)
     finally:
@@ -128,5 +132,5 @@ def test_a_page_opening_and_closing_streams_leaves_the_api_flat(
     summary = f"{way.name}: {Heap.change(before, after)}"
     print(summary)
     assert after.lost_connections == 0, summary
-    assert after.blocks - before.blocks <= way.streams, summary  # a leaked connection holds some hundred
+    assert after.blocks - before.blocks <= max(way.streams, BLOCKS_NOISE), summary
     assert after.rss_kib - before.rss_kib <= MAX_RSS_GROWTH_KIB, summary
