@@ -1,7 +1,7 @@
 """Optional API-key auth: when keys are configured, every endpoint but health, metrics, the API's own
-description and the dashboard's page and files (not the data it reads) needs one. Each key has a name; the
-name of the key a request used is ``request.ctx.key_name``
-(``anonymous`` when auth is off), for logs, metrics and per-key quotas."""
+description and the dashboard's page and files (not the data it reads) needs one. Each key has a name (its
+tenant) and a role; the name of the key a request used is ``request.ctx.key_name`` (``anonymous`` when auth is
+off), for logs, metrics and per-key quotas, and ``request.ctx.caller`` is who it is for ``api.access``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from sanic import Request
 
+from api.access import ANONYMOUS_CALLER, NOBODY, Caller
 from api.errors import Unauthorized
-from shared.apikeys import ANONYMOUS, ApiKey
+from shared.apikeys import ANONYMOUS, ApiKey, Role
 
 logger = logging.getLogger("relay.api.auth")
 
@@ -38,11 +39,12 @@ class KeyDigest:
 
     name: str
     digest: bytes
+    role: Role
 
 
 def digests(keys: list[ApiKey]) -> list[KeyDigest]:
     """What the app keeps of its configured keys."""
-    return [KeyDigest(key.name, hashlib.sha256(key.secret.encode()).digest()) for key in keys]
+    return [KeyDigest(key.name, hashlib.sha256(key.secret.encode()).digest(), key.role) for key in keys]
 
 
 def presented_key(request: Request) -> str | None:
@@ -54,21 +56,22 @@ def presented_key(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def matching_key(candidate: str, keys: list[KeyDigest]) -> str | None:
-    """The name of the key ``candidate`` is, or None. Compares against every key, each in constant time
-    over equal-length digests, so timing reveals neither which key matched nor how much of one did."""
+def matching_key(candidate: str, keys: list[KeyDigest]) -> KeyDigest | None:
+    """The key ``candidate`` is, or None. Compares against every key, each in constant time over
+    equal-length digests, so timing reveals neither which key matched nor how much of one did."""
     given = hashlib.sha256(candidate.encode()).digest()
-    matched: str | None = None
+    matched: KeyDigest | None = None
     for key in keys:
         if hmac.compare_digest(given, key.digest):
-            matched = key.name
+            matched = key
     return matched
 
 
 def log_auth_mode(keys: list[KeyDigest]) -> None:
     """At start: say which key names are accepted, and warn loudly when nothing is."""
     if keys:
-        logger.info("API keys accepted: %s", ", ".join(key.name for key in keys))
+        shown = (key.name if key.role is Role.SUBMIT else f"{key.name} ({key.role})" for key in keys)
+        logger.info("API keys accepted: %s", ", ".join(shown))
     else:
         logger.warning(
             "authentication is OFF: RELAY_API_KEYS is empty, so anyone who reaches this port can submit tasks"
@@ -78,13 +81,15 @@ def log_auth_mode(keys: list[KeyDigest]) -> None:
 async def require_api_key(request: Request) -> None:
     """Sanic request middleware. CORS preflights (OPTIONS) need no key: a browser never sends one with them."""
     keys: list[KeyDigest] = request.app.ctx.api_keys
+    request.ctx.caller = NOBODY if keys else ANONYMOUS_CALLER
     request.ctx.key_name = ANONYMOUS
     if not keys or is_open(request) or request.method == "OPTIONS":
         return
     candidate = presented_key(request)
-    name = matching_key(candidate, keys) if candidate is not None else None
-    if name is None:
+    key = matching_key(candidate, keys) if candidate is not None else None
+    if key is None:
         raise Unauthorized(
             "a valid API key is required (X-API-Key or Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"}
         )
-    request.ctx.key_name = name
+    request.ctx.caller = Caller(key.name, key.role)
+    request.ctx.key_name = key.name

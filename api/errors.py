@@ -15,7 +15,15 @@ from sanic.exceptions import PayloadTooLarge, SanicException
 from sanic.response import HTTPResponse, json
 
 from shared.durability import NotReplicated
-from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
+from shared.errors import (
+    IdConflict,
+    InvalidArguments,
+    InvalidOptions,
+    QueueFull,
+    SubmissionError,
+    UnknownTask,
+    first_problem,
+)
 from shared.limits import ArgsTooLarge
 from shared.redis_errors import RedisFailure, classify
 
@@ -105,7 +113,9 @@ async def handle_error(request: Request, exc: Exception) -> HTTPResponse:
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, ValidationError):
-        return error_response(422, "invalid_request", "the request does not match the schema", _validation_details(exc))
+        problems = _validation_details(exc)
+        message = f"the request does not match the schema: {first_problem(problems)}"
+        return error_response(422, "invalid_request", message, problems)
     if isinstance(exc, SubmissionError):
         return _submission_error(exc)
     if (failure := classify(exc)) is not None:

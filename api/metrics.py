@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared.queuecounts import QueueCounts
+from shared.queuecounts import queue_counts as counts_of
 
 if TYPE_CHECKING:
     from api.resources import Resources
@@ -75,27 +75,20 @@ class ApiMetrics:
         )
 
 
-async def queue_counts(res: Resources) -> tuple[int, int, int]:
-    """(due, deferred, running) from the queue's score bands, in one round trip."""
-    queue = res.settings.queue_name
-    now = int(time.time() * 1000)
-    async with res.pool.pipeline(transaction=False) as pipe:
-        pipe.zcount(queue, "-inf", now)
-        pipe.zcount(queue, f"({now}", f"({keys.RUNNING_BASE}")
-        pipe.zcount(queue, keys.RUNNING_BASE, "+inf")
-        due, deferred, running = await pipe.execute()
-    return int(due), int(deferred), int(running)
+async def queue_counts(res: Resources) -> QueueCounts:
+    """The queue's due, deferred and running jobs, in total and per task (one round trip)."""
+    return await counts_of(res.scripts, res.settings.queue_name)
 
 
 async def render_metrics(res: Resources) -> tuple[bytes, str]:
     """Refresh the gauges and render them."""
     metrics = res.metrics
     try:
-        due, deferred, running = await queue_counts(res)
-        metrics.queue_due.set(due)
-        metrics.queue_deferred.set(deferred)
-        metrics.queue_running.set(running)
-        metrics.queue_active.set(due + running)
+        counts = await queue_counts(res)
+        metrics.queue_due.set(counts.due)
+        metrics.queue_deferred.set(counts.deferred)
+        metrics.queue_running.set(counts.running)
+        metrics.queue_active.set(counts.due + counts.running)
         metrics.redis_up.set(1)
     except (RedisError, OSError):
         metrics.redis_up.set(0)

@@ -17,13 +17,18 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.schemas import AbortResult, ErrorBody, Ping, Stats, Status, SubmitResult, TaskPage, TaskView
+from shared.apikeys import NAME_PATTERN
 from shared.catalogue import TaskOffer
-from shared.tasks import TASK_ID_PATTERN, TASK_NAME_REGEX, TaskState, TaskSubmission
+from shared.tasks import TASK_NAME_REGEX, TaskState, TaskSubmission
+from shared.tenancy import STORED_ID_PATTERN
 
 _ERRORS = {
     400: "The body is not JSON.",
     401: "Missing or wrong API key (only when keys are configured).",
-    404: "Unknown task.",
+    403: "The key's role does not allow this: a read key submitting, aborting or retrying, or a tenant's key "
+    "listing another tenant's tasks (code forbidden).",
+    404: "Unknown task. Another tenant's task answers exactly the same: a key sees only its tenant's tasks "
+    "(an admin key sees every task).",
     406: "Neither NDJSON nor SSE is acceptable to the client.",
     409: "Conflicts with the task's id or state.",
     413: "Body too large (payload_too_large), or the task's arguments are (args_too_large).",
@@ -51,7 +56,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _STATES = [s.value for s in TaskState if s is not TaskState.UNKNOWN]
 TASK_NAME_PATTERN = f"^{TASK_NAME_REGEX}$"
-_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": TASK_ID_PATTERN}}
+_TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": STORED_ID_PATTERN},
+    "description": "The id the task was submitted with. An admin key names another tenant's task as "
+    "`<tenant>~<id>` (the id it sees in lists); a tenant's key only ever names its own tasks.",
+}
 
 _PATHS: dict[str, Any] = {
     "/": {"get": {"operationId": "ping", "summary": "Ping", "responses": {"200": _reply("Pong.", _json(Ping))}}},
@@ -98,8 +110,15 @@ _PATHS: dict[str, Any] = {
                 {"name": "task", "in": "query", "schema": {"type": "string", "pattern": TASK_NAME_PATTERN}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                 {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "tenant",
+                    "in": "query",
+                    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern},
+                    "description": "An admin key: only this tenant's tasks (without it, every task). Any other "
+                    "key sees only its own tenant's tasks and may name only itself here.",
+                },
             ],
-            "responses": {"200": _reply("One page of tasks.", _json(TaskPage)), **_errors(401, 422, 503)},
+            "responses": {"200": _reply("One page of tasks.", _json(TaskPage)), **_errors(401, 403, 422, 503)},
         },
         "post": {
             "operationId": "submitTask",
@@ -113,7 +132,7 @@ _PATHS: dict[str, Any] = {
                     "Already submitted with this id and these arguments, or the event stream.",
                     _json(SubmitResult) | _STREAM,
                 ),
-                **_errors(400, 401, 409, 413, 422, 429, 503),
+                **_errors(400, 401, 403, 409, 413, 422, 429, 503),
             },
         },
     },
@@ -131,7 +150,7 @@ _PATHS: dict[str, Any] = {
             "responses": {
                 "200": _reply("Removed before it started.", _json(AbortResult)),
                 "202": _reply("Its worker is cancelling it.", _json(AbortResult)),
-                **_errors(401, 404, 409, 503),
+                **_errors(401, 403, 404, 409, 503),
             },
         },
     },
@@ -140,7 +159,7 @@ _PATHS: dict[str, Any] = {
             "operationId": "retryTask",
             "summary": "Run a failed or aborted task again (same id, same arguments; its events continue)",
             "parameters": [_TASK_ID],
-            "responses": {"202": _reply("Queued again.", _json(SubmitResult)), **_errors(401, 404, 409, 503)},
+            "responses": {"202": _reply("Queued again.", _json(SubmitResult)), **_errors(401, 403, 404, 409, 503)},
         }
     },
     "/tasks/{task_id}/events": {

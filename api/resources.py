@@ -15,7 +15,7 @@ from sanic.config import Config
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
 from api.quotas import Quotas
-from shared.apikeys import ANONYMOUS, parse_api_keys
+from shared.apikeys import ANONYMOUS, parse_api_keys, tenant_names
 from shared.catalogue import Catalogue
 from shared.enqueue import Enqueuer
 from shared.events import EventLog
@@ -86,7 +86,7 @@ class Resources:
         pool = api_client(settings)
         scripts = Scripts(pool)
         metrics = ApiMetrics()
-        key_names = [key.name for key in parse_api_keys(settings.api_keys.get_secret_value())] or [ANONYMOUS]
+        key_names = tenant_names(parse_api_keys(settings.api_keys.get_secret_value())) or [ANONYMOUS]
         res = cls(
             settings,
             Catalogue(pool, settings.queue_name),

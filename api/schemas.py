@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.presence import SILENT_AFTER_SECONDS
 from shared.tasks import TaskState
 
 
@@ -13,7 +14,9 @@ class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: str = Field(description="Stable machine-readable code, e.g. invalid_arguments.")
-    message: str
+    message: str = Field(
+        description="What is wrong, for a person; a 422 names its first problem and how many others there are."
+    )
     details: Any = Field(None, description="Per-field problems for 422s, extra facts otherwise.")
 
 
@@ -55,6 +58,10 @@ class TaskView(BaseModel):
     finished_at: str | None = None
     last_error: dict[str, Any] | None = Field(None, description="The failure a retrying task is waiting after.")
     next_try_at: str | None = Field(None, description="When a retrying task runs again.")
+    waiting_reason: str | None = Field(
+        None, description="Why a waiting task does not run yet beyond its turn, e.g. no live worker runs its task."
+    )
+    tenant: str | None = Field(None, description="The API key name that owns it; null for a task no tenant owns.")
     links: Links
 
 
@@ -81,6 +88,7 @@ class Ping(BaseModel):
 
 
 class QueueCounts(BaseModel):
+    name: str = Field(description="The queue this API submits to (RELAY_QUEUE_NAME).")
     due: int = Field(description="Tasks due now and waiting for a worker.")
     deferred: int = Field(description="Tasks waiting for a later time (delay, run_at, retry backoff).")
     running: int
@@ -96,7 +104,9 @@ class WorkerView(BaseModel):
     id: str = Field(description="hostname:pid:random, unique per worker process.")
     hostname: str
     pid: int
-    status: str = Field(description="alive, stopping (finishing its jobs) or silent (not heard of for 6 s).")
+    status: str = Field(
+        description=f"alive, stopping (finishing its jobs) or silent (not heard of for {SILENT_AFTER_SECONDS:g} s)."
+    )
     seen_seconds_ago: float
     started_at: str | None
     concurrency: int
@@ -106,9 +116,17 @@ class WorkerView(BaseModel):
     metrics_port: int | None = Field(description="Where it serves Prometheus metrics; null: none.")
 
 
+class TaskCounts(BaseModel):
+    task: str
+    due: int = Field(description="Tasks of this name due now.")
+    deferred: int = Field(description="Tasks of this name waiting for a later time.")
+    waiting_reason: str | None = Field(description="Set when no live worker runs this task (its jobs wait for one).")
+
+
 class Stats(BaseModel):
     """``GET /stats``: what the dashboard shows at a glance."""
 
     queue: QueueCounts
+    tasks: list[TaskCounts] = Field(description="Waiting tasks by name (names with none waiting are left out).")
     workers: list[WorkerView] = Field(description="Workers of this queue heard of in the last minute.")
     time: str

@@ -6,10 +6,12 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import ParamSpec, TypeVar
 
 from sanic import Request
 
+from api.access import public_event
 from api.errors import TooManyStreams
 from api.follow import FollowOptions, follow_subscribed
 from api.formats import StreamFormat, encode
@@ -76,15 +78,18 @@ def stream_headers(task_id: str) -> dict[str, str]:
     return {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Relay-Task-Id": task_id}
 
 
-async def send_stream(request: Request, res: Resources, task_id: str, after_seq: int, fmt: StreamFormat) -> None:
-    """Stream events after ``after_seq`` until the task's ``end`` (or a reconnect hint when draining)."""
+async def send_stream(
+    request: Request, res: Resources, task_id: str, after_seq: int, fmt: StreamFormat, public_id: str
+) -> None:
+    """Stream events after ``after_seq`` until the task's ``end`` (or a reconnect hint when draining);
+    ``task_id`` is the stored id, ``public_id`` the one the caller knows the task by (``api.access``)."""
     with stream_slot(res):
         async with res.hub.subscribe(task_id) as sub:
-            await _stream(request, res, sub, task_id, after_seq, fmt, replay_first=True)
+            await _stream(request, res, sub, (task_id, public_id), after_seq, fmt, replay_first=True)
 
 
 async def submit_and_stream(
-    request: Request, res: Resources, prepared: Prepared, fmt: StreamFormat, location: str
+    request: Request, res: Resources, prepared: Prepared, fmt: StreamFormat, location: str, public_id: str
 ) -> Submitted:
     """Subscribe, then enqueue, then stream: a task created here needs no replay, since nothing of it can have
     been published before the subscription. A refused submit raises before any byte is sent (a JSON error).
@@ -92,7 +97,8 @@ async def submit_and_stream(
     async with res.hub.subscribe(prepared.task_id) as sub:
         submitted = await res.enqueuer.enqueue(prepared)
         extra = {"Location": location}
-        await _stream(request, res, sub, prepared.task_id, 0, fmt, replay_first=not submitted.created, extra=extra)
+        ids = (prepared.task_id, public_id)
+        await _stream(request, res, sub, ids, 0, fmt, replay_first=not submitted.created, extra=extra)
     return submitted
 
 
@@ -100,23 +106,26 @@ async def _stream(
     request: Request,
     res: Resources,
     sub: Subscription,
-    task_id: str,
+    ids: tuple[str, str],
     after_seq: int,
     fmt: StreamFormat,
     replay_first: bool,
     extra: dict[str, str] | None = None,
 ) -> None:
+    task_id, public_id = ids
+
     async def repair_end() -> bool:
         return await res.transitions.repair_end(task_id)
 
     options = FollowOptions(res.settings.heartbeat_seconds, res.settings.api_drain_seconds)
-    response = await request.respond(content_type=fmt.value, headers=stream_headers(task_id) | (extra or {}))
+    response = await request.respond(content_type=fmt.value, headers=stream_headers(public_id) | (extra or {}))
     logger.debug("stream of %s opened (%s, after seq %d); %d open", task_id, fmt.name, after_seq, res.streams.count)
     frames, last = 0, "none"
     try:
         await response.send(b"")  # flush the headers now: the first event may be minutes away
         async for frame in follow_subscribed(sub, res.events, task_id, after_seq, options, repair_end, replay_first):
-            await response.send(encode(frame, fmt, task_id))
+            frame = replace(frame, raw=public_event(frame.raw, task_id, public_id)) if frame.raw else frame
+            await response.send(encode(frame, fmt, public_id))
             frames, last = frames + 1, frame.type or frame.kind.value
         await response.eof()
     finally:

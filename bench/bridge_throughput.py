@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python -m bench.bridge_throughput [--messages 2000] [--concurrency 8,32] [--prefetch 64]
 
-Pre-fills the local Service Bus-compatible endpoint (tests/support/servicebus, in this process) with
+Pre-fills the local Service Bus-compatible endpoint (bench/harness/servicebus, in this process) with
 ``echo`` messages, then starts one worker (``arq worker.settings`` with the bridge configured) and
 times until every message has been completed, i.e. its task durably enqueued. The worker also runs
 the tasks meanwhile, as it would in production; both share this machine's 2 cores with the endpoint.
@@ -16,8 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.support.processes import relay_env, start_redis, start_worker, wait_until
-from tests.support.servicebus import LocalServiceBus
+from bench.harness.processes import relay_env, start_redis, start_worker, wait_until
+from bench.harness.servicebus import LocalServiceBus
 
 
 def run(messages: int, concurrency: int, prefetch: int, log_dir: Path) -> float:

@@ -1,6 +1,6 @@
 """Helpers every benchmark shares: process lifetimes, Redis pools, /proc readings and result tables.
 
-Processes are started with ``tests.support.processes`` (the same helpers the e2e tests use) and are
+Processes are started with ``bench.harness.processes`` (the same helpers the e2e tests use) and are
 always stopped by their own PID through an ``ExitStack``, whether the benchmark passes or fails.
 """
 
@@ -23,9 +23,17 @@ import redis
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
+from bench.harness.processes import (
+    BIN,
+    DEMO_TASK_MODULES,
+    ManagedProcess,
+    free_port,
+    offer_tasks,
+    start_redis,
+    wait_until,
+)
+from bench.harness.redis_servers import start_server
 from shared.serialization import dumps, loads
-from tests.support.processes import BIN, ManagedProcess, free_port, offer_test_tasks, start_redis, wait_until
-from tests.support.redis_servers import start_server
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -232,9 +240,10 @@ def machine_facts() -> dict[str, str]:
 
 def start_api_factory(bench: Bench, env: dict[str, str], factory: str = "api.app:create_app") -> tuple[int, str]:
     """An API process from ``factory`` (Relay's, or any other ``module:factory``); (pid, base URL). The demo
-    tasks are offered on its queue as a live worker would (``offer_test_tasks``), so the API accepts them
+    tasks are offered on its queue as a live worker would (``offer_tasks``), so the API accepts them
     whether or not the benchmark runs a worker."""
-    offer_test_tasks(env["RELAY_REDIS_URL"], env.get("RELAY_QUEUE_NAME", "relay:queue"))
+    modules = env.get("RELAY_TASK_MODULES", DEMO_TASK_MODULES)
+    offer_tasks(env["RELAY_REDIS_URL"], env.get("RELAY_QUEUE_NAME", "relay:queue"), modules)
     port = free_port()
     argv = [str(BIN / "sanic"), factory, "--factory", "--single-process", "--no-motd"]
     argv += ["--host", "127.0.0.1", "--port", str(port)]

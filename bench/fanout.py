@@ -44,10 +44,10 @@ from bench.common import (
     table,
     wait_for_output,
 )
+from bench.harness.processes import BIN, ManagedProcess, relay_env, start_worker
 from bench.profiling import sampled, summarize
 from shared import keys
 from shared.events import unpack
-from tests.support.processes import BIN, ManagedProcess, relay_env, start_worker
 
 DEFER_SECONDS = 3600
 DIRECT_SAMPLE = 10  # tasks whose channels the bench also subscribes to directly

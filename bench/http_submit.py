@@ -27,9 +27,10 @@ import httpx
 import redis
 
 from bench.common import Bench, OtherLoad, bench_scope, cpu_seconds, peak_rss_mib, start_api_factory, table
+from bench.harness.processes import BIN, ManagedProcess, free_port, relay_env, wait_until
 from bench.loadgen import run_load
 from bench.profiling import sampled, summarize
-from tests.support.processes import BIN, ManagedProcess, free_port, relay_env, wait_until
+from shared.scripts import source
 
 BODY = b'{"task":"echo","kwargs":{"message":"hello"}}'
 LUA = Path(__file__).with_name("wrk_submit.lua")
@@ -99,14 +100,20 @@ def load(port: int, connections: int, seconds: float) -> tuple[str, dict[str, fl
     return "wrk -t1", json.loads(line.removeprefix("WRK_JSON "))
 
 
+def waiting_jobs(client: redis.Redis, queue_name: str) -> int:
+    """Jobs waiting in the queue's lanes (``shared/keys.py``), due or deferred."""
+    due, deferred, _running, _tasks = client.register_script(source("counts"))(keys=[queue_name])
+    return int(due) + int(deferred)
+
+
 def measure(target: Target, connections: int, seconds: float, queue: redis.Redis | None, name: str) -> SubmitResult:
     """A 1 s warm-up, then the timed run; counts the queue's growth during the timed run."""
     load(target.port, connections, 1)
-    before = queue.zcard(name) if queue is not None else 0
+    before = waiting_jobs(queue, name) if queue is not None else 0
     cpu, others = cpu_seconds(target.pid), OtherLoad()
     client, summary = load(target.port, connections, seconds)
     cpu, other_cores = cpu_seconds(target.pid) - cpu, others.cores()
-    enqueued = int(queue.zcard(name)) - before if queue is not None else None
+    enqueued = waiting_jobs(queue, name) - before if queue is not None else None
     return SubmitResult(target.label, client, summary, cpu, peak_rss_mib(target.pid), enqueued, other_cores)
 
 

@@ -25,7 +25,7 @@ import httpx
 import redis
 
 from bench.common import OtherLoad, bench_scope, start_api_factory, table
-from tests.support.processes import relay_env, start_worker
+from bench.harness.processes import relay_env, start_worker
 
 TARGET_P50_MS = 5.0
 TARGET_P99_MS = 20.0

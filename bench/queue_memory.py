@@ -4,7 +4,7 @@ Each task is enqueued exactly as the API does it (``shared.enqueue.enqueue_task`
 its key and expiry, the queue's sorted set) with an ``echo`` argument of the given size, into a private
 redis-server. The overhead factor is (used_memory after - before) / (N x argument bytes): what
 ``RELAY_MAX_QUEUE_DEPTH x RELAY_MAX_ARGS_BYTES`` must be multiplied by to compare with Redis's
-``maxmemory`` (see the README's "Sizing Redis").
+``maxmemory`` (see "Sizing Redis" in docs/redis.md).
 
     .venv/bin/python -m bench.queue_memory [--tasks 2000] [--sizes 1024,16384,65536,262144]
 """

@@ -18,8 +18,8 @@ import statistics
 import time
 
 from bench.common import OtherLoad, bench_scope, start_api_factory, table
-from tests.support.client import read_events, submit_ok, wait_state
-from tests.support.processes import relay_env, start_worker
+from bench.harness.client import read_events, submit_ok, wait_state
+from bench.harness.processes import relay_env, start_worker
 
 
 def one_round(lease: float, wait: float | None = None) -> float:

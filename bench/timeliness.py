@@ -21,8 +21,8 @@ import httpx
 import redis
 
 from bench.common import OtherLoad, bench_scope, percentile, start_api_factory, table
-from tests.support.client import read_events, submit_ok, wait_state
-from tests.support.processes import relay_env, start_worker
+from bench.harness.client import read_events, submit_ok, wait_state
+from bench.harness.processes import relay_env, start_worker
 
 
 def commands(url: str) -> int:

@@ -13,10 +13,19 @@ Name the module in ``RELAY_TASK_MODULES`` for the workers (``arq worker.settings
 neither the module nor its dependencies: they validate submits against what the live workers publish.
 """
 
-from shared.retry import RetryPolicy
-from worker.context import TaskContext
-from worker.schedule import Schedule
-from worker.tasks import registry
+try:
+    from shared.retry import RetryPolicy
+    from worker.context import TaskContext
+    from worker.schedule import Schedule
+    from worker.tasks import registry
+except ModuleNotFoundError as exc:  # the client distribution (clients/python) ships relay/ without the server
+    if exc.name not in ("shared", "worker"):
+        raise
+    raise ModuleNotFoundError(
+        "relay.tasks defines tasks for Relay's workers and needs the server package (the repository's own "
+        "pyproject: pip install -e .); the client distribution, relay-client, has relay.client and relay.cli only",
+        name=exc.name,
+    ) from exc
 
 task = registry.task
 

@@ -13,6 +13,7 @@ import fcntl
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -21,8 +22,28 @@ class Refused(Exception):
     """The runner cannot start as asked; the message says why and what to do instead."""
 
 
-def check_port_free(host: str, port: int, what: str, option: str) -> None:
-    """Refuse before starting anything if something already listens on ``host:port``."""
+@dataclass(frozen=True)
+class Ports:
+    """Ports one part of an instance listens on: ``count`` consecutive ones from ``first`` (a worker each, for
+    the metrics), chosen with ``option``."""
+
+    what: str  # what listens there, as the refusal names it ("the API", "worker-{n}'s metrics")
+    option: str
+    host: str
+    first: int
+    count: int = 1
+
+    def busy(self) -> list[tuple[int, str]]:
+        """Each of these ports something already listens on, with what would have listened there."""
+        return [
+            (port, self.what.format(n=i + 1))
+            for i, port in enumerate(range(self.first, self.first + self.count))
+            if not port_free(self.host, port)
+        ]
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be listened on now."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT leftover is not "in use"
         try:
@@ -30,10 +51,39 @@ def check_port_free(host: str, port: int, what: str, option: str) -> None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            raise Refused(
-                f"port {port} ({what}) is already in use on {host}: is another scripts/dev running? "
-                f"Stop it, or choose another port with {option}"
-            ) from None
+            return False
+    return True
+
+
+def check_ports_free(wanted: list[Ports]) -> None:
+    """Refuse before starting anything if any of the ports is taken, naming every one that is (a second
+    scripts/dev once learnt of its conflicts one restart at a time) and options that would be free."""
+    busy = [(part, port, what) for part in wanted for port, what in part.busy()]
+    if not busy:
+        return
+    taken = ", ".join(f"{part.host}:{port} ({what})" for part, port, what in busy)
+    conflicting = list(dict.fromkeys(part for part, _, _ in busy))
+    taken_by_us = {port for part in wanted for port in range(part.first, part.first + part.count)}
+    instead = []
+    for part in conflicting:
+        first = _next_free(part, taken_by_us)
+        taken_by_us.update(range(first, first + part.count))  # the next suggestion must not take it too
+        instead.append(f"{part.option} {first}")
+    raise Refused(
+        f"{'port' if len(busy) == 1 else 'ports'} already in use: {taken}. Is another scripts/dev running? "
+        f"Stop it, or choose free ports, e.g. scripts/dev {' '.join(instead)}"
+    )
+
+
+def _next_free(part: Ports, avoid: set[int]) -> int:
+    """The first port above ``part.first`` from which ``part.count`` ports are free and none is in ``avoid``."""
+    first = part.first + 1
+    while first + part.count <= 65536:
+        block = range(first, first + part.count)
+        if not avoid.intersection(block) and all(port_free(part.host, port) for port in block):
+            return first
+        first += 1
+    return 0
 
 
 class InstanceDir:

@@ -17,16 +17,20 @@ import sys
 from pathlib import Path
 
 from devchild import say
-from devplace import InstanceDir, Refused, check_port_free
+from devplace import InstanceDir, Ports, Refused, check_ports_free
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: Relay's own modules come from this checkout
 
-from devsupervise import Runner, metrics_ports, shown  # noqa: E402
+from devsupervise import Runner, shown  # noqa: E402
 
 from shared.settings import ConfigError, Settings, environment_warnings, load_settings  # noqa: E402
 
 DEFAULT_REDIS_PORT = 6380
+DEMO_TASKS = "worker.tasks.demo"
+# Ctrl-C in development should not take the production 10 s + 25 s: an open stream gets 3 s, a running task 5 s
+# (then it is re-queued, never lost). Variables you set yourself win.
+DEV_STOP_SECONDS = {"RELAY_API_DRAIN_SECONDS": "3", "RELAY_WORKER_GRACE_SECONDS": "5"}
 
 
 async def run(args: argparse.Namespace, settings: Settings, place: InstanceDir, private: bool) -> int:
@@ -57,18 +61,21 @@ def prepare(args: argparse.Namespace) -> tuple[Settings, InstanceDir, bool]:
             'redis-cli -u "$RELAY_REDIS_URL" FLUSHDB (it deletes everything in it)'
         )
     args.redis_port = args.redis_port or DEFAULT_REDIS_PORT
+    # The RELAY_* variables you set (the guide lists them), before this runner sets its own below.
+    args.variables = sorted(k for k in os.environ if k.upper().startswith("RELAY_"))
     if private:
         os.environ["RELAY_REDIS_URL"] = f"redis://127.0.0.1:{args.redis_port}/0"
-    os.environ.setdefault("RELAY_TASK_MODULES", "worker.tasks.demo")  # the demo tasks, unless you name your own
+    if args.tasks is not None:
+        os.environ["RELAY_TASK_MODULES"] = args.tasks
+    os.environ.setdefault("RELAY_TASK_MODULES", DEMO_TASKS)  # the demo tasks, unless you name your own
+    if args.metrics_port is not None:
+        os.environ["RELAY_WORKER_METRICS_PORT"] = str(args.metrics_port)
+    for name, seconds in DEV_STOP_SECONDS.items():
+        os.environ.setdefault(name, seconds)
     settings = load_settings()
     for warning in environment_warnings():
         say("dev", f"warning: {warning}")
-    check_port_free(args.host, args.port, "the API", "--port")
-    for i, port in enumerate(metrics_ports(settings.worker_metrics_port, args.workers)):
-        option = "RELAY_WORKER_METRICS_PORT (the first worker's; 0: no metrics)"
-        check_port_free(settings.worker_metrics_host, port, f"worker-{i + 1}'s metrics", option)
-    if private:
-        check_port_free("127.0.0.1", args.redis_port, "the dev Redis", "--redis-port")
+    check_ports_free(ports(args, settings, private))
     root = Path(args.data_dir).resolve() if args.data_dir else REPO / ".relay-dev"
     place = InstanceDir(root, str(args.redis_port) if private else f"external-{args.port}")
     place.lock()
@@ -78,6 +85,18 @@ def prepare(args: argparse.Namespace) -> tuple[Settings, InstanceDir, bool]:
         cleared = place.reset()
         say("dev", "reset: the dev queue, tasks and events are gone" if cleared else "reset: nothing to clear")
     return settings, place, private
+
+
+def ports(args: argparse.Namespace, settings: Settings, private: bool) -> list[Ports]:
+    """Every port this instance would listen on, with the option that moves it."""
+    wanted = [Ports("the API", "--port", args.host, args.port)]
+    first_metrics = settings.worker_metrics_port  # 0: no metrics server
+    if first_metrics and args.workers:
+        host = settings.worker_metrics_host
+        wanted.append(Ports("worker-{n}'s metrics", "--metrics-port", host, first_metrics, args.workers))
+    if private:
+        wanted.append(Ports("the dev Redis", "--redis-port", "127.0.0.1", args.redis_port))
+    return wanted
 
 
 def parser() -> argparse.ArgumentParser:
@@ -91,6 +110,21 @@ def parser() -> argparse.ArgumentParser:
         help=f"private Redis port (default {DEFAULT_REDIS_PORT}); not started when RELAY_REDIS_URL is set",
     )
     parse.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parse.add_argument(
+        "--tasks",
+        metavar="MODULES",
+        default=None,
+        help=f"comma-separated modules that register your tasks, e.g. --tasks myproject.tasks; they must be "
+        f"importable by .venv/bin/python (pip install -e your project into it, or set PYTHONPATH). "
+        f"Sets RELAY_TASK_MODULES for the workers (default: {DEMO_TASKS}, the demo tasks)",
+    )
+    parse.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="the first worker's metrics port, the next workers take the next ones; 0: no metrics "
+        "(sets RELAY_WORKER_METRICS_PORT; default 9191)",
+    )
     parse.add_argument(
         "--data-dir", default=None, help="where instances keep Redis data and logs (default .relay-dev/)"
     )

@@ -26,7 +26,9 @@ from devchild import Child, say
 from devplace import InstanceDir
 from redis.exceptions import AuthenticationError, NoPermissionError
 
+from shared.queuecounts import queue_counts
 from shared.redis import close, probe_client, public_url
+from shared.scripts import Scripts
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +61,7 @@ def guide(
     worker_metrics: list[int] | None = None,
     next_metrics_port: int = 0,
 ) -> list[str]:
-    """What to type next to a running scripts/dev (README's Quick start shows the same, for the defaults).
+    """What to type next to a running scripts/dev (docs/development.md shows the same, for the defaults).
 
     ``redis_port`` is the private Redis's port, None when RELAY_REDIS_URL names the user's own;
     ``worker_metrics`` the metrics ports of its workers, ``next_metrics_port`` the one another worker may take."""
@@ -83,8 +85,19 @@ def guide(
         lines.append(f"                 (and the other RELAY_* variables you set here: {', '.join(others)})")
     if redis_port is not None:
         lines.append(f"clear the queue: stop, then scripts/dev --reset (or now: redis-cli -p {redis_port} FLUSHDB)")
-    lines.append("added a task?   stop and start again: workers and the API load tasks when they start")
+    lines.append("added a task?   stop and start again: workers import task modules only when they start")
     return lines
+
+
+def stop_times(settings: Settings) -> str:
+    """What Ctrl-C waits for, and the variables that set it (scripts/dev's own defaults are shorter)."""
+    deployed = Settings.model_fields
+    drain, grace = settings.api_drain_seconds, settings.worker_grace_seconds
+    return (
+        f"on Ctrl-C:      open streams get {drain:g} s to end, running tasks {grace:g} s, then are re-queued "
+        f"(RELAY_API_DRAIN_SECONDS, RELAY_WORKER_GRACE_SECONDS; deployed: {deployed['api_drain_seconds'].default:g} "
+        f"s and {deployed['worker_grace_seconds'].default:g} s)"
+    )
 
 
 class Runner:
@@ -205,8 +218,9 @@ class Runner:
 
     def announce(self) -> None:
         say("dev", f"Relay is up: {self.base}   (Ctrl-C stops everything)")
+        say("dev", stop_times(self.settings))
         shown_in_commands = {"RELAY_REDIS_URL", "RELAY_TASK_MODULES", "RELAY_WORKER_METRICS_PORT"}
-        others = sorted(k for k in os.environ if k.upper().startswith("RELAY_") and k.upper() not in shown_in_commands)
+        others = [k for k in self.args.variables if k.upper() not in shown_in_commands]
         redis_port = self.args.redis_port if self.private else None
         modules = self.settings.task_modules
         ports, first = self.metrics_ports, self.settings.worker_metrics_port
@@ -413,7 +427,7 @@ async def _jobs_in_progress(settings: Settings) -> int | None:
 async def _queue_depth(settings: Settings) -> int | None:
     with contextlib.suppress(Exception):
         async with _redis(settings) as client:
-            return int(await client.zcard(settings.queue_name))
+            return (await queue_counts(Scripts(client), settings.queue_name)).waiting
     return None
 
 

@@ -3,7 +3,7 @@
 The connection string comes from RELAY_SERVICEBUS_CONNECTION_STRING, as the bridge's does (secrets only
 from the environment). Works against Azure, Microsoft's emulator, or the test suite's local endpoint:
 
-    .venv/bin/python -m tests.support.servicebus      # prints READY <connection string>
+    .venv/bin/python -m bench.harness.servicebus      # prints READY <connection string>
     RELAY_SERVICEBUS_CONNECTION_STRING='<it>' .venv/bin/python scripts/servicebus_send.py tasks \\
         '{"task": "echo", "kwargs": {"message": "hello"}}' --reply-to replies
 """
@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     connection_string = os.environ.get(VARIABLE, "")
     if not connection_string:
-        parser.error(f"set {VARIABLE} (the local endpoint prints one: .venv/bin/python -m tests.support.servicebus)")
+        parser.error(f"set {VARIABLE} (the local endpoint prints one: .venv/bin/python -m bench.harness.servicebus)")
     sys.exit(asyncio.run(send(connection_string, args)))
 
 

@@ -11,7 +11,8 @@ from shared.errors import InvalidArguments
 def bind(positional: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """All arguments by name; ``InvalidArguments`` for too many positional ones or one given twice."""
     if len(args) > len(positional):
-        raise InvalidArguments([{"loc": ["args"], "msg": f"takes at most {len(positional)} positional arguments"}])
+        most = f"takes at most {len(positional)} positional argument{'' if len(positional) == 1 else 's'}"
+        raise InvalidArguments([{"loc": ["args"], "msg": f"{most} ({len(args)} given)"}])
     bound = dict(zip(positional, args, strict=False))
     clashes = sorted(set(bound) & set(kwargs))
     if clashes:

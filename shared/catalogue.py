@@ -144,9 +144,10 @@ class Catalogue:
         return self._offers
 
     async def _refresh(self) -> None:
-        cutoff = (time.time() - STALE_SECONDS) * 1000
+        fields, redis_now_ms = await presence.records(self._redis, self._queue_name)
+        cutoff = redis_now_ms - STALE_SECONDS * 1000  # both on Redis's clock (shared.presence)
         live: list[tuple[int, str]] = []
-        for raw in (await presence.records(self._redis, self._queue_name)).values():
+        for raw in fields.values():
             try:
                 record = loads(raw)
                 seen, digest = int(record["seen_ms"]), str(record["catalogue"])

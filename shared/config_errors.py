@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import annotated_types
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -33,6 +34,13 @@ class ConfigError(SystemExit):
 
     def __str__(self) -> str:
         return "\n".join(self.problems)
+
+
+def refuse(problems: list[str]) -> NoReturn:
+    """End the process as a bad configuration does: ``problems`` on stderr, one line each, and exit code 78.
+    (``ConfigError`` is a ``SystemExit``: ``arq worker.settings`` and Sanic let it through without a traceback.)"""
+    print("\n".join(problems), file=sys.stderr, flush=True)
+    raise ConfigError(problems)
 
 
 class Conflict(ValueError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from arq.connections import ArqRedis
 
-from shared import durability, keys
+from shared import durability, keys, tenancy
 from shared.batching import Batcher
 from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
 from shared.jobs import JobRecord, ResultRecord, fingerprint
@@ -61,7 +61,7 @@ class Prepared:
 
     task_id: str
     task: str
-    score: int
+    due: str  # '+<ms>': that long after the enqueue, on Redis's clock; else an absolute time (ms since the epoch)
     record: bytes
     fp: str
     index_score: int
@@ -69,9 +69,14 @@ class Prepared:
 
 
 def prepare(
-    spec: TaskShape, settings: Settings, submission: TaskSubmission, reply: dict[str, Any] | None = None
+    spec: TaskShape,
+    settings: Settings,
+    submission: TaskSubmission,
+    reply: dict[str, Any] | None = None,
+    tenant: str | None = None,
 ) -> Prepared:
-    """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records."""
+    """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records,
+    stored under ``tenant``'s namespace (``shared.tenancy``; None: a task no tenant owns)."""
     params = spec.validate(submission.args, submission.kwargs)
     max_timeout = spec.max_timeout(settings.job_timeout_seconds)
     if submission.timeout_seconds is not None and submission.timeout_seconds > max_timeout:
@@ -94,9 +99,9 @@ def prepare(
     fp = fingerprint(spec.name, job_kwargs)
     record = JobRecord(spec.name, job_kwargs, now_ms, fp, reply=reply is not None).encode()
     return Prepared(
-        task_id=submission.id or uuid.uuid4().hex,
+        task_id=tenancy.stored_id(tenant, submission.id or uuid.uuid4().hex),
         task=spec.name,
-        score=_score(submission, now_ms),
+        due=_due(submission),
         record=record,
         fp=fp,
         index_score=time.time_ns() // 1000,
@@ -104,12 +109,13 @@ def prepare(
     )
 
 
-def _score(submission: TaskSubmission, now_ms: int) -> int:
-    """When the job becomes runnable, in arq's terms (ms since the epoch)."""
+def _due(submission: TaskSubmission) -> str:
+    """When the job becomes runnable: a delay from the enqueue, counted on Redis's clock (so a process whose
+    clock is off does not move it), or the absolute time the submit named."""
     if submission.delay_seconds:
-        return now_ms + round(submission.delay_seconds * 1000)
+        return f"+{round(submission.delay_seconds * 1000)}"
     defer_until = submission.defer_until()
-    return int(defer_until.timestamp() * 1000) if defer_until else now_ms
+    return str(int(defer_until.timestamp() * 1000)) if defer_until else "+0"
 
 
 class Enqueuer:
@@ -142,13 +148,13 @@ class Enqueuer:
         elif raw_job:
             job = JobRecord.decode(raw_job)
             existing = (job.function, job.kwargs)
-        return IdConflict.between(prepared.task_id, existing, (submitted.function, submitted.kwargs))
+        return IdConflict.between(tenancy.client_id(prepared.task_id), existing, (submitted.function, submitted.kwargs))
 
     async def _flush(self, batch: list[Prepared]) -> list[Submitted | Exception]:
         settings = self._settings
-        args: list[Any] = [int(time.time() * 1000), settings.max_queue_depth, keys.wakeup_channel(settings.queue_name)]
+        args: list[Any] = [0, settings.max_queue_depth, keys.wakeup_channel(settings.queue_name)]
         for p in batch:
-            args += [p.task_id, p.score, p.record, p.fp, p.index_score, p.reply]
+            args += [p.task_id, p.due, p.record, p.fp, p.index_score, p.reply]
         script_keys = [settings.queue_name, keys.task_index(settings.queue_name)]
         if not settings.redis_wait_replicas:
             replies = await self._scripts.enqueue(keys=script_keys, args=args)
@@ -175,7 +181,9 @@ def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionEr
         return QueueFull(f"the queue holds {reply[1].decode()} waiting tasks, its maximum; retry later")
     if reply[2] == b"same":
         return Submitted(prepared.task_id, prepared.task, False, TaskState(reply[1].decode()))
-    return IdConflict(f"id {prepared.task_id!r} is already taken")  # ``Enqueuer.enqueue`` says what differs
+    return IdConflict(
+        f"id {tenancy.client_id(prepared.task_id)!r} is already taken"
+    )  # ``Enqueuer.enqueue`` says what differs
 
 
 async def enqueue_task(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # Names listed in an unknown-task message; ``details.registered`` always lists them all.
@@ -24,13 +25,17 @@ class UnknownTask(SubmissionError, LookupError):
     def __init__(self, name: str, registered: Iterable[str] | None = None, reason: str | None = None) -> None:
         names = sorted(registered) if registered is not None else None
         message = f"no task is registered as {name!r}"
+        close = difflib.get_close_matches(name, names or [], n=1)
+        if close:  # a typo is the likeliest cause: say the near name first, before a list of twenty
+            message += f" (did you mean {close[0]!r}?)"
         if reason is not None:
             message += f": {reason}"
         elif names is not None:
             shown = ", ".join(names[:MAX_NAMES_IN_MESSAGE]) or "none"
             more = f" and {len(names) - MAX_NAMES_IN_MESSAGE} more" if len(names) > MAX_NAMES_IN_MESSAGE else ""
             message += f"; registered: {shown}{more}"
-        super().__init__(message, None if names is None else {"registered": names})
+        details = None if names is None else {"registered": names} | ({"did_you_mean": close[0]} if close else {})
+        super().__init__(message, details)
         self.name = name
 
 
@@ -38,8 +43,22 @@ class InvalidArguments(SubmissionError, ValueError):
     """The arguments do not fit the task's signature; ``errors`` lists where."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("the arguments do not fit the task", errors)
+        super().__init__(f"the arguments do not fit the task: {first_problem(errors)}", errors)
         self.errors = errors
+
+
+def first_problem(problems: Sequence[Mapping[str, Any]]) -> str:
+    """The first of a list of ``{"loc", "msg"}`` problems as one line, and how many others there are:
+    ``n: '3' is not of type 'integer' (and 2 more problems)``, so a message says what is wrong without ``details``."""
+    if not problems:
+        return "no details"
+    first = problems[0]
+    where = ".".join(str(part) for part in first.get("loc") or [])
+    line = f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+    others = len(problems) - 1
+    if others:
+        line += f" (and {others} more problem{'s' if others > 1 else ''})"
+    return line
 
 
 class InvalidOptions(SubmissionError, ValueError):

@@ -1,9 +1,11 @@
 """Relay's job and result records: arq's own formats (``arq.jobs``), plus a few fields arq ignores.
 
 arq reads ``f``, ``a``, ``k``, ``t`` and ``et`` from a job and those plus ``s``, ``r``, ``st``, ``ft``, ``q`` and
-``id`` from a result, so its ``Job`` API keeps working. Relay writes the records itself (in its Lua scripts)
-and puts its own fields first, in a fixed order, so a script can read a task's name, fingerprint and state
-from the first bytes of a record (``GETRANGE``) without decoding a payload that may be a megabyte.
+``id`` from a result, so its ``Job`` API can read results (a waiting job is in its task's lane, not in arq's
+queue: arq's ``Job.status`` calls it not found, and its ``Job.abort`` takes effect when the job falls due).
+Relay writes the records itself (in its Lua scripts) and puts its own fields first, in a fixed order, so a script
+can read a task's name, fingerprint and state from the first bytes of a record (``GETRANGE``) without decoding a
+payload that may be a megabyte.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class JobRecord:
     next_try_ms: int | None = None
     tries_base: int = 0  # tries used before a manual retry started this round
     reply: bool = False  # a Service Bus reply is requested
+    due_ms: int | None = None  # when a deferred job falls due (Redis's clock; set by the enqueue script)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,6 +70,8 @@ class JobRecord:
             data["nt"] = self.next_try_ms
         if self.reply:
             data["rp"] = 1
+        if self.due_ms is not None:
+            data["du"] = self.due_ms
         return dumps(data | self.extra)
 
     @classmethod
@@ -75,7 +80,7 @@ class JobRecord:
         data = loads(raw)
         if not isinstance(data, dict) or "f" not in data or "k" not in data:
             raise ValueError("not a job record")
-        known = {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp"}
+        known = {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp", "du"}
         return cls(
             function=str(data["f"]),
             kwargs=dict(data["k"]),
@@ -87,6 +92,7 @@ class JobRecord:
             next_try_ms=data.get("nt"),
             tries_base=int(data.get("tb") or 0),
             reply=bool(data.get("rp")),
+            due_ms=int(data["du"]) if data.get("du") is not None else None,
             extra={k: v for k, v in data.items() if k not in known},
         )
 

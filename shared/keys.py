@@ -2,7 +2,31 @@
 
 Keys are unambiguous for every valid task id and queue name: each kind has its own prefix, no prefix is a
 prefix of another, and the variable part (a task id or a queue name) always comes last. So no id can make one
-kind of key equal another (``relay:reply:x:sent`` could once be read as two different keys).
+kind of key equal another (``relay:reply:x:sent`` could once be read as two different keys). Where a key has
+two variable parts, the first cannot contain the separator that follows it (a task name has no ``|``, an API
+key name no ``:``).
+
+The queue, lanes and claims (one design, shared by the enqueue, claim, commit, abort and retry scripts):
+
+- **Lanes.** A waiting job (queued, deferred, retrying) sits in its *lane*: a sorted set per queue and task name
+  (``lane(queue, task)``), scored by the time it falls due (ms, Redis's clock). A worker claims only from the
+  lanes of the tasks it runs, so a job is never taken by a worker that lacks its code, and a lane no live
+  worker serves simply waits (nothing scans past it).
+- **The schedule** is the queue's own sorted set (``settings.queue_name``), in two bands: each non-empty lane
+  has a *marker* member (``lane_marker(task)``: ``~`` + task name, which no task id can be) scored by its
+  lane's head (earliest due time), and each running job has its id scored ``RUNNING_BASE`` + its lease expiry.
+  So one ``ZRANGE 0 0`` tells an idle worker whether anything is due or any lease lapses, and the claim reads
+  the due lanes' markers, never a scan of jobs. A marker's score is never later than its lane's head (every add
+  uses ``ZADD LT``); the claim corrects a marker that is early or whose lane emptied.
+- **Later lanes.** Named queues, priorities, per-key limits and tenant fairness (issue #21) refine the lane
+  (task, tenant, priority band): the marker names the lane, and the claim's choice among due lanes is where
+  round-robin, limits and priority order go. Redis Cluster (issue #22) puts a queue shard's schedule, its
+  lanes and its tasks' keys in one hash slot.
+- **Time** that decides ownership (due, leases, the sweep, abort requests against enqueue times) is Redis's
+  ``TIME``, read inside each script (``relay_now`` in ``lib.lua``); callers pass delays, never "now".
+- **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
+  claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
+  commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.
 """
 
 from __future__ import annotations
@@ -14,12 +38,17 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix,
 # Per task: prefix + task id.
 EVENTS_PREFIX: Final = "relay:events:"
 SEQ_PREFIX: Final = "relay:seq:"
+EVENT_BYTES_PREFIX: Final = "relay:event-bytes:"
 REPLY_PREFIX: Final = "relay:reply:"
 # Per queue: prefix + queue name.
 INDEX_PREFIX: Final = "relay:index:"
 OUTBOX_PREFIX: Final = "relay:outbox:"
 WAKEUP_PREFIX: Final = "relay:wakeup:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
+# Per queue and task name: prefix + task name (no '|' in a name) + '|' + queue name.
+LANE_PREFIX: Final = "relay:lane:"
+# Per worker: prefix + the worker's token.
+CLAIM_REQUEST_PREFIX: Final = "relay:claim-request:"
 CATALOGUE_PREFIX: Final = "relay:catalogue:"
 PRESENCE_PREFIX: Final = "relay:presence:"
 # Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
@@ -29,11 +58,14 @@ QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
 RELAY_PREFIXES: Final = (
     EVENTS_PREFIX,
     SEQ_PREFIX,
+    EVENT_BYTES_PREFIX,
     REPLY_PREFIX,
     INDEX_PREFIX,
     OUTBOX_PREFIX,
     WAKEUP_PREFIX,
     MAINTENANCE_PREFIX,
+    LANE_PREFIX,
+    CLAIM_REQUEST_PREFIX,
     CATALOGUE_PREFIX,
     PRESENCE_PREFIX,
     QUOTA_ACTIVE_PREFIX,
@@ -42,9 +74,11 @@ RELAY_PREFIXES: Final = (
 ARQ_PREFIXES: Final = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
 ABORT_SET: Final = abort_jobs_ss
 
-# A running job's score in the queue: this base plus its lease expiry (ms). Waiting jobs score their due time
-# (ms since the epoch, far below 1e15), so one sorted set answers "due", "deferred" and "running" by range.
+# A running job's score in the queue: this base plus its lease expiry (ms). Lane markers score their lane's
+# head (ms since the epoch, far below 1e15), so one sorted set answers "what is due" and "what lapses" by range.
 RUNNING_BASE: Final = 10**15
+# A lane's member in the schedule: this character (never the first of a task id) + the task name.
+LANE_MARKER: Final = "~"
 
 
 def events_stream(task_id: str) -> str:
@@ -60,6 +94,11 @@ def events_channel(task_id: str) -> str:
 def event_seq(task_id: str) -> str:
     """The task's event counter: outlives its stream, so numbering never restarts while the task lives."""
     return SEQ_PREFIX + task_id
+
+
+def event_bytes(task_id: str) -> str:
+    """The bytes of events a task's stream holds (``RELAY_EVENT_LOG_MAX_BYTES``); expires with the stream."""
+    return EVENT_BYTES_PREFIX + task_id
 
 
 def reply_request(task_id: str) -> str:
@@ -100,6 +139,22 @@ def reply_outbox(queue_name: str) -> str:
 def wakeup_channel(queue_name: str) -> str:
     """Where enqueuers tell idle workers of this queue that a job is due (or when one will be)."""
     return WAKEUP_PREFIX + queue_name
+
+
+def lane(queue_name: str, task_name: str) -> str:
+    """The waiting jobs of one task on one queue, by due time (see the module docstring)."""
+    return f"{LANE_PREFIX}{task_name}|{queue_name}"
+
+
+def lane_marker(task_name: str) -> str:
+    """The member of the queue's schedule that stands for a lane, scored by the lane's head."""
+    return LANE_MARKER + task_name
+
+
+def claim_request(token: str) -> str:
+    """A worker's last claim (its request id and what it claimed), kept briefly so a replayed claim returns the
+    same jobs instead of claiming more."""
+    return CLAIM_REQUEST_PREFIX + token
 
 
 def maintenance_lock(queue_name: str) -> str:

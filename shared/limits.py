@@ -2,7 +2,7 @@
 
 The queue-depth limit counts jobs, not bytes: without a cap on each job's arguments, a few hundred
 1 MiB bodies fill a 512 MB Redis long before the queue is "full". With it, the queue's worst case is
-``RELAY_MAX_QUEUE_DEPTH x RELAY_MAX_ARGS_BYTES x`` a measured overhead factor (README, "Sizing Redis").
+``RELAY_MAX_QUEUE_DEPTH x RELAY_MAX_ARGS_BYTES x`` a measured overhead factor (docs/redis.md, "Sizing Redis").
 """
 
 from __future__ import annotations

@@ -5,12 +5,15 @@ dashboard, and its task catalogue (``shared.catalogue``) takes the live workers'
 arq's own health key is per host (``<queue>:health-check:<hostname>``), so two workers on one host share it,
 and it says nothing of what runs; this record is per process. A worker that stops cleanly says so in a last
 record; one that dies stops refreshing it and shows as silent; either is dropped after ``FORGET_SECONDS``.
+
+Times are Redis's: a worker stamps its record with its estimate of Redis's clock (the offset it keeps from its
+claims, which read ``TIME``), and readers compare it with ``TIME``, so a worker whose clock is off is neither
+taken for gone (its tasks refused by the API) nor kept alive after it stopped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Awaitable
 from typing import Any, cast
 
@@ -25,24 +28,28 @@ FORGET_SECONDS = 60.0
 MAX_RUNNING_SHOWN = 20
 
 
-async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str, Any]) -> None:
-    """Refresh this worker's field (one HSET: a field of its own, so no worker overwrites another's)."""
-    record = info | {"id": worker_id, "seen_ms": int(time.time() * 1000)}
+async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str, Any], seen_ms: float) -> None:
+    """Refresh this worker's field (one HSET: a field of its own, so no worker overwrites another's), seen at
+    ``seen_ms`` on Redis's clock (the worker's estimate of it: ``Engine.redis_now_ms``)."""
+    record = info | {"id": worker_id, "seen_ms": int(seen_ms)}
     # redis-py types its hash commands as sync-or-async and str-valued; the async client awaits, bytes are fine.
     await cast(Awaitable[int], redis.hset(keys.worker_presence(queue_name), worker_id, dumps(record).decode()))
 
 
-async def records(redis: Redis, queue_name: str) -> dict[bytes, bytes]:
-    """Every worker's last record, as stored."""
-    return await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(keys.worker_presence(queue_name)))
+async def records(redis: Redis, queue_name: str) -> tuple[dict[bytes, bytes], float]:
+    """Every worker's last record, as stored, and Redis's clock (ms) to compare their ``seen_ms`` with."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.worker_presence(queue_name))
+        pipe.time()
+        fields, (seconds, micros) = await pipe.execute()
+    return cast(dict[bytes, bytes], fields), seconds * 1000 + micros / 1000
 
 
 async def read(redis: Redis, queue_name: str) -> list[dict[str, Any]]:
     """The workers heard of within ``FORGET_SECONDS`` that have not stopped, each with ``status`` (``alive``,
     ``stopping`` or ``silent``) and ``seen_seconds_ago``; longer-silent ones are removed."""
     key = keys.worker_presence(queue_name)
-    fields = await records(redis, queue_name)
-    now_ms = time.time() * 1000
+    fields, now_ms = await records(redis, queue_name)
     workers: list[dict[str, Any]] = []
     forgotten: list[str] = []
     for field, raw in fields.items():

@@ -16,7 +16,8 @@ that it names the host.
   a fresh connection. Its pub/sub hub rides on the same pool.
 - ``worker_client`` (what arq's Worker gets, see ``worker.connect``) and ``sync_client`` (for threads):
   every command that meets a lost connection, a timeout or READONLY is retried with backoff for
-  ``RETRY_BUDGET_SECONDS``, so a Redis restart or a failover is ridden out mid-job.
+  ``RETRY_BUDGET_SECONDS``, so a Redis restart or a failover is ridden out mid-job; once the worker is
+  stopping, only until its stop deadline (``stop_retrying_at``).
 - ``connect_fail_fast``: the Service Bus bridge's client, which handles failures itself (abandon, wait).
 
 Every client drops a connection that answered READONLY, so the next command reaches the new primary
@@ -192,6 +193,15 @@ def api_client(settings: Settings) -> ArqRedis:
 def worker_client(settings: Settings) -> ArqRedis:
     """A worker's arq pool: every command retried through restarts and failovers. Connects lazily."""
     return _arq_client(settings, _async_pool(settings, _patient_policy(), bounded=False))
+
+
+def stop_retrying_at(client: AsyncRedis, moment: float) -> None:
+    """From ``moment`` (``time.monotonic()``) on, ``client`` retries no command (``redis_pools.Cutoff``), in
+    flight or to come: a stopping worker gives Redis until then, not ``RETRY_BUDGET_SECONDS`` per command.
+    Each command still gets one attempt, so a Redis that answers still hears a worker's last words."""
+    retry = client.connection_pool.connection_kwargs.get("retry")
+    if isinstance(retry, AsyncBudgetRetry):
+        retry.cutoff.at = moment
 
 
 def probe_client(settings: Settings) -> ArqRedis:

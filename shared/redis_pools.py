@@ -29,15 +29,32 @@ class PoolExhausted(ConnectionError):
     """Every connection of a bounded pool stayed busy for the whole wait: Relay is saturated, Redis may be fine."""
 
 
+class Cutoff:
+    """A moment (``time.monotonic``) after which a client retries no command, whatever its budget: set when
+    a worker stops, so its shutdown never waits on a Redis it cannot reach. redis-py deep-copies a retry
+    for every connection; the copies share this one object, so setting it reaches commands in flight."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Cutoff:
+        return self
+
+    def passed_by(self, moment: float) -> bool:
+        return self.at is not None and moment > self.at
+
+
 class AsyncBudgetRetry(async_retry.Retry):
-    """redis-py's ``Retry`` with exponential backoff, bounded by time instead of by a count.
+    """redis-py's ``Retry`` with exponential backoff, bounded by time instead of by a count, and by its
+    ``cutoff`` once that is set.
 
     redis-py retries a connect *inside* a retried command with the same object (and Sentinel adds a third
     level), so a count multiplies (40 retries became 40 x 40 attempts); nested time budgets only add up."""
 
-    def __init__(self, seconds: float, *, base: float = 0.05, cap: float = 1.0) -> None:
+    def __init__(self, seconds: float, *, base: float = 0.05, cap: float = 1.0, cutoff: Cutoff | None = None) -> None:
         super().__init__(ExponentialBackoff(cap=cap, base=base), retries=-1)
         self.budget_seconds = seconds
+        self.cutoff = cutoff or Cutoff()
 
     async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[[Any], Any]) -> T:
         self._backoff.reset()  # type: ignore[no-untyped-call]
@@ -50,7 +67,8 @@ class AsyncBudgetRetry(async_retry.Retry):
                 failures += 1
                 await fail(error)
                 delay = self._backoff.compute(failures)
-                if time.monotonic() + delay > deadline:
+                retry_at = time.monotonic() + delay
+                if retry_at > deadline or self.cutoff.passed_by(retry_at):
                     raise error
                 await asyncio.sleep(delay)
 

@@ -2,7 +2,8 @@
 
 Every script is ``lib.lua`` followed by its own text, with the key prefixes of ``shared.keys`` filled in, so
 key names have one source. Scripts build per-task key names from those prefixes (rather than receiving every
-key in KEYS): Relay needs one Redis (or a Sentinel-managed primary), not Redis Cluster.
+key in KEYS): Relay needs one Redis (or a Sentinel-managed primary), not Redis Cluster (see shared/keys.py for
+how the keys are laid out, and where a cluster's hash tags would go).
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ from redis.asyncio import Redis
 
 from shared import keys
 
-SCRIPT_NAMES = ("enqueue", "claim", "renew", "commit", "abort", "retry", "repair", "list", "maintenance", "outbox")
+SCRIPT_NAMES = (
+    "enqueue",
+    "claim",
+    "renew",
+    "commit",
+    "abort",
+    "retry",
+    "repair",
+    "list",
+    "maintenance",
+    "outbox",
+    "counts",
+)
 
 
 @cache
@@ -36,8 +49,11 @@ def with_library(body: str) -> str:
         "TRIES_PREFIX": keys.tries(""),
         "EVENTS_PREFIX": keys.EVENTS_PREFIX,
         "SEQ_PREFIX": keys.SEQ_PREFIX,
+        "EVENT_BYTES_PREFIX": keys.EVENT_BYTES_PREFIX,
         "REPLY_PREFIX": keys.REPLY_PREFIX,
         "ABORT_SET": keys.ABORT_SET,
+        "LANE_PREFIX": keys.LANE_PREFIX,
+        "LANE_MARKER": keys.LANE_MARKER,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)
@@ -59,6 +75,7 @@ class Scripts:
         self.list = redis.register_script(source("list"))
         self.maintenance = redis.register_script(source("maintenance"))
         self.outbox = redis.register_script(source("outbox"))
+        self.counts = redis.register_script(source("counts"))
 
 
 def renew_script(redis: SyncRedis) -> Any:

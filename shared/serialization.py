@@ -11,7 +11,7 @@ def _encode_extra(value: Any) -> Any:
     """Exceptions (arq stores them as failed results) become a small, typed JSON object.
 
     msgspec itself converts some non-JSON values (datetimes, sets, bytes as base64, NaN as null, ...):
-    README's Tasks section lists them and tests/shared/test_serialization.py holds them. Anything else
+    docs/tasks.md lists them and tests/shared/test_serialization.py holds them. Anything else
     is refused here."""
     if isinstance(value, BaseException):
         return {"error_type": type(value).__name__, "message": str(value)}

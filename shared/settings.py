@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from importlib.util import find_spec
@@ -15,8 +14,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import keys
-from shared.apikeys import parse_api_keys
-from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe
+from shared.apikeys import ANONYMOUS, NAME_PATTERN, parse_api_keys
+from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe, refuse
 
 __all__ = [
     "CONFIG_ERROR_EXIT_CODE",
@@ -38,7 +37,7 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A
 
 
 class Settings(BaseSettings):
-    """Everything an API or worker process can be configured with; see the README's table."""
+    """Everything an API or worker process can be configured with; docs/operations.md lists them all."""
 
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", populate_by_name=True)
 
@@ -73,6 +72,12 @@ class Settings(BaseSettings):
     log_task_values: bool = Field(
         False, description="Log task arguments and results (they may carry secrets: for debugging only)."
     )
+    error_tracebacks: bool = Field(
+        True,
+        description="A failed task's error (its events, GET /tasks/{id}, Service Bus replies) carries the "
+        "traceback of the task's own code, bounded; false where tracebacks may show secrets (the worker log "
+        "still has them).",
+    )
     task_index_max: int = Field(
         1_000_000, ge=1000, description="Most tasks GET /tasks remembers (the oldest are forgotten first)."
     )
@@ -86,11 +91,33 @@ class Settings(BaseSettings):
     )
     result_ttl_seconds: int = Field(3600, ge=1, description="How long results and event logs are kept.")
     event_log_max_len: int = Field(10_000, ge=10, description="Events kept per task for replay.")
+    event_log_max_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Bytes of events kept per task for replay: beyond it the oldest are dropped (late readers "
+        "get a `gap`; live followers still see every event). At least RELAY_MAX_EVENT_BYTES.",
+    )
+    max_result_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest JSON-encoded result of a task; a larger one fails the try with ResultTooLarge.",
+    )
+    max_event_bytes: int = Field(
+        65_536,
+        ge=1024,
+        description="Largest event a task may emit (a progress or partial, JSON-encoded); a larger one fails the "
+        "try with EventTooLarge.",
+    )
     api_keys: SecretStr = Field(
         SecretStr(""),
-        description="Comma-separated API keys, each `name:key` (or just `key`, named key1, key2...); "
-        "empty disables auth (health stays open).",
+        description="Comma-separated API keys, each `name:key` (or just `key`, named key1, key2...), optionally "
+        "with a role, `name:key:read` or `name:key:admin`; the name is the tenant that owns the key's tasks. "
+        "Empty disables auth (health stays open).",
     )
+    bridge_tenant: str = Field(
+        "", description="Tenant (an API key name) owning tasks from Service Bus; empty: admins only see them."
+    )
+    schedule_tenant: str = Field("", description="Tenant owning tasks of cron schedules; empty: admins only.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies get 413.")
     max_args_bytes: int = Field(
         16_384, ge=64, description="Largest JSON-encoded arguments (args + kwargs) of one task; larger get 413."
@@ -194,6 +221,13 @@ class Settings(BaseSettings):
             raise ValueError(f"queue name {value!r} cannot be used: {problem}")
         return value
 
+    @field_validator("bridge_tenant", "schedule_tenant")
+    @classmethod
+    def _tenant_name(cls, value: str) -> str:
+        if value and (not NAME_PATTERN.fullmatch(value) or value == ANONYMOUS):
+            raise ValueError(f"a tenant is an API key name: letters, digits, '_', '.', '-' (max 64), not {ANONYMOUS!r}")
+        return value
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _strip(cls, value: object) -> object:
@@ -282,6 +316,17 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _event_fits_log(self) -> Settings:
+        if self.max_event_bytes > self.event_log_max_bytes:
+            raise Conflict(
+                f"RELAY_MAX_EVENT_BYTES ({self.max_event_bytes}) must not exceed RELAY_EVENT_LOG_MAX_BYTES "
+                f"({self.event_log_max_bytes}): a task's log must hold its largest event",
+                "max_event_bytes",
+                "event_log_max_bytes",
+            )
+        return self
+
     def api_key_list(self) -> list[str]:
         """The configured API keys (without their names), without blanks."""
         return [key.secret for key in parse_api_keys(self.api_keys.get_secret_value())]
@@ -346,5 +391,4 @@ def get_settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        print(exc, file=sys.stderr, flush=True)
-        raise
+        refuse(exc.problems)

@@ -109,11 +109,14 @@ def job_view(
     """A task that has not ended: waiting (queued, deferred, retrying) or running."""
     now_ms = dt.datetime.now(dt.UTC).timestamp() * 1000
     started = None
+    # A waiting job's due time is in its record (the lanes that order the claims are in shared/keys.py); this
+    # process's clock only tells "deferred" from "queued" for display.
+    due = job.next_try_ms if job.wait == RETRYING else job.due_ms
     if marker is not None or (score is not None and score >= keys.RUNNING_BASE):
         state = TaskState.RUNNING
         if marker is not None:
             tries, started = marker
-    elif score is not None and score > now_ms:
+    elif due is not None and due > now_ms:
         state = TaskState.RETRYING if job.wait == RETRYING else TaskState.DEFERRED
     else:
         state = TaskState.QUEUED
@@ -128,7 +131,7 @@ def job_view(
         "result": None,
         "error": None,
         "enqueued_at": _ms_iso(job.enqueue_ms),
-        "scheduled_for": _ms_iso(score) if waiting and score is not None else None,
+        "scheduled_for": _ms_iso(due or job.enqueue_ms) if waiting else None,
         "started_at": _ms_iso(started),
         "finished_at": None,
         "last_error": job.last_error,

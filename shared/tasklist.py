@@ -60,8 +60,10 @@ async def list_tasks(
     limit: int = 50,
     cursor: str | None = None,
     timeout_for: TimeoutFor | None = None,
+    prefix: str = "",
 ) -> Page:
-    """The next page after ``cursor`` (newest first)."""
+    """The next page after ``cursor`` (newest first), of the tasks whose stored id starts with ``prefix``
+    (a tenant's, ``shared.tenancy``; '' for every task)."""
     score, last_id = decode_cursor(cursor) if cursor else ("+inf", "")
     found: list[str] = []
     next_cursor: str | None = None
@@ -74,6 +76,7 @@ async def list_tasks(
             limit - len(found),
             state or "",
             task or "",
+            prefix,
         ]
         matches, next_score, next_id = await scripts.list(keys=[keys.task_index(queue_name), queue_name], args=args)
         found += [m.decode() for m in matches[0::2]]

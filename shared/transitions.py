@@ -58,6 +58,11 @@ class Transitions:
     def _ttl_ms(self) -> int:
         return self._settings.result_ttl_seconds * 1000
 
+    @property
+    def _log_caps(self) -> tuple[int, int]:
+        """A task log's caps, as the scripts that append to it take them: entries, then bytes."""
+        return self._settings.event_log_max_len, self._settings.event_log_max_bytes
+
     async def abort(self, task_id: str) -> Transition:
         """Abort ``task_id``: a waiting one ends now; a running one is cancelled by its worker."""
         queue = self._settings.queue_name
@@ -87,7 +92,7 @@ class Transitions:
             events.body(task_id, EventType.ABORTED, {"reason": "aborted before it started"}, now, trace_id),
             events.end_body(task_id, "aborted", now, trace_id),
         ]
-        args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, self._settings.event_log_max_len]
+        args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, *self._log_caps]
         args += [keys.wakeup_channel(queue), record, *bodies]
         reply = await self._scripts.abort(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
         return _transition(reply)
@@ -112,7 +117,7 @@ class Transitions:
             job.extra[tracing.CARRIER_FIELD] = trace.carrier()
         data = {"try": result.job_try + 1, "reason": "retry requested"}
         bodies = [events.body(task_id, EventType.REQUEUED, data, now, trace.trace_id)]
-        args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, self._settings.event_log_max_len]
+        args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, *self._log_caps]
         args += [keys.wakeup_channel(queue), job.encode(), result.job_try, time.time_ns() // 1000, *bodies]
         reply = await self._scripts.retry(keys=[queue, keys.task_index(queue), keys.ABORT_SET], args=args)
         return _transition(reply)
@@ -134,7 +139,7 @@ class Transitions:
             expect,
             int(now * 1000),
             self._ttl_ms,
-            self._settings.event_log_max_len,
+            *self._log_caps,
             queue,
             *bodies,
         ]

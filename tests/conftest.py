@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.processes import API_FACTORY, ManagedProcess, relay_env, start_api, start_redis, start_worker
+from bench.harness.processes import API_FACTORY, ManagedProcess, start_api, start_redis, start_worker
+from tests.support.environment import relay_env
 
 
 @pytest.fixture(scope="session")

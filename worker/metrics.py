@@ -78,6 +78,13 @@ class WorkerMetrics:
         self.events = Counter(
             "relay_worker_events_published", "Task events stored and published, by type.", ["type"], registry=r
         )
+        self.refused = Counter(
+            "relay_worker_outputs_refused",
+            "Results and events refused as too large (RELAY_MAX_RESULT_BYTES, RELAY_MAX_EVENT_BYTES); each fails "
+            "its try. By task and kind: result, partial or progress.",
+            ["task", "kind"],
+            registry=r,
+        )
         self.in_flight = Gauge("relay_worker_jobs_in_flight", "Jobs running on this worker now.", registry=r)
         self.in_flight.set_function(lambda: float(in_flight()))
         self.concurrency = Gauge(
@@ -139,6 +146,10 @@ class WorkerMetrics:
             self.retries.labels(task, str(error_type)).inc()
         elif ending.state is TaskState.QUEUED:
             self.requeues.labels(task, ending.reason).inc()
+
+    def output_refused(self, task: str, kind: str) -> None:
+        """A result or event of ``task`` was over its limit and not stored."""
+        self.refused.labels(task, kind).inc()
 
     def events_stored(self, ops: Sequence[Op], results: Sequence[OpResult]) -> None:
         """A commit call returned: count the events of the ops it applied."""

@@ -11,7 +11,6 @@ import errno
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from shared import presence, tracing
-from shared.config_errors import ConfigError
+from shared.config_errors import refuse
 from shared.settings import Settings
 from shared.waiting import wait_set
 
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     from worker.engine.engine import Engine
 
 logger = logging.getLogger("relay.worker")
+CLOCK_SYNC_SECONDS = 60.0  # an idle worker reads Redis's clock this often for its presence (shared.presence)
 
 OBSERVE_CTX_KEY = "relay_observe"
 
@@ -62,8 +62,7 @@ def serve_metrics(engine: Engine, settings: Settings) -> tuple[WSGIServer, threa
             f"RELAY_WORKER_METRICS_PORT={port} is invalid: port {port} is already in use on {host} (another "
             "worker on this host?); give each worker its own port, or 0 for no metrics server"
         )
-        print(problem, file=sys.stderr, flush=True)
-        raise ConfigError([problem]) from None
+        refuse([problem])
     logger.info("metrics: http://%s:%d/metrics", host, port)
     return served
 
@@ -83,7 +82,8 @@ async def start(ctx: dict[str, Any], settings: Settings, engine: Engine) -> None
         "metrics_port": settings.worker_metrics_port or None,
         "catalogue": engine.catalogue_digest,  # what it runs (shared.catalogue)
     }
-    await presence.publish(engine.pool, settings.queue_name, engine.token, _doing(engine, facts))
+    await engine.sync_clock()
+    await presence.publish(engine.pool, settings.queue_name, engine.token, _doing(engine, facts), engine.redis_now_ms())
     observers.presence_task = asyncio.create_task(_present(engine, settings, facts, observers.stopping))
 
 
@@ -118,7 +118,8 @@ async def _present(engine: Engine, settings: Settings, facts: dict[str, Any], st
     queue, warned = settings.queue_name, False
     while not stopping.is_set():
         try:
-            await presence.publish(engine.pool, queue, engine.token, _doing(engine, facts))
+            await engine.sync_clock(older_than_seconds=CLOCK_SYNC_SECONDS)
+            await presence.publish(engine.pool, queue, engine.token, _doing(engine, facts), engine.redis_now_ms())
             warned = False
         except (RedisError, OSError) as exc:
             if not warned:  # once per outage: the poll loop already says Redis is away
@@ -126,4 +127,5 @@ async def _present(engine: Engine, settings: Settings, facts: dict[str, Any], st
                 warned = True
         await wait_set(stopping, presence.REFRESH_SECONDS)
     with contextlib.suppress(RedisError, OSError):  # the last word: it stopped (its offers stay a while)
-        await presence.publish(engine.pool, queue, engine.token, _doing(engine, facts) | {"stopped": True})
+        stopped = _doing(engine, facts) | {"stopped": True}
+        await presence.publish(engine.pool, queue, engine.token, stopped, engine.redis_now_ms())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -16,10 +18,26 @@ from shared.tasks import TASK_NAME_REGEX, is_task_name
 from worker.context import TaskContext
 from worker.schedule import Schedule
 
-__all__ = ["InvalidArguments", "RetryPolicy", "TaskRegistry", "TaskSpec", "UnknownTask"]
+__all__ = ["InvalidArguments", "RetryPolicy", "TaskDefinitionError", "TaskRegistry", "TaskSpec", "UnknownTask"]
 
 TaskFn = Callable[..., Any]
 F = TypeVar("F", bound=TaskFn)
+
+
+class TaskDefinitionError(ValueError):
+    """A task cannot be registered as written; the message starts with the file and line that define it, so a
+    worker can refuse to start in one line instead of a traceback through the import machinery."""
+
+
+def _refused(fn: TaskFn, problem: str) -> TaskDefinitionError:
+    """``problem``, after the file and first line of ``fn`` (its first decorator's, if it has any)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return TaskDefinitionError(problem)
+    path = Path(code.co_filename)
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(Path.cwd())
+    return TaskDefinitionError(f"{path}:{code.co_firstlineno}: {problem}")
 
 
 class _Params(BaseModel):
@@ -92,14 +110,15 @@ def _params_model(name: str, fn: TaskFn) -> tuple[type[BaseModel], tuple[str, ..
     hints = get_type_hints(fn, include_extras=True)
     parameters = list(signature.parameters.values())
     if not parameters or hints.get(parameters[0].name) is not TaskContext:
-        raise TypeError(
+        raise _refused(
+            fn,
             f"task {name!r}: the first parameter must be annotated TaskContext, e.g. "
-            f"`def {fn.__name__}(task: TaskContext, ...)`"
+            f"`def {fn.__name__}(task: TaskContext, ...)`",
         )
     fields: dict[str, Any] = {}
     for p in parameters[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise TypeError(f"task {name!r}: *args/**kwargs cannot be validated; name every parameter")
+            raise _refused(fn, f"task {name!r}: *args/**kwargs cannot be validated; name every parameter")
         default = ... if p.default is p.empty else p.default
         fields[p.name] = (hints.get(p.name, Any), default)
     model = create_model(f"{name}_params", __base__=_Params, **fields)
@@ -127,11 +146,11 @@ class TaskRegistry:
         def register(fn: F) -> F:
             task_name = name or fn.__name__
             if not is_task_name(task_name):
-                raise ValueError(f"task name {task_name!r} must match {TASK_NAME_REGEX}")
+                raise _refused(fn, f"task name {task_name!r} must match {TASK_NAME_REGEX}")
             if task_name in self._specs:
-                raise ValueError(f"task {task_name!r} is registered twice")
+                raise _refused(fn, f"task {task_name!r} is registered twice")
             if timeout_seconds is not None and timeout_seconds <= 0:
-                raise ValueError(f"task {task_name!r}: timeout_seconds must be positive")
+                raise _refused(fn, f"task {task_name!r}: timeout_seconds must be positive")
             params, names = _params_model(task_name, fn)
             doc = inspect.getdoc(fn) or ""
             spec = TaskSpec(
@@ -146,7 +165,11 @@ class TaskRegistry:
                 _param_names=names,
             )
             for schedule in schedules:  # a schedule's arguments must fit the task, checked now, not at 3 a.m.
-                spec.validate((), schedule.kwargs)
+                try:
+                    spec.validate((), schedule.kwargs)
+                except InvalidArguments as exc:
+                    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors)
+                    raise _refused(fn, f"task {task_name!r}: a schedule's kwargs do not fit it ({problems})") from None
             self._specs[task_name] = spec
             return fn
 
@@ -158,6 +181,10 @@ class TaskRegistry:
             return self._specs[name]
         except KeyError:
             raise UnknownTask(name, self._specs) from None
+
+    def names(self) -> list[str]:
+        """The names of the registered tasks: the lanes this worker claims from (``shared/keys.py``)."""
+        return list(self._specs)
 
     def __iter__(self) -> Iterator[TaskSpec]:
         return iter(self._specs.values())

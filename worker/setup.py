@@ -9,6 +9,7 @@ from typing import Any
 
 from arq.worker import Function, func
 
+from shared.config_errors import refuse
 from shared.logs import configure as configure_logging
 from shared.redis import public_url, redis_settings
 from shared.serialization import dumps, loads
@@ -18,7 +19,7 @@ from worker.engine import patch
 from worker.engine.engine import Engine
 from worker.engine.stalls import StallWatchdog
 from worker.registry import TaskSpec
-from worker.tasks import load, registry
+from worker.tasks import TaskModuleError, load, registry
 from worker.wakeup import WakeupListener
 
 __all__ = [
@@ -44,20 +45,30 @@ HEALTH_CHECK_INTERVAL_SECONDS = 10
 ARQ_TIMEOUT_MARGIN_SECONDS = 5.0
 
 
-class NoTasks(RuntimeError):
-    """The worker was given no task to run."""
-
-
 def settings() -> Settings:
     """The process settings, with their task modules loaded; installs Relay's engine into arq before arq
-    builds its Worker."""
+    builds its Worker. No task to run, or a task module that cannot be loaded, ends the process as a bad
+    variable does: one line on stderr, exit code 78."""
     patch.install()
     config = get_settings()
-    load(config.task_module_list())
+    modules = config.task_module_list()
+    try:
+        load(modules)
+    except TaskModuleError as exc:
+        refuse([str(exc)])
+    if not modules:
+        refuse(
+            [
+                "no tasks to run: set RELAY_TASK_MODULES to the modules that register them "
+                "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see docs/tasks.md)"
+            ]
+        )
     if not len(registry):
-        raise NoTasks(
-            "no tasks to run: set RELAY_TASK_MODULES to the modules that register them "
-            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see README, Tasks)"
+        refuse(
+            [
+                f"RELAY_TASK_MODULES={config.task_modules!r} registers no task: set RELAY_TASK_MODULES to the "
+                "modules that register them with @registry.task() (from worker.tasks import registry)"
+            ]
         )
     return config
 

@@ -188,8 +188,9 @@
 
   async function loadTaskNames() {
     let names = [];
+    let spec = null;
     try {
-      const spec = await callJson("/openapi.json");
+      spec = await callJson("/openapi.json");
       names = spec.components.schemas.TaskSubmission.properties.task.enum || [];
     } catch (error) {
       seen.errors.push(`task names: ${error.message}`);
@@ -202,6 +203,88 @@
       filterTask.appendChild(element("option", name));
     }
     if (names.includes("echo")) submitTask.value = "echo"; // the demo task that needs no arguments
+    if (!spec) return;
+    submitTask.addEventListener("change", () => describeTask(spec, submitTask.value));
+    describeTask(spec, submitTask.value);
+  }
+
+  // --- the submit form: the chosen task's arguments, from the schema its workers publish -------------------
+
+  function resolve(spec, node) {
+    // A task's schema refers to its own nested models as components (#/components/schemas/<task>.<Model>).
+    let seenRefs = 0;
+    while (node && node.$ref && seenRefs++ < 10) {
+      node = spec.components.schemas[node.$ref.replace("#/components/schemas/", "")];
+    }
+    return node || {};
+  }
+
+  function typeName(spec, property) {
+    const node = resolve(spec, property);
+    if (node.enum) return node.enum.map((v) => JSON.stringify(v)).join(" | ");
+    if (node.anyOf) return node.anyOf.map((option) => typeName(spec, option)).join(" | ");
+    if (node.type === "array" && node.items) return `array of ${typeName(spec, node.items)}`;
+    return node.type || node.title || "any";
+  }
+
+  function emptyValue(spec, property) {
+    // What a required argument starts as: a value of its type, for the user to change.
+    const node = resolve(spec, property);
+    if ("const" in node) return node.const;
+    if (node.enum) return node.enum[0];
+    if (node.anyOf) {
+      const options = node.anyOf.map((option) => resolve(spec, option));
+      return options.some((option) => option.type === "null") ? null : emptyValue(spec, options[0]);
+    }
+    const empty = { string: "", integer: 0, number: 0, boolean: false, array: [], object: {}, null: null };
+    return node.type in empty ? empty[node.type] : null;
+  }
+
+  function allowed(spec, property) {
+    const node = resolve(spec, property);
+    const parts = [];
+    const low = node.minimum ?? node.exclusiveMinimum;
+    const high = node.maximum ?? node.exclusiveMaximum;
+    if (low !== undefined) parts.push(`${"exclusiveMinimum" in node ? ">" : "≥"} ${low}`);
+    if (high !== undefined) parts.push(`${"exclusiveMaximum" in node ? "<" : "≤"} ${high}`);
+    if (node.minLength !== undefined) parts.push(`length ≥ ${node.minLength}`);
+    if (node.maxLength !== undefined) parts.push(`length ≤ ${node.maxLength}`);
+    if (node.pattern) parts.push(`matches ${node.pattern}`);
+    return parts.join(", ");
+  }
+
+  function describeTask(spec, name) {
+    // Prefill the arguments (defaults, and a value of its type for each required one) and show what the task takes.
+    const textarea = $("#submit-kwargs");
+    if (!textarea) return; // the view changed meanwhile
+    const task = (spec["x-relay-tasks"] || {})[name];
+    const schema = task ? resolve(spec, task.arguments) : {};
+    const properties = schema.properties || {};
+    const required = new Set(schema.required || []);
+    const kwargs = {};
+    const rows = [];
+    for (const [key, property] of Object.entries(properties)) {
+      const row = element("tr");
+      cell(row, element("code", key));
+      cell(row, typeName(spec, property));
+      if ("default" in property) {
+        kwargs[key] = property.default;
+        cell(row, element("code", JSON.stringify(property.default)));
+      } else if (required.has(key)) {
+        kwargs[key] = emptyValue(spec, property);
+        cell(row, "required", "required");
+      } else {
+        cell(row, "");
+      }
+      cell(row, allowed(spec, property));
+      rows.push(row);
+    }
+    textarea.value = pretty(kwargs);
+    $("#submit-description").textContent = task ? task.description || "" : "";
+    replaceRows($("#submit-params"), rows);
+    show($("#submit-params"), rows.length > 0);
+    show($("#submit-no-params"), Boolean(task) && rows.length === 0);
+    $("#submit-json-schema").textContent = task ? pretty(schema) : "";
   }
 
   async function refreshStats() {
@@ -384,6 +467,7 @@
     if (view.state === "succeeded") showResult(view.result, false);
     else if (view.error && FINAL.has(view.state)) showError(view.error);
     const times = [
+      ["waiting", view.waiting_reason],
       ["enqueued", view.enqueued_at],
       ["scheduled for", view.scheduled_for],
       ["started", view.started_at],
@@ -396,7 +480,7 @@
     for (const [label, value] of times) {
       if (!value) continue;
       list.appendChild(element("dt", label));
-      list.appendChild(element("dd", label === "timeout" ? value : when(value)));
+      list.appendChild(element("dd", label === "timeout" || label === "waiting" ? value : when(value)));
     }
   }
 

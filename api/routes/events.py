@@ -41,11 +41,11 @@ async def task_events(request: Request, task_id: str) -> HTTPResponse | None:
     if fmt is None:
         raise NotAcceptable("this endpoint serves application/x-ndjson or text/event-stream")
     after = resume_point(request)
-    checked_id(task_id)
-    last = await res.events.last(task_id)
-    if last is None and await task_view(res.pool, res.settings.queue_name, task_id) is None:
+    stored_id = checked_id(request, task_id)
+    last = await res.events.last(stored_id)
+    if last is None and await task_view(res.pool, res.settings.queue_name, stored_id) is None:
         raise TaskNotFound(f"no task {task_id!r}", {"state": "unknown"})
     if last is not None and last[0] <= after and decode_head(last[1]).type == FINAL_TYPE:
         return empty(status=204)
-    await send_stream(request, res, task_id, after, fmt)
+    await send_stream(request, res, stored_id, after, fmt, task_id)
     return None

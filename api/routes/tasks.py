@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
+from typing import Any
 
 import msgspec
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from api.access import Caller, caller, list_prefix, may_see, public_task_id, require, stored_task_id
 from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, NotRetryable, TaskNotFound
 from api.formats import wants_stream
 from api.observe import trace_carrier
 from api.resources import Resources, resources
 from api.streaming import ends_with_its_connection, stream_slot, submit_and_stream
-from shared import tracing
+from shared import tenancy, tracing
+from shared.apikeys import NAME_PATTERN, Role
 from shared.enqueue import Submitted, prepare
 from shared.limits import check_args_size
 from shared.status import task_view
 from shared.tasklist import BadCursor, list_tasks
-from shared.tasks import TaskState, TaskSubmission, is_task_id, is_task_name
+from shared.tasks import TaskState, TaskSubmission, is_task_name
 from shared.transitions import AbortOutcome, RetryOutcome
 
 bp = Blueprint("tasks")
@@ -32,11 +35,10 @@ def links(task_id: str) -> dict[str, str]:
     return {"self": f"/tasks/{task_id}", "events": f"/tasks/{task_id}/events"}
 
 
-def checked_id(task_id: str) -> str:
-    """A path id that cannot name a task is simply not found."""
-    if not is_task_id(task_id):
-        raise TaskNotFound(f"no task {task_id[:130]!r}", {"state": TaskState.UNKNOWN.value})
-    return task_id
+def checked_id(request: Request, task_id: str) -> str:
+    """The stored id of the task a path id names for this caller: an id that cannot name one of the
+    caller's tasks (malformed, or another tenant's) is simply not found (``api.access``)."""
+    return stored_task_id(caller(request), task_id)
 
 
 def parse_submission(body: bytes) -> TaskSubmission:
@@ -56,13 +58,13 @@ def parse_submission(body: bytes) -> TaskSubmission:
     return TaskSubmission.model_validate(data)
 
 
-def _submitted_body(submitted: Submitted) -> dict[str, object]:
+def _submitted_body(submitted: Submitted, task_id: str) -> dict[str, object]:
     return {
-        "id": submitted.task_id,
+        "id": task_id,
         "task": submitted.task,
         "state": submitted.state.value,
         "created": submitted.created,
-        "links": links(submitted.task_id),
+        "links": links(task_id),
     }
 
 
@@ -71,33 +73,41 @@ def _submitted_body(submitted: Submitted) -> dict[str, object]:
 async def submit(request: Request) -> HTTPResponse | None:
     """Enqueue a task: 202 with its id and links (200 if this id was already submitted identically).
     With ``Accept: application/x-ndjson`` or ``text/event-stream`` the events follow on this response."""
+    who = require(request, Role.SUBMIT)
     res = resources(request)
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     submission = parse_submission(request.body)
     check_args_size(submission, res.settings.max_args_bytes)
     offer = await res.catalogue.get(submission.task)
-    prepared = tracing.with_carrier(prepare(offer, res.settings, submission), trace_carrier(request))
-    location = links(prepared.task_id)["self"]
+    prepared = tracing.with_carrier(prepare(offer, res.settings, submission, tenant=who.tenant), trace_carrier(request))
+    task_id = public_task_id(who, prepared.task_id)
+    location = links(task_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
     # Limits first, cheapest first, so a refusal leaves nothing behind: the stream slot, then the key's quotas.
     with stream_slot(res) if fmt is not None else nullcontext():
         async with res.quotas.admit(request.ctx.key_name, prepared.task_id):
             if fmt is not None:
-                await submit_and_stream(request, res, prepared, fmt, location)
+                await submit_and_stream(request, res, prepared, fmt, location, task_id)
                 return None
             submitted = await res.enqueuer.enqueue(prepared)
     logger.debug(
         "submit %s: task %s, created=%s, %s", submitted.task_id, submitted.task, submitted.created, submitted.state
     )
-    return json(_submitted_body(submitted), status=202 if submitted.created else 200, headers={"Location": location})
+    return json(
+        _submitted_body(submitted, task_id), status=202 if submitted.created else 200, headers={"Location": location}
+    )
 
 
 @bp.get("/tasks")
 async def list_route(request: Request) -> HTTPResponse:
-    """Recent tasks, newest first: ``?state=&task=&limit=&cursor=``."""
+    """Recent tasks, newest first: ``?state=&task=&limit=&cursor=``, and for an admin ``&tenant=``."""
+    who = caller(request)
     res = resources(request)
-    state, task = request.args.get("state"), request.args.get("task")
+    state, task, tenant = request.args.get("state"), request.args.get("task"), request.args.get("tenant")
+    if tenant is not None and not NAME_PATTERN.fullmatch(tenant):
+        raise InvalidRequest("tenant must be an API key name", [{"loc": ["query", "tenant"], "msg": "not a name"}])
+    prefix = list_prefix(who, tenant)
     if state is not None and state not in {s.value for s in TaskState if s is not TaskState.UNKNOWN}:
         raise InvalidRequest(f"unknown state {state[:50]!r}", [{"loc": ["query", "state"], "msg": "not a state"}])
     if task is not None and not is_task_name(task):
@@ -113,10 +123,15 @@ async def list_route(request: Request) -> HTTPResponse:
             limit=limit,
             cursor=request.args.get("cursor"),
             timeout_for=res.timeout_for,
+            prefix=prefix,
         )
     except BadCursor as exc:
         raise InvalidRequest(str(exc), [{"loc": ["query", "cursor"], "msg": str(exc)}]) from None
-    tasks = [view | {"links": links(view["id"])} for view in page.tasks]
+    tasks = [
+        _public_view(who, view | {"waiting_reason": await waiting_reason(res, view)})
+        for view in page.tasks
+        if may_see(who, view["id"])
+    ]
     return json({"tasks": tasks, "next_cursor": page.next_cursor})
 
 
@@ -132,27 +147,45 @@ def _limit(raw: str | None) -> int:
     return limit
 
 
+def _public_view(who: Caller, view: dict[str, Any]) -> dict[str, Any]:
+    """A task's view as ``who`` sees it: by the id it knows, and which tenant owns it."""
+    task_id = public_task_id(who, view["id"])
+    return view | {"id": task_id, "tenant": tenancy.owner(view["id"]), "links": links(task_id)}
+
+
 @bp.get("/tasks/<task_id:str>")
 async def get_task(request: Request, task_id: str) -> HTTPResponse:
     """State, tries, timestamps, and result or error."""
     res = resources(request)
-    view = await _view(res, checked_id(task_id))
-    return json(view | {"links": links(task_id)})
+    view = await _view(res, checked_id(request, task_id), task_id)
+    return json(_public_view(caller(request), view))
 
 
-async def _view(res: Resources, task_id: str) -> dict[str, object]:
-    view = await task_view(res.pool, res.settings.queue_name, task_id, res.timeout_for)
+async def _view(res: Resources, stored_id: str, task_id: str) -> dict[str, Any]:
+    view = await task_view(res.pool, res.settings.queue_name, stored_id, res.timeout_for)
     if view is None:
         message = f"no task {task_id!r} (never submitted, or its record expired)"
         raise TaskNotFound(message, {"state": TaskState.UNKNOWN.value})
-    return view
+    return view | {"waiting_reason": await waiting_reason(res, view)}
+
+
+async def waiting_reason(res: Resources, view: dict[str, Any]) -> str | None:
+    """Why a waiting task is not running yet, when that is not just its turn: no live worker runs its task (workers
+    claim only the tasks they run, so it waits for one; the live workers' offers are cached, see
+    ``shared.catalogue``)."""
+    if view["state"] not in (TaskState.QUEUED.value, TaskState.DEFERRED.value, TaskState.RETRYING.value):
+        return None
+    if view["task"] in await res.catalogue.offers():
+        return None
+    return f"waiting for a worker that runs {view['task']!r}"
 
 
 @bp.delete("/tasks/<task_id:str>")
 async def delete_task(request: Request, task_id: str) -> HTTPResponse:
     """Abort: 200 ``aborted`` for a waiting task, 202 ``aborting`` for a running one."""
+    require(request, Role.SUBMIT)
     res = resources(request)
-    done = await res.transitions.abort(checked_id(task_id))
+    done = await res.transitions.abort(checked_id(request, task_id))
     if done.outcome == AbortOutcome.UNKNOWN:
         raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
     if done.outcome == AbortOutcome.FINISHED:
@@ -164,16 +197,18 @@ async def delete_task(request: Request, task_id: str) -> HTTPResponse:
 @bp.post("/tasks/<task_id:str>/retry")
 async def retry_task(request: Request, task_id: str) -> HTTPResponse:
     """Run a failed or aborted task again, same id and arguments; its events continue."""
+    require(request, Role.SUBMIT)
     res = resources(request)
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
-    async with res.quotas.admit(request.ctx.key_name, checked_id(task_id)):  # a new run counts like a submit
-        done = await res.transitions.retry(task_id, trace_carrier(request))
+    stored_id = checked_id(request, task_id)
+    async with res.quotas.admit(request.ctx.key_name, stored_id):  # a new run counts like a submit
+        done = await res.transitions.retry(stored_id, trace_carrier(request))
         if done.outcome == RetryOutcome.UNKNOWN:
             raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
         if done.outcome == RetryOutcome.NOT_RETRYABLE:
             why = "it has not ended" if done.state not in ("succeeded",) else "it succeeded"
             raise NotRetryable(f"task {task_id!r} cannot be retried: {why} ({done.state})", {"state": done.state})
-    view = await _view(res, task_id)
+    view = await _view(res, stored_id, task_id)
     body = {"id": task_id, "task": view["task"], "state": done.outcome, "created": False, "links": links(task_id)}
     return json(body, status=202, headers={"Location": links(task_id)["self"]})

@@ -21,9 +21,9 @@ from typing import Any, cast
 import redis
 
 from bench.common import cpu_seconds, wait_for_output
+from bench.harness.processes import ManagedProcess, wait_until
 from bench.peers.client import Target
 from bench.peers.spec import REPO, Profile, System
-from tests.support.processes import ManagedProcess, wait_until
 
 
 def descendants(pid: int) -> list[int]:

@@ -25,12 +25,12 @@ import httpx
 import redis
 
 from bench.common import Bench, OtherLoad, RedisServer, bench_scope, wait_until_quiet
+from bench.harness.processes import BIN, ManagedProcess, free_port, wait_until
 from bench.peers import measure, venv
 from bench.peers.client import Target
 from bench.peers.processes import ClientSession, WorkerGroup
 from bench.peers.spec import DRAIN, IDLE, LOAD, ROUND_TRIP, Profile, System
 from bench.peers.systems import SYSTEMS
-from tests.support.processes import BIN, ManagedProcess, free_port, wait_until
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec
@@ -10,17 +11,28 @@ from typing import Any, ParamSpec
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from relay.cli.args import task_arguments
 from relay.cli.exitcodes import ExitCode, for_error
 from relay.cli.follow import compact, follow_json, follow_progress
-from relay.client import Client, RelayError, ResultTimeout, RetryPolicy, TaskView
+from relay.cli.tables import print_table
+from relay.cli.views import stats_table, task_table, view_table, worker_table
+from relay.client import (
+    Client,
+    ClientError,
+    RelayConnectionError,
+    RelayError,
+    ResultTimeout,
+    RetryPolicy,
+    UnauthorizedError,
+)
 from relay.client.models import STATES
 
 P = ParamSpec("P")
 
-STATE_STYLE = {"succeeded": "green", "failed": "red", "aborted": "yellow", "running": "cyan", "retrying": "magenta"}
+# A first try that finds no API is retried this long at most (with a line per retry), not --retry-wait: a typo'd
+# port or an API not started yet is said within seconds. Once the API has answered, --retry-wait applies.
+FIRST_CONTACT_WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,25 @@ class Target:
     retry_wait: float
 
     def client(self) -> Client:
-        return Client(self.url, self.api_key, retry=RetryPolicy(max_wait_seconds=self.retry_wait))
+        policy = RetryPolicy(
+            max_wait_seconds=self.retry_wait,
+            first_contact_wait_seconds=min(self.retry_wait, FIRST_CONTACT_WAIT_SECONDS),
+        )
+        try:
+            return Client(self.url, self.api_key, retry=policy)
+        except ValueError as exc:  # a URL no retry can make work
+            raise click.BadParameter(str(exc), param_hint="--url / RELAY_URL") from None
+
+
+def show_retries() -> None:
+    """Each retry the client makes (it logs one WARNING per retry) as a line on stderr: a wait is never silent."""
+    logger = logging.getLogger("relay.client")
+    if not any(getattr(h, "relay_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()  # stderr: stdout stays the command's output
+        handler.setFormatter(logging.Formatter("relay: %(message)s"))
+        handler.relay_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def out() -> Console:
@@ -53,6 +83,9 @@ def handles_errors(command: Callable[P, int]) -> Callable[P, None]:
         except RelayError as exc:
             details = f"\n{compact(exc.details)}" if exc.details not in (None, {}, []) else ""
             err().print(f"[red]error:[/red] {escape(str(exc))}{escape(details)}")
+            advice = hint(exc)
+            if advice:
+                err().print(advice, highlight=False, markup=False)
             code = for_error(exc)
         except KeyboardInterrupt:  # outside a follow, e.g. while a submit waits out a 503
             err().print("Interrupted.")
@@ -60,6 +93,15 @@ def handles_errors(command: Callable[P, int]) -> Callable[P, None]:
         raise SystemExit(code)
 
     return wrapper
+
+
+def hint(exc: RelayError) -> str | None:
+    """What to do about a refusal the command line's own options can fix."""
+    if isinstance(exc, UnauthorizedError):
+        return "The API wants a key: pass it with --api-key KEY or set RELAY_API_KEY."
+    if isinstance(exc, RelayConnectionError):
+        return "Is the API running there? Point relay at it with --url URL or RELAY_URL."
+    return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,7 +119,17 @@ def handles_errors(command: Callable[P, int]) -> Callable[P, None]:
 def cli(ctx: click.Context, url: str | None, api_key: str | None, retry_wait: float) -> None:
     """Submit Relay tasks and follow them. Exit codes: 0 succeeded, 1 failed, 2 usage, 3 aborted,
     4 --wait ran out, 5 API unreachable or unavailable, 6 request refused, 130 interrupted."""
+    show_retries()
     ctx.obj = Target(url, api_key, retry_wait)
+
+
+def arguments_schema(client: Client, task: str) -> dict[str, Any] | None:
+    """The task's published argument schema, to type ``--arg`` values by; None when the API has none for it
+    (the submit then says why: an unknown task, with the names it knows)."""
+    try:
+        return client.arguments_schema(task)
+    except ClientError:  # an API without /openapi.json: values are guessed, as before it had one
+        return None
 
 
 def follow_task(client: Client, task_id: str, as_json: bool, wait: float | None) -> ExitCode:
@@ -105,7 +157,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 @cli.command()
 @click.argument("task")
-@click.option("--arg", "-a", "pairs", multiple=True, metavar="KEY=VALUE", help="A task argument (JSON if it parses).")
+@click.option(
+    "--arg",
+    "-a",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A task argument, typed by the task's schema (message=123 is a string if message is one).",
+)
 @click.option("--args-json", metavar="JSON", help="Arguments as a JSON object (or array, for positional ones).")
 @click.option("--id", "task_id", metavar="ID", help="Your own task id: submitting it again does not run it twice.")
 @click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run it this much later.")
@@ -134,9 +193,9 @@ def submit(
     wait: float | None,
 ) -> int:
     """Submit TASK; prints its id (or, with --follow, its progress and result)."""
-    args, kwargs = task_arguments(pairs, args_json)
     options: dict[str, Any] = {"id": task_id, "delay": delay, "run_at": run_at, "timeout": timeout}
     with target.client() as client:
+        args, kwargs = task_arguments(pairs, args_json, arguments_schema(client, task) if pairs else None)
         try:
             handle = client.submit_with(task, args, kwargs, max_retries=max_retries, **options)
         except ValueError as exc:  # options that cannot go together, caught before anything is sent
@@ -162,35 +221,6 @@ def follow(target: Target, task_id: str, as_json: bool, wait: float | None) -> i
         return follow_task(client, task_id, as_json, wait)
 
 
-def show_view(view: TaskView) -> None:
-    table = Table(show_header=False, box=None)
-    style = STATE_STYLE.get(view.state, "")
-    rows: list[tuple[str, str]] = [
-        ("id", view.id),
-        ("task", view.task),
-        ("state", f"[{style}]{view.state}[/]" if style else view.state),
-        ("tries", str(view.tries)),
-        ("arguments", escape(compact(view.arguments))),
-    ]
-    if view.state == "succeeded":
-        rows.append(("result", escape(compact(view.result))))
-    for name, error in (("error", view.error), ("last error", view.last_error)):
-        if error is not None:
-            rows.append((name, escape(f"{error.error_type}: {error.message}")))
-    for name, when in (
-        ("enqueued", view.enqueued_at),
-        ("scheduled for", view.scheduled_for),
-        ("next try", view.next_try_at),
-        ("started", view.started_at),
-        ("finished", view.finished_at),
-    ):
-        if when is not None:
-            rows.append((name, when.isoformat(timespec="seconds")))
-    for row in rows:
-        table.add_row(f"[bold]{row[0]}[/bold]", row[1])
-    out().print(table)
-
-
 @cli.command()
 @click.argument("task_id", metavar="ID")
 @json_option
@@ -203,7 +233,7 @@ def status(target: Target, task_id: str, as_json: bool) -> int:
     if as_json:
         click.echo(compact(view.raw))
     else:
-        show_view(view)
+        out().print(view_table(view))
     return ExitCode.SUCCEEDED
 
 
@@ -234,30 +264,56 @@ def retry(target: Target, task_id: str) -> int:
 @click.option("--state", type=click.Choice(sorted(STATES)), help="Only tasks in this state.")
 @click.option("--task", metavar="NAME", help="Only tasks with this name.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many.")
+@click.option("--tenant", metavar="NAME", help="Only this tenant's tasks (an admin key; others see only their own).")
 @json_option
 @click.pass_obj
 @handles_errors
-def ls(target: Target, state: str | None, task: str | None, limit: int, as_json: bool) -> int:
-    """List tasks, newest first."""
+def ls(target: Target, state: str | None, task: str | None, limit: int, tenant: str | None, as_json: bool) -> int:
+    """List your tasks (an admin key: every tenant's), newest first."""
     with target.client() as client:
-        views = list(client.list(state=state, task=task, limit=limit))
+        views = list(client.list(state=state, task=task, limit=limit, tenant=tenant))
     if as_json:
         for view in views:
             click.echo(compact(view.raw))
         return ExitCode.SUCCEEDED
-    table = Table("task", "state", "tries", "enqueued", "finished")
-    table.add_column("id", no_wrap=True, min_width=32)  # whole: it is what `relay status` and `follow` take
-    for view in views:
-        style = STATE_STYLE.get(view.state, "")
-        table.add_row(
-            view.task,
-            f"[{style}]{view.state}[/]" if style else view.state,
-            str(view.tries),
-            view.enqueued_at.isoformat(timespec="seconds") if view.enqueued_at else "",
-            view.finished_at.isoformat(timespec="seconds") if view.finished_at else "",
-            view.id,
-        )
-    out().print(table)
+    columns, rows = task_table(views)
+    print_table(out(), columns, rows)
+    return ExitCode.SUCCEEDED
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+@handles_errors
+def stats(target: Target, as_json: bool) -> int:
+    """The queue (due, deferred, running) and how many workers serve it."""
+    with target.client() as client:
+        body = client.stats()
+    if as_json:
+        click.echo(compact(body))
+        return ExitCode.SUCCEEDED
+    columns, rows = stats_table(body)
+    print_table(out(), columns, rows)
+    return ExitCode.SUCCEEDED
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+@handles_errors
+def workers(target: Target, as_json: bool) -> int:
+    """The workers of the API's queue heard of in the last minute: alive, stopping or silent."""
+    with target.client() as client:
+        found = client.stats().get("workers") or []
+    if as_json:
+        for worker in found:
+            click.echo(compact(worker))
+        return ExitCode.SUCCEEDED
+    columns, rows = worker_table(found)
+    if not rows:
+        err().print("No worker of this queue was heard of in the last minute.", highlight=False)
+        return ExitCode.SUCCEEDED
+    print_table(out(), columns, rows)
     return ExitCode.SUCCEEDED
 
 

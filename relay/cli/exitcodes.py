@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from relay.client.errors import RelayError
+from relay.client.errors import RelayConnectionError, RelayError
 
 
 class ExitCode(IntEnum):
-    """The README's "CLI exit codes" table lists these (a test keeps the two in step)."""
+    """The "Exit codes" table of docs/cli.md lists these (a test keeps the two in step)."""
 
     SUCCEEDED = 0  # the task succeeded (or the command did what it was asked)
     FAILED = 1  # the task failed (or ended without an outcome)
@@ -28,4 +28,5 @@ def for_state(state: str) -> ExitCode:
 
 
 def for_error(error: RelayError) -> ExitCode:
-    return ExitCode.UNAVAILABLE if error.retryable else ExitCode.REJECTED
+    unreachable = error.retryable or isinstance(error, RelayConnectionError)
+    return ExitCode.UNAVAILABLE if unreachable else ExitCode.REJECTED

@@ -53,6 +53,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             base_url=self.config.base_url, headers=self.config.headers(), timeout=timeout, transport=transport
         )
+        self._answered = False  # has the API answered this client yet (see RetryPolicy.first_contact_wait_seconds)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -110,13 +111,15 @@ class AsyncClient:
         task: str | None = None,
         limit: int | None = None,
         page_size: int = protocol.DEFAULT_PAGE_SIZE,
+        tenant: str | None = None,
     ) -> AsyncIterator[TaskView]:
-        """``async for view in client.list(state="failed")``: newest first, a page at a time."""
+        """``async for view in client.list(state="failed")``: newest first, a page at a time (``tenant``: as
+        in ``Client.list``)."""
         cursor: str | None = None
         yielded = 0
         while limit is None or yielded < limit:
             size = protocol.page_sizes(None if limit is None else limit - yielded, page_size)
-            views, cursor = protocol.parse_page(await self._json(protocol.list_call(state, task, size, cursor)))
+            views, cursor = protocol.parse_page(await self._json(protocol.list_call(state, task, size, cursor, tenant)))
             for view in views[:size]:
                 yield view
                 yielded += 1
@@ -140,6 +143,14 @@ class AsyncClient:
             view = await self._get(task_id, deadline)
         return protocol.outcome(view)
 
+    async def stats(self) -> dict[str, Any]:
+        """The queue (``due``, ``deferred``, ``running``) and the workers heard of lately (``GET /stats``)."""
+        return await self._json(protocol.stats_call())
+
+    async def arguments_schema(self, task: str) -> dict[str, Any] | None:
+        """The JSON Schema the live workers publish for ``task``'s arguments; None if none offers it."""
+        return protocol.arguments_schema(await self._json(protocol.openapi_call()), task)
+
     # -- the wire ---------------------------------------------------------------------------------
 
     async def _get(self, task_id: str, deadline: Deadline | None) -> TaskView:
@@ -150,7 +161,7 @@ class AsyncClient:
         return body
 
     async def _send(self, call: Call, deadline: Deadline | None = None) -> httpx.Response:
-        budget = RetryBudget(self.config.retry)
+        budget = RetryBudget(self.config.retry, first_contact=not self._answered)
         while True:
             try:
                 timeout = bounded(self.config.timeout, deadline)
@@ -163,6 +174,8 @@ class AsyncClient:
                     raise error from exc
                 delay = budget.wait_or_raise(error)
             else:
+                self._answered = True
+                budget.answered()
                 if not response.is_error:
                     return response
                 delay = budget.wait_or_raise(error_from_response(response))
@@ -179,7 +192,7 @@ class AsyncClient:
     async def _stream(
         self, task_id: str, after: int, until_final: bool, deadline: Deadline | None
     ) -> AsyncGenerator[Event, None]:
-        follower = Follower(task_id, after, until_final, self.config.retry)
+        follower = Follower(task_id, after, until_final, self.config.retry, first_contact=not self._answered)
         while True:
             if deadline is not None:
                 deadline.check()
@@ -206,6 +219,7 @@ class AsyncClient:
         except httpx.TransportError as exc:
             yield Dropped(describe(exc))
             return
+        self._answered = True
         try:
             if response.status_code == 204:
                 yield Ended()

@@ -77,6 +77,12 @@ class UnauthorizedError(ClientError):
     status, code = 401, "unauthorized"
 
 
+class ForbiddenError(ClientError):
+    """The key's role does not allow this (a read-only key submitting, a tenant listing another tenant)."""
+
+    status, code = 403, "forbidden"
+
+
 class NotFoundError(ClientError):
     status, code = 404, "not_found"
 
@@ -262,6 +268,7 @@ def _by_code(*classes: type[RelayError]) -> dict[str, type[RelayError]]:
 ERROR_CODES: dict[str, type[RelayError]] = _by_code(
     MalformedJson,
     UnauthorizedError,
+    ForbiddenError,
     TaskNotFound,
     RouteNotFound,
     MethodNotAllowedError,
@@ -299,6 +306,7 @@ ERROR_CODES: dict[str, type[RelayError]] = _by_code(
 STATUS_FAMILIES: dict[int, type[RelayError]] = {
     400: BadRequestError,
     401: UnauthorizedError,
+    403: ForbiddenError,
     404: NotFoundError,
     405: MethodNotAllowedError,
     406: NotAcceptableError,
@@ -344,10 +352,30 @@ def error_from_response(response: httpx.Response) -> RelayError:
         # Not Relay's error shape: a proxy's page, most likely. Keep a little of it for the message.
         code, message, details = f"http_{status}", response.text[:200] or response.reason_phrase, None
     cls = error_class(status, code)
+    if issubclass(cls, UnprocessableError):
+        message = _with_first_problem(message, details)
     exc = cls(message, details, status=status, code=code, retry_after=retry_after(response))
     if cls is ServerError and status in _PROXY_RETRYABLE:
         exc.retryable = True
     return exc
+
+
+def _with_first_problem(message: str, details: Any) -> str:
+    """A 422's message with its first problem, when the API did not put it there (an API older than the one
+    that does): ``n: '3' is not of type 'integer' (and 1 more problem)`` says what to fix; a bare "the
+    arguments do not fit the task" does not."""
+    if not isinstance(details, list) or not details or not isinstance(details[0], dict):
+        return message
+    first = details[0]
+    msg = str(first.get("msg", ""))
+    if not msg or msg in message:
+        return message
+    where = ".".join(str(part) for part in first.get("loc") or [])
+    line = f"{where}: {msg}" if where else msg
+    others = len(details) - 1
+    if others:
+        line += f" (and {others} more problem{'s' if others > 1 else ''})"
+    return f"{message}: {line}"
 
 
 class TaskError(Exception):
@@ -403,6 +431,8 @@ def connection_error(base_url: str, exc: httpx.TransportError) -> RelayConnectio
     """A lost or refused connection, as a ``RelayError`` that keeps the transport's exception as its cause."""
     error = RelayConnectionError(f"cannot talk to {base_url}: {type(exc).__name__}: {exc}")
     error.__cause__ = exc
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+        error.retryable = False  # the request itself is wrong (a URL's scheme, a header): no retry can help
     return error
 
 

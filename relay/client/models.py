@@ -66,7 +66,8 @@ class TaskView:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     next_try_at: dt.datetime | None
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    waiting_reason: str | None = None  # e.g. "waiting for a worker that runs 'resize'"
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def is_final(self) -> bool:
@@ -90,6 +91,7 @@ class TaskView:
             started_at=_time(raw.get("started_at")),
             finished_at=_time(raw.get("finished_at")),
             next_try_at=_time(raw.get("next_try_at")),
+            waiting_reason=raw.get("waiting_reason"),
             raw=raw,
         )
 

@@ -76,11 +76,13 @@ def submit_call(
     return Call("POST", "/tasks", json=body)
 
 
-def list_call(state: str | None, task: str | None, page_size: int, cursor: str | None) -> Call:
-    """``GET /tasks``: one page, newest first."""
+def list_call(
+    state: str | None, task: str | None, page_size: int, cursor: str | None, tenant: str | None = None
+) -> Call:
+    """``GET /tasks``: one page, newest first (``tenant``: an admin key's filter)."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}")
-    params = {"state": state, "task": task, "limit": page_size, "cursor": cursor}
+    params = {"state": state, "task": task, "limit": page_size, "cursor": cursor, "tenant": tenant}
     return Call("GET", "/tasks", params={k: v for k, v in params.items() if v is not None})
 
 
@@ -100,6 +102,38 @@ def cancel_call(task_id: str) -> Call:
 
 def retry_call(task_id: str) -> Call:
     return Call("POST", task_path(task_id, "/retry"), idempotent=False)
+
+
+def stats_call() -> Call:
+    """``GET /stats``: the queue's gauges (due, deferred, running) and the live workers."""
+    return Call("GET", "/stats")
+
+
+def openapi_call() -> Call:
+    """``GET /openapi.json``: the API's document, with each offered task's argument schema."""
+    return Call("GET", "/openapi.json")
+
+
+def arguments_schema(document: dict[str, Any], task: str) -> dict[str, Any] | None:
+    """The JSON Schema of ``task``'s arguments from the API's OpenAPI document (its ``$ref``s resolved
+    against the document's components), or None when no live worker offers the task."""
+    offered = (document.get("x-relay-tasks") or {}).get(task)
+    if not isinstance(offered, dict):
+        return None
+    components = (document.get("components") or {}).get("schemas") or {}
+
+    def resolve(node: Any, depth: int = 0) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and depth < 20:  # a recursive model stops resolving, it does not loop
+                return resolve(components.get(ref.rpartition("/")[2], {}), depth + 1)
+            return {k: resolve(v, depth) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(item, depth) for item in node]
+        return node
+
+    schema = resolve(offered.get("arguments") or {})
+    return schema if isinstance(schema, dict) else None
 
 
 def parse_page(body: dict[str, Any]) -> tuple[list[TaskView], str | None]:

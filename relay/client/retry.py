@@ -11,45 +11,67 @@ import time
 from collections.abc import Callable
 
 from relay.client.config import RetryPolicy
-from relay.client.errors import RelayError, ResultTimeout
+from relay.client.errors import RelayConnectionError, RelayError, ResultTimeout
 
 logger = logging.getLogger("relay.client")
 
 
 class RetryBudget:
-    """Consecutive failures of one operation share ``policy.max_wait_seconds`` of waiting; progress resets it."""
+    """Consecutive failures of one operation share ``policy.max_wait_seconds`` of waiting; progress resets it.
 
-    def __init__(self, policy: RetryPolicy, rand: Callable[[], float] | None = None) -> None:
+    ``first_contact``: the API has not answered this client yet, so connection failures get only
+    ``policy.first_contact_wait_seconds`` (when set); the first answer (``answered``) lifts that."""
+
+    def __init__(
+        self, policy: RetryPolicy, rand: Callable[[], float] | None = None, first_contact: bool = False
+    ) -> None:
         self._policy = policy
         self._rand = rand or random.random
+        self.first_contact = first_contact
         self.attempt = 0
         self.spent = 0.0
 
     def reset(self) -> None:
         self.attempt = 0
         self.spent = 0.0
+        self.first_contact = False
 
-    def next_delay(self, retry_after: float | None) -> float | None:
+    def answered(self) -> None:
+        """The API answered (even with a refusal): it exists, so the full budget applies from now on."""
+        self.first_contact = False
+
+    def limit(self, error: RelayError) -> float:
+        """How long, in all, ``error`` may be waited out."""
+        first = self._policy.first_contact_wait_seconds
+        if self.first_contact and first is not None and isinstance(error, RelayConnectionError):
+            return min(first, self._policy.max_wait_seconds)
+        return self._policy.max_wait_seconds
+
+    def next_delay(self, retry_after: float | None, limit: float | None = None) -> float | None:
         """Seconds to wait before the next try, or None when that would exceed the budget."""
         if retry_after is not None:
             delay = retry_after
         else:
             # "Full jitter": uniform over [0, cap), so clients cut off together do not return together.
             delay = self._rand() * min(self._policy.backoff_max, self._policy.backoff_base * 2**self.attempt)
-        if self.spent + delay > self._policy.max_wait_seconds:
+        if self.spent + delay > (self._policy.max_wait_seconds if limit is None else limit):
             return None
         self.attempt += 1
         self.spent += delay
         return delay
 
     def wait_or_raise(self, error: RelayError) -> float:
-        """The wait before retrying after ``error``; raises it when it is not retryable or the budget is spent."""
+        """The wait before retrying after ``error``; raises it when it is not retryable or the budget is spent.
+        Each retry is logged at WARNING: a caller waiting on a dead API hears of it, try by try."""
         if not error.retryable:
             raise error
-        delay = self.next_delay(error.retry_after)
+        limit = self.limit(error)
+        delay = self.next_delay(error.retry_after, limit)
         if delay is None:
             raise error
-        logger.info("retrying in %.2fs after %s", delay, error)
+        logger.warning(
+            "%s; retry %d in %.1fs (%.1fs of %gs waited)", error, self.attempt, delay, self.spent - delay, limit
+        )
         return delay
 
 

@@ -77,11 +77,13 @@ class Follower:
     retried since): the iteration goes on with the next run's events.
     """
 
-    def __init__(self, task_id: str, after: int, until_final: bool, policy: RetryPolicy) -> None:
+    def __init__(
+        self, task_id: str, after: int, until_final: bool, policy: RetryPolicy, first_contact: bool = False
+    ) -> None:
         self.task_id = task_id
         self.last_seq = after
         self.until_final = until_final
-        self._budget = RetryBudget(policy)
+        self._budget = RetryBudget(policy, first_contact=first_contact)
         self._polls = 0
         self._policy = policy
 
@@ -120,6 +122,7 @@ class Follower:
             logger.info("the API asked to reconnect; resuming task %s after event %d", self.task_id, self.last_seq)
             return Next(wait=end.wait)
         if isinstance(end, Refused):
+            self._budget.answered()
             return Next(wait=self._budget.wait_or_raise(end.error))
         error = RelayConnectionError(f"the event stream of task {self.task_id} broke: {end.reason}")
         return Next(wait=self._budget.wait_or_raise(error))

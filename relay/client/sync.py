@@ -55,6 +55,7 @@ class Client:
         self._http = httpx.Client(
             base_url=self.config.base_url, headers=self.config.headers(), timeout=timeout, transport=transport
         )
+        self._answered = False  # has the API answered this client yet (see RetryPolicy.first_contact_wait_seconds)
 
     def __enter__(self) -> Client:
         return self
@@ -119,13 +120,15 @@ class Client:
         task: str | None = None,
         limit: int | None = None,
         page_size: int = protocol.DEFAULT_PAGE_SIZE,
+        tenant: str | None = None,
     ) -> Iterator[TaskView]:
-        """Tasks, newest first, fetched a page at a time as you iterate (at most ``limit`` of them)."""
+        """Tasks, newest first, fetched a page at a time as you iterate (at most ``limit`` of them): the key's
+        own tenant's; with an admin key every tenant's, or ``tenant``'s."""
         cursor: str | None = None
         yielded = 0
         while limit is None or yielded < limit:
             size = protocol.page_sizes(None if limit is None else limit - yielded, page_size)
-            views, cursor = protocol.parse_page(self._json(protocol.list_call(state, task, size, cursor)))
+            views, cursor = protocol.parse_page(self._json(protocol.list_call(state, task, size, cursor, tenant)))
             for view in views[:size]:
                 yield view
                 yielded += 1
@@ -151,6 +154,14 @@ class Client:
             view = self._get(task_id, deadline)
         return protocol.outcome(view)
 
+    def stats(self) -> dict[str, Any]:
+        """The queue (``due``, ``deferred``, ``running``) and the workers heard of lately (``GET /stats``)."""
+        return self._json(protocol.stats_call())
+
+    def arguments_schema(self, task: str) -> dict[str, Any] | None:
+        """The JSON Schema the live workers publish for ``task``'s arguments; None if none offers it."""
+        return protocol.arguments_schema(self._json(protocol.openapi_call()), task)
+
     # -- the wire ---------------------------------------------------------------------------------
 
     def _get(self, task_id: str, deadline: Deadline | None) -> TaskView:
@@ -163,7 +174,7 @@ class Client:
     def _send(self, call: Call, deadline: Deadline | None = None) -> httpx.Response:
         """One call, retried while the server says "later" or the connection fails (within the budget and
         the caller's deadline, if any)."""
-        budget = RetryBudget(self.config.retry)
+        budget = RetryBudget(self.config.retry, first_contact=not self._answered)
         while True:
             try:
                 timeout = bounded(self.config.timeout, deadline)
@@ -176,6 +187,8 @@ class Client:
                     raise error from exc
                 delay = budget.wait_or_raise(error)
             else:
+                self._answered = True
+                budget.answered()
                 if not response.is_error:
                     return response
                 delay = budget.wait_or_raise(error_from_response(response))
@@ -190,7 +203,7 @@ class Client:
             return None
 
     def _stream(self, task_id: str, after: int, until_final: bool, deadline: Deadline | None) -> Iterator[Event]:
-        follower = Follower(task_id, after, until_final, self.config.retry)
+        follower = Follower(task_id, after, until_final, self.config.retry, first_contact=not self._answered)
         while True:
             if deadline is not None:
                 deadline.check()
@@ -218,6 +231,7 @@ class Client:
         except httpx.TransportError as exc:
             yield Dropped(describe(exc))
             return
+        self._answered = True
         try:
             if response.status_code == 204:
                 yield Ended()

@@ -2,10 +2,12 @@
 -- and ends `aborted` here, with its events; a running one is flagged in arq's abort set for its worker, and
 -- its wake-up notice names it; an ended or unknown one is left alone.
 -- KEYS: queue, arq's abort set, reply outbox.
--- ARGV: id, now_ms, ttl_ms, max_len, wakeup channel, result record (for a waiting task), bodies...
+-- ARGV: id, now_ms, ttl_ms, max_len, max_bytes, wakeup channel, result record (for a waiting task), bodies...
 -- Returns {'aborted', last_seq} | {'aborting'} | {'finished', state} | {'unknown'}.
 local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
-local id, now, ttl, max_len, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local id, ttl, max_len, max_bytes = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local channel = ARGV[6]
+local now = relay_now()  -- an abort request counts for jobs enqueued before it, both on Redis's clock
 local state = relay_state(queue, id, now)
 if state == nil then return {'unknown'} end
 if state == 'succeeded' or state == 'failed' or state == 'aborted' then return {'finished', state} end
@@ -15,11 +17,16 @@ if state == 'running' then
   return {'aborting'}
 end
 local record = redis.call('GETRANGE', JOB .. id, 0, 300)
-redis.call('ZREM', queue, id)
+redis.call('ZREM', queue, id)  -- enqueued before lanes
+local name = relay_record_name(record)
+if name then
+  redis.call('ZREM', relay_lane(queue, name), id)
+  relay_sync_marker(queue, name)
+end
 redis.call('ZREM', abort, id)
 local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
-local last = relay_emit(id, seq, ARGV, 7, #ARGV, max_len, ttl)
-redis.call('SET', RESULT .. id, relay_result_record(ARGV[6], last), 'PX', ttl)
+local last = relay_emit(id, seq, ARGV, 8, #ARGV, max_len, max_bytes, ttl)
+redis.call('SET', RESULT .. id, relay_result_record(ARGV[7], last), 'PX', ttl)
 redis.call('DEL', JOB .. id, TRIES .. id, SEQ .. id)
 if string.find(record, '"rp":1', 1, true) or redis.call('EXISTS', REPLY .. id) == 1 then
   redis.call('ZADD', outbox, now, id)

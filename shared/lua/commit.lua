@@ -5,18 +5,20 @@
 -- that lost its lease cannot overwrite the new owner's work). Each op carries the seq its events follow (the
 -- worker counts ahead for the ops it has queued: it is the only writer of a task it owns); an op whose events
 -- are already in the log (a batch sent again after a dropped connection) is not applied twice.
+-- R and T put the job back in its lane (shared/keys.py), due after a delay counted on Redis's clock.
 -- KEYS: queue, arq's abort set, reply outbox.
--- ARGV: now_ms, max_len, ttl_ms, wakeup channel, then ops:
+-- ARGV: (unused), max_len, max_bytes (the log's caps), ttl_ms, wakeup channel, then ops:
 --   kind, id, token, seq_before, n_bodies, bodies..., then for F: result record, reply (0/1), drop the task's
 --   abort request (0/1: when it ended aborted; a stale request is ignored by the claim of a later task);
---   for R: score, give_back_try (0/1); for T: score, job record.
+--   for R: delay_ms, give_back_try (0/1); for T: delay_ms, job record.
 -- Returns per op {status, last_seq}; status is 'ok', 'dup' (already applied) or 'fenced'.
 local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
-local now, max_len, ttl, channel = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local max_len, max_bytes, ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local now = relay_now()
 local EXTRA = {E = 0, F = 3, R = 2, T = 2}
 
 local ops, wanted = {}, {}
-local a = 5
+local a = 6
 while a <= #ARGV do
   local op = {kind = ARGV[a], id = ARGV[a + 1], token = ARGV[a + 2], seq = tonumber(ARGV[a + 3]), n = tonumber(ARGV[a + 4])}
   op.from = a + 5
@@ -47,12 +49,12 @@ for i, op in ipairs(ops) do
     local base = math.max(seq, op.seq)
     local id = op.id
     if op.kind == 'E' then
-      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, ttl)
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
       redis.call('SET', SEQ .. id, last)
       seqs[id] = last
       out[i] = {'ok', last}
     elseif op.kind == 'F' then
-      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, ttl)
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
       redis.call('SET', RESULT .. id, relay_result_record(ARGV[op.extra], last), 'PX', ttl)
       finished[#finished + 1] = id
       done_keys[#done_keys + 1] = JOB .. id
@@ -69,15 +71,20 @@ for i, op in ipairs(ops) do
       end
       out[i] = {'ok', last}
     else
-      local score = tonumber(ARGV[op.extra])
+      local score = now + tonumber(ARGV[op.extra])
+      local record
       if op.kind == 'T' then
-        redis.call('SET', JOB .. id, ARGV[op.extra + 1])
-      elseif ARGV[op.extra + 1] == '1' then
-        redis.call('DECR', TRIES .. id)
+        record = ARGV[op.extra + 1]
+        redis.call('SET', JOB .. id, record)
+      else
+        record = redis.call('GETRANGE', JOB .. id, 0, 300)
+        if ARGV[op.extra + 1] == '1' then redis.call('DECR', TRIES .. id) end
       end
-      redis.call('ZADD', queue, score, id)
+      redis.call('ZREM', queue, id)
+      local name = relay_record_name(record)
+      if name then relay_wait(queue, name, id, score) end
       redis.call('DEL', IN_PROGRESS .. id)
-      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, ttl)
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
       redis.call('SET', SEQ .. id, last)
       seqs[id] = last
       gone[id] = true

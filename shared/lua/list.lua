@@ -1,11 +1,12 @@
 -- One page of GET /tasks: walk the task index newest first from a cursor, keep the tasks that match the
 -- filters, stop at `limit` matches or after examining `budget` entries (the caller pages on).
 -- KEYS: index, queue.  ARGV: now_ms, cursor score ('+inf' to start), cursor id ('' to start), budget, limit,
--- state filter ('' for any), task filter ('' for any).
+-- state filter ('' for any), task filter ('' for any), id prefix (a tenant's, '' for any).
 -- Returns {matches (flat: id, state, ...), next cursor score or false, next cursor id or false}.
 local index, queue = KEYS[1], KEYS[2]
-local now, cursor_score, cursor_id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local now, cursor_score, cursor_id = relay_now(), ARGV[2], ARGV[3]
 local budget, limit, want_state, want_task = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local want_prefix = ARGV[8] or ''
 local matches, examined, gone = {}, 0, {}
 local last_score, last_id = false, false
 local entries = redis.call('ZREVRANGEBYSCORE', index, cursor_score, '-inf', 'WITHSCORES', 'LIMIT', 0, budget + 1000)
@@ -21,13 +22,16 @@ for i = 1, #entries, 2 do
     end
     examined = examined + 1
     last_score, last_id = score, id
-    local state, name = relay_state(queue, id, now)
-    if state == nil then
-      gone[#gone + 1] = id
-    elseif (want_state == '' or state == want_state) and (want_task == '' or name == want_task) then
-      found = found + 1
-      matches[#matches + 1] = id
-      matches[#matches + 1] = state
+    -- Another tenant's entry counts against the budget but is never read (nor pruned: its tenant's lists do).
+    if want_prefix == '' or string.sub(id, 1, #want_prefix) == want_prefix then
+      local state, name = relay_state(queue, id, now)
+      if state == nil then
+        gone[#gone + 1] = id
+      elseif (want_state == '' or state == want_state) and (want_task == '' or name == want_task) then
+        found = found + 1
+        matches[#matches + 1] = id
+        matches[#matches + 1] = state
+      end
     end
   end
 end

@@ -1,8 +1,11 @@
 -- Take up to `limit` due replies from the outbox for one sender: each is hidden for `hold_ms` (if the sender
 -- dies, another one takes it after that); returns {id, reply request or false, ...}.
--- KEYS: outbox.  ARGV: now_ms, limit, hold_ms.
+-- Hold times are on Redis's clock. A replay (after a timeout) takes nothing more: the first call's replies are
+-- hidden, and come back after hold_ms (replies are at least once).
+-- KEYS: outbox.  ARGV: (unused), limit, hold_ms.
 local outbox = KEYS[1]
-local now, limit, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, hold = tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = relay_now()
 local due = redis.call('ZRANGEBYSCORE', outbox, '-inf', now, 'LIMIT', 0, limit)
 local out = {}
 for i = 1, #due do

@@ -1,7 +1,10 @@
 -- Extend the leases of the jobs this worker still owns; returns the ids it no longer owns (lost leases).
--- KEYS: queue.  ARGV: now_ms, lease_ms, token, ids...
+-- The lease runs from Redis's clock (relay_now): a worker whose clock is off renews as long a lease as any other.
+-- Applying it twice (a replay after a timeout) only renews again.
+-- KEYS: queue.  ARGV: (unused), lease_ms, token, ids...
 local queue = KEYS[1]
-local now, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local lease, token = tonumber(ARGV[2]), ARGV[3]
+local now = relay_now()
 local held = RUNNING_BASE + now + lease
 local owned, lost = {}, {}
 local prefix = token .. '|'

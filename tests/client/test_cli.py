@@ -13,13 +13,13 @@ from typing import Any
 import click
 import pytest
 
+from bench.harness.processes import BIN, free_port
 from relay.cli.args import parse_value, task_arguments
 from relay.cli.exitcodes import ExitCode
 from tests.conftest import StartApi
-from tests.support.processes import BIN, free_port
 
 RELAY = str(BIN / "relay")  # the console script pyproject installs
-README = Path(__file__).resolve().parents[2] / "README.md"
+CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 def cli_env(base: str) -> dict[str, str]:
@@ -67,12 +67,21 @@ def test_json_follow_prints_the_raw_events(relay: str) -> None:
     assert events[1]["data"] == {"current": 1, "total": 2, "message": "slept 1/2"}
 
 
-def test_arg_values_are_json_when_they_parse(relay: str) -> None:
-    as_string = relay_cli(relay, "submit", "echo", "--arg", "message=[not json", "--follow", "--json")
-    assert ndjson(as_string.stdout)[-2]["data"] == {"echo": "[not json"}
-    as_number = relay_cli(relay, "submit", "echo", "--arg", "message=42")  # 42 is a number: echo wants a string
-    assert as_number.returncode == ExitCode.REJECTED
-    assert "invalid_arguments" in as_number.stderr
+def test_arg_values_are_typed_by_the_tasks_schema(relay: str) -> None:
+    as_string = relay_cli(relay, "submit", "echo", "--arg", "message=123", "--follow", "--json")
+    assert as_string.returncode == ExitCode.SUCCEEDED, as_string.stderr  # echo takes a string: 123 stays one
+    assert ndjson(as_string.stdout)[-2]["data"] == {"echo": "123"}
+    brackets = relay_cli(relay, "submit", "echo", "--arg", "message=[1, 2]", "--follow", "--json")
+    assert ndjson(brackets.stdout)[-2]["data"] == {"echo": "[1, 2]"}
+    numbers = relay_cli(relay, "submit", "count", "--arg", "n=2", "--arg", "interval=0", "--follow", "--json")
+    assert numbers.returncode == ExitCode.SUCCEEDED, numbers.stderr  # count takes an int and a float
+    assert ndjson(numbers.stdout)[-2]["data"] == {"count": 2, "sum": 3}
+
+
+def test_an_arg_value_its_parameter_cannot_take_is_a_usage_error(relay: str) -> None:
+    done = relay_cli(relay, "submit", "count", "--arg", "n=three")
+    assert done.returncode == ExitCode.USAGE
+    assert "n='three': n takes an integer, and 'three' is not one" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -175,13 +184,14 @@ def test_api_key_option_and_environment(spawn_api: StartApi) -> None:
     assert relay_cli(base, "status", "t1").returncode == ExitCode.REJECTED  # 401
     with_key = relay_cli(base, "--api-key", "cli-key", "status", "t1")
     assert "404 task_not_found" in with_key.stderr  # past auth: the task just does not exist
+    assert "pass it with --api-key KEY or set RELAY_API_KEY" in relay_cli(base, "status", "t1").stderr
     env = cli_env(base) | {"RELAY_API_KEY": "cli-key"}
     from_env = subprocess.run([RELAY, "status", "t1"], capture_output=True, text=True, env=env, timeout=60)
     assert "404 task_not_found" in from_env.stderr
 
 
-def test_readme_lists_every_exit_code() -> None:
-    rows = re.findall(r"^\| `(\d+)` \| (\w+) \|", README.read_text(), flags=re.MULTILINE)
+def test_the_docs_list_every_exit_code() -> None:
+    rows = re.findall(r"^\| `(\d+)` \| (\w+) \|", CLI_DOC.read_text(), flags=re.MULTILINE)
     assert {int(code): name for code, name in rows} == {c.value: c.name.lower() for c in ExitCode}
 
 
@@ -204,3 +214,93 @@ def test_retry_reruns_an_aborted_task(relay: str) -> None:
     followed = relay_cli(relay, "follow", task_id, "--json")
     assert followed.returncode == ExitCode.SUCCEEDED
     assert [e["data"]["state"] for e in ndjson(followed.stdout) if e["type"] == "end"] == ["aborted", "succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("prop", "text", "value"),
+    [
+        ({"type": "string"}, "123", "123"),
+        ({"type": "integer"}, "123", 123),
+        ({"type": "integer"}, "1e3", 1000),
+        ({"type": "number"}, "2.5", 2.5),
+        ({"type": "boolean"}, "yes", True),
+        ({"anyOf": [{"type": "integer"}, {"type": "null"}]}, "null", None),
+        ({"anyOf": [{"type": "integer"}, {"type": "null"}]}, "7", 7),
+        ({"anyOf": [{"type": "string"}, {"type": "integer"}]}, "7", "7"),
+        ({"type": "array", "items": {"type": "integer"}}, "[1, 2]", [1, 2]),
+        ({"enum": ["a", "b"]}, "a", "a"),
+        ({}, "42", 42),  # any type: guessed
+    ],
+)
+def test_arg_typed_by_its_property(prop: dict[str, Any], text: str, value: Any) -> None:
+    schema = {"properties": {"x": prop}}
+    assert task_arguments((f"x={text}",), None, schema) == ([], {"x": value})
+
+
+def test_arg_of_an_undeclared_name_is_guessed() -> None:
+    assert task_arguments(("y=42",), None, {"properties": {"x": {"type": "string"}}}) == ([], {"y": 42})
+
+
+def test_arg_that_cannot_be_its_type_names_both() -> None:
+    with pytest.raises(click.BadParameter, match=r"x='1.5': x takes an integer or null, and '1.5' is not one"):
+        task_arguments(("x=1.5",), None, {"properties": {"x": {"type": ["integer", "null"]}}})
+
+
+def test_a_url_without_a_scheme_fails_at_once() -> None:
+    done = relay_cli("http://unused", "--url", "localhost:8000", "submit", "echo", timeout=15)  # not 30 s of retries
+    assert done.returncode == ExitCode.USAGE
+    assert "must start with http:// or https://" in done.stderr
+    assert "did you mean 'http://localhost:8000'?" in done.stderr
+    assert "retry" not in done.stderr
+
+
+def test_an_api_not_there_at_first_is_retried_briefly_with_a_line_per_retry() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    done = relay_cli(nowhere, "submit", "echo", timeout=20)  # the default --retry-wait is 30 s
+    assert done.returncode == ExitCode.UNAVAILABLE
+    retries = re.findall(r"^relay: connection_error: cannot talk to .*; retry (\d+) in ", done.stderr, re.MULTILINE)
+    assert len(retries) >= 2, done.stderr
+    assert retries == [str(n) for n in range(1, len(retries) + 1)]
+    assert "Is the API running there? Point relay at it with --url URL or RELAY_URL." in done.stderr
+
+
+def test_a_503_is_retried_with_a_line_per_retry(spawn_api: StartApi) -> None:
+    _, base = spawn_api(RELAY_QUEUE_NAME=f"relay:client:{uuid.uuid4().hex[:8]}", RELAY_MAX_QUEUE_DEPTH="1")  # no worker
+    assert relay_cli(base, "submit", "echo", "--delay", "60").returncode == 0  # fills the queue
+    full = relay_cli(base, "--retry-wait", "6", "submit", "echo")  # Retry-After: 5 fits once
+    assert full.returncode == ExitCode.UNAVAILABLE
+    assert re.findall(r"^relay: (503 queue_full: .*); retry 1 in 5.0s", full.stderr, re.MULTILINE), full.stderr
+
+
+def test_ls_in_a_pipe_prints_plain_whole_columns(relay: str) -> None:
+    task_id = relay_cli(relay, "submit", "echo", "--arg", "message=ls in a pipe").stdout.strip()
+    assert relay_cli(relay, "follow", task_id, "--json").returncode == ExitCode.SUCCEEDED
+    listed = relay_cli(relay, "ls", "--task", "echo", "--limit", "1")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["task", "state", "tries", "enqueued", "finished", "id"]
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
+    assert re.fullmatch(rf"echo +succeeded +1 +{iso} +{iso} +{task_id}", row), row
+
+
+def test_stats_shows_the_queue_and_its_workers(relay: str) -> None:
+    shown = relay_cli(relay, "stats")
+    assert shown.returncode == 0, shown.stderr
+    for line in ("due", "running", "deferred"):
+        assert re.search(rf"^{line} +\d+$", shown.stdout, re.MULTILINE), shown.stdout
+    assert re.search(r"^workers +1 alive$", shown.stdout, re.MULTILINE), shown.stdout
+    as_json = json.loads(relay_cli(relay, "stats", "--json").stdout)
+    assert set(as_json["queue"]) == {"name", "due", "deferred", "running"}
+    assert re.search(rf"^queue +{re.escape(as_json['queue']['name'])}$", shown.stdout, re.MULTILINE)
+
+
+def test_workers_lists_the_live_workers(relay: str) -> None:
+    listed = relay_cli(relay, "workers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (worker,) = ndjson(listed.stdout)
+    assert worker["status"] == "alive"
+    table = relay_cli(relay, "workers")
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["id", "status", "running", "seen", "started", "outcomes"]
+    assert row.startswith(worker["id"])
+    assert re.search(rf" alive +\d+/{worker['concurrency']} ", row), row

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.harness.processes import BIN, wait_until
 from relay.client import Client
-from tests.support.processes import BIN, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (scripts/bootstrap.sh installs it when run as root)"
@@ -27,9 +27,9 @@ EXIT = re.compile(r"^EXIT=(\d+)$", re.MULTILINE)  # the echo's output, not the t
 class Pane:
     """A shell in a detached tmux session on a private server (its own socket), killed by the test."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], width: int = 120) -> None:
         self.socket = f"relay-test-{uuid.uuid4().hex[:12]}"
-        self._tmux("new-session", "-d", "-x", "120", "-y", "30", "-s", "t", "bash --norc --noprofile", env=env)
+        self._tmux("new-session", "-d", "-x", str(width), "-y", "30", "-s", "t", "bash --norc --noprofile", env=env)
 
     def _tmux(self, *args: str, env: dict[str, str] | None = None) -> str:
         done = subprocess.run(
@@ -52,11 +52,24 @@ class Pane:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10, check=False)
 
 
+def pane_env(relay: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    return env | {"RELAY_URL": relay, "PATH": f"{BIN}:{env.get('PATH', '')}", "PS1": "$ ", "TERM": "xterm-256color"}
+
+
 @pytest.fixture
 def pane(relay: str) -> Iterator[Pane]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env |= {"RELAY_URL": relay, "PATH": f"{BIN}:{env.get('PATH', '')}", "PS1": "$ ", "TERM": "xterm-256color"}
-    shell = Pane(env)
+    shell = Pane(pane_env(relay))
+    try:
+        yield shell
+    finally:
+        shell.kill()
+
+
+@pytest.fixture
+def narrow_pane(relay: str) -> Iterator[Pane]:
+    """80 columns: what a terminal opens with, and where ``relay ls`` used to cut its cells short."""
+    shell = Pane(pane_env(relay), width=80)
     try:
         yield shell
     finally:
@@ -93,3 +106,18 @@ def test_ctrl_c_stops_following_not_the_task(pane: Pane, relay: str) -> None:
     assert "Traceback" not in screen
     with Client(relay) as client:
         assert client.result(stopped.group(1), timeout=30) == {"slept": 4}
+
+
+def test_ls_in_80_columns_cuts_no_state_id_or_date(narrow_pane: Pane, relay: str) -> None:
+    with Client(relay) as client:
+        handle = client.submit("echo", message="ls at 80 columns")
+        handle.result(timeout=30)
+    narrow_pane.type("relay ls --task echo --limit 1; echo EXIT=$?")
+    screen = ""
+    deadline = time.monotonic() + 30
+    while not EXIT.search(screen) and time.monotonic() < deadline:
+        screen = narrow_pane.screen()
+    assert EXIT.findall(screen) == ["0"], screen
+    assert "…" not in screen, screen
+    assert "succeeded" in screen, screen
+    assert handle.id in screen, screen  # cells too long for 80 columns wrap in their cell; none is cut short

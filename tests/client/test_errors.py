@@ -20,13 +20,15 @@ from relay.client.errors import (
     error_from_response,
 )
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+HTTP_API = DOCS / "http-api.md"  # the HTTP contract
+CLIENT = DOCS / "client.md"  # the client's exceptions
 
 
 def server_error_table() -> dict[int, list[str]]:
-    """The codes the API answers with, by status: the README's "Errors" table (the HTTP contract)."""
-    text = README.read_text()
-    section = text[text.index("**Errors** always have the body") :]
+    """The codes the API answers with, by status: the "Errors" table of docs/http-api.md (the HTTP contract)."""
+    text = HTTP_API.read_text()
+    section = text[text.index("\n## Errors\n") :]
     section = section[: section.index("\n\n", section.index("| Status |"))]
     contract: dict[int, list[str]] = {}
     for status, codes in re.findall(r"^\| (\d{3}) \| ([^|]+) \|", section, flags=re.MULTILINE):
@@ -104,8 +106,8 @@ def test_retry_after_must_be_seconds() -> None:
     assert error_from_response(response(503, "queue_full")).retry_after is None
 
 
-def test_readme_exception_table_matches_the_mapping() -> None:
-    rows = re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \| `(\w+)` \| `(\w+)` \|", README.read_text(), flags=re.MULTILINE)
+def test_documented_exception_table_matches_the_mapping() -> None:
+    rows = re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \| `(\w+)` \| `(\w+)` \|", CLIENT.read_text(), flags=re.MULTILINE)
     table = {code: (int(status), cls, base) for status, code, cls, base in rows}
     assert set(table) == set(ERROR_CODES)
     for code, (status, cls, base) in table.items():
@@ -116,3 +118,14 @@ def test_readme_exception_table_matches_the_mapping() -> None:
 
 def test_str_says_status_code_and_message() -> None:
     assert str(error_from_response(response(422, "unknown_task"))) == "422 unknown_task: the unknown_task message"
+
+
+def test_a_422_without_its_first_problem_in_the_message_gets_it_from_details() -> None:
+    details = [{"loc": ["n"], "msg": "'3' is not of type 'integer'"}, {"loc": ["x"], "msg": "unexpected argument"}]
+    body = {"error": {"code": "invalid_arguments", "message": "the arguments do not fit the task", "details": details}}
+    exc = error_from_response(httpx.Response(422, json=body))
+    assert str(exc) == (
+        "422 invalid_arguments: the arguments do not fit the task: n: '3' is not of type 'integer' (and 1 more problem)"
+    )
+    said = body["error"] | {"message": "the arguments do not fit the task: n: '3' is not of type 'integer'"}
+    assert error_from_response(httpx.Response(422, json={"error": said})).message == said["message"]  # not twice

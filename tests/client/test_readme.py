@@ -1,4 +1,5 @@
-"""Every example in the README's "Python client" and "CLI" sections runs as written against a real API."""
+"""Every example of the Python client and the CLI in the documentation runs as written against a real API:
+the README's "The Python client" and "The CLI" sections, and docs/client.md and docs/cli.md whole."""
 
 from __future__ import annotations
 
@@ -10,31 +11,36 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import BIN
+from bench.harness.processes import BIN
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+DOCUMENTS = [README, REPO / "docs" / "client.md", REPO / "docs" / "cli.md"]
 
 
-def examples() -> list[tuple[str, str]]:
-    text = README.read_text()
-    section = text[text.index("\n## Python client\n") : text.index("\n## Configuration\n")]
-    return re.findall(r"^```(python|sh)\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+def examples(document: Path) -> list[tuple[str, str]]:
+    text = document.read_text()
+    if document == README:  # its other examples need a scripts/dev of their own or a project of yours
+        text = text[text.index("\n## The Python client\n") : text.index("\n## Where to go next\n")]
+    return re.findall(r"^```(python|sh)\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
 
 
 def params() -> list[object]:
     cases = []
-    for n, (language, code) in enumerate(examples()):
-        cases.append(pytest.param(language, code, id=f"{language}-{n}"))
+    for document in DOCUMENTS:
+        for n, (language, code) in enumerate(examples(document)):
+            cases.append(pytest.param(language, code, id=f"{document.stem}-{language}-{n}"))
     return cases
 
 
-def test_the_sections_have_examples() -> None:
-    assert [language for language, _ in examples()].count("python") >= 4
-    assert [language for language, _ in examples()].count("sh") >= 2
+def test_the_documents_have_examples() -> None:
+    languages = [language for document in DOCUMENTS for language, _ in examples(document)]
+    assert languages.count("python") >= 4
+    assert languages.count("sh") >= 2
 
 
 @pytest.mark.parametrize(("language", "code"), params())
-def test_readme_example_runs(relay: str, language: str, code: str) -> None:
+def test_documented_example_runs(relay: str, language: str, code: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env |= {"RELAY_URL": relay, "PATH": f"{BIN}:{env.get('PATH', '')}"}
     argv = [sys.executable, "-c", code] if language == "python" else ["bash", "-euo", "pipefail", "-c", code]

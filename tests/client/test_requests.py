@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -333,3 +334,48 @@ async def test_async_client_builds_the_same_requests(monkeypatch: pytest.MonkeyP
     assert handle.id == rec.bodies()[0]["id"]
     assert listed == ["a", "b"]
     assert dict(rec.requests[3].url.params) == {"state": "failed", "limit": "1", "cursor": "c1"}
+
+
+@pytest.mark.parametrize("url", ["localhost:8000", "ftp://relay.test", "http://", "relay.test"])
+def test_a_url_no_retry_can_fix_is_refused_at_once(url: str) -> None:
+    with pytest.raises(ValueError, match="must start with http:// or https://"):
+        Client(url)
+    with pytest.raises(ValueError, match=r"did you mean 'http://localhost:8000'\?"):
+        Client("localhost:8000")
+
+
+def test_an_unsupported_protocol_is_not_retried(slept: list[float]) -> None:
+    rec = Recorder(httpx.UnsupportedProtocol("Request URL has an unsupported protocol 'ftp://'."))
+    with client(rec) as relay, pytest.raises(RelayConnectionError) as caught:
+        relay.get("t1")
+    assert (slept, len(rec.requests), caught.value.retryable) == ([], 1, False)
+
+
+def test_each_retry_is_logged_as_a_warning(slept: list[float], caplog: pytest.LogCaptureFixture) -> None:
+    rec = Recorder(httpx.ConnectError("refused"), queue_full("1"), accepted)
+    with caplog.at_level(logging.WARNING, logger="relay.client"), client(rec) as relay:
+        relay.submit("echo")
+    lines = [r.getMessage() for r in caplog.records if r.name == "relay.client" and r.levelno == logging.WARNING]
+    assert len(lines) == 2
+    assert lines[0].startswith("connection_error: cannot talk to http://relay.test: ConnectError: refused; retry 1 in")
+    assert lines[1].startswith("503 queue_full: ")
+    assert "; retry 2 in 1.0s" in lines[1]
+
+
+def test_first_contact_wait_bounds_only_connection_failures_before_any_answer(
+    slept: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("relay.client.retry.random.random", lambda: 0.999)
+    policy = RetryPolicy(max_wait_seconds=60, first_contact_wait_seconds=1)
+    rec = Recorder(httpx.ConnectError("refused"))
+    with client(rec, retry=policy) as relay, pytest.raises(RelayConnectionError):
+        relay.get("t1")
+    assert 0 < sum(slept) <= 1  # never answered: a second of retries, not a minute
+    slept.clear()
+    answer = httpx.Response(200, json=view("t1"))
+    rec = Recorder(answer, *([httpx.ConnectError("refused")] * 5), answer)
+    with client(rec, retry=policy) as relay:
+        relay.get("t1")
+        relay.get("t1")  # the API answered once: a restart is waited out with the whole budget
+    assert len(slept) == 5
+    assert sum(slept) > 1

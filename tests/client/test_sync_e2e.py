@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from bench.harness.processes import wait_until
 from relay.client import (
     Client,
     ErrorInfo,
@@ -28,7 +29,6 @@ from relay.client import (
 )
 from tests.conftest import StartApi, StartWorker
 from tests.support.forwarder import Forwarder, address
-from tests.support.processes import wait_until
 
 
 def queue() -> str:
@@ -228,7 +228,8 @@ def test_submit_waits_out_queue_full_with_retry_after(spawn_api: StartApi, caplo
         assert blocker.cancel() == "aborted"  # frees the queue while the client waits
         handle = pending.result(timeout=30)
         assert handle.state().state == "queued"
-    assert refusals()[0].startswith("retrying in 5.00s after 503 queue_full")
+    assert refusals()[0].startswith("503 queue_full: ")
+    assert "; retry 1 in 5.0s" in refusals()[0]
 
 
 def test_list_pages_newest_first(relay: str) -> None:

@@ -1,6 +1,6 @@
 """What the container tests measured (sizes, durations), printed at the end of the run and kept as JSON.
 
-Measurements are reported, never asserted: tests assert behaviour, the numbers go in the README.
+Measurements are reported, never asserted: tests assert behaviour, the numbers go in docs/deploy.md.
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
+from bench.harness.processes import wait_until
 from tests.containers import measure
 from tests.containers.compose import Stack, grace_seconds
 from tests.containers.conftest import UP_SECONDS
 from tests.containers.relay_http import FINAL_STATES, RelayHttp, types
-from tests.support.processes import wait_until
 
 WORKERS = 3
 SUBMIT_INTERVAL = 0.1  # about 10 submits a second

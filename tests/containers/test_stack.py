@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.processes import wait_until
 from tests.containers import measure
 from tests.containers.compose import Stack, health
 from tests.containers.conftest import UP_SECONDS
 from tests.containers.relay_http import NDJSON, RelayHttp, events_of, types
-from tests.support.processes import wait_until
 
 RELAY_UID, REDIS_UID = "10001", "999"
 EX_CONFIG = 64  # what k8s/base/redis.sh exits with on a missing or unusable password

@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
+from bench.harness.processes import ManagedProcess, free_port, wait_until
 from tests.deploy import tools
-from tests.support.processes import ManagedProcess, free_port, wait_until
 
 SCRIPT = tools.K8S / "base" / "redis.sh"
 SHELLS = {"dash": ["sh"], "busybox": ["busybox", "sh"]}

@@ -11,13 +11,13 @@ from typing import Any
 
 import redis
 
+from bench.harness.processes import ManagedProcess
 from shared.enqueue import enqueue_task
 from shared.limits import args_bytes
 from shared.redis import connect_fail_fast
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
 from tests.deploy.manifests import Doc, configmap_data, container, named
-from tests.support.processes import ManagedProcess
 from worker.tasks import load
 
 registry = load(["worker.tasks.demo"])

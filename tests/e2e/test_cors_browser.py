@@ -17,10 +17,11 @@ import pytest
 import redis
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
+from bench.harness.client import state, submit_ok
+from bench.harness.processes import ManagedProcess, free_port, wait_until
+from shared import keys
 from tests.conftest import StartApi, StartWorker
 from tests.support.chromium import chromium
-from tests.support.client import state, submit_ok
-from tests.support.processes import ManagedProcess, free_port, wait_until
 
 PAGE_DIR = Path(__file__).resolve().parents[1] / "support" / "browser"
 LONG_TASK = {"task": "sleep", "kwargs": {"seconds": 120, "steps": 120}}  # one progress event a second
@@ -178,6 +179,6 @@ def test_an_origin_not_listed_is_blocked_by_the_browser(
         page.close()
     # The preflight failed, so the POST itself was never sent: nothing was enqueued.
     client = redis.Redis.from_url(redis_url)
-    assert client.zrange(queue, 0, -1) == [existing.encode()]
+    assert client.zrange(keys.lane(queue, "echo"), 0, -1) == [existing.encode()]  # its lane (shared/keys.py)
     client.close()
     assert state(api, existing)["state"] == "deferred"

@@ -7,6 +7,7 @@ Screenshots are kept in build/screenshots/<test>/ (git-ignored), overwritten by 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,10 +20,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect
 
+from bench.harness.client import state, submit_ok, wait_state
+from bench.harness.processes import BIN, REPO, free_port
 from tests.conftest import StartApi, StartWorker
 from tests.support.chromium import chromium
-from tests.support.client import state, submit_ok, wait_state
-from tests.support.processes import BIN, REPO, free_port
 
 RELAY_CLI = str(BIN / "relay")
 API_KEY = "dashboard-key-0001"
@@ -163,6 +164,54 @@ def test_a_task_submitted_from_the_page_is_cancelled_from_it(
     assert types[-2:] == ["aborted", "end"]
 
 
+def test_the_submit_form_starts_from_the_tasks_schema_and_shows_it(
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
+) -> None:
+    # Every task started at {}: a newcomer had to guess its arguments' names, types and limits.
+    env = {"RELAY_QUEUE_NAME": queue()}
+    _, base = spawn_api(offers=False, **env)  # the real worker below offers the tasks
+    spawn_worker(**env)
+    page.goto(f"{base}/dashboard/")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#submit-task option')].some((o) => o.value === 'sync_add')"
+    )
+
+    def arguments() -> Any:
+        return json.loads(page.locator("#submit-kwargs").input_value())
+
+    # The default task, echo: its default, and what it is.
+    expect(page.locator("#submit-description")).to_have_text("Return the message at once.", timeout=LIVE)
+    assert arguments() == {"message": "hello"}
+    rows = page.locator("#submit-params tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("td")).to_have_text(["message", "string", '"hello"', ""])
+
+    # Defaults and limits beside them.
+    page.select_option("#submit-task", "sleep")
+    assert arguments() == {"seconds": 2, "steps": 4}
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator("td")).to_have_text(["seconds", "number", "2", "≥ 0, ≤ 3600"])
+    expect(rows.nth(1).locator("td")).to_have_text(["steps", "integer", "4", "≥ 1, ≤ 1000"])
+
+    # Required arguments start as a value of their type, and say they are required.
+    page.select_option("#submit-task", "sync_add")
+    assert arguments() == {"a": 0, "b": 0}
+    expect(rows.nth(0).locator("td")).to_have_text(["a", "integer", "required", ""])
+    page.locator("#submit-schema summary").click()
+    expect(page.locator("#submit-json-schema")).to_contain_text('"required": [')
+    page.screenshot(path=shots / "submit-form.png", full_page=True)
+
+    # A task with no arguments says so; the prefilled form submits as it stands.
+    page.select_option("#submit-task", "always_flaky")
+    assert arguments() == {}
+    expect(page.locator("#submit-no-params")).to_be_visible()
+    page.select_option("#submit-task", "sync_add")
+    page.fill("#submit-kwargs", '{"a": 2, "b": 3}')
+    page.click("#submit-form button[type=submit]")
+    page.wait_for_url("**/dashboard/#/tasks/*", timeout=LIVE)
+    expect(page.locator("#task-result")).to_have_text("5", timeout=LIVE)
+
+
 def test_a_failed_task_is_retried_from_the_failed_list_and_runs_again(
     page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
 ) -> None:
@@ -285,3 +334,23 @@ def test_the_page_is_open_but_paths_under_it_reach_no_data_without_a_key(spawn_a
         assert status in (401, 404), (path, answer[:200])
         assert b'"queue"' not in answer
         assert b'"tasks"' not in answer
+
+
+def test_a_task_no_live_worker_runs_says_why_it_waits_on_its_page(
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, redis_client: Any, shots: Path
+) -> None:
+    from tests.e2e.test_lifecycle import put_job
+
+    name = queue()
+    _, base = spawn_api(offers=False, RELAY_QUEUE_NAME=name)
+    spawn_worker(RELAY_QUEUE_NAME=name, RELAY_TASK_MODULES="worker.tasks.demo")  # no 'resize' here
+    task_id = f"waits-{uuid.uuid4().hex[:8]}"
+    put_job(redis_client, name, task_id, "resize")  # what another deployment's submit leaves in the queue
+    page.goto(f"{base}/dashboard/#/tasks/{task_id}")
+    expect(page.locator("#task-state")).to_have_text("queued", timeout=LIVE)
+    expect(page.locator("#task-times")).to_contain_text("waiting for a worker that runs 'resize'", timeout=LIVE)
+    page.screenshot(path=shots / "task-waiting.png", full_page=True)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | {"RELAY_URL": base}
+    shown = subprocess.run([RELAY_CLI, "status", task_id], env=env, capture_output=True, text=True, timeout=60)
+    assert "waiting for a worker that runs 'resize'" in shown.stdout, shown.stdout + shown.stderr

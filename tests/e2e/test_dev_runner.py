@@ -22,11 +22,12 @@ import httpx
 import pytest
 import redis
 
-from tests.support.client import read_events, submit_ok, types, wait_state
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import REPO, ManagedProcess, free_port, free_port_run, start_redis, wait_until
+from shared import keys
 from tests.support.metrics import scrape, total
-from tests.support.processes import REPO, ManagedProcess, free_port, free_port_run, start_redis, wait_until
 
-README = REPO / "README.md"
+DEVELOPMENT_DOC = REPO / "docs" / "development.md"
 
 
 class DevRunner:
@@ -101,6 +102,12 @@ def dev(tmp_path: Path) -> Iterator[list[DevRunner]]:
         runner.close()
 
 
+def kept(client: redis.Redis, task_id: str) -> bool:
+    """The dev queue still holds the (demo ``sleep``) job: waiting in its lane, or running (see shared/keys.py)."""
+    waiting = client.zscore(keys.lane("relay:queue", "sleep"), task_id) is not None
+    return waiting or client.zscore("relay:queue", task_id) is not None
+
+
 def test_dev_runner_starts_everything_and_stops_in_order(tmp_path: Path, dev: list[DevRunner]) -> None:
     runner = DevRunner(tmp_path, RELAY_HEARTBEAT_SECONDS="5")
     dev.append(runner)
@@ -144,25 +151,78 @@ def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: 
         worker.stop()
 
 
-def test_the_readme_shows_what_the_runner_prints_for_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_guide_says_who_loads_task_code() -> None:
+    # It said "workers and the API load tasks when they start": the API never imports task code (it learns
+    # the tasks from the workers' catalogue), so only the workers need a restart for a new task.
+    sys.path.insert(0, str(REPO / "scripts"))
+    import devsupervise
+
+    lines = devsupervise.guide("http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, [], "m", [9191], 9192)
+    assert lines[-1] == "added a task?   stop and start again: workers import task modules only when they start"
+
+
+def test_the_docs_show_what_the_runner_prints_for_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import devsupervise
 
-    readme = README.read_text()
+    doc = DEVELOPMENT_DOC.read_text()
     for line in devsupervise.guide(
         "http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, [], "worker.tasks.demo", [9191], 9192
     ):
         if line.startswith(("another worker:", "another API:")):
-            assert line.split(":", 1)[1].strip() in readme
-    assert "scripts/dev --reset" in readme
-    assert "redis-cli -p 6380 FLUSHDB" in readme
+            assert line.split(":", 1)[1].strip() in doc
+    assert "scripts/dev --reset" in doc
+    assert "redis-cli -p 6380 FLUSHDB" in doc
 
 
 def test_help_names_the_command_people_type() -> None:
     done = subprocess.run([sys.executable, "scripts/devrun.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0
     assert done.stdout.startswith("usage: scripts/dev ")
+    assert "--tasks MODULES" in done.stdout  # your own tasks instead of the demo ones
+    assert "--metrics-port" in done.stdout  # every port has a flag (the metrics port had only a variable)
+
+
+MY_TASKS = """\
+from worker.context import TaskContext
+from worker.tasks import registry
+
+
+@registry.task()
+async def greet(task: TaskContext, name: str = "world") -> str:
+    return f"hello {name}"
+"""
+
+
+def test_tasks_runs_your_own_task_modules(tmp_path: Path, dev: list[DevRunner]) -> None:
+    (tmp_path / "mytasks.py").write_text(MY_TASKS)
+    runner = DevRunner(tmp_path, "--tasks", "mytasks", PYTHONPATH=str(tmp_path))
+    dev.append(runner)
+    runner.wait_for("Relay is up")
+    task_id = submit_ok(runner.base, {"task": "greet", "kwargs": {"name": "dev"}})
+    assert read_events(runner.base, task_id)[-2]["data"] == "hello dev"
+    line = next(line for line in runner.lines() if line.startswith("another worker:"))
+    assert " RELAY_TASK_MODULES=mytasks " in line
+    offered = httpx.get(f"{runner.base}/openapi.json", timeout=10).json()["x-relay-tasks"]
+    assert sorted(offered) == ["greet"]  # instead of the demo tasks, not beside them
+
+
+def test_a_worker_start_up_mistake_stops_the_runner_in_one_line(tmp_path: Path, dev: list[DevRunner]) -> None:
+    runner = DevRunner(tmp_path, RELAY_TASK_MODULES="worker.tasks.dmeo")
+    dev.append(runner)
+    assert runner.proc.wait(60) == 78  # what the worker exits with: a configuration to fix
+    log = runner.data_dir / str(runner.redis_port) / "logs" / "worker-1.log"
+    said = (
+        "RELAY_TASK_MODULES names 'worker.tasks.dmeo', which cannot be imported: No module named "
+        "'worker.tasks.dmeo' (did you mean 'worker.tasks.demo'?)"
+    )
+    assert log.read_text().splitlines() == [said]  # no traceback, even in the log file
+    assert runner.lines()[-3:] == [
+        "stopped because worker-1 exited with code 78:",
+        f"    {said}",
+        f"(its full output: {log.relative_to(REPO) if log.is_relative_to(REPO) else log})",
+    ]
 
 
 def test_a_child_dying_at_start_up_stops_everything_and_says_why_last(tmp_path: Path, dev: list[DevRunner]) -> None:
@@ -251,7 +311,7 @@ def test_the_redis_password_variable_is_used_to_reach_the_users_redis(
     assert "Authentication required" not in runner.output()
     client = redis.Redis.from_url(url, password=password)
     try:
-        assert client.zscore("relay:queue", task_id) is not None
+        assert kept(client, task_id)
     finally:
         client.close()
 
@@ -280,10 +340,49 @@ def test_busy_ports_are_refused_before_anything_starts(tmp_path: Path, dev: list
         dev.append(runner)
         assert runner.proc.wait(30) == 1
     what, option = ("the API", "--port") if which == "api" else ("the dev Redis", "--redis-port")
-    assert runner.lines() == [
-        f"not starting: port {busy} ({what}) is already in use on 127.0.0.1: is another scripts/dev running? "
-        f"Stop it, or choose another port with {option}"
-    ]
+    [line] = runner.lines()
+    instead = re.escape(f"scripts/dev {option} ") + r"(\d+)$"
+    assert re.match(
+        re.escape(
+            f"not starting: port already in use: 127.0.0.1:{busy} ({what}). Is another scripts/dev running? "
+            "Stop it, or choose free ports, e.g. "
+        )
+        + instead,
+        line,
+    ), line
+
+
+def test_every_busy_port_is_named_in_one_refusal(tmp_path: Path, dev: list[DevRunner]) -> None:
+    # A second scripts/dev met its conflicts one at a time (the API's port, then the metrics port, which had no
+    # flag, then Redis's): now one message names them all and a command line that avoids them.
+    base = free_port_run(4)  # side by side: the ports suggested instead must not take each other's either
+    api, metrics, redis_port = base, base + 1, base + 3
+    held = []
+    for port in (api, metrics + 1, redis_port):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        held.append(sock)
+    try:
+        runner = DevRunner(tmp_path, "--workers", "2", "--metrics-port", str(metrics), port=api, redis_port=redis_port)
+        dev.append(runner)
+        assert runner.proc.wait(30) == 1
+    finally:
+        for sock in held:
+            sock.close()
+    [line] = runner.lines()
+    head = (
+        f"not starting: ports already in use: 127.0.0.1:{api} (the API), 127.0.0.1:{metrics + 1} (worker-2's "
+        f"metrics), 127.0.0.1:{redis_port} (the dev Redis). Is another scripts/dev running? Stop it, or choose "
+        "free ports, e.g. scripts/dev "
+    )
+    assert line.startswith(head), line
+    options = dict(re.findall(r"(--[a-z-]+) (\d+)", line.removeprefix(head)))
+    assert list(options) == ["--port", "--metrics-port", "--redis-port"]
+    port, first_metrics, dev_redis = (int(options[o]) for o in ("--port", "--metrics-port", "--redis-port"))
+    suggested = [port, first_metrics, first_metrics + 1, dev_redis]  # two workers: two metrics ports
+    assert len(set(suggested)) == 4
+    assert not set(suggested) & {api, metrics, metrics + 1, redis_port}
 
 
 def test_a_data_directory_in_use_is_refused(tmp_path: Path, dev: list[DevRunner]) -> None:
@@ -328,10 +427,36 @@ def _reload(runner: DevRunner) -> tuple[ManagedProcess, redis.Redis]:
 GRACE = {"RELAY_WORKER_GRACE_SECONDS": "300"}
 
 
+def test_ctrl_c_waits_seconds_in_dev_not_the_deployed_half_minute(tmp_path: Path, dev: list[DevRunner]) -> None:
+    # Ctrl-C with a task running took ~36 s (10 s API drain + 25 s worker grace): scripts/dev has its own.
+    runner = DevRunner(tmp_path)
+    dev.append(runner)
+    task_id = _start_sleeping_task(runner)
+    assert (
+        "on Ctrl-C:      open streams get 3 s to end, running tasks 5 s, then are re-queued (RELAY_API_DRAIN_SECONDS, "
+        "RELAY_WORKER_GRACE_SECONDS; deployed: 10 s and 25 s)"
+    ) in runner.lines()
+    runner.interrupt()
+    runner.wait_for("waiting for the workers (1 job in progress): they may finish for ")
+    grace_left = re.search(r"they may finish for (\d+) s more", runner.output())
+    assert grace_left is not None
+    assert int(grace_left.group(1)) <= 5
+    assert runner.proc.wait(60) == 0
+    assert "did not stop within" not in runner.output()  # the worker re-queued its job itself, after 5 s
+    proc, client = _reload(runner)
+    try:
+        assert kept(client, task_id)  # re-queued, not lost
+    finally:
+        client.close()
+        proc.stop()
+
+
 def test_second_ctrl_c_stops_promptly_and_loses_no_job(tmp_path: Path, dev: list[DevRunner]) -> None:
     runner = DevRunner(tmp_path, **GRACE)
     dev.append(runner)
     task_id = _start_sleeping_task(runner)
+    stop_line = next(line for line in runner.lines() if line.startswith("on Ctrl-C:"))
+    assert "running tasks 300 s" in stop_line  # a variable you set wins over scripts/dev's 5 s
     _first_then_second_ctrl_c(runner)
     assert "second signal to the workers: they re-queue their running jobs now" in runner.output()
     assert (
@@ -340,7 +465,7 @@ def test_second_ctrl_c_stops_promptly_and_loses_no_job(tmp_path: Path, dev: list
     assert not [pid for pid in runner.child_pids() if _alive(pid)]
     proc, client = _reload(runner)
     try:
-        assert client.zscore("relay:queue", task_id) is not None  # still queued (or re-queued): not lost
+        assert kept(client, task_id)  # still queued (or re-queued): not lost
         assert client.exists(f"arq:job:{task_id}")
     finally:
         client.close()
@@ -371,7 +496,7 @@ def test_a_third_ctrl_c_kills_workers_at_once_and_redis_still_keeps_the_job(
     assert "did not stop within" not in runner.output()  # it did not wait out the 10 s of the second signal
     proc, client = _reload(runner)
     try:
-        assert client.zscore("relay:queue", task_id) is not None
+        assert kept(client, task_id)
     finally:
         client.close()
         proc.stop()
@@ -385,9 +510,8 @@ def test_second_ctrl_c_makes_the_workers_requeue_their_jobs_themselves(tmp_path:
     assert "did not stop within" not in runner.output()  # the worker exited by itself, nobody killed it
     proc, client = _reload(runner)
     try:
-        score = client.zscore("relay:queue", task_id)
-        assert score is not None
-        assert score < 10**15  # waiting, not in the running band: re-queued by its worker, not left to its lease
+        assert client.zscore("relay:queue", task_id) is None  # not in the running band: not left to its lease
+        assert client.zscore(keys.lane("relay:queue", "sleep"), task_id) is not None  # re-queued by its worker
         assert not client.exists(f"arq:in-progress:{task_id}")  # released: the next worker takes it at once
     finally:
         client.close()
@@ -421,8 +545,10 @@ def test_a_busy_metrics_port_is_refused_before_anything_starts(tmp_path: Path, d
         runner = DevRunner(tmp_path, "--workers", "2", RELAY_WORKER_METRICS_PORT=str(first))
         dev.append(runner)
         assert runner.proc.wait(30) == 1
-    assert runner.lines() == [
-        f"not starting: port {first + 1} (worker-2's metrics) is already in use on 127.0.0.1: is another "
-        "scripts/dev running? Stop it, or choose another port with RELAY_WORKER_METRICS_PORT (the first worker's; "
-        "0: no metrics)"
-    ]
+    [line] = runner.lines()
+    assert line.startswith(
+        f"not starting: port already in use: 127.0.0.1:{first + 1} (worker-2's metrics). Is another scripts/dev "
+        "running? Stop it, or choose free ports, e.g. scripts/dev --metrics-port "
+    ), line
+    suggested = int(line.rsplit(" ", 1)[1])
+    assert first + 1 not in (suggested, suggested + 1)  # two workers: two free ports from there

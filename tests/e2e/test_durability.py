@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.redis_servers import start_replica, start_server
 from tests.conftest import StartApi
-from tests.support.redis_servers import start_replica, start_server
 from tests.support.tcp_proxy import StallingProxy
 
 WAIT = {"RELAY_REDIS_WAIT_REPLICAS": "1", "RELAY_REDIS_WAIT_TIMEOUT_MS": "1000"}  # generous: a busy box

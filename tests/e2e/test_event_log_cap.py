@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
 
 EVENTS = 500  # partial results; Redis trims a stream only in whole nodes of 100 entries
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import free_port, start_redis
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
 from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
-from tests.support.processes import free_port, start_redis
 
 FINAL = {"succeeded", "failed", "aborted"}
 

@@ -12,7 +12,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.support.processes import relay_env, start_api
+from bench.harness.processes import start_api
+from tests.support.environment import relay_env
 
 EXAMPLES_PER_OPERATION = 150
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness.client import read_events, submit_ok, types
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi
-from tests.support.client import read_events, submit_ok, types
 from tests.support.heavy import heavy
-from tests.support.processes import wait_until
 
 
 def error_code(response: httpx.Response) -> str:

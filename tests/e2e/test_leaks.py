@@ -10,9 +10,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from bench.harness.client import submit, submit_ok, wait_state
+from bench.harness.processes import REPO, ManagedProcess, wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import submit, submit_ok, wait_state
-from tests.support.processes import REPO, ManagedProcess, wait_until
 
 # Not imported: the faulty app is loaded only by the API process the test starts.
 FAULTY_FACTORY = "tests.support.faulty_app:create_app"

@@ -11,11 +11,11 @@ import signal
 import time
 import uuid
 
+from bench.harness.client import read_events, state, submit_ok, types, wait_state
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, state, submit_ok, types, wait_state
 from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
-from tests.support.processes import wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.harness.client import submit
 from shared.errors import MAX_NAMES_IN_MESSAGE
-from tests.support.client import submit
 from worker.tasks import registry
 
 
@@ -79,11 +79,41 @@ def test_malformed_id_is_an_unknown_task(relay: str, method: str, suffix: str) -
 def test_unknown_task_lists_the_registered_ones(relay: str) -> None:
     names = sorted(spec.name for spec in registry)
     assert {"count", "echo", "fail", "sleep"} <= set(names)
-    response = submit(relay, {"task": "ech"})
+    response = submit(relay, {"task": "qqqqq"})  # near no registered name
     assert response.status_code == 422
     more = f" and {len(names) - MAX_NAMES_IN_MESSAGE} more" if len(names) > MAX_NAMES_IN_MESSAGE else ""
     assert _error(response) == {
         "code": "unknown_task",
-        "message": f"no task is registered as 'ech'; registered: {', '.join(names[:MAX_NAMES_IN_MESSAGE])}{more}",
+        "message": f"no task is registered as 'qqqqq'; registered: {', '.join(names[:MAX_NAMES_IN_MESSAGE])}{more}",
         "details": {"registered": names},
     }
+
+
+def test_unknown_task_suggests_the_nearest_name(relay: str) -> None:
+    response = submit(relay, {"task": "ehco"})
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["message"].startswith("no task is registered as 'ehco' (did you mean 'echo'?); registered: ")
+    assert error["details"]["did_you_mean"] == "echo"
+
+
+def test_invalid_arguments_name_the_first_problem_and_count_the_others(relay: str) -> None:
+    response = submit(relay, {"task": "count", "kwargs": {"n": "3", "interval": "x", "extra": 1}})
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["code"] == "invalid_arguments"
+    assert len(error["details"]) == 3
+    first = error["details"][0]
+    assert error["message"] == (
+        f"the arguments do not fit the task: {'.'.join(first['loc'])}: {first['msg']} (and 2 more problems)"
+    )
+    one = _error(submit(relay, {"task": "count", "kwargs": {"n": "3"}}))
+    assert one["message"] == "the arguments do not fit the task: n: '3' is not of type 'integer'"
+
+
+def test_a_request_off_the_schema_names_its_first_problem(relay: str) -> None:
+    response = submit(relay, {"task": "echo", "delay_seconds": "soon"})
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith("the request does not match the schema: delay_seconds: ")

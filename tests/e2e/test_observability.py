@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from api.schemas import Stats
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import ManagedProcess, free_port, start_worker, wait_until
+from shared import keys
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
+from tests.support.environment import relay_env
 from tests.support.metrics import scrape, value
-from tests.support.processes import ManagedProcess, free_port, relay_env, start_worker, wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 API_KEY = "observability-key-1"
@@ -192,7 +195,7 @@ def test_stats_show_the_queue_and_each_live_worker(spawn_api: StartApi, spawn_wo
     wait_until(lambda: sum(w["running"] for w in workers()) == 1 and len(workers()) == 2, 15, "both, one busy")
     body = httpx.get(f"{base}/stats", headers={"X-API-Key": API_KEY}, timeout=10).json()
     Stats.model_validate(body)  # the shape the OpenAPI document gives
-    assert body["queue"] == {"due": 0, "deferred": 1, "running": 1}
+    assert body["queue"] == {"name": env["RELAY_QUEUE_NAME"], "due": 0, "deferred": 1, "running": 1}
     by_pid = {w["pid"]: w for w in body["workers"]}
     assert set(by_pid) == {first.pid, second.pid}
     assert {w["status"] for w in by_pid.values()} == {"alive"}
@@ -223,14 +226,17 @@ def test_metrics_are_served_while_a_task_blocks_the_workers_event_loop(
     assert wait_state(base, task_id, FINAL)["state"] == "succeeded"
 
 
-def test_a_job_the_worker_cannot_run_counts_as_failed_without_a_duration(
-    spawn_api: StartApi, spawn_worker: StartWorker
+def test_a_job_refused_before_it_starts_counts_as_failed_without_a_duration(
+    spawn_api: StartApi, spawn_worker: StartWorker, redis_url: str
 ) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
-    _, base = spawn_api(**env)  # knows the test tasks
-    _, url = metrics_worker(spawn_worker, RELAY_TASK_MODULES="worker.tasks.demo", **env)  # does not
-    task_id = submit_ok(base, {"task": "flaky"})
-    assert wait_state(base, task_id, FINAL)["error"]["error_type"] == "NotRunnable"
+    _, base = spawn_api(**env)
+    _, url = metrics_worker(spawn_worker, **env)
+    task_id = submit_ok(base, {"task": "flaky", "delay_seconds": 1})
+    client = redis.Redis.from_url(redis_url)
+    client.set(keys.tries(task_id), 5)  # RELAY_MAX_TRIES pickups already used: refused when it falls due
+    client.close()
+    assert wait_state(base, task_id, FINAL)["error"]["error_type"] == "TriesExhausted"
     samples = scrape(url)
     assert value(samples, "relay_worker_task_outcomes_total", task="flaky", outcome="failed") == 1
     assert value(samples, "relay_worker_tasks_started_total", task="flaky") == 0
@@ -250,3 +256,34 @@ def test_a_streamed_request_is_counted_once_its_stream_starts(spawn_api: StartAp
         samples = scrape(f"{base}/metrics")  # the stream is still open
         assert value(samples, "relay_http_requests_total", route="/tasks", method="POST", status="200") == 1
         assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202
+
+
+def test_arqs_health_value_counts_relays_outcomes_and_only_waiting_jobs_as_queued(
+    spawn_api: StartApi, spawn_worker: StartWorker, redis_client: Any
+) -> None:
+    """The value ``arq --check worker.settings`` reads: arq's counters never moved (Relay's engine runs the
+    jobs), and arq counted the running jobs, which stay on the queue under their leases, as queued."""
+    q = queue()
+    _, base = spawn_api(RELAY_QUEUE_NAME=q)
+    spawn_worker(RELAY_QUEUE_NAME=q)
+    ended = [
+        submit_ok(base, {"task": "echo"}),
+        submit_ok(base, {"task": "echo"}),
+        submit_ok(base, {"task": "fail"}),
+        submit_ok(base, {"task": "flaky", "kwargs": {"failures": 1}}),  # one retry, then a success
+    ]
+    assert [wait_state(base, t, FINAL)["state"] for t in ended] == ["succeeded"] * 2 + ["failed", "succeeded"]
+    running = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 60, "steps": 1}})
+    wait_state(base, running, {"running"})
+    submit_ok(base, {"task": "echo", "delay_seconds": 600})  # waiting on the queue
+    key = f"{q}:health-check:{socket.gethostname()}"
+    wanted = "j_complete=3 j_failed=1 j_retried=1 j_ongoing=1 queued=1"
+
+    def recorded() -> bool:  # arq writes it every health_check_interval (10 s)
+        found = redis_client.get(key)
+        return found is not None and found.decode().endswith(wanted)
+
+    try:
+        wait_until(recorded, 30, "the health value")
+    except TimeoutError:
+        raise AssertionError(f"the health value is {redis_client.get(key)!r}, not ending with {wanted!r}") from None

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import textwrap
 import uuid
@@ -14,9 +16,11 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.client import read_events, submit, types
+from bench.harness.processes import BIN, REPO
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, types
-from tests.support.processes import BIN
+
+README = REPO / "README.md"
 
 PACKAGE = '''
 """Acme's tasks: a project that depends on Relay."""
@@ -72,7 +76,7 @@ def test_a_project_runs_its_own_tasks_and_the_api_needs_none_of_their_code(
     assert document["x-relay-tasks"]["acme_resize"]["timeout_seconds"] == 30
     assert document["components"]["schemas"]["TaskSubmission"]["properties"]["task"]["enum"] == ["acme_resize"]
 
-    # The README's promise: the CLI submits it and follows it to its result.
+    # docs/tasks.md's promise: the CLI submits it and follows it to its result.
     env = {**os.environ, "RELAY_URL": base}
     run = subprocess.run(
         [str(BIN / "relay"), "submit", "acme_resize", "--arg", "url=https://x/y.png", "--arg", "width=64", "--follow",
@@ -84,3 +88,27 @@ def test_a_project_runs_its_own_tasks_and_the_api_needs_none_of_their_code(
     assert types(events) == ["started", "progress", "progress", "progress", "result", "end"]
     assert events[-2]["data"] == {"url": "https://x/y.png", "width": 64}
     assert read_events(base, events[0]["task_id"])[-1]["data"] == {"state": "succeeded"}
+
+
+def test_the_readmes_first_task_runs_as_written(tmp_path: Path, spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    """The README's "Your first task": its module as printed, a worker told to run it, and the CLI line that
+    submits it and follows it to its result."""
+    text = README.read_text()
+    section = text[text.index("\n## Your first task\n") : text.index("\n## The Python client\n")]
+    module, commands = re.findall(r"^```(?:python|sh)\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+    package = tmp_path / "myproject"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tasks.py").write_text(module)
+    assert "scripts/dev --tasks myproject.tasks" in commands
+    queue = f"relay:first:{uuid.uuid4().hex[:8]}"
+    spawn_worker(RELAY_QUEUE_NAME=queue, RELAY_TASK_MODULES="myproject.tasks", PYTHONPATH=str(tmp_path))
+    _, base = spawn_api(RELAY_QUEUE_NAME=queue, offers=False)
+    submit_line = next(line for line in commands.splitlines() if "relay submit" in line)
+    argv = shlex.split(submit_line.split("#", 1)[0].replace(".venv/bin/relay", str(BIN / "relay"), 1))
+    env = {**os.environ, "RELAY_URL": base}
+    run = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert types(events) == ["started", "progress", "result", "end"]
+    assert events[-2]["data"] == {"url": "https://example.com/a.png", "width": 64}

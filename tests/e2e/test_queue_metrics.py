@@ -9,9 +9,9 @@ import uuid
 
 import httpx
 
+from bench.harness.client import submit, submit_ok, wait_state
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import submit, submit_ok, wait_state
-from tests.support.processes import wait_until
 
 
 def gauges(base: str) -> dict[str, float]:

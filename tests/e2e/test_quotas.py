@@ -9,9 +9,9 @@ import uuid
 import httpx
 import redis
 
+from bench.harness.client import submit, submit_ok, wait_state
 from shared import keys
 from tests.conftest import StartApi
-from tests.support.client import submit, submit_ok, wait_state
 
 ALICE = {"X-API-Key": "alice-secret-key-1"}
 BOB = {"X-API-Key": "bob-secret-key-2"}
@@ -59,10 +59,10 @@ def test_active_tasks_cap_is_shared_by_api_processes(spawn_api: StartApi, redis_
     assert submit(second, DEFERRED, headers=ALICE).status_code == 202
     assert submit(first, DEFERRED, headers=ALICE).status_code == 429
 
-    # An enqueue that refuses gives its reservation back: the id of Bob's task, with other arguments.
-    bob_task = submit(first, {**DEFERRED, "id": unique("bob")}, headers=BOB).json()["id"]
+    # An enqueue that refuses gives its reservation back: the id of Alice's ended task, with other arguments
+    # (another key's id would not do: each key's ids are its own, see tests/e2e/test_tenants.py).
     assert httpx.delete(f"{first}/tasks/{alice_tasks[1]}", headers=ALICE, timeout=10).status_code == 200
-    conflict = submit(second, {"task": "echo", "kwargs": {"message": "other"}, "id": bob_task}, headers=ALICE)
+    conflict = submit(second, {"task": "echo", "kwargs": {"message": "other"}, "id": alice_tasks[0]}, headers=ALICE)
     assert (conflict.status_code, code(conflict)) == (409, "id_conflict")
     assert submit(second, DEFERRED, headers=ALICE).status_code == 202  # the slot the 409 did not keep
 

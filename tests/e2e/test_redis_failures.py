@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis
 
+from bench.harness.client import submit_ok
+from bench.harness.processes import ManagedProcess, free_port, wait_until
+from bench.harness.redis_servers import Server, start_server
 from tests.conftest import StartApi
-from tests.support.client import submit_ok
-from tests.support.processes import ManagedProcess, free_port, wait_until
-from tests.support.redis_servers import Server, start_server
 
 NDJSON = {"Accept": "application/x-ndjson"}
 

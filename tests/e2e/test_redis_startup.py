@@ -9,10 +9,11 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import BIN, REPO, ManagedProcess, free_port, wait_until
+from bench.harness.redis_servers import start_server
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types, wait_state
-from tests.support.processes import BIN, REPO, ManagedProcess, free_port, relay_env, wait_until
-from tests.support.redis_servers import start_server
+from tests.support.environment import relay_env
 
 ATTEMPT = re.compile(r"Redis at 127\.0\.0\.1:\d+ not usable \(attempt (\d+), next in [\d.]+s\): ConnectionError")
 

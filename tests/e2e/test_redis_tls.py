@@ -12,12 +12,12 @@ import pytest
 from redis.exceptions import ConnectionError
 
 import shared.redis
+from bench.harness.client import read_events, submit_ok, types
+from bench.harness.processes import wait_until
+from bench.harness.redis_servers import Server, TlsFiles, make_tls_files, start_tls_server
 from shared.redis import api_client, probe_client, sync_client, worker_client
 from shared.settings import Settings
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit_ok, types
-from tests.support.processes import wait_until
-from tests.support.redis_servers import Server, TlsFiles, make_tls_files, start_tls_server
 
 
 @pytest.fixture(autouse=True)

@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
+from bench.harness.client import ndjson_lines, read_events, wait_state
+from bench.harness.processes import ManagedProcess, wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import ndjson_lines, read_events, wait_state
 from tests.support.heavy import heavy
-from tests.support.processes import ManagedProcess, wait_until
 
 
 @dataclass

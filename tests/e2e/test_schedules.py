@@ -9,9 +9,9 @@ import uuid
 
 import httpx
 
+from bench.harness.client import read_events, submit, types, wait_state
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, types, wait_state
-from tests.support.processes import wait_until
 
 TICKS = 4
 
@@ -90,3 +90,24 @@ def test_a_point_the_replicas_did_not_confirm_runs_and_the_worker_goes_on(
             "reached 0 of 1 replicas within 100 ms"
         ) in output
     assert "Traceback" not in output
+
+
+def test_schedule_points_belong_to_the_schedule_tenant(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+    queue = f"relay:cron:{uuid.uuid4().hex[:8]}"
+    web, ci, ops = ({"X-API-Key": f"{name}-cron-key"} for name in ("web", "ci", "ops"))
+    keys = "web:web-cron-key,ci:ci-cron-key,ops:ops-cron-key:admin"
+    _, base = spawn_api(RELAY_QUEUE_NAME=queue, RELAY_API_KEYS=keys, offers=False)
+    spawn_worker(RELAY_QUEUE_NAME=queue, RELAY_TASK_MODULES="tests.support.scheduled", RELAY_SCHEDULE_TENANT="web")
+
+    def ticks(headers: dict[str, str]) -> list[str]:
+        page = httpx.get(f"{base}/tasks", params={"task": "tick", "limit": 100}, headers=headers, timeout=10)
+        assert page.status_code == 200, page.text
+        return [str(t["id"]) for t in page.json()["tasks"]]
+
+    wait_until(lambda: len(ticks(web)) >= 2, 30, "two schedule points in web's list")
+    point = ticks(web)[-1]
+    assert point.startswith("cron-tick-")  # web knows them by their own ids
+    assert httpx.get(f"{base}/tasks/{point}", headers=web, timeout=10).json()["tenant"] == "web"
+    assert ticks(ci) == []
+    assert httpx.get(f"{base}/tasks/{point}", headers=ci, timeout=10).status_code == 404
+    assert f"web~{point}" in ticks(ops)

@@ -30,14 +30,14 @@ import httpx
 import pytest
 import redis
 
+from bench.harness.client import read_events, sse_messages, submit_ok, types
+from bench.harness.processes import ManagedProcess, wait_until
+from bench.harness.redis_servers import Server, sentinels_agree, start_replica, start_sentinels, start_server
 from shared.redis import api_client, close, sync_client, worker_client
 from shared.settings import Settings
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, sse_messages, submit_ok, types
 from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
-from tests.support.processes import ManagedProcess, wait_until
-from tests.support.redis_servers import Server, sentinels_agree, start_replica, start_sentinels, start_server
 from tests.support.tcp_proxy import StallingProxy
 
 MASTER = "relay"

@@ -1,4 +1,4 @@
-"""README's "Trying it locally without Azure", as typed: the local endpoint on a port of its own choosing
+"""docs/servicebus.md's "Trying it locally without Azure", as typed: the local endpoint on a port of its own choosing
 (not 5672, where a local AMQP broker such as RabbitMQ listens), a worker with the bridge, and
 scripts/servicebus_send.py sending a task and printing its reply."""
 
@@ -10,18 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.harness.client import wait_state
+from bench.harness.processes import REPO, ManagedProcess, wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import wait_state
-from tests.support.processes import REPO, ManagedProcess, wait_until
 
-README = REPO / "README.md"
+SERVICEBUS_DOC = REPO / "docs" / "servicebus.md"
 
 
 def test_local_endpoint_and_send_script(tmp_path: Path, spawn_worker: StartWorker, spawn_api: StartApi) -> None:
-    readme = README.read_text()
-    assert ".venv/bin/python -m tests.support.servicebus\n" in readme  # as the README says: no --port
-    assert "scripts/servicebus_send.py \\\n    tasks" in readme
-    argv = [sys.executable, "-m", "tests.support.servicebus"]  # no --port: it picks a free one
+    doc = SERVICEBUS_DOC.read_text()
+    assert ".venv/bin/python -m bench.harness.servicebus\n" in doc  # as the doc says: no --port
+    assert "scripts/servicebus_send.py \\\n    tasks" in doc
+    argv = [sys.executable, "-m", "bench.harness.servicebus"]  # no --port: it picks a free one
     bus = ManagedProcess("servicebus", argv, dict(os.environ), tmp_path)
     try:
         wait_until(lambda: "READY " in bus.output(), 30, "the endpoint's READY line")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.client import ndjson_lines, read_events, state, submit, submit_ok, types, wait_state
+from bench.harness.processes import ManagedProcess, wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import ndjson_lines, read_events, state, submit, submit_ok, types, wait_state
-from tests.support.processes import ManagedProcess, wait_until
 
 
 def queue() -> str:

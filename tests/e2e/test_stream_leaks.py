@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from bench.harness.client import submit_ok, wait_state
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import submit_ok, wait_state
 from tests.support.heap import HEAP_FACTORY, Heap, settled
 from tests.support.heavy import heavy
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Browser, Page
 
+from bench.harness.client import submit_ok, wait_state
 from tests.conftest import StartApi, StartWorker
 from tests.support.chromium import chromium
-from tests.support.client import submit_ok, wait_state
 from tests.support.heap import HEAP_FACTORY, Heap, settled
 from tests.support.heavy import heavy
 

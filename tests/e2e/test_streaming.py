@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.client import (
+from bench.harness.client import (
     ndjson_lines,
     read_events,
     sse_messages,
@@ -55,7 +55,9 @@ def test_failure_is_reported(relay: str) -> None:
     task_id = submit_ok(relay, {"task": "fail", "kwargs": {"message": "on purpose"}})
     events = read_events(relay, task_id)
     assert types(events) == ["started", "error", "end"]
-    assert events[1]["data"] == {"error_type": "DemoFailure", "message": "on purpose"}
+    error = events[1]["data"]
+    assert (error["error_type"], error["message"]) == ("DemoFailure", "on purpose")
+    assert "raise DemoFailure(message)" in error["traceback"]  # the task's own line
     assert events[2]["data"] == {"state": "failed"}
     final = state(relay, task_id)
     assert final["state"] == "failed"

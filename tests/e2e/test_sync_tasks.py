@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness.client import read_events, state, submit_ok, types, wait_state
+from bench.harness.processes import wait_until
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, state, submit_ok, types, wait_state
-from tests.support.processes import wait_until
 
 FINAL = {"succeeded", "failed", "aborted"}
 

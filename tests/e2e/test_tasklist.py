@@ -12,6 +12,7 @@ import pytest
 import redis
 from arq.connections import ArqRedis
 
+from bench.harness.processes import wait_until
 from shared import keys
 from shared.enqueue import Enqueuer, prepare
 from shared.scripts import Scripts
@@ -19,7 +20,6 @@ from shared.settings import Settings
 from shared.tasks import TaskSubmission
 from shared.transitions import Transitions
 from tests.conftest import StartApi, StartWorker
-from tests.support.processes import wait_until
 from worker.tasks import load
 
 TASKS = 10_000

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import redis
 
+from bench.harness.client import read_events, state, submit, submit_ok, types, wait_state
+from bench.harness.processes import wait_until
 from shared import keys
 from tests.conftest import StartApi
-from tests.support.client import read_events, state, submit, submit_ok, types, wait_state
-from tests.support.processes import wait_until
 
 
 def unique(prefix: str) -> str:
@@ -127,7 +127,7 @@ def test_rejected_submissions_enqueue_nothing(relay: str, redis_client: redis.Re
     task_id = unique("rejected")
     response = submit(relay, {"task": "echo", "kwargs": {"nope": 1}, "id": task_id})
     assert response.status_code == 422
-    assert redis_client.zscore("relay:queue", task_id) is None
+    assert redis_client.zscore(keys.lane("relay:queue", "echo"), task_id) is None
     assert httpx.get(f"{relay}/tasks/{task_id}", timeout=10).status_code == 404
 
 

@@ -2,7 +2,7 @@
 the worker's span of each try, and every event of the run carries that trace's id.
 
 In-process with the OpenTelemetry SDK's in-memory exporter (the real Sanic app and arq's real Worker in this
-process), then across real processes exporting over OTLP/HTTP as the README sets it up, then with
+process), then across real processes exporting over OTLP/HTTP as docs/operations.md (Tracing) sets it up, then with
 OpenTelemetry absent (Relay still carries the caller's context through)."""
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from sanic import Sanic
 
 import worker.settings
 from api.app import create_app
+from bench.harness.client import read_events, submit, types, wait_state
+from bench.harness.processes import free_port, start_worker, wait_until
 from shared.settings import get_settings
 from tests.conftest import StartApi, StartWorker
-from tests.support.client import read_events, submit, types, wait_state
+from tests.support.environment import offer_test_tasks, relay_env
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
-from tests.support.processes import free_port, offer_test_tasks, relay_env, start_worker, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -144,7 +145,7 @@ def collector() -> Iterator[OtlpReceiver]:
 
 
 def exporting(collector: OtlpReceiver) -> dict[str, str]:
-    """What the README tells an operator to set, plus a short batch delay so the test need not wait 5 s."""
+    """What docs/operations.md tells an operator to set, plus a short batch delay so the test need not wait 5 s."""
     return {
         "RELAY_TRACE_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from azure.servicebus.aio import ServiceBusClient
 
+from bench.harness.servicebus import LocalServiceBus
 from tests.servicebus_endpoint.helpers import LOCK_SECONDS, MAX_DELIVERIES
-from tests.support.servicebus import LocalServiceBus
 
 
 @pytest.fixture

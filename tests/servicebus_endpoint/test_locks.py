@@ -9,8 +9,8 @@ import pytest
 from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient
 from azure.servicebus.exceptions import MessageLockLostError
 
+from bench.harness.servicebus import LocalServiceBus
 from tests.servicebus_endpoint.helpers import eventually, receive
-from tests.support.servicebus import LocalServiceBus
 
 
 def seconds_until(moment: datetime.datetime) -> float:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from azure.servicebus.aio import ServiceBusClient
 
+from bench.harness.processes import ManagedProcess
 from tests.servicebus_endpoint.helpers import eventually, receive
-from tests.support.processes import ManagedProcess
 
 # Sends one message, takes it under a peek-lock, reports the lock and then hangs, holding it.
 HOLDING_CLIENT = """
@@ -39,7 +39,7 @@ def ready_connection_string(process: ManagedProcess) -> str | None:
 
 
 async def test_a_killed_client_loses_its_lock_and_the_message_is_redelivered(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "tests.support.servicebus", "--port", "0", "--lock-duration", "1"]
+    argv = [sys.executable, "-m", "bench.harness.servicebus", "--port", "0", "--lock-duration", "1"]
     bus = ManagedProcess("servicebus", argv, dict(os.environ), tmp_path)
     holder: ManagedProcess | None = None
     try:

@@ -9,8 +9,8 @@ import uuid
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
+from bench.harness.servicebus import LocalServiceBus
 from tests.servicebus_endpoint.helpers import LOCK_SECONDS, body_of, opened, receive
-from tests.support.servicebus import LocalServiceBus
 
 
 async def test_single_message_keeps_its_properties_and_gets_broker_annotations(

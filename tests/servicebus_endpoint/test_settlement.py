@@ -7,8 +7,8 @@ from azure.servicebus import ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 from azure.servicebus.exceptions import MessageLockLostError
 
+from bench.harness.servicebus import LocalServiceBus
 from tests.servicebus_endpoint.helpers import MAX_DELIVERIES, body_of, eventually, opened, receive
-from tests.support.servicebus import LocalServiceBus
 
 
 async def test_abandon_redelivers_with_delivery_count_plus_one(bus: LocalServiceBus, client: ServiceBusClient) -> None:

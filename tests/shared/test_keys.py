@@ -15,6 +15,7 @@ from shared.tasks import TASK_ID_REGEX, is_task_id
 PER_TASK = {
     "events": keys.events_stream,
     "seq": keys.event_seq,
+    "event_bytes": keys.event_bytes,
     "reply": keys.reply_request,
     "job": keys.job,
     "result": keys.result,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +15,12 @@ import uvloop
 from redis.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError
 
 import shared.redis as shared_redis
+from bench.harness.processes import free_port, wait_until
+from bench.harness.redis_servers import Server, start_server
 from shared.redis import api_client, check_writable, describe, probe_client, sync_client, worker_client
 from shared.redis_errors import classify
 from shared.redis_pools import PoolExhausted
 from shared.settings import Settings
-from tests.support.processes import free_port, wait_until
-from tests.support.redis_servers import Server, start_server
 
 
 @pytest.fixture
@@ -225,3 +226,20 @@ async def test_patience_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(client.ping(), 30)
     await client.aclose()
+
+
+async def test_a_stop_deadline_ends_retries_in_flight(server: Server) -> None:
+    """``stop_retrying_at`` reaches a command already retrying (redis-py copies the retry per connection): a
+    stopping worker gives an unreachable Redis until its deadline, not the whole budget per command."""
+    client = worker_client(settings_for(server.url, redis_timeout_seconds=0.2))
+    try:
+        await client.ping()  # a connection exists, so its copy of the retry is the one that must see the deadline
+        server.proc.stop()
+        ping = asyncio.create_task(client.ping())
+        await asyncio.sleep(0.3)  # it is retrying now
+        assert not ping.done()
+        shared_redis.stop_retrying_at(client, time.monotonic())
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(ping, 5)  # it was due to retry for RETRY_BUDGET_SECONDS (30 s)
+    finally:
+        await client.aclose()

@@ -1,4 +1,4 @@
-"""What a task may return (or publish as a partial): the exact conversions README's Tasks section lists."""
+"""What a task may return (or publish as a partial): the exact conversions docs/tasks.md lists."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Model(BaseModel):
     x: int
 
 
-# Keep in step with the list in README.md, "Tasks".
+# Keep in step with the list in docs/tasks.md, "What a task may return".
 CONVERSIONS: list[tuple[Any, Any]] = [
     (dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC), "2024-05-01T12:30:00Z"),
     (dt.datetime(2024, 5, 1, 12, 30), "2024-05-01T12:30:00"),  # naive stays naive

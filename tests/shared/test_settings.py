@@ -1,4 +1,4 @@
-"""Settings: read from RELAY_* variables, and the README's table lists exactly those."""
+"""Settings: read from RELAY_* variables, and the table of docs/operations.md lists exactly those."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 from shared.settings import CONFIG_ERROR_EXIT_CODE, ConfigError, Settings, environment_warnings, load_settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SETTINGS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
-def test_readme_documents_every_setting() -> None:
-    documented = set(re.findall(r"^\| `(RELAY_[A-Z_]+)` \|", README.read_text(), flags=re.MULTILINE))
+def test_the_docs_document_every_setting() -> None:
+    documented = set(re.findall(r"^\| `(RELAY_[A-Z_]+)` \|", SETTINGS_DOC.read_text(), flags=re.MULTILINE))
     assert documented == {f"RELAY_{name.upper()}" for name in Settings.model_fields}
 
 
@@ -124,3 +124,26 @@ def test_an_unknown_relay_variable_is_named_with_the_closest_setting() -> None:
         "RELAY_MAX_QUEUE_DEPT is not a Relay setting; it is ignored (did you mean RELAY_MAX_QUEUE_DEPTH?)",
         "RELAY_NOTHING_LIKE_IT is not a Relay setting; it is ignored",
     ]
+
+
+def test_output_limits_are_checked_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #27's limits: each bad value names its variable, and a task's log must hold its largest event."""
+    monkeypatch.setenv("RELAY_MAX_RESULT_BYTES", "100")
+    monkeypatch.setenv("RELAY_ERROR_TRACEBACKS", "perhaps")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.problems == [
+        "RELAY_ERROR_TRACEBACKS='perhaps' is invalid: expected true or false (1/0, yes/no)",
+        "RELAY_MAX_RESULT_BYTES='100' is invalid: expected an integer >= 1024",
+    ]
+    monkeypatch.delenv("RELAY_MAX_RESULT_BYTES")
+    monkeypatch.delenv("RELAY_ERROR_TRACEBACKS")
+    monkeypatch.setenv("RELAY_MAX_EVENT_BYTES", "2000000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "RELAY_MAX_EVENT_BYTES and RELAY_EVENT_LOG_MAX_BYTES are invalid together: RELAY_MAX_EVENT_BYTES (2000000) "
+        "must not exceed RELAY_EVENT_LOG_MAX_BYTES (1048576): a task's log must hold its largest event"
+    )
+    monkeypatch.delenv("RELAY_MAX_EVENT_BYTES")
+    assert Settings().max_event_bytes == 65_536  # the defaults fit together

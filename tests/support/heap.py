@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness.processes import wait_until
 from tests.support.heap_app import HEAP_PATH
-from tests.support.processes import wait_until
 
 HEAP_FACTORY = "tests.support.heap_app:create_app"
 

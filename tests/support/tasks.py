@@ -4,6 +4,7 @@ one way a real task can, so tests can watch Relay cope."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ from pydantic import Field
 
 from shared.retry import RetryPolicy
 from worker.context import TaskContext
+from worker.outputs import EventTooLarge, OutputTooLarge
 from worker.tasks import registry
 
 
@@ -72,6 +74,12 @@ async def asks_retry(task: TaskContext, times: int = 1) -> dict[str, int]:
     if task.try_number <= times:
         raise Retry(defer=0.1)
     return {"try": task.try_number}
+
+
+@registry.task(retry=QUICK_RETRIES)
+async def asks_retry_always(task: TaskContext) -> None:
+    """Raise arq's ``Retry`` on every try, under the same policy as ``flaky``."""
+    raise Retry(defer=0.1)
 
 
 @registry.task()
@@ -153,6 +161,12 @@ async def kills_worker(task: TaskContext) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@registry.task(retry=QUICK_RETRIES)
+async def kills_worker_retried(task: TaskContext) -> None:
+    """``kills_worker`` under the same policy as ``flaky``."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @registry.task()
 async def hangs_first_try(task: TaskContext, steps: int = 1) -> dict[str, int]:
     """Hang on its first try (until its worker is killed), then report ``steps`` progress events and succeed:
@@ -204,3 +218,76 @@ def traced_sync(task: TaskContext) -> str:
 
     with trace.get_tracer("tests").start_as_current_span("inside a plain task") as span:
         return format(span.get_span_context().trace_id, "032x")
+
+
+# Tasks that put too much into Redis (RELAY_MAX_RESULT_BYTES, RELAY_MAX_EVENT_BYTES): their policy retries
+# the refusal once, so a test sees the retry and then the final failure.
+OVERSIZE_RETRIED = RetryPolicy(max_retries=1, backoff_seconds=0.1, backoff_max_seconds=0.1, retry_on=(OutputTooLarge,))
+
+
+@registry.task(retry=OVERSIZE_RETRIED)
+async def big_result(task: TaskContext, size_bytes: int) -> str:
+    """Return a string of ``size_bytes`` characters."""
+    return "x" * size_bytes
+
+
+@registry.task(retry=OVERSIZE_RETRIED)
+async def big_partials(task: TaskContext, size_bytes: int, count: int = 1) -> str:
+    """Emit ``count`` partials of ``size_bytes`` characters each, then return."""
+    for _ in range(count):
+        await task.partial("x" * size_bytes)
+    return "done"
+
+
+@registry.task(retry=OVERSIZE_RETRIED)
+async def big_progress(task: TaskContext, size_bytes: int) -> str:
+    """Report progress with a message of ``size_bytes`` characters."""
+    await task.progress(1, 1, "x" * size_bytes)
+    return "done"
+
+
+@registry.task(retry=OVERSIZE_RETRIED)
+def big_sync(task: TaskContext, what: str, size_bytes: int) -> str:
+    """A plain ``def`` task that returns, or emits as a partial, ``size_bytes`` characters."""
+    if what == "partial":
+        task.partial("x" * size_bytes)
+    return "x" * size_bytes if what == "result" else "done"
+
+
+@registry.task()
+async def swallows_big_event(task: TaskContext, size_bytes: int) -> str:
+    """Catch the refusal of an oversized partial and carry on as if nothing happened."""
+    with contextlib.suppress(EventTooLarge):
+        await task.partial("x" * size_bytes)
+    return "carried on"
+
+
+# Tasks that raise from their own code, for the tracebacks of failed tasks (issue #24).
+def _divide(x: int) -> float:
+    return 1 / x
+
+
+@registry.task()
+async def explode(task: TaskContext, x: int = 0) -> float:
+    """Divide by ``x`` in a helper: with 0, a ZeroDivisionError two frames deep in the task's own code."""
+    return _divide(x)
+
+
+@registry.task()
+def explode_sync(task: TaskContext, x: int = 0) -> float:
+    """The same in a plain ``def`` task (it runs in a worker thread)."""
+    return _divide(x)
+
+
+@registry.task(
+    retry=RetryPolicy(max_retries=1, backoff_seconds=0.1, backoff_max_seconds=0.1, retry_on=(ZeroDivisionError,))
+)
+async def explode_retried(task: TaskContext, x: int = 0) -> float:
+    """The same, retried once by its policy."""
+    return _divide(x)
+
+
+@registry.task()
+async def explodes_at_length(task: TaskContext, size: int) -> None:
+    """Raise with a message of ``size`` characters: a traceback that long must be cut."""
+    raise RuntimeError("x" * size)

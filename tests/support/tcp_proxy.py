@@ -14,7 +14,7 @@ import contextlib
 import socket
 import threading
 
-from tests.support.processes import free_port
+from bench.harness.processes import free_port
 
 # What a replica sends (RESP bulk strings, exactly as Redis writes them); nothing a client sends matches.
 _REPLICATION_COMMANDS = (b"$8\r\nREPLCONF\r\n", b"$5\r\nPSYNC\r\n", b"$4\r\nSYNC\r\n")

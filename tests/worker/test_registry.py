@@ -8,7 +8,8 @@ import pytest
 from pydantic import Field
 
 from worker.context import TaskContext
-from worker.registry import InvalidArguments, TaskRegistry, UnknownTask
+from worker.registry import InvalidArguments, TaskDefinitionError, TaskRegistry, UnknownTask
+from worker.schedule import Schedule
 
 
 def make_registry() -> TaskRegistry:
@@ -59,16 +60,24 @@ def test_registration_rules() -> None:
 
     async def var_args(task: TaskContext, *args: int) -> None: ...
 
-    with pytest.raises(TypeError, match="TaskContext"):
+    # Each refusal starts with where the task is defined: a worker says it in one line, with no traceback.
+    with pytest.raises(TaskDefinitionError, match=r"test_registry.py:\d+: task 'no_context': .*TaskContext"):
         registry.task()(no_context)
-    with pytest.raises(TypeError, match=r"\*args"):
+    with pytest.raises(TaskDefinitionError, match=r"\*args"):
         registry.task()(var_args)
 
     async def fine(task: TaskContext) -> None: ...
 
     registry.task("fine")(fine)
-    with pytest.raises(ValueError, match="twice"):
+    with pytest.raises(TaskDefinitionError, match="twice"):
         registry.task("fine")(fine)
+
+
+def test_a_schedule_whose_kwargs_do_not_fit_is_refused_where_the_task_is_defined() -> None:
+    async def report(task: TaskContext, day: int) -> None: ...
+
+    with pytest.raises(TaskDefinitionError, match=r"test_registry.py:\d+: task 'report': a schedule's kwargs do not "):
+        TaskRegistry().task(schedules=[Schedule(hour=3, kwargs={"day": "monday"})])(report)
 
 
 def test_unknown_task_message_is_capped_but_details_list_every_name() -> None:

@@ -9,6 +9,7 @@ accepted the reply; a failed send is retried with backoff until it succeeds, and
 leaves the entry to another after ``HOLD_SECONDS``. Delivery is at-least-once while the task's records live
 (``RELAY_RESULT_TTL_SECONDS``); a reply still unsent when they expire is dropped with a warning. The reply carries
 ``correlation_id`` = the original message id and ``session_id`` = the request's ``reply_to_session_id``.
+A reply obeys ``RELAY_MAX_RESULT_BYTES`` like the result it carries (``reply_body``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import keys, tenancy
 from shared.scripts import Scripts
 from shared.serialization import dumps, loads
 from shared.status import is_final, task_view
 from shared.waiting import wait_set
+from worker.engine.outcomes import error_payload
+from worker.outputs import ResultTooLarge, check_result
 
 logger = logging.getLogger("relay.bridge")
 
@@ -40,8 +43,9 @@ POLL_SECONDS = 10.0  # the outbox is also checked this often, in case a notice w
 class ReplySender:
     """Sends due replies from the outbox (one per bridge worker)."""
 
-    def __init__(self, pool: ArqRedis, client: ServiceBusClient, queue_name: str) -> None:
+    def __init__(self, pool: ArqRedis, client: ServiceBusClient, queue_name: str, max_result_bytes: int) -> None:
         self._pool = pool
+        self._max_result_bytes = max_result_bytes
         self._client = client
         self._queue_name = queue_name
         self._outbox = keys.reply_outbox(queue_name)
@@ -95,12 +99,8 @@ class ReplySender:
 
     async def _send(self, task_id: str, request: dict[str, Any], view: dict[str, Any]) -> None:
         state = view["state"]
-        outcome = {"task_id": task_id, "state": state}
-        outcome["result" if state == "succeeded" else "error"] = (
-            view["result"] if state == "succeeded" else view["error"]
-        )
         reply = ServiceBusMessage(
-            dumps(outcome),
+            reply_body(tenancy.client_id(task_id), view, self._max_result_bytes),  # the id the sender chose
             correlation_id=request.get("message_id"),
             session_id=request.get("session_id"),
             content_type="application/json",
@@ -108,3 +108,24 @@ class ReplySender:
         )
         async with self._client.get_queue_sender(request["reply_to"]) as sender:
             await sender.send_messages(reply)
+
+
+def reply_body(task_id: str, view: dict[str, Any], max_result_bytes: int) -> bytes:
+    """The reply to a task's request: its final state and its result or error. A result over
+    ``max_result_bytes`` (stored by a worker with a higher limit, or from before the limit) is not sent: the
+    reply says ``ResultTooLarge`` instead, and the result stays readable with ``GET /tasks/{id}``."""
+    state = view["state"]
+    outcome: dict[str, Any] = {"task_id": task_id, "state": state}
+    if state != "succeeded":
+        outcome["error"] = view["error"]
+        return dumps(outcome)
+    encoded = dumps(view["result"])
+    try:
+        check_result(encoded, max_result_bytes)
+    except ResultTooLarge as exc:
+        logger.warning("reply for task %s sent without its result: %s", task_id, exc)
+        outcome["result"] = None
+        outcome["error"] = error_payload(exc, f"{exc} The result is kept: GET /tasks/{task_id} returns it.")
+        return dumps(outcome)
+    outcome["result"] = view["result"]
+    return dumps(outcome)

@@ -66,7 +66,7 @@ class ServiceBusBridge:
         self._pool = pool
         self._registry = registry
         self.client = client
-        self.replies = ReplySender(pool, client, settings.queue_name)
+        self.replies = ReplySender(pool, client, settings.queue_name, settings.max_result_bytes)
         self._enqueuer = Enqueuer(pool, settings)
         self._entity = settings.servicebus_queue or f"{settings.servicebus_topic}/{settings.servicebus_subscription}"
         self._stopping = asyncio.Event()
@@ -188,7 +188,9 @@ class ServiceBusBridge:
             try:
                 check_args_size(submission, self._settings.max_args_bytes)  # before anything is written
                 spec = self._registry.get(submission.task)
-                prepared = prepare(spec, self._settings, submission, reply_request(message))
+                prepared = prepare(
+                    spec, self._settings, submission, reply_request(message), self._settings.bridge_tenant or None
+                )
                 prepared = tracing.with_carrier(prepared, trace_context(message))
                 await self._enqueuer.enqueue(prepared)
             except (UnknownTask, InvalidArguments, InvalidOptions, IdConflict, ArgsTooLarge) as exc:

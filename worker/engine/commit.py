@@ -67,14 +67,15 @@ def final_op(
     return Op(OpKind.FINAL, task_id, token, seq, bodies, [record, int(reply), int(aborted)])
 
 
-def requeue_op(task_id: str, token: str, seq: int, bodies: list[bytes], score: int, give_back_try: bool) -> Op:
-    """Back on the queue, due at ``score``; a shutdown gives its try back, a lost worker's try counts."""
-    return Op(OpKind.REQUEUE, task_id, token, seq, bodies, [score, int(give_back_try)])
+def requeue_op(task_id: str, token: str, seq: int, bodies: list[bytes], delay_ms: int, give_back_try: bool) -> Op:
+    """Back on the queue, due ``delay_ms`` from now (Redis's clock); a shutdown gives its try back, a lost
+    worker's try counts."""
+    return Op(OpKind.REQUEUE, task_id, token, seq, bodies, [delay_ms, int(give_back_try)])
 
 
-def retry_op(task_id: str, token: str, seq: int, bodies: list[bytes], score: int, record: bytes) -> Op:
-    """Wait for the next try at ``score``, with the job record rewritten to say so."""
-    return Op(OpKind.RETRY_LATER, task_id, token, seq, bodies, [score, record])
+def retry_op(task_id: str, token: str, seq: int, bodies: list[bytes], delay_ms: int, record: bytes) -> Op:
+    """Wait ``delay_ms`` (Redis's clock) for the next try, with the job record rewritten to say so."""
+    return Op(OpKind.RETRY_LATER, task_id, token, seq, bodies, [delay_ms, record])
 
 
 def events_op(task_id: str, token: str, seq: int, bodies: list[bytes]) -> Op:
@@ -112,7 +113,8 @@ class Committer:
         import time
 
         settings = self._settings
-        args: list[Any] = [int(time.time() * 1000), settings.event_log_max_len, settings.result_ttl_seconds * 1000]
+        args: list[Any] = [int(time.time() * 1000), settings.event_log_max_len, settings.event_log_max_bytes]
+        args.append(settings.result_ttl_seconds * 1000)
         args.append(self._channel)
         for op in ops:
             args += op.args()

@@ -1,9 +1,14 @@
 """The engine of one worker process: what arq's poll loop calls instead of its own pickup.
 
-Each poll iteration claims up to the free slots' worth of due jobs in one script call (``claim.lua``), which also
-takes over jobs whose lease lapsed and says when the next job falls due and the next lease lapses. Between
-iterations the worker sleeps until exactly then, or until a wake-up notice (a new job, a retry, an abort), or
-at most ``RELAY_POLL_DELAY_SECONDS``: an idle worker costs Redis about one command per second.
+Each poll iteration claims up to the free slots' worth of due jobs of the tasks this worker runs, in one script
+call (``claim.lua``; the queue's layout is in ``shared/keys.py``), which also takes over jobs whose lease lapsed
+and says when the next job falls due and the next lease lapses. Between iterations the worker sleeps until
+exactly then, or until a wake-up notice (a new job, a retry, an abort), or at most ``RELAY_POLL_DELAY_SECONDS``:
+an idle worker costs Redis about one command per second.
+
+Clocks: every time that decides who owns a job is Redis's, read inside the scripts. The worker's own clock only
+times its sleeps: it keeps the offset between Redis's clock and its own (from each claim's answer) to turn due
+times it hears of into delays, so a worker whose clock is off wakes on time and never takes a healthy job.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from redis.exceptions import RedisError
 from shared import catalogue, keys, tracing
 from shared.enqueue import Enqueuer
 from shared.jobs import JobRecord
+from shared.redis import stop_retrying_at
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskState
 from shared.waiting import wait_set
-from worker.engine import outcomes
+from worker.engine import outcomes, tries
 from worker.engine.commit import Committer, Op, OpResult
 from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
@@ -48,6 +54,9 @@ MAINTENANCE_SECONDS = 60.0
 SWEEP_LIMIT = 50
 INDEX_SCAN = 500  # index entries one maintenance call examines (a short Lua call)
 INDEX_PRUNE_SECONDS = 0.5  # most time one pass spends pruning the index, in calls of INDEX_SCAN entries
+# How long a stopping worker keeps trying an unreachable Redis: for its last writes (health key, presence)
+# at once if it holds no job, else for handing its jobs back after the grace period.
+STOP_REDIS_SECONDS = 2.0
 
 
 class Engine:
@@ -65,10 +74,14 @@ class Engine:
         self.leases = LeaseKeeper(settings, self.token, self)
         self.runs: dict[str, JobRun] = {}
         self.shutting_down = False
+        self.stop_by: float | None = None  # time.monotonic() after which a stopping worker stops trying Redis
         self._claiming = True  # False once arq stops picking jobs: due jobs and lapsed leases wait for others
         self.wake = asyncio.Event()
-        self._next_due_ms: float | None = None
+        self._next_due_ms: float | None = None  # both on Redis's clock (see redis_now_ms)
         self._next_lease_ms: float | None = None
+        self._clock_offset_ms = 0.0  # Redis's clock minus this process's, as of the last claim
+        self._clock_synced = float("-inf")  # time.monotonic() of that
+        self._claim_requests = 0
         self._abort_notices: set[str] = set()
         self._job_notice = False
         self._last_abort_check = 0.0
@@ -105,16 +118,29 @@ class Engine:
             else:
                 await asyncio.sleep(0)  # always let the loop run: signals, cancellations, other tasks
 
+    def redis_now_ms(self) -> float:
+        """Redis's clock as this worker estimates it (for sleeps and presence, never for ownership)."""
+        return time.time() * 1000 + self._clock_offset_ms
+
+    async def sync_clock(self, older_than_seconds: float = 0.0) -> None:
+        """Read Redis's clock (``TIME``) unless a claim did within ``older_than_seconds``: an idle worker's claims
+        do not read it (one command fewer per poll), so its presence refreshes ask now and then."""
+        if time.monotonic() - self._clock_synced < older_than_seconds:
+            return
+        seconds, micros = await self.pool.time()
+        self._clock_offset_ms = seconds * 1000 + micros / 1000 - time.time() * 1000
+        self._clock_synced = time.monotonic()
+
     def _sleep_seconds(self, step: float) -> float:
-        now_ms = time.time() * 1000
+        now_ms = self.redis_now_ms()
         wake_at = now_ms + step * 1000
         free = self._claiming and len(self.runs) < self.settings.worker_concurrency
         if self._next_due_ms is not None and free:
             wake_at = min(wake_at, self._next_due_ms)
         if self._next_lease_ms is not None and self._claiming:
             wake_at = min(wake_at, self._next_lease_ms + 1)
-        if self.scheduler.next_ms is not None:
-            wake_at = min(wake_at, self.scheduler.next_ms)
+        if self.scheduler.next_ms is not None:  # on this process's clock: schedules are wall-clock times here
+            wake_at = min(wake_at, self.scheduler.next_ms + self._clock_offset_ms)
         if self.runs and self._abort_notices:
             return 0.0
         return max(0.0, (wake_at - now_ms) / 1000)
@@ -151,14 +177,21 @@ class Engine:
 
     async def _claim(self, worker: Worker) -> None:
         free = max(0, worker.max_jobs - len(self.runs))
-        now_ms = int(time.time() * 1000)
-        hinted, self._job_notice = self._job_notice, False
-        args: list[str | int] = [now_ms, free, self.lease_ms, self.token, SWEEP_LIMIT, int(hinted)]
-        claimed, swept, next_due, next_lease = await self.scripts.claim(
-            keys=[self.settings.queue_name, keys.ABORT_SET], args=args
+        self._job_notice = False
+        # A request id of its own: redis-py sends the same call again after a timeout or a dropped connection,
+        # and the script then returns the jobs its first run claimed instead of claiming more.
+        self._claim_requests += 1
+        request = f"{self._claim_requests}"
+        args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, *self.registry.names()]
+        claimed, swept, next_due, next_lease, redis_now = await self.scripts.claim(
+            keys=[self.settings.queue_name, keys.ABORT_SET, keys.claim_request(self.token)], args=args
         )
-        self._next_due_ms = float(next_due) if next_due is not None else None
-        self._next_lease_ms = float(next_lease) if next_lease is not None else None
+        if redis_now is not None:  # None: nothing queued or running (the script did not read the clock)
+            self._clock_offset_ms = int(redis_now) - time.time() * 1000
+            self._clock_synced = time.monotonic()
+        now_ms = self.redis_now_ms()
+        self._next_due_ms = now_ms + float(next_due) if next_due is not None else None
+        self._next_lease_ms = now_ms + float(next_lease) if next_lease is not None else None
         for item in claimed:
             self._start(worker, _claimed(item))
         for item in swept:
@@ -197,12 +230,9 @@ class Engine:
             message = f"no task {record.function!r} is registered on this worker"
             return outcomes.failed(outcomes.NotRunnable(message))
         spec = self.registry.get(record.function)
-        allowed = spec.retry.max_retries
-        if record.max_retries is not None:
-            allowed = min(allowed, record.max_retries)  # a submit may lower the retries, never raise them
-        cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
-        if claimed.try_number - record.tries_base > cap:
-            return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {cap} times, its maximum"))
+        count = tries.count(record, claimed.try_number, spec.retry.max_retries, self.settings.max_pickups)
+        if count.beyond:
+            return outcomes.failed(outcomes.TriesExhausted(f"the task was picked up {count.cap} times, its maximum"))
         return None
 
     def _take_over(self, claimed: Claimed) -> None:
@@ -216,12 +246,10 @@ class Engine:
             ending = outcomes.failed(outcomes.JobRecordMissing("the job's record was missing when its worker was lost"))
         else:
             spec = self.registry.get(record.function) if record.function in self.registry else None
-            allowed = spec.retry.max_retries if spec else 0
-            if record.max_retries is not None:
-                allowed = min(allowed, record.max_retries)
-            cap = outcomes.tries_cap(self.settings.max_pickups, allowed)
-            if claimed.try_number - record.tries_base >= cap:
-                message = f"its worker was lost on each of its {cap} tries"
+            policy_retries = spec.retry.max_retries if spec else 0
+            count = tries.count(record, claimed.try_number, policy_retries, self.settings.max_pickups)
+            if count.last:
+                message = f"its worker was lost on each of its {count.cap} tries"
                 ending = outcomes.failed(outcomes.WorkerLost(message))
             else:
                 ending = outcomes.requeued("worker lost", give_back_try=False)
@@ -245,7 +273,7 @@ class Engine:
         self.runs.pop(task_id, None)
         self.leases.release(task_id)
         worker.job_counter -= 1
-        if self._next_due_ms is not None and self._next_due_ms <= time.time() * 1000:
+        if self._next_due_ms is not None and self._next_due_ms <= self.redis_now_ms():
             self.wake.set()  # more work is due: claim for the free slot now
 
     async def commit_ending(
@@ -262,21 +290,34 @@ class Engine:
             self.metrics.task_ended(facts.function, ending, facts.started_ms)
         return result
 
+    def begin_stop(self, wait_seconds: float) -> None:
+        """The worker was told to stop (a signal; ``worker.engine.patch``), its jobs given ``wait_seconds`` to
+        finish: from ``STOP_REDIS_SECONDS`` after that, nothing waits on Redis any more (``stop_retrying_at``),
+        so a worker whose Redis is away still exits. A later call (a second signal) only brings it closer."""
+        self.shutting_down = True
+        stop_by = time.monotonic() + wait_seconds + STOP_REDIS_SECONDS
+        self.stop_by = stop_by if self.stop_by is None else min(self.stop_by, stop_by)
+        stop_retrying_at(self.pool, self.stop_by)
+
     async def commit_op(self, op: Op, task_id: str, first: asyncio.Future[OpResult] | None = None) -> OpResult | None:
-        """Apply ``op`` (already queued as ``first``, if given), retrying while Redis is away: for a bounded
-        time once the worker is stopping (then the lease lapses and another worker runs the job again)."""
+        """Apply ``op`` (already queued as ``first``, if given), retrying while Redis is away: until the stop
+        deadline once the worker is stopping (then the lease lapses and another worker runs the job again)."""
         attempt = 0
-        give_up_at = time.monotonic() + self.settings.worker_grace_seconds + 10
         while True:
             try:
                 result = await asyncio.shield(first) if first is not None else await self.committer.apply(op)
             except (RedisError, OSError) as exc:
                 first = None
                 attempt += 1
-                if self.shutting_down and time.monotonic() > give_up_at:
-                    logger.error("gave up recording task %s; another worker will run it again", task_id)
+                if self.stop_by is not None and time.monotonic() >= self.stop_by:
+                    logger.error(
+                        "could not hand back task %s before stopping (Redis: %s); another worker runs it again "
+                        "once its lease lapses",
+                        task_id,
+                        exc,
+                    )
                     return None
-                await wait_for_redis(f"the outcome of task {task_id}", attempt, exc)
+                await wait_for_redis(f"the outcome of task {task_id}", attempt, exc, self.stop_by)
                 continue
             if result.status == "fenced":
                 logger.warning("task %s: another worker owns it now; its outcome here is dropped", task_id)
@@ -296,7 +337,7 @@ class Engine:
         self.wake.set()
 
     def note_due(self, due_ms: float) -> None:
-        """A wake-up notice said a job falls due at ``due_ms``."""
+        """A wake-up notice said a job falls due at ``due_ms`` (Redis's clock)."""
         if self._next_due_ms is None or due_ms < self._next_due_ms:
             self._next_due_ms = due_ms
         self.wake.set()
@@ -343,7 +384,7 @@ class Engine:
             if not await self.pool.set(lock, self.token, nx=True, px=int(MAINTENANCE_SECONDS * 1000)):
                 return
             await self._prune_index(keys.task_index(queue))
-            stale_before = int(time.time() * 1000) - 60_000
+            stale_before = int(self.redis_now_ms()) - 60_000
             waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
             if waiting:
                 states = [await self.pool.exists(keys.in_progress(i.decode())) for i in waiting]

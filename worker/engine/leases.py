@@ -59,9 +59,11 @@ class LeaseKeeper:
             self._held.pop(task_id, None)
 
     def stop(self) -> None:
+        """Stop renewing. The thread may be inside a renewal that retries an unreachable Redis: it is a daemon,
+        so it is waited for only briefly (a stopping worker must not wait on Redis; its leases then lapse)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=0.5)
         if self._client is not None:
             self._client.close()
 
@@ -76,7 +78,7 @@ class LeaseKeeper:
             try:
                 lost = self._renew(
                     keys=[self._settings.queue_name],
-                    args=[int(time.time() * 1000), int(self._settings.lease_seconds * 1000), self._token, *ids],
+                    args=[0, int(self._settings.lease_seconds * 1000), self._token, *ids],  # Redis's clock
                 )
                 self.renewals += 1
             except (RedisError, OSError) as exc:

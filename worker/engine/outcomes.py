@@ -13,11 +13,14 @@ from shared.jobs import RETRYING, JobRecord, ResultRecord
 from shared.retry import RetryPolicy
 from shared.tasks import TaskState
 from worker.engine.commit import Op, final_op, requeue_op, retry_op
+from worker.engine.tries import TryCount, allowed_retries
+from worker.outputs import bounded_message
 
 
 def error_payload(exc: BaseException, message: str | None = None) -> dict[str, str]:
-    """How a failure is shown to clients: a type name and a message, never a traceback."""
-    return {"error_type": type(exc).__name__, "message": str(exc) if message is None else message}
+    """How a failure is shown to clients: a type name and a message (bounded: it is stored with the task);
+    ``decide_failure`` adds the task's traceback."""
+    return {"error_type": type(exc).__name__, "message": bounded_message(str(exc) if message is None else message)}
 
 
 class TaskTimedOut(TimeoutError):
@@ -91,24 +94,20 @@ def decide_failure(
     timed_out: bool,
     policy: RetryPolicy,
     record: JobRecord,
-    try_number: int,
-    max_tries: int,
+    count: TryCount,
+    traceback: str | None = None,
 ) -> Ending:
-    """Retry the failure if the policy covers it and budget is left; otherwise it is final."""
+    """Retry the failure if the policy covers it, it has failures to retry left, and this try is not the last
+    (``worker.engine.tries``); otherwise it is final. ``traceback`` (the task's own frames, see
+    ``worker.tracebacks``) goes into the error when given."""
     error = error_payload(exc)
-    allowed = policy.max_retries if record.max_retries is None else min(policy.max_retries, record.max_retries)
-    round_try = try_number - record.tries_base
-    cap = tries_cap(max_tries, allowed)
-    if policy.retries(exc, timed_out) and record.failures < allowed and round_try < cap:
+    if traceback is not None:
+        error["traceback"] = traceback
+    retried = policy.retries(exc, timed_out) and record.failures < allowed_retries(policy.max_retries, record)
+    if retried and not count.last:
         delay = policy.delay(record.failures + 1)
         return Ending(TaskState.RETRYING, error, delay_seconds=delay, retried_failure=True)
     return Ending(TaskState.FAILED, error)
-
-
-def tries_cap(max_tries: int, allowed_retries: int) -> int:
-    """Pickups one round of a task may take: enough for its retries, and at least ``RELAY_MAX_TRIES`` so that
-    a task whose worker is lost (a crash counts as a try) is run again, but never forever."""
-    return max(max_tries, 1 + allowed_retries)
 
 
 def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None = None) -> Op:
@@ -120,9 +119,10 @@ def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None
     if ending.state is TaskState.QUEUED:
         data = {"try": facts.try_number, "reason": ending.reason}
         bodies = [*before, events.body(task_id, EventType.REQUEUED, data, now, facts.trace_id)]
-        return requeue_op(task_id, facts.token, seq, bodies, int(now * 1000), ending.give_back_try)
+        return requeue_op(task_id, facts.token, seq, bodies, 0, ending.give_back_try)
     if ending.state is TaskState.RETRYING:
         assert facts.record is not None
+        # For GET and the event only: the retry falls due after the delay on Redis's clock (commit.lua).
         next_ms = int((now + ending.delay_seconds) * 1000)
         record = facts.record
         record.wait = RETRYING
@@ -136,7 +136,7 @@ def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None
             "delay_seconds": round(ending.delay_seconds, 3),
         }
         bodies = [*before, events.body(task_id, EventType.RETRYING, data, now, facts.trace_id)]
-        return retry_op(task_id, facts.token, seq, bodies, next_ms, record.encode())
+        return retry_op(task_id, facts.token, seq, bodies, round(ending.delay_seconds * 1000), record.encode())
     return _final(ending, facts, seq, now, before)
 
 

@@ -9,24 +9,38 @@ period (``job_completion_wait``), health key and shutdown; Relay replaces what h
   lapsing lease or wake-up notice, instead of a fixed poll;
 - ``Worker.handle_sig`` and ``Worker.handle_sig_wait_for_completion`` are wrapped to raise Relay's shutdown
   flag first (so a cancel is known to be a shutdown, never guessed), and so a second signal stops at once:
-  running jobs are cancelled and re-queued without waiting for the grace period.
+  running jobs are cancelled and re-queued without waiting for the grace period; the signal also sets the
+  engine's stop deadline (``Engine.begin_stop``), past which nothing waits on Redis;
+- ``Worker.record_health`` -> ``_record_health``: arq's health value (what ``arq --check`` prints) with
+  Relay's counts: its outcomes (arq's own counters never move, since arq's job runner does not run jobs),
+  and as ``queued`` the jobs waiting on the queue (arq's count includes the running ones, which Relay keeps
+  there under their leases);
+- ``Worker.close`` -> ``_close``: arq's, except that a health key Redis cannot take back (it is away) is left
+  to expire by itself, instead of raising out of the worker before ``on_shutdown`` ran.
 arq's job, result and in-progress records stay what arq's ``Job`` API reads. ``install`` checks arq's
 version and the shape of everything it replaces or relies on, and fails loudly if they differ.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
+import signal
+import time
 from collections.abc import AsyncGenerator, Callable
+from datetime import datetime
 from signal import Signals
 from typing import Any
 
 import arq
 import arq.worker
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
+from shared.queuecounts import waiting_jobs
+from shared.scripts import Scripts
 from worker.engine.engine import Engine
 
 logger = logging.getLogger("relay.worker")
@@ -40,8 +54,37 @@ EXPECTED_SIGNATURES = {
     "handle_sig_wait_for_completion": ["self", "signum"],
     "heart_beat": ["self"],
     "main": ["self"],
+    "close": ["self"],
+    "record_health": ["self"],
 }
-EXPECTED_ATTRIBUTES = ("tasks", "job_counter", "max_jobs", "allow_pick_jobs", "ctx", "main_task", "functions")
+# arq's Worker.close, statement by statement, which ``_close`` does too (with the health key's delete allowed to fail).
+ARQ_CLOSE_STATEMENTS = (
+    "if not self._handle_signals:",
+    "self.handle_sig(signal.SIGUSR1)",
+    "if not self._pool:",
+    "await asyncio.gather(*self.tasks.values())",
+    "await self.pool.delete(self.health_check_key)",
+    "if self.on_shutdown:",
+    "await self.on_shutdown(self.ctx)",
+    "await self.pool.close(close_connection_pool=True)",
+    "self._pool = None",
+)
+EXPECTED_ATTRIBUTES = (
+    "tasks",
+    "job_counter",
+    "max_jobs",
+    "allow_pick_jobs",
+    "ctx",
+    "main_task",
+    "functions",
+    "jobs_complete",
+    "jobs_failed",
+    "jobs_retried",
+    "health_check_key",
+    "health_check_interval",
+    "_last_health_check",
+    "queue_name",
+)
 _engine: Engine | None = None
 
 
@@ -62,6 +105,10 @@ def check_arq() -> None:
     original_poll = getattr(poll, "__wrapped__", poll)
     if original_poll is None or list(inspect.signature(original_poll).parameters) != ["step"]:
         raise ArqMismatch("arq.worker.poll is not shaped as Relay expects (step)")
+    close = getattr(Worker.close, "__wrapped__", Worker.close)
+    close_source = inspect.getsource(close)
+    if any(statement not in close_source for statement in ARQ_CLOSE_STATEMENTS):
+        raise ArqMismatch("arq.worker.Worker.close is not what Relay's _close mirrors")
     init = inspect.signature(Worker.__init__).parameters
     for name in ("job_completion_wait", "max_jobs", "poll_delay", "handle_signals"):
         if name not in init:
@@ -83,6 +130,8 @@ def install() -> None:
     Worker.handle_sig_wait_for_completion = _on_signal(  # type: ignore[method-assign,assignment]
         Worker.handle_sig_wait_for_completion
     )
+    Worker.close = _close  # type: ignore[method-assign]
+    Worker.record_health = _record_health  # type: ignore[method-assign]
     arq.worker.poll = _timer
 
 
@@ -100,7 +149,36 @@ async def _poll_iteration(self: Worker) -> None:
     engine = _engine
     if engine is None:
         raise RuntimeError("Relay's engine is not attached: on_startup did not run")
+    count_outcomes(self, engine)
     await engine.poll(self)
+
+
+def count_outcomes(worker: Worker, engine: Engine) -> None:
+    """arq's counters, which its log lines and health value show, from Relay's own count (``worker.metrics``):
+    a retried failure or a re-queue is a retry to arq, an abort a failure (as arq counts them)."""
+    totals = engine.metrics.totals
+    worker.jobs_complete = totals["succeeded"]
+    worker.jobs_failed = totals["failed"] + totals["aborted"]
+    worker.jobs_retried = totals["retrying"] + totals["requeued"]
+
+
+async def _record_health(self: Worker) -> None:
+    """arq's ``record_health`` (its health key, its value's format) with Relay's counts (module docstring)."""
+    now = time.time()
+    if now - self._last_health_check < self.health_check_interval:
+        return
+    self._last_health_check = now
+    engine = _engine
+    if engine is not None:
+        count_outcomes(self, engine)
+    ongoing = sum(not t.done() for t in self.tasks.values())
+    scripts = engine.scripts if engine is not None else Scripts(self.pool)
+    queued = await waiting_jobs(scripts, self.queue_name)  # in the lanes: running jobs are not there
+    value = (
+        f"{datetime.now():%b-%d %H:%M:%S} j_complete={self.jobs_complete} j_failed={self.jobs_failed} "
+        f"j_retried={self.jobs_retried} j_ongoing={ongoing} queued={queued}"
+    )
+    await self.pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), value.encode())
 
 
 _poll_iteration._relay = True  # type: ignore[attr-defined]
@@ -111,6 +189,26 @@ def _timer(step: float = 0.5) -> AsyncGenerator[float, None]:
     if engine is None:
         raise RuntimeError("Relay's engine is not attached: on_startup did not run")
     return engine.timer(step)
+
+
+@functools.wraps(Worker.close)
+async def _close(self: Worker) -> None:
+    """arq's ``Worker.close`` (``ARQ_CLOSE_STATEMENTS``), but a stopping worker whose Redis is away still runs
+    ``on_shutdown`` and exits: the health key it could not delete expires by itself within
+    ``health_check_interval``, and every Redis call here gives up at the engine's stop deadline."""
+    if not self._handle_signals:
+        self.handle_sig(signal.SIGUSR1)
+    if not self._pool:
+        return
+    await asyncio.gather(*self.tasks.values())
+    try:
+        await self.pool.delete(self.health_check_key)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not delete the health key while stopping (%s); it expires by itself", exc)
+    if self.on_shutdown:
+        await self.on_shutdown(self.ctx)
+    await self.pool.close(close_connection_pool=True)
+    self._pool = None
 
 
 def _on_signal(handler: Callable[[Worker, Signals], None]) -> Callable[[Worker, Signals], None]:
@@ -124,10 +222,11 @@ def _on_signal(handler: Callable[[Worker, Signals], None]) -> Callable[[Worker, 
             return
         if engine.shutting_down:
             logger.warning("second %s: cancelling running jobs now; they go back on the queue", Signals(signum).name)
+            engine.begin_stop(0)
             Worker.handle_sig.__wrapped__(self, signum)  # type: ignore[attr-defined]
             return
-        engine.shutting_down = True
         running = len(engine.runs)
+        engine.begin_stop(self._job_completion_wait if running else 0)
         if running and self._job_completion_wait:
             logger.warning(
                 "%s: waiting up to %ss for %d running jobs to finish (they are re-queued after that); "

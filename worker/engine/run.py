@@ -35,10 +35,12 @@ from shared.jobs import JobRecord
 from shared.serialization import dumps
 from shared.tasks import TaskState
 from worker.context import Done, TaskContext
-from worker.engine import outcomes
+from worker.engine import outcomes, tries
 from worker.engine.commit import Op, OpResult, events_op
 from worker.engine.outcomes import Ending, RunFacts
+from worker.outputs import OutputTooLarge, check_event, check_result
 from worker.registry import TaskSpec
+from worker.tracebacks import task_traceback
 
 if TYPE_CHECKING:
     from worker.engine.engine import Engine
@@ -82,6 +84,7 @@ class JobRun:
         self._pending_started: bytes | None = None
         self.span: tracing.SpanHandle | None = None  # this try's span (shared.tracing), from ``run``
         self.trace_id: str | None = None
+        self.refused: OutputTooLarge | None = None  # an output over its limit: the try fails with it
 
     @property
     def timeout_seconds(self) -> float:
@@ -97,8 +100,12 @@ class JobRun:
 
     def emit(self, type_: EventType, data: Any) -> Awaitable[None]:
         """Queue an event for the next commit (``EventSink``); from a task thread, wait until it is stored."""
-        # A TypeError here tells the task its data is not JSON.
+        # A TypeError here tells the task its data is not JSON; an EventTooLarge, that it is too large.
         body = events.body(self.task_id, type_, data, trace_id=self.trace_id)
+        try:
+            check_event(type_.value, body, self.engine.settings.max_event_bytes)
+        except OutputTooLarge as exc:
+            raise self._refuse(exc) from None
         if threading.get_ident() != self._loop_thread:
             self._wait_from_thread(body)
             return Done()
@@ -208,9 +215,15 @@ class JobRun:
                 message = f"task exceeded its timeout of {self.timeout_seconds:g}s (it blocked the event loop)"
                 return self._failure(outcomes.TaskTimedOut(message), timed_out=True)
             try:
-                dumps(result)
+                encoded = dumps(result)
             except TypeError as exc:
                 raise outcomes.ResultNotSerializable(f"the task's result is not JSON: {exc}") from None
+            if self.refused is not None:  # the task caught an EventTooLarge and went on: its try still fails
+                return self._failure(self.refused, timed_out=False)
+            try:
+                check_result(encoded, self.engine.settings.max_result_bytes)
+            except OutputTooLarge as exc:
+                return self._failure(self._refuse(exc), timed_out=False)
             return outcomes.succeeded(result)
         except asyncio.CancelledError:
             self._stopping = True
@@ -227,6 +240,15 @@ class JobRun:
             return outcomes.failed(exc, f"the stored arguments no longer fit the task: {exc.errors}")
         except Exception as exc:
             return self._failure(exc, timed_out=False)
+
+    def _refuse(self, exc: OutputTooLarge) -> OutputTooLarge:
+        """An output over its limit: say so (metrics, log) and remember it, so the try fails even if the task
+        catches the error. Called from the task's thread too (a plain ``def`` task)."""
+        if self.refused is None:
+            self.refused = exc
+        self.engine.metrics.output_refused(self.spec.name, exc.kind)
+        logger.warning("task %s %s try=%d: %s", self.task_id, self.spec.name, self.try_number, exc)
+        return exc
 
     def _overran(self, timeout: asyncio.Timeout) -> bool:
         deadline = timeout.when()
@@ -250,20 +272,26 @@ class JobRun:
         logger.warning("task %s: %s", self.task_id, message)
         return self._failure(asyncio.CancelledError(message), timed_out=False)
 
+    def _tries(self) -> tries.TryCount:
+        return tries.count(self.record, self.try_number, self.spec.retry.max_retries, self.engine.settings.max_pickups)
+
     def _failure(self, exc: BaseException, timed_out: bool) -> Ending:
-        return outcomes.decide_failure(
-            exc, timed_out, self.spec.retry, self.record, self.try_number, self.engine.settings.max_pickups
-        )
+        """The try failed with ``exc``: a traceback from the task's own code goes to the log (ERROR, always) and
+        into the stored error (unless ``RELAY_ERROR_TRACEBACKS=false``)."""
+        trace = task_traceback(exc, self.spec.fn)
+        if trace is not None:
+            logger.error("task %s %s try=%d raised %s:\n%s", self.task_id, self.spec.name, self.try_number,
+                         type(exc).__name__, trace.rstrip("\n"))  # fmt: skip
+        stored = trace if self.engine.settings.error_tracebacks else None
+        return outcomes.decide_failure(exc, timed_out, self.spec.retry, self.record, self._tries(), stored)
 
     def _retry_requested(self, exc: Retry) -> Ending:
-        """arq's ``Retry`` raised by a task: a retry, within the task's tries (fewer if the submit lowered its
-        retries), never a silent re-queue."""
-        cap = outcomes.tries_cap(self.engine.settings.max_pickups, self.spec.retry.max_retries)
-        if self.record.max_retries is not None:
-            cap = min(cap, 1 + self.record.max_retries)
+        """arq's ``Retry`` raised by a task: a retry unless this try is the last (``worker.engine.tries``),
+        never a silent re-queue."""
+        count = self._tries()
         message = "the task asked to be retried"
-        if self.try_number - self.record.tries_base >= cap:
-            return outcomes.failed(outcomes.TriesExhausted(f"{message}, but it has used its {cap} tries"))
+        if count.last:
+            return outcomes.failed(outcomes.TriesExhausted(f"{message}, but it has used its {count.cap} tries"))
         delay = (exc.defer_score or 0) / 1000 if exc.defer_score else self.spec.retry.delay(self.record.failures + 1)
         error = {"error_type": "Retry", "message": message}
         return Ending(TaskState.RETRYING, error, delay_seconds=delay)
@@ -312,8 +340,11 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-async def wait_for_redis(what: str, attempt: int, exc: RedisError | OSError) -> None:
-    """Back off between attempts to write an outcome while Redis is away."""
+async def wait_for_redis(what: str, attempt: int, exc: RedisError | OSError, until: float | None = None) -> None:
+    """Back off between attempts to write an outcome while Redis is away, never past ``until`` (a
+    ``time.monotonic()``, the stopping worker's deadline)."""
     delay = min(5.0, 0.2 * 2**attempt)
+    if until is not None:
+        delay = max(0.0, min(delay, until - time.monotonic()))
     logger.warning("could not record %s (%s); retrying in %.1fs", what, exc, delay)
     await asyncio.sleep(delay)

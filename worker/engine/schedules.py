@@ -70,7 +70,9 @@ class Scheduler:
         task_id = point_id(entry.spec.name, entry.index, entry.at)
         submission = TaskSubmission(task=entry.spec.name, kwargs=entry.schedule.kwargs, id=task_id, run_at=entry.at)
         try:
-            submitted = await self._enqueuer.enqueue(prepare(entry.spec, self._settings, submission))
+            submitted = await self._enqueuer.enqueue(
+                prepare(entry.spec, self._settings, submission, tenant=self._settings.schedule_tenant or None)
+            )
         except (RedisError, OSError):
             raise  # the poll says so and tries this point again on its next round
         except QueueFull:

@@ -15,9 +15,9 @@ from proton import Condition, Connection, Delivery, Endpoint, Event, Link, Messa
 from proton._reactor import Acceptor  # listen() returns it, but proton.reactor does not re-export it
 from proton.handlers import MessagingHandler
 
-from tests.support.servicebus import addresses, codec, management, names, outcomes
-from tests.support.servicebus.addresses import Address, Node
-from tests.support.servicebus.store import Entity, Namespace
+from bench.harness.servicebus import addresses, codec, management, names, outcomes
+from bench.harness.servicebus.addresses import Address, Node
+from bench.harness.servicebus.store import Entity, Namespace
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from proton import UNDESCRIBED, Array, Data, Message, symbol, timestamp
 
-from tests.support.servicebus import names
-from tests.support.servicebus.store import Entity, LockLostError
+from bench.harness.servicebus import names
+from bench.harness.servicebus.store import Entity, LockLostError
 
 _SETTLEMENTS = (names.DISPOSITION_COMPLETED, names.DISPOSITION_ABANDONED, names.DISPOSITION_SUSPENDED)
 

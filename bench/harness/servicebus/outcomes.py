@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from proton import Condition, Delivery, Disposition
 
-from tests.support.servicebus import names
-from tests.support.servicebus.store import Entity, LockLostError
+from bench.harness.servicebus import names
+from bench.harness.servicebus.store import Entity, LockLostError
 
 if TYPE_CHECKING:
     from proton._delivery import DispositionType  # the enum proton's public API returns but does not export

@@ -13,8 +13,8 @@ from typing import Any
 
 from proton import Data, Described, Message, symbol, timestamp, ulong
 
-from tests.support.servicebus import names
-from tests.support.servicebus.store import Lock, StoredMessage
+from bench.harness.servicebus import names
+from bench.harness.servicebus.store import Lock, StoredMessage
 
 _SECTION_CODES = range(names.SECTION_HEADER, names.SECTION_FOOTER + 1)
 _BODY_CODES = (names.SECTION_DATA, names.SECTION_SEQUENCE, names.SECTION_VALUE)

@@ -1,6 +1,6 @@
 """Run the endpoint as its own process, so a test can kill its clients while the broker keeps state.
 
-``python -m tests.support.servicebus --port N`` prints one ``READY <connection string>`` line
+``python -m bench.harness.servicebus --port N`` prints one ``READY <connection string>`` line
 once it accepts connections, then serves until SIGTERM or SIGINT.
 """
 
@@ -11,13 +11,13 @@ import signal
 import threading
 from types import FrameType
 
-from tests.support.servicebus.bus import LocalServiceBus
+from bench.harness.servicebus.bus import LocalServiceBus
 
 READY_PREFIX = "READY "
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.servicebus", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.harness.servicebus", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--max-delivery-count", type=int, default=10)

@@ -16,10 +16,10 @@ from typing import Any
 
 from proton.reactor import Container
 
-from tests.support.servicebus import codec
-from tests.support.servicebus.codec import MessageInfo
-from tests.support.servicebus.server import Broker
-from tests.support.servicebus.store import Namespace, QueueSettings
+from bench.harness.servicebus import codec
+from bench.harness.servicebus.codec import MessageInfo
+from bench.harness.servicebus.server import Broker
+from bench.harness.servicebus.store import Namespace, QueueSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from bench.harness.processes import ManagedProcess, free_port, wait_until
 
 
 @dataclass

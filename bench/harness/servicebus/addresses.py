@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from tests.support.servicebus import names
+from bench.harness.servicebus import names
 
 
 class Node(enum.Enum):

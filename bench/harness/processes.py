@@ -148,12 +148,19 @@ def start_redis(
     return proc, url
 
 
+DEMO_TASK_MODULES = "worker.tasks.demo"
+
+
 def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
-    """The environment of a Relay process under test."""
+    """The environment of a Relay process under test or measurement (its workers run the demo tasks unless
+    ``RELAY_TASK_MODULES`` says otherwise)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update({"RELAY_REDIS_URL": redis_url, "RELAY_POLL_DELAY_SECONDS": "0.05", "PYTHONUNBUFFERED": "1"})
+    # Workers poll at the production default (RELAY_POLL_DELAY_SECONDS, 2 s): they find work through wake-up
+    # notices and the due times their claims return, as deployed (a 0.05 s poll here once hid wake-up bugs). A
+    # test or benchmark that needs another poll sets it, saying why.
+    env.update({"RELAY_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"})
     env["RELAY_WORKER_METRICS_PORT"] = "0"  # many workers on one host: a test that scrapes one gives it a port
-    env["RELAY_TASK_MODULES"] = "worker.tasks.demo,tests.support.tasks"
+    env["RELAY_TASK_MODULES"] = DEMO_TASK_MODULES
     # A test's leftover long tasks must not hold its teardown for the default 25 s: the tests of the grace
     # period set their own.
     env["RELAY_WORKER_GRACE_SECONDS"] = "3"
@@ -164,15 +171,16 @@ def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
 API_FACTORY = "api.app:create_app"
 
 
-def offer_test_tasks(redis_url: str, queue_name: str) -> None:
-    """Offer the test suite's tasks on ``queue_name`` as a live worker would (a presence record naming their
-    catalogue, seen far ahead), so an API started alone accepts them; the tests of "no live worker" do without."""
+def offer_tasks(redis_url: str, queue_name: str, task_modules: str) -> None:
+    """Offer the tasks of ``task_modules`` (comma-separated) on ``queue_name`` as a live worker would (a presence
+    record naming their catalogue, seen far ahead), so an API started alone accepts them; the tests of "no live
+    worker" do without."""
     from shared import catalogue, keys
     from shared.serialization import dumps
     from shared.settings import Settings
     from worker.tasks import load
 
-    registry = load(["worker.tasks.demo", "tests.support.tasks"])
+    registry = load(task_modules.split(","))
     digest, body = catalogue.encode([spec.describe(Settings().job_timeout_seconds) for spec in registry])
     record = {"id": "tests:offers", "seen_ms": int((time.time() + 86400) * 1000), "catalogue": digest}
     client = redis.Redis.from_url(redis_url)
@@ -187,9 +195,11 @@ def start_api(
     log_dir: Path, env: dict[str, str], wait_ready: bool = True, factory: str = API_FACTORY, offers: bool = True
 ) -> tuple[ManagedProcess, str]:
     """``sanic api.app:create_app --factory`` (or another ``factory``) on a free port; returns it and its URL.
-    With ``offers``, the test tasks are offered on its queue as if a worker ran (see ``offer_test_tasks``)."""
+    With ``offers``, the tasks of its ``RELAY_TASK_MODULES`` are offered on its queue as if a worker ran (see
+    ``offer_tasks``)."""
     if offers:
-        offer_test_tasks(env["RELAY_REDIS_URL"], env.get("RELAY_QUEUE_NAME", "relay:queue"))
+        queue_name = env.get("RELAY_QUEUE_NAME", "relay:queue")
+        offer_tasks(env["RELAY_REDIS_URL"], queue_name, env.get("RELAY_TASK_MODULES", DEMO_TASK_MODULES))
     port = free_port()
     argv = [
         str(BIN / "sanic"),

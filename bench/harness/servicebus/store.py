@@ -11,7 +11,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from tests.support.servicebus import names
+from bench.harness.servicebus import names
 
 
 @dataclass

@@ -1,0 +1,43 @@
+"""What a queue holds (due, deferred, running), in total and per task: for ``/metrics``, ``/stats`` and the
+dev runner. One script call (``counts.lua``) reads the lanes of ``shared/keys.py`` on Redis's clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.scripts import Scripts
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """Waiting jobs of one task: due now, and deferred or waiting for a retry."""
+
+    due: int
+    deferred: int
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """Jobs of one queue by state; ``tasks`` holds the waiting ones per task name."""
+
+    due: int
+    deferred: int
+    running: int
+    tasks: dict[str, TaskCounts] = field(default_factory=dict)
+
+    @property
+    def waiting(self) -> int:
+        """Jobs not running yet (what a submit's depth check counts)."""
+        return self.due + self.deferred
+
+
+async def waiting_jobs(scripts: Scripts, queue_name: str) -> int:
+    """Jobs not running yet (due or deferred), in one short call."""
+    return int(await scripts.counts(keys=[queue_name], args=["waiting"]))
+
+
+async def queue_counts(scripts: Scripts, queue_name: str) -> QueueCounts:
+    """The queue's counts, in one round trip."""
+    due, deferred, running, per = await scripts.counts(keys=[queue_name])
+    tasks = {name.decode(): TaskCounts(int(d), int(w)) for name, d, w in per}
+    return QueueCounts(int(due), int(deferred), int(running), tasks)
