@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from api.hub import Delivery, PubSubHub, Signal, Subscription
 from shared.events import FINAL_TYPE, EventLog, EventType, decode_head, synthetic
+from shared.waiting import raise_lost_cancel
 
 
 class FrameKind(Enum):
@@ -168,7 +169,11 @@ async def _replay(log: EventLog, task_id: str, after_seq: int) -> AsyncIterator[
 async def _next_item(
     queue: asyncio.Queue[Delivery | Signal], heartbeat: float, drain_deadline: float | None
 ) -> Delivery | Signal | None:
-    """The next queued item, or None when it is time for a heartbeat (or the drain deadline passed)."""
+    """The next queued item, or None when it is time for a heartbeat (or the drain deadline passed).
+    A client that hung up while the stream read Redis (the replay, a repair) may have had its cancel lost
+    there (see ``shared.waiting``): it is raised here, before a wait that only the next heartbeat, whose
+    write fails, would end (15 s by default, holding the stream's slot and memory meanwhile)."""
+    raise_lost_cancel()
     if not queue.empty():  # the hot path under load: no timer, no task
         return queue.get_nowait()
     timeout = heartbeat

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import ParamSpec, TypeVar
 
 from sanic import Request
 
@@ -16,11 +18,41 @@ from api.formats import StreamFormat, encode
 from api.hub import Subscription
 from api.resources import Resources
 from shared.enqueue import Prepared, Submitted
+from shared.waiting import raise_lost_cancel
 
 logger = logging.getLogger("relay.api.stream")
 
 # Another API process (or this one, a moment later) likely has room.
 STREAMS_RETRY_AFTER_SECONDS = 2
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def ends_with_its_connection(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """For a route that may stream: a client that hangs up ends the connection's task, even when the
+    cancel Sanic sends it is lost on the way.
+
+    A client that closes right after a stream's last chunk (curl, a browser) is usually seen while the
+    handler cleans up: Sanic's ``connection_lost`` cancels the task, and on Python 3.11 the cancel is
+    lost inside redis-py's ``UNSUBSCRIBE`` write, which awaits ``asyncio.wait_for`` (CPython gh-86296;
+    redis-py#2028 reports cancels lost in other commands of its asyncio client). The handler then returns
+    normally, its response already complete, and Sanic's HTTP/1 loop waits for the next request on a
+    connection that is gone: no data will wake it, and the keep-alive timer was stopped when the
+    connection closed, so the task, its transport, request and protocol (about 9 KB) stayed for the
+    life of the process (issue #26). A handler that returns its response instead is safe, by Sanic's
+    code: Sanic's own write of it finds the transport closing and ends the connection. Raising the lost
+    cancel here makes Sanic's loop drop the connection. Fails without:
+    tests/e2e/test_stream_leaks.py::test_streams_closed_by_their_clients_leave_no_memory_behind"""
+
+    @functools.wraps(handler)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        result = await handler(*args, **kwargs)
+        raise_lost_cancel()
+        return result
+
+    return run
 
 
 @contextmanager

@@ -21,6 +21,18 @@ async def wait_set(event: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+def raise_lost_cancel() -> None:
+    """Raise ``CancelledError`` if the current task was cancelled and the cancellation never reached it.
+
+    A task that was asked to stop still counts the request (``Task.cancelling()``) until someone calls
+    ``uncancel()``; asyncio's own ``timeout`` does, for the cancels it makes. A task running normally
+    with a count above zero is one whose cancel a library swallowed (see above): called where a
+    coroutine is about to end normally, this hands the cancel back to whoever awaits it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def cancel_and_wait(task: asyncio.Task[object], patience: float = 1.0) -> None:
     """Cancel ``task`` and wait until it has ended, cancelling again while it runs on: a cancel can be lost
     inside a library (Python 3.11's ``wait_for``, which redis-py uses for every write; see above), and one

@@ -15,7 +15,7 @@ from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, No
 from api.formats import wants_stream
 from api.observe import trace_carrier
 from api.resources import Resources, resources
-from api.streaming import stream_slot, submit_and_stream
+from api.streaming import ends_with_its_connection, stream_slot, submit_and_stream
 from shared import tenancy, tracing
 from shared.apikeys import NAME_PATTERN, Role
 from shared.enqueue import Submitted, prepare
@@ -69,6 +69,7 @@ def _submitted_body(submitted: Submitted, task_id: str) -> dict[str, object]:
 
 
 @bp.post("/tasks")
+@ends_with_its_connection
 async def submit(request: Request) -> HTTPResponse | None:
     """Enqueue a task: 202 with its id and links (200 if this id was already submitted identically).
     With ``Accept: application/x-ndjson`` or ``text/event-stream`` the events follow on this response."""
