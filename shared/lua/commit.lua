@@ -14,7 +14,13 @@
 -- Returns per op {status, last_seq}; status is 'ok', 'dup' (already applied) or 'fenced'.
 local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
 local max_len, max_bytes, ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local now = relay_now()
+-- Redis's clock, read only by the ops that need it (a re-queue, a retry, a reply): most batches are events and
+-- ends, and a TIME per batch was one command per task of a round trip.
+local now_ms = nil
+local function now()
+  if now_ms == nil then now_ms = relay_now() end
+  return now_ms
+end
 local EXTRA = {E = 0, F = 3, R = 2, T = 2}
 
 local ops, wanted = {}, {}
@@ -65,13 +71,13 @@ for i, op in ipairs(ops) do
       gone[id] = true
       if ARGV[op.extra + 2] == '1' then aborted[#aborted + 1] = id end
       if ARGV[op.extra + 1] == '1' then
-        redis.call('ZADD', outbox, now, id)
+        redis.call('ZADD', outbox, now(), id)
         redis.call('PEXPIRE', REPLY .. id, ttl)
         replies = true
       end
       out[i] = {'ok', last}
     else
-      local score = now + tonumber(ARGV[op.extra])
+      local score = now() + tonumber(ARGV[op.extra])
       local record
       if op.kind == 'T' then
         record = ARGV[op.extra + 1]
@@ -100,6 +106,6 @@ end
 if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
 if replies then redis.call('PUBLISH', channel, 'o') end
 if wake ~= nil then
-  redis.call('PUBLISH', channel, wake <= now and 'j' or ('d' .. string.format('%d', wake)))
+  redis.call('PUBLISH', channel, wake <= now() and 'j' or ('d' .. string.format('%d', wake)))
 end
 return out
