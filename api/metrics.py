@@ -7,11 +7,15 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from redis.exceptions import RedisError
 
-from shared.queuecounts import QueueCounts
+from shared.lanes import DEFAULT_QUEUE
+from shared.queuecounts import NamedQueueCounts, QueueCounts
 from shared.queuecounts import queue_counts as counts_of
 
 if TYPE_CHECKING:
     from api.resources import Resources
+
+
+EMPTY = NamedQueueCounts(0, 0, 0)
 
 
 class ApiMetrics:
@@ -36,6 +40,25 @@ class ApiMetrics:
             "due alone would scale in workers that are busy with long tasks).",
             registry=self.registry,
         )
+        # Per named queue (``shared.lanes``), labelled queue="<name>": the totals above keep their unlabelled names
+        # (dashboards and the KEDA trigger of k8s/base read them), and these split them for per-pool scaling.
+        self.named_due = Gauge(
+            "relay_named_queue_due", "Tasks of a named queue due now.", ["queue"], registry=self.registry
+        )
+        self.named_deferred = Gauge(
+            "relay_named_queue_deferred", "Tasks of a named queue waiting for a later time.", ["queue"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.named_running = Gauge(
+            "relay_named_queue_running", "Tasks of a named queue running.", ["queue"], registry=self.registry
+        )
+        self.named_active = Gauge(
+            "relay_named_queue_active",
+            "Tasks of a named queue due now or running: what that queue's worker pool scales on.",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.named_queues: set[str] = {DEFAULT_QUEUE}
         self.streams_open = Gauge("relay_streams_open", "Event streams open on this process.", registry=self.registry)
         self.channels = Gauge(
             "relay_pubsub_channels", "Task channels this process is subscribed to.", registry=self.registry
@@ -89,6 +112,13 @@ async def render_metrics(res: Resources) -> tuple[bytes, str]:
         metrics.queue_deferred.set(counts.deferred)
         metrics.queue_running.set(counts.running)
         metrics.queue_active.set(counts.due + counts.running)
+        metrics.named_queues.update(counts.queues)  # a queue that emptied reads 0 (a scaler must find it)
+        for name in metrics.named_queues:
+            named = counts.queues.get(name, EMPTY)
+            metrics.named_due.labels(queue=name).set(named.due)
+            metrics.named_deferred.labels(queue=name).set(named.deferred)
+            metrics.named_running.labels(queue=name).set(named.running)
+            metrics.named_active.labels(queue=name).set(named.due + named.running)
         metrics.redis_up.set(1)
     except (RedisError, OSError):
         metrics.redis_up.set(0)

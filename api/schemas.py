@@ -59,8 +59,12 @@ class TaskView(BaseModel):
     last_error: dict[str, Any] | None = Field(None, description="The failure a retrying task is waiting after.")
     next_try_at: str | None = Field(None, description="When a retrying task runs again.")
     waiting_reason: str | None = Field(
-        None, description="Why a waiting task does not run yet beyond its turn, e.g. no live worker runs its task."
+        None,
+        description="Why a due task does not run yet beyond its turn: no live worker serves its task and queue, "
+        "its concurrency limit is full, its rate limit holds it, or higher-priority work is due before it.",
     )
+    queue: str = Field("default", description="The named queue it waits (or waited) in.")
+    priority: int = Field(0, description="0 (lowest) to 9: among due tasks of a queue, higher runs first.")
     tenant: str | None = Field(None, description="The API key name that owns it; null for a task no tenant owns.")
     links: Links
 
@@ -94,6 +98,13 @@ class QueueCounts(BaseModel):
     running: int
 
 
+class NamedQueueCounts(BaseModel):
+    name: str = Field(description="A named queue (RELAY_QUEUES, a task's queue).")
+    due: int
+    deferred: int
+    running: int
+
+
 class RunningTask(BaseModel):
     id: str
     task: str
@@ -114,6 +125,7 @@ class WorkerView(BaseModel):
     running_tasks: list[RunningTask] = Field(description="Up to 20 of the tasks it runs now.")
     totals: dict[str, int] = Field(description="Outcomes it recorded since it started, by outcome.")
     metrics_port: int | None = Field(description="Where it serves Prometheus metrics; null: none.")
+    queues: list[str] = Field(["default"], description="The named queues it serves, in the order it serves them.")
 
 
 class TaskCounts(BaseModel):
@@ -127,6 +139,7 @@ class Stats(BaseModel):
     """``GET /stats``: what the dashboard shows at a glance."""
 
     queue: QueueCounts
+    queues: list[NamedQueueCounts] = Field(description="Each named queue with jobs or live workers serving it.")
     tasks: list[TaskCounts] = Field(description="Waiting tasks by name (names with none waiting are left out).")
     workers: list[WorkerView] = Field(description="Workers of this queue heard of in the last minute.")
     time: str

@@ -14,6 +14,7 @@ neither the module nor its dependencies: they validate submits against what the 
 """
 
 try:
+    from shared.lanes import Limit, Rate
     from shared.retry import RetryPolicy
     from worker.context import TaskContext
     from worker.schedule import Schedule
@@ -29,4 +30,4 @@ except ModuleNotFoundError as exc:  # the client distribution (clients/python) s
 
 task = registry.task
 
-__all__ = ["RetryPolicy", "Schedule", "TaskContext", "registry", "task"]
+__all__ = ["Limit", "Rate", "RetryPolicy", "Schedule", "TaskContext", "registry", "task"]

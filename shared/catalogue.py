@@ -55,6 +55,11 @@ class TaskOffer:
     timeout_seconds: float
     max_retries: int
     workers: int = 0
+    queue: str = "default"
+    queues: tuple[str, ...] = ("default",)
+    priority: int = 0
+    concurrency: dict[str, Any] | None = None  # {"running", "key"} (``shared.lanes.Limit.describe``)
+    rate: dict[str, Any] | None = None  # {"starts", "per_seconds", "key", "burst"}
     _validator: Draft202012Validator | None = field(default=None, repr=False)
 
     @classmethod
@@ -66,7 +71,22 @@ class TaskOffer:
             positional=tuple(data.get("positional", ())),
             timeout_seconds=float(data["timeout_seconds"]),
             max_retries=int(data.get("max_retries", 0)),
+            queue=str(data.get("queue") or "default"),
+            queues=tuple(data.get("queues") or (data.get("queue") or "default",)),
+            priority=int(data.get("priority") or 0),
+            concurrency=data.get("concurrency"),
+            rate=data.get("rate"),
         )
+
+    @property
+    def concurrency_key(self) -> str | None:
+        """The argument whose value splits its concurrency limit, if any."""
+        return self.concurrency.get("key") if self.concurrency else None
+
+    @property
+    def rate_key(self) -> str | None:
+        """The argument whose value splits its rate limit, if any."""
+        return self.rate.get("key") if self.rate else None
 
     def max_timeout(self, default: float) -> float:
         """The longest timeout its workers allow (they published their own default in)."""
@@ -114,6 +134,7 @@ class Catalogue:
         self._refreshed_at = 0.0
         self._lock = asyncio.Lock()
         self.workers = 0
+        self._serving: dict[str, frozenset[str]] = {}  # task -> the named queues live workers run it on
 
     async def get(self, name: str) -> TaskOffer:
         """The offer for ``name``; ``UnknownTask`` (naming what is offered) if no live worker offers it."""
@@ -127,6 +148,11 @@ class Catalogue:
                 raise UnknownTask(name, [], why)
             raise UnknownTask(name, sorted(offers))
         return offer
+
+    async def serves(self, name: str, queue: str) -> bool:
+        """Whether a live worker runs task ``name`` on named queue ``queue`` (``RELAY_QUEUES``)."""
+        await self.offers()
+        return queue in self._serving.get(name, frozenset())
 
     def cached(self, name: str) -> TaskOffer | None:
         """The last known offer for ``name``, without a Redis call (for labels like a timeout shown in a view)."""
@@ -147,14 +173,17 @@ class Catalogue:
         fields, redis_now_ms = await presence.records(self._redis, self._queue_name)
         cutoff = redis_now_ms - STALE_SECONDS * 1000  # both on Redis's clock (shared.presence)
         live: list[tuple[int, str]] = []
+        queues_of: dict[str, set[str]] = {}  # digest -> the named queues its live workers serve
         for raw in fields.values():
             try:
                 record = loads(raw)
                 seen, digest = int(record["seen_ms"]), str(record["catalogue"])
+                served = [str(q) for q in record.get("queues") or ["default"]]
             except (ValueError, KeyError, TypeError):
                 continue  # a record of another version, or unreadable: not an offer
             if seen >= cutoff:
                 live.append((seen, digest))
+                queues_of.setdefault(digest, set()).update(served)
         missing = sorted({d for _, d in live} - set(self._bodies))
         if missing:
             for digest, raw in zip(missing, await self._redis.mget([keys.catalogue(d) for d in missing]), strict=True):
@@ -163,9 +192,12 @@ class Catalogue:
         self.workers = len(live)
         digests = frozenset(d for _, d in live if d in self._bodies)
         counts: dict[str, int] = {}
+        serving: dict[str, set[str]] = {}
         for _, digest in live:
             for task in self._bodies.get(digest, []):
                 counts[task["name"]] = counts.get(task["name"], 0) + 1
+                serving.setdefault(task["name"], set()).update(queues_of[digest])
+        self._serving = {name: frozenset(queues) for name, queues in serving.items()}
         if digests != self._offers_digests:
             offers: dict[str, TaskOffer] = {}
             for _, digest in sorted(live):  # the newest heartbeat's version of a task wins (a rolling deploy)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from arq.connections import ArqRedis
 
-from shared import durability, keys, tenancy
+from shared import durability, keys, lanes, tenancy
 from shared.batching import Batcher
 from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
 from shared.jobs import JobRecord, ResultRecord, fingerprint
@@ -36,6 +36,21 @@ class TaskShape(Protocol):
 
     @property
     def max_retries(self) -> int: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def queues(self) -> tuple[str, ...]: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def concurrency_key(self) -> str | None: ...
+
+    @property
+    def rate_key(self) -> str | None: ...
 
     def max_timeout(self, default: float) -> float:
         """The longest timeout a submit may ask for."""
@@ -66,6 +81,7 @@ class Prepared:
     fp: str
     index_score: int
     reply: bytes = b""
+    lane: str = ""  # its lane id (``shared.lanes``)
 
 
 def prepare(
@@ -90,6 +106,16 @@ def prepare(
             f"max_retries may be at most {allowed} for {spec.name!r} (a submit can lower its retries, not raise them)",
             [{"loc": ["max_retries"], "msg": f"must be <= {allowed}"}],
         )
+    queue = submission.queue or spec.queue
+    if queue not in spec.queues:
+        named = ", ".join(repr(q) for q in spec.queues)
+        raise InvalidOptions(
+            f"queue {queue!r} is not one of {spec.name!r}'s queues ({named})",
+            [{"loc": ["queue"], "msg": f"must be one of {named}"}],
+        )
+    priority = spec.priority if submission.priority is None else submission.priority
+    part = lanes.limit_part(params, spec.concurrency_key, spec.rate_key)
+    lane = lanes.lane_id(spec.name, queue, priority, tenant, part)
     job_kwargs: dict[str, Any] = {"params": params}
     if submission.timeout_seconds is not None:
         job_kwargs["timeout_seconds"] = submission.timeout_seconds
@@ -97,7 +123,7 @@ def prepare(
         job_kwargs["max_retries"] = submission.max_retries
     now_ms = int(time.time() * 1000)
     fp = fingerprint(spec.name, job_kwargs)
-    record = JobRecord(spec.name, job_kwargs, now_ms, fp, reply=reply is not None).encode()
+    record = JobRecord(spec.name, job_kwargs, now_ms, fp, reply=reply is not None, lane=lane).encode()
     return Prepared(
         task_id=tenancy.stored_id(tenant, submission.id or uuid.uuid4().hex),
         task=spec.name,
@@ -106,6 +132,7 @@ def prepare(
         fp=fp,
         index_score=time.time_ns() // 1000,
         reply=dumps(reply) if reply is not None else b"",
+        lane=lane,
     )
 
 
@@ -152,9 +179,9 @@ class Enqueuer:
 
     async def _flush(self, batch: list[Prepared]) -> list[Submitted | Exception]:
         settings = self._settings
-        args: list[Any] = [0, settings.max_queue_depth, keys.wakeup_channel(settings.queue_name)]
+        args: list[Any] = [0, settings.max_queue_depth, settings.queue_depths]
         for p in batch:
-            args += [p.task_id, p.due, p.record, p.fp, p.index_score, p.reply]
+            args += [p.task_id, p.due, p.record, p.fp, p.index_score, p.reply, p.lane]
         script_keys = [settings.queue_name, keys.task_index(settings.queue_name)]
         if not settings.redis_wait_replicas:
             replies = await self._scripts.enqueue(keys=script_keys, args=args)
@@ -178,7 +205,8 @@ def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionEr
     if kind == "created":
         return Submitted(prepared.task_id, prepared.task, True, TaskState(reply[1].decode()))
     if kind == "full":
-        return QueueFull(f"the queue holds {reply[1].decode()} waiting tasks, its maximum; retry later")
+        queue = lanes.parse(prepared.lane).queue
+        return QueueFull(f"queue {queue!r} holds {reply[1].decode()} waiting tasks, its maximum; retry later")
     if reply[2] == b"same":
         return Submitted(prepared.task_id, prepared.task, False, TaskState(reply[1].decode()))
     return IdConflict(

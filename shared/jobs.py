@@ -40,6 +40,7 @@ class JobRecord:
     tries_base: int = 0  # tries used before a manual retry started this round
     reply: bool = False  # a Service Bus reply is requested
     due_ms: int | None = None  # when a deferred job falls due (Redis's clock; set by the enqueue script)
+    lane: str | None = None  # its lane id (``shared.lanes``); None for a job from before named queues
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -62,8 +63,10 @@ class JobRecord:
 
     def encode(self) -> bytes:
         """The record as stored (Relay's fields first; see the module docstring)."""
-        data: dict[str, Any] = {"f": self.function, "fp": self.fp, "w": self.wait, "et": self.enqueue_ms, "t": None}
-        data |= {"a": [], "k": self.kwargs, "fl": self.failures, "tb": self.tries_base}
+        data: dict[str, Any] = {"f": self.function, "fp": self.fp, "w": self.wait, "et": self.enqueue_ms}
+        if self.lane is not None:
+            data["ln"] = self.lane  # right after "et": the scripts read it there (lib.lua relay_record_lane)
+        data |= {"t": None, "a": [], "k": self.kwargs, "fl": self.failures, "tb": self.tries_base}
         if self.last_error is not None:
             data["le"] = self.last_error
         if self.next_try_ms is not None:
@@ -80,7 +83,7 @@ class JobRecord:
         data = loads(raw)
         if not isinstance(data, dict) or "f" not in data or "k" not in data:
             raise ValueError("not a job record")
-        known = {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp", "du"}
+        known = {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp", "du", "ln"}
         return cls(
             function=str(data["f"]),
             kwargs=dict(data["k"]),
@@ -93,6 +96,7 @@ class JobRecord:
             tries_base=int(data.get("tb") or 0),
             reply=bool(data.get("rp")),
             due_ms=int(data["du"]) if data.get("du") is not None else None,
+            lane=str(data["ln"]) if data.get("ln") is not None else None,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -114,6 +118,7 @@ class ResultRecord:
     fp: str = ""
     tries_base: int = 0
     reply: bool = False
+    lane: str | None = None
 
     def encode(self) -> bytes:
         """The record as stored."""
@@ -124,6 +129,8 @@ class ResultRecord:
         data |= {"rst": self.start_ms, "tb": self.tries_base}
         if self.reply:
             data["rp"] = 1
+        if self.lane is not None:
+            data["ln"] = self.lane
         return dumps(data)
 
     @classmethod
@@ -147,4 +154,5 @@ class ResultRecord:
             fp=str(data.get("fp", "")),
             tries_base=int(data.get("tb") or 0),
             reply=bool(data.get("rp")),
+            lane=str(data["ln"]) if data.get("ln") is not None else None,
         )

@@ -8,22 +8,40 @@ key name no ``:``).
 
 The queue, lanes and claims (one design, shared by the enqueue, claim, commit, abort and retry scripts):
 
-- **Lanes.** A waiting job (queued, deferred, retrying) sits in its *lane*: a sorted set per queue and task name
-  (``lane(queue, task)``), scored by the time it falls due (ms, Redis's clock). A worker claims only from the
-  lanes of the tasks it runs, so a job is never taken by a worker that lacks its code, and a lane no live
-  worker serves simply waits (nothing scans past it).
-- **The schedule** is the queue's own sorted set (``settings.queue_name``), in two bands: each non-empty lane
-  has a *marker* member (``lane_marker(task)``: ``~`` + task name, which no task id can be) scored by its
-  lane's head (earliest due time), and each running job has its id scored ``RUNNING_BASE`` + its lease expiry.
-  So one ``ZRANGE 0 0`` tells an idle worker whether anything is due or any lease lapses, and the claim reads
-  the due lanes' markers, never a scan of jobs. A marker's score is never later than its lane's head (every add
-  uses ``ZADD LT``); the claim corrects a marker that is early or whose lane emptied.
-- **Later lanes.** Named queues, priorities, per-key limits and tenant fairness (issue #21) refine the lane
-  (task, tenant, priority band): the marker names the lane, and the claim's choice among due lanes is where
-  round-robin, limits and priority order go. Redis Cluster (issue #22) puts a queue shard's schedule, its
-  lanes and its tasks' keys in one hash slot.
-- **Time** that decides ownership (due, leases, the sweep, abort requests against enqueue times) is Redis's
-  ``TIME``, read inside each script (``relay_now`` in ``lib.lua``); callers pass delays, never "now".
+- **Namespace and named queues.** ``RELAY_QUEUE_NAME`` names a deployment's *schedule* (below); named queues
+  (``default``, ``gpu``, ...: ``shared.lanes``) are a part of each lane's identity, not separate schedules, so
+  a worker serving several queues claims from all of them in one script call, and one schedule still answers
+  "what is due, what lapses" for the whole deployment. (Redis Cluster, issue #22, splits a schedule into shards,
+  each with its lanes and its tasks' keys in one hash slot: whatever one script touches stays in one slot.)
+- **Lanes.** A waiting job (queued, deferred, retrying) sits in its *lane*: a sorted set per lane id (``lane``),
+  scored by the time it falls due (ms, Redis's clock). A lane id is ``<task>|<queue>|<priority>|<tenant>|<limit
+  part>`` (``shared.lanes``; a bare task name is a lane from before named queues). Every job of one lane is
+  alike for the claim: same code, queue, priority, owner and limit keys. So a worker claims only lanes of the
+  tasks and queues it serves (never a job it lacks the code for), a lane whose limit is full is skipped whole (a
+  job blocked by its limit never blocks another behind it), and a lane no live worker serves simply waits.
+  A job's record names its lane (``ln``), and so does its in-progress marker while it runs.
+- **The schedule** is the deployment's own sorted set (``settings.queue_name``), in two bands: each non-empty
+  lane has a *marker* member (``LANE_MARKER`` + lane id, which no task id can be) scored by its lane's head
+  (earliest due time), and each running job has its id scored ``RUNNING_BASE`` + its lease expiry. So one
+  ``ZRANGE 0 0`` tells an idle worker whether anything is due or any lease lapses, and a claim reads the due
+  markers, never a scan of jobs. Every add uses ``ZADD LT`` (a marker is never later than its lane's head)
+  except a held lane's: a rate-limited lane's marker moves to when its next start is allowed, and a lane whose
+  concurrency limit is full is *parked* (marker moved ``PARK_MS`` ahead, lane id noted in ``parked``); the
+  commit that frees a slot of that limit puts the parked lanes' markers back at their heads and wakes workers.
+  The claim corrects any marker that is early or whose lane emptied.
+- **The claim's choice** among due lanes it serves: the worker's queues in its order (``RELAY_QUEUES``: earlier
+  first), then higher priority first, then tenants round-robin (weighted by ``RELAY_TENANT_WEIGHTS``; the least
+  recently served tenant first, remembered in ``fairness``), then, within a tenant, the earliest lane head first
+  (FIFO). Strict priority: a steady stream of higher-priority work can starve lower priorities (no aging).
+- **Limits** are enforced in the claim, on Redis's clock: a concurrency limit's running jobs are a set per task
+  and key value (``slots``; a job leaves it when its end, re-queue or retry is committed, and a lapsed lease's
+  job is swept and handed back, which frees its slot); a rate limit is a GCRA schedule per task and key value
+  (``rate_limit``: the theoretical time of the next allowed start).
+- **Depth.** Waiting jobs per queue are counted in ``depth`` (a hash: queue -> count) by every script that moves
+  jobs in or out of lanes, so a submit checks its queue's depth in O(1); the count is recounted from the lanes
+  when missing or negative, and by the minute's maintenance.
+- **Time** that decides ownership (due, leases, the sweep, abort requests against enqueue times, rate limits) is
+  Redis's ``TIME``, read inside each script (``relay_now`` in ``lib.lua``); callers pass delays, never "now".
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
   claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
   commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.
@@ -47,6 +65,13 @@ WAKEUP_PREFIX: Final = "relay:wakeup:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
 # Per queue and task name: prefix + task name (no '|' in a name) + '|' + queue name.
 LANE_PREFIX: Final = "relay:lane:"
+# Per task and limit key value: prefix + task name + '|' + key value (no '|' in either) + '|' + queue name.
+SLOTS_PREFIX: Final = "relay:slots:"
+PARKED_PREFIX: Final = "relay:parked:"
+RATE_PREFIX: Final = "relay:rate:"
+# Per queue name (the schedule): prefix + queue name.
+FAIRNESS_PREFIX: Final = "relay:fairness:"
+DEPTH_PREFIX: Final = "relay:depth:"
 # Per worker: prefix + the worker's token.
 CLAIM_REQUEST_PREFIX: Final = "relay:claim-request:"
 CATALOGUE_PREFIX: Final = "relay:catalogue:"
@@ -65,6 +90,11 @@ RELAY_PREFIXES: Final = (
     WAKEUP_PREFIX,
     MAINTENANCE_PREFIX,
     LANE_PREFIX,
+    SLOTS_PREFIX,
+    PARKED_PREFIX,
+    RATE_PREFIX,
+    FAIRNESS_PREFIX,
+    DEPTH_PREFIX,
     CLAIM_REQUEST_PREFIX,
     CATALOGUE_PREFIX,
     PRESENCE_PREFIX,
@@ -79,6 +109,8 @@ ABORT_SET: Final = abort_jobs_ss
 RUNNING_BASE: Final = 10**15
 # A lane's member in the schedule: this character (never the first of a task id) + the task name.
 LANE_MARKER: Final = "~"
+# How far ahead a parked lane's marker moves (its limit's freed slot brings it back sooner): a safety net.
+PARK_MS: Final = 60_000
 
 
 def events_stream(task_id: str) -> str:
@@ -141,14 +173,45 @@ def wakeup_channel(queue_name: str) -> str:
     return WAKEUP_PREFIX + queue_name
 
 
-def lane(queue_name: str, task_name: str) -> str:
-    """The waiting jobs of one task on one queue, by due time (see the module docstring)."""
-    return f"{LANE_PREFIX}{task_name}|{queue_name}"
+def queue_channel(queue_name: str, queue: str) -> str:
+    """Where enqueuers tell the workers serving named queue ``queue`` that a job is due (the default queue's
+    notices share the namespace's own channel, with aborts and reply notices)."""
+    return wakeup_channel(queue_name) if queue == "default" else f"{WAKEUP_PREFIX}{queue}|{queue_name}"
 
 
-def lane_marker(task_name: str) -> str:
-    """The member of the queue's schedule that stands for a lane, scored by the lane's head."""
-    return LANE_MARKER + task_name
+def lane(queue_name: str, lane_id: str) -> str:
+    """The waiting jobs of one lane, by due time (see the module docstring)."""
+    return f"{LANE_PREFIX}{lane_id}|{queue_name}"
+
+
+def lane_marker(lane_id: str) -> str:
+    """The member of the schedule that stands for a lane, scored by the lane's head."""
+    return LANE_MARKER + lane_id
+
+
+def slots(queue_name: str, task_name: str, key_value: str) -> str:
+    """The running jobs that hold a concurrency limit's slots (a set of task ids)."""
+    return f"{SLOTS_PREFIX}{task_name}|{key_value}|{queue_name}"
+
+
+def parked(queue_name: str, task_name: str, key_value: str) -> str:
+    """The lanes parked until a slot of this concurrency limit frees (a set of lane ids)."""
+    return f"{PARKED_PREFIX}{task_name}|{key_value}|{queue_name}"
+
+
+def rate_limit(queue_name: str, task_name: str, key_value: str) -> str:
+    """A rate limit's theoretical time of the next allowed start (ms, Redis's clock)."""
+    return f"{RATE_PREFIX}{task_name}|{key_value}|{queue_name}"
+
+
+def fairness(queue_name: str) -> str:
+    """When each tenant was last served by a claim (a hash: tenant -> claim counter), for round-robin."""
+    return FAIRNESS_PREFIX + queue_name
+
+
+def depth(queue_name: str) -> str:
+    """Waiting jobs per named queue (a hash: queue -> count)."""
+    return DEPTH_PREFIX + queue_name
 
 
 def claim_request(token: str) -> str:
@@ -184,6 +247,8 @@ def quota_rate(queue_name: str, key_name: str) -> str:
 
 def queue_name_problem(queue_name: str) -> str | None:
     """Why ``queue_name`` cannot be used (it would share keys with Relay's or arq's), or None."""
+    if "|" in queue_name:
+        return "it contains '|', which separates the parts of Relay's lane keys"
     for prefix in (*RELAY_PREFIXES, *ARQ_PREFIXES, ABORT_SET):
         if queue_name.startswith(prefix) or f"{queue_name}:".startswith(prefix):
             return f"it would share keys with {prefix!r}"

@@ -90,6 +90,7 @@ def _view(record: dict[str, Any], ago: float) -> dict[str, Any]:
         "running_tasks": running,
         "totals": record.get("totals") or {},
         "metrics_port": record.get("metrics_port"),
+        "queues": [str(q) for q in record.get("queues") or ["default"]],
     }
 
 

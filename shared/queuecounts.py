@@ -1,5 +1,6 @@
-"""What a queue holds (due, deferred, running), in total and per task: for ``/metrics``, ``/stats`` and the
-dev runner. One script call (``counts.lua``) reads the lanes of ``shared/keys.py`` on Redis's clock."""
+"""What a deployment's queue holds (due, deferred, running), in total, per task and per named queue: for
+``/metrics``, ``/stats`` and the dev runner. One script call (``counts.lua``) reads the lanes of ``shared/keys.py``
+on Redis's clock."""
 
 from __future__ import annotations
 
@@ -17,13 +18,24 @@ class TaskCounts:
 
 
 @dataclass(frozen=True)
+class NamedQueueCounts:
+    """Jobs of one named queue (``shared.lanes``) by state."""
+
+    due: int
+    deferred: int
+    running: int
+
+
+@dataclass(frozen=True)
 class QueueCounts:
-    """Jobs of one queue by state; ``tasks`` holds the waiting ones per task name."""
+    """Jobs of the deployment by state; ``tasks`` holds the waiting ones per task name, ``queues`` every named
+    queue with jobs."""
 
     due: int
     deferred: int
     running: int
     tasks: dict[str, TaskCounts] = field(default_factory=dict)
+    queues: dict[str, NamedQueueCounts] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:
@@ -38,6 +50,12 @@ async def waiting_jobs(scripts: Scripts, queue_name: str) -> int:
 
 async def queue_counts(scripts: Scripts, queue_name: str) -> QueueCounts:
     """The queue's counts, in one round trip."""
-    due, deferred, running, per = await scripts.counts(keys=[queue_name])
+    due, deferred, running, per, named = await scripts.counts(keys=[queue_name])
     tasks = {name.decode(): TaskCounts(int(d), int(w)) for name, d, w in per}
-    return QueueCounts(int(due), int(deferred), int(running), tasks)
+    queues = {q.decode(): NamedQueueCounts(int(d), int(w), int(r)) for q, d, w, r in named}
+    return QueueCounts(int(due), int(deferred), int(running), tasks, queues)
+
+
+async def recount_depths(scripts: Scripts, queue_name: str) -> None:
+    """Count every named queue's waiting jobs again (the depth a submit is checked against; ``shared/keys.py``)."""
+    await scripts.counts(keys=[queue_name], args=["recount"])

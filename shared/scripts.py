@@ -29,6 +29,7 @@ SCRIPT_NAMES = (
     "maintenance",
     "outbox",
     "counts",
+    "why",
 )
 
 
@@ -54,6 +55,13 @@ def with_library(body: str) -> str:
         "ABORT_SET": keys.ABORT_SET,
         "LANE_PREFIX": keys.LANE_PREFIX,
         "LANE_MARKER": keys.LANE_MARKER,
+        "SLOTS_PREFIX": keys.SLOTS_PREFIX,
+        "PARKED_PREFIX": keys.PARKED_PREFIX,
+        "RATE_PREFIX": keys.RATE_PREFIX,
+        "FAIRNESS_PREFIX": keys.FAIRNESS_PREFIX,
+        "DEPTH_PREFIX": keys.DEPTH_PREFIX,
+        "WAKEUP_PREFIX": keys.WAKEUP_PREFIX,
+        "PARK_MS": str(keys.PARK_MS),
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)
@@ -76,6 +84,7 @@ class Scripts:
         self.maintenance = redis.register_script(source("maintenance"))
         self.outbox = redis.register_script(source("outbox"))
         self.counts = redis.register_script(source("counts"))
+        self.why = redis.register_script(source("why"))
 
 
 def renew_script(redis: SyncRedis) -> Any:

@@ -10,10 +10,10 @@ from functools import lru_cache
 from importlib.util import find_spec
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import keys
+from shared import keys, lanes
 from shared.apikeys import ANONYMOUS, NAME_PATTERN, parse_api_keys
 from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe, refuse
 
@@ -42,13 +42,35 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", populate_by_name=True)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL: redis://, rediss:// (TLS) or unix://.")
-    queue_name: str = Field("relay:queue", description="arq queue (a Redis sorted set).")
+    queue_name: str = Field(
+        "relay:queue",
+        description="The deployment's schedule (a Redis sorted set; arq's queue): every named queue's jobs, and "
+        "the keys derived from it, are under this name.",
+    )
+    queues: str = Field(
+        "default",
+        description="The named queues a worker serves, comma-separated, earlier first: a worker takes due jobs "
+        "of a later queue only when none of an earlier one is due (a `gpu,default` pool helps with `default` "
+        "when idle).",
+    )
+    queue_depths: str = Field(
+        "",
+        description="Named queues with a depth limit of their own, e.g. `gpu=100,batch=50000` "
+        "(others: RELAY_MAX_QUEUE_DEPTH).",
+    )
+    tenant_weights: str = Field(
+        "",
+        description="Weights for the round-robin between tenants' due jobs, e.g. `acme=3,globex=1` (others: 1): "
+        "a tenant of weight 3 gets up to 3 jobs a turn.",
+    )
     task_modules: str = Field(
         "",
         description="Comma-separated Python modules that register the tasks to run (worker.tasks.demo: the "
         "demo tasks).",
     )
-    max_queue_depth: int = Field(10_000, ge=1, description="Submits beyond this many queued jobs get 503.")
+    max_queue_depth: int = Field(
+        10_000, ge=1, description="Submits beyond this many waiting jobs of a named queue get 503."
+    )
     worker_concurrency: int = Field(10, ge=1, description="Jobs one worker process runs at once.")
     worker_grace_seconds: int = Field(
         25, ge=0, description="On SIGTERM/SIGINT a worker lets running jobs finish for this long, then re-queues."
@@ -212,6 +234,31 @@ class Settings(BaseSettings):
     servicebus_retry_seconds: float = Field(
         5, ge=0, description="How long a transient failure (Redis down) is retried before abandoning."
     )
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_list(cls, value: str) -> str:
+        names = [q.strip() for q in value.split(",") if q.strip()]
+        bad = [q for q in names if not lanes.is_queue_name(q)]
+        if not names or bad:
+            raise ValueError(f"RELAY_QUEUES must list queue names matching {lanes.QUEUE_NAME_REGEX} (got {value!r})")
+        return ",".join(dict.fromkeys(names))
+
+    @field_validator("queue_depths", "tenant_weights")
+    @classmethod
+    def _name_numbers(cls, value: str, info: ValidationInfo) -> str:
+        pairs = [p.strip() for p in value.split(",") if p.strip()]
+        for pair in pairs:
+            name, sep, number = pair.partition("=")
+            if not sep or not name.strip() or not number.strip().isdigit() or int(number) < 1:
+                what = f"RELAY_{str(info.field_name).upper()}"
+                raise ValueError(f"{what} takes name=number pairs with numbers >= 1, e.g. `a=3,b=1` (got {pair!r})")
+        return ",".join(f"{n.strip()}={v.strip()}" for n, _, v in (p.partition("=") for p in pairs))
+
+    @property
+    def queue_list(self) -> list[str]:
+        """``RELAY_QUEUES`` as a list, in the order they are served."""
+        return self.queues.split(",")
 
     @field_validator("queue_name")
     @classmethod

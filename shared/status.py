@@ -8,7 +8,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from shared import keys
+from shared import keys, lanes
 from shared.jobs import RETRYING, JobRecord, ResultRecord
 from shared.tasks import FINAL_STATES, TaskState
 
@@ -29,11 +29,12 @@ def _timeout(kwargs: dict[str, Any], name: str, timeout_for: TimeoutFor | None) 
 
 
 def parse_marker(raw: bytes | None) -> tuple[int, int] | None:
-    """(try, start ms) from an in-progress marker ``<token>|<try>|<start ms>``, if it is one of Relay's."""
+    """(try, start ms) from an in-progress marker ``<token>|<try>|<start ms>[|<slot>|<lane>]`` (``lib.lua``
+    relay_marker_parts), if it is one of Relay's (a token has no ``|``)."""
     if not raw:
         return None
-    parts = raw.rsplit(b"|", 2)
-    if len(parts) != 3:
+    parts = raw.split(b"|", 3)
+    if len(parts) < 3:
         return None
     try:
         return int(parts[1]), int(parts[2])
@@ -95,7 +96,17 @@ def result_view(task_id: str, result: ResultRecord, timeout_for: TimeoutFor | No
         "finished_at": _ms_iso(result.finish_ms),
         "last_error": None,
         "next_try_at": None,
-    }
+    } | _lane_fields(result.lane)
+
+
+def _lane_fields(lane: str | None) -> dict[str, Any]:
+    """The named queue and priority a task waits (or waited) at, and its lane id (``LANE``: for the API's
+    waiting reason, never shown)."""
+    parts = lanes.parse(lane or "")
+    return {"queue": parts.queue, "priority": parts.priority, LANE: lane}
+
+
+LANE = "lane"  # a view's private field: its lane id (``shared.lanes``), or None
 
 
 def job_view(
@@ -136,7 +147,7 @@ def job_view(
         "finished_at": None,
         "last_error": job.last_error,
         "next_try_at": _ms_iso(job.next_try_ms) if state is TaskState.RETRYING else None,
-    }
+    } | _lane_fields(job.lane)
 
 
 def _error(error: Any) -> dict[str, Any]:

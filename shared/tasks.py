@@ -9,6 +9,8 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.lanes import QUEUE_NAME_REGEX
+
 MAX_DEFER = dt.timedelta(days=30)
 # Ids and names are matched whole (``fullmatch``): ``$`` alone would also accept a trailing newline.
 TASK_ID_REGEX: Final = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
@@ -65,6 +67,16 @@ class TaskSubmission(BaseModel):
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
     max_retries: (
         Annotated[int, Field(ge=0, description="Fewer retries than the task's policy allows (never more).")] | None
+    ) = None
+    queue: (
+        Annotated[
+            str, Field(pattern=f"^{QUEUE_NAME_REGEX}$", description="A named queue the task allows (default: its own).")
+        ]
+        | None
+    ) = None
+    priority: (
+        Annotated[int, Field(ge=0, le=9, description="0 (lowest) to 9; higher runs first (default: the task's).")]
+        | None
     ) = None
 
     @model_validator(mode="after")

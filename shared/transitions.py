@@ -87,6 +87,7 @@ class Transitions:
                 fp=job.fp,
                 tries_base=job.tries_base,
                 reply=job.reply,
+                lane=job.lane,
             ).encode()
         bodies = [
             events.body(task_id, EventType.ABORTED, {"reason": "aborted before it started"}, now, trace_id),
@@ -110,7 +111,13 @@ class Transitions:
         result = ResultRecord.decode(raw)
         now = time.time()
         job = JobRecord(
-            result.function, result.kwargs, result.enqueue_ms, result.fp, tries_base=result.job_try, reply=result.reply
+            result.function,
+            result.kwargs,
+            result.enqueue_ms,
+            result.fp,
+            tries_base=result.job_try,
+            reply=result.reply,
+            lane=result.lane,
         )
         trace = tracing.context_span(trace_carrier or {})
         if trace.trace_id is not None:

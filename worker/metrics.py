@@ -85,6 +85,15 @@ class WorkerMetrics:
             ["task", "kind"],
             registry=r,
         )
+        self.held_back = Counter(
+            "relay_claim_waits",
+            "Due lanes a claim held back by a limit (their jobs wait): reason concurrency (the task's limit is "
+            "full) or rate (its next start is not allowed yet).",
+            ["reason"],
+            registry=r,
+        )
+        self._held_concurrency = self.held_back.labels("concurrency")
+        self._held_rate = self.held_back.labels("rate")
         self.in_flight = Gauge("relay_worker_jobs_in_flight", "Jobs running on this worker now.", registry=r)
         self.in_flight.set_function(lambda: float(in_flight()))
         self.concurrency = Gauge(
@@ -108,6 +117,13 @@ class WorkerMetrics:
         self._per_task: dict[str, tuple[Any, Any, Any]] = {}
         self._outcome_of: dict[tuple[str, str], Any] = {}
         self._event_of: dict[bytes, Any] = {}
+
+    def claim_waits(self, concurrency: int, rate: int) -> None:
+        """A claim held back lanes by their limits (``claim.lua``)."""
+        if concurrency:
+            self._held_concurrency.inc(concurrency)
+        if rate:
+            self._held_rate.inc(rate)
 
     def _task(self, task: str) -> tuple[Any, Any, Any]:
         """(started, queue wait, duration) of ``task``."""

@@ -81,6 +81,7 @@ async def start(ctx: dict[str, Any], settings: Settings, engine: Engine) -> None
         "concurrency": settings.worker_concurrency,
         "metrics_port": settings.worker_metrics_port or None,
         "catalogue": engine.catalogue_digest,  # what it runs (shared.catalogue)
+        "queues": settings.queue_list,  # the named queues it serves, in order
     }
     await engine.sync_clock()
     await presence.publish(engine.pool, settings.queue_name, engine.token, _doing(engine, facts), engine.redis_now_ms())

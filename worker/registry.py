@@ -11,8 +11,10 @@ from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from shared import lanes
 from shared.arguments import bind
 from shared.errors import InvalidArguments, UnknownTask
+from shared.lanes import Limit, Rate
 from shared.retry import NO_RETRIES, RetryPolicy
 from shared.tasks import TASK_NAME_REGEX, is_task_name
 from worker.context import TaskContext
@@ -57,6 +59,30 @@ class TaskSpec:
     is_async: bool = True
     schedules: tuple[Schedule, ...] = ()
     _param_names: tuple[str, ...] = field(default=())
+    queue: str = lanes.DEFAULT_QUEUE
+    queues: tuple[str, ...] = (lanes.DEFAULT_QUEUE,)  # where a submit may send it (``queue`` first)
+    priority: int = 0
+    concurrency: Limit | None = None
+    rate: Rate | None = None
+
+    @property
+    def concurrency_key(self) -> str | None:
+        """The argument whose value splits its concurrency limit, if any."""
+        return self.concurrency.key if self.concurrency else None
+
+    @property
+    def rate_key(self) -> str | None:
+        """The argument whose value splits its rate limit, if any."""
+        return self.rate.key if self.rate else None
+
+    def claim_entry(self) -> str:
+        """How the claim script knows this task (``claim.lua``): its name, with its limits if it has any."""
+        if self.concurrency is None and self.rate is None:
+            return self.name
+        running = self.concurrency.running if self.concurrency else 0
+        interval = f"{self.rate.interval_ms:.3f}" if self.rate else "0"
+        burst = self.rate.burst if self.rate else 1
+        return f"{self.name}={running}:{interval}:{burst}"
 
     @property
     def max_retries(self) -> int:
@@ -82,6 +108,11 @@ class TaskSpec:
             "timeout_seconds": self.timeout_seconds or default_timeout,
             "max_retries": self.retry.max_retries,
             "sync": not self.is_async,
+            "queue": self.queue,
+            "queues": list(self.queues),
+            "priority": self.priority,
+            "concurrency": self.concurrency.describe() if self.concurrency else None,
+            "rate": self.rate.describe() if self.rate else None,
         }
 
     def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,10 +169,20 @@ class TaskRegistry:
         timeout_seconds: float | None = None,
         retry: RetryPolicy | None = None,
         schedules: Sequence[Schedule] = (),
+        queue: str = lanes.DEFAULT_QUEUE,
+        queues: Sequence[str] = (),
+        priority: int = 0,
+        concurrency: Limit | int | None = None,
+        rate: Rate | None = None,
     ) -> Callable[[F], F]:
         """Register ``fn(task: TaskContext, ...)`` under ``name`` (default: its own name). ``async def`` runs on
         the worker's event loop; a plain ``def`` runs in the worker's thread pool. Each of ``schedules`` also
-        runs it periodically (with the schedule's ``kwargs``)."""
+        runs it periodically (with the schedule's ``kwargs``).
+
+        It waits on named queue ``queue`` (a submit may pick another of ``queues``), at ``priority`` (0-9, higher
+        first) unless a submit says otherwise; ``concurrency`` caps its running jobs across all workers (an int,
+        or ``Limit(n, key="arg")`` per value of an argument) and ``rate`` its starts (``Rate(50, per_seconds=1)``)."""
+        limit = Limit(concurrency) if isinstance(concurrency, int) else concurrency
 
         def register(fn: F) -> F:
             task_name = name or fn.__name__
@@ -152,6 +193,15 @@ class TaskRegistry:
             if timeout_seconds is not None and timeout_seconds <= 0:
                 raise _refused(fn, f"task {task_name!r}: timeout_seconds must be positive")
             params, names = _params_model(task_name, fn)
+            allowed = (queue, *[q for q in queues if q != queue])
+            bad_queue = next((q for q in allowed if not lanes.is_queue_name(q)), None)
+            if bad_queue is not None:
+                raise _refused(fn, f"task {task_name!r}: queue name {bad_queue!r} must match {lanes.QUEUE_NAME_REGEX}")
+            if not lanes.MIN_PRIORITY <= priority <= lanes.MAX_PRIORITY:
+                raise _refused(fn, f"task {task_name!r}: priority must be 0 to 9")
+            problem = lanes.limit_problem(limit, rate, tuple(params.model_fields))
+            if problem is not None:
+                raise _refused(fn, f"task {task_name!r}: {problem}")
             doc = inspect.getdoc(fn) or ""
             spec = TaskSpec(
                 task_name,
@@ -163,6 +213,11 @@ class TaskRegistry:
                 inspect.iscoroutinefunction(fn),
                 tuple(schedules),
                 _param_names=names,
+                queue=queue,
+                queues=allowed,
+                priority=priority,
+                concurrency=limit,
+                rate=rate,
             )
             for schedule in schedules:  # a schedule's arguments must fit the task, checked now, not at 3 a.m.
                 try:
@@ -183,8 +238,12 @@ class TaskRegistry:
             raise UnknownTask(name, self._specs) from None
 
     def names(self) -> list[str]:
-        """The names of the registered tasks: the lanes this worker claims from (``shared/keys.py``)."""
+        """The names of the registered tasks."""
         return list(self._specs)
+
+    def claim_entries(self) -> list[str]:
+        """The tasks this worker runs, as the claim script takes them (``TaskSpec.claim_entry``)."""
+        return [spec.claim_entry() for spec in self._specs.values()]
 
     def __iter__(self) -> Iterator[TaskSpec]:
         return iter(self._specs.values())

@@ -107,7 +107,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     code = {getattr(spec.fn, "__code__", None): spec.name for spec in registry}
     watchdog = ctx[STALLS_CTX_KEY] = StallWatchdog(config.stall_warning_seconds, {c: n for c, n in code.items() if c})
     watchdog.start()
-    listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name, engine)
+    listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name, engine, config.queue_list)
     await listener.start()
     if config.servicebus_enabled:
         from worker.bridge.service import ServiceBusBridge  # the SDK loads only where it is used
@@ -115,7 +115,13 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         bridge = ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry, engine.metrics)
         listener.on_outbox = bridge.replies.wake
     where = public_url(config.redis_url)  # said at start, so a worker on the wrong Redis is not silent
-    logger.info("relay worker ready: %d tasks on queue %s, using Redis at %s", len(registry), config.queue_name, where)
+    logger.info(
+        "relay worker ready: %d tasks on queue %s (serving %s), using Redis at %s",
+        len(registry),
+        config.queue_name,
+        config.queues,
+        where,
+    )
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:

@@ -2,9 +2,10 @@
 
 Enqueues, re-queues, retries and aborts publish on ``relay:wakeup:<queue>`` (from the same Lua script as the
 change itself): ``j`` (a job is due now), ``d<ms>`` (one falls due then), ``a<id>`` (abort that running
-task) or ``o`` (a Service Bus reply is due: bridge workers send it). The engine's timer still fires every
-``RELAY_POLL_DELAY_SECONDS``, so a lost notice costs one poll delay, never a job; after the subscription drops
-and comes back, the worker claims once, in case it missed one.
+task) or ``o`` (a Service Bus reply is due: bridge workers send it). Job notices of a named queue other than
+``default`` go to that queue's own channel (``keys.queue_channel``), heard only by the workers serving it.
+The engine's timer still fires every ``RELAY_POLL_DELAY_SECONDS``, so a lost notice costs one poll delay,
+never a job; after the subscription drops and comes back, the worker claims once, in case it missed one.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ logger = logging.getLogger("relay.worker")
 class WakeupListener:
     """Subscribes to the queue's wake-up channel and tells the engine."""
 
-    def __init__(self, redis: Redis, queue_name: str, engine: Engine) -> None:
+    def __init__(self, redis: Redis, queue_name: str, engine: Engine, queues: list[str] | None = None) -> None:
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self._channel = keys.wakeup_channel(queue_name)
+        named = [keys.queue_channel(queue_name, q) for q in queues or []]
+        self._channels = list(dict.fromkeys([keys.wakeup_channel(queue_name), *named]))
         self._engine = engine
         self._task: asyncio.Task[None] | None = None
         self.notices = 0
         self.on_outbox: asyncio.Event | None = None
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(self._channel)
+        await self._pubsub.subscribe(*self._channels)
         self._task = asyncio.create_task(self._listen(), name="relay-wakeup")
 
     async def close(self) -> None:

@@ -47,4 +47,10 @@ async def stats(request: Request) -> HTTPResponse:
     ]
     now = dt.datetime.now(dt.UTC).isoformat()
     queue = {"name": res.settings.queue_name, "due": counts.due, "deferred": counts.deferred, "running": counts.running}
-    return json({"queue": queue, "tasks": tasks, "workers": workers, "time": now})
+    served = {str(q) for worker in workers for q in worker.get("queues") or ["default"]}
+    queues = [
+        {"name": name, "due": c.due, "deferred": c.deferred, "running": c.running}
+        for name, c in sorted(counts.queues.items())
+    ]
+    queues += [{"name": name, "due": 0, "deferred": 0, "running": 0} for name in sorted(served - set(counts.queues))]
+    return json({"queue": queue, "queues": queues, "tasks": tasks, "workers": workers, "time": now})

@@ -10,6 +10,7 @@ import msgspec
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
+from api import waiting
 from api.access import Caller, caller, list_prefix, may_see, public_task_id, require, stored_task_id
 from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, NotRetryable, TaskNotFound
 from api.formats import wants_stream
@@ -20,7 +21,7 @@ from shared import tenancy, tracing
 from shared.apikeys import NAME_PATTERN, Role
 from shared.enqueue import Submitted, prepare
 from shared.limits import check_args_size
-from shared.status import task_view
+from shared.status import LANE, task_view
 from shared.tasklist import BadCursor, list_tasks
 from shared.tasks import TaskState, TaskSubmission, is_task_name
 from shared.transitions import AbortOutcome, RetryOutcome
@@ -150,7 +151,8 @@ def _limit(raw: str | None) -> int:
 def _public_view(who: Caller, view: dict[str, Any]) -> dict[str, Any]:
     """A task's view as ``who`` sees it: by the id it knows, and which tenant owns it."""
     task_id = public_task_id(who, view["id"])
-    return view | {"id": task_id, "tenant": tenancy.owner(view["id"]), "links": links(task_id)}
+    shown = {k: v for k, v in view.items() if k != LANE}
+    return shown | {"id": task_id, "tenant": tenancy.owner(view["id"]), "links": links(task_id)}
 
 
 @bp.get("/tasks/<task_id:str>")
@@ -170,14 +172,8 @@ async def _view(res: Resources, stored_id: str, task_id: str) -> dict[str, Any]:
 
 
 async def waiting_reason(res: Resources, view: dict[str, Any]) -> str | None:
-    """Why a waiting task is not running yet, when that is not just its turn: no live worker runs its task (workers
-    claim only the tasks they run, so it waits for one; the live workers' offers are cached, see
-    ``shared.catalogue``)."""
-    if view["state"] not in (TaskState.QUEUED.value, TaskState.DEFERRED.value, TaskState.RETRYING.value):
-        return None
-    if view["task"] in await res.catalogue.offers():
-        return None
-    return f"waiting for a worker that runs {view['task']!r}"
+    """Why a waiting task is not running yet, when that is not just its turn (``api.waiting``)."""
+    return await waiting.reason(res.catalogue, res.scripts, res.settings.queue_name, view)
 
 
 @bp.delete("/tasks/<task_id:str>")

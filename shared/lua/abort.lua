@@ -18,10 +18,11 @@ if state == 'running' then
 end
 local record = redis.call('GETRANGE', JOB .. id, 0, 300)
 redis.call('ZREM', queue, id)  -- enqueued before lanes
-local name = relay_record_name(record)
-if name then
-  redis.call('ZREM', relay_lane(queue, name), id)
-  relay_sync_marker(queue, name)
+local lane = relay_record_lane(record)
+if lane and redis.call('ZREM', relay_lane(queue, lane), id) == 1 then
+  relay_sync_marker(queue, lane)
+  local _, q = relay_lane_parts(lane)
+  relay_count(queue, q, -1)
 end
 redis.call('ZREM', abort, id)
 local seq = tonumber(redis.call('GET', SEQ .. id) or '0')

@@ -1,26 +1,46 @@
--- Claim up to `limit` due jobs of the tasks this worker runs, in one step (no WATCH races between workers); take
--- over the jobs whose lease lapsed (their worker is gone); say when the next job falls due and the next lease
--- lapses. The layout (lanes, the schedule's markers and running band) is described in shared/keys.py.
+-- Claim up to `limit` due jobs of the tasks and named queues this worker serves, in one step (no WATCH races
+-- between workers); take over the jobs whose lease lapsed (their worker is gone); say when the next job falls due
+-- and the next lease lapses. The layout (lanes, the schedule's markers and running band, limits, fairness) and
+-- the order due lanes are served in are described in shared/keys.py.
 -- A claimed job leaves its lane for the running band of the schedule (score = RUNNING_BASE + lease expiry) and
--- its in-progress marker holds "<token>|<try>|<start ms>"; arq's try counter counts the try. Every time here is
--- Redis's (relay_now), so workers whose clocks disagree still agree on leases.
+-- its in-progress marker holds "<token>|<try>|<start ms>|<S or ->|<lane>" (lib.lua relay_marker_parts); arq's
+-- try counter counts the try. Every time here is Redis's (relay_now), so workers whose clocks disagree still
+-- agree on leases and limits.
 -- A replay (the same request id again: the client sent it twice after a timeout or a dropped connection) returns
 -- the jobs the first call claimed and took over, and claims nothing more.
 -- KEYS: queue (the schedule), arq's abort set, this worker's claim record.
--- ARGV: request id, limit, lease_ms, token, sweep_limit, then the names of the tasks this worker runs.
--- Returns {claimed, swept, next_due or false, next_lease or false, now (false when nothing is queued or running)}: claimed items are {id, job record or
--- false, try, aborted (0/1), due score, seq}; swept items {id, job or false, try, aborted, seq, own (0/1: the
--- lapsed lease was this worker's own)}; next_due and next_lease are delays from now in ms (next_due is 0 when
--- more jobs may be due than were taken). An abort request counts only if made after the job was enqueued: an
+-- ARGV: request id, limit, lease_ms, token, sweep_limit, the named queues served (comma-separated, first served
+-- first), tenant weights ('a=3,b=1' or ''), then one entry per task this worker runs: its name, or for a task
+-- with limits 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
+-- Returns {claimed, swept, next_due or false, next_lease or false, now (false when nothing is queued or running),
+-- held}: claimed items are {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job
+-- or false, try, aborted, seq, own (0/1: the lapsed lease was this worker's own)}; next_due and next_lease are
+-- delays from now in ms (next_due is 0 when more jobs may be due than were taken); held is {lanes held back by a
+-- full concurrency limit, by a rate limit}. An abort request counts only if made after the job was enqueued: an
 -- older one was for an earlier task of the same id, and is removed here.
 local queue, abort, request_key = KEYS[1], KEYS[2], KEYS[3]
 local request, limit, lease, token = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local sweep_limit = tonumber(ARGV[5])
 local mine = token .. '|'
-local runnable = {}
-for i = 6, #ARGV do runnable[ARGV[i]] = true end
+local rank, ranks = {}, 0  -- named queue -> its place in this worker's list
+for q in string.gmatch(ARGV[6], '[^,]+') do
+  ranks = ranks + 1
+  if rank[q] == nil then rank[q] = ranks end
+end
+local weight = {}
+for tenant, w in string.gmatch(ARGV[7], '([^,=]*)=(%d+)') do weight[tenant] = math.max(1, tonumber(w)) end
+local runs = {}  -- task name -> {max running (0: no limit), ms between starts (0: no limit), burst}
+for i = 8, #ARGV do
+  local name, running, interval, burst = string.match(ARGV[i], '^([^=]+)=(%d+):([%d.]+):(%d+)$')
+  if name then
+    runs[name] = {tonumber(running), tonumber(interval), tonumber(burst)}
+  else
+    runs[ARGV[i]] = {0, 0, 1}
+  end
+end
 local now, held  -- Redis's clock, read once something is queued or running (below)
 local claimed, swept, stale = {}, {}, {}
+local held_back = {0, 0}  -- lanes skipped: concurrency limit full, rate limit
 
 -- Whether abort request `requested` (its score, or nil) is for the job of `record`; a stale one is noted.
 local function abort_counts(id, record, requested)
@@ -42,7 +62,7 @@ local function replayed(kept)
     if marker and string.sub(marker, 1, #mine) == mine then
       local record = redis.call('GET', JOB .. entry[1])
       local aborted = abort_counts(entry[1], record, redis.call('ZSCORE', abort, entry[1])) and 1 or 0
-      local try = tonumber(string.match(marker, '|(%d+)|'))
+      local try = relay_marker_parts(marker)
       claimed[#claimed + 1] = {entry[1], record, try, aborted, entry[2], seq_of(entry[1])}
     end
   end
@@ -51,17 +71,17 @@ local function replayed(kept)
     if marker and string.sub(marker, 1, #mine) == mine then
       local record = redis.call('GET', JOB .. entry[1])
       local aborted = abort_counts(entry[1], record, redis.call('ZSCORE', abort, entry[1])) and 1 or 0
-      local try = tonumber(string.match(marker, '|(%d+)|'))
+      local try = relay_marker_parts(marker)
       swept[#swept + 1] = {entry[1], record, try, aborted, seq_of(entry[1]), entry[2]}
     end
   end
-  return {claimed, swept, 0, false, now}
+  return {claimed, swept, 0, false, now, held_back}
 end
 
 -- An idle worker's call ends here, after one command, when nothing is queued or running (and so nothing a first
 -- run of this request could have claimed is left to return).
 local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
-if #head == 0 then return {claimed, swept, false, false, false} end
+if #head == 0 then return {claimed, swept, false, false, false, held_back} end
 now = relay_now()
 held = RUNNING_BASE + now + lease
 
@@ -71,9 +91,10 @@ if kept then
   if kept[1] == request then return replayed(kept) end
 end
 
--- Make jobs `ids` (due at `scores`) this worker's: one MGET for their markers, records, tries and counters, one
--- MSET and one ZADD for all.
-local function mark(ids, scores)
+-- Make jobs `ids` (due at `scores`, from lane `lane`; holding a slot of its concurrency limit if `slots` names
+-- that limit's set) this worker's: one MGET for their markers, records, tries and counters, one MSET and one ZADD
+-- for all. Returns how many it took.
+local function mark(ids, scores, lane, slots)
   local n, wanted = #ids, {}
   for i = 1, n do
     wanted[i] = IN_PROGRESS .. ids[i]
@@ -83,7 +104,8 @@ local function mark(ids, scores)
   end
   local values = redis.call('MGET', unpack(wanted))
   local aborts = redis.call('ZMSCORE', abort, unpack(ids))
-  local marks, entries = {}, {}
+  local marks, entries, taken = {}, {}, {}
+  local tail = '|' .. (slots and 'S' or '-') .. '|' .. lane
   for i = 1, n do
     -- A waiting job never has an in-progress marker (the scripts that put a job back remove it); if one does,
     -- it runs elsewhere and stays out of the lane.
@@ -92,32 +114,122 @@ local function mark(ids, scores)
       local try = (tonumber(values[2 * n + i]) or 0) + 1
       local aborted = abort_counts(id, record, aborts[i])
       marks[#marks + 1] = IN_PROGRESS .. id
-      marks[#marks + 1] = token .. '|' .. try .. '|' .. now
+      marks[#marks + 1] = token .. '|' .. try .. '|' .. now .. tail
       marks[#marks + 1] = TRIES .. id
       marks[#marks + 1] = try
       entries[#entries + 1] = held
       entries[#entries + 1] = id
+      taken[#taken + 1] = id
       claimed[#claimed + 1] = {id, record, try, aborted and 1 or 0, scores[i], tonumber(values[3 * n + i]) or 0}
     end
   end
   if #marks > 0 then
     redis.call('MSET', unpack(marks))
     redis.call('ZADD', queue, unpack(entries))
+    if slots then redis.call('SADD', slots, unpack(taken)) end
   end
+  return #taken
 end
 
--- Take up to `want` due jobs from the lane of task `name` (one ZRANGEBYSCORE and one ZREMRANGEBYRANK); returns
--- how many it took.
-local function take(name, want)
-  local lane = relay_lane(queue, name)
-  local due = redis.call('ZRANGEBYSCORE', lane, '-inf', now, 'WITHSCORES', 'LIMIT', 0, want)
+local next_due = nil
+local function due_at(score)
+  if next_due == nil or score < next_due then next_due = score end
+end
+local left = {}  -- named queue -> jobs taken out of its lanes (its depth count goes down by as many)
+
+-- How many jobs lane `c` may start now under its task's limits (0: held back, and its marker moved to when it
+-- may start again), and the concurrency set its jobs join (or nil).
+local function allowance(c, want)
+  local spec = runs[c.task]
+  local allowed, slots = want, nil
+  local key_value, rate_value = string.match(c.part, '^([^/]*)/(.*)$')
+  if spec[1] > 0 then
+    slots = SLOTS .. c.task .. '|' .. (key_value or '') .. '|' .. queue
+    local running = redis.call('SCARD', slots)
+    if running >= spec[1] then
+      -- Full: unless some of its members are gone (ended without a commit that freed them), park the lane until
+      -- a commit frees a slot of this limit (lib.lua relay_free_slot), or PARK_MS at most.
+      for _, id in ipairs(redis.call('SMEMBERS', slots)) do
+        if redis.call('EXISTS', IN_PROGRESS .. id) == 0 then
+          redis.call('SREM', slots, id)
+          running = running - 1
+        end
+      end
+    end
+    if running >= spec[1] then
+      redis.call('SADD', PARKED .. c.task .. '|' .. (key_value or '') .. '|' .. queue, c.lane)
+      redis.call('ZADD', queue, now + PARK_MS, MARKER .. c.lane)
+      held_back[1] = held_back[1] + 1
+      return 0, nil
+    end
+    if spec[1] - running < allowed then
+      allowed = spec[1] - running
+      c.fills = true  -- taking `allowed` fills the limit
+    end
+  end
+  if spec[2] > 0 then
+    -- GCRA: `tat` is when the next start is allowed with no burst left; `burst` starts may be taken at once.
+    local key = RATE .. c.task .. '|' .. (rate_value or '') .. '|' .. queue
+    local tat = math.max(tonumber(redis.call('GET', key) or '0'), now)
+    local starts = math.floor((now + spec[3] * spec[2] - tat) / spec[2])
+    if starts < 1 then
+      local at = math.ceil(tat - (spec[3] - 1) * spec[2])
+      redis.call('ZADD', queue, at, MARKER .. c.lane)
+      due_at(at)
+      held_back[2] = held_back[2] + 1
+      return 0, nil
+    end
+    if starts < allowed then
+      allowed = starts
+      c.fills = nil
+    end
+    c.rate_key, c.tat = key, tat
+  end
+  return allowed, slots
+end
+
+-- Take up to `want` due jobs from lane `c` (one ZRANGEBYSCORE and one ZREMRANGEBYRANK, within its limits);
+-- returns how many it took, and whether it may have more due now.
+local function take(c, want)
+  local allowed, slots = allowance(c, want)
+  if allowed == 0 then return 0, false end
+  local key = relay_lane(queue, c.lane)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, allowed)
   local n = #due / 2
-  if n == 0 then return 0 end
-  redis.call('ZREMRANGEBYRANK', lane, 0, n - 1)  -- the lowest scores: exactly the ones just read
+  if n > 0 then
+    redis.call('ZREMRANGEBYRANK', key, 0, n - 1)  -- the lowest scores: exactly the ones just read
+    left[c.queue] = (left[c.queue] or 0) + n
+  end
   local ids, scores = {}, {}
   for i = 1, n do ids[i], scores[i] = due[2 * i - 1], due[2 * i] end
-  mark(ids, scores)
-  return n
+  local started = n > 0 and mark(ids, scores, c.lane, slots) or 0
+  local spec = runs[c.task]
+  local next_start = nil
+  if c.rate_key and started > 0 then
+    local tat = c.tat + started * spec[2]
+    redis.call('SET', c.rate_key, string.format('%.3f', tat), 'PX', math.ceil(tat - now + spec[2]) + 1000)
+    next_start = math.ceil(tat - (spec[3] - 1) * spec[2])
+  end
+  if n < allowed then  -- none left due: the marker goes to the next head
+    local next_head = relay_sync_marker(queue, c.lane)
+    if next_head ~= nil then due_at(math.max(next_head, now, next_start or 0)) end
+    return started, false
+  end
+  if allowed < want then  -- held by a limit, with more perhaps due: park it or move its marker now
+    if c.fills and started == allowed then
+      local key_value = string.match(c.part, '^([^/]*)/') or ''
+      redis.call('SADD', PARKED .. c.task .. '|' .. key_value .. '|' .. queue, c.lane)
+      redis.call('ZADD', queue, now + PARK_MS, MARKER .. c.lane)
+    elseif next_start ~= nil and next_start > now then
+      redis.call('ZADD', queue, next_start, MARKER .. c.lane)
+      due_at(next_start)
+    else
+      due_at(now)
+    end
+    return started, false
+  end
+  due_at(now)  -- more may be due: the marker stays early (allowed), the next call finds out
+  return started, true
 end
 
 -- A job id in the waiting band: enqueued by a Relay from before lanes (or moved there by arq's Job.abort).
@@ -128,23 +240,22 @@ local function adopt(id, score)
     redis.call('ZADD', queue, held, id)
     return
   end
-  local name = relay_record_name(redis.call('GETRANGE', JOB .. id, 0, 300))
-  if name then
+  local lane = relay_record_lane(redis.call('GETRANGE', JOB .. id, 0, 300))
+  if lane then
     redis.call('ZREM', queue, id)
-    relay_wait(queue, name, id, score)
+    relay_wait(queue, lane, id, score)
+    local _, q = relay_lane_parts(lane)
+    relay_count(queue, q, 1)
   elseif score <= now and #claimed < limit then
-    mark({id}, {score})
+    mark({id}, {score}, '', nil)
   end
 end
 
 local ADOPT_LIMIT = 500  -- jobs from before lanes moved per call: a big old queue moves over a few calls
 local adopted = 0
-local next_due = nil
-local function due_at(score)
-  if next_due == nil or score < next_due then next_due = score end
-end
 
--- What is due, lane by lane, earliest head first (so across tasks, jobs are taken about in due order).
+-- The due lanes this worker serves, grouped by (queue rank, priority), each group's lanes by tenant.
+local groups, group_list = {}, {}
 if tonumber(head[2]) < RUNNING_BASE then
   local waiting = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. RUNNING_BASE, 'WITHSCORES')
   for i = 1, #waiting, 2 do
@@ -156,23 +267,84 @@ if tonumber(head[2]) < RUNNING_BASE then
       end
       due_at(math.max(score, now))
     else
-      local name = string.sub(member, 2)
-      if runnable[name] then
-        if score <= now and #claimed < limit then
-          local want = limit - #claimed
-          if take(name, want) == want then
-            due_at(now)  -- more may be due: the marker stays early (allowed), the next call finds out
-          else
-            local next_head = relay_sync_marker(queue, name)
-            if next_head ~= nil then due_at(math.max(next_head, now)) end
+      local lane = string.sub(member, 2)
+      local task, q, priority, tenant, part = relay_lane_parts(lane)
+      if runs[task] and rank[q] then
+        if score <= now then
+          local order = rank[q] * 100 - priority
+          local group = groups[order]
+          if group == nil then
+            group = {order = order, tenants = {}, tenant_list = {}}
+            groups[order] = group
+            group_list[#group_list + 1] = group
           end
+          local lanes = group.tenants[tenant]
+          if lanes == nil then
+            lanes = {}
+            group.tenants[tenant] = lanes
+            group.tenant_list[#group.tenant_list + 1] = tenant
+          end
+          lanes[#lanes + 1] = {lane = lane, task = task, queue = q, part = part}  -- in head order
         else
-          due_at(math.max(score, now))
+          due_at(score)
         end
       end
     end
   end
 end
+table.sort(group_list, function(a, b) return a.order < b.order end)
+
+-- Take up to `want` from `tenant`'s lanes of a group, earliest head first; returns how many.
+local function take_from(lanes, want)
+  local got = 0
+  while got < want and #lanes > 0 do
+    local n, more = take(lanes[1], want - got)
+    got = got + n
+    if not more then table.remove(lanes, 1) end
+  end
+  return got
+end
+
+-- Serve the groups in order; within one, tenants round-robin (least recently served first, `weight` jobs a turn).
+local turn = nil  -- this claim's turn number in the fairness hash, read when tenants compete
+for _, group in ipairs(group_list) do
+  if #claimed >= limit then break end
+  local tenants = group.tenant_list
+  if #tenants == 1 then
+    take_from(group.tenants[tenants[1]], limit - #claimed)
+  else
+    local last = redis.call('HMGET', FAIRNESS .. queue, unpack(tenants))
+    local served_at = {}
+    for i, tenant in ipairs(tenants) do served_at[tenant] = tonumber(last[i]) or 0 end
+    table.sort(tenants, function(a, b)
+      if served_at[a] ~= served_at[b] then return served_at[a] < served_at[b] end
+      return a < b
+    end)
+    local served = {}
+    while #claimed < limit and #tenants > 0 do
+      local still = {}
+      for _, tenant in ipairs(tenants) do
+        local want = math.min(weight[tenant] or 1, limit - #claimed)
+        if want > 0 then
+          local lanes = group.tenants[tenant]
+          if take_from(lanes, want) > 0 then served[#served + 1] = tenant end
+          if #lanes > 0 then still[#still + 1] = tenant end
+        end
+      end
+      tenants = still
+    end
+    if #served > 0 then
+      turn = turn or redis.call('HINCRBY', FAIRNESS .. queue, '#', 1)  -- '#' is no tenant's name
+      local stamps = {}
+      for _, tenant in ipairs(served) do
+        stamps[#stamps + 1] = tenant
+        stamps[#stamps + 1] = turn
+      end
+      redis.call('HSET', FAIRNESS .. queue, unpack(stamps))
+    end
+  end
+end
+for q, n in pairs(left) do relay_count(queue, q, -n) end
 
 -- Leases that lapsed: their worker stopped renewing (killed, or its node lost). Take them over so that the
 -- caller re-queues (or, out of tries, fails) each one; nobody else sweeps them meanwhile.
@@ -186,11 +358,16 @@ if earliest_lease ~= nil and earliest_lease <= RUNNING_BASE + now and sweep_limi
   for i = 1, #lapsed do
     local id = lapsed[i]
     local marker = redis.call('GET', IN_PROGRESS .. id)
-    local try = marker and tonumber(string.match(marker, '|(%d+)|')) or tonumber(redis.call('GET', TRIES .. id) or '0')
+    local try, slot, lane
+    if marker then try, slot, lane = relay_marker_parts(marker) end
+    try = try or tonumber(redis.call('GET', TRIES .. id) or '0')
     local own = marker and string.sub(marker, 1, #mine) == mine
     -- One of this worker's own leases (it could not renew while Redis was away): keep the marker as it is;
-    -- the caller knows whether the job still runs here.
-    if not own then redis.call('SET', IN_PROGRESS .. id, token .. '|' .. try .. '|' .. now) end
+    -- the caller knows whether the job still runs here. Another's: this worker takes it, with its lane and slot.
+    if not own then
+      local tail = lane and ('|' .. (slot and 'S' or '-') .. '|' .. lane) or ''
+      redis.call('SET', IN_PROGRESS .. id, token .. '|' .. try .. '|' .. now .. tail)
+    end
     redis.call('ZADD', queue, held, id)
     local record = redis.call('GET', JOB .. id)
     local aborted = abort_counts(id, record, redis.call('ZSCORE', abort, id)) and 1 or 0
@@ -210,4 +387,4 @@ if #claimed > 0 or #swept > 0 then
 end
 
 local next_lease = earliest_lease and math.max(0, earliest_lease - RUNNING_BASE - now) or false
-return {claimed, swept, next_due and (next_due - now) or false, next_lease, now}
+return {claimed, swept, next_due and (next_due - now) or false, next_lease, now, held_back}

@@ -5,7 +5,8 @@
 -- that lost its lease cannot overwrite the new owner's work). Each op carries the seq its events follow (the
 -- worker counts ahead for the ops it has queued: it is the only writer of a task it owns); an op whose events
 -- are already in the log (a batch sent again after a dropped connection) is not applied twice.
--- R and T put the job back in its lane (shared/keys.py), due after a delay counted on Redis's clock.
+-- R and T put the job back in its lane (shared/keys.py), due after a delay counted on Redis's clock; F, R and T
+-- free the job's concurrency slot, if it held one, and wake the lanes parked on that limit.
 -- KEYS: queue, arq's abort set, reply outbox.
 -- ARGV: (unused), max_len, max_bytes (the log's caps), ttl_ms, wakeup channel, then ops:
 --   kind, id, token, seq_before, n_bodies, bodies..., then for F: result record, reply (0/1), drop the task's
@@ -38,7 +39,8 @@ end
 if #ops == 0 then return {} end
 local current = redis.call('MGET', unpack(wanted))
 
-local out, finished, done_keys, wake, aborted = {}, {}, {}, nil, {}
+local out, finished, done_keys, aborted = {}, {}, {}, {}
+local wake, woken = {}, {}  -- channel -> earliest due of a job put back; channels whose parked lanes may run
 local seqs, gone, replies = {}, {}, false
 for i, op in ipairs(ops) do
   local marker = current[2 * i - 1]
@@ -54,6 +56,8 @@ for i, op in ipairs(ops) do
   else
     local base = math.max(seq, op.seq)
     local id = op.id
+    local _, slot, lane = relay_marker_parts(marker)
+    if slot and op.kind ~= 'E' then relay_free_slot(queue, lane, id, woken) end
     if op.kind == 'E' then
       local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
       redis.call('SET', SEQ .. id, last)
@@ -78,23 +82,26 @@ for i, op in ipairs(ops) do
       out[i] = {'ok', last}
     else
       local score = now() + tonumber(ARGV[op.extra])
-      local record
       if op.kind == 'T' then
-        record = ARGV[op.extra + 1]
-        redis.call('SET', JOB .. id, record)
+        redis.call('SET', JOB .. id, ARGV[op.extra + 1])
+        lane = lane or relay_record_lane(ARGV[op.extra + 1])
       else
-        record = redis.call('GETRANGE', JOB .. id, 0, 300)
+        lane = lane or relay_record_lane(redis.call('GETRANGE', JOB .. id, 0, 300))
         if ARGV[op.extra + 1] == '1' then redis.call('DECR', TRIES .. id) end
       end
       redis.call('ZREM', queue, id)
-      local name = relay_record_name(record)
-      if name then relay_wait(queue, name, id, score) end
+      if lane then
+        local _, q = relay_lane_parts(lane)
+        relay_wait(queue, lane, id, score)
+        relay_count(queue, q, 1)
+        local to = relay_queue_channel(queue, q)
+        if wake[to] == nil or score < wake[to] then wake[to] = score end
+      end
       redis.call('DEL', IN_PROGRESS .. id)
       local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
       redis.call('SET', SEQ .. id, last)
       seqs[id] = last
       gone[id] = true
-      if wake == nil or score < wake then wake = score end
       out[i] = {'ok', last}
     end
   end
@@ -105,7 +112,9 @@ if #finished > 0 then
 end
 if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
 if replies then redis.call('PUBLISH', channel, 'o') end
-if wake ~= nil then
-  redis.call('PUBLISH', channel, wake <= now() and 'j' or ('d' .. string.format('%d', wake)))
+for to, due in pairs(wake) do
+  redis.call('PUBLISH', to, due <= now() and 'j' or ('d' .. string.format('%d', due)))
+  woken[to] = nil
 end
+for to in pairs(woken) do redis.call('PUBLISH', to, 'j') end
 return out

@@ -5,6 +5,9 @@ local EVENTS, SEQ, REPLY = '{{EVENTS_PREFIX}}', '{{SEQ_PREFIX}}', '{{REPLY_PREFI
 local EVENT_BYTES = '{{EVENT_BYTES_PREFIX}}'
 local ABORTS = '{{ABORT_SET}}'
 local LANE, MARKER = '{{LANE_PREFIX}}', '{{LANE_MARKER}}'
+local SLOTS, PARKED, RATE = '{{SLOTS_PREFIX}}', '{{PARKED_PREFIX}}', '{{RATE_PREFIX}}'
+local FAIRNESS, DEPTH, WAKEUP = '{{FAIRNESS_PREFIX}}', '{{DEPTH_PREFIX}}', '{{WAKEUP_PREFIX}}'
+local PARK_MS = {{PARK_MS}}
 
 -- Now, in ms, on Redis's clock: every time that decides who owns a job is compared with this, never with a
 -- caller's clock (two workers' clocks may differ by seconds; a VM resumed from a pause jumps).
@@ -13,9 +16,23 @@ local function relay_now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- The lane of a task on a queue (see shared/keys.py: waiting jobs of one task, by due time).
-local function relay_lane(queue, name)
-  return LANE .. name .. '|' .. queue
+-- The key of a lane (see shared/keys.py: the waiting jobs of one lane id, by due time).
+local function relay_lane(queue, lane)
+  return LANE .. lane .. '|' .. queue
+end
+
+-- A lane id's parts (shared/lanes.py): task, named queue, priority, tenant, limit part. A bare task name is a
+-- lane from before named queues.
+local function relay_lane_parts(lane)
+  local task, q, priority, tenant, part = string.match(lane, '^([^|]*)|([^|]*)|(%d)|([^|]*)|(.*)$')
+  if not task then return lane, 'default', 0, '', '' end
+  return task, q, tonumber(priority), tenant, part
+end
+
+-- Where the workers serving named queue `q` hear of due jobs (shared/keys.py queue_channel).
+local function relay_queue_channel(queue, q)
+  if q == 'default' then return WAKEUP .. queue end
+  return WAKEUP .. q .. '|' .. queue
 end
 
 -- The task name a job record starts with ({"f":"<name>",...; see shared/jobs.py), or nil.
@@ -23,24 +40,67 @@ local function relay_record_name(record)
   return record and string.match(record, '^{"f":"([^"]*)"')
 end
 
--- Put `id` in its lane, due at `due`; the lane's marker in the schedule moves earlier if needed.
-local function relay_wait(queue, name, id, due)
-  redis.call('ZADD', relay_lane(queue, name), due, id)
-  redis.call('ZADD', queue, 'LT', due, MARKER .. name)
+-- The lane a job record names ("ln", right after its enqueue time), or its task's bare lane; nil if no record.
+local function relay_record_lane(record)
+  if not record then return nil end
+  local lane = string.match(record, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"([^"]*)"')
+  return lane or relay_record_name(record)
+end
+
+-- A running job's in-progress marker, "<token>|<try>|<start ms>|<S or ->|<lane>" (S: it holds a concurrency
+-- slot of its lane's limit); markers from before named queues have no lane. Returns try, slot (bool), lane.
+local function relay_marker_parts(marker)
+  local try, slot, lane = string.match(marker, '^[^|]*|(%d+)|%d+|([S-])|(.*)$')
+  if try then return tonumber(try), slot == 'S', lane ~= '' and lane or nil end
+  return tonumber(string.match(marker, '|(%d+)|')), false, nil
+end
+
+-- Count every lane of named queue `q` again (the depth hash's repair), and store it.
+local function relay_recount(queue, q)
+  local found = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. RUNNING_BASE)
+  local depth = 0
+  for i = 1, #found do
+    if string.sub(found[i], 1, 1) == MARKER then
+      local lane = string.sub(found[i], 2)
+      local _, lq = relay_lane_parts(lane)
+      if lq == q then depth = depth + redis.call('ZCARD', relay_lane(queue, lane)) end
+    end
+  end
+  redis.call('HSET', DEPTH .. queue, q, depth)
+  return depth
+end
+
+-- Waiting jobs (due or deferred) of named queue `q`: its count, recounted when missing or negative.
+local function relay_depth(queue, q)
+  local depth = tonumber(redis.call('HGET', DEPTH .. queue, q))
+  if depth == nil or depth < 0 then return relay_recount(queue, q) end
+  return depth
+end
+
+-- Jobs moved into (delta > 0) or out of named queue `q`'s lanes.
+local function relay_count(queue, q, delta)
+  if redis.call('HINCRBY', DEPTH .. queue, q, delta) < 0 then relay_recount(queue, q) end
+end
+
+-- Put `id` in lane `lane`, due at `due`; the lane's marker in the schedule moves earlier if needed. The caller
+-- counts it in its queue's depth (relay_count).
+local function relay_wait(queue, lane, id, due)
+  redis.call('ZADD', relay_lane(queue, lane), due, id)
+  redis.call('ZADD', queue, 'LT', due, MARKER .. lane)
 end
 
 -- Set the lane's marker to its head's due time, or drop it when the lane is empty. Returns the head's score.
-local function relay_sync_marker(queue, name)
-  local head = redis.call('ZRANGE', relay_lane(queue, name), 0, 0, 'WITHSCORES')
+local function relay_sync_marker(queue, lane)
+  local head = redis.call('ZRANGE', relay_lane(queue, lane), 0, 0, 'WITHSCORES')
   if #head == 0 then
-    redis.call('ZREM', queue, MARKER .. name)
+    redis.call('ZREM', queue, MARKER .. lane)
     return nil
   end
-  redis.call('ZADD', queue, head[2], MARKER .. name)
+  redis.call('ZADD', queue, head[2], MARKER .. lane)
   return tonumber(head[2])
 end
 
--- The lane markers of the schedule (due or not), as {name, score} pairs in due order.
+-- The lane markers of the schedule (due or not), as {lane, score} pairs in due order.
 local function relay_lanes(queue)
   local found = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. RUNNING_BASE, 'WITHSCORES')
   local lanes = {}
@@ -52,13 +112,22 @@ local function relay_lanes(queue)
   return lanes
 end
 
--- Jobs waiting in every lane of the queue (the depth a submit is checked against).
-local function relay_depth(queue)
-  local depth = 0
-  for _, lane in ipairs(relay_lanes(queue)) do
-    depth = depth + redis.call('ZCARD', relay_lane(queue, lane[1]))
+-- A running job of lane `lane` that held a concurrency slot ends or goes back to wait: free the slot, and put
+-- the lanes parked on that limit back at their heads (they may run now). Returns the channels to wake.
+local function relay_free_slot(queue, lane, id, wake)
+  local task, _, _, _, part = relay_lane_parts(lane)
+  local key_value = string.match(part, '^([^/]*)') or ''
+  redis.call('SREM', SLOTS .. task .. '|' .. key_value .. '|' .. queue, id)
+  local parked_key = PARKED .. task .. '|' .. key_value .. '|' .. queue
+  local parked = redis.call('SMEMBERS', parked_key)
+  if #parked == 0 then return end
+  redis.call('DEL', parked_key)
+  for _, waiting in ipairs(parked) do
+    if relay_sync_marker(queue, waiting) ~= nil then
+      local _, q = relay_lane_parts(waiting)
+      wake[relay_queue_channel(queue, q)] = true
+    end
   end
-  return depth
 end
 
 -- One line per event: each body is a JSON object without its seq, which is put first here.
@@ -167,7 +236,8 @@ local function relay_state(queue, task_id, now)
   if j == '' then return nil end
   local f, fp, w = string.match(j, '^{"f":"([^"]*)","fp":"(%x*)","w":"(%a)"')
   if redis.call('EXISTS', IN_PROGRESS .. task_id) == 1 then return 'running', f or '', fp or '' end
-  local score = f and tonumber(redis.call('ZSCORE', relay_lane(queue, f), task_id))
+  local lane = relay_record_lane(j)
+  local score = lane and tonumber(redis.call('ZSCORE', relay_lane(queue, lane), task_id))
   if score == nil then score = tonumber(redis.call('ZSCORE', queue, task_id)) end  -- running, or enqueued before lanes
   if score ~= nil and score >= RUNNING_BASE then return 'running', f or '', fp or '' end
   if score ~= nil and score > now then

@@ -3,11 +3,10 @@
 -- An abort request left from an earlier run is dropped: the new run keeps the job's enqueue time, so the claim
 -- would take that request for one made for it.
 -- KEYS: queue, task index, arq's abort set.
--- ARGV: id, now_ms, ttl_ms, max_len, max_bytes, wakeup channel, job record, tries so far, index score, bodies...
+-- ARGV: id, now_ms, ttl_ms, max_len, max_bytes, (unused: the job's queue's channel is used), job record, tries so far, index score, bodies...
 -- Returns {'queued', last_seq} | {'not_retryable', state} | {'unknown'}.
 local queue, index, abort = KEYS[1], KEYS[2], KEYS[3]
 local id, ttl, max_len, max_bytes = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local channel = ARGV[6]
 local now = relay_now()
 local state = relay_state(queue, id, now)
 if state == nil then return {'unknown'} end
@@ -16,11 +15,14 @@ local seq = relay_seq(id)
 redis.call('DEL', RESULT .. id)
 redis.call('SET', TRIES .. id, ARGV[8])
 redis.call('SET', JOB .. id, ARGV[7])
-relay_wait(queue, relay_record_name(ARGV[7]), id, now)
+local lane = relay_record_lane(ARGV[7])
+local _, q = relay_lane_parts(lane)
+relay_wait(queue, lane, id, now)
+relay_count(queue, q, 1)
 redis.call('ZREM', abort, id)
 redis.call('ZADD', index, ARGV[9], id)
 redis.call('PERSIST', REPLY .. id)
 local last = relay_emit(id, seq, ARGV, 10, #ARGV, max_len, max_bytes, ttl)
 redis.call('SET', SEQ .. id, last)
-redis.call('PUBLISH', channel, 'j')
+redis.call('PUBLISH', relay_queue_channel(queue, q), 'j')
 return {'queued', last}

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from bench.harness.client import state, submit_ok
 from bench.harness.processes import ManagedProcess, free_port, wait_until
-from shared import keys
+from shared import keys, lanes
 from tests.conftest import StartApi, StartWorker
 from tests.support.chromium import chromium
 
@@ -179,6 +179,7 @@ def test_an_origin_not_listed_is_blocked_by_the_browser(
         page.close()
     # The preflight failed, so the POST itself was never sent: nothing was enqueued.
     client = redis.Redis.from_url(redis_url)
-    assert client.zrange(keys.lane(queue, "echo"), 0, -1) == [existing.encode()]  # its lane (shared/keys.py)
+    lane = keys.lane(queue, lanes.lane_id("echo", "default", 0, None))  # its lane (shared/keys.py)
+    assert client.zrange(lane, 0, -1) == [existing.encode()]
     client.close()
     assert state(api, existing)["state"] == "deferred"

@@ -24,7 +24,7 @@ import redis
 
 from bench.harness.client import read_events, submit_ok, types, wait_state
 from bench.harness.processes import REPO, ManagedProcess, free_port, free_port_run, start_redis, wait_until
-from shared import keys
+from shared import keys, lanes
 from tests.support.metrics import scrape, total
 
 DEVELOPMENT_DOC = REPO / "docs" / "development.md"
@@ -104,7 +104,7 @@ def dev(tmp_path: Path) -> Iterator[list[DevRunner]]:
 
 def kept(client: redis.Redis, task_id: str) -> bool:
     """The dev queue still holds the (demo ``sleep``) job: waiting in its lane, or running (see shared/keys.py)."""
-    waiting = client.zscore(keys.lane("relay:queue", "sleep"), task_id) is not None
+    waiting = client.zscore(keys.lane("relay:queue", lanes.lane_id("sleep", "default", 0, None)), task_id) is not None
     return waiting or client.zscore("relay:queue", task_id) is not None
 
 
@@ -511,7 +511,8 @@ def test_second_ctrl_c_makes_the_workers_requeue_their_jobs_themselves(tmp_path:
     proc, client = _reload(runner)
     try:
         assert client.zscore("relay:queue", task_id) is None  # not in the running band: not left to its lease
-        assert client.zscore(keys.lane("relay:queue", "sleep"), task_id) is not None  # re-queued by its worker
+        lane = keys.lane("relay:queue", lanes.lane_id("sleep", "default", 0, None))
+        assert client.zscore(lane, task_id) is not None  # re-queued by its worker
         assert not client.exists(f"arq:in-progress:{task_id}")  # released: the next worker takes it at once
     finally:
         client.close()

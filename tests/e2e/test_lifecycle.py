@@ -59,6 +59,7 @@ def test_a_job_for_a_task_this_worker_lacks_waits_for_one_that_runs_it(
     assert view["state"] == "queued"
     assert view["tries"] == 0
     assert view["waiting_reason"] == "waiting for a worker that runs 'no_such_task'"
+    # A record from before named queues names no lane: the claim moved it to its task's bare lane.
     assert redis_client.zscore(keys.lane(queue, "no_such_task"), "gone-1") is not None
 
 

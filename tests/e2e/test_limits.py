@@ -12,7 +12,7 @@ import redis
 
 from bench.harness.client import submit, submit_ok
 from bench.harness.processes import ManagedProcess, wait_until
-from shared import keys
+from shared import keys, lanes
 from shared.limits import args_bytes
 from shared.tasks import TaskSubmission
 from tests.conftest import StartApi
@@ -48,12 +48,12 @@ def test_open_streams_per_process_are_capped(spawn_api: StartApi, redis_client: 
         assert "RELAY_MAX_STREAMS" in str(error(refused)["message"])
 
         # A submit that asks for its events on the response is refused before it enqueues anything...
-        depth = redis_client.zcard(keys.lane(queue, "echo"))
+        depth = redis_client.zcard(keys.lane(queue, lanes.lane_id("echo", "default", 0, None)))
         streamed = httpx.post(
             f"{base}/tasks", json={"task": "echo"}, headers={"Accept": "application/x-ndjson"}, timeout=10
         )
         assert (streamed.status_code, error(streamed)["code"]) == (503, "too_many_streams")
-        assert redis_client.zcard(keys.lane(queue, "echo")) == depth
+        assert redis_client.zcard(keys.lane(queue, lanes.lane_id("echo", "default", 0, None))) == depth
         # ...while a plain submit, which opens no stream, is still accepted.
         assert submit(base, {"task": "echo", "delay_seconds": 600}).status_code == 202
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from bench.harness.redis_servers import start_server
-from shared import keys
+from shared import keys, lanes
 from tests.conftest import StartApi
 from tests.support.heavy import heavy
 
@@ -139,7 +139,7 @@ def test_five_thousand_concurrent_requests_stay_within_the_pool_bound(tmp_path: 
         assert {(code, retry) for status, code, retry in answers if status == 503} == {("redis_pool_exhausted", "1")}
         assert watch.peak <= BOUND
         # Every 202 is a queued job (in the echo lane: shared/keys.py), every 503 left nothing.
-        assert admin.zcard(keys.lane(queue, "echo")) == statuses[202]
+        assert admin.zcard(keys.lane(queue, lanes.lane_id("echo", "default", 0, None))) == statuses[202]
         assert "unhandled error" not in api.output()
     finally:
         admin.close()

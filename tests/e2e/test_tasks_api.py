@@ -12,7 +12,7 @@ import redis
 
 from bench.harness.client import read_events, state, submit, submit_ok, types, wait_state
 from bench.harness.processes import wait_until
-from shared import keys
+from shared import keys, lanes
 from tests.conftest import StartApi
 
 
@@ -127,7 +127,7 @@ def test_rejected_submissions_enqueue_nothing(relay: str, redis_client: redis.Re
     task_id = unique("rejected")
     response = submit(relay, {"task": "echo", "kwargs": {"nope": 1}, "id": task_id})
     assert response.status_code == 422
-    assert redis_client.zscore(keys.lane("relay:queue", "echo"), task_id) is None
+    assert redis_client.zscore(keys.lane("relay:queue", lanes.lane_id("echo", "default", 0, None)), task_id) is None
     assert httpx.get(f"{relay}/tasks/{task_id}", timeout=10).status_code == 404
 
 

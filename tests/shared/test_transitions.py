@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from arq.connections import ArqRedis
 
-from shared import events, keys
+from shared import events, keys, lanes
 from shared.enqueue import Enqueuer, prepare
 from shared.events import EventLog, EventType, decode_head
 from shared.jobs import ResultRecord
@@ -84,7 +84,7 @@ async def test_abort_of_a_waiting_task_is_final_at_once_with_its_events(pool: Ar
     transitions = Transitions(pool, Scripts(pool), settings)
     first, second = await asyncio.gather(transitions.abort(tid), transitions.abort(tid))
     assert sorted([first.outcome, second.outcome]) == ["aborted", "finished"]
-    assert await pool.zscore(keys.lane(settings.queue_name, "echo"), tid) is None
+    assert await pool.zscore(keys.lane(settings.queue_name, lanes.lane_id("echo", "default", 0, None)), tid) is None
     assert await pool.exists(keys.job(tid)) == 0
     assert await pool.zscore(keys.ABORT_SET, tid) is None  # a waiting task never needs arq's abort set
     log = EventLog(pool, max_len=100, ttl_seconds=60)

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from shared import catalogue, keys, tracing
 from shared.enqueue import Enqueuer
 from shared.jobs import JobRecord
+from shared.queuecounts import recount_depths
 from shared.redis import stop_retrying_at
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -92,6 +93,7 @@ class Engine:
             [spec.describe(settings.job_timeout_seconds) for spec in registry]
         )
         self.scheduler = Scheduler(registry, settings, Enqueuer(pool, settings, self.scripts))
+        self._claim_entries = registry.claim_entries()
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -182,10 +184,12 @@ class Engine:
         # and the script then returns the jobs its first run claimed instead of claiming more.
         self._claim_requests += 1
         request = f"{self._claim_requests}"
-        args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, *self.registry.names()]
-        claimed, swept, next_due, next_lease, redis_now = await self.scripts.claim(
+        args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, self.settings.queues]
+        args += [self.settings.tenant_weights, *self._claim_entries]
+        claimed, swept, next_due, next_lease, redis_now, held_back = await self.scripts.claim(
             keys=[self.settings.queue_name, keys.ABORT_SET, keys.claim_request(self.token)], args=args
         )
+        self.metrics.claim_waits(int(held_back[0]), int(held_back[1]))
         if redis_now is not None:  # None: nothing queued or running (the script did not read the clock)
             self._clock_offset_ms = int(redis_now) - time.time() * 1000
             self._clock_synced = time.monotonic()
@@ -377,13 +381,15 @@ class Engine:
     # --- upkeep -----------------------------------------------------------------------------------------
 
     async def _maintain(self) -> None:
-        """One worker per minute prunes the task index and arq's stale abort entries."""
+        """One worker per minute prunes the task index and arq's stale abort entries, and counts the named queues'
+        depths again (``shared/keys.py``)."""
         queue = self.settings.queue_name
         lock = keys.maintenance_lock(queue)
         try:
             if not await self.pool.set(lock, self.token, nx=True, px=int(MAINTENANCE_SECONDS * 1000)):
                 return
             await self._prune_index(keys.task_index(queue))
+            await recount_depths(self.scripts, queue)
             stale_before = int(self.redis_now_ms()) - 60_000
             waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
             if waiting:

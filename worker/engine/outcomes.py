@@ -157,6 +157,7 @@ def _final(ending: Ending, facts: RunFacts, seq: int, now: float, before: list[b
         fp=record.fp if record else "",
         tries_base=record.tries_base if record else 0,
         reply=record.reply if record else False,
+        lane=record.lane if record else None,
     )
     trace_id = facts.trace_id
     if ending.state is TaskState.SUCCEEDED:
