@@ -305,43 +305,69 @@ local function take_from(lanes, want)
   return got
 end
 
--- Serve the groups in order; within one, tenants round-robin (least recently served first, `weight` jobs a turn).
-local turn = nil  -- this claim's turn number in the fairness hash, read when tenants compete
+-- How many of `count` jobs each tenant gets, by weighted fair queueing: each job served advances its tenant's
+-- virtual time by 1/weight, and the tenant with the least virtual time (ties: by name) is served next.
+local function shares(tenants, clock, count)
+  local share = {}
+  for _, tenant in ipairs(tenants) do share[tenant] = 0 end
+  for _ = 1, count do
+    local best = nil
+    for _, tenant in ipairs(tenants) do
+      if best == nil or clock[tenant] < clock[best] or (clock[tenant] == clock[best] and tenant < best) then
+        best = tenant
+      end
+    end
+    share[best] = share[best] + 1
+    clock[best] = clock[best] + 1 / (weight[best] or 1)
+  end
+  return share
+end
+
+-- Serve the groups in order; within one, tenants share the claim by weighted fair queueing on virtual times kept
+-- in the fairness hash (shared/keys.py): a tenant's time advances by 1/weight per job it was given, and never
+-- starts below the hash's floor (the least time of the tenants due at the last contest), so a tenant that was
+-- idle gets its turn at once but no credit for the time it was away.
 for _, group in ipairs(group_list) do
   if #claimed >= limit then break end
   local tenants = group.tenant_list
   if #tenants == 1 then
     take_from(group.tenants[tenants[1]], limit - #claimed)
   else
-    local last = redis.call('HMGET', FAIRNESS .. queue, unpack(tenants))
-    local served_at = {}
-    for i, tenant in ipairs(tenants) do served_at[tenant] = tonumber(last[i]) or 0 end
-    table.sort(tenants, function(a, b)
-      if served_at[a] ~= served_at[b] then return served_at[a] < served_at[b] end
-      return a < b
-    end)
-    local served = {}
-    while #claimed < limit and #tenants > 0 do
+    local stored = redis.call('HMGET', FAIRNESS .. queue, '#', unpack(tenants))  -- '#' is no tenant's name
+    local floor = tonumber(stored[1]) or 0
+    local start, clock, lowest = {}, {}, nil
+    for i, tenant in ipairs(tenants) do
+      start[tenant] = math.max(tonumber(stored[i + 1]) or floor, floor)
+      clock[tenant] = start[tenant]
+      if lowest == nil or start[tenant] < lowest then lowest = start[tenant] end
+    end
+    local given = {}
+    local open = tenants
+    while #claimed < limit and #open > 0 do
+      local share = shares(open, clock, limit - #claimed)
       local still = {}
-      for _, tenant in ipairs(tenants) do
-        local want = math.min(weight[tenant] or 1, limit - #claimed)
-        if want > 0 then
-          local lanes = group.tenants[tenant]
-          if take_from(lanes, want) > 0 then served[#served + 1] = tenant end
-          if #lanes > 0 then still[#still + 1] = tenant end
+      for _, tenant in ipairs(open) do
+        local lanes = group.tenants[tenant]
+        if share[tenant] > 0 then
+          local got = take_from(lanes, share[tenant])
+          given[tenant] = (given[tenant] or 0) + got
+          if got == share[tenant] and #lanes > 0 then still[#still + 1] = tenant end
+        elseif #lanes > 0 then
+          still[#still + 1] = tenant
         end
       end
-      tenants = still
-    end
-    if #served > 0 then
-      turn = turn or redis.call('HINCRBY', FAIRNESS .. queue, '#', 1)  -- '#' is no tenant's name
-      local stamps = {}
-      for _, tenant in ipairs(served) do
-        stamps[#stamps + 1] = tenant
-        stamps[#stamps + 1] = turn
+      if #still == #open then break end  -- every tenant took its whole share: the claim is full
+      open = still
+      for _, tenant in ipairs(open) do  -- the next round shares what the emptied tenants left
+        clock[tenant] = start[tenant] + (given[tenant] or 0) / (weight[tenant] or 1)
       end
-      redis.call('HSET', FAIRNESS .. queue, unpack(stamps))
     end
+    local fields = {'#', string.format('%.6f', lowest)}
+    for tenant, n in pairs(given) do
+      fields[#fields + 1] = tenant
+      fields[#fields + 1] = string.format('%.6f', start[tenant] + n / (weight[tenant] or 1))
+    end
+    redis.call('HSET', FAIRNESS .. queue, unpack(fields))
   end
 end
 for q, n in pairs(left) do relay_count(queue, q, -n) end

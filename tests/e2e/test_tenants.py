@@ -192,7 +192,7 @@ def test_roles_read_key_reads_admin_sees_every_tenant(stack: Stack) -> None:
     for key in (WEB, WEB_READ, CI, OPS):
         stats = stack.call(key, "GET", "/stats")
         assert stats.status_code == 200
-        assert set(stats.json()) == {"queue", "tasks", "workers", "time"}  # tasks: counts by name, no task
+        assert set(stats.json()) == {"queue", "queues", "tasks", "workers", "time"}  # counts, no task
         assert web_id not in stats.text
     metrics = httpx.get(f"{stack.base}/metrics", timeout=10).text
     assert web_id not in metrics

@@ -13,6 +13,7 @@ from typing import Annotated
 from arq.worker import Retry
 from pydantic import Field
 
+from shared.lanes import Limit, Rate
 from shared.retry import RetryPolicy
 from worker.context import TaskContext
 from worker.outputs import EventTooLarge, OutputTooLarge
@@ -291,3 +292,47 @@ async def explode_retried(task: TaskContext, x: int = 0) -> float:
 async def explodes_at_length(task: TaskContext, size: int) -> None:
     """Raise with a message of ``size`` characters: a traceback that long must be cut."""
     raise RuntimeError("x" * size)
+
+
+# Routing and limits (issue #21): each reports when it ran and where, so a test can check who ran it, the order
+# jobs started in and how many overlapped, from the results alone (times on the worker's clock: one test host).
+def _ran(started: float) -> dict[str, float | int]:
+    return {"pid": os.getpid(), "started": started, "ended": time.time()}
+
+
+@registry.task(queue="gpu", queues=("gpu", "gpu-spot"))
+async def render(task: TaskContext, seconds: float = 0.0) -> dict[str, float | int]:
+    """A task of the `gpu` queue (or `gpu-spot`, if a submit asks)."""
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return _ran(started)
+
+
+@registry.task()
+async def stamp(task: TaskContext, seconds: float = 0.0) -> dict[str, float | int]:
+    """Record when it started (for priority order), after sleeping ``seconds``."""
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return _ran(started)
+
+
+@registry.task(concurrency=Limit(2, key="customer_id"))
+async def per_customer(task: TaskContext, customer_id: str, seconds: float = 0.3) -> dict[str, float | int]:
+    """At most two running per customer, across all workers."""
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return _ran(started)
+
+
+@registry.task(concurrency=1)
+async def one_at_a_time(task: TaskContext, seconds: float = 0.3) -> dict[str, float | int]:
+    """At most one running, across all workers."""
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return _ran(started)
+
+
+@registry.task(rate=Rate(5, per_seconds=1.0))
+async def five_per_second(task: TaskContext) -> dict[str, float | int]:
+    """At most five starts a second, across all workers."""
+    return _ran(time.time())
