@@ -107,9 +107,16 @@ def parse(argv: list[str] | None = None) -> tuple[Options, Path | None]:
 
 
 def header() -> str:
+    """The code measured (its commit, and any file changed since) and the machine."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                             capture_output=True, text=True).stdout.split("\n")  # fmt: skip
+    dirty = [line[3:] for line in changed if line.strip()]
+    code = commit.stdout.strip() or "?"
+    if dirty:
+        code += f" with uncommitted changes to {', '.join(dirty)}"
     facts = ", ".join(f"{k} {v}" for k, v in machine_facts().items())
-    return f"## bench.scheduling at {commit.stdout.strip() or '?'}\n\n{facts}\n"
+    return f"## bench.scheduling at {code} ({REPO})\n\n{facts}\n"
 
 
 def main(argv: list[str] | None = None) -> int:

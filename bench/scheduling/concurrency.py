@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import table
-from bench.scheduling.stage import Conditions, Job, preload, stage
+from bench.scheduling.stage import Conditions, Job, plural, preload, stage
 from bench.scheduling.tasks import CONCURRENCY
 
 
@@ -59,13 +59,16 @@ class Result:
             ["claims that found the limit full (relay_claim_waits_total{reason=\"concurrency\"})",
              f"{self.claim_waits:.0f}", ""],
         ]  # fmt: skip
+        workers = plural(o.workers, "worker process", "worker processes")
         return "\n".join([
-            f"### 2. Concurrency: `concurrency=3` across {o.workers} workers",
+            f"### 2. Concurrency: `concurrency=3` across {workers}",
             "",
             table(["measure", "value", "target"], rows),
             "",
-            f"{o.workers} worker processes (RELAY_WORKER_CONCURRENCY 10 each), {o.jobs:,} `three_at_once` jobs of"
-            f" {o.task_ms:g} ms preloaded while the workers were stopped, then resumed together.",
+            f"{workers} (RELAY_WORKER_CONCURRENCY 10 each), {o.jobs:,} `three_at_once` jobs of"
+            f" {o.task_ms:g} ms preloaded while the workers were stopped, then resumed together."
+            " relay_claim_waits_total counts only claims that find a due lane's limit full: the claim that fills"
+            " the limit parks the lane itself (until a slot frees), so in a steady backlog others never see it due.",
             self.conditions.line(),
         ])  # fmt: skip
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.common import table
 from bench.harness.processes import REPO
-from bench.scheduling.stage import Conditions, Job, preload, stage
+from bench.scheduling.stage import Conditions, Job, plural, preload, stage
 
 NAMED = ("q1", "q2", "q3")
 DRAIN_LINE = re.compile(r"drain x1: ([\d,.]+) jobs/s, verified (\d+)/(\d+)")
@@ -63,7 +63,7 @@ class Result:
             table(["drain of no-op jobs, one worker", "jobs/s per round", "median", ""], rows),
             "",
             f"{o.jobs:,} `noop` jobs per round, preloaded while a fresh worker (RELAY_WORKER_CONCURRENCY 10) was"
-            f" stopped; {o.rounds} rounds each, alternating (a) and (b); every result checked.",
+            f" stopped; {plural(o.rounds, 'round')} each, alternating (a) and (b); every result checked.",
         ]
         if self.before:
             before, today = statistics.median(self.before), statistics.median(self.today)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from bench.common import percentile, table
-from bench.scheduling.stage import Conditions, Job, Stage, preloader, stage
+from bench.scheduling.stage import Conditions, Job, Stage, plural, preloader, stage
 
 SETTLE_SECONDS = 0.5  # after the resume, before the first measured submit: the drain is in its stride
 
@@ -52,7 +52,7 @@ class Result:
             table(head, [row]),
             "",
             f"One worker (RELAY_WORKER_CONCURRENCY 10, the default), an API process; backlog {o.backlog:,} `pause`"
-            f" jobs of {o.task_ms:g} ms at priority 0 (topped up {self.refills} times; at least"
+            f" jobs of {o.task_ms:g} ms at priority 0 (topped up {plural(self.refills, 'time')}; at least"
             f" {self.min_backlog:,} waiting at every measured submit), drained at {self.backlog_rate:,.0f} jobs/s"
             f" while {len(ms)} priority-9 `pause` jobs of {o.task_ms:g} ms were POSTed one at a time, a random"
             f" 0-{2 * o.gap_ms:g} ms apart, over {self.measured_seconds:.1f} s. Latency: the job's start (its"

@@ -46,6 +46,11 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``n`` and the noun that goes with it."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 def machine_busy_seconds() -> float:
     """CPU time every process on the machine has used since boot (/proc/stat: all but idle and iowait)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
