@@ -91,7 +91,7 @@ def parse(argv: list[str] | None = None) -> tuple[Options, Path | None]:
     g.add_argument("--fairness-task-ms", type=float, default=d.fairness.task_ms)
     g = p.add_argument_group("5. mixed (drain)")
     g.add_argument("--drain-jobs", type=int, default=d.mixed.jobs)
-    g.add_argument("--drain-rounds", type=int, default=d.mixed.rounds)
+    g.add_argument("--drain-rounds", type=int, default=d.mixed.rounds, help="0: only the --baseline comparison")
     g.add_argument("--baseline", type=Path, help="a checkout of the code before issue #21 (its bench.peers drain)")
     g.add_argument("--baseline-rounds", type=int, default=d.mixed.baseline_rounds)
     ns = p.parse_args(argv)

@@ -51,20 +51,21 @@ class Result:
 
     def render(self) -> str:
         o = self.options
-        ratio = statistics.median(self.named) / statistics.median(self.plain)
-        rows = [
-            ["(a) `default` queue, one lane", _rounds(self.plain), f"{statistics.median(self.plain):,.0f}", ""],
-            ["(b) q1-q3, priorities 0-9 (30 lanes)", _rounds(self.named), f"{statistics.median(self.named):,.0f}",
-             f"b / a = {ratio:.2f} (target >= 0.8: {'met' if ratio >= 0.8 else 'missed'})"],
-        ]  # fmt: skip
-        lines = [
-            "### 5. Drain: named queues and priorities against one plain queue",
-            "",
-            table(["drain of no-op jobs, one worker", "jobs/s per round", "median", ""], rows),
-            "",
-            f"{o.jobs:,} `noop` jobs per round, preloaded while a fresh worker (RELAY_WORKER_CONCURRENCY 10) was"
-            f" stopped; {plural(o.rounds, 'round')} each, alternating (a) and (b); every result checked.",
-        ]
+        lines = ["### 5. Drain: named queues and priorities against one plain queue"]
+        if self.plain:
+            ratio = statistics.median(self.named) / statistics.median(self.plain)
+            rows = [
+                ["(a) `default` queue, one lane", _rounds(self.plain), f"{statistics.median(self.plain):,.0f}", ""],
+                ["(b) q1-q3, priorities 0-9 (30 lanes)", _rounds(self.named), f"{statistics.median(self.named):,.0f}",
+                 f"b / a = {ratio:.2f} (target >= 0.8: {'met' if ratio >= 0.8 else 'missed'})"],
+            ]  # fmt: skip
+            lines += [
+                "",
+                table(["drain of no-op jobs, one worker", "jobs/s per round", "median", ""], rows),
+                "",
+                f"{o.jobs:,} `noop` jobs per round, preloaded while a fresh worker (RELAY_WORKER_CONCURRENCY 10) was"
+                f" stopped; {plural(o.rounds, 'round')} each, alternating (a) and (b); every result checked.",
+            ]
         if self.before:
             before, today = statistics.median(self.before), statistics.median(self.today)
             verdict = "met" if today / before >= 0.95 else "missed"
