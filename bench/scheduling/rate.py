@@ -59,13 +59,11 @@ class Result:
     def windows(self) -> list[tuple[float, int, float]]:
         """(offset of the window from the first start, starts in it, its length) for each window."""
         first, last, size = self.starts[0], self.starts[-1], self.options.window
-        rows = []
-        count = int((last - first) // size) + 1
-        for k in range(count):
-            begin = first + k * size
-            n = sum(1 for s in self.starts if begin <= s < begin + size)
-            rows.append((k * size, n, min(size, last - begin + 1 / RATE)))  # the last one may be partial
-        return rows
+        counts = Counter(int((s - first) // size) for s in self.starts)
+        return [
+            (k * size, counts[k], min(size, last - (first + k * size) + 1 / RATE))  # the last one may be partial
+            for k in range(max(counts) + 1)
+        ]
 
     def render(self) -> str:
         o, h = self.options, self.held

@@ -49,6 +49,8 @@ def test_every_part_measures_with_tiny_numbers_and_leaves_nothing_running() -> N
     )  # fmt: skip
     printed: list[str] = []
     results, failures = cli.run(options, printed.append)
+    text = "\n".join(printed)
+    print(text)  # shown with a failure
 
     assert failures == {}
     assert set(results) == set(cli.PARTS)
@@ -70,7 +72,6 @@ def test_every_part_measures_with_tiny_numbers_and_leaves_nothing_running() -> N
     assert [len(m.plain), len(m.named), len(m.before), len(m.today)] == [1, 1, 1, 1]
     assert min(m.plain + m.named + m.before + m.today) > 0
     assert set(m.code) == {"before", "today"}
-    text = "\n".join(printed)
     assert text.count("### ") == 5
     assert "FAILED" not in text
     assert re.search(r"\b(nan|inf)\b", text, re.IGNORECASE) is None
