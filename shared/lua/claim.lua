@@ -194,7 +194,8 @@ local function take(c, want)
   local allowed, slots = allowance(c, want)
   if allowed == 0 then return 0, false end
   local key = relay_lane(queue, c.lane)
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, allowed)
+  -- Due: scored before the next millisecond (enqueue.lua's scores carry microseconds).
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. (now + 1), 'WITHSCORES', 'LIMIT', 0, allowed)
   local n = #due / 2
   if n > 0 then
     redis.call('ZREMRANGEBYRANK', key, 0, n - 1)  -- the lowest scores: exactly the ones just read
@@ -220,9 +221,11 @@ local function take(c, want)
       local key_value = string.match(c.part, '^([^/]*)/') or ''
       redis.call('SADD', PARKED .. c.task .. '|' .. key_value .. '|' .. queue, c.lane)
       redis.call('ZADD', queue, now + PARK_MS, MARKER .. c.lane)
+      held_back[1] = held_back[1] + 1
     elseif next_start ~= nil and next_start > now then
       redis.call('ZADD', queue, next_start, MARKER .. c.lane)
       due_at(next_start)
+      held_back[2] = held_back[2] + 1
     else
       due_at(now)
     end
