@@ -17,6 +17,7 @@ from tests.deploy.contract import (
     API_COMMAND,
     LIVE_PATH,
     METRICS_PATH,
+    PENDING_SETTINGS,
     PORT,
     QUEUE_DEPTH_GAUGE,
     READY_PATH,
@@ -31,6 +32,7 @@ from tests.deploy.manifests import (
     literal_env,
     named,
     pod_spec,
+    relay_deployments,
     resolve,
     seconds,
     workloads,
@@ -59,8 +61,10 @@ def relay_env_sources(
 def test_every_relay_variable_is_a_settings_field(
     image: Dockerfile, compose: dict[str, Any], rendered: dict[str, list[Doc]]
 ) -> None:
+    # A variable for a server feature on its way is let through only while Settings has no field for it.
+    pending = {k for k in PENDING_SETTINGS if k.removeprefix("RELAY_").lower() not in Settings.model_fields}
     for where, env in relay_env_sources(image, compose, rendered).items():
-        relay = {k: v for k, v in env.items() if k.startswith("RELAY_")}
+        relay = {k: v for k, v in env.items() if k.startswith("RELAY_") and k not in pending}
         unknown = {k for k in relay if k.removeprefix("RELAY_").lower() not in Settings.model_fields}
         assert not unknown, f"{where} sets variables Settings ignores (extra='ignore' hides typos): {unknown}"
         values = {k.removeprefix("RELAY_").lower(): v for k, v in relay.items() if "${" not in str(v)}
@@ -78,7 +82,9 @@ def test_secrets_stay_out_of_configmaps_and_the_image(image: Dockerfile, rendere
 @pytest.mark.parametrize("tree", list(tools.kustomizations()))
 def test_relay_pods_load_the_secret_after_the_configmap(rendered: dict[str, list[Doc]], tree: str) -> None:
     example = yaml.safe_load((tools.K8S / "base" / "secret.example.yaml").read_text())
-    for name in ("relay-api", "relay-worker"):
+    names = [d["metadata"]["name"] for d in relay_deployments(rendered[tree])]
+    assert {"relay-api", "relay-worker"} <= set(names)
+    for name in names:  # the API and every worker pool
         sources = container(named(rendered[tree], "Deployment", name))["envFrom"]
         kinds = [next(iter(s)) for s in sources]
         assert kinds == ["configMapRef", "secretRef"], "the Secret must be able to override RELAY_REDIS_URL"
