@@ -11,12 +11,9 @@ LIVE_PATH = "/health/live"
 METRICS_PATH = "/metrics"
 QUEUE_DEPTH_GAUGE = "relay_queue_active"
 
-# Pools of named queues (issue #21): a worker serves the queues RELAY_QUEUES lists, and the API labels its
-# gauges by queue, e.g. relay_queue_active{queue="gpu"}, written so as prometheus_client writes it.
+# Pools of named queues (issue #21): a worker serves the queues RELAY_QUEUES lists, and the API writes each
+# named queue's work under a gauge of its own name, labelled by queue, e.g. relay_named_queue_active{queue="gpu"}
+# (the unlabelled QUEUE_DEPTH_GAUGE stays the whole deployment's).
 QUEUES_VARIABLE = "RELAY_QUEUES"
-QUEUE_LABELLED_GAUGE = QUEUE_DEPTH_GAUGE + '{{queue="{queue}"}}'
-
-# Variables the deploy files set for a server feature on its way, with the issue that adds its Settings
-# field: test_consistency lets them through only while Settings lacks that field, and checks them like any
-# other once it has it (then this entry can go).
-PENDING_SETTINGS = {QUEUES_VARIABLE: "#21"}
+NAMED_QUEUE_GAUGE = "relay_named_queue_active"
+QUEUE_LABELLED_GAUGE = NAMED_QUEUE_GAUGE + '{{queue="{queue}"}}'

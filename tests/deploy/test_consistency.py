@@ -17,7 +17,6 @@ from tests.deploy.contract import (
     API_COMMAND,
     LIVE_PATH,
     METRICS_PATH,
-    PENDING_SETTINGS,
     PORT,
     QUEUE_DEPTH_GAUGE,
     READY_PATH,
@@ -61,10 +60,8 @@ def relay_env_sources(
 def test_every_relay_variable_is_a_settings_field(
     image: Dockerfile, compose: dict[str, Any], rendered: dict[str, list[Doc]]
 ) -> None:
-    # A variable for a server feature on its way is let through only while Settings has no field for it.
-    pending = {k for k in PENDING_SETTINGS if k.removeprefix("RELAY_").lower() not in Settings.model_fields}
     for where, env in relay_env_sources(image, compose, rendered).items():
-        relay = {k: v for k, v in env.items() if k.startswith("RELAY_") and k not in pending}
+        relay = {k: v for k, v in env.items() if k.startswith("RELAY_")}
         unknown = {k for k in relay if k.removeprefix("RELAY_").lower() not in Settings.model_fields}
         assert not unknown, f"{where} sets variables Settings ignores (extra='ignore' hides typos): {unknown}"
         values = {k.removeprefix("RELAY_").lower(): v for k, v in relay.items() if "${" not in str(v)}

@@ -7,8 +7,9 @@ from __future__ import annotations
 import copy
 import re
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import generate_latest
 
+from api.metrics import ApiMetrics
 from tests.deploy import contract
 from tests.deploy.manifests import Doc, container, literal_env, named, of_kind, pod_spec, worker_pools
 
@@ -73,16 +74,16 @@ def test_each_value_location_finds_its_queue_in_what_the_api_writes(rendered: di
     ]
     queues = [m.group("queue") for m in map(SELECTOR.fullmatch, locations) if m]
     assert len(queues) == len(locations) == 2, locations
-    # The API's labelled gauge as prometheus_client writes it, with a queue whose name extends another's.
-    registry = CollectorRegistry()
-    gauge = Gauge(contract.QUEUE_DEPTH_GAUGE, "Tasks due or running, by queue.", ["queue"], registry=registry)
+    # The API's own gauges, as its /metrics writes them, with a queue whose name extends another's.
+    metrics = ApiMetrics()
     values = {queue: float(10 + n) for n, queue in enumerate(queues)}
     for queue, value in values.items():
-        gauge.labels(queue=queue).set(value)
-        gauge.labels(queue=f"{queue}-spot").set(99)
-    samples = [line for line in generate_latest(registry).decode().splitlines() if not line.startswith("#")]
+        metrics.named_active.labels(queue=queue).set(value)
+        metrics.named_active.labels(queue=f"{queue}-spot").set(99)
+    metrics.queue_active.set(99)
+    samples = [line for line in generate_latest(metrics.registry).decode().splitlines() if not line.startswith("#")]
     for location, queue in zip(locations, queues, strict=True):
-        assert SELECTOR.fullmatch(location)["name"] == contract.QUEUE_DEPTH_GAUGE  # type: ignore[index]
+        assert SELECTOR.fullmatch(location)["name"] == contract.NAMED_QUEUE_GAUGE  # type: ignore[index]
         # KEDA 2.15 reads the first sample line that starts with valueLocation (2.16 matches it as a selector):
         # written as the API writes it, exactly one line does, and it is this queue's.
         (line,) = [s for s in samples if s.startswith(location)]
