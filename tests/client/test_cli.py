@@ -272,6 +272,20 @@ def test_a_503_is_retried_with_a_line_per_retry(spawn_api: StartApi) -> None:
     assert re.findall(r"^relay: (503 queue_full: .*); retry 1 in 5.0s", full.stderr, re.MULTILINE), full.stderr
 
 
+def test_submit_with_a_queue_and_priority_and_status_shows_them(relay: str) -> None:
+    argv = ["submit", "echo", "--arg", "message=urgent", "--queue", "default", "--priority", "9"]
+    task_id = relay_cli(relay, *argv).stdout.strip()
+    assert relay_cli(relay, "follow", task_id, "--json").returncode == ExitCode.SUCCEEDED
+    view = json.loads(relay_cli(relay, "status", task_id, "--json").stdout)
+    assert (view["queue"], view["priority"]) == ("default", 9)
+    human = relay_cli(relay, "status", task_id).stdout
+    assert re.search(r"^\s*queue\s+default\s*$", human, re.MULTILINE), human
+    assert re.search(r"^\s*priority\s+9\s*$", human, re.MULTILINE), human
+    refused = relay_cli(relay, "submit", "echo", "--queue", "gpu")
+    assert refused.returncode == ExitCode.REJECTED
+    assert "queue 'gpu' is not one of 'echo'" in refused.stderr, refused.stderr
+
+
 def test_ls_in_a_pipe_prints_plain_whole_columns(relay: str) -> None:
     task_id = relay_cli(relay, "submit", "echo", "--arg", "message=ls in a pipe").stdout.strip()
     assert relay_cli(relay, "follow", task_id, "--json").returncode == ExitCode.SUCCEEDED
