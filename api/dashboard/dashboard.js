@@ -303,6 +303,7 @@
       cell(row, worker.hostname);
       cell(row, worker.pid);
       cell(row, badge(worker.status));
+      cell(row, (worker.queues || []).join(", "), "queue-column mono"); // the named queues it serves, earlier first
       cell(row, `${worker.running} / ${worker.concurrency}`);
       cell(row, totals.succeeded || 0);
       cell(row, totals.failed || 0);
@@ -314,6 +315,7 @@
       return row;
     });
     replaceRows($("#workers"), rows);
+    $("#workers").classList.toggle("without-queues", !stats.workers.some((w) => Array.isArray(w.queues)));
     show($("#no-workers"), rows.length === 0);
   }
 

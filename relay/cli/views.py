@@ -106,14 +106,18 @@ def queue_counts(queue: Mapping[str, Any]) -> str:
 
 
 def worker_table(workers: Sequence[Mapping[str, Any]]) -> Rows:
-    """``relay workers``: one row per worker of ``GET /stats``."""
+    """``relay workers``: one row per worker of ``GET /stats``; the named queues each serves, earlier first,
+    when the API sends them (a terminal too narrow for the whole row leaves them out)."""
+    queues = any("queues" in w for w in workers)
     columns = [Column("id", whole=True), Column("status", whole=True), Column("running", whole=True)]
+    columns += [Column("queues", optional=True)] if queues else []
     columns += [Column("seen"), Column("started"), Column("outcomes")]
     rows = [
         [
             Cell(str(w.get("id"))),
             Cell(str(w.get("status")), WORKER_STYLE.get(str(w.get("status")), "")),
             Cell(f"{w.get('running', 0)}/{w.get('concurrency', '?')}"),
+            *([Cell(",".join(str(q) for q in w.get("queues") or []))] if queues else []),
             Cell(f"{w.get('seen_seconds_ago', '?')}s ago"),
             when(_instant(w.get("started_at"))),
             Cell(" ".join(f"{k}={v}" for k, v in sorted((w.get("totals") or {}).items()))),

@@ -318,6 +318,8 @@ def test_workers_lists_the_live_workers(relay: str) -> None:
     assert worker["status"] == "alive"
     table = relay_cli(relay, "workers")
     header, row = table.stdout.splitlines()
-    assert header.split() == ["id", "status", "running", "seen", "started", "outcomes"]
+    queues = ["queues"] if "queues" in worker else []  # the named queues it serves (issue #21)
+    assert header.split() == ["id", "status", "running", *queues, "seen", "started", "outcomes"]
     assert row.startswith(worker["id"])
-    assert re.search(rf" alive +\d+/{worker['concurrency']} ", row), row
+    served = f" +{re.escape(','.join(worker['queues']))}" if queues else ""
+    assert re.search(rf" alive +\d+/{worker['concurrency']}{served} ", row), row

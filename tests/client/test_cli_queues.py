@@ -164,9 +164,12 @@ def test_a_narrow_terminal_leaves_out_the_priority_then_the_queue(width: int, co
         assert not wrapped  # what is shown fits: no cell wraps onto a second line
 
 
+STATS_QUEUE = {"name": "relay:queue", "due": 4, "deferred": 1, "running": 3}
+
+
 def test_stats_lists_each_named_queue(run: Callable[..., Result]) -> None:
     stats = {
-        "queue": {"name": "relay:queue", "due": 4, "deferred": 1, "running": 3},
+        "queue": STATS_QUEUE,
         "workers": [],
         "queues": [
             {"name": "default", "due": 1, "deferred": 1, "running": 2},
@@ -180,3 +183,14 @@ def test_stats_lists_each_named_queue(run: Callable[..., Result]) -> None:
     assert re.search(r"^queue gpu +3 due, 0 deferred, 1 running$", done.output, re.MULTILINE), done.output
     older = run(Api({("GET", "/stats"): {"queue": stats["queue"], "workers": []}}), "stats")
     assert not re.search(r"^queue \S+ ", older.output, re.MULTILINE), older.output
+
+
+def test_workers_shows_the_queues_each_serves(run: Callable[..., Result]) -> None:
+    worker = {"id": "gpu-1", "status": "alive", "running": 1, "concurrency": 1, "seen_seconds_ago": 2, "totals": {}}
+    stats = {"queue": STATS_QUEUE, "workers": [worker | {"queues": ["gpu", "gpu-spot"]}]}
+    done = run(Api({("GET", "/stats"): stats}), "workers")
+    header, row = done.output.splitlines()
+    assert header.split() == ["id", "status", "running", "queues", "seen", "started", "outcomes"]
+    assert row.split()[:4] == ["gpu-1", "alive", "1/1", "gpu,gpu-spot"]
+    older = run(Api({("GET", "/stats"): {"queue": STATS_QUEUE, "workers": [worker]}}), "workers")
+    assert "queues" not in older.output.splitlines()[0].split()

@@ -84,6 +84,7 @@ def test_the_overview_shows_the_queue_the_workers_and_the_tasks_live(
     expect(workers.first).to_contain_text(str(worker.pid))
     expect(workers.first).to_contain_text("alive")
     expect(workers.first).to_contain_text(str(metrics_port))
+    expect(workers.first.locator("td.queue-column")).to_have_text("default")  # the named queues it serves
     expect(page.locator("#queue-deferred")).to_have_text("1", timeout=LIVE)
     expect(page.locator("#worker-count")).to_have_text("1")
     for task_id in [*done, failed, later]:

@@ -34,9 +34,22 @@ TASKS = [
     task("gpu-task-1", "queued", queue="gpu", priority=5, waiting_reason=WAITING),
     task("default-task-1", "running", queue="default", priority=0, waiting_reason=None),
 ]
+WORKER = {
+    "id": "gpu-host-1:4242",
+    "hostname": "gpu-host-1",
+    "pid": 4242,
+    "status": "alive",
+    "running": 1,
+    "concurrency": 1,
+    "totals": {},
+    "started_at": "2030-01-02T03:00:00+00:00",
+    "seen_seconds_ago": 1,
+    "metrics_port": 9191,
+    "queues": ["gpu", "default"],
+}
 STATS = {
     "queue": {"name": "relay:queue", "due": 3, "deferred": 1, "running": 2},
-    "workers": [],
+    "workers": [WORKER],
     "queues": [
         {"name": "default", "due": 0, "deferred": 1, "running": 1},
         {"name": "gpu", "due": 3, "deferred": 0, "running": 1},
@@ -103,7 +116,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture
 def older_page(browser: Browser) -> Iterator[Page]:
-    yield from open_page(browser, StubApi(older(STATS, "queues"), [older(t, "queue", "priority") for t in TASKS]))
+    stats = older(STATS, "queues") | {"workers": [older(WORKER, "queues")]}
+    yield from open_page(browser, StubApi(stats, [older(t, "queue", "priority") for t in TASKS]))
 
 
 @pytest.fixture
@@ -120,6 +134,7 @@ def test_the_overview_shows_each_named_queue_and_each_tasks_queue_and_priority(p
     expect(page.locator("#queues tbody tr[data-queue='gpu'] td")).to_have_text(["gpu", "3", "0", "1"])
     expect(page.locator("#queues tbody tr[data-queue='default'] td")).to_have_text(["default", "0", "1", "1"])
     expect(page.locator("#queue-due")).to_have_text("3")  # the queue's own gauges stay as they were
+    expect(page.locator("#workers tbody tr td.queue-column")).to_have_text(["gpu, default"])  # served, in order
 
     expect(page.locator("#recent thead th.queue-column")).to_have_count(2)
     for header in page.locator("#recent thead th.queue-column").all():
@@ -146,6 +161,8 @@ def test_without_named_queues_the_pages_look_as_before(older_page: Page) -> None
     expect(older_page.locator("#recent tbody tr")).to_have_count(2, timeout=LIVE)
     expect(older_page.locator("#queue-due")).to_have_text("3")
     expect(older_page.locator("#queues-section")).to_be_hidden()
+    expect(older_page.locator("#workers tbody tr")).to_have_count(1)
+    expect(older_page.locator("#workers tbody tr td.queue-column")).to_be_hidden()
     for header in older_page.locator("#recent thead th.queue-column").all():
         expect(header).to_be_hidden()
     expect(older_page.locator("#recent tbody tr").first.locator("td.queue-column").first).to_be_hidden()
