@@ -80,8 +80,8 @@ class Prepared:
     record: bytes
     fp: str
     index_score: int
+    lane: str  # its lane id (``shared.lanes``)
     reply: bytes = b""
-    lane: str = ""  # its lane id (``shared.lanes``)
 
 
 def prepare(

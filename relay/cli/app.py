@@ -173,6 +173,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
     "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="The task's time limit."
 )
 @click.option("--max-retries", type=click.IntRange(min=0), help="At most this many retries after failures.")
+@click.option("--queue", metavar="NAME", help="One of the queues the task allows (default: the task's own).")
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 9),
+    metavar="0-9",
+    help="Higher is claimed first (default: the task's own, else 0, the lowest).",
+)
 @click.option("--follow", "-f", is_flag=True, help="Show its progress live and end with its result.")
 @json_option
 @wait_option
@@ -188,16 +195,19 @@ def submit(
     run_at: str | None,
     timeout: float | None,
     max_retries: int | None,
+    queue: str | None,
+    priority: int | None,
     follow: bool,
     as_json: bool,
     wait: float | None,
 ) -> int:
     """Submit TASK; prints its id (or, with --follow, its progress and result)."""
     options: dict[str, Any] = {"id": task_id, "delay": delay, "run_at": run_at, "timeout": timeout}
+    options |= {"max_retries": max_retries, "queue": queue, "priority": priority}
     with target.client() as client:
         args, kwargs = task_arguments(pairs, args_json, arguments_schema(client, task) if pairs else None)
         try:
-            handle = client.submit_with(task, args, kwargs, max_retries=max_retries, **options)
+            handle = client.submit_with(task, args, kwargs, **options)
         except ValueError as exc:  # options that cannot go together, caught before anything is sent
             raise click.UsageError(str(exc)) from None
         if follow:
@@ -227,7 +237,7 @@ def follow(target: Target, task_id: str, as_json: bool, wait: float | None) -> i
 @click.pass_obj
 @handles_errors
 def status(target: Target, task_id: str, as_json: bool) -> int:
-    """Show task ID's state, result or error, and times."""
+    """Show task ID's state, queue and priority, why it waits, its result or error, and times."""
     with target.client() as client:
         view = client.get(task_id)
     if as_json:
@@ -286,7 +296,7 @@ def ls(target: Target, state: str | None, task: str | None, limit: int, tenant: 
 @click.pass_obj
 @handles_errors
 def stats(target: Target, as_json: bool) -> int:
-    """The queue (due, deferred, running) and how many workers serve it."""
+    """The queue (due, deferred, running), how many workers serve it, and each named queue's counts."""
     with target.client() as client:
         body = client.stats()
     if as_json:

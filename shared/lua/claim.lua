@@ -194,7 +194,8 @@ local function take(c, want)
   local allowed, slots = allowance(c, want)
   if allowed == 0 then return 0, false end
   local key = relay_lane(queue, c.lane)
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, allowed)
+  -- Due: scored before the next millisecond (enqueue.lua's scores carry microseconds).
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. (now + 1), 'WITHSCORES', 'LIMIT', 0, allowed)
   local n = #due / 2
   if n > 0 then
     redis.call('ZREMRANGEBYRANK', key, 0, n - 1)  -- the lowest scores: exactly the ones just read
@@ -220,9 +221,11 @@ local function take(c, want)
       local key_value = string.match(c.part, '^([^/]*)/') or ''
       redis.call('SADD', PARKED .. c.task .. '|' .. key_value .. '|' .. queue, c.lane)
       redis.call('ZADD', queue, now + PARK_MS, MARKER .. c.lane)
+      held_back[1] = held_back[1] + 1
     elseif next_start ~= nil and next_start > now then
       redis.call('ZADD', queue, next_start, MARKER .. c.lane)
       due_at(next_start)
+      held_back[2] = held_back[2] + 1
     else
       due_at(now)
     end
@@ -254,7 +257,7 @@ end
 local ADOPT_LIMIT = 500  -- jobs from before lanes moved per call: a big old queue moves over a few calls
 local adopted = 0
 
--- The due lanes this worker serves, grouped by (queue rank, priority), each group's lanes by tenant.
+-- The due lanes this worker serves, grouped by named queue (in the worker's order), each group's lanes by tenant.
 local groups, group_list = {}, {}
 if tonumber(head[2]) < RUNNING_BASE then
   local waiting = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. RUNNING_BASE, 'WITHSCORES')
@@ -271,7 +274,7 @@ if tonumber(head[2]) < RUNNING_BASE then
       local task, q, priority, tenant, part = relay_lane_parts(lane)
       if runs[task] and rank[q] then
         if score <= now then
-          local order = rank[q] * 100 - priority
+          local order = rank[q]
           local group = groups[order]
           if group == nil then
             group = {order = order, tenants = {}, tenant_list = {}}
@@ -284,7 +287,7 @@ if tonumber(head[2]) < RUNNING_BASE then
             group.tenants[tenant] = lanes
             group.tenant_list[#group.tenant_list + 1] = tenant
           end
-          lanes[#lanes + 1] = {lane = lane, task = task, queue = q, part = part}  -- in head order
+          lanes[#lanes + 1] = {lane = lane, task = task, queue = q, part = part, priority = priority, head = score}
         else
           due_at(score)
         end
@@ -293,8 +296,17 @@ if tonumber(head[2]) < RUNNING_BASE then
   end
 end
 table.sort(group_list, function(a, b) return a.order < b.order end)
+-- A tenant's own lanes: higher priority first, then the earliest head (FIFO).
+local function before(a, b)
+  if a.priority ~= b.priority then return a.priority > b.priority end
+  if a.head ~= b.head then return a.head < b.head end
+  return a.lane < b.lane
+end
+for _, group in ipairs(group_list) do
+  for _, lanes in pairs(group.tenants) do table.sort(lanes, before) end
+end
 
--- Take up to `want` from `tenant`'s lanes of a group, earliest head first; returns how many.
+-- Take up to `want` from one tenant's lanes of a group, in their order (`before`); returns how many.
 local function take_from(lanes, want)
   local got = 0
   while got < want and #lanes > 0 do
@@ -323,7 +335,7 @@ local function shares(tenants, clock, count)
   return share
 end
 
--- Serve the groups in order; within one, tenants share the claim by weighted fair queueing on virtual times kept
+-- Serve the groups (queues) in order; within one, tenants share the claim by weighted fair queueing on virtual times kept
 -- in the fairness hash (shared/keys.py): a tenant's time advances by 1/weight per job it was given, and never
 -- starts below the hash's floor (the least time of the tenants due at the last contest), so a tenant that was
 -- idle gets its turn at once but no credit for the time it was away.
@@ -368,6 +380,13 @@ for _, group in ipairs(group_list) do
       fields[#fields + 1] = string.format('%.6f', start[tenant] + n / (weight[tenant] or 1))
     end
     redis.call('HSET', FAIRNESS .. queue, unpack(fields))
+  end
+end
+-- Due lanes this claim had no room for (or did not reach): more is due now, so a worker whose slots were all busy
+-- claims again as soon as one frees (engine.py) instead of at its next poll.
+for _, group in ipairs(group_list) do
+  for _, lanes in pairs(group.tenants) do
+    if #lanes > 0 then due_at(now) end
   end
 end
 for q, n in pairs(left) do relay_count(queue, q, -n) end

@@ -40,7 +40,7 @@ end
 local per_task = {}
 for _, lane in ipairs(lanes) do
   local key = relay_lane(queue, lane[1])
-  local d = redis.call('ZCOUNT', key, '-inf', now)
+  local d = redis.call('ZCOUNT', key, '-inf', '(' .. (now + 1))  -- scores may carry microseconds
   local waiting = redis.call('ZCARD', key)
   due, deferred = due + d, deferred + waiting - d
   local task, q = relay_lane_parts(lane[1])

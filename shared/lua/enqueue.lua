@@ -11,6 +11,10 @@ local default_max = tonumber(ARGV[2])
 local max_of = {}
 for q, n in string.gmatch(ARGV[3], '([^,=]+)=(%d+)') do max_of[q] = tonumber(n) end
 local now = relay_now()
+-- FIFO within a lane finer than a millisecond: each job's score carries the microseconds of this call's TIME and
+-- its place in the batch (as '<ms>.<us>': doubles near 1.7e12 hold microseconds), so jobs submitted in one
+-- millisecond are claimed in the order they came, not in the order of their ids.
+local micros = tonumber(redis.call('TIME')[2]) % 1000
 local depths, added = {}, {}  -- named queue -> waiting jobs, and how many this batch adds
 local out, jobs, indexed, batch = {}, {}, {}, {}
 local lanes, lane_ids = {}, {}  -- lane id -> {entries = {due, id, ...}, first = earliest due}: one ZADD per lane
@@ -47,7 +51,7 @@ for a = 4, #ARGV, 7 do
       lane_ids[#lane_ids + 1] = lane_id
     end
     local lane = lanes[lane_id]
-    lane.entries[#lane.entries + 1] = due
+    lane.entries[#lane.entries + 1] = string.format('%d.%03d', due, math.min(999, micros + #lane.entries / 2))
     lane.entries[#lane.entries + 1] = id
     if due < lane.first then lane.first = due end
     indexed[#indexed + 1] = index_score

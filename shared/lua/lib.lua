@@ -240,7 +240,7 @@ local function relay_state(queue, task_id, now)
   local score = lane and tonumber(redis.call('ZSCORE', relay_lane(queue, lane), task_id))
   if score == nil then score = tonumber(redis.call('ZSCORE', queue, task_id)) end  -- running, or enqueued before lanes
   if score ~= nil and score >= RUNNING_BASE then return 'running', f or '', fp or '' end
-  if score ~= nil and score > now then
+  if score ~= nil and score >= now + 1 then  -- a lane's score may carry microseconds (enqueue.lua)
     if w == 'r' then return 'retrying', f or '', fp or '' end
     return 'deferred', f or '', fp or ''
   end

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import signal
 import time
 import uuid
@@ -18,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness.client import submit, wait_state
+from bench.harness.client import read_events, submit, wait_state
 from bench.harness.processes import wait_until
 from tests.conftest import StartApi, StartWorker
+from tests.support.heavy import heavy
 
 FINAL = {"succeeded", "failed", "aborted"}
 
@@ -79,6 +81,8 @@ def test_a_task_runs_only_on_the_workers_of_its_queue_and_may_be_sent_to_an_allo
     default = spawn_worker(RELAY_QUEUE_NAME=queue)  # RELAY_QUEUES unset: the `default` queue only
     client = Client(base)
     wait_until(lambda: submit(base, {"task": "render"}).status_code == 202, 20, "the workers' offers")
+    # A queue no job and no worker has yet, named by a live worker's task: its gauges read 0 (a scaler finds them).
+    assert 'relay_named_queue_active{queue="gpu-spot"} 0.0' in client.http.get("/metrics").text
 
     renders = [client.submit({"task": "render"}) for _ in range(20)]
     stamps = [client.submit({"task": "stamp"}) for _ in range(20)]
@@ -228,3 +232,39 @@ def test_tenants_are_served_round_robin_so_a_small_tenant_never_waits_behind_a_b
         assert before <= 3, before
     else:
         assert 3 <= before <= 8, before
+
+
+@heavy
+def test_workers_killed_and_stopped_at_random_lose_nothing_and_never_exceed_a_limit(
+    spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    """The fault-injection run with limits and priorities in use: three workers, one SIGKILLed or SIGTERMed at a
+    random moment every second or so and replaced, while keyed-limit jobs and jobs of every priority drain."""
+    queue = new_queue("chaos")
+    env = {"RELAY_QUEUE_NAME": queue, "RELAY_LEASE_SECONDS": "2"}  # a short lease: takeovers within the test
+    _, base = spawn_api(**env)
+    client = Client(base)
+    rng = random.Random(21)
+    limited = [
+        client.submit({"task": "per_customer", "kwargs": {"customer_id": f"c{i % 4}", "seconds": 0.2}})
+        for i in range(80)
+    ]
+    mixed = [
+        client.submit({"task": "stamp", "priority": rng.randint(0, 9), "kwargs": {"seconds": 0.05}}) for _ in range(80)
+    ]
+    workers = [spawn_worker(**env) for _ in range(3)]
+    deadline = time.monotonic() + 120
+    while not all(client.view(task_id)["state"] in FINAL for task_id in limited + mixed):
+        assert time.monotonic() < deadline, "the jobs never all ended"
+        time.sleep(rng.uniform(0.5, 1.5))
+        victim = workers.pop(rng.randrange(len(workers)))
+        victim.send(rng.choice([signal.SIGKILL, signal.SIGTERM]))
+        workers.append(spawn_worker(**env))
+    results = client.results(limited + mixed)
+    for customer in range(4):
+        runs = [r for task_id, r in zip(limited, results, strict=False) if task_id in limited[customer::4]]
+        assert most_at_once(runs) <= 2
+    for task_id in limited + mixed:
+        events = [e["type"] for e in read_events(base, task_id)]
+        assert events.count("end") == 1
+        assert events[-1] == "end"

@@ -451,7 +451,8 @@ class Engine:
 
 def _claimed(item: list[Any]) -> Claimed:
     task_id, raw, try_number, aborted, due, seq = item
-    return Claimed(task_id.decode(), _record(raw), int(try_number), bool(aborted), int(due or 0), int(seq))
+    due_ms = int(float(due or 0))  # a lane's scores may carry microseconds (enqueue.lua)
+    return Claimed(task_id.decode(), _record(raw), int(try_number), bool(aborted), due_ms, int(seq))
 
 
 def _swept(item: list[Any]) -> tuple[Claimed, bool]:

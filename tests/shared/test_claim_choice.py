@@ -1,0 +1,161 @@
+"""The claim's choice among due lanes (``shared/lua/claim.lua``, designed in ``shared/keys.py``), script by script
+against a real Redis: queue order, priority, weighted fair shares between tenants, concurrency limits that park a
+lane until a commit frees a slot, and rate limits on Redis's clock. The end-to-end behaviour, with real worker
+processes, is in tests/e2e/test_queues_and_limits.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from shared import keys
+from shared.enqueue import Enqueuer, prepare
+from shared.scripts import Scripts
+from shared.settings import Settings
+from shared.tasks import TaskSubmission
+from worker.tasks import load
+
+TASKS = load(["worker.tasks.demo", "tests.support.tasks"])
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, queue_name=f"relay:cc:{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    client = ArqRedis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+class Bench:
+    """Enqueue through the real enqueue path; claim and commit by calling the scripts as a worker does."""
+
+    def __init__(self, pool: ArqRedis, settings: Settings) -> None:
+        self.pool, self.settings, self.scripts = pool, settings, Scripts(pool)
+        self.enqueuer = Enqueuer(pool, settings, self.scripts)
+        self.requests = 0
+        self.token = f"host:1:{uuid.uuid4().hex[:8]}"  # a worker of its own: claim records are per worker
+
+    async def submit(self, task: str, tenant: str | None = None, **fields: Any) -> str:
+        submission = TaskSubmission(task=task, **fields)
+        prepared = prepare(TASKS.get(task), self.settings, submission, tenant=tenant)
+        return (await self.enqueuer.enqueue(prepared)).task_id
+
+    async def claim(self, limit: int, queues: str = "default", weights: str = "") -> tuple[list[str], Any, Any]:
+        """Claim up to ``limit``: the ids in the order taken, the next-due delay and the held-back counts."""
+        self.requests += 1
+        args = [str(self.requests), limit, 10_000, self.token, 0, queues, weights, *TASKS.claim_entries()]
+        queue = self.settings.queue_name
+        reply = await self.scripts.claim(keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=args)
+        claimed, _, next_due, _, _, held = reply
+        return [item[0].decode() for item in claimed], next_due, held
+
+    async def finish(self, task_id: str) -> None:
+        """Record the task's end (an F op with no events), as the worker's commit does."""
+        queue = self.settings.queue_name
+        args = [0, 100, 1_000_000, 60_000, keys.wakeup_channel(queue)]
+        args += ["F", task_id, self.token, 0, 0, '{"rs":"succeeded"}', "0", "0"]
+        [(status, _)] = await self.scripts.commit(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
+        assert status == b"ok"
+
+
+async def test_queues_in_the_workers_order_then_priority_then_fifo(pool: ArqRedis, settings: Settings) -> None:
+    bench = Bench(pool, settings)
+    low = [await bench.submit("stamp") for _ in range(2)]
+    gpu = await bench.submit("render", priority=9)
+    high = await bench.submit("stamp", priority=7)
+    taken, _, _ = await bench.claim(10, queues="default,gpu")
+    assert taken == [high, *low, gpu]
+    assert await bench.claim(10, queues="default,gpu") == ([], None, [0, 0])
+
+
+async def test_a_worker_takes_nothing_from_a_queue_it_does_not_serve(pool: ArqRedis, settings: Settings) -> None:
+    bench = Bench(pool, settings)
+    gpu = await bench.submit("render")
+    assert (await bench.claim(10))[0] == []
+    assert (await bench.claim(10, queues="gpu"))[0] == [gpu]
+
+
+@pytest.mark.parametrize(("weights", "first_four"), [("", "abab"), ("b=3", "abbb")])
+async def test_tenants_share_claims_by_weight(
+    pool: ArqRedis, settings: Settings, weights: str, first_four: str
+) -> None:
+    bench = Bench(pool, settings)
+    owner = {}
+    for tenant in ("a", "b"):
+        for _ in range(6):
+            owner[await bench.submit("stamp", tenant=tenant)] = tenant
+    order = ""
+    for _ in range(4):
+        taken, _, _ = await bench.claim(1, weights=weights)
+        order += owner[taken[0]]
+    assert order == first_four
+
+
+async def test_a_full_concurrency_key_is_parked_without_blocking_others_until_a_slot_frees(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    bench = Bench(pool, settings)
+    acme = [await bench.submit("per_customer", kwargs={"customer_id": "acme"}) for _ in range(4)]
+    globex = await bench.submit("per_customer", kwargs={"customer_id": "globex"})
+    taken, _, held = await bench.claim(10)
+    assert taken == [*acme[:2], globex]  # two of acme's (its limit), and globex's behind them
+    assert held == [1, 0]  # acme's lane filled its limit: parked at once, and counted
+    # Parked: not read again; its marker waits PARK_MS at most (a safety net: the slot's commit brings it back).
+    taken, next_due, held = await bench.claim(10)
+    assert (taken, held) == ([], [0, 0])
+    assert 0 < int(next_due) <= keys.PARK_MS
+    await bench.finish(acme[0])
+    assert (await bench.claim(10))[0] == [acme[2]]  # the freed slot unparked the lane
+    marker = await pool.get(keys.in_progress(acme[2]))
+    assert marker is not None
+    assert marker.split(b"|")[3] == b"S"  # it holds a slot
+
+
+async def test_a_rate_limit_spaces_starts_on_redis_clock(pool: ArqRedis, settings: Settings) -> None:
+    bench = Bench(pool, settings)
+    ids = [await bench.submit("five_per_second") for _ in range(3)]
+    taken, next_due, held = await bench.claim(10)
+    assert (taken, held) == (ids[:1], [0, 1])
+    assert 150 <= int(next_due) <= 200  # the next start is allowed 200 ms after this one
+    taken, next_due, held = await bench.claim(10)
+    assert (taken, held) == ([], [0, 0])  # its lane's marker waits for that moment: nothing due to read
+    assert 0 < int(next_due) <= 200
+
+
+async def test_jobs_submitted_within_one_millisecond_are_claimed_in_submit_order(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """Lane scores carry microseconds (enqueue.lua): ids, random, no longer decide the order of one ms's jobs."""
+    bench = Bench(pool, settings)
+    ids = [await bench.submit("stamp") for _ in range(30)]
+    taken, _, _ = await bench.claim(30)
+    assert taken == ids
+
+
+async def test_priority_orders_a_tenants_own_work_and_never_jumps_another_tenant(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    bench = Bench(pool, settings)
+    a_low = [await bench.submit("stamp", tenant="a") for _ in range(3)]
+    b_high = [await bench.submit("stamp", tenant="b", priority=9) for _ in range(3)]
+    a_urgent = await bench.submit("stamp", tenant="a", priority=9)
+    taken = [(await bench.claim(1))[0][0] for _ in range(4)]
+    # Turns alternate between tenants, whatever b's priorities; a's own urgent job leads a's turns.
+    assert taken == [a_urgent, b_high[0], a_low[0], b_high[1]]
+
+
+async def test_a_claim_with_no_room_still_says_work_is_due(pool: ArqRedis, settings: Settings) -> None:
+    """A worker whose slots are all busy claims with limit 0: the answer must say jobs are due now, so it claims
+    as soon as a slot frees rather than at its next poll (2 s later)."""
+    bench = Bench(pool, settings)
+    await bench.submit("stamp")
+    taken, next_due, _ = await bench.claim(0)
+    assert (taken, next_due) == ([], 0)
