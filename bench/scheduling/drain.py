@@ -6,8 +6,11 @@ jobs while a fresh worker (RELAY_WORKER_CONCURRENCY 10, the default) is stopped,
 nothing waits or runs; rounds alternate a and b. Every job's result is checked afterwards.
 
 The comparison with the code before issue #21 runs ``bench.peers`` (Relay only: its no-op ``echo`` drain, one
-worker of concurrency 10) in a checkout of that code and in this one, alternately, each with the checkout's own
-code on ``PYTHONPATH`` (the checkouts share one virtualenv).
+worker of concurrency 10) on that checkout's code and on this one's, alternately. Both runs use one harness, the
+older checkout's ``bench/`` copied to a directory of its own, so only Relay's code differs between them (this
+checkout's ``bench.peers`` has changed since, and its worker puts this checkout on ``PYTHONPATH``): each run has
+the harness, then the code measured, on ``PYTHONPATH``, which wins over the virtualenv's editable install (the
+checkouts share one virtualenv); where each run imported them from is checked and reported.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +32,8 @@ from bench.harness.processes import REPO
 from bench.scheduling.stage import Conditions, Job, plural, preload, stage
 
 NAMED = ("q1", "q2", "q3")
-DRAIN_LINE = re.compile(r"drain x1: ([\d,.]+) jobs/s, verified (\d+)/(\d+)")
+# Its log line of the no-op drain, as bench.peers has written it before and since it added a second workload.
+DRAIN_LINE = re.compile(r"drain (?:\(no-op\) )?x1: ([\d,.]+) jobs/s, verified (\d+)/(\d+)")
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class Result:
     named: list[float] = field(default_factory=list)  # (b)
     before: list[float] = field(default_factory=list)  # bench.peers in the baseline checkout
     today: list[float] = field(default_factory=list)  # ... and in this one
-    code: dict[str, str] = field(default_factory=dict)  # checkout -> where its worker package was imported from
+    code: dict[str, str] = field(default_factory=dict)  # "before"/"today" -> the checkout measured, and its commit
+    harness: str = ""
     conditions: Conditions = field(default_factory=Conditions)
 
     def render(self) -> str:
@@ -79,8 +86,10 @@ class Result:
                 table(["`bench.peers` drain (Relay only), one worker", "jobs/s per round", "median", ""], rows),
                 "",
                 f"{o.jobs:,} no-op `echo` jobs per round (bench.peers: preloaded while the worker is stopped,"
-                " concurrency 10, every result and `end` event checked), the two checkouts alternating, each"
-                " round its own redis-server. Code: " + "; ".join(f"{k}: {v}" for k, v in self.code.items()) + ".",
+                " concurrency 10, every result and `end` event checked), the two alternating, each round its own"
+                f" redis-server; one harness for both ({self.harness}). Code: "
+                + "; ".join(f"{k}: {v}" for k, v in self.code.items())
+                + ".",
             ]
         return "\n".join([*lines, self.conditions.line()])
 
@@ -98,11 +107,7 @@ def run(options: Options) -> Result:
         result.plain.append(drain(plain, "default"))
         result.named.append(drain(named, ",".join(NAMED)))
     if options.baseline is not None:
-        trees = {"before": options.baseline.resolve(), "today": REPO}
-        result.code = {name: _code_of(tree) for name, tree in trees.items()}
-        for _ in range(options.baseline_rounds):
-            result.before.append(peers_drain(trees["before"], options.jobs))
-            result.today.append(peers_drain(trees["today"], options.jobs))
+        _compare(options, result)
     result.conditions.close()
     return result
 
@@ -120,32 +125,51 @@ def drain(jobs: list[Job], queues: str) -> float:
     return len(jobs) / seconds
 
 
-def _env(tree: Path) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(tree)}
+def _compare(options: Options, result: Result) -> None:
+    """``bench.peers``' drain on the baseline's code and on this checkout's, alternately, with one harness."""
+    assert options.baseline is not None
+    baseline = options.baseline.resolve()
+    with tempfile.TemporaryDirectory(prefix="relay-peers-harness-") as tmp:
+        harness = Path(tmp)
+        shutil.copytree(baseline / "bench", harness / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+        trees = {"before": baseline, "today": REPO}
+        result.code = {name: _code_of(harness, tree) for name, tree in trees.items()}
+        result.harness = f"bench.peers from {_commit(baseline)}"
+        for _ in range(options.baseline_rounds):
+            result.before.append(peers_drain(harness, trees["before"], options.jobs))
+            result.today.append(peers_drain(harness, trees["today"], options.jobs))
 
 
-def _code_of(tree: Path) -> str:
-    """The commit of ``tree`` and where its processes import Relay's code from (the shared virtualenv's
-    editable install points at one checkout only: ``PYTHONPATH`` must win)."""
-    probe = [sys.executable, "-c", "import worker, shared; print(worker.__file__)"]
-    imported = subprocess.run(probe, cwd=tree, env=_env(tree), capture_output=True, text=True, check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
-    path = Path(imported.stdout.strip())
-    if not path.is_relative_to(tree):
-        raise RuntimeError(f"{tree}: its processes would import Relay from {path}")
-    return f"{tree} at {commit.stdout.strip() or '?'}"
+def _env(harness: Path, tree: Path) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": f"{harness}:{tree}"}
 
 
-def peers_drain(tree: Path, jobs: int) -> float:
-    """One ``bench.peers`` drain of Relay (and nothing else) in checkout ``tree``; its jobs/s."""
+def _commit(tree: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
+    return f"{tree} at {done.stdout.strip() or '?'}"
+
+
+def _code_of(harness: Path, tree: Path) -> str:
+    """``tree`` and its commit, once checked that a run imports Relay from it and the harness from ``harness``."""
+    probe = "import bench.peers, worker; print(worker.__file__); print(bench.peers.__file__)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=harness, env=_env(harness, tree), capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    relay, bench = (Path(line) for line in done.stdout.split())
+    if not relay.is_relative_to(tree) or not bench.is_relative_to(harness):
+        raise RuntimeError(f"a run for {tree} would import Relay from {relay} and bench.peers from {bench}")
+    return _commit(tree)
+
+
+def peers_drain(harness: Path, tree: Path, jobs: int) -> float:
+    """One ``bench.peers`` drain of Relay (and nothing else) on the code of checkout ``tree``; its jobs/s."""
     argv = [sys.executable, "-m", "bench.peers", "--systems", "relay", "--jobs", str(jobs), "--rounds", "1",
             "--rt-requests", "0", "--rt-short-requests", "0", "--idle-seconds", "0", "--load-tasks", "0",
             "--scale-workers", "", "--wait-quiet", "0"]  # fmt: skip
-    done = subprocess.run(argv, cwd=tree, env=_env(tree), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(argv, cwd=harness, env=_env(harness, tree), capture_output=True, text=True, timeout=900)
     found = DRAIN_LINE.search(done.stderr)
     if done.returncode != 0 or found is None:
-        raise RuntimeError(f"bench.peers in {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"bench.peers on {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     per_second, verified, total = found.groups()
     if verified != total:
-        raise RuntimeError(f"bench.peers in {tree}: only {verified} of {total} jobs verified")
+        raise RuntimeError(f"bench.peers on {tree}: only {verified} of {total} jobs verified")
     return float(per_second.replace(",", ""))
