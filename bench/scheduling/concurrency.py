@@ -56,7 +56,7 @@ class Result:
             ["a slot's idle time between jobs, mean", f"{idle_ms:.1f} ms", ""],
             ["a job's run, median", f"{statistics.median(durations) * 1000:.1f} ms", ""],
             ["jobs per worker", " / ".join(map(str, share)), ""],
-            ["claims that found the limit full (relay_claim_waits_total{reason=\"concurrency\"})",
+            ["lanes held back by the full limit (relay_claim_waits_total{reason=\"concurrency\"})",
              f"{self.claim_waits:.0f}", ""],
         ]  # fmt: skip
         workers = plural(o.workers, "worker process", "worker processes")
@@ -66,9 +66,7 @@ class Result:
             table(["measure", "value", "target"], rows),
             "",
             f"{workers} (RELAY_WORKER_CONCURRENCY 10 each), {o.jobs:,} `three_at_once` jobs of"
-            f" {o.task_ms:g} ms preloaded while the workers were stopped, then resumed together."
-            " relay_claim_waits_total counts only claims that find a due lane's limit full: the claim that fills"
-            " the limit parks the lane itself (until a slot frees), so in a steady backlog others never see it due.",
+            f" {o.task_ms:g} ms preloaded while the workers were stopped, then resumed together.",
             self.conditions.line(),
         ])  # fmt: skip
 

@@ -51,7 +51,8 @@ class Result:
             "",
             table(head, [row]),
             "",
-            f"One worker (RELAY_WORKER_CONCURRENCY 10, the default), an API process; backlog {o.backlog:,} `pause`"
+            f"One worker (RELAY_WORKER_CONCURRENCY 10, the default), an API process without keys (every job of one"
+            f" tenant, so priority alone orders them); backlog {o.backlog:,} `pause`"
             f" jobs of {o.task_ms:g} ms at priority 0 (topped up {plural(self.refills, 'time')}; at least"
             f" {self.min_backlog:,} waiting at every measured submit), drained at {self.backlog_rate:,.0f} jobs/s"
             f" while {len(ms)} priority-9 `pause` jobs of {o.task_ms:g} ms were POSTed one at a time, a random"

@@ -7,7 +7,7 @@ What the rate-held workers cost Redis, over 60 % of the expected run from 15 % i
 then: it only sleeps, and its INFO calls are left out): every command Redis executed (INFO commandstats, commands
 run inside scripts included) per second per worker, and per job started; then, for a short MONITOR window right
 after, how many claim-script calls each worker made per second (a worker that polled busily would claim far more
-often than starts are allowed). ``relay_claim_waits_total{reason="rate"}``: the claims that found the lane held.
+often than starts are allowed); and ``relay_claim_waits_total{reason="rate"}`` from the workers' metrics.
 """
 
 from __future__ import annotations
@@ -86,7 +86,10 @@ class Result:
             ["claim-script calls/s per worker (MONITOR)", f"{h.claims:.1f}"],
             ["claim-script calls per start allowed (MONITOR, all workers)", f"{h.claims * o.workers / RATE:.1f}"],
             ["script calls/s, all workers (MONITOR)", script_calls],
-            ["claims that found the lane rate-held, per second, all workers", f"{h.claim_waits / h.seconds:.1f}"],
+            [
+                'lanes held back by the rate (relay_claim_waits_total{reason="rate"}), per second, all workers',
+                f"{h.claim_waits / h.seconds:.1f}",
+            ],
         ]
         workers = plural(o.workers, "worker process", "worker processes")
         return "\n".join([
@@ -100,8 +103,7 @@ class Result:
             f" ({o.jobs / RATE:g} s of work at the limit) preloaded while the workers were stopped, then resumed"
             f" together. Redis cost measured over {h.seconds:.1f} s within the run ({h.started} starts),"
             f" claims by MONITOR over the {h.monitored:.1f} s after it. An idle worker costs about 1.5 commands/s"
-            " (BENCHMARKS.md). relay_claim_waits_total counts only claims that find a due lane held: the claim that"
-            " takes a start moves the lane's marker to the next allowed start itself, so others rarely see it due.",
+            " (BENCHMARKS.md).",
             self.conditions.line(),
         ])  # fmt: skip
 
