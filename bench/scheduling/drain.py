@@ -45,13 +45,22 @@ class Options:
     seed: int = 1
 
 
+@dataclass(frozen=True)
+class PeersDrain:
+    """One ``bench.peers`` drain: jobs/s, and the worker's and Redis's CPU per job (when its report has them)."""
+
+    per_second: float
+    worker_ms: float | None = None
+    redis_ms: float | None = None
+
+
 @dataclass
 class Result:
     options: Options
     plain: list[float] = field(default_factory=list)  # jobs/s per round, (a)
     named: list[float] = field(default_factory=list)  # (b)
-    before: list[float] = field(default_factory=list)  # bench.peers in the baseline checkout
-    today: list[float] = field(default_factory=list)  # ... and in this one
+    before: list[PeersDrain] = field(default_factory=list)  # bench.peers on the baseline's code
+    today: list[PeersDrain] = field(default_factory=list)  # ... and on this checkout's
     code: dict[str, str] = field(default_factory=dict)  # "before"/"today" -> the checkout measured, and its commit
     harness: str = ""
     conditions: Conditions = field(default_factory=Conditions)
@@ -74,20 +83,24 @@ class Result:
                 f" stopped; {plural(o.rounds, 'round')} each, alternating (a) and (b); every result checked.",
             ]
         if self.before:
-            before, today = statistics.median(self.before), statistics.median(self.today)
+            before, today = (statistics.median(d.per_second for d in runs) for runs in (self.before, self.today))
             verdict = "met" if today / before >= 0.95 else "missed"
             rows = [
-                ["before issue #21", _rounds(self.before), f"{before:,.0f}", ""],
-                ["today", _rounds(self.today), f"{today:,.0f}",
+                ["before issue #21", _rounds([d.per_second for d in self.before]), f"{before:,.0f}",
+                 *_cpu(self.before), ""],
+                ["today", _rounds([d.per_second for d in self.today]), f"{today:,.0f}", *_cpu(self.today),
                  f"today / before = {today / before:.2f} (target >= 0.95: {verdict})"],
             ]  # fmt: skip
+            head = ["`bench.peers` drain (Relay only), one worker", "jobs/s per round", "median",
+                    "worker CPU ms/job", "Redis CPU ms/job", ""]  # fmt: skip
             lines += [
                 "",
-                table(["`bench.peers` drain (Relay only), one worker", "jobs/s per round", "median", ""], rows),
+                table(head, rows),
                 "",
                 f"{o.jobs:,} no-op `echo` jobs per round (bench.peers: preloaded while the worker is stopped,"
                 " concurrency 10, every result and `end` event checked), the two alternating, each round its own"
-                f" redis-server; one harness for both ({self.harness}). Code: "
+                " redis-server; CPU per job: medians of the rounds (less moved by other load than jobs/s)."
+                f" One harness for both ({self.harness}). Code: "
                 + "; ".join(f"{k}: {v}" for k, v in self.code.items())
                 + ".",
             ]
@@ -96,6 +109,13 @@ class Result:
 
 def _rounds(values: list[float]) -> str:
     return " / ".join(f"{v:,.0f}" for v in values)
+
+
+def _cpu(runs: list[PeersDrain]) -> list[str]:
+    """Median worker and Redis CPU per job, or '-' where the harness's report did not say."""
+    worker = [d.worker_ms for d in runs if d.worker_ms is not None]
+    redis_ = [d.redis_ms for d in runs if d.redis_ms is not None]
+    return [f"{statistics.median(values):.3f}" if values else "-" for values in (worker, redis_)]
 
 
 def run(options: Options) -> Result:
@@ -160,16 +180,38 @@ def _code_of(harness: Path, tree: Path) -> str:
     return _commit(tree)
 
 
-def peers_drain(harness: Path, tree: Path, jobs: int) -> float:
-    """One ``bench.peers`` drain of Relay (and nothing else) on the code of checkout ``tree``; its jobs/s."""
-    argv = [sys.executable, "-m", "bench.peers", "--systems", "relay", "--jobs", str(jobs), "--rounds", "1",
-            "--rt-requests", "0", "--rt-short-requests", "0", "--idle-seconds", "0", "--load-tasks", "0",
-            "--scale-workers", "", "--wait-quiet", "0"]  # fmt: skip
-    done = subprocess.run(argv, cwd=harness, env=_env(harness, tree), capture_output=True, text=True, timeout=900)
-    found = DRAIN_LINE.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"bench.peers on {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    per_second, verified, total = found.groups()
-    if verified != total:
-        raise RuntimeError(f"bench.peers on {tree}: only {verified} of {total} jobs verified")
-    return float(per_second.replace(",", ""))
+def peers_drain(harness: Path, tree: Path, jobs: int) -> PeersDrain:
+    """One ``bench.peers`` drain of Relay (and nothing else) on the code of checkout ``tree``."""
+    with tempfile.TemporaryDirectory(prefix="relay-peers-report-") as tmp:
+        report = Path(tmp) / "report.md"
+        argv = [sys.executable, "-m", "bench.peers", "--systems", "relay", "--jobs", str(jobs), "--rounds", "1",
+                "--rt-requests", "0", "--rt-short-requests", "0", "--idle-seconds", "0", "--load-tasks", "0",
+                "--scale-workers", "", "--wait-quiet", "0", "--out", str(report)]  # fmt: skip
+        done = subprocess.run(argv, cwd=harness, env=_env(harness, tree), capture_output=True, text=True, timeout=900)
+        found = DRAIN_LINE.search(done.stderr)
+        if done.returncode != 0 or found is None:
+            raise RuntimeError(f"bench.peers on {tree} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        per_second, verified, total = found.groups()
+        if verified != total:
+            raise RuntimeError(f"bench.peers on {tree}: only {verified} of {total} jobs verified")
+        cpu = drain_cpu(report.read_text()) if report.exists() else None
+    worker_ms, redis_ms = cpu or (None, None)
+    return PeersDrain(float(per_second.replace(",", "")), worker_ms, redis_ms)
+
+
+def drain_cpu(report: str) -> tuple[float, float] | None:
+    """Worker and Redis CPU ms per job of Relay's one-worker no-op drain, from ``bench.peers``' report (its table of
+    drains, with or without the ``workload`` column later versions have), or None if it has no such row."""
+    head: list[str] | None = None
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if "worker CPU ms/job" in cells and "Redis CPU ms/job" in cells and "system" in cells:
+            head = cells
+        elif head is not None and len(cells) == len(head):
+            row = dict(zip(head, cells, strict=True))
+            no_op = row.get("workload", "no-op") == "no-op"
+            if row["system"].startswith("Relay") and row.get("workers") == "1" and no_op:
+                return float(row["worker CPU ms/job"]), float(row["Redis CPU ms/job"])
+        elif not line.startswith("|"):
+            head = None
+    return None

@@ -70,10 +70,32 @@ def test_every_part_measures_with_tiny_numbers_and_leaves_nothing_running() -> N
     assert (len(f.a_runs), len(f.b_runs)) == (100, 3)
     m: drain.Result = results["mixed"]
     assert [len(m.plain), len(m.named), len(m.before), len(m.today)] == [1, 1, 1, 1]
-    assert min(m.plain + m.named + m.before + m.today) > 0
+    assert min(m.plain + m.named + [d.per_second for d in m.before + m.today]) > 0
+    assert all(d.worker_ms is not None and d.redis_ms is not None for d in m.before + m.today)
     assert set(m.code) == {"before", "today"}
     assert text.count("### ") == 5
     assert "FAILED" not in text
     assert re.search(r"\b(nan|inf)\b", text, re.IGNORECASE) is None
     assert all(math.isfinite(x) for x in p.latencies_ms)
     assert set(_children()) <= before
+
+
+OLD_REPORT = """### Drains
+
+| round | system | workers | jobs | s | jobs/s | verified | done before start | probes/job | worker CPU ms/job | Redis CPU ms/job | other load (cores) |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| 1 | bare arq, poll 0.01 s | 1 | 30 | 0.02 | 1,500 | 30/30 | 0 | 1.10 | 0.50 | 0.100 | 0.01 |
+| 1 | Relay, defaults | 1 | 30 | 0.01 | 3,000 | 30/30 | 0 | 1.05 | 0.16 | 0.075 | 0.02 |
+"""  # noqa: E501  (bench.peers' table, as written at d29c49c)
+NEW_REPORT = """| round | system | workload | workers | jobs | s | jobs/s | verified | done before start | probes/job | worker CPU ms/job | Redis CPU ms/job | other load (cores) |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| 1 | Relay, defaults | await once | 1 | 30 | 0.01 | 2,000 | 30/30 | 0 | 1.05 | 0.30 | 0.090 | 0.02 |
+| 1 | Relay, defaults | no-op | 1 | 30 | 0.01 | 3,000 | 30/30 | 0 | 1.05 | 0.18 | 0.076 | 0.02 |
+"""  # noqa: E501  (and as written since it drains a second workload)
+
+
+@pytest.mark.parametrize(("report", "cpu"), [(OLD_REPORT, (0.16, 0.075)), (NEW_REPORT, (0.18, 0.076)), ("", None)])
+def test_the_drains_cpu_is_read_from_either_version_of_the_peers_report(
+    report: str, cpu: tuple[float, float] | None
+) -> None:
+    assert drain.drain_cpu(report) == cpu
