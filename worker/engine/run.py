@@ -137,7 +137,7 @@ class JobRun:
     def _queue_events(self, bodies: list[bytes]) -> asyncio.Future[None]:
         """Queue the events; the returned future resolves once they are stored (or fails if they cannot be)."""
         bodies = self._take_started() + bodies
-        op = events_op(self.task_id, self.engine.token, self.seq, bodies)
+        op = events_op(self.task_id, self.engine.token, self.seq, bodies, self.record.link)
         self.seq += len(bodies)
         stored: asyncio.Future[None] = self._loop.create_future()
 
