@@ -74,6 +74,7 @@ class Engine:
         self.threads = TaskThreads(settings.sync_task_threads)
         self.leases = LeaseKeeper(settings, self.token, self)
         self.runs: dict[str, JobRun] = {}
+        self.waiting: dict[str, asyncio.Event] = {}  # runs waiting for their children (holding no slot) -> notice
         self.shutting_down = False
         self.stop_by: float | None = None  # time.monotonic() after which a stopping worker stops trying Redis
         self._claiming = True  # False once arq stops picking jobs: due jobs and lapsed leases wait for others
@@ -92,7 +93,9 @@ class Engine:
         self.catalogue_digest, self._catalogue = catalogue.encode(
             [spec.describe(settings.job_timeout_seconds) for spec in registry]
         )
-        self.scheduler = Scheduler(registry, settings, Enqueuer(pool, settings, self.scripts))
+        self.enqueuer = Enqueuer(pool, settings, self.scripts)
+        self.scheduler = Scheduler(registry, settings, self.enqueuer)
+        self._catalogue_reader: catalogue.Catalogue | None = None
         self._claim_entries = registry.claim_entries()
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -136,7 +139,7 @@ class Engine:
     def _sleep_seconds(self, step: float) -> float:
         now_ms = self.redis_now_ms()
         wake_at = now_ms + step * 1000
-        free = self._claiming and len(self.runs) < self.settings.worker_concurrency
+        free = self._claiming and self.busy < self.settings.worker_concurrency
         if self._next_due_ms is not None and free:
             wake_at = min(wake_at, self._next_due_ms)
         if self._next_lease_ms is not None and self._claiming:
@@ -178,7 +181,7 @@ class Engine:
         self._last_stored = time.monotonic()
 
     async def _claim(self, worker: Worker) -> None:
-        free = max(0, worker.max_jobs - len(self.runs))
+        free = max(0, worker.max_jobs - self.busy)
         self._job_notice = False
         # A request id of its own: redis-py sends the same call again after a timeout or a dropped connection,
         # and the script then returns the jobs its first run claimed instead of claiming more.
@@ -195,6 +198,8 @@ class Engine:
             self._clock_synced = time.monotonic()
         now_ms = self.redis_now_ms()
         self._next_due_ms = now_ms + float(next_due) if next_due is not None else None
+        if free == 0:  # a full worker's claim looks at nothing: check again as soon as a slot frees
+            self._next_due_ms = now_ms
         self._next_lease_ms = now_ms + float(next_lease) if next_lease is not None else None
         for item in claimed:
             self._start(worker, _claimed(item))
@@ -205,6 +210,35 @@ class Engine:
             self._take_over(claimed)
 
     # --- starting and ending jobs -----------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: running jobs, not counting those waiting for their children (``worker.engine.children``)."""
+        return len(self.runs) - len(self.waiting)
+
+    @property
+    def catalogue(self) -> catalogue.Catalogue:
+        """What the live workers offer: a child task this worker does not run is checked against it."""
+        if self._catalogue_reader is None:
+            self._catalogue_reader = catalogue.Catalogue(self.pool, self.settings.queue_name)
+        return self._catalogue_reader
+
+    def begin_wait(self, run: JobRun) -> asyncio.Event:
+        """``run`` waits for its children: its slot is free for other work (a child, say) until ``end_wait``.
+        Returns the event a child's end sets (``note_child``)."""
+        notice = self.waiting.setdefault(run.task_id, asyncio.Event())
+        self.wake.set()  # claim for the freed slot now
+        return notice
+
+    def end_wait(self, run: JobRun) -> None:
+        """``run`` runs again (it holds a slot again, even if the worker is full meanwhile: it was running)."""
+        self.waiting.pop(run.task_id, None)
+
+    def note_child(self, parent_id: str) -> None:
+        """A wake-up notice said a child of ``parent_id`` ended."""
+        notice = self.waiting.get(parent_id)
+        if notice is not None:
+            notice.set()
 
     def _start(self, worker: Worker, claimed: Claimed) -> None:
         ending = self._refusal(claimed)
