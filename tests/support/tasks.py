@@ -340,8 +340,10 @@ async def five_per_second(task: TaskContext) -> dict[str, float | int]:
 
 # Workflows and child tasks (issue #23).
 @registry.task()
-async def inc(task: TaskContext, x: int = 0) -> int:
-    """Return ``x + 1``: a chain of n of them from 0 ends at n."""
+async def inc(task: TaskContext, x: int = 0, seconds: float = 0.0) -> int:
+    """Return ``x + 1`` (after ``seconds``): a chain of n of them from 0 ends at n."""
+    if seconds:
+        await asyncio.sleep(seconds)
     return x + 1
 
 
