@@ -160,3 +160,13 @@ async def test_a_chords_callback_is_released_once_when_its_last_member_ends(
     assert [kind for kind, _ in events].count("workflow_end") == 1
     assert await pool.hget(keys.flow(flow), "st") == b"succeeded"
     assert await pool.pttl(keys.flow(flow)) > 0  # bounded: it expires with its results
+
+
+async def test_the_workflow_index_forgets_workflows_that_expired(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    kept, expired = [await worker.submit({"task": "inc", "args": [i]}) for i in range(2)]
+    await pool.delete(keys.flow(expired))  # as its TTL would, after it ended
+    index = keys.flow_index(settings.queue_name)
+    removed, examined, left = await worker.scripts.maintenance(keys=[index], args=[1000, 500, 0, "flows"])
+    assert (removed, examined, left) == (1, 2, 1)
+    assert await worker.workflows.list_ids("", 10) == [kept]

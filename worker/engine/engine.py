@@ -415,14 +415,15 @@ class Engine:
     # --- upkeep -----------------------------------------------------------------------------------------
 
     async def _maintain(self) -> None:
-        """One worker per minute prunes the task index and arq's stale abort entries, and counts the named queues'
-        depths again (``shared/keys.py``)."""
+        """One worker per minute prunes the task and workflow indexes and arq's stale abort entries, and counts the
+        named queues' depths again (``shared/keys.py``)."""
         queue = self.settings.queue_name
         lock = keys.maintenance_lock(queue)
         try:
             if not await self.pool.set(lock, self.token, nx=True, px=int(MAINTENANCE_SECONDS * 1000)):
                 return
             await self._prune_index(keys.task_index(queue))
+            await self._prune_index(keys.flow_index(queue), "flows")
             await recount_depths(self.scripts, queue)
             stale_before = int(self.redis_now_ms()) - 60_000
             waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
@@ -434,12 +435,12 @@ class Engine:
         except (RedisError, OSError) as exc:
             logger.warning("maintenance skipped: %s", exc)
 
-    async def _prune_index(self, index: str) -> None:
+    async def _prune_index(self, index: str, kind: str = "tasks") -> None:
         """Drop expired entries, oldest first, batch after batch while they are mostly expired (at 100 tasks/s
         some 6,000 expire a minute), within a time budget; the few live ones among them are stepped over."""
         start, budget_ends = 0, time.monotonic() + INDEX_PRUNE_SECONDS
         while True:
-            args = [self.settings.task_index_max, INDEX_SCAN, start]
+            args = [self.settings.task_index_max, INDEX_SCAN, start, kind]
             _, examined, kept = await self.scripts.maintenance(keys=[index], args=args)
             start += kept
             if examined < INDEX_SCAN or kept * 2 > examined or time.monotonic() > budget_ends:
