@@ -440,7 +440,7 @@ class Engine:
         some 6,000 expire a minute), within a time budget; the few live ones among them are stepped over."""
         start, budget_ends = 0, time.monotonic() + INDEX_PRUNE_SECONDS
         while True:
-            args = [self.settings.task_index_max, INDEX_SCAN, start, kind]
+            args: list[str | int] = [self.settings.task_index_max, INDEX_SCAN, start, kind]
             _, examined, kept = await self.scripts.maintenance(keys=[index], args=args)
             start += kept
             if examined < INDEX_SCAN or kept * 2 > examined or time.monotonic() > budget_ends:
