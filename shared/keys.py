@@ -47,8 +47,8 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   ``relay_enqueue_jobs``, one code path), whose records name their workflow and step (``"wf"``, ``"ws"``, right
   after ``"ln"``). The workflow itself is one hash (``flow``: every step's record template, its predecessors and
   successors, the dependencies it still waits on, its state and its value once ended, plus the workflow's
-  counters), and its own event log (``flow_events``, numbered by the hash's ``seq``; its bytes counted in
-  ``flow_event_bytes``). The commit that ends a step (``commit.lua``, op F, and ``abort.lua`` for a waiting step)
+  counters), and its own event log (``flow_events``, numbered by the hash's ``seq``, its entries and bytes
+  counted there too). The commit that ends a step (``commit.lua``, op F, and ``abort.lua`` for a waiting step)
   also advances the workflow in the same script (``relay_flow_step_ended``): it records the step's value,
   counts down its successors' dependencies and enqueues those that reach zero, or skips them when the step
   failed (unless a chord's callback opted in to failures), and ends the workflow once no step is active. The
@@ -94,7 +94,6 @@ PRESENCE_PREFIX: Final = "relay:presence:"
 # Per workflow: prefix + workflow id (a task id; its steps are ``<id>:<n>``).
 FLOW_PREFIX: Final = "relay:flow:"
 FLOW_EVENTS_PREFIX: Final = "relay:flow-events:"
-FLOW_EVENT_BYTES_PREFIX: Final = "relay:flow-event-bytes:"
 # Per queue name (the schedule): prefix + queue name.
 FLOW_INDEX_PREFIX: Final = "relay:flow-index:"
 # Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
@@ -123,7 +122,6 @@ RELAY_PREFIXES: Final = (
     QUOTA_RATE_PREFIX,
     FLOW_PREFIX,
     FLOW_EVENTS_PREFIX,
-    FLOW_EVENT_BYTES_PREFIX,
     FLOW_INDEX_PREFIX,
 )
 ARQ_PREFIXES: Final = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
@@ -278,11 +276,6 @@ def flow(flow_id: str) -> str:
 def flow_events(flow_id: str) -> str:
     """A workflow's event log (a capped Redis Stream, like a task's) and the pub/sub channel of its live events."""
     return FLOW_EVENTS_PREFIX + flow_id
-
-
-def flow_event_bytes(flow_id: str) -> str:
-    """The bytes of events a workflow's log holds; expires with the log."""
-    return FLOW_EVENT_BYTES_PREFIX + flow_id
 
 
 def flow_index(queue_name: str) -> str:

@@ -68,7 +68,6 @@ def with_library(body: str) -> str:
         "INDEX_PREFIX": keys.INDEX_PREFIX,
         "FLOW_PREFIX": keys.FLOW_PREFIX,
         "FLOW_EVENTS_PREFIX": keys.FLOW_EVENTS_PREFIX,
-        "FLOW_EVENT_BYTES_PREFIX": keys.FLOW_EVENT_BYTES_PREFIX,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)

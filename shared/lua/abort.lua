@@ -34,7 +34,7 @@ redis.call('DEL', JOB .. id, TRIES .. id, SEQ .. id)
 -- A workflow's step: its events go to the workflow's log too, and its end advances the workflow (commit.lua's F);
 -- a child task: its waiting parent hears of it.
 local flow, step, parent = relay_record_links(head)
-if flow then relay_flow_copy(flow, step, ARGV, 8, #ARGV, last - (#ARGV - 8), ttl) end
+if flow then relay_flow_copy(flow, step, ARGV, 8, #ARGV, last - (#ARGV - 8)) end
 if parent then
   redis.call('PUBLISH', channel, 'c' .. parent)
 elseif flow then
@@ -43,6 +43,7 @@ elseif flow then
     now, ttl, wake)
   relay_wake(wake, now)
 end
+relay_flow_flush(ttl)
 if string.find(record, '"rp":1', 1, true) or redis.call('EXISTS', REPLY .. id) == 1 then
   redis.call('ZADD', outbox, now, id)
   redis.call('PEXPIRE', REPLY .. id, ttl)

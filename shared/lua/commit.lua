@@ -53,7 +53,7 @@ local wake, woken = {}, {}  -- channel -> earliest due of a job put back; channe
 -- Copy op's events (now numbered up to `last` in the task's log) into its workflow's log, if it has one.
 local function copy_to_flow(op, last)
   local flow, step = string.match(ARGV[op.extra + LINK[op.kind]], '^([^|]+)|(%d+)$')
-  if flow and op.n > 0 then relay_flow_copy(flow, step, ARGV, op.from, op.to, last - op.n + 1, ttl) end
+  if flow and op.n > 0 then relay_flow_copy(flow, step, ARGV, op.from, op.to, last - op.n + 1) end
 end
 
 -- A task with a link ended (F): advance its workflow, or tell its parent.
@@ -145,6 +145,7 @@ if #finished > 0 then
   redis.call('ZREM', queue, unpack(finished))
 end
 if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
+relay_flow_flush(ttl)
 if replies then redis.call('PUBLISH', channel, 'o') end
 for to, due in pairs(wake) do
   redis.call('PUBLISH', to, due <= now() and 'j' or ('d' .. string.format('%d', due)))

@@ -62,6 +62,7 @@ for _, i in ipairs(again) do listed[#listed + 1] = tostring(i) end
 local events = {relay_flow_body('workflow_retried', flow, now, '{"steps":[' .. table.concat(listed, ',') .. ']}')}
 local wake = {}
 relay_flow_release(queue, flow, released, now, wake, events)
+redis.call('HINCRBY', key, 'active', #released)
 relay_flow_emit(flow, events, ttl)
 relay_wake(wake, now)
 return {'queued', #released}

@@ -63,6 +63,7 @@ redis.call('ZADD', index, ARGV[10], flow)
 local events = {relay_flow_body('workflow_started', flow, now, '{"steps":' .. n .. '}')}
 local wake = {}
 relay_flow_release(queue, flow, first, now, wake, events)
+redis.call('HINCRBY', key, 'active', #first)
 relay_flow_emit(flow, events, ttl)
 relay_wake(wake, now)
 return {'created', #first}

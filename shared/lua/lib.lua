@@ -9,12 +9,15 @@ local SLOTS, PARKED, RATE = '{{SLOTS_PREFIX}}', '{{PARKED_PREFIX}}', '{{RATE_PRE
 local FAIRNESS, DEPTH, WAKEUP = '{{FAIRNESS_PREFIX}}', '{{DEPTH_PREFIX}}', '{{WAKEUP_PREFIX}}'
 local PARK_MS = {{PARK_MS}}
 local INDEX = '{{INDEX_PREFIX}}'
-local FLOW, FLOW_EVENTS, FLOW_EVENT_BYTES = '{{FLOW_PREFIX}}', '{{FLOW_EVENTS_PREFIX}}', '{{FLOW_EVENT_BYTES_PREFIX}}'
+local FLOW, FLOW_EVENTS = '{{FLOW_PREFIX}}', '{{FLOW_EVENTS_PREFIX}}'
 
 -- Now, in ms, on Redis's clock: every time that decides who owns a job is compared with this, never with a
 -- caller's clock (two workers' clocks may differ by seconds; a VM resumed from a pause jumps).
+local relay_micros = nil  -- the microseconds of the script's last relay_now (relay_enqueue_jobs's FIFO ties)
+
 local function relay_now()
   local t = redis.call('TIME')
+  relay_micros = tonumber(t[2]) % 1000
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -141,7 +144,26 @@ local function relay_pack(first_seq, bodies, from, to)
   return table.concat(parts, '\n')
 end
 
--- Keep a log (a task's, or a workflow's) within its caps after `newest` (its packed events) was appended: while it holds more than
+-- Drop a log's oldest entries while it holds more than `max_len` entries or `max_bytes` bytes of events (it holds
+-- `length` and `bytes` now), never the newest one. Returns its length and bytes after.
+local function relay_trim_to(stream, length, bytes, max_len, max_bytes)
+  local batch = math.max(length - max_len, 1)
+  while length > 1 and (length > max_len or bytes > max_bytes) do
+    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(batch, length - 1))
+    local upto
+    for _, entry in ipairs(oldest) do
+      if length <= max_len and bytes <= max_bytes then break end
+      bytes = bytes - #entry[2][2]
+      length = length - 1
+      upto = tonumber(string.match(entry[1], '%-(%d+)$'))
+    end
+    redis.call('XTRIM', stream, 'MINID', '0-' .. (upto + 1))
+    batch = batch * 2
+  end
+  return length, bytes
+end
+
+-- Keep a task's log within its caps after `newest` (its packed events) was appended: while it holds more than
 -- `max_len` entries or `max_bytes` bytes of events, drop its oldest entries, never the newest one (a reader who
 -- asks for dropped events gets a `gap`; live followers already had them). A log of two entries or more counts
 -- its bytes in a key of its own, kept in step here (every entry added or dropped goes through relay_emit) and
@@ -162,19 +184,7 @@ local function relay_trim(counter, stream, newest, max_len, max_bytes, ttl_ms)
       bytes = bytes + #newest
     end
   end
-  local batch = math.max(length - max_len, 1)
-  while length > 1 and (length > max_len or bytes > max_bytes) do
-    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(batch, length - 1))
-    local upto
-    for _, entry in ipairs(oldest) do
-      if length <= max_len and bytes <= max_bytes then break end
-      bytes = bytes - #entry[2][2]
-      length = length - 1
-      upto = tonumber(string.match(entry[1], '%-(%d+)$'))
-    end
-    redis.call('XTRIM', stream, 'MINID', '0-' .. (upto + 1))
-    batch = batch * 2
-  end
+  length, bytes = relay_trim_to(stream, length, bytes, max_len, max_bytes)
   if length == 1 then
     redis.call('DEL', counter)
   else
@@ -184,10 +194,11 @@ end
 
 -- Append bodies[from..to] after `seq` to a log (one stream entry, id 0-<last seq>) and publish them as one
 -- message on the channel of the same name, then keep the log within its caps (relay_trim, its bytes counted in
--- `counter`). Returns the new last seq. If the log is ahead of the counter (the counter was lost), the numbering
--- continues after the log's last entry instead of failing the whole script.
+-- `counter`; a workflow's log, counter false, keeps its own counts: relay_flow_emit). Returns the new last seq
+-- and the entry written. If the log is ahead of the counter (the counter was lost), the numbering continues after
+-- the log's last entry instead of failing the whole script.
 local function relay_append(stream, counter, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
-  if to < from then return seq end
+  if to < from then return seq, '' end
   local last = seq + to - from + 1
   local packed = relay_pack(seq + 1, bodies, from, to)
   local added = redis.pcall('XADD', stream, '0-' .. last, 'e', packed)
@@ -201,14 +212,16 @@ local function relay_append(stream, counter, seq, bodies, from, to, max_len, max
   redis.call('PUBLISH', stream, packed)
   redis.call('PEXPIRE', stream, ttl_ms)
   -- A task's first events start its log (one entry: nothing to trim, no count to keep); otherwise keep the caps.
-  if seq > 0 or last ~= seq + to - from + 1 then relay_trim(counter, stream, packed, max_len, max_bytes, ttl_ms) end
-  return last
+  if counter and (seq > 0 or last ~= seq + to - from + 1) then
+    relay_trim(counter, stream, packed, max_len, max_bytes, ttl_ms)
+  end
+  return last, packed
 end
 
 -- Append bodies[from..to] after `seq` to the task's log (relay_append). A batch sent again is never appended
 -- twice (see commit.lua's 'dup').
 local function relay_emit(task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
-  return relay_append(EVENTS .. task_id, EVENT_BYTES .. task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
+  return (relay_append(EVENTS .. task_id, EVENT_BYTES .. task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms))
 end
 
 -- An ended task's result record starts with the seq of its last event, {"sq":N,...}: its counter lives there
@@ -361,26 +374,58 @@ local function relay_flow_body(kind, flow, now, data, step)
   return body .. '}'
 end
 
--- Append `bodies` (complete events without their seq) to the workflow's log; false if the workflow is gone.
+-- Append `bodies` (complete events without their seq) to the workflow's log; false if the workflow is gone. The
+-- log's entries and bytes are counted in the workflow's hash ('le', 'lb'), so an append within the caps costs no
+-- read of the log; past a cap the log itself is measured (the counts may be high: it may have expired meanwhile)
+-- and trimmed.
 local function relay_flow_emit(flow, bodies, ttl)
   if #bodies == 0 then return true end
   local key = FLOW .. flow
-  local info = redis.call('HMGET', key, 'seq', 'ml', 'mb')
+  local info = redis.call('HMGET', key, 'seq', 'ml', 'mb', 'le', 'lb')
   if not info[2] then return false end
-  local last = relay_append(FLOW_EVENTS .. flow, FLOW_EVENT_BYTES .. flow, tonumber(info[1] or '0'), bodies, 1,
-    #bodies, tonumber(info[2]), tonumber(info[3]), ttl)
-  redis.call('HSET', key, 'seq', last)
+  local stream = FLOW_EVENTS .. flow
+  local max_len, max_bytes = tonumber(info[2]), tonumber(info[3])
+  local last, packed = relay_append(stream, false, tonumber(info[1] or '0'), bodies, 1, #bodies, 0, 0, ttl)
+  local length, bytes = tonumber(info[4] or '0') + 1, tonumber(info[5] or '0') + #packed
+  if length > max_len or bytes > max_bytes then
+    local stored = redis.call('XLEN', stream)
+    if stored ~= length then  -- the counts are stale: count the log's bytes once
+      length, bytes = stored, 0
+      for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do bytes = bytes + #entry[2][2] end
+    end
+    length, bytes = relay_trim_to(stream, length, bytes, max_len, max_bytes)
+  end
+  redis.call('HSET', key, 'seq', last, 'le', length, 'lb', bytes)
   return true
 end
 
--- A step's events bodies[from..to] (numbered first_seq.. in its own log), copied into its workflow's log tagged
--- with the step: what GET /workflows/{id}/events streams.
-local function relay_flow_copy(flow, step, bodies, from, to, first_seq, ttl)
-  local tagged = {}
-  for i = from, to do
-    tagged[#tagged + 1] = string.sub(bodies[i], 1, -2) .. ',"step":' .. step .. ',"step_seq":' .. (first_seq + i - from) .. '}'
+-- Events for workflows' logs, held until the script's end (relay_flow_flush): a step's end writes its own events,
+-- its `step_ended`, its successors' `step_started` and perhaps `workflow_end` as one log entry, one message.
+local relay_flow_pending, relay_flow_order = {}, {}
+
+local function relay_flow_queue(flow, body)
+  local list = relay_flow_pending[flow]
+  if not list then
+    list = {}
+    relay_flow_pending[flow] = list
+    relay_flow_order[#relay_flow_order + 1] = flow
   end
-  return relay_flow_emit(flow, tagged, ttl)
+  list[#list + 1] = body
+end
+
+-- Append what relay_flow_queue held, each workflow's events in the order they were queued. Every script that
+-- queues workflow events calls this before it returns.
+local function relay_flow_flush(ttl)
+  for _, flow in ipairs(relay_flow_order) do relay_flow_emit(flow, relay_flow_pending[flow], ttl) end
+  relay_flow_pending, relay_flow_order = {}, {}
+end
+
+-- A step's events bodies[from..to] (numbered first_seq.. in its own log), for its workflow's log tagged with the
+-- step: what GET /workflows/{id}/events streams.
+local function relay_flow_copy(flow, step, bodies, from, to, first_seq)
+  for i = from, to do
+    relay_flow_queue(flow, string.sub(bodies[i], 1, -2) .. ',"step":' .. step .. ',"step_seq":' .. (first_seq + i - from) .. '}')
+  end
 end
 
 -- A template with '@<step>' references, filled in with those steps' values (raw JSON, never decoded).
@@ -399,7 +444,8 @@ local function relay_flow_fill(key, template)
   return (string.gsub(template, '@(%d+)', by))
 end
 
--- Enqueue the released steps of a workflow (each its template, its input filled in, as a new job).
+-- Enqueue the released steps of a workflow (each its template, its input filled in, as a new job); the caller
+-- counts them in the workflow's 'active'.
 local function relay_flow_release(queue, flow, steps, now, wake, events)
   if #steps == 0 then return end
   local key = FLOW .. flow
@@ -415,8 +461,7 @@ local function relay_flow_release(queue, flow, steps, now, wake, events)
     events[#events + 1] = relay_flow_body('step_started', flow, now, '{"task":"' .. relay_record_name(record) .. '"}', j)
   end
   relay_chunked('HSET', key, fields)
-  redis.call('HINCRBY', key, 'active', #steps)
-  relay_enqueue_jobs(queue, INDEX .. queue, jobs, tonumber(redis.call('TIME')[2]) % 1000, wake)
+  relay_enqueue_jobs(queue, INDEX .. queue, jobs, relay_micros or 0, wake)
 end
 
 -- The workflow has no active step left: it ends (succeeded when every step without successors succeeded,
@@ -446,15 +491,15 @@ end
 -- count down its successors and release those that may run now, skip those that cannot (a failed input, unless
 -- they accept failures; a cancelled workflow), and end the workflow when nothing is active. Only an active step
 -- ends: a second call for the same end (a replay) changes nothing. Returns false if it did nothing.
-local function relay_flow_step_ended(queue, flow, step, state, value, now, ttl, wake)
+local function relay_flow_step_ended(queue, flow, step, state, value, now, ttl, wake)  -- (relay_flow_flush after)
   local key = FLOW .. flow
-  local info = redis.call('HMGET', key, 's:' .. step, 'cx')
+  local info = redis.call('HMGET', key, 's:' .. step, 'cx', 'u:' .. step)
   if info[1] ~= 'Q' then return false end
   local cancelled = info[2] == '1'
-  local events, released, fields = {}, {}, {}
-  local work, next_item = { {step, state, value} }, 1
+  local events, released, taken = {}, {}, {}  -- taken: steps this call released or skipped already
+  local work, next_item = { {step, state, value, info[3]} }, 1
   while next_item <= #work do
-    local i, s, v = work[next_item][1], work[next_item][2], work[next_item][3]
+    local i, s, v, succ = work[next_item][1], work[next_item][2], work[next_item][3], work[next_item][4]
     next_item = next_item + 1
     local name = FLOW_STATES[s]
     local stored = v
@@ -462,24 +507,24 @@ local function relay_flow_step_ended(queue, flow, step, state, value, now, ttl, 
       stored = '{"state":"' .. name .. '","task_id":"' .. flow .. ':' .. i .. '","error":' .. v .. '}'
       redis.call('HSETNX', key, 'fail', i)
     end
-    local succ = redis.call('HGET', key, 'u:' .. i) or ''
+    succ = succ or redis.call('HGET', key, 'u:' .. i) or ''
     redis.call('HSET', key, 's:' .. i, s, 'v:' .. i, stored)
     if succ == '' and s == 'S' then redis.call('HINCRBY', key, 'sok', 1) end
     local data = '{"state":"' .. name .. '"' .. (s ~= 'S' and (',"error":' .. v) or '') .. '}'
     events[#events + 1] = relay_flow_body('step_ended', flow, now, data, i)
     for j in string.gmatch(succ, '%d+') do
-      local got = redis.call('HMGET', key, 's:' .. j, 'o:' .. j)
+      local got = not taken[j] and redis.call('HMGET', key, 's:' .. j, 'o:' .. j) or {}
       if got[1] == 'P' then
         if cancelled then
-          redis.call('HSET', key, 's:' .. j, 'X')  -- taken: skipped below, once
+          taken[j] = true
           work[#work + 1] = {j, 'K', '{"error_type":"WorkflowCancelled","message":"the workflow was cancelled"}'}
         elseif s == 'S' or got[2] == '1' then
           if redis.call('HINCRBY', key, 'd:' .. j, -1) <= 0 then
-            redis.call('HSET', key, 's:' .. j, 'X')
+            taken[j] = true
             released[#released + 1] = j
           end
         else
-          redis.call('HSET', key, 's:' .. j, 'X')
+          taken[j] = true
           local why = 'step ' .. i .. ' ' .. (s == 'K' and 'was skipped' or name)
           work[#work + 1] = {j, 'K', '{"error_type":"StepSkipped","message":"' .. why .. '"}'}
         end
@@ -487,7 +532,7 @@ local function relay_flow_step_ended(queue, flow, step, state, value, now, ttl, 
     end
   end
   relay_flow_release(queue, flow, released, now, wake, events)
-  if redis.call('HINCRBY', key, 'active', -1) <= 0 then relay_flow_finish(flow, now, ttl, events) end
-  relay_flow_emit(flow, events, ttl)
+  if redis.call('HINCRBY', key, 'active', #released - 1) <= 0 then relay_flow_finish(flow, now, ttl, events) end
+  for _, body in ipairs(events) do relay_flow_queue(flow, body) end
   return true
 end

@@ -170,3 +170,27 @@ async def test_the_workflow_index_forgets_workflows_that_expired(pool: ArqRedis,
     removed, examined, left = await worker.scripts.maintenance(keys=[index], args=[1000, 500, 0, "flows"])
     assert (removed, examined, left) == (1, 2, 1)
     assert await worker.workflows.list_ids("", 10) == [kept]
+
+
+async def test_the_workflow_log_keeps_within_its_caps_and_recounts_after_it_expired(
+    pool: ArqRedis, redis_url: str
+) -> None:
+    settings = Settings(redis_url=redis_url, queue_name=f"relay:wfs:{uuid.uuid4().hex[:8]}", workflow_log_max_len=10)
+    worker = Worker(pool, settings)
+    flow = await worker.submit({"chain": [{"task": "inc", "args": [0]}] + [{"task": "inc"}] * 13})
+    stream, key = keys.flow_events(flow), keys.flow(flow)
+
+    async def counts() -> tuple[int, int, int, int]:
+        entries = await pool.xrange(stream)
+        length, size = await pool.hmget(key, ["le", "lb"])
+        return len(entries), sum(len(e[1][b"e"]) for e in entries), int(length), int(size)
+
+    for step in range(14):  # an entry per commit: more than the cap of 10
+        record = (await worker.claim())[f"{flow}:{step}"]
+        if step == 11:
+            await pool.delete(stream)  # as if it expired during a long silence: the hash's counts are stale
+        assert await worker.commit(worker.end_args(f"{flow}:{step}", record, step + 1)) == ["ok"]
+        entries, size, length, counted = await counts()
+        assert entries <= 10
+        assert (length, counted) == (entries, size)  # the counts the appends rely on are the log's own
+    assert await pool.hget(key, "st") == b"succeeded"
