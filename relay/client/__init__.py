@@ -60,6 +60,7 @@ from relay.client.errors import (
     UnauthorizedError,
     UnknownTask,
     UnprocessableError,
+    WorkflowNotFound,
 )
 from relay.client.flows import AsyncWorkflowHandle, WorkflowHandle
 from relay.client.models import ErrorInfo, Event, Submitted, TaskView, WorkflowView
@@ -134,6 +135,7 @@ __all__ = [
     "UnknownTask",
     "UnprocessableError",
     "WorkflowHandle",
+    "WorkflowNotFound",
     "WorkflowView",
     "chain",
     "chord",
