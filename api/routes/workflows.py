@@ -134,8 +134,7 @@ async def list_route(request: Request) -> HTTPResponse:
         raise InvalidRequest("tenant must be an API key name", [{"loc": ["query", "tenant"], "msg": "not a name"}])
     ids = await res.workflows.list_ids(list_prefix(who, tenant), _limit(request.args.get("limit")))
     shown = []
-    for stored in ids:
-        summary = await res.workflows.summary(stored)
+    for stored, summary in zip(ids, await res.workflows.summaries(ids), strict=True):
         if summary is None:
             continue
         public_id = public_task_id(who, stored)

@@ -22,8 +22,9 @@ UNSUPPORTED: dict[str, str] = {
     "routing_key": "Relay has one queue",
     "exchange": "Relay has one queue",
     "priority": "Relay runs tasks in the order they become due",
-    "link": "use a workflow: (client.task('a').s() | client.task('b').s()).delay() (docs/workflows.md)",
-    "link_error": "a failed step fails its workflow: catch TaskFailed from the workflow handle's result()",
+    "link": "Relay has no callbacks: chain the tasks in a workflow, (client.task('a').s() | client.task('b').s())"
+    ".delay() (docs/workflows.md)",
+    "link_error": "Relay has no callbacks: a failed step fails its workflow; catch TaskFailed from its result()",
     "serializer": "Relay always sends JSON",
     "compression": "Relay always sends JSON",
     "retry": "the client retries refused or lost submits by itself (see RetryPolicy)",

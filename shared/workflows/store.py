@@ -4,6 +4,7 @@ the next) is in the scripts that commit a step's end, never here."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from shared.workflows.canvas import Compiled, TooManySteps, WorkflowSubmission, 
 
 ShapeOf = Callable[[str], Awaitable[TaskShape]]  # a task's shape by name (the catalogue's offer, or a registry's)
 MAX_ID_LENGTH = 128  # a task id's (``shared.tasks.TASK_ID_REGEX``): a step's id is ``<workflow id>:<n>``
+CANCEL_BATCH = 50  # steps aborted at once by a cancel
 STATES = {"P": "pending", "Q": "active", "S": "succeeded", "F": "failed", "A": "aborted", "K": "skipped"}
 
 
@@ -178,8 +180,9 @@ class Workflows:
         kind = reply[0].decode()
         if kind != "cancelling":
             return kind, reply[1].decode() if len(reply) > 1 else None
-        for step in reply[1:]:
-            await self._transitions.abort(step.decode())
+        steps = [step.decode() for step in reply[1:]]
+        for first in range(0, len(steps), CANCEL_BATCH):  # each abort is its own script (abort.lua)
+            await asyncio.gather(*(self._transitions.abort(step) for step in steps[first : first + CANCEL_BATCH]))
         [state] = await _hmget(self._pool, keys.flow(flow_id), ["st"])
         return ("aborted" if state == b"aborted" else "aborting"), None
 
@@ -190,10 +193,13 @@ class Workflows:
         kind = reply[0].decode()
         return kind, reply[1].decode() if kind == "not_retryable" else None
 
-    async def summary(self, flow_id: str) -> tuple[str, int] | None:
-        """A workflow's state and steps, or None once it expired."""
-        state, n = await _hmget(self._pool, keys.flow(flow_id), ["st", "n"])
-        return (state.decode(), int(n or 0)) if state is not None else None
+    async def summaries(self, flow_ids: list[str]) -> list[tuple[str, int] | None]:
+        """Each workflow's state and steps (None once it expired), in one round trip."""
+        async with self._pool.pipeline(transaction=False) as pipe:
+            for flow_id in flow_ids:
+                pipe.hmget(keys.flow(flow_id), ["st", "n"])
+            found = await pipe.execute()
+        return [(state.decode(), int(n or 0)) if state is not None else None for state, n in found]
 
     async def list_ids(self, prefix: str, limit: int) -> list[str]:
         """The newest workflows' stored ids whose id starts with ``prefix`` (a tenant's), newest first."""

@@ -274,3 +274,18 @@ def test_a_follower_of_a_long_workflow_sees_it_end(relay: str) -> None:
     assert wait_workflow(relay, flow)["result"] == 31
     assert seen.count("step_started") == 31
     assert seen[-1] == "workflow_end"
+
+
+def test_a_reader_of_events_the_workflows_log_no_longer_holds_gets_a_gap(
+    spawn_api: Any, spawn_worker: StartWorker
+) -> None:
+    env = {"RELAY_QUEUE_NAME": f"relay:wf:{uuid.uuid4().hex[:8]}", "RELAY_WORKFLOW_LOG_MAX_LEN": "10"}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    flow = submit_workflow(base, {"chain": [task("inc", 0)] + [task("inc")] * 19})
+    assert wait_workflow(base, flow)["result"] == 20
+    events = read_workflow_events(base, flow)
+    assert events[0]["type"] == "gap"  # the log keeps its newest 10 entries: the oldest events are gone
+    assert events[0]["data"]["first_seq"] == 1
+    assert [e["seq"] for e in events[1:]] == list(range(events[0]["data"]["last_seq"] + 1, events[-1]["seq"] + 1))
+    assert events[-1]["type"] == "workflow_end"
