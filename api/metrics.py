@@ -112,7 +112,10 @@ async def render_metrics(res: Resources) -> tuple[bytes, str]:
         metrics.queue_deferred.set(counts.deferred)
         metrics.queue_running.set(counts.running)
         metrics.queue_active.set(counts.due + counts.running)
-        metrics.named_queues.update(counts.queues)  # a queue that emptied reads 0 (a scaler must find it)
+        # Every queue with jobs, or that a live worker serves or a live worker's task names (or that was either
+        # since this process started): an empty queue reads 0 rather than vanish (a scaler reading its gauge
+        # must find it, also to scale its pool to zero and back).
+        metrics.named_queues.update(counts.queues, await res.catalogue.known_queues())
         for name in metrics.named_queues:
             named = counts.queues.get(name, EMPTY)
             metrics.named_due.labels(queue=name).set(named.due)

@@ -170,6 +170,13 @@ class Catalogue:
         await self.offers()
         return queue in self._serving.get(name, frozenset())
 
+    async def known_queues(self) -> frozenset[str]:
+        """Every named queue a live worker serves or a live worker's task may be sent to (a pool scaled to zero
+        still has its queue named by the tasks the other workers publish)."""
+        offers = await self.offers()
+        served = {q for queues in self._serving.values() for q in queues}
+        return frozenset(served.union(*(offer.queues for offer in offers.values())))
+
     def cached(self, name: str) -> TaskOffer | None:
         """The last known offer for ``name``, without a Redis call (for labels like a timeout shown in a view)."""
         return self._offers.get(name)

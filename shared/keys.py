@@ -30,9 +30,10 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   commit that frees a slot of that limit puts the parked lanes' markers back at their heads and wakes workers.
   The claim corrects any marker that is early or whose lane emptied.
 - **The claim's choice** among due lanes it serves: the worker's queues in its order (``RELAY_QUEUES``: earlier
-  first), then higher priority first, then tenants round-robin (weighted by ``RELAY_TENANT_WEIGHTS``; the least
-  recently served tenant first, remembered in ``fairness``), then, within a tenant, the earliest lane head first
-  (FIFO). Strict priority: a steady stream of higher-priority work can starve lower priorities (no aging).
+  first); within a queue, tenants share the claim by weighted fair queueing (``RELAY_TENANT_WEIGHTS``; virtual
+  times per tenant in ``fairness``); within a tenant, higher priority first, then the earliest lane head (FIFO).
+  Priority orders a tenant's own work: no tenant gets ahead of another by raising its priorities. Priority is
+  strict: a steady stream of higher-priority work can starve that tenant's lower priorities (no aging).
 - **Limits** are enforced in the claim, on Redis's clock: a concurrency limit's running jobs are a set per task
   and key value (``slots``; a job leaves it when its end, re-queue or retry is committed, and a lapsed lease's
   job is swept and handed back, which frees its slot); a rate limit is a GCRA schedule per task and key value

@@ -1,4 +1,5 @@
-// Relay's dashboard. Everything it shows comes from the API it is served by: GET /stats (queue and workers),
+// Relay's dashboard. Everything it shows comes from the API it is served by: GET /stats (queue, named queues
+// and workers),
 // GET /tasks (lists), GET /tasks/{id}, the task's events streamed with fetch (NDJSON), and the actions
 // DELETE /tasks/{id}, POST /tasks/{id}/retry and POST /tasks; workflows (GET /workflows, their trees and
 // streams) are drawn by workflows.js with the helpers this file hands it. With API keys configured, the first call that
@@ -297,6 +298,7 @@
     $("#queue-deferred").textContent = stats.queue.deferred;
     $("#queue-running").textContent = stats.queue.running;
     $("#worker-count").textContent = stats.workers.filter((w) => w.status !== "silent").length;
+    showQueues(stats.queues);
     const rows = stats.workers.map((worker) => {
       const row = element("tr");
       row.dataset.workerId = worker.id;
@@ -304,6 +306,7 @@
       cell(row, worker.hostname);
       cell(row, worker.pid);
       cell(row, badge(worker.status));
+      cell(row, (worker.queues || []).join(", "), "queue-column mono"); // the named queues it serves, earlier first
       cell(row, `${worker.running} / ${worker.concurrency}`);
       cell(row, totals.succeeded || 0);
       cell(row, totals.failed || 0);
@@ -315,7 +318,29 @@
       return row;
     });
     replaceRows($("#workers"), rows);
+    $("#workers").classList.toggle("without-queues", !stats.workers.some((w) => Array.isArray(w.queues)));
     show($("#no-workers"), rows.length === 0);
+  }
+
+  function showQueues(queues) {
+    // Named queues with work or live workers; an API without named queues sends no list, and the section stays hidden.
+    show($("#queues-section"), Array.isArray(queues));
+    if (!Array.isArray(queues)) return;
+    const rows = queues.map((queue) => {
+      const row = element("tr");
+      row.dataset.queue = queue.name;
+      cell(row, queue.name, "mono");
+      cell(row, queue.due);
+      cell(row, queue.deferred);
+      cell(row, queue.running);
+      return row;
+    });
+    replaceRows($("#queues"), rows);
+    show($("#no-queues"), rows.length === 0);
+  }
+
+  function hasQueue(task) {
+    return task.queue !== undefined && task.queue !== null;
   }
 
   async function refreshRecent() {
@@ -328,6 +353,8 @@
       const row = element("tr");
       row.dataset.taskId = task.id;
       cell(row, task.task);
+      cell(row, hasQueue(task) ? task.queue : "", "queue-column mono");
+      cell(row, task.priority ?? "", "queue-column");
       cell(row, taskLink(task.id, shortId(task.id)), "mono");
       cell(row, badge(task.state));
       cell(row, task.tries);
@@ -338,6 +365,7 @@
       return row;
     });
     replaceRows($("#recent"), rows);
+    $("#recent").classList.toggle("without-queues", !page.tasks.some(hasQueue));
     show($("#no-recent"), rows.length === 0);
   }
 
@@ -466,6 +494,10 @@
     $("#task-name").textContent = view.task;
     $("#task-tries").textContent = view.tries;
     $("#task-arguments").textContent = pretty(view.arguments);
+    $("#task-queue").textContent = hasQueue(view) ? view.queue : "";
+    show($("#task-queue-line"), hasQueue(view));
+    $("#task-priority").textContent = view.priority ?? "";
+    show($("#task-priority-line"), view.priority !== undefined && view.priority !== null);
     setState(task, view.state);
     if (view.state === "succeeded") showResult(view.result, false);
     else if (view.error && FINAL.has(view.state)) showError(view.error);

@@ -1,7 +1,13 @@
-"""Relay against SAQ, taskiq, bare arq and Celery on one Redis: drain, round trip, idle cost, commands per task.
+"""Relay against SAQ, taskiq, streaq, bare arq, Celery and Dramatiq on one Redis: round trip, drain, idle cost,
+commands per task.
 
 Usage: .venv/bin/python -m bench.peers [--jobs 10000] [--rounds 3] [--out results.md]
-       [--systems relay,arq,saq,taskiq,celery-prefork,celery-threads]  (--help lists the other options)
+       [--systems relay,arq,saq,taskiq,streaq,celery-prefork,celery-threads,dramatiq,dramatiq-tuned]
+       (--help lists the other options)
+
+Round trips are measured at random arrival first (one client, a pause drawn uniformly from 0 to 20 ms before
+each request, so every submit meets an idle system), then back to back. Drains are of no-op jobs and of jobs
+that await once before returning.
 
 The peers are installed into their own virtualenv (.bench-peers-venv/) on first run. Every process this
 starts (redis-server, workers, clients, Relay's API) is stopped by PID when it ends, pass or fail.
@@ -31,6 +37,12 @@ def parse(argv: list[str] | None) -> tuple[runner.Options, Path | None]:
     p.add_argument(
         "--rt-short-requests", type=int, default=defaults.rt_short_requests, help="... for clients at defaults"
     )
+    p.add_argument(
+        "--rt-max-pause-ms",
+        type=float,
+        default=defaults.rt_max_pause * 1000,
+        help="random arrival: a pause drawn uniformly from 0 to this many ms before each round trip",
+    )
     p.add_argument("--idle-seconds", type=float, default=defaults.idle_seconds)
     p.add_argument("--load-tasks", type=int, default=defaults.load_tasks, help="tasks in the commands-per-task run")
     p.add_argument("--load-clients", type=int, default=defaults.load_clients)
@@ -42,12 +54,15 @@ def parse(argv: list[str] | None) -> tuple[runner.Options, Path | None]:
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         p.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    if args.rt_max_pause_ms <= 0:
+        p.error("--rt-max-pause-ms must be above 0 (back to back is measured as well)")
     options = runner.Options(
         systems=systems,
         jobs=args.jobs,
         rounds=args.rounds,
         rt_requests=args.rt_requests,
         rt_short_requests=args.rt_short_requests,
+        rt_max_pause=args.rt_max_pause_ms / 1000,
         idle_seconds=args.idle_seconds,
         load_tasks=args.load_tasks,
         load_clients=args.load_clients,

@@ -57,11 +57,11 @@ class Client(AsyncClient):
     async def close(self) -> None:
         await self.pool.aclose(close_connection_pool=True)
 
-    async def preload(self, n: int) -> list[str]:
+    async def preload(self, n: int, task: str) -> list[str]:
         ids: list[str] = []
         for start in range(0, n, PRELOAD_BATCH):
             batch = [uuid.uuid4().hex for _ in range(start, min(n, start + PRELOAD_BATCH))]
-            await asyncio.gather(*(self.pool.enqueue_job("echo", message="hello", _job_id=i) for i in batch))
+            await asyncio.gather(*(self.pool.enqueue_job(task, message="hello", _job_id=i) for i in batch))
             ids += batch
         return ids
 

@@ -1,10 +1,11 @@
 """The client process of one system: ``python -m bench.peers.client <adapter module> <target JSON>``.
 
 It runs in that system's virtualenv, opens the adapter's ``Client`` once, then answers one JSON request
-per stdin line with one JSON line: ``preload``, ``verify``, ``warm``, ``round_trip`` (sequential submit ->
-result latencies) and ``load`` (several concurrent clients; the Redis commands they and the workers
-caused, measured here around the run so that start-up and warm-up are not counted). The protocol has
-stdout to itself: anything a library prints goes to stderr (the runner's log file).
+per stdin line with one JSON line: ``preload`` (of one workload's task), ``verify``, ``warm``, ``round_trip``
+(sequential submit -> result latencies, back to back or each after a random pause) and ``load`` (several
+concurrent clients; the Redis commands they and the workers caused, measured here around the run so that
+start-up and warm-up are not counted). The protocol has stdout to itself: anything a library prints goes to
+stderr (the runner's log file).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import importlib
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -41,7 +43,7 @@ class Client(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def preload(self, n: int) -> list[str]: ...
+    async def preload(self, n: int, task: str) -> list[str]: ...
     async def verify(self, refs: list[str]) -> tuple[int, list[str]]: ...
     async def submit_and_wait(self, variant: str) -> float: ...
     def set_concurrency(self, clients: int) -> None: ...
@@ -85,8 +87,15 @@ class ThreadedClient:
         self._pool.shutdown(wait=True)
 
 
-async def _repeat(client: Client, variant: str, n: int) -> list[float]:
-    return [await client.submit_and_wait(variant) * 1000 for _ in range(n)]
+async def _repeat(client: Client, variant: str, n: int, max_pause: float = 0.0) -> list[float]:
+    """Milliseconds of ``n`` sequential round trips; with ``max_pause``, each after a pause drawn uniformly from
+    0 to ``max_pause`` seconds (random arrival: the API and worker are idle when each submit arrives)."""
+    ms = []
+    for _ in range(n):
+        if max_pause > 0:
+            await asyncio.sleep(random.uniform(0, max_pause))
+        ms.append(await client.submit_and_wait(variant) * 1000)
+    return ms
 
 
 async def _load(client: Client, target: Target, variant: str, n: int, clients: int) -> dict[str, Any]:
@@ -118,10 +127,10 @@ async def _serve(
     client: Client, target: Target, requests: asyncio.Queue[str | None], reply: Callable[[Any], None]
 ) -> None:
     ops: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
-        "preload": lambda r: client.preload(r["n"]),
+        "preload": lambda r: client.preload(r["n"], r["task"]),
         "verify": lambda r: client.verify(r["refs"]),
         "warm": lambda r: _repeat(client, r["variant"], r["n"]),
-        "round_trip": lambda r: _repeat(client, r["variant"], r["n"]),
+        "round_trip": lambda r: _repeat(client, r["variant"], r["n"], r["max_pause"]),
         "load": lambda r: _load(client, target, r["variant"], r["n"], r["clients"]),
     }
     while (line := await requests.get()) is not None:

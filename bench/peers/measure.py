@@ -1,10 +1,12 @@
 """The four measurements, each on a worker group and a client session someone else started and stops.
 
 - ``idle``: Redis commands per second while a started worker waits for work.
-- ``round_trip``: sequential submit -> result latencies from one client.
+- ``round_trip``: sequential submit -> result latencies from one client, at random arrival (a random pause
+  before each request, so each meets an idle system) or back to back.
 - ``load``: Redis commands per task while several clients submit and wait (counted by the client process).
-- ``drain``: preload N jobs with the worker paused, resume it, time until every job is finished (probed in
-  Redis, in enqueue order), then check every job's result with the system's own client.
+- ``drain``: preload N jobs of one workload (no-op, or awaiting once) with the worker paused, resume it, time
+  until every job is finished (probed in Redis, in enqueue order), then check every job's result with the
+  system's own client.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import redis
 from bench.common import OtherLoad, cpu_seconds
 from bench.peers import redisstats
 from bench.peers.processes import ClientSession, WorkerGroup
-from bench.peers.spec import System, Variant
+from bench.peers.spec import NO_OP, TASKS, System, Variant
 
 PROBE_INTERVAL = 0.005  # between probes of the drain's progress; each probe is one pipelined round trip
 MAX_PROBE_BATCH = 512
+RANDOM, BACK_TO_BACK = "random arrival", "back to back"
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Idle(Measurement):
 class RoundTrip(Measurement):
     variant: str = ""
     note: str = ""
+    arrival: str = RANDOM
     ms: list[float] = field(default_factory=list)
 
 
@@ -66,6 +70,7 @@ class Load(Measurement):
 
 @dataclass
 class Drain(Measurement):
+    workload: str = NO_OP
     workers: int = 1
     jobs: int = 0
     seconds: float = 0.0
@@ -95,12 +100,15 @@ def idle(system: System, profile: str, round_: int, client: redis.Redis, seconds
 
 
 def round_trip(
-    system: System, profile: str, round_: int, session: ClientSession, variant: Variant, n: int
+    system: System, profile: str, round_: int, session: ClientSession, variant: Variant, n: int, max_pause: float
 ) -> RoundTrip:
+    """``n`` round trips; with ``max_pause`` > 0 at random arrival (a uniform 0 to ``max_pause`` s pause before
+    each), else back to back."""
     session.call("warm", variant=variant.name, n=1 if variant.short else 3)
     others = OtherLoad()
-    ms = session.call("round_trip", variant=variant.name, n=n, timeout=60 + 2 * n)
-    return RoundTrip(system.name, profile, round_, others.cores(), variant.name, variant.note, ms)
+    ms = session.call("round_trip", variant=variant.name, n=n, max_pause=max_pause, timeout=60 + 2 * n)
+    arrival = RANDOM if max_pause > 0 else BACK_TO_BACK
+    return RoundTrip(system.name, profile, round_, others.cores(), variant.name, variant.note, arrival, ms)
 
 
 def load(system: System, profile: str, round_: int, session: ClientSession, variant: str, n: int, clients: int) -> Load:
@@ -119,12 +127,13 @@ def drain(
     redis_pid: int,
     jobs: int,
     timeout: float,
+    workload: str = NO_OP,
 ) -> Drain:
-    """Preload ``jobs`` jobs while ``group`` is paused, resume it and time until all are finished."""
+    """Preload ``jobs`` jobs of ``workload`` while ``group`` is paused, resume it and time until all are finished."""
     before = redisstats.snapshot(client)
     paused = group.pause()
     try:
-        refs: list[str] = session.call("preload", n=jobs)
+        refs: list[str] = session.call("preload", n=jobs, task=TASKS[workload])
         enqueued = redisstats.snapshot(client)
         early, probes = count_finished(system, client, refs)
         others = OtherLoad()
@@ -138,7 +147,7 @@ def drain(
     other_cores = others.cores()
     after = redisstats.snapshot(client)
     good, bad = session.call("verify", refs=refs)
-    result = Drain(system.name, profile, round_, other_cores, len(group.procs), len(refs), seconds, good, bad)
+    result = Drain(system.name, profile, round_, other_cores, workload, len(group.procs), len(refs), seconds, good, bad)
     result.worker_cpu, result.redis_cpu = cpu, redis_cpu
     result.early, result.probes = early, probes.total()
     result.enqueue_calls = redisstats.delta(before, enqueued, redisstats.INFO_ONCE)

@@ -20,7 +20,7 @@ from arq.jobs import deserialize_result
 from redis.asyncio import ConnectionPool
 
 from bench.peers.client import Target, ThreadedClient
-from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, Profile, Ready, System, Variant
+from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, REPO, Profile, Ready, System, Variant
 from shared import keys
 from shared.enqueue import Enqueuer, prepare
 from shared.serialization import dumps, loads
@@ -28,7 +28,8 @@ from shared.settings import get_settings
 from shared.tasks import TaskSubmission
 from worker.tasks import load
 
-registry = load(["worker.tasks.demo"])
+TASK_MODULES = ("worker.tasks.demo", "bench.peers.apps.relay_tasks")  # echo, and echo_await for the second drain
+registry = load(list(TASK_MODULES))
 
 PRELOAD_BATCH = 200  # concurrent enqueues: each is one round trip, so latency-bound alone
 MAX_QUEUE_DEPTH = 1_000_000  # Relay refuses submits beyond RELAY_MAX_QUEUE_DEPTH (10,000): lift it for big preloads
@@ -56,9 +57,10 @@ def worker_env(redis_url: str) -> dict[str, str]:
         "RELAY_REDIS_URL": redis_url,
         "RELAY_WORKER_CONCURRENCY": "10",
         "RELAY_MAX_QUEUE_DEPTH": str(MAX_QUEUE_DEPTH),
-        "RELAY_TASK_MODULES": "worker.tasks.demo",
+        "RELAY_TASK_MODULES": ",".join(TASK_MODULES),
         "RELAY_WORKER_METRICS_PORT": "0",  # several workers on one host: no metrics servers
         "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(REPO),  # bench is not installed: the worker imports bench.peers.apps.relay_tasks from here
     }
 
 
@@ -74,8 +76,8 @@ SYSTEM = System(
     done=ended,
     profiles=(Profile("defaults", {}, EVERYTHING, (HTTP,), load_variant=HTTP.name),),
     note=(
-        "`echo` task; wake-up notices and a next-due timer, idle poll every 2 s at most; "
-        "every job's `end` event is checked; "
+        "`echo` task (and `echo_await` from `bench.peers.apps.relay_tasks`); wake-up notices and a next-due "
+        "timer, idle poll every 2 s at most; every job's `end` event is checked; "
         "RELAY_MAX_QUEUE_DEPTH raised so any preload fits (the depth check runs either way)"
     ),
     api=True,
@@ -103,17 +105,17 @@ class Client(ThreadedClient):
         await super().close()
         await self.pool.aclose(close_connection_pool=True)
 
-    async def preload(self, n: int) -> list[str]:
+    async def preload(self, n: int, task: str) -> list[str]:
         ids: list[str] = []
         for start in range(0, n, PRELOAD_BATCH):
             batch = [uuid.uuid4().hex for _ in range(start, min(n, start + PRELOAD_BATCH))]
-            await asyncio.gather(*(self._enqueue(i) for i in batch))
+            await asyncio.gather(*(self._enqueue(task, i) for i in batch))
             ids += batch
         return ids
 
-    async def _enqueue(self, task_id: str) -> None:
-        submission = TaskSubmission.model_validate(SUBMISSION | {"id": task_id})
-        await self.enqueuer.enqueue(prepare(registry.get("echo"), self.settings, submission))
+    async def _enqueue(self, task: str, task_id: str) -> None:
+        submission = TaskSubmission.model_validate(SUBMISSION | {"task": task, "id": task_id})
+        await self.enqueuer.enqueue(prepare(registry.get(task), self.settings, submission))
 
     async def verify(self, refs: list[str]) -> tuple[int, list[str]]:
         """Each task's stored result is ``{"echo": "hello"}`` and its event stream ends with ``end`` (succeeded)."""

@@ -1,281 +1,197 @@
-"""The Markdown report: the summary table of issue #13, scaling, and every raw number behind them.
+"""The Markdown report: the summary (round trips at random arrival first), Relay against the fastest peer,
+every client variant's round trips, both drains, then the detail (``report_detail``).
 
-Medians and pooled percentiles use only the measurements taken while other processes on the machine
-used at most ``--max-other-load`` cores; when every round was above it, all rounds are used and the cell
-says ``noisy``. ``[q/n]`` after a number: q of n rounds were quiet enough to be used.
+Numbers are medians (drains, idle, commands) or pooled percentiles (round trips) of the quiet rounds (see
+``quiet``); ``[q/n]`` after a number: q of n rounds were quiet enough to be used.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from bench.common import percentile, table
+from bench.common import table
 from bench.peers import redisstats
-from bench.peers.measure import Measurement, RoundTrip
+from bench.peers.measure import BACK_TO_BACK, RANDOM, Drain, RoundTrip
+from bench.peers.quiet import latency, latency_cell, median, median_cell, of
+from bench.peers.report_detail import breakdown, raw, scaling
 from bench.peers.runner import Results
+from bench.peers.spec import AWAIT_ONCE, NO_OP, System
 from bench.peers.systems import SYSTEMS
 
-M = TypeVar("M", bound=Measurement)
+RELAY = "relay"
+MODES = {RANDOM: "at random arrival", BACK_TO_BACK: "back to back"}
+WORKLOADS = {NO_OP: "no-op jobs", AWAIT_ONCE: "jobs that await once"}
 
 
-def _quiet(results: Results, items: Sequence[M]) -> tuple[list[M], str]:
-    """The measurements to summarise, and the ``[q/n]`` (or ``noisy``) tag saying which they are."""
-    quiet = [m for m in items if m.other_cores <= results.options.max_other_load]
-    if quiet:
-        return quiet, f"[{len(quiet)}/{len(items)}]"
-    return list(items), f"[noisy {len(items)}/{len(items)}]"
+def _primary(system: System) -> str:
+    """The variant the summary shows: the main profile's first (tuned where a client polls slowly by default)."""
+    variants = system.main_profile.variants
+    return variants[0].name if variants else ""
 
 
-def _of(items: Iterable[M], system: str, profile: str | None = None) -> list[M]:
-    return [m for m in items if m.system == system and (profile is None or m.profile == profile)]
+def _rts(results: Results, system: System, profile: str, variant: str, arrival: str) -> list[RoundTrip]:
+    return [r for r in of(results.round_trips, system.name, profile) if r.variant == variant and r.arrival == arrival]
 
 
-def _median(results: Results, items: Sequence[M], value: Callable[[M], float], fmt: str = "{:,.0f}") -> str:
-    if not items:
-        return "-"
-    used, tag = _quiet(results, items)
-    return f"{fmt.format(statistics.median(value(m) for m in used))} {tag}"
+def _drains(results: Results, name: str, workload: str) -> list[Drain]:
+    return [d for d in of(results.drains, name) if d.workload == workload]
 
 
-def _latency(results: Results, rts: Sequence[RoundTrip]) -> str:
-    if not rts:
-        return "-"
-    used, tag = _quiet(results, rts)
-    pooled = [ms for rt in used for ms in rt.ms]
-    return f"{percentile(pooled, 50):.1f} / {percentile(pooled, 99):.1f} ms {tag}"
+def _drain_cell(results: Results, drains: list[Drain]) -> str:
+    cell = median_cell(results, drains, lambda d: d.jobs_per_second)
+    broken = [d for d in drains if d.verified != d.jobs or d.early]
+    return cell + (f" ({len(broken)} drain(s) NOT VERIFIED: see per round)" if broken else "")
 
 
 def summary(results: Results) -> str:
-    """One row per system, the columns of issue #13 plus Redis commands per task."""
+    """One row per system: round trips (at random arrival first), both drains, idle cost, Redis commands."""
     opts = results.options
     rows = []
     for name in opts.systems:
         system = SYSTEMS[name]
-        main = system.main_profile.name
-        rts = _of(results.round_trips, name)
-        primary = system.main_profile.variants[0].name if system.main_profile.variants else ""
-        tuned = [rt for rt in rts if rt.variant == primary and rt.profile == main]
-        defaults = [rt for rt in rts if rt.variant == "defaults" and rt.variant != primary]
-        idle = _median(results, _of(results.idles, name, main), lambda m: m.per_second, "{:,.1f}")
-        idle_defaults = [i for i in _of(results.idles, name) if i.profile != main]
+        main, primary = system.main_profile.name, _primary(system)
+        at_random = _rts(results, system, main, primary, RANDOM)
+        defaults = [
+            r
+            for r in of(results.round_trips, name)
+            if r.variant == "defaults" and r.arrival == RANDOM and r.variant != primary
+        ]
+        idle = median_cell(results, of(results.idles, name, main), lambda m: m.per_second, "{:,.1f}")
+        idle_defaults = [i for i in of(results.idles, name) if i.profile != main]
         if idle_defaults:
-            idle += f" ({_median(results, idle_defaults, lambda m: m.per_second, '{:,.1f}')} at defaults)"
-        drains = _of(results.drains, name)
-        broken = [d for d in drains if d.verified != d.jobs or d.early]
-        rate = _median(results, drains, lambda d: d.jobs_per_second)
-        if broken:
-            rate += f" ({len(broken)} drain(s) NOT VERIFIED: see per round)"
+            idle += f" ({median_cell(results, idle_defaults, lambda m: m.per_second, '{:,.1f}')} at defaults)"
+        no_op = _drains(results, name, NO_OP)
         rows.append(
             [
                 system.label,
-                rate,
-                f"{_latency(results, tuned)} ({primary})" if tuned else "-",
-                _latency(results, defaults),
+                f"{latency_cell(results, at_random)} ({primary})" if at_random else "-",
+                latency_cell(results, _rts(results, system, main, primary, BACK_TO_BACK)),
+                latency_cell(results, defaults),
+                _drain_cell(results, no_op),
+                _drain_cell(results, _drains(results, name, AWAIT_ONCE)),
                 idle,
-                _median(results, drains, lambda d: redisstats.total(d.enqueue_calls) / d.jobs, "{:.1f}")
+                median_cell(results, no_op, lambda d: redisstats.total(d.enqueue_calls) / d.jobs, "{:.1f}")
                 + " + "
-                + _median(results, drains, lambda d: redisstats.total(d.run_calls) / d.jobs, "{:.1f}"),
-                _median(results, _of(results.loads, name), lambda m: m.per_task, "{:.1f}"),
+                + median_cell(results, no_op, lambda d: redisstats.total(d.run_calls) / d.jobs, "{:.1f}"),
+                median_cell(results, of(results.loads, name), lambda m: m.per_task, "{:.1f}"),
             ]
         )
+    pause = f"0-{opts.rt_max_pause * 1000:g} ms"
     headers = [
         "system (one worker process)",
-        f"drain of {opts.jobs:,} preloaded no-op jobs, jobs/s (median)",
-        f"round trip submit -> result, p50 / p99 (n={opts.rt_requests} per round)",
-        f"round trip at the client's defaults (n={opts.rt_short_requests})",
+        f"round trip at random arrival (pause {pause}), p50 / p99 (n={opts.rt_requests} per round)",
+        "round trip back to back, p50 / p99",
+        f"round trip at the client's defaults, random arrival (n={opts.rt_short_requests})",
+        f"drain of {opts.jobs:,} no-op jobs, jobs/s (median)",
+        f"drain of {opts.jobs:,} jobs that await once, jobs/s",
         "idle Redis commands/s",
-        "Redis commands/task: enqueue + run (drain)",
+        "Redis commands/task: enqueue + run (no-op drain)",
         f"Redis commands/task, {opts.load_clients} clients waiting for results",
     ]
     return table(headers, rows)
 
 
-def scaling(results: Results) -> str:
-    """Drains with more worker processes; throughput must not fall as workers are added."""
+@dataclass(frozen=True)
+class _Entry:
+    """One system's number for one comparison, and what it is (a client variant, for round trips)."""
+
+    who: str
+    value: float
+    system: str
+
+
+def _round_trip_entries(results: Results, arrival: str, pick: int) -> list[_Entry]:
+    """p50 (``pick`` 0) or p99 (1) of every measured client variant at ``arrival``."""
+    entries = []
+    for name in results.options.systems:
+        system = SYSTEMS[name]
+        for profile in system.profiles:
+            for variant in profile.variants:
+                pair = latency(results, _rts(results, system, profile.name, variant.name, arrival))
+                if pair:
+                    who = system.label + ("" if len(_variants(system)) == 1 else f", {variant.name}")
+                    entries.append(_Entry(who, pair[pick], name))
+    return entries
+
+
+def _variants(system: System) -> list[str]:
+    return [v.name for p in system.profiles for v in p.variants]
+
+
+def _drain_entries(results: Results, workload: str) -> list[_Entry]:
+    entries = []
+    for name in results.options.systems:
+        rate = median(results, _drains(results, name, workload), lambda d: d.jobs_per_second)
+        if rate is not None:
+            entries.append(_Entry(SYSTEMS[name].label, rate, name))
+    return entries
+
+
+def against_fastest(results: Results) -> str:
+    """Relay's number beside the fastest peer's, for each round trip mode and percentile and for both drains."""
+    comparisons: list[tuple[str, list[_Entry], bool, Callable[[float], str]]] = []
+    for arrival in (RANDOM, BACK_TO_BACK):
+        for pick, pct in ((0, "p50"), (1, "p99")):
+            entries = _round_trip_entries(results, arrival, pick)
+            comparisons.append((f"round trip {MODES[arrival]}, {pct}", entries, False, lambda v: f"{v:.1f} ms"))
+    for workload in (NO_OP, AWAIT_ONCE):
+        entries = _drain_entries(results, workload)
+        comparisons.append((f"drain, {WORKLOADS[workload]}", entries, True, lambda v: f"{v:,.0f} jobs/s"))
     rows = []
-    for name in dict.fromkeys(d.system for d in results.scaling):
-        base = None
-        previous = None
-        for workers in results.options.scale_workers:
-            drains = [d for d in _of(results.scaling, name) if d.workers == workers]
-            if not drains:
-                continue
-            used, tag = _quiet(results, drains)
-            rate = statistics.median(d.jobs_per_second for d in used)
-            base = base or rate / workers
-            verdict = "FALLS" if previous is not None and rate < 0.95 * previous else "ok"
-            cpu = statistics.median(1000 * d.worker_cpu / d.jobs for d in used)
-            rows.append(
-                [
-                    SYSTEMS[name].label,
-                    workers,
-                    f"{rate:,.0f} {tag}",
-                    f"{rate / (base or rate):.2f}x",
-                    f"{cpu:.2f}",
-                    verdict,
+    for what, entries, higher_is_faster, fmt in comparisons:
+        relay = [e for e in entries if e.system == RELAY]
+        peers = [e for e in entries if e.system != RELAY]
+        if not relay or not peers:
+            continue
+        best = (max if higher_is_faster else min)(peers, key=lambda e: e.value)
+        faster = relay[0].value > best.value if higher_is_faster else relay[0].value < best.value
+        ratio = f"{relay[0].value / best.value:.2f}x"
+        rows.append(
+            [what, fmt(relay[0].value), f"{fmt(best.value)} ({best.who})", ratio, "Relay" if faster else best.who]
+        )
+    if not rows:
+        return "(needs Relay and at least one peer)"
+    headers = ["measure", "Relay", "fastest peer", "Relay / fastest peer", "faster"]
+    return table(headers, rows)
+
+
+def round_trips(results: Results) -> str:
+    """Every client variant of every system, at random arrival and back to back."""
+    rows = []
+    for name in results.options.systems:
+        system = SYSTEMS[name]
+        for profile in system.profiles:
+            for variant in profile.variants:
+                cells = [
+                    latency_cell(results, _rts(results, system, profile.name, variant.name, a))
+                    for a in (RANDOM, BACK_TO_BACK)
                 ]
-            )
-            previous = rate
+                if cells != ["-", "-"]:
+                    rows.append([system.label, f"{profile.name}/{variant.name}", variant.note, *cells])
     headers = [
         "system",
-        "worker processes",
-        "jobs/s (median)",
-        "vs 1 worker",
-        "worker CPU ms/job",
-        "not falling (5 % slack)",
-    ]
-    return table(headers, rows) if rows else "(not run)"
-
-
-def raw(results: Results) -> str:
-    """Every measurement, per round."""
-    limit = results.options.max_other_load
-
-    def flag(m: Measurement) -> str:
-        return f"{m.other_cores:.2f}" + (" noisy" if m.other_cores > limit else "")
-
-    drains = [
-        [
-            d.round,
-            SYSTEMS[d.system].label,
-            d.workers,
-            d.jobs,
-            f"{d.seconds:.2f}",
-            f"{d.jobs_per_second:,.0f}",
-            f"{d.verified}/{d.jobs}" + ("" if d.verified == d.jobs else f" BAD e.g. {d.bad_sample[:2]}"),
-            d.early,
-            f"{d.probes / d.jobs:.2f}",
-            f"{1000 * d.worker_cpu / d.jobs:.2f}",
-            f"{1000 * d.redis_cpu / d.jobs:.3f}",
-            flag(d),
-        ]
-        for d in sorted([*results.drains, *results.scaling], key=lambda d: (d.system, d.workers, d.round))
-    ]
-    drain_headers = [
-        "round",
-        "system",
-        "workers",
-        "jobs",
-        "s",
-        "jobs/s",
-        "verified",
-        "done before start",
-        "probes/job",
-        "worker CPU ms/job",
-        "Redis CPU ms/job",
-        "other load (cores)",
-    ]
-    rts = [
-        [
-            r.round,
-            SYSTEMS[r.system].label,
-            f"{r.profile}/{r.variant}",
-            len(r.ms),
-            f"{percentile(r.ms, 50):.1f}",
-            f"{percentile(r.ms, 90):.1f}",
-            f"{percentile(r.ms, 99):.1f}",
-            f"{max(r.ms):.1f}",
-            flag(r),
-        ]
-        for r in sorted(results.round_trips, key=lambda r: (r.system, r.profile, r.variant, r.round))
-    ]
-    rt_headers = [
-        "round",
-        "system",
         "profile/variant",
-        "n",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "other load (cores)",
+        "how the client waits",
+        "at random arrival, p50 / p99",
+        "back to back, p50 / p99",
     ]
-    idles = [
-        [
-            i.round,
-            SYSTEMS[i.system].label,
-            i.profile,
-            f"{i.seconds:.1f}",
-            f"{i.per_second:.1f}",
-            _top(i.calls, i.seconds),
-            flag(i),
-        ]
-        for i in sorted(results.idles, key=lambda i: (i.system, i.profile, i.round))
-    ]
-    idle_headers = ["round", "system", "profile", "s", "commands/s", "commands/s by name", "other load (cores)"]
-    loads = [
-        [
-            ld.round,
-            SYSTEMS[ld.system].label,
-            ld.variant,
-            ld.tasks,
-            ld.clients,
-            f"{ld.tasks / ld.seconds:,.0f}",
-            f"{ld.per_task:.1f}",
-            flag(ld),
-        ]
-        for ld in sorted(results.loads, key=lambda ld: (ld.system, ld.round))
-    ]
-    load_headers = [
-        "round",
-        "system",
-        "variant",
-        "tasks",
-        "clients",
-        "tasks/s",
-        "Redis commands/task",
-        "other load (cores)",
-    ]
-    return "\n\n".join(
-        [
-            "### Drains\n\n" + table(drain_headers, drains),
-            "### Round trips\n\n" + table(rt_headers, rts),
-            "### Idle workers\n\n" + table(idle_headers, idles),
-            "### Commands per task with waiting clients\n\n" + table(load_headers, loads),
-        ]
-    )
+    return table(headers, rows)
 
 
-def _top(calls: dict[str, int], per: float, limit: int = 6) -> str:
-    ranked = sorted(calls.items(), key=lambda kv: -kv[1])
-    return ", ".join(f"{name} {n / per:.1f}" for name, n in ranked[:limit]) or "none"
-
-
-def breakdown(results: Results) -> str:
-    """Redis commands per task by command name (mean over rounds): enqueue and run in the drain, and with
-    clients waiting for their results."""
-    parts = []
+def drains(results: Results) -> str:
+    """Both drains side by side, with what each system's awaiting task does."""
+    rows = []
     for name in results.options.systems:
-        columns: dict[str, dict[str, float]] = {}
-        drains = _of(results.drains, name)
-        if drains:
-            columns["enqueue (drain)"] = _mean_per_task((d.enqueue_calls, d.jobs) for d in drains)
-            columns["run (drain)"] = _mean_per_task((d.run_calls, d.jobs) for d in drains)
-        loads = _of(results.loads, name)
-        if loads:
-            columns[f"{loads[0].clients} clients waiting"] = _mean_per_task((ld.calls, ld.tasks) for ld in loads)
-        if not columns:
+        system = SYSTEMS[name]
+        no_op, awaiting = _drains(results, name, NO_OP), _drains(results, name, AWAIT_ONCE)
+        if not no_op and not awaiting:
             continue
-        commands = sorted(
-            {c for col in columns.values() for c in col}, key=lambda c: -max(col.get(c, 0) for col in columns.values())
-        )
-        rows = [[c, *(f"{col[c]:.2f}" if col.get(c) else "" for col in columns.values())] for c in commands]
-        rows.append(["**total**", *(f"**{sum(col.values()):.2f}**" for col in columns.values())])
-        parts.append(f"### {SYSTEMS[name].label}\n\n" + table(["command", *columns], rows))
-    return "\n\n".join(parts)
-
-
-def _mean_per_task(samples: Iterable[tuple[dict[str, int], int]]) -> dict[str, float]:
-    sums: dict[str, float] = defaultdict(float)
-    count = 0
-    for calls, tasks in samples:
-        count += 1
-        for command, n in calls.items():
-            sums[command] += n / tasks
-    return {command: total / count for command, total in sums.items() if total / count >= 0.005}
+        a, b = (median(results, ds, lambda d: d.jobs_per_second) for ds in (no_op, awaiting))
+        ratio = f"{b / a:.2f}" if a and b else "-"
+        rows.append([system.label, _drain_cell(results, no_op), _drain_cell(results, awaiting), ratio, system.awaits])
+    headers = ["system", "no-op jobs/s", "await-once jobs/s", "await once / no-op", "what the await-once task does"]
+    return table(headers, rows) if rows else "(not run)"
 
 
 def notes(results: Results) -> str:
@@ -288,21 +204,41 @@ def notes(results: Results) -> str:
     return "\n".join(lines)
 
 
-def render(results: Results, command: str, facts: dict[str, str]) -> str:
+def _run_facts(results: Results, command: str) -> str:
     opts = results.options
     noisy = results.other_cores > opts.max_other_load
-    sections = [
-        "# Relay and its peers on one machine (issue #13)",
+    return (
         f"`{command}`\n\n"
         f"Took {results.seconds / 60:.1f} min. Load average (1/5/15 min, runnable/total, last PID) before: "
         f"`{results.loadavg_before}`, after: `{results.loadavg_after}`. Other processes used "
         f"**{results.other_cores:.2f} cores** on average during the run (up to {results.other_cores_max:.2f} "
         "in a 5 s window)"
         + (" (**noisy**: above the limit)" if noisy else "")
-        + f"; measurements above {opts.max_other_load:g} cores are marked noisy and left out of medians.",
-        "## Summary\n\n" + summary(results),
-        notes(results),
-        "## More worker processes\n\n" + scaling(results),
+        + f"; measurements above {opts.max_other_load:g} cores are marked noisy and left out of medians."
+    )
+
+
+def render(results: Results, command: str, facts: dict[str, str]) -> str:
+    opts = results.options
+    pause = f"{opts.rt_max_pause * 1000:g} ms"
+    sections = [
+        "# Relay and its peers on one machine (issues #13 and #25)",
+        _run_facts(results, command),
+        "## Summary\n\n"
+        f"Round trips first **at random arrival**: one client, a pause drawn uniformly from 0 to {pause} before "
+        "each request, so every submit meets an idle API and worker; then **back to back**, each request right "
+        "after the previous result. Relay's client goes through its HTTP API (POST, NDJSON streamed to `end`); "
+        "the peers' clients use their libraries' own calls. A worker that polls (bare arq, Dramatiq) can look "
+        "slower back to back than at random arrival: each request then arrives as the worker begins its wait "
+        "after the previous job. Drains: jobs preloaded while the worker is paused, no-op or awaiting once "
+        "before returning.\n\n" + summary(results),
+        "## Relay against the fastest peer\n\n"
+        "Round trips: lower is faster (every client variant of every peer counts); drains: higher is faster.\n\n"
+        + against_fastest(results),
+        "## Round trips, every client variant\n\n" + round_trips(results),
+        "## Drains: no-op jobs and jobs that await once\n\n" + drains(results),
+        "## Systems\n\n" + notes(results),
+        "## More worker processes (no-op drains)\n\n" + scaling(results),
         "## Machine and versions\n\n"
         + table(["fact", "value"], [*facts.items(), ("redis-server (measured)", results.redis_version)])
         + "\n\n"

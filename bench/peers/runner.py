@@ -2,9 +2,10 @@
 
 Each round visits the systems in a rotated order (so drift and bursts of outside load hit all of them
 alike); for each system and worker profile one block starts a worker, measures it idle, starts a client
-process (and, for Relay, an API process), measures round trips, commands per task under load and a
-drain, then stops everything by PID and flushes Redis. Drains with 1, 2 and 4 workers follow for the
-systems that scale out. A failing block is recorded and the run goes on.
+process (and, for Relay, an API process), measures round trips (at random arrival, then back to back),
+commands per task under load and two drains (no-op jobs, jobs that await once; which goes first alternates
+by round), then stops everything by PID and flushes Redis. No-op drains with 1, 2 and 4 workers follow
+for the systems that scale out. A failing block is recorded and the run goes on.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bench.harness.processes import BIN, ManagedProcess, free_port, wait_until
 from bench.peers import measure, venv
 from bench.peers.client import Target
 from bench.peers.processes import ClientSession, WorkerGroup
-from bench.peers.spec import DRAIN, IDLE, LOAD, ROUND_TRIP, Profile, System
+from bench.peers.spec import AWAIT_ONCE, DRAIN, IDLE, LOAD, NO_OP, ROUND_TRIP, Profile, System
 from bench.peers.systems import SYSTEMS
 
 
@@ -40,6 +41,7 @@ class Options:
     rounds: int = 3
     rt_requests: int = 500
     rt_short_requests: int = 20  # for clients that poll every 0.2-0.5 s at their defaults
+    rt_max_pause: float = 0.020  # random arrival: a pause drawn uniformly from 0 to this many s before each request
     idle_seconds: float = 10.0
     settle_seconds: float = 2.0
     load_tasks: int = 500
@@ -173,20 +175,24 @@ def run_block(ctx: _Context, system: System, profile: Profile, round_: int) -> N
                 session = clients.enter_context(_session(ctx, system, api_url))
                 _round_trips_and_load(ctx, system, profile, round_, session)
             if DRAIN in profile.measures and opts.jobs > 0:
-                ctx.stage = "drain"
-                res.drains.append(_drain(ctx, system, profile, round_, group, session))
+                workloads = (NO_OP, AWAIT_ONCE) if round_ % 2 else (AWAIT_ONCE, NO_OP)
+                for workload in workloads:
+                    ctx.stage = f"drain ({workload})"
+                    res.drains.append(_drain(ctx, system, profile, round_, group, session, workload))
 
 
 def _round_trips_and_load(ctx: _Context, system: System, profile: Profile, round_: int, session: ClientSession) -> None:
-    """Sequential round trips for each variant, then the commands-per-task run with concurrent clients."""
+    """Sequential round trips for each variant (at random arrival, then back to back; a client that polls every
+    0.2 s or more at its defaults only at random arrival), then the commands-per-task run with concurrent clients."""
     opts, res = ctx.options, ctx.results
     for variant in profile.variants if ROUND_TRIP in profile.measures else ():
         n = opts.rt_short_requests if variant.short else opts.rt_requests
-        if n > 0:
-            ctx.stage = f"round trip ({variant.name})"
-            rt = measure.round_trip(system, profile.name, round_, session, variant, n)
+        pauses = (opts.rt_max_pause,) if variant.short else (opts.rt_max_pause, 0.0)
+        for max_pause in pauses if n > 0 else ():
+            ctx.stage = f"round trip ({variant.name}, pause up to {max_pause * 1000:g} ms)"
+            rt = measure.round_trip(system, profile.name, round_, session, variant, n, max_pause)
             res.round_trips.append(rt)
-            _log(f"  round trip {variant.name}: median {sorted(rt.ms)[len(rt.ms) // 2]:.1f} ms")
+            _log(f"  round trip {variant.name}, {rt.arrival}: median {sorted(rt.ms)[len(rt.ms) // 2]:.1f} ms")
     if LOAD in profile.measures and profile.load_variant and opts.load_tasks > 0:
         ctx.stage = "commands per task"
         waiting, n, clients = profile.load_variant, opts.load_tasks, opts.load_clients
@@ -195,7 +201,13 @@ def _round_trips_and_load(ctx: _Context, system: System, profile: Profile, round
 
 
 def _drain(
-    ctx: _Context, system: System, profile: Profile, round_: int, group: WorkerGroup, session: ClientSession
+    ctx: _Context,
+    system: System,
+    profile: Profile,
+    round_: int,
+    group: WorkerGroup,
+    session: ClientSession,
+    workload: str = NO_OP,
 ) -> measure.Drain:
     d = measure.drain(
         system,
@@ -207,8 +219,10 @@ def _drain(
         ctx.server.pid,
         ctx.options.jobs,
         ctx.options.drain_timeout,
+        workload,
     )
-    _log(f"  drain x{d.workers}: {d.jobs_per_second:,.0f} jobs/s, verified {d.verified}/{d.jobs}, early {d.early}")
+    rate = f"{d.jobs_per_second:,.0f} jobs/s, verified {d.verified}/{d.jobs}, early {d.early}"
+    _log(f"  drain ({workload}) x{d.workers}: {rate}")
     return d
 
 

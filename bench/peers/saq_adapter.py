@@ -48,11 +48,11 @@ class Client(AsyncClient):
     async def close(self) -> None:
         await self.queue.disconnect()
 
-    async def preload(self, n: int) -> list[str]:
+    async def preload(self, n: int, task: str) -> list[str]:
         keys: list[str] = []
         for start in range(0, n, PRELOAD_BATCH):
             count = min(n, start + PRELOAD_BATCH) - start
-            jobs = await asyncio.gather(*(self.queue.enqueue("echo", message="hello") for _ in range(count)))
+            jobs = await asyncio.gather(*(self.queue.enqueue(task, message="hello") for _ in range(count)))
             if None in jobs:
                 raise RuntimeError("SAQ refused an enqueue (job key exists)")
             keys += [job.key for job in jobs if job is not None]

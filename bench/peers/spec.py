@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED_RESULT = {"echo": "hello"}  # what every system's no-op ``echo(message="hello")`` returns
+EXPECTED_RESULT = {"echo": "hello"}  # what every system's ``echo(message="hello")`` (and ``echo_await``) returns
+
+# The drain's workloads: the task returns at once, or awaits once (``asyncio.sleep(0)``, or the closest thing a
+# sync-only system has) first. Each names the task every system's app registers for it.
+NO_OP, AWAIT_ONCE = "no-op", "await once"
+TASKS = {NO_OP: "echo", AWAIT_ONCE: "echo_await"}
 
 IDLE, ROUND_TRIP, LOAD, DRAIN = "idle", "round_trip", "load", "drain"
 EVERYTHING = frozenset({IDLE, ROUND_TRIP, LOAD, DRAIN})
@@ -67,6 +72,7 @@ class System:
     done: Callable[[Any], bool]
     profiles: tuple[Profile, ...]
     note: str = ""
+    awaits: str = "`await asyncio.sleep(0)`"  # what its ``echo_await`` task does before returning
     api: bool = False  # Relay: round trips go through a real API process
     scaling: bool = False  # drained with 1, 2, 4 worker processes too
 

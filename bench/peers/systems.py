@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from bench.peers import arq_adapter, celery_adapter, relay_adapter, saq_adapter, taskiq_adapter
+from bench.peers import (
+    arq_adapter,
+    celery_adapter,
+    dramatiq_adapter,
+    relay_adapter,
+    saq_adapter,
+    streaq_adapter,
+    taskiq_adapter,
+)
 from bench.peers.spec import System
 
 SYSTEMS: dict[str, System] = {
@@ -10,10 +18,16 @@ SYSTEMS: dict[str, System] = {
     for s in (
         saq_adapter.SYSTEM,
         taskiq_adapter.SYSTEM,
+        streaq_adapter.SYSTEM,
         arq_adapter.SYSTEM,
         celery_adapter.PREFORK,
         celery_adapter.THREADS,
+        dramatiq_adapter.DEFAULT,
+        dramatiq_adapter.TUNED,
         relay_adapter.SYSTEM,
     )
 }
-DEFAULT = ("relay", "arq", "saq", "taskiq", "celery-prefork", "celery-threads")
+DEFAULT = (
+    *("relay", "arq", "saq", "taskiq", "streaq"),
+    *("celery-prefork", "celery-threads", "dramatiq", "dramatiq-tuned"),
+)

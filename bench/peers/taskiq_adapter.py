@@ -38,9 +38,10 @@ SYSTEM = System(
 
 class Client(AsyncClient):
     def __init__(self, target: Target) -> None:
-        from bench.peers.apps.taskiq_app import broker, echo
+        from bench.peers.apps.taskiq_app import broker, echo, echo_await
 
         self.broker, self.echo = broker, echo
+        self.tasks = {"echo": echo, "echo_await": echo_await}
 
     async def open(self) -> None:
         await self.broker.startup()
@@ -48,12 +49,12 @@ class Client(AsyncClient):
     async def close(self) -> None:
         await self.broker.shutdown()
 
-    async def preload(self, n: int) -> list[str]:
+    async def preload(self, n: int, task: str) -> list[str]:
         ids: list[str] = []
         for start in range(0, n, PRELOAD_BATCH):
             count = min(n, start + PRELOAD_BATCH) - start
-            tasks = await asyncio.gather(*(self.echo.kiq(message="hello") for _ in range(count)))
-            ids += [task.task_id for task in tasks]
+            kicked = await asyncio.gather(*(self.tasks[task].kiq(message="hello") for _ in range(count)))
+            ids += [sent.task_id for sent in kicked]
         return ids
 
     async def verify(self, refs: list[str]) -> tuple[int, list[str]]:

@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from relay.cli import workflows
 from relay.cli.args import task_arguments
-from relay.cli.common import Target, err, handles_errors, json_option, out, show_retries, wait_option
+from relay.cli.common import err, handles_errors, json_option, out, show_retries, wait_option
 from relay.cli.exitcodes import ExitCode
 from relay.cli.follow import compact, follow_json, follow_progress
 from relay.cli.tables import print_table
 from relay.cli.views import stats_table, task_table, view_table, worker_table
-from relay.client import Client, ClientError, ResultTimeout
+from relay.client import Client, ClientError, ResultTimeout, RetryPolicy
 from relay.client.models import STATES
+
+# A first try that finds no API is retried this long at most (with a line per retry), not --retry-wait: a typo'd
+# port or an API not started yet is said within seconds. Once the API has answered, --retry-wait applies.
+FIRST_CONTACT_WAIT_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the API is: from ``--url``/``--api-key`` or ``RELAY_URL``/``RELAY_API_KEY``."""
+
+    url: str | None
+    api_key: str | None
+    retry_wait: float
+
+    def client(self) -> Client:
+        policy = RetryPolicy(
+            max_wait_seconds=self.retry_wait,
+            first_contact_wait_seconds=min(self.retry_wait, FIRST_CONTACT_WAIT_SECONDS),
+        )
+        try:
+            return Client(self.url, self.api_key, retry=policy)
+        except ValueError as exc:  # a URL no retry can make work
+            raise click.BadParameter(str(exc), param_hint="--url / RELAY_URL") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,6 +104,13 @@ def follow_task(client: Client, task_id: str, as_json: bool, wait: float | None)
     "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="The task's time limit."
 )
 @click.option("--max-retries", type=click.IntRange(min=0), help="At most this many retries after failures.")
+@click.option("--queue", metavar="NAME", help="One of the queues the task allows (default: the task's own).")
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 9),
+    metavar="0-9",
+    help="Higher is claimed first (default: the task's own, else 0, the lowest).",
+)
 @click.option("--follow", "-f", is_flag=True, help="Show its progress live and end with its result.")
 @json_option
 @wait_option
@@ -95,16 +126,19 @@ def submit(
     run_at: str | None,
     timeout: float | None,
     max_retries: int | None,
+    queue: str | None,
+    priority: int | None,
     follow: bool,
     as_json: bool,
     wait: float | None,
 ) -> int:
     """Submit TASK; prints its id (or, with --follow, its progress and result)."""
     options: dict[str, Any] = {"id": task_id, "delay": delay, "run_at": run_at, "timeout": timeout}
+    options |= {"max_retries": max_retries, "queue": queue, "priority": priority}
     with target.client() as client:
         args, kwargs = task_arguments(pairs, args_json, arguments_schema(client, task) if pairs else None)
         try:
-            handle = client.submit_with(task, args, kwargs, max_retries=max_retries, **options)
+            handle = client.submit_with(task, args, kwargs, **options)
         except ValueError as exc:  # options that cannot go together, caught before anything is sent
             raise click.UsageError(str(exc)) from None
         if follow:
@@ -134,7 +168,7 @@ def follow(target: Target, task_id: str, as_json: bool, wait: float | None) -> i
 @click.pass_obj
 @handles_errors
 def status(target: Target, task_id: str, as_json: bool) -> int:
-    """Show task ID's state, result or error, and times."""
+    """Show task ID's state, queue and priority, why it waits, its result or error, and times."""
     with target.client() as client:
         view = client.get(task_id)
     if as_json:
@@ -193,7 +227,7 @@ def ls(target: Target, state: str | None, task: str | None, limit: int, tenant: 
 @click.pass_obj
 @handles_errors
 def stats(target: Target, as_json: bool) -> int:
-    """The queue (due, deferred, running) and how many workers serve it."""
+    """The queue (due, deferred, running), how many workers serve it, and each named queue's counts."""
     with target.client() as client:
         body = client.stats()
     if as_json:

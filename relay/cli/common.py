@@ -1,11 +1,10 @@
-"""What every ``relay`` command shares: where the API is, how refusals become exit codes, the consoles."""
+"""What every ``relay`` command shares: how refusals become exit codes, the consoles, common options."""
 
 from __future__ import annotations
 
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ParamSpec
 
 import click
@@ -14,32 +13,9 @@ from rich.markup import escape
 
 from relay.cli.exitcodes import ExitCode, for_error
 from relay.cli.follow import compact
-from relay.client import Client, RelayConnectionError, RelayError, RetryPolicy, UnauthorizedError
+from relay.client import RelayConnectionError, RelayError, UnauthorizedError
 
 P = ParamSpec("P")
-
-# A first try that finds no API is retried this long at most (with a line per retry), not --retry-wait: a typo'd
-# port or an API not started yet is said within seconds. Once the API has answered, --retry-wait applies.
-FIRST_CONTACT_WAIT_SECONDS = 3.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the API is: from ``--url``/``--api-key`` or ``RELAY_URL``/``RELAY_API_KEY``."""
-
-    url: str | None
-    api_key: str | None
-    retry_wait: float
-
-    def client(self) -> Client:
-        policy = RetryPolicy(
-            max_wait_seconds=self.retry_wait,
-            first_contact_wait_seconds=min(self.retry_wait, FIRST_CONTACT_WAIT_SECONDS),
-        )
-        try:
-            return Client(self.url, self.api_key, retry=policy)
-        except ValueError as exc:  # a URL no retry can make work
-            raise click.BadParameter(str(exc), param_hint="--url / RELAY_URL") from None
 
 
 def show_retries() -> None:

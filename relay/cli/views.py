@@ -26,6 +26,8 @@ def view_table(view: TaskView) -> Table:
     rows: list[tuple[str, str]] = [
         ("id", view.id),
         ("task", view.task),
+        *([("queue", escape(view.queue))] if view.queue is not None else []),
+        *([("priority", str(view.priority))] if view.priority is not None else []),
         ("state", f"[{style}]{view.state}[/]" if style else view.state),
         ("tries", str(view.tries)),
         ("arguments", escape(compact(view.arguments))),
@@ -52,12 +54,21 @@ def view_table(view: TaskView) -> Table:
 
 
 def task_table(views: Sequence[TaskView]) -> Rows:
-    """``relay ls``: one row per task; the id is whole, as ``relay status`` takes it."""
-    columns = [Column("task"), Column("state", whole=True), Column("tries", whole=True)]
+    """``relay ls``: one row per task; the id is whole, as ``relay status`` takes it. The queue and priority
+    columns are there when the API sends them (an API without named queues does not); a terminal too narrow
+    for the whole row leaves out the priority, then the queue, rather than cut every cell short."""
+    queues = any(view.queue is not None for view in views)
+    priorities = any(view.priority is not None for view in views)
+    columns = [Column("task")]
+    columns += [Column("queue", optional=True)] if queues else []
+    columns += [Column("priority", whole=True, optional=True)] if priorities else []
+    columns += [Column("state", whole=True), Column("tries", whole=True)]
     columns += [Column("enqueued"), Column("finished"), Column("id", whole=True)]
     rows = [
         [
             Cell(view.task),
+            *([Cell(view.queue or "")] if queues else []),
+            *([Cell("" if view.priority is None else str(view.priority))] if priorities else []),
             Cell(view.state, STATE_STYLE.get(view.state, "")),
             Cell(str(view.tries)),
             when(view.enqueued_at),
@@ -70,7 +81,8 @@ def task_table(views: Sequence[TaskView]) -> Rows:
 
 
 def stats_table(body: Mapping[str, Any]) -> Rows:
-    """``relay stats``: the queue's counts, and its workers by status."""
+    """``relay stats``: the queue's counts, its workers by status, and each named queue's counts (from an API
+    that has them)."""
     queue, workers = body.get("queue") or {}, body.get("workers") or []
     by_status: dict[str, int] = {}
     for worker in workers:
@@ -84,18 +96,28 @@ def stats_table(body: Mapping[str, Any]) -> Rows:
         ("workers", ", ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"),
         ("slots", f"{slots} (the alive workers' concurrency)"),
     ]
+    pairs += [(f"queue {q.get('name')}", queue_counts(q)) for q in body.get("queues") or []]
     return [Column("what"), Column("value")], [[Cell(k), Cell(v)] for k, v in pairs]
 
 
+def queue_counts(queue: Mapping[str, Any]) -> str:
+    """A named queue of ``GET /stats``'s ``queues``: ``3 due, 0 deferred, 1 running``."""
+    return ", ".join(f"{queue.get(count, '?')} {count}" for count in ("due", "deferred", "running"))
+
+
 def worker_table(workers: Sequence[Mapping[str, Any]]) -> Rows:
-    """``relay workers``: one row per worker of ``GET /stats``."""
+    """``relay workers``: one row per worker of ``GET /stats``; the named queues each serves, earlier first,
+    when the API sends them (a terminal too narrow for the whole row leaves them out)."""
+    queues = any("queues" in w for w in workers)
     columns = [Column("id", whole=True), Column("status", whole=True), Column("running", whole=True)]
+    columns += [Column("queues", optional=True)] if queues else []
     columns += [Column("seen"), Column("started"), Column("outcomes")]
     rows = [
         [
             Cell(str(w.get("id"))),
             Cell(str(w.get("status")), WORKER_STYLE.get(str(w.get("status")), "")),
             Cell(f"{w.get('running', 0)}/{w.get('concurrency', '?')}"),
+            *([Cell(",".join(str(q) for q in w.get("queues") or []))] if queues else []),
             Cell(f"{w.get('seen_seconds_ago', '?')}s ago"),
             when(_instant(w.get("started_at"))),
             Cell(" ".join(f"{k}={v}" for k, v in sorted((w.get("totals") or {}).items()))),

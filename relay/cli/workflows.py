@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from relay.cli.common import Target, handles_errors, json_option, out, wait_option
+from relay.cli.common import handles_errors, json_option, out, wait_option
 from relay.cli.exitcodes import ExitCode, for_state
 from relay.cli.follow import compact
 from relay.client import Client, Event, ResultTimeout, WorkflowView
+
+if TYPE_CHECKING:
+    from relay.cli.app import Target  # the commands get it from the group (click's obj); app imports this module
 
 STYLE = {"succeeded": "green", "failed": "red", "aborted": "yellow", "skipped": "dim", "running": "cyan"}
 

@@ -75,11 +75,22 @@ class AsyncClient:
         run_at: dt.datetime | str | None = None,
         timeout: float | dt.timedelta | None = None,
         max_retries: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
         **kwargs: Any,
     ) -> AsyncTaskHandle:
         """See ``Client.submit``."""
         return await self.submit_with(
-            task, args, kwargs, id=id, delay=delay, run_at=run_at, timeout=timeout, max_retries=max_retries
+            task,
+            args,
+            kwargs,
+            id=id,
+            delay=delay,
+            run_at=run_at,
+            timeout=timeout,
+            max_retries=max_retries,
+            queue=queue,
+            priority=priority,
         )
 
     async def submit_with(

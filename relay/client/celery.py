@@ -18,10 +18,8 @@ if TYPE_CHECKING:
 UNSUPPORTED: dict[str, str] = {
     "expires": "Relay tasks do not expire unrun; cancel a waiting task with handle.cancel()",
     "soft_time_limit": "Relay has one (hard) timeout per task: use time_limit",
-    "queue": "Relay has one queue",
-    "routing_key": "Relay has one queue",
-    "exchange": "Relay has one queue",
-    "priority": "Relay runs tasks in the order they become due",
+    "routing_key": "Relay routes by queue name only: use queue=",
+    "exchange": "Relay routes by queue name only: use queue=",
     "link": "Relay has no callbacks: chain the tasks in a workflow, (client.task('a').s() | client.task('b').s())"
     ".delay() (docs/workflows.md)",
     "link_error": "Relay has no callbacks: a failed step fails its workflow; catch TaskFailed from its result()",
@@ -43,9 +41,12 @@ def submit_options(
     eta: dt.datetime | None,
     time_limit: float | None,
     max_retries: int | None,
+    queue: str | None,
+    priority: int | None,
     options: dict[str, Any],
 ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
-    """``apply_async``'s arguments as ``submit``'s: (args, kwargs, options)."""
+    """``apply_async``'s arguments as ``submit``'s: (args, kwargs, options). ``priority`` is Relay's (0..9,
+    higher first, as with Celery on RabbitMQ; Celery's Redis transport runs 0 first), passed as it is."""
     for name in options:
         reason = UNSUPPORTED.get(name, "it is not a Celery option Relay knows")
         raise TypeError(f"apply_async(): {name!r} is not supported by Relay: {reason}")
@@ -54,6 +55,7 @@ def submit_options(
     if eta is not None and eta.tzinfo is None:
         raise ValueError("apply_async(): eta needs a timezone (e.g. datetime.now(UTC) + timedelta(minutes=5))")
     submit = {"id": task_id, "delay": countdown, "run_at": eta, "timeout": time_limit, "max_retries": max_retries}
+    submit |= {"queue": queue, "priority": priority}
     return tuple(args or ()), dict(kwargs or {}), submit
 
 
@@ -97,11 +99,15 @@ class TaskProxy(_Signatures):
         eta: dt.datetime | None = None,
         time_limit: float | None = None,
         max_retries: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> TaskHandle:
         """Celery's ``apply_async``: ``countdown`` is Relay's ``delay``, ``eta`` its ``run_at``, ``time_limit``
-        its ``timeout``."""
-        a, kw, opts = submit_options(args, kwargs, task_id, countdown, eta, time_limit, max_retries, options)
+        its ``timeout``; ``queue`` and ``priority`` are Relay's own."""
+        a, kw, opts = submit_options(
+            args, kwargs, task_id, countdown, eta, time_limit, max_retries, queue, priority, options
+        )
         return self.client.submit_with(self.name, a, kw, **opts)
 
 
@@ -125,7 +131,11 @@ class AsyncTaskProxy(_Signatures):
         eta: dt.datetime | None = None,
         time_limit: float | None = None,
         max_retries: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> AsyncTaskHandle:
-        a, kw, opts = submit_options(args, kwargs, task_id, countdown, eta, time_limit, max_retries, options)
+        a, kw, opts = submit_options(
+            args, kwargs, task_id, countdown, eta, time_limit, max_retries, queue, priority, options
+        )
         return await self.client.submit_with(self.name, a, kw, **opts)

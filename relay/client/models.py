@@ -67,6 +67,8 @@ class TaskView:
     finished_at: dt.datetime | None
     next_try_at: dt.datetime | None
     waiting_reason: str | None = None  # e.g. "waiting for a worker that runs 'resize'"
+    queue: str | None = None  # None from an API that has no named queues
+    priority: int | None = None  # 0..9, higher claimed first; None from an API without priorities
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -92,6 +94,8 @@ class TaskView:
             finished_at=_time(raw.get("finished_at")),
             next_try_at=_time(raw.get("next_try_at")),
             waiting_reason=raw.get("waiting_reason"),
+            queue=None if raw.get("queue") is None else str(raw["queue"]),
+            priority=None if raw.get("priority") is None else int(raw["priority"]),
             raw=raw,
         )
 

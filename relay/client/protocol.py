@@ -16,6 +16,7 @@ from relay.client.models import TaskView, WorkflowView
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+PRIORITIES = range(10)  # 0 lowest (the default), 9 claimed first
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,19 @@ def _instant(value: dt.datetime | str | None) -> str | None:
     return value.isoformat()
 
 
+def _priority(value: int | None) -> int | None:
+    # A bool is an int to Python but not to the API; a float would be refused there with a vaguer message.
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value not in PRIORITIES):
+        raise ValueError(f"priority must be an integer 0..9 (0 lowest and the default, 9 claimed first), got {value!r}")
+    return value
+
+
+def _queue(value: str | None) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"queue must be a queue's name, got {value!r}")
+    return value  # which queues a task may go to is the API's to say (a 422 otherwise)
+
+
 def submit_call(
     task: str,
     args: tuple[Any, ...] | list[Any],
@@ -64,9 +78,12 @@ def submit_call(
     run_at: dt.datetime | str | None = None,
     timeout: float | dt.timedelta | None = None,
     max_retries: int | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
 ) -> Call:
     """``POST /tasks``. Without an ``id`` the client makes one, so resending after a lost answer is harmless:
-    the API answers the second one with ``created: false`` instead of running the task twice."""
+    the API answers the second one with ``created: false`` instead of running the task twice. ``queue`` and
+    ``priority`` are sent only when given, so the task's own defaults apply otherwise."""
     if delay is not None and run_at is not None:
         raise ValueError("give delay or run_at, not both")
     body: dict[str, Any] = {"task": task, "args": list(args), "kwargs": dict(kwargs), "id": id or uuid.uuid4().hex}
@@ -75,6 +92,8 @@ def submit_call(
         "run_at": _instant(run_at),
         "timeout_seconds": _seconds(timeout, "timeout"),
         "max_retries": max_retries,
+        "queue": _queue(queue),
+        "priority": _priority(priority),
     }
     body.update({k: v for k, v in options.items() if v is not None})
     return Call("POST", "/tasks", json=body)

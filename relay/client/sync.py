@@ -77,13 +77,26 @@ class Client:
         run_at: dt.datetime | str | None = None,
         timeout: float | dt.timedelta | None = None,
         max_retries: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
         **kwargs: Any,
     ) -> TaskHandle:
         """Submit ``task(*args, **kwargs)``. ``delay`` (seconds) or ``run_at`` (an aware datetime) defer it;
         ``timeout`` caps its run; ``max_retries`` may lower its retry policy; ``id`` makes it idempotent.
-        A task argument named like one of these options goes through ``submit_with``."""
+        ``queue`` picks one of the queues the task allows, ``priority`` (0..9, higher first) overrides its
+        default; both are sent only when given. A task argument named like one of these options goes through
+        ``submit_with``."""
         return self.submit_with(
-            task, args, kwargs, id=id, delay=delay, run_at=run_at, timeout=timeout, max_retries=max_retries
+            task,
+            args,
+            kwargs,
+            id=id,
+            delay=delay,
+            run_at=run_at,
+            timeout=timeout,
+            max_retries=max_retries,
+            queue=queue,
+            priority=priority,
         )
 
     def submit_with(

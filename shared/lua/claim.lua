@@ -257,7 +257,7 @@ end
 local ADOPT_LIMIT = 500  -- jobs from before lanes moved per call: a big old queue moves over a few calls
 local adopted = 0
 
--- The due lanes this worker serves, grouped by (queue rank, priority), each group's lanes by tenant.
+-- The due lanes this worker serves, grouped by named queue (in the worker's order), each group's lanes by tenant.
 local groups, group_list = {}, {}
 if tonumber(head[2]) < RUNNING_BASE then
   local waiting = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. RUNNING_BASE, 'WITHSCORES')
@@ -274,7 +274,7 @@ if tonumber(head[2]) < RUNNING_BASE then
       local task, q, priority, tenant, part = relay_lane_parts(lane)
       if runs[task] and rank[q] then
         if score <= now then
-          local order = rank[q] * 100 - priority
+          local order = rank[q]
           local group = groups[order]
           if group == nil then
             group = {order = order, tenants = {}, tenant_list = {}}
@@ -287,7 +287,7 @@ if tonumber(head[2]) < RUNNING_BASE then
             group.tenants[tenant] = lanes
             group.tenant_list[#group.tenant_list + 1] = tenant
           end
-          lanes[#lanes + 1] = {lane = lane, task = task, queue = q, part = part}  -- in head order
+          lanes[#lanes + 1] = {lane = lane, task = task, queue = q, part = part, priority = priority, head = score}
         else
           due_at(score)
         end
@@ -296,8 +296,17 @@ if tonumber(head[2]) < RUNNING_BASE then
   end
 end
 table.sort(group_list, function(a, b) return a.order < b.order end)
+-- A tenant's own lanes: higher priority first, then the earliest head (FIFO).
+local function before(a, b)
+  if a.priority ~= b.priority then return a.priority > b.priority end
+  if a.head ~= b.head then return a.head < b.head end
+  return a.lane < b.lane
+end
+for _, group in ipairs(group_list) do
+  for _, lanes in pairs(group.tenants) do table.sort(lanes, before) end
+end
 
--- Take up to `want` from `tenant`'s lanes of a group, earliest head first; returns how many.
+-- Take up to `want` from one tenant's lanes of a group, in their order (`before`); returns how many.
 local function take_from(lanes, want)
   local got = 0
   while got < want and #lanes > 0 do
@@ -326,7 +335,7 @@ local function shares(tenants, clock, count)
   return share
 end
 
--- Serve the groups in order; within one, tenants share the claim by weighted fair queueing on virtual times kept
+-- Serve the groups (queues) in order; within one, tenants share the claim by weighted fair queueing on virtual times kept
 -- in the fairness hash (shared/keys.py): a tenant's time advances by 1/weight per job it was given, and never
 -- starts below the hash's floor (the least time of the tenants due at the last contest), so a tenant that was
 -- idle gets its turn at once but no credit for the time it was away.

@@ -272,15 +272,32 @@ def test_a_503_is_retried_with_a_line_per_retry(spawn_api: StartApi) -> None:
     assert re.findall(r"^relay: (503 queue_full: .*); retry 1 in 5.0s", full.stderr, re.MULTILINE), full.stderr
 
 
+def test_submit_with_a_queue_and_priority_and_status_shows_them(relay: str) -> None:
+    argv = ["submit", "echo", "--arg", "message=urgent", "--queue", "default", "--priority", "9"]
+    task_id = relay_cli(relay, *argv).stdout.strip()
+    assert relay_cli(relay, "follow", task_id, "--json").returncode == ExitCode.SUCCEEDED
+    view = json.loads(relay_cli(relay, "status", task_id, "--json").stdout)
+    assert (view["queue"], view["priority"]) == ("default", 9)
+    human = relay_cli(relay, "status", task_id).stdout
+    assert re.search(r"^\s*queue\s+default\s*$", human, re.MULTILINE), human
+    assert re.search(r"^\s*priority\s+9\s*$", human, re.MULTILINE), human
+    refused = relay_cli(relay, "submit", "echo", "--queue", "gpu")
+    assert refused.returncode == ExitCode.REJECTED
+    assert "queue 'gpu' is not one of 'echo'" in refused.stderr, refused.stderr
+
+
 def test_ls_in_a_pipe_prints_plain_whole_columns(relay: str) -> None:
     task_id = relay_cli(relay, "submit", "echo", "--arg", "message=ls in a pipe").stdout.strip()
     assert relay_cli(relay, "follow", task_id, "--json").returncode == ExitCode.SUCCEEDED
     listed = relay_cli(relay, "ls", "--task", "echo", "--limit", "1")
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["task", "state", "tries", "enqueued", "finished", "id"]
+    (shown,) = ndjson(relay_cli(relay, "ls", "--task", "echo", "--limit", "1", "--json").stdout)
+    named = ["queue", "priority"] if "queue" in shown else []  # an API with named queues (issue #21) sends both
+    assert header.split() == ["task", *named, "state", "tries", "enqueued", "finished", "id"]
     iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
-    assert re.fullmatch(rf"echo +succeeded +1 +{iso} +{iso} +{task_id}", row), row
+    queue = rf"{re.escape(str(shown['queue']))} +{shown['priority']} +" if named else ""
+    assert re.fullmatch(rf"echo +{queue}succeeded +1 +{iso} +{iso} +{task_id}", row), row
 
 
 def test_stats_shows_the_queue_and_its_workers(relay: str) -> None:
@@ -301,9 +318,11 @@ def test_workers_lists_the_live_workers(relay: str) -> None:
     assert worker["status"] == "alive"
     table = relay_cli(relay, "workers")
     header, row = table.stdout.splitlines()
-    assert header.split() == ["id", "status", "running", "seen", "started", "outcomes"]
+    queues = ["queues"] if "queues" in worker else []  # the named queues it serves (issue #21)
+    assert header.split() == ["id", "status", "running", *queues, "seen", "started", "outcomes"]
     assert row.startswith(worker["id"])
-    assert re.search(rf" alive +\d+/{worker['concurrency']} ", row), row
+    served = f" +{re.escape(','.join(worker['queues']))}" if queues else ""
+    assert re.search(rf" alive +\d+/{worker['concurrency']}{served} ", row), row
 
 
 def test_workflow_submit_follow_status_cancel_and_retry(relay: str, tmp_path: Path) -> None:

@@ -102,6 +102,58 @@ def test_submit_rejects_impossible_options_before_sending(options: dict[str, Any
     assert rec.requests == []
 
 
+def test_submit_sends_queue_and_priority_only_when_given() -> None:
+    rec = Recorder(accepted)
+    with client(rec) as relay:
+        relay.submit("resize", "a.png", queue="gpu-spot", priority=7)
+        relay.submit("resize", priority=0)  # the lowest is still sent: it was asked for
+        relay.submit("resize")
+    first, lowest, plain = rec.bodies()
+    assert (first["queue"], first["priority"], first["args"]) == ("gpu-spot", 7, ["a.png"])
+    assert lowest["priority"] == 0
+    assert "queue" not in lowest
+    assert "queue" not in plain  # the task's own queue and priority apply
+    assert "priority" not in plain
+
+
+@pytest.mark.parametrize("priority", [-1, 10, 2.5, "5", True])
+def test_a_priority_outside_0_to_9_is_refused_before_sending(priority: Any) -> None:
+    rec = Recorder(accepted)
+    with client(rec) as relay, pytest.raises(ValueError, match=r"priority must be an integer 0\.\.9 .*got "):
+        relay.submit("echo", priority=priority)
+    assert rec.requests == []
+
+
+@pytest.mark.parametrize("queue", ["", 3])
+def test_a_queue_that_is_no_name_is_refused_before_sending(queue: Any) -> None:
+    rec = Recorder(accepted)
+    with client(rec) as relay, pytest.raises(ValueError, match="queue must be a queue's name"):
+        relay.submit("echo", queue=queue)
+    assert rec.requests == []
+
+
+def test_a_task_argument_named_queue_or_priority_goes_through_submit_with() -> None:
+    rec = Recorder(accepted)
+    with client(rec) as relay:
+        relay.submit_with("route", [], {"queue": "orders", "priority": "high"})
+    (body,) = rec.bodies()
+    assert body["kwargs"] == {"queue": "orders", "priority": "high"}
+    assert "queue" not in body
+    assert "priority" not in body
+
+
+def test_a_view_shows_its_queue_and_priority_and_none_from_an_older_api() -> None:
+    waiting = "concurrency limit full: 3 running for customer_id=42"
+    answers = [
+        httpx.Response(200, json=view("t1", "queued", queue="gpu", priority=5, waiting_reason=waiting)),
+        httpx.Response(200, json=view("t2")),
+    ]
+    with client(Recorder(*answers)) as relay:
+        new, old = relay.get("t1"), relay.get("t2")
+    assert (new.queue, new.priority, new.waiting_reason) == ("gpu", 5, waiting)
+    assert (old.queue, old.priority) == (None, None)
+
+
 def test_a_task_argument_named_like_an_option_goes_through_submit_with() -> None:
     rec = Recorder(accepted)
     with client(rec) as relay:
@@ -118,7 +170,7 @@ def test_apply_async_maps_celery_options() -> None:
         handle = relay.task("resize").apply_async(
             args=["x.png"], kwargs={"width": 10}, task_id="celery-1", countdown=5, time_limit=60
         )
-        relay.task("resize").apply_async(eta=eta, max_retries=0)
+        relay.task("resize").apply_async(eta=eta, max_retries=0, queue="gpu", priority=9)
     first, second = rec.bodies()
     assert handle.id == "celery-1"
     assert first == {
@@ -131,13 +183,14 @@ def test_apply_async_maps_celery_options() -> None:
     }
     assert second["run_at"] == "2030-01-01T12:00:00+00:00"
     assert second["max_retries"] == 0
+    assert (second["queue"], second["priority"]) == ("gpu", 9)
 
 
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
         ({"expires": 60}, TypeError, "'expires' is not supported by Relay: Relay tasks do not expire"),
-        ({"queue": "high"}, TypeError, "'queue' is not supported by Relay: Relay has one queue"),
+        ({"routing_key": "high"}, TypeError, "'routing_key' is not supported by Relay: .* use queue="),
         ({"link": object()}, TypeError, "no callbacks"),
         ({"frobnicate": 1}, TypeError, "'frobnicate' is not supported"),
         ({"countdown": 1, "eta": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}, ValueError, "countdown or eta"),
@@ -324,16 +377,18 @@ async def test_async_client_builds_the_same_requests(monkeypatch: pytest.MonkeyP
         waits.append(seconds)
 
     monkeypatch.setattr("relay.client.aio.asyncio.sleep", fake_sleep)
-    rec = Recorder(queue_full("3"), accepted, page(["a"], "c1"), page(["b"], None))
+    rec = Recorder(queue_full("3"), accepted, accepted, page(["a"], "c1"), page(["b"], None))
     async with AsyncClient("http://relay.test", transport=httpx.MockTransport(rec)) as relay:
         handle = await relay.task("resize").apply_async(kwargs={"w": 1}, countdown=2)
+        await relay.submit("resize", queue="gpu", priority=3)
         listed = [t.id async for t in relay.list(state="failed", page_size=1)]
     assert waits == [3.0]
     assert rec.bodies()[1] == rec.bodies()[0]
     assert rec.bodies()[0]["delay_seconds"] == 2
     assert handle.id == rec.bodies()[0]["id"]
+    assert (rec.bodies()[2]["queue"], rec.bodies()[2]["priority"]) == ("gpu", 3)
     assert listed == ["a", "b"]
-    assert dict(rec.requests[3].url.params) == {"state": "failed", "limit": "1", "cursor": "c1"}
+    assert dict(rec.requests[4].url.params) == {"state": "failed", "limit": "1", "cursor": "c1"}
 
 
 @pytest.mark.parametrize("url", ["localhost:8000", "ftp://relay.test", "http://", "relay.test"])

@@ -16,6 +16,7 @@ from relay.client import (
     ErrorInfo,
     IdConflict,
     InvalidArguments,
+    InvalidRequest,
     NotAbortable,
     NotRetryable,
     QueueFull,
@@ -136,7 +137,10 @@ def test_refusals_are_typed(relay: str) -> None:
             client.submit("sleep", seconds="long")
         with pytest.raises(TaskNotFound) as missing:
             client.get("never-submitted")
+        with pytest.raises(InvalidRequest) as elsewhere:
+            client.submit("echo", queue="gpu")  # echo's only queue is default
     assert (unknown.value.status, unknown.value.code) == (422, "unknown_task")
+    assert elsewhere.value.details[0]["loc"] == ["queue"]
     assert invalid.value.details
     assert invalid.value.details[0]["loc"] == ["seconds"]
     assert missing.value.details == {"state": "unknown"}

@@ -1,4 +1,5 @@
-"""A structural JSON schema for the one KEDA object Relay ships, the worker ScaledObject.
+"""A structural JSON schema for the one kind of KEDA object Relay ships, the workers' ScaledObject (one per pool
+in k8s/overlays/queue-pools).
 
 KEDA's CRDs are not part of the Kubernetes OpenAPI schemas that kubernetes-validate bundles, and no
 offline package ships them as JSON schema. This is the subset of keda.sh/v1alpha1 ScaledObject that Relay

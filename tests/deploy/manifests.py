@@ -27,6 +27,16 @@ def workloads(docs: list[Doc]) -> list[Doc]:
     return [d for d in docs if d.get("kind") in WORKLOAD_KINDS]
 
 
+def relay_deployments(docs: list[Doc]) -> list[Doc]:
+    """Relay's own Deployments: the API and every worker pool (not Redis)."""
+    return [d for d in of_kind(docs, "Deployment") if pod_labels(d).get("app.kubernetes.io/name") == "relay"]
+
+
+def worker_pools(docs: list[Doc], command: list[str]) -> list[Doc]:
+    """The Deployments that run ``command`` (the worker's): the base's one, or one per pool of named queues."""
+    return [d for d in relay_deployments(docs) if container(d)["command"] == command]
+
+
 def pod_spec(workload: Doc) -> Doc:
     """The pod template's spec."""
     spec: Doc = workload["spec"]["template"]["spec"]

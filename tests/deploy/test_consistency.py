@@ -31,6 +31,7 @@ from tests.deploy.manifests import (
     literal_env,
     named,
     pod_spec,
+    relay_deployments,
     resolve,
     seconds,
     workloads,
@@ -78,7 +79,9 @@ def test_secrets_stay_out_of_configmaps_and_the_image(image: Dockerfile, rendere
 @pytest.mark.parametrize("tree", list(tools.kustomizations()))
 def test_relay_pods_load_the_secret_after_the_configmap(rendered: dict[str, list[Doc]], tree: str) -> None:
     example = yaml.safe_load((tools.K8S / "base" / "secret.example.yaml").read_text())
-    for name in ("relay-api", "relay-worker"):
+    names = [d["metadata"]["name"] for d in relay_deployments(rendered[tree])]
+    assert {"relay-api", "relay-worker"} <= set(names)
+    for name in names:  # the API and every worker pool
         sources = container(named(rendered[tree], "Deployment", name))["envFrom"]
         kinds = [next(iter(s)) for s in sources]
         assert kinds == ["configMapRef", "secretRef"], "the Secret must be able to override RELAY_REDIS_URL"

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from tests.deploy import tools
-from tests.deploy.manifests import Doc, configmap_data, container, named, of_kind, pod_spec
+from tests.deploy.manifests import Doc, configmap_data, container, named, of_kind, pod_spec, relay_deployments
 
 SCRIPT = tools.K8S / "base" / "redis.sh"
 URL_KEY = "RELAY_REDIS_URL"
 SECRET = "relay-secrets"
-REDIS_READERS = [("Deployment", "relay-api"), ("Deployment", "relay-worker"), ("StatefulSet", "relay-redis")]
+TREES = list(tools.kustomizations())
 
 
 def secret_example() -> dict[str, str]:
@@ -22,10 +22,15 @@ def secret_example() -> dict[str, str]:
     return data
 
 
-@pytest.mark.parametrize(("kind", "name"), REDIS_READERS)
-def test_the_redis_url_comes_from_the_secret_and_is_required(base: list[Doc], kind: str, name: str) -> None:
-    env = {e["name"]: e for e in container(named(base, kind, name)).get("env", [])}
-    assert env[URL_KEY] == {"name": URL_KEY, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": URL_KEY}}}
+@pytest.mark.parametrize("tree", TREES)
+def test_the_redis_url_comes_from_the_secret_and_is_required(rendered: dict[str, list[Doc]], tree: str) -> None:
+    docs = rendered[tree]
+    readers = relay_deployments(docs) + of_kind(docs, "StatefulSet")  # the API, every worker pool, and Redis
+    assert {"relay-api", "relay-worker"} <= {r["metadata"]["name"] for r in readers}
+    for reader in readers:
+        env = {e["name"]: e for e in container(reader).get("env", [])}
+        reference = {"name": URL_KEY, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": URL_KEY}}}
+        assert env[URL_KEY] == reference, reader["metadata"]["name"]
 
 
 @pytest.mark.parametrize("tree", list(tools.kustomizations()))

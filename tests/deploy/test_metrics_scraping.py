@@ -9,8 +9,8 @@ import pytest
 
 from shared.settings import Settings
 from tests.deploy import tools
-from tests.deploy.contract import METRICS_PATH, PORT
-from tests.deploy.manifests import Doc, configmap_data, container, container_port, named, pod_spec
+from tests.deploy.contract import METRICS_PATH, PORT, WORKER_COMMAND
+from tests.deploy.manifests import Doc, configmap_data, container, container_port, named, pod_spec, worker_pools
 
 WORKER_SERVICES = ("worker", "worker-servicebus")
 
@@ -25,17 +25,19 @@ def test_worker_pods_announce_the_port_their_metrics_server_listens_on(
     rendered: dict[str, list[Doc]], tree: str
 ) -> None:
     docs = rendered[tree]
-    worker = named(docs, "Deployment", "relay-worker")
     config = Settings.model_validate(
         {k.removeprefix("RELAY_").lower(): v for k, v in configmap_data(docs, "relay-config").items()}
     )
     assert config.worker_metrics_port != 0
     assert config.worker_metrics_host == "0.0.0.0"  # reachable at the pod's IP, not only on its loopback
-    marks = annotations(worker)
-    assert marks["prometheus.io/scrape"] == "true"
-    assert marks["prometheus.io/path"] == METRICS_PATH
-    assert int(marks["prometheus.io/port"]) == config.worker_metrics_port
-    assert container_port(container(worker), "metrics") == config.worker_metrics_port
+    pools = worker_pools(docs, WORKER_COMMAND)  # the base's workers, or each pool of named queues
+    assert "relay-worker" in [pool["metadata"]["name"] for pool in pools]
+    for worker in pools:
+        marks = annotations(worker)
+        assert marks["prometheus.io/scrape"] == "true"
+        assert marks["prometheus.io/path"] == METRICS_PATH
+        assert int(marks["prometheus.io/port"]) == config.worker_metrics_port, worker["metadata"]["name"]
+        assert container_port(container(worker), "metrics") == config.worker_metrics_port
 
 
 @pytest.mark.parametrize("tree", list(tools.kustomizations()))

@@ -84,12 +84,16 @@ def test_the_overview_shows_the_queue_the_workers_and_the_tasks_live(
     expect(workers.first).to_contain_text(str(worker.pid))
     expect(workers.first).to_contain_text("alive")
     expect(workers.first).to_contain_text(str(metrics_port))
+    expect(workers.first.locator("td.queue-column")).to_have_text("default")  # the named queues it serves
     expect(page.locator("#queue-deferred")).to_have_text("1", timeout=LIVE)
     expect(page.locator("#worker-count")).to_have_text("1")
     for task_id in [*done, failed, later]:
         expect(task_row(page, "recent", task_id)).to_have_count(1, timeout=LIVE)
     expect(task_row(page, "recent", later)).to_contain_text("deferred")
+    expect(task_row(page, "recent", later).locator("td.queue-column")).to_have_text(["default", "0"])
     expect(task_row(page, "failed", failed)).to_contain_text("DemoFailure: boom")
+    # The named queue the worker serves, with the deferred task in it (issue #21).
+    expect(page.locator("#queues tbody tr[data-queue='default'] td")).to_have_text(["default", "0", "1", "0"])
 
     # Live: a task submitted now shows up without a reload.
     fresh = submit_ok(base, {"task": "echo", "args": ["fresh"]})

@@ -81,6 +81,8 @@ def test_a_task_runs_only_on_the_workers_of_its_queue_and_may_be_sent_to_an_allo
     default = spawn_worker(RELAY_QUEUE_NAME=queue)  # RELAY_QUEUES unset: the `default` queue only
     client = Client(base)
     wait_until(lambda: submit(base, {"task": "render"}).status_code == 202, 20, "the workers' offers")
+    # A queue no job and no worker has yet, named by a live worker's task: its gauges read 0 (a scaler finds them).
+    assert 'relay_named_queue_active{queue="gpu-spot"} 0.0' in client.http.get("/metrics").text
 
     renders = [client.submit({"task": "render"}) for _ in range(20)]
     stamps = [client.submit({"task": "stamp"}) for _ in range(20)]

@@ -138,3 +138,15 @@ async def test_jobs_submitted_within_one_millisecond_are_claimed_in_submit_order
     ids = [await bench.submit("stamp") for _ in range(30)]
     taken, _, _ = await bench.claim(30)
     assert taken == ids
+
+
+async def test_priority_orders_a_tenants_own_work_and_never_jumps_another_tenant(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    bench = Bench(pool, settings)
+    a_low = [await bench.submit("stamp", tenant="a") for _ in range(3)]
+    b_high = [await bench.submit("stamp", tenant="b", priority=9) for _ in range(3)]
+    a_urgent = await bench.submit("stamp", tenant="a", priority=9)
+    taken = [(await bench.claim(1))[0][0] for _ in range(4)]
+    # Turns alternate between tenants, whatever b's priorities; a's own urgent job leads a's turns.
+    assert taken == [a_urgent, b_high[0], a_low[0], b_high[1]]

@@ -1,4 +1,5 @@
-"""What the peers' workers load: one no-op ``echo(message)`` task per system, returning ``{"echo": message}``."""
+"""What the peers' workers load: per system, a no-op ``echo(message)`` task returning ``{"echo": message}``, and
+``echo_await(message)``, which awaits once first (``asyncio.sleep(0)``, or its nearest equivalent)."""
 
 import os
 

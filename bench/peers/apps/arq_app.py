@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -17,12 +18,17 @@ async def echo(ctx: dict[str, Any], message: str) -> dict[str, str]:
     return {"echo": message}
 
 
+async def echo_await(ctx: dict[str, Any], message: str) -> dict[str, str]:
+    await asyncio.sleep(0)
+    return {"echo": message}
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     print(READY, flush=True)
 
 
 class WorkerSettings:
-    functions = [func(echo, name="echo")]
+    functions = [func(echo, name="echo"), func(echo_await, name="echo_await")]
     redis_settings = RedisSettings.from_dsn(redis_url())
     max_jobs = 10
     poll_delay = float(os.environ.get("BENCH_ARQ_POLL_DELAY", "0.5"))

@@ -3,6 +3,7 @@ worker --pool prefork -c 2`` (or ``--pool threads -c 10``)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery
@@ -24,6 +25,13 @@ app = make_app()
 
 @app.task(name="echo")
 def echo(message: str) -> dict[str, str]:
+    return {"echo": message}
+
+
+@app.task(name="echo_await")
+def echo_await(message: str) -> dict[str, str]:
+    """Celery tasks cannot await: ``time.sleep(0)`` is the nearest thing, one yield of the CPU (and the GIL)."""
+    time.sleep(0)
     return {"echo": message}
 
 

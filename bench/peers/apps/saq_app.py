@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from saq import Queue
@@ -14,13 +15,18 @@ async def echo(ctx: dict[str, Any], *, message: str) -> dict[str, str]:
     return {"echo": message}
 
 
+async def echo_await(ctx: dict[str, Any], *, message: str) -> dict[str, str]:
+    await asyncio.sleep(0)
+    return {"echo": message}
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     print(READY, flush=True)
 
 
 settings = {
     "queue": Queue.from_url(redis_url(), name=QUEUE_NAME),
-    "functions": [echo],
+    "functions": [echo, echo_await],
     "concurrency": 10,
     "startup": startup,
 }

@@ -3,6 +3,8 @@ pickle): ``taskiq worker bench.peers.apps.taskiq_app:broker --workers 1 --max-as
 
 from __future__ import annotations
 
+import asyncio
+
 from taskiq import TaskiqEvents, TaskiqState
 from taskiq.serializers import JSONSerializer
 from taskiq_redis import ListQueueBroker, RedisAsyncResultBackend
@@ -16,6 +18,12 @@ broker = ListQueueBroker(redis_url(), queue_name="bench").with_result_backend(
 
 @broker.task(task_name="echo")
 async def echo(message: str) -> dict[str, str]:
+    return {"echo": message}
+
+
+@broker.task(task_name="echo_await")
+async def echo_await(message: str) -> dict[str, str]:
+    await asyncio.sleep(0)
     return {"echo": message}
 
 
