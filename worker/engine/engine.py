@@ -198,8 +198,6 @@ class Engine:
             self._clock_synced = time.monotonic()
         now_ms = self.redis_now_ms()
         self._next_due_ms = now_ms + float(next_due) if next_due is not None else None
-        if free == 0:  # a full worker's claim looks at nothing: check again as soon as a slot frees
-            self._next_due_ms = now_ms
         self._next_lease_ms = now_ms + float(next_lease) if next_lease is not None else None
         for item in claimed:
             self._start(worker, _claimed(item))
