@@ -382,6 +382,13 @@ for _, group in ipairs(group_list) do
     redis.call('HSET', FAIRNESS .. queue, unpack(fields))
   end
 end
+-- Due lanes this claim had no room for (or did not reach): more is due now, so a worker whose slots were all busy
+-- claims again as soon as one frees (engine.py) instead of at its next poll.
+for _, group in ipairs(group_list) do
+  for _, lanes in pairs(group.tenants) do
+    if #lanes > 0 then due_at(now) end
+  end
+end
 for q, n in pairs(left) do relay_count(queue, q, -n) end
 
 -- Leases that lapsed: their worker stopped renewing (killed, or its node lost). Take them over so that the

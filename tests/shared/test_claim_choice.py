@@ -150,3 +150,12 @@ async def test_priority_orders_a_tenants_own_work_and_never_jumps_another_tenant
     taken = [(await bench.claim(1))[0][0] for _ in range(4)]
     # Turns alternate between tenants, whatever b's priorities; a's own urgent job leads a's turns.
     assert taken == [a_urgent, b_high[0], a_low[0], b_high[1]]
+
+
+async def test_a_claim_with_no_room_still_says_work_is_due(pool: ArqRedis, settings: Settings) -> None:
+    """A worker whose slots are all busy claims with limit 0: the answer must say jobs are due now, so it claims
+    as soon as a slot frees rather than at its next poll (2 s later)."""
+    bench = Bench(pool, settings)
+    await bench.submit("stamp")
+    taken, next_due, _ = await bench.claim(0)
+    assert (taken, next_due) == ([], 0)
