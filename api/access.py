@@ -98,3 +98,14 @@ def public_event(raw: bytes, stored_id: str, public_id: str) -> bytes:
     if stored_id == public_id:
         return raw
     return raw.replace(b'"task_id":"%s"' % stored_id.encode(), b'"task_id":"%s"' % public_id.encode(), 1)
+
+
+def public_workflow_event(raw: bytes, who: Caller) -> bytes:
+    """An event of a workflow's log as ``who`` knows it: its workflow's and its steps' ids (``task_id``,
+    ``workflow_id``, in the event and in a step's value) as the tenant chose them."""
+    if who.is_admin:
+        return raw
+    prefix = tenancy.prefix(who.name).encode()
+    for field in (b'"task_id":"', b'"workflow_id":"'):
+        raw = raw.replace(field + prefix, field)
+    return raw

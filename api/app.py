@@ -6,7 +6,7 @@ from sanic import Sanic
 
 from api import auth, cors, errors, lifecycle, observe
 from api.resources import RelayApp
-from api.routes import dashboard, events, health, stats, tasks
+from api.routes import dashboard, events, health, stats, tasks, workflows
 from shared import tracing
 from shared.apikeys import parse_api_keys
 from shared.logs import configure as configure_logging
@@ -39,6 +39,6 @@ def create_app() -> RelayApp:
     app.before_server_stop(lifecycle.drain)
     app.after_server_stop(lifecycle.close_resources)
     app.after_server_stop(observe.flush_traces)
-    app.blueprint([health.bp, tasks.bp, events.bp, stats.bp, dashboard.bp])
+    app.blueprint([health.bp, tasks.bp, events.bp, workflows.bp, stats.bp, dashboard.bp])
     cors.install(app, settings.cors_origin_list())
     return app

@@ -61,7 +61,7 @@ async def follow(
     hub: PubSubHub, log: EventLog, task_id: str, after_seq: int, options: FollowOptions, repair_end: RepairEnd
 ) -> AsyncIterator[Frame]:
     """Yield the task's events after ``after_seq`` until its ``end`` event (or a reconnect hint on drain)."""
-    async with hub.subscribe(task_id) as sub:
+    async with hub.subscribe_channel(log.channel(task_id)) as sub:
         async for frame in follow_subscribed(sub, log, task_id, after_seq, options, repair_end):
             yield frame
 
@@ -74,12 +74,14 @@ async def follow_subscribed(
     options: FollowOptions,
     repair_end: RepairEnd,
     replay_first: bool = True,
+    final_type: str = FINAL_TYPE,
 ) -> AsyncIterator[Frame]:
     """``follow`` on a subscription the caller opened (``POST /tasks`` subscribes before it enqueues, so a
-    task it has just created needs no replay: nothing can have been published before the subscription)."""
+    task it has just created needs no replay: nothing can have been published before the subscription).
+    A workflow's log (``api.routes.workflows``) ends with ``final_type`` ``workflow_end`` instead of ``end``."""
     last = after_seq
     try:
-        async for frame in _follow(sub, log, task_id, after_seq, options, repair_end, replay_first):
+        async for frame in _follow(sub, log, task_id, after_seq, options, repair_end, replay_first, final_type):
             last = frame.seq if frame.kind is FrameKind.EVENT else last
             yield frame
     except (RedisError, OSError, TimeoutError):
@@ -95,6 +97,7 @@ async def _follow(
     options: FollowOptions,
     repair_end: RepairEnd,
     replay_first: bool,
+    final_type: str,
 ) -> AsyncIterator[Frame]:
     last = after_seq
     drain_deadline: float | None = None
@@ -104,12 +107,12 @@ async def _follow(
             needs_replay = False
             sub.overflowed = False
             replayed = False
-            async for frame in _replay(log, task_id, last):
+            async for frame in _replay(log, task_id, last, final_type):
                 last, replayed = frame.seq, True
                 yield frame
                 if frame.ends:
                     return
-            if not replayed and await _ended_before(log, task_id, last):
+            if not replayed and await _ended_before(log, task_id, last, final_type):
                 return
         item = await _next_item(sub.queue, options.heartbeat_seconds, drain_deadline)
         if item is None:
@@ -123,30 +126,30 @@ async def _follow(
             drain_deadline = drain_deadline or time.monotonic() + options.drain_seconds
         elif item is Signal.RESYNC:
             needs_replay = True
-        elif isinstance(item, Delivery) and item.head.seq <= last and item.head.type == FINAL_TYPE:
+        elif isinstance(item, Delivery) and item.head.seq <= last and item.head.type == final_type:
             needs_replay = True  # the task ended below the client's position: the replay sees whether for good
         elif isinstance(item, Delivery) and item.head.seq > last:
             if item.head.seq != last + 1:
                 needs_replay = True  # a jump: the log has what is missing (or says it is gone), and this one too
             else:
                 last = item.head.seq
-                ends = item.head.type == FINAL_TYPE
+                ends = item.head.type == final_type
                 yield Frame(FrameKind.EVENT, last, item.head.type, item.raw, ends)
                 if ends:
                     return
         needs_replay = needs_replay or sub.overflowed
 
 
-async def _ended_before(log: EventLog, task_id: str, position: int) -> bool:
+async def _ended_before(log: EventLog, task_id: str, position: int, final_type: str) -> bool:
     """Whether the log's last event is an ``end`` at or before ``position``: nothing more will come."""
     newest = await log.last(task_id)
-    return newest is not None and newest[0] <= position and decode_head(newest[1]).type == FINAL_TYPE
+    return newest is not None and newest[0] <= position and decode_head(newest[1]).type == final_type
 
 
 REPLAY_PAGE = 100
 
 
-async def _replay(log: EventLog, task_id: str, after_seq: int) -> AsyncIterator[Frame]:
+async def _replay(log: EventLog, task_id: str, after_seq: int, final_type: str) -> AsyncIterator[Frame]:
     """The stored events after ``after_seq``, a page at a time (a slow reader holds one page, not the task's
     whole history). A ``gap`` frame stands for numbers the log no longer has. Only an ``end`` that is the last
     stored event ends the stream; an earlier one (before a retry) is passed on and the stream goes on."""
@@ -162,7 +165,7 @@ async def _replay(log: EventLog, task_id: str, after_seq: int) -> AsyncIterator[
             expected = seq + 1
             kind = decode_head(raw).type
             is_last = index == len(page) - 1 and not following
-            yield Frame(FrameKind.EVENT, seq, kind, raw, ends=kind == FINAL_TYPE and is_last)
+            yield Frame(FrameKind.EVENT, seq, kind, raw, ends=kind == final_type and is_last)
         page = following
 
 

@@ -107,11 +107,14 @@ class PubSubHub:
             for sub in channel.subscriptions:
                 sub.deliver(Signal.DRAIN)
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, task_id: str) -> AsyncIterator[Subscription]:
+    def subscribe(self, task_id: str) -> contextlib.AbstractAsyncContextManager[Subscription]:
         """Follow a task's live events; returns once Redis confirmed the subscription, so nothing
         published afterwards is missed."""
-        name = keys.events_channel(task_id)
+        return self.subscribe_channel(keys.events_channel(task_id))
+
+    @contextlib.asynccontextmanager
+    async def subscribe_channel(self, name: str) -> AsyncIterator[Subscription]:
+        """Follow the live events of channel ``name`` (a task's, or a workflow's: ``keys.flow_events``)."""
         sub = Subscription(self._queue_size)
         channel = self._channels.get(name)
         if channel is None:

@@ -16,11 +16,24 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api.schemas import AbortResult, ErrorBody, Ping, Stats, Status, SubmitResult, TaskPage, TaskView
+from api.schemas import (
+    AbortResult,
+    ErrorBody,
+    Ping,
+    Stats,
+    Status,
+    SubmitResult,
+    TaskPage,
+    TaskView,
+    WorkflowPage,
+    WorkflowSubmitResult,
+    WorkflowView,
+)
 from shared.apikeys import NAME_PATTERN
 from shared.catalogue import TaskOffer
 from shared.tasks import TASK_NAME_REGEX, TaskState, TaskSubmission
 from shared.tenancy import STORED_ID_PATTERN
+from shared.workflows.canvas import WorkflowSubmission
 
 _ERRORS = {
     400: "The body is not JSON.",
@@ -63,6 +76,11 @@ _TASK_ID = {
     "schema": {"type": "string", "pattern": STORED_ID_PATTERN},
     "description": "The id the task was submitted with. An admin key names another tenant's task as "
     "`<tenant>~<id>` (the id it sees in lists); a tenant's key only ever names its own tasks.",
+}
+
+_WORKFLOW_ID = _TASK_ID | {
+    "name": "workflow_id",
+    "description": "The id the workflow was submitted with (`<tenant>~<id>` for an admin naming a tenant's).",
 }
 
 _PATHS: dict[str, Any] = {
@@ -189,6 +207,85 @@ _PATHS: dict[str, Any] = {
         }
     },
 }
+# Workflows (issue #23; docs/workflows.md).
+_PATHS |= {
+    "/workflows": {
+        "get": {
+            "operationId": "listWorkflows",
+            "summary": "Recent workflows, newest first",
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                {
+                    "name": "tenant",
+                    "in": "query",
+                    "schema": {"type": "string", "pattern": NAME_PATTERN.pattern},
+                },
+            ],
+            "responses": {"200": _reply("Workflows.", _json(WorkflowPage)), **_errors(401, 403, 422, 503)},
+        },
+        "post": {
+            "operationId": "submitWorkflow",
+            "summary": "Submit a workflow: a chain, group, chord or map of tasks (Celery's canvas)",
+            "description": "With Accept: application/x-ndjson or text/event-stream the workflow's events "
+            "follow on this response. Each step is validated against its task now, and runs as an ordinary "
+            "task (id `<workflow id>:<step>`).",
+            "requestBody": {"required": True, "content": _json(WorkflowSubmission)},
+            "responses": {
+                "202": _reply("Its first steps are enqueued.", _json(WorkflowSubmitResult)),
+                "200": _reply(
+                    "Already submitted with this id and canvas, or the event stream.",
+                    _json(WorkflowSubmitResult) | _STREAM,
+                ),
+                **_errors(400, 401, 403, 409, 413, 422, 429, 503),
+            },
+        },
+    },
+    "/workflows/{workflow_id}": {
+        "get": {
+            "operationId": "getWorkflow",
+            "summary": "A workflow's state and its tree, with each step's state",
+            "parameters": [_WORKFLOW_ID],
+            "responses": {"200": _reply("The workflow.", _json(WorkflowView)), **_errors(401, 404, 503)},
+        },
+        "delete": {
+            "operationId": "cancelWorkflow",
+            "summary": "Cancel a workflow: its waiting steps are aborted, its running ones cancelled",
+            "parameters": [_WORKFLOW_ID],
+            "responses": {
+                "200": _reply("Aborted (nothing was left running).", _json(AbortResult)),
+                "202": _reply("Its running steps are being cancelled.", _json(AbortResult)),
+                **_errors(401, 403, 404, 409, 503),
+            },
+        },
+    },
+    "/workflows/{workflow_id}/retry": {
+        "post": {
+            "operationId": "retryWorkflow",
+            "summary": "Run a failed or aborted workflow again from its failed steps",
+            "parameters": [_WORKFLOW_ID],
+            "responses": {
+                "202": _reply("Running again.", _json(AbortResult)),
+                **_errors(401, 403, 404, 409, 503),
+            },
+        }
+    },
+    "/workflows/{workflow_id}/events": {
+        "get": {
+            "operationId": "workflowEvents",
+            "summary": "Follow a workflow: every step's events tagged with its step, and the workflow's own",
+            "parameters": [
+                _WORKFLOW_ID,
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": _reply("Events until its workflow_end event.", _STREAM),
+                "204": _reply("The client already has its workflow_end event."),
+                **_errors(401, 404, 406, 422, 503),
+            },
+        }
+    },
+}
 
 
 def document(offers: Mapping[str, TaskOffer]) -> dict[str, Any]:
@@ -246,6 +343,10 @@ def _base_document() -> dict[str, Any]:
         Status,
         Ping,
         Stats,
+        WorkflowSubmission,
+        WorkflowSubmitResult,
+        WorkflowView,
+        WorkflowPage,
     ]
     _, schemas = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     return {

@@ -15,6 +15,7 @@ from sanic.config import Config
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
 from api.quotas import Quotas
+from shared import keys
 from shared.apikeys import ANONYMOUS, parse_api_keys, tenant_names
 from shared.catalogue import Catalogue
 from shared.enqueue import Enqueuer
@@ -24,6 +25,7 @@ from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.transitions import Transitions
 from shared.waiting import cancel_and_wait, wait_set
+from shared.workflows.store import Workflows
 
 logger = logging.getLogger("relay.api")
 
@@ -73,6 +75,8 @@ class Resources:
     transitions: Transitions
     metrics: ApiMetrics
     quotas: Quotas
+    workflows: Workflows
+    flow_events: EventLog  # workflows' logs (``keys.flow_events``)
     draining: bool = False
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
     connected: asyncio.Event = field(default_factory=asyncio.Event)  # Redis answered and the hub runs
@@ -87,6 +91,7 @@ class Resources:
         scripts = Scripts(pool)
         metrics = ApiMetrics()
         key_names = tenant_names(parse_api_keys(settings.api_keys.get_secret_value())) or [ANONYMOUS]
+        transitions = Transitions(pool, scripts, settings)
         res = cls(
             settings,
             Catalogue(pool, settings.queue_name),
@@ -95,9 +100,16 @@ class Resources:
             PubSubHub(pool),
             scripts,
             Enqueuer(pool, settings, scripts),
-            Transitions(pool, scripts, settings),
+            transitions,
             metrics,
             Quotas(pool, settings, metrics, key_names),
+            Workflows(pool, scripts, settings, transitions),
+            EventLog(
+                pool,
+                max_len=settings.workflow_log_max_len,
+                ttl_seconds=settings.result_ttl_seconds,
+                stream=keys.flow_events,
+            ),
         )
         res._connector = asyncio.create_task(res._connect(), name="relay-redis-connect")
         return res

@@ -143,3 +143,55 @@ class Stats(BaseModel):
     tasks: list[TaskCounts] = Field(description="Waiting tasks by name (names with none waiting are left out).")
     workers: list[WorkerView] = Field(description="Workers of this queue heard of in the last minute.")
     time: str
+
+
+class WorkflowSubmitResult(BaseModel):
+    id: str
+    state: str = Field(description="running, or the state of the workflow this id already names.")
+    steps: int
+    created: bool = Field(description="False when this id was already submitted with the same canvas.")
+    links: Links
+
+
+class WorkflowNode(BaseModel):
+    """A node of a workflow's tree: a step (``kind`` task, with its step number, task id and state) or a
+    ``chain``, ``group``, ``chord`` (with its ``callback``) or ``map`` of nodes."""
+
+    kind: str
+    step: int | None = None
+    task: str | None = None
+    task_id: str | None = None
+    state: str | None = Field(
+        None, description="pending, queued, running, succeeded, failed, aborted or skipped (a step only)."
+    )
+    children: list[WorkflowNode] | None = None
+    callback: WorkflowNode | None = None
+    links: Links | None = None
+
+
+class WorkflowView(BaseModel):
+    id: str
+    state: str = Field(description="running, succeeded, failed or aborted.")
+    steps: int
+    counts: dict[str, int] = Field(description="Steps by state.")
+    result: Any = Field(None, description="Its value once it succeeded (a chain's last step's, a group's list).")
+    error: dict[str, Any] | None = Field(None, description="Why it failed: the first failed step and its error.")
+    created_at: str | None = None
+    finished_at: str | None = None
+    tree: WorkflowNode
+    tenant: str | None = None
+    links: Links
+
+
+class WorkflowSummary(BaseModel):
+    id: str
+    state: str
+    steps: int
+    tenant: str | None = None
+    links: Links
+
+
+class WorkflowPage(BaseModel):
+    """``GET /workflows``, newest first."""
+
+    workflows: list[WorkflowSummary]

@@ -6,18 +6,19 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import ParamSpec, TypeVar
 
 from sanic import Request
 
 from api.access import public_event
 from api.errors import TooManyStreams
-from api.follow import FollowOptions, follow_subscribed
+from api.follow import FollowOptions, RepairEnd, follow_subscribed
 from api.formats import StreamFormat, encode
 from api.hub import Subscription
 from api.resources import Resources
 from shared.enqueue import Prepared, Submitted
+from shared.events import FINAL_TYPE, EventLog
 from shared.waiting import raise_lost_cancel
 
 logger = logging.getLogger("relay.api.stream")
@@ -73,9 +74,35 @@ def stream_slot(res: Resources) -> Iterator[None]:
         res.streams.closed()
 
 
-def stream_headers(task_id: str) -> dict[str, str]:
+def stream_headers(task_id: str, header: str = "X-Relay-Task-Id") -> dict[str, str]:
     """Headers that keep proxies from buffering a live stream."""
-    return {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Relay-Task-Id": task_id}
+    return {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", header: task_id}
+
+
+@dataclass(frozen=True)
+class Followed:
+    """What a stream follows: a task's log (ending at its ``end``) or a workflow's (ending at ``workflow_end``),
+    by its stored id, shown to the caller under the id it knows (``api.access``)."""
+
+    stored_id: str
+    public_id: str
+    log: EventLog
+    final_type: str
+    repair_end: RepairEnd
+    rewrite: Callable[[bytes], bytes]
+    header: str = "X-Relay-Task-Id"
+
+
+def followed_task(res: Resources, task_id: str, public_id: str) -> Followed:
+    """A task's stream."""
+
+    async def repair_end() -> bool:
+        return await res.transitions.repair_end(task_id)
+
+    def rewrite(raw: bytes) -> bytes:
+        return public_event(raw, task_id, public_id)
+
+    return Followed(task_id, public_id, res.events, FINAL_TYPE, repair_end, rewrite)
 
 
 async def send_stream(
@@ -83,9 +110,14 @@ async def send_stream(
 ) -> None:
     """Stream events after ``after_seq`` until the task's ``end`` (or a reconnect hint when draining);
     ``task_id`` is the stored id, ``public_id`` the one the caller knows the task by (``api.access``)."""
+    await send_followed(request, res, followed_task(res, task_id, public_id), after_seq, fmt)
+
+
+async def send_followed(request: Request, res: Resources, target: Followed, after_seq: int, fmt: StreamFormat) -> None:
+    """``send_stream`` for any log (a workflow's too)."""
     with stream_slot(res):
-        async with res.hub.subscribe(task_id) as sub:
-            await _stream(request, res, sub, (task_id, public_id), after_seq, fmt, replay_first=True)
+        async with res.hub.subscribe_channel(target.log.channel(target.stored_id)) as sub:
+            await _stream(request, res, sub, target, after_seq, fmt, replay_first=True)
 
 
 async def submit_and_stream(
@@ -94,39 +126,53 @@ async def submit_and_stream(
     """Subscribe, then enqueue, then stream: a task created here needs no replay, since nothing of it can have
     been published before the subscription. A refused submit raises before any byte is sent (a JSON error).
     The caller holds the stream slot."""
+    target = followed_task(res, prepared.task_id, public_id)
     async with res.hub.subscribe(prepared.task_id) as sub:
         submitted = await res.enqueuer.enqueue(prepared)
         extra = {"Location": location}
-        ids = (prepared.task_id, public_id)
-        await _stream(request, res, sub, ids, 0, fmt, replay_first=not submitted.created, extra=extra)
+        await _stream(request, res, sub, target, 0, fmt, replay_first=not submitted.created, extra=extra)
     return submitted
+
+
+async def submit_then_stream(
+    request: Request,
+    res: Resources,
+    target: Followed,
+    submit: Callable[[], Awaitable[bool]],
+    fmt: StreamFormat,
+    location: str,
+) -> None:
+    """``submit_and_stream`` for any submit (a workflow's): ``submit`` returns whether it created something new."""
+    async with res.hub.subscribe_channel(target.log.channel(target.stored_id)) as sub:
+        created = await submit()
+        await _stream(request, res, sub, target, 0, fmt, replay_first=not created, extra={"Location": location})
 
 
 async def _stream(
     request: Request,
     res: Resources,
     sub: Subscription,
-    ids: tuple[str, str],
+    target: Followed,
     after_seq: int,
     fmt: StreamFormat,
     replay_first: bool,
     extra: dict[str, str] | None = None,
 ) -> None:
-    task_id, public_id = ids
-
-    async def repair_end() -> bool:
-        return await res.transitions.repair_end(task_id)
-
+    stored_id, public_id = target.stored_id, target.public_id
     options = FollowOptions(res.settings.heartbeat_seconds, res.settings.api_drain_seconds)
-    response = await request.respond(content_type=fmt.value, headers=stream_headers(public_id) | (extra or {}))
-    logger.debug("stream of %s opened (%s, after seq %d); %d open", task_id, fmt.name, after_seq, res.streams.count)
+    headers = stream_headers(public_id, target.header) | (extra or {})
+    response = await request.respond(content_type=fmt.value, headers=headers)
+    logger.debug("stream of %s opened (%s, after seq %d); %d open", stored_id, fmt.name, after_seq, res.streams.count)
     frames, last = 0, "none"
+    events = follow_subscribed(
+        sub, target.log, stored_id, after_seq, options, target.repair_end, replay_first, target.final_type
+    )
     try:
         await response.send(b"")  # flush the headers now: the first event may be minutes away
-        async for frame in follow_subscribed(sub, res.events, task_id, after_seq, options, repair_end, replay_first):
-            frame = replace(frame, raw=public_event(frame.raw, task_id, public_id)) if frame.raw else frame
+        async for frame in events:
+            frame = replace(frame, raw=target.rewrite(frame.raw)) if frame.raw else frame
             await response.send(encode(frame, fmt, public_id))
             frames, last = frames + 1, frame.type or frame.kind.value
         await response.eof()
     finally:
-        logger.debug("stream of %s closed after %d frames (last: %s)", task_id, frames, last)
+        logger.debug("stream of %s closed after %d frames (last: %s)", stored_id, frames, last)

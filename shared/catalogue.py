@@ -105,6 +105,22 @@ class TaskOffer:
                 params[name] = prop["default"]
         return params
 
+    def validate_piped(self, args: Sequence[Any], kwargs: Mapping[str, Any], piped: str) -> dict[str, Any]:
+        """``validate`` for a workflow's step whose parameter ``piped`` takes the value of the steps before it
+        (known only when it runs, where the worker checks it): every other argument is checked now."""
+        params = bind(self.positional, [None, *args], kwargs)
+        del params[piped]
+        if self._validator is None:
+            self._validator = Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        problems = sorted(self._validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+        found = [p for e in problems for p in _problems(e) if p["loc"][:1] != [piped]]
+        if found:
+            raise InvalidArguments(found)
+        for name, prop in self.schema.get("properties", {}).items():
+            if name not in params and name != piped and isinstance(prop, dict) and "default" in prop:
+                params[name] = prop["default"]
+        return params
+
 
 def _problems(error: SchemaError) -> list[dict[str, Any]]:
     """A schema error as Relay reports argument problems: where (``loc``), what (``msg``), which rule (``type``),

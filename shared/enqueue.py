@@ -52,11 +52,17 @@ class TaskShape(Protocol):
     @property
     def rate_key(self) -> str | None: ...
 
+    @property
+    def positional(self) -> tuple[str, ...]: ...
+
     def max_timeout(self, default: float) -> float:
         """The longest timeout a submit may ask for."""
 
     def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The arguments bound and checked (``InvalidArguments`` otherwise), as JSON keywords."""
+
+    def validate_piped(self, args: Sequence[Any], kwargs: Mapping[str, Any], piped: str) -> dict[str, Any]:
+        """``validate`` but for parameter ``piped``, which a workflow fills in when the step runs."""
 
 
 @dataclass(frozen=True)
@@ -84,16 +90,52 @@ class Prepared:
     reply: bytes = b""
 
 
+@dataclass(frozen=True)
+class Links:
+    """What a job is part of: a workflow's step (``flow``, its id; ``step``; ``piped``: the step takes the value of
+    the steps before it as its first positional parameter, Celery's partial call), or a child task (``parent``)."""
+
+    flow: str | None = None
+    step: int | None = None
+    parent: str | None = None
+    piped: bool = False
+
+
+def piped_param(spec: TaskShape) -> str:
+    """The parameter a workflow's step takes the value before it in: its first positional one."""
+    if not spec.positional:
+        raise InvalidOptions(
+            f"{spec.name!r} has no positional parameter to take the value of the step before it; make the step "
+            'immutable (Celery\'s .si(), or "immutable": true)',
+            [{"loc": ["immutable"], "msg": "the task takes no positional argument"}],
+        )
+    piped = spec.positional[0]
+    if piped in (spec.concurrency_key, spec.rate_key):
+        raise InvalidOptions(
+            f"{spec.name!r}'s limit key {piped!r} would be the value of the step before it, unknown at submit; "
+            "make the step immutable or pass the key explicitly",
+            [{"loc": ["immutable"], "msg": "the piped parameter is a limit key"}],
+        )
+    return piped
+
+
 def prepare(
     spec: TaskShape,
     settings: Settings,
     submission: TaskSubmission,
     reply: dict[str, Any] | None = None,
     tenant: str | None = None,
+    links: Links | None = None,
 ) -> Prepared:
     """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records,
-    stored under ``tenant``'s namespace (``shared.tenancy``; None: a task no tenant owns)."""
-    params = spec.validate(submission.args, submission.kwargs)
+    stored under ``tenant``'s namespace (``shared.tenancy``; None: a task no tenant owns), as part of what
+    ``links`` names, if anything."""
+    links = links or Links()
+    piped = piped_param(spec) if links.piped else None
+    if piped is not None:
+        params = spec.validate_piped(submission.args, submission.kwargs, piped)
+    else:
+        params = spec.validate(submission.args, submission.kwargs)
     max_timeout = spec.max_timeout(settings.job_timeout_seconds)
     if submission.timeout_seconds is not None and submission.timeout_seconds > max_timeout:
         raise InvalidOptions(
@@ -121,9 +163,21 @@ def prepare(
         job_kwargs["timeout_seconds"] = submission.timeout_seconds
     if submission.max_retries is not None:
         job_kwargs["max_retries"] = submission.max_retries
+    if piped is not None:
+        job_kwargs["pipe"] = piped
     now_ms = int(time.time() * 1000)
     fp = fingerprint(spec.name, job_kwargs)
-    record = JobRecord(spec.name, job_kwargs, now_ms, fp, reply=reply is not None, lane=lane).encode()
+    record = JobRecord(
+        spec.name,
+        job_kwargs,
+        now_ms,
+        fp,
+        reply=reply is not None,
+        lane=lane,
+        flow=links.flow,
+        step=links.step,
+        parent=links.parent,
+    ).encode()
     return Prepared(
         task_id=tenancy.stored_id(tenant, submission.id or uuid.uuid4().hex),
         task=spec.name,

@@ -11,6 +11,7 @@ one pub/sub message with the same bytes, so an NDJSON stream can pass them throu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Final
 
@@ -34,6 +35,12 @@ class EventType(StrEnum):
     RETRYING = "retrying"
     GAP = "gap"
     END = "end"
+    # A workflow's own events, in its log beside its steps' (``shared.workflows``; written by ``lib.lua``).
+    WORKFLOW_STARTED = "workflow_started"
+    STEP_STARTED = "step_started"
+    STEP_ENDED = "step_ended"
+    WORKFLOW_RETRIED = "workflow_retried"
+    WORKFLOW_END = "workflow_end"
 
 
 class EventHead(msgspec.Struct):
@@ -82,16 +89,24 @@ def synthetic(seq: int, task_id: str, type_: EventType, data: Any) -> bytes:
 
 
 class EventLog:
-    """Reads a task's stored events back; one instance serves every task of a process."""
+    """Reads a task's stored events back; one instance serves every task of a process. ``stream`` names a log by
+    its owner's id: a task's by default, a workflow's (``keys.flow_events``) for the workflows' instance."""
 
-    def __init__(self, redis: Redis, *, max_len: int, ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: Redis, *, max_len: int, ttl_seconds: int, stream: Callable[[str], str] = keys.events_stream
+    ) -> None:
         self._redis = redis
         self.max_len = max_len
         self.ttl_ms = ttl_seconds * 1000
+        self._stream = stream
+
+    def channel(self, owner_id: str) -> str:
+        """The pub/sub channel the log's live events are published on (the same name as the log)."""
+        return self._stream(owner_id)
 
     async def read_after(self, task_id: str, after_seq: int, count: int = 1000) -> list[tuple[int, bytes]]:
         """Stored events with a sequence number above ``after_seq``, oldest first (about ``count`` entries)."""
-        entries = await self._redis.xrange(keys.events_stream(task_id), f"0-{after_seq + 1}", "+", count=count)
+        entries = await self._redis.xrange(self._stream(task_id), f"0-{after_seq + 1}", "+", count=count)
         events: list[tuple[int, bytes]] = []
         for _entry_id, fields in entries:
             for raw in unpack(fields[b"e"]):
@@ -102,7 +117,7 @@ class EventLog:
 
     async def last(self, task_id: str) -> tuple[int, bytes] | None:
         """The newest stored event, if any."""
-        entries = await self._redis.xrevrange(keys.events_stream(task_id), "+", "-", count=1)
+        entries = await self._redis.xrevrange(self._stream(task_id), "+", "-", count=1)
         if not entries:
             return None
         raw = unpack(entries[0][1][b"e"])[-1]

@@ -6,6 +6,11 @@ queue: arq's ``Job.status`` calls it not found, and its ``Job.abort`` takes effe
 Relay writes the records itself (in its Lua scripts) and puts its own fields first, in a fixed order, so a script
 can read a task's name, fingerprint and state from the first bytes of a record (``GETRANGE``) without decoding a
 payload that may be a megabyte.
+
+A workflow's step names its workflow and step (``wf``, ``ws``, with its ``tb`` beside them, right after ``ln``), a
+child task its parent (``pt``), where ``lib.lua``'s ``relay_record_links`` reads them. A step that takes the value
+of the steps before it has it in ``in`` (added by the script that releases it), for the parameter its submit
+named in ``k.pipe``.
 """
 
 from __future__ import annotations
@@ -41,13 +46,29 @@ class JobRecord:
     reply: bool = False  # a Service Bus reply is requested
     due_ms: int | None = None  # when a deferred job falls due (Redis's clock; set by the enqueue script)
     lane: str | None = None  # its lane id (``shared.lanes``); None for a job from before named queues
+    flow: str | None = None  # the workflow this job is a step of (``shared.workflows``)
+    step: int | None = None  # its step in that workflow
+    parent: str | None = None  # the task that submitted it (``await ctx.submit``)
+    input: Any = None  # the value of the steps before it (see ``has_input``)
+    has_input: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, Any]:
-        """The task's validated arguments."""
+        """The task's validated arguments, with its input (a workflow's step) as the parameter it goes to."""
         params: dict[str, Any] = self.kwargs.get("params", {})
+        piped = self.kwargs.get("pipe")
+        if piped and self.has_input:
+            return {piped: self.input} | params
         return params
+
+    @property
+    def link(self) -> str:
+        """What a commit of this job names (``commit.lua``): '<workflow>|<step>' for a workflow's step or its
+        children, '|' for another child task, '' for a task linked to nothing."""
+        if self.flow is not None:
+            return f"{self.flow}|{self.step}"
+        return "|" if self.parent is not None else ""
 
     @property
     def timeout_seconds(self) -> float | None:
@@ -66,6 +87,10 @@ class JobRecord:
         data: dict[str, Any] = {"f": self.function, "fp": self.fp, "w": self.wait, "et": self.enqueue_ms}
         if self.lane is not None:
             data["ln"] = self.lane  # right after "et": the scripts read it there (lib.lua relay_record_lane)
+        if self.flow is not None:  # then its links (lib.lua relay_record_links)
+            data |= {"wf": self.flow, "ws": self.step, "tb": self.tries_base}
+        if self.parent is not None:
+            data["pt"] = self.parent
         data |= {"t": None, "a": [], "k": self.kwargs, "fl": self.failures, "tb": self.tries_base}
         if self.last_error is not None:
             data["le"] = self.last_error
@@ -75,6 +100,8 @@ class JobRecord:
             data["rp"] = 1
         if self.due_ms is not None:
             data["du"] = self.due_ms
+        if self.has_input:
+            data["in"] = self.input
         return dumps(data | self.extra)
 
     @classmethod
@@ -83,7 +110,7 @@ class JobRecord:
         data = loads(raw)
         if not isinstance(data, dict) or "f" not in data or "k" not in data:
             raise ValueError("not a job record")
-        known = {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp", "du", "ln"}
+        known = {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp", "du", "ln", "wf", "ws", "pt", "in"}
         return cls(
             function=str(data["f"]),
             kwargs=dict(data["k"]),
@@ -97,6 +124,11 @@ class JobRecord:
             reply=bool(data.get("rp")),
             due_ms=int(data["du"]) if data.get("du") is not None else None,
             lane=str(data["ln"]) if data.get("ln") is not None else None,
+            flow=str(data["wf"]) if data.get("wf") is not None else None,
+            step=int(data["ws"]) if data.get("ws") is not None else None,
+            parent=str(data["pt"]) if data.get("pt") is not None else None,
+            input=data.get("in"),
+            has_input="in" in data,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -119,10 +151,18 @@ class ResultRecord:
     tries_base: int = 0
     reply: bool = False
     lane: str | None = None
+    flow: str | None = None
+    step: int | None = None
+    parent: str | None = None
 
     def encode(self) -> bytes:
-        """The record as stored."""
-        data: dict[str, Any] = {"rs": self.state, "f": self.function, "fp": self.fp, "t": self.job_try, "a": []}
+        """The record as stored (a workflow's step names it right after ``fp``: ``flow_retry.lua`` reads it)."""
+        data: dict[str, Any] = {"rs": self.state, "f": self.function, "fp": self.fp}
+        if self.flow is not None:
+            data |= {"wf": self.flow, "ws": self.step}
+        if self.parent is not None:
+            data["pt"] = self.parent
+        data |= {"t": self.job_try, "a": []}
         data |= {"k": self.kwargs, "et": self.enqueue_ms, "s": self.state == "succeeded", "r": self.result}
         # arq needs a start time; a task that never started reports its finish time there and null in ``rst``.
         data |= {"st": self.start_ms or self.finish_ms, "ft": self.finish_ms, "q": self.queue_name, "id": self.task_id}
@@ -155,4 +195,7 @@ class ResultRecord:
             tries_base=int(data.get("tb") or 0),
             reply=bool(data.get("rp")),
             lane=str(data["ln"]) if data.get("ln") is not None else None,
+            flow=str(data["wf"]) if data.get("wf") is not None else None,
+            step=int(data["ws"]) if data.get("ws") is not None else None,
+            parent=str(data["pt"]) if data.get("pt") is not None else None,
         )

@@ -43,6 +43,21 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   when missing or negative, and by the minute's maintenance.
 - **Time** that decides ownership (due, leases, the sweep, abort requests against enqueue times, rate limits) is
   Redis's ``TIME``, read inside each script (``relay_now`` in ``lib.lua``); callers pass delays, never "now".
+- **Workflows** (``shared.workflows``; issue #23). A workflow's steps are ordinary task jobs (ids
+  ``<workflow id>:<step>``), enqueued into their lanes exactly as ``enqueue.lua`` does (``lib.lua``
+  ``relay_enqueue_jobs``, one code path), whose records name their workflow and step (``"wf"``, ``"ws"``, right
+  after ``"ln"``). The workflow itself is one hash (``flow``: every step's record template, its predecessors and
+  successors, the dependencies it still waits on, its state and its value once ended, plus the workflow's
+  counters), and its own event log (``flow_events``, numbered by the hash's ``seq``, its entries and bytes
+  counted there too). The commit that ends a step (``commit.lua``, op F, and ``abort.lua`` for a waiting step)
+  also advances the workflow in the same script (``relay_flow_step_ended``): it records the step's value,
+  counts down its successors' dependencies and enqueues those that reach zero, or skips them when the step
+  failed (unless a chord's callback opted in to failures), and ends the workflow once no step is active. The
+  step's state in the hash changes from active to ended once, so a commit applied twice (its replay is a
+  ``dup`` anyway) never releases a successor twice. A child task (``await ctx.submit``) names its parent
+  (``"pt"``): its end publishes ``c<parent id>`` on the namespace's wake-up channel, for the waiting parent.
+  The hash and the log expire ``RELAY_RESULT_TTL_SECONDS`` after the workflow ends; ``flow_index`` lists them
+  by submit time for ``GET /workflows`` and is pruned like the task index.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
   claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
   commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.
@@ -77,6 +92,11 @@ DEPTH_PREFIX: Final = "relay:depth:"
 CLAIM_REQUEST_PREFIX: Final = "relay:claim-request:"
 CATALOGUE_PREFIX: Final = "relay:catalogue:"
 PRESENCE_PREFIX: Final = "relay:presence:"
+# Per workflow: prefix + workflow id (a task id; its steps are ``<id>:<n>``).
+FLOW_PREFIX: Final = "relay:flow:"
+FLOW_EVENTS_PREFIX: Final = "relay:flow-events:"
+# Per queue name (the schedule): prefix + queue name.
+FLOW_INDEX_PREFIX: Final = "relay:flow-index:"
 # Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
 QUOTA_ACTIVE_PREFIX: Final = "relay:quota-active:"
 QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
@@ -101,6 +121,9 @@ RELAY_PREFIXES: Final = (
     PRESENCE_PREFIX,
     QUOTA_ACTIVE_PREFIX,
     QUOTA_RATE_PREFIX,
+    FLOW_PREFIX,
+    FLOW_EVENTS_PREFIX,
+    FLOW_INDEX_PREFIX,
 )
 ARQ_PREFIXES: Final = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
 ABORT_SET: Final = abort_jobs_ss
@@ -244,6 +267,26 @@ def quota_active(queue_name: str, key_name: str) -> str:
 def quota_rate(queue_name: str, key_name: str) -> str:
     """An API key's submit token bucket (a hash: tokens, ts)."""
     return f"{QUOTA_RATE_PREFIX}{key_name}:{queue_name}"
+
+
+def flow(flow_id: str) -> str:
+    """A workflow's state: its steps, their dependencies, states and values (a hash; see the module docstring)."""
+    return FLOW_PREFIX + flow_id
+
+
+def flow_events(flow_id: str) -> str:
+    """A workflow's event log (a capped Redis Stream, like a task's) and the pub/sub channel of its live events."""
+    return FLOW_EVENTS_PREFIX + flow_id
+
+
+def flow_index(queue_name: str) -> str:
+    """Every workflow of the namespace by submit time, newest last: ``GET /workflows`` pages through it."""
+    return FLOW_INDEX_PREFIX + queue_name
+
+
+def step_id(flow_id: str, step: int) -> str:
+    """The task id of a workflow's step."""
+    return f"{flow_id}:{step}"
 
 
 def queue_name_problem(queue_name: str) -> str | None:

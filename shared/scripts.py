@@ -30,6 +30,9 @@ SCRIPT_NAMES = (
     "outbox",
     "counts",
     "why",
+    "flow_submit",
+    "flow_cancel",
+    "flow_retry",
 )
 
 
@@ -62,6 +65,9 @@ def with_library(body: str) -> str:
         "DEPTH_PREFIX": keys.DEPTH_PREFIX,
         "WAKEUP_PREFIX": keys.WAKEUP_PREFIX,
         "PARK_MS": str(keys.PARK_MS),
+        "INDEX_PREFIX": keys.INDEX_PREFIX,
+        "FLOW_PREFIX": keys.FLOW_PREFIX,
+        "FLOW_EVENTS_PREFIX": keys.FLOW_EVENTS_PREFIX,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)
@@ -85,6 +91,9 @@ class Scripts:
         self.outbox = redis.register_script(source("outbox"))
         self.counts = redis.register_script(source("counts"))
         self.why = redis.register_script(source("why"))
+        self.flow_submit = redis.register_script(source("flow_submit"))
+        self.flow_cancel = redis.register_script(source("flow_cancel"))
+        self.flow_retry = redis.register_script(source("flow_retry"))
 
 
 def renew_script(redis: SyncRedis) -> Any:

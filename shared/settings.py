@@ -119,6 +119,15 @@ class Settings(BaseSettings):
         description="Bytes of events kept per task for replay: beyond it the oldest are dropped (late readers "
         "get a `gap`; live followers still see every event). At least RELAY_MAX_EVENT_BYTES.",
     )
+    workflow_log_max_len: int = Field(
+        100_000, ge=10, description="Events kept per workflow for replay (every step's, and the workflow's own)."
+    )
+    workflow_log_max_bytes: int = Field(
+        16_777_216,
+        ge=1024,
+        description="Bytes of events kept per workflow for replay: beyond it the oldest are dropped (a `gap`).",
+    )
+    max_workflow_steps: int = Field(10_000, ge=1, le=100_000, description="Most steps one workflow may have.")
     max_result_bytes: int = Field(
         1_048_576,
         ge=1024,

@@ -35,6 +35,7 @@ class RetryOutcome(StrEnum):
 
     QUEUED = "queued"
     NOT_RETRYABLE = "not_retryable"
+    WORKFLOW_STEP = "workflow_step"  # a workflow's step: retried with its workflow (POST /workflows/{id}/retry)
     UNKNOWN = "unknown"
 
 
@@ -76,7 +77,7 @@ class Transitions:
             record = ResultRecord(
                 state="aborted",
                 function=job.function,
-                kwargs=job.kwargs,
+                kwargs=job.kwargs | {"params": job.params} if job.has_input else job.kwargs,
                 job_try=int(tries or 0),
                 enqueue_ms=job.enqueue_ms,
                 result={"error_type": "Aborted", "message": "aborted before it started"},
@@ -88,6 +89,9 @@ class Transitions:
                 tries_base=job.tries_base,
                 reply=job.reply,
                 lane=job.lane,
+                flow=job.flow,
+                step=job.step,
+                parent=job.parent,
             ).encode()
         bodies = [
             events.body(task_id, EventType.ABORTED, {"reason": "aborted before it started"}, now, trace_id),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Generator, Sequence
 from typing import Any, Protocol
 
 from shared.events import EventType
@@ -17,6 +17,26 @@ class EventSink(Protocol):
     @property
     def cancelled(self) -> bool:
         """True once the task was aborted, timed out or is being stopped."""
+
+    def submit_child(
+        self, task: str, args: Sequence[Any], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> Awaitable[str]:
+        """Enqueue a child task; the awaitable gives its id (``worker.engine.children``)."""
+
+    def wait_children(self, ids: Sequence[str], timeout: float | None) -> Awaitable[list[Any]]:
+        """The children's results once they all ended."""
+
+
+class ChildFailed(RuntimeError):
+    """A child task the parent waited for did not succeed: ``task_id``, its ``state`` (failed or aborted) and its
+    ``error`` (``{"error_type", "message", ...}``)."""
+
+    def __init__(self, task_id: str, state: str, error: Any) -> None:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        super().__init__(f"child task {task_id} {state}: {message}")
+        self.task_id = task_id
+        self.state = state
+        self.error = error
 
 
 class Done:
@@ -50,6 +70,24 @@ class TaskContext:
     def partial(self, data: Any) -> Awaitable[None]:
         """Stream one partial result (any JSON value) before the final one."""
         return self._sink.emit(EventType.PARTIAL, data)
+
+    def submit(self, task: str, /, *args: Any, **kwargs: Any) -> Awaitable[str]:
+        """Submit a child task, ``await ctx.submit("resize", url, width=64)``; gives its id. It runs like any task
+        (on any worker), and its id derives from this task's, so a run of this task again after its worker was
+        lost gets the same child back instead of a second one. ``async def`` tasks only."""
+        return self._sink.submit_child(task, args, kwargs, {})
+
+    def submit_with(
+        self, task: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, **options: Any
+    ) -> Awaitable[str]:
+        """``submit`` with options: ``queue``, ``priority``, ``timeout_seconds``, ``max_retries``, ``id``."""
+        return self._sink.submit_child(task, args, kwargs or {}, options)
+
+    def wait(self, *task_ids: str, timeout: float | None = None) -> Awaitable[list[Any]]:
+        """The results of child tasks once they all ended, in order (``ChildFailed`` if one did not succeed).
+        While it waits, this task holds none of its worker's slots, so a worker whose slots all hold waiting
+        parents still runs their children. ``async def`` tasks only."""
+        return self._sink.wait_children(task_ids, timeout)
 
     @property
     def cancelled(self) -> bool:

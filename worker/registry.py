@@ -119,6 +119,21 @@ class TaskSpec:
         """Bind positional and keyword arguments, check their types, return them all as JSON keywords."""
         return self._model(bind(self._param_names, args, kwargs)).model_dump(mode="json")
 
+    def validate_piped(self, args: Sequence[Any], kwargs: Mapping[str, Any], piped: str) -> dict[str, Any]:
+        """``validate`` for a workflow's step whose parameter ``piped`` takes the value of the steps before it
+        (checked when it runs): every other argument is checked now."""
+        values = bind(self._param_names, [None, *args], kwargs)
+        del values[piped]
+        try:
+            self.params.model_validate(values)
+        except ValidationError as exc:
+            found = [e for e in _errors(exc) if e["loc"][:1] != [piped]]
+            if found:
+                raise InvalidArguments(found) from None
+        fields = self.params.model_fields
+        defaults = {n: f.get_default(call_default_factory=True) for n, f in fields.items() if not f.is_required()}
+        return {n: v for n, v in defaults.items() if n != piped} | values
+
     def parse(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Validate stored keyword arguments again (jobs may not come from the API) into Python values."""
         model = self._model(params)

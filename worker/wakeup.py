@@ -2,7 +2,8 @@
 
 Enqueues, re-queues, retries and aborts publish on ``relay:wakeup:<queue>`` (from the same Lua script as the
 change itself): ``j`` (a job is due now), ``d<ms>`` (one falls due then), ``a<id>`` (abort that running
-task) or ``o`` (a Service Bus reply is due: bridge workers send it). Job notices of a named queue other than
+task), ``c<id>`` (a child of that task ended: its parent may be waiting) or ``o`` (a Service Bus reply is due:
+bridge workers send it). Job notices of a named queue other than
 ``default`` go to that queue's own channel (``keys.queue_channel``), heard only by the workers serving it.
 The engine's timer still fires every ``RELAY_POLL_DELAY_SECONDS``, so a lost notice costs one poll delay,
 never a job; after the subscription drops and comes back, the worker claims once, in case it missed one.
@@ -54,6 +55,8 @@ class WakeupListener:
             self._engine.note_due(float(rest))
         elif kind == b"a":
             self._engine.note_abort(rest.decode())
+        elif kind == b"c":
+            self._engine.note_child(rest.decode())
         elif kind == b"o":
             if self.on_outbox is not None:
                 self.on_outbox.set()

@@ -1,7 +1,8 @@
 // Relay's dashboard. Everything it shows comes from the API it is served by: GET /stats (queue, named queues
 // and workers),
 // GET /tasks (lists), GET /tasks/{id}, the task's events streamed with fetch (NDJSON), and the actions
-// DELETE /tasks/{id}, POST /tasks/{id}/retry and POST /tasks. With API keys configured, the first call that
+// DELETE /tasks/{id}, POST /tasks/{id}/retry and POST /tasks; workflows (GET /workflows, their trees and
+// streams) are drawn by workflows.js with the helpers this file hands it. With API keys configured, the first call that
 // gets a 401 asks for a key once; it is kept in sessionStorage and sent as X-API-Key, never put in a URL
 // (EventSource cannot send headers, so events are read with fetch streaming instead).
 // Every value from the API is written with textContent: a task's data is never interpreted as HTML.
@@ -153,7 +154,9 @@
   function route() {
     if (session.current) session.current.stop();
     const match = location.hash.match(/^#\/tasks\/(.+)$/);
-    session.current = match ? taskView(decodeURIComponent(match[1])) : overview();
+    const flow = location.hash.match(/^#\/workflows\/(.+)$/);
+    if (flow) session.current = workflows.view(kit, decodeURIComponent(flow[1]));
+    else session.current = match ? taskView(decodeURIComponent(match[1])) : overview();
   }
 
   // --- overview: queue, workers, submit, failed and recent tasks -----------------------------------------
@@ -165,7 +168,7 @@
 
     async function refresh() {
       try {
-        await Promise.all([refreshStats(), refreshRecent(), refreshFailed()]);
+        await Promise.all([refreshStats(), refreshRecent(), refreshFailed(), workflows.refreshList(kit)]);
         connection(true);
       } catch (error) {
         connection(false, error.message);
@@ -558,52 +561,55 @@
     }
   }
 
+  // Reads one NDJSON stream (a task's or a workflow's), calling onLine(frame) per event and onOpen() once it is
+  // live; says how it ended: its status, its last event and the reconnect hint, if any.
+  async function streamLines(path, signal, onLine, onOpen) {
+    const response = await call(path, { headers: { Accept: "application/x-ndjson" }, signal });
+    if (response.status === 204) return { status: 204, last: null, retryMs: null };
+    if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+    if (onOpen) onOpen();
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = "";
+    let retryMs = null;
+    let last = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += value;
+      let newline;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, newline).trim();
+        buffered = buffered.slice(newline + 1);
+        if (!line) continue;
+        const frame = JSON.parse(line);
+        if (frame.type === "heartbeat") continue;
+        if (frame.type === "reconnect") {
+          retryMs = frame.data.retry_ms;
+          continue;
+        }
+        onLine(frame);
+        last = frame;
+      }
+    }
+    return { status: response.status, last, retryMs };
+  }
+
   async function readStream(task) {
     task.controller = new AbortController();
-    let last = null;
-    let retryMs = null;
+    let ended;
     try {
-      const response = await call(`/tasks/${encodeURIComponent(task.id)}/events?after=${task.lastSeq}`, {
-        headers: { Accept: "application/x-ndjson" },
-        signal: task.controller.signal,
-      });
-      if (response.status === 204) {
-        streamStatus("(ended)");
-        return { done: true };
-      }
-      if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
-      streamStatus("(live)");
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffered = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffered += value;
-        let newline;
-        while ((newline = buffered.indexOf("\n")) >= 0) {
-          const line = buffered.slice(0, newline).trim();
-          buffered = buffered.slice(newline + 1);
-          if (!line) continue;
-          const frame = JSON.parse(line);
-          if (frame.type === "heartbeat") continue;
-          if (frame.type === "reconnect") {
-            retryMs = frame.data.retry_ms;
-            continue;
-          }
-          onEvent(task, frame);
-          last = frame;
-        }
-      }
+      const path = `/tasks/${encodeURIComponent(task.id)}/events?after=${task.lastSeq}`;
+      ended = await streamLines(path, task.controller.signal, (frame) => onEvent(task, frame), () => streamStatus("(live)"));
     } catch (error) {
       if (task.stopped) return { done: true };
       if (error.status === 404) return { done: true };
       return { done: false, why: `(reconnecting: ${error.message})` };
     }
-    if (last && last.type === "end" && retryMs === null) {
+    if (ended.status === 204 || (ended.last && ended.last.type === "end" && ended.retryMs === null)) {
       streamStatus("(ended)");
       return { done: true };
     }
-    return { done: false, why: "(reconnecting)", retryMs };
+    return { done: false, why: "(reconnecting)", retryMs: ended.retryMs };
   }
 
   function streamStatus(text) {
@@ -702,6 +708,11 @@
     box.className = "json error-box";
     box.textContent = `${error.error_type || "Error"}: ${error.message || ""}`;
   }
+
+  // What workflows.js (loaded first: window.relayWorkflows) draws with.
+  const kit = { $, element, cell, badge, taskLink, shortId, when, pretty, show, replaceRows, connection, call, callJson };
+  Object.assign(kit, { seen, mount, streamLines, FINAL, RETRYABLE, ApiError });
+  const workflows = window.relayWorkflows;
 
   window.addEventListener("hashchange", route);
   route();

@@ -19,6 +19,7 @@ PREFIX = DASHBOARD_PREFIX
 FILES = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "workflows.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
 # Only this origin's own files and calls: an injected script or a framing page gets nowhere.

@@ -202,6 +202,13 @@ async def retry_task(request: Request, task_id: str) -> HTTPResponse:
         done = await res.transitions.retry(stored_id, trace_carrier(request))
         if done.outcome == RetryOutcome.UNKNOWN:
             raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
+        if done.outcome == RetryOutcome.WORKFLOW_STEP:
+            workflow = task_id.rsplit(":", 1)[0]
+            raise NotRetryable(
+                f"task {task_id!r} is a step of workflow {workflow!r}: retry the workflow "
+                f"(POST /workflows/{workflow}/retry), which runs it and what follows it",
+                {"state": done.state, "workflow": workflow},
+            )
         if done.outcome == RetryOutcome.NOT_RETRYABLE:
             why = "it has not ended" if done.state not in ("succeeded",) else "it succeeded"
             raise NotRetryable(f"task {task_id!r} cannot be retried: {why} ({done.state})", {"state": done.state})

@@ -72,3 +72,34 @@ def read_events(base: str, task_id: str, timeout: float = 30, **params: Any) -> 
 
 def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
+
+
+def submit_workflow(base: str, workflow: dict[str, Any], **body: Any) -> str:
+    """``POST /workflows`` a canvas (``{"chain": [...]}`` ...); returns its id."""
+    response = httpx.post(f"{base}/workflows", json={"workflow": workflow, **body}, timeout=30)
+    assert response.status_code == 202, response.text
+    flow_id: str = response.json()["id"]
+    return flow_id
+
+
+def wait_workflow(base: str, flow_id: str, timeout: float = 30, wanted: frozenset[str] | None = None) -> dict[str, Any]:
+    """Poll ``GET /workflows/{id}`` until it has ended (or is in one of ``wanted``)."""
+    wanted = wanted or frozenset({"succeeded", "failed", "aborted"})
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{base}/workflows/{flow_id}", timeout=10)
+        assert response.status_code == 200, response.text
+        last = response.json()
+        if last["state"] in wanted:
+            return last
+        time.sleep(0.05)
+    where = f"{last.get('state')} {last.get('counts')}"
+    raise AssertionError(f"workflow {flow_id} never reached {set(wanted)}; last: {where}")
+
+
+def read_workflow_events(base: str, flow_id: str, timeout: float = 60, **params: Any) -> list[dict[str, Any]]:
+    """All NDJSON events of a workflow until its stream ends (heartbeats dropped)."""
+    with httpx.stream("GET", f"{base}/workflows/{flow_id}/events", params=params, timeout=timeout) as response:
+        assert response.status_code == 200, response.read()
+        return [e for e in ndjson_lines(response) if e["type"] != "heartbeat"]

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec
+from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
+from relay.cli import workflows
 from relay.cli.args import task_arguments
-from relay.cli.exitcodes import ExitCode, for_error
+from relay.cli.common import err, handles_errors, json_option, out, show_retries, wait_option
+from relay.cli.exitcodes import ExitCode
 from relay.cli.follow import compact, follow_json, follow_progress
 from relay.cli.tables import print_table
 from relay.cli.views import stats_table, task_table, view_table, worker_table
-from relay.client import (
-    Client,
-    ClientError,
-    RelayConnectionError,
-    RelayError,
-    ResultTimeout,
-    RetryPolicy,
-    UnauthorizedError,
-)
+from relay.client import Client, ClientError, ResultTimeout, RetryPolicy
 from relay.client.models import STATES
-
-P = ParamSpec("P")
 
 # A first try that finds no API is retried this long at most (with a line per retry), not --retry-wait: a typo'd
 # port or an API not started yet is said within seconds. Once the API has answered, --retry-wait applies.
@@ -52,56 +39,6 @@ class Target:
             return Client(self.url, self.api_key, retry=policy)
         except ValueError as exc:  # a URL no retry can make work
             raise click.BadParameter(str(exc), param_hint="--url / RELAY_URL") from None
-
-
-def show_retries() -> None:
-    """Each retry the client makes (it logs one WARNING per retry) as a line on stderr: a wait is never silent."""
-    logger = logging.getLogger("relay.client")
-    if not any(getattr(h, "relay_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()  # stderr: stdout stays the command's output
-        handler.setFormatter(logging.Formatter("relay: %(message)s"))
-        handler.relay_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.propagate = False
-
-
-def out() -> Console:
-    return Console(soft_wrap=True)
-
-
-def err() -> Console:
-    return Console(stderr=True, soft_wrap=True)
-
-
-def handles_errors(command: Callable[P, int]) -> Callable[P, None]:
-    """Turn the command's exit code, and a refusal of the API, into the process's exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            code = command(*args, **kwargs)
-        except RelayError as exc:
-            details = f"\n{compact(exc.details)}" if exc.details not in (None, {}, []) else ""
-            err().print(f"[red]error:[/red] {escape(str(exc))}{escape(details)}")
-            advice = hint(exc)
-            if advice:
-                err().print(advice, highlight=False, markup=False)
-            code = for_error(exc)
-        except KeyboardInterrupt:  # outside a follow, e.g. while a submit waits out a 503
-            err().print("Interrupted.")
-            code = ExitCode.INTERRUPTED
-        raise SystemExit(code)
-
-    return wrapper
-
-
-def hint(exc: RelayError) -> str | None:
-    """What to do about a refusal the command line's own options can fix."""
-    if isinstance(exc, UnauthorizedError):
-        return "The API wants a key: pass it with --api-key KEY or set RELAY_API_KEY."
-    if isinstance(exc, RelayConnectionError):
-        return "Is the API running there? Point relay at it with --url URL or RELAY_URL."
-    return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,12 +84,6 @@ def follow_task(client: Client, task_id: str, as_json: bool, wait: float | None)
     except ResultTimeout as exc:
         err().print(f"{exc}. Cancel it with: relay cancel {task_id}", highlight=False)
         return ExitCode.TIMEOUT
-
-
-wait_option = click.option(
-    "--wait", type=click.FloatRange(min=0), metavar="SECONDS", help="Stop following after this long (exit 4)."
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (NDJSON for events).")
 
 
 @cli.command()
@@ -325,6 +256,9 @@ def workers(target: Target, as_json: bool) -> int:
         return ExitCode.SUCCEEDED
     print_table(out(), columns, rows)
     return ExitCode.SUCCEEDED
+
+
+cli.add_command(workflows.workflow)
 
 
 def main() -> None:

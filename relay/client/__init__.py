@@ -1,10 +1,13 @@
 """Relay's Python client: submit tasks, follow their events across reconnects, wait for their results.
 
-``Client`` blocks, ``AsyncClient`` awaits; both return handles (``TaskHandle`` / ``AsyncTaskHandle``).
+``Client`` blocks, ``AsyncClient`` awaits; both return handles (``TaskHandle`` / ``AsyncTaskHandle``). Workflows
+are Celery's canvas (``relay.client.canvas``: ``.s()``, ``|``, ``chain``, ``group``, ``chord``) and return a
+``WorkflowHandle``.
 Every failure is an exception from ``relay.client.errors``, re-exported here.
 """
 
 from relay.client.aio import AsyncClient, AsyncTaskHandle
+from relay.client.canvas import Canvas, Chain, Chord, Group, Map, Signature, chain, chord, group, signature
 from relay.client.celery import AsyncTaskProxy, TaskProxy
 from relay.client.config import RetryPolicy
 from relay.client.errors import (
@@ -57,8 +60,10 @@ from relay.client.errors import (
     UnauthorizedError,
     UnknownTask,
     UnprocessableError,
+    WorkflowNotFound,
 )
-from relay.client.models import ErrorInfo, Event, Submitted, TaskView
+from relay.client.flows import AsyncWorkflowHandle, WorkflowHandle
+from relay.client.models import ErrorInfo, Event, Submitted, TaskView, WorkflowView
 from relay.client.sync import Client, TaskHandle
 
 __all__ = [
@@ -66,7 +71,11 @@ __all__ = [
     "AsyncClient",
     "AsyncTaskHandle",
     "AsyncTaskProxy",
+    "AsyncWorkflowHandle",
     "BadRequestError",
+    "Canvas",
+    "Chain",
+    "Chord",
     "Client",
     "ClientError",
     "ConflictError",
@@ -74,11 +83,13 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "ForbiddenError",
+    "Group",
     "IdConflict",
     "InternalServerError",
     "InvalidArguments",
     "InvalidRequest",
     "MalformedJson",
+    "Map",
     "MethodNotAllowedError",
     "NotAbortable",
     "NotAcceptableError",
@@ -107,6 +118,7 @@ __all__ = [
     "RouteNotFound",
     "ServerError",
     "ServiceUnavailableError",
+    "Signature",
     "StoreUnavailable",
     "Submitted",
     "TaskAborted",
@@ -122,4 +134,11 @@ __all__ = [
     "UnauthorizedError",
     "UnknownTask",
     "UnprocessableError",
+    "WorkflowHandle",
+    "WorkflowNotFound",
+    "WorkflowView",
+    "chain",
+    "chord",
+    "group",
+    "signature",
 ]

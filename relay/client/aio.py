@@ -16,14 +16,15 @@ from typing import Any
 import httpx
 
 from relay.client import protocol
+from relay.client.canvas import Canvas, as_canvas
 from relay.client.celery import AsyncTaskProxy
 from relay.client.config import ClientConfig, RetryPolicy
-from relay.client.errors import TaskNotFound, connection_error, error_from_response, never_sent
-from relay.client.models import Event, Submitted, TaskView
+from relay.client.errors import NotFoundError, TaskNotFound, connection_error, error_from_response, never_sent
+from relay.client.flows import AsyncWorkflowHandle
+from relay.client.models import Event, Submitted, TaskView, WorkflowView
 from relay.client.protocol import Call
 from relay.client.retry import Deadline, RetryBudget, bounded
 from relay.client.stream import (
-    FINAL_EVENT,
     ConnectionEnd,
     Dropped,
     Ended,
@@ -162,6 +163,48 @@ class AsyncClient:
         """The JSON Schema the live workers publish for ``task``'s arguments; None if none offers it."""
         return protocol.arguments_schema(await self._json(protocol.openapi_call()), task)
 
+    # -- workflows (docs/workflows.md) -------------------------------------------------------------
+
+    async def workflow(self, canvas: Canvas | dict[str, Any], id: str | None = None) -> AsyncWorkflowHandle:
+        """Submit a workflow (a ``relay.client.canvas`` canvas, or its JSON); ``id`` makes it idempotent."""
+        body = await self._json(protocol.workflow_call(as_canvas(canvas), id))
+        return AsyncWorkflowHandle(self, str(body["id"]), body)
+
+    def workflow_handle(self, flow_id: str) -> AsyncWorkflowHandle:
+        """A handle on a workflow submitted earlier (no request is made)."""
+        return AsyncWorkflowHandle(self, flow_id)
+
+    async def get_workflow(self, flow_id: str) -> WorkflowView:
+        """The workflow's state and tree (``NotFoundError`` if there is no such workflow)."""
+        return WorkflowView.from_json(await self._json(protocol.workflow_state_call(flow_id)))
+
+    async def cancel_workflow(self, flow_id: str) -> str:
+        """Cancel: ``"aborted"``, or ``"aborting"`` while its running steps stop (``NotAbortable`` if ended)."""
+        return str((await self._json(protocol.workflow_cancel_call(flow_id)))["state"])
+
+    async def retry_workflow(self, flow_id: str) -> None:
+        """Run a failed or cancelled workflow again from its failed steps (``NotRetryable`` otherwise)."""
+        await self._json(protocol.workflow_retry_call(flow_id))
+
+    def workflow_events(
+        self, flow_id: str, after: int = 0, *, until_final: bool = True, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """Every step's events (each tagged with its ``step``) and the workflow's own, replayed then live, each
+        exactly once, until its ``workflow_end`` (resumes by itself across cut connections)."""
+        deadline = Deadline(flow_id, timeout) if timeout is not None else None
+        return self._stream(flow_id, after, until_final, deadline, workflow=True)
+
+    async def workflow_result(self, flow_id: str, timeout: float | None = None) -> Any:
+        """Wait for the workflow to end: its value, or ``TaskFailed``/``TaskAborted`` naming the failed step."""
+        deadline = Deadline(flow_id, timeout) if timeout is not None else None
+        view = WorkflowView.from_json(await self._json(protocol.workflow_state_call(flow_id), deadline))
+        if not view.is_final:
+            async with aclosing(self._stream(flow_id, 0, True, deadline, workflow=True)) as events:
+                async for _ in events:
+                    pass
+            view = WorkflowView.from_json(await self._json(protocol.workflow_state_call(flow_id), deadline))
+        return protocol.workflow_outcome(view)
+
     # -- the wire ---------------------------------------------------------------------------------
 
     async def _get(self, task_id: str, deadline: Deadline | None) -> TaskView:
@@ -200,10 +243,17 @@ class AsyncClient:
         except TaskNotFound:
             return None
 
+    async def _flow_or_none(self, flow_id: str, deadline: Deadline | None) -> WorkflowView | None:
+        try:
+            return WorkflowView.from_json(await self._json(protocol.workflow_state_call(flow_id), deadline))
+        except NotFoundError:
+            return None
+
     async def _stream(
-        self, task_id: str, after: int, until_final: bool, deadline: Deadline | None
+        self, task_id: str, after: int, until_final: bool, deadline: Deadline | None, workflow: bool = False
     ) -> AsyncGenerator[Event, None]:
-        follower = Follower(task_id, after, until_final, self.config.retry, first_contact=not self._answered)
+        first_contact = not self._answered
+        follower = Follower(task_id, after, until_final, self.config.retry, first_contact, workflow=workflow)
         while True:
             if deadline is not None:
                 deadline.check()
@@ -216,7 +266,8 @@ class AsyncClient:
                         end = item
             step = follower.after(end)
             if step.check_state:
-                step = follower.after_state(await self._view_or_none(task_id, deadline))
+                view = await (self._flow_or_none if workflow else self._view_or_none)(task_id, deadline)
+                step = follower.after_state(view)
             if step.stop:
                 return
             await asyncio.sleep(bounded(step.wait, deadline))
@@ -248,12 +299,12 @@ class AsyncClient:
                 if item is not None:
                     yield item
                     last_type = item.type
-                    if item.type == FINAL_EVENT and not follower.until_final:
+                    if item.type == follower.final and not follower.until_final:
                         yield Ended()
                         return
                 if deadline is not None:
                     deadline.check()  # heartbeats keep a read alive: the deadline is checked on every line
-            yield Ended() if last_type == FINAL_EVENT else Dropped("the stream closed before the task's end")
+            yield Ended() if last_type == follower.final else Dropped("the stream closed before the task's end")
         except (httpx.TransportError, StreamBroken) as exc:
             if deadline is not None:
                 deadline.check()

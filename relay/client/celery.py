@@ -8,6 +8,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from relay.client.canvas import Map, Signature
+
 if TYPE_CHECKING:
     from relay.client.aio import AsyncClient, AsyncTaskHandle
     from relay.client.sync import Client, TaskHandle
@@ -18,8 +20,9 @@ UNSUPPORTED: dict[str, str] = {
     "soft_time_limit": "Relay has one (hard) timeout per task: use time_limit",
     "routing_key": "Relay routes by queue name only: use queue=",
     "exchange": "Relay routes by queue name only: use queue=",
-    "link": "Relay has no callbacks: wait with handle.result(), then submit the next task",
-    "link_error": "Relay has no callbacks: catch TaskFailed from handle.result()",
+    "link": "Relay has no callbacks: chain the tasks in a workflow, (client.task('a').s() | client.task('b').s())"
+    ".delay() (docs/workflows.md)",
+    "link_error": "Relay has no callbacks: a failed step fails its workflow; catch TaskFailed from its result()",
     "serializer": "Relay always sends JSON",
     "compression": "Relay always sends JSON",
     "retry": "the client retries refused or lost submits by itself (see RetryPolicy)",
@@ -56,11 +59,30 @@ def submit_options(
     return tuple(args or ()), dict(kwargs or {}), submit
 
 
-class TaskProxy:
+class _Signatures:
+    """Celery's ``.s()``, ``.si()`` and ``.map()`` on a task by name: the steps of a workflow (``canvas``)."""
+
+    client: Client | AsyncClient
+    name: str
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A step with these arguments; in a chain it takes the value before it as its first argument."""
+        return Signature(self.name, args, kwargs, client=self.client)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable step: it takes no value from the steps before it."""
+        return Signature(self.name, args, kwargs, immutable=True, client=self.client)
+
+    def map(self, items: Sequence[Any], *args: Any, **kwargs: Any) -> Map:
+        """One step per item, ``task(item, *args, **kwargs)``, in parallel."""
+        return Map(self.name, list(items), args, kwargs, client=self.client)
+
+
+class TaskProxy(_Signatures):
     """A task by name, called the Celery way; every call returns the same ``TaskHandle`` as ``submit``."""
 
     def __init__(self, client: Client, name: str) -> None:
-        self.client = client
+        self.client: Client = client
         self.name = name
 
     def delay(self, *args: Any, **kwargs: Any) -> TaskHandle:
@@ -89,11 +111,11 @@ class TaskProxy:
         return self.client.submit_with(self.name, a, kw, **opts)
 
 
-class AsyncTaskProxy:
+class AsyncTaskProxy(_Signatures):
     """``TaskProxy`` for ``AsyncClient``: ``await client.task("resize").delay(url=...)``."""
 
     def __init__(self, client: AsyncClient, name: str) -> None:
-        self.client = client
+        self.client: AsyncClient = client
         self.name = name
 
     async def delay(self, *args: Any, **kwargs: Any) -> AsyncTaskHandle:

@@ -93,6 +93,12 @@ class TaskNotFound(NotFoundError):
     code = "task_not_found"
 
 
+class WorkflowNotFound(NotFoundError):
+    """No such workflow: never submitted, or its record expired."""
+
+    code = "workflow_not_found"
+
+
 class RouteNotFound(NotFoundError):
     """No such route (a base URL pointing at something other than Relay's API?)."""
 
@@ -270,6 +276,7 @@ ERROR_CODES: dict[str, type[RelayError]] = _by_code(
     UnauthorizedError,
     ForbiddenError,
     TaskNotFound,
+    WorkflowNotFound,
     RouteNotFound,
     MethodNotAllowedError,
     NotAcceptableError,

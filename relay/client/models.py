@@ -112,3 +112,49 @@ class Submitted:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Submitted:
         return cls(str(raw["id"]), str(raw.get("task", "")), str(raw.get("state", "")), bool(raw.get("created")))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowView:
+    """A workflow as ``GET /workflows/{id}`` shows it: its state, steps by state, its value or error once ended,
+    and its tree (each step with its ``task_id`` and ``state``)."""
+
+    id: str
+    state: str
+    steps: int
+    counts: dict[str, int]
+    result: Any
+    error: dict[str, Any] | None
+    tree: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def is_final(self) -> bool:
+        """True once it succeeded, failed or was cancelled (a retry can start it again)."""
+        return self.state in FINAL_STATES
+
+    def step_ids(self) -> list[str]:
+        """Its steps' task ids, in step order."""
+        found: dict[int, str] = {}
+
+        def walk(node: dict[str, Any]) -> None:
+            if node.get("kind") == "task":
+                found[int(node["step"])] = str(node["task_id"])
+            for child in [*(node.get("children") or []), *([node["callback"]] if node.get("callback") else [])]:
+                walk(child)
+
+        walk(self.tree)
+        return [found[i] for i in sorted(found)]
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> WorkflowView:
+        return cls(
+            id=str(raw["id"]),
+            state=str(raw["state"]),
+            steps=int(raw.get("steps") or 0),
+            counts=dict(raw.get("counts") or {}),
+            result=raw.get("result"),
+            error=raw.get("error"),
+            tree=dict(raw.get("tree") or {}),
+            raw=raw,
+        )

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from relay.client.errors import TaskAborted, TaskFailed, TaskLost
-from relay.client.models import TaskView
+from relay.client.models import TaskView, WorkflowView
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -32,6 +32,10 @@ class Call:
 
 def task_path(task_id: str, suffix: str = "") -> str:
     return f"/tasks/{quote(task_id, safe='')}{suffix}"
+
+
+def workflow_path(flow_id: str, suffix: str = "") -> str:
+    return f"/workflows/{quote(flow_id, safe='')}{suffix}"
 
 
 def _seconds(value: float | dt.timedelta | None, name: str) -> float | None:
@@ -168,4 +172,36 @@ def outcome(view: TaskView) -> Any:
         raise TaskAborted(view.id, error.message if error else "aborted")
     if view.state == "failed":
         raise TaskFailed(view.id, error.error_type if error else "Error", error.message if error else "")
+    raise TaskLost(view.id, f"state {view.state!r} is not final")
+
+
+def workflow_call(canvas: dict[str, Any], id: str | None = None) -> Call:
+    """``POST /workflows``, with an id the client makes if none is given (resending is then harmless)."""
+    return Call("POST", "/workflows", json={"workflow": canvas, "id": id or uuid.uuid4().hex})
+
+
+def workflow_state_call(flow_id: str) -> Call:
+    return Call("GET", workflow_path(flow_id))
+
+
+def workflow_cancel_call(flow_id: str) -> Call:
+    return Call("DELETE", workflow_path(flow_id), idempotent=False)
+
+
+def workflow_retry_call(flow_id: str) -> Call:
+    return Call("POST", workflow_path(flow_id, "/retry"), idempotent=False)
+
+
+def workflow_outcome(view: WorkflowView) -> Any:
+    """A final workflow's value, or the exception that says why there is none (naming its failed step)."""
+    if view.state == "succeeded":
+        return view.result
+    error = view.error or {}
+    message = str(error.get("message", ""))
+    if error.get("task_id"):
+        message = f"step {error.get('step')} ({error['task_id']}): {message}"
+    if view.state == "aborted":
+        raise TaskAborted(view.id, message or "cancelled")
+    if view.state == "failed":
+        raise TaskFailed(view.id, str(error.get("error_type", "Error")), message)
     raise TaskLost(view.id, f"state {view.state!r} is not final")

@@ -18,14 +18,15 @@ import httpx
 
 from relay.client.config import ClientConfig, RetryPolicy
 from relay.client.errors import RelayConnectionError, RelayError
-from relay.client.models import Event, TaskView
-from relay.client.protocol import task_path
+from relay.client.models import Event, TaskView, WorkflowView
+from relay.client.protocol import task_path, workflow_path
 from relay.client.retry import Deadline, RetryBudget, bounded
 
 logger = logging.getLogger("relay.client")
 
 NDJSON = "application/x-ndjson"
 FINAL_EVENT = "end"
+WORKFLOW_FINAL_EVENT = "workflow_end"
 
 
 class StreamBroken(Exception):
@@ -78,9 +79,18 @@ class Follower:
     """
 
     def __init__(
-        self, task_id: str, after: int, until_final: bool, policy: RetryPolicy, first_contact: bool = False
+        self,
+        task_id: str,
+        after: int,
+        until_final: bool,
+        policy: RetryPolicy,
+        first_contact: bool = False,
+        workflow: bool = False,
     ) -> None:
         self.task_id = task_id
+        # A workflow's stream (``/workflows/{id}/events``) ends at its ``workflow_end``, not at a step's ``end``.
+        self.path = workflow_path(task_id, "/events") if workflow else task_path(task_id, "/events")
+        self.final = WORKFLOW_FINAL_EVENT if workflow else FINAL_EVENT
         self.last_seq = after
         self.until_final = until_final
         self._budget = RetryBudget(policy, first_contact=first_contact)
@@ -127,7 +137,7 @@ class Follower:
         error = RelayConnectionError(f"the event stream of task {self.task_id} broke: {end.reason}")
         return Next(wait=self._budget.wait_or_raise(error))
 
-    def after_state(self, view: TaskView | None) -> Next:
+    def after_state(self, view: TaskView | WorkflowView | None) -> Next:
         """After an ``end`` with ``until_final``: stop if the task is final (or gone), else follow its next run."""
         if view is None or view.is_final:
             return Next(stop=True)
@@ -143,7 +153,7 @@ def events_request(follower: Follower, config: ClientConfig, deadline: Deadline 
     timeout = httpx.Timeout(bounded(config.timeout, deadline), read=bounded(config.stream_read_timeout, deadline))
     return {
         "method": "GET",
-        "url": task_path(follower.task_id, "/events"),
+        "url": follower.path,
         "params": follower.params(),
         "headers": {"Accept": NDJSON},
         "timeout": timeout,

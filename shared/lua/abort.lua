@@ -1,6 +1,7 @@
 -- Abort a task, whatever stage it is at, in one step. A waiting one (queued, deferred or retrying) is removed
 -- and ends `aborted` here, with its events; a running one is flagged in arq's abort set for its worker, and
--- its wake-up notice names it; an ended or unknown one is left alone.
+-- its wake-up notice names it; an ended or unknown one is left alone. A waiting workflow step's end advances its
+-- workflow (lib.lua relay_flow_step_ended), as its commit would have.
 -- KEYS: queue, arq's abort set, reply outbox.
 -- ARGV: id, now_ms, ttl_ms, max_len, max_bytes, wakeup channel, result record (for a waiting task), bodies...
 -- Returns {'aborted', last_seq} | {'aborting'} | {'finished', state} | {'unknown'}.
@@ -16,7 +17,8 @@ if state == 'running' then
   redis.call('PUBLISH', channel, 'a' .. id)
   return {'aborting'}
 end
-local record = redis.call('GETRANGE', JOB .. id, 0, 300)
+local head = redis.call('GETRANGE', JOB .. id, 0, 1023)
+local record = string.sub(head, 1, 301)
 redis.call('ZREM', queue, id)  -- enqueued before lanes
 local lane = relay_record_lane(record)
 if lane and redis.call('ZREM', relay_lane(queue, lane), id) == 1 then
@@ -29,6 +31,19 @@ local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
 local last = relay_emit(id, seq, ARGV, 8, #ARGV, max_len, max_bytes, ttl)
 redis.call('SET', RESULT .. id, relay_result_record(ARGV[7], last), 'PX', ttl)
 redis.call('DEL', JOB .. id, TRIES .. id, SEQ .. id)
+-- A workflow's step: its events go to the workflow's log too, and its end advances the workflow (commit.lua's F);
+-- a child task: its waiting parent hears of it.
+local flow, step, parent = relay_record_links(head)
+if flow then relay_flow_copy(flow, step, ARGV, 8, #ARGV, last - (#ARGV - 8)) end
+if parent then
+  redis.call('PUBLISH', channel, 'c' .. parent)
+elseif flow then
+  local wake = {}
+  relay_flow_step_ended(queue, flow, step, 'A', '{"error_type":"Aborted","message":"aborted before it started"}',
+    now, ttl, wake)
+  relay_wake(wake, now)
+end
+relay_flow_flush(ttl)
 if string.find(record, '"rp":1', 1, true) or redis.call('EXISTS', REPLY .. id) == 1 then
   redis.call('ZADD', outbox, now, id)
   redis.call('PEXPIRE', REPLY .. id, ttl)

@@ -7,11 +7,18 @@
 -- are already in the log (a batch sent again after a dropped connection) is not applied twice.
 -- R and T put the job back in its lane (shared/keys.py), due after a delay counted on Redis's clock; F, R and T
 -- free the job's concurrency slot, if it held one, and wake the lanes parked on that limit.
+-- Workflows (shared/keys.py): an op of a workflow's step (or of a child task of one) names it in its link
+-- ('<workflow>|<step>'), and its events are copied into the workflow's log, tagged with the step. F of a task
+-- whose link is not empty reads the job record's head for its workflow and parent: a step's end advances its
+-- workflow here, in this script (relay_flow_step_ended: successors released, a chord's callback once its last
+-- member ended, the workflow's end); a child's end tells its waiting parent ('c<parent id>' on `channel`).
+-- Only an op applied for the first time does this (a 'dup' or 'fenced' op changes nothing).
 -- KEYS: queue, arq's abort set, reply outbox.
 -- ARGV: (unused), max_len, max_bytes (the log's caps), ttl_ms, wakeup channel, then ops:
---   kind, id, token, seq_before, n_bodies, bodies..., then for F: result record, reply (0/1), drop the task's
---   abort request (0/1: when it ended aborted; a stale request is ignored by the claim of a later task);
---   for R: delay_ms, give_back_try (0/1); for T: delay_ms, job record.
+--   kind, id, token, seq_before, n_bodies, bodies..., then for E: link; for F: result record, reply (0/1), drop
+--   the task's abort request (0/1: when it ended aborted; a stale request is ignored by the claim of a later
+--   task), link, value (the result's or the error's JSON, for a workflow; '' without a link);
+--   for R: delay_ms, give_back_try (0/1), link; for T: delay_ms, job record, link.
 -- Returns per op {status, last_seq}; status is 'ok', 'dup' (already applied) or 'fenced'.
 local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
 local max_len, max_bytes, ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -22,7 +29,9 @@ local function now()
   if now_ms == nil then now_ms = relay_now() end
   return now_ms
 end
-local EXTRA = {E = 0, F = 3, R = 2, T = 2}
+local EXTRA = {E = 1, F = 5, R = 3, T = 3}
+local LINK = {E = 0, F = 3, R = 2, T = 2}  -- where an op's link is, after its bodies
+local ENDED = {succeeded = 'S', failed = 'F', aborted = 'A'}
 
 local ops, wanted = {}, {}
 local a = 6
@@ -39,8 +48,29 @@ end
 if #ops == 0 then return {} end
 local current = redis.call('MGET', unpack(wanted))
 
-local out, finished, done_keys, aborted = {}, {}, {}, {}
 local wake, woken = {}, {}  -- channel -> earliest due of a job put back; channels whose parked lanes may run
+
+-- Copy op's events (now numbered up to `last` in the task's log) into its workflow's log, if it has one.
+local function copy_to_flow(op, last)
+  local flow, step = string.match(ARGV[op.extra + LINK[op.kind]], '^([^|]+)|(%d+)$')
+  if flow and op.n > 0 then relay_flow_copy(flow, step, ARGV, op.from, op.to, last - op.n + 1) end
+end
+
+-- A task with a link ended (F): advance its workflow, or tell its parent.
+local function linked_end(op, head)
+  local flow, step, parent = relay_record_links(head)
+  if not flow and not parent then  -- no record left (JobRecordMissing): the link still names its step
+    flow, step = string.match(ARGV[op.extra + 3], '^([^|]+)|(%d+)$')
+  end
+  if parent then
+    redis.call('PUBLISH', channel, 'c' .. parent)
+  elseif flow then
+    local state = ENDED[string.match(ARGV[op.extra], '^{"rs":"(%a+)"')] or 'F'
+    relay_flow_step_ended(queue, flow, step, state, ARGV[op.extra + 4], now(), ttl, wake)
+  end
+end
+
+local out, finished, done_keys, aborted = {}, {}, {}, {}
 local seqs, gone, replies = {}, {}, false
 for i, op in ipairs(ops) do
   local marker = current[2 * i - 1]
@@ -62,10 +92,13 @@ for i, op in ipairs(ops) do
       local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
       redis.call('SET', SEQ .. id, last)
       seqs[id] = last
+      copy_to_flow(op, last)
       out[i] = {'ok', last}
     elseif op.kind == 'F' then
       local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
       redis.call('SET', RESULT .. id, relay_result_record(ARGV[op.extra], last), 'PX', ttl)
+      copy_to_flow(op, last)
+      if ARGV[op.extra + 3] ~= '' then linked_end(op, redis.call('GETRANGE', JOB .. id, 0, 1023)) end
       finished[#finished + 1] = id
       done_keys[#done_keys + 1] = JOB .. id
       done_keys[#done_keys + 1] = IN_PROGRESS .. id
@@ -101,6 +134,7 @@ for i, op in ipairs(ops) do
       local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
       redis.call('SET', SEQ .. id, last)
       seqs[id] = last
+      copy_to_flow(op, last)
       gone[id] = true
       out[i] = {'ok', last}
     end
@@ -111,6 +145,7 @@ if #finished > 0 then
   redis.call('ZREM', queue, unpack(finished))
 end
 if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
+relay_flow_flush(ttl)
 if replies then redis.call('PUBLISH', channel, 'o') end
 for to, due in pairs(wake) do
   redis.call('PUBLISH', to, due <= now() and 'j' or ('d' .. string.format('%d', due)))

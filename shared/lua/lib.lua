@@ -8,11 +8,16 @@ local LANE, MARKER = '{{LANE_PREFIX}}', '{{LANE_MARKER}}'
 local SLOTS, PARKED, RATE = '{{SLOTS_PREFIX}}', '{{PARKED_PREFIX}}', '{{RATE_PREFIX}}'
 local FAIRNESS, DEPTH, WAKEUP = '{{FAIRNESS_PREFIX}}', '{{DEPTH_PREFIX}}', '{{WAKEUP_PREFIX}}'
 local PARK_MS = {{PARK_MS}}
+local INDEX = '{{INDEX_PREFIX}}'
+local FLOW, FLOW_EVENTS = '{{FLOW_PREFIX}}', '{{FLOW_EVENTS_PREFIX}}'
 
 -- Now, in ms, on Redis's clock: every time that decides who owns a job is compared with this, never with a
 -- caller's clock (two workers' clocks may differ by seconds; a VM resumed from a pause jumps).
+local relay_micros = nil  -- the microseconds of the script's last relay_now (relay_enqueue_jobs's FIFO ties)
+
 local function relay_now()
   local t = redis.call('TIME')
+  relay_micros = tonumber(t[2]) % 1000
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -139,28 +144,9 @@ local function relay_pack(first_seq, bodies, from, to)
   return table.concat(parts, '\n')
 end
 
--- Keep a task's log within its caps after `newest` (its packed events) was appended: while it holds more than
--- `max_len` entries or `max_bytes` bytes of events, drop its oldest entries, never the newest one (a reader who
--- asks for dropped events gets a `gap`; live followers already had them). A log of two entries or more counts
--- its bytes in a key of its own, kept in step here (every entry added or dropped goes through relay_emit) and
--- expiring with it; a log of one entry (most tasks' whole log) needs no count, and its second entry starts it
--- afresh, so a count left behind by a deleted log is never trusted.
-local function relay_trim(task_id, stream, newest, max_len, max_bytes, ttl_ms)
-  local length = redis.call('XLEN', stream)
-  if length <= 1 then return end
-  local counter = EVENT_BYTES .. task_id
-  local bytes
-  if length == 2 then
-    bytes = #redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][2][2] + #newest
-  else
-    bytes = tonumber(redis.call('GET', counter))
-    if bytes == nil then  -- a log written before its bytes were counted: count them once
-      bytes = 0
-      for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do bytes = bytes + #entry[2][2] end
-    else
-      bytes = bytes + #newest
-    end
-  end
+-- Drop a log's oldest entries while it holds more than `max_len` entries or `max_bytes` bytes of events (it holds
+-- `length` and `bytes` now), never the newest one. Returns its length and bytes after.
+local function relay_trim_to(stream, length, bytes, max_len, max_bytes)
   local batch = math.max(length - max_len, 1)
   while length > 1 and (length > max_len or bytes > max_bytes) do
     local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(batch, length - 1))
@@ -174,6 +160,31 @@ local function relay_trim(task_id, stream, newest, max_len, max_bytes, ttl_ms)
     redis.call('XTRIM', stream, 'MINID', '0-' .. (upto + 1))
     batch = batch * 2
   end
+  return length, bytes
+end
+
+-- Keep a task's log within its caps after `newest` (its packed events) was appended: while it holds more than
+-- `max_len` entries or `max_bytes` bytes of events, drop its oldest entries, never the newest one (a reader who
+-- asks for dropped events gets a `gap`; live followers already had them). A log of two entries or more counts
+-- its bytes in a key of its own, kept in step here (every entry added or dropped goes through relay_emit) and
+-- expiring with it; a log of one entry (most tasks' whole log) needs no count, and its second entry starts it
+-- afresh, so a count left behind by a deleted log is never trusted.
+local function relay_trim(counter, stream, newest, max_len, max_bytes, ttl_ms)
+  local length = redis.call('XLEN', stream)
+  if length <= 1 then return end
+  local bytes
+  if length == 2 then
+    bytes = #redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][2][2] + #newest
+  else
+    bytes = tonumber(redis.call('GET', counter))
+    if bytes == nil then  -- a log written before its bytes were counted: count them once
+      bytes = 0
+      for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do bytes = bytes + #entry[2][2] end
+    else
+      bytes = bytes + #newest
+    end
+  end
+  length, bytes = relay_trim_to(stream, length, bytes, max_len, max_bytes)
   if length == 1 then
     redis.call('DEL', counter)
   else
@@ -181,13 +192,13 @@ local function relay_trim(task_id, stream, newest, max_len, max_bytes, ttl_ms)
   end
 end
 
--- Append bodies[from..to] after `seq` to the task's log (one stream entry, id 0-<last seq>) and publish them
--- as one message, then keep the log within its caps (relay_trim). Returns the new last seq. If the log is
--- ahead of the counter (the counter was lost), the numbering continues after the log's last entry instead of
--- failing the whole script. A batch sent again is never appended twice (see commit.lua's 'dup').
-local function relay_emit(task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
-  if to < from then return seq end
-  local stream = EVENTS .. task_id
+-- Append bodies[from..to] after `seq` to a log (one stream entry, id 0-<last seq>) and publish them as one
+-- message on the channel of the same name, then keep the log within its caps (relay_trim, its bytes counted in
+-- `counter`; a workflow's log, counter false, keeps its own counts: relay_flow_emit). Returns the new last seq
+-- and the entry written. If the log is ahead of the counter (the counter was lost), the numbering continues after
+-- the log's last entry instead of failing the whole script.
+local function relay_append(stream, counter, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
+  if to < from then return seq, '' end
   local last = seq + to - from + 1
   local packed = relay_pack(seq + 1, bodies, from, to)
   local added = redis.pcall('XADD', stream, '0-' .. last, 'e', packed)
@@ -201,8 +212,16 @@ local function relay_emit(task_id, seq, bodies, from, to, max_len, max_bytes, tt
   redis.call('PUBLISH', stream, packed)
   redis.call('PEXPIRE', stream, ttl_ms)
   -- A task's first events start its log (one entry: nothing to trim, no count to keep); otherwise keep the caps.
-  if seq > 0 or last ~= seq + to - from + 1 then relay_trim(task_id, stream, packed, max_len, max_bytes, ttl_ms) end
-  return last
+  if counter and (seq > 0 or last ~= seq + to - from + 1) then
+    relay_trim(counter, stream, packed, max_len, max_bytes, ttl_ms)
+  end
+  return last, packed
+end
+
+-- Append bodies[from..to] after `seq` to the task's log (relay_append). A batch sent again is never appended
+-- twice (see commit.lua's 'dup').
+local function relay_emit(task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
+  return (relay_append(EVENTS .. task_id, EVENT_BYTES .. task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms))
 end
 
 -- An ended task's result record starts with the seq of its last event, {"sq":N,...}: its counter lives there
@@ -245,4 +264,275 @@ local function relay_state(queue, task_id, now)
     return 'deferred', f or '', fp or ''
   end
   return 'queued', f or '', fp or ''
+end
+
+-- `command key values...` in calls of at most 4,000 values (Lua's unpack has a limit; a workflow has thousands):
+-- for commands whose values come in pairs (MSET, HSET, ZADD).
+local function relay_chunked(command, key, values)
+  for first = 1, #values, 4000 do
+    local part = {}
+    for i = first, math.min(#values, first + 3999) do part[#part + 1] = values[i] end
+    if key then redis.call(command, key, unpack(part)) else redis.call(command, unpack(part)) end
+  end
+end
+
+-- HMGET of any number of fields, in calls of at most 4,000.
+local function relay_hmget(key, fields)
+  local out = {}
+  for first = 1, #fields, 4000 do
+    local part = {}
+    for i = first, math.min(#fields, first + 3999) do part[#part + 1] = fields[i] end
+    local got = redis.call('HMGET', key, unpack(part))
+    for i = 1, #part do out[first + i - 1] = got[i] end
+  end
+  return out
+end
+
+-- A job record as enqueued at `now`: its enqueue time ("et", which abort requests are compared with) set to
+-- `now`, and its due time ("du") added when it is deferred.
+local function relay_job_record(record, now, due)
+  record = (string.gsub(record, '^({"f":"[^"]*","fp":"%x*","w":"%a","et":)%d+', '%1' .. now, 1))
+  if due > now then record = string.sub(record, 1, -2) .. ',"du":' .. string.format('%d', due) .. '}' end
+  return record
+end
+
+-- Enqueue `jobs` (each {id, lane, record (from relay_job_record), due, index score}): arq's job records in one
+-- MSET, each lane's jobs in one ZADD and its marker moved as relay_wait does, the task `index`, the named queues'
+-- depths; the channels to wake (channel -> earliest due) are merged into `wake` for the caller to publish. Every
+-- path that adds new jobs goes through here: a submit (enqueue.lua), a workflow's submit and the successors a
+-- step's end releases (commit.lua). FIFO within a lane finer than a millisecond: each job's score carries
+-- `micros` (the microseconds of the caller's TIME) plus its place in the batch (as '<ms>.<us>': doubles near
+-- 1.7e12 hold microseconds), so jobs enqueued in one millisecond are claimed in the order they came.
+local function relay_enqueue_jobs(queue, index, jobs, micros, wake)
+  if #jobs == 0 then return end
+  local records, indexed, added = {}, {}, {}
+  local lanes, lane_ids = {}, {}  -- lane id -> {entries = {score, id, ...}, first = earliest due}
+  for _, job in ipairs(jobs) do
+    local id, lane_id, due = job[1], job[2], job[4]
+    records[#records + 1] = JOB .. id
+    records[#records + 1] = job[3]
+    if not lanes[lane_id] then
+      lanes[lane_id] = {entries = {}, first = due}
+      lane_ids[#lane_ids + 1] = lane_id
+    end
+    local lane = lanes[lane_id]
+    lane.entries[#lane.entries + 1] = string.format('%d.%03d', due, math.min(999, micros + #lane.entries / 2))
+    lane.entries[#lane.entries + 1] = id
+    if due < lane.first then lane.first = due end
+    indexed[#indexed + 1] = job[5]
+    indexed[#indexed + 1] = id
+    local _, q = relay_lane_parts(lane_id)
+    added[q] = (added[q] or 0) + 1
+    local channel = relay_queue_channel(queue, q)
+    if wake[channel] == nil or due < wake[channel] then wake[channel] = due end
+  end
+  relay_chunked('MSET', nil, records)
+  for _, lane_id in ipairs(lane_ids) do
+    relay_chunked('ZADD', relay_lane(queue, lane_id), lanes[lane_id].entries)
+    redis.call('ZADD', queue, 'LT', lanes[lane_id].first, MARKER .. lane_id)  -- as relay_wait does, once per lane
+  end
+  relay_chunked('ZADD', index, indexed)
+  for q, n in pairs(added) do relay_count(queue, q, n) end
+end
+
+-- Publish the wake-up notices `wake` collected (channel -> earliest due): 'j' when due now, else 'd<due>'.
+local function relay_wake(wake, now)
+  for channel, due in pairs(wake) do
+    redis.call('PUBLISH', channel, due <= now and 'j' or ('d' .. string.format('%d', due)))
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Workflows (shared/keys.py, "Workflows"; shared/workflows/). A workflow's hash holds, per step i: 't:i' its job
+-- record template, 'p:i' and 'u:i' its predecessors and successors ('3,4'), 'd:i' the predecessors it still
+-- waits on, 'i:i' its input template ('@3' or '[@3,@4]': the values of steps 3 and 4; absent when it takes
+-- none), 'o:i' '1' when it accepts failed inputs (a chord's callback that opted in), 's:i' its state (P pending,
+-- Q active: enqueued, waiting or running, S succeeded, F failed, A aborted, K skipped) and 'v:i' its value once
+-- ended (its result, or {"state","task_id","error"}). And for the workflow: 'n' steps, 'st' its state, 'cx' '1'
+-- once cancelled, 'active' steps active, 'sinks'/'sok' steps without successors and how many succeeded, 'fail'
+-- the first step that failed, 'root' the template of its result, 'seq' its log's last seq, 'ml'/'mb' its
+-- log's caps.
+local FLOW_STATES = {S = 'succeeded', F = 'failed', A = 'aborted', K = 'skipped', P = 'pending', Q = 'active'}
+
+-- A job record's links, from its first bytes (shared/jobs.py): its workflow and step, and its parent task.
+local function relay_record_links(head)
+  local rest = head and string.match(head, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"[^"]*",(.*)$')
+  if not rest then return nil, nil, nil end
+  local flow, step, after = string.match(rest, '^"wf":"([^"]*)","ws":(%d+),"tb":%d+,(.*)$')
+  if flow then rest = after end
+  return flow, tonumber(step), string.match(rest, '^"pt":"([^"]*)"')
+end
+
+local function relay_ts(ms)
+  return string.format('%.3f', ms / 1000)
+end
+
+-- A workflow-level event body (no seq yet): type first, as every event's.
+local function relay_flow_body(kind, flow, now, data, step)
+  local body = '{"type":"' .. kind .. '","workflow_id":"' .. flow .. '","ts":' .. relay_ts(now) .. ',"data":' .. data
+  if step then body = body .. ',"task_id":"' .. flow .. ':' .. step .. '","step":' .. step end
+  return body .. '}'
+end
+
+-- Append `bodies` (complete events without their seq) to the workflow's log; false if the workflow is gone. The
+-- log's entries and bytes are counted in the workflow's hash ('le', 'lb'), so an append within the caps costs no
+-- read of the log; past a cap the log itself is measured (the counts may be high: it may have expired meanwhile)
+-- and trimmed.
+local function relay_flow_emit(flow, bodies, ttl)
+  if #bodies == 0 then return true end
+  local key = FLOW .. flow
+  local info = redis.call('HMGET', key, 'seq', 'ml', 'mb', 'le', 'lb')
+  if not info[2] then return false end
+  local stream = FLOW_EVENTS .. flow
+  local max_len, max_bytes = tonumber(info[2]), tonumber(info[3])
+  local last, packed = relay_append(stream, false, tonumber(info[1] or '0'), bodies, 1, #bodies, 0, 0, ttl)
+  local length, bytes = tonumber(info[4] or '0') + 1, tonumber(info[5] or '0') + #packed
+  if length > max_len or bytes > max_bytes then
+    local stored = redis.call('XLEN', stream)
+    if stored ~= length then  -- the counts are stale: count the log's bytes once
+      length, bytes = stored, 0
+      for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do bytes = bytes + #entry[2][2] end
+    end
+    length, bytes = relay_trim_to(stream, length, bytes, max_len, max_bytes)
+  end
+  redis.call('HSET', key, 'seq', last, 'le', length, 'lb', bytes)
+  return true
+end
+
+-- Events for workflows' logs, held until the script's end (relay_flow_flush): a step's end writes its own events,
+-- its `step_ended`, its successors' `step_started` and perhaps `workflow_end` as one log entry, one message.
+local relay_flow_pending, relay_flow_order = {}, {}
+
+local function relay_flow_queue(flow, body)
+  local list = relay_flow_pending[flow]
+  if not list then
+    list = {}
+    relay_flow_pending[flow] = list
+    relay_flow_order[#relay_flow_order + 1] = flow
+  end
+  list[#list + 1] = body
+end
+
+-- Append what relay_flow_queue held, each workflow's events in the order they were queued. Every script that
+-- queues workflow events calls this before it returns.
+local function relay_flow_flush(ttl)
+  for _, flow in ipairs(relay_flow_order) do relay_flow_emit(flow, relay_flow_pending[flow], ttl) end
+  relay_flow_pending, relay_flow_order = {}, {}
+end
+
+-- A step's events bodies[from..to] (numbered first_seq.. in its own log), for its workflow's log tagged with the
+-- step: what GET /workflows/{id}/events streams.
+local function relay_flow_copy(flow, step, bodies, from, to, first_seq)
+  for i = from, to do
+    relay_flow_queue(flow, string.sub(bodies[i], 1, -2) .. ',"step":' .. step .. ',"step_seq":' .. (first_seq + i - from) .. '}')
+  end
+end
+
+-- A template with '@<step>' references, filled in with those steps' values (raw JSON, never decoded).
+local function relay_flow_fill(key, template)
+  local refs, fields = {}, {}
+  for n in string.gmatch(template, '@(%d+)') do
+    if not refs[n] then
+      refs[n] = true
+      fields[#fields + 1] = 'v:' .. n
+    end
+  end
+  if #fields == 0 then return template end
+  local values = relay_hmget(key, fields)
+  local by = {}
+  for i, field in ipairs(fields) do by[string.sub(field, 3)] = values[i] or 'null' end
+  return (string.gsub(template, '@(%d+)', by))
+end
+
+-- Enqueue the released steps of a workflow (each its template, its input filled in, as a new job); the caller
+-- counts them in the workflow's 'active'.
+local function relay_flow_release(queue, flow, steps, now, wake, events)
+  if #steps == 0 then return end
+  local key = FLOW .. flow
+  local jobs, fields = {}, {}
+  for _, j in ipairs(steps) do
+    local got = redis.call('HMGET', key, 't:' .. j, 'i:' .. j)
+    local record = relay_job_record(got[1], now, now)
+    if got[2] then record = string.sub(record, 1, -2) .. ',"in":' .. relay_flow_fill(key, got[2]) .. '}' end
+    local id = flow .. ':' .. j
+    jobs[#jobs + 1] = {id, relay_record_lane(record), record, now, now * 1000 + #jobs}
+    fields[#fields + 1] = 's:' .. j
+    fields[#fields + 1] = 'Q'
+    events[#events + 1] = relay_flow_body('step_started', flow, now, '{"task":"' .. relay_record_name(record) .. '"}', j)
+  end
+  relay_chunked('HSET', key, fields)
+  relay_enqueue_jobs(queue, INDEX .. queue, jobs, relay_micros or 0, wake)
+end
+
+-- The workflow has no active step left: it ends (succeeded when every step without successors succeeded,
+-- aborted when cancelled, else failed), with its `workflow_end` event, and expires `ttl` ms later.
+local function relay_flow_finish(flow, now, ttl, events)
+  local key = FLOW .. flow
+  local info = redis.call('HMGET', key, 'cx', 'sinks', 'sok', 'fail', 'root')
+  local state, data
+  if info[1] == '1' then
+    state = 'aborted'
+    data = '{"state":"aborted","error":{"error_type":"WorkflowCancelled","message":"the workflow was cancelled"}}'
+  elseif tonumber(info[3] or '0') >= tonumber(info[2]) then
+    state = 'succeeded'
+    data = '{"state":"succeeded","result":' .. relay_flow_fill(key, info[5]) .. '}'
+  else
+    state = 'failed'
+    local failed = info[4] or ''
+    local value = redis.call('HGET', key, 'v:' .. failed) or 'null'
+    data = '{"state":"failed","step":' .. (failed ~= '' and failed or 'null') .. ',"error":' .. value .. '}'
+  end
+  redis.call('HSET', key, 'st', state, 'ended', now, 'end', data)
+  events[#events + 1] = relay_flow_body('workflow_end', flow, now, data)
+  redis.call('PEXPIRE', key, ttl)
+end
+
+-- Step `step` of workflow `flow` ended in `state` (S, F or A) with `value` (its result, or its error): record it,
+-- count down its successors and release those that may run now, skip those that cannot (a failed input, unless
+-- they accept failures; a cancelled workflow), and end the workflow when nothing is active. Only an active step
+-- ends: a second call for the same end (a replay) changes nothing. Returns false if it did nothing.
+local function relay_flow_step_ended(queue, flow, step, state, value, now, ttl, wake)  -- (relay_flow_flush after)
+  local key = FLOW .. flow
+  local info = redis.call('HMGET', key, 's:' .. step, 'cx', 'u:' .. step)
+  if info[1] ~= 'Q' then return false end
+  local cancelled = info[2] == '1'
+  local events, released, taken = {}, {}, {}  -- taken: steps this call released or skipped already
+  local work, next_item = { {step, state, value, info[3]} }, 1
+  while next_item <= #work do
+    local i, s, v, succ = work[next_item][1], work[next_item][2], work[next_item][3], work[next_item][4]
+    next_item = next_item + 1
+    local name = FLOW_STATES[s]
+    local stored = v
+    if s ~= 'S' then
+      stored = '{"state":"' .. name .. '","task_id":"' .. flow .. ':' .. i .. '","error":' .. v .. '}'
+      redis.call('HSETNX', key, 'fail', i)
+    end
+    succ = succ or redis.call('HGET', key, 'u:' .. i) or ''
+    redis.call('HSET', key, 's:' .. i, s, 'v:' .. i, stored)
+    if succ == '' and s == 'S' then redis.call('HINCRBY', key, 'sok', 1) end
+    local data = '{"state":"' .. name .. '"' .. (s ~= 'S' and (',"error":' .. v) or '') .. '}'
+    events[#events + 1] = relay_flow_body('step_ended', flow, now, data, i)
+    for j in string.gmatch(succ, '%d+') do
+      local got = not taken[j] and redis.call('HMGET', key, 's:' .. j, 'o:' .. j) or {}
+      if got[1] == 'P' then
+        if cancelled then
+          taken[j] = true
+          work[#work + 1] = {j, 'K', '{"error_type":"WorkflowCancelled","message":"the workflow was cancelled"}'}
+        elseif s == 'S' or got[2] == '1' then
+          if redis.call('HINCRBY', key, 'd:' .. j, -1) <= 0 then
+            taken[j] = true
+            released[#released + 1] = j
+          end
+        else
+          taken[j] = true
+          local why = 'step ' .. i .. ' ' .. (s == 'K' and 'was skipped' or name)
+          work[#work + 1] = {j, 'K', '{"error_type":"StepSkipped","message":"' .. why .. '"}'}
+        end
+      end
+    end
+  end
+  relay_flow_release(queue, flow, released, now, wake, events)
+  if redis.call('HINCRBY', key, 'active', #released - 1) <= 0 then relay_flow_finish(flow, now, ttl, events) end
+  for _, body in ipairs(events) do relay_flow_queue(flow, body) end
+  return true
 end

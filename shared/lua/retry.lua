@@ -4,13 +4,18 @@
 -- would take that request for one made for it.
 -- KEYS: queue, task index, arq's abort set.
 -- ARGV: id, now_ms, ttl_ms, max_len, max_bytes, (unused: the job's queue's channel is used), job record, tries so far, index score, bodies...
--- Returns {'queued', last_seq} | {'not_retryable', state} | {'unknown'}.
+-- Returns {'queued', last_seq} | {'not_retryable', state} | {'workflow_step', state} | {'unknown'}.
 local queue, index, abort = KEYS[1], KEYS[2], KEYS[3]
 local id, ttl, max_len, max_bytes = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = relay_now()
 local state = relay_state(queue, id, now)
 if state == nil then return {'unknown'} end
 if state ~= 'failed' and state ~= 'aborted' then return {'not_retryable', state} end
+-- A workflow's step runs again with its workflow (flow_retry.lua), which releases what follows it.
+local head = redis.call('GETRANGE', RESULT .. id, 0, 1023)
+if string.match(head, '^{"sq":%d+,"rs":"%a+","f":"[^"]*","fp":"%x*","wf":"[^"]*","ws":%d+,"t":') then
+  return {'workflow_step', state}
+end
 local seq = relay_seq(id)
 redis.call('DEL', RESULT .. id)
 redis.call('SET', TRIES .. id, ARGV[8])

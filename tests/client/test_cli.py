@@ -323,3 +323,32 @@ def test_workers_lists_the_live_workers(relay: str) -> None:
     assert row.startswith(worker["id"])
     served = f" +{re.escape(','.join(worker['queues']))}" if queues else ""
     assert re.search(rf" alive +\d+/{worker['concurrency']}{served} ", row), row
+
+
+def test_workflow_submit_follow_status_cancel_and_retry(relay: str, tmp_path: Path) -> None:
+    canvas = '{"chain": [{"task": "add", "args": [2, 2]}, {"task": "mul", "args": [4]}]}'
+    followed = relay_cli(relay, "workflow", "submit", canvas, "--follow")
+    assert followed.returncode == ExitCode.SUCCEEDED, followed.stderr
+    assert followed.stdout.splitlines()[-1] == "workflow succeeded: 16.0"
+    flow = relay_cli(relay, "workflow", "submit", canvas).stdout.strip()
+    events = ndjson(relay_cli(relay, "workflow", "follow", flow, "--json").stdout)
+    assert (events[0]["type"], events[-1]["type"]) == ("workflow_started", "workflow_end")
+    tree = relay_cli(relay, "workflow", "status", flow)
+    assert re.search(r"0\. add succeeded", tree.stdout)
+    assert re.search(r"1\. mul succeeded", tree.stdout)
+    assert json.loads(relay_cli(relay, "workflow", "status", flow, "--json").stdout)["result"] == 16
+
+    marker = tmp_path / "pass"
+    steps = [{"task": "inc", "args": [1]}, {"task": "fails_until", "kwargs": {"marker": str(marker)}}]
+    (tmp_path / "canvas.json").write_text(json.dumps({"chain": steps}))
+    flow = f"cli-{uuid.uuid4().hex[:8]}"
+    failed = relay_cli(relay, "workflow", "submit", "--file", str(tmp_path / "canvas.json"), "--id", flow, "--follow")
+    assert failed.returncode == ExitCode.FAILED
+    assert f"step 1 {flow}:1: started (try 1)" in failed.stdout
+    marker.write_text("ok")
+    assert relay_cli(relay, "workflow", "retry", flow).returncode == 0
+    assert relay_cli(relay, "workflow", "follow", flow).returncode == ExitCode.SUCCEEDED
+
+    slow = relay_cli(relay, "workflow", "submit", '{"chain": [{"task": "sleeps", "args": [30]}]}').stdout.strip()
+    assert relay_cli(relay, "workflow", "cancel", slow).stdout.strip() in ("aborted", "aborting")
+    assert relay_cli(relay, "workflow", "follow", slow).returncode == ExitCode.ABORTED

@@ -1,5 +1,6 @@
 """Every example of the Python client and the CLI in the documentation runs as written against a real API:
-the README's "The Python client" and "The CLI" sections, and docs/client.md and docs/cli.md whole."""
+the README's "The Python client" and "The CLI" sections, and docs/client.md, docs/cli.md and docs/workflows.md
+whole."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from bench.harness.processes import BIN
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
-DOCUMENTS = [README, REPO / "docs" / "client.md", REPO / "docs" / "cli.md"]
+DOCUMENTS = [README, REPO / "docs" / "client.md", REPO / "docs" / "cli.md", REPO / "docs" / "workflows.md"]
 
 
 def examples(document: Path) -> list[tuple[str, str]]:

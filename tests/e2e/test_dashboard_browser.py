@@ -358,3 +358,42 @@ def test_a_task_no_live_worker_runs_says_why_it_waits_on_its_page(
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | {"RELAY_URL": base}
     shown = subprocess.run([RELAY_CLI, "status", task_id], env=env, capture_output=True, text=True, timeout=60)
     assert "waiting for a worker that runs 'resize'" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_a_workflow_is_drawn_as_its_tree_and_its_steps_move_live(
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path, tmp_path: Path
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue()}
+    _, base = spawn_api(offers=False, **env)
+    spawn_worker(**env)
+    marker = tmp_path / "pass"
+    slow = {"task": "chatty", "args": [1], "kwargs": {"events": 10, "interval": 0.2}}
+    members = [{"task": "inc", "args": [i], "immutable": True} for i in range(3)]
+    workflow = {
+        "chain": [
+            slow,
+            {"chord": members, "callback": {"task": "tsum"}},
+            {"task": "fails_until", "kwargs": {"marker": str(marker)}},
+        ]
+    }
+    flow = httpx.post(f"{base}/workflows", json={"workflow": workflow}, timeout=10).json()["id"]
+    page.goto(f"{base}/dashboard/#/")
+    expect(page.locator(f"#workflows tbody tr[data-workflow-id='{flow}']")).to_be_visible(timeout=LIVE)
+    page.locator(f"#workflows tbody tr[data-workflow-id='{flow}'] a").click()
+    step = page.locator("#workflow-tree .wf-step")
+    expect(step).to_have_count(6, timeout=LIVE)  # chatty, three members, the callback, the last step
+    expect(step.nth(0)).to_have_attribute("data-state", "running", timeout=LIVE)  # moved by the stream
+    page.screenshot(path=str(shots / "running.png"), full_page=True)
+    expect(page.locator("#workflow-state")).to_have_text("failed", timeout=LIVE)
+    states = [step.nth(i).get_attribute("data-state") for i in range(6)]
+    assert states == ["succeeded"] * 5 + ["failed"]
+    expect(page.locator("#workflow-result")).to_contain_text("step 5: NotRetried", timeout=LIVE)
+    marker.write_text("ok")
+    page.locator("#workflow-retry").click()
+    expect(page.locator("#workflow-state")).to_have_text("succeeded", timeout=LIVE)
+    expect(step.nth(5)).to_have_attribute("data-state", "succeeded", timeout=LIVE)
+    expect(page.locator("#workflow-result")).to_have_text("6", timeout=LIVE)  # 1+1, 1+2, 1+3... tsum([1,2,3])
+    page.screenshot(path=str(shots / "succeeded.png"), full_page=True)
+    events = seen(page)["workflow"]["events"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # once each, in order, across the retry
+    assert events[-1]["type"] == "workflow_end"

@@ -7,14 +7,25 @@ killed mid-job is covered by tests/e2e/test_leases.py.
 
 from __future__ import annotations
 
+import collections
+import random
 import signal
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import redis
 
-from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.client import (
+    read_events,
+    read_workflow_events,
+    submit_ok,
+    submit_workflow,
+    types,
+    wait_state,
+    wait_workflow,
+)
 from bench.harness.processes import free_port, start_redis
 from tests.conftest import StartApi, StartWorker
 from tests.support.heavy import heavy
@@ -103,3 +114,61 @@ def test_api_sigkill_mid_stream_client_resumes_elsewhere(spawn_api: StartApi, sp
     seqs = seen + [e["seq"] for e in rest]
     assert seqs == list(range(1, len(seqs) + 1))
     assert rest[-1]["type"] == "end"
+
+
+@heavy
+def test_workflows_finish_with_every_step_and_the_callback_once_while_workers_are_killed(
+    spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    """A chain of 200 steps and a chord of a 1,000-member group, while a worker is SIGKILLed or SIGTERMed every
+    half second or so (and replaced): both end, every step is released once and ends once (one `step_started`
+    and one `step_ended` in the workflow's log, one `end` in its own), the callback once; a step whose worker
+    was killed mid-run ran again (at-least-once), which is counted, not hidden."""
+    env = {
+        "RELAY_QUEUE_NAME": queue(),
+        "RELAY_LEASE_SECONDS": "2",  # a killed worker's jobs are taken over within about 2 s
+        "RELAY_MAX_PICKUPS": "100",  # a job may be caught by many kills in a row
+        "RELAY_WORKER_GRACE_SECONDS": "1",
+        "RELAY_WORKER_CONCURRENCY": "4",
+    }
+    _, base = spawn_api(**env)
+    workers = [spawn_worker(**env) for _ in range(3)]
+    step = {"seconds": 0.03}  # a step lasts long enough for some kills to land mid-run
+    chain = submit_workflow(
+        base, {"chain": [{"task": "inc", "args": [0], "kwargs": step}] + [{"task": "inc", "kwargs": step}] * 199}
+    )
+    members = [{"task": "inc", "args": [i], "kwargs": step} for i in range(1000)]
+    chord = submit_workflow(base, {"chord": members, "callback": {"task": "tsum"}})
+    rng = random.Random(23)
+    kills: dict[str, int] = {"SIGKILL": 0, "SIGTERM": 0}
+    signals = (signal.SIGKILL, signal.SIGTERM)
+    deadline = time.monotonic() + 240
+    while not all(_ended(base, flow) for flow in (chain, chord)):
+        assert time.monotonic() < deadline, "the workflows did not end under the faults"
+        time.sleep(rng.uniform(0.3, 0.8))
+        victim = workers.pop(rng.randrange(len(workers)))
+        how = signals[sum(kills.values()) % 2]
+        victim.send(how)
+        kills[how.name] += 1
+        workers.append(spawn_worker(wait_ready=False, **env))
+    assert min(kills.values()) > 0
+    assert wait_workflow(base, chain)["result"] == 200
+    assert wait_workflow(base, chord)["result"] == sum(range(1, 1001))
+    reruns = 0
+    for flow, steps in ((chain, 200), (chord, 1001)):
+        events = read_workflow_events(base, flow, timeout=120)
+        assert events[-1]["type"] == "workflow_end"  # the stream ended
+        started = collections.Counter(e["step"] for e in events if e["type"] == "step_started")
+        ended = collections.Counter(e["step"] for e in events if e["type"] == "step_ended")
+        assert started == ended == collections.Counter(range(steps))  # each released once, ended once
+        ends = collections.Counter(e["step"] for e in events if e["type"] == "end" and "step_seq" in e)
+        assert ends == collections.Counter(range(steps))  # each step's own log: one end
+        runs = collections.Counter(e["step"] for e in events if e["type"] == "started" and "step_seq" in e)
+        reruns += sum(n - 1 for n in runs.values())
+    callback = types(read_events(base, f"{chord}:1000"))
+    assert callback.count("end") == 1
+    print(f"kills: {kills}; steps run again after their worker was killed: {reruns}")
+
+
+def _ended(base: str, flow: str) -> bool:
+    return httpx.get(f"{base}/workflows/{flow}", timeout=10).json()["state"] != "running"

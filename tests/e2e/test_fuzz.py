@@ -48,6 +48,12 @@ def test_document_covers_every_route(fuzz_target: str) -> None:
         "POST /tasks/{task_id}/retry",
         "DELETE /tasks/{task_id}",
         "GET /tasks/{task_id}/events",
+        "POST /workflows",
+        "GET /workflows",
+        "GET /workflows/{workflow_id}",
+        "DELETE /workflows/{workflow_id}",
+        "POST /workflows/{workflow_id}/retry",
+        "GET /workflows/{workflow_id}/events",
     }
 
 

@@ -448,3 +448,34 @@ def test_stats_show_each_key_only_the_running_tasks_it_may_see(stack: Stack) -> 
     assert f"web~{task_id}" not in running(WEB)
     assert not [i for i in running(CI) if task_id in i]
     assert stack.call(WEB, "DELETE", f"/tasks/{task_id}").status_code == 202
+
+
+def test_workflows_follow_the_same_tenant_rules(stack: Stack) -> None:
+    """A tenant's workflow: its own ids everywhere (the tree, every event, its steps), another tenant's and a
+    read key's requests answered as for an id nobody used, an admin sees it under its stored id."""
+    flow = unique("flow")
+    canvas = {"chain": [{"task": "echo", "args": ["web's secret"]}, {"task": "echo", "immutable": True}]}
+    assert stack.call(WEB_READ, "POST", "/workflows", json={"workflow": canvas}).status_code == 403
+    created = stack.call(WEB, "POST", "/workflows", json={"workflow": canvas, "id": flow})
+    assert (created.status_code, created.json()["id"]) == (202, flow)
+    wait_until(lambda: stack.call(WEB, "GET", f"/workflows/{flow}").json()["state"] == "succeeded", 20, "the workflow")
+    view = stack.call(WEB, "GET", f"/workflows/{flow}").json()
+    assert (view["id"], view["tenant"]) == (flow, "web")
+    assert [c["task_id"] for c in view["tree"]["children"]] == [f"{flow}:0", f"{flow}:1"]
+    assert stack.call(WEB, "GET", f"/tasks/{flow}:0").json()["result"] == {"echo": "web's secret"}
+    with httpx.stream("GET", f"{stack.base}/workflows/{flow}/events", headers={"X-API-Key": WEB}, timeout=30) as r:
+        events = list(ndjson_lines(r))
+    assert events[-1]["type"] == "workflow_end"
+    assert b"web~" not in json.dumps(events).encode()
+    assert {e["task_id"] for e in events if "task_id" in e} == {f"{flow}:0", f"{flow}:1"}
+    for path in (f"/workflows/{flow}", f"/workflows/{flow}/events", f"/tasks/{flow}:0"):
+        foreign = stack.call(CI, "GET", path)
+        assert foreign.status_code == 404
+        assert b"secret" not in foreign.content
+    for method, path in (("DELETE", f"/workflows/{flow}"), ("POST", f"/workflows/{flow}/retry")):
+        assert stack.call(CI, method, path).status_code == 404
+        assert stack.call(WEB_READ, method, path).status_code == 403
+    assert flow not in [w["id"] for w in stack.call(CI, "GET", "/workflows").json()["workflows"]]
+    assert flow in [w["id"] for w in stack.call(WEB, "GET", "/workflows").json()["workflows"]]
+    admin = stack.call(OPS, "GET", f"/workflows/web~{flow}").json()
+    assert admin["tree"]["children"][0]["task_id"] == f"web~{flow}:0"

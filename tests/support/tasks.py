@@ -8,14 +8,14 @@ import contextlib
 import os
 import signal
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from arq.worker import Retry
 from pydantic import Field
 
 from shared.lanes import Limit, Rate
 from shared.retry import RetryPolicy
-from worker.context import TaskContext
+from worker.context import ChildFailed, TaskContext
 from worker.outputs import EventTooLarge, OutputTooLarge
 from worker.tasks import registry
 
@@ -336,3 +336,54 @@ async def one_at_a_time(task: TaskContext, seconds: float = 0.3) -> dict[str, fl
 async def five_per_second(task: TaskContext) -> dict[str, float | int]:
     """At most five starts a second, across all workers."""
     return _ran(time.time())
+
+
+# Workflows and child tasks (issue #23).
+@registry.task()
+async def inc(task: TaskContext, x: int = 0, seconds: float = 0.0) -> int:
+    """Return ``x + 1`` (after ``seconds``): a chain of n of them from 0 ends at n."""
+    if seconds:
+        await asyncio.sleep(seconds)
+    return x + 1
+
+
+@registry.task()
+async def collect(task: TaskContext, values: list[Any]) -> list[Any]:
+    """Return what it was given (a chord's callback that shows its input)."""
+    return values
+
+
+@registry.task()
+async def fails_until(task: TaskContext, x: Any = None, marker: str = "") -> Any:
+    """Fail (no retry) until the file ``marker`` exists, then pass ``x`` on: a step a test lets succeed later."""
+    if not os.path.exists(marker):  # noqa: ASYNC240  (a stat of a local file, in a test task)
+        raise NotRetried(f"{marker} does not exist yet")
+    return x
+
+
+@registry.task()
+async def chatty(task: TaskContext, x: Any = None, events: int = 3, interval: float = 0.05) -> Any:
+    """Report ``events`` progress events ``interval`` apart, then pass ``x`` on."""
+    for i in range(events):
+        await task.progress(i + 1, events)
+        await asyncio.sleep(interval)
+    return x
+
+
+@registry.task()
+async def parent_of(task: TaskContext, n: int = 2, child: str = "inc", seconds: float = 0.0) -> list[Any]:
+    """Submit ``n`` children (``child(i)``), wait for them, return their results."""
+    await asyncio.sleep(seconds)
+    ids = [await task.submit(child, i) for i in range(n)]
+    return await task.wait(*ids)
+
+
+@registry.task()
+async def parent_of_failure(task: TaskContext) -> str:
+    """Wait for a child that fails, and say what the parent was told."""
+    child = await task.submit("fail", "the child failed")
+    try:
+        await task.wait(child)
+    except ChildFailed as exc:
+        return f"{exc.task_id} {exc.state}: {exc.error['error_type']}"
+    return "not told"

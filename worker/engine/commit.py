@@ -60,27 +60,40 @@ class OpResult:
 
 
 def final_op(
-    task_id: str, token: str, seq: int, bodies: list[bytes], record: bytes, reply: bool, aborted: bool = False
+    task_id: str,
+    token: str,
+    seq: int,
+    bodies: list[bytes],
+    record: bytes,
+    reply: bool,
+    aborted: bool = False,
+    link: str = "",
+    value: bytes = b"",
 ) -> Op:
     """The task ended: store its result record and remove its job records, with its last events (and, for an
-    aborted task, its abort request)."""
-    return Op(OpKind.FINAL, task_id, token, seq, bodies, [record, int(reply), int(aborted)])
+    aborted task, its abort request). A linked task (``JobRecord.link``: a workflow's step, a child task) gives
+    ``value``, its result's or error's JSON: its workflow takes it as the step's value."""
+    return Op(OpKind.FINAL, task_id, token, seq, bodies, [record, int(reply), int(aborted), link, value])
 
 
-def requeue_op(task_id: str, token: str, seq: int, bodies: list[bytes], delay_ms: int, give_back_try: bool) -> Op:
+def requeue_op(
+    task_id: str, token: str, seq: int, bodies: list[bytes], delay_ms: int, give_back_try: bool, link: str = ""
+) -> Op:
     """Back on the queue, due ``delay_ms`` from now (Redis's clock); a shutdown gives its try back, a lost
     worker's try counts."""
-    return Op(OpKind.REQUEUE, task_id, token, seq, bodies, [delay_ms, int(give_back_try)])
+    return Op(OpKind.REQUEUE, task_id, token, seq, bodies, [delay_ms, int(give_back_try), link])
 
 
-def retry_op(task_id: str, token: str, seq: int, bodies: list[bytes], delay_ms: int, record: bytes) -> Op:
+def retry_op(
+    task_id: str, token: str, seq: int, bodies: list[bytes], delay_ms: int, record: bytes, link: str = ""
+) -> Op:
     """Wait ``delay_ms`` (Redis's clock) for the next try, with the job record rewritten to say so."""
-    return Op(OpKind.RETRY_LATER, task_id, token, seq, bodies, [delay_ms, record])
+    return Op(OpKind.RETRY_LATER, task_id, token, seq, bodies, [delay_ms, record, link])
 
 
-def events_op(task_id: str, token: str, seq: int, bodies: list[bytes]) -> Op:
-    """Just events (``started``, ``progress``, ``partial``)."""
-    return Op(OpKind.EVENTS, task_id, token, seq, bodies)
+def events_op(task_id: str, token: str, seq: int, bodies: list[bytes], link: str = "") -> Op:
+    """Just events (``started``, ``progress``, ``partial``); a workflow's step's go to its workflow's log too."""
+    return Op(OpKind.EVENTS, task_id, token, seq, bodies, [link])
 
 
 class Committer:

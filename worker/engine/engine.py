@@ -74,6 +74,7 @@ class Engine:
         self.threads = TaskThreads(settings.sync_task_threads)
         self.leases = LeaseKeeper(settings, self.token, self)
         self.runs: dict[str, JobRun] = {}
+        self.waiting: dict[str, asyncio.Event] = {}  # runs waiting for their children (holding no slot) -> notice
         self.shutting_down = False
         self.stop_by: float | None = None  # time.monotonic() after which a stopping worker stops trying Redis
         self._claiming = True  # False once arq stops picking jobs: due jobs and lapsed leases wait for others
@@ -92,7 +93,9 @@ class Engine:
         self.catalogue_digest, self._catalogue = catalogue.encode(
             [spec.describe(settings.job_timeout_seconds) for spec in registry]
         )
-        self.scheduler = Scheduler(registry, settings, Enqueuer(pool, settings, self.scripts))
+        self.enqueuer = Enqueuer(pool, settings, self.scripts)
+        self.scheduler = Scheduler(registry, settings, self.enqueuer)
+        self._catalogue_reader: catalogue.Catalogue | None = None
         self._claim_entries = registry.claim_entries()
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -136,7 +139,7 @@ class Engine:
     def _sleep_seconds(self, step: float) -> float:
         now_ms = self.redis_now_ms()
         wake_at = now_ms + step * 1000
-        free = self._claiming and len(self.runs) < self.settings.worker_concurrency
+        free = self._claiming and self.busy < self.settings.worker_concurrency
         if self._next_due_ms is not None and free:
             wake_at = min(wake_at, self._next_due_ms)
         if self._next_lease_ms is not None and self._claiming:
@@ -178,7 +181,7 @@ class Engine:
         self._last_stored = time.monotonic()
 
     async def _claim(self, worker: Worker) -> None:
-        free = max(0, worker.max_jobs - len(self.runs))
+        free = max(0, worker.max_jobs - self.busy)
         self._job_notice = False
         # A request id of its own: redis-py sends the same call again after a timeout or a dropped connection,
         # and the script then returns the jobs its first run claimed instead of claiming more.
@@ -205,6 +208,35 @@ class Engine:
             self._take_over(claimed)
 
     # --- starting and ending jobs -----------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: running jobs, not counting those waiting for their children (``worker.engine.children``)."""
+        return len(self.runs) - len(self.waiting)
+
+    @property
+    def catalogue(self) -> catalogue.Catalogue:
+        """What the live workers offer: a child task this worker does not run is checked against it."""
+        if self._catalogue_reader is None:
+            self._catalogue_reader = catalogue.Catalogue(self.pool, self.settings.queue_name)
+        return self._catalogue_reader
+
+    def begin_wait(self, run: JobRun) -> asyncio.Event:
+        """``run`` waits for its children: its slot is free for other work (a child, say) until ``end_wait``.
+        Returns the event a child's end sets (``note_child``)."""
+        notice = self.waiting.setdefault(run.task_id, asyncio.Event())
+        self.wake.set()  # claim for the freed slot now
+        return notice
+
+    def end_wait(self, run: JobRun) -> None:
+        """``run`` runs again (it holds a slot again, even if the worker is full meanwhile: it was running)."""
+        self.waiting.pop(run.task_id, None)
+
+    def note_child(self, parent_id: str) -> None:
+        """A wake-up notice said a child of ``parent_id`` ended."""
+        notice = self.waiting.get(parent_id)
+        if notice is not None:
+            notice.set()
 
     def _start(self, worker: Worker, claimed: Claimed) -> None:
         ending = self._refusal(claimed)
@@ -381,14 +413,15 @@ class Engine:
     # --- upkeep -----------------------------------------------------------------------------------------
 
     async def _maintain(self) -> None:
-        """One worker per minute prunes the task index and arq's stale abort entries, and counts the named queues'
-        depths again (``shared/keys.py``)."""
+        """One worker per minute prunes the task and workflow indexes and arq's stale abort entries, and counts the
+        named queues' depths again (``shared/keys.py``)."""
         queue = self.settings.queue_name
         lock = keys.maintenance_lock(queue)
         try:
             if not await self.pool.set(lock, self.token, nx=True, px=int(MAINTENANCE_SECONDS * 1000)):
                 return
             await self._prune_index(keys.task_index(queue))
+            await self._prune_index(keys.flow_index(queue), "flows")
             await recount_depths(self.scripts, queue)
             stale_before = int(self.redis_now_ms()) - 60_000
             waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
@@ -400,12 +433,12 @@ class Engine:
         except (RedisError, OSError) as exc:
             logger.warning("maintenance skipped: %s", exc)
 
-    async def _prune_index(self, index: str) -> None:
+    async def _prune_index(self, index: str, kind: str = "tasks") -> None:
         """Drop expired entries, oldest first, batch after batch while they are mostly expired (at 100 tasks/s
         some 6,000 expire a minute), within a time budget; the few live ones among them are stepped over."""
         start, budget_ends = 0, time.monotonic() + INDEX_PRUNE_SECONDS
         while True:
-            args = [self.settings.task_index_max, INDEX_SCAN, start]
+            args: list[str | int] = [self.settings.task_index_max, INDEX_SCAN, start, kind]
             _, examined, kept = await self.scripts.maintenance(keys=[index], args=args)
             start += kept
             if examined < INDEX_SCAN or kept * 2 > examined or time.monotonic() > budget_ends:

@@ -11,6 +11,7 @@ from shared import events
 from shared.events import EventType
 from shared.jobs import RETRYING, JobRecord, ResultRecord
 from shared.retry import RetryPolicy
+from shared.serialization import dumps
 from shared.tasks import TaskState
 from worker.engine.commit import Op, final_op, requeue_op, retry_op
 from worker.engine.tries import TryCount, allowed_retries
@@ -119,7 +120,7 @@ def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None
     if ending.state is TaskState.QUEUED:
         data = {"try": facts.try_number, "reason": ending.reason}
         bodies = [*before, events.body(task_id, EventType.REQUEUED, data, now, facts.trace_id)]
-        return requeue_op(task_id, facts.token, seq, bodies, 0, ending.give_back_try)
+        return requeue_op(task_id, facts.token, seq, bodies, 0, ending.give_back_try, _link(facts))
     if ending.state is TaskState.RETRYING:
         assert facts.record is not None
         # For GET and the event only: the retry falls due after the delay on Redis's clock (commit.lua).
@@ -136,7 +137,8 @@ def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None
             "delay_seconds": round(ending.delay_seconds, 3),
         }
         bodies = [*before, events.body(task_id, EventType.RETRYING, data, now, facts.trace_id)]
-        return retry_op(task_id, facts.token, seq, bodies, round(ending.delay_seconds * 1000), record.encode())
+        delay_ms = round(ending.delay_seconds * 1000)
+        return retry_op(task_id, facts.token, seq, bodies, delay_ms, record.encode(), _link(facts))
     return _final(ending, facts, seq, now, before)
 
 
@@ -146,7 +148,7 @@ def _final(ending: Ending, facts: RunFacts, seq: int, now: float, before: list[b
     result = ResultRecord(
         state=state,
         function=facts.function,
-        kwargs=record.kwargs if record else {},
+        kwargs=shown_kwargs(record) if record else {},
         job_try=facts.try_number,
         enqueue_ms=record.enqueue_ms if record else 0,
         result=ending.data,
@@ -158,6 +160,9 @@ def _final(ending: Ending, facts: RunFacts, seq: int, now: float, before: list[b
         tries_base=record.tries_base if record else 0,
         reply=record.reply if record else False,
         lane=record.lane if record else None,
+        flow=record.flow if record else None,
+        step=record.step if record else None,
+        parent=record.parent if record else None,
     )
     trace_id = facts.trace_id
     if ending.state is TaskState.SUCCEEDED:
@@ -168,7 +173,21 @@ def _final(ending: Ending, facts: RunFacts, seq: int, now: float, before: list[b
         first = events.body(facts.task_id, EventType.ERROR, ending.data, now, trace_id)
     bodies = [*before, first, events.end_body(facts.task_id, state, now, trace_id)]
     aborted = ending.state is TaskState.ABORTED
-    return final_op(facts.task_id, facts.token, seq, bodies, result.encode(), result.reply, aborted)
+    link = _link(facts)
+    value = dumps(ending.data) if link else b""
+    return final_op(facts.task_id, facts.token, seq, bodies, result.encode(), result.reply, aborted, link, value)
+
+
+def _link(facts: RunFacts) -> str:
+    """What the run's commits name (``JobRecord.link``): its workflow and step, or its parent."""
+    return facts.record.link if facts.record is not None else ""
+
+
+def shown_kwargs(record: JobRecord) -> dict[str, Any]:
+    """A job's kwargs as its result keeps them: a workflow step's input in its arguments, as it ran."""
+    if not record.has_input:
+        return record.kwargs
+    return record.kwargs | {"params": record.params}
 
 
 def _iso(ms: int) -> str:

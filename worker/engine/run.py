@@ -21,7 +21,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from shared.serialization import dumps
 from shared.tasks import TaskState
 from worker.context import Done, TaskContext
 from worker.engine import outcomes, tries
+from worker.engine.children import Children
 from worker.engine.commit import Op, OpResult, events_op
 from worker.engine.outcomes import Ending, RunFacts
 from worker.outputs import OutputTooLarge, check_event, check_result
@@ -90,6 +91,7 @@ class JobRun:
         self.span: tracing.SpanHandle | None = None  # this try's span (shared.tracing), from ``run``
         self.trace_id: str | None = None
         self.refused: OutputTooLarge | None = None  # an output over its limit: the try fails with it
+        self.children = Children(self)
 
     @property
     def timeout_seconds(self) -> float:
@@ -118,6 +120,22 @@ class JobRun:
             return Done()  # a task thread that outlived its run: its late events are dropped
         return self._queue_events([body])
 
+    def submit_child(
+        self, task: str, args: Sequence[Any], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> Awaitable[str]:
+        """A child task (``EventSink``; ``worker.engine.children``), from an ``async def`` task."""
+        self._on_loop("ctx.submit")
+        return self.children.submit(task, args, kwargs, options)
+
+    def wait_children(self, ids: Sequence[str], timeout: float | None) -> Awaitable[list[Any]]:
+        """Wait for child tasks (``EventSink``), from an ``async def`` task."""
+        self._on_loop("ctx.wait")
+        return self.children.wait(ids, timeout)
+
+    def _on_loop(self, what: str) -> None:
+        if threading.get_ident() != self._loop_thread:
+            raise TypeError(f"{what} is for async def tasks (a plain def task's thread would be held while it waits)")
+
     def _wait_from_thread(self, body: bytes) -> None:
         """In a task thread: wait until the event is stored, or until the run has ended (its late events are
         dropped), never forever on a loop that has stopped (the worker is exiting)."""
@@ -142,7 +160,7 @@ class JobRun:
     def _queue_events(self, bodies: list[bytes]) -> asyncio.Future[None]:
         """Queue the events; the returned future resolves once they are stored (or fails if they cannot be)."""
         bodies = self._take_started() + bodies
-        op = events_op(self.task_id, self.engine.token, self.seq, bodies)
+        op = events_op(self.task_id, self.engine.token, self.seq, bodies, self.record.link)
         self.seq += len(bodies)
         stored: asyncio.Future[None] = self._loop.create_future()
 

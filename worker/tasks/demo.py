@@ -52,3 +52,22 @@ async def count(
 async def fail(task: TaskContext, message: str = "this task always fails") -> None:
     """Raise, so clients can see what a failure looks like."""
     raise DemoFailure(message)
+
+
+# For workflows (docs/workflows.md): Celery's canvas examples, `add.s(2, 2) | mul.s(4)` and a chord into `tsum`.
+@registry.task()
+async def add(task: TaskContext, x: float, y: float = 0) -> float:
+    """Return ``x + y``."""
+    return x + y
+
+
+@registry.task()
+async def mul(task: TaskContext, x: float, y: float = 1) -> float:
+    """Return ``x * y``."""
+    return x * y
+
+
+@registry.task()
+async def tsum(task: TaskContext, numbers: list[float]) -> float:
+    """Return the sum of ``numbers`` (a chord's callback: the list of its group's results)."""
+    return sum(numbers)

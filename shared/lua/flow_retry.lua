@@ -1,0 +1,68 @@
+-- Run a failed or aborted workflow again from where it failed (POST /workflows/{id}/retry): every step that
+-- failed, was aborted or was skipped is pending again, and those whose predecessors all succeeded are released
+-- at once (lib.lua relay_flow_release), with the values the succeeded steps kept as their input. A step that ran
+-- before keeps its id: its event log and numbering continue, and its job record starts a new round of tries
+-- (its "tb", see worker/engine/tries.py). Steps that succeeded are not run again.
+-- KEYS: queue (the schedule).  ARGV: workflow id, ttl_ms.
+-- Returns {'queued', steps released} | {'not_retryable', state} | {'unknown'}.
+local queue = KEYS[1]
+local flow, ttl = ARGV[1], tonumber(ARGV[2])
+local key = FLOW .. flow
+local info = redis.call('HMGET', key, 'st', 'n')
+if not info[1] then return {'unknown'} end
+if info[1] ~= 'failed' and info[1] ~= 'aborted' then return {'not_retryable', info[1]} end
+local now = relay_now()
+local n = tonumber(info[2])
+local fields = {}
+for i = 0, n - 1 do fields[#fields + 1] = 's:' .. i end
+local states = relay_hmget(key, fields)
+local again, reset = {}, {}
+for i = 0, n - 1 do
+  local s = states[i + 1]
+  if s == 'F' or s == 'A' or s == 'K' then
+    again[#again + 1] = i
+    states[i + 1] = 'P'
+  end
+end
+local released = {}
+for _, i in ipairs(again) do
+  local waits = 0
+  for p in string.gmatch(redis.call('HGET', key, 'p:' .. i), '%d+') do
+    if states[tonumber(p) + 1] ~= 'S' then waits = waits + 1 end
+  end
+  reset[#reset + 1] = 's:' .. i
+  reset[#reset + 1] = 'P'
+  reset[#reset + 1] = 'd:' .. i
+  reset[#reset + 1] = waits
+  redis.call('HDEL', key, 'v:' .. i)
+  if waits == 0 then
+    released[#released + 1] = i
+    -- It ran before: its log goes on from its last event, and its tries start a new round after the last one.
+    local id = flow .. ':' .. i
+    local head = redis.call('GETRANGE', RESULT .. id, 0, 1023)
+    local tries = string.match(head, '^{"sq":%d+,"rs":"%a+","f":"[^"]*","fp":"%x*","wf":"[^"]*","ws":%d+,"t":(%d+)')
+    if tries then
+      redis.call('SET', SEQ .. id, relay_seq(id))
+      redis.call('DEL', RESULT .. id)
+      redis.call('SET', TRIES .. id, tries)
+      local template = redis.call('HGET', key, 't:' .. i)
+      template = string.gsub(template, '^({"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"[^"]*","wf":"[^"]*","ws":%d+,"tb":)%d+',
+        '%1' .. tries, 1)
+      reset[#reset + 1] = 't:' .. i
+      reset[#reset + 1] = template
+    end
+  end
+end
+relay_chunked('HSET', key, reset)
+redis.call('HDEL', key, 'cx', 'fail', 'ended', 'end')
+redis.call('HSET', key, 'st', 'running')
+redis.call('PERSIST', key)
+local listed = {}
+for _, i in ipairs(again) do listed[#listed + 1] = tostring(i) end
+local events = {relay_flow_body('workflow_retried', flow, now, '{"steps":[' .. table.concat(listed, ',') .. ']}')}
+local wake = {}
+relay_flow_release(queue, flow, released, now, wake, events)
+redis.call('HINCRBY', key, 'active', #released)
+relay_flow_emit(flow, events, ttl)
+relay_wake(wake, now)
+return {'queued', #released}

@@ -1,0 +1,69 @@
+-- Submit a workflow atomically (shared/keys.py, "Workflows"): its hash with every step (lib.lua describes the
+-- fields), its first steps (those with no predecessor) enqueued as submits are (relay_enqueue_jobs), the workflow
+-- index, and its first events: `workflow_started`, then `step_started` per first step. Idempotent by id: a
+-- workflow that exists is reported with its state (and whether it was submitted with the same canvas). A
+-- refusal (a first step's queue is full) leaves nothing behind; the later steps are admitted with the workflow.
+-- KEYS: queue (the schedule), the workflow index.
+-- ARGV: workflow id, fingerprint, meta (JSON, for GET), steps, steps without successors, result template,
+-- log max_len, log max_bytes, ttl_ms, index score, default max depth, depths of named queues ('gpu=100' or ''),
+-- then per step: job record template, predecessors ('1,2'), successors, input template ('' for none),
+-- accepts failed inputs ('0'/'1').
+-- Returns {'created', first steps} | {'exists', state, 'same' or 'other'} | {'taken'} (its steps' ids are in
+-- use: a workflow of this id expired, its steps not yet) | {'full', queue, depth}.
+local queue, index = KEYS[1], KEYS[2]
+local flow, fp, meta, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ttl, default_max = tonumber(ARGV[9]), tonumber(ARGV[11])
+local key = FLOW .. flow
+local old = redis.call('HMGET', key, 'st', 'fp')
+if old[1] then return {'exists', old[1], old[2] == fp and 'same' or 'other'} end
+if redis.call('EXISTS', JOB .. flow .. ':0', RESULT .. flow .. ':0') > 0 then return {'taken'} end
+local max_of = {}
+for q, most in string.gmatch(ARGV[12], '([^,=]+)=(%d+)') do max_of[q] = tonumber(most) end
+
+local now = relay_now()
+local fields = {'n', n, 'st', 'running', 'active', 0, 'sinks', ARGV[5], 'sok', 0, 'root', ARGV[6], 'seq', 0,
+  'ml', ARGV[7], 'mb', ARGV[8], 'meta', meta, 'fp', fp, 'created', now}
+local first, depths, adding = {}, {}, {}
+for i = 0, n - 1 do
+  local a = 13 + 5 * i
+  local template, preds, succs, input, tolerant = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local waits = 0
+  for _ in string.gmatch(preds, '%d+') do waits = waits + 1 end
+  local i_s = tostring(i)
+  fields[#fields + 1] = 't:' .. i_s
+  fields[#fields + 1] = template
+  fields[#fields + 1] = 'p:' .. i_s
+  fields[#fields + 1] = preds
+  fields[#fields + 1] = 'u:' .. i_s
+  fields[#fields + 1] = succs
+  fields[#fields + 1] = 'd:' .. i_s
+  fields[#fields + 1] = waits
+  fields[#fields + 1] = 's:' .. i_s
+  fields[#fields + 1] = 'P'
+  if input ~= '' then
+    fields[#fields + 1] = 'i:' .. i_s
+    fields[#fields + 1] = input
+  end
+  if tolerant == '1' then
+    fields[#fields + 1] = 'o:' .. i_s
+    fields[#fields + 1] = '1'
+  end
+  if waits == 0 then
+    first[#first + 1] = i
+    local _, q = relay_lane_parts(relay_record_lane(template))
+    if depths[q] == nil then depths[q] = relay_depth(queue, q) end
+    adding[q] = (adding[q] or 0) + 1
+  end
+end
+for q, count in pairs(adding) do
+  if depths[q] + count > (max_of[q] or default_max) then return {'full', q, tostring(depths[q])} end
+end
+relay_chunked('HSET', key, fields)
+redis.call('ZADD', index, ARGV[10], flow)
+local events = {relay_flow_body('workflow_started', flow, now, '{"steps":' .. n .. '}')}
+local wake = {}
+relay_flow_release(queue, flow, first, now, wake, events)
+redis.call('HINCRBY', key, 'active', #first)
+relay_flow_emit(flow, events, ttl)
+relay_wake(wake, now)
+return {'created', #first}

@@ -1,0 +1,243 @@
+"""A workflow's life from outside a worker: submit, read, cancel and retry, each one script (``shared/lua/flow_*``)
+over the workflow's hash (``shared/keys.py``, "Workflows"). What happens while it runs (a step's end releasing
+the next) is in the scripts that commit a step's end, never here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, cast
+
+from arq.connections import ArqRedis
+
+from shared import keys, tenancy
+from shared.enqueue import Links, TaskShape, prepare
+from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
+from shared.limits import check_args_size
+from shared.scripts import Scripts
+from shared.serialization import dumps, loads
+from shared.settings import Settings
+from shared.transitions import Transitions
+from shared.workflows.canvas import Compiled, TooManySteps, WorkflowSubmission, compile_canvas, fingerprint
+
+ShapeOf = Callable[[str], Awaitable[TaskShape]]  # a task's shape by name (the catalogue's offer, or a registry's)
+MAX_ID_LENGTH = 128  # a task id's (``shared.tasks.TASK_ID_REGEX``): a step's id is ``<workflow id>:<n>``
+CANCEL_BATCH = 50  # steps aborted at once by a cancel
+STATES = {"P": "pending", "Q": "active", "S": "succeeded", "F": "failed", "A": "aborted", "K": "skipped"}
+
+
+class WorkflowState(StrEnum):
+    """A workflow's state as ``GET /workflows/{id}`` reports it."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class PreparedWorkflow:
+    """A validated workflow, ready for its submit script."""
+
+    flow_id: str  # its stored id (``shared.tenancy``)
+    fp: str
+    compiled: Compiled
+    records: list[bytes]  # each step's job record, as its release enqueues it
+
+    @property
+    def first_step(self) -> str:
+        """The id of its first step (what a quota counts the workflow by)."""
+        return keys.step_id(self.flow_id, 0)
+
+
+@dataclass(frozen=True)
+class WorkflowSubmitted:
+    """``created`` is False when a workflow with this id and canvas existed; ``state`` is then its state."""
+
+    flow_id: str
+    created: bool
+    state: str
+    steps: int
+
+
+async def prepare_workflow(
+    submission: WorkflowSubmission, shape_of: ShapeOf, settings: Settings, tenant: str | None
+) -> PreparedWorkflow:
+    """Compile the canvas and validate every step against its task (``SubmissionError`` says which is wrong)."""
+    try:
+        compiled = compile_canvas(submission.workflow, settings.max_workflow_steps)
+    except TooManySteps as exc:
+        raise InvalidOptions(str(exc), [{"loc": ["workflow"], "msg": str(exc)}]) from None
+    client_id = submission.id or uuid.uuid4().hex
+    if len(client_id) + 1 + len(str(len(compiled.steps) - 1)) > MAX_ID_LENGTH:
+        most = MAX_ID_LENGTH - 1 - len(str(len(compiled.steps) - 1))
+        message = f"a workflow of {len(compiled.steps)} steps may have an id of at most {most} characters"
+        raise InvalidOptions(message, [{"loc": ["id"], "msg": message}])
+    flow_id = tenancy.stored_id(tenant, client_id)
+    records: list[bytes] = []
+    for step in compiled.steps:
+        links = Links(flow=flow_id, step=step.index, piped=step.piped)
+        try:
+            spec = await shape_of(step.node.task)
+            submission_of_step = step.submission(f"{client_id}:{step.index}")
+            check_args_size(submission_of_step, settings.max_args_bytes)
+            prepared = prepare(spec, settings, submission_of_step, tenant=tenant, links=links)
+        except SubmissionError as exc:
+            exc.message = f"step {step.index} ({step.node.task}): {exc.message}"
+            raise
+        records.append(prepared.record)
+    return PreparedWorkflow(flow_id, fingerprint(submission), compiled, records)
+
+
+class Workflows:
+    """The workflows of one namespace (``RELAY_QUEUE_NAME``), as the API drives them."""
+
+    def __init__(self, pool: ArqRedis, scripts: Scripts, settings: Settings, transitions: Transitions) -> None:
+        self._pool = pool
+        self._scripts = scripts
+        self._settings = settings
+        self._transitions = transitions
+
+    @property
+    def _ttl_ms(self) -> int:
+        return self._settings.result_ttl_seconds * 1000
+
+    async def submit(self, prepared: PreparedWorkflow) -> WorkflowSubmitted:
+        """Store the workflow and enqueue its first steps; ``IdConflict`` or ``QueueFull`` when it cannot be."""
+        settings, compiled = self._settings, prepared.compiled
+        meta = dumps({"tree": compiled.tree})
+        args: list[Any] = [prepared.flow_id, prepared.fp, meta, len(compiled.steps), compiled.sinks, compiled.root]
+        args += [settings.workflow_log_max_len, settings.workflow_log_max_bytes, self._ttl_ms, time.time_ns() // 1000]
+        args += [settings.max_queue_depth, settings.queue_depths]
+        for step, record in zip(compiled.steps, prepared.records, strict=True):
+            preds, succs = ",".join(map(str, step.preds)), ",".join(map(str, step.succs))
+            args += [record, preds, succs, step.input or "", int(step.tolerant)]
+        script_keys = [settings.queue_name, keys.flow_index(settings.queue_name)]
+        reply = await self._scripts.flow_submit(keys=script_keys, args=args)
+        kind = reply[0].decode()
+        client_id = tenancy.client_id(prepared.flow_id)
+        if kind == "created":
+            return WorkflowSubmitted(prepared.flow_id, True, WorkflowState.RUNNING, len(compiled.steps))
+        if kind == "exists" and reply[2] == b"same":
+            return WorkflowSubmitted(prepared.flow_id, False, reply[1].decode(), len(compiled.steps))
+        if kind == "exists":
+            raise IdConflict(f"workflow id {client_id!r} is already taken by another canvas", {"differs": "canvas"})
+        if kind == "taken":
+            message = f"workflow id {client_id!r} was used by a workflow whose steps are still kept; choose another"
+            raise IdConflict(message, {"differs": "unknown"})
+        queue, depth = reply[1].decode(), reply[2].decode()
+        raise QueueFull(f"queue {queue!r} holds {depth} waiting tasks, its maximum; retry later")
+
+    async def view(self, flow_id: str) -> dict[str, Any] | None:
+        """What ``GET /workflows/{id}`` shows (stored ids), or None if there is no such workflow."""
+        key = keys.flow(flow_id)
+        fields = ["n", "st", "meta", "created", "ended", "end"]
+        n, state, meta, created, ended, end = await _hmget(self._pool, key, fields)
+        if state is None or n is None or meta is None:
+            return None
+        count = int(n)
+        letters = await _hmget(self._pool, key, [f"s:{i}" for i in range(count)]) if count else []
+        states = [STATES.get((s or b"P").decode(), "pending") for s in letters]
+        running = await self._running([keys.step_id(flow_id, i) for i, s in enumerate(states) if s == "active"])
+        detailed = [
+            ("running" if keys.step_id(flow_id, i) in running else "queued") if s == "active" else s
+            for i, s in enumerate(states)
+        ]
+        tree = _with_states(loads(meta)["tree"], flow_id, detailed)
+        finished = loads(end) if end else {}
+        counts: dict[str, int] = {}
+        for s in detailed:
+            counts[s] = counts.get(s, 0) + 1
+        return {
+            "id": flow_id,
+            "state": state.decode(),
+            "steps": count,
+            "counts": counts,
+            "result": finished.get("result"),
+            "error": _error(finished) if finished.get("state") not in (None, "succeeded") else None,
+            "created_at": _iso(created),
+            "finished_at": _iso(ended),
+            "tree": tree,
+        }
+
+    async def _running(self, step_ids: list[str]) -> set[str]:
+        """Which of these active steps run now (the others wait in their lanes)."""
+        if not step_ids:
+            return set()
+        async with self._pool.pipeline(transaction=False) as pipe:
+            for step in step_ids:
+                pipe.exists(keys.in_progress(step))
+            found = await pipe.execute()
+        return {step for step, running in zip(step_ids, found, strict=True) if running}
+
+    async def cancel(self, flow_id: str) -> tuple[str, str | None]:
+        """Cancel: ('aborted' | 'aborting' | 'finished' | 'unknown', the state when finished)."""
+        reply = await self._scripts.flow_cancel(keys=[], args=[flow_id, self._ttl_ms])
+        kind = reply[0].decode()
+        if kind != "cancelling":
+            return kind, reply[1].decode() if len(reply) > 1 else None
+        steps = [step.decode() for step in reply[1:]]
+        for first in range(0, len(steps), CANCEL_BATCH):  # each abort is its own script (abort.lua)
+            await asyncio.gather(*(self._transitions.abort(step) for step in steps[first : first + CANCEL_BATCH]))
+        [state] = await _hmget(self._pool, keys.flow(flow_id), ["st"])
+        return ("aborted" if state == b"aborted" else "aborting"), None
+
+    async def retry(self, flow_id: str) -> tuple[str, str | None]:
+        """Run a failed or aborted workflow again from its failed steps: ('queued' | 'not_retryable' | 'unknown',
+        the state it has when not retryable)."""
+        reply = await self._scripts.flow_retry(keys=[self._settings.queue_name], args=[flow_id, self._ttl_ms])
+        kind = reply[0].decode()
+        return kind, reply[1].decode() if kind == "not_retryable" else None
+
+    async def summaries(self, flow_ids: list[str]) -> list[tuple[str, int] | None]:
+        """Each workflow's state and steps (None once it expired), in one round trip."""
+        async with self._pool.pipeline(transaction=False) as pipe:
+            for flow_id in flow_ids:
+                pipe.hmget(keys.flow(flow_id), ["st", "n"])
+            found = await pipe.execute()
+        return [(state.decode(), int(n or 0)) if state is not None else None for state, n in found]
+
+    async def list_ids(self, prefix: str, limit: int) -> list[str]:
+        """The newest workflows' stored ids whose id starts with ``prefix`` (a tenant's), newest first."""
+        index = keys.flow_index(self._settings.queue_name)
+        found: list[str] = []
+        start = 0
+        while len(found) < limit:
+            page = await self._pool.zrevrange(index, start, start + 499)
+            if not page:
+                break
+            start += len(page)
+            found += [i.decode() for i in page if i.decode().startswith(prefix)]
+        return found[:limit]
+
+
+async def _hmget(pool: ArqRedis, key: str, fields: list[str]) -> list[bytes | None]:
+    return await cast(Awaitable[list[bytes | None]], pool.hmget(key, fields))
+
+
+def _with_states(node: dict[str, Any], flow_id: str, states: list[str]) -> dict[str, Any]:
+    """The stored tree with each step's id and state."""
+    if node["kind"] == "task":
+        step = int(node["step"])
+        return node | {"task_id": keys.step_id(flow_id, step), "state": states[step]}
+    shown = node | {"children": [_with_states(child, flow_id, states) for child in node["children"]]}
+    if "callback" in node:
+        shown["callback"] = _with_states(node["callback"], flow_id, states)
+    return shown
+
+
+def _error(finished: dict[str, Any]) -> dict[str, Any]:
+    error = finished.get("error") or {}
+    if isinstance(error, dict) and "error" in error:  # a step's value: {"state", "task_id", "error"}
+        return {"step": finished.get("step"), "task_id": error.get("task_id"), **(error.get("error") or {})}
+    return error if isinstance(error, dict) else {"error_type": "Error", "message": str(error)}
+
+
+def _iso(ms: bytes | None) -> str | None:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(int(ms) / 1000, dt.UTC).isoformat() if ms else None
