@@ -44,8 +44,13 @@ def checked_id(request: Request, task_id: str) -> str:
 
 def parse_submission(body: bytes) -> TaskSubmission:
     """JSON first (400 if it is not JSON), then the schema (422)."""
+    return TaskSubmission.model_validate(json_object(body, '{"task": "echo"}'))
+
+
+def json_object(body: bytes, example: str) -> dict[str, Any]:
+    """A request body that must be one JSON object: 400 if it is not JSON, 422 if it is not an object."""
     if not body:
-        raise MalformedJson('the body is empty: send a JSON object such as {"task": "echo"}')
+        raise MalformedJson(f"the body is empty: send a JSON object such as {example}")
     try:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -56,7 +61,7 @@ def parse_submission(body: bytes) -> TaskSubmission:
         raise InvalidRequest("the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", [{"loc": [], "msg": "expected an object"}])
-    return TaskSubmission.model_validate(data)
+    return data
 
 
 def _submitted_body(submitted: Submitted, task_id: str) -> dict[str, object]:

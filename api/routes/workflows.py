@@ -7,16 +7,15 @@ import logging
 from contextlib import nullcontext
 from typing import Any
 
-import msgspec
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
 from api.access import Caller, caller, list_prefix, public_task_id, public_workflow_event, require, stored_task_id
-from api.errors import ApiError, Draining, InvalidRequest, MalformedJson, NotAbortable, NotRetryable
+from api.errors import ApiError, Draining, InvalidRequest, NotAbortable, NotRetryable
 from api.formats import negotiate, wants_stream
 from api.resources import Resources, resources
 from api.routes.events import NotAcceptable, resume_point
-from api.routes.tasks import _limit
+from api.routes.tasks import _limit, json_object
 from api.streaming import Followed, ends_with_its_connection, send_followed, stream_slot, submit_then_stream
 from shared import keys, tenancy
 from shared.apikeys import NAME_PATTERN, Role
@@ -52,19 +51,7 @@ def _not_found(flow_id: str) -> WorkflowNotFound:
 
 def parse_workflow(body: bytes) -> WorkflowSubmission:
     """JSON first (400 if it is not JSON), then the canvas's schema (422)."""
-    if not body:
-        raise MalformedJson('the body is empty: send a JSON object such as {"workflow": {"chain": [...]}}')
-    try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise MalformedJson(f"the body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError:
-        raise MalformedJson("the body is not UTF-8") from None
-    except RecursionError:
-        raise InvalidRequest("the body is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object", [{"loc": [], "msg": "expected an object"}])
-    return WorkflowSubmission.model_validate(data)
+    return WorkflowSubmission.model_validate(json_object(body, '{"workflow": {"chain": [...]}}'))
 
 
 def _submitted_body(submitted: WorkflowSubmitted, public_id: str) -> dict[str, Any]:
