@@ -10,8 +10,10 @@ local queue, index = KEYS[1], KEYS[2]
 local default_max = tonumber(ARGV[2])
 local max_of = {}
 for q, n in string.gmatch(ARGV[3], '([^,=]+)=(%d+)') do max_of[q] = tonumber(n) end
+-- Now in ms, and the microseconds into that ms from the same TIME (relay_micros; FIFO within a lane finer than a
+-- ms, relay_enqueue_jobs): a second TIME could straddle a millisecond and score a job before one enqueued earlier.
 local now = relay_now()
-local micros = tonumber(redis.call('TIME')[2]) % 1000  -- FIFO within a lane finer than a ms (relay_enqueue_jobs)
+local micros = relay_micros
 local depths = {}  -- named queue -> waiting jobs, with this batch's
 local out, jobs, batch, wake = {}, {}, {}, {}
 local item = 0
