@@ -133,11 +133,9 @@ async def list_route(request: Request) -> HTTPResponse:
         )
     except BadCursor as exc:
         raise InvalidRequest(str(exc), [{"loc": ["query", "cursor"], "msg": str(exc)}]) from None
-    tasks = [
-        _public_view(who, view | {"waiting_reason": await waiting_reason(res, view)})
-        for view in page.tasks
-        if may_see(who, view["id"])
-    ]
+    visible = [view for view in page.tasks if may_see(who, view["id"])]
+    reasons = await waiting.reasons(res.catalogue, res.scripts, res.settings.queue_name, visible)
+    tasks = [_public_view(who, view | {"waiting_reason": why}) for view, why in zip(visible, reasons, strict=True)]
     return json({"tasks": tasks, "next_cursor": page.next_cursor})
 
 
