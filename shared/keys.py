@@ -54,8 +54,10 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   counts down its successors' dependencies and enqueues those that reach zero, or skips them when the step
   failed (unless a chord's callback opted in to failures), and ends the workflow once no step is active. The
   step's state in the hash changes from active to ended once, so a commit applied twice (its replay is a
-  ``dup`` anyway) never releases a successor twice. A child task (``await ctx.submit``) names its parent
-  (``"pt"``): its end publishes ``c<parent id>`` on the namespace's wake-up channel, for the waiting parent.
+  ``dup`` anyway) never releases a successor twice. A map over the value before it is a step that expands, when
+  released, into member steps numbered after the last one (``lib.lua``, ``relay_flow_expand``). A child task
+  (``await ctx.submit``) names its parent (``"pt"``): its end publishes ``c<parent id>`` on the namespace's wake-up
+  channel, for the waiting parent.
   The hash and the log expire ``RELAY_RESULT_TTL_SECONDS`` after the workflow ends; ``flow_index`` lists them
   by submit time for ``GET /workflows`` and is pruned like the task index.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the

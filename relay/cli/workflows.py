@@ -105,7 +105,13 @@ def tree_of(view: WorkflowView) -> Tree:
             label = f"{node.get('step')}. {escape(str(node.get('task')))} [{STYLE.get(state, 'white')}]{state}[/]"
             parent.add(label)
             return
-        branch = parent.add(f"[bold]{node.get('kind')}[/bold]")
+        label = f"[bold]{node.get('kind')}[/bold]"
+        if node.get("kind") == "map":
+            label += f" {escape(str(node.get('task')))}"
+        if node.get("state"):  # a map over the value before it: a step of its own, with its state
+            state = str(node["state"])
+            label = f"{node.get('step')}. {label} [{STYLE.get(state, 'white')}]{state}[/]"
+        branch = parent.add(label)
         for child in node.get("children") or []:
             add(branch, child)
         if node.get("callback"):
