@@ -79,6 +79,11 @@ class TaskPage(BaseModel):
 class AbortResult(BaseModel):
     id: str
     state: str = Field(description="aborted (was queued) or aborting (was running).")
+    children: int | None = Field(
+        None,
+        description="Child tasks (submitted with ctx.submit, and theirs, recursively) this cancel aborted or is "
+        "cancelling, for an abort or a workflow's cancel.",
+    )
     links: Links
 
 

@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 
 from shared import durability, keys, lanes, tenancy
 from shared.batching import Batcher
-from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
+from shared.errors import IdConflict, InvalidOptions, ParentAborting, QueueFull, SubmissionError
 from shared.jobs import JobRecord, ResultRecord, fingerprint
 from shared.scripts import Scripts
 from shared.serialization import dumps
@@ -237,7 +237,8 @@ class Enqueuer:
 
     async def _flush(self, batch: list[Prepared]) -> list[Submitted | Exception]:
         settings = self._settings
-        args: list[Any] = [0, settings.max_queue_depth, settings.queue_depths]
+        children_ttl_ms = (settings.result_ttl_seconds + round(settings.job_timeout_seconds)) * 1000
+        args: list[Any] = [children_ttl_ms, settings.max_queue_depth, settings.queue_depths]
         for p in batch:
             args += [p.task_id, p.due, p.record, p.fp, p.index_score, p.reply, p.lane]
         script_keys = [settings.queue_name, keys.task_index(settings.queue_name)]
@@ -262,6 +263,8 @@ def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionEr
     kind = reply[0].decode()
     if kind == "created":
         return Submitted(prepared.task_id, prepared.task, True, TaskState(reply[1].decode()))
+    if kind == "aborting":
+        return ParentAborting("this task's abort was requested: it submits no more children")
     if kind == "full":
         queue = lanes.parse(prepared.lane).queue
         return QueueFull(f"queue {queue!r} holds {reply[1].decode()} waiting tasks, its maximum; retry later")

@@ -10,6 +10,7 @@ local FAIRNESS, DEPTH, WAKEUP = '{{FAIRNESS_PREFIX}}', '{{DEPTH_PREFIX}}', '{{WA
 local PARK_MS = {{PARK_MS}}
 local INDEX = '{{INDEX_PREFIX}}'
 local FLOW, FLOW_EVENTS = '{{FLOW_PREFIX}}', '{{FLOW_EVENTS_PREFIX}}'
+local CHILDREN = '{{CHILDREN_PREFIX}}'
 
 -- Now, in ms, on Redis's clock: every time that decides who owns a job is compared with this, never with a
 -- caller's clock (two workers' clocks may differ by seconds; a VM resumed from a pause jumps).

@@ -191,17 +191,30 @@ class Workflows:
             found = await pipe.execute()
         return {step for step, running in zip(step_ids, found, strict=True) if running}
 
-    async def cancel(self, flow_id: str) -> tuple[str, str | None]:
-        """Cancel: ('aborted' | 'aborting' | 'finished' | 'unknown', the state when finished)."""
+    async def cancel(self, flow_id: str) -> tuple[str, str | None, int]:
+        """Cancel: ('aborted' | 'aborting' | 'finished' | 'unknown', the state when finished, how many child tasks
+        of its steps were still waiting or running and are aborted now). Its active steps are aborted first, then
+        every step's children, recursively (``Transitions.abort_children``): a running step's abort is requested
+        before its children are read, so none it submits meanwhile is missed. A second cancel of a workflow that
+        ended aborted walks the children again (the first may have stopped half-way) and answers 'finished'."""
         reply = await self._scripts.flow_cancel(keys=[], args=[flow_id, self._ttl_ms])
         kind = reply[0].decode()
         if kind != "cancelling":
-            return kind, reply[1].decode() if len(reply) > 1 else None
+            state = reply[1].decode() if len(reply) > 1 else None
+            children = await self._abort_children(flow_id) if state == WorkflowState.ABORTED else 0
+            return kind, state, children
         steps = [step.decode() for step in reply[1:]]
         for first in range(0, len(steps), CANCEL_BATCH):  # each abort is its own script (abort.lua)
             await asyncio.gather(*(self._transitions.abort(step) for step in steps[first : first + CANCEL_BATCH]))
+        children = await self._abort_children(flow_id)
         [state] = await _hmget(self._pool, keys.flow(flow_id), ["st"])
-        return ("aborted" if state == b"aborted" else "aborting"), None
+        return ("aborted" if state == b"aborted" else "aborting"), None, children
+
+    async def _abort_children(self, flow_id: str) -> int:
+        """Abort the child tasks of every step of the workflow (and theirs); how many were waiting or running."""
+        [n] = await _hmget(self._pool, keys.flow(flow_id), ["n"])
+        steps = [keys.step_id(flow_id, i) for i in range(int(n or 0))]
+        return await self._transitions.abort_children(steps)
 
     async def retry(self, flow_id: str) -> tuple[str, str | None]:
         """Run a failed or aborted workflow again from its failed steps: ('queued' | 'not_retryable' | 'unknown',

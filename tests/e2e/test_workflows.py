@@ -1,5 +1,5 @@
 """Workflows (issue #23) through the real API and worker: chains, groups, chords and maps (over items, or over the
-value before them), their failure policy, cancel and retry, the tree, and one stream
+value before them), their failure policy, cancel (with the steps' child tasks) and retry, the tree, and one stream
 for the whole workflow."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from bench.harness.client import (
     state,
     submit_workflow,
     types,
+    wait_state,
     wait_workflow,
 )
 from tests.conftest import StartWorker
@@ -342,3 +343,34 @@ def test_a_map_too_wide_for_the_workflow_fails_it_with_a_clear_error(spawn_api: 
     assert (view["state"], view["steps"], view["error"]["error_type"]) == ("failed", 3, "TooManySteps")
     assert view["error"]["message"] == "step 1 would map over 8 items: the workflow has 3 steps and may have at most 10"
     assert httpx.get(f"{base}/tasks/{flow}:3", timeout=10).status_code == 404  # nothing half-enqueued
+
+
+def test_cancelling_a_workflow_cancels_its_steps_children_and_theirs(relay: str) -> None:
+    waiting = task("fans_out", 2, 2, immutable=True)  # waits on 2 children, each waiting on 2 that block
+    left_running = task("fans_out", 2, 1, immutable=True, wait=False)  # ends at once, its 2 children run on
+    flow = submit_workflow(relay, {"chain": [{"group": [waiting, left_running]}, task("collect")]})
+    blocked = [f"{flow}:0.{i}.{j}" for i in (1, 2) for j in (1, 2)] + [f"{flow}:1.1", f"{flow}:1.2"]
+    for child in blocked:
+        wait_state(relay, child, {"running"})
+    response = httpx.delete(f"{relay}/workflows/{flow}", timeout=10)
+    assert response.status_code in (200, 202), response.text  # 200 once its step's worker already stopped it
+    assert response.json()["children"] == 8  # 0.1, 0.2, their 4 children, and the 2 that step 1 left running
+    view = wait_workflow(relay, flow)
+    assert view["state"] == "aborted"
+    assert view["counts"] == {"aborted": 1, "succeeded": 1, "skipped": 1}
+    for child in [f"{flow}:0.1", f"{flow}:0.2", *blocked]:
+        assert wait_state(relay, child, {"aborted", "succeeded", "failed"}, timeout=20)["state"] == "aborted"
+    again = httpx.delete(f"{relay}/workflows/{flow}", timeout=10)  # a second cancel: nothing left to stop
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "not_abortable")
+
+
+def test_aborting_a_parent_task_aborts_its_children_and_theirs(relay: str) -> None:
+    parent = httpx.post(f"{relay}/tasks", json={"task": "fans_out", "args": [2, 2]}, timeout=10).json()["id"]
+    grandchildren = [f"{parent}.{i}.{j}" for i in (1, 2) for j in (1, 2)]
+    for child in grandchildren:
+        wait_state(relay, child, {"running"})
+    response = httpx.delete(f"{relay}/tasks/{parent}", timeout=10)
+    assert response.status_code == 202, response.text
+    assert response.json()["children"] == 6
+    for task_id in [parent, f"{parent}.1", f"{parent}.2", *grandchildren]:
+        assert wait_state(relay, task_id, {"aborted", "succeeded", "failed"}, timeout=20)["state"] == "aborted"
