@@ -340,7 +340,9 @@ def test_workflow_submit_follow_status_cancel_and_retry(relay: str, tmp_path: Pa
 
     mapped = '{"chain": [{"task": "numbers", "args": [3]}, {"map": "add", "args": [10]}, {"task": "tsum"}]}'
     flow = relay_cli(relay, "workflow", "submit", mapped).stdout.strip()  # a map over the value before it
-    assert relay_cli(relay, "workflow", "follow", flow).stdout.splitlines()[-1] == "workflow succeeded: 36.0"
+    lines = relay_cli(relay, "workflow", "follow", flow).stdout.splitlines()
+    assert "step 1 map add: expanded into steps 3 to 5" in lines
+    assert lines[-1] == "workflow succeeded: 36.0"
     tree = relay_cli(relay, "workflow", "status", flow).stdout
     assert re.search(r"1\. map add succeeded", tree)
     assert [int(n) for n in re.findall(r"(\d)\. add succeeded", tree)] == [3, 4, 5]  # its members
