@@ -184,7 +184,8 @@ async def waiting_reason(res: Resources, view: dict[str, Any]) -> str | None:
 @bp.delete("/tasks/<task_id:str>")
 async def delete_task(request: Request, task_id: str) -> HTTPResponse:
     """Abort: 200 ``aborted`` for a waiting task, 202 ``aborting`` for a running one; either way its child tasks
-    (``ctx.submit``), and theirs, are aborted too (``children``: how many were still waiting or running)."""
+    (``ctx.submit``), and theirs, are aborted too (``children``: how many were still waiting or running). An ended
+    task is 409 (its children are left alone, unless it ended aborted: then they are stopped again)."""
     require(request, Role.SUBMIT)
     res = resources(request)
     stored_id = checked_id(request, task_id)
@@ -192,6 +193,8 @@ async def delete_task(request: Request, task_id: str) -> HTTPResponse:
     if done.outcome == AbortOutcome.UNKNOWN:
         raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
     if done.outcome == AbortOutcome.FINISHED:
+        if done.state == TaskState.ABORTED:  # aborted before: finish stopping its children (a first walk may have
+            await res.transitions.abort_children([stored_id])  # stopped half-way), and answer as before
         raise NotAbortable(f"task {task_id!r} has already ended ({done.state})", {"state": done.state})
     children = await res.transitions.abort_children([stored_id])
     status = 200 if done.outcome == AbortOutcome.ABORTED else 202

@@ -374,3 +374,5 @@ def test_aborting_a_parent_task_aborts_its_children_and_theirs(relay: str) -> No
     assert response.json()["children"] == 6
     for task_id in [parent, f"{parent}.1", f"{parent}.2", *grandchildren]:
         assert wait_state(relay, task_id, {"aborted", "succeeded", "failed"}, timeout=20)["state"] == "aborted"
+    again = httpx.delete(f"{relay}/tasks/{parent}", timeout=10)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "not_abortable")
