@@ -163,7 +163,7 @@ _PATHS: dict[str, Any] = {
         },
         "delete": {
             "operationId": "abortTask",
-            "summary": "Abort a task",
+            "summary": "Abort a task, and its child tasks (ctx.submit), recursively",
             "parameters": [_TASK_ID],
             "responses": {
                 "200": _reply("Removed before it started.", _json(AbortResult)),
@@ -249,7 +249,8 @@ _PATHS |= {
         },
         "delete": {
             "operationId": "cancelWorkflow",
-            "summary": "Cancel a workflow: its waiting steps are aborted, its running ones cancelled",
+            "summary": "Cancel a workflow: its waiting steps are aborted, its running ones cancelled, and its steps' "
+            "child tasks too",
             "parameters": [_WORKFLOW_ID],
             "responses": {
                 "200": _reply("Aborted (nothing was left running).", _json(AbortResult)),

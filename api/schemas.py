@@ -79,6 +79,11 @@ class TaskPage(BaseModel):
 class AbortResult(BaseModel):
     id: str
     state: str = Field(description="aborted (was queued) or aborting (was running).")
+    children: int | None = Field(
+        None,
+        description="Child tasks (submitted with ctx.submit, and theirs, recursively) this cancel aborted or is "
+        "cancelling, for an abort or a workflow's cancel.",
+    )
     links: Links
 
 
@@ -155,14 +160,18 @@ class WorkflowSubmitResult(BaseModel):
 
 class WorkflowNode(BaseModel):
     """A node of a workflow's tree: a step (``kind`` task, with its step number, task id and state) or a
-    ``chain``, ``group``, ``chord`` (with its ``callback``) or ``map`` of nodes."""
+    ``chain``, ``group``, ``chord`` (with its ``callback``) or ``map`` of nodes. A map over the value before it
+    (submitted without ``items``) has a step number and state of its own (it runs no task) and, once that value
+    is known, its members as its children (steps numbered after the workflow's others)."""
 
     kind: str
     step: int | None = None
     task: str | None = None
     task_id: str | None = None
     state: str | None = Field(
-        None, description="pending, queued, running, succeeded, failed, aborted or skipped (a step only)."
+        None,
+        description="pending, queued, running, succeeded, failed, aborted or skipped (a step, or a map over the "
+        "value before it: running while its members run).",
     )
     children: list[WorkflowNode] | None = None
     callback: WorkflowNode | None = None

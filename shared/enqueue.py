@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 
 from shared import durability, keys, lanes, tenancy
 from shared.batching import Batcher
-from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
+from shared.errors import IdConflict, InvalidOptions, ParentAborting, QueueFull, SubmissionError
 from shared.jobs import JobRecord, ResultRecord, fingerprint
 from shared.scripts import Scripts
 from shared.serialization import dumps
@@ -93,28 +93,32 @@ class Prepared:
 @dataclass(frozen=True)
 class Links:
     """What a job is part of: a workflow's step (``flow``, its id; ``step``; ``piped``: the step takes the value of
-    the steps before it as its first positional parameter, Celery's partial call), or a child task (``parent``)."""
+    the steps before it as its first positional parameter, Celery's partial call; ``mapped``: it is a map over that
+    value, whose members take an item each there), or a child task (``parent``)."""
 
     flow: str | None = None
     step: int | None = None
     parent: str | None = None
     piped: bool = False
+    mapped: bool = False
 
 
-def piped_param(spec: TaskShape) -> str:
-    """The parameter a workflow's step takes the value before it in: its first positional one."""
+def piped_param(spec: TaskShape, mapped: bool = False) -> str:
+    """The parameter a workflow's step takes the value before it in (a map's member: its item): its first positional
+    one."""
+    what = "each item of the map" if mapped else "the value of the step before it"
+    fix = "give the map its items" if mapped else 'make the step immutable (Celery\'s .si(), or "immutable": true)'
+    loc = ["map"] if mapped else ["immutable"]
     if not spec.positional:
         raise InvalidOptions(
-            f"{spec.name!r} has no positional parameter to take the value of the step before it; make the step "
-            'immutable (Celery\'s .si(), or "immutable": true)',
-            [{"loc": ["immutable"], "msg": "the task takes no positional argument"}],
+            f"{spec.name!r} has no positional parameter to take {what}; {fix}",
+            [{"loc": loc, "msg": "the task takes no positional argument"}],
         )
     piped = spec.positional[0]
     if piped in (spec.concurrency_key, spec.rate_key):
         raise InvalidOptions(
-            f"{spec.name!r}'s limit key {piped!r} would be the value of the step before it, unknown at submit; "
-            "make the step immutable or pass the key explicitly",
-            [{"loc": ["immutable"], "msg": "the piped parameter is a limit key"}],
+            f"{spec.name!r}'s limit key {piped!r} would be {what}, unknown at submit; {fix} or pass the key explicitly",
+            [{"loc": loc, "msg": "the piped parameter is a limit key"}],
         )
     return piped
 
@@ -131,7 +135,7 @@ def prepare(
     stored under ``tenant``'s namespace (``shared.tenancy``; None: a task no tenant owns), as part of what
     ``links`` names, if anything."""
     links = links or Links()
-    piped = piped_param(spec) if links.piped else None
+    piped = piped_param(spec, links.mapped) if links.piped else None
     if piped is not None:
         params = spec.validate_piped(submission.args, submission.kwargs, piped)
     else:
@@ -233,7 +237,8 @@ class Enqueuer:
 
     async def _flush(self, batch: list[Prepared]) -> list[Submitted | Exception]:
         settings = self._settings
-        args: list[Any] = [0, settings.max_queue_depth, settings.queue_depths]
+        children_ttl_ms = (settings.result_ttl_seconds + round(settings.job_timeout_seconds)) * 1000
+        args: list[Any] = [children_ttl_ms, settings.max_queue_depth, settings.queue_depths]
         for p in batch:
             args += [p.task_id, p.due, p.record, p.fp, p.index_score, p.reply, p.lane]
         script_keys = [settings.queue_name, keys.task_index(settings.queue_name)]
@@ -258,6 +263,8 @@ def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionEr
     kind = reply[0].decode()
     if kind == "created":
         return Submitted(prepared.task_id, prepared.task, True, TaskState(reply[1].decode()))
+    if kind == "aborting":
+        return ParentAborting("this task's abort was requested: it submits no more children")
     if kind == "full":
         queue = lanes.parse(prepared.lane).queue
         return QueueFull(f"queue {queue!r} holds {reply[1].decode()} waiting tasks, its maximum; retry later")

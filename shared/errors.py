@@ -91,6 +91,11 @@ class QueueFull(SubmissionError):
     """The queue is at its configured maximum depth: a transient refusal, retry later."""
 
 
+class ParentAborting(SubmissionError):
+    """A child task (``ctx.submit``) whose parent's abort was requested: refused, so cancelling a parent, which then
+    cancels its children, leaves none behind (``shared/lua/enqueue.lua``)."""
+
+
 def _differing(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Names of the arguments (the job's ``params``) and options (``timeout_seconds``) whose values differ."""
     old_params, new_params = old.get("params") or {}, new.get("params") or {}

@@ -54,8 +54,12 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   counts down its successors' dependencies and enqueues those that reach zero, or skips them when the step
   failed (unless a chord's callback opted in to failures), and ends the workflow once no step is active. The
   step's state in the hash changes from active to ended once, so a commit applied twice (its replay is a
-  ``dup`` anyway) never releases a successor twice. A child task (``await ctx.submit``) names its parent
-  (``"pt"``): its end publishes ``c<parent id>`` on the namespace's wake-up channel, for the waiting parent.
+  ``dup`` anyway) never releases a successor twice. A map over the value before it is a step that expands, when
+  released, into member steps numbered after the last one (``lib.lua``, ``relay_flow_expand``). A child task
+  (``await ctx.submit``) names its parent (``"pt"``): its end publishes ``c<parent id>`` on the namespace's wake-up
+  channel, for the waiting parent. The enqueue that creates a child adds it to its parent's ``children`` set (so
+  any API process can cancel a parent's children, recursively: ``Transitions.abort_children``), and refuses it
+  while its parent's abort is requested (so a child submitted as its parent is cancelled is never left behind).
   The hash and the log expire ``RELAY_RESULT_TTL_SECONDS`` after the workflow ends; ``flow_index`` lists them
   by submit time for ``GET /workflows`` and is pruned like the task index.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
@@ -92,6 +96,8 @@ DEPTH_PREFIX: Final = "relay:depth:"
 CLAIM_REQUEST_PREFIX: Final = "relay:claim-request:"
 CATALOGUE_PREFIX: Final = "relay:catalogue:"
 PRESENCE_PREFIX: Final = "relay:presence:"
+# Per parent task: prefix + task id (its children's ids, a set).
+CHILDREN_PREFIX: Final = "relay:children:"
 # Per workflow: prefix + workflow id (a task id; its steps are ``<id>:<n>``).
 FLOW_PREFIX: Final = "relay:flow:"
 FLOW_EVENTS_PREFIX: Final = "relay:flow-events:"
@@ -124,6 +130,7 @@ RELAY_PREFIXES: Final = (
     FLOW_PREFIX,
     FLOW_EVENTS_PREFIX,
     FLOW_INDEX_PREFIX,
+    CHILDREN_PREFIX,
 )
 ARQ_PREFIXES: Final = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
 ABORT_SET: Final = abort_jobs_ss
@@ -282,6 +289,12 @@ def flow_events(flow_id: str) -> str:
 def flow_index(queue_name: str) -> str:
     """Every workflow of the namespace by submit time, newest last: ``GET /workflows`` pages through it."""
     return FLOW_INDEX_PREFIX + queue_name
+
+
+def children(task_id: str) -> str:
+    """The ids of the tasks ``task_id`` submitted (``ctx.submit``), added by the enqueue that created each; it
+    expires ``RELAY_RESULT_TTL_SECONDS`` plus ``RELAY_JOB_TIMEOUT_SECONDS`` after its last child was submitted."""
+    return CHILDREN_PREFIX + task_id
 
 
 def step_id(flow_id: str, step: int) -> str:

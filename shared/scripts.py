@@ -68,6 +68,7 @@ def with_library(body: str) -> str:
         "INDEX_PREFIX": keys.INDEX_PREFIX,
         "FLOW_PREFIX": keys.FLOW_PREFIX,
         "FLOW_EVENTS_PREFIX": keys.FLOW_EVENTS_PREFIX,
+        "CHILDREN_PREFIX": keys.CHILDREN_PREFIX,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)

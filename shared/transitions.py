@@ -6,6 +6,7 @@ atomic against workers and other API processes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +20,8 @@ from shared.jobs import JobRecord, ResultRecord
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.status import task_view
+
+ABORT_BATCH = 50  # tasks aborted at once (each is its own script call)
 
 
 class AbortOutcome(StrEnum):
@@ -101,6 +104,25 @@ class Transitions:
         args += [keys.wakeup_channel(queue), record, *bodies]
         reply = await self._scripts.abort(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
         return _transition(reply)
+
+    async def abort_children(self, parents: list[str]) -> int:
+        """Abort the children of ``parents`` (tasks they submitted with ``ctx.submit``), and theirs, recursively;
+        returns how many were waiting or running. Call it once the parents' own aborts were requested (or they
+        ended): a child is aborted before its own children are read, and the enqueue refuses a child whose parent's
+        abort was requested, so none submitted meanwhile is missed. Each abort is one script (``abort``), and a
+        second walk finds them ended: safe to run again."""
+        seen, level, stopped = set(parents), list(parents), 0
+        while level:
+            async with self._pool.pipeline(transaction=False) as pipe:
+                for parent in level:
+                    pipe.smembers(keys.children(parent))
+                found: list[set[bytes]] = await pipe.execute()
+            level = sorted({child.decode() for members in found for child in members} - seen)
+            seen.update(level)
+            for first in range(0, len(level), ABORT_BATCH):
+                done = await asyncio.gather(*(self.abort(child) for child in level[first : first + ABORT_BATCH]))
+                stopped += sum(1 for d in done if d.outcome in (AbortOutcome.ABORTED, AbortOutcome.ABORTING))
+        return stopped
 
     async def retry(self, task_id: str, trace_carrier: dict[str, str] | None = None) -> Transition:
         """Run an ended (failed or aborted) task again under the same id; the new run continues the trace of

@@ -96,12 +96,21 @@ window.relayWorkflows = (() => {
   }
 
   // A node of the tree: a step's box, or a chain (a row), group or map (a column), chord (its group, then its
-  // callback).
+  // callback). A map over the value before it is a step of its own (its number and state on its label), whose
+  // members appear once it expanded (its step_started names them: the tree is read again).
   function draw(kit, node) {
     if (node.kind === "task") return stepBox(kit, node);
     if (node.kind === "chain") return row(kit, node.children.map((child) => draw(kit, child)));
     const group = kit.element("div", null, "wf-group");
-    group.appendChild(kit.element("span", node.kind === "map" ? `map ${node.task}` : "group", "wf-label"));
+    const label = kit.element("span", node.kind === "map" ? `map ${node.task}` : "group", "wf-label");
+    group.appendChild(label);
+    if (node.kind === "map" && node.state) {
+      group.dataset.step = node.step;
+      group.dataset.state = node.state;
+      label.textContent = `${node.step}. map ${node.task} `;
+      group.appendChild(kit.badge(node.state));
+      kit.seen.workflow.steps[node.step] = node.state;
+    }
     for (const child of node.children) group.appendChild(draw(kit, child));
     if (node.kind !== "chord") return group;
     group.firstChild.textContent = "chord";
@@ -131,11 +140,11 @@ window.relayWorkflows = (() => {
   }
 
   function markStep(kit, step, state) {
-    const box = kit.$(`#workflow-tree .wf-step[data-step="${Number(step)}"]`);
+    const box = kit.$(`#workflow-tree [data-step="${Number(step)}"]`);
     kit.seen.workflow.steps[step] = state;
     if (!box) return;
     box.dataset.state = state;
-    box.replaceChild(kit.badge(state), box.querySelector(".state"));
+    box.replaceChild(kit.badge(state), box.querySelector(":scope > .state"));
   }
 
   function setState(kit, flow, state) {
@@ -205,7 +214,8 @@ window.relayWorkflows = (() => {
     kit.seen.workflow.events.push(event);
     addRow(kit, event);
     const own = event.task_id === `${flow.id}:${event.step}`; // a step's own events, not its children's
-    if (event.type in STEP_STATES) markStep(kit, event.step, STEP_STATES[event.type] || event.data.state);
+    if (event.type === "step_started" && event.data.members) load(kit, flow); // a map expanded: draw its members
+    else if (event.type in STEP_STATES) markStep(kit, event.step, STEP_STATES[event.type] || event.data.state);
     else if (event.type === "started" && own) markStep(kit, event.step, "running");
     else if (event.type === "workflow_end") load(kit, flow);
   }

@@ -181,16 +181,22 @@ async def waiting_reason(res: Resources, view: dict[str, Any]) -> str | None:
 
 @bp.delete("/tasks/<task_id:str>")
 async def delete_task(request: Request, task_id: str) -> HTTPResponse:
-    """Abort: 200 ``aborted`` for a waiting task, 202 ``aborting`` for a running one."""
+    """Abort: 200 ``aborted`` for a waiting task, 202 ``aborting`` for a running one; either way its child tasks
+    (``ctx.submit``), and theirs, are aborted too (``children``: how many were still waiting or running). An ended
+    task is 409 (its children are left alone, unless it ended aborted: then they are stopped again)."""
     require(request, Role.SUBMIT)
     res = resources(request)
-    done = await res.transitions.abort(checked_id(request, task_id))
+    stored_id = checked_id(request, task_id)
+    done = await res.transitions.abort(stored_id)
     if done.outcome == AbortOutcome.UNKNOWN:
         raise TaskNotFound(f"no task {task_id!r}", {"state": TaskState.UNKNOWN.value})
     if done.outcome == AbortOutcome.FINISHED:
+        if done.state == TaskState.ABORTED:  # aborted before: finish stopping its children (a first walk may have
+            await res.transitions.abort_children([stored_id])  # stopped half-way), and answer as before
         raise NotAbortable(f"task {task_id!r} has already ended ({done.state})", {"state": done.state})
+    children = await res.transitions.abort_children([stored_id])
     status = 200 if done.outcome == AbortOutcome.ABORTED else 202
-    return json({"id": task_id, "state": done.outcome, "links": links(task_id)}, status=status)
+    return json({"id": task_id, "state": done.outcome, "children": children, "links": links(task_id)}, status=status)
 
 
 @bp.post("/tasks/<task_id:str>/retry")

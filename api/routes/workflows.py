@@ -186,17 +186,18 @@ async def workflow_events(request: Request, flow_id: str) -> HTTPResponse | None
 
 @bp.delete("/workflows/<flow_id:str>")
 async def cancel_workflow(request: Request, flow_id: str) -> HTTPResponse:
-    """Cancel: no further step starts, waiting steps are aborted at once and running ones by their workers;
-    200 ``aborted`` once nothing is left running, else 202 ``aborting``."""
+    """Cancel: no further step starts, waiting steps are aborted at once and running ones by their workers, and
+    so are its steps' child tasks (``children``: how many were waiting or running); 200 ``aborted`` once no step is
+    left running, else 202 ``aborting``."""
     require(request, Role.SUBMIT)
     res = resources(request)
-    outcome, state = await res.workflows.cancel(checked_id(request, flow_id))
+    outcome, state, children = await res.workflows.cancel(checked_id(request, flow_id))
     if outcome == "unknown":
         raise _not_found(flow_id)
     if outcome == "finished":
         raise NotAbortable(f"workflow {flow_id!r} has already ended ({state})", {"state": state})
     status = 200 if outcome == "aborted" else 202
-    return json({"id": flow_id, "state": outcome, "links": links(flow_id)}, status=status)
+    return json({"id": flow_id, "state": outcome, "children": children, "links": links(flow_id)}, status=status)
 
 
 @bp.post("/workflows/<flow_id:str>/retry")

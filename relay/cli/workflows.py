@@ -76,6 +76,10 @@ def describe(event: Event) -> str | None:
     step = event.raw.get("step")
     who = f"step {step}" if step is not None else "workflow"
     data = event.data if isinstance(event.data, dict) else {}
+    if event.type == "step_started" and isinstance(data.get("members"), dict):  # a map over the value before it
+        first, count = data["members"].get("first", 0), data["members"].get("count", 0)
+        members = f"steps {first} to {first + count - 1}" if count else "no steps"
+        return f"{who} map {data.get('task', '')}: expanded into {members}"
     if event.type == "step_started":
         return f"{who} {data.get('task', '')}: queued"
     if event.type == "step_ended":
@@ -105,7 +109,13 @@ def tree_of(view: WorkflowView) -> Tree:
             label = f"{node.get('step')}. {escape(str(node.get('task')))} [{STYLE.get(state, 'white')}]{state}[/]"
             parent.add(label)
             return
-        branch = parent.add(f"[bold]{node.get('kind')}[/bold]")
+        label = f"[bold]{node.get('kind')}[/bold]"
+        if node.get("kind") == "map":
+            label += f" {escape(str(node.get('task')))}"
+        if node.get("state"):  # a map over the value before it: a step of its own, with its state
+            state = str(node["state"])
+            label = f"{node.get('step')}. {label} [{STYLE.get(state, 'white')}]{state}[/]"
+        branch = parent.add(label)
         for child in node.get("children") or []:
             add(branch, child)
         if node.get("callback"):

@@ -5,6 +5,7 @@ and ``.map()``, turned into the JSON ``POST /workflows`` takes (docs/workflows.m
 add, mul, tsum = relay.task("add"), relay.task("mul"), relay.task("tsum")
 flow = (add.s(2, 2) | mul.s(4)).delay()                       # chain: 16
 flow = chord([add.s(i, i) for i in range(10)], tsum.s()).delay()  # chord: 90
+flow = (relay.task("numbers").s(3) | add.map(None, 10) | tsum.s()).delay()  # a map over [1, 2, 3]: 36
 flow.result()
 ```
 
@@ -119,16 +120,19 @@ class Chord(Canvas):
 
 @dataclass
 class Map(Canvas):
-    """One step of ``task`` per item, ``task(item, *args, **kwargs)``, in parallel (Celery's ``task.map``)."""
+    """One step of ``task`` per item, ``task(item, *args, **kwargs)``, in parallel (Celery's ``task.map``). With
+    ``items`` None, one per item of the value before it in a chain (a list, known only when that step ended):
+    ``list_urls.s(site) | fetch.map()``."""
 
     task: str
-    items: list[Any]
+    items: list[Any] | None
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     client: Bound = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"map": self.task, "items": list(self.items), "args": list(self.args), "kwargs": dict(self.kwargs)}
+        node: dict[str, Any] = {"map": self.task, "args": list(self.args), "kwargs": dict(self.kwargs)}
+        return node | ({"items": list(self.items)} if self.items is not None else {})
 
 
 def _client_of(nodes: Iterable[Canvas]) -> Bound:

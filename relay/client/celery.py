@@ -73,9 +73,11 @@ class _Signatures:
         """An immutable step: it takes no value from the steps before it."""
         return Signature(self.name, args, kwargs, immutable=True, client=self.client)
 
-    def map(self, items: Sequence[Any], *args: Any, **kwargs: Any) -> Map:
-        """One step per item, ``task(item, *args, **kwargs)``, in parallel."""
-        return Map(self.name, list(items), args, kwargs, client=self.client)
+    def map(self, items: Sequence[Any] | None = None, *args: Any, **kwargs: Any) -> Map:
+        """One step per item, ``task(item, *args, **kwargs)``, in parallel. Without items (``.map()``, or
+        ``.map(None, *args)`` with fixed arguments), one per item of the value before it in a chain, a list known
+        only when that step ended: ``list_urls.s(site) | fetch.map()``."""
+        return Map(self.name, None if items is None else list(items), args, kwargs, client=self.client)
 
 
 class TaskProxy(_Signatures):

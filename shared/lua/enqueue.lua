@@ -3,10 +3,14 @@
 -- ones), arq's job record, the job in its lane (shared/keys.py), the task index, the reply request; then one
 -- wake-up notice per named queue. Times are Redis's: the record's enqueue time ("et", which abort requests are
 -- compared with) is set here, and a due time given as a delay ('+<ms>') counts from here.
--- KEYS: queue (the schedule), index.  ARGV: (unused), default max depth, depths of named queues that have their
--- own ('gpu=100,batch=5000' or ''), then per item: id, due ('+<delay ms>' or absolute ms), job record,
+-- A child task (its record names its parent, "pt": ctx.submit) joins its parent's set of children (shared/keys.py
+-- `children`, expiring children_ttl ms later), so cancelling the parent can cancel it; while the parent's abort is
+-- requested (a request made after the parent's enqueue, the claim's rule) a new child is refused ('aborting').
+-- KEYS: queue (the schedule), index.  ARGV: children_ttl ms, default max depth, depths of named queues that have
+-- their own ('gpu=100,batch=5000' or ''), then per item: id, due ('+<delay ms>' or absolute ms), job record,
 -- fingerprint, index score, reply request ('' for none), lane id.
 local queue, index = KEYS[1], KEYS[2]
+local children_ttl = tonumber(ARGV[1]) or 0
 local default_max = tonumber(ARGV[2])
 local max_of = {}
 for q, n in string.gmatch(ARGV[3], '([^,=]+)=(%d+)') do max_of[q] = tonumber(n) end
@@ -15,6 +19,15 @@ for q, n in string.gmatch(ARGV[3], '([^,=]+)=(%d+)') do max_of[q] = tonumber(n) 
 local now = relay_now()
 local micros = relay_micros
 local depths = {}  -- named queue -> waiting jobs, with this batch's
+
+-- Whether `parent`'s abort is requested, for its current run (the request came after its enqueue).
+local function aborting(parent)
+  local requested = redis.call('ZSCORE', ABORTS, parent)
+  if not requested then return false end
+  local head = redis.call('GETRANGE', JOB .. parent, 0, 300)
+  local enqueued = tonumber(string.match(head, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":(%d+)'))
+  return enqueued ~= nil and tonumber(requested) >= enqueued
+end
 local out, jobs, batch, wake = {}, {}, {}, {}
 local item = 0
 for a = 4, #ARGV, 7 do
@@ -29,9 +42,12 @@ for a = 4, #ARGV, 7 do
     state, name, old_fp = relay_state(queue, id, now)
   end
   if depths[q] == nil and not state then depths[q] = relay_depth(queue, q) end
+  local _, _, parent = relay_record_links(not state and string.sub(record, 1, 1024) or nil)
   if state then
     local same = (old_fp == fp) and 'same' or 'other'
     out[item] = {'exists', state, same, name}
+  elseif parent and aborting(parent) then
+    out[item] = {'aborting'}
   elseif depths[q] >= (max_of[q] or default_max) then
     out[item] = {'full', tostring(depths[q])}
   else
@@ -41,6 +57,10 @@ for a = 4, #ARGV, 7 do
     record = relay_job_record(record, now, due)
     jobs[#jobs + 1] = {id, lane_id, record, due, index_score}
     if reply ~= '' then redis.call('SET', REPLY .. id, reply) end
+    if parent then
+      redis.call('SADD', CHILDREN .. parent, id)
+      if children_ttl > 0 then redis.call('PEXPIRE', CHILDREN .. parent, children_ttl) end
+    end
     local s = due > now and 'deferred' or 'queued'
     batch[id] = {s, relay_record_name(record), fp}
     out[item] = {'created', s}

@@ -1,8 +1,10 @@
 -- Run a failed or aborted workflow again from where it failed (POST /workflows/{id}/retry): every step that
 -- failed, was aborted or was skipped is pending again, and those whose predecessors all succeeded are released
--- at once (lib.lua relay_flow_release), with the values the succeeded steps kept as their input. A step that ran
--- before keeps its id: its event log and numbering continue, and its job record starts a new round of tries
--- (its "tb", see worker/engine/tries.py). Steps that succeeded are not run again.
+-- at once (lib.lua relay_flow_advance, relay_flow_release), with the values the succeeded steps kept as their input.
+-- A step that ran before keeps its id: its event log and numbering continue, and its job record starts a new round
+-- of tries (its "tb", see worker/engine/tries.py). Steps that succeeded are not run again. A map that expanded
+-- before does not expand again: it waits (state M) for its members that did not succeed, which run again like any
+-- step; a map that never expanded (its input was not a list, say) expands when it is released.
 -- KEYS: queue (the schedule).  ARGV: workflow id, ttl_ms.
 -- Returns {'queued', steps released} | {'not_retryable', state} | {'unknown'}.
 local queue = KEYS[1]
@@ -24,32 +26,46 @@ for i = 0, n - 1 do
     states[i + 1] = 'P'
   end
 end
-local released = {}
+local ready, work = {}, {}
 for _, i in ipairs(again) do
-  local waits = 0
-  for p in string.gmatch(redis.call('HGET', key, 'p:' .. i), '%d+') do
-    if states[tonumber(p) + 1] ~= 'S' then waits = waits + 1 end
-  end
-  reset[#reset + 1] = 's:' .. i
-  reset[#reset + 1] = 'P'
-  reset[#reset + 1] = 'd:' .. i
-  reset[#reset + 1] = waits
+  local got = redis.call('HMGET', key, 'p:' .. i, 'm:' .. i, 'x:' .. i)
   redis.call('HDEL', key, 'v:' .. i)
-  if waits == 0 then
-    released[#released + 1] = i
-    -- It ran before: its log goes on from its last event, and its tries start a new round after the last one.
-    local id = flow .. ':' .. i
-    local head = redis.call('GETRANGE', RESULT .. id, 0, 1023)
-    local tries = string.match(head, '^{"sq":%d+,"rs":"%a+","f":"[^"]*","fp":"%x*","wf":"[^"]*","ws":%d+,"t":(%d+)')
-    if tries then
-      redis.call('SET', SEQ .. id, relay_seq(id))
-      redis.call('DEL', RESULT .. id)
-      redis.call('SET', TRIES .. id, tries)
-      local template = redis.call('HGET', key, 't:' .. i)
-      template = string.gsub(template, '^({"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"[^"]*","wf":"[^"]*","ws":%d+,"tb":)%d+',
-        '%1' .. tries, 1)
-      reset[#reset + 1] = 't:' .. i
-      reset[#reset + 1] = template
+  if got[3] then  -- a map that expanded: it waits for its members that did not succeed (they run again)
+    local first, count = string.match(got[3], '^(%d+),(%d+)$')
+    local left = 0
+    for j = tonumber(first), tonumber(first) + tonumber(count) - 1 do
+      if states[j + 1] ~= 'S' then left = left + 1 end
+    end
+    reset[#reset + 1] = 's:' .. i
+    reset[#reset + 1] = 'M'
+    reset[#reset + 1] = 'd:' .. i
+    reset[#reset + 1] = left
+    if left == 0 then work[#work + 1] = relay_flow_map_end(flow, i) end  -- (never: it ended with a member missing)
+  else
+    local waits = 0
+    for p in string.gmatch(got[1], '%d+') do
+      if states[tonumber(p) + 1] ~= 'S' then waits = waits + 1 end
+    end
+    reset[#reset + 1] = 's:' .. i
+    reset[#reset + 1] = 'P'
+    reset[#reset + 1] = 'd:' .. i
+    reset[#reset + 1] = waits
+    if waits == 0 then
+      ready[#ready + 1] = {i, got[2] == '1'}
+      -- It ran before: its log goes on from its last event, and its tries start a new round after the last one.
+      local id = flow .. ':' .. i
+      local head = redis.call('GETRANGE', RESULT .. id, 0, 1023)
+      local tries = string.match(head, '^{"sq":%d+,"rs":"%a+","f":"[^"]*","fp":"%x*","wf":"[^"]*","ws":%d+,"t":(%d+)')
+      if tries then
+        redis.call('SET', SEQ .. id, relay_seq(id))
+        redis.call('DEL', RESULT .. id)
+        redis.call('SET', TRIES .. id, tries)
+        local template = redis.call('HGET', key, 't:' .. i)
+        template = string.gsub(template, '^({"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"[^"]*","wf":"[^"]*","ws":%d+,"tb":)%d+',
+          '%1' .. tries, 1)
+        reset[#reset + 1] = 't:' .. i
+        reset[#reset + 1] = template
+      end
     end
   end
 end
@@ -61,8 +77,9 @@ local listed = {}
 for _, i in ipairs(again) do listed[#listed + 1] = tostring(i) end
 local events = {relay_flow_body('workflow_retried', flow, now, '{"steps":[' .. table.concat(listed, ',') .. ']}')}
 local wake = {}
+local released = relay_flow_advance(flow, work, ready, false, now, events)
 relay_flow_release(queue, flow, released, now, wake, events)
-redis.call('HINCRBY', key, 'active', #released)
+if redis.call('HINCRBY', key, 'active', #released) <= 0 then relay_flow_finish(flow, now, ttl, events) end
 relay_flow_emit(flow, events, ttl)
 relay_wake(wake, now)
 return {'queued', #released}

@@ -6,8 +6,9 @@
 -- KEYS: queue (the schedule), the workflow index.
 -- ARGV: workflow id, fingerprint, meta (JSON, for GET), steps, steps without successors, result template,
 -- log max_len, log max_bytes, ttl_ms, index score, default max depth, depths of named queues ('gpu=100' or ''),
--- then per step: job record template, predecessors ('1,2'), successors, input template ('' for none),
--- accepts failed inputs ('0'/'1').
+-- the most steps it may have once its maps expanded, then per step: job record template, predecessors ('1,2'),
+-- successors, input template ('' for none), accepts failed inputs ('0'/'1'), a map over its input ('0'/'1').
+-- A map step is never a first step (it always has a predecessor, whose value it maps over).
 -- Returns {'created', first steps} | {'exists', state, 'same' or 'other'} | {'taken'} (its steps' ids are in
 -- use: a workflow of this id expired, its steps not yet) | {'full', queue, depth}.
 local queue, index = KEYS[1], KEYS[2]
@@ -22,10 +23,10 @@ for q, most in string.gmatch(ARGV[12], '([^,=]+)=(%d+)') do max_of[q] = tonumber
 
 local now = relay_now()
 local fields = {'n', n, 'st', 'running', 'active', 0, 'sinks', ARGV[5], 'sok', 0, 'root', ARGV[6], 'seq', 0,
-  'ml', ARGV[7], 'mb', ARGV[8], 'meta', meta, 'fp', fp, 'created', now}
+  'ml', ARGV[7], 'mb', ARGV[8], 'meta', meta, 'fp', fp, 'created', now, 'mx', ARGV[13]}
 local first, depths, adding = {}, {}, {}
 for i = 0, n - 1 do
-  local a = 13 + 5 * i
+  local a = 14 + 6 * i
   local template, preds, succs, input, tolerant = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local waits = 0
   for _ in string.gmatch(preds, '%d+') do waits = waits + 1 end
@@ -46,6 +47,10 @@ for i = 0, n - 1 do
   end
   if tolerant == '1' then
     fields[#fields + 1] = 'o:' .. i_s
+    fields[#fields + 1] = '1'
+  end
+  if ARGV[a + 5] == '1' then
+    fields[#fields + 1] = 'm:' .. i_s
     fields[#fields + 1] = '1'
   end
   if waits == 0 then

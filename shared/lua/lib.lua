@@ -10,6 +10,7 @@ local FAIRNESS, DEPTH, WAKEUP = '{{FAIRNESS_PREFIX}}', '{{DEPTH_PREFIX}}', '{{WA
 local PARK_MS = {{PARK_MS}}
 local INDEX = '{{INDEX_PREFIX}}'
 local FLOW, FLOW_EVENTS = '{{FLOW_PREFIX}}', '{{FLOW_EVENTS_PREFIX}}'
+local CHILDREN = '{{CHILDREN_PREFIX}}'
 
 -- Now, in ms, on Redis's clock: every time that decides who owns a job is compared with this, never with a
 -- caller's clock (two workers' clocks may differ by seconds; a VM resumed from a pause jumps).
@@ -351,8 +352,14 @@ end
 -- ended (its result, or {"state","task_id","error"}). And for the workflow: 'n' steps, 'st' its state, 'cx' '1'
 -- once cancelled, 'active' steps active, 'sinks'/'sok' steps without successors and how many succeeded, 'fail'
 -- the first step that failed, 'root' the template of its result, 'seq' its log's last seq, 'ml'/'mb' its
--- log's caps.
-local FLOW_STATES = {S = 'succeeded', F = 'failed', A = 'aborted', K = 'skipped', P = 'pending', Q = 'active'}
+-- log's caps, 'mx' the most steps it may have.
+-- A map over the value before it (a map node without items) is a step of its own, 'm:i' '1', that runs no task:
+-- when its predecessors ended it expands (relay_flow_expand) into one member step per item of its input, numbered
+-- after the workflow's last step ('x:i' '<first>,<count>'; each member's template is the map's, with its item as
+-- "in", its successor the map), and waits in state M for them ('d:i' members left); when the last one ended, the
+-- map ends with their values' list (relay_flow_map_end). It expands once: only a pending step is released.
+local FLOW_STATES = {S = 'succeeded', F = 'failed', A = 'aborted', K = 'skipped', P = 'pending', Q = 'active',
+  M = 'running'}
 
 -- A job record's links, from its first bytes (shared/jobs.py): its workflow and step, and its parent task.
 local function relay_record_links(head)
@@ -487,50 +494,198 @@ local function relay_flow_finish(flow, now, ttl, events)
   redis.call('PEXPIRE', key, ttl)
 end
 
--- Step `step` of workflow `flow` ended in `state` (S, F or A) with `value` (its result, or its error): record it,
--- count down its successors and release those that may run now, skip those that cannot (a failed input, unless
--- they accept failures; a cancelled workflow), and end the workflow when nothing is active. Only an active step
--- ends: a second call for the same end (a replay) changes nothing. Returns false if it did nothing.
-local function relay_flow_step_ended(queue, flow, step, state, value, now, ttl, wake)  -- (relay_flow_flush after)
-  local key = FLOW .. flow
-  local info = redis.call('HMGET', key, 's:' .. step, 'cx', 'u:' .. step)
-  if info[1] ~= 'Q' then return false end
-  local cancelled = info[2] == '1'
-  local events, released, taken = {}, {}, {}  -- taken: steps this call released or skipped already
-  local work, next_item = { {step, state, value, info[3]} }, 1
-  while next_item <= #work do
-    local i, s, v, succ = work[next_item][1], work[next_item][2], work[next_item][3], work[next_item][4]
-    next_item = next_item + 1
-    local name = FLOW_STATES[s]
-    local stored = v
-    if s ~= 'S' then
-      stored = '{"state":"' .. name .. '","task_id":"' .. flow .. ':' .. i .. '","error":' .. v .. '}'
-      redis.call('HSETNX', key, 'fail', i)
+-- The elements of the JSON array `json`, each as its raw text (never decoded, so numbers, strings and nesting keep
+-- their exact bytes), or nil if `json` is not an array.
+local function relay_json_items(json)
+  local at = string.find(json, '[^ \t\r\n]')
+  if not at or string.sub(json, at, at) ~= '[' then return nil end
+  local items, depth, start, pos = {}, 0, at + 1, at + 1
+  while true do
+    at = string.find(json, '[%[%]{}",]', pos)
+    if not at then return nil end
+    local c = string.sub(json, at, at)
+    pos = at + 1
+    if c == '"' then  -- skip the string, escapes and all
+      repeat
+        at = string.find(json, '["\\]', pos)
+        if not at then return nil end
+        pos = at + (string.sub(json, at, at) == '\\' and 2 or 1)
+      until string.sub(json, at, at) == '"'
+    elseif c == '[' or c == '{' then
+      depth = depth + 1
+    elseif depth > 0 and (c == ']' or c == '}') then
+      depth = depth - 1
+    elseif depth == 0 and (c == ',' or c == ']') then
+      local item = string.match(string.sub(json, start, at - 1), '^%s*(.-)%s*$')
+      if c == ']' and item == '' and #items == 0 then return items end
+      items[#items + 1] = item
+      if c == ']' then return items end
+      start = pos
     end
-    succ = succ or redis.call('HGET', key, 'u:' .. i) or ''
-    redis.call('HSET', key, 's:' .. i, s, 'v:' .. i, stored)
-    if succ == '' and s == 'S' then redis.call('HINCRBY', key, 'sok', 1) end
-    local data = '{"state":"' .. name .. '"' .. (s ~= 'S' and (',"error":' .. v) or '') .. '}'
-    events[#events + 1] = relay_flow_body('step_ended', flow, now, data, i)
-    for j in string.gmatch(succ, '%d+') do
-      local got = not taken[j] and redis.call('HMGET', key, 's:' .. j, 'o:' .. j) or {}
-      if got[1] == 'P' then
-        if cancelled then
-          taken[j] = true
-          work[#work + 1] = {j, 'K', '{"error_type":"WorkflowCancelled","message":"the workflow was cancelled"}'}
-        elseif s == 'S' or got[2] == '1' then
+  end
+end
+
+-- What a JSON value is, for an error message.
+local function relay_json_kind(json)
+  local c = string.match(json, '^%s*(.)')
+  local kinds = {['{'] = 'an object', ['"'] = 'a string', t = 'a boolean', f = 'a boolean', n = 'null'}
+  return kinds[c] or 'a number'
+end
+
+-- Map step `m` was released (its predecessors ended): expand it into one member step per item of its input (the
+-- value before it), numbered from the workflow's 'n' on, appended to `released` for the caller to enqueue; the map
+-- waits for them (state M). Returns nil then, or the map's end now, {m, state, value}: `[]` for an empty list, a
+-- failure for a value that is not a list or a list that would take the workflow past its most steps ('mx'), in
+-- which case nothing is expanded.
+local function relay_flow_expand(flow, m, now, events, released)
+  local key = FLOW .. flow
+  local got = redis.call('HMGET', key, 't:' .. m, 'i:' .. m, 'n', 'mx')
+  local template, n = got[1], tonumber(got[3])
+  local most = tonumber(got[4]) or n
+  local value = relay_flow_fill(key, got[2])
+  local items = relay_json_items(value)
+  local data = '{"task":"' .. relay_record_name(template) .. '"'
+  local ended
+  if not items then
+    ended = {m, 'F', '{"error_type":"MapOverNonList","message":"step ' .. m .. ' maps over the value before it, '
+      .. 'which is ' .. relay_json_kind(value) .. ', not a list"}'}
+  elseif #items == 0 then
+    ended = {m, 'S', '[]'}
+  elseif n + #items > most then
+    ended = {m, 'F', '{"error_type":"TooManySteps","message":"step ' .. m .. ' would map over ' .. #items
+      .. ' items: the workflow has ' .. n .. ' steps and may have at most ' .. most .. '"}'}
+  end
+  if ended then
+    events[#events + 1] = relay_flow_body('step_started', flow, now, data .. ',"members":{"first":' .. n
+      .. ',"count":0}}', m)
+    return ended
+  end
+  -- Each member's record: the map's, its step number in "ws", its item as its input ("in", last).
+  local _, head_end = string.find(template, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"[^"]*","wf":"[^"]*","ws":')
+  local head = string.sub(template, 1, head_end)
+  local rest = string.sub(string.match(string.sub(template, head_end + 1), '^%d+(.*)$'), 1, -2) .. ',"in":'
+  local fields = {}
+  for index, item in ipairs(items) do
+    local j = tostring(n + index - 1)
+    fields[#fields + 1] = 't:' .. j
+    fields[#fields + 1] = head .. j .. rest .. item .. '}'
+    fields[#fields + 1] = 'p:' .. j
+    fields[#fields + 1] = ''
+    fields[#fields + 1] = 'u:' .. j
+    fields[#fields + 1] = m
+    fields[#fields + 1] = 'd:' .. j
+    fields[#fields + 1] = 0
+    fields[#fields + 1] = 's:' .. j
+    fields[#fields + 1] = 'P'
+    released[#released + 1] = j
+  end
+  local span = n .. ',' .. #items
+  for _, field in ipairs({'n', n + #items, 'x:' .. m, span, 'd:' .. m, #items, 's:' .. m, 'M'}) do
+    fields[#fields + 1] = field
+  end
+  relay_chunked('HSET', key, fields)
+  events[#events + 1] = relay_flow_body('step_started', flow, now, data .. ',"members":{"first":' .. n .. ',"count":'
+    .. #items .. '}}', m)
+  return nil
+end
+
+-- Map step `m`'s members have all ended: its end, {m, state, value}. It succeeded with their values' list, in
+-- member order, when they all succeeded; else it failed (aborted, when no member failed but some were aborted or
+-- skipped), naming its first member that did not succeed.
+local function relay_flow_map_end(flow, m)
+  local key = FLOW .. flow
+  local first, count = string.match(redis.call('HGET', key, 'x:' .. m), '^(%d+),(%d+)$')
+  first, count = tonumber(first), tonumber(count)
+  local fields, refs = {}, {}
+  for j = first, first + count - 1 do
+    fields[#fields + 1] = 's:' .. j
+    refs[#refs + 1] = '@' .. j
+  end
+  local states = relay_hmget(key, fields)
+  local bad, missed, state = nil, 0, 'A'
+  for index, s in ipairs(states) do
+    if s ~= 'S' then
+      missed = missed + 1
+      bad = bad or index
+      if s == 'F' then state = 'F' end
+    end
+  end
+  if missed == 0 then return {m, 'S', relay_flow_fill(key, '[' .. table.concat(refs, ',') .. ']')} end
+  local why = 'step ' .. (first + bad - 1) .. ' ' .. (FLOW_STATES[states[bad]] or 'failed') .. ' (' .. missed .. ' of '
+    .. count .. ' members did not succeed)'
+  return {m, state, '{"error_type":"MapMemberFailed","message":"' .. why .. '"}'}
+end
+
+-- Record the ends in `work` ({step, state (S, F, A or K), value (its result, or its error), its successors or
+-- nil}) and whatever follows from them, until nothing more does in this call: each successor's dependencies count
+-- down, those that reach zero are ready (`ready`: {step, is a map}), those that cannot run are skipped (a failed
+-- input, unless they accept failures; a cancelled workflow), a ready map expands (or ends at once), a map whose
+-- last member ended ends. Returns the steps to enqueue (relay_flow_release); `events` gets the workflow's events.
+local function relay_flow_advance(flow, work, ready, cancelled, now, events)
+  local key = FLOW .. flow
+  local released, taken = {}, {}  -- taken: steps this call made ready or skipped already
+  local next_item, next_ready = 1, 1
+  while next_item <= #work or next_ready <= #ready do
+    if next_item > #work then
+      local j, is_map = ready[next_ready][1], ready[next_ready][2]
+      next_ready = next_ready + 1
+      if is_map then
+        work[#work + 1] = relay_flow_expand(flow, j, now, events, released)
+      else
+        released[#released + 1] = j
+      end
+    else
+      local i, s, v, succ = work[next_item][1], work[next_item][2], work[next_item][3], work[next_item][4]
+      next_item = next_item + 1
+      local name = FLOW_STATES[s]
+      local stored = v
+      if s ~= 'S' then
+        stored = '{"state":"' .. name .. '","task_id":"' .. flow .. ':' .. i .. '","error":' .. v .. '}'
+        redis.call('HSETNX', key, 'fail', i)
+      end
+      succ = succ or redis.call('HGET', key, 'u:' .. i) or ''
+      redis.call('HSET', key, 's:' .. i, s, 'v:' .. i, stored)
+      if succ == '' and s == 'S' then redis.call('HINCRBY', key, 'sok', 1) end
+      local data = '{"state":"' .. name .. '"' .. (s ~= 'S' and (',"error":' .. v) or '') .. '}'
+      events[#events + 1] = relay_flow_body('step_ended', flow, now, data, i)
+      for j in string.gmatch(succ, '%d+') do
+        local got = not taken[j] and redis.call('HMGET', key, 's:' .. j, 'o:' .. j, 'm:' .. j) or {}
+        if got[1] == 'P' then
+          if cancelled then
+            taken[j] = true
+            work[#work + 1] = {j, 'K', '{"error_type":"WorkflowCancelled","message":"the workflow was cancelled"}'}
+          elseif s == 'S' or got[2] == '1' then
+            if redis.call('HINCRBY', key, 'd:' .. j, -1) <= 0 then
+              taken[j] = true
+              ready[#ready + 1] = {j, got[3] == '1'}
+            end
+          else
+            taken[j] = true
+            local why = 'step ' .. i .. ' ' .. (s == 'K' and 'was skipped' or name)
+            work[#work + 1] = {j, 'K', '{"error_type":"StepSkipped","message":"' .. why .. '"}'}
+          end
+        elseif got[1] == 'M' then  -- a map waiting for its members, of which this was one
           if redis.call('HINCRBY', key, 'd:' .. j, -1) <= 0 then
             taken[j] = true
-            released[#released + 1] = j
+            work[#work + 1] = relay_flow_map_end(flow, j)
           end
-        else
-          taken[j] = true
-          local why = 'step ' .. i .. ' ' .. (s == 'K' and 'was skipped' or name)
-          work[#work + 1] = {j, 'K', '{"error_type":"StepSkipped","message":"' .. why .. '"}'}
         end
       end
     end
   end
+  return released
+end
+
+-- Step `step` of workflow `flow` ended in `state` (S, F or A) with `value` (its result, or its error): record it and
+-- advance the workflow (relay_flow_advance), enqueue the steps that may run now, and end the workflow when nothing
+-- is active. Only an active step ends: a second call for the same end (a replay) changes nothing. Returns false if
+-- it did nothing.
+local function relay_flow_step_ended(queue, flow, step, state, value, now, ttl, wake)  -- (relay_flow_flush after)
+  local key = FLOW .. flow
+  local info = redis.call('HMGET', key, 's:' .. step, 'cx', 'u:' .. step)
+  if info[1] ~= 'Q' then return false end
+  local events = {}
+  local released = relay_flow_advance(flow, { {step, state, value, info[3]} }, {}, info[2] == '1', now, events)
   relay_flow_release(queue, flow, released, now, wake, events)
   if redis.call('HINCRBY', key, 'active', #released - 1) <= 0 then relay_flow_finish(flow, now, ttl, events) end
   for _, body in ipairs(events) do relay_flow_queue(flow, body) end

@@ -6,6 +6,11 @@ takes the value of the one before it as its first positional argument, unless it
 group, then a ``callback`` that takes the group's list once every member ended) and a ``map`` (one step per item,
 ``task(item, *args, **kwargs)``: a group written shortly). Nodes nest freely.
 
+A map without ``items`` maps over the value before it (a fan-out whose width is known only at run time, Celery's
+chain into a map of the previous result): it compiles to one step of its own (``Step.mapped``), which takes that
+value as its input like a chain's step but runs no task: the script that releases it expands it into one member
+step per item, numbered after the workflow's last step (``lib.lua``, ``relay_flow_expand``).
+
 Compiling is pure (no I/O): every task node becomes a step numbered in canvas order, with the steps it waits for
 (its predecessors) and its input, a template of those steps' values (``@3``, or ``[@3,@4]`` after a group), which
 the script that releases the step fills in with the values the steps left (``lib.lua``). The workflow's own value
@@ -74,10 +79,16 @@ class ChordNode(_Node):
 
 
 class MapNode(StepOptions):
-    """One step of ``map`` per item of ``items``: ``map(item, *args, **kwargs)``, in parallel (a group)."""
+    """One step of ``map`` per item of ``items``: ``map(item, *args, **kwargs)``, in parallel (a group). Without
+    ``items``, one per item of the value before it, which must be a list, known when that value is."""
 
     map: Annotated[str, Field(min_length=1, max_length=200)]
-    items: Annotated[list[Any], Field(min_length=1)]
+    items: Annotated[list[Any], Field(min_length=1)] | None = Field(
+        None,
+        description="The items, one step each. Absent (or null): the value of the step before it in a chain (or the "
+        "list of a group before it), which must be a list; its steps are added when that value is known, and the "
+        "map's value is the list of theirs ([] for an empty list).",
+    )
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -124,6 +135,7 @@ class Step:
     input: str | None = None  # the template of its input (``@3``, ``[@3,@4]``), or None: it takes none
     tolerant: bool = False  # accepts failed inputs (a chord's callback that allows failures)
     succs: list[int] = field(default_factory=list)
+    mapped: bool = False  # a map over its input: expands into one step of ``node`` per item (module docstring)
 
     @property
     def piped(self) -> bool:
@@ -149,6 +161,11 @@ class Compiled:
         """Steps nothing follows: the workflow succeeded when they all did."""
         return sum(1 for s in self.steps if not s.succs)
 
+    @property
+    def dynamic(self) -> bool:
+        """It has maps over the value before them: its number of steps is known only as it runs."""
+        return any(s.mapped for s in self.steps)
+
 
 @dataclass(frozen=True)
 class _Value:
@@ -160,8 +177,16 @@ class _Value:
     tolerant: bool = False
 
 
-class TooManySteps(ValueError):
+class CanvasError(ValueError):
+    """A canvas that cannot be compiled."""
+
+
+class TooManySteps(CanvasError):
     """The canvas has more than ``MAX_STEPS`` steps."""
+
+
+class NothingToMap(CanvasError):
+    """A map without ``items`` where no value comes before it."""
 
 
 def compile_canvas(root: Node, max_steps: int = MAX_STEPS) -> Compiled:
@@ -186,6 +211,8 @@ def _compile(node: Node, incoming: _Value | None, steps: list[Step], max_steps: 
         return value, {"kind": "chain", "children": children}
     if isinstance(node, MapNode):
         options = node.model_dump(include={"timeout_seconds", "max_retries", "queue", "priority"})
+        if node.items is None:
+            return _map_over(node, incoming, steps, max_steps, options)
         members: list[Node] = [
             TaskNode(task=node.map, args=[item, *node.args], kwargs=node.kwargs, immutable=True, **options)
             for item in node.items
@@ -210,6 +237,20 @@ def _task(node: TaskNode, incoming: _Value | None, steps: list[Step], max_steps:
         step.input = None if node.immutable else incoming.template
     steps.append(step)
     return _Value(f"@{index}", (index,)), {"kind": "task", "step": index, "task": node.task}
+
+
+def _map_over(
+    node: MapNode, incoming: _Value | None, steps: list[Step], max_steps: int, options: dict[str, Any]
+) -> tuple[_Value, dict[str, Any]]:
+    """A map over the value before it: one step taking that value, marked to expand (module docstring)."""
+    if incoming is None:
+        raise NothingToMap(
+            f"map {node.map!r} has no items and no step before it whose value it could map over: give it items, "
+            "or put it after a step in a chain"
+        )
+    value, _ = _task(TaskNode(task=node.map, args=node.args, kwargs=node.kwargs, **options), incoming, steps, max_steps)
+    steps[-1].mapped = True
+    return value, {"kind": "map", "task": node.map, "step": steps[-1].index, "children": []}
 
 
 def _group(

@@ -22,12 +22,21 @@ from shared.scripts import Scripts
 from shared.serialization import dumps, loads
 from shared.settings import Settings
 from shared.transitions import Transitions
-from shared.workflows.canvas import Compiled, TooManySteps, WorkflowSubmission, compile_canvas, fingerprint
+from shared.workflows.canvas import CanvasError, Compiled, WorkflowSubmission, compile_canvas, fingerprint
 
 ShapeOf = Callable[[str], Awaitable[TaskShape]]  # a task's shape by name (the catalogue's offer, or a registry's)
 MAX_ID_LENGTH = 128  # a task id's (``shared.tasks.TASK_ID_REGEX``): a step's id is ``<workflow id>:<n>``
 CANCEL_BATCH = 50  # steps aborted at once by a cancel
-STATES = {"P": "pending", "Q": "active", "S": "succeeded", "F": "failed", "A": "aborted", "K": "skipped"}
+# A step's state letter in its workflow's hash (lib.lua); M: a map over the value before it, waiting for its members.
+STATES = {
+    "P": "pending",
+    "Q": "active",
+    "M": "running",
+    "S": "succeeded",
+    "F": "failed",
+    "A": "aborted",
+    "K": "skipped",
+}
 
 
 class WorkflowState(StrEnum):
@@ -70,17 +79,19 @@ async def prepare_workflow(
     """Compile the canvas and validate every step against its task (``SubmissionError`` says which is wrong)."""
     try:
         compiled = compile_canvas(submission.workflow, settings.max_workflow_steps)
-    except TooManySteps as exc:
+    except CanvasError as exc:
         raise InvalidOptions(str(exc), [{"loc": ["workflow"], "msg": str(exc)}]) from None
     client_id = submission.id or uuid.uuid4().hex
-    if len(client_id) + 1 + len(str(len(compiled.steps) - 1)) > MAX_ID_LENGTH:
-        most = MAX_ID_LENGTH - 1 - len(str(len(compiled.steps) - 1))
-        message = f"a workflow of {len(compiled.steps)} steps may have an id of at most {most} characters"
+    # A map over the value before it adds steps as it runs, up to the most a workflow may have.
+    steps = settings.max_workflow_steps if compiled.dynamic else len(compiled.steps)
+    if len(client_id) + 1 + len(str(steps - 1)) > MAX_ID_LENGTH:
+        most = MAX_ID_LENGTH - 1 - len(str(steps - 1))
+        message = f"a workflow of {steps} steps may have an id of at most {most} characters"
         raise InvalidOptions(message, [{"loc": ["id"], "msg": message}])
     flow_id = tenancy.stored_id(tenant, client_id)
     records: list[bytes] = []
     for step in compiled.steps:
-        links = Links(flow=flow_id, step=step.index, piped=step.piped)
+        links = Links(flow=flow_id, step=step.index, piped=step.piped, mapped=step.mapped)
         try:
             spec = await shape_of(step.node.task)
             submission_of_step = step.submission(f"{client_id}:{step.index}")
@@ -112,10 +123,10 @@ class Workflows:
         meta = dumps({"tree": compiled.tree})
         args: list[Any] = [prepared.flow_id, prepared.fp, meta, len(compiled.steps), compiled.sinks, compiled.root]
         args += [settings.workflow_log_max_len, settings.workflow_log_max_bytes, self._ttl_ms, time.time_ns() // 1000]
-        args += [settings.max_queue_depth, settings.queue_depths]
+        args += [settings.max_queue_depth, settings.queue_depths, settings.max_workflow_steps]
         for step, record in zip(compiled.steps, prepared.records, strict=True):
             preds, succs = ",".join(map(str, step.preds)), ",".join(map(str, step.succs))
-            args += [record, preds, succs, step.input or "", int(step.tolerant)]
+            args += [record, preds, succs, step.input or "", int(step.tolerant), int(step.mapped)]
         script_keys = [settings.queue_name, keys.flow_index(settings.queue_name)]
         reply = await self._scripts.flow_submit(keys=script_keys, args=args)
         kind = reply[0].decode()
@@ -139,7 +150,13 @@ class Workflows:
         n, state, meta, created, ended, end = await _hmget(self._pool, key, fields)
         if state is None or n is None or meta is None:
             return None
-        count = int(n)
+        tree = loads(meta)["tree"]
+        maps = _map_steps(tree)
+        spans: list[bytes | None] = []
+        if maps:  # the steps and the maps' members, read at once (a map may expand meanwhile)
+            n, *spans = await _hmget(self._pool, key, ["n", *(f"x:{m}" for m in maps)])
+        members = {m: _span(span) for m, span in zip(maps, spans, strict=True)}
+        count = int(n or 0)
         letters = await _hmget(self._pool, key, [f"s:{i}" for i in range(count)]) if count else []
         states = [STATES.get((s or b"P").decode(), "pending") for s in letters]
         running = await self._running([keys.step_id(flow_id, i) for i, s in enumerate(states) if s == "active"])
@@ -147,7 +164,7 @@ class Workflows:
             ("running" if keys.step_id(flow_id, i) in running else "queued") if s == "active" else s
             for i, s in enumerate(states)
         ]
-        tree = _with_states(loads(meta)["tree"], flow_id, detailed)
+        tree = _with_states(tree, flow_id, detailed, members)
         finished = loads(end) if end else {}
         counts: dict[str, int] = {}
         for s in detailed:
@@ -174,17 +191,30 @@ class Workflows:
             found = await pipe.execute()
         return {step for step, running in zip(step_ids, found, strict=True) if running}
 
-    async def cancel(self, flow_id: str) -> tuple[str, str | None]:
-        """Cancel: ('aborted' | 'aborting' | 'finished' | 'unknown', the state when finished)."""
+    async def cancel(self, flow_id: str) -> tuple[str, str | None, int]:
+        """Cancel: ('aborted' | 'aborting' | 'finished' | 'unknown', the state when finished, how many child tasks
+        of its steps were still waiting or running and are aborted now). Its active steps are aborted first, then
+        every step's children, recursively (``Transitions.abort_children``): a running step's abort is requested
+        before its children are read, so none it submits meanwhile is missed. A second cancel of a workflow that
+        ended aborted walks the children again (the first may have stopped half-way) and answers 'finished'."""
         reply = await self._scripts.flow_cancel(keys=[], args=[flow_id, self._ttl_ms])
         kind = reply[0].decode()
         if kind != "cancelling":
-            return kind, reply[1].decode() if len(reply) > 1 else None
+            state = reply[1].decode() if len(reply) > 1 else None
+            children = await self._abort_children(flow_id) if state == WorkflowState.ABORTED else 0
+            return kind, state, children
         steps = [step.decode() for step in reply[1:]]
         for first in range(0, len(steps), CANCEL_BATCH):  # each abort is its own script (abort.lua)
             await asyncio.gather(*(self._transitions.abort(step) for step in steps[first : first + CANCEL_BATCH]))
+        children = await self._abort_children(flow_id)
         [state] = await _hmget(self._pool, keys.flow(flow_id), ["st"])
-        return ("aborted" if state == b"aborted" else "aborting"), None
+        return ("aborted" if state == b"aborted" else "aborting"), None, children
+
+    async def _abort_children(self, flow_id: str) -> int:
+        """Abort the child tasks of every step of the workflow (and theirs); how many were waiting or running."""
+        [n] = await _hmget(self._pool, keys.flow(flow_id), ["n"])
+        steps = [keys.step_id(flow_id, i) for i in range(int(n or 0))]
+        return await self._transitions.abort_children(steps)
 
     async def retry(self, flow_id: str) -> tuple[str, str | None]:
         """Run a failed or aborted workflow again from its failed steps: ('queued' | 'not_retryable' | 'unknown',
@@ -219,14 +249,36 @@ async def _hmget(pool: ArqRedis, key: str, fields: list[str]) -> list[bytes | No
     return await cast(Awaitable[list[bytes | None]], pool.hmget(key, fields))
 
 
-def _with_states(node: dict[str, Any], flow_id: str, states: list[str]) -> dict[str, Any]:
-    """The stored tree with each step's id and state."""
+def _map_steps(node: dict[str, Any]) -> list[int]:
+    """The steps of the tree's maps over the value before them (a map node with a ``step``)."""
+    found = [int(node["step"])] if node["kind"] == "map" and "step" in node else []
+    for child in [*node.get("children", []), *([node["callback"]] if "callback" in node else [])]:
+        found += _map_steps(child)
+    return found
+
+
+def _span(raw: bytes | None) -> range:
+    """A map's members ('<first>,<count>' in its workflow's hash), none before it expanded."""
+    if raw is None:
+        return range(0)
+    first, count = (int(part) for part in raw.split(b","))
+    return range(first, first + count)
+
+
+def _with_states(node: dict[str, Any], flow_id: str, states: list[str], members: dict[int, range]) -> dict[str, Any]:
+    """The stored tree with each step's id and state; a map over the value before it with its state and the
+    members it expanded into."""
     if node["kind"] == "task":
         step = int(node["step"])
         return node | {"task_id": keys.step_id(flow_id, step), "state": states[step]}
-    shown = node | {"children": [_with_states(child, flow_id, states) for child in node["children"]]}
+    children = node["children"]
+    if node["kind"] == "map" and "step" in node:
+        step = int(node["step"])
+        children = [{"kind": "task", "step": j, "task": node["task"]} for j in members[step]]
+        node = node | {"state": states[step]}
+    shown = node | {"children": [_with_states(child, flow_id, states, members) for child in children]}
     if "callback" in node:
-        shown["callback"] = _with_states(node["callback"], flow_id, states)
+        shown["callback"] = _with_states(node["callback"], flow_id, states, members)
     return shown
 
 

@@ -338,6 +338,15 @@ def test_workflow_submit_follow_status_cancel_and_retry(relay: str, tmp_path: Pa
     assert re.search(r"1\. mul succeeded", tree.stdout)
     assert json.loads(relay_cli(relay, "workflow", "status", flow, "--json").stdout)["result"] == 16
 
+    mapped = '{"chain": [{"task": "numbers", "args": [3]}, {"map": "add", "args": [10]}, {"task": "tsum"}]}'
+    flow = relay_cli(relay, "workflow", "submit", mapped).stdout.strip()  # a map over the value before it
+    lines = relay_cli(relay, "workflow", "follow", flow).stdout.splitlines()
+    assert "step 1 map add: expanded into steps 3 to 5" in lines
+    assert lines[-1] == "workflow succeeded: 36.0"
+    tree = relay_cli(relay, "workflow", "status", flow).stdout
+    assert re.search(r"1\. map add succeeded", tree)
+    assert [int(n) for n in re.findall(r"(\d)\. add succeeded", tree)] == [3, 4, 5]  # its members
+
     marker = tmp_path / "pass"
     steps = [{"task": "inc", "args": [1]}, {"task": "fails_until", "kwargs": {"marker": str(marker)}}]
     (tmp_path / "canvas.json").write_text(json.dumps({"chain": steps}))

@@ -43,6 +43,9 @@ def test_the_canvas_is_celerys_and_becomes_the_json_the_api_takes() -> None:
             "priority": 7,
         }
         assert client.task("inc").map([1, 2]).to_json() == {"map": "inc", "items": [1, 2], "args": [], "kwargs": {}}
+        # no items: a map over the value before it (Celery's chain into a map of the previous result)
+        assert (add.s(1) | client.task("inc").map()).to_json()["chain"][1] == {"map": "inc", "args": [], "kwargs": {}}
+        assert add.map(None, 10).to_json() == {"map": "add", "args": [10], "kwargs": {}}
         assert chain(signature("add", (1, 2)), signature("mul", (3,))).client is None
         with pytest.raises(TypeError, match="unknown step option"):
             add.s(1).set(expires=3)
@@ -64,6 +67,9 @@ def test_a_chain_and_a_chord_run_and_give_their_value(relay: str) -> None:
         assert view.counts == {"succeeded": 11}
         assert view.step_ids() == [f"{flow.id}:{i}" for i in range(11)]
         assert client.workflow({"map": "inc", "items": [1, 2, 3]}).result(timeout=30) == [2, 3, 4]
+        over = (client.task("numbers").s(3) | add.map(None, 10) | tsum.s()).delay()
+        assert over.result(timeout=30) == 36
+        assert over.state().step_ids() == [f"{over.id}:{i}" for i in (0, 2, 3, 4, 5)]  # the map's members: 3, 4, 5
 
 
 def test_a_failed_step_raises_naming_it_and_retry_runs_it_again(relay: str, tmp_path: Path) -> None:

@@ -397,3 +397,26 @@ def test_a_workflow_is_drawn_as_its_tree_and_its_steps_move_live(
     events = seen(page)["workflow"]["events"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # once each, in order, across the retry
     assert events[-1]["type"] == "workflow_end"
+
+
+def test_a_map_over_the_value_before_it_draws_its_members_once_it_expands(
+    page: Page, spawn_api: StartApi, spawn_worker: StartWorker, shots: Path
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue()}
+    _, base = spawn_api(offers=False, **env)
+    spawn_worker(**env)
+    slow = {"task": "chatty", "args": [[1, 2, 3]], "kwargs": {"events": 10, "interval": 0.2}}  # then passes it on
+    workflow = {"chain": [slow, {"map": "inc", "kwargs": {"seconds": 0.5}}, {"task": "tsum"}]}
+    flow = httpx.post(f"{base}/workflows", json={"workflow": workflow}, timeout=10).json()["id"]
+    page.goto(f"{base}/dashboard/#/workflows/{flow}")
+    step = page.locator("#workflow-tree .wf-step")
+    mapped = page.locator("#workflow-tree .wf-group[data-step='1']")
+    expect(step).to_have_count(2, timeout=LIVE)  # chatty and tsum; the map has no members yet
+    expect(mapped).to_have_attribute("data-state", "pending", timeout=LIVE)
+    expect(step).to_have_count(5, timeout=LIVE)  # it expanded: its three members drawn (steps 3, 4 and 5)
+    expect(mapped.locator(".wf-step")).to_have_count(3)
+    page.screenshot(path=str(shots / "map-expanded.png"), full_page=True)
+    expect(page.locator("#workflow-state")).to_have_text("succeeded", timeout=LIVE)
+    expect(mapped).to_have_attribute("data-state", "succeeded", timeout=LIVE)
+    assert [step.nth(i).get_attribute("data-step") for i in range(5)] == ["0", "3", "4", "5", "2"]
+    expect(page.locator("#workflow-result")).to_have_text("9", timeout=LIVE)  # tsum([2, 3, 4])

@@ -120,10 +120,11 @@ def test_api_sigkill_mid_stream_client_resumes_elsewhere(spawn_api: StartApi, sp
 def test_workflows_finish_with_every_step_and_the_callback_once_while_workers_are_killed(
     spawn_api: StartApi, spawn_worker: StartWorker
 ) -> None:
-    """A chain of 200 steps and a chord of a 1,000-member group, while a worker is SIGKILLed or SIGTERMed every
-    half second or so (and replaced): both end, every step is released once and ends once (one `step_started`
-    and one `step_ended` in the workflow's log, one `end` in its own), the callback once; a step whose worker
-    was killed mid-run ran again (at-least-once), which is counted, not hidden."""
+    """A chain of 200 steps, a chord of a 1,000-member group and a chain mapping over a 300-item list (its map
+    expands in the commit of the step before it), while a worker is SIGKILLed or SIGTERMed every half second or so
+    (and replaced): all end, every step is released once and ends once (one `step_started` and one `step_ended` in
+    the workflow's log, one `end` in its own), the callback once, the map expands once; a step whose worker was
+    killed mid-run ran again (at-least-once), which is counted, not hidden."""
     env = {
         "RELAY_QUEUE_NAME": queue(),
         "RELAY_LEASE_SECONDS": "2",  # a killed worker's jobs are taken over within about 2 s
@@ -139,11 +140,14 @@ def test_workflows_finish_with_every_step_and_the_callback_once_while_workers_ar
     )
     members = [{"task": "inc", "args": [i], "kwargs": step} for i in range(1000)]
     chord = submit_workflow(base, {"chord": members, "callback": {"task": "tsum"}})
+    mapped = submit_workflow(
+        base, {"chain": [{"task": "numbers", "args": [300]}, {"map": "inc", "kwargs": step}, {"task": "tsum"}]}
+    )
     rng = random.Random(23)
     kills: dict[str, int] = {"SIGKILL": 0, "SIGTERM": 0}
     signals = (signal.SIGKILL, signal.SIGTERM)
     deadline = time.monotonic() + 240
-    while not all(_ended(base, flow) for flow in (chain, chord)):
+    while not all(_ended(base, flow) for flow in (chain, chord, mapped)):
         assert time.monotonic() < deadline, "the workflows did not end under the faults"
         time.sleep(rng.uniform(0.3, 0.8))
         victim = workers.pop(rng.randrange(len(workers)))
@@ -154,15 +158,17 @@ def test_workflows_finish_with_every_step_and_the_callback_once_while_workers_ar
     assert min(kills.values()) > 0
     assert wait_workflow(base, chain)["result"] == 200
     assert wait_workflow(base, chord)["result"] == sum(range(1, 1001))
+    assert wait_workflow(base, mapped)["result"] == sum(range(2, 302))  # inc of 1..300
     reruns = 0
-    for flow, steps in ((chain, 200), (chord, 1001)):
+    for flow, steps in ((chain, 200), (chord, 1001), (mapped, 303)):  # the map is step 1, its members 3 to 302
         events = read_workflow_events(base, flow, timeout=120)
         assert events[-1]["type"] == "workflow_end"  # the stream ended
         started = collections.Counter(e["step"] for e in events if e["type"] == "step_started")
         ended = collections.Counter(e["step"] for e in events if e["type"] == "step_ended")
         assert started == ended == collections.Counter(range(steps))  # each released once, ended once
         ends = collections.Counter(e["step"] for e in events if e["type"] == "end" and "step_seq" in e)
-        assert ends == collections.Counter(range(steps))  # each step's own log: one end
+        tasks = [i for i in range(steps) if not (flow == mapped and i == 1)]  # the map itself runs no task
+        assert ends == collections.Counter(tasks)  # each step's own log: one end
         runs = collections.Counter(e["step"] for e in events if e["type"] == "started" and "step_seq" in e)
         reruns += sum(n - 1 for n in runs.values())
     callback = types(read_events(base, f"{chord}:1000"))

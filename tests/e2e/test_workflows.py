@@ -1,5 +1,6 @@
-"""Workflows (issue #23) through the real API and worker: chains, groups, chords and maps, their failure policy,
-cancel and retry, the tree, and one stream for the whole workflow."""
+"""Workflows (issue #23) through the real API and worker: chains, groups, chords and maps (over items, or over the
+value before them), their failure policy, cancel (with the steps' child tasks) and retry, the tree, and one stream
+for the whole workflow."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from bench.harness.client import (
     state,
     submit_workflow,
     types,
+    wait_state,
     wait_workflow,
 )
 from tests.conftest import StartWorker
@@ -196,6 +198,8 @@ def test_submit_and_stream_on_one_response(relay: str) -> None:
         ({"chain": [task("add", 1), task("add", "x")]}, "invalid_arguments", "step 1 (add)"),
         ({"chain": [task("add", 1), task("not_json")]}, "invalid_request", "no positional parameter"),
         ({"chain": []}, "invalid_request", None),
+        ({"map": "inc"}, "invalid_request", "no step before it whose value it could map over"),
+        ({"chain": [task("inc", 1), {"map": "not_json"}]}, "invalid_request", "to take each item of the map"),
         ({"grop": []}, "invalid_request", None),
     ],
 )
@@ -227,6 +231,8 @@ def test_the_openapi_document_describes_workflows(relay: str) -> None:
         assert path in document["paths"]
     assert "text/event-stream" in document["paths"]["/workflows"]["post"]["responses"]["200"]["content"]
     assert "WorkflowSubmission" in document["components"]["schemas"]
+    described = json.dumps(document["components"]["schemas"])
+    assert "Absent (or null): the value of the step before it" in described  # a map over the value before it
 
 
 def test_a_parent_waiting_on_children_with_every_slot_held_by_parents_still_finishes(
@@ -289,3 +295,84 @@ def test_a_reader_of_events_the_workflows_log_no_longer_holds_gets_a_gap(
     assert events[0]["data"]["first_seq"] == 1
     assert [e["seq"] for e in events[1:]] == list(range(events[0]["data"]["last_seq"] + 1, events[-1]["seq"] + 1))
     assert events[-1]["type"] == "workflow_end"
+
+
+def test_a_chain_maps_over_the_value_of_the_step_before_it_and_sums_the_list(relay: str) -> None:
+    flow = submit_workflow(relay, {"chain": [task("numbers", 4), {"map": "add", "args": [10]}, task("tsum")]})
+    view = wait_workflow(relay, flow)
+    assert (view["state"], view["result"], view["steps"]) == ("succeeded", 50, 7)  # 11 + 12 + 13 + 14
+    mapped = view["tree"]["children"][1]
+    assert (mapped["kind"], mapped["task"], mapped["step"], mapped["state"]) == ("map", "add", 1, "succeeded")
+    members = [f"{flow}:{j}" for j in (3, 4, 5, 6)]  # numbered after the last step of the canvas
+    assert [(c["task_id"], c["state"]) for c in mapped["children"]] == [(m, "succeeded") for m in members]
+    assert state(relay, members[2])["arguments"] == {"x": 3, "y": 10}  # its item first, then the fixed args
+    assert state(relay, f"{flow}:2")["arguments"] == {"numbers": [11, 12, 13, 14]}  # the map's value, in order
+    events = read_workflow_events(relay, flow)
+    started = [e for e in events if e["type"] == "step_started"]
+    assert [e["step"] for e in started] == [0, 1, 3, 4, 5, 6, 2]
+    assert started[1]["data"] == {"task": "add", "members": {"first": 3, "count": 4}}
+    tsum_started = events.index(started[-1])
+    assert {e["step"] for e in events[:tsum_started] if e["type"] == "step_ended"} == {0, 1, 3, 4, 5, 6}
+    for member in members:
+        own = [e["type"] for e in events if e.get("task_id") == member and "step_seq" in e]
+        assert own == ["started", "result", "end"]
+    assert events[-1]["data"] == {"state": "succeeded", "result": 50}
+
+
+def test_a_map_over_an_empty_list_is_empty_and_over_a_non_list_fails_the_chain(relay: str) -> None:
+    empty = submit_workflow(relay, {"chain": [task("numbers", 0), {"map": "inc"}, task("tsum")]})
+    view = wait_workflow(relay, empty)
+    assert (view["state"], view["result"], view["steps"]) == ("succeeded", 0, 3)
+    assert view["tree"]["children"][1]["children"] == []
+    assert state(relay, f"{empty}:2")["arguments"] == {"numbers": []}
+
+    flow = submit_workflow(relay, {"chain": [task("inc", 1), {"map": "inc"}, task("tsum")]})
+    view = wait_workflow(relay, flow)
+    assert view["state"] == "failed"
+    assert (view["error"]["step"], view["error"]["error_type"]) == (1, "MapOverNonList")
+    assert view["error"]["message"] == "step 1 maps over the value before it, which is a number, not a list"
+    assert [c["state"] for c in view["tree"]["children"]] == ["succeeded", "failed", "skipped"]
+
+
+def test_a_map_too_wide_for_the_workflow_fails_it_with_a_clear_error(spawn_api: Any, spawn_worker: StartWorker) -> None:
+    env = {"RELAY_QUEUE_NAME": f"relay:wf:{uuid.uuid4().hex[:8]}", "RELAY_MAX_WORKFLOW_STEPS": "10"}
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    flow = submit_workflow(base, {"chain": [task("numbers", 8), {"map": "inc"}, task("tsum")]})
+    view = wait_workflow(base, flow)
+    assert (view["state"], view["steps"], view["error"]["error_type"]) == ("failed", 3, "TooManySteps")
+    assert view["error"]["message"] == "step 1 would map over 8 items: the workflow has 3 steps and may have at most 10"
+    assert httpx.get(f"{base}/tasks/{flow}:3", timeout=10).status_code == 404  # nothing half-enqueued
+
+
+def test_cancelling_a_workflow_cancels_its_steps_children_and_theirs(relay: str) -> None:
+    waiting = task("fans_out", 2, 2, immutable=True)  # waits on 2 children, each waiting on 2 that block
+    left_running = task("fans_out", 2, 1, immutable=True, wait=False)  # ends at once, its 2 children run on
+    flow = submit_workflow(relay, {"chain": [{"group": [waiting, left_running]}, task("collect")]})
+    blocked = [f"{flow}:0.{i}.{j}" for i in (1, 2) for j in (1, 2)] + [f"{flow}:1.1", f"{flow}:1.2"]
+    for child in blocked:
+        wait_state(relay, child, {"running"})
+    response = httpx.delete(f"{relay}/workflows/{flow}", timeout=10)
+    assert response.status_code in (200, 202), response.text  # 200 once its step's worker already stopped it
+    assert response.json()["children"] == 8  # 0.1, 0.2, their 4 children, and the 2 that step 1 left running
+    view = wait_workflow(relay, flow)
+    assert view["state"] == "aborted"
+    assert view["counts"] == {"aborted": 1, "succeeded": 1, "skipped": 1}
+    for child in [f"{flow}:0.1", f"{flow}:0.2", *blocked]:
+        assert wait_state(relay, child, {"aborted", "succeeded", "failed"}, timeout=20)["state"] == "aborted"
+    again = httpx.delete(f"{relay}/workflows/{flow}", timeout=10)  # a second cancel: nothing left to stop
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "not_abortable")
+
+
+def test_aborting_a_parent_task_aborts_its_children_and_theirs(relay: str) -> None:
+    parent = httpx.post(f"{relay}/tasks", json={"task": "fans_out", "args": [2, 2]}, timeout=10).json()["id"]
+    grandchildren = [f"{parent}.{i}.{j}" for i in (1, 2) for j in (1, 2)]
+    for child in grandchildren:
+        wait_state(relay, child, {"running"})
+    response = httpx.delete(f"{relay}/tasks/{parent}", timeout=10)
+    assert response.status_code == 202, response.text
+    assert response.json()["children"] == 6
+    for task_id in [parent, f"{parent}.1", f"{parent}.2", *grandchildren]:
+        assert wait_state(relay, task_id, {"aborted", "succeeded", "failed"}, timeout=20)["state"] == "aborted"
+    again = httpx.delete(f"{relay}/tasks/{parent}", timeout=10)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "not_abortable")

@@ -10,9 +10,10 @@ import pytest
 from arq.connections import ArqRedis
 
 from shared import events, keys, lanes
-from shared.enqueue import Enqueuer, prepare
+from shared.enqueue import Enqueuer, Links, prepare
+from shared.errors import ParentAborting
 from shared.events import EventLog, EventType, decode_head
-from shared.jobs import ResultRecord
+from shared.jobs import JobRecord, ResultRecord
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
@@ -94,3 +95,35 @@ async def test_abort_of_a_waiting_task_is_final_at_once_with_its_events(pool: Ar
 async def test_events_body_starts_with_its_type() -> None:
     # Scripts recognise an ``end`` by the first bytes of an event: the order of the fields is part of the format.
     assert events.end_body("t", "succeeded").startswith(b'{"type":"end"')
+
+
+async def test_children_join_their_parents_set_none_is_added_once_its_abort_is_requested_and_all_are_aborted(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    registry = load(["worker.tasks.demo"])
+    enqueuer, transitions = Enqueuer(pool, settings), Transitions(pool, Scripts(pool), settings)
+
+    async def submit(tid: str, parent: str | None = None) -> None:
+        submission = TaskSubmission(task="sleep", id=tid, delay_seconds=60)
+        await enqueuer.enqueue(prepare(registry.get("sleep"), settings, submission, links=Links(parent=parent)))
+
+    parent = task_id()
+    await submit(parent)
+    await submit(f"{parent}.1", parent)
+    await submit(f"{parent}.1.1", f"{parent}.1")  # a grandchild
+    assert await pool.smembers(keys.children(parent)) == {f"{parent}.1".encode()}
+    assert await pool.smembers(keys.children(f"{parent}.1")) == {f"{parent}.1.1".encode()}
+    ttl_ms = (settings.result_ttl_seconds + settings.job_timeout_seconds) * 1000
+    assert ttl_ms - 5000 < await pool.pttl(keys.children(parent)) <= ttl_ms
+    enqueued = JobRecord.decode(await pool.get(keys.job(parent))).enqueue_ms
+    await pool.zadd(keys.ABORT_SET, {parent: enqueued - 1})  # a request left from an earlier run: not for this one
+    await submit(f"{parent}.2", parent)
+    await pool.zadd(keys.ABORT_SET, {parent: enqueued + 1})  # as abort.lua does for a running parent
+    with pytest.raises(ParentAborting):
+        await submit(f"{parent}.3", parent)
+    assert await pool.exists(keys.job(f"{parent}.3")) == 0  # refused: nothing written
+    assert await pool.scard(keys.children(parent)) == 2
+    assert await transitions.abort_children([parent]) == 3  # .1, .2 and .1.1, each once
+    for child in (f"{parent}.1", f"{parent}.2", f"{parent}.1.1"):
+        assert (await transitions.abort(child)).state == "aborted"
+    assert await transitions.abort_children([parent]) == 0  # again: nothing left to stop

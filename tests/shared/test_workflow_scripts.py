@@ -1,8 +1,9 @@
 """Workflows' orchestration in the scripts that commit a step's end (``commit.lua``, op F; ``lib.lua``
 ``relay_flow_step_ended``), against a real Redis, by calling the scripts as a worker does: a commit applied twice
 (a retried call after a timeout) advances a chain once, a chord's callback is released once, when its last member
-ends, whatever the order and however the ends are batched. The end-to-end behaviour, with real processes and
-workers killed at random, is in tests/e2e/test_workflows.py and tests/e2e/test_faults.py."""
+ends, whatever the order and however the ends are batched; a map over the value before it expands once, into one
+step per item, and ends with their list. The end-to-end behaviour, with real processes and workers killed at
+random, is in tests/e2e/test_workflows.py and tests/e2e/test_faults.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from shared import keys
 from shared.enqueue import TaskShape
 from shared.events import EventLog
 from shared.jobs import JobRecord
-from shared.scripts import Scripts
+from shared.scripts import Scripts, with_library
 from shared.serialization import loads
 from shared.settings import Settings
 from shared.transitions import Transitions
@@ -69,10 +70,14 @@ class Worker:
         claimed = (await self.scripts.claim(keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=args))[0]
         return {item[0].decode(): JobRecord.decode(item[1]) for item in claimed}
 
-    def end_args(self, task_id: str, record: JobRecord, result: Any) -> list[Any]:
-        """The commit's arguments for one F op: the step succeeded with ``result``."""
+    def end_args(
+        self, task_id: str, record: JobRecord, result: Any, failure: BaseException | None = None, seq: int = 0
+    ) -> list[Any]:
+        """The commit's arguments for one F op: the step succeeded with ``result`` (or failed with ``failure``); its
+        events follow ``seq`` (a step run again continues its log)."""
         facts = RunFacts(task_id, self.token, self.settings.queue_name, 1, 1, record, record.function)
-        op = outcomes.op_for(outcomes.succeeded(result), facts, 0)
+        ending = outcomes.succeeded(result) if failure is None else outcomes.failed(failure)
+        op = outcomes.op_for(ending, facts, seq)
         return op.args()
 
     async def commit(self, *ops: list[Any]) -> list[str]:
@@ -194,3 +199,148 @@ async def test_the_workflow_log_keeps_within_its_caps_and_recounts_after_it_expi
         assert entries <= 10
         assert (length, counted) == (entries, size)  # the counts the appends rely on are the log's own
     assert await pool.hget(key, "st") == b"succeeded"
+
+
+# A map over the value before it (a map node without items): chain [inc, map inc, tsum] is steps 0, 1 (the map) and
+# 2; the map's members are numbered after the last step, 3 on.
+MAPPED = {"chain": [{"task": "inc", "args": [0]}, {"map": "inc"}, {"task": "tsum"}]}
+
+
+async def _first_step_ends_with(worker: Worker, value: Any) -> str:
+    """Submit ``MAPPED`` and end its first step with ``value`` (the commit sent twice); returns the workflow's id."""
+    flow = await worker.submit(MAPPED)
+    record = (await worker.claim())[f"{flow}:0"]
+    end = worker.end_args(f"{flow}:0", record, value)
+    assert await worker.commit(end) == ["ok"]
+    assert await worker.commit(end) == ["dup"]
+    return flow
+
+
+async def test_a_map_over_the_value_before_it_expands_once_into_a_step_per_item(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    worker = Worker(pool, settings)
+    flow = await _first_step_ends_with(worker, [5, 6, "x@1", {"a": [1.5, "]"]}])
+    members = await worker.claim()
+    assert sorted(members) == [f"{flow}:{j}" for j in (3, 4, 5, 6)]
+    # Each member takes its item, byte for byte (a string that looks like a template stays one), as its first
+    # positional argument.
+    assert [members[f"{flow}:{j}"].params["x"] for j in (3, 4, 5, 6)] == [5, 6, "x@1", {"a": [1.5, "]"]}]
+    assert await worker.claim() == {}  # expanded once
+    assert await pool.hget(keys.flow(flow), "n") == b"7"
+    assert await worker.events(flow) == [
+        ("workflow_started", None),
+        ("step_started", 0),
+        ("step_ended", 0),
+        ("step_started", 1),  # the map, naming its members
+        *[("step_started", j) for j in (3, 4, 5, 6)],
+    ]
+    logged = [loads(raw) for _, raw in await worker.log.read_after(flow, 0, count=100)]
+    started = [e for e in logged if e["type"] == "step_started"]
+    assert started[1]["data"] == {"task": "inc", "members": {"first": 3, "count": 4}}
+    ends = [worker.end_args(f"{flow}:{j}", members[f"{flow}:{j}"], j * 10) for j in (3, 4, 5, 6)]
+    random.Random(3).shuffle(ends)
+    for end in ends[:-1]:
+        assert await worker.commit(end) == ["ok"]
+        assert await worker.claim() == {}  # the step after the map waits for every member
+    assert await worker.commit(ends[-1], ends[-1]) == ["ok", "dup"]
+    after = await worker.claim()
+    assert list(after) == [f"{flow}:2"]
+    assert after[f"{flow}:2"].params["numbers"] == [30, 40, 50, 60]  # the map's value: its members', in order
+    assert [kind for kind, step in await worker.events(flow) if step == 1] == ["step_started", "step_ended"]
+    assert await worker.commit(worker.end_args(f"{flow}:2", after[f"{flow}:2"], 180)) == ["ok"]
+    view = await worker.workflows.view(flow)
+    assert view is not None
+    assert (view["state"], view["result"], view["steps"]) == ("succeeded", 180, 7)
+    mapped = view["tree"]["children"][1]
+    assert (mapped["kind"], mapped["step"], mapped["state"]) == ("map", 1, "succeeded")
+    assert [(c["step"], c["task_id"], c["state"]) for c in mapped["children"]] == [
+        (j, f"{flow}:{j}", "succeeded") for j in (3, 4, 5, 6)
+    ]
+
+
+async def test_a_maps_expansion_reached_twice_expands_once(pool: ArqRedis, settings: Settings) -> None:
+    """The orchestration itself, called twice for one end (as a replayed commit would, were it not a ``dup``
+    already): the second call finds the step ended and changes nothing."""
+    worker = Worker(pool, settings)
+    flow = await worker.submit(MAPPED)
+    await worker.claim()
+    twice = with_library(
+        "local wake = {}\n"
+        "local first = relay_flow_step_ended(KEYS[1], ARGV[1], '0', 'S', '[1,2,3]', relay_now(), 60000, wake)\n"
+        "local second = relay_flow_step_ended(KEYS[1], ARGV[1], '0', 'S', '[1,2,3]', relay_now(), 60000, wake)\n"
+        "relay_flow_flush(60000)\n"
+        "return {first and 1 or 0, second and 1 or 0}"
+    )
+    assert await pool.eval(twice, 1, settings.queue_name, flow) == [1, 0]
+    assert sorted(await worker.claim()) == [f"{flow}:{j}" for j in (3, 4, 5)]
+    assert await pool.hget(keys.flow(flow), "n") == b"6"
+    assert [kind for kind, step in await worker.events(flow) if step == 1] == ["step_started"]
+
+
+async def test_a_map_over_an_empty_list_is_an_empty_list_at_once(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    flow = await _first_step_ends_with(worker, [])
+    after = await worker.claim()
+    assert list(after) == [f"{flow}:2"]  # released by the same commit that ended step 0
+    assert after[f"{flow}:2"].params["numbers"] == []
+    assert [kind for kind, step in await worker.events(flow) if step == 1] == ["step_started", "step_ended"]
+    assert await pool.hget(keys.flow(flow), "n") == b"3"
+
+
+async def test_a_map_over_a_value_that_is_not_a_list_fails_and_the_chain_with_it(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    worker = Worker(pool, settings)
+    flow = await _first_step_ends_with(worker, {"not": "a list"})
+    assert await worker.claim() == {}
+    view = await worker.workflows.view(flow)
+    assert view is not None
+    assert view["state"] == "failed"
+    assert (view["error"]["step"], view["error"]["error_type"]) == (1, "MapOverNonList")
+    assert "which is an object, not a list" in view["error"]["message"]
+    assert [c["state"] for c in view["tree"]["children"]] == ["succeeded", "failed", "skipped"]
+
+
+async def test_a_map_too_wide_for_the_workflow_fails_it_and_expands_nothing(pool: ArqRedis, redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, queue_name=f"relay:wfs:{uuid.uuid4().hex[:8]}", max_workflow_steps=6)
+    worker = Worker(pool, settings)
+    flow = await _first_step_ends_with(worker, [1, 2, 3, 4])  # 3 steps + 4 members > 6
+    assert await worker.claim() == {}
+    key = keys.flow(flow)
+    assert await pool.hget(key, "n") == b"3"
+    assert not await pool.hexists(key, "t:3")  # nothing half-written
+    view = await worker.workflows.view(flow)
+    assert view is not None
+    assert (view["state"], view["error"]["step"], view["error"]["error_type"]) == ("failed", 1, "TooManySteps")
+    assert "may have at most 6" in view["error"]["message"]
+    flow = await _first_step_ends_with(worker, [1, 2, 3])  # exactly 6: fits
+    assert len(await worker.claim()) == 3
+
+
+async def test_a_failed_member_fails_the_map_and_a_retry_runs_only_that_member(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    worker = Worker(pool, settings)
+    flow = await _first_step_ends_with(worker, [1, 2, 3])
+    members = await worker.claim()
+    ok = [worker.end_args(f"{flow}:{j}", members[f"{flow}:{j}"], j) for j in (3, 5)]
+    failed = worker.end_args(f"{flow}:4", members[f"{flow}:4"], None, RuntimeError("no"))
+    assert await worker.commit(ok[0], failed) == ["ok", "ok"]
+    assert await worker.claim() == {}
+    assert await pool.hget(keys.flow(flow), "st") == b"running"  # member 5 still runs: the map waits for it
+    assert await worker.commit(ok[1]) == ["ok"]
+    view = await worker.workflows.view(flow)
+    assert view is not None
+    assert view["state"] == "failed"
+    assert (view["error"]["step"], view["error"]["task_id"]) == (4, f"{flow}:4")  # the member that failed
+    assert [c["state"] for c in view["tree"]["children"]] == ["succeeded", "failed", "skipped"]
+    assert [c["state"] for c in view["tree"]["children"][1]["children"]] == ["succeeded", "failed", "succeeded"]
+    assert await worker.workflows.retry(flow) == ("queued", None)
+    again = await worker.claim()
+    assert list(again) == [f"{flow}:4"]  # not expanded again: the failed member runs again, alone
+    assert await pool.hget(keys.flow(flow), "n") == b"6"
+    seq = int(await pool.get(keys.event_seq(f"{flow}:4")))
+    assert await worker.commit(worker.end_args(f"{flow}:4", again[f"{flow}:4"], 4, seq=seq)) == ["ok"]
+    after = await worker.claim()
+    assert after[f"{flow}:2"].params["numbers"] == [3, 4, 5]

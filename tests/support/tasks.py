@@ -379,6 +379,17 @@ async def parent_of(task: TaskContext, n: int = 2, child: str = "inc", seconds: 
 
 
 @registry.task()
+async def fans_out(task: TaskContext, n: int = 2, depth: int = 1, seconds: float = 60.0, wait: bool = True) -> Any:
+    """Submit ``n`` children: ``fans_out`` one level down while ``depth`` > 1, else ``sleeps(seconds)`` (they block
+    until aborted); wait for them, or with ``wait`` false return their ids at once (leaving them running)."""
+    if depth > 1:
+        ids = [await task.submit("fans_out", n, depth - 1, seconds, wait) for _ in range(n)]
+    else:
+        ids = [await task.submit("sleeps", seconds) for _ in range(n)]
+    return await task.wait(*ids) if wait else ids
+
+
+@registry.task()
 async def parent_of_failure(task: TaskContext) -> str:
     """Wait for a child that fails, and say what the parent was told."""
     child = await task.submit("fail", "the child failed")

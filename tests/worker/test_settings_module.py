@@ -38,7 +38,7 @@ def test_worker_settings_imports_from_a_fresh_process(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env
     )
-    assert out.stdout.strip() == "['add', 'count', 'echo', 'fail', 'mul', 'sleep', 'tsum']"
+    assert out.stdout.strip() == "['add', 'count', 'echo', 'fail', 'mul', 'numbers', 'sleep', 'tsum']"
 
 
 def test_worker_without_tasks_says_how_to_name_them(tmp_path: Path) -> None:

@@ -12,16 +12,22 @@ Waiting never deadlocks a worker: a parent waiting for its children does not hol
 work) while they wait. The parent's coroutine stays in memory and its lease is renewed; its timeout still counts.
 A child's end (``commit.lua``, ``abort.lua``) publishes ``c<parent id>`` on the namespace's wake-up channel; the
 waiting parent reads the children's results then, or every ``POLL_SECONDS`` if a notice was lost.
+
+Cancelling a parent cancels its children: the enqueue adds each to its parent's set (``keys.children``), which
+``DELETE /tasks/{id}`` and a workflow's cancel walk, recursively, once the parent's abort was requested; a child
+submitted after that request is refused, and the submit ends the parent's run as aborted there and then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared import keys, tenancy
 from shared.enqueue import Links, TaskShape, prepare
+from shared.errors import ParentAborting
 from shared.jobs import ResultRecord
 from shared.tasks import TaskSubmission
 from shared.waiting import wait_set
@@ -55,7 +61,11 @@ class Children:
         links = Links(flow=record.flow, step=record.step, parent=self._run.task_id)
         tenant = tenancy.owner(self._run.task_id)
         prepared = prepare(spec, engine.settings, submission, tenant=tenant, links=links)
-        await engine.enqueuer.enqueue(prepared)
+        try:
+            await engine.enqueuer.enqueue(prepared)
+        except ParentAborting:  # its abort was requested before the engine saw it: the run ends aborted now
+            self._run.abort_requested = True
+            raise asyncio.CancelledError("aborted while submitting a child") from None
         return prepared.task_id
 
     async def wait(self, ids: Sequence[str], timeout: float | None) -> list[Any]:

@@ -54,7 +54,8 @@ async def fail(task: TaskContext, message: str = "this task always fails") -> No
     raise DemoFailure(message)
 
 
-# For workflows (docs/workflows.md): Celery's canvas examples, `add.s(2, 2) | mul.s(4)` and a chord into `tsum`.
+# For workflows (docs/workflows.md): Celery's canvas examples, `add.s(2, 2) | mul.s(4)`, a chord into `tsum`, a map
+# over the list `numbers` returns.
 @registry.task()
 async def add(task: TaskContext, x: float, y: float = 0) -> float:
     """Return ``x + y``."""
@@ -71,3 +72,10 @@ async def mul(task: TaskContext, x: float, y: float = 1) -> float:
 async def tsum(task: TaskContext, numbers: list[float]) -> float:
     """Return the sum of ``numbers`` (a chord's callback: the list of its group's results)."""
     return sum(numbers)
+
+
+@registry.task()
+async def numbers(task: TaskContext, n: Annotated[int, Field(ge=0, le=10_000)] = 3) -> list[int]:
+    """Return ``[1, ..., n]``: a list known only when the step ends, for a map over it (``numbers.s(3) |
+    add.map(None, 10)``)."""
+    return list(range(1, n + 1))
