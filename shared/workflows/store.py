@@ -176,7 +176,7 @@ class Workflows:
 
     async def cancel(self, flow_id: str) -> tuple[str, str | None]:
         """Cancel: ('aborted' | 'aborting' | 'finished' | 'unknown', the state when finished)."""
-        reply = await self._scripts.flow_cancel(keys=[], args=[flow_id, self._ttl_ms])
+        reply = await self._scripts.flow_cancel(keys=[keys.flow(flow_id)], args=[flow_id, self._ttl_ms])
         kind = reply[0].decode()
         if kind != "cancelling":
             return kind, reply[1].decode() if len(reply) > 1 else None
@@ -189,7 +189,9 @@ class Workflows:
     async def retry(self, flow_id: str) -> tuple[str, str | None]:
         """Run a failed or aborted workflow again from its failed steps: ('queued' | 'not_retryable' | 'unknown',
         the state it has when not retryable)."""
-        reply = await self._scripts.flow_retry(keys=[self._settings.queue_name], args=[flow_id, self._ttl_ms])
+        reply = await self._scripts.flow_retry(
+            keys=[keys.schedule(self._settings.queue_name)], args=[flow_id, self._ttl_ms]
+        )
         kind = reply[0].decode()
         return kind, reply[1].decode() if kind == "not_retryable" else None
 
