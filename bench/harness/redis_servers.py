@@ -10,6 +10,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,3 +211,63 @@ def start_tls_server(log_dir: Path, files: TlsFiles) -> Server:
     """redis-server speaking only TLS (its plain port is off), without client certificates."""
     args = ["--tls-cert-file", str(files.cert), "--tls-key-file", str(files.key), "--tls-ca-cert-file", str(files.ca)]
     return start_server(log_dir, *args, "--tls-auth-clients", "no", name="tls-redis", tls=True)
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster of local servers (primaries first, then their replicas)."""
+
+    servers: list[Server]
+
+    @property
+    def url(self) -> str:
+        """One node's URL: what ``RELAY_REDIS_URL`` names (the client discovers the rest)."""
+        return f"redis://127.0.0.1:{self.servers[0].port}/0"
+
+    def stop(self) -> None:
+        """Stop every node by its PID."""
+        for server in self.servers:
+            server.proc.stop()
+
+
+def _cluster_ok(servers: list[Server]) -> bool:
+    for server in servers:
+        with server.client() as client:
+            info = client.execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text:
+                return False
+    return True
+
+
+def start_cluster(log_dir: Path, primaries: int = 3, replicas: int = 1) -> Cluster:
+    """``primaries * (1 + replicas)`` ``redis-server --cluster-enabled yes`` on free ports, joined with ``redis-cli
+    --cluster create``; returns once every node says ``cluster_state:ok``. A failure stops what was started."""
+    servers: list[Server] = []
+    try:
+        for _ in range(primaries * (1 + replicas)):
+            port = free_port()
+            config = log_dir / f"cluster-{port}" / "nodes.conf"
+            servers.append(
+                start_server(
+                    log_dir,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(config),
+                    "--cluster-node-timeout",
+                    "2000",
+                    port=port,
+                    name="cluster",
+                )
+            )
+        nodes = [f"127.0.0.1:{s.port}" for s in servers]
+        argv = [_binary("redis-cli"), "--cluster", "create", *nodes, "--cluster-replicas", str(replicas)]
+        done = subprocess.run([*argv, "--cluster-yes"], capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}\n{done.stderr}")
+        wait_until(lambda: _cluster_ok(servers), 30, "the cluster to report cluster_state:ok")
+    except BaseException:
+        Cluster(servers).stop()
+        raise
+    return Cluster(servers)
