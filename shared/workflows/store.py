@@ -116,7 +116,7 @@ class Workflows:
         for step, record in zip(compiled.steps, prepared.records, strict=True):
             preds, succs = ",".join(map(str, step.preds)), ",".join(map(str, step.succs))
             args += [record, preds, succs, step.input or "", int(step.tolerant)]
-        script_keys = [settings.queue_name, keys.flow_index(settings.queue_name)]
+        script_keys = [keys.schedule(settings.queue_name), keys.flow_index(settings.queue_name)]
         reply = await self._scripts.flow_submit(keys=script_keys, args=args)
         kind = reply[0].decode()
         client_id = tenancy.client_id(prepared.flow_id)
