@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
 
 from api.errors import ApiError, QuotaExceeded, RateLimited
 from api.metrics import ApiMetrics
@@ -112,7 +111,7 @@ class Quotas:
             self._metrics.key_submits.labels(key=key_name).inc()
             return
         active_key = keys.quota_active(self._queue, key_name)
-        args: list[str | int] = [task_id, self._max_active, RESERVATION_GRACE_MS, job_key_prefix, result_key_prefix]
+        args: list[str | int] = [task_id, self._max_active, RESERVATION_GRACE_MS, keys.job(""), keys.result("")]
         admitted, reserved, active = await self._reserve_script(keys=[active_key], args=args)
         if not admitted:
             self._refused(key_name, QuotaExceeded.code)
@@ -158,6 +157,6 @@ class Quotas:
         for name in self._key_names:
             key = keys.quota_active(self._queue, name)
             counts[name] = int(
-                await self._count_script(keys=[key], args=[RESERVATION_GRACE_MS, job_key_prefix, result_key_prefix])
+                await self._count_script(keys=[key], args=[RESERVATION_GRACE_MS, keys.job(""), keys.result("")])
             )
         return counts

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from shared import lanes
+from shared import keys, lanes
 from shared.catalogue import Catalogue, TaskOffer
 from shared.scripts import Scripts
 from shared.tasks import TaskState
@@ -67,7 +67,7 @@ async def _held(scripts: Scripts, queue_name: str, lane: str, offer: TaskOffer |
     running_max = int(concurrency.get("running") or 0)
     interval = float(rate.get("per_seconds") or 0) * 1000 / int(rate["starts"]) if rate.get("starts") else 0.0
     args: list[str | int] = [lane, running_max, f"{interval:.3f}", int(rate.get("burst") or 1)]
-    kind, *detail = await scripts.why(keys=[queue_name], args=args)
+    kind, *detail = await scripts.why(keys=[keys.schedule(queue_name)], args=args)
     parts = lanes.parse(lane)
     key_value, _, rate_value = parts.part.partition("/")
     if kind == b"concurrency":

@@ -241,7 +241,7 @@ class Enqueuer:
         args: list[Any] = [children_ttl_ms, settings.max_queue_depth, settings.queue_depths]
         for p in batch:
             args += [p.task_id, p.due, p.record, p.fp, p.index_score, p.reply, p.lane]
-        script_keys = [settings.queue_name, keys.task_index(settings.queue_name)]
+        script_keys = [keys.schedule(settings.queue_name), keys.task_index(settings.queue_name)]
         if not settings.redis_wait_replicas:
             replies = await self._scripts.enqueue(keys=script_keys, args=args)
             return [_outcome(p, reply) for p, reply in zip(batch, replies, strict=True)]

@@ -11,8 +11,7 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
 - **Namespace and named queues.** ``RELAY_QUEUE_NAME`` names a deployment's *schedule* (below); named queues
   (``default``, ``gpu``, ...: ``shared.lanes``) are a part of each lane's identity, not separate schedules, so
   a worker serving several queues claims from all of them in one script call, and one schedule still answers
-  "what is due, what lapses" for the whole deployment. (Redis Cluster, issue #22, splits a schedule into shards,
-  each with its lanes and its tasks' keys in one hash slot: whatever one script touches stays in one slot.)
+  "what is due, what lapses" for the whole deployment (on a Redis Cluster, all in one hash slot: below).
 - **Lanes.** A waiting job (queued, deferred, retrying) sits in its *lane*: a sorted set per lane id (``lane``),
   scored by the time it falls due (ms, Redis's clock). A lane id is ``<task>|<queue>|<priority>|<tenant>|<limit
   part>`` (``shared.lanes``; a bare task name is a lane from before named queues). Every job of one lane is
@@ -62,6 +61,28 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   while its parent's abort is requested (so a child submitted as its parent is cancelled is never left behind).
   The hash and the log expire ``RELAY_RESULT_TTL_SECONDS`` after the workflow ends; ``flow_index`` lists them
   by submit time for ``GET /workflows`` and is pruned like the task index.
+- **Redis Cluster** (``RELAY_REDIS_CLUSTER=true``; issue #22). A cluster runs a script only if every key it
+  touches (its KEYS and the keys it builds from the prefixes here) hashes to one slot, so in cluster mode every
+  key and channel of a namespace carries the namespace's *hash tag* ``{relay:<namespace>}`` (``cluster_tag``):
+  the key is the tag followed by its single-Redis name, built from the *schedule key* ``schedule(namespace)``
+  (the tag followed by the namespace) wherever that name holds the namespace. So ``arq:job:<id>`` becomes
+  ``{relay:ns}arq:job:<id>``, ``relay:index:ns`` becomes ``{relay:ns}relay:index:{relay:ns}ns`` (the second
+  tag is inert: Redis hashes the first ``{...}``, and it is always the one in front, before any id, task name
+  or limit value that could hold a brace), and arq's global abort set becomes ``{relay:ns}arq:abort``.
+  One tag per namespace means one slot per deployment queue: like the Python peers that support a cluster,
+  one queue does not scale past one shard yet. The tag is built so a shard can be added without a new
+  scheme: ``{relay:<namespace>:<shard>}`` for shard 0..S-1, a task's shard derived from its id, and each
+  shard's schedule, lanes, depth and index under that shard's tag (claims then visit every shard); the
+  namespace may hold no brace in cluster mode (``shared.settings``), so it cannot end the tag early.
+  Outside cluster mode the tag is empty and every name is exactly what it was before: single Redis and
+  Sentinel deployments need no migration, and their keys are no longer (so no slower) than before. Moving an
+  existing single-Redis deployment onto a cluster is a new deployment (drain, then switch), not a rename.
+  The tag is chosen per process (``use_layout``, called where a process builds its cluster clients): one
+  process serves one namespace, on one kind of Redis.
+  Pub/sub stays classic ``PUBLISH``/``SUBSCRIBE`` for now: a cluster broadcasts it to every node, so one
+  subscription on any node hears every channel (sharded ``SSUBSCRIBE`` per shard is the later phase's).
+  Reads outside scripts (the task list, stats, presence, catalogue, quotas, ``MGET``s and pipelines) touch
+  one namespace's keys, so one slot; nothing scans across namespaces (which may sit on different nodes).
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
   claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
   commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.
@@ -69,6 +90,8 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
@@ -143,76 +166,123 @@ LANE_MARKER: Final = "~"
 # How far ahead a parked lane's marker moves (its limit's freed slot brings it back sooner): a safety net.
 PARK_MS: Final = 60_000
 
+# The hash tag in front of every key of this process's namespace in cluster mode; empty otherwise.
+_tag = ""
+
+
+def cluster_tag(queue_name: str) -> str:
+    """The hash tag of a namespace's keys on a Redis Cluster (one slot per namespace; see the module docstring
+    for where a shard number goes)."""
+    return "{relay:" + queue_name + "}"
+
+
+def use_layout(queue_name: str, cluster: bool) -> None:
+    """Choose this process's key layout: tagged for ``queue_name`` on a cluster (``shared.redis`` calls this
+    when it builds a cluster client). A process serves one namespace on one kind of Redis; a plain client
+    leaves the layout as it is, so a test process that also reads a cluster keeps its tag."""
+    global _tag
+    if cluster:
+        _tag = cluster_tag(queue_name)
+
+
+@contextmanager
+def layout(queue_name: str, cluster: bool) -> Iterator[None]:
+    """The layout of ``queue_name`` on a cluster (or the plain one) for a block, then the one before it again:
+    for a test process that reads several kinds of Redis."""
+    global _tag
+    previous = _tag
+    _tag = cluster_tag(queue_name) if cluster else ""
+    try:
+        yield
+    finally:
+        _tag = previous
+
+
+def tag() -> str:
+    """This process's hash tag: empty outside cluster mode."""
+    return _tag
+
+
+def schedule(queue_name: str) -> str:
+    """The schedule's key (the namespace's sorted set; what scripts receive as ``queue``): the namespace itself
+    outside cluster mode."""
+    return _tag + queue_name
+
+
+def abort_set() -> str:
+    """arq's set of abort requests (one per Redis; per namespace on a cluster)."""
+    return _tag + ABORT_SET
+
 
 def events_stream(task_id: str) -> str:
     """The capped Redis Stream that keeps a task's events for replay."""
-    return EVENTS_PREFIX + task_id
+    return _tag + EVENTS_PREFIX + task_id
 
 
 def events_channel(task_id: str) -> str:
     """The pub/sub channel a task's live events are published on (channels are not keys)."""
-    return EVENTS_PREFIX + task_id
+    return _tag + EVENTS_PREFIX + task_id
 
 
 def event_seq(task_id: str) -> str:
     """The task's event counter: outlives its stream, so numbering never restarts while the task lives."""
-    return SEQ_PREFIX + task_id
+    return _tag + SEQ_PREFIX + task_id
 
 
 def event_bytes(task_id: str) -> str:
     """The bytes of events a task's stream holds (``RELAY_EVENT_LOG_MAX_BYTES``); expires with the stream."""
-    return EVENT_BYTES_PREFIX + task_id
+    return _tag + EVENT_BYTES_PREFIX + task_id
 
 
 def reply_request(task_id: str) -> str:
     """Where a Service Bus request asked its task's outcome to be sent."""
-    return REPLY_PREFIX + task_id
+    return _tag + REPLY_PREFIX + task_id
 
 
 def job(task_id: str) -> str:
     """arq's job record."""
-    return job_key_prefix + task_id
+    return _tag + job_key_prefix + task_id
 
 
 def result(task_id: str) -> str:
     """arq's result record."""
-    return result_key_prefix + task_id
+    return _tag + result_key_prefix + task_id
 
 
 def in_progress(task_id: str) -> str:
     """arq's in-progress marker; Relay stores the owning worker's token, the try and the start time in it."""
-    return in_progress_key_prefix + task_id
+    return _tag + in_progress_key_prefix + task_id
 
 
 def tries(task_id: str) -> str:
     """arq's try counter."""
-    return retry_key_prefix + task_id
+    return _tag + retry_key_prefix + task_id
 
 
 def task_index(queue_name: str) -> str:
     """Every task of the queue by submit time, newest last: ``GET /tasks`` pages through it."""
-    return INDEX_PREFIX + queue_name
+    return _tag + INDEX_PREFIX + schedule(queue_name)
 
 
 def reply_outbox(queue_name: str) -> str:
     """Tasks whose Service Bus reply is due, by next attempt time."""
-    return OUTBOX_PREFIX + queue_name
+    return _tag + OUTBOX_PREFIX + schedule(queue_name)
 
 
 def wakeup_channel(queue_name: str) -> str:
     """Where enqueuers tell idle workers of this queue that a job is due (or when one will be)."""
-    return WAKEUP_PREFIX + queue_name
+    return _tag + WAKEUP_PREFIX + schedule(queue_name)
 
 
 def queue_channel(queue_name: str, queue: str) -> str:
     """Where enqueuers tell the workers serving named queue ``queue`` that a job is due (the default queue's
     notices share the namespace's own channel, with aborts and reply notices)."""
-    return wakeup_channel(queue_name) if queue == "default" else f"{WAKEUP_PREFIX}{queue}|{queue_name}"
+    return wakeup_channel(queue_name) if queue == "default" else f"{_tag}{WAKEUP_PREFIX}{queue}|{schedule(queue_name)}"
 
 
 def lane(queue_name: str, lane_id: str) -> str:
     """The waiting jobs of one lane, by due time (see the module docstring)."""
-    return f"{LANE_PREFIX}{lane_id}|{queue_name}"
+    return f"{_tag}{LANE_PREFIX}{lane_id}|{schedule(queue_name)}"
 
 
 def lane_marker(lane_id: str) -> str:
@@ -222,79 +292,79 @@ def lane_marker(lane_id: str) -> str:
 
 def slots(queue_name: str, task_name: str, key_value: str) -> str:
     """The running jobs that hold a concurrency limit's slots (a set of task ids)."""
-    return f"{SLOTS_PREFIX}{task_name}|{key_value}|{queue_name}"
+    return f"{_tag}{SLOTS_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
 
 
 def parked(queue_name: str, task_name: str, key_value: str) -> str:
     """The lanes parked until a slot of this concurrency limit frees (a set of lane ids)."""
-    return f"{PARKED_PREFIX}{task_name}|{key_value}|{queue_name}"
+    return f"{_tag}{PARKED_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
 
 
 def rate_limit(queue_name: str, task_name: str, key_value: str) -> str:
     """A rate limit's theoretical time of the next allowed start (ms, Redis's clock)."""
-    return f"{RATE_PREFIX}{task_name}|{key_value}|{queue_name}"
+    return f"{_tag}{RATE_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
 
 
 def fairness(queue_name: str) -> str:
     """When each tenant was last served by a claim (a hash: tenant -> claim counter), for round-robin."""
-    return FAIRNESS_PREFIX + queue_name
+    return _tag + FAIRNESS_PREFIX + schedule(queue_name)
 
 
 def depth(queue_name: str) -> str:
     """Waiting jobs per named queue (a hash: queue -> count)."""
-    return DEPTH_PREFIX + queue_name
+    return _tag + DEPTH_PREFIX + schedule(queue_name)
 
 
 def claim_request(token: str) -> str:
     """A worker's last claim (its request id and what it claimed), kept briefly so a replayed claim returns the
     same jobs instead of claiming more."""
-    return CLAIM_REQUEST_PREFIX + token
+    return _tag + CLAIM_REQUEST_PREFIX + token
 
 
 def maintenance_lock(queue_name: str) -> str:
     """Held by the one worker that trims the task index this round."""
-    return MAINTENANCE_PREFIX + queue_name
+    return _tag + MAINTENANCE_PREFIX + schedule(queue_name)
 
 
 def catalogue(digest: str) -> str:
     """A published task catalogue, named by its digest (``shared.catalogue``)."""
-    return CATALOGUE_PREFIX + digest
+    return _tag + CATALOGUE_PREFIX + digest
 
 
 def worker_presence(queue_name: str) -> str:
     """The live workers of this queue (a hash: worker id -> what it is doing, refreshed every few seconds)."""
-    return PRESENCE_PREFIX + queue_name
+    return _tag + PRESENCE_PREFIX + schedule(queue_name)
 
 
 def quota_active(queue_name: str, key_name: str) -> str:
     """The sorted set of task ids an API key (by name) has queued or running, scored by reservation time."""
-    return f"{QUOTA_ACTIVE_PREFIX}{key_name}:{queue_name}"
+    return f"{_tag}{QUOTA_ACTIVE_PREFIX}{key_name}:{schedule(queue_name)}"
 
 
 def quota_rate(queue_name: str, key_name: str) -> str:
     """An API key's submit token bucket (a hash: tokens, ts)."""
-    return f"{QUOTA_RATE_PREFIX}{key_name}:{queue_name}"
+    return f"{_tag}{QUOTA_RATE_PREFIX}{key_name}:{schedule(queue_name)}"
 
 
 def flow(flow_id: str) -> str:
     """A workflow's state: its steps, their dependencies, states and values (a hash; see the module docstring)."""
-    return FLOW_PREFIX + flow_id
+    return _tag + FLOW_PREFIX + flow_id
 
 
 def flow_events(flow_id: str) -> str:
     """A workflow's event log (a capped Redis Stream, like a task's) and the pub/sub channel of its live events."""
-    return FLOW_EVENTS_PREFIX + flow_id
+    return _tag + FLOW_EVENTS_PREFIX + flow_id
 
 
 def flow_index(queue_name: str) -> str:
     """Every workflow of the namespace by submit time, newest last: ``GET /workflows`` pages through it."""
-    return FLOW_INDEX_PREFIX + queue_name
+    return _tag + FLOW_INDEX_PREFIX + schedule(queue_name)
 
 
 def children(task_id: str) -> str:
     """The ids of the tasks ``task_id`` submitted (``ctx.submit``), added by the enqueue that created each; it
     expires ``RELAY_RESULT_TTL_SECONDS`` plus ``RELAY_JOB_TIMEOUT_SECONDS`` after its last child was submitted."""
-    return CHILDREN_PREFIX + task_id
+    return _tag + CHILDREN_PREFIX + task_id
 
 
 def step_id(flow_id: str, step: int) -> str:

@@ -18,8 +18,10 @@ from collections.abc import Awaitable
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from shared import keys
+from shared.redis import server_time
 from shared.serialization import dumps, loads
 
 REFRESH_SECONDS = 5.0
@@ -38,8 +40,13 @@ async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str,
 
 async def records(redis: Redis, queue_name: str) -> tuple[dict[bytes, bytes], float]:
     """Every worker's last record, as stored, and Redis's clock (ms) to compare their ``seen_ms`` with."""
+    key = keys.worker_presence(queue_name)
+    if isinstance(redis, RedisCluster):  # which pipelines no TIME: the clock of the node that holds the record
+        fields = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(key))
+        seconds, micros = await server_time(redis, key)
+        return fields, seconds * 1000 + micros / 1000
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.worker_presence(queue_name))
+        pipe.hgetall(key)
         pipe.time()
         fields, (seconds, micros) = await pipe.execute()
     return cast(dict[bytes, bytes], fields), seconds * 1000 + micros / 1000

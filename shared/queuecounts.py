@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared import keys
 from shared.scripts import Scripts
 
 
@@ -45,12 +46,12 @@ class QueueCounts:
 
 async def waiting_jobs(scripts: Scripts, queue_name: str) -> int:
     """Jobs not running yet (due or deferred), in one short call."""
-    return int(await scripts.counts(keys=[queue_name], args=["waiting"]))
+    return int(await scripts.counts(keys=[keys.schedule(queue_name)], args=["waiting"]))
 
 
 async def queue_counts(scripts: Scripts, queue_name: str) -> QueueCounts:
     """The queue's counts, in one round trip."""
-    due, deferred, running, per, named = await scripts.counts(keys=[queue_name])
+    due, deferred, running, per, named = await scripts.counts(keys=[keys.schedule(queue_name)])
     tasks = {name.decode(): TaskCounts(int(d), int(w)) for name, d, w in per}
     queues = {q.decode(): NamedQueueCounts(int(d), int(w), int(r)) for q, d, w, r in named}
     return QueueCounts(int(due), int(deferred), int(running), tasks, queues)
@@ -58,4 +59,4 @@ async def queue_counts(scripts: Scripts, queue_name: str) -> QueueCounts:
 
 async def recount_depths(scripts: Scripts, queue_name: str) -> None:
     """Count every named queue's waiting jobs again (the depth a submit is checked against; ``shared/keys.py``)."""
-    await scripts.counts(keys=[queue_name], args=["recount"])
+    await scripts.counts(keys=[keys.schedule(queue_name)], args=["recount"])

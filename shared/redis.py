@@ -22,6 +22,14 @@ that it names the host.
 
 Every client drops a connection that answered READONLY, so the next command reaches the new primary
 (through Sentinel, or through a DNS name that follows failover).
+
+**Redis Cluster** (``RELAY_REDIS_CLUSTER=true``): the same four clients are redis-py's cluster client
+(``RelayCluster``), which discovers every node from the one ``RELAY_REDIS_URL`` names and follows ``MOVED`` and
+``ASK``; each process then uses the tagged key layout (``shared.keys.use_layout``). The differences, all of this
+phase (issue #22): a node's connections are capped but not waited for (redis-py's cluster client raises at the
+cap); a command that met a lost connection or a failover is sent again after the cluster's layout is read
+afresh a bounded number of times (the API once, the others ``CLUSTER_RETRIES`` times), not for a time budget;
+and pub/sub goes to the URL's node (classic ``PUBLISH`` reaches every node of a cluster).
 """
 
 from __future__ import annotations
@@ -29,21 +37,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from arq.connections import ArqRedis, RedisSettings
+from redis import retry as sync_retry
 from redis import sentinel as sync_sentinel
 from redis.asyncio import ConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio import connection as async_connection
 from redis.asyncio import retry as async_retry
 from redis.asyncio import sentinel as async_sentinel
-from redis.backoff import NoBackoff
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError, TimeoutError
 
+from shared import keys
 from shared.redis_pools import (
     AsyncBudgetRetry,
     AsyncConnection,
@@ -70,6 +83,10 @@ PATIENT_RETRY_ON = (ConnectionError, TimeoutError, OSError, ReadOnlyError)
 # The API retries only what a fresh connection fixes at once; a timeout already used up its time.
 API_RETRY_ON = (ConnectionError, ReadOnlyError)
 HEALTH_CHECK_INTERVAL_SECONDS = 30  # a connection idle this long is PINGed before use
+# On a cluster, how often a patient client sends a command again after the cluster's layout is read afresh
+# (each try first reconnects with CONNECT_RETRIES backed-off attempts): about as patient as RETRY_BUDGET_SECONDS.
+CLUSTER_RETRIES = 20
+CONNECT_RETRIES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +162,8 @@ def describe(settings: Settings) -> str:
         where = f"unix:{target.kwargs['path']}"
     else:
         where = f"{target.kwargs.get('host', 'localhost')}:{target.kwargs.get('port', 6379)}"
+    if settings.redis_cluster:
+        where = f"cluster via {where}"
     return where + (" (TLS)" if target.tls else "")
 
 
@@ -185,13 +204,93 @@ def _fail_fast_policy() -> dict[str, Any]:
     return {"retry": retry, "retry_on_error": list(API_RETRY_ON)}
 
 
+class RelayCluster(RedisCluster):
+    """redis-py's asyncio cluster client with the parts of ``ArqRedis`` that Relay and arq's ``Worker`` use: its
+    serializer attributes, ``close(close_connection_pool=...)``, ``publish`` and ``pubsub`` (which redis-py's
+    asyncio cluster client lacks: here a plain connection to the URL's node, where a cluster's classic pub/sub
+    hears every node's messages). Made by ``_cluster_client``; typed as ``ArqRedis`` where Relay passes it."""
+
+    def __init__(self, *, queue_name: str, pubsub_kwargs: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # redis-py's cluster client picks redis-py's own connection classes: Relay's report a closed transport
+        # as a lost connection (redis_pools). Nodes found later are made from these same kwargs.
+        tls = kwargs.get("ssl", False)
+        self.connection_kwargs["connection_class"] = AsyncSSLConnection if tls else AsyncConnection
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = self.connection_kwargs["connection_class"]
+        self.job_serializer = dumps
+        self.job_deserializer = loads
+        self.default_queue_name = queue_name
+        self.expires_extra_ms = 86_400_000
+        self._pubsub_kwargs = pubsub_kwargs
+        self._pubsub_pool: ConnectionPool | None = None
+
+    async def close(self, close_connection_pool: bool | None = None) -> None:
+        """arq's ``close(close_connection_pool=True)``: every node's connections, and the pub/sub pool."""
+        await self.aclose()
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close every node's connections and the pub/sub pool (``close_connection_pool``: as ``Redis.aclose``
+        takes it; a cluster client always owns its connections)."""
+        await super().aclose()
+        if self._pubsub_pool is not None:
+            pool, self._pubsub_pool = self._pubsub_pool, None
+            await pool.disconnect()
+
+    async def publish(self, channel: Any, message: Any) -> Any:
+        """``PUBLISH`` (to any node: the cluster broadcasts it)."""
+        return await self.execute_command("PUBLISH", channel, message)
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        """A pub/sub connection to the node ``RELAY_REDIS_URL`` names (see the class docstring)."""
+        if self._pubsub_pool is None:
+            self._pubsub_pool = ConnectionPool(**self._pubsub_kwargs)
+        return PubSub(self._pubsub_pool, **kwargs)
+
+
+def _cluster_kwargs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What every node's connections get, and what the pub/sub node's pool gets (with its address)."""
+    target = _target(settings)
+    node = dict(target.kwargs)
+    node.pop("db", None)
+    host, port = node.pop("host", "localhost"), int(node.pop("port", 6379))
+    pubsub = dict(node) | {"host": host, "port": port, "connection_class": _async_connection_class(target)}
+    tls = {k: node.pop(k) for k in list(node) if k.startswith("ssl_")}
+    cluster = node | {"host": host, "port": port}
+    if target.tls:
+        cluster |= {"ssl": True} | tls
+    return cluster, pubsub
+
+
+def _cluster_client(settings: Settings, *, patient: bool, max_connections: int | None = None) -> ArqRedis:
+    """A ``RelayCluster`` for ``settings`` (see the module docstring), typed as the ``ArqRedis`` it stands in for."""
+    keys.use_layout(settings.queue_name, cluster=True)
+    cluster, pubsub = _cluster_kwargs(settings)
+    retry_on = PATIENT_RETRY_ON if patient else API_RETRY_ON
+    connect = async_retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), CONNECT_RETRIES if patient else 1)
+    client = RelayCluster(  # type: ignore[abstract]  # redis-py types connection_pool, which a cluster lacks
+        queue_name=settings.queue_name,
+        pubsub_kwargs=pubsub,
+        retry=connect,
+        retry_on_error=list(retry_on),
+        cluster_error_retry_attempts=CLUSTER_RETRIES if patient else 1,
+        max_connections=max_connections or 2**31,
+        **cluster,
+    )
+    return cast(ArqRedis, client)
+
+
 def api_client(settings: Settings) -> ArqRedis:
     """The API's client: bounded pool, fail fast (see module docstring). Connects lazily: no I/O here."""
+    if settings.redis_cluster:
+        return _cluster_client(settings, patient=False, max_connections=settings.redis_max_connections)
     return _arq_client(settings, _async_pool(settings, _fail_fast_policy(), bounded=True))
 
 
 def worker_client(settings: Settings) -> ArqRedis:
     """A worker's arq pool: every command retried through restarts and failovers. Connects lazily."""
+    if settings.redis_cluster:
+        return _cluster_client(settings, patient=True)
     return _arq_client(settings, _async_pool(settings, _patient_policy(), bounded=False))
 
 
@@ -199,7 +298,8 @@ def stop_retrying_at(client: AsyncRedis, moment: float) -> None:
     """From ``moment`` (``time.monotonic()``) on, ``client`` retries no command (``redis_pools.Cutoff``), in
     flight or to come: a stopping worker gives Redis until then, not ``RETRY_BUDGET_SECONDS`` per command.
     Each command still gets one attempt, so a Redis that answers still hears a worker's last words."""
-    retry = client.connection_pool.connection_kwargs.get("retry")
+    pool = getattr(client, "connection_pool", None)  # a cluster client has none: it retries a bounded count
+    retry = pool.connection_kwargs.get("retry") if pool is not None else None
     if isinstance(retry, AsyncBudgetRetry):
         retry.cutoff.at = moment
 
@@ -207,12 +307,24 @@ def stop_retrying_at(client: AsyncRedis, moment: float) -> None:
 def probe_client(settings: Settings) -> ArqRedis:
     """A client that tries each command exactly once: for start-up probes and health checks, where
     one attempt must mean one attempt (and one log line), not a hidden retry loop."""
+    if settings.redis_cluster:
+        client = _cluster_client(settings, patient=False)
+        cast(RelayCluster, client).cluster_error_retry_attempts = 0
+        return client
     policy = {"retry": async_retry.Retry(NoBackoff(), 0), "retry_on_error": []}
     return _arq_client(settings, _async_pool(settings, policy, bounded=False))
 
 
 def sync_client(settings: Settings) -> redis.Redis:
     """A synchronous client for threads (e.g. renewing job leases), as patient as ``worker_client``."""
+    if settings.redis_cluster:
+        keys.use_layout(settings.queue_name, cluster=True)
+        cluster, _ = _cluster_kwargs(settings)
+        retry = sync_retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), CONNECT_RETRIES)
+        sync_cluster = SyncRedisCluster(
+            retry=retry, retry_on_error=list(PATIENT_RETRY_ON), cluster_error_retry_attempts=CLUSTER_RETRIES, **cluster
+        )
+        return cast(redis.Redis, sync_cluster)
     target = _target(settings)
     kwargs = target.kwargs | {"retry": SyncBudgetRetry(RETRY_BUDGET_SECONDS), "retry_on_error": list(PATIENT_RETRY_ON)}
     pool: redis.ConnectionPool
@@ -234,6 +346,8 @@ async def connect_fail_fast(settings: Settings) -> ArqRedis:
     """The bridge's client: commands fail fast (the bridge retries and abandons by itself) but a dropped
     connection or a demoted primary is retried once on a fresh one. Returns once Redis answers."""
     await wait_until_reachable(settings, "bridge")
+    if settings.redis_cluster:
+        return _cluster_client(settings, patient=False)
     return _arq_client(settings, _async_pool(settings, _fail_fast_policy(), bounded=False))
 
 
@@ -307,6 +421,9 @@ async def wait_until_reachable(settings: Settings, who: str, attempts: int | Non
 async def close(client: AsyncRedis) -> None:
     """Close ``client``, its pool and, through Sentinel, its connections to the sentinels (which redis-py's
     ``aclose`` leaves open)."""
+    if isinstance(client, RelayCluster):
+        await client.aclose()
+        return
     await client.aclose(close_connection_pool=True)
     manager = getattr(client.connection_pool, "sentinel_manager", None)
     for sentinel in getattr(manager, "sentinels", []):
@@ -324,11 +441,30 @@ def _one_line(exc: BaseException) -> str:
 _WRITE_PROBE = "#!lua\nreturn 1"
 
 
-async def check_writable(client: AsyncRedis) -> None:
-    """Raise the error Redis would give a write right now (nothing is written). Redis < 7 has no
-    script flags: there, only reachability is checked."""
+async def _node_of(client: AsyncRedis, key: str) -> dict[str, Any]:
+    """How to send a keyless command to the server that holds ``key``: on a cluster, ``target_nodes`` (else the
+    client picks any node); on one Redis, nothing."""
+    if not isinstance(client, RelayCluster):
+        return {}
+    await client.initialize()  # the slots are known once the client has read the cluster's layout
+    return {"target_nodes": client.get_node_from_key(key)}
+
+
+async def server_time(client: AsyncRedis, key: str) -> tuple[int, int]:
+    """``TIME`` (seconds, microseconds) of the server that holds ``key``: on a cluster, the clock the scripts of
+    that key's namespace read."""
+    if isinstance(client, RelayCluster):
+        seconds, micros = await client.execute_command("TIME", **await _node_of(client, key))
+    else:
+        seconds, micros = await client.time()
+    return int(seconds), int(micros)
+
+
+async def check_writable(client: AsyncRedis, key: str = "") -> None:
+    """Raise the error Redis would give a write right now (nothing is written); on a cluster, the primary that
+    holds ``key``. Redis < 7 has no script flags: there, only reachability is checked."""
     try:
-        await client.execute_command("EVAL", _WRITE_PROBE, 0)  # type: ignore[no-untyped-call]
+        await client.execute_command("EVAL", _WRITE_PROBE, 0, **await _node_of(client, key))  # type: ignore[no-untyped-call]
     except ResponseError as exc:
         if "compiling" not in str(exc):  # Redis 6 reads the shebang as Lua and fails to compile it
             raise

@@ -2,8 +2,9 @@
 
 Every script is ``lib.lua`` followed by its own text, with the key prefixes of ``shared.keys`` filled in, so
 key names have one source. Scripts build per-task key names from those prefixes (rather than receiving every
-key in KEYS): Relay needs one Redis (or a Sentinel-managed primary), not Redis Cluster (see shared/keys.py for
-how the keys are laid out, and where a cluster's hash tags would go).
+key in KEYS). On a Redis Cluster the prefixes carry the namespace's hash tag (``keys.tag()``), so every key a
+script builds is in the slot of the keys it receives, and every call passes at least one tagged key, so the
+cluster client sends it to the node that holds that slot (see shared/keys.py).
 """
 
 from __future__ import annotations
@@ -36,39 +37,44 @@ SCRIPT_NAMES = (
 )
 
 
-@cache
 def source(name: str) -> str:
-    """The full text of script ``name``, as sent to Redis."""
+    """The full text of script ``name`` in this process's key layout, as sent to Redis."""
+    return _source(name, keys.tag())
+
+
+@cache
+def _source(name: str, tag: str) -> str:
     return with_library((resources.files("shared") / "lua" / f"{name}.lua").read_text())
 
 
 def with_library(body: str) -> str:
     """``lib.lua`` (with Relay's key prefixes) followed by ``body``: a script that can use Relay's helpers."""
     text = (resources.files("shared") / "lua" / "lib.lua").read_text() + "\n" + body
+    tag = keys.tag()
     names = {
         "RUNNING_BASE": str(keys.RUNNING_BASE),
         "JOB_PREFIX": keys.job(""),
         "RESULT_PREFIX": keys.result(""),
         "IN_PROGRESS_PREFIX": keys.in_progress(""),
         "TRIES_PREFIX": keys.tries(""),
-        "EVENTS_PREFIX": keys.EVENTS_PREFIX,
-        "SEQ_PREFIX": keys.SEQ_PREFIX,
-        "EVENT_BYTES_PREFIX": keys.EVENT_BYTES_PREFIX,
-        "REPLY_PREFIX": keys.REPLY_PREFIX,
-        "ABORT_SET": keys.ABORT_SET,
-        "LANE_PREFIX": keys.LANE_PREFIX,
+        "EVENTS_PREFIX": tag + keys.EVENTS_PREFIX,
+        "SEQ_PREFIX": tag + keys.SEQ_PREFIX,
+        "EVENT_BYTES_PREFIX": tag + keys.EVENT_BYTES_PREFIX,
+        "REPLY_PREFIX": tag + keys.REPLY_PREFIX,
+        "ABORT_SET": keys.abort_set(),
+        "LANE_PREFIX": tag + keys.LANE_PREFIX,
         "LANE_MARKER": keys.LANE_MARKER,
-        "SLOTS_PREFIX": keys.SLOTS_PREFIX,
-        "PARKED_PREFIX": keys.PARKED_PREFIX,
-        "RATE_PREFIX": keys.RATE_PREFIX,
-        "FAIRNESS_PREFIX": keys.FAIRNESS_PREFIX,
-        "DEPTH_PREFIX": keys.DEPTH_PREFIX,
-        "WAKEUP_PREFIX": keys.WAKEUP_PREFIX,
+        "SLOTS_PREFIX": tag + keys.SLOTS_PREFIX,
+        "PARKED_PREFIX": tag + keys.PARKED_PREFIX,
+        "RATE_PREFIX": tag + keys.RATE_PREFIX,
+        "FAIRNESS_PREFIX": tag + keys.FAIRNESS_PREFIX,
+        "DEPTH_PREFIX": tag + keys.DEPTH_PREFIX,
+        "WAKEUP_PREFIX": tag + keys.WAKEUP_PREFIX,
         "PARK_MS": str(keys.PARK_MS),
-        "INDEX_PREFIX": keys.INDEX_PREFIX,
-        "FLOW_PREFIX": keys.FLOW_PREFIX,
-        "FLOW_EVENTS_PREFIX": keys.FLOW_EVENTS_PREFIX,
-        "CHILDREN_PREFIX": keys.CHILDREN_PREFIX,
+        "INDEX_PREFIX": tag + keys.INDEX_PREFIX,
+        "FLOW_PREFIX": tag + keys.FLOW_PREFIX,
+        "FLOW_EVENTS_PREFIX": tag + keys.FLOW_EVENTS_PREFIX,
+        "CHILDREN_PREFIX": tag + keys.CHILDREN_PREFIX,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)

@@ -30,6 +30,9 @@ __all__ = [
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TRACE_EXPORTERS = ("none", "otlp", "console")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# A namespace on a Redis Cluster is part of every key's hash tag ({relay:<namespace>}, shared/keys.py): no brace
+# may end the tag early, and no quote or backslash may break the Lua string literals the tag is compiled into.
+CLUSTER_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
 DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 # What a browser sends in its Origin header: scheme, host and optional port, nothing else.
@@ -186,6 +189,11 @@ class Settings(BaseSettings):
     redis_sentinels: str = Field(
         "", description="Sentinel addresses `host:port,host:port`; when set, the primary is found through them."
     )
+    redis_cluster: bool = Field(
+        False,
+        description="Redis is a Redis Cluster (or cluster-mode managed Redis): RELAY_REDIS_URL names any node, the "
+        "client finds the rest and follows redirections; each namespace's keys share one hash slot.",
+    )
     redis_sentinel_master: str = Field("mymaster", description="Name of the primary the sentinels monitor.")
     redis_sentinel_username: str = Field("", description="ACL user for the sentinels themselves.")
     redis_sentinel_password: SecretStr = Field(SecretStr(""), description="Password of the sentinels themselves.")
@@ -320,6 +328,30 @@ class Settings(BaseSettings):
                 f"({self.redis_timeout_seconds} s = {self.redis_timeout_seconds * 1000:g} ms)",
                 "redis_wait_timeout_ms",
                 "redis_timeout_seconds",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_fits(self) -> Settings:
+        if not self.redis_cluster:
+            return self
+        if self.redis_sentinels:
+            raise Conflict("RELAY_REDIS_CLUSTER and RELAY_REDIS_SENTINELS exclude each other", "redis_cluster")
+        if urlsplit(self.redis_url).scheme == "unix":
+            raise Conflict("RELAY_REDIS_CLUSTER needs a redis:// or rediss:// RELAY_REDIS_URL", "redis_cluster")
+        if urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+            raise Conflict("a Redis Cluster has database 0 only: drop the database from RELAY_REDIS_URL", "redis_url")
+        if self.redis_wait_replicas:
+            raise Conflict(
+                "RELAY_REDIS_WAIT_REPLICAS is not supported with RELAY_REDIS_CLUSTER yet (docs/redis.md)",
+                "redis_wait_replicas",
+                "redis_cluster",
+            )
+        if not CLUSTER_NAMESPACE.fullmatch(self.queue_name):
+            raise Conflict(
+                f"with RELAY_REDIS_CLUSTER, RELAY_QUEUE_NAME must match {CLUSTER_NAMESPACE.pattern} (it is the "
+                f"hash tag of every key; got {self.queue_name!r})",
+                "queue_name",
             )
         return self
 

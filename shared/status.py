@@ -58,7 +58,7 @@ async def task_views(
             pipe.get(keys.result(task_id))
             pipe.get(keys.job(task_id))
             pipe.get(keys.in_progress(task_id))
-            pipe.zscore(queue_name, task_id)
+            pipe.zscore(keys.schedule(queue_name), task_id)
             pipe.get(keys.tries(task_id))
         replies = await pipe.execute()
     views: list[dict[str, Any] | None] = []

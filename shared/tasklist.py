@@ -78,7 +78,9 @@ async def list_tasks(
             task or "",
             prefix,
         ]
-        matches, next_score, next_id = await scripts.list(keys=[keys.task_index(queue_name), queue_name], args=args)
+        matches, next_score, next_id = await scripts.list(
+            keys=[keys.task_index(queue_name), keys.schedule(queue_name)], args=args
+        )
         found += [m.decode() for m in matches[0::2]]
         if next_score is None:
             next_cursor = None

@@ -102,7 +102,9 @@ class Transitions:
         ]
         args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, *self._log_caps]
         args += [keys.wakeup_channel(queue), record, *bodies]
-        reply = await self._scripts.abort(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
+        reply = await self._scripts.abort(
+            keys=[keys.schedule(queue), keys.abort_set(), keys.reply_outbox(queue)], args=args
+        )
         return _transition(reply)
 
     async def abort_children(self, parents: list[str]) -> int:
@@ -152,7 +154,9 @@ class Transitions:
         bodies = [events.body(task_id, EventType.REQUEUED, data, now, trace.trace_id)]
         args: list[Any] = [task_id, int(now * 1000), self._ttl_ms, *self._log_caps]
         args += [keys.wakeup_channel(queue), job.encode(), result.job_try, time.time_ns() // 1000, *bodies]
-        reply = await self._scripts.retry(keys=[queue, keys.task_index(queue), keys.ABORT_SET], args=args)
+        reply = await self._scripts.retry(
+            keys=[keys.schedule(queue), keys.task_index(queue), keys.abort_set()], args=args
+        )
         return _transition(reply)
 
     async def repair_end(self, task_id: str) -> bool:
@@ -173,10 +177,11 @@ class Transitions:
             int(now * 1000),
             self._ttl_ms,
             *self._log_caps,
-            queue,
+            keys.schedule(queue),
             *bodies,
         ]
-        answer = await self._scripts.repair(keys=[], args=args)
+        # The stream as a key (the script builds it from the id): a cluster client routes by it.
+        answer = await self._scripts.repair(keys=[keys.events_stream(task_id)], args=args)
         return answer in (b"published", b"has_end")
 
 

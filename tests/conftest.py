@@ -20,6 +20,8 @@ import pytest
 import redis
 
 from bench.harness.processes import API_FACTORY, ManagedProcess, start_api, start_redis, start_worker
+from bench.harness.redis_servers import start_cluster
+from shared import keys
 from tests.support.environment import relay_env
 
 
@@ -107,3 +109,48 @@ def spawn_redis(log_dir: Path) -> Iterator[Callable[..., tuple[ManagedProcess, s
     yield spawn
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(log_dir: Path) -> Iterator[str]:
+    """A local Redis Cluster (3 primaries, 3 replicas), started once per session and stopped by PID; yields
+    one node's URL."""
+    cluster = start_cluster(log_dir)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def relay_cluster(redis_cluster_url: str, log_dir: Path) -> Iterator[str]:
+    """``relay`` on the Redis Cluster (RELAY_REDIS_CLUSTER=true); yields the API's base URL."""
+    env = relay_env(redis_cluster_url, RELAY_HEARTBEAT_SECONDS="1", RELAY_REDIS_CLUSTER="true")
+    worker = start_worker(log_dir, env)
+    api, base = start_api(log_dir, env)
+    try:
+        yield base
+    finally:
+        api.stop()
+        worker.stop()
+
+
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def relay_any(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``relay`` on single Redis, then on a Redis Cluster: the tests that take it run on both. On the cluster,
+    this process uses its key layout while the test runs (for a test that reads keys itself)."""
+    if request.param == "redis":
+        yield str(request.getfixturevalue("relay"))
+        return
+    base = str(request.getfixturevalue("relay_cluster"))
+    with keys.layout("relay:queue", cluster=True):
+        yield base
+
+
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def on_redis(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Where ``spawn_api(**on_redis)`` / ``spawn_worker(**on_redis)`` connect: the session's Redis, then the Redis
+    Cluster (the tests that take it run on both)."""
+    if request.param == "redis":
+        return {}
+    return {"url": str(request.getfixturevalue("redis_cluster_url")), "RELAY_REDIS_CLUSTER": "true"}

@@ -11,6 +11,10 @@ that reach it, both looked up at call time, and this module replaces those two:
   does; a supervisor's liveness probe (``arq --check``) still sees it as not alive meanwhile.
 - ``async_check_health`` (``arq --check``): one attempt, one line, exit code 1 when Redis is not usable.
 
+On a Redis Cluster (``RELAY_REDIS_CLUSTER``) that pool is redis-py's cluster client (``shared.redis.RelayCluster``,
+which carries what arq's ``Worker`` uses of ``ArqRedis``), and one more function arq calls is replaced:
+``log_redis_info``, whose pipelined ``INFO`` redis-py refuses on a cluster; here it logs one line per primary.
+
 Settings other than ``RelayRedisSettings`` (which carries Relay's settings) go to arq's own functions.
 Written against arq 0.28.0 (pinned); ``install`` checks that and fails loudly otherwise.
 """
@@ -18,6 +22,8 @@ Written against arq 0.28.0 (pinned); ``install`` checks that and fails loudly ot
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import arq
 import arq.connections
@@ -28,13 +34,22 @@ from arq.jobs import Deserializer, Serializer
 from redis.exceptions import RedisError
 
 from shared.logs import configure as configure_logging
-from shared.redis import RelayRedisSettings, close, describe, probe_client, wait_until_reachable, worker_client
+from shared.redis import (
+    RelayCluster,
+    RelayRedisSettings,
+    close,
+    describe,
+    probe_client,
+    wait_until_reachable,
+    worker_client,
+)
 
 logger = logging.getLogger("relay.worker")
 
 SUPPORTED_ARQ = "0.28.0"
 _arq_create_pool = arq.connections.create_pool
 _arq_check_health = arq.worker.async_check_health
+_arq_log_redis_info = arq.worker.log_redis_info
 
 
 async def create_pool(
@@ -92,6 +107,20 @@ async def check_health(
     return 0
 
 
+async def log_redis_info(redis: Any, log_func: Callable[[str], Any]) -> None:
+    """arq's start-up line about Redis; on a cluster, one per primary (``INFO`` of each, not pipelined)."""
+    if not isinstance(redis, RelayCluster):
+        await _arq_log_redis_info(redis, log_func)
+        return
+    await redis.initialize()  # the client learns the cluster's nodes on its first command
+    for node in redis.get_primaries():
+        info = await redis.info(target_nodes=node)
+        log_func(
+            f"redis cluster primary {node.name}: redis_version={info.get('redis_version', '?')} "
+            f"mem_usage={info.get('used_memory_human', '?')} db_keys={info.get('db0', {}).get('keys', 0)}"
+        )
+
+
 def install() -> None:
     """Idempotent; called where ``worker.settings`` is imported, before arq uses it."""
     if arq.VERSION != SUPPORTED_ARQ:
@@ -102,3 +131,4 @@ def install() -> None:
         raise RuntimeError("arq.worker no longer calls create_pool/async_check_health as expected: re-check it")
     arq.worker.create_pool = create_pool
     arq.worker.async_check_health = check_health
+    arq.worker.log_redis_info = log_redis_info

@@ -114,7 +114,9 @@ async def on_startup(ctx: dict[str, Any]) -> None:
 
         bridge = ctx[BRIDGE_CTX_KEY] = await ServiceBusBridge.start(config, registry, engine.metrics)
         listener.on_outbox = bridge.replies.wake
-    where = public_url(config.redis_url)  # said at start, so a worker on the wrong Redis is not silent
+    where = public_url(config.redis_url) + (
+        " (a Redis Cluster)" if config.redis_cluster else ""
+    )  # said at start, so a worker on the wrong Redis is not silent
     logger.info(
         "relay worker ready: %d tasks on queue %s (serving %s), using Redis at %s",
         len(registry),

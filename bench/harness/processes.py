@@ -171,10 +171,11 @@ def relay_env(redis_url: str, **overrides: str) -> dict[str, str]:
 API_FACTORY = "api.app:create_app"
 
 
-def offer_tasks(redis_url: str, queue_name: str, task_modules: str) -> None:
+def offer_tasks(redis_url: str, queue_name: str, task_modules: str, cluster: bool = False) -> None:
     """Offer the tasks of ``task_modules`` (comma-separated) on ``queue_name`` as a live worker would (a presence
     record naming their catalogue, seen far ahead), so an API started alone accepts them; the tests of "no live
-    worker" do without."""
+    worker" do without. ``cluster``: ``redis_url`` names a node of a Redis Cluster (the keys are then those of
+    the cluster layout of ``queue_name``, as the API and workers use)."""
     from shared import catalogue, keys
     from shared.serialization import dumps
     from shared.settings import Settings
@@ -183,10 +184,11 @@ def offer_tasks(redis_url: str, queue_name: str, task_modules: str) -> None:
     registry = load(task_modules.split(","))
     digest, body = catalogue.encode([spec.describe(Settings().job_timeout_seconds) for spec in registry])
     record = {"id": "tests:offers", "seen_ms": int((time.time() + 86400) * 1000), "catalogue": digest}
-    client = redis.Redis.from_url(redis_url)
+    client = redis.RedisCluster.from_url(redis_url) if cluster else redis.Redis.from_url(redis_url)
     try:
-        client.set(keys.catalogue(digest), body)
-        client.hset(keys.worker_presence(queue_name), "tests:offers", dumps(record))
+        with keys.layout(queue_name, cluster):
+            client.set(keys.catalogue(digest), body)
+            client.hset(keys.worker_presence(queue_name), "tests:offers", dumps(record))
     finally:
         client.close()
 
@@ -199,7 +201,8 @@ def start_api(
     ``offer_tasks``)."""
     if offers:
         queue_name = env.get("RELAY_QUEUE_NAME", "relay:queue")
-        offer_tasks(env["RELAY_REDIS_URL"], queue_name, env.get("RELAY_TASK_MODULES", DEMO_TASK_MODULES))
+        modules = env.get("RELAY_TASK_MODULES", DEMO_TASK_MODULES)
+        offer_tasks(env["RELAY_REDIS_URL"], queue_name, modules, env.get("RELAY_REDIS_CLUSTER") == "true")
     port = free_port()
     argv = [
         str(BIN / "sanic"),

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,8 +174,9 @@ def _ca(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key
 
 
-def make_tls_files(directory: Path, names: list[str]) -> TlsFiles:
-    """A CA and a server certificate for ``names`` (IP addresses or DNS names), plus an unrelated CA."""
+def make_tls_files(directory: Path, names: list[str], client_too: bool = False) -> TlsFiles:
+    """A CA and a server certificate for ``names`` (IP addresses or DNS names), plus an unrelated CA. With
+    ``client_too`` the certificate serves as a client's too (cluster nodes present it to each other)."""
     ca_cert, ca_key = _ca("Relay test CA")
     other_cert, _ = _ca("Some other CA")
     key = _key()
@@ -184,6 +186,8 @@ def make_tls_files(directory: Path, names: list[str]) -> TlsFiles:
             alt.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             alt.append(x509.DNSName(name))
+    usages = [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]
+    usages += [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH] if client_too else []
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -194,7 +198,7 @@ def make_tls_files(directory: Path, names: list[str]) -> TlsFiles:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
@@ -210,3 +214,74 @@ def start_tls_server(log_dir: Path, files: TlsFiles) -> Server:
     """redis-server speaking only TLS (its plain port is off), without client certificates."""
     args = ["--tls-cert-file", str(files.cert), "--tls-key-file", str(files.key), "--tls-ca-cert-file", str(files.ca)]
     return start_server(log_dir, *args, "--tls-auth-clients", "no", name="tls-redis", tls=True)
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster of local servers (primaries first, then their replicas), over TLS and with a password if
+    it was started so."""
+
+    servers: list[Server]
+    tls: TlsFiles | None = None
+    password: str = ""
+
+    @property
+    def url(self) -> str:
+        """One node's URL: what ``RELAY_REDIS_URL`` names (the client discovers the rest)."""
+        scheme = "rediss" if self.tls else "redis"
+        auth = f":{self.password}@" if self.password else ""
+        return f"{scheme}://{auth}127.0.0.1:{self.servers[0].port}/0"
+
+    def node_client(self, server: Server) -> redis.Redis:
+        """A plain client of one node (for its CLUSTER INFO)."""
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
+        return redis.Redis(port=server.port, password=self.password or None, socket_timeout=5, **tls)
+
+    def ok(self) -> bool:
+        """Every node says ``cluster_state:ok``."""
+        for server in self.servers:
+            with self.node_client(server) as client:
+                info = client.execute_command("CLUSTER", "INFO")
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" not in text:
+                    return False
+        return True
+
+    def stop(self) -> None:
+        """Stop every node by its PID."""
+        for server in self.servers:
+            server.proc.stop()
+
+
+def start_cluster(
+    log_dir: Path, primaries: int = 3, replicas: int = 1, tls: TlsFiles | None = None, password: str = ""
+) -> Cluster:
+    """``primaries * (1 + replicas)`` ``redis-server --cluster-enabled yes`` on free ports (TLS only, for clients,
+    the cluster bus and replication, with ``tls``; ``requirepass`` with ``password``), joined with ``redis-cli
+    --cluster create``; returns once every node says ``cluster_state:ok``. A failure stops what was started."""
+    cluster = Cluster([], tls, password)
+    args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+    cli = [_binary("redis-cli")]
+    if tls:
+        args += ["--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca)]
+        args += ["--tls-auth-clients", "no", "--tls-cluster", "yes", "--tls-replication", "yes"]
+        cli += ["--tls", "--cacert", str(tls.ca)]
+    if password:
+        args += ["--requirepass", password, "--masterauth", password]
+        cli += ["-a", password, "--no-auth-warning"]
+    try:
+        for _ in range(primaries * (1 + replicas)):
+            port = free_port()
+            config = ["--cluster-config-file", str(log_dir / f"cluster-{port}" / "nodes.conf")]
+            config += ["--cluster-port", str(free_port())]  # the bus: not port + 10000, outside this run's block
+            cluster.servers.append(start_server(log_dir, *args, *config, port=port, name="cluster", tls=bool(tls)))
+        nodes = [f"127.0.0.1:{s.port}" for s in cluster.servers]
+        argv = [*cli, "--cluster", "create", *nodes, "--cluster-replicas", str(replicas), "--cluster-yes"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}\n{done.stderr}")
+        wait_until(cluster.ok, 30, "the cluster to report cluster_state:ok")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

@@ -127,7 +127,7 @@ class Workflows:
         for step, record in zip(compiled.steps, prepared.records, strict=True):
             preds, succs = ",".join(map(str, step.preds)), ",".join(map(str, step.succs))
             args += [record, preds, succs, step.input or "", int(step.tolerant), int(step.mapped)]
-        script_keys = [settings.queue_name, keys.flow_index(settings.queue_name)]
+        script_keys = [keys.schedule(settings.queue_name), keys.flow_index(settings.queue_name)]
         reply = await self._scripts.flow_submit(keys=script_keys, args=args)
         kind = reply[0].decode()
         client_id = tenancy.client_id(prepared.flow_id)
@@ -197,7 +197,7 @@ class Workflows:
         every step's children, recursively (``Transitions.abort_children``): a running step's abort is requested
         before its children are read, so none it submits meanwhile is missed. A second cancel of a workflow that
         ended aborted walks the children again (the first may have stopped half-way) and answers 'finished'."""
-        reply = await self._scripts.flow_cancel(keys=[], args=[flow_id, self._ttl_ms])
+        reply = await self._scripts.flow_cancel(keys=[keys.flow(flow_id)], args=[flow_id, self._ttl_ms])
         kind = reply[0].decode()
         if kind != "cancelling":
             state = reply[1].decode() if len(reply) > 1 else None
@@ -219,7 +219,9 @@ class Workflows:
     async def retry(self, flow_id: str) -> tuple[str, str | None]:
         """Run a failed or aborted workflow again from its failed steps: ('queued' | 'not_retryable' | 'unknown',
         the state it has when not retryable)."""
-        reply = await self._scripts.flow_retry(keys=[self._settings.queue_name], args=[flow_id, self._ttl_ms])
+        reply = await self._scripts.flow_retry(
+            keys=[keys.schedule(self._settings.queue_name)], args=[flow_id, self._ttl_ms]
+        )
         kind = reply[0].decode()
         return kind, reply[1].decode() if kind == "not_retryable" else None
 

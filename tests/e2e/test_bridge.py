@@ -57,10 +57,14 @@ def message_id() -> str:
 
 
 def test_messages_become_tasks_and_are_completed(
-    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+    bus: LocalServiceBus,
+    names: dict[str, str],
+    spawn_api: StartApi,
+    spawn_worker: StartWorker,
+    on_redis: dict[str, str],
 ) -> None:
-    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"])
-    spawn_worker(**bridge_env(bus, names))
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"], **on_redis)
+    spawn_worker(**bridge_env(bus, names), **on_redis)
     ids = [message_id() for _ in range(3)]
 
     async def send() -> None:
@@ -224,8 +228,10 @@ def test_sigterm_mid_batch_loses_nothing(
     assert bus.dead_letter_count(names["queue"]) == 0
 
 
-def test_reply_to_gets_the_outcome(bus: LocalServiceBus, names: dict[str, str], spawn_worker: StartWorker) -> None:
-    spawn_worker(**bridge_env(bus, names))
+def test_reply_to_gets_the_outcome(
+    bus: LocalServiceBus, names: dict[str, str], spawn_worker: StartWorker, on_redis: dict[str, str]
+) -> None:
+    spawn_worker(**bridge_env(bus, names), **on_redis)
     mid = message_id()
 
     async def request_and_wait() -> tuple[str | None, dict[str, object]]:

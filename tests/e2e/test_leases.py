@@ -25,10 +25,10 @@ def queue() -> str:
 
 
 def test_a_killed_workers_job_starts_again_elsewhere_within_a_lease(
-    spawn_api: StartApi, spawn_worker: StartWorker
+    spawn_api: StartApi, spawn_worker: StartWorker, on_redis: dict[str, str]
 ) -> None:
     # Default job timeout (300 s) and lease (10 s): the recovery must not depend on the timeout.
-    env = {"RELAY_QUEUE_NAME": queue()}
+    env = {"RELAY_QUEUE_NAME": queue(), **on_redis}
     _, base = spawn_api(**env)
     victim = spawn_worker(**env)
     task_id = submit_ok(base, {"task": "hangs_first_try", "kwargs": {"steps": 2}})

@@ -176,8 +176,10 @@ def test_api_requests_are_counted_by_route_pattern_never_by_raw_path(spawn_api: 
     assert not [label for label in labels if any(i in label for i in [*ids, created])]  # no id in any label
 
 
-def test_stats_show_the_queue_and_each_live_worker(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
-    env = {"RELAY_QUEUE_NAME": queue(), "RELAY_API_KEYS": f"ops:{API_KEY}"}
+def test_stats_show_the_queue_and_each_live_worker(
+    spawn_api: StartApi, spawn_worker: StartWorker, on_redis: dict[str, str]
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue(), "RELAY_API_KEYS": f"ops:{API_KEY}", **on_redis}
     _, base = spawn_api(offers=False, **env)  # only the two real workers below
     assert httpx.get(f"{base}/stats", timeout=10).status_code == 401  # data needs the key
     port = free_port()

@@ -73,13 +73,14 @@ def test_active_tasks_cap_is_shared_by_api_processes(spawn_api: StartApi, redis_
     assert "secret" not in metrics
 
 
-def test_submit_rate_is_shared_by_api_processes(spawn_api: StartApi) -> None:
+def test_submit_rate_is_shared_by_api_processes(spawn_api: StartApi, on_redis: dict[str, str]) -> None:
     # One new token per 100 s: only the burst can pass while the test runs, however slow the machine.
     env = {
         "RELAY_QUEUE_NAME": unique("q"),
         "RELAY_API_KEYS": KEYS,
         "RELAY_KEY_SUBMIT_RATE": "0.01",
         "RELAY_KEY_SUBMIT_BURST": "4",
+        **on_redis,
     }
     _, first = spawn_api(**env)
     _, second = spawn_api(**env)

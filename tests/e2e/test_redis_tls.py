@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError
 import shared.redis
 from bench.harness.client import read_events, submit_ok, types
 from bench.harness.processes import wait_until
-from bench.harness.redis_servers import Server, TlsFiles, make_tls_files, start_tls_server
+from bench.harness.redis_servers import Cluster, Server, TlsFiles, make_tls_files, start_cluster, start_tls_server
 from shared.redis import api_client, probe_client, sync_client, worker_client
 from shared.settings import Settings
 from tests.conftest import StartApi, StartWorker
@@ -40,6 +40,15 @@ def misnamed(tmp_path: Path) -> Iterator[tuple[Server, TlsFiles]]:
     server = start_tls_server(tmp_path, files)
     yield server, files
     server.proc.stop()
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A Redis Cluster that speaks only TLS (to clients, on its bus, for replication) and wants a password."""
+    files = make_tls_files(tmp_path / "cluster", ["127.0.0.1", "localhost"], client_too=True)
+    cluster = start_cluster(tmp_path, tls=files, password="cluster-s3cret")
+    yield cluster
+    cluster.stop()
 
 
 def tls_settings(server: Server, ca: Path, **values: object) -> Settings:
@@ -77,6 +86,26 @@ def test_api_and_worker_work_over_verified_tls(
         _, base = spawn_api(url=url, offers=False, **env)
         task_id = submit_ok(base, {"task": "count", "kwargs": {"n": 2, "interval": 0.01}})
         assert types(read_events(base, task_id))[-1] == "end"
+
+
+@pytest.mark.cluster
+def test_api_and_worker_work_over_tls_with_a_password_on_a_cluster(
+    tls_cluster: Cluster, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    """As on one Redis: the CA and the password (RELAY_REDIS_PASSWORD, the URL holding none) reach every node the
+    cluster client finds, and the pub/sub connection (the streamed events)."""
+    assert tls_cluster.tls is not None
+    env = {
+        "RELAY_REDIS_CLUSTER": "true",
+        "RELAY_REDIS_TLS_CA_FILE": str(tls_cluster.tls.ca),
+        "RELAY_REDIS_PASSWORD": tls_cluster.password,
+        "RELAY_QUEUE_NAME": "relay:tls-cluster",
+    }
+    url = f"rediss://127.0.0.1:{tls_cluster.servers[0].port}/0"
+    spawn_worker(url=url, **env)
+    _, base = spawn_api(url=url, offers=False, **env)
+    task_id = submit_ok(base, {"task": "count", "kwargs": {"n": 2, "interval": 0.01}})
+    assert types(read_events(base, task_id)) == ["started", "partial", "partial", "result", "end"]
 
 
 async def test_every_client_verifies_the_chain(good: tuple[Server, TlsFiles]) -> None:

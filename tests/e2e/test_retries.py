@@ -19,21 +19,31 @@ from tests.conftest import StartApi, StartWorker
 FINAL = {"succeeded", "failed", "aborted"}
 
 
-@pytest.fixture
-def stack(spawn_api: StartApi, spawn_worker: StartWorker) -> str:
-    env = {"RELAY_QUEUE_NAME": f"relay:retry:{uuid.uuid4().hex[:8]}"}
+def _stack(spawn_api: StartApi, spawn_worker: StartWorker, **where: str) -> str:
+    env = {"RELAY_QUEUE_NAME": f"relay:retry:{uuid.uuid4().hex[:8]}", **where}
     _, base = spawn_api(**env)
     spawn_worker(**env)
     return base
+
+
+@pytest.fixture
+def stack(spawn_api: StartApi, spawn_worker: StartWorker) -> str:
+    return _stack(spawn_api, spawn_worker)
+
+
+@pytest.fixture
+def stack_any(spawn_api: StartApi, spawn_worker: StartWorker, on_redis: dict[str, str]) -> str:
+    """``stack`` on single Redis, then on a Redis Cluster."""
+    return _stack(spawn_api, spawn_worker, **on_redis)
 
 
 def _ts(iso: str) -> float:
     return dt.datetime.fromisoformat(iso).timestamp()
 
 
-def test_a_task_failing_twice_then_succeeding(stack: str) -> None:
-    task_id = submit_ok(stack, {"task": "flaky", "kwargs": {"failures": 2}})
-    events = read_events(stack, task_id)
+def test_a_task_failing_twice_then_succeeding(stack_any: str) -> None:
+    task_id = submit_ok(stack_any, {"task": "flaky", "kwargs": {"failures": 2}})
+    events = read_events(stack_any, task_id)
     assert types(events) == ["started", "retrying", "started", "retrying", "started", "result", "end"]
     assert [e["seq"] for e in events] == list(range(1, 8))  # one log, numbered on across tries
     first, second = events[1]["data"], events[3]["data"]
@@ -45,7 +55,7 @@ def test_a_task_failing_twice_then_succeeding(stack: str) -> None:
     for retrying, started in ((events[1], events[2]), (events[3], events[4])):
         assert started["ts"] >= _ts(retrying["data"]["next_try_at"]) - 0.005  # not before its time
     assert events[-2]["data"] == {"succeeded_on_try": 3}
-    final = state(stack, task_id)
+    final = state(stack_any, task_id)
     assert (final["state"], final["tries"]) == ("succeeded", 3)
 
 
@@ -103,19 +113,19 @@ def test_a_task_waiting_for_its_retry_shows_it_and_can_be_aborted(stack: str) ->
     assert state(stack, task_id)["state"] == "aborted"
 
 
-def test_a_failed_task_runs_again_on_request_and_its_events_continue(stack: str) -> None:
-    task_id = submit_ok(stack, {"task": "fail", "kwargs": {"message": "first"}})
-    assert wait_state(stack, task_id, FINAL)["state"] == "failed"
-    response = httpx.post(f"{stack}/tasks/{task_id}/retry", timeout=10)
+def test_a_failed_task_runs_again_on_request_and_its_events_continue(stack_any: str) -> None:
+    task_id = submit_ok(stack_any, {"task": "fail", "kwargs": {"message": "first"}})
+    assert wait_state(stack_any, task_id, FINAL)["state"] == "failed"
+    response = httpx.post(f"{stack_any}/tasks/{task_id}/retry", timeout=10)
     assert response.status_code == 202
     assert response.json()["state"] == "queued"
-    wait_state(stack, task_id, {"failed"})
-    events = read_events(stack, task_id)
+    wait_state(stack_any, task_id, {"failed"})
+    events = read_events(stack_any, task_id)
     assert types(events) == ["started", "error", "end", "requeued", "started", "error", "end"]
     assert [e["seq"] for e in events] == list(range(1, 8))
     assert events[3]["data"] == {"try": 2, "reason": "retry requested"}
-    assert state(stack, task_id)["tries"] == 2
-    resumed = read_events(stack, task_id, after=3)  # a client that saw the first end and comes back
+    assert state(stack_any, task_id)["tries"] == 2
+    resumed = read_events(stack_any, task_id, after=3)  # a client that saw the first end and comes back
     assert types(resumed) == ["requeued", "started", "error", "end"]
 
 

@@ -20,14 +20,14 @@ from bench.harness.client import (
 )
 
 
-def test_echo_returns_at_once(relay: str) -> None:
-    task_id = submit_ok(relay, {"task": "echo", "args": ["hi"]})
-    events = read_events(relay, task_id)
+def test_echo_returns_at_once(relay_any: str) -> None:
+    task_id = submit_ok(relay_any, {"task": "echo", "args": ["hi"]})
+    events = read_events(relay_any, task_id)
     assert types(events) == ["started", "result", "end"]
     assert events[1]["data"] == {"echo": "hi"}
     assert [e["seq"] for e in events] == [1, 2, 3]
     assert all(e["task_id"] == task_id for e in events)
-    final = state(relay, task_id)
+    final = state(relay_any, task_id)
     assert final["state"] == "succeeded"
     assert final["result"] == {"echo": "hi"}
     assert final["tries"] == 1
@@ -43,9 +43,9 @@ def test_sleep_reports_progress(relay: str) -> None:
     assert events[-1]["data"] == {"state": "succeeded"}
 
 
-def test_count_streams_partials(relay: str) -> None:
-    task_id = submit_ok(relay, {"task": "count", "kwargs": {"n": 5, "interval": 0}})
-    events = read_events(relay, task_id)
+def test_count_streams_partials(relay_any: str) -> None:
+    task_id = submit_ok(relay_any, {"task": "count", "kwargs": {"n": 5, "interval": 0}})
+    events = read_events(relay_any, task_id)
     assert types(events) == ["started"] + ["partial"] * 5 + ["result", "end"]
     assert [e["data"]["i"] for e in events[1:6]] == [1, 2, 3, 4, 5]
     assert events[6]["data"] == {"count": 5, "sum": 15}
@@ -84,9 +84,9 @@ def test_submit_and_stream_on_one_response_ndjson(relay: str) -> None:
     assert types(events) == ["started", "partial", "partial", "partial", "result", "end"]
 
 
-def test_submit_and_stream_on_one_response_sse(relay: str) -> None:
+def test_submit_and_stream_on_one_response_sse(relay_any: str) -> None:
     headers = {"Accept": "text/event-stream"}
-    with httpx.stream("POST", f"{relay}/tasks", json={"task": "echo"}, headers=headers, timeout=30) as response:
+    with httpx.stream("POST", f"{relay_any}/tasks", json={"task": "echo"}, headers=headers, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         messages = [m for m in sse_messages(response) if "comment" not in m]
@@ -95,15 +95,15 @@ def test_submit_and_stream_on_one_response_sse(relay: str) -> None:
     assert json.loads(messages[1]["data"])["data"] == {"echo": "hello"}
 
 
-def test_late_subscriber_gets_the_whole_replay(relay: str) -> None:
-    task_id = submit_ok(relay, {"task": "count", "kwargs": {"n": 3, "interval": 0}})
-    wait_state(relay, task_id, {"succeeded"})
-    assert types(read_events(relay, task_id)) == ["started", "partial", "partial", "partial", "result", "end"]
+def test_late_subscriber_gets_the_whole_replay(relay_any: str) -> None:
+    task_id = submit_ok(relay_any, {"task": "count", "kwargs": {"n": 3, "interval": 0}})
+    wait_state(relay_any, task_id, {"succeeded"})
+    assert types(read_events(relay_any, task_id)) == ["started", "partial", "partial", "partial", "result", "end"]
 
 
-def test_resume_from_last_event_id(relay: str) -> None:
-    task_id = submit_ok(relay, {"task": "count", "kwargs": {"n": 6, "interval": 0.05}})
-    url = f"{relay}/tasks/{task_id}/events"
+def test_resume_from_last_event_id(relay_any: str) -> None:
+    task_id = submit_ok(relay_any, {"task": "count", "kwargs": {"n": 6, "interval": 0.05}})
+    url = f"{relay_any}/tasks/{task_id}/events"
     seen: list[dict[str, str]] = []
     with httpx.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=30) as response:
         for message in sse_messages(response):

@@ -15,6 +15,7 @@ from arq.connections import ArqRedis
 from bench.harness.processes import wait_until
 from shared import keys
 from shared.enqueue import Enqueuer, prepare
+from shared.redis import worker_client
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
@@ -26,11 +27,11 @@ TASKS = 10_000
 ABORTED_EVERY = 10
 
 
-async def _fill(redis_url: str, queue: str) -> list[str]:
+async def _fill(redis_url: str, queue: str, cluster: bool) -> list[str]:
     """10,000 deferred tasks (echo, and every fifth one ``sleep``), every tenth then aborted; oldest first."""
-    settings = Settings(redis_url=redis_url, queue_name=queue, max_queue_depth=TASKS + 1)
+    settings = Settings(redis_url=redis_url, queue_name=queue, max_queue_depth=TASKS + 1, redis_cluster=cluster)
     registry = load(["worker.tasks.demo"])
-    pool = ArqRedis.from_url(redis_url)
+    pool = worker_client(settings) if cluster else ArqRedis.from_url(redis_url)
     try:
         enqueuer = Enqueuer(pool, settings)
         ids = [f"list-{i:05d}-{uuid.uuid4().hex[:6]}" for i in range(TASKS)]
@@ -64,15 +65,25 @@ def _all_pages(base: str, **params: Any) -> tuple[list[dict[str, Any]], int]:
             return tasks, pages
 
 
+@pytest.fixture(scope="module", params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def list_on(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Where the listed tasks are: the session's Redis, then a Redis Cluster (``spawn_api`` arguments)."""
+    if request.param == "redis":
+        return {"url": str(request.getfixturevalue("redis_url"))}
+    return {"url": str(request.getfixturevalue("redis_cluster_url")), "RELAY_REDIS_CLUSTER": "true"}
+
+
 @pytest.fixture(scope="module")
-def filled(redis_url: str) -> tuple[str, list[str]]:
+def filled(list_on: dict[str, str]) -> tuple[str, list[str]]:
     queue = f"relay:list:{uuid.uuid4().hex[:8]}"
-    return queue, asyncio.run(_fill(redis_url, queue))
+    cluster = "RELAY_REDIS_CLUSTER" in list_on
+    with keys.layout(queue, cluster):  # its cluster client would take the layout of its namespace for good
+        return queue, asyncio.run(_fill(list_on["url"], queue, cluster))
 
 
 @pytest.fixture
-def api(filled: tuple[str, list[str]], spawn_api: StartApi) -> str:
-    _, base = spawn_api(RELAY_QUEUE_NAME=filled[0])
+def api(filled: tuple[str, list[str]], list_on: dict[str, str], spawn_api: StartApi) -> str:
+    _, base = spawn_api(RELAY_QUEUE_NAME=filled[0], **list_on)
     return base
 
 
@@ -110,9 +121,15 @@ def test_bad_parameters_are_422(api: str, params: dict[str, str]) -> None:
     assert response.json()["error"]["code"] == "invalid_request"
 
 
-def test_index_memory_is_measured(filled: tuple[str, list[str]], redis_client: redis.Redis) -> None:
+def test_index_memory_is_measured(filled: tuple[str, list[str]], list_on: dict[str, str]) -> None:
     queue, _ = filled
-    used = int(redis_client.memory_usage(keys.task_index(queue), samples=0) or 0)
+    cluster = "RELAY_REDIS_CLUSTER" in list_on
+    client = redis.RedisCluster.from_url(list_on["url"]) if cluster else redis.Redis.from_url(list_on["url"])
+    try:
+        with keys.layout(queue, cluster):
+            used = int(client.memory_usage(keys.task_index(queue), samples=0) or 0)
+    finally:
+        client.close()
     per_task = used / TASKS
     print(f"\ntask index: {used:,} bytes for {TASKS:,} tasks ({per_task:.0f} bytes per task)")
     assert per_task < 200  # an id (about 20 bytes here) and a score, in a sorted set

@@ -52,12 +52,12 @@ def test_a_group_collects_its_results_in_order_and_a_map_runs_one_step_per_item(
     assert wait_workflow(relay, flow)["result"] == [2, 9, [6, 7, 8]]
 
 
-def test_a_chord_runs_its_callback_once_every_member_ended(relay: str) -> None:
+def test_a_chord_runs_its_callback_once_every_member_ended(relay_any: str) -> None:
     members = [task("chatty", i, events=i % 3, interval=0.01) for i in range(8)]
-    flow = submit_workflow(relay, {"chain": [{"chord": members, "callback": task("collect")}, task("collect")]})
-    view = wait_workflow(relay, flow)
+    flow = submit_workflow(relay_any, {"chain": [{"chord": members, "callback": task("collect")}, task("collect")]})
+    view = wait_workflow(relay_any, flow)
     assert view["result"] == list(range(8))
-    events = read_workflow_events(relay, flow)
+    events = read_workflow_events(relay_any, flow)
     callback = 8
     assert sum(1 for e in events if e["type"] == "step_started" and e["step"] == callback) == 1
     assert [e["type"] for e in step_events(events, callback)] == ["started", "result", "end"]
@@ -98,44 +98,44 @@ def test_a_chords_callback_is_skipped_with_a_clear_error_unless_it_allows_failur
     assert (failed["state"], failed["task_id"], failed["error"]["error_type"]) == ("failed", f"{flow}:1", "DemoFailure")
 
 
-def test_cancelling_aborts_queued_and_running_steps(relay: str) -> None:
+def test_cancelling_aborts_queued_and_running_steps(relay_any: str) -> None:
     sleepers = [task("sleeps", 30, immutable=True) for _ in range(3)]
-    flow = submit_workflow(relay, {"chain": [{"group": sleepers}, task("collect")]})
-    wait_workflow(relay, flow, wanted=frozenset({"running"}))
+    flow = submit_workflow(relay_any, {"chain": [{"group": sleepers}, task("collect")]})
+    wait_workflow(relay_any, flow, wanted=frozenset({"running"}))
     deadline = time.monotonic() + 10
-    while httpx.get(f"{relay}/workflows/{flow}", timeout=10).json()["counts"].get("running", 0) < 3:
+    while httpx.get(f"{relay_any}/workflows/{flow}", timeout=10).json()["counts"].get("running", 0) < 3:
         assert time.monotonic() < deadline, "the sleepers never ran"
         time.sleep(0.05)
-    response = httpx.delete(f"{relay}/workflows/{flow}", timeout=10)
+    response = httpx.delete(f"{relay_any}/workflows/{flow}", timeout=10)
     assert response.status_code in (200, 202), response.text
-    view = wait_workflow(relay, flow)
+    view = wait_workflow(relay_any, flow)
     assert view["state"] == "aborted"
     assert view["counts"] == {"aborted": 3, "skipped": 1}
-    assert read_workflow_events(relay, flow)[-1]["data"]["state"] == "aborted"
-    again = httpx.delete(f"{relay}/workflows/{flow}", timeout=10)
+    assert read_workflow_events(relay_any, flow)[-1]["data"]["state"] == "aborted"
+    again = httpx.delete(f"{relay_any}/workflows/{flow}", timeout=10)
     assert (again.status_code, again.json()["error"]["code"]) == (409, "not_abortable")
 
 
-def test_retry_runs_the_workflow_again_from_the_failed_step(relay: str, tmp_path: Path) -> None:
+def test_retry_runs_the_workflow_again_from_the_failed_step(relay_any: str, tmp_path: Path) -> None:
     marker = tmp_path / "let-it-pass"
     steps = [task("inc", 1), task("fails_until", marker=str(marker)), task("inc")]
-    flow = submit_workflow(relay, {"chain": steps})
-    assert wait_workflow(relay, flow)["state"] == "failed"
-    refused = httpx.post(f"{relay}/tasks/{flow}:1/retry", timeout=10)  # a step is retried with its workflow
+    flow = submit_workflow(relay_any, {"chain": steps})
+    assert wait_workflow(relay_any, flow)["state"] == "failed"
+    refused = httpx.post(f"{relay_any}/tasks/{flow}:1/retry", timeout=10)  # a step is retried with its workflow
     assert refused.status_code == 409
     assert f"/workflows/{flow}/retry" in refused.json()["error"]["message"]
     marker.write_text("now")
-    response = httpx.post(f"{relay}/workflows/{flow}/retry", timeout=10)
+    response = httpx.post(f"{relay_any}/workflows/{flow}/retry", timeout=10)
     assert response.status_code == 202, response.text
-    view = wait_workflow(relay, flow)
+    view = wait_workflow(relay_any, flow)
     assert (view["state"], view["result"]) == ("succeeded", 3)
-    assert types(read_events(relay, f"{flow}:0")).count("started") == 1  # the step that succeeded kept its result
-    again = types(read_events(relay, f"{flow}:1"))
+    assert types(read_events(relay_any, f"{flow}:0")).count("started") == 1  # the step that succeeded kept its result
+    again = types(read_events(relay_any, f"{flow}:1"))
     assert (again.count("started"), again.count("end")) == (2, 2)  # its log went on
-    events = read_workflow_events(relay, flow)
+    events = read_workflow_events(relay_any, flow)
     assert [e["type"] for e in events].count("workflow_end") == 2
     assert events[-1]["data"] == {"state": "succeeded", "result": 3}
-    assert httpx.post(f"{relay}/workflows/{flow}/retry", timeout=10).status_code == 409
+    assert httpx.post(f"{relay_any}/workflows/{flow}/retry", timeout=10).status_code == 409
 
 
 def test_the_stream_tags_every_step_and_a_late_or_resuming_follower_gets_every_event_once(relay: str) -> None:

@@ -20,7 +20,7 @@ from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
 from redis.exceptions import RedisError
 
-from shared import tracing
+from shared import keys, tracing
 from shared.enqueue import Enqueuer, prepare
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
 from shared.limits import ArgsTooLarge, check_args_size
@@ -169,7 +169,8 @@ class ServiceBusBridge:
         logger.warning("Redis is down: the bridge stops receiving until it accepts writes")
         while not self._stopping.is_set():
             try:
-                await check_writable(self._pool)  # PING passes under OOM or READONLY, where enqueues fail
+                # PING passes under OOM or READONLY, where enqueues fail
+                await check_writable(self._pool, keys.schedule(self._settings.queue_name))
             except (RedisError, OSError):
                 await self._pause(1.0)
                 continue

@@ -105,7 +105,7 @@ class Committer:
         self._scripts = scripts
         self._metrics = metrics
         self._settings = settings
-        self._keys = [settings.queue_name, keys.ABORT_SET, keys.reply_outbox(settings.queue_name)]
+        self._keys = [keys.schedule(settings.queue_name), keys.abort_set(), keys.reply_outbox(settings.queue_name)]
         self._channel = keys.wakeup_channel(settings.queue_name)
         self._batcher: Batcher[Op, OpResult] = Batcher(self._flush, max_batch=256)
         self.calls = 0

@@ -30,7 +30,7 @@ from shared import catalogue, keys, tracing
 from shared.enqueue import Enqueuer
 from shared.jobs import JobRecord
 from shared.queuecounts import recount_depths
-from shared.redis import stop_retrying_at
+from shared.redis import server_time, stop_retrying_at
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskState
@@ -132,7 +132,7 @@ class Engine:
         do not read it (one command fewer per poll), so its presence refreshes ask now and then."""
         if time.monotonic() - self._clock_synced < older_than_seconds:
             return
-        seconds, micros = await self.pool.time()
+        seconds, micros = await server_time(self.pool, keys.schedule(self.settings.queue_name))
         self._clock_offset_ms = seconds * 1000 + micros / 1000 - time.time() * 1000
         self._clock_synced = time.monotonic()
 
@@ -190,7 +190,7 @@ class Engine:
         args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, self.settings.queues]
         args += [self.settings.tenant_weights, *self._claim_entries]
         claimed, swept, next_due, next_lease, redis_now, held_back = await self.scripts.claim(
-            keys=[self.settings.queue_name, keys.ABORT_SET, keys.claim_request(self.token)], args=args
+            keys=[keys.schedule(self.settings.queue_name), keys.abort_set(), keys.claim_request(self.token)], args=args
         )
         self.metrics.claim_waits(int(held_back[0]), int(held_back[1]))
         if redis_now is not None:  # None: nothing queued or running (the script did not read the clock)
@@ -385,7 +385,7 @@ class Engine:
         self._last_abort_check = now
         self._abort_notices.clear()
         ids = list(self.runs)
-        scores = await self.pool.zmscore(keys.ABORT_SET, ids)
+        scores = await self.pool.zmscore(keys.abort_set(), ids)
         for task_id, score in zip(ids, scores, strict=True):
             run = self.runs.get(task_id)
             # Only a request made after this job's enqueue is for it (the claim's rule too): an older one was
@@ -424,12 +424,12 @@ class Engine:
             await self._prune_index(keys.flow_index(queue), "flows")
             await recount_depths(self.scripts, queue)
             stale_before = int(self.redis_now_ms()) - 60_000
-            waiting = await self.pool.zrangebyscore(keys.ABORT_SET, "-inf", stale_before)
+            waiting = await self.pool.zrangebyscore(keys.abort_set(), "-inf", stale_before)
             if waiting:
                 states = [await self.pool.exists(keys.in_progress(i.decode())) for i in waiting]
                 stale = [i for i, running in zip(waiting, states, strict=True) if not running]
                 if stale:
-                    await self.pool.zrem(keys.ABORT_SET, *stale)
+                    await self.pool.zrem(keys.abort_set(), *stale)
         except (RedisError, OSError) as exc:
             logger.warning("maintenance skipped: %s", exc)
 

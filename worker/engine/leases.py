@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import redis
 from redis.exceptions import RedisError
 
+from shared import keys
 from shared.redis import sync_client
 from shared.scripts import renew_script
 from shared.settings import Settings
@@ -77,7 +78,7 @@ class LeaseKeeper:
                 continue
             try:
                 lost = self._renew(
-                    keys=[self._settings.queue_name],
+                    keys=[keys.schedule(self._settings.queue_name)],
                     args=[0, int(self._settings.lease_seconds * 1000), self._token, *ids],  # Redis's clock
                 )
                 self.renewals += 1
