@@ -150,7 +150,14 @@ async def _load(client: Client, target: Target, variant: str, n: int, clients: i
 
 async def _chains(client: Client, target: Target, variant: str, steps: int, n: int, at_once: int) -> dict[str, Any]:
     """``n`` chains of ``steps`` steps one after another (ms each) and the Redis commands they cost, then
-    ``at_once`` chains started together (seconds until the last ended)."""
+    ``at_once`` chains started together (seconds until the last ended).
+
+    The chains one after another run on one client thread whose connections the warm-up chain opened, for
+    every variant alike: left with the ``at_once`` (or ``load``) threads, one call after another would go to
+    thread after thread, each on its own connection, and Relay's streamed chains of 10 then took about
+    30 ms instead of 12 (each HTTP connection idle through the other threads' calls; Redis clients hardly
+    notice)."""
+    client.set_concurrency(1)
     await client.timed_chain(variant, steps)  # warm: connections, scripts, the chain's code paths
     stats = redis.Redis.from_url(target.redis_url)
     try:
