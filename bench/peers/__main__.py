@@ -3,11 +3,14 @@ commands per task.
 
 Usage: .venv/bin/python -m bench.peers [--jobs 10000] [--rounds 3] [--out results.md]
        [--systems relay,arq,saq,taskiq,streaq,celery-prefork,celery-threads,dramatiq,dramatiq-tuned]
+       [--workloads idle,round_trip,load,drain[,chain]] [--chain-steps 10,100]
        (--help lists the other options)
 
 Round trips are measured at random arrival first (one client, a pause drawn uniformly from 0 to 20 ms before
 each request, so every submit meets an idle system), then back to back. Drains are of no-op jobs and of jobs
-that await once before returning.
+that await once before returning. Chains (Relay's workflows, Celery's chain, Dramatiq's and streaq's pipelines;
+the other peers have none) of N no-op steps are measured against the same N steps as single submits chained by
+the client: ``--workloads chain`` runs only those (the default run leaves them out; add ``,chain`` to it).
 
 The peers are installed into their own virtualenv (.bench-peers-venv/) on first run. Every process this
 starts (redis-server, workers, clients, Relay's API) is stopped by PID when it ends, pass or fail.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from bench.common import machine_facts
 from bench.peers import report, runner
+from bench.peers.spec import DEFAULT_WORKLOADS, WORKLOADS
 from bench.peers.systems import DEFAULT, SYSTEMS
 
 
@@ -48,12 +52,26 @@ def parse(argv: list[str] | None) -> tuple[runner.Options, Path | None]:
     p.add_argument("--load-clients", type=int, default=defaults.load_clients)
     p.add_argument("--scale-workers", default="1,2,4", help="worker process counts for Relay and bare arq ('' skips)")
     p.add_argument("--max-other-load", type=float, default=defaults.max_other_load, help="cores; above: noisy")
+    p.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"comma-separated, of: {', '.join(WORKLOADS)} (chain only when named: it adds about a fifth)",
+    )
+    p.add_argument("--chain-steps", default="10,100", help="steps per chain (N), each measured")
+    p.add_argument("--chains", type=int, default=defaults.chains, help="chains of N run one after another per round")
+    p.add_argument("--chain-at-once", type=int, default=defaults.chain_at_once, help="chains run together (0 skips)")
     p.add_argument("--wait-quiet", type=float, default=defaults.wait_quiet, help="max s to wait for quiet per block")
     args = p.parse_args(argv)
     systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         p.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    workloads = frozenset(w.strip() for w in args.workloads.split(",") if w.strip())
+    if not workloads or workloads - set(WORKLOADS):
+        p.error(f"unknown workloads {sorted(workloads - set(WORKLOADS))}; known: {', '.join(WORKLOADS)}")
+    chain_steps = tuple(int(n) for n in args.chain_steps.split(",") if n.strip())
+    if any(n < 1 for n in chain_steps) or args.chains < 1:
+        p.error("--chain-steps and --chains must be at least 1")
     if args.rt_max_pause_ms <= 0:
         p.error("--rt-max-pause-ms must be above 0 (back to back is measured as well)")
     options = runner.Options(
@@ -69,6 +87,10 @@ def parse(argv: list[str] | None) -> tuple[runner.Options, Path | None]:
         scale_workers=tuple(int(n) for n in args.scale_workers.split(",") if n.strip()),
         max_other_load=args.max_other_load,
         wait_quiet=args.wait_quiet,
+        workloads=workloads,
+        chain_steps=chain_steps,
+        chains=args.chains,
+        chain_at_once=args.chain_at_once,
     )
     return options, args.out
 

@@ -8,15 +8,27 @@ unsubscribes it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.peers.apps import READY
 from bench.peers.client import Target, ThreadedClient
-from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, Profile, Ready, System, Variant, process_env
+from bench.peers.spec import (
+    CHAIN_TASK,
+    EVERYTHING,
+    EXPECTED_RESULT,
+    SINGLES,
+    Profile,
+    Ready,
+    System,
+    Variant,
+    process_env,
+)
 
 DEFAULTS = Variant("defaults", "`send_task().get()` (pub/sub, no polling)")
+CHAIN = Variant("chain", "`chain(step.s(0), step.s(), ...).apply_async().get()`")
 
 
 def _argv(pool: str, concurrency: int) -> Callable[[Path], list[str]]:
@@ -41,6 +53,7 @@ def _system(name: str, label: str, pool: str, concurrency: int) -> System:
         profiles=(Profile("defaults", {}, EVERYTHING, (DEFAULTS,), load_variant=DEFAULTS.name),),
         note=f"--pool {pool} -c {concurrency}, defaults",
         awaits="`time.sleep(0)` (a Celery task cannot await: one yield of the CPU and the GIL)",
+        chains=(CHAIN,),
     )
 
 
@@ -57,6 +70,7 @@ class Client(ThreadedClient):
         from bench.peers.apps.celery_app import make_app
 
         self.make_app = make_app
+        _install_orphans()
 
     def app(self) -> Any:
         app = getattr(self.local, "app", None)
@@ -102,6 +116,70 @@ class Client(ThreadedClient):
         _release(result)
         if value != EXPECTED_RESULT:
             raise RuntimeError(f"unexpected result {value!r}")
+
+    def chain(self, variant: str, steps: int) -> None:
+        app = self.app()
+        _ORPHANS.settle(app.backend)  # a safe point: no pub/sub call of this thread's is under way
+        if variant == CHAIN.name:
+            from celery import chain
+
+            signatures = [app.signature(CHAIN_TASK, args=(0,)), *(app.signature(CHAIN_TASK) for _ in range(steps - 1))]
+            result = chain(*signatures).apply_async()  # the last step's result; .parent leads back to the first
+            value = result.get(timeout=120)
+            del result  # it and its parents are orphans now; the first step's channel is unsubscribed below
+            _ORPHANS.settle(app.backend)
+        elif variant == SINGLES:
+            value = 0
+            for _ in range(steps):
+                result = app.send_task(CHAIN_TASK, args=(value,))
+                value = result.get(timeout=30)
+                _release(result)
+        else:
+            raise ValueError(f"unknown chain variant {variant!r}")
+        if value != steps:
+            raise RuntimeError(f"a chain of {steps} steps returned {value!r}")
+
+
+class _Orphans:
+    """Results dropped without ``_release``, unsubscribed later at a safe point (``settle``).
+
+    A chain's ``apply_async`` makes an ``AsyncResult`` per step (and subscribes to the first one's channel);
+    when the garbage collector drops one in the middle of the next SUBSCRIBE, Celery 5.6's ``__del__``
+    deadlocks the client (celery/celery#10477, see ``_release``; the benchmark hit it within a few hundred
+    chains). So ``__del__`` only notes the result here, and the thread that owns its backend unsubscribes from
+    what it still follows before its next chain: Celery 5.7's fix, done by the benchmark's client. Channels it
+    never subscribed to are not unsubscribed (5.6's ``__del__`` would send an UNSUBSCRIBE for each)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: dict[int, list[str]] = {}
+
+    def note(self, result: Any) -> None:
+        backend = getattr(result, "backend", None)
+        if backend is not None:
+            with self.lock:
+                self.ids.setdefault(id(backend), []).append(result.id)
+
+    def settle(self, backend: Any) -> None:
+        with self.lock:
+            ids = self.ids.pop(id(backend), [])
+        consumer = backend.result_consumer
+        for task_id in ids:
+            backend._remove_pending_result(task_id)
+            if backend.get_key_for_task(task_id) in consumer.subscribed_to:
+                consumer.cancel_for(task_id)
+
+
+_ORPHANS = _Orphans()
+
+
+def _install_orphans() -> None:
+    from celery.result import AsyncResult
+
+    def note(result: Any) -> None:  # a function, so that it binds as a method
+        _ORPHANS.note(result)
+
+    AsyncResult.__del__ = note  # type: ignore[method-assign]
 
 
 def _release(result: Any) -> None:

@@ -2,10 +2,11 @@
 
 It runs in that system's virtualenv, opens the adapter's ``Client`` once, then answers one JSON request
 per stdin line with one JSON line: ``preload`` (of one workload's task), ``verify``, ``warm``, ``round_trip``
-(sequential submit -> result latencies, back to back or each after a random pause) and ``load`` (several
+(sequential submit -> result latencies, back to back or each after a random pause), ``load`` (several
 concurrent clients; the Redis commands they and the workers caused, measured here around the run so that
-start-up and warm-up are not counted). The protocol has stdout to itself: anything a library prints goes to
-stderr (the runner's log file).
+start-up and warm-up are not counted) and ``chain`` (chains of N steps one after another, their Redis
+commands counted the same way, then several at once). The protocol has stdout to itself: anything a library
+prints goes to stderr (the runner's log file).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Client(Protocol):
     async def preload(self, n: int, task: str) -> list[str]: ...
     async def verify(self, refs: list[str]) -> tuple[int, list[str]]: ...
     async def submit_and_wait(self, variant: str) -> float: ...
+    async def timed_chain(self, variant: str, steps: int) -> float: ...
     def set_concurrency(self, clients: int) -> None: ...
 
 
@@ -54,6 +56,16 @@ class AsyncClient:
 
     def set_concurrency(self, clients: int) -> None:
         """Nothing to do: coroutines need no threads."""
+
+    async def timed_chain(self, variant: str, steps: int) -> float:
+        start = time.perf_counter()
+        await self.chain(variant, steps)
+        return time.perf_counter() - start
+
+    async def chain(self, variant: str, steps: int) -> None:
+        """Run one chain of ``steps`` steps (``variant``: a native chain, or ``SINGLES``) and check it returned
+        ``steps``; only the systems with ``chains`` implement it."""
+        raise NotImplementedError
 
 
 class ThreadedClient:
@@ -81,6 +93,19 @@ class ThreadedClient:
         return time.perf_counter() - start
 
     def round_trip(self, variant: str) -> None:
+        raise NotImplementedError
+
+    async def timed_chain(self, variant: str, steps: int) -> float:
+        result: float = await self.in_thread(self._timed_chain, variant, steps)
+        return result
+
+    def _timed_chain(self, variant: str, steps: int) -> float:
+        start = time.perf_counter()
+        self.chain(variant, steps)
+        return time.perf_counter() - start
+
+    def chain(self, variant: str, steps: int) -> None:
+        """As ``AsyncClient.chain``, in the caller's thread."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -123,6 +148,34 @@ async def _load(client: Client, target: Target, variant: str, n: int, clients: i
     return {"tasks": n, "clients": clients, "seconds": seconds, "calls": calls}
 
 
+async def _chains(client: Client, target: Target, variant: str, steps: int, n: int, at_once: int) -> dict[str, Any]:
+    """``n`` chains of ``steps`` steps one after another (ms each) and the Redis commands they cost, then
+    ``at_once`` chains started together (seconds until the last ended).
+
+    The chains one after another run on one client thread whose connections the warm-up chain opened, for
+    every variant alike: left with the ``at_once`` (or ``load``) threads, one call after another would go to
+    thread after thread, each on its own connection, and Relay's streamed chains of 10 then took about
+    30 ms instead of 12 (each HTTP connection idle through the other threads' calls; Redis clients hardly
+    notice)."""
+    client.set_concurrency(1)
+    await client.timed_chain(variant, steps)  # warm: connections, scripts, the chain's code paths
+    stats = redis.Redis.from_url(target.redis_url)
+    try:
+        before = redisstats.snapshot(stats)
+        ms = [await client.timed_chain(variant, steps) * 1000 for _ in range(n)]
+        calls = redisstats.delta(before, redisstats.snapshot(stats), redisstats.INFO_ONCE)
+    finally:
+        stats.close()
+    seconds = 0.0
+    if at_once > 0:
+        client.set_concurrency(at_once)
+        await asyncio.gather(*(client.timed_chain(variant, 2) for _ in range(at_once)))  # every new thread warmed
+        start = time.perf_counter()
+        await asyncio.gather(*(client.timed_chain(variant, steps) for _ in range(at_once)))
+        seconds = time.perf_counter() - start
+    return {"ms": ms, "calls": calls, "at_once_seconds": seconds}
+
+
 async def _serve(
     client: Client, target: Target, requests: asyncio.Queue[str | None], reply: Callable[[Any], None]
 ) -> None:
@@ -132,6 +185,7 @@ async def _serve(
         "warm": lambda r: _repeat(client, r["variant"], r["n"]),
         "round_trip": lambda r: _repeat(client, r["variant"], r["n"], r["max_pause"]),
         "load": lambda r: _load(client, target, r["variant"], r["n"], r["clients"]),
+        "chain": lambda r: _chains(client, target, r["variant"], r["steps"], r["n"], r["at_once"]),
     }
     while (line := await requests.get()) is not None:
         request = json.loads(line)

@@ -13,10 +13,20 @@ from typing import Any
 
 from bench.peers.apps import READY
 from bench.peers.client import Target, ThreadedClient
-from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, Profile, Ready, System, Variant, process_env
+from bench.peers.spec import (
+    EVERYTHING,
+    EXPECTED_RESULT,
+    SINGLES,
+    Profile,
+    Ready,
+    System,
+    Variant,
+    process_env,
+)
 
 QUEUE_NAME = "bench"
 DEFAULTS = Variant("defaults", "`actor.send().get_result(block=True)` (BRPOPLPUSH, no polling)")
+PIPELINE = Variant("pipeline", "`pipeline([step.message(0), step.message(), ...]).run().get_result(block=True)`")
 
 
 def _env(worker_timeout_ms: int | None) -> Callable[[str], dict[str, str]]:
@@ -49,6 +59,7 @@ def _system(name: str, label: str, worker_timeout_ms: int | None) -> System:
             else f"worker timeout {worker_timeout_ms} ms"
         ),
         awaits="an async actor, `await asyncio.sleep(0)` (Dramatiq's `AsyncIO` middleware)",
+        chains=(PIPELINE,),
     )
 
 
@@ -61,9 +72,9 @@ class Client(ThreadedClient):
 
     def __init__(self, target: Target) -> None:
         super().__init__()
-        from bench.peers.apps.dramatiq_app import backend, broker, echo, echo_await
+        from bench.peers.apps.dramatiq_app import backend, broker, echo, echo_await, step
 
-        self.broker, self.backend, self.echo = broker, backend, echo
+        self.broker, self.backend, self.echo, self.step = broker, backend, echo, step
         self.actors: dict[str, Any] = {"echo": echo, "echo_await": echo_await}
 
     async def open(self) -> None:
@@ -107,3 +118,18 @@ class Client(ThreadedClient):
         value = self.echo.send(message="hello").get_result(block=True, timeout=30_000)
         if value != EXPECTED_RESULT:
             raise RuntimeError(f"unexpected result {value!r}")
+
+    def chain(self, variant: str, steps: int) -> None:
+        if variant == PIPELINE.name:
+            import dramatiq
+
+            messages = [self.step.message(0), *(self.step.message() for _ in range(steps - 1))]
+            value = dramatiq.pipeline(messages).run().get_result(block=True, timeout=120_000)  # the last step's
+        elif variant == SINGLES:
+            value = 0
+            for _ in range(steps):
+                value = self.step.send(value).get_result(block=True, timeout=30_000)
+        else:
+            raise ValueError(f"unknown chain variant {variant!r}")
+        if value != steps:
+            raise RuntimeError(f"a chain of {steps} steps returned {value!r}")

@@ -7,6 +7,8 @@
 - ``drain``: preload N jobs of one workload (no-op, or awaiting once) with the worker paused, resume it, time
   until every job is finished (probed in Redis, in enqueue order), then check every job's result with the
   system's own client.
+- ``chain``: chains of N no-op steps (each takes the value before it and adds 1) awaited to their final value,
+  one after another, then several at once; the same N steps as single submits chained by the client beside them.
 """
 
 from __future__ import annotations
@@ -86,6 +88,56 @@ class Drain(Measurement):
     @property
     def jobs_per_second(self) -> float:
         return self.jobs / self.seconds
+
+
+@dataclass
+class Chain(Measurement):
+    variant: str = ""  # a native chain's, or ``SINGLES``
+    note: str = ""
+    steps: int = 0
+    ms: list[float] = field(default_factory=list)  # per chain, one after another
+    calls: dict[str, int] = field(default_factory=dict)  # over those chains
+    at_once: int = 0
+    at_once_seconds: float = 0.0  # ``at_once`` chains started together, until the last ended
+
+    @property
+    def per_step(self) -> float:
+        """Redis commands per step."""
+        return redisstats.total(self.calls) / (self.steps * len(self.ms))
+
+    @property
+    def steps_per_second(self) -> float:
+        """Throughput with ``at_once`` chains running together."""
+        return self.at_once * self.steps / self.at_once_seconds if self.at_once_seconds else 0.0
+
+
+def chain(
+    system: System,
+    profile: str,
+    round_: int,
+    session: ClientSession,
+    variant: Variant,
+    steps: int,
+    n: int,
+    at_once: int,
+    timeout: float,
+) -> Chain:
+    """``n`` chains of ``steps`` steps one after another, then ``at_once`` of them together."""
+    others = OtherLoad()
+    out = session.call("chain", variant=variant.name, steps=steps, n=n, at_once=at_once, timeout=timeout)
+    return Chain(
+        system.name,
+        profile,
+        round_,
+        others.cores(),
+        variant.name,
+        variant.note,
+        steps,
+        out["ms"],
+        out["calls"],
+        at_once,
+        out["at_once_seconds"],
+    )
 
 
 def idle(system: System, profile: str, round_: int, client: redis.Redis, seconds: float, settle: float) -> Idle:

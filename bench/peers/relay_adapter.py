@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from arq.connections import ArqRedis
@@ -20,7 +20,9 @@ from arq.jobs import deserialize_result
 from redis.asyncio import ConnectionPool
 
 from bench.peers.client import Target, ThreadedClient
-from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, REPO, Profile, Ready, System, Variant
+from bench.peers.spec import CHAIN_TASK, EVERYTHING, EXPECTED_RESULT, REPO, SINGLES, Profile, Ready, System, Variant
+from relay.client import Client as RelayClient
+from relay.client import chain
 from shared import keys
 from shared.enqueue import Enqueuer, prepare
 from shared.serialization import dumps, loads
@@ -35,6 +37,9 @@ PRELOAD_BATCH = 200  # concurrent enqueues: each is one round trip, so latency-b
 MAX_QUEUE_DEPTH = 1_000_000  # Relay refuses submits beyond RELAY_MAX_QUEUE_DEPTH (10,000): lift it for big preloads
 HTTP = Variant("defaults", "HTTP POST, NDJSON streamed to `end`")
 SUBMISSION = {"task": "echo", "kwargs": {"message": "hello"}}
+CANVAS = Variant("canvas", "relay.client: `chain(step.s(0), step.s(), ...).delay().result()` (POST, GET, stream, GET)")
+FLOW_HTTP = Variant("HTTP", "one POST /workflows, its NDJSON stream read to `workflow_end`")
+NDJSON = {"Accept": "application/x-ndjson"}
 
 
 def last_events(entry_fields: dict[bytes, bytes]) -> list[dict[str, Any]]:
@@ -82,6 +87,7 @@ SYSTEM = System(
     ),
     api=True,
     scaling=True,
+    chains=(CANVAS, FLOW_HTTP),
 )
 
 
@@ -136,18 +142,63 @@ class Client(ThreadedClient):
                     bad.append(ref)
         return good, bad[:5]
 
-    def round_trip(self, variant: str) -> None:
-        """POST one task and read its NDJSON stream until ``end`` (one HTTP client per thread, kept alive)."""
+    def http(self) -> httpx.Client:
+        """This thread's HTTP client (kept alive across requests)."""
         http = getattr(self.local, "http", None)
         if http is None:
-            http = self.local.http = httpx.Client(base_url=str(self.target.api_url), timeout=30)
-        headers = {"Accept": "application/x-ndjson"}
-        with http.stream("POST", "/tasks", json=SUBMISSION, headers=headers) as response:
+            http = self.local.http = httpx.Client(base_url=str(self.target.api_url), timeout=60)
+        return cast(httpx.Client, http)
+
+    def round_trip(self, variant: str) -> None:
+        """POST one task and read its NDJSON stream until ``end`` (one HTTP client per thread, kept alive)."""
+        self._stream_task(SUBMISSION)
+
+    def _stream_task(self, submission: dict[str, Any]) -> Any:
+        """POST ``submission`` and read its NDJSON stream until ``end``; the ``result`` event's value."""
+        value = None
+        with self.http().stream("POST", "/tasks", json=submission, headers=NDJSON) as response:
             response.raise_for_status()
             for line in response.iter_lines():
                 event = json.loads(line) if line else {}
-                if event.get("type") == "end":
+                if event.get("type") == "result":
+                    value = event["data"]
+                elif event.get("type") == "end":
                     if event["data"]["state"] != "succeeded":
                         raise RuntimeError(f"task ended {line}")
-                    return
+                    return value
         raise RuntimeError("the stream closed before the end event")
+
+    def relay(self) -> RelayClient:
+        """This thread's ``relay.client.Client``."""
+        client = getattr(self.local, "relay", None)
+        if client is None:
+            client = self.local.relay = RelayClient(str(self.target.api_url), timeout=60, stream_read_timeout=120)
+        return cast(RelayClient, client)
+
+    def chain(self, variant: str, steps: int) -> None:
+        if variant == CANVAS.name:
+            step = self.relay().task(CHAIN_TASK)
+            value = chain(step.s(0), *(step.s() for _ in range(steps - 1))).delay().result(timeout=120)
+        elif variant == FLOW_HTTP.name:
+            value = self._flow_http(steps)
+        elif variant == SINGLES:
+            value = 0
+            for _ in range(steps):
+                value = self._stream_task({"task": CHAIN_TASK, "args": [value]})
+        else:
+            raise ValueError(f"unknown chain variant {variant!r}")
+        if value != steps:
+            raise RuntimeError(f"a chain of {steps} steps returned {value!r}")
+
+    def _flow_http(self, steps: int) -> Any:
+        """One ``POST /workflows``, streamed back until ``workflow_end``; the workflow's value."""
+        canvas = {"chain": [{"task": CHAIN_TASK, "args": [0]}] + [{"task": CHAIN_TASK}] * (steps - 1)}
+        with self.http().stream("POST", "/workflows", json={"workflow": canvas}, headers=NDJSON) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                event = json.loads(line) if line else {}
+                if event.get("type") == "workflow_end":
+                    if event["data"]["state"] != "succeeded":
+                        raise RuntimeError(f"workflow ended {line}")
+                    return event["data"]["result"]
+        raise RuntimeError("the stream closed before workflow_end")

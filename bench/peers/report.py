@@ -1,5 +1,5 @@
 """The Markdown report: the summary (round trips at random arrival first), Relay against the fastest peer,
-every client variant's round trips, both drains, then the detail (``report_detail``).
+every client variant's round trips, both drains, chains (``report_chains``), then the detail (``report_detail``).
 
 Numbers are medians (drains, idle, commands) or pooled percentiles (round trips) of the quiet rounds (see
 ``quiet``); ``[q/n]`` after a number: q of n rounds were quiet enough to be used.
@@ -14,9 +14,10 @@ from bench.common import table
 from bench.peers import redisstats
 from bench.peers.measure import BACK_TO_BACK, RANDOM, Drain, RoundTrip
 from bench.peers.quiet import latency, latency_cell, median, median_cell, of
+from bench.peers.report_chains import section as chains
 from bench.peers.report_detail import breakdown, raw, scaling
 from bench.peers.runner import Results
-from bench.peers.spec import AWAIT_ONCE, NO_OP, System
+from bench.peers.spec import AWAIT_ONCE, CHAIN, NO_OP, System
 from bench.peers.systems import SYSTEMS
 
 RELAY = "relay"
@@ -221,31 +222,41 @@ def _run_facts(results: Results, command: str) -> str:
 def render(results: Results, command: str, facts: dict[str, str]) -> str:
     opts = results.options
     pause = f"{opts.rt_max_pause * 1000:g} ms"
+    only_chains = opts.workloads == {CHAIN}
     sections = [
-        "# Relay and its peers on one machine (issues #13 and #25)",
+        "# Relay and its peers on one machine (issues #13, #23 and #25)",
         _run_facts(results, command),
-        "## Summary\n\n"
-        f"Round trips first **at random arrival**: one client, a pause drawn uniformly from 0 to {pause} before "
-        "each request, so every submit meets an idle API and worker; then **back to back**, each request right "
-        "after the previous result. Relay's client goes through its HTTP API (POST, NDJSON streamed to `end`); "
-        "the peers' clients use their libraries' own calls. A worker that polls (bare arq, Dramatiq) can look "
-        "slower back to back than at random arrival: each request then arrives as the worker begins its wait "
-        "after the previous job. Drains: jobs preloaded while the worker is paused, no-op or awaiting once "
-        "before returning.\n\n" + summary(results),
-        "## Relay against the fastest peer\n\n"
-        "Round trips: lower is faster (every client variant of every peer counts); drains: higher is faster.\n\n"
-        + against_fastest(results),
-        "## Round trips, every client variant\n\n" + round_trips(results),
-        "## Drains: no-op jobs and jobs that await once\n\n" + drains(results),
-        "## Systems\n\n" + notes(results),
-        "## More worker processes (no-op drains)\n\n" + scaling(results),
+    ]
+    if not only_chains:
+        sections += [
+            "## Summary\n\n"
+            f"Round trips first **at random arrival**: one client, a pause drawn uniformly from 0 to {pause} before "
+            "each request, so every submit meets an idle API and worker; then **back to back**, each request right "
+            "after the previous result. Relay's client goes through its HTTP API (POST, NDJSON streamed to `end`); "
+            "the peers' clients use their libraries' own calls. A worker that polls (bare arq, Dramatiq) can look "
+            "slower back to back than at random arrival: each request then arrives as the worker begins its wait "
+            "after the previous job. Drains: jobs preloaded while the worker is paused, no-op or awaiting once "
+            "before returning.\n\n" + summary(results),
+            "## Relay against the fastest peer\n\n"
+            "Round trips: lower is faster (every client variant of every peer counts); drains: higher is faster.\n\n"
+            + against_fastest(results),
+            "## Round trips, every client variant\n\n" + round_trips(results),
+            "## Drains: no-op jobs and jobs that await once\n\n" + drains(results),
+        ]
+    if CHAIN in opts.workloads:
+        sections.append("## Chains: N no-op steps as one workflow, against N single submits\n\n" + chains(results))
+    sections.append("## Systems\n\n" + notes(results))
+    if not only_chains:
+        sections.append("## More worker processes (no-op drains)\n\n" + scaling(results))
+    sections.append(
         "## Machine and versions\n\n"
         + table(["fact", "value"], [*facts.items(), ("redis-server (measured)", results.redis_version)])
         + "\n\n"
-        + "\n\n".join(table([venv_name, "version"], list(v.items())) for venv_name, v in results.versions.items()),
-        "## Per round\n\n" + raw(results),
-        "## Redis commands per task, by command\n\n" + breakdown(results),
-    ]
+        + "\n\n".join(table([venv_name, "version"], list(v.items())) for venv_name, v in results.versions.items())
+    )
+    sections.append("## Per round\n\n" + raw(results))
+    if not only_chains:
+        sections.append("## Redis commands per task, by command\n\n" + breakdown(results))
     if results.failures:
         failures = [
             [f.round, f.system, f.profile, f.stage, f.message.replace("\n", " ")[:400]] for f in results.failures

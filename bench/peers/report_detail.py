@@ -140,16 +140,40 @@ def _loads(results: Results) -> str:
     return table(headers, rows)
 
 
+def _chains(results: Results) -> str:
+    rows = [
+        [
+            c.round,
+            SYSTEMS[c.system].label,
+            c.variant,
+            c.steps,
+            len(c.ms),
+            f"{percentile(c.ms, 50):,.1f}",
+            f"{max(c.ms):,.1f}",
+            f"{c.per_step:.1f}",
+            _top(c.calls, c.steps * len(c.ms)),
+            f"{c.steps_per_second:,.0f}" if c.at_once else "-",
+            _flag(results, c),
+        ]
+        for c in sorted(results.chains, key=lambda c: (c.system, c.steps, c.variant, c.round))
+    ]
+    headers = [
+        *("round", "system", "how", "N", "chains", "p50 ms", "max ms", "Redis commands/step"),
+        *("commands/step by name", "steps/s at once", "other load (cores)"),
+    ]
+    return table(headers, rows)
+
+
 def raw(results: Results) -> str:
     """Every measurement, per round."""
-    return "\n\n".join(
-        [
-            "### Drains\n\n" + _drains(results),
-            "### Round trips\n\n" + _round_trips(results),
-            "### Idle workers\n\n" + _idles(results),
-            "### Commands per task with waiting clients\n\n" + _loads(results),
-        ]
-    )
+    parts = [
+        ("Drains", _drains(results), results.drains or results.scaling),
+        ("Round trips", _round_trips(results), results.round_trips),
+        ("Idle workers", _idles(results), results.idles),
+        ("Commands per task with waiting clients", _loads(results), results.loads),
+        ("Chains", _chains(results), results.chains),
+    ]
+    return "\n\n".join(f"### {title}\n\n{text}" for title, text, measured in parts if measured)
 
 
 def _top(calls: dict[str, int], per: float, limit: int = 6) -> str:

@@ -3,9 +3,10 @@
 Each round visits the systems in a rotated order (so drift and bursts of outside load hit all of them
 alike); for each system and worker profile one block starts a worker, measures it idle, starts a client
 process (and, for Relay, an API process), measures round trips (at random arrival, then back to back),
-commands per task under load and two drains (no-op jobs, jobs that await once; which goes first alternates
-by round), then stops everything by PID and flushes Redis. No-op drains with 1, 2 and 4 workers follow
-for the systems that scale out. A failing block is recorded and the run goes on.
+commands per task under load, chains of N steps for the systems that have them (against the same steps as
+single submits), and two drains (no-op jobs, jobs that await once; which goes first alternates by round),
+then stops everything by PID and flushes Redis. No-op drains with 1, 2 and 4 workers follow for the systems
+that scale out; ``--workloads`` picks which of these run. A failing block is recorded and the run goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +31,20 @@ from bench.harness.processes import BIN, ManagedProcess, free_port, wait_until
 from bench.peers import measure, venv
 from bench.peers.client import Target
 from bench.peers.processes import ClientSession, WorkerGroup
-from bench.peers.spec import AWAIT_ONCE, DRAIN, IDLE, LOAD, NO_OP, ROUND_TRIP, Profile, System
+from bench.peers.spec import (
+    AWAIT_ONCE,
+    CHAIN,
+    DEFAULT_WORKLOADS,
+    DRAIN,
+    IDLE,
+    LOAD,
+    NO_OP,
+    ROUND_TRIP,
+    SINGLES,
+    Profile,
+    System,
+    Variant,
+)
 from bench.peers.systems import SYSTEMS
 
 
@@ -50,6 +64,10 @@ class Options:
     max_other_load: float = 0.25  # cores; a measurement above it is marked noisy and left out of medians
     wait_quiet: float = 30.0  # before each block, wait up to this long for outside load to drop
     drain_timeout: float = 600.0
+    workloads: frozenset[str] = frozenset(DEFAULT_WORKLOADS)
+    chain_steps: tuple[int, ...] = (10, 100)  # N: steps per chain, each measured
+    chains: int = 5  # chains of N steps run one after another per round (their ms and Redis commands)
+    chain_at_once: int = 10  # then this many chains of N started together (throughput; 0 skips)
 
 
 @dataclass
@@ -69,6 +87,7 @@ class Results:
     loads: list[measure.Load] = field(default_factory=list)
     drains: list[measure.Drain] = field(default_factory=list)
     scaling: list[measure.Drain] = field(default_factory=list)
+    chains: list[measure.Chain] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     quiet_waits: list[float] = field(default_factory=list)
     started_pids: list[int] = field(default_factory=list)
@@ -157,35 +176,49 @@ def _api_ready(proc: ManagedProcess, base: str) -> bool:
         return False
 
 
+SINGLES_VARIANT = Variant(SINGLES, "N single submits, each awaited and its result passed into the next by the client")
+
+
+def measures(options: Options, system: System, profile: Profile) -> frozenset[str]:
+    """What runs on ``profile``: its measures that ``--workloads`` picked, chains on a system's main profile."""
+    chain = {CHAIN} if system.chains and profile == system.main_profile else set()
+    return (profile.measures | chain) & options.workloads
+
+
 def run_block(ctx: _Context, system: System, profile: Profile, round_: int) -> None:
-    """One worker of ``system`` in ``profile``: idle, round trips, commands per task, drain."""
+    """One worker of ``system`` in ``profile``: idle, round trips, commands per task, chains, drains."""
     opts, res = ctx.options, ctx.results
+    wanted = measures(opts, system, profile)
     ctx.stage = "start worker"
     with _workers(ctx, system, profile) as group:
-        if IDLE in profile.measures and opts.idle_seconds > 0:
+        if IDLE in wanted and opts.idle_seconds > 0:
             ctx.stage = "idle"
             res.idles.append(
                 measure.idle(system, profile.name, round_, ctx.client, opts.idle_seconds, opts.settle_seconds)
             )
             _log(f"  idle: {res.idles[-1].per_second:.1f} commands/s")
-        needs_api = system.api and bool(profile.measures & {ROUND_TRIP, LOAD})
+        needs_api = system.api and bool(wanted & {ROUND_TRIP, LOAD, CHAIN})
         ctx.stage = "start clients"
         with contextlib.ExitStack() as clients:
             with _api(ctx, system, needs_api) as api_url:  # stopped before the drain: it would only add noise
                 session = clients.enter_context(_session(ctx, system, api_url))
-                _round_trips_and_load(ctx, system, profile, round_, session)
-            if DRAIN in profile.measures and opts.jobs > 0:
+                _round_trips_and_load(ctx, system, profile, round_, session, wanted)
+                if CHAIN in wanted:
+                    _chains(ctx, system, profile, round_, session)
+            if DRAIN in wanted and opts.jobs > 0:
                 workloads = (NO_OP, AWAIT_ONCE) if round_ % 2 else (AWAIT_ONCE, NO_OP)
                 for workload in workloads:
                     ctx.stage = f"drain ({workload})"
                     res.drains.append(_drain(ctx, system, profile, round_, group, session, workload))
 
 
-def _round_trips_and_load(ctx: _Context, system: System, profile: Profile, round_: int, session: ClientSession) -> None:
+def _round_trips_and_load(
+    ctx: _Context, system: System, profile: Profile, round_: int, session: ClientSession, wanted: frozenset[str]
+) -> None:
     """Sequential round trips for each variant (at random arrival, then back to back; a client that polls every
     0.2 s or more at its defaults only at random arrival), then the commands-per-task run with concurrent clients."""
     opts, res = ctx.options, ctx.results
-    for variant in profile.variants if ROUND_TRIP in profile.measures else ():
+    for variant in profile.variants if ROUND_TRIP in wanted else ():
         n = opts.rt_short_requests if variant.short else opts.rt_requests
         pauses = (opts.rt_max_pause,) if variant.short else (opts.rt_max_pause, 0.0)
         for max_pause in pauses if n > 0 else ():
@@ -193,11 +226,27 @@ def _round_trips_and_load(ctx: _Context, system: System, profile: Profile, round
             rt = measure.round_trip(system, profile.name, round_, session, variant, n, max_pause)
             res.round_trips.append(rt)
             _log(f"  round trip {variant.name}, {rt.arrival}: median {sorted(rt.ms)[len(rt.ms) // 2]:.1f} ms")
-    if LOAD in profile.measures and profile.load_variant and opts.load_tasks > 0:
+    if LOAD in wanted and profile.load_variant and opts.load_tasks > 0:
         ctx.stage = "commands per task"
         waiting, n, clients = profile.load_variant, opts.load_tasks, opts.load_clients
         res.loads.append(measure.load(system, profile.name, round_, session, waiting, n, clients))
         _log(f"  commands/task with {clients} clients: {res.loads[-1].per_task:.1f}")
+
+
+def _chains(ctx: _Context, system: System, profile: Profile, round_: int, session: ClientSession) -> None:
+    """For each N: the native chain variants and the single submits beside them (which goes first alternates)."""
+    opts = ctx.options
+    variants = [*system.chains, SINGLES_VARIANT]
+    for steps in opts.chain_steps:
+        for variant in variants if round_ % 2 else reversed(variants):
+            ctx.stage = f"chain ({variant.name}, {steps} steps)"
+            timeout = 60 + (opts.chains + 2 + opts.chain_at_once) * steps * 0.5  # 0.5 s a step: hung, not slow
+            n, at_once = opts.chains, opts.chain_at_once
+            c = measure.chain(system, profile.name, round_, session, variant, steps, n, at_once, timeout)
+            ctx.results.chains.append(c)
+            p50 = sorted(c.ms)[len(c.ms) // 2]
+            rate = f", {c.at_once} at once: {c.steps_per_second:,.0f} steps/s" if c.at_once else ""
+            _log(f"  chain {variant.name} x{steps}: p50 {p50:.1f} ms, {c.per_step:.1f} commands/step{rate}")
 
 
 def _drain(
@@ -281,10 +330,12 @@ def _rounds(options: Options, systems: list[System], results: Results) -> None:
             order = systems[shift:] + systems[:shift]
             for system in order:
                 for profile in system.profiles:
+                    if not measures(options, system, profile):
+                        continue
                     _wait_quiet(ctx)
                     _log(f"round {round_}: {system.name} ({profile.name})")
                     _guarded(ctx, system, profile.name, round_, partial(run_block, ctx, system, profile, round_))
-            for system in (s for s in order if s.scaling):
+            for system in (s for s in order if s.scaling and DRAIN in options.workloads):
                 for workers in options.scale_workers:
                     _wait_quiet(ctx)
                     _log(f"round {round_}: {system.name} with {workers} workers")

@@ -16,8 +16,16 @@ EXPECTED_RESULT = {"echo": "hello"}  # what every system's ``echo(message="hello
 NO_OP, AWAIT_ONCE = "no-op", "await once"
 TASKS = {NO_OP: "echo", AWAIT_ONCE: "echo_await"}
 
-IDLE, ROUND_TRIP, LOAD, DRAIN = "idle", "round_trip", "load", "drain"
+IDLE, ROUND_TRIP, LOAD, DRAIN, CHAIN = "idle", "round_trip", "load", "drain", "chain"
 EVERYTHING = frozenset({IDLE, ROUND_TRIP, LOAD, DRAIN})
+WORKLOADS = (IDLE, ROUND_TRIP, LOAD, DRAIN, CHAIN)  # what ``--workloads`` picks from (CHAIN: systems with ``chains``)
+DEFAULT_WORKLOADS = (IDLE, ROUND_TRIP, LOAD, DRAIN)  # chains add about a fifth to a full run: asked for by name
+
+# The chain workload: N steps of ``step(value) -> value + 1``, the first given 0, so a chain of N returns N. Every
+# system's app registers ``step``. ``SINGLES`` is the baseline every system with a chain measures beside it: the
+# same N steps as N single submits, each awaited and its result passed into the next by the client.
+CHAIN_TASK = "step"
+SINGLES = "single submits"  # the variant name of that baseline
 
 
 def process_env(redis_url: str) -> dict[str, str]:
@@ -74,6 +82,7 @@ class System:
     note: str = ""
     awaits: str = "`await asyncio.sleep(0)`"  # what its ``echo_await`` task does before returning
     api: bool = False  # Relay: round trips go through a real API process
+    chains: tuple[Variant, ...] = ()  # its native chains (a workflow of N steps); empty: it has none
     scaling: bool = False  # drained with 1, 2, 4 worker processes too
 
     def profile(self, name: str) -> Profile:

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.peers.apps import READY
 from bench.peers.client import AsyncClient, Target
-from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, Profile, Ready, System, Variant, process_env
+from bench.peers.spec import EVERYTHING, EXPECTED_RESULT, SINGLES, Profile, Ready, System, Variant, process_env
 
 QUEUE_NAME = "bench"
 RESULTS_KEY = f"streaq:{QUEUE_NAME}:task:results:"  # streaq's REDIS_PREFIX + queue + REDIS_RESULT; checked in open()
@@ -26,6 +26,7 @@ PRELOAD_BATCH = 200
 TUNED = Variant("tuned", "result key polled with `GET` every 2 ms")
 NATIVE = Variant("defaults", "`await task.result()` (pub/sub; leaving coredis's PubSub takes 0.1 s)", short=True)
 POLL = 0.002
+PIPELINE = Variant("pipeline", "`await (step.enqueue(0) | step | ...)`, the last step's result key polled every 2 ms")
 
 SYSTEM = System(
     name="streaq",
@@ -39,6 +40,7 @@ SYSTEM = System(
     done=lambda reply: bool(reply),
     profiles=(Profile("defaults", {}, EVERYTHING, (TUNED, NATIVE), load_variant=TUNED.name),),
     note="1 worker process, concurrency 10 (default 16), JSON (not pickle), otherwise defaults",
+    chains=(PIPELINE,),
 )
 
 
@@ -46,9 +48,9 @@ class Client(AsyncClient):
     """The app's own ``Worker`` object, entered as streaq's clients do (it connects and loads the Lua library)."""
 
     def __init__(self, target: Target) -> None:
-        from bench.peers.apps.streaq_app import echo, echo_await, worker
+        from bench.peers.apps.streaq_app import echo, echo_await, step, worker
 
-        self.worker, self.echo = worker, echo
+        self.worker, self.echo, self.step = worker, echo, step
         self.tasks: dict[str, Any] = {"echo": echo, "echo_await": echo_await}
         self.stack = contextlib.AsyncExitStack()
 
@@ -103,3 +105,21 @@ class Client(AsyncClient):
         if not data["s"]:
             raise RuntimeError(f"the task failed: {data['r']}")
         return data["r"]
+
+    async def chain(self, variant: str, steps: int) -> None:
+        """A pipeline (``|``: each task enqueued with the one before it as a dependency, its result as the
+        argument), or single submits; each result read as the ``tuned`` variant reads it."""
+        if variant == PIPELINE.name:
+            last = self.step.enqueue(0)
+            for _ in range(steps - 1):
+                last = last | self.step
+            await last  # enqueues the whole pipeline in one transaction
+            value = await self._poll(last.id, timeout=120)
+        elif variant == SINGLES:
+            value = 0
+            for _ in range(steps):
+                value = await self._poll((await self.step.enqueue(value)).id)
+        else:
+            raise ValueError(f"unknown chain variant {variant!r}")
+        if value != steps:
+            raise RuntimeError(f"a chain of {steps} steps returned {value!r}")

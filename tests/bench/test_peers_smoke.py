@@ -9,6 +9,7 @@ both drains), every job was verified, and every process the harness started is g
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from bench.peers import relay_adapter, report, runner, venv
 from bench.peers.measure import BACK_TO_BACK, RANDOM
-from bench.peers.spec import AWAIT_ONCE, NO_OP
+from bench.peers.spec import AWAIT_ONCE, CHAIN, NO_OP, SINGLES
 from bench.peers.systems import SYSTEMS
 from tests.support.heavy import heavy
 
@@ -127,6 +128,39 @@ def test_each_peer_is_measured_verified_and_cleaned_up(name: str, peers_venv: Pa
     assert results.versions["peers venv"]["python"]
 
     assert f"| {SYSTEMS[name].label} " in _assert_clean_report(results)
+
+
+CHAINED = ("relay", "celery-threads", "dramatiq-tuned", "streaq")
+
+
+@pytest.mark.timeout(180)
+@heavy
+def test_chains_alone_run_every_native_chain_and_its_single_submits_to_the_right_value(peers_venv: Path) -> None:
+    """``--workloads chain``: each system's chains of 3 steps (Relay's canvas and its HTTP POST, Celery's chain,
+    Dramatiq's and streaq's pipelines) and the same steps as single submits; a chain that returned anything but
+    3 (each step adds 1 to the value before it, from 0) is a failure of its block."""
+    options = _tiny(CHAINED)
+    results = runner.run(replace(options, workloads=frozenset({CHAIN}), chain_steps=(3,), chains=2, chain_at_once=2))
+
+    assert results.failures == []
+    expected = {(name, v.name) for name in CHAINED for v in [*SYSTEMS[name].chains]} | {(n, SINGLES) for n in CHAINED}
+    assert {(c.system, c.variant) for c in results.chains} == expected
+    assert {("relay", "canvas"), ("relay", "HTTP"), ("celery-threads", "chain")} <= expected
+    for c in results.chains:
+        assert (c.steps, len(c.ms), c.at_once) == (3, 2, 2), c
+        assert min(c.ms) > 0, c
+        assert c.at_once_seconds > 0, c
+        assert c.per_step >= 1, c  # every step's work reached Redis and was counted
+    relay_flow = next(c for c in results.chains if c.system == "relay" and c.variant == "HTTP")
+    assert relay_flow.calls["hincrby"] >= 3 * 2  # the workflow's hash counted each step down (docs/workflows.md)
+    assert [results.drains, results.round_trips, results.idles, results.loads, results.scaling] == [[]] * 5
+
+    text = _assert_clean_report(results)
+    assert "## Chains: N no-op steps as one workflow" in text
+    assert "| Celery, threads -c 10 " in text
+    assert "| streaq " in text
+    assert "### Relay against the fastest peer" in text
+    assert "## Summary" not in text  # only the workload asked for
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """What the peers' workers load: per system, a no-op ``echo(message)`` task returning ``{"echo": message}``, and
-``echo_await(message)``, which awaits once first (``asyncio.sleep(0)``, or its nearest equivalent)."""
+``echo_await(message)``, which awaits once first (``asyncio.sleep(0)``, or its nearest equivalent); and the chain
+workload's ``step(value)``, returning ``value + 1``, for the systems that chain (Relay, Celery, Dramatiq, streaq)."""
 
 import os
 

@@ -35,6 +35,12 @@ def echo_await(message: str) -> dict[str, str]:
     return {"echo": message}
 
 
+@app.task(name="step")
+def step(value: int) -> int:
+    """One step of a chain: ``chain(step.s(0), step.s(), ...)`` passes each result into the next."""
+    return value + 1
+
+
 @worker_ready.connect
 def announce(**_: Any) -> None:
     print(READY, flush=True)

@@ -41,3 +41,10 @@ def echo(message: str) -> dict[str, str]:
 async def echo_await(message: str) -> dict[str, str]:
     await asyncio.sleep(0)
     return {"echo": message}
+
+
+@dramatiq.actor(actor_name="step", queue_name=QUEUE_NAME, store_results=True)
+def step(value: int) -> int:
+    """One step of a chain: ``pipeline([step.message(0), step.message(), ...])`` appends each result to the next's
+    arguments (results stored for every step, as for ``echo``: the client reads the last one's)."""
+    return value + 1

@@ -40,3 +40,9 @@ async def echo(message: str) -> dict[str, str]:
 async def echo_await(message: str) -> dict[str, str]:
     await asyncio.sleep(0)
     return {"echo": message}
+
+
+@worker.task(name="step")
+async def step(value: int) -> int:
+    """One step of a chain: ``step.enqueue(0) | step | ...`` passes each result into the next."""
+    return value + 1
