@@ -1,6 +1,7 @@
 """Soak: a steady load of streamed submits for N minutes, with long-lived streams open, watching memory.
 
-Usage: .venv/bin/python -m bench.soak [--minutes 10] [--rate 50] [--open-streams 50] [--sample-seconds 10]
+Usage: .venv/bin/python -m bench.soak [--minutes 10] [--rate R | --capacity-seconds 20] [--open-streams 50]
+                                      [--warmup-minutes 2] [--result-ttl-seconds 60] [--sample-seconds 10]
                                       [--port 8900]
 
 It starts a private redis-server, one worker and one API (ports from ``--port`` on), opens
@@ -10,6 +11,14 @@ It starts a private redis-server, one worker and one API (ports from ``--port`` 
 keep-alive client). Every ``--sample-seconds`` it records the API's and the worker's RSS and Redis's
 ``used_memory``; at the end it prints them over time and the p99 round trip (submit to ``end``) of the
 first and of the last minute (of the first and last half when the run is shorter than two minutes).
+
+Without ``--rate`` it first measures the stack's capacity with the same two clients (``--capacity-concurrency``
+submits in flight for ``--capacity-seconds``) and soaks at half of it (issue #25's condition). Results expire after
+``--result-ttl-seconds`` (60, not the default hour: with an hour's results kept, Redis grows for an hour by design,
+and flat memory could not be told from a leak in ten minutes); the warm-up (``--warmup-minutes``, longer than the
+TTL) lets that steady state set in. The verdicts judge from the end of the warm-up: API and worker RSS growth
+<= 5 %, Redis ``used_memory`` growth <= 5 % (flat), p99 round trip of the last minute within 20 % of the first
+minute after the warm-up (and of the run's first minute, shown too).
 
 Self-contained (bench must not import tests/): processes are started and stopped by PID here.
 """
@@ -99,7 +108,9 @@ def wait_for(check: object, seconds: float, what: str) -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def start_stack(procs: Processes, port: int) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str, str]:
+def start_stack(
+    procs: Processes, port: int, result_ttl_seconds: int
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str, str]:
     """redis-server on ``port``, a worker, and the API on ``port + 1``; returns API, worker, API URL, Redis URL."""
     server = shutil.which("redis-server") or "redis-server"
     procs.start("redis", [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {})
@@ -108,6 +119,7 @@ def start_stack(procs: Processes, port: int) -> tuple[subprocess.Popen[bytes], s
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env |= {"RELAY_REDIS_URL": url, "RELAY_WORKER_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
     env["RELAY_TASK_MODULES"] = "worker.tasks.demo"  # echo
+    env["RELAY_RESULT_TTL_SECONDS"] = str(result_ttl_seconds)
     worker = procs.start("worker", [str(BIN / "arq"), "worker.settings"], env)
     wait_for(lambda: "relay worker ready" in procs.log("worker"), 30, "the worker")
     api_argv = [str(BIN / "sanic"), "api.app:create_app", "--factory", "--single-process", "--no-motd"]
@@ -153,6 +165,28 @@ class Run:
     errors: int = 0
 
 
+async def capacity(base: str, seconds: float, concurrency: int) -> float:
+    """Streamed submits a second the stack completes with ``concurrency`` in flight (the soak's two clients
+    alternating), after a two-second warm-up that is not counted."""
+    port = int(base.rsplit(":", 1)[1])
+    done = 0
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        start = time.monotonic()
+        counting_from = start + 2.0
+
+        async def loop(lane: int) -> None:
+            nonlocal done
+            index = lane
+            while (now := time.monotonic()) < counting_from + seconds:
+                await (curl_like(port) if index % 2 == 0 else with_httpx(http))
+                index += 1
+                if now >= counting_from and time.monotonic() < counting_from + seconds:
+                    done += 1
+
+        await asyncio.gather(*(loop(lane) for lane in range(concurrency)))
+    return done / seconds
+
+
 async def soak(args: argparse.Namespace, api_pid: int, worker_pid: int, base: str, redis_url: str) -> Run:
     run = Run()
     port = int(base.rsplit(":", 1)[1])
@@ -194,31 +228,69 @@ async def soak(args: argparse.Namespace, api_pid: int, worker_pid: int, base: st
     return run
 
 
+def _growth(first: float, last: float) -> float:
+    return (last - first) / first * 100 if first else float("nan")
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def report(args: argparse.Namespace, run: Run) -> str:
-    lines = [f"soak: {args.rate}/s streamed submits for {args.minutes} min, {args.open_streams} streams held open"]
+    lines = [f"soak: {args.rate:.0f}/s streamed submits for {args.minutes} min, {args.open_streams} streams held open"]
+    if args.capacity is not None:
+        lines[0] += f" (half of the {args.capacity:.0f}/s measured with {args.capacity_concurrency} in flight)"
+    lines[0] += f"; results kept {args.result_ttl_seconds} s"
     lines.append("  t (s)   API RSS (MiB)   worker RSS (MiB)   Redis used_memory (MiB)")
     lines += [f"  {t:6.0f}  {api:14.1f}  {worker:17.1f}  {used:24.1f}" for t, api, worker, used in run.samples]
-    window = min(60.0, args.minutes * 60 / 2)
     end = args.minutes * 60
+    warm = min(args.warmup_minutes * 60, end / 2)
+    window = min(60.0, (end - warm) / 2)
     first = [s * 1000 for t, s in run.round_trips if t < window]
+    after_warmup = [s * 1000 for t, s in run.round_trips if warm <= t < warm + window]
     last = [s * 1000 for t, s in run.round_trips if t >= end - window]
     lines.append(f"round trips: {len(run.round_trips)}, errors: {run.errors}")
-    lines.append(f"p99 round trip, first {window:.0f} s: {p99(first):.1f} ms; last {window:.0f} s: {p99(last):.1f} ms")
-    growth = run.samples[-1][1] - run.samples[0][1]
-    lines.append(f"API RSS growth over the run: {growth:+.1f} MiB")
+    p_first, p_warm, p_last = p99(first), p99(after_warmup), p99(last)
+    lines.append(
+        f"p99 round trip: first {window:.0f} s {p_first:.1f} ms; first {window:.0f} s after the warm-up "
+        f"{p_warm:.1f} ms; last {window:.0f} s {p_last:.1f} ms"
+    )
+    base = next(sample for sample in run.samples if sample[0] >= warm)
+    final = run.samples[-1]
+    api, worker, used = (_growth(base[i], final[i]) for i in (1, 2, 3))
+    lines.append(f"from the end of the warm-up ({base[0]:.0f} s) to the end:")
+    lines.append(f"  API RSS {base[1]:.1f} -> {final[1]:.1f} MiB ({api:+.1f} %): <= 5 % {_verdict(api <= 5)}")
+    lines.append(f"  worker RSS {base[2]:.1f} -> {final[2]:.1f} MiB ({worker:+.1f} %): <= 5 % {_verdict(worker <= 5)}")
+    lines.append(
+        f"  Redis used_memory {base[3]:.1f} -> {final[3]:.1f} MiB ({used:+.1f} %): flat (<= 5 %) {_verdict(used <= 5)}"
+    )
+    drift = _growth(p_warm, p_last)
+    lines.append(
+        f"  p99 last minute vs first after the warm-up: {drift:+.1f} %: within 20 % {_verdict(abs(drift) <= 20)}"
+    )
+    lines.append(f"  (against the run's first minute: {_growth(p_first, p_last):+.1f} %)")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--rate", type=float, default=50, help="streamed submits a second")
+    parser.add_argument("--rate", type=float, help="streamed submits a second (default: half the measured capacity)")
+    parser.add_argument("--capacity-seconds", type=float, default=20, help="how long capacity is measured")
+    parser.add_argument("--capacity-concurrency", type=int, default=32, help="submits in flight when measuring it")
+    parser.add_argument("--warmup-minutes", type=float, default=2, help="judged from here on")
+    parser.add_argument("--result-ttl-seconds", type=int, default=60, help="RELAY_RESULT_TTL_SECONDS of the stack")
     parser.add_argument("--open-streams", type=int, default=50)
     parser.add_argument("--sample-seconds", type=float, default=10)
     parser.add_argument("--port", type=int, default=8900, help="Redis on this port, the API on the next")
     args = parser.parse_args(argv)
     with processes() as procs:
-        api, worker, base, redis_url = start_stack(procs, args.port)
+        api, worker, base, redis_url = start_stack(procs, args.port, args.result_ttl_seconds)
+        args.capacity = None
+        if args.rate is None:
+            args.capacity = asyncio.run(capacity(base, args.capacity_seconds, args.capacity_concurrency))
+            args.rate = args.capacity / 2
+            print(f"capacity {args.capacity:.0f}/s; soaking at {args.rate:.0f}/s", flush=True)
         run = asyncio.run(soak(args, api.pid, worker.pid, base, redis_url))
     text = report(args, run)
     print(text)
