@@ -56,10 +56,24 @@ valid_password REDIS_CLUSTER_ADMIN_PASSWORD "$admin_password"
 [ "$admin_password" != "$password" ] || fail "REDIS_CLUSTER_ADMIN_PASSWORD must differ from RELAY_REDIS_PASSWORD"
 port=${REDIS_PORT:-6379}
 
-# One field of INFO cluster / CLUSTER INFO from host:port, asked as the admin ("" when the node does not answer).
-cluster_field() {  # host port field
-    REDISCLI_AUTH=$admin_password redis-cli --user "$ADMIN" -h "$1" -p "$2" cluster info 2>/dev/null \
-        | tr -d '\r' | sed -n "s/^$3://p"
+# A command to the node at host:port as the admin, its reply without CRs ("" when the node does not answer).
+admin_cli() {  # host:port command...  (POSIX sh has no locals: the name is kept apart from the callers')
+    cli_node=$1
+    shift
+    REDISCLI_AUTH=$admin_password redis-cli --user "$ADMIN" -h "${cli_node%:*}" -p "${cli_node##*:}" "$@" 2>/dev/null \
+        | tr -d '\r'
+}
+
+# How many nodes host:port lists at one of the addresses (" ip:port ip:port ...") with its link up.
+connected_at() {  # host:port addresses
+    admin_cli "$1" cluster nodes | awk -v current="$2 " '
+        $8 == "connected" && index(current, " " substr($2, 1, index($2, "@") - 1) " ") { n++ }
+        END { print n + 0 }'
+}
+
+# One field of CLUSTER INFO from host:port.
+cluster_field() {  # host:port field
+    admin_cli "$1" cluster info | sed -n "s/^$2://p"
 }
 
 mode=${1:-}
@@ -95,18 +109,48 @@ EOF
         replicas=$1
         shift
         first=$1
-        known=$(cluster_field "${first%:*}" "${first##*:}" cluster_known_nodes)
+        count=$#
+        # CLUSTER MEET takes addresses, not names: resolve each node's service name on the compose network.
+        # One word per node: host:port:address:bus-port (the bus port as the node itself reports it).
+        nodes=""
+        addresses=""
+        for node in "$@"; do
+            address=$(getent hosts "${node%:*}" | awk '{ print $1; exit }')
+            [ -n "$address" ] || fail "cannot resolve ${node%:*}"
+            bus=$(admin_cli "$node" config get cluster-port | sed -n 2p)
+            [ "${bus:-0}" != 0 ] || bus=$((${node##*:} + 10000))
+            nodes="$nodes $node:$address:$bus"
+            addresses="$addresses $address:${node##*:}"
+        done
+        known=$(cluster_field "$first" cluster_known_nodes)
         [ -n "$known" ] || fail "$first does not answer CLUSTER INFO as $ADMIN"
         if [ "$known" -gt 1 ]; then
             echo "relay redis cluster: $first already knows $known nodes; not creating the cluster again"
-        else
-            # CLUSTER MEET takes addresses, not names: resolve each node's service name on the compose network.
-            addresses=""
-            for node in "$@"; do
-                address=$(getent hosts "${node%:*}" | awk '{ print $1; exit }')
-                [ -n "$address" ] || fail "cannot resolve ${node%:*}"
-                addresses="$addresses $address:${node##*:}"
+            # Re-introduce every node to every other at its current address. Each node's nodes.conf names its
+            # peers by IP, and containers recreated by `down` + `up` may come back on other IPs: a MEET naming
+            # a node a node already knows only updates that node's address (nothing, if it is the same).
+            for node in $nodes; do
+                for target in $nodes; do
+                    [ "$node" != "$target" ] || continue
+                    # shellcheck disable=SC2046 # split into: host port address bus
+                    set -- $(echo "$target" | tr ':' ' ')
+                    reply=$(admin_cli "${node%:*:*}" cluster meet "$3" "$2" "$4")
+                    [ "$reply" = OK ] || fail "${node%:*:*} answered CLUSTER MEET $3 $2 $4 with: $reply"
+                done
             done
+            # Until every node lists every other at its current address with its link up (until then a node just
+            # restarted may still say cluster_state:ok from its nodes.conf, before it finds its peers gone).
+            for node in $nodes; do
+                tries=0
+                until [ "$(connected_at "${node%:*:*}" "$addresses")" -eq "$count" ]; do
+                    tries=$((tries + 1))
+                    [ "$tries" -le 60 ] || fail "${node%:*:*} does not see every node at its address within 60 s"
+                    sleep 1
+                done
+            done
+            # shellcheck disable=SC2046 # back to one host:port per node, for the waits below
+            set -- $(for node in $nodes; do echo "${node%:*:*}"; done)
+        else
             # shellcheck disable=SC2086 # one word per node
             REDISCLI_AUTH=$admin_password redis-cli --user "$ADMIN" --cluster create $addresses \
                 --cluster-replicas "$replicas" --cluster-yes
@@ -114,22 +158,21 @@ EOF
         # Slots are assigned at once; each node reports ok only once gossip has spread the layout. Bounded.
         for node in "$@"; do
             tries=0
-            until [ "$(cluster_field "${node%:*}" "${node##*:}" cluster_state)" = ok ]; do
+            until [ "$(cluster_field "$node" cluster_state)" = ok ]; do
                 tries=$((tries + 1))
                 [ "$tries" -le 60 ] || fail "$node did not report cluster_state:ok within 60 s"
                 sleep 1
             done
         done
         # And every replica is attached (the first node's view): a primary without one has no failover.
-        expected=$(($# * replicas / (replicas + 1)))
+        expected=$((count * replicas / (replicas + 1)))
         tries=0
-        until [ "$(REDISCLI_AUTH=$admin_password redis-cli --user "$ADMIN" -h "${first%:*}" -p "${first##*:}" \
-            cluster nodes 2>/dev/null | grep -c ' slave ')" -ge "$expected" ]; do
+        until [ "$(admin_cli "$first" cluster nodes | grep -c ' slave ')" -ge "$expected" ]; do
             tries=$((tries + 1))
             [ "$tries" -le 60 ] || fail "$first does not see $expected replicas within 60 s"
             sleep 1
         done
-        echo "relay redis cluster: all $# nodes report cluster_state:ok, $expected of them replicas"
+        echo "relay redis cluster: all $count nodes report cluster_state:ok, $expected of them replicas"
         ;;
     *) fail "usage: node.sh serve [redis-server options...] | node.sh check WORD... | node.sh create REPLICAS HOST:PORT..." ;;
 esac

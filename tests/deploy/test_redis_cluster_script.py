@@ -3,6 +3,7 @@ redis-servers on loopback joined by its `create`, under busybox ash (the officia
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -10,12 +11,15 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
+import httpx
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
-from bench.harness.processes import ManagedProcess, free_port, wait_until
+from bench.harness.processes import ManagedProcess, free_port, relay_env, start_api, start_worker, wait_until
 from tests.deploy import tools
 
 SCRIPT = tools.REPO / "deploy" / "redis-cluster" / "node.sh"
@@ -28,11 +32,28 @@ ANNOUNCED = "localhost"  # what each node reports as its endpoint; the compose n
 class Cluster:
     ports: list[int]
     env: dict[str, str]
+    directories: list[Path]
     processes: list[ManagedProcess]
+
+    def start(self) -> None:
+        """node.sh serve for each directory on its port (a fresh bus port each time); back once all answer."""
+        for port, directory in zip(self.ports, self.directories, strict=True):
+            argv = [*SHELL, str(SCRIPT), "serve", "--port", str(port), "--cluster-port", str(free_port())]
+            argv += ["--bind", "127.0.0.1", "--dir", str(directory), "--appendonly", "yes", "--save", ""]
+            env = {**self.env, "REDIS_PORT": str(port)}
+            self.processes.append(ManagedProcess("cluster-node", argv, env, directory))
+        for port in self.ports:
+            env = {**self.env, "REDIS_PORT": str(port)}
+            wait_until(lambda e=env: run([str(SCRIPT), "check", "PONG"], e).returncode == 0, 10, "a node's PONG")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        self.processes.clear()
 
     @property
     def password(self) -> str:
-        return self.env["RELAY_REDIS_URL"].split(":")[2].split("@")[0]
+        return str(urlparse(self.env["RELAY_REDIS_URL"]).password)
 
     @property
     def admin_password(self) -> str:
@@ -67,23 +88,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         REDIS_CLUSTER_ADMIN_PASSWORD=secrets.token_hex(16),
         REDIS_CLUSTER_ANNOUNCE_HOSTNAME=ANNOUNCED,
     )
-    found = Cluster(ports, env, [])
+    directories = [tmp / f"node-{i}" for i in range(len(ports))]
+    for directory in directories:
+        directory.mkdir()
+    found = Cluster(ports, env, directories, [])
     try:
-        for port in ports:
-            directory = tmp / str(port)
-            directory.mkdir()
-            argv = [*SHELL, str(SCRIPT), "serve", "--port", str(port), "--cluster-port", str(free_port())]
-            argv += ["--bind", "127.0.0.1", "--dir", str(directory), "--appendonly", "yes", "--save", ""]
-            found.processes.append(ManagedProcess("cluster-node", argv, {**env, "REDIS_PORT": str(port)}, directory))
-        for port in ports:
-            node_env = {**env, "REDIS_PORT": str(port)}
-            wait_until(lambda e=node_env: run([str(SCRIPT), "check", "PONG"], e).returncode == 0, 10, "a node's PONG")
+        found.start()
         created = found.create()
         assert created.returncode == 0, created.stdout + created.stderr
         yield found
     finally:
-        for process in found.processes:
-            process.stop()
+        found.stop()
 
 
 def cluster_nodes(cluster: Cluster) -> list[list[str]]:
@@ -92,6 +107,11 @@ def cluster_nodes(cluster: Cluster) -> list[list[str]]:
         text = client.execute_command("CLUSTER", "NODES")
     text = text.decode() if isinstance(text, bytes) else str(text)
     return [line.split() for line in text.splitlines() if line.strip()]
+
+
+def node_ids_and_roles(cluster: Cluster) -> list[tuple[str, str, str]]:
+    """(id, role, primary id) of every node, as the first node sees them."""
+    return sorted((line[0], line[2].replace("myself,", ""), line[3]) for line in cluster_nodes(cluster))
 
 
 def test_create_makes_three_primaries_each_with_a_replica(cluster: Cluster) -> None:
@@ -110,15 +130,16 @@ def test_create_makes_three_primaries_each_with_a_replica(cluster: Cluster) -> N
     for line in replicas:
         port = int(line[1].split("@")[0].rsplit(":", 1)[1])
         with cluster.node(port) as client:
-            assert client.info("replication")["master_link_status"] == "up", "replicas replicate as the admin"
+            # The first sync runs after create returns: poll, bounded. Replicas replicate as the admin user.
+            wait_until(lambda c=client: c.info("replication")["master_link_status"] == "up", 30, "a replica's sync")
 
 
 def test_create_again_changes_nothing(cluster: Cluster) -> None:
-    before = sorted((line[0], line[2].replace("myself,", ""), line[3]) for line in cluster_nodes(cluster))
+    before = node_ids_and_roles(cluster)
     again = cluster.create()
     assert again.returncode == 0, again.stdout + again.stderr
     assert "not creating the cluster again" in again.stdout
-    assert sorted((line[0], line[2].replace("myself,", ""), line[3]) for line in cluster_nodes(cluster)) == before
+    assert node_ids_and_roles(cluster) == before
 
 
 def test_nodes_announce_their_hostname_to_clients(cluster: Cluster) -> None:
@@ -153,6 +174,56 @@ def test_relays_user_cannot_run_cluster_admin_or_replication_commands(cluster: C
         assert "redis-server" in cmdline, "the script must exec redis-server"
         assert cluster.password not in cmdline
         assert cluster.admin_password not in cmdline
+
+
+def test_relay_runs_a_task_on_it_as_its_acl_user(cluster: Cluster, tmp_path: Path) -> None:
+    """The profile's API and worker (RELAY_REDIS_CLUSTER=true, the URL naming one node) need nothing of Relay's
+    user that the ACL withholds: a task submitted over HTTP runs and its result streams back."""
+    env = relay_env(cluster.env["RELAY_REDIS_URL"], RELAY_REDIS_CLUSTER="true", RELAY_QUEUE_NAME="relay:queue")
+    worker = start_worker(tmp_path, env)
+    api, base = start_api(tmp_path, env)
+    try:
+        response = httpx.post(
+            f"{base}/tasks",
+            json={"task": "count", "kwargs": {"n": 3}},
+            headers={"Accept": "application/x-ndjson"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        events = [json.loads(line) for line in response.text.splitlines() if line]
+        assert [e["data"] for e in events if e["type"] == "result"] == [{"count": 3, "sum": 6}]
+        assert events[-1]["data"] == {"state": "succeeded"}
+    finally:
+        api.stop()
+        worker.stop()
+    for process in (api, worker):
+        assert "NOPERM" not in process.output(), process.name
+
+
+def test_create_finds_the_nodes_again_when_every_address_changed(cluster: Cluster) -> None:
+    """`docker compose down` + `up` may give every container a new IP: each nodes.conf then names its peers at
+    addresses where nobody answers. Here every node comes back on a new port; create re-introduces them."""
+    before = node_ids_and_roles(cluster)
+    kept = [f"{{relay:{i}}}:kept" for i in range(30)]
+    assert {key_slot(key.encode()) * 3 // 16384 for key in kept} == {0, 1, 2}, "keys on each primary's third"
+    with RedisCluster(host="127.0.0.1", port=cluster.ports[0], username="relay", password=cluster.password) as c:
+        for key in kept:
+            c.set(key, "yes")
+    cluster.stop()
+    cluster.ports[:] = [free_port() for _ in cluster.ports]
+    cluster.start()
+    again = cluster.create()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "not creating the cluster again" in again.stdout
+    assert node_ids_and_roles(cluster) == before, "the same six nodes, primaries and replicas"
+    for port in cluster.ports:  # each node lists all six at their new ports, links up: none is lost
+        with cluster.node(port) as client:
+            text = client.execute_command("CLUSTER", "NODES")
+        lines = [line.split() for line in (text.decode() if isinstance(text, bytes) else str(text)).splitlines()]
+        listed = {int(line[1].split("@")[0].rsplit(":", 1)[1]) for line in lines if line[7] == "connected"}
+        assert listed == set(cluster.ports), port
+    with RedisCluster(host="127.0.0.1", port=cluster.ports[0], username="relay", password=cluster.password) as c:
+        assert [c.get(key) for key in kept] == [b"yes"] * len(kept), "the data came back from each node's AOF"
 
 
 @pytest.mark.parametrize(
