@@ -103,8 +103,13 @@ def test_no_secret_value_is_written_into_the_file(compose: dict[str, Any]) -> No
 
 
 def redis_url_users(compose: dict[str, Any]) -> dict[str, str]:
-    """Every service given RELAY_REDIS_URL, and what it is given."""
-    found = {name: s.get("environment", {}).get("RELAY_REDIS_URL") for name, s in compose["services"].items()}
+    """Every service on the single Redis given RELAY_REDIS_URL, and what it is given (the profile `cluster` has
+    its own Redis and URL: tests/deploy/test_cluster_profile.py)."""
+    found = {
+        name: s.get("environment", {}).get("RELAY_REDIS_URL")
+        for name, s in compose["services"].items()
+        if "cluster" not in s.get("profiles", [])
+    }
     return {name: url for name, url in found.items() if url is not None}
 
 

@@ -86,7 +86,7 @@ def test_relay_pods_get_no_service_links_or_token(rendered: dict[str, list[Doc]]
         assert spec["automountServiceAccountToken"] is False, "Relay never talks to the Kubernetes API"
 
 
-@pytest.mark.parametrize("tree", [tree for tree in TREES if tree != "external-redis"])  # its Redis is elsewhere
+@pytest.mark.parametrize("tree", [t for t in TREES if t not in ("external-redis", "cluster-redis")])  # Redis elsewhere
 def test_only_api_and_workers_reach_redis_on_6379(rendered: dict[str, list[Doc]], tree: str) -> None:
     docs = rendered[tree]
     (policy,) = of_kind(docs, "NetworkPolicy")

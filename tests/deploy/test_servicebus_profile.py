@@ -37,7 +37,8 @@ def env_of(service: Service) -> dict[str, str]:
 
 
 def profiled(compose: dict[str, Any]) -> dict[str, Service]:
-    return {name: s for name, s in compose["services"].items() if s.get("profiles")}
+    """The services of this profile (the profile `cluster` has its own: tests/deploy/test_cluster_profile.py)."""
+    return {name: s for name, s in compose["services"].items() if PROFILE in s.get("profiles", [])}
 
 
 def emulator(compose: dict[str, Any]) -> tuple[str, Service]:
