@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from shared import keys, presence
 from shared.arguments import bind
 from shared.errors import InvalidArguments, UnknownTask
+from shared.schema_check import Check, compile_schema
 from shared.serialization import dumps, loads
 
 STALE_SECONDS: Final = 30.0
@@ -61,6 +62,17 @@ class TaskOffer:
     concurrency: dict[str, Any] | None = None  # {"running", "key"} (``shared.lanes.Limit.describe``)
     rate: dict[str, Any] | None = None  # {"starts", "per_seconds", "key", "burst"}
     _validator: Draft202012Validator | None = field(default=None, repr=False)
+    _check: Check | None = field(default=None, repr=False)  # ``shared.schema_check``: a fast "valid"
+    _defaults: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        """Compiled once per offer (a catalogue's offers are built once per version of it)."""
+        self._check = compile_schema(self.schema)
+        self._defaults = tuple(
+            (name, prop["default"])
+            for name, prop in self.schema.get("properties", {}).items()
+            if isinstance(prop, dict) and "default" in prop
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TaskOffer:
@@ -95,24 +107,26 @@ class TaskOffer:
     def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind positional arguments, check everything against the published schema, fill in defaults."""
         params = bind(self.positional, args, kwargs)
+        if self._check is None or not self._check(params):  # not certainly valid: jsonschema decides, and words it
+            problems = sorted(self._errors(params), key=lambda e: list(e.absolute_path))
+            if problems:
+                raise InvalidArguments([p for e in problems for p in _problems(e)])
+        for name, default in self._defaults:
+            if name not in params:
+                params[name] = default
+        return params
+
+    def _errors(self, params: dict[str, Any]) -> Iterator[SchemaError]:
         if self._validator is None:
             self._validator = Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        problems = sorted(self._validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-        if problems:
-            raise InvalidArguments([p for e in problems for p in _problems(e)])
-        for name, prop in self.schema.get("properties", {}).items():
-            if name not in params and isinstance(prop, dict) and "default" in prop:
-                params[name] = prop["default"]
-        return params
+        return self._validator.iter_errors(params)
 
     def validate_piped(self, args: Sequence[Any], kwargs: Mapping[str, Any], piped: str) -> dict[str, Any]:
         """``validate`` for a workflow's step whose parameter ``piped`` takes the value of the steps before it
         (known only when it runs, where the worker checks it): every other argument is checked now."""
         params = bind(self.positional, [None, *args], kwargs)
         del params[piped]
-        if self._validator is None:
-            self._validator = Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        problems = sorted(self._validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+        problems = sorted(self._errors(params), key=lambda e: list(e.absolute_path))
         found = [p for e in problems for p in _problems(e) if p["loc"][:1] != [piped]]
         if found:
             raise InvalidArguments(found)
