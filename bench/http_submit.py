@@ -275,13 +275,14 @@ def report(results: list[SubmitResult], counts: list[CommandCount]) -> str:
             f"{r.summary['p50_us'] / 1000:.1f}",
             f"{r.summary['p99_us'] / 1000:.1f}",
             f"{100 * r.server_cpu_seconds / (r.summary['duration_us'] / 1e6):.0f} %",
+            f"{r.ok / max(r.server_cpu_seconds, 1e-9):,.0f}",
             f"{r.peak_rss_mib:.0f}",
             f"{r.other_cores:.2f}",
         ]
         for r in results
     ]
     headers = ["round", "server", "client", "2xx", "enqueued", "2xx/s", "x bare Sanic", "p50 ms", "p99 ms"]
-    headers += ["server CPU", "peak RSS MiB", "other load (cores)"]
+    headers += ["server CPU", "2xx per CPU-second", "peak RSS MiB", "other load (cores)"]
     lines = [table(headers, rows), "", medians(results, bare)]
     if counts:
         lines += ["", command_table(counts)]
