@@ -8,7 +8,6 @@ submits of one process share that script call (``shared.batching``): one round t
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,6 +17,7 @@ from arq.connections import ArqRedis
 from shared import durability, keys, lanes, tenancy
 from shared.batching import Batcher
 from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
+from shared.ids import new_id
 from shared.jobs import JobRecord, ResultRecord, fingerprint
 from shared.scripts import Scripts
 from shared.serialization import dumps
@@ -179,7 +179,7 @@ def prepare(
         parent=links.parent,
     ).encode()
     return Prepared(
-        task_id=tenancy.stored_id(tenant, submission.id or uuid.uuid4().hex),
+        task_id=tenancy.stored_id(tenant, submission.id or new_id()),
         task=spec.name,
         due=_due(submission),
         record=record,
@@ -211,7 +211,9 @@ class Enqueuer:
     async def enqueue(self, prepared: Prepared) -> Submitted:
         """Enqueue once; ``IdConflict`` or ``QueueFull`` when it cannot be, ``NotReplicated`` when replicas
         were required and too few confirmed it."""
-        outcome = await self._batcher.submit(prepared)
+        # Not ``Batcher.submit``'s shield: a cancelled submit's future is cancelled and the batch skips its
+        # outcome, and one future per submit is enough.
+        outcome = await self._batcher.submit_nowait(prepared)
         if isinstance(outcome, IdConflict):
             raise await self._conflict(prepared)
         if isinstance(outcome, Exception):
