@@ -38,10 +38,7 @@ async def request_finished(request: Request, response: BaseHTTPResponse) -> None
     status = response.status
     if started is not None and hasattr(request.app.ctx, "res"):
         method = request.method if request.method in METHODS else "other"
-        labels = (route_of(request), method, str(status))
-        metrics = resources(request).metrics
-        metrics.http_requests.labels(*labels).inc()
-        metrics.http_latency.labels(*labels).observe(time.perf_counter() - started)
+        resources(request).metrics.http_answered(route_of(request), method, status, time.perf_counter() - started)
     span: tracing.SpanHandle | None = getattr(request.ctx, "span", None)
     if span is not None:
         span.set("http.response.status_code", status)
