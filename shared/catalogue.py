@@ -6,12 +6,19 @@ modules) and names the digest in its presence record (``shared.presence``, refre
 worker counts as live while its record is younger than ``STALE_SECONDS`` (a worker that stopped cleanly too,
 so a restart does not turn submits away); a task no live worker offers is refused (``unknown_task``). An API
 process reads the records at most once a second, and each catalogue once (a digest names its content).
+
+A submit does not wait for that read: once its copy is older than ``REFRESH_SECONDS``, a request answers from it
+and starts a read in the background, so what it answers from is at most ``MAX_STALE_SECONDS`` old (older, when no
+request came for a while or reads fail, a request reads first, as at start). A name the copy does not know is read
+again at once before it is refused (a worker that has just started is taken at its word), at most every
+``MISS_REFRESH_SECONDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +33,15 @@ from shared.arguments import bind
 from shared.errors import InvalidArguments, UnknownTask
 from shared.schema_check import Check, compile_schema
 from shared.serialization import dumps, loads
+from shared.waiting import cancel_and_wait
+
+logger = logging.getLogger("relay.catalogue")
 
 STALE_SECONDS: Final = 30.0
 CATALOGUE_TTL_SECONDS: Final = 24 * 3600
 STORE_EVERY_SECONDS: Final = 3600.0
 REFRESH_SECONDS: Final = 1.0
+MAX_STALE_SECONDS: Final = 3.0  # the oldest copy a request answers from without reading it again first
 MISS_REFRESH_SECONDS: Final = 0.1  # an unknown name reads the heartbeats again, at most this often
 
 
@@ -163,6 +174,7 @@ class Catalogue:
         self._fresh_until = 0.0
         self._refreshed_at = 0.0
         self._lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
         self.workers = 0
         self._serving: dict[str, frozenset[str]] = {}  # task -> the named queues live workers run it on
 
@@ -196,15 +208,37 @@ class Catalogue:
         return self._offers.get(name)
 
     async def offers(self, force: bool = False) -> dict[str, TaskOffer]:
-        """Name -> offer, refreshed at most every ``REFRESH_SECONDS`` (unless ``force``)."""
-        if not force and time.monotonic() < self._fresh_until:
-            return self._offers
+        """Name -> offer, read at most every ``REFRESH_SECONDS`` (unless ``force``); a copy up to
+        ``MAX_STALE_SECONDS`` old is answered at once while a background read refreshes it."""
+        if not force:
+            now = time.monotonic()
+            if now < self._fresh_until:
+                return self._offers
+            if self._refreshed_at and now - self._refreshed_at < MAX_STALE_SECONDS:
+                if self._refresher is None or self._refresher.done():
+                    self._refresher = asyncio.create_task(self._refresh_quietly(), name="relay-catalogue")
+                return self._offers
+        await self._read(force)
+        return self._offers
+
+    async def _read(self, force: bool) -> None:
         async with self._lock:
             if force or time.monotonic() >= self._fresh_until:
                 await self._refresh()
                 self._refreshed_at = time.monotonic()
                 self._fresh_until = self._refreshed_at + REFRESH_SECONDS
-        return self._offers
+
+    async def _refresh_quietly(self) -> None:
+        """A background read: a failure leaves the copy to age, until a request reads (and fails) itself."""
+        try:
+            await self._read(force=False)
+        except Exception as exc:  # a Redis error, typically: the request that reads next reports it
+            logger.debug("task catalogue: background read failed: %s", exc)
+
+    async def close(self) -> None:
+        """Stop a background read still under way."""
+        if self._refresher is not None:
+            await cancel_and_wait(self._refresher)
 
     async def _refresh(self) -> None:
         fields, redis_now_ms = await presence.records(self._redis, self._queue_name)
