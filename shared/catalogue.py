@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -165,8 +165,9 @@ def _problems(error: SchemaError) -> list[dict[str, Any]]:
 class Catalogue:
     """The tasks the live workers of one queue offer, as seen by an API process (see the module docstring)."""
 
-    def __init__(self, redis: Redis, queue_name: str) -> None:
+    def __init__(self, redis: Redis, queue_name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
+        self._clock = clock
         self._queue_name = queue_name
         self._bodies: dict[str, list[dict[str, Any]]] = {}  # digest -> tasks (a digest's content never changes)
         self._offers: dict[str, TaskOffer] = {}
@@ -181,7 +182,7 @@ class Catalogue:
     async def get(self, name: str) -> TaskOffer:
         """The offer for ``name``; ``UnknownTask`` (naming what is offered) if no live worker offers it."""
         offers = await self.offers()
-        if name not in offers and time.monotonic() - self._refreshed_at > MISS_REFRESH_SECONDS:
+        if name not in offers and self._clock() - self._refreshed_at > MISS_REFRESH_SECONDS:
             offers = await self.offers(force=True)  # a worker that has just started is taken at its word at once
         offer = offers.get(name)
         if offer is None:
@@ -211,7 +212,7 @@ class Catalogue:
         """Name -> offer, read at most every ``REFRESH_SECONDS`` (unless ``force``); a copy up to
         ``MAX_STALE_SECONDS`` old is answered at once while a background read refreshes it."""
         if not force:
-            now = time.monotonic()
+            now = self._clock()
             if now < self._fresh_until:
                 return self._offers
             if self._refreshed_at and now - self._refreshed_at < MAX_STALE_SECONDS:
@@ -223,9 +224,9 @@ class Catalogue:
 
     async def _read(self, force: bool) -> None:
         async with self._lock:
-            if force or time.monotonic() >= self._fresh_until:
+            if force or self._clock() >= self._fresh_until:
                 await self._refresh()
-                self._refreshed_at = time.monotonic()
+                self._refreshed_at = self._clock()
                 self._fresh_until = self._refreshed_at + REFRESH_SECONDS
 
     async def _refresh_quietly(self) -> None:
