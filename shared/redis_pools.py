@@ -157,6 +157,9 @@ class BoundedSentinelPool(BoundedPool, SentinelConnectionPool):
 # one. These connect to an address once, so each retry of the outer loop asks Sentinel afresh.
 
 
+_LENGTH_HEADERS = [b"$%d\r\n" % size for size in range(1024)]  # RESP's length line of a short argument
+
+
 class _ClosedTransportIsConnectionError(AbstractConnection):
     """How a command is written, twice unlike redis-py's:
 
@@ -170,6 +173,36 @@ class _ClosedTransportIsConnectionError(AbstractConnection):
       and can lose a cancel (CPython gh-86296). A write goes to the socket at once unless its buffer is full,
       so here the time limit is an ``asyncio.timeout`` around the wait for room, only when there is one to wait
       for: the same ``TimeoutError`` after ``socket_timeout``, no Task, no lost cancel."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """redis-py's encoding of one command, in linear time and with less work per argument: redis-py grows
+        one buffer by copying it for each argument (up to 6 KB each time), 95 us for the 190 arguments of a batch
+        of 26 submits (28 us here). The same bytes on the wire (``tests/shared/test_redis_connections.py``); an
+        argument above the cut-off is still sent as is, uncopied."""
+        if isinstance(args[0], str):
+            args = tuple(args[0].encode().split()) + args[1:]
+        elif b" " in args[0]:
+            args = tuple(args[0].split()) + args[1:]
+        encoder, cutoff, heads = self.encoder, self._buffer_cutoff, _LENGTH_HEADERS
+        output: list[bytes] = []
+        parts: list[bytes] = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            kind = type(arg)
+            if kind is str:
+                arg = arg.encode(encoder.encoding, encoder.encoding_errors)
+            elif kind is not bytes:
+                arg = encoder.encode(arg)  # type: ignore[no-untyped-call]  # numbers, memoryviews; a bool or None: refused
+            size = len(arg)
+            if size < len(heads):
+                parts += (heads[size], arg, b"\r\n")
+            elif size > cutoff or isinstance(arg, memoryview):
+                parts.append(b"$%d\r\n" % size)
+                output += (b"".join(parts), arg)
+                parts = [b"\r\n"]
+            else:
+                parts += (b"$%d\r\n" % size, arg, b"\r\n")
+        output.append(b"".join(parts))
+        return output
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         try:
