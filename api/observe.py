@@ -23,7 +23,7 @@ def route_of(request: Request) -> str:
     return request.uri_template or UNMATCHED
 
 
-async def request_started(request: Request) -> None:
+def request_started(request: Request) -> None:
     """Request middleware, registered before auth so refused requests are measured too."""
     request.ctx.started = time.perf_counter()
     if is_open(request) or request.method == "OPTIONS":  # probes, scrapes, static files: counted, not traced
@@ -32,7 +32,7 @@ async def request_started(request: Request) -> None:
     request.ctx.span = tracing.request_span(request.method, route_of(request), request.headers)
 
 
-async def request_finished(request: Request, response: BaseHTTPResponse) -> None:
+def request_finished(request: Request, response: BaseHTTPResponse) -> None:
     """Response middleware: count, time and end the span."""
     started: float | None = getattr(request.ctx, "started", None)
     status = response.status
