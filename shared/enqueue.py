@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from arq.connections import ArqRedis
 
@@ -65,10 +65,11 @@ class TaskShape(Protocol):
         """``validate`` but for parameter ``piped``, which a workflow fills in when the step runs."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Submitted:
     """The outcome of a submit: ``created`` is False when an identical task with this id already existed,
-    and ``state`` is then that task's real state."""
+    and ``state`` is then that task's real state. A value, never changed once made (not ``frozen``: that costs
+    each of the thousands of submits a second an ``object.__setattr__`` per field)."""
 
     task_id: str
     task: str
@@ -76,9 +77,9 @@ class Submitted:
     state: TaskState
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prepared:
-    """A validated submission, ready for the script."""
+    """A validated submission, ready for the script (a value, as ``Submitted`` is)."""
 
     task_id: str
     task: str
@@ -255,12 +256,15 @@ class Enqueuer:
         ]
 
 
+_STATES: Final = {state.value.encode(): state for state in TaskState}
+
+
 def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionError:
     """The script's answer for one item: a ``Submitted``, or the exception to raise for it."""
-    kind = reply[0].decode()
-    if kind == "created":
-        return Submitted(prepared.task_id, prepared.task, True, TaskState(reply[1].decode()))
-    if kind == "full":
+    kind = reply[0]
+    if kind == b"created":
+        return Submitted(prepared.task_id, prepared.task, True, _STATES[reply[1]])
+    if kind == b"full":
         queue = lanes.parse(prepared.lane).queue
         return QueueFull(f"queue {queue!r} holds {reply[1].decode()} waiting tasks, its maximum; retry later")
     if reply[2] == b"same":

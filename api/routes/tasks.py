@@ -21,6 +21,7 @@ from shared import tenancy, tracing
 from shared.apikeys import NAME_PATTERN, Role
 from shared.enqueue import Submitted, prepare
 from shared.limits import check_args_size
+from shared.serialization import dumps
 from shared.status import LANE, task_view
 from shared.tasklist import BadCursor, list_tasks
 from shared.tasks import TaskState, TaskSubmission, is_task_name
@@ -64,13 +65,13 @@ def json_object(body: bytes, example: str) -> dict[str, Any]:
     return data
 
 
-def _submitted_body(submitted: Submitted, task_id: str) -> dict[str, object]:
+def _submitted_body(submitted: Submitted, task_id: str, urls: dict[str, str]) -> dict[str, object]:
     return {
         "id": task_id,
         "task": submitted.task,
         "state": submitted.state.value,
         "created": submitted.created,
-        "links": links(task_id),
+        "links": urls,
     }
 
 
@@ -88,7 +89,8 @@ async def submit(request: Request) -> HTTPResponse | None:
     offer = await res.catalogue.get(submission.task)
     prepared = tracing.with_carrier(prepare(offer, res.settings, submission, tenant=who.tenant), trace_carrier(request))
     task_id = public_task_id(who, prepared.task_id)
-    location = links(task_id)["self"]
+    urls = links(task_id)
+    location = urls["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
     # Limits first, cheapest first, so a refusal leaves nothing behind: the stream slot, then the key's quotas.
     with stream_slot(res) if fmt is not None else nullcontext():
@@ -100,8 +102,12 @@ async def submit(request: Request) -> HTTPResponse | None:
     logger.debug(
         "submit %s: task %s, created=%s, %s", submitted.task_id, submitted.task, submitted.created, submitted.state
     )
-    return json(
-        _submitted_body(submitted, task_id), status=202 if submitted.created else 200, headers={"Location": location}
+    # The body encoded here, as JSON's bytes (ids and names are ASCII: the same bytes Sanic's json() wrote).
+    return HTTPResponse(
+        dumps(_submitted_body(submitted, task_id, urls)),
+        status=202 if submitted.created else 200,
+        headers={"Location": location},
+        content_type="application/json",
     )
 
 
