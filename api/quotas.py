@@ -127,6 +127,11 @@ class Quotas:
         self._admit_script = pool.register_script(_ADMIT_LUA)
         self._count_script = pool.register_script(_COUNT_LUA)
 
+    @property
+    def unlimited(self) -> bool:
+        """Neither limit is set: a submit only counts (``ApiMetrics.key_submitted``), as ``admit`` would."""
+        return not self._rate and not self._max_active
+
     def admit(self, key_name: str, task_id: str) -> AbstractAsyncContextManager[None]:
         """Check ``key_name``'s rate and reserve one of its active slots for ``task_id`` while the caller
         enqueues it. A refused enqueue gives the slot back. With both limits off, only counts the submit."""
