@@ -1,7 +1,7 @@
 """HTTP submit throughput of one API process, against a bare Sanic app as the ceiling, measured side by side.
 
 Usage: .venv/bin/python -m bench.http_submit [--seconds 8] [--rounds 5] [--connections 50] [--tree DIR]
-    [--profile] [--wait-replicas N]
+    [--quiet-below CORES] [--profile] [--wait-replicas N]
 
 ``POST /tasks`` of ``echo`` from ``--connections`` keep-alive connections for ``--seconds``, with
 wrk (``apt-get install -y wrk``) when installed, else ``bench.loadgen``. No worker runs, so the
@@ -12,6 +12,8 @@ this box, not for a server with a client elsewhere.
 Every server runs for the whole benchmark and is measured once per round, in turn (the order reversed
 every other round), so on a machine other work shares a slow moment hits every server alike: each
 round gives each Relay API's ratio to bare Sanic in that round, and the report gives the medians.
+``--quiet-below 0.3`` waits before each run until other processes use less than 0.3 cores (for at most two
+minutes: each run's ``other load`` says how quiet it was).
 
 ``--tree DIR`` also measures the API of another checkout (``git worktree add /tmp/base <rev>``) on the
 same Redis, in the same rounds: before and after, side by side. ``--wait-replicas N`` gives the Redis
@@ -41,7 +43,16 @@ from pathlib import Path
 import httpx
 import redis
 
-from bench.common import Bench, OtherLoad, bench_scope, cpu_seconds, peak_rss_mib, start_api_factory, table
+from bench.common import (
+    Bench,
+    OtherLoad,
+    bench_scope,
+    cpu_seconds,
+    peak_rss_mib,
+    start_api_factory,
+    table,
+    wait_until_quiet,
+)
 from bench.harness.processes import BIN, ManagedProcess, free_port, relay_env, wait_until
 from bench.loadgen import run_load
 from bench.profiling import sampled, summarize
@@ -139,9 +150,12 @@ def waiting_jobs(client: redis.Redis, queue_name: str) -> int:
 
 
 def measure(
-    target: Target, round_: int, connections: int, seconds: float, queue: redis.Redis, name: str
+    target: Target, round_: int, connections: int, seconds: float, queue: redis.Redis, name: str, quiet: float = 0
 ) -> SubmitResult:
-    """A 1 s warm-up, then the timed run; counts the queue's growth during the timed run."""
+    """A 1 s warm-up, then the timed run; counts the queue's growth during the timed run. With ``quiet``, first
+    waits (up to 2 minutes) until other processes use less than that many cores."""
+    if quiet:
+        wait_until_quiet(quiet, max_wait=120, window=2)
     load(target.port, connections, 1)
     before = waiting_jobs(queue, name) if target.relay else 0
     cpu, others = cpu_seconds(target.pid), OtherLoad()
@@ -166,6 +180,7 @@ def run(
     trees: list[Path] | None = None,
     wait_replicas: int = 0,
     count: bool = True,
+    quiet: float = 0,
 ) -> tuple[list[SubmitResult], list[CommandCount], str]:
     """Start every server (this tree's Relay API, bare Sanic, then any ``trees``' APIs, a WAIT API with
     ``wait_replicas``, any patched ``apps``), measure each once per round, then count each Relay API's Redis
@@ -190,7 +205,7 @@ def run(
             results: list[SubmitResult] = []
             for round_ in range(1, rounds + 1):
                 order = targets if round_ % 2 else targets[::-1]
-                results += [measure(t, round_, connections, seconds, client, name) for t in order]
+                results += [measure(t, round_, connections, seconds, client, name, quiet) for t in order]
             counts: list[CommandCount] = []
             if count:
                 for target in (t for t in targets if t.relay):
@@ -340,6 +355,13 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--app", action="append", default=[], help="also measure this API factory (repeatable)")
     parser.add_argument("--wait-replicas", type=int, default=0, help="also measure WAIT for this many replicas")
     parser.add_argument("--no-count", action="store_true", help="skip counting Redis commands per submit")
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=0,
+        metavar="CORES",
+        help="before each run, wait (up to 2 min) until other processes use less than this many cores",
+    )
     args = parser.parse_args(argv)
     if any(not (tree / "api" / "app.py").exists() for tree in args.tree):
         parser.error("--tree must name a Relay checkout")
@@ -353,6 +375,7 @@ def main(argv: list[str] | None = None) -> str:
         args.tree,
         args.wait_replicas,
         not args.no_count,
+        args.quiet_below,
     )
     head = f"bench.http_submit, {started}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end"
     output = head + "\n" + report(results, counts) + (f"\n\n{notes}" if notes else "")
