@@ -102,6 +102,9 @@ class Links:
     piped: bool = False
 
 
+_NO_LINKS: Final = Links()  # a plain task's (made once: a frozen dataclass costs a microsecond to make)
+
+
 def piped_param(spec: TaskShape) -> str:
     """The parameter a workflow's step takes the value before it in: its first positional one."""
     if not spec.positional:
@@ -131,7 +134,7 @@ def prepare(
     """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records,
     stored under ``tenant``'s namespace (``shared.tenancy``; None: a task no tenant owns), as part of what
     ``links`` names, if anything."""
-    links = links or Links()
+    links = links or _NO_LINKS
     piped = piped_param(spec) if links.piped else None
     if piped is not None:
         params = spec.validate_piped(submission.args, submission.kwargs, piped)
