@@ -12,8 +12,9 @@ this box, not for a server with a client elsewhere.
 Every server runs for the whole benchmark and is measured once per round, in turn (the order reversed
 every other round), so on a machine other work shares a slow moment hits every server alike: each
 round gives each Relay API's ratio to bare Sanic in that round, and the report gives the medians.
-``--quiet-below 0.3`` waits before each run until other processes use less than 0.3 cores (for at most two
-minutes: each run's ``other load`` says how quiet it was).
+``--quiet-below 0.3`` waits before each run until other processes use less than 0.3 cores (for at most a
+minute: each run's ``other load`` says how quiet it was), and gives the medians of the rounds whose every run
+stayed below that too.
 
 ``--tree DIR`` also measures the API of another checkout (``git worktree add /tmp/base <rev>``) on the
 same Redis, in the same rounds: before and after, side by side. ``--wait-replicas N`` gives the Redis
@@ -153,9 +154,9 @@ def measure(
     target: Target, round_: int, connections: int, seconds: float, queue: redis.Redis, name: str, quiet: float = 0
 ) -> SubmitResult:
     """A 1 s warm-up, then the timed run; counts the queue's growth during the timed run. With ``quiet``, first
-    waits (up to 2 minutes) until other processes use less than that many cores."""
+    waits (up to a minute) until other processes use less than that many cores."""
     if quiet:
-        wait_until_quiet(quiet, max_wait=120, window=2)
+        wait_until_quiet(quiet, max_wait=60, window=2)
     load(target.port, connections, 1)
     before = waiting_jobs(queue, name) if target.relay else 0
     cpu, others = cpu_seconds(target.pid), OtherLoad()
@@ -275,8 +276,9 @@ def profile_api(bench: Bench, target: Target, connections: int, seconds: float =
     return "py-spy of the Relay API under submit load:\n" + summarize(raw, top=40)
 
 
-def report(results: list[SubmitResult], counts: list[CommandCount]) -> str:
-    """Every round's runs and ratios, the medians, and the Redis commands per submit."""
+def report(results: list[SubmitResult], counts: list[CommandCount], quiet: float = 0) -> str:
+    """Every round's runs and ratios, the medians (also over the quiet rounds alone, with ``quiet``), and the
+    Redis commands per submit."""
     bare = {r.round: r.per_second for r in results if r.target == BARE}
     rows = [
         [
@@ -299,6 +301,11 @@ def report(results: list[SubmitResult], counts: list[CommandCount]) -> str:
     headers = ["round", "server", "client", "2xx", "enqueued", "2xx/s", "x bare Sanic", "p50 ms", "p99 ms"]
     headers += ["server CPU", "2xx per CPU-second", "peak RSS MiB", "other load (cores)"]
     lines = [table(headers, rows), "", medians(results, bare)]
+    if quiet:
+        calm = {r.round for r in results} - {r.round for r in results if r.other_cores >= quiet}
+        lines += ["", f"Rounds in which every run had other load below {quiet:g} cores: {sorted(calm) or 'none'}"]
+        if calm:
+            lines.append(medians([r for r in results if r.round in calm], bare))
     if counts:
         lines += ["", command_table(counts)]
     return "\n".join(lines)
@@ -360,7 +367,7 @@ def main(argv: list[str] | None = None) -> str:
         type=float,
         default=0,
         metavar="CORES",
-        help="before each run, wait (up to 2 min) until other processes use less than this many cores",
+        help="before each run, wait (up to 1 min) until other processes use less than this many cores",
     )
     args = parser.parse_args(argv)
     if any(not (tree / "api" / "app.py").exists() for tree in args.tree):
@@ -378,7 +385,7 @@ def main(argv: list[str] | None = None) -> str:
         args.quiet_below,
     )
     head = f"bench.http_submit, {started}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end"
-    output = head + "\n" + report(results, counts) + (f"\n\n{notes}" if notes else "")
+    output = head + "\n" + report(results, counts, args.quiet_below) + (f"\n\n{notes}" if notes else "")
     print(output, flush=True)
     return output
 
