@@ -36,6 +36,7 @@ def create_app() -> RelayApp:
     app.on_request(auth.require_api_key)
     app.middleware(observe.request_finished, "response")
     app.before_server_start(lifecycle.open_resources)
+    app.after_server_start(lifecycle.freeze_startup_objects)
     app.before_server_stop(lifecycle.drain)
     app.after_server_stop(lifecycle.close_resources)
     app.after_server_stop(observe.flush_traces)

@@ -78,7 +78,7 @@ def log_auth_mode(keys: list[KeyDigest]) -> None:
         )
 
 
-async def require_api_key(request: Request) -> None:
+def require_api_key(request: Request) -> None:
     """Sanic request middleware. CORS preflights (OPTIONS) need no key: a browser never sends one with them."""
     keys: list[KeyDigest] = request.app.ctx.api_keys
     request.ctx.caller = NOBODY if keys else ANONYMOUS_CALLER

@@ -7,6 +7,7 @@ a ``reconnect`` event, and only when they are all closed are the hub and the Red
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from api.resources import RelayApp, Resources
@@ -25,6 +26,14 @@ async def open_resources(app: RelayApp) -> None:
     settings = get_settings()
     app.ctx.res = await Resources.open(settings)
     logger.info("relay api started: using Redis at %s, queue %s", public_url(settings.redis_url), settings.queue_name)
+
+
+async def freeze_startup_objects(app: RelayApp) -> None:
+    """``after_server_start``: the ~80,000 objects of the loaded code and settings live as long as the process, so
+    they leave the garbage collector's care (``gc.freeze``): a full collection under submit load paused the API
+    for about 40 ms each time, walking them all, and now walks only what requests left behind."""
+    gc.collect()
+    gc.freeze()
 
 
 async def drain(app: RelayApp) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from redis.exceptions import RedisError
@@ -96,6 +96,26 @@ class ApiMetrics:
             ["route", "method", "status"],
             registry=self.registry,
         )
+        # Each labelled child looked up once (``labels()`` costs more than the count itself): few keys, all bounded.
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._key_children: dict[str, Any] = {}
+
+    def http_answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its time to the response's headers."""
+        children = self._http_children.get((route, method, status))
+        if children is None:
+            labels = (route, method, str(status))
+            children = self.http_requests.labels(*labels), self.http_latency.labels(*labels)
+            self._http_children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def key_submitted(self, key_name: str) -> None:
+        """Count one submit accepted for an API key."""
+        child = self._key_children.get(key_name)
+        if child is None:
+            child = self._key_children[key_name] = self.key_submits.labels(key=key_name)
+        child.inc()
 
 
 async def queue_counts(res: Resources) -> QueueCounts:

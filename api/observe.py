@@ -23,7 +23,7 @@ def route_of(request: Request) -> str:
     return request.uri_template or UNMATCHED
 
 
-async def request_started(request: Request) -> None:
+def request_started(request: Request) -> None:
     """Request middleware, registered before auth so refused requests are measured too."""
     request.ctx.started = time.perf_counter()
     if is_open(request) or request.method == "OPTIONS":  # probes, scrapes, static files: counted, not traced
@@ -32,16 +32,13 @@ async def request_started(request: Request) -> None:
     request.ctx.span = tracing.request_span(request.method, route_of(request), request.headers)
 
 
-async def request_finished(request: Request, response: BaseHTTPResponse) -> None:
+def request_finished(request: Request, response: BaseHTTPResponse) -> None:
     """Response middleware: count, time and end the span."""
     started: float | None = getattr(request.ctx, "started", None)
     status = response.status
     if started is not None and hasattr(request.app.ctx, "res"):
         method = request.method if request.method in METHODS else "other"
-        labels = (route_of(request), method, str(status))
-        metrics = resources(request).metrics
-        metrics.http_requests.labels(*labels).inc()
-        metrics.http_latency.labels(*labels).observe(time.perf_counter() - started)
+        resources(request).metrics.http_answered(route_of(request), method, status, time.perf_counter() - started)
     span: tracing.SpanHandle | None = getattr(request.ctx, "span", None)
     if span is not None:
         span.set("http.response.status_code", status)

@@ -1,6 +1,6 @@
 """Per-API-key submit quotas, shared by every API process through Redis: a rate limit and a cap on
-tasks not yet ended. Each check is one Lua script. With both limits off (the default) nothing here
-touches Redis.
+tasks not yet ended. A submit's checks are one Lua script, one round trip, whichever limits are set. With
+both limits off (the default) nothing here touches Redis.
 
 The cap needs no help from workers: each key has a sorted set of its task ids, reserved before the
 enqueue and released if the enqueue refuses. Ended tasks are pruned lazily, only when the set looks
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from arq.connections import ArqRedis
 
@@ -49,41 +49,67 @@ local function prune(key, grace, job_prefix, result_prefix)
   return redis.call('ZCARD', key)
 end
 """
-# KEYS: the key's set. ARGV: task id, max active, grace ms, job prefix, result prefix.
-# Returns {admitted, newly reserved, active count}.
-_RESERVE_LUA = (
+# A token bucket on Redis's clock: {admitted, ms until the next token}.
+_RATE = """
+local function take_token(bucket, rate_per_s, burst)
+  local rate = rate_per_s / 1000
+  local state = redis.call('HMGET', bucket, 'tokens', 'ts')
+  local tokens = tonumber(state[1]) or burst
+  local ts = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  if tokens < 1 then return {0, math.ceil((1 - tokens) / rate)} end
+  redis.call('HSET', bucket, 'tokens', tostring(tokens - 1), 'ts', now)
+  redis.call('PEXPIRE', bucket, math.ceil(burst / rate))
+  return {1, 0}
+end
+"""
+# One admission, one round trip: the rate (when ARGV[1] > 0), then a reservation of an active slot (when
+# ARGV[4] > 0); a refused rate reserves nothing. KEYS: the key's bucket, the key's set. ARGV: rate per second,
+# burst, task id, max active, grace ms, job prefix, result prefix.
+# Returns {0, ms until the next token} (rate), or {1, admitted, newly reserved, active count}.
+_ADMIT_LUA = (
     _NOW
     + _PRUNE
+    + _RATE
     + """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {1, 0, redis.call('ZCARD', KEYS[1])} end
-local count = redis.call('ZCARD', KEYS[1])
-if count >= tonumber(ARGV[2]) then
-  count = prune(KEYS[1], tonumber(ARGV[3]), ARGV[4], ARGV[5])
-  if count >= tonumber(ARGV[2]) then return {0, 0, count} end
+local rate = tonumber(ARGV[1])
+if rate > 0 then
+  local taken = take_token(KEYS[1], rate, tonumber(ARGV[2]))
+  if taken[1] == 0 then return {0, taken[2]} end
 end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-return {1, 1, count + 1}
+local max_active = tonumber(ARGV[4])
+if max_active <= 0 then return {1, 1, 0, 0} end
+local id = ARGV[3]
+if redis.call('ZSCORE', KEYS[2], id) then return {1, 1, 0, redis.call('ZCARD', KEYS[2])} end
+local count = redis.call('ZCARD', KEYS[2])
+if count >= max_active then
+  count = prune(KEYS[2], tonumber(ARGV[5]), ARGV[6], ARGV[7])
+  if count >= max_active then return {1, 0, 0, count} end
+end
+redis.call('ZADD', KEYS[2], now, id)
+return {1, 1, 1, count + 1}
 """
 )
 # KEYS: the key's set. ARGV: grace ms, job prefix, result prefix. Returns the active count.
 _COUNT_LUA = _NOW + _PRUNE + "return prune(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3])"
-# A token bucket on Redis's clock. KEYS: the key's bucket. ARGV: rate per second, burst.
-# Returns {admitted, ms until the next token}.
-_RATE_LUA = (
-    _NOW
-    + """
-local rate = tonumber(ARGV[1]) / 1000
-local burst = tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-if tokens < 1 then return {0, math.ceil((1 - tokens) / rate)} end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate))
-return {1, 0}
-"""
-)
+
+
+class _Counted:
+    """``Quotas.admit`` with no limit to check: counts a submit that went through (a plain class: a generator-based
+    context manager costs more than everything it would do here)."""
+
+    __slots__ = ("_key_name", "_metrics")
+
+    def __init__(self, metrics: ApiMetrics, key_name: str) -> None:
+        self._metrics = metrics
+        self._key_name = key_name
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self._metrics.key_submitted(self._key_name)
 
 
 class Quotas:
@@ -97,22 +123,36 @@ class Quotas:
         self._max_active = settings.key_max_active
         self._metrics = metrics
         self._key_names = key_names
-        self._rate_script = pool.register_script(_RATE_LUA)
-        self._reserve_script = pool.register_script(_RESERVE_LUA)
+        self._admit_script = pool.register_script(_ADMIT_LUA)
         self._count_script = pool.register_script(_COUNT_LUA)
 
-    @asynccontextmanager
-    async def admit(self, key_name: str, task_id: str) -> AsyncIterator[None]:
+    @property
+    def unlimited(self) -> bool:
+        """Neither limit is set: a submit only counts (``ApiMetrics.key_submitted``), as ``admit`` would."""
+        return not self._rate and not self._max_active
+
+    def admit(self, key_name: str, task_id: str) -> AbstractAsyncContextManager[None]:
         """Check ``key_name``'s rate and reserve one of its active slots for ``task_id`` while the caller
-        enqueues it. A refused enqueue gives the slot back."""
-        await self._check_rate(key_name)
-        if not self._max_active:
-            yield
-            self._metrics.key_submits.labels(key=key_name).inc()
-            return
-        active_key = keys.quota_active(self._queue, key_name)
-        args: list[str | int] = [task_id, self._max_active, RESERVATION_GRACE_MS, keys.job(""), keys.result("")]
-        admitted, reserved, active = await self._reserve_script(keys=[active_key], args=args)
+        enqueues it. A refused enqueue gives the slot back. With both limits off, only counts the submit."""
+        if not self._rate and not self._max_active:
+            return _Counted(self._metrics, key_name)
+        return self._admit(key_name, task_id)
+
+    @asynccontextmanager
+    async def _admit(self, key_name: str, task_id: str) -> AsyncIterator[None]:
+        bucket, active_key = keys.quota_rate(self._queue, key_name), keys.quota_active(self._queue, key_name)
+        args: list[str | int | float] = [self._rate or 0, self._burst, task_id, self._max_active or 0]
+        args += [RESERVATION_GRACE_MS, keys.job(""), keys.result("")]
+        verdict = await self._admit_script(keys=[bucket, active_key], args=args)
+        if not verdict[0]:
+            self._refused(key_name, RateLimited.code)
+            raise RateLimited(
+                f"API key {key_name!r} submits faster than {self._rate:g}/s (RELAY_KEY_SUBMIT_RATE); "
+                "slow down and retry",
+                {"rate_per_second": self._rate, "burst": self._burst},
+                headers={"Retry-After": str(max(1, math.ceil(int(verdict[1]) / 1000)))},
+            )
+        _, admitted, reserved, active = verdict
         if not admitted:
             self._refused(key_name, QuotaExceeded.code)
             raise QuotaExceeded(
@@ -129,21 +169,7 @@ class Quotas:
             if reserved:
                 await self._pool.zrem(active_key, task_id)
             raise
-        self._metrics.key_submits.labels(key=key_name).inc()
-
-    async def _check_rate(self, key_name: str) -> None:
-        if not self._rate:
-            return
-        bucket = keys.quota_rate(self._queue, key_name)
-        admitted, wait_ms = await self._rate_script(keys=[bucket], args=[self._rate, self._burst])
-        if not admitted:
-            self._refused(key_name, RateLimited.code)
-            raise RateLimited(
-                f"API key {key_name!r} submits faster than {self._rate:g}/s (RELAY_KEY_SUBMIT_RATE); "
-                "slow down and retry",
-                {"rate_per_second": self._rate, "burst": self._burst},
-                headers={"Retry-After": str(max(1, math.ceil(int(wait_ms) / 1000)))},
-            )
+        self._metrics.key_submitted(key_name)
 
     def _refused(self, key_name: str, code: str) -> None:
         self._metrics.key_refused.labels(key=key_name, code=code).inc()

@@ -136,6 +136,7 @@ class Resources:
         """Stop connecting, close the hub, then the pool."""
         if self._connector is not None:
             await cancel_and_wait(self._connector)
+        await self.catalogue.close()
         await self.hub.close()
         await close(self.pool)
 

@@ -50,7 +50,8 @@ def ends_with_its_connection(handler: Callable[P, Awaitable[R]]) -> Callable[P, 
     @functools.wraps(handler)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
         result = await handler(*args, **kwargs)
-        raise_lost_cancel()
+        if result is None:  # it streamed; a returned response is safe (above), and the check costs every submit
+            raise_lost_cancel()
         return result
 
     return run

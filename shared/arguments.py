@@ -10,6 +10,8 @@ from shared.errors import InvalidArguments
 
 def bind(positional: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """All arguments by name; ``InvalidArguments`` for too many positional ones or one given twice."""
+    if not args:
+        return dict(kwargs)
     if len(args) > len(positional):
         most = f"takes at most {len(positional)} positional argument{'' if len(positional) == 1 else 's'}"
         raise InvalidArguments([{"loc": ["args"], "msg": f"{most} ({len(args)} given)"}])

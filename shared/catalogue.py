@@ -6,14 +6,21 @@ modules) and names the digest in its presence record (``shared.presence``, refre
 worker counts as live while its record is younger than ``STALE_SECONDS`` (a worker that stopped cleanly too,
 so a restart does not turn submits away); a task no live worker offers is refused (``unknown_task``). An API
 process reads the records at most once a second, and each catalogue once (a digest names its content).
+
+A submit does not wait for that read: once its copy is older than ``REFRESH_SECONDS``, a request answers from it
+and starts a read in the background, so what it answers from is at most ``MAX_STALE_SECONDS`` old (older, when no
+request came for a while or reads fail, a request reads first, as at start). A name the copy does not know is read
+again at once before it is refused (a worker that has just started is taken at its word), at most every
+``MISS_REFRESH_SECONDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -24,12 +31,17 @@ from redis.asyncio import Redis
 from shared import keys, presence
 from shared.arguments import bind
 from shared.errors import InvalidArguments, UnknownTask
+from shared.schema_check import Check, compile_schema
 from shared.serialization import dumps, loads
+from shared.waiting import cancel_and_wait
+
+logger = logging.getLogger("relay.catalogue")
 
 STALE_SECONDS: Final = 30.0
 CATALOGUE_TTL_SECONDS: Final = 24 * 3600
 STORE_EVERY_SECONDS: Final = 3600.0
 REFRESH_SECONDS: Final = 1.0
+MAX_STALE_SECONDS: Final = 3.0  # the oldest copy a request answers from without reading it again first
 MISS_REFRESH_SECONDS: Final = 0.1  # an unknown name reads the heartbeats again, at most this often
 
 
@@ -61,6 +73,17 @@ class TaskOffer:
     concurrency: dict[str, Any] | None = None  # {"running", "key"} (``shared.lanes.Limit.describe``)
     rate: dict[str, Any] | None = None  # {"starts", "per_seconds", "key", "burst"}
     _validator: Draft202012Validator | None = field(default=None, repr=False)
+    _check: Check | None = field(default=None, repr=False)  # ``shared.schema_check``: a fast "valid"
+    _defaults: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        """Compiled once per offer (a catalogue's offers are built once per version of it)."""
+        self._check = compile_schema(self.schema)
+        self._defaults = tuple(
+            (name, prop["default"])
+            for name, prop in self.schema.get("properties", {}).items()
+            if isinstance(prop, dict) and "default" in prop
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TaskOffer:
@@ -95,24 +118,26 @@ class TaskOffer:
     def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind positional arguments, check everything against the published schema, fill in defaults."""
         params = bind(self.positional, args, kwargs)
+        if self._check is None or not self._check(params):  # not certainly valid: jsonschema decides, and words it
+            problems = sorted(self._errors(params), key=lambda e: list(e.absolute_path))
+            if problems:
+                raise InvalidArguments([p for e in problems for p in _problems(e)])
+        for name, default in self._defaults:
+            if name not in params:
+                params[name] = default
+        return params
+
+    def _errors(self, params: dict[str, Any]) -> Iterator[SchemaError]:
         if self._validator is None:
             self._validator = Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        problems = sorted(self._validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-        if problems:
-            raise InvalidArguments([p for e in problems for p in _problems(e)])
-        for name, prop in self.schema.get("properties", {}).items():
-            if name not in params and isinstance(prop, dict) and "default" in prop:
-                params[name] = prop["default"]
-        return params
+        return self._validator.iter_errors(params)
 
     def validate_piped(self, args: Sequence[Any], kwargs: Mapping[str, Any], piped: str) -> dict[str, Any]:
         """``validate`` for a workflow's step whose parameter ``piped`` takes the value of the steps before it
         (known only when it runs, where the worker checks it): every other argument is checked now."""
         params = bind(self.positional, [None, *args], kwargs)
         del params[piped]
-        if self._validator is None:
-            self._validator = Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        problems = sorted(self._validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+        problems = sorted(self._errors(params), key=lambda e: list(e.absolute_path))
         found = [p for e in problems for p in _problems(e) if p["loc"][:1] != [piped]]
         if found:
             raise InvalidArguments(found)
@@ -140,8 +165,9 @@ def _problems(error: SchemaError) -> list[dict[str, Any]]:
 class Catalogue:
     """The tasks the live workers of one queue offer, as seen by an API process (see the module docstring)."""
 
-    def __init__(self, redis: Redis, queue_name: str) -> None:
+    def __init__(self, redis: Redis, queue_name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
+        self._clock = clock
         self._queue_name = queue_name
         self._bodies: dict[str, list[dict[str, Any]]] = {}  # digest -> tasks (a digest's content never changes)
         self._offers: dict[str, TaskOffer] = {}
@@ -149,13 +175,14 @@ class Catalogue:
         self._fresh_until = 0.0
         self._refreshed_at = 0.0
         self._lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
         self.workers = 0
         self._serving: dict[str, frozenset[str]] = {}  # task -> the named queues live workers run it on
 
     async def get(self, name: str) -> TaskOffer:
         """The offer for ``name``; ``UnknownTask`` (naming what is offered) if no live worker offers it."""
         offers = await self.offers()
-        if name not in offers and time.monotonic() - self._refreshed_at > MISS_REFRESH_SECONDS:
+        if name not in offers and self._clock() - self._refreshed_at > MISS_REFRESH_SECONDS:
             offers = await self.offers(force=True)  # a worker that has just started is taken at its word at once
         offer = offers.get(name)
         if offer is None:
@@ -182,15 +209,37 @@ class Catalogue:
         return self._offers.get(name)
 
     async def offers(self, force: bool = False) -> dict[str, TaskOffer]:
-        """Name -> offer, refreshed at most every ``REFRESH_SECONDS`` (unless ``force``)."""
-        if not force and time.monotonic() < self._fresh_until:
-            return self._offers
-        async with self._lock:
-            if force or time.monotonic() >= self._fresh_until:
-                await self._refresh()
-                self._refreshed_at = time.monotonic()
-                self._fresh_until = self._refreshed_at + REFRESH_SECONDS
+        """Name -> offer, read at most every ``REFRESH_SECONDS`` (unless ``force``); a copy up to
+        ``MAX_STALE_SECONDS`` old is answered at once while a background read refreshes it."""
+        if not force:
+            now = self._clock()
+            if now < self._fresh_until:
+                return self._offers
+            if self._refreshed_at and now - self._refreshed_at < MAX_STALE_SECONDS:
+                if self._refresher is None or self._refresher.done():
+                    self._refresher = asyncio.create_task(self._refresh_quietly(), name="relay-catalogue")
+                return self._offers
+        await self._read(force)
         return self._offers
+
+    async def _read(self, force: bool) -> None:
+        async with self._lock:
+            if force or self._clock() >= self._fresh_until:
+                await self._refresh()
+                self._refreshed_at = self._clock()
+                self._fresh_until = self._refreshed_at + REFRESH_SECONDS
+
+    async def _refresh_quietly(self) -> None:
+        """A background read: a failure leaves the copy to age, until a request reads (and fails) itself."""
+        try:
+            await self._read(force=False)
+        except Exception as exc:  # a Redis error, typically: the request that reads next reports it
+            logger.debug("task catalogue: background read failed: %s", exc)
+
+    async def close(self) -> None:
+        """Stop a background read still under way."""
+        if self._refresher is not None:
+            await cancel_and_wait(self._refresher)
 
     async def _refresh(self) -> None:
         fields, redis_now_ms = await presence.records(self._redis, self._queue_name)

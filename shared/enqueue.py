@@ -8,16 +8,16 @@ submits of one process share that script call (``shared.batching``): one round t
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from arq.connections import ArqRedis
 
 from shared import durability, keys, lanes, tenancy
 from shared.batching import Batcher
 from shared.errors import IdConflict, InvalidOptions, ParentAborting, QueueFull, SubmissionError
+from shared.ids import new_id
 from shared.jobs import JobRecord, ResultRecord, fingerprint
 from shared.scripts import Scripts
 from shared.serialization import dumps
@@ -65,10 +65,11 @@ class TaskShape(Protocol):
         """``validate`` but for parameter ``piped``, which a workflow fills in when the step runs."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Submitted:
     """The outcome of a submit: ``created`` is False when an identical task with this id already existed,
-    and ``state`` is then that task's real state."""
+    and ``state`` is then that task's real state. A value, never changed once made (not ``frozen``: that costs
+    each of the thousands of submits a second an ``object.__setattr__`` per field)."""
 
     task_id: str
     task: str
@@ -76,9 +77,9 @@ class Submitted:
     state: TaskState
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prepared:
-    """A validated submission, ready for the script."""
+    """A validated submission, ready for the script (a value, as ``Submitted`` is)."""
 
     task_id: str
     task: str
@@ -101,6 +102,9 @@ class Links:
     parent: str | None = None
     piped: bool = False
     mapped: bool = False
+
+
+_NO_LINKS: Final = Links()  # a plain task's (made once: a frozen dataclass costs a microsecond to make)
 
 
 def piped_param(spec: TaskShape, mapped: bool = False) -> str:
@@ -134,7 +138,7 @@ def prepare(
     """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records,
     stored under ``tenant``'s namespace (``shared.tenancy``; None: a task no tenant owns), as part of what
     ``links`` names, if anything."""
-    links = links or Links()
+    links = links or _NO_LINKS
     piped = piped_param(spec, links.mapped) if links.piped else None
     if piped is not None:
         params = spec.validate_piped(submission.args, submission.kwargs, piped)
@@ -183,7 +187,7 @@ def prepare(
         parent=links.parent,
     ).encode()
     return Prepared(
-        task_id=tenancy.stored_id(tenant, submission.id or uuid.uuid4().hex),
+        task_id=tenancy.stored_id(tenant, submission.id or new_id()),
         task=spec.name,
         due=_due(submission),
         record=record,
@@ -215,7 +219,9 @@ class Enqueuer:
     async def enqueue(self, prepared: Prepared) -> Submitted:
         """Enqueue once; ``IdConflict`` or ``QueueFull`` when it cannot be, ``NotReplicated`` when replicas
         were required and too few confirmed it."""
-        outcome = await self._batcher.submit(prepared)
+        # Not ``Batcher.submit``'s shield: a cancelled submit's future is cancelled and the batch skips its
+        # outcome, and one future per submit is enough.
+        outcome = await self._batcher.submit_nowait(prepared)
         if isinstance(outcome, IdConflict):
             raise await self._conflict(prepared)
         if isinstance(outcome, Exception):
@@ -258,14 +264,17 @@ class Enqueuer:
         ]
 
 
+_STATES: Final = {state.value.encode(): state for state in TaskState}
+
+
 def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionError:
     """The script's answer for one item: a ``Submitted``, or the exception to raise for it."""
-    kind = reply[0].decode()
-    if kind == "created":
-        return Submitted(prepared.task_id, prepared.task, True, TaskState(reply[1].decode()))
-    if kind == "aborting":
+    kind = reply[0]
+    if kind == b"created":
+        return Submitted(prepared.task_id, prepared.task, True, _STATES[reply[1]])
+    if kind == b"aborting":
         return ParentAborting("this task's abort was requested: it submits no more children")
-    if kind == "full":
+    if kind == b"full":
         queue = lanes.parse(prepared.lane).queue
         return QueueFull(f"queue {queue!r} holds {reply[1].decode()} waiting tasks, its maximum; retry later")
     if reply[2] == b"same":

@@ -133,11 +133,12 @@ class SpanHandle:
         self._span = None
 
 
-def request_span(method: str, route: str, headers: Mapping[str, str]) -> SpanHandle:
-    """The API's span of one HTTP request (``route`` is the pattern, never the raw path)."""
+def request_span(method: str, route: str, headers: Mapping[str, str]) -> SpanHandle | None:
+    """The API's span of one HTTP request (``route`` is the pattern, never the raw path); None when there is
+    nothing to record or pass on (no tracer provider, no trace context sent)."""
     passed = incoming(headers.get)
     if trace is None or not (passed or _provider_set()):
-        return SpanHandle(None, passed)
+        return SpanHandle(None, passed) if passed else None
     name = f"{method} {route}"
     attributes = {"http.request.method": method, "http.route": route}
     span = _tracer().start_span(name, context=extract(passed), kind=SpanKind.SERVER, attributes=attributes)
@@ -159,9 +160,22 @@ def context_span(carrier: Mapping[str, str]) -> SpanHandle:
     return SpanHandle(None, dict(carrier) if trace_id_of(carrier.get(TRACEPARENT)) else {})
 
 
+_provider_seen = False  # a global tracer provider, once set, stays (OpenTelemetry sets it once)
+_UNKNOWN = object()
+# get_tracer_provider() looks this variable up in os.environ on every call until a provider is set.
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
 def _provider_set() -> bool:
-    """False while no tracer provider is set: a span without a parent would then be a no-op (skip its cost)."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    """False while no tracer provider is set: a span without a parent would then be a no-op (skip its cost).
+    Asked on every request, so the usual answers are cheap: yes once seen, no while OpenTelemetry holds none."""
+    global _provider_seen
+    if _provider_seen:
+        return True
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _PROVIDER_FROM_ENV:
+        return False
+    _provider_seen = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _provider_seen
 
 
 def _tracer() -> Any:

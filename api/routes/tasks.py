@@ -16,15 +16,17 @@ from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, No
 from api.formats import wants_stream
 from api.observe import trace_carrier
 from api.resources import Resources, resources
-from api.streaming import ends_with_its_connection, stream_slot, submit_and_stream
+from api.streaming import stream_slot, submit_and_stream
 from shared import tenancy, tracing
 from shared.apikeys import NAME_PATTERN, Role
 from shared.enqueue import Submitted, prepare
 from shared.limits import check_args_size
+from shared.serialization import dumps
 from shared.status import LANE, task_view
 from shared.tasklist import BadCursor, list_tasks
 from shared.tasks import TaskState, TaskSubmission, is_task_name
 from shared.transitions import AbortOutcome, RetryOutcome
+from shared.waiting import raise_lost_cancel
 
 bp = Blueprint("tasks")
 MAX_PAGE = 500
@@ -64,18 +66,17 @@ def json_object(body: bytes, example: str) -> dict[str, Any]:
     return data
 
 
-def _submitted_body(submitted: Submitted, task_id: str) -> dict[str, object]:
+def _submitted_body(submitted: Submitted, task_id: str, urls: dict[str, str]) -> dict[str, object]:
     return {
         "id": task_id,
         "task": submitted.task,
         "state": submitted.state.value,
         "created": submitted.created,
-        "links": links(task_id),
+        "links": urls,
     }
 
 
 @bp.post("/tasks")
-@ends_with_its_connection
 async def submit(request: Request) -> HTTPResponse | None:
     """Enqueue a task: 202 with its id and links (200 if this id was already submitted identically).
     With ``Accept: application/x-ndjson`` or ``text/event-stream`` the events follow on this response."""
@@ -88,20 +89,30 @@ async def submit(request: Request) -> HTTPResponse | None:
     offer = await res.catalogue.get(submission.task)
     prepared = tracing.with_carrier(prepare(offer, res.settings, submission, tenant=who.tenant), trace_carrier(request))
     task_id = public_task_id(who, prepared.task_id)
-    location = links(task_id)["self"]
+    urls = links(task_id)
+    location = urls["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
-    # Limits first, cheapest first, so a refusal leaves nothing behind: the stream slot, then the key's quotas.
-    with stream_slot(res) if fmt is not None else nullcontext():
-        async with res.quotas.admit(request.ctx.key_name, prepared.task_id):
-            if fmt is not None:
-                await submit_and_stream(request, res, prepared, fmt, location, task_id)
-                return None
-            submitted = await res.enqueuer.enqueue(prepared)
+    if fmt is None and res.quotas.unlimited:  # most submits: no stream slot and no quota to hold meanwhile
+        submitted = await res.enqueuer.enqueue(prepared)
+        res.metrics.key_submitted(request.ctx.key_name)
+    else:
+        # Limits first, cheapest first, so a refusal leaves nothing behind: the stream slot, then the key's quotas.
+        with stream_slot(res) if fmt is not None else nullcontext():
+            async with res.quotas.admit(request.ctx.key_name, prepared.task_id):
+                if fmt is not None:
+                    await submit_and_stream(request, res, prepared, fmt, location, task_id)
+                    raise_lost_cancel()  # see api.streaming.ends_with_its_connection
+                    return None
+                submitted = await res.enqueuer.enqueue(prepared)
     logger.debug(
         "submit %s: task %s, created=%s, %s", submitted.task_id, submitted.task, submitted.created, submitted.state
     )
-    return json(
-        _submitted_body(submitted, task_id), status=202 if submitted.created else 200, headers={"Location": location}
+    # The body encoded here, as JSON's bytes (ids and names are ASCII: the same bytes Sanic's json() wrote).
+    return HTTPResponse(
+        dumps(_submitted_body(submitted, task_id, urls)),
+        status=202 if submitted.created else 200,
+        headers={"Location": location},
+        content_type="application/json",
     )
 
 

@@ -97,6 +97,33 @@ def test_submit_rate_is_shared_by_api_processes(spawn_api: StartApi, on_redis: d
     assert "secret" not in metrics
 
 
+def test_both_limits_are_one_check_and_a_refused_rate_reserves_nothing(
+    spawn_api: StartApi, redis_client: redis.Redis
+) -> None:
+    """With a rate and a cap, each submit's admission is one script (one round trip): the rate first, and a
+    submit it refuses takes no slot of the cap."""
+    queue = unique("q")
+    env = {
+        "RELAY_QUEUE_NAME": queue,
+        "RELAY_API_KEYS": KEYS,
+        "RELAY_KEY_SUBMIT_RATE": "0.01",
+        "RELAY_KEY_SUBMIT_BURST": "3",
+        "RELAY_KEY_MAX_ACTIVE": "2",
+    }
+    _, base = spawn_api(**env)
+    responses = [submit(base, DEFERRED, headers=ALICE) for _ in range(5)]
+    assert [(r.status_code, code(r) if r.status_code != 202 else "") for r in responses] == [
+        (202, ""),
+        (202, ""),
+        (429, "quota_exceeded"),  # a token taken, no slot left
+        (429, "rate_limited"),  # the burst is spent: refused before the cap is looked at
+        (429, "rate_limited"),
+    ]
+    accepted = {r.json()["id"] for r in responses if r.status_code == 202}
+    reserved = {m.decode().rsplit("~", 1)[-1] for m in redis_client.zrange(keys.quota_active(queue, "alice"), 0, -1)}
+    assert reserved == accepted
+
+
 def test_no_limits_means_no_quota_records(relay: str, redis_client: redis.Redis) -> None:
     """Unlimited (the default) costs no Redis work: nothing is recorded per key."""
     task_id = submit_ok(relay, {"task": "echo"})

@@ -243,3 +243,67 @@ async def test_a_stop_deadline_ends_retries_in_flight(server: Server) -> None:
             await asyncio.wait_for(ping, 5)  # it was due to retry for RETRY_BUDGET_SECONDS (30 s)
     finally:
         await client.aclose()
+
+
+async def test_commands_are_written_without_a_task_of_their_own(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py bounds each write with asyncio.wait_for: a Task per command on Python 3.11, and a cancel it can
+    lose (CPython gh-86296). Relay's connections write at once and bound only a wait for room."""
+
+    def no_wait_for(*_: object, **__: object) -> None:
+        raise AssertionError("a command was written through asyncio.wait_for")
+
+    client = api_client(settings_for(server.url, redis_timeout_seconds=2))
+    try:
+        await client.ping()  # connected first: a connect may use wait_for, a command must not
+        monkeypatch.setattr(asyncio, "wait_for", no_wait_for)
+        await client.set("written", "1")
+        assert await client.get("written") == b"1"
+    finally:
+        await client.aclose()
+
+
+async def test_a_write_with_no_room_times_out_and_drops_its_connection() -> None:
+    """A server that never reads: the socket buffers fill, and the write gives up after the socket timeout."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never read, never answer
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", free_port())
+    port = listener.sockets[0].getsockname()[1]
+    client = api_client(settings_for(f"redis://127.0.0.1:{port}/0", redis_timeout_seconds=0.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            await client.set("big", b"x" * (64 * 1024 * 1024))
+        assert 0.4 < time.monotonic() - started < 5
+        pool = client.connection_pool
+        assert all(not c.is_connected for c in pool._available_connections + list(pool._in_use_connections))  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()
+        for writer in accepted:
+            writer.close()
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("PING",),
+        ("CONFIG GET", "maxmemory"),
+        (b"EVALSHA", "ab" * 20, 2, "q", "i", *[b"x" * 300, "\u00e9t\u00e9", 17, 2.5, 0.1] * 40),
+        ("SET", "big", b"y" * 7000),
+        ("SET", "view", memoryview(b"z" * 10)),
+        ("MSET", *[f"k{i}" for i in range(3000)]),
+    ],
+)
+def test_commands_are_encoded_as_redis_py_encodes_them(args: tuple[object, ...]) -> None:
+    """Relay's connections encode a command in linear time: the same bytes on the wire as redis-py's."""
+    from redis.asyncio.connection import Connection
+
+    from shared.redis_pools import AsyncConnection
+
+    ours, theirs = AsyncConnection(), Connection()
+    assert b"".join(ours.pack_command(*args)) == b"".join(bytes(part) for part in theirs.pack_command(*args))

@@ -1,0 +1,35 @@
+"""``bench.submit_cpu`` and ``bench.http_submit``'s report run for real with tiny numbers, so they cannot rot.
+
+Nothing here asserts a speed: only that every checkout was measured, with a number, and that the MONITOR log
+is read into commands sent and commands run by scripts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bench import http_submit, submit_cpu
+from bench.harness.processes import REPO
+
+
+def test_submit_cpu_measures_this_tree_and_another_checkout() -> None:
+    output = submit_cpu.main(["--submits", "300", "--rounds", "1", "--tree", str(REPO)])
+    rows = [line for line in output.splitlines() if re.search(r"\| \d+\.\d +\| \d+\.\d", line)]
+    assert rows[0].split("|")[1].strip() == "this tree"
+    assert len(rows) == 2  # and the other checkout's
+
+
+def test_monitor_lines_are_split_into_sent_and_scripted_commands(tmp_path: Path) -> None:
+    log = tmp_path / "monitor.txt"
+    log.write_text(
+        "OK\n"
+        '1733500000.000001 [0 127.0.0.1:5000] "evalsha" "abc" "2" "q" "i"\n'
+        '1733500000.000002 [0 lua] "EXISTS" "arq:job:1" "arq:result:1"\n'
+        '1733500000.000003 [0 lua] "ZADD" "lane" "1.000" "1"\n'
+        '1733500000.000004 [0 127.0.0.1:5001] "info" "commandstats"\n'
+        '1733500000.000005 [0 127.0.0.1:5000] "evalsha" "abc" "2"\n'
+    )
+    sent, scripted = http_submit.monitored(log)
+    assert sent == {"evalsha": 2}
+    assert scripted == {"exists": 1, "zadd": 1}

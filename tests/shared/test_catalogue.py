@@ -1,0 +1,100 @@
+"""The API's copy of the task catalogue (``shared.catalogue``) against a real Redis: a submit answers from the copy
+while it is read again in the background, a copy too old is read before answering, and a name the copy does not
+know is read again before it is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from shared import catalogue, presence
+from shared.catalogue import MAX_STALE_SECONDS, REFRESH_SECONDS, Catalogue
+from shared.errors import UnknownTask
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def task(name: str, description: str = "") -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"message": {"type": "string"}}, "additionalProperties": False}
+    return {"name": name, "description": description, "schema": schema, "timeout_seconds": 30.0}
+
+
+async def offer(redis: Redis, queue: str, *tasks: dict[str, Any]) -> None:
+    """Publish ``tasks`` as one live worker's catalogue, as a worker does."""
+    digest, body = catalogue.encode(list(tasks))
+    await catalogue.store(redis, digest, body)
+    seconds, micros = await redis.time()
+    await presence.publish(redis, queue, "worker-1", {"catalogue": digest}, seconds * 1000 + micros / 1000)
+
+
+async def test_a_submit_answers_from_the_copy_while_it_is_read_again(redis: Redis) -> None:
+    queue, clock = f"relay:cat:{uuid.uuid4().hex[:8]}", Clock()
+    await offer(redis, queue, task("echo", "first"))
+    cat = Catalogue(redis, queue, clock)
+    assert (await cat.get("echo")).description == "first"  # the first read happens before the answer
+    await offer(redis, queue, task("echo", "second"))
+
+    gate = asyncio.Event()
+    real_records = presence.records
+
+    async def held(*args: Any) -> Any:
+        await gate.wait()
+        return await real_records(*args)
+
+    clock.now += REFRESH_SECONDS + 0.5
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(presence, "records", held)
+        answered = await asyncio.wait_for(cat.get("echo"), 5)  # does not wait for the held read
+        assert answered.description == "first"
+        refresher = cat._refresher
+        assert refresher is not None
+        assert not refresher.done()
+        gate.set()
+        await refresher
+    assert (await cat.get("echo")).description == "second"
+    await cat.close()
+
+
+async def test_a_copy_older_than_the_bound_is_read_before_answering(redis: Redis) -> None:
+    queue, clock = f"relay:cat:{uuid.uuid4().hex[:8]}", Clock()
+    await offer(redis, queue, task("echo", "first"))
+    cat = Catalogue(redis, queue, clock)
+    await cat.get("echo")
+    await offer(redis, queue, task("echo", "second"))
+    clock.now += MAX_STALE_SECONDS + 0.5  # no request for a while
+    assert (await cat.get("echo")).description == "second"
+    await cat.close()
+
+
+async def test_a_name_the_copy_does_not_know_is_read_again_before_it_is_refused(redis: Redis) -> None:
+    queue, clock = f"relay:cat:{uuid.uuid4().hex[:8]}", Clock()
+    await offer(redis, queue, task("echo"))
+    cat = Catalogue(redis, queue, clock)
+    await cat.get("echo")
+    await offer(redis, queue, task("echo"), task("resize"))  # a worker that has just started
+    clock.now += 0.2  # the copy is fresh: only the unknown name makes it read again
+    assert (await cat.get("resize")).name == "resize"
+    clock.now += 0.2
+    with pytest.raises(UnknownTask):
+        await cat.get("nothing")
+    await cat.close()
