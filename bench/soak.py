@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -42,6 +43,8 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.common import OtherLoad
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 FINAL_CHUNK = b"0\r\n\r\n"
@@ -52,6 +55,11 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise KeyError("VmRSS")
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else float("nan")
 
 
 def p99(values: list[float]) -> float:
@@ -162,6 +170,7 @@ async def with_httpx(client: httpx.AsyncClient) -> float:
 class Run:
     samples: list[tuple[float, float, float, float]] = field(default_factory=list)  # t, API, worker, Redis MiB
     round_trips: list[tuple[float, float]] = field(default_factory=list)  # t at start, seconds
+    other_load: list[tuple[float, float]] = field(default_factory=list)  # t, cores other processes used since
     errors: int = 0
 
 
@@ -208,8 +217,11 @@ async def soak(args: argparse.Namespace, api_pid: int, worker_pid: int, base: st
                 run.errors += 1
 
         next_sample, index = 0.0, 0
+        others = OtherLoad()  # CPU of processes this soak did not start (other sessions): the noise
         while (now := time.monotonic() - t0) < duration:
             if now >= next_sample:
+                run.other_load.append((now, others.cores()))
+                others = OtherLoad()
                 used = int(client.info("memory")["used_memory"]) / 2**20
                 run.samples.append((now, rss_mib(api_pid), rss_mib(worker_pid), used))
                 next_sample += args.sample_seconds
@@ -250,6 +262,12 @@ def report(args: argparse.Namespace, run: Run) -> str:
     after_warmup = [s * 1000 for t, s in run.round_trips if warm <= t < warm + window]
     last = [s * 1000 for t, s in run.round_trips if t >= end - window]
     lines.append(f"round trips: {len(run.round_trips)}, errors: {run.errors}")
+    lines.append("  minute   round trips   p50 (ms)   p99 (ms)   other processes (cores)")
+    for minute in range(math.ceil(end / 60)):
+        within = [s * 1000 for t, s in run.round_trips if minute * 60 <= t < (minute + 1) * 60]
+        other = [cores for t, cores in run.other_load if minute * 60 < t <= (minute + 1) * 60]
+        load = sum(other) / len(other) if other else float("nan")
+        lines.append(f"  {minute + 1:6d}  {len(within):12d}  {median(within):9.1f}  {p99(within):9.1f}  {load:24.2f}")
     p_first, p_warm, p_last = p99(first), p99(after_warmup), p99(last)
     lines.append(
         f"p99 round trip: first {window:.0f} s {p_first:.1f} ms; first {window:.0f} s after the warm-up "
