@@ -39,7 +39,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -52,7 +53,7 @@ from redis.asyncio import connection as async_connection
 from redis.asyncio import retry as async_retry
 from redis.asyncio import sentinel as async_sentinel
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.connection import parse_url
@@ -88,6 +89,7 @@ from shared.serialization import dumps, loads
 from shared.settings import Settings
 
 logger = logging.getLogger("relay.redis")
+T = TypeVar("T")
 
 # Workers and threads retry a command this long through a restart or failover (Sentinel's failover takes
 # down-after-milliseconds plus a few seconds); nested connect retries can at most double it.
@@ -221,6 +223,21 @@ def _fail_fast_policy() -> dict[str, Any]:
     return {"retry": retry, "retry_on_error": list(API_RETRY_ON)}
 
 
+class _PatientPipeline(ClusterPipeline):
+    """A cluster pipeline whose ``execute`` goes through ``RelayCluster.within_budget`` (redis-py empties its
+    command stack when ``execute`` returns or raises, so each try is given the commands again)."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        commands = list(self._command_stack)
+        send = super().execute
+
+        async def once() -> list[Any]:
+            self._command_stack = list(commands)
+            return await send(raise_on_error, allow_redirections)
+
+        return await cast(RelayCluster, self._client).within_budget(once)
+
+
 class RelayCluster(RedisCluster):
     """redis-py's asyncio cluster client with the parts of ``ArqRedis`` that Relay and arq's ``Worker`` use: its
     serializer attributes, ``close(close_connection_pool=...)``, ``publish`` and ``pubsub`` (which redis-py's
@@ -262,18 +279,28 @@ class RelayCluster(RedisCluster):
         await super().aclose()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        """redis-py's, and for a patient client (``retry_budget`` > 0) sent again, with backoff, for up to
+        """redis-py's, sent again through a failover as ``within_budget`` says."""
+        send = super().execute_command
+        return await self.within_budget(lambda: send(*args, **kwargs))
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        """redis-py's cluster pipeline (no transaction), sent again through a failover as ``within_budget`` says."""
+        super().pipeline(transaction, shard_hint)  # its checks of the arguments
+        return _PatientPipeline(self)  # type: ignore[abstract]  # as RelayCluster: redis-py types connection_pool
+
+    async def within_budget(self, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()``, and for a patient client (``retry_budget`` > 0) again, with backoff, for up to
         ``retry_budget`` seconds (as on one Redis) or until ``cutoff``, while the cluster is failing over: the node
         that held the slot refuses connections until its replica is promoted and the layout says so, which takes
         longer than redis-py's count of layout re-reads when each refusal is instant."""
         if not self.retry_budget:
-            return await super().execute_command(*args, **kwargs)
+            return await send()
         backoff = ExponentialBackoff(cap=1.0, base=0.05)
         deadline = time.monotonic() + self.retry_budget
         failures = 0
         while True:
             try:
-                return await super().execute_command(*args, **kwargs)
+                return await send()
             except CLUSTER_OUTAGE:
                 failures += 1
                 retry_at = time.monotonic() + backoff.compute(failures)

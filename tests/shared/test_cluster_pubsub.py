@@ -2,7 +2,9 @@
 
 The connection class is checked on two plain redis-servers standing for two nodes (a cluster broadcasts classic
 ``PUBLISH`` to every node; here the test publishes on the node the subscriber should have moved to); the cluster
-client's part on the session's cluster. The failover under load is ``tests/e2e/test_cluster_failover.py``.
+client's part on the session's cluster. Also here: a worker's cluster client sends a command or a pipeline again
+through a failover for a time budget, as on one Redis (``RelayCluster.within_budget``). The failover under load is
+``tests/e2e/test_cluster_failover.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from bench.harness.processes import ManagedProcess
-from shared.redis import RelayCluster, close, worker_client
+from shared.redis import RelayCluster, api_client, close, stop_retrying_at, worker_client
 from shared.redis_pools import AsyncClusterPubSubConnection
 from shared.settings import Settings
 
@@ -129,4 +131,57 @@ async def test_the_cluster_client_offers_every_node_and_keeps_subscriptions_when
         assert connection.is_connected
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await close(client)
+
+
+def cluster_settings(url: str = "redis://127.0.0.1:1/0") -> Settings:
+    return Settings(redis_url=url, redis_cluster=True, queue_name="relay:cf:budget")
+
+
+async def test_a_workers_cluster_client_sends_again_through_a_failover_until_its_budget_or_cutoff() -> None:
+    """No I/O: the clients connect lazily, and ``within_budget`` is given what to send."""
+    patient, hasty = worker_client(cluster_settings()), api_client(cluster_settings())
+    assert isinstance(patient, RelayCluster)
+    assert isinstance(hasty, RelayCluster)
+    calls: list[float] = []
+
+    async def refused_twice() -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise redis.exceptions.ConnectionError("refused")
+        return "ok"
+
+    assert await patient.within_budget(refused_twice) == "ok"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await hasty.within_budget(refused_twice)  # the API fails fast: its 503 tells the client when to retry
+    assert len(calls) == 1
+    calls.clear()
+    stop_retrying_at(patient, time.monotonic())  # a stopping worker gives Redis no more time
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await patient.within_budget(refused_twice)
+    assert len(calls) == 1
+
+
+@pytest.mark.cluster
+async def test_a_workers_pipeline_on_a_cluster_goes_through_the_budget(redis_cluster_url: str) -> None:
+    client = worker_client(cluster_settings(redis_cluster_url))
+    sent = 0
+    budget = RelayCluster.within_budget
+
+    async def counting(self: RelayCluster, send: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        return await budget(self, send)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(RelayCluster, "within_budget", counting)
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set("{relay:cf:budget}a", 1)
+                pipe.get("{relay:cf:budget}a")
+                assert await pipe.execute() == [True, b"1"]
+        assert sent == 1  # the pipeline's execute, once (its commands do not go through execute_command)
+    finally:
         await close(client)
