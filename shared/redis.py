@@ -28,7 +28,8 @@ Every client drops a connection that answered READONLY, so the next command reac
 ``ASK``; each process then uses the tagged key layout (``shared.keys.use_layout``). The differences, all of this
 phase (issue #22): a node's connections are capped but not waited for (redis-py's cluster client raises at the
 cap); a command that met a lost connection or a failover is sent again after the cluster's layout is read
-afresh a bounded number of times (the API once, the others ``CLUSTER_RETRIES`` times), not for a time budget;
+afresh (the API and the bridge once; a worker's commands and pipelines for ``RETRY_BUDGET_SECONDS``, as on one
+Redis, see ``RelayCluster.within_budget``; the threads' synchronous client ``CLUSTER_RETRIES`` times);
 and pub/sub goes to one node that is up, the URL's if it is (classic ``PUBLISH`` reaches every node of a cluster),
 and to another one after that node is lost (``RelayCluster.pubsub``).
 """
