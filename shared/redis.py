@@ -28,8 +28,10 @@ Every client drops a connection that answered READONLY, so the next command reac
 ``ASK``; each process then uses the tagged key layout (``shared.keys.use_layout``). The differences, all of this
 phase (issue #22): a node's connections are capped but not waited for (redis-py's cluster client raises at the
 cap); a command that met a lost connection or a failover is sent again after the cluster's layout is read
-afresh a bounded number of times (the API once, the others ``CLUSTER_RETRIES`` times), not for a time budget;
-and pub/sub goes to the URL's node (classic ``PUBLISH`` reaches every node of a cluster).
+afresh (the API and the bridge once; a worker's commands and pipelines for ``RETRY_BUDGET_SECONDS``, as on one
+Redis, see ``RelayCluster.within_budget``; the threads' synchronous client ``CLUSTER_RETRIES`` times);
+and pub/sub goes to one node that is up, the URL's if it is (classic ``PUBLISH`` reaches every node of a cluster),
+and to another one after that node is lost (``RelayCluster.pubsub``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, cast
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -50,15 +54,26 @@ from redis.asyncio import connection as async_connection
 from redis.asyncio import retry as async_retry
 from redis.asyncio import sentinel as async_sentinel
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.connection import parse_url
-from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError, TimeoutError
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TimeoutError,
+    TryAgainError,
+)
 
 from shared import keys
 from shared.redis_pools import (
     AsyncBudgetRetry,
+    AsyncClusterPubSubConnection,
+    AsyncClusterPubSubSSLConnection,
     AsyncConnection,
     AsyncSentinelConnection,
     AsyncSentinelSSLConnection,
@@ -66,6 +81,7 @@ from shared.redis_pools import (
     AsyncUnixConnection,
     BoundedPool,
     BoundedSentinelPool,
+    Cutoff,
     SyncBudgetRetry,
     SyncSentinelConnection,
     SyncSentinelSSLConnection,
@@ -74,6 +90,7 @@ from shared.serialization import dumps, loads
 from shared.settings import Settings
 
 logger = logging.getLogger("relay.redis")
+T = TypeVar("T")
 
 # Workers and threads retry a command this long through a restart or failover (Sentinel's failover takes
 # down-after-milliseconds plus a few seconds); nested connect retries can at most double it.
@@ -83,9 +100,12 @@ PATIENT_RETRY_ON = (ConnectionError, TimeoutError, OSError, ReadOnlyError)
 # The API retries only what a fresh connection fixes at once; a timeout already used up its time.
 API_RETRY_ON = (ConnectionError, ReadOnlyError)
 HEALTH_CHECK_INTERVAL_SECONDS = 30  # a connection idle this long is PINGed before use
-# On a cluster, how often a patient client sends a command again after the cluster's layout is read afresh
-# (each try first reconnects with CONNECT_RETRIES backed-off attempts): about as patient as RETRY_BUDGET_SECONDS.
+# On a cluster, how often redis-py sends a patient client's command again after the cluster's layout is read afresh
+# (each try first reconnects with CONNECT_RETRIES backed-off attempts); RelayCluster.execute_command then repeats
+# that, with backoff, until RETRY_BUDGET_SECONDS have passed.
 CLUSTER_RETRIES = 20
+# What a cluster answers while it fails over: the lost primary refuses, the layout is not yet updated.
+CLUSTER_OUTAGE = (ConnectionError, TimeoutError, OSError, ClusterDownError, SlotNotCoveredError, TryAgainError)
 CONNECT_RETRIES = 3
 
 
@@ -204,14 +224,34 @@ def _fail_fast_policy() -> dict[str, Any]:
     return {"retry": retry, "retry_on_error": list(API_RETRY_ON)}
 
 
+class _PatientPipeline(ClusterPipeline):
+    """A cluster pipeline whose ``execute`` goes through ``RelayCluster.within_budget`` (redis-py empties its
+    command stack when ``execute`` returns or raises, so each try is given the commands again)."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        commands = list(self._command_stack)
+        send = super().execute
+
+        async def once() -> list[Any]:
+            self._command_stack = list(commands)
+            return await send(raise_on_error, allow_redirections)
+
+        return await cast(RelayCluster, self._client).within_budget(once)
+
+
 class RelayCluster(RedisCluster):
     """redis-py's asyncio cluster client with the parts of ``ArqRedis`` that Relay and arq's ``Worker`` use: its
     serializer attributes, ``close(close_connection_pool=...)``, ``publish`` and ``pubsub`` (which redis-py's
-    asyncio cluster client lacks: here a plain connection to the URL's node, where a cluster's classic pub/sub
-    hears every node's messages). Made by ``_cluster_client``; typed as ``ArqRedis`` where Relay passes it."""
+    asyncio cluster client lacks: here a plain connection to one node, where a cluster's classic pub/sub hears
+    every node's messages; see ``pubsub``). Made by ``_cluster_client``; typed as ``ArqRedis`` where Relay
+    passes it."""
 
-    def __init__(self, *, queue_name: str, pubsub_kwargs: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(
+        self, *, queue_name: str, pubsub_kwargs: dict[str, Any], retry_budget: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.retry_budget = retry_budget
+        self.cutoff = Cutoff()
         # redis-py's cluster client picks redis-py's own connection classes: Relay's report a closed transport
         # as a lost connection (redis_pools). Nodes found later are made from these same kwargs.
         tls = kwargs.get("ssl", False)
@@ -226,26 +266,69 @@ class RelayCluster(RedisCluster):
         self._pubsub_pool: ConnectionPool | None = None
 
     async def close(self, close_connection_pool: bool | None = None) -> None:
-        """arq's ``close(close_connection_pool=True)``: every node's connections, and the pub/sub pool."""
+        """arq's ``close(close_connection_pool=True)``, and ``shared.redis.close``'s: every node's connections, and
+        the pub/sub pool."""
         await self.aclose()
-
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        """Close every node's connections and the pub/sub pool (``close_connection_pool``: as ``Redis.aclose``
-        takes it; a cluster client always owns its connections)."""
-        await super().aclose()
         if self._pubsub_pool is not None:
             pool, self._pubsub_pool = self._pubsub_pool, None
             await pool.disconnect()
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close every node's connections (``close_connection_pool``: as ``Redis.aclose`` takes it; a cluster
+        client always owns its connections). Not the pub/sub pool: redis-py calls this itself after every lost
+        connection, to read the layout afresh, and that must not cut the subscriptions of a node that is fine."""
+        await super().aclose()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """redis-py's, sent again through a failover as ``within_budget`` says."""
+        send = super().execute_command
+        return await self.within_budget(lambda: send(*args, **kwargs))
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        """redis-py's cluster pipeline (no transaction), sent again through a failover as ``within_budget`` says."""
+        super().pipeline(transaction, shard_hint)  # its checks of the arguments
+        return _PatientPipeline(self)  # type: ignore[abstract]  # as RelayCluster: redis-py types connection_pool
+
+    async def within_budget(self, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()``, and for a patient client (``retry_budget`` > 0) again, with backoff, for up to
+        ``retry_budget`` seconds (as on one Redis) or until ``cutoff``, while the cluster is failing over: the node
+        that held the slot refuses connections until its replica is promoted and the layout says so, which takes
+        longer than redis-py's count of layout re-reads when each refusal is instant."""
+        if not self.retry_budget:
+            return await send()
+        backoff = ExponentialBackoff(cap=1.0, base=0.05)
+        deadline = time.monotonic() + self.retry_budget
+        failures = 0
+        while True:
+            try:
+                return await send()
+            except CLUSTER_OUTAGE:
+                failures += 1
+                retry_at = time.monotonic() + backoff.compute(failures)
+                if retry_at > deadline or self.cutoff.passed_by(retry_at):
+                    raise
+                await asyncio.sleep(retry_at - time.monotonic())
 
     async def publish(self, channel: Any, message: Any) -> Any:
         """``PUBLISH`` (to any node: the cluster broadcasts it)."""
         return await self.execute_command("PUBLISH", channel, message)
 
     def pubsub(self, **kwargs: Any) -> PubSub:
-        """A pub/sub connection to the node ``RELAY_REDIS_URL`` names (see the class docstring)."""
+        """A pub/sub connection that, on each (re)connection, goes to a node that is up: the URL's node first,
+        then every node of this client's current view of the cluster (``_pubsub_addresses``), the one it lost
+        last tried last. A subscriber whose node dies is thus back, on another node, at its next reconnect
+        (the API's hub and the workers' wake-up listener reconnect on their own, as on one Redis)."""
         if self._pubsub_pool is None:
-            self._pubsub_pool = ConnectionPool(**self._pubsub_kwargs)
+            self._pubsub_pool = ConnectionPool(**self._pubsub_kwargs, addresses=self._pubsub_addresses)
         return PubSub(self._pubsub_pool, **kwargs)
+
+    def _pubsub_addresses(self) -> list[tuple[str, int]]:
+        """The URL's node, then the nodes this client knows now (its layout is re-read after a failover), then
+        its start-up nodes: with redis-py's default ``dynamic_startup_nodes`` those are every node it found."""
+        manager = self.nodes_manager
+        known = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
+        url = (str(self._pubsub_kwargs["host"]), int(self._pubsub_kwargs["port"]))
+        return list(dict.fromkeys([url, *((str(node.host), int(node.port)) for node in known)]))
 
 
 def _cluster_kwargs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -254,7 +337,8 @@ def _cluster_kwargs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]
     node = dict(target.kwargs)
     node.pop("db", None)
     host, port = node.pop("host", "localhost"), int(node.pop("port", 6379))
-    pubsub = dict(node) | {"host": host, "port": port, "connection_class": _async_connection_class(target)}
+    connection = AsyncClusterPubSubSSLConnection if target.tls else AsyncClusterPubSubConnection
+    pubsub = dict(node) | {"host": host, "port": port, "connection_class": connection}
     tls = {k: node.pop(k) for k in list(node) if k.startswith("ssl_")}
     cluster = node | {"host": host, "port": port}
     if target.tls:
@@ -274,6 +358,7 @@ def _cluster_client(settings: Settings, *, patient: bool, max_connections: int |
         retry=connect,
         retry_on_error=list(retry_on),
         cluster_error_retry_attempts=CLUSTER_RETRIES if patient else 1,
+        retry_budget=RETRY_BUDGET_SECONDS if patient else 0.0,
         max_connections=max_connections or 2**31,
         **cluster,
     )
@@ -298,7 +383,10 @@ def stop_retrying_at(client: AsyncRedis, moment: float) -> None:
     """From ``moment`` (``time.monotonic()``) on, ``client`` retries no command (``redis_pools.Cutoff``), in
     flight or to come: a stopping worker gives Redis until then, not ``RETRY_BUDGET_SECONDS`` per command.
     Each command still gets one attempt, so a Redis that answers still hears a worker's last words."""
-    pool = getattr(client, "connection_pool", None)  # a cluster client has none: it retries a bounded count
+    if isinstance(client, RelayCluster):
+        client.cutoff.at = moment
+        return
+    pool = getattr(client, "connection_pool", None)
     retry = pool.connection_kwargs.get("retry") if pool is not None else None
     if isinstance(retry, AsyncBudgetRetry):
         retry.cutoff.at = moment
@@ -422,7 +510,7 @@ async def close(client: AsyncRedis) -> None:
     """Close ``client``, its pool and, through Sentinel, its connections to the sentinels (which redis-py's
     ``aclose`` leaves open)."""
     if isinstance(client, RelayCluster):
-        await client.aclose()
+        await client.close()
         return
     await client.aclose(close_connection_pool=True)
     manager = getattr(client.connection_pool, "sentinel_manager", None)

@@ -271,6 +271,46 @@ class AsyncSentinelSSLConnection(AsyncSentinelConnection, SSLConnection):
     """The same over TLS."""
 
 
+class _FollowsClusterNodes(Connection):
+    """A connection that, on each (re)connection, goes to the first node of a cluster that accepts it, from
+    ``addresses()`` (the cluster client's current view, see ``shared.redis.RelayCluster.pubsub``). The node it
+    lost last is tried last: it is most likely the one that just died. For classic pub/sub any node will do,
+    since a cluster broadcasts every ``PUBLISH`` to all of its nodes."""
+
+    def __init__(self, *, addresses: Callable[[], list[tuple[str, int]]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._addresses = addresses
+        self._lost: tuple[str, int] | None = None
+
+    async def _connect(self) -> None:
+        candidates = self._addresses() or [(self.host, self.port)]
+        if self._lost in candidates and len(candidates) > 1:
+            candidates = [a for a in candidates if a != self._lost] + [self._lost]
+        failure: BaseException | None = None
+        for host, port in candidates:
+            self.host, self.port = host, port
+            try:
+                await super()._connect()  # type: ignore[no-untyped-call]
+                return
+            except OSError as error:  # refused, unreachable, or no answer in time (TimeoutError is an OSError)
+                failure = error
+        assert failure is not None
+        raise failure
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        if self.is_connected:
+            self._lost = (self.host, self.port)
+        await super().disconnect(nowait)
+
+
+class AsyncClusterPubSubConnection(_FollowsClusterNodes, AsyncConnection):
+    """``AsyncConnection`` to whichever node of a cluster is up (``_FollowsClusterNodes``)."""
+
+
+class AsyncClusterPubSubSSLConnection(_FollowsClusterNodes, AsyncSSLConnection):
+    """The same over TLS."""
+
+
 class SyncSentinelConnection(sync_sentinel.SentinelManagedConnection):
     """Sentinel-managed connection (threads) that re-asks Sentinel on every connection attempt."""
 

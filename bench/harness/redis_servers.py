@@ -254,13 +254,19 @@ class Cluster:
 
 
 def start_cluster(
-    log_dir: Path, primaries: int = 3, replicas: int = 1, tls: TlsFiles | None = None, password: str = ""
+    log_dir: Path,
+    primaries: int = 3,
+    replicas: int = 1,
+    tls: TlsFiles | None = None,
+    password: str = "",
+    node_timeout_ms: int = 2000,
 ) -> Cluster:
     """``primaries * (1 + replicas)`` ``redis-server --cluster-enabled yes`` on free ports (TLS only, for clients,
     the cluster bus and replication, with ``tls``; ``requirepass`` with ``password``), joined with ``redis-cli
-    --cluster create``; returns once every node says ``cluster_state:ok``. A failure stops what was started."""
+    --cluster create``; returns once every node says ``cluster_state:ok``. A failure stops what was started.
+    ``node_timeout_ms``: how long a node may not answer before it is failed over (``cluster-node-timeout``)."""
     cluster = Cluster([], tls, password)
-    args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+    args = ["--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms)]
     cli = [_binary("redis-cli")]
     if tls:
         args += ["--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca)]

@@ -18,31 +18,29 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from bench.harness.client import read_events, sse_messages, submit_ok, types
-from bench.harness.processes import ManagedProcess, wait_until
+from bench.harness.client import read_events, submit_ok, types
+from bench.harness.processes import wait_until
 from bench.harness.redis_servers import Server, sentinels_agree, start_replica, start_sentinels, start_server
 from shared.redis import api_client, close, sync_client, worker_client
 from shared.settings import Settings
 from tests.conftest import StartApi, StartWorker
+from tests.support.failover import STREAMED_EVENTS, Follower, ran_any, settle
 from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
 from tests.support.tcp_proxy import StallingProxy
 
 MASTER = "relay"
-FINAL = {"succeeded", "failed", "aborted"}
-STREAMED_EVENTS = 60  # partial results per streamed task, one every 0.1 s: they outlive the failover
 
 
 @dataclass
@@ -134,113 +132,6 @@ async def test_every_client_follows_a_sentinel_failover(cluster: Cluster) -> Non
         await close(api)
         await close(worker)
         thread_client.close()
-
-
-@dataclass(eq=False)  # threads must stay hashable
-class Follower(threading.Thread):
-    """An SSE client that follows one task to its ``end``, switching API and resuming from Last-Event-ID
-    whenever its stream is cut, refused or told to reconnect."""
-
-    bases: list[str]
-    task_id: str
-    seqs: list[int] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-    partials: list[int] = field(default_factory=list)
-    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first_seq, last_seq) of each gap event
-    resumes: int = 0
-    ended: bool = False
-
-    def __post_init__(self) -> None:
-        threading.Thread.__init__(self, daemon=True)
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 120
-        turn = 0
-        while not self.ended and time.monotonic() < deadline:
-            headers = {"Accept": "text/event-stream"}
-            if self.seqs:
-                headers["Last-Event-ID"] = str(self.seqs[-1])
-            url = f"{self.bases[turn % len(self.bases)]}/tasks/{self.task_id}/events"
-            try:
-                with httpx.stream("GET", url, headers=headers, timeout=10) as response:
-                    if response.status_code == 200:
-                        self._read(response)
-            except httpx.HTTPError:
-                pass
-            if not self.ended:
-                self.resumes += 1
-                turn += 1
-                time.sleep(0.2)  # a client's back-off before it reconnects
-
-    def _read(self, response: httpx.Response) -> None:
-        for message in sse_messages(response):
-            if message.get("event") == "reconnect":
-                return
-            if "id" not in message:
-                continue
-            self.seqs.append(int(message["id"]))
-            event = json.loads(message["data"])
-            self.kinds.append(event["type"])
-            if event["type"] == "partial":
-                self.partials.append(event["data"]["i"])
-            if event["type"] == "gap":
-                self.gaps.append((event["data"]["first_seq"], event["data"]["last_seq"]))
-            if event["type"] == "end":
-                self.ended = True
-                return
-
-    @property
-    def gapless(self) -> bool:
-        """Every number from 1 to the end arrived, once, in order."""
-        return self.ended and self.seqs == list(range(1, len(self.seqs) + 1)) and not self.gaps
-
-    @property
-    def honest(self) -> bool:
-        """Ended, numbers strictly increasing, and every number that never arrived announced by a ``gap``
-        event: a client can always tell what it missed."""
-        increasing = all(a < b for a, b in zip(self.seqs, self.seqs[1:], strict=False))
-        covered = set(self.seqs).union(*(range(first, last + 1) for first, last in self.gaps))
-        return self.ended and increasing and covered == set(range(1, self.seqs[-1] + 1))
-
-    @property
-    def complete(self) -> bool:
-        """Every partial result arrived once, in order (nothing lost with the old primary, no re-run)."""
-        return self.partials == list(range(1, STREAMED_EVENTS + 1))
-
-    @property
-    def missed(self) -> int:
-        """Partial results that never arrived: published to the old primary, never replicated."""
-        return STREAMED_EVENTS - len(set(self.partials))
-
-
-def settle(bases: list[str], task_ids: list[str], timeout: float = 90) -> tuple[dict[str, str], list[str]]:
-    """Final state of every task; those Redis no longer knows at all (404) are lost."""
-    states: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    pending = list(task_ids)
-    last: dict[str, object] = {}
-    with httpx.Client(timeout=10) as http:
-        while pending and time.monotonic() < deadline:
-            still = []
-            for task_id in pending:
-                response = http.get(f"{bases[0]}/tasks/{task_id}")
-                if response.status_code == 404:
-                    states[task_id] = "lost"
-                elif response.status_code == 200 and response.json()["state"] in FINAL:
-                    states[task_id] = response.json()["state"]
-                else:
-                    last[task_id] = response.json()
-                    still.append(task_id)
-            pending = still
-            if pending:
-                time.sleep(0.2)
-    assert pending == [], f"{len(pending)} tasks never finished: {[last[t] for t in pending]}"
-    return states, [t for t, s in states.items() if s == "lost"]
-
-
-def ran_any(worker: ManagedProcess, task_ids: list[str]) -> bool:
-    output = worker.output()
-    return any(f"task {task_id} " in output for task_id in task_ids)  # its "task <id> <name> try=..." line
 
 
 @heavy

@@ -21,6 +21,7 @@ class SubmitLoad:
     interval: float = 0.02
     accepted: list[str] = field(default_factory=list)
     accepted_at: list[float] = field(default_factory=list)  # time.monotonic() of each 202
+    accepted_sent_at: list[float] = field(default_factory=list)  # time.monotonic() when each accepted one was sent
     statuses: Counter[int] = field(default_factory=Counter)
     codes: Counter[str] = field(default_factory=Counter)  # error codes of the 503s
     without_retry_after: int = 0  # 503s that did not say when to retry
@@ -54,6 +55,7 @@ class SubmitLoad:
                 if response.status_code == 202:
                     self.accepted.append(task_id)
                     self.accepted_at.append(time.monotonic())
+                    self.accepted_sent_at.append(started)
                 elif response.status_code != 503 or "error" not in response.json():
                     self.errors.append(f"{response.status_code}: {response.text}")
                 else:

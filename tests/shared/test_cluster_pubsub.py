@@ -1,0 +1,187 @@
+"""Subscriptions on a Redis Cluster follow the nodes that are up (``shared.redis.RelayCluster.pubsub``).
+
+The connection class is checked on two plain redis-servers standing for two nodes (a cluster broadcasts classic
+``PUBLISH`` to every node; here the test publishes on the node the subscriber should have moved to); the cluster
+client's part on the session's cluster. Also here: a worker's cluster client sends a command or a pipeline again
+through a failover for a time budget, as on one Redis (``RelayCluster.within_budget``). The failover under load is
+``tests/e2e/test_cluster_failover.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import ConnectionPool
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from bench.harness.processes import ManagedProcess
+from shared.redis import RelayCluster, api_client, close, stop_retrying_at, worker_client
+from shared.redis_pools import AsyncClusterPubSubConnection
+from shared.settings import Settings
+
+SpawnRedis = Callable[..., tuple[ManagedProcess, str]]
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def subscribed(port: int) -> int:
+    """Connections of the server on ``port`` subscribed to a channel."""
+    with redis.Redis(port=port, socket_timeout=5) as client:
+        return sum(int(c.get("sub", 0)) > 0 for c in client.client_list())
+
+
+async def receive_published_on(pubsub: PubSub, port: int, channel: str, timeout: float = 15) -> Any:
+    """Read ``pubsub`` as the API's hub does (a lost connection: wait, read again, which reconnects) while
+    publishing on the server on ``port``, until a message arrives."""
+    deadline = time.monotonic() + timeout
+    with redis.Redis(port=port, socket_timeout=5) as publisher:
+        while time.monotonic() < deadline:
+            publisher.publish(channel, b"hello")
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            except (RedisError, OSError):
+                await asyncio.sleep(0.1)
+                continue
+            if message is not None:
+                return message
+    raise AssertionError(f"no message published on port {port} arrived")
+
+
+def follower_pool(first: int, second: int) -> ConnectionPool:
+    return ConnectionPool(
+        connection_class=AsyncClusterPubSubConnection,
+        host="127.0.0.1",
+        port=first,
+        addresses=lambda: [("127.0.0.1", first), ("127.0.0.1", second)],
+    )
+
+
+async def test_a_subscriber_whose_node_dies_subscribes_again_on_one_that_is_up(spawn_redis: SpawnRedis) -> None:
+    (first_proc, first_url), (_, second_url) = spawn_redis(), spawn_redis()
+    first, second = port_of(first_url), port_of(second_url)
+    pool = follower_pool(first, second)
+    pubsub = PubSub(pool)
+    try:
+        await pubsub.subscribe("events")
+        assert (subscribed(first), subscribed(second)) == (1, 0)
+        first_proc.send(signal.SIGKILL)
+        message = await receive_published_on(pubsub, second, "events")
+        assert (message["channel"], message["data"]) == (b"events", b"hello")
+        assert subscribed(second) == 1  # the channel was subscribed again there, as redis-py does on a reconnect
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pool.disconnect()
+
+
+async def test_the_node_lost_last_is_tried_last(spawn_redis: SpawnRedis) -> None:
+    """The first node is still up but cut this subscriber off: the next connection goes to the other one
+    (a node that just dropped its clients is the likeliest to be on its way down)."""
+    (_, first_url), (_, second_url) = spawn_redis(), spawn_redis()
+    first, second = port_of(first_url), port_of(second_url)
+    pool = follower_pool(first, second)
+    pubsub = PubSub(pool)
+    try:
+        await pubsub.subscribe("events")
+        with redis.Redis(port=first, socket_timeout=5) as admin:
+            assert admin.client_kill_filter(_type="pubsub") == 1
+        await receive_published_on(pubsub, second, "events")
+        assert (subscribed(first), subscribed(second)) == (0, 1)
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pool.disconnect()
+
+
+@pytest.mark.cluster
+async def test_the_cluster_client_offers_every_node_and_keeps_subscriptions_when_it_rereads_the_layout(
+    redis_cluster_url: str,
+) -> None:
+    client = worker_client(Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name="relay:cf:pubsub"))
+    assert isinstance(client, RelayCluster)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        await client.set("pubsub-probe", 1)  # the client reads the cluster's layout
+        addresses = client._pubsub_addresses()
+        assert addresses[0] == ("127.0.0.1", port_of(redis_cluster_url))  # the URL's node first, while it is up
+        known = {(str(node.host), int(node.port)) for node in client.get_nodes()}
+        assert set(addresses[1:]) | {addresses[0]} == known  # then every node the client knows
+        assert len(addresses) >= 3  # the three primaries at least (replicas once CLUSTER SLOTS lists them)
+        await pubsub.subscribe("relay-cf-channel")
+        connection = pubsub.connection
+        # redis-py calls aclose() itself after a lost connection, to read the layout afresh: the subscription of
+        # a node that is fine stays as it is.
+        await client.aclose()
+        await client.publish("relay-cf-channel", "after")
+        deadline = time.monotonic() + 10
+        message = None
+        while message is None and time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        assert message is not None
+        assert message["data"] == b"after"
+        assert pubsub.connection is connection  # never reconnected
+        assert connection is not None
+        assert connection.is_connected
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await close(client)
+
+
+def cluster_settings(url: str = "redis://127.0.0.1:1/0") -> Settings:
+    return Settings(redis_url=url, redis_cluster=True, queue_name="relay:cf:budget")
+
+
+async def test_a_workers_cluster_client_sends_again_through_a_failover_until_its_budget_or_cutoff() -> None:
+    """No I/O: the clients connect lazily, and ``within_budget`` is given what to send."""
+    patient, hasty = worker_client(cluster_settings()), api_client(cluster_settings())
+    assert isinstance(patient, RelayCluster)
+    assert isinstance(hasty, RelayCluster)
+    calls: list[float] = []
+
+    async def refused_twice() -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise redis.exceptions.ConnectionError("refused")
+        return "ok"
+
+    assert await patient.within_budget(refused_twice) == "ok"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await hasty.within_budget(refused_twice)  # the API fails fast: its 503 tells the client when to retry
+    assert len(calls) == 1
+    calls.clear()
+    stop_retrying_at(patient, time.monotonic())  # a stopping worker gives Redis no more time
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await patient.within_budget(refused_twice)
+    assert len(calls) == 1
+
+
+@pytest.mark.cluster
+async def test_a_workers_pipeline_on_a_cluster_goes_through_the_budget(redis_cluster_url: str) -> None:
+    client = worker_client(cluster_settings(redis_cluster_url))
+    sent = 0
+    budget = RelayCluster.within_budget
+
+    async def counting(self: RelayCluster, send: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        return await budget(self, send)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(RelayCluster, "within_budget", counting)
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set("{relay:cf:budget}a", 1)
+                pipe.get("{relay:cf:budget}a")
+                assert await pipe.execute() == [True, b"1"]
+        assert sent == 1  # the pipeline's execute, once (its commands do not go through execute_command)
+    finally:
+        await close(client)
