@@ -465,12 +465,13 @@ def report(results: Results) -> str:
                 f"{d.per_second:.0f}",
                 f"{_owner_cpu_per_task(d):.1f}",
                 f"{_idle_cpu_per_task(d):.1f}" if len(d.node_cpu) > 1 else "-",
+                f"{1e6 * d.replica_cpu / d.jobs:.1f}" if len(d.node_cpu) > 1 else "-",
                 f"{1e6 * d.worker_cpu / d.jobs:.0f}",
                 f"{d.other_cores:.2f}",
             ]
         )
     heads = ["round", "set-up", "jobs", "verified", "jobs/s", "Redis CPU us/task (queues' nodes)"]
-    heads += ["other primaries' CPU us/task", "worker CPU us/task"]
+    heads += ["other primaries' CPU us/task", "replicas' CPU us/task", "worker CPU us/task"]
     out += ["### Drains, every round", "", table([*heads, "others (cores)"], rows), ""]
     late = [f"{d.setup} round {d.round}" for d in results.drains if d.late]
     out += [f"Drains whose clock ran on past an empty schedule: {', '.join(late) or 'none'}.", ""]
