@@ -58,6 +58,8 @@ MAX_QUEUE_DEPTH = "1000000"  # preloads beyond RELAY_MAX_QUEUE_DEPTH's 10,000 de
 PRELOAD_BATCH = 200
 PROBE_BATCH = 500
 SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3 = "single", "cluster", "single x3", "cluster x3"
+CLUSTER_HOME = "cluster, queue on the URL's node"  # where the API's and the worker's subscriptions sit
+SLOW_MS = 20.0
 BALANCE_BAR = 0.15  # issue #22: each primary's share within +-15 % of an even share
 
 
@@ -116,6 +118,7 @@ class Results:
     drains: list[Drain] = field(default_factory=list)
     round_trips: list[RoundTrip] = field(default_factory=list)
     placement: dict[str, str] = field(default_factory=dict)  # queue -> node
+    url_node: str = ""  # the node RELAY_REDIS_URL names (every subscription of the API and worker sits there)
     facts: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -140,17 +143,23 @@ def _log(message: str) -> None:
 
 
 def _primaries(cluster: Cluster) -> list[Node]:
-    """The cluster's primaries (by ROLE, not start order), each with its replica."""
+    """The cluster's primaries (by ROLE, not start order), each with its replica (found by the replica's ROLE:
+    a primary's own ROLE may not list a replica whose link is still being set up)."""
     roles: dict[int, list[object]] = {}
     for server in cluster.servers:
         with cluster.node_client(server) as client:
             roles[server.port] = list(client.execute_command("ROLE"))
     nodes = []
     for server in cluster.servers:
-        role = roles[server.port]
-        if role[0] in (b"master", "master"):
-            replica_ports = {int(r[1]) for r in role[2]}  # type: ignore[attr-defined]
-            replica = next((s for s in cluster.servers if s.port in replica_ports), None)
+        if roles[server.port][0] in (b"master", "master"):
+            replica = next(
+                (
+                    s
+                    for s in cluster.servers
+                    if roles[s.port][0] in (b"slave", "slave") and int(roles[s.port][2]) == server.port
+                ),  # type: ignore[call-overload]
+                None,
+            )
             nodes.append(Node(f"primary-{len(nodes) + 1}", server, replica))
     return nodes
 
@@ -394,16 +403,21 @@ def run(options: Options) -> Results:
         spread = spread_queues(cluster_client, nodes, options.deployments)
         results.placement = {q: f"{n.name} (port {n.server.port})" for q, n in spread}
         queues = [q for q, _ in spread]
-        one = queues[0]
-        setups = [SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3]
+        results.url_node = next(
+            f"{n.name} (port {n.server.port})" for n in nodes if n.server.port == cluster.servers[0].port
+        )
+        url_port = cluster.servers[0].port
+        home = next(q for q, n in spread if n.server.port == url_port)
+        one = next(q for q, n in spread if n.server.port != url_port)
+        setups = [SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3, CLUSTER_HOME]
         for round_ in range(1, options.rounds + 1):
             shift = (round_ - 1) % len(setups)
             for setup in setups[shift:] + setups[:shift]:
                 _log(f"round {round_}: {setup}")
-                on_cluster = setup in (CLUSTER, CLUSTER_X3)
+                on_cluster = setup in (CLUSTER, CLUSTER_X3, CLUSTER_HOME)
                 url = cluster.url if on_cluster else single.url
                 client: redis.Redis | RedisCluster = cluster_client if on_cluster else single_client
-                names = queues if setup in (SINGLE_X3, CLUSTER_X3) else [one]
+                names = queues if setup in (SINGLE_X3, CLUSTER_X3) else [home if setup == CLUSTER_HOME else one]
                 with deployments(bench, url, on_cluster, names) as deps:
                     if on_cluster:
                         owners = [dict(spread)[q] for q in names]
@@ -449,7 +463,8 @@ def report(results: Results) -> str:
     out = [f"## bench.cluster: single Redis vs a 3-primary Redis Cluster ({o.rounds} rounds)", ""]
     facts = results.facts
     out.append(f"Machine: {facts['nproc']} cores, {facts['cpu']}, Redis {facts['redis']}, Python {facts['python']}.")
-    out.append(f"Queue placement on the cluster: {results.placement}. Run took {results.seconds:.0f} s.")
+    out.append(f"Queue placement on the cluster: {results.placement}; RELAY_REDIS_URL names {results.url_node}.")
+    out.append(f"Run took {results.seconds:.0f} s.")
     out.append("")
     by_setup: dict[str, list[Drain]] = {}
     for d in results.drains:
@@ -496,7 +511,7 @@ def report(results: Results) -> str:
     out += ["### Drain, cluster against single (medians; ratios per round)", "", table(heads, ratio_rows), ""]
     rt_rows = []
     for arrival in ("random arrival", "back to back"):
-        for setup in (SINGLE, CLUSTER):
+        for setup in (SINGLE, CLUSTER, CLUSTER_HOME):
             runs = [r for r in results.round_trips if r.setup == setup and r.arrival == arrival]
             if runs:
                 p50 = [percentile(r.ms, 50) for r in runs]
@@ -509,10 +524,12 @@ def report(results: Results) -> str:
                         f"{_median(p50):.2f}",
                         " ".join(f"{v:.2f}" for v in p99),
                         f"{_median(p99):.2f}",
+                        " ".join(str(sum(v > SLOW_MS for v in r.ms)) for r in runs),
                         " ".join(f"{r.other_cores:.2f}" for r in runs),
                     ]
                 )
-    heads = ["arrival", "set-up", "p50 per round (ms)", "p50 median", "p99 per round", "p99 median", "others"]
+    heads = ["arrival", "set-up", "p50 per round (ms)", "p50 median", "p99 per round", "p99 median"]
+    heads += [f"over {SLOW_MS:.0f} ms per round", "others"]
     out += [f"### Round trip over HTTP ({o.rt_requests} per round)", "", table(heads, rt_rows), ""]
     out += _balance(by_setup.get(CLUSTER_X3, []), by_setup.get(SINGLE_X3, []))
     out += _ceiling(by_setup)
@@ -565,7 +582,7 @@ def _balance(spread: list[Drain], single: list[Drain]) -> list[str]:
 
 def _ceiling(by_setup: dict[str, list[Drain]]) -> list[str]:
     rows = []
-    for setup in (SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3):
+    for setup in (SINGLE, CLUSTER, CLUSTER_HOME, SINGLE_X3, CLUSTER_X3):
         drains = by_setup.get(setup, [])
         if not drains:
             continue

@@ -17,17 +17,21 @@ def test_cluster_bench_measures_every_setup_and_spreads_three_queues() -> None:
     results = cluster.run(options)
 
     setups = [d.setup for d in results.drains]
-    assert sorted(setups) == sorted([cluster.SINGLE, cluster.CLUSTER, cluster.SINGLE_X3, cluster.CLUSTER_X3])
+    ones = (cluster.SINGLE, cluster.CLUSTER, cluster.CLUSTER_HOME)
+    assert sorted(setups) == sorted([*ones, cluster.SINGLE_X3, cluster.CLUSTER_X3])
     for d in results.drains:
-        assert d.verified == d.jobs == (60 if d.setup in (cluster.SINGLE, cluster.CLUSTER) else 120)
+        assert d.verified == d.jobs == (60 if d.setup in ones else 120)
     spread = next(d for d in results.drains if d.setup == cluster.CLUSTER_X3)
     assert sorted(spread.node_jobs.values()) == [40, 40, 40]  # one queue on each of the three primaries
     assert len(set(results.placement.values())) == 3
-    one = next(d for d in results.drains if d.setup == cluster.CLUSTER)
-    assert sorted(one.node_jobs.values()) == [0, 0, 60]  # one deployment: one primary holds its queue
+    for setup in (cluster.CLUSTER, cluster.CLUSTER_HOME):
+        one = next(d for d in results.drains if d.setup == setup)
+        assert sorted(one.node_jobs.values()) == [0, 0, 60]  # one deployment: one primary holds its queue
+    assert results.url_node in results.placement.values()
+    assert spread.replica_cpu > 0  # each primary's replica was found (and replicates the queue)
     assert all(cpu > 0 for cpu in spread.node_cpu.values())
     trips = {(r.setup, r.arrival): len(r.ms) for r in results.round_trips}
-    assert trips == {(s, a): 4 for s in ("single", "cluster") for a in ("random arrival", "back to back")}
+    assert trips == {(s, a): 4 for s in ones for a in ("random arrival", "back to back")}
 
     text = cluster.report(results)
     for heading in ("### Drains, every round", "### Round trip over HTTP", "### Balance", "### Ceiling"):
