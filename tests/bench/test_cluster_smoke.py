@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import cluster
+from bench import cluster, cluster_bus
 
 
 @pytest.mark.cluster
@@ -36,3 +36,11 @@ def test_cluster_bench_measures_every_setup_and_spreads_three_queues() -> None:
     text = cluster.report(results)
     for heading in ("### Drains, every round", "### Round trip over HTTP", "### Balance", "### Ceiling"):
         assert heading in text
+
+
+@pytest.mark.cluster
+def test_cluster_bus_bench_delivers_every_message_on_both_paths() -> None:
+    results = cluster_bus.run(messages=20, max_pause=0.002)
+    assert set(results) == {"same node", "other node"}
+    assert all(len(ms) == 20 and min(ms) > 0 for ms, _ in results.values())
+    assert "other node" in cluster_bus.report(results)
