@@ -1,0 +1,46 @@
+"""``bench.cluster`` runs for real with tiny numbers (one round, every set-up), so it cannot rot.
+
+Nothing here asserts a speed: only that every job of every drain ended, that the three queues sit on three
+different primaries and each primary carried one queue's jobs, and that every part of the report is there.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import cluster, cluster_bus
+
+
+@pytest.mark.cluster
+def test_cluster_bench_measures_every_setup_and_spreads_three_queues() -> None:
+    options = cluster.Options(rounds=1, jobs=60, spread_jobs=40, rt_requests=4)
+    results = cluster.run(options)
+
+    setups = [d.setup for d in results.drains]
+    ones = (cluster.SINGLE, cluster.CLUSTER, cluster.CLUSTER_HOME)
+    assert sorted(setups) == sorted([*ones, cluster.SINGLE_X3, cluster.CLUSTER_X3])
+    for d in results.drains:
+        assert d.verified == d.jobs == (60 if d.setup in ones else 120)
+    spread = next(d for d in results.drains if d.setup == cluster.CLUSTER_X3)
+    assert sorted(spread.node_jobs.values()) == [40, 40, 40]  # one queue on each of the three primaries
+    assert len(set(results.placement.values())) == 3
+    for setup in (cluster.CLUSTER, cluster.CLUSTER_HOME):
+        one = next(d for d in results.drains if d.setup == setup)
+        assert sorted(one.node_jobs.values()) == [0, 0, 60]  # one deployment: one primary holds its queue
+    assert results.url_node in results.placement.values()
+    assert spread.replica_cpu > 0  # each primary's replica was found (and replicates the queue)
+    assert all(cpu > 0 for cpu in spread.node_cpu.values())
+    trips = {(r.setup, r.arrival): len(r.ms) for r in results.round_trips}
+    assert trips == {(s, a): 4 for s in ones for a in ("random arrival", "back to back")}
+
+    text = cluster.report(results)
+    for heading in ("### Drains, every round", "### Round trip over HTTP", "### Balance", "### Ceiling"):
+        assert heading in text
+
+
+@pytest.mark.cluster
+def test_cluster_bus_bench_delivers_every_message_on_both_paths() -> None:
+    results = cluster_bus.run(messages=20, max_pause=0.002)
+    assert set(results) == {"same node", "other node"}
+    assert all(len(ms) == 20 and min(ms) > 0 for ms, _ in results.values())
+    assert "other node" in cluster_bus.report(results)
