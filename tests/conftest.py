@@ -49,7 +49,11 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def relay(redis_url: str, log_dir: Path) -> Iterator[str]:
     """One API and one worker shared by the read-and-submit tests; yields the API's base URL."""
-    env = relay_env(redis_url, RELAY_HEARTBEAT_SECONDS="1")
+    yield from _api_and_worker(log_dir, relay_env(redis_url, RELAY_HEARTBEAT_SECONDS="1"))
+
+
+def _api_and_worker(log_dir: Path, env: dict[str, str]) -> Iterator[str]:
+    """Start a worker and an API with ``env``, yield the API's base URL, stop both (by PID)."""
     worker = start_worker(log_dir, env)
     api, base = start_api(log_dir, env)
     try:
@@ -126,13 +130,7 @@ def redis_cluster_url(log_dir: Path) -> Iterator[str]:
 def relay_cluster(redis_cluster_url: str, log_dir: Path) -> Iterator[str]:
     """``relay`` on the Redis Cluster (RELAY_REDIS_CLUSTER=true); yields the API's base URL."""
     env = relay_env(redis_cluster_url, RELAY_HEARTBEAT_SECONDS="1", RELAY_REDIS_CLUSTER="true")
-    worker = start_worker(log_dir, env)
-    api, base = start_api(log_dir, env)
-    try:
-        yield base
-    finally:
-        api.stop()
-        worker.stop()
+    yield from _api_and_worker(log_dir, env)
 
 
 @pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])

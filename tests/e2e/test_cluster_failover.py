@@ -24,11 +24,9 @@ import signal
 import subprocess
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from redis.crc import key_slot
 
@@ -37,7 +35,16 @@ from bench.harness.processes import wait_until
 from bench.harness.redis_servers import Cluster, Server, start_cluster
 from shared import keys
 from tests.conftest import StartApi, StartWorker
-from tests.support.failover import STREAMED_EVENTS, Follower, ran_any, settle
+from tests.support.failover import (
+    STREAMED_EVENTS,
+    Follower,
+    assert_every_stream_honest_and_each_task_ran_once,
+    assert_the_load_rode_it_out,
+    failed_errors,
+    outcome,
+    ran_any,
+    settle,
+)
 from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
 
@@ -204,38 +211,17 @@ def test_cluster_primary_sigkill_under_load(
         "node_timeout_ms": NODE_TIMEOUT_MS,
         "seconds_until_replica_promoted": round(promoted_after, 2),
         "seconds_until_submits_succeed_again": [round(r, 2) for r in recovery],
-        "statuses": {str(k): v for k, v in sum((load.statuses for load in loads), Counter()).items()},
-        "codes_503": dict(sum((load.codes for load in loads), Counter())),
-        "accepted": len(accepted),
-        "accepted_lost": len(lost),
         "subscribers_on_the_killed_node": subscribed_before,
         "wakeup_probe_seconds": probe_seconds,
-        "streams_gapless": sum(f.gapless for f in followers),
-        "streams_with_a_gap_announced": sum(bool(f.gaps) for f in followers),
-        "streams_with_every_event": sum(f.complete for f in followers),
-        "events_missed_per_stream": [f.missed for f in followers],
-        "stream_reconnect_attempts": [f.resumes for f in followers],
-        "workers_restarted": sum(w.proc.poll() is not None for w in workers),
-    }
+    } | outcome(loads, accepted, lost, followers, workers)
     print("\nCLUSTER FAILOVER " + json.dumps(report, sort_keys=True))
-    failed = {
-        t: httpx.get(f"{bases[0]}/tasks/{t}", timeout=10).json()["error"] for t, s in states.items() if s == "failed"
-    }
+    failed = failed_errors(bases[0], states)
 
-    for load in loads:
-        assert load.errors == []  # no 500, no other status, no hung request
-        assert set(load.statuses) <= {202, 503}
-        assert load.without_retry_after == 0
+    assert_the_load_rode_it_out(loads)
     assert report["workers_restarted"] == 0
     assert all(ran_any(worker, probes) for worker in workers)  # both workers kept working
     assert all(kinds[-1] == "end" and kinds.count("partial") == 10 for kinds in fresh_streams), fresh_streams
-    # Every stream ended, its numbers only grew, and any it never got were announced by a gap event; each
-    # streamed task ran once, on the worker that started it.
-    assert [f.honest for f in followers] == [True] * len(followers), [(f.seqs, f.gaps) for f in followers]
-    for task_id in streamed:
-        kinds = types(read_events(bases[0], task_id))
-        summary = [k for i, k in enumerate(kinds) if k != "partial" or kinds[i - 1] != "partial"]
-        assert (kinds.count("started"), kinds.count("requeued"), kinds[-2:]) == (1, 0, ["result", "end"]), summary
+    assert_every_stream_honest_and_each_task_ran_once(bases[0], followers, streamed)
     assert failed == {}, failed
     # Every accepted task either ran to its end or is gone with the primary's last unreplicated writes (counted in
     # the report; asynchronous replication, no WAIT on a cluster): none is stuck half-way.

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
-from bench.harness.client import sse_messages
+from bench.harness.client import read_events, sse_messages, types
 from bench.harness.processes import ManagedProcess
+from tests.support.load import SubmitLoad
 
 FINAL = {"succeeded", "failed", "aborted"}
 STREAMED_EVENTS = 60  # partial results per streamed task, one every 0.1 s: they outlive the failover
@@ -123,3 +126,46 @@ def settle(bases: list[str], task_ids: list[str], timeout: float = 90) -> tuple[
 def ran_any(worker: ManagedProcess, task_ids: list[str]) -> bool:
     output = worker.output()
     return any(f"task {task_id} " in output for task_id in task_ids)  # its "task <id> <name> try=..." line
+
+
+def outcome(
+    loads: list[SubmitLoad], accepted: list[str], lost: list[str], followers: list[Follower], workers: list[Any]
+) -> dict[str, Any]:
+    """What every failover test reports of its load, its streams and its workers (each adds its own figures)."""
+    return {
+        "statuses": {str(k): v for k, v in sum((load.statuses for load in loads), Counter()).items()},
+        "codes_503": dict(sum((load.codes for load in loads), Counter())),
+        "accepted": len(accepted),
+        "accepted_lost": len(lost),
+        "streams_gapless": sum(f.gapless for f in followers),
+        "streams_with_a_gap_announced": sum(bool(f.gaps) for f in followers),
+        "streams_with_every_event": sum(f.complete for f in followers),
+        "events_missed_per_stream": [f.missed for f in followers],
+        "stream_reconnect_attempts": [f.resumes for f in followers],
+        "workers_restarted": sum(w.proc.poll() is not None for w in workers),
+    }
+
+
+def failed_errors(base: str, states: dict[str, str]) -> dict[str, Any]:
+    """The error of every task that ended failed (none should: a failover is not the task's fault)."""
+    return {t: httpx.get(f"{base}/tasks/{t}", timeout=10).json()["error"] for t, s in states.items() if s == "failed"}
+
+
+def assert_the_load_rode_it_out(loads: list[SubmitLoad]) -> None:
+    """No 500, no other status, no hung request: a submit was accepted (202) or told to retry, and when (503)."""
+    for load in loads:
+        assert load.errors == []
+        assert set(load.statuses) <= {202, 503}
+        assert load.without_retry_after == 0
+
+
+def assert_every_stream_honest_and_each_task_ran_once(
+    base: str, followers: list[Follower], streamed: list[str]
+) -> None:
+    """Every stream ended, its numbers only grew, and any it never got were announced by a gap event (events the
+    old primary took with it); each streamed task ran once, on the worker that started it."""
+    assert [f.honest for f in followers] == [True] * len(followers), [(f.seqs, f.gaps) for f in followers]
+    for task_id in streamed:
+        kinds = types(read_events(base, task_id))
+        summary = [k for i, k in enumerate(kinds) if k != "partial" or kinds[i - 1] != "partial"]
+        assert (kinds.count("started"), kinds.count("requeued"), kinds[-2:]) == (1, 0, ["result", "end"]), summary
