@@ -37,6 +37,7 @@ and to another one after that node is lost (``RelayCluster.pubsub``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -58,6 +59,7 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.connection import parse_url
+from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
     ConnectionError,
@@ -323,12 +325,20 @@ class RelayCluster(RedisCluster):
         return PubSub(self._pubsub_pool, **kwargs)
 
     def _pubsub_addresses(self) -> list[tuple[str, int]]:
-        """The URL's node, then the nodes this client knows now (its layout is re-read after a failover), then
-        its start-up nodes: with redis-py's default ``dynamic_startup_nodes`` those are every node it found."""
+        """The primary that holds this namespace's slot, then the URL's node, then the nodes this client knows
+        now (its layout is re-read after a failover), then its start-up nodes: with redis-py's default
+        ``dynamic_startup_nodes`` those are every node it found. The slot's primary first because a channel's
+        ``PUBLISH`` goes to it (channels carry the tag): a subscriber there hears it at once, where one on another
+        node waits for the cluster bus, which held 1 to 2 % of round trips about 40 ms (BENCHMARKS.md section 12)."""
         manager = self.nodes_manager
-        known = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
+        first = []
+        # No layout read yet, or the slot uncovered mid-failover: the URL's node first.
+        with contextlib.suppress(RedisError, KeyError):
+            first.append(manager.get_node_from_slot(key_slot(keys.cluster_tag(self.default_queue_name).encode())))
         url = (str(self._pubsub_kwargs["host"]), int(self._pubsub_kwargs["port"]))
-        return list(dict.fromkeys([url, *((str(node.host), int(node.port)) for node in known)]))
+        known = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
+        ordered = [*((str(n.host), int(n.port)) for n in first), url, *((str(n.host), int(n.port)) for n in known)]
+        return list(dict.fromkeys(ordered))
 
 
 def _cluster_kwargs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:

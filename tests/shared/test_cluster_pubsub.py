@@ -19,9 +19,11 @@ import pytest
 import redis
 from redis.asyncio import ConnectionPool
 from redis.asyncio.client import PubSub
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from bench.harness.processes import ManagedProcess
+from shared import keys
 from shared.redis import RelayCluster, api_client, close, stop_retrying_at, worker_client
 from shared.redis_pools import AsyncClusterPubSubConnection
 from shared.settings import Settings
@@ -110,7 +112,9 @@ async def test_the_cluster_client_offers_every_node_and_keeps_subscriptions_when
     try:
         await client.set("pubsub-probe", 1)  # the client reads the cluster's layout
         addresses = client._pubsub_addresses()
-        assert addresses[0] == ("127.0.0.1", port_of(redis_cluster_url))  # the URL's node first, while it is up
+        url = ("127.0.0.1", port_of(redis_cluster_url))
+        owner = _slot_owner(client, "relay:cf:pubsub")
+        assert addresses[: 1 if owner == url else 2] == list(dict.fromkeys([owner, url]))  # the queue's node, the URL's
         known = {(str(node.host), int(node.port)) for node in client.get_nodes()}
         assert set(addresses[1:]) | {addresses[0]} == known  # then every node the client knows
         assert len(addresses) >= 3  # the three primaries at least (replicas once CLUSTER SLOTS lists them)
@@ -129,6 +133,48 @@ async def test_the_cluster_client_offers_every_node_and_keeps_subscriptions_when
         assert pubsub.connection is connection  # never reconnected
         assert connection is not None
         assert connection.is_connected
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await close(client)
+
+
+def _listeners(port: int, channel: str) -> int:
+    """Subscribers of ``channel`` on the node on ``port`` (a cluster counts its classic subscribers per node)."""
+    with redis.Redis(port=port, socket_timeout=5) as client:
+        return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
+
+
+def _slot_owner(client: RelayCluster, namespace: str) -> tuple[str, int]:
+    node = client.nodes_manager.get_node_from_slot(key_slot(keys.cluster_tag(namespace).encode()))
+    return str(node.host), int(node.port)
+
+
+@pytest.mark.cluster
+async def test_a_subscription_sits_on_the_primary_that_holds_its_queue_not_on_the_urls_node(
+    redis_cluster_url: str,
+) -> None:
+    """A channel's PUBLISH goes to the node of its slot; a subscriber there needs no hop over the cluster bus
+    (which held 1 to 2 % of messages about 40 ms, BENCHMARKS.md section 12)."""
+    url_port = port_of(redis_cluster_url)
+    probe = worker_client(Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name="relay:cf:probe"))
+    try:
+        await probe.set("pubsub-probe", 1)  # read the layout
+        namespace = next(
+            name for name in (f"relay:cf:owner{i}" for i in range(100)) if _slot_owner(probe, name)[1] != url_port
+        )
+        owner_port = _slot_owner(probe, namespace)[1]
+    finally:
+        await close(probe)
+    client = worker_client(Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name=namespace))
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        await client.set("pubsub-probe", 1)
+        channel = keys.cluster_tag(namespace) + "channel"
+        await pubsub.subscribe(channel)
+        deadline = time.monotonic() + 10  # SUBSCRIBE is sent, not awaited: poll for the server's count
+        while _listeners(owner_port, channel) + _listeners(url_port, channel) == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert (_listeners(owner_port, channel), _listeners(url_port, channel)) == (1, 0)
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await close(client)
