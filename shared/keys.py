@@ -198,6 +198,18 @@ def layout(queue_name: str, cluster: bool) -> Iterator[None]:
         _tag = previous
 
 
+@contextmanager
+def layout_kept() -> Iterator[None]:
+    """Whatever layout a block chooses (a cluster client it builds calls ``use_layout``), the one before it again
+    afterwards: for a test process, whose next test may read another kind of Redis."""
+    global _tag
+    previous = _tag
+    try:
+        yield
+    finally:
+        _tag = previous
+
+
 def tag() -> str:
     """This process's hash tag: empty outside cluster mode."""
     return _tag

@@ -39,6 +39,15 @@ def redis_url(log_dir: Path) -> Iterator[str]:
         proc.stop()
 
 
+@pytest.fixture(autouse=True)
+def _key_layout_kept() -> Iterator[None]:
+    """A test that builds a cluster client switches this process to that namespace's tagged key layout
+    (``shared.keys.use_layout``); the next test in the process must get the layout it had (plain, for single
+    Redis), or its keys miss the ones its scripts write (``test_event_log_budget`` read nothing after one)."""
+    with keys.layout_kept():
+        yield
+
+
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)

@@ -64,7 +64,8 @@ def test_a_plain_task_past_its_timeout_fails_and_is_told_to_stop(stack: str, tmp
     assert types(events) == ["started", "error", "end"]
     assert events[1]["data"]["error_type"] == "TaskTimedOut"
     # The run ended at its timeout; the thread, which Python cannot stop, saw task.cancelled and returned.
-    wait_until(noticed.exists, 10, "the task's thread to notice task.cancelled")
+    # The task opens the file, then writes its line: wait for the line, not only the file.
+    wait_until(lambda: noticed.exists() and noticed.read_text().endswith("\n"), 10, "the thread to notice it")
     assert noticed.read_text() == f"{task_id} noticed task.cancelled\n"
 
 
