@@ -3,6 +3,9 @@
 A channel is subscribed while at least one local stream follows its task and unsubscribed the moment
 the last one leaves. Each stream has a bounded queue: a stream too slow to keep up is flagged instead
 of growing memory, and re-reads what it missed from the task's event log (replay is always there).
+The process's own *inbox* channel (``shared.keys``, "Inboxes") is subscribed once, at start: the tasks this
+process submits with a stream name it in their records, and their events arrive there, routed to the stream
+by task id, with no subscription per task.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -68,9 +71,16 @@ class _Channel:
 class PubSubHub:
     """Shared subscriber for all streams of one process (see module docstring)."""
 
-    def __init__(self, redis: Redis, *, queue_size: int = 256, subscribe_timeout: float = 5.0) -> None:
+    def __init__(
+        self, redis: Redis, *, queue_size: int = 256, subscribe_timeout: float = 5.0, inbox: str | None = None
+    ) -> None:
         self._pubsub = redis.pubsub()
         self._channels: dict[str, _Channel] = {}
+        self._inbox_name = inbox
+        self._inbox_acked: asyncio.Event | None = None  # set while the first SUBSCRIBE of the inbox is unanswered
+        self._routes: dict[str, set[Subscription]] = {}  # task id -> the streams its inbox events go to
+        # The inbox's name once Redis confirmed its subscription (None before: submits then subscribe per task).
+        self.inbox: str | None = None
         # Redis answers SUBSCRIBEs in order, so the oldest unanswered one per name owns the next ack.
         self._awaiting_ack: dict[str, deque[_Channel]] = {}
         self._queue_size = queue_size
@@ -81,7 +91,7 @@ class PubSubHub:
     @property
     def stream_count(self) -> int:
         """Streams following a task right now in this process."""
-        return sum(len(c.subscriptions) for c in self._channels.values())
+        return sum(len(c.subscriptions) for c in self._channels.values()) + sum(map(len, self._routes.values()))
 
     @property
     def channel_count(self) -> int:
@@ -89,9 +99,17 @@ class PubSubHub:
         return len(self._channels)
 
     async def start(self) -> None:
-        """Open the shared connection and start reading it."""
+        """Open the shared connection, start reading it, and subscribe the inbox (safe to call again after a
+        failure: the connection is opened again and what is done stays done)."""
         await self._pubsub.connect()  # type: ignore[no-untyped-call]
-        self._reader = asyncio.create_task(self._read_forever(), name="relay-pubsub-hub")
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_forever(), name="relay-pubsub-hub")
+        if self._inbox_name is not None and self.inbox is None:
+            acked = self._inbox_acked = asyncio.Event()
+            await self._pubsub.subscribe(self._inbox_name)
+            async with asyncio.timeout(self._subscribe_timeout):
+                await acked.wait()
+            self.inbox = self._inbox_name
 
     async def close(self) -> None:
         """Stop reading and close the shared connection."""
@@ -103,9 +121,29 @@ class PubSubHub:
     def drain(self) -> None:
         """Tell every open stream that the process is stopping."""
         self.draining = True
-        for channel in self._channels.values():
-            for sub in channel.subscriptions:
+        for sub in self._all_subscriptions():
+            sub.deliver(Signal.DRAIN)
+
+    def _all_subscriptions(self) -> list[Subscription]:
+        subs = [sub for channel in self._channels.values() for sub in channel.subscriptions]
+        return subs + [sub for routed in self._routes.values() for sub in routed]
+
+    @contextlib.contextmanager
+    def follow_inbox(self, task_id: str) -> Iterator[Subscription]:
+        """Take the events of ``task_id`` that arrive on this process's inbox (its record must name the inbox,
+        ``inbox``): no round trip, so call it before the enqueue, as ``subscribe`` is."""
+        sub = Subscription(self._queue_size)
+        self._routes.setdefault(task_id, set()).add(sub)
+        try:
+            if self.draining:
                 sub.deliver(Signal.DRAIN)
+            yield sub
+        finally:
+            routed = self._routes.get(task_id)
+            if routed is not None:
+                routed.discard(sub)
+                if not routed:
+                    del self._routes[task_id]
 
     def subscribe(self, task_id: str) -> contextlib.AbstractAsyncContextManager[Subscription]:
         """Follow a task's live events; returns once Redis confirmed the subscription, so nothing
@@ -170,13 +208,41 @@ class PubSubHub:
             for channel in pending:
                 channel.ready.set()
         self._awaiting_ack.clear()
-        for channel in self._channels.values():
-            for sub in channel.subscriptions:
+        if self._inbox_acked is not None:
+            self._inbox_acked.set()
+        for sub in self._all_subscriptions():
+            sub.deliver(Signal.RESYNC)
+
+    def _route_inbox(self, data: bytes) -> None:
+        """Hand each event of an inbox message to the streams of its task."""
+        for raw in unpack(data):
+            try:
+                head = decode_head(raw)
+            except ValueError:
+                logger.warning("ignoring a malformed event on the inbox")
+                continue
+            for sub in self._routes.get(head.task_id, ()):
+                sub.deliver(Delivery(head, raw))
+
+    def _inbox_subscribed(self) -> None:
+        """The inbox's first confirmation starts it; a later one (a re-subscribe after a reconnect) may have
+        missed messages: its streams re-read their logs."""
+        if self._inbox_acked is not None and not self._inbox_acked.is_set():
+            self._inbox_acked.set()
+            return
+        for routed in self._routes.values():
+            for sub in routed:
                 sub.deliver(Signal.RESYNC)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         name = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+        if name == self._inbox_name:
+            if kind == "message":
+                self._route_inbox(message["data"])
+            elif kind == "subscribe":
+                self._inbox_subscribed()
+            return
         if kind == "message":
             channel = self._channels.get(name)
             if channel is None:

@@ -20,6 +20,7 @@ from shared.apikeys import ANONYMOUS, parse_api_keys, tenant_names
 from shared.catalogue import Catalogue
 from shared.enqueue import Enqueuer
 from shared.events import EventLog
+from shared.ids import new_id
 from shared.redis import api_client, close, describe, wait_until_reachable
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -97,7 +98,7 @@ class Resources:
             Catalogue(pool, settings.queue_name),
             pool,
             EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds),
-            PubSubHub(pool),
+            PubSubHub(pool, inbox=keys.inbox_channel(settings.queue_name, new_id())),
             scripts,
             Enqueuer(pool, settings, scripts),
             transitions,

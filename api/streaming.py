@@ -124,13 +124,25 @@ async def send_followed(request: Request, res: Resources, target: Followed, afte
 async def submit_and_stream(
     request: Request, res: Resources, prepared: Prepared, fmt: StreamFormat, location: str, public_id: str
 ) -> Submitted:
-    """Subscribe, then enqueue, then stream: a task created here needs no replay, since nothing of it can have
-    been published before the subscription. A refused submit raises before any byte is sent (a JSON error).
-    The caller holds the stream slot."""
+    """Listen, then enqueue, then stream: a task created here needs no replay, since nothing of it can have
+    been published before the stream listened. A refused submit raises before any byte is sent (a JSON error).
+    The caller holds the stream slot.
+    A record that names this process's inbox (``Prepared.inbox``) brings its events there: the stream listens
+    with no round trip. An id submitted before keeps its first record (and its inbox, or none): its stream
+    subscribes to the task's channel after the enqueue, then replays, as ``GET .../events`` does."""
     target = followed_task(res, prepared.task_id, public_id)
+    extra = {"Location": location}
+    if prepared.inbox is not None:
+        with res.hub.follow_inbox(prepared.task_id) as sub:
+            submitted = await res.enqueuer.enqueue(prepared)
+            if submitted.created:
+                await _stream(request, res, sub, target, 0, fmt, replay_first=False, extra=extra)
+                return submitted
+        async with res.hub.subscribe(prepared.task_id) as sub:
+            await _stream(request, res, sub, target, 0, fmt, replay_first=True, extra=extra)
+        return submitted
     async with res.hub.subscribe(prepared.task_id) as sub:
         submitted = await res.enqueuer.enqueue(prepared)
-        extra = {"Location": location}
         await _stream(request, res, sub, target, 0, fmt, replay_first=not submitted.created, extra=extra)
     return submitted
 

@@ -89,6 +89,7 @@ class Prepared:
     index_score: int
     lane: str  # its lane id (``shared.lanes``)
     reply: bytes = b""
+    inbox: str | None = None  # the API process's channel its record names (``JobRecord.inbox``), if any
 
 
 @dataclass(frozen=True)
@@ -134,10 +135,12 @@ def prepare(
     reply: dict[str, Any] | None = None,
     tenant: str | None = None,
     links: Links | None = None,
+    inbox: str | None = None,
 ) -> Prepared:
     """Validate ``submission`` against its task (``SubmissionError`` says what is wrong) and build its records,
     stored under ``tenant``'s namespace (``shared.tenancy``; None: a task no tenant owns), as part of what
-    ``links`` names, if anything."""
+    ``links`` names, if anything; ``inbox`` is the channel of the API process that streams its events back to
+    the submitter (``shared.keys``, "Inboxes")."""
     links = links or _NO_LINKS
     piped = piped_param(spec, links.mapped) if links.piped else None
     if piped is not None:
@@ -185,6 +188,7 @@ def prepare(
         flow=links.flow,
         step=links.step,
         parent=links.parent,
+        inbox=inbox,
     ).encode()
     return Prepared(
         task_id=tenancy.stored_id(tenant, submission.id or new_id()),
@@ -195,6 +199,7 @@ def prepare(
         index_score=time.time_ns() // 1000,
         reply=dumps(reply) if reply is not None else b"",
         lane=lane,
+        inbox=inbox,
     )
 
 

@@ -48,6 +48,7 @@ class EventHead(msgspec.Struct):
 
     seq: int
     type: str
+    task_id: str = ""  # how an API process's inbox routes it (shared/keys.py, "Inboxes")
 
 
 FINAL_TYPE: Final = EventType.END.value

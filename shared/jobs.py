@@ -8,7 +8,9 @@ can read a task's name, fingerprint and state from the first bytes of a record (
 payload that may be a megabyte.
 
 A workflow's step names its workflow and step (``wf``, ``ws``, with its ``tb`` beside them, right after ``ln``), a
-child task its parent (``pt``), where ``lib.lua``'s ``relay_record_links`` reads them. A step that takes the value
+child task its parent (``pt``), where ``lib.lua``'s ``relay_record_links`` reads them, and after those a job
+submitted with its events streamed back names the submitting API process's inbox (``ib``, ``keys.inbox_channel``):
+its events are published there too, so that stream needs no subscription of its own. A step that takes the value
 of the steps before it has it in ``in`` (added by the script that releases it), for the parameter its submit
 named in ``k.pipe``.
 """
@@ -23,6 +25,12 @@ from shared.serialization import dumps, loads
 
 WAITING: Final = "q"  # a job waiting for its first try (or its next, after a re-queue)
 RETRYING: Final = "r"  # a job waiting for a retry after a failure
+
+
+# The fields ``JobRecord`` reads; any other is kept in ``extra`` (a trace context, a field of a newer version).
+_JOB_FIELDS: Final = frozenset(
+    {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp", "du", "ln", "wf", "ws", "pt", "in", "ib"}
+)
 
 
 def fingerprint(name: str, job_kwargs: dict[str, Any]) -> str:
@@ -49,6 +57,7 @@ class JobRecord:
     flow: str | None = None  # the workflow this job is a step of (``shared.workflows``)
     step: int | None = None  # its step in that workflow
     parent: str | None = None  # the task that submitted it (``await ctx.submit``)
+    inbox: str | None = None  # the channel of the API process streaming its events to its submitter
     input: Any = None  # the value of the steps before it (see ``has_input``)
     has_input: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +100,8 @@ class JobRecord:
             data |= {"wf": self.flow, "ws": self.step, "tb": self.tries_base}
         if self.parent is not None:
             data["pt"] = self.parent
+        if self.inbox is not None:
+            data["ib"] = self.inbox
         data |= {"t": None, "a": [], "k": self.kwargs, "fl": self.failures, "tb": self.tries_base}
         if self.last_error is not None:
             data["le"] = self.last_error
@@ -110,7 +121,7 @@ class JobRecord:
         data = loads(raw)
         if not isinstance(data, dict) or "f" not in data or "k" not in data:
             raise ValueError("not a job record")
-        known = {"f", "fp", "w", "t", "a", "k", "et", "fl", "tb", "le", "nt", "rp", "du", "ln", "wf", "ws", "pt", "in"}
+        known = _JOB_FIELDS
         return cls(
             function=str(data["f"]),
             kwargs=dict(data["k"]),
@@ -127,6 +138,7 @@ class JobRecord:
             flow=str(data["wf"]) if data.get("wf") is not None else None,
             step=int(data["ws"]) if data.get("ws") is not None else None,
             parent=str(data["pt"]) if data.get("pt") is not None else None,
+            inbox=str(data["ib"]) if data.get("ib") is not None else None,
             input=data.get("in"),
             has_input="in" in data,
             extra={k: v for k, v in data.items() if k not in known},

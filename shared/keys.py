@@ -83,6 +83,16 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   subscription on any node hears every channel (sharded ``SSUBSCRIBE`` per shard is the later phase's).
   Reads outside scripts (the task list, stats, presence, catalogue, quotas, ``MGET``s and pipelines) touch
   one namespace's keys, so one slot; nothing scans across namespaces (which may sit on different nodes).
+- **Inboxes** (issue #25). Each API process subscribes, once at start, to its own channel
+  ``inbox_channel(namespace, process)``. A task submitted with its events streamed back on the POST response names
+  that channel in its job record (``ib``), and every script that appends the task's events while the record lives
+  (the worker's commits, an abort of a waiting task) publishes them there as well as on the task's channel; the
+  process routes them to the stream by the task id in each event. So the submit path has no per-task
+  ``SUBSCRIBE`` round trip (nor its ``UNSUBSCRIBE``), and ordering is unchanged: the inbox is subscribed before any
+  submit names it, so nothing of a task created by the submit can be published before its stream listens.
+  Followers elsewhere (``GET .../events``, a repeated submit of an existing id) subscribe to the task's channel as
+  before. What is published with no record to name the inbox (a repaired ``end``, a manual retry) reaches the
+  stream by its heartbeat's re-read of the log, as a lost message always did.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
   claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
   commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.
@@ -105,6 +115,7 @@ REPLY_PREFIX: Final = "relay:reply:"
 INDEX_PREFIX: Final = "relay:index:"
 OUTBOX_PREFIX: Final = "relay:outbox:"
 WAKEUP_PREFIX: Final = "relay:wakeup:"
+INBOX_PREFIX: Final = "relay:inbox:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
 # Per queue and task name: prefix + task name (no '|' in a name) + '|' + queue name.
 LANE_PREFIX: Final = "relay:lane:"
@@ -279,6 +290,11 @@ def task_index(queue_name: str) -> str:
 def reply_outbox(queue_name: str) -> str:
     """Tasks whose Service Bus reply is due, by next attempt time."""
     return _tag + OUTBOX_PREFIX + schedule(queue_name)
+
+
+def inbox_channel(queue_name: str, process: str) -> str:
+    """An API process's own channel: the events of the tasks it streams to their submitters (module docstring)."""
+    return _tag + INBOX_PREFIX + schedule(queue_name) + ":" + process
 
 
 def wakeup_channel(queue_name: str) -> str:

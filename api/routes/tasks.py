@@ -87,11 +87,13 @@ async def submit(request: Request) -> HTTPResponse | None:
     submission = parse_submission(request.body)
     check_args_size(submission, res.settings.max_args_bytes)
     offer = await res.catalogue.get(submission.task)
-    prepared = tracing.with_carrier(prepare(offer, res.settings, submission, tenant=who.tenant), trace_carrier(request))
+    fmt = wants_stream(request.headers.get("accept", ""))
+    inbox = res.hub.inbox if fmt is not None else None  # its events come back on this process's own channel
+    prepared = prepare(offer, res.settings, submission, tenant=who.tenant, inbox=inbox)
+    prepared = tracing.with_carrier(prepared, trace_carrier(request))
     task_id = public_task_id(who, prepared.task_id)
     urls = links(task_id)
     location = urls["self"]
-    fmt = wants_stream(request.headers.get("accept", ""))
     if fmt is None and res.quotas.unlimited:  # most submits: no stream slot and no quota to hold meanwhile
         submitted = await res.enqueuer.enqueue(prepared)
         res.metrics.key_submitted(request.ctx.key_name)

@@ -1,5 +1,5 @@
 -- Abort a task, whatever stage it is at, in one step. A waiting one (queued, deferred or retrying) is removed
--- and ends `aborted` here, with its events; a running one is flagged in arq's abort set for its worker, and
+-- and ends `aborted` here, with its events (published to its submitter's inbox too: shared/keys.py); a running one is flagged in arq's abort set for its worker, and
 -- its wake-up notice names it; an ended or unknown one is left alone. A waiting workflow step's end advances its
 -- workflow (lib.lua relay_flow_step_ended), as its commit would have.
 -- KEYS: queue, arq's abort set, reply outbox.
@@ -27,13 +27,13 @@ if lane and redis.call('ZREM', relay_lane(queue, lane), id) == 1 then
   relay_count(queue, q, -1)
 end
 redis.call('ZREM', abort, id)
+local flow, step, parent, inbox = relay_record_links(head)
 local seq = tonumber(redis.call('GET', SEQ .. id) or '0')
-local last = relay_emit(id, seq, ARGV, 8, #ARGV, max_len, max_bytes, ttl)
+local last = relay_emit(id, seq, ARGV, 8, #ARGV, max_len, max_bytes, ttl, inbox)
 redis.call('SET', RESULT .. id, relay_result_record(ARGV[7], last), 'PX', ttl)
 redis.call('DEL', JOB .. id, TRIES .. id, SEQ .. id)
 -- A workflow's step: its events go to the workflow's log too, and its end advances the workflow (commit.lua's F);
 -- a child task: its waiting parent hears of it.
-local flow, step, parent = relay_record_links(head)
 if flow then relay_flow_copy(flow, step, ARGV, 8, #ARGV, last - (#ARGV - 8)) end
 if parent then
   redis.call('PUBLISH', channel, 'c' .. parent)

@@ -18,7 +18,8 @@
 --   kind, id, token, seq_before, n_bodies, bodies..., then for E: link; for F: result record, reply (0/1), drop
 --   the task's abort request (0/1: when it ended aborted; a stale request is ignored by the claim of a later
 --   task), link, value (the result's or the error's JSON, for a workflow; '' without a link);
---   for R: delay_ms, give_back_try (0/1), link; for T: delay_ms, job record, link.
+--   for R: delay_ms, give_back_try (0/1), link; for T: delay_ms, job record, link; last, for every kind, the inbox
+--   its events are published to as well ('' for none: shared/keys.py "Inboxes").
 -- Returns per op {status, last_seq}; status is 'ok', 'dup' (already applied) or 'fenced'.
 local queue, abort, outbox = KEYS[1], KEYS[2], KEYS[3]
 local max_len, max_bytes, ttl, channel = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -29,7 +30,7 @@ local function now()
   if now_ms == nil then now_ms = relay_now() end
   return now_ms
 end
-local EXTRA = {E = 1, F = 5, R = 3, T = 3}
+local EXTRA = {E = 2, F = 6, R = 4, T = 4}  -- each op's last is the inbox its events also go to ('' for none)
 local LINK = {E = 0, F = 3, R = 2, T = 2}  -- where an op's link is, after its bodies
 local ENDED = {succeeded = 'S', failed = 'F', aborted = 'A'}
 
@@ -41,6 +42,7 @@ while a <= #ARGV do
   op.to = a + 4 + op.n
   op.extra = op.to + 1
   a = op.to + 1 + EXTRA[op.kind]
+  op.inbox = ARGV[a - 1]
   ops[#ops + 1] = op
   wanted[#wanted + 1] = IN_PROGRESS .. op.id
   wanted[#wanted + 1] = SEQ .. op.id
@@ -89,13 +91,13 @@ for i, op in ipairs(ops) do
     local _, slot, lane = relay_marker_parts(marker)
     if slot and op.kind ~= 'E' then relay_free_slot(queue, lane, id, woken) end
     if op.kind == 'E' then
-      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl, op.inbox)
       redis.call('SET', SEQ .. id, last)
       seqs[id] = last
       copy_to_flow(op, last)
       out[i] = {'ok', last}
     elseif op.kind == 'F' then
-      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl, op.inbox)
       redis.call('SET', RESULT .. id, relay_result_record(ARGV[op.extra], last), 'PX', ttl)
       copy_to_flow(op, last)
       if ARGV[op.extra + 3] ~= '' then linked_end(op, redis.call('GETRANGE', JOB .. id, 0, 1023)) end
@@ -131,7 +133,7 @@ for i, op in ipairs(ops) do
         if wake[to] == nil or score < wake[to] then wake[to] = score end
       end
       redis.call('DEL', IN_PROGRESS .. id)
-      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl)
+      local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl, op.inbox)
       redis.call('SET', SEQ .. id, last)
       seqs[id] = last
       copy_to_flow(op, last)

@@ -197,8 +197,9 @@ end
 -- message on the channel of the same name, then keep the log within its caps (relay_trim, its bytes counted in
 -- `counter`; a workflow's log, counter false, keeps its own counts: relay_flow_emit). Returns the new last seq
 -- and the entry written. If the log is ahead of the counter (the counter was lost), the numbering continues after
--- the log's last entry instead of failing the whole script.
-local function relay_append(stream, counter, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
+-- the log's last entry instead of failing the whole script. With an `inbox` (an API process's channel, named by
+-- the job record: shared/keys.py "Inboxes"), the message goes there too.
+local function relay_append(stream, counter, seq, bodies, from, to, max_len, max_bytes, ttl_ms, inbox)
   if to < from then return seq, '' end
   local last = seq + to - from + 1
   local packed = relay_pack(seq + 1, bodies, from, to)
@@ -211,6 +212,7 @@ local function relay_append(stream, counter, seq, bodies, from, to, max_len, max
     redis.call('XADD', stream, '0-' .. last, 'e', packed)
   end
   redis.call('PUBLISH', stream, packed)
+  if inbox and inbox ~= '' then redis.call('PUBLISH', inbox, packed) end
   redis.call('PEXPIRE', stream, ttl_ms)
   -- A task's first events start its log (one entry: nothing to trim, no count to keep); otherwise keep the caps.
   if counter and (seq > 0 or last ~= seq + to - from + 1) then
@@ -221,8 +223,9 @@ end
 
 -- Append bodies[from..to] after `seq` to the task's log (relay_append). A batch sent again is never appended
 -- twice (see commit.lua's 'dup').
-local function relay_emit(task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms)
-  return (relay_append(EVENTS .. task_id, EVENT_BYTES .. task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms))
+local function relay_emit(task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms, inbox)
+  local stream = EVENTS .. task_id
+  return (relay_append(stream, EVENT_BYTES .. task_id, seq, bodies, from, to, max_len, max_bytes, ttl_ms, inbox))
 end
 
 -- An ended task's result record starts with the seq of its last event, {"sq":N,...}: its counter lives there
@@ -361,13 +364,16 @@ end
 local FLOW_STATES = {S = 'succeeded', F = 'failed', A = 'aborted', K = 'skipped', P = 'pending', Q = 'active',
   M = 'running'}
 
--- A job record's links, from its first bytes (shared/jobs.py): its workflow and step, and its parent task.
+-- A job record's links, from its first bytes (shared/jobs.py): its workflow and step, its parent task, and the
+-- inbox its events also go to (shared/keys.py "Inboxes").
 local function relay_record_links(head)
   local rest = head and string.match(head, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"[^"]*",(.*)$')
-  if not rest then return nil, nil, nil end
+  if not rest then return nil, nil, nil, nil end
   local flow, step, after = string.match(rest, '^"wf":"([^"]*)","ws":(%d+),"tb":%d+,(.*)$')
   if flow then rest = after end
-  return flow, tonumber(step), string.match(rest, '^"pt":"([^"]*)"')
+  local parent, after_parent = string.match(rest, '^"pt":"([^"]*)",(.*)$')
+  if parent then rest = after_parent end
+  return flow, tonumber(step), parent, string.match(rest, '^"ib":"([^"]*)"')
 end
 
 local function relay_ts(ms)

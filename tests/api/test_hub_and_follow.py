@@ -145,3 +145,46 @@ async def test_drain_reaches_streams_that_subscribe_late(hub: PubSubHub) -> None
     hub.drain()
     async with hub.subscribe(task()) as sub:
         assert sub.queue.get_nowait() is Signal.DRAIN
+
+
+@pytest.fixture
+async def inbox_hub(redis: Redis) -> AsyncIterator[PubSubHub]:
+    hub = PubSubHub(redis, queue_size=4, inbox=keys.inbox_channel("relay:queue", uuid.uuid4().hex))
+    await hub.start()
+    yield hub
+    await hub.close()
+
+
+def raw_event(task_id: str, seq: int, kind: str) -> bytes:
+    return f'{{"seq":{seq},"type":"{kind}","task_id":"{task_id}","ts":0,"data":null}}'.encode()
+
+
+async def test_the_inbox_hands_each_event_to_its_own_tasks_streams(inbox_hub: PubSubHub, redis: Redis) -> None:
+    assert inbox_hub.inbox is not None  # confirmed by Redis before start returned
+    first, second = task(), task()
+    with inbox_hub.follow_inbox(first) as mine, inbox_hub.follow_inbox(second) as other:
+        assert inbox_hub.channel_count == 0  # no subscription per task
+        # One message carries the events of one commit, one per line (as commit.lua publishes them).
+        message = raw_event(first, 1, "started") + b"\n" + raw_event(first, 2, "end")
+        assert await redis.publish(inbox_hub.inbox, message) == 1
+        got = [await asyncio.wait_for(mine.queue.get(), 5) for _ in range(2)]
+        assert [(g.head.seq, g.head.type) for g in got if isinstance(g, Delivery)] == [(1, "started"), (2, "end")]
+        assert other.queue.empty()
+    assert inbox_hub.stream_count == 0
+
+
+async def test_a_dropped_inbox_connection_makes_its_streams_reread_their_logs(
+    inbox_hub: PubSubHub, redis: Redis
+) -> None:
+    """Whatever was published to the inbox while its connection was down is in the tasks' logs: the streams
+    are told to re-read them once the inbox is subscribed again."""
+    assert inbox_hub.inbox is not None
+    with inbox_hub.follow_inbox(task()) as sub:
+        sockname = inbox_hub._pubsub.connection._writer.get_extra_info("sockname")  # type: ignore[union-attr]
+        await redis.client_kill(f"{sockname[0]}:{sockname[1]}")
+        assert await asyncio.wait_for(sub.queue.get(), 10) is Signal.RESYNC
+        # ... and the inbox is live again: a new event reaches the stream.
+        deadline = asyncio.get_running_loop().time() + 10
+        while await redis.publish(inbox_hub.inbox, raw_event("elsewhere", 1, "started")) == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the inbox was never subscribed again"
+            await asyncio.sleep(0.05)

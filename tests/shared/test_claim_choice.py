@@ -61,7 +61,7 @@ class Bench:
         """Record the task's end (an F op with no events), as the worker's commit does."""
         queue = self.settings.queue_name
         args = [0, 100, 1_000_000, 60_000, keys.wakeup_channel(queue)]
-        args += ["F", task_id, self.token, 0, 0, '{"rs":"succeeded"}', "0", "0", "", ""]
+        args += ["F", task_id, self.token, 0, 0, '{"rs":"succeeded"}', "0", "0", "", "", ""]  # no link, no inbox
         [(status, _)] = await self.scripts.commit(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
         assert status == b"ok"
 

@@ -101,7 +101,7 @@ async def test_a_commit_batch_sent_twice_is_counted_once(pool: ArqRedis) -> None
     # now_ms, the log's caps (entries, bytes), ttl_ms, wake-up channel; then two ops of three events each.
     args: list[object] = [1, 10_000, 5000, 60_000, keys.wakeup_channel(queue)]
     for seq_before in (0, 3):
-        args += ["E", tid, token, seq_before, len(bodies), *bodies, ""]  # no link: a task of no workflow
+        args += ["E", tid, token, seq_before, len(bodies), *bodies, "", ""]  # no link (no workflow), no inbox
     first = await scripts.commit(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
     after_first = (await stored(pool, tid), await counted(pool, tid))
     again = await scripts.commit(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)

@@ -33,7 +33,8 @@ class OpKind(StrEnum):
 
 @dataclass
 class Op:
-    """One task's change; ``seq_before`` is the seq its events follow."""
+    """One task's change; ``seq_before`` is the seq its events follow; ``inbox`` is where its events go as well
+    (``JobRecord.inbox``: the API process streaming them to the task's submitter)."""
 
     kind: OpKind
     task_id: str
@@ -41,10 +42,12 @@ class Op:
     seq_before: int
     bodies: list[bytes]
     extra: list[Any] = field(default_factory=list)
+    inbox: str = ""
 
     def args(self) -> list[Any]:
         """The op's share of the script's ARGV."""
-        return [self.kind.value, self.task_id, self.token, self.seq_before, len(self.bodies), *self.bodies, *self.extra]
+        head = [self.kind.value, self.task_id, self.token, self.seq_before, len(self.bodies)]
+        return [*head, *self.bodies, *self.extra, self.inbox]
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,9 @@ def retry_op(
     return Op(OpKind.RETRY_LATER, task_id, token, seq, bodies, [delay_ms, record, link])
 
 
-def events_op(task_id: str, token: str, seq: int, bodies: list[bytes], link: str = "") -> Op:
+def events_op(task_id: str, token: str, seq: int, bodies: list[bytes], link: str = "", inbox: str = "") -> Op:
     """Just events (``started``, ``progress``, ``partial``); a workflow's step's go to its workflow's log too."""
-    return Op(OpKind.EVENTS, task_id, token, seq, bodies, [link])
+    return Op(OpKind.EVENTS, task_id, token, seq, bodies, [link], inbox)
 
 
 class Committer:

@@ -113,7 +113,13 @@ def decide_failure(
 
 def op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None = None) -> Op:
     """The commit op that records ``ending``, with the events clients see for it (after ``before``: a
-    ``started`` not yet written)."""
+    ``started`` not yet written), published to the submitter's inbox too if the record names one."""
+    op = _op_for(ending, facts, seq, before)
+    op.inbox = (facts.record.inbox or "") if facts.record is not None else ""
+    return op
+
+
+def _op_for(ending: Ending, facts: RunFacts, seq: int, before: list[bytes] | None) -> Op:
     now = time.time()
     task_id = facts.task_id
     before = before or []

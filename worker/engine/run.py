@@ -160,7 +160,7 @@ class JobRun:
     def _queue_events(self, bodies: list[bytes]) -> asyncio.Future[None]:
         """Queue the events; the returned future resolves once they are stored (or fails if they cannot be)."""
         bodies = self._take_started() + bodies
-        op = events_op(self.task_id, self.engine.token, self.seq, bodies, self.record.link)
+        op = events_op(self.task_id, self.engine.token, self.seq, bodies, self.record.link, self.record.inbox or "")
         self.seq += len(bodies)
         stored: asyncio.Future[None] = self._loop.create_future()
 
