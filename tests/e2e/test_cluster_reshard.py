@@ -12,7 +12,9 @@ keys.
 Measured (printed with ``-s``) and asserted: submits answer 202 or 503 with Retry-After (never a 500, never a hung
 request); every accepted task runs exactly once (its worker's end line, counted in both workers' logs) and none is
 lost; every stream open across the move ends, honest (a ``gap`` would announce what it missed); the workers are
-not restarted; the reshard itself succeeds.
+not restarted; the reshard itself succeeds. The subscriptions stay on the old primary (nothing moves them), where
+the cluster bus still brings them the moved slot's ``PUBLISH``: afterwards idle workers start a new task at once
+(wake-up notices; the poll delay is long) and a new stream gets its live events.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import httpx
 import pytest
 from redis.crc import key_slot
 
-from bench.harness.client import submit_ok
+from bench.harness.client import read_events, submit_ok, types
 from bench.harness.processes import wait_until
 from bench.harness.redis_servers import Cluster, Server, start_cluster
 from shared import keys
@@ -52,6 +54,7 @@ SLOTS_MOVED = 8  # redis-cli moves the lowest slots of the source: the queue's (
 # 10 keys per MIGRATE they keep the slot half moved for about a second, where a young queue's few hundred keys move
 # in a few ms and the load rarely meets the half-moved slot at all.
 HISTORY_KEYS = 20_000
+POLL_DELAY_SECONDS = 30
 
 
 def namespace_in_a_low_slot() -> str:
@@ -101,6 +104,12 @@ def add_history(server: Server, namespace: str) -> None:
         pipe.execute()
 
 
+def subscribers(server: Server) -> int:
+    """Connections of ``server`` subscribed to at least one channel."""
+    with server.client() as client:
+        return sum(int(c.get("sub", 0)) > 0 for c in client.client_list())
+
+
 def runs(workers: list, task_ids: list[str]) -> Counter[str]:  # type: ignore[type-arg]
     """How often each task ended a run, by its worker's end line ("task <id> <name> try=N <state> in ...")."""
     wanted = set(task_ids)
@@ -134,7 +143,13 @@ def test_a_live_reshard_moves_the_queues_slot_under_load(
     source, target = cluster.servers[0], cluster.servers[1]  # --cluster create gives the first node slots 0-5460
     assert owner(cluster, slot) == source.port
     add_history(source, namespace)
-    env = {"RELAY_REDIS_CLUSTER": "true", "RELAY_QUEUE_NAME": namespace}  # production defaults otherwise
+    env = {
+        "RELAY_REDIS_CLUSTER": "true",
+        "RELAY_QUEUE_NAME": namespace,
+        # Idle workers hear of new work by wake-up notices only, within the test's time: the probes after the move
+        # show that subscriptions left on the old primary still hear the moved slot's PUBLISH. Defaults otherwise.
+        "RELAY_POLL_DELAY_SECONDS": str(POLL_DELAY_SECONDS),
+    }
     bases = [spawn_api(url=cluster.url, offers=False, **env)[1] for _ in range(2)]
     workers = [spawn_worker(url=cluster.url, **env) for _ in range(2)]
     streamed = [
@@ -173,6 +188,16 @@ def test_a_live_reshard_moves_the_queues_slot_under_load(
     abandoned = [t for load in loads for t in set(load.refused) - set(load.accepted)]
     left_behind = [t for t in abandoned if httpx.get(f"{bases[0]}/tasks/{t}", timeout=10).status_code != 404]
     ended = runs(workers, accepted)
+    # The slot is on the new primary, every subscription still on the old one: idle workers start a new task at
+    # once (by its wake-up notice, not by a poll POLL_DELAY_SECONDS away), and a new stream gets its live events.
+    probe_seconds = []
+    for _ in range(3):
+        started = time.monotonic()
+        probe = submit_ok(bases[0], {"task": "sleep", "kwargs": {"seconds": 0.1, "steps": 1}})
+        settle(bases, [probe], timeout=POLL_DELAY_SECONDS / 3)
+        probe_seconds.append(round(time.monotonic() - started, 2))
+    fresh = submit_ok(bases[0], {"task": "count", "kwargs": {"n": 10, "interval": 0.2}})
+    fresh_streams = [types(read_events(base, fresh)) for base in bases]
     report = {
         "slot": slot,
         "slots_moved": SLOTS_MOVED,
@@ -182,6 +207,8 @@ def test_a_live_reshard_moves_the_queues_slot_under_load(
         "tasks_run_more_than_once": sum(n > 1 for n in ended.values()),
         "streams_ended": sum(f.ended for f in followers),
         "keys_left_on_the_old_primary": keys_in_slot(source, slot),
+        "subscribers_on_the_old_and_new_primary": [subscribers(source), subscribers(target)],
+        "wakeup_probe_seconds": probe_seconds,
         "submits_refused_then_resubmitted": sum(len(set(load.refused) & set(load.accepted)) for load in loads),
     } | outcome(loads, accepted, lost, followers, workers)
     print("\nCLUSTER RESHARD " + json.dumps(report, sort_keys=True))
@@ -199,3 +226,4 @@ def test_a_live_reshard_moves_the_queues_slot_under_load(
     assert len(ended) == len(accepted)
     assert_every_stream_honest_and_each_task_ran_once(bases[0], followers, streamed)
     assert report["keys_left_on_the_old_primary"] == 0
+    assert all(kinds[-1] == "end" and kinds.count("partial") == 10 for kinds in fresh_streams), fresh_streams
