@@ -140,6 +140,8 @@ FLOW_INDEX_PREFIX: Final = "relay:flow-index:"
 # Per API key and queue: prefix + key name (no ':' in a name) + ':' + queue name.
 QUOTA_ACTIVE_PREFIX: Final = "relay:quota-active:"
 QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
+# Per queue name (the schedule): prefix + queue name. A key no one ever writes (see ``migration_guard``).
+MIGRATION_GUARD_PREFIX: Final = "relay:migration-guard:"
 
 RELAY_PREFIXES: Final = (
     EVENTS_PREFIX,
@@ -165,6 +167,7 @@ RELAY_PREFIXES: Final = (
     FLOW_EVENTS_PREFIX,
     FLOW_INDEX_PREFIX,
     CHILDREN_PREFIX,
+    MIGRATION_GUARD_PREFIX,
 )
 ARQ_PREFIXES: Final = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
 ABORT_SET: Final = abort_jobs_ss
@@ -306,6 +309,14 @@ def queue_channel(queue_name: str, queue: str) -> str:
     """Where enqueuers tell the workers serving named queue ``queue`` that a job is due (the default queue's
     notices share the namespace's own channel, with aborts and reply notices)."""
     return wakeup_channel(queue_name) if queue == "default" else f"{_tag}{WAKEUP_PREFIX}{queue}|{schedule(queue_name)}"
+
+
+def migration_guard(queue_name: str) -> str:
+    """A key in the namespace's slot that never exists, declared by every script call on a cluster
+    (``shared.redis.RelayCluster.register_script``). While a reshard moves the slot, a command whose keys are
+    not all on one node is refused with ``TRYAGAIN``; this key is missing on both nodes, so every script is
+    refused until the slot has settled, instead of running on a node that lacks keys it builds itself."""
+    return _tag + MIGRATION_GUARD_PREFIX + schedule(queue_name)
 
 
 def lane(queue_name: str, lane_id: str) -> str:

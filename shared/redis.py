@@ -31,7 +31,9 @@ cap); a command that met a lost connection or a failover is sent again after the
 afresh (the API and the bridge once; a worker's commands and pipelines for ``RETRY_BUDGET_SECONDS``, as on one
 Redis, see ``RelayCluster.within_budget``; the threads' synchronous client ``CLUSTER_RETRIES`` times);
 and pub/sub goes to one node that is up, the URL's if it is (classic ``PUBLISH`` reaches every node of a cluster),
-and to another one after that node is lost (``RelayCluster.pubsub``).
+and to another one after that node is lost (``RelayCluster.pubsub``). While a reshard moves the namespace's slot,
+every script call declares a key that never exists (``RelayCluster.register_script``), so the cluster refuses it
+with ``TRYAGAIN`` until the slot has settled, and that refusal is sent again like an outage (``CLUSTER_OUTAGE``).
 """
 
 from __future__ import annotations
@@ -58,10 +60,12 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.commands.core import AsyncScript, Script
 from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     ConnectionError,
     ReadOnlyError,
     RedisError,
@@ -106,8 +110,18 @@ HEALTH_CHECK_INTERVAL_SECONDS = 30  # a connection idle this long is PINGed befo
 # (each try first reconnects with CONNECT_RETRIES backed-off attempts); RelayCluster.execute_command then repeats
 # that, with backoff, until RETRY_BUDGET_SECONDS have passed.
 CLUSTER_RETRIES = 20
-# What a cluster answers while it fails over: the lost primary refuses, the layout is not yet updated.
-CLUSTER_OUTAGE = (ConnectionError, TimeoutError, OSError, ClusterDownError, SlotNotCoveredError, TryAgainError)
+# What a cluster answers while it fails over (the lost primary refuses, the layout is not yet updated) or while a
+# reshard moves the namespace's slot: TRYAGAIN, which redis-py sends again 16 times (about 0.4 s) before it raises
+# ClusterError("TTL exhausted."). Neither ran the command, so sending it again is safe.
+CLUSTER_OUTAGE = (
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    ClusterError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 CONNECT_RETRIES = 3
 
 
@@ -241,6 +255,39 @@ class _PatientPipeline(ClusterPipeline):
         return await cast(RelayCluster, self._client).within_budget(once)
 
 
+class _GuardedScript(AsyncScript):
+    """A script whose every call also declares the namespace's migration guard (``RelayCluster.register_script``)."""
+
+    def __init__(self, registered_client: Any, script: Any, guard: str) -> None:
+        super().__init__(registered_client, script)
+        self.guard = guard
+
+    async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        return await super().__call__([*(keys or []), self.guard], args, client)
+
+
+class _GuardedSyncScript(Script):
+    """``_GuardedScript`` for the synchronous cluster client (the lease renewal thread's)."""
+
+    def __init__(self, registered_client: Any, script: Any, guard: str) -> None:
+        super().__init__(registered_client, script)
+        self.guard = guard
+
+    def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        return super().__call__([*(keys or []), self.guard], args, client)
+
+
+class _SyncRelayCluster(SyncRedisCluster):
+    """redis-py's synchronous cluster client whose scripts declare the migration guard, as ``RelayCluster``'s."""
+
+    def __init__(self, *, queue_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guard = keys.migration_guard(queue_name)
+
+    def register_script(self, script: Any) -> Script:
+        return _GuardedSyncScript(self, script, self.guard)
+
+
 class RelayCluster(RedisCluster):
     """redis-py's asyncio cluster client with the parts of ``ArqRedis`` that Relay and arq's ``Worker`` use: its
     serializer attributes, ``close(close_connection_pool=...)``, ``publish`` and ``pubsub`` (which redis-py's
@@ -310,6 +357,15 @@ class RelayCluster(RedisCluster):
                 if retry_at > deadline or self.cutoff.passed_by(retry_at):
                     raise
                 await asyncio.sleep(retry_at - time.monotonic())
+
+    def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]  # redis-py: Script
+        """redis-py's, but every call also declares ``keys.migration_guard``, a key in the namespace's slot that
+        never exists. Relay's scripts build most key names themselves, so Redis checks only the keys they are given
+        before it runs them; mid-reshard a script could run on the node that has some of the slot's keys and then
+        meet one already moved (an error half-way through, after some writes) or, sent on by ``ASK``, run on the
+        new node and read a key not moved yet as missing. A missing key among several is refused with ``TRYAGAIN``
+        on both nodes while the slot moves, so no script runs until it has settled (``within_budget``)."""
+        return _GuardedScript(self, script, keys.migration_guard(self.default_queue_name))
 
     async def publish(self, channel: Any, message: Any) -> Any:
         """``PUBLISH`` (to any node: the cluster broadcasts it)."""
@@ -419,8 +475,12 @@ def sync_client(settings: Settings) -> redis.Redis:
         keys.use_layout(settings.queue_name, cluster=True)
         cluster, _ = _cluster_kwargs(settings)
         retry = sync_retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), CONNECT_RETRIES)
-        sync_cluster = SyncRedisCluster(
-            retry=retry, retry_on_error=list(PATIENT_RETRY_ON), cluster_error_retry_attempts=CLUSTER_RETRIES, **cluster
+        sync_cluster = _SyncRelayCluster(  # type: ignore[abstract]  # as RelayCluster
+            queue_name=settings.queue_name,
+            retry=retry,
+            retry_on_error=list(PATIENT_RETRY_ON),
+            cluster_error_retry_attempts=CLUSTER_RETRIES,
+            **cluster,
         )
         return cast(redis.Redis, sync_cluster)
     target = _target(settings)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
+    ClusterError,
     ConnectionError,
     MaxConnectionsError,
     NoPermissionError,
@@ -21,6 +22,7 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
     TimeoutError,
+    TryAgainError,
 )
 
 from shared.redis_pools import PoolExhausted
@@ -56,6 +58,9 @@ NO_REPLICAS = RedisFailure(
 MISCONF = RedisFailure(
     "redis_misconf", 10, True, "the task store cannot persist to disk and refuses writes; retry later"
 )
+SLOT_MOVING = RedisFailure(
+    "redis_slot_moving", 1, True, "the task store is moving this queue to another cluster node; retry shortly"
+)
 NOSCRIPT = RedisFailure("redis_noscript", 1, True, "the task store lost its scripts (flushed); retry")
 AUTH = RedisFailure("redis_auth", 10, False, "the task store refused Relay's credentials")
 UNKNOWN = RedisFailure("redis_error", 5, False, "the task store answered with an unexpected error")
@@ -73,6 +78,7 @@ _BY_TYPE: tuple[tuple[type[RedisError], RedisFailure], ...] = (
     (OutOfMemoryError, OOM),
     (ReadOnlyError, READONLY),
     (NoScriptError, NOSCRIPT),
+    (TryAgainError, SLOT_MOVING),
     (ConnectionError, UNAVAILABLE),
     (TimeoutError, UNAVAILABLE),
 )
@@ -82,6 +88,8 @@ def classify(exc: BaseException) -> RedisFailure | None:
     """The failure ``exc`` stands for, or None when it is not a Redis error."""
     if not isinstance(exc, RedisError):
         return None
+    if type(exc) is ClusterError:  # redis-py's "TTL exhausted.": still redirected or TRYAGAIN after 16 tries
+        return SLOT_MOVING
     for kind, failure in _BY_TYPE:
         if isinstance(exc, kind):
             return failure

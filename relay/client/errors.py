@@ -262,6 +262,10 @@ class RedisNoScript(StoreUnavailable):
     code = "redis_noscript"
 
 
+class RedisSlotMoving(StoreUnavailable):
+    code = "redis_slot_moving"
+
+
 class RedisAuthFailed(StoreUnavailable):
     code = "redis_auth"
 
@@ -302,6 +306,7 @@ ERROR_CODES: dict[str, type[RelayError]] = _by_code(
     RedisNoReplicas,
     RedisMisconfigured,
     RedisNoScript,
+    RedisSlotMoving,
     RedisAuthFailed,
     StoreUnavailable,
     NotReplicated,

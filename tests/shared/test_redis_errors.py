@@ -7,6 +7,8 @@ from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
     ConnectionError,
     DataError,
     MaxConnectionsError,
@@ -15,6 +17,7 @@ from redis.exceptions import (
     ReadOnlyError,
     ResponseError,
     TimeoutError,
+    TryAgainError,
 )
 
 from shared.errors import QueueFull
@@ -34,6 +37,9 @@ from shared.redis_pools import PoolExhausted
         (OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "redis_oom"),
         (ReadOnlyError("You can't write against a read only replica."), "redis_readonly"),
         (NoScriptError("No matching script."), "redis_noscript"),
+        # a reshard moving the queue's slot: TRYAGAIN, and redis-py's error once its 16 tries ran out
+        (TryAgainError("Multiple keys request during rehashing of slot"), "redis_slot_moving"),  # type: ignore[no-untyped-call]
+        (ClusterError("TTL exhausted."), "redis_slot_moving"),
         (ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL"), "redis_busy"),
         (ResponseError("MASTERDOWN Link with MASTER is down"), "redis_masterdown"),
         (ResponseError("NOREPLICAS Not enough good replicas to write."), "redis_no_replicas"),
@@ -76,3 +82,10 @@ def test_other_exceptions_are_not_redis_failures() -> None:
     assert classify(QueueFull("full")) is None
     assert is_transient(OSError("reset by peer"))  # redis-py may leak one from a socket
     assert not is_transient(ValueError("x"))
+
+
+def test_a_cluster_that_is_down_is_not_said_to_be_moving_a_slot() -> None:
+    """ClusterDownError is a ClusterError too: only redis-py's own "TTL exhausted." means a slot in motion."""
+    failure = classify(ClusterDownError("CLUSTERDOWN The cluster is down"))  # type: ignore[no-untyped-call]
+    assert failure is not None
+    assert failure.code != "redis_slot_moving"

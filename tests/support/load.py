@@ -19,6 +19,7 @@ class SubmitLoad:
     base: str
     body: dict[str, Any]
     interval: float = 0.02
+    resubmit: bool = False  # after a 503, send the same id again (a client that retries by idempotency)
     accepted: list[str] = field(default_factory=list)
     accepted_at: list[float] = field(default_factory=list)  # time.monotonic() of each 202
     accepted_sent_at: list[float] = field(default_factory=list)  # time.monotonic() when each accepted one was sent
@@ -26,6 +27,7 @@ class SubmitLoad:
     codes: Counter[str] = field(default_factory=Counter)  # error codes of the 503s
     without_retry_after: int = 0  # 503s that did not say when to retry
     errors: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # ids answered 503 (each try)
     slowest: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -42,13 +44,15 @@ class SubmitLoad:
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.base, timeout=15) as http:
+            retry_id = ""
             while not self._stop.wait(self.interval):
-                task_id = f"load-{uuid.uuid4().hex}"
+                task_id, retry_id = retry_id or f"load-{uuid.uuid4().hex}", ""
                 started = time.monotonic()
                 try:
                     response = http.post("/tasks", json={**self.body, "id": task_id})
                 except httpx.HTTPError as exc:
                     self.errors.append(repr(exc))
+                    retry_id = task_id if self.resubmit else ""
                     continue
                 self.slowest = max(self.slowest, time.monotonic() - started)
                 self.statuses[response.status_code] += 1
@@ -61,6 +65,8 @@ class SubmitLoad:
                 else:
                     self.codes[response.json()["error"]["code"]] += 1
                     self.without_retry_after += "retry-after" not in response.headers
+                    self.refused.append(task_id)
+                    retry_id = task_id if self.resubmit else ""
 
     @property
     def answered(self) -> int:
