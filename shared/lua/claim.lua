@@ -188,21 +188,29 @@ local function allowance(c, want)
   return allowed, slots
 end
 
--- Take up to `want` due jobs from lane `c` (one ZRANGEBYSCORE and one ZREMRANGEBYRANK, within its limits);
--- returns how many it took, and whether it may have more due now.
+-- Take up to `want` due jobs from lane `c` (one ZRANGE and one ZREMRANGEBYRANK, within its limits); returns how
+-- many it took, and whether it may have more due now. The ZRANGE reads one job past the most it may take: that
+-- job, if any, is the lane's next head, so its marker is set (or, for an emptied lane, dropped) with no second read.
 local function take(c, want)
   local allowed, slots = allowance(c, want)
   if allowed == 0 then return 0, false end
   local key = relay_lane(queue, c.lane)
-  -- Due: scored before the next millisecond (enqueue.lua's scores carry microseconds).
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', '(' .. (now + 1), 'WITHSCORES', 'LIMIT', 0, allowed)
-  local n = #due / 2
+  local first = redis.call('ZRANGE', key, 0, allowed, 'WITHSCORES')
+  local ids, scores, rest = {}, {}, nil
+  for i = 1, #first, 2 do
+    -- Due: scored before the next millisecond (enqueue.lua's scores carry microseconds).
+    if #ids < allowed and tonumber(first[i + 1]) < now + 1 then
+      ids[#ids + 1], scores[#scores + 1] = first[i], first[i + 1]
+    else
+      rest = tonumber(first[i + 1])
+      break
+    end
+  end
+  local n = #ids
   if n > 0 then
     redis.call('ZREMRANGEBYRANK', key, 0, n - 1)  -- the lowest scores: exactly the ones just read
     left[c.queue] = (left[c.queue] or 0) + n
   end
-  local ids, scores = {}, {}
-  for i = 1, n do ids[i], scores[i] = due[2 * i - 1], due[2 * i] end
   local started = n > 0 and mark(ids, scores, c.lane, slots) or 0
   local spec = runs[c.task]
   local next_start = nil
@@ -211,9 +219,13 @@ local function take(c, want)
     redis.call('SET', c.rate_key, string.format('%.3f', tat), 'PX', math.ceil(tat - now + spec[2]) + 1000)
     next_start = math.ceil(tat - (spec[3] - 1) * spec[2])
   end
-  if n < allowed then  -- none left due: the marker goes to the next head
-    local next_head = relay_sync_marker(queue, c.lane)
-    if next_head ~= nil then due_at(math.max(next_head, now, next_start or 0)) end
+  if rest == nil or rest >= now + 1 then  -- none left due: the marker goes to the next head
+    if rest == nil then
+      redis.call('ZREM', queue, MARKER .. c.lane)
+    else
+      redis.call('ZADD', queue, rest, MARKER .. c.lane)
+      due_at(math.max(rest, now, next_start or 0))
+    end
     return started, false
   end
   if allowed < want then  -- held by a limit, with more perhaps due: park it or move its marker now
