@@ -63,7 +63,7 @@ def measure(base: str, requests: int, poll_delay: float) -> tuple[list[float], l
 
 
 STAGES = {
-    "POST -> response headers (API: validate, enqueue, wake-up, subscribe)": ("post", "headers"),
+    "POST -> response headers (API: validate, enqueue, wake-up)": ("post", "headers"),
     "POST -> started published (worker clock)": ("post", "started_ts"),
     "started published -> received": ("started_ts", "started_rx"),
     "started -> result published (the task itself)": ("started_ts", "result_ts"),
