@@ -4,7 +4,8 @@ Redis replicates asynchronously: a primary that dies right after answering an en
 with it, and the replica promoted in its place never saw it. With the setting on, each enqueue batch
 (``shared.enqueue.Enqueuer``) sends its script and ``WAIT numreplicas timeout`` in one pipeline on one
 connection (WAIT counts the writes of the connection it is sent on), so a 202 means the replicas have the
-job too.
+job too. On a Redis Cluster that connection is one to the primary that holds the queue's slot (every key of
+a queue is in one slot), found afresh after a MOVED (``shared.redis.RelayCluster.script_then_wait``).
 
 If WAIT times out the job is still on the primary and will probably run; the caller gets
 ``NotReplicated`` with the task id, and resubmitting with that id is safe (200 if the job survived, 202
@@ -13,6 +14,13 @@ if a failover lost it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from shared.redis import RelayCluster
 from shared.settings import Settings
 
 
@@ -32,3 +40,19 @@ def check(settings: Settings, confirmed: int, task_id: str) -> NotReplicated | N
     if confirmed >= wanted:
         return None
     return NotReplicated(task_id, confirmed, wanted, settings.redis_wait_timeout_ms)
+
+
+async def script_then_wait(
+    client: Redis, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], settings: Settings
+) -> tuple[Any, int]:
+    """``script``'s reply, and how many replicas confirmed its writes: the script and ``WAIT`` go on one connection
+    (on a cluster, to the primary of the keys' slot). Sent again after a lost connection: ``script`` must be safe
+    to apply twice."""
+    wanted, timeout_ms = settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+    if isinstance(client, RelayCluster):
+        return await client.script_then_wait(script, keys, args, wanted, timeout_ms)
+    async with client.pipeline(transaction=False) as pipe:
+        await script(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", wanted, timeout_ms)
+        reply, confirmed = await pipe.execute()
+    return reply, int(confirmed)
