@@ -1,6 +1,7 @@
 """RELAY_REDIS_WAIT_REPLICAS on a Redis Cluster: the enqueue script and its WAIT go on one connection to the primary
 that holds the queue's slot (``shared.redis.RelayCluster.script_then_wait``), and follow the slot to its new primary
-after a failover. The failover under load is ``tests/e2e/test_cluster_failover.py``."""
+after a failover; and the cluster clients' slot map survives one failover's MOVED applied twice (``shared.cluster_moved``).
+The failover under load is ``tests/e2e/test_cluster_failover.py``."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from pathlib import Path
 import pytest
 import redis
 from redis.crc import key_slot
+from redis.exceptions import MovedError
 
 from bench.harness.processes import wait_until
 from bench.harness.redis_servers import start_cluster
 from shared import keys
 from shared.durability import NotReplicated
 from shared.enqueue import Enqueuer, Submitted, prepare
-from shared.redis import api_client, close
+from shared.redis import api_client, close, sync_client
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
 from worker.tasks import load
@@ -145,3 +147,29 @@ async def test_a_submit_follows_its_slot_to_the_new_primary(tmp_path: Path) -> N
             await close(pool)
     finally:
         cluster.stop()
+
+
+async def test_one_failovers_moved_applied_twice_leaves_its_new_primary_a_primary(redis_cluster_url: str) -> None:
+    """Two commands in flight when the slot's primary failed over both get the MOVED; redis-py < 7 demoted the new
+    primary at the second (``shared.cluster_moved``), and SCRIPT LOAD, sent to primaries, never reached it again.
+    Only the clients' maps are changed here: the cluster keeps its roles."""
+    namespace = f"relay:cw:{uuid.uuid4().hex[:8]}"
+    settings = Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name=namespace)
+    owner_and_replica(redis_cluster_url, namespace)  # the replica is known, so in the clients' maps
+    pool = api_client(settings)
+    threads = sync_client(settings)
+    try:
+        await pool.initialize()
+        slot = key_slot(keys.cluster_tag(namespace).encode())
+        for manager in (pool.nodes_manager, threads.nodes_manager):
+            primary, replica = manager.slots_cache[slot][:2]
+            moved = MovedError(f"{slot} {replica.host}:{replica.port}")
+            for _ in range(2):
+                manager._moved_exception = moved
+                owner = manager.get_node_from_slot(slot)
+            assert (owner.name, owner.server_type) == (replica.name, "primary")
+            assert [n.name for n in manager.slots_cache[slot]] == [replica.name, primary.name]
+            assert replica.name in [n.name for n in manager.get_nodes_by_server_type("primary")]
+    finally:
+        threads.close()
+        await close(pool)
