@@ -1,7 +1,7 @@
 """RELAY_REDIS_WAIT_REPLICAS on a Redis Cluster: the enqueue script and its WAIT go on one connection to the primary
 that holds the queue's slot (``shared.redis.RelayCluster.script_then_wait``), and follow the slot to its new primary
-after a failover; and the cluster clients' slot map survives one failover's MOVED applied twice (``shared.cluster_moved``).
-The failover under load is ``tests/e2e/test_cluster_failover.py``."""
+after a failover; and the cluster clients' slot map survives one failover's MOVED applied twice
+(``shared.cluster_moved``). The failover under load is ``tests/e2e/test_cluster_failover.py``."""
 
 from __future__ import annotations
 
