@@ -25,6 +25,7 @@ from shared.enqueue import Enqueuer, Submitted, prepare
 from shared.redis import api_client, close, sync_client
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
+from tests.support.workflows import submit_chain
 from worker.tasks import load
 
 pytestmark = pytest.mark.cluster
@@ -120,6 +121,10 @@ async def test_a_submit_whose_replica_is_stopped_is_refused_but_kept(redis_clust
         assert has_key(primary, keys.job(task_id))  # still on the primary: it will probably run
         again = await submit(enqueuer, settings, task_id)
         assert again.created is False  # resubmitting the same id is safe: nothing new was written
+        flow_id = f"f-{uuid.uuid4().hex[:8]}"
+        with stopped(replica), pytest.raises(NotReplicated, match=r"^workflow "):  # a workflow submit waits too
+            await submit_chain(pool, settings, flow_id)
+        assert has_key(primary, keys.flow(flow_id))
     finally:
         await close(pool)
 
