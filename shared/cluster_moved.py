@@ -34,7 +34,7 @@ class _AsyncNodesManager(AsyncNodesManager):
 
     def _update_moved_slots(self) -> None:
         if _names_its_primary(self):
-            self._moved_exception = None
+            self._moved_exception = None  # type: ignore[assignment]  # what redis-py sets once it applied one
             return
         super()._update_moved_slots()
 
@@ -46,7 +46,7 @@ class _SyncNodesManager(SyncNodesManager):
         if _names_its_primary(self):
             self._moved_exception = None
             return
-        super()._update_moved_slots()
+        super()._update_moved_slots()  # type: ignore[no-untyped-call]
 
 
 def guard(manager: AsyncNodesManager | SyncNodesManager) -> None:

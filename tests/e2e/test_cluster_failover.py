@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -102,7 +103,8 @@ def subscribers(server: Server) -> int:
 
 def restart(server: Server, log_dir: Path) -> Server:
     """``server`` started again, same port and cluster files (its ``nodes.conf`` names the cluster it rejoins)."""
-    return Server(ManagedProcess("cluster", list(server.proc.proc.args), dict(os.environ), log_dir), server.port)
+    argv = cast(list[str], server.proc.proc.args)
+    return Server(ManagedProcess("cluster", argv, dict(os.environ), log_dir), server.port)
 
 
 def replicating(server: Server) -> bool:

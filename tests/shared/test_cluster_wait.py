@@ -11,9 +11,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.crc import key_slot
 from redis.exceptions import MovedError
 
@@ -22,7 +24,7 @@ from bench.harness.redis_servers import start_cluster
 from shared import keys
 from shared.durability import NotReplicated
 from shared.enqueue import Enqueuer, Submitted, prepare
-from shared.redis import api_client, close, sync_client
+from shared.redis import RelayCluster, api_client, close, sync_client
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
 from tests.support.workflows import submit_chain
@@ -166,9 +168,9 @@ async def test_one_failovers_moved_applied_twice_leaves_its_new_primary_a_primar
     try:
         await pool.initialize()
         slot = key_slot(keys.cluster_tag(namespace).encode())
-        for manager in (pool.nodes_manager, threads.nodes_manager):
+        for manager in (cast(RelayCluster, pool).nodes_manager, cast(SyncRedisCluster, threads).nodes_manager):
             primary, replica = manager.slots_cache[slot][:2]
-            moved = MovedError(f"{slot} {replica.host}:{replica.port}")
+            moved = MovedError(f"{slot} {replica.host}:{replica.port}")  # type: ignore[no-untyped-call]
             for _ in range(2):
                 manager._moved_exception = moved
                 owner = manager.get_node_from_slot(slot)
