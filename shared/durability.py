@@ -4,7 +4,9 @@ Redis replicates asynchronously: a primary that dies right after answering an en
 with it, and the replica promoted in its place never saw it. With the setting on, each enqueue batch
 (``shared.enqueue.Enqueuer``) sends its script and ``WAIT numreplicas timeout`` in one pipeline on one
 connection (WAIT counts the writes of the connection it is sent on), so a 202 means the replicas have the
-job too.
+job too; a workflow submit (``shared.workflows.store.Workflows.submit``) waits the same way. On a Redis
+Cluster that connection is one to the primary that holds the queue's slot (every key of a queue is in one
+slot), found afresh after a MOVED (``shared.redis.RelayCluster.script_then_wait``).
 
 If WAIT times out the job is still on the primary and will probably run; the caller gets
 ``NotReplicated`` with the task id, and resubmitting with that id is safe (200 if the job survived, 202
@@ -13,22 +15,46 @@ if a failover lost it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from shared.redis import RelayCluster
 from shared.settings import Settings
 
 
 class NotReplicated(Exception):
     """The job is on the primary, but fewer replicas than required confirmed it in time."""
 
-    def __init__(self, task_id: str, confirmed: int, wanted: int, timeout_ms: int) -> None:
-        super().__init__(f"task {task_id} reached {confirmed} of {wanted} replicas within {timeout_ms} ms")
+    def __init__(self, task_id: str, confirmed: int, wanted: int, timeout_ms: int, what: str = "task") -> None:
+        super().__init__(f"{what} {task_id} reached {confirmed} of {wanted} replicas within {timeout_ms} ms")
         self.task_id = task_id
         self.confirmed = confirmed
         self.wanted = wanted
 
 
-def check(settings: Settings, confirmed: int, task_id: str) -> NotReplicated | None:
-    """The refusal for a task created in a batch that ``confirmed`` replicas acknowledged, if too few."""
+def check(settings: Settings, confirmed: int, task_id: str, what: str = "task") -> NotReplicated | None:
+    """The refusal for a task (or ``what`` else) created in a batch that ``confirmed`` replicas acknowledged, if
+    too few."""
     wanted = settings.redis_wait_replicas
     if confirmed >= wanted:
         return None
-    return NotReplicated(task_id, confirmed, wanted, settings.redis_wait_timeout_ms)
+    return NotReplicated(task_id, confirmed, wanted, settings.redis_wait_timeout_ms, what)
+
+
+async def script_then_wait(
+    client: Redis, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], settings: Settings
+) -> tuple[Any, int]:
+    """``script``'s reply, and how many replicas confirmed its writes: the script and ``WAIT`` go on one connection
+    (on a cluster, to the primary of the keys' slot). Sent again after a lost connection: ``script`` must be safe
+    to apply twice."""
+    wanted, timeout_ms = settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+    if isinstance(client, RelayCluster):
+        return await client.script_then_wait(script, keys, args, wanted, timeout_ms)
+    async with client.pipeline(transaction=False) as pipe:
+        await script(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", wanted, timeout_ms)
+        reply, confirmed = await pipe.execute()
+    return reply, int(confirmed)

@@ -256,15 +256,12 @@ class Enqueuer:
         if not settings.redis_wait_replicas:
             replies = await self._scripts.enqueue(keys=script_keys, args=args)
             return [_outcome(p, reply) for p, reply in zip(batch, replies, strict=True)]
-        async with self._pool.pipeline(transaction=False) as pipe:  # one connection: WAIT counts its writes
-            await self._scripts.enqueue(keys=script_keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
-            replies, confirmed = await pipe.execute()
+        replies, confirmed = await durability.script_then_wait(
+            self._pool, self._scripts.enqueue, script_keys, args, settings
+        )
         outcomes = [_outcome(p, reply) for p, reply in zip(batch, replies, strict=True)]
         return [
-            (durability.check(settings, int(confirmed), o.task_id) or o)
-            if isinstance(o, Submitted) and o.created
-            else o
+            (durability.check(settings, confirmed, o.task_id) or o) if isinstance(o, Submitted) and o.created else o
             for o in outcomes
         ]
 

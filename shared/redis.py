@@ -30,10 +30,12 @@ phase (issue #22): a node's connections are capped but not waited for (redis-py'
 cap); a command that met a lost connection or a failover is sent again after the cluster's layout is read
 afresh (the API and the bridge once; a worker's commands and pipelines for ``RETRY_BUDGET_SECONDS``, as on one
 Redis, see ``RelayCluster.within_budget``; the threads' synchronous client ``CLUSTER_RETRIES`` times);
-and pub/sub goes to one node that is up, the URL's if it is (classic ``PUBLISH`` reaches every node of a cluster),
-and to another one after that node is lost (``RelayCluster.pubsub``). While a reshard moves the namespace's slot,
-every script call declares a key that never exists (``RelayCluster.register_script``), so the cluster refuses it
-with ``TRYAGAIN`` until the slot has settled, and that refusal is sent again like an outage (``CLUSTER_OUTAGE``).
+pub/sub goes to one node that is up, the URL's if it is (classic ``PUBLISH`` reaches every node of a cluster),
+and to another one after that node is lost (``RelayCluster.pubsub``); a script followed by ``WAIT``
+(``RELAY_REDIS_WAIT_REPLICAS``) goes on one connection to the primary of the script's slot
+(``RelayCluster.script_then_wait``). While a reshard moves the namespace's slot, every script call declares a key
+that never exists (``RelayCluster.register_script``), so the cluster refuses it with ``TRYAGAIN`` until the slot
+has settled, and that refusal is sent again like an outage (``CLUSTER_OUTAGE``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -57,16 +59,19 @@ from redis.asyncio import connection as async_connection
 from redis.asyncio import retry as async_retry
 from redis.asyncio import sentinel as async_sentinel
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.commands.core import AsyncScript, Script
 from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
     ClusterError,
     ConnectionError,
+    MovedError,
+    NoScriptError,
     ReadOnlyError,
     RedisError,
     ResponseError,
@@ -75,7 +80,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from shared import keys
+from shared import cluster_moved, keys
 from shared.redis_pools import (
     AsyncBudgetRetry,
     AsyncClusterPubSubConnection,
@@ -123,6 +128,8 @@ CLUSTER_OUTAGE = (
     TryAgainError,
 )
 CONNECT_RETRIES = 3
+# What makes a cluster client close its connections and read the layout afresh before it tries again (redis-py's).
+_LAYOUT_CHANGED = (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +306,7 @@ class RelayCluster(RedisCluster):
         self, *, queue_name: str, pubsub_kwargs: dict[str, Any], retry_budget: float = 0.0, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
+        cluster_moved.guard(self.nodes_manager)
         self.retry_budget = retry_budget
         self.cutoff = Cutoff()
         # redis-py's cluster client picks redis-py's own connection classes: Relay's report a closed transport
@@ -366,6 +374,65 @@ class RelayCluster(RedisCluster):
         new node and read a key not moved yet as missing. A missing key among several is refused with ``TRYAGAIN``
         on both nodes while the slot moves, so no script runs until it has settled (``within_budget``)."""
         return _GuardedScript(self, script, keys.migration_guard(self.default_queue_name))
+
+    async def script_then_wait(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """``script``, then ``WAIT replicas timeout_ms``, in one pipeline on one connection to the primary that holds
+        the slot of ``keys`` (WAIT counts the writes of its own connection; redis-py's cluster pipeline cannot route
+        a keyless WAIT there): the script's reply and how many replicas confirmed. Redirections are followed as
+        redis-py follows them for one command (MOVED, ASK, TRYAGAIN; NOSCRIPT loads the script on that node); a
+        lost connection or a cluster failing over sends both again on the layout read afresh, as
+        ``execute_command`` would, so the script must be safe to apply twice."""
+        slot = self.keyslot(keys[0])
+        if isinstance(script, _GuardedScript):  # its migration guard too, as its own calls send it
+            keys = [*keys, script.guard]
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args), ("WAIT", replicas, timeout_ms)]
+
+        async def tries() -> tuple[Any, int]:
+            for attempt in range(1 + self.cluster_error_retry_attempts):
+                try:
+                    if self._initialize:
+                        await self.initialize()
+                    reply, confirmed = await self._on_owner(slot, commands, script)
+                    return reply, int(confirmed)
+                except _LAYOUT_CHANGED:
+                    await self.aclose()  # as redis-py does: the next try reads the cluster's layout afresh
+                    if attempt >= self.cluster_error_retry_attempts:
+                        raise
+            raise AssertionError("unreachable")
+
+        return await self.within_budget(tries)
+
+    async def _on_owner(self, slot: int, commands: list[tuple[Any, ...]], script: AsyncScript) -> list[Any]:
+        """The replies of ``commands`` (the first one ``script``'s EVALSHA), sent in one pipeline to the node that
+        holds ``slot``, following its redirections; a command's error raised."""
+        asked: ClusterNode | None = None
+        for _ in range(self.RedisClusterRequestTTL):
+            node = asked or self.nodes_manager.get_node_from_slot(slot)
+            stack = [PipelineCommand(i, *c) for i, c in enumerate([("ASKING",)] if asked else [])]
+            stack += [PipelineCommand(len(stack) + i, *c) for i, c in enumerate(commands)]
+            await node.execute_pipeline(stack)
+            replies = [c.result for c in stack[len(stack) - len(commands) :]]
+            first, asked = replies[0], None
+            if isinstance(first, MovedError):
+                # What redis-py's own client does with a MOVED: the next lookup takes the slot's owner from it
+                # (shared.cluster_moved; tests/shared/test_cluster_wait.py holds this to the installed redis-py).
+                self.nodes_manager._moved_exception = first
+            elif isinstance(first, AskError):
+                asked = self.get_node(host=first.host, port=first.port)
+                if asked is None:
+                    raise first
+            elif isinstance(first, TryAgainError):
+                await asyncio.sleep(0.05)
+            elif isinstance(first, NoScriptError):  # a node that never ran it, e.g. a replica just promoted
+                await node.execute_command("SCRIPT", "LOAD", script.script)
+            else:
+                error = next((r for r in replies if isinstance(r, Exception)), None)
+                if error is not None:
+                    raise error
+                return replies
+        raise ClusterError("TTL exhausted.")
 
     async def publish(self, channel: Any, message: Any) -> Any:
         """``PUBLISH`` (to any node: the cluster broadcasts it)."""
@@ -482,6 +549,7 @@ def sync_client(settings: Settings) -> redis.Redis:
             cluster_error_retry_attempts=CLUSTER_RETRIES,
             **cluster,
         )
+        cluster_moved.guard(sync_cluster.nodes_manager)
         return cast(redis.Redis, sync_cluster)
     target = _target(settings)
     kwargs = target.kwargs | {"retry": SyncBudgetRetry(RETRY_BUDGET_SECONDS), "retry_on_error": list(PATIENT_RETRY_ON)}

@@ -347,12 +347,6 @@ class Settings(BaseSettings):
             raise Conflict("RELAY_REDIS_CLUSTER needs a redis:// or rediss:// RELAY_REDIS_URL", "redis_cluster")
         if urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
             raise Conflict("a Redis Cluster has database 0 only: drop the database from RELAY_REDIS_URL", "redis_url")
-        if self.redis_wait_replicas:
-            raise Conflict(
-                "RELAY_REDIS_WAIT_REPLICAS is not supported with RELAY_REDIS_CLUSTER yet (docs/redis.md)",
-                "redis_wait_replicas",
-                "redis_cluster",
-            )
         if not CLUSTER_NAMESPACE.fullmatch(self.queue_name):
             raise Conflict(
                 f"with RELAY_REDIS_CLUSTER, RELAY_QUEUE_NAME must match {CLUSTER_NAMESPACE.pattern} (it is the "

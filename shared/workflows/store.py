@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from arq.connections import ArqRedis
 
-from shared import keys, tenancy
+from shared import durability, keys, tenancy
 from shared.enqueue import Links, TaskShape, prepare
 from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
 from shared.limits import check_args_size
@@ -118,7 +118,8 @@ class Workflows:
         return self._settings.result_ttl_seconds * 1000
 
     async def submit(self, prepared: PreparedWorkflow) -> WorkflowSubmitted:
-        """Store the workflow and enqueue its first steps; ``IdConflict`` or ``QueueFull`` when it cannot be."""
+        """Store the workflow and enqueue its first steps; ``IdConflict`` or ``QueueFull`` when it cannot be,
+        ``NotReplicated`` when replicas were required (``RELAY_REDIS_WAIT_REPLICAS``) and too few confirmed it."""
         settings, compiled = self._settings, prepared.compiled
         meta = dumps({"tree": compiled.tree})
         args: list[Any] = [prepared.flow_id, prepared.fp, meta, len(compiled.steps), compiled.sinks, compiled.root]
@@ -128,10 +129,18 @@ class Workflows:
             preds, succs = ",".join(map(str, step.preds)), ",".join(map(str, step.succs))
             args += [record, preds, succs, step.input or "", int(step.tolerant), int(step.mapped)]
         script_keys = [keys.schedule(settings.queue_name), keys.flow_index(settings.queue_name)]
-        reply = await self._scripts.flow_submit(keys=script_keys, args=args)
+        confirmed = settings.redis_wait_replicas  # without WAIT, as many as wanted
+        if confirmed:  # idempotent by id, as the script must be: sent again after a lost connection
+            reply, confirmed = await durability.script_then_wait(
+                self._pool, self._scripts.flow_submit, script_keys, args, settings
+            )
+        else:
+            reply = await self._scripts.flow_submit(keys=script_keys, args=args)
         kind = reply[0].decode()
         client_id = tenancy.client_id(prepared.flow_id)
         if kind == "created":
+            if refused := durability.check(settings, confirmed, client_id, what="workflow"):
+                raise refused
             return WorkflowSubmitted(prepared.flow_id, True, WorkflowState.RUNNING, len(compiled.steps))
         if kind == "exists" and reply[2] == b"same":
             return WorkflowSubmitted(prepared.flow_id, False, reply[1].decode(), len(compiled.steps))

@@ -10,28 +10,34 @@ Measured (printed with ``-s``) and asserted: submits answer 202 or 503 with Retr
 hung request) and 202 again after the promotion; workers ride it out (none restarted, both work afterwards);
 every stream resumes, ends, and is told by a ``gap`` event of whatever it never got; the streamed tasks run
 once; after the failover every process subscribes again on a surviving node, wake-ups start idle workers at
-once (the poll delay is long) and new streams get live events. A cluster has no ``WAIT`` option
-(``RELAY_REDIS_WAIT_REPLICAS`` is refused), so a submit the primary acknowledged just before it died may not have
-reached its replica: such tasks are counted (``accepted_lost``), not asserted away. The case ``replica-lagging``
-makes that window wide on purpose (the replica stopped and its link cut just before the kill) and asserts that
-every submit sent after the cut, acknowledged, is lost.
+once (the poll delay is long) and new streams get live events. Without ``RELAY_REDIS_WAIT_REPLICAS`` a submit the
+primary acknowledged just before it died may not have reached its replica: such tasks are counted
+(``accepted_lost``), not asserted away. The case ``replica-lagging`` makes that window wide on purpose (the replica
+stopped and its link cut just before the kill) and asserts that every submit sent after the cut, acknowledged, is
+lost. The case ``replica-lagging-wait-1`` is the same with ``RELAY_REDIS_WAIT_REPLICAS=1``: the submits sent while
+the replica lags are refused (503 ``not_replicated``), none accepted is lost. There the killed node is started again
+after the promotion (as an orchestrator would): it rejoins as the new primary's replica, without which a primary
+with no replica can confirm nothing and every submit is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from bench.harness.client import read_events, submit_ok, types
-from bench.harness.processes import wait_until
+from bench.harness.processes import ManagedProcess, wait_until
 from bench.harness.redis_servers import Cluster, Server, start_cluster
 from shared import keys
 from tests.conftest import StartApi, StartWorker
@@ -95,6 +101,20 @@ def subscribers(server: Server) -> int:
         client.close()
 
 
+def restart(server: Server, log_dir: Path) -> Server:
+    """``server`` started again, same port and cluster files (its ``nodes.conf`` names the cluster it rejoins)."""
+    argv = cast(list[str], server.proc.proc.args)
+    return Server(ManagedProcess("cluster", argv, dict(os.environ), log_dir), server.port)
+
+
+def replicating(server: Server) -> bool:
+    """``server`` is up and in sync with a primary."""
+    try:
+        return replication(server).get("master_link_status") == "up"
+    except (redis.RedisError, OSError):
+        return False
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A cluster of this test's own: killing a node of the session's cluster would break the other tests."""
@@ -108,9 +128,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 @heavy
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("lagging", [False, True], ids=["replica-in-sync", "replica-lagging"])
+@pytest.mark.parametrize(
+    ("lagging", "wait_replicas"),
+    [(False, 0), (True, 0), (True, 1)],
+    ids=["replica-in-sync", "replica-lagging", "replica-lagging-wait-1"],
+)
 def test_cluster_primary_sigkill_under_load(
-    cluster: Cluster, spawn_api: StartApi, spawn_worker: StartWorker, lagging: bool
+    cluster: Cluster, spawn_api: StartApi, spawn_worker: StartWorker, lagging: bool, wait_replicas: int, tmp_path: Path
 ) -> None:
     namespace = f"relay:cf:{uuid.uuid4().hex[:8]}"
     slot = key_slot(keys.cluster_tag(namespace).encode())
@@ -127,6 +151,10 @@ def test_cluster_primary_sigkill_under_load(
         # Longer than the outage (node timeout, election, the clients re-reading the layout) plus a third of a lease
         # since the last renewal, so no worker takes over a job whose worker is alive.
         "RELAY_LEASE_SECONDS": "10",
+        "RELAY_REDIS_WAIT_REPLICAS": str(wait_replicas),
+        # Below RELAY_REDIS_TIMEOUT_SECONDS, and short: the lagging replica stays stopped while 4 submits per load
+        # time out, well under the node timeout.
+        "RELAY_REDIS_WAIT_TIMEOUT_MS": "200",
     }
     bases = [spawn_api(url=primary.url, offers=False, **env)[1] for _ in range(2)]
     workers = [spawn_worker(url=primary.url, **env) for _ in range(2)]
@@ -170,13 +198,19 @@ def test_cluster_primary_sigkill_under_load(
             primary.proc.send(signal.SIGKILL)
         wait_until(lambda: replication(replica)["role"] == "master", 30, "the replica to be promoted")
         promoted_after = time.monotonic() - killed_at
+        rejoined_after = None
+        if wait_replicas:
+            again = restart(primary, tmp_path)
+            cluster.servers[cluster.servers.index(primary)] = again  # the fixture stops it
+            wait_until(lambda: replicating(again), 60, "the killed node to rejoin as a replica")
+            rejoined_after = round(time.monotonic() - killed_at, 2)
         for load in loads:
             load.wait_for(lambda s: sum(t > killed_at for t in s.accepted_at) >= 20, 60, "submits after the failover")
     finally:
         for load in loads:
             load.__exit__(None, None, None)
     recovery = [min(t for t in load.accepted_at if t > killed_at) - killed_at for load in loads]
-    survivors = [s for s in cluster.servers if s is not primary]
+    survivors = [s for s in cluster.servers if s is not primary]  # the killed node started again is up too
     # Every worker's wake-up listener is subscribed again, on a node that is up.
     wait_until(lambda: sum(subscribers(s) for s in survivors) >= len(workers), 30, "the subscriptions to move")
     for follower in followers:
@@ -207,6 +241,8 @@ def test_cluster_primary_sigkill_under_load(
 
     report = {
         "replica_lagging": lagging,
+        "replicas_waited_for": wait_replicas,
+        "seconds_until_the_killed_node_replicates_again": rejoined_after,
         "accepted_while_the_replica_lagged": len(unreplicated),
         "node_timeout_ms": NODE_TIMEOUT_MS,
         "seconds_until_replica_promoted": round(promoted_after, 2),
@@ -224,9 +260,13 @@ def test_cluster_primary_sigkill_under_load(
     assert_every_stream_honest_and_each_task_ran_once(bases[0], followers, streamed)
     assert failed == {}, failed
     # Every accepted task either ran to its end or is gone with the primary's last unreplicated writes (counted in
-    # the report; asynchronous replication, no WAIT on a cluster): none is stuck half-way.
+    # the report; asynchronous replication without WAIT): none is stuck half-way.
     assert set(states.values()) <= {"succeeded", "lost"}
-    if lagging:
+    if wait_replicas:
+        assert lost == []  # a 202 meant the replica had it, and that replica is the one promoted
+        assert unreplicated == []  # nothing was acknowledged while the replica lagged ...
+        assert report["codes_503"]["not_replicated"] > 0  # ... it was refused: the lag was met
+    elif lagging:
         assert unreplicated != []
         assert set(unreplicated) <= set(lost)  # acknowledged by the primary alone, then lost with it: what WAIT is for
     else:

@@ -31,6 +31,11 @@ def test_a_submit_no_replica_confirmed_is_a_503_naming_the_task(tmp_path: Path, 
         assert error["details"]["wanted"] == 1
         task_id = error["details"]["id"]
         assert httpx.get(f"{base}/tasks/{task_id}", timeout=10).json()["state"] == "queued"  # it is there
+        workflow = {"id": "wf-wait", "workflow": {"group": [{"task": "echo"}, {"task": "echo"}]}}
+        flow = httpx.post(f"{base}/workflows", json=workflow, timeout=10)
+        assert (flow.status_code, flow.json()["error"]["code"]) == (503, "not_replicated")
+        assert flow.json()["error"]["details"]["id"] == "wf-wait"
+        assert httpx.get(f"{base}/workflows/wf-wait", timeout=10).status_code == 200  # it is there too
 
         replica = start_replica(tmp_path, primary)
         try:

@@ -99,11 +99,10 @@ def test_cluster_settings_refuse_what_this_phase_cannot_do() -> None:
         Settings(**cluster, redis_sentinels="127.0.0.1:26379")
     with pytest.raises(ValueError, match="RELAY_QUEUE_NAME"):
         Settings(**cluster, queue_name="a{b}")
-    with pytest.raises(ValueError, match="WAIT_REPLICAS"):
-        Settings(**cluster, redis_wait_replicas=1)
     with pytest.raises(ValueError, match="database 0"):
         Settings(redis_url="redis://127.0.0.1:7000/2", redis_cluster=True)
     assert Settings(**cluster, queue_name="team-a:jobs").redis_cluster
+    assert Settings(**cluster, redis_wait_replicas=1).redis_wait_replicas == 1  # WAIT goes to the slot's primary
     assert issubclass(Conflict, ValueError)
 
 

@@ -13,6 +13,7 @@ from shared.enqueue import Enqueuer, prepare
 from shared.redis import api_client
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
+from tests.support.workflows import submit_chain
 from worker.tasks import load
 
 
@@ -31,6 +32,23 @@ async def test_a_submit_no_replica_confirmed_is_refused_but_kept(redis_url: str)
         assert admin.exists(keys.job(task_id))  # still on the primary: it will probably run
         again = await enqueuer.enqueue(prepare(spec, settings, TaskSubmission(task="echo", id=task_id)))
         assert again.created is False  # resubmitting the same id is safe: nothing new was written
+    finally:
+        admin.close()
+        await pool.aclose()
+
+
+async def test_a_workflow_submit_no_replica_confirmed_is_refused_but_kept(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, queue_name=f"relay:wait:{uuid.uuid4().hex[:8]}",
+                        redis_wait_replicas=1, redis_wait_timeout_ms=100)  # fmt: skip
+    pool = api_client(settings)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        flow_id = f"f-{uuid.uuid4().hex[:8]}"
+        with pytest.raises(NotReplicated, match=r"^workflow ") as caught:  # the suite's Redis has no replica
+            await submit_chain(pool, settings, flow_id)
+        assert (caught.value.task_id, caught.value.confirmed, caught.value.wanted) == (flow_id, 0, 1)
+        assert admin.exists(keys.flow(flow_id))  # stored, its first step enqueued: it will probably run
+        assert (await submit_chain(pool, settings, flow_id)).created is False  # a resubmit with its id is safe
     finally:
         admin.close()
         await pool.aclose()

@@ -1,0 +1,61 @@
+"""A fix for redis-py < 7's cluster clients (async and sync): one failover's MOVED applied twice wrecked the slot map.
+
+redis-py updates its slot map from a MOVED (``NodesManager._update_moved_slots``): the node it names becomes the slot's
+primary, the old primary its replica. Commands in flight when a primary fails over all get that MOVED; one that comes
+after the map was already updated applied it again, and the node that was already primary was then "demoted" too:
+the slot was left with its real primary typed as a replica, twice. Nothing repairs that (the node does own the slot,
+so no MOVED comes again), and ``SCRIPT LOAD``, sent to the primaries, never reaches it: every ``EVALSHA`` answers
+NOSCRIPT for ever (seen when a killed primary came back as its successor's replica and answered MOVED,
+``tests/e2e/test_cluster_failover.py``). redis-py later made such a MOVED a no-op (redis/redis-py#3899); so does this.
+
+``guard`` installs it on a client's nodes manager; ``tests/shared/test_cluster_wait.py`` holds it to the installed
+redis-py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.asyncio.cluster import NodesManager as AsyncNodesManager
+from redis.cluster import NodesManager as SyncNodesManager
+from redis.cluster import get_node_name
+
+
+def _names_its_primary(manager: Any) -> bool:
+    """Whether the MOVED being applied names the node the slot map already has as that slot's primary."""
+    moved = manager._moved_exception
+    nodes = manager.slots_cache.get(moved.slot_id)
+    return bool(nodes) and nodes[0].name == get_node_name(moved.host, moved.port)
+
+
+class _AsyncNodesManager(AsyncNodesManager):
+    __slots__ = ()  # redis-py's has slots: the same layout, so a client's manager can become this one
+
+    def _update_moved_slots(self) -> None:
+        if _names_its_primary(self):
+            self._moved_exception = None  # type: ignore[assignment]  # what redis-py sets once it applied one
+            return
+        super()._update_moved_slots()
+
+
+class _SyncNodesManager(SyncNodesManager):
+    __slots__ = ()
+
+    def _update_moved_slots(self) -> None:
+        if _names_its_primary(self):
+            self._moved_exception = None
+            return
+        super()._update_moved_slots()  # type: ignore[no-untyped-call]
+
+
+def guard(manager: AsyncNodesManager | SyncNodesManager) -> None:
+    """Give ``manager`` (a cluster client's ``nodes_manager``) the fix; fail loudly if redis-py's shape changed."""
+    fixed = _AsyncNodesManager if isinstance(manager, AsyncNodesManager) else _SyncNodesManager
+    base = fixed.__mro__[1]
+    if type(manager) is not base or not hasattr(manager, "_moved_exception") or not hasattr(manager, "slots_cache"):
+        raise RuntimeError(
+            f"redis-py {redis.__version__}: the cluster client's nodes manager is not the one shared/cluster_moved.py "
+            "fixes; check whether it still needs the fix"
+        )
+    manager.__class__ = fixed
