@@ -70,10 +70,21 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   tag is inert: Redis hashes the first ``{...}``, and it is always the one in front, before any id, task name
   or limit value that could hold a brace), and arq's global abort set becomes ``{relay:ns}arq:abort``.
   One tag per namespace means one slot per deployment queue: like the Python peers that support a cluster,
-  one queue does not scale past one shard yet. The tag is built so a shard can be added without a new
-  scheme: ``{relay:<namespace>:<shard>}`` for shard 0..S-1, a task's shard derived from its id, and each
-  shard's schedule, lanes, depth and index under that shard's tag (claims then visit every shard); the
-  namespace may hold no brace in cluster mode (``shared.settings``), so it cannot end the tag early.
+  one queue does not scale past one shard yet. The namespace may hold no brace in cluster mode
+  (``shared.settings``), so it cannot end the tag early.
+  *Sharding (designed, not built: issue #22's next phase).* The tag is built so S shards need no new scheme:
+  shard ``s`` of 0..S-1 is the tag ``{relay:<namespace>:<s>}``, and each shard is a whole namespace of today's
+  layout (schedule, lanes, depth, index, fairness, limits' sets, abort set, inbox and wake-up channels), so every
+  script keeps running on one slot, unchanged. A task's shard is ``crc16(shard key) mod S`` with the shard key
+  the id (a client-chosen id too), so ``GET /tasks/{id}`` and its stream find it with no lookup; a workflow's
+  steps and a task's children get ids that carry their workflow's or parent's shard key, so ``flow_*`` and the
+  children set stay in one slot. Workers claim from every shard they serve, starting at a rotating shard so none
+  starves, and sleep per shard (a wake-up notice names its shard's channel; an idle shard costs its poll, no
+  more). Cross-shard reads fan out and merge, each bounded: the task list reads a page from each shard's index
+  and merges by score; counts and ``why`` sum per shard; presence, the catalogue, quotas and schedules stay in
+  shard 0's slot (they are per deployment, not per task). Two things change meaning and must be stated where
+  they are set: a concurrency or rate limit is kept per shard (a limit of N allows up to N per shard unless
+  its key pins its lane to one shard), and tenant fairness is per shard. S = 1 is today's layout exactly.
   Outside cluster mode the tag is empty and every name is exactly what it was before: single Redis and
   Sentinel deployments need no migration, and their keys are no longer (so no slower) than before. Moving an
   existing single-Redis deployment onto a cluster is a new deployment (drain, then switch), not a rename.
