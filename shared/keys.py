@@ -215,6 +215,12 @@ def tag() -> str:
     return _tag
 
 
+def publish_command() -> str:
+    """How this layout publishes: ``SPUBLISH`` on a cluster (only the channel's slot's nodes hear it, see the module
+    docstring), ``PUBLISH`` otherwise."""
+    return "SPUBLISH" if _tag else "PUBLISH"
+
+
 def schedule(queue_name: str) -> str:
     """The schedule's key (the namespace's sorted set; what scripts receive as ``queue``): the namespace itself
     outside cluster mode."""

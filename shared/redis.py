@@ -89,6 +89,7 @@ from shared.redis_pools import (
     SyncSentinelSSLConnection,
 )
 from shared.serialization import dumps, loads
+from shared.sharded_pubsub import ShardedPubSub
 from shared.settings import Settings
 
 logger = logging.getLogger("relay.redis")
@@ -266,6 +267,7 @@ class RelayCluster(RedisCluster):
         self.expires_extra_ms = 86_400_000
         self._pubsub_kwargs = pubsub_kwargs
         self._pubsub_pool: ConnectionPool | None = None
+        self._moved_to: tuple[str, int] | None = None
 
     async def close(self, close_connection_pool: bool | None = None) -> None:
         """arq's ``close(close_connection_pool=True)``, and ``shared.redis.close``'s: every node's connections, and
@@ -312,32 +314,42 @@ class RelayCluster(RedisCluster):
                 await asyncio.sleep(retry_at - time.monotonic())
 
     async def publish(self, channel: Any, message: Any) -> Any:
-        """``PUBLISH`` (to any node: the cluster broadcasts it)."""
-        return await self.execute_command("PUBLISH", channel, message)
+        """``SPUBLISH``: to the primary of the channel's slot only (channels carry the tag; ``shared.sharded_pubsub``)."""
+        return await self.execute_command(keys.publish_command(), channel, message)
 
     def pubsub(self, **kwargs: Any) -> PubSub:
-        """A pub/sub connection that, on each (re)connection, goes to a node that is up: the URL's node first,
-        then every node of this client's current view of the cluster (``_pubsub_addresses``), the one it lost
-        last tried last. A subscriber whose node dies is thus back, on another node, at its next reconnect
-        (the API's hub and the workers' wake-up listener reconnect on their own, as on one Redis)."""
+        """A sharded subscription (``shared.sharded_pubsub``) to this namespace's channels, on a connection that,
+        on each (re)connection, goes to a node that is up: the slot's owner first (``_pubsub_addresses``), the one
+        it lost last tried last. When the slot moves or its node dies, the subscriber is back on the slot's new
+        owner at its next reconnect (the API's hub and the workers' wake-up listener reconnect on their own)."""
         if self._pubsub_pool is None:
             self._pubsub_pool = ConnectionPool(**self._pubsub_kwargs, addresses=self._pubsub_addresses)
-        return PubSub(self._pubsub_pool, **kwargs)
+        return ShardedPubSub(
+            self._pubsub_pool, slot=self._slot(), locate=self.initialize, redirect=self._redirected, **kwargs
+        )
+
+    def _slot(self) -> int:
+        return key_slot(keys.cluster_tag(self.default_queue_name).encode())
+
+    def _redirected(self, host: str, port: int) -> None:
+        """A ``MOVED`` named the slot's owner: the next pub/sub connection goes there first."""
+        self._moved_to = (host, port)
 
     def _pubsub_addresses(self) -> list[tuple[str, int]]:
-        """The primary that holds this namespace's slot, then the URL's node, then the nodes this client knows
-        now (its layout is re-read after a failover), then its start-up nodes: with redis-py's default
-        ``dynamic_startup_nodes`` those are every node it found. The slot's primary first because a channel's
-        ``PUBLISH`` goes to it (channels carry the tag): a subscriber there hears it at once, where one on another
-        node waits for the cluster bus, which held 1 to 2 % of round trips about 40 ms (BENCHMARKS.md section 12)."""
+        """The slot's owner as a ``MOVED`` last named it, the primary that holds this namespace's slot in this
+        client's layout, then the URL's node, then the nodes this client knows now (its layout is re-read after a
+        failover), then its start-up nodes: with redis-py's default ``dynamic_startup_nodes`` those are every node
+        it found. A sharded subscription is accepted only by the slot's owner; any other node answers with a
+        redirection (``MOVED``, or ``CLUSTERDOWN`` mid-failover), after which the subscriber connects again."""
         manager = self.nodes_manager
-        first = []
+        first = [self._moved_to] if self._moved_to is not None else []
         # No layout read yet, or the slot uncovered mid-failover: the URL's node first.
         with contextlib.suppress(RedisError, KeyError):
-            first.append(manager.get_node_from_slot(key_slot(keys.cluster_tag(self.default_queue_name).encode())))
+            owner = manager.get_node_from_slot(self._slot())
+            first.append((str(owner.host), int(owner.port)))
         url = (str(self._pubsub_kwargs["host"]), int(self._pubsub_kwargs["port"]))
         known = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
-        ordered = [*((str(n.host), int(n.port)) for n in first), url, *((str(n.host), int(n.port)) for n in known)]
+        ordered = [*first, url, *((str(n.host), int(n.port)) for n in known)]
         return list(dict.fromkeys(ordered))
 
 
