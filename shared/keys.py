@@ -79,8 +79,12 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   existing single-Redis deployment onto a cluster is a new deployment (drain, then switch), not a rename.
   The tag is chosen per process (``use_layout``, called where a process builds its cluster clients): one
   process serves one namespace, on one kind of Redis.
-  Pub/sub stays classic ``PUBLISH``/``SUBSCRIBE`` for now: a cluster broadcasts it to every node, so one
-  subscription on any node hears every channel (sharded ``SSUBSCRIBE`` per shard is the later phase's).
+  Pub/sub is sharded on a cluster (Redis 7): the scripts and ``shared.wakeup`` publish with ``SPUBLISH``
+  (``publish_command``, rendered into the scripts as ``{{PUBLISH}}``), which only the nodes of the channel's slot
+  hear, where a classic ``PUBLISH`` crosses the cluster bus to every node; the API's hub and the workers'
+  wake-up listener subscribe with ``SSUBSCRIBE`` on the primary that holds the namespace's slot
+  (``shared.sharded_pubsub``). Every channel of a namespace carries its tag, so one connection per process
+  hears them all (with shards, one per node that holds one). Single Redis and Sentinel keep ``PUBLISH``.
   Reads outside scripts (the task list, stats, presence, catalogue, quotas, ``MGET``s and pipelines) touch
   one namespace's keys, so one slot; nothing scans across namespaces (which may sit on different nodes).
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the

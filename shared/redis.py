@@ -30,8 +30,8 @@ phase (issue #22): a node's connections are capped but not waited for (redis-py'
 cap); a command that met a lost connection or a failover is sent again after the cluster's layout is read
 afresh (the API and the bridge once; a worker's commands and pipelines for ``RETRY_BUDGET_SECONDS``, as on one
 Redis, see ``RelayCluster.within_budget``; the threads' synchronous client ``CLUSTER_RETRIES`` times);
-and pub/sub goes to one node that is up, the URL's if it is (classic ``PUBLISH`` reaches every node of a cluster),
-and to another one after that node is lost (``RelayCluster.pubsub``).
+and pub/sub is sharded (``SPUBLISH``/``SSUBSCRIBE``, ``shared.sharded_pubsub``): a subscription goes to the primary
+that holds the namespace's slot, and follows the slot when it moves or its node is lost (``RelayCluster.pubsub``).
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ from shared.redis_pools import (
     SyncSentinelSSLConnection,
 )
 from shared.serialization import dumps, loads
-from shared.sharded_pubsub import ShardedPubSub
 from shared.settings import Settings
+from shared.sharded_pubsub import ShardedPubSub
 
 logger = logging.getLogger("relay.redis")
 T = TypeVar("T")
@@ -245,9 +245,8 @@ class _PatientPipeline(ClusterPipeline):
 class RelayCluster(RedisCluster):
     """redis-py's asyncio cluster client with the parts of ``ArqRedis`` that Relay and arq's ``Worker`` use: its
     serializer attributes, ``close(close_connection_pool=...)``, ``publish`` and ``pubsub`` (which redis-py's
-    asyncio cluster client lacks: here a plain connection to one node, where a cluster's classic pub/sub hears
-    every node's messages; see ``pubsub``). Made by ``_cluster_client``; typed as ``ArqRedis`` where Relay
-    passes it."""
+    asyncio cluster client lacks: here sharded, on a connection to the namespace's slot's primary; see
+    ``pubsub``). Made by ``_cluster_client``; typed as ``ArqRedis`` where Relay passes it."""
 
     def __init__(
         self, *, queue_name: str, pubsub_kwargs: dict[str, Any], retry_budget: float = 0.0, **kwargs: Any
@@ -314,7 +313,7 @@ class RelayCluster(RedisCluster):
                 await asyncio.sleep(retry_at - time.monotonic())
 
     async def publish(self, channel: Any, message: Any) -> Any:
-        """``SPUBLISH``: to the primary of the channel's slot only (channels carry the tag; ``shared.sharded_pubsub``)."""
+        """``SPUBLISH``: to the channel's slot's nodes only (channels carry the tag; ``shared.sharded_pubsub``)."""
         return await self.execute_command(keys.publish_command(), channel, message)
 
     def pubsub(self, **kwargs: Any) -> PubSub:

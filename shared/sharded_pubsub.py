@@ -61,7 +61,7 @@ class ShardedPubSub(PubSub):
         """Once the cluster's layout is known (``locate``), so the first connection goes to the slot's owner."""
         with contextlib.suppress(RedisError, RedisClusterException, OSError):  # then the URL's node: a MOVED follows
             await self._locate()
-        await super().connect()
+        await super().connect()  # type: ignore[no-untyped-call]
 
     async def subscribe(self, *args: Any, **kwargs: Callable[..., Any]) -> None:
         """``SSUBSCRIBE`` (also what redis-py's ``on_connect`` calls to subscribe again after a reconnect)."""
@@ -80,7 +80,7 @@ class ShardedPubSub(PubSub):
         """``SUNSUBSCRIBE``; every channel when none is named."""
         channels = self._normalize_keys(dict.fromkeys(args)) if args else dict(self.channels)
         self.pending_unsubscribe_channels.update(channels)
-        self._asked_off.update(channels)
+        self._asked_off.update(channels.keys())
         return self.execute_command("SUNSUBSCRIBE", *args)
 
     async def psubscribe(self, *args: Any, **kwargs: Any) -> NoReturn:
@@ -113,7 +113,7 @@ class ShardedPubSub(PubSub):
                 if kind == b"sunsubscribe" and self._ended_by_server(response[1]):
                     await self._move(f"the node ended the subscription of {response[1]!r}: its slot moved")
                 response = [_CLASSIC[kind], *response[1:]]
-        return await super().handle_message(response, ignore_subscribe_messages)
+        return await super().handle_message(response, ignore_subscribe_messages)  # type: ignore[no-untyped-call]
 
     def _ended_by_server(self, channel: Any) -> bool:
         if self._asked_off[channel] > 0:

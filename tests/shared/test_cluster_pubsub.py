@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -269,6 +270,68 @@ async def test_when_the_slot_moves_the_hub_subscribes_on_its_new_owner_and_its_s
         await hub.close()
         await close(client)
         slots.move(target, slot, source)
+
+
+@pytest.mark.cluster
+def test_a_stream_open_while_its_slot_moves_follows_it_and_gets_every_event(
+    relay_cluster: str, redis_cluster_url: str
+) -> None:
+    """The API's subscription is ended by the old owner, comes back on the new one, and the stream re-reads the
+    log: every event arrives, in order, none announced missing."""
+    slot, source, target = _moving("relay:queue", redis_cluster_url)
+    task_id = submit_ok(relay_cluster, {"task": "count", "kwargs": {"n": 40, "interval": 0.1}})
+    with keys.layout("relay:queue", cluster=True):
+        channel = keys.events_channel(task_id)
+    events: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: events.extend(read_events(relay_cluster, task_id)))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 15
+        while _listeners(source, channel) == 0:
+            assert time.monotonic() < deadline, "the stream never subscribed"
+            time.sleep(0.05)
+        slots.move(source, slot, target)
+        while _listeners(target, channel) == 0:  # while the task still runs (4 s)
+            assert time.monotonic() < deadline, "the stream's subscription never reached the slot's new owner"
+            time.sleep(0.05)
+        reader.join(30)
+        assert not reader.is_alive()
+        assert types(events) == ["started", *["partial"] * 40, "result", "end"]
+        assert [e["seq"] for e in events] == list(range(1, 44))
+    finally:
+        reader.join(30)
+        slots.move(target, slot, source)
+
+
+@pytest.mark.cluster
+async def test_a_sharded_subscriptions_own_unsubscribes_are_not_taken_for_a_moved_slot(
+    redis_cluster_url: str,
+) -> None:
+    namespace = "relay:cf:own"
+    client = worker_client(Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name=namespace))
+    pubsub = client.pubsub()
+    first, second = keys.events_channel("a"), keys.events_channel("b")
+    try:
+        await pubsub.subscribe(first)
+        await pubsub.subscribe(second)
+        await pubsub.unsubscribe(first)
+        await pubsub.unsubscribe(second)  # two asked for before either answer is read
+        await pubsub.subscribe(first)
+        seen = [(await pubsub.get_message(timeout=5))["type"] for _ in range(5)]
+        assert seen == ["subscribe", "subscribe", "unsubscribe", "unsubscribe", "subscribe"]
+        connection = pubsub.connection
+        await client.publish(first, b"still here")
+        message = await pubsub.get_message(timeout=5)
+        assert message is not None
+        assert (message["type"], message["data"]) == ("message", b"still here")
+        assert pubsub.connection is connection
+        assert connection is not None
+        assert connection.is_connected  # never dropped as if its slot had moved
+        with pytest.raises(ValueError, match="not in slot"):
+            await pubsub.subscribe("untagged")
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await close(client)
 
 
 class _Engine:

@@ -4,6 +4,7 @@ for tests of what a client sees when its slot changes owner (a sharded subscript
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 
@@ -29,6 +30,11 @@ def owner(port: int, slot: int) -> int:
     raise AssertionError(f"slot {slot} is not served")
 
 
+def _run(port: int, *command: object) -> Any:
+    with redis.Redis(port=port, socket_timeout=5) as client:
+        return client.execute_command(*command)
+
+
 def move(port: int, slot: int, to: int, timeout: float = 15) -> None:
     """Move ``slot`` (with its keys) to the primary on port ``to``, then wait until every primary says so.
     ``port``: any node of the cluster. Nothing to do if ``to`` holds it already."""
@@ -37,18 +43,13 @@ def move(port: int, slot: int, to: int, timeout: float = 15) -> None:
     if source == to:
         return
     ids = {p: node_id for node_id, p in nodes.items()}
-    clients = {p: redis.Redis(port=p, socket_timeout=5) for p in nodes.values()}
-    try:
-        clients[to].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-        clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to])
-        while batch := clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-            clients[source].execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *batch)
-        for p in [to, source, *(p for p in nodes.values() if p not in (to, source))]:
-            clients[p].execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to])
-        deadline = time.monotonic() + timeout
-        while any(owner(p, slot) != to for p in nodes.values()):
-            assert time.monotonic() < deadline, f"the primaries do not agree that slot {slot} moved to {to}"
-            time.sleep(0.05)
-    finally:
-        for client in clients.values():
-            client.close()
+    _run(to, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+    _run(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to])
+    while batch := _run(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+        _run(source, "MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *batch)
+    for p in [to, source, *(p for p in nodes.values() if p not in (to, source))]:
+        _run(p, "CLUSTER", "SETSLOT", slot, "NODE", ids[to])
+    deadline = time.monotonic() + timeout
+    while any(owner(p, slot) != to for p in nodes.values()):
+        assert time.monotonic() < deadline, f"the primaries do not agree that slot {slot} moved to {to}"
+        time.sleep(0.05)
