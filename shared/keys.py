@@ -84,7 +84,9 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   hear, where a classic ``PUBLISH`` crosses the cluster bus to every node; the API's hub and the workers'
   wake-up listener subscribe with ``SSUBSCRIBE`` on the primary that holds the namespace's slot
   (``shared.sharded_pubsub``). Every channel of a namespace carries its tag, so one connection per process
-  hears them all (with shards, one per node that holds one). Single Redis and Sentinel keep ``PUBLISH``.
+  hears them all; when the slot moves, Redis ends the subscriptions and the process follows the slot (its streams
+  re-read the log, its workers claim once). Per-shard tags will need one connection per node that holds a shard
+  (not built: one namespace is one slot today). Single Redis and Sentinel keep ``PUBLISH``.
   Reads outside scripts (the task list, stats, presence, catalogue, quotas, ``MGET``s and pipelines) touch
   one namespace's keys, so one slot; nothing scans across namespaces (which may sit on different nodes).
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the

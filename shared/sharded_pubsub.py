@@ -95,8 +95,6 @@ class ShardedPubSub(PubSub):
         """redis-py's, with a redirection (the node does not hold the slot) raised as ``SlotMoved``."""
         try:
             return await super().get_message(ignore_subscribe_messages, timeout)
-        except SlotMoved:
-            raise
         except ResponseError as exc:
             if not str(exc).startswith(_ELSEWHERE):
                 raise
