@@ -32,6 +32,12 @@ _CLASSIC = {b"smessage": b"message", b"ssubscribe": b"subscribe", b"sunsubscribe
 _ELSEWHERE = ("MOVED ", "ASK ", "CLUSTERDOWN", "TRYAGAIN")
 
 
+# What this module overrides or calls of redis-py's asyncio PubSub (its 5.x shape; pyproject caps redis-py below 6).
+_RELIED_ON = ("connect", "execute_command", "on_connect", "get_message", "handle_message", "_normalize_keys")
+if not all(callable(getattr(PubSub, name, None)) for name in _RELIED_ON):
+    raise RuntimeError("redis-py's asyncio PubSub is not what shared/sharded_pubsub.py was written for: re-check it")
+
+
 class SlotMoved(ConnectionError):
     """The node this subscription reached does not (or no longer) hold its channels' slot."""
 
