@@ -90,8 +90,14 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   existing single-Redis deployment onto a cluster is a new deployment (drain, then switch), not a rename.
   The tag is chosen per process (``use_layout``, called where a process builds its cluster clients): one
   process serves one namespace, on one kind of Redis.
-  Pub/sub stays classic ``PUBLISH``/``SUBSCRIBE`` for now: a cluster broadcasts it to every node, so one
-  subscription on any node hears every channel (sharded ``SSUBSCRIBE`` per shard is the later phase's).
+  Pub/sub is sharded on a cluster (Redis 7): the scripts and ``shared.wakeup`` publish with ``SPUBLISH``
+  (``publish_command``, rendered into the scripts as ``{{PUBLISH}}``), which only the nodes of the channel's slot
+  hear, where a classic ``PUBLISH`` crosses the cluster bus to every node; the API's hub and the workers'
+  wake-up listener subscribe with ``SSUBSCRIBE`` on the primary that holds the namespace's slot
+  (``shared.sharded_pubsub``). Every channel of a namespace carries its tag, so one connection per process
+  hears them all; when the slot moves, Redis ends the subscriptions and the process follows the slot (its streams
+  re-read the log, its workers claim once). Per-shard tags will need one connection per node that holds a shard
+  (not built: one namespace is one slot today). Single Redis and Sentinel keep ``PUBLISH``.
   Reads outside scripts (the task list, stats, presence, catalogue, quotas, ``MGET``s and pipelines) touch
   one namespace's keys, so one slot; nothing scans across namespaces (which may sit on different nodes).
 - **Inboxes** (issue #25). Each API process subscribes, once at start, to its own channel
@@ -238,6 +244,12 @@ def layout_kept() -> Iterator[None]:
 def tag() -> str:
     """This process's hash tag: empty outside cluster mode."""
     return _tag
+
+
+def publish_command() -> str:
+    """How this layout publishes: ``SPUBLISH`` on a cluster (only the channel's slot's nodes hear it, see the module
+    docstring), ``PUBLISH`` otherwise."""
+    return "SPUBLISH" if _tag else "PUBLISH"
 
 
 def schedule(queue_name: str) -> str:

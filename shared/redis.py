@@ -30,12 +30,12 @@ phase (issue #22): a node's connections are capped but not waited for (redis-py'
 cap); a command that met a lost connection or a failover is sent again after the cluster's layout is read
 afresh (the API and the bridge once; a worker's commands and pipelines for ``RETRY_BUDGET_SECONDS``, as on one
 Redis, see ``RelayCluster.within_budget``; the threads' synchronous client ``CLUSTER_RETRIES`` times);
-pub/sub goes to one node that is up, the URL's if it is (classic ``PUBLISH`` reaches every node of a cluster),
-and to another one after that node is lost (``RelayCluster.pubsub``); a script followed by ``WAIT``
-(``RELAY_REDIS_WAIT_REPLICAS``) goes on one connection to the primary of the script's slot
-(``RelayCluster.script_then_wait``). While a reshard moves the namespace's slot, every script call declares a key
-that never exists (``RelayCluster.register_script``), so the cluster refuses it with ``TRYAGAIN`` until the slot
-has settled, and that refusal is sent again like an outage (``CLUSTER_OUTAGE``).
+pub/sub is sharded (``SPUBLISH``/``SSUBSCRIBE``, ``shared.sharded_pubsub``): a subscription goes to the primary
+that holds the namespace's slot, and follows the slot when it moves or its node is lost (``RelayCluster.pubsub``);
+a script followed by ``WAIT`` (``RELAY_REDIS_WAIT_REPLICAS``) goes on one connection to the primary of the
+script's slot (``RelayCluster.script_then_wait``). While a reshard moves the namespace's slot, every script call
+declares a key that never exists (``RelayCluster.register_script``), so the cluster refuses it with ``TRYAGAIN``
+until the slot has settled, and that refusal is sent again like an outage (``CLUSTER_OUTAGE``).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ from shared.redis_pools import (
 )
 from shared.serialization import dumps, loads
 from shared.settings import Settings
+from shared.sharded_pubsub import ShardedPubSub
 
 logger = logging.getLogger("relay.redis")
 T = TypeVar("T")
@@ -298,9 +299,8 @@ class _SyncRelayCluster(SyncRedisCluster):
 class RelayCluster(RedisCluster):
     """redis-py's asyncio cluster client with the parts of ``ArqRedis`` that Relay and arq's ``Worker`` use: its
     serializer attributes, ``close(close_connection_pool=...)``, ``publish`` and ``pubsub`` (which redis-py's
-    asyncio cluster client lacks: here a plain connection to one node, where a cluster's classic pub/sub hears
-    every node's messages; see ``pubsub``). Made by ``_cluster_client``; typed as ``ArqRedis`` where Relay
-    passes it."""
+    asyncio cluster client lacks: here sharded, on a connection to the namespace's slot's primary; see
+    ``pubsub``). Made by ``_cluster_client``; typed as ``ArqRedis`` where Relay passes it."""
 
     def __init__(
         self, *, queue_name: str, pubsub_kwargs: dict[str, Any], retry_budget: float = 0.0, **kwargs: Any
@@ -321,6 +321,7 @@ class RelayCluster(RedisCluster):
         self.expires_extra_ms = 86_400_000
         self._pubsub_kwargs = pubsub_kwargs
         self._pubsub_pool: ConnectionPool | None = None
+        self._moved_to: tuple[str, int] | None = None
 
     async def close(self, close_connection_pool: bool | None = None) -> None:
         """arq's ``close(close_connection_pool=True)``, and ``shared.redis.close``'s: every node's connections, and
@@ -435,32 +436,42 @@ class RelayCluster(RedisCluster):
         raise ClusterError("TTL exhausted.")
 
     async def publish(self, channel: Any, message: Any) -> Any:
-        """``PUBLISH`` (to any node: the cluster broadcasts it)."""
-        return await self.execute_command("PUBLISH", channel, message)
+        """``SPUBLISH``: to the channel's slot's nodes only (channels carry the tag; ``shared.sharded_pubsub``)."""
+        return await self.execute_command(keys.publish_command(), channel, message)
 
     def pubsub(self, **kwargs: Any) -> PubSub:
-        """A pub/sub connection that, on each (re)connection, goes to a node that is up: the URL's node first,
-        then every node of this client's current view of the cluster (``_pubsub_addresses``), the one it lost
-        last tried last. A subscriber whose node dies is thus back, on another node, at its next reconnect
-        (the API's hub and the workers' wake-up listener reconnect on their own, as on one Redis)."""
+        """A sharded subscription (``shared.sharded_pubsub``) to this namespace's channels, on a connection that,
+        on each (re)connection, goes to a node that is up: the slot's owner first (``_pubsub_addresses``), the one
+        it lost last tried last. When the slot moves or its node dies, the subscriber is back on the slot's new
+        owner at its next reconnect (the API's hub and the workers' wake-up listener reconnect on their own)."""
         if self._pubsub_pool is None:
             self._pubsub_pool = ConnectionPool(**self._pubsub_kwargs, addresses=self._pubsub_addresses)
-        return PubSub(self._pubsub_pool, **kwargs)
+        return ShardedPubSub(
+            self._pubsub_pool, slot=self._slot(), locate=self.initialize, redirect=self._redirected, **kwargs
+        )
+
+    def _slot(self) -> int:
+        return key_slot(keys.cluster_tag(self.default_queue_name).encode())
+
+    def _redirected(self, host: str, port: int) -> None:
+        """A ``MOVED`` named the slot's owner: the next pub/sub connection goes there first."""
+        self._moved_to = (host, port)
 
     def _pubsub_addresses(self) -> list[tuple[str, int]]:
-        """The primary that holds this namespace's slot, then the URL's node, then the nodes this client knows
-        now (its layout is re-read after a failover), then its start-up nodes: with redis-py's default
-        ``dynamic_startup_nodes`` those are every node it found. The slot's primary first because a channel's
-        ``PUBLISH`` goes to it (channels carry the tag): a subscriber there hears it at once, where one on another
-        node waits for the cluster bus, which held 1 to 2 % of round trips about 40 ms (BENCHMARKS.md section 12)."""
+        """The slot's owner as a ``MOVED`` last named it, the primary that holds this namespace's slot in this
+        client's layout, then the URL's node, then the nodes this client knows now (its layout is re-read after a
+        failover), then its start-up nodes: with redis-py's default ``dynamic_startup_nodes`` those are every node
+        it found. A sharded subscription is accepted only by the slot's owner; any other node answers with a
+        redirection (``MOVED``, or ``CLUSTERDOWN`` mid-failover), after which the subscriber connects again."""
         manager = self.nodes_manager
-        first = []
+        first = [self._moved_to] if self._moved_to is not None else []
         # No layout read yet, or the slot uncovered mid-failover: the URL's node first.
         with contextlib.suppress(RedisError, KeyError):
-            first.append(manager.get_node_from_slot(key_slot(keys.cluster_tag(self.default_queue_name).encode())))
+            owner = manager.get_node_from_slot(self._slot())
+            first.append((str(owner.host), int(owner.port)))
         url = (str(self._pubsub_kwargs["host"]), int(self._pubsub_kwargs["port"]))
         known = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
-        ordered = [*((str(n.host), int(n.port)) for n in first), url, *((str(n.host), int(n.port)) for n in known)]
+        ordered = [*first, url, *((str(n.host), int(n.port)) for n in known)]
         return list(dict.fromkeys(ordered))
 
 

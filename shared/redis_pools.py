@@ -274,8 +274,8 @@ class AsyncSentinelSSLConnection(AsyncSentinelConnection, SSLConnection):
 class _FollowsClusterNodes(Connection):
     """A connection that, on each (re)connection, goes to the first node of a cluster that accepts it, from
     ``addresses()`` (the cluster client's current view, see ``shared.redis.RelayCluster.pubsub``). The node it
-    lost last is tried last: it is most likely the one that just died. For classic pub/sub any node will do,
-    since a cluster broadcasts every ``PUBLISH`` to all of its nodes."""
+    lost last is tried last: it is most likely the one that just died. A sharded subscription on a node that does
+    not hold its slot is redirected (``shared.sharded_pubsub``), and the next connection goes where it says."""
 
     def __init__(self, *, addresses: Callable[[], list[tuple[str, int]]], **kwargs: Any) -> None:
         super().__init__(**kwargs)

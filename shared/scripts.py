@@ -4,7 +4,8 @@ Every script is ``lib.lua`` followed by its own text, with the key prefixes of `
 key names have one source. Scripts build per-task key names from those prefixes (rather than receiving every
 key in KEYS). On a Redis Cluster the prefixes carry the namespace's hash tag (``keys.tag()``), so every key a
 script builds is in the slot of the keys it receives, and every call passes at least one tagged key, so the
-cluster client sends it to the node that holds that slot (see shared/keys.py).
+cluster client sends it to the node that holds that slot (see shared/keys.py); there they publish with
+``SPUBLISH`` (``{{PUBLISH}}``), since their channels carry the tag too.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def with_library(body: str) -> str:
         "DEPTH_PREFIX": tag + keys.DEPTH_PREFIX,
         "WAKEUP_PREFIX": tag + keys.WAKEUP_PREFIX,
         "PARK_MS": str(keys.PARK_MS),
+        "PUBLISH": keys.publish_command(),
         "INDEX_PREFIX": tag + keys.INDEX_PREFIX,
         "FLOW_PREFIX": tag + keys.FLOW_PREFIX,
         "FLOW_EVENTS_PREFIX": tag + keys.FLOW_EVENTS_PREFIX,

@@ -6,7 +6,8 @@ task), ``c<id>`` (a child of that task ended: its parent may be waiting) or ``o`
 bridge workers send it). Job notices of a named queue other than
 ``default`` go to that queue's own channel (``keys.queue_channel``), heard only by the workers serving it.
 The engine's timer still fires every ``RELAY_POLL_DELAY_SECONDS``, so a lost notice costs one poll delay,
-never a job; after the subscription drops and comes back, the worker claims once, in case it missed one.
+never a job; after the subscription drops and comes back (on a cluster, also when the channel's slot moved:
+``shared.sharded_pubsub``), the worker claims once, in case it missed one.
 """
 
 from __future__ import annotations

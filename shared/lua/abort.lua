@@ -14,7 +14,7 @@ if state == nil then return {'unknown'} end
 if state == 'succeeded' or state == 'failed' or state == 'aborted' then return {'finished', state} end
 if state == 'running' then
   redis.call('ZADD', abort, now, id)
-  redis.call('PUBLISH', channel, 'a' .. id)
+  redis.call('{{PUBLISH}}', channel, 'a' .. id)
   return {'aborting'}
 end
 local head = redis.call('GETRANGE', JOB .. id, 0, 1023)
@@ -36,7 +36,7 @@ redis.call('DEL', JOB .. id, TRIES .. id, SEQ .. id)
 -- a child task: its waiting parent hears of it.
 if flow then relay_flow_copy(flow, step, ARGV, 8, #ARGV, last - (#ARGV - 8)) end
 if parent then
-  redis.call('PUBLISH', channel, 'c' .. parent)
+  redis.call('{{PUBLISH}}', channel, 'c' .. parent)
 elseif flow then
   local wake = {}
   relay_flow_step_ended(queue, flow, step, 'A', '{"error_type":"Aborted","message":"aborted before it started"}',
@@ -47,6 +47,6 @@ relay_flow_flush(ttl)
 if string.find(record, '"rp":1', 1, true) or redis.call('EXISTS', REPLY .. id) == 1 then
   redis.call('ZADD', outbox, now, id)
   redis.call('PEXPIRE', REPLY .. id, ttl)
-  redis.call('PUBLISH', channel, 'o')
+  redis.call('{{PUBLISH}}', channel, 'o')
 end
 return {'aborted', last}

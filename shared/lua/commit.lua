@@ -65,7 +65,7 @@ local function linked_end(op, head)
     flow, step = string.match(ARGV[op.extra + 3], '^([^|]+)|(%d+)$')
   end
   if parent then
-    redis.call('PUBLISH', channel, 'c' .. parent)
+    redis.call('{{PUBLISH}}', channel, 'c' .. parent)
   elseif flow then
     local state = ENDED[string.match(ARGV[op.extra], '^{"rs":"(%a+)"')] or 'F'
     relay_flow_step_ended(queue, flow, step, state, ARGV[op.extra + 4], now(), ttl, wake)
@@ -148,10 +148,10 @@ if #finished > 0 then
 end
 if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
 relay_flow_flush(ttl)
-if replies then redis.call('PUBLISH', channel, 'o') end
+if replies then redis.call('{{PUBLISH}}', channel, 'o') end
 for to, due in pairs(wake) do
-  redis.call('PUBLISH', to, due <= now() and 'j' or ('d' .. string.format('%d', due)))
+  redis.call('{{PUBLISH}}', to, due <= now() and 'j' or ('d' .. string.format('%d', due)))
   woken[to] = nil
 end
-for to in pairs(woken) do redis.call('PUBLISH', to, 'j') end
+for to in pairs(woken) do redis.call('{{PUBLISH}}', to, 'j') end
 return out

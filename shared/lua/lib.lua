@@ -211,8 +211,8 @@ local function relay_append(stream, counter, seq, bodies, from, to, max_len, max
     packed = relay_pack(top_seq + 1, bodies, from, to)
     redis.call('XADD', stream, '0-' .. last, 'e', packed)
   end
-  redis.call('PUBLISH', stream, packed)
-  if inbox and inbox ~= '' then redis.call('PUBLISH', inbox, packed) end
+  redis.call('{{PUBLISH}}', stream, packed)
+  if inbox and inbox ~= '' then redis.call('{{PUBLISH}}', inbox, packed) end
   redis.call('PEXPIRE', stream, ttl_ms)
   -- A task's first events start its log (one entry: nothing to trim, no count to keep); otherwise keep the caps.
   if counter and (seq > 0 or last ~= seq + to - from + 1) then
@@ -342,7 +342,7 @@ end
 -- Publish the wake-up notices `wake` collected (channel -> earliest due): 'j' when due now, else 'd<due>'.
 local function relay_wake(wake, now)
   for channel, due in pairs(wake) do
-    redis.call('PUBLISH', channel, due <= now and 'j' or ('d' .. string.format('%d', due)))
+    redis.call('{{PUBLISH}}', channel, due <= now and 'j' or ('d' .. string.format('%d', due)))
   end
 end
 

@@ -39,8 +39,12 @@ def test_cluster_bench_measures_every_setup_and_spreads_three_queues() -> None:
 
 
 @pytest.mark.cluster
-def test_cluster_bus_bench_delivers_every_message_on_both_paths() -> None:
+def test_cluster_bus_bench_delivers_every_message_on_every_path() -> None:
     results = cluster_bus.run(messages=20, max_pause=0.002)
-    assert set(results) == {"same node", "other node"}
-    assert all(len(ms) == 20 and min(ms) > 0 for ms, _ in results.values())
+    assert set(results) == {"PUBLISH, same node", "PUBLISH, other node", "SPUBLISH (slot's primary)"}
+    assert all(len(ms) == 20 and min(ms) > 0 for ms, _, _ in results.values())
+    # a classic message goes to each of the 5 other nodes, a sharded one at most to the slot's replica
+    classic, _, sharded = (bus for _, _, bus in results.values())
+    assert classic == 5.0
+    assert sharded <= 1.0
     assert "other node" in cluster_bus.report(results)

@@ -93,10 +93,10 @@ def replication(server: Server) -> dict[str, object]:
 
 
 def subscribers(server: Server) -> int:
-    """Connections of ``server`` subscribed to at least one channel."""
+    """Connections of ``server`` subscribed to at least one channel (sharded: ``ssub``, as Relay's on a cluster)."""
     client = server.client()
     try:
-        return sum(int(c.get("sub", 0)) > 0 for c in client.client_list())
+        return sum(int(c.get("sub", 0)) + int(c.get("ssub", 0)) > 0 for c in client.client_list())
     finally:
         client.close()
 
