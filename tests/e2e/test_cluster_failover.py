@@ -50,6 +50,7 @@ from tests.support.failover import (
     outcome,
     ran_any,
     settle,
+    subscribers,
 )
 from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
@@ -88,15 +89,6 @@ def replication(server: Server) -> dict[str, object]:
     client = server.client()
     try:
         return dict(client.info("replication"))
-    finally:
-        client.close()
-
-
-def subscribers(server: Server) -> int:
-    """Connections of ``server`` subscribed to at least one channel (sharded: ``ssub``, as Relay's on a cluster)."""
-    client = server.client()
-    try:
-        return sum(int(c.get("sub", 0)) + int(c.get("ssub", 0)) > 0 for c in client.client_list())
     finally:
         client.close()
 

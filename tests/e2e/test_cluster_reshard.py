@@ -45,6 +45,7 @@ from tests.support.failover import (
     failed_errors,
     outcome,
     settle,
+    subscribers,
 )
 from tests.support.heavy import heavy
 from tests.support.load import SubmitLoad
@@ -102,12 +103,6 @@ def add_history(server: Server, namespace: str) -> None:
         for i in range(HISTORY_KEYS):
             pipe.set(f"{keys.cluster_tag(namespace)}history:{i}", "x" * 100)
         pipe.execute()
-
-
-def subscribers(server: Server) -> int:
-    """Connections of ``server`` subscribed to at least one channel."""
-    with server.client() as client:
-        return sum(int(c.get("sub", 0)) > 0 for c in client.client_list())
 
 
 def runs(workers: list, task_ids: list[str]) -> Counter[str]:  # type: ignore[type-arg]
@@ -226,4 +221,7 @@ def test_a_live_reshard_moves_the_queues_slot_under_load(
     assert len(ended) == len(accepted)
     assert_every_stream_honest_and_each_task_ran_once(bases[0], followers, streamed)
     assert report["keys_left_on_the_old_primary"] == 0
+    # Sharded pub/sub: Redis ended the subscriptions on the old primary when the slot left it, and each process
+    # (2 APIs, 2 workers) subscribed again on the slot's new owner.
+    assert report["subscribers_on_the_old_and_new_primary"] == [0, 4]
     assert all(kinds[-1] == "end" and kinds.count("partial") == 10 for kinds in fresh_streams), fresh_streams

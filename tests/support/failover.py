@@ -15,6 +15,7 @@ import httpx
 
 from bench.harness.client import read_events, sse_messages, types
 from bench.harness.processes import ManagedProcess
+from bench.harness.redis_servers import Server
 from tests.support.load import SubmitLoad
 
 FINAL = {"succeeded", "failed", "aborted"}
@@ -169,3 +170,9 @@ def assert_every_stream_honest_and_each_task_ran_once(
         kinds = types(read_events(base, task_id))
         summary = [k for i, k in enumerate(kinds) if k != "partial" or kinds[i - 1] != "partial"]
         assert (kinds.count("started"), kinds.count("requeued"), kinds[-2:]) == (1, 0, ["result", "end"]), summary
+
+
+def subscribers(server: Server) -> int:
+    """Connections of ``server`` subscribed to at least one channel (sharded: ``ssub``, as Relay's on a cluster)."""
+    with server.client() as client:
+        return sum(int(c.get("sub", 0)) + int(c.get("ssub", 0)) > 0 for c in client.client_list())
