@@ -9,9 +9,13 @@ versions name them differently).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +66,12 @@ class Stack:
     api_base: str
     api_key: str
     redis_password: str
+    # Compose profiles enabled on every command (``--profile``), so ``down`` and ``logs`` see their services too.
+    profiles: tuple[str, ...] = ()
 
     def compose(self, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [*self.command, "--project-name", self.project, "--file", str(COMPOSE_FILE)]
+        argv += [arg for profile in self.profiles for arg in ("--profile", profile)]
         argv += ["--env-file", str(self.env_file), *args]
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
@@ -79,6 +86,14 @@ class Stack:
         """``up -d`` with this many workers (the image is built already), then wait until all are healthy."""
         self.compose("up", "--detach", "--no-build", "--scale", f"worker={workers}", timeout=timeout)
         self.wait_healthy({"redis": 1, "api": 1, "worker": workers}, timeout)
+
+    def up_services(self, started: dict[str, int], healthy: dict[str, int], timeout: float) -> None:
+        """``up -d`` of the ``started`` services at these scales (and what they depend on, which Compose starts
+        and waits for first), then wait until the ``healthy`` ones are: a profile's entry points need not be all
+        of what it runs."""
+        scales = [arg for service, n in started.items() for arg in ("--scale", f"{service}={n}")]
+        self.compose("up", "--detach", "--no-build", *scales, *started, timeout=timeout)
+        self.wait_healthy(healthy, timeout)
 
     def containers(self, service: str | None = None, *, stopped: bool = True) -> list[Container]:
         """This project's containers (inspected), oldest first; only running ones unless ``stopped``."""
@@ -114,3 +129,52 @@ def health(container: Container) -> str:
     if state.get("Health"):
         return str(state["Health"]["Status"])
     return str(state["Status"])
+
+
+def free_port() -> int:
+    """A loopback port free now, for a project's published API (each project its own, beside any other)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def compose_project(
+    engine: Engine,
+    artifacts: Path,
+    name: str,
+    image: str,
+    publish_variable: str,
+    profiles: tuple[str, ...] = (),
+    secrets_env: tuple[str, ...] = (),
+) -> Iterator[Stack]:
+    """A Compose project of the file under its own name, with a fresh Redis password and API key (and a fresh
+    value for each of ``secrets_env``) in its own env file, the API published on a free loopback port through
+    ``publish_variable``. Taken down (containers, networks, volumes) before and after, pass or fail."""
+    port = free_port()
+    env_file = artifacts / f"{name}.env"
+    env_file.touch(mode=0o600)
+    password, api_key = secrets.token_hex(32), secrets.token_hex(16)
+    env_file.write_text(
+        f"RELAY_REDIS_PASSWORD={password}\n"
+        f"RELAY_API_KEYS={api_key}\n"
+        f"{publish_variable}=127.0.0.1:{port}\n"
+        f"RELAY_IMAGE={image}\n" + "".join(f"{variable}={secrets.token_hex(32)}\n" for variable in secrets_env)
+    )
+    project = Stack(
+        engine,
+        compose_command(engine),
+        name,
+        env_file,
+        api_base=f"http://127.0.0.1:{port}",
+        api_key=api_key,
+        redis_password=password,
+        profiles=profiles,
+    )
+    project.down()  # what a crashed earlier run of this same project may have left
+    try:
+        yield project
+    finally:
+        (artifacts / f"{name}.log").write_text(project.logs(tail=10_000))
+        project.down()
+        env_file.unlink()  # its passwords guarded a stack that is gone; no secret is left lying around

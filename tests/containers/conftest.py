@@ -8,9 +8,7 @@ the next run fast.
 
 from __future__ import annotations
 
-import secrets
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.containers import measure, standins
-from tests.containers.compose import REPO, Stack, compose_command
+from tests.containers.compose import REPO, Stack, compose_project
 from tests.containers.engine import Engine, docker_engine
 
 PROJECT = "relay-container-test"
 IMAGE = "relay:container-test"
 # Test modules in the order a deploy happens; the stack is shared, so later ones build on earlier ones.
-ORDER = ["test_image", "test_stack", "test_rollout", "test_shutdown"]
+ORDER = ["test_image", "test_stack", "test_rollout", "test_shutdown", "test_cluster_stack"]
 UP_SECONDS = 180
 BUILD_SECONDS = 900
 
@@ -43,12 +41,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for line in measure.lines():
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"(saved to {measure.save()})")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -102,33 +94,9 @@ def relay_image(engine: Engine, base_images: None) -> str:
 @pytest.fixture(scope="session")
 def stack(engine: Engine, relay_image: str, artifacts: Path) -> Iterator[Stack]:
     """Relay's compose project under its own name, with a fresh Redis password and API key; removed at the end."""
-    port = free_port()
-    env_file = artifacts / "compose.env"
-    env_file.touch(mode=0o600)
-    password, api_key = secrets.token_hex(32), secrets.token_hex(16)
-    env_file.write_text(
-        f"RELAY_REDIS_PASSWORD={password}\n"
-        f"RELAY_API_KEYS={api_key}\n"
-        f"RELAY_API_PUBLISH=127.0.0.1:{port}\n"
-        f"RELAY_IMAGE={relay_image}\n"
-    )
-    project = Stack(
-        engine,
-        compose_command(engine),
-        PROJECT,
-        env_file,
-        api_base=f"http://127.0.0.1:{port}",
-        api_key=api_key,
-        redis_password=password,
-    )
-    measure.record("compose", " ".join(project.command[-1:]) + " " + project.version())
-    project.down()  # what a crashed earlier run of this same project may have left
-    try:
+    with compose_project(engine, artifacts, PROJECT, relay_image, "RELAY_API_PUBLISH") as project:
+        measure.record("compose", " ".join(project.command[-1:]) + " " + project.version())
         yield project
-    finally:
-        (artifacts / "compose.log").write_text(project.logs(tail=10_000))
-        project.down()
-        env_file.unlink()  # its password guarded a stack that is gone; no secret is left lying around
 
 
 @pytest.fixture
