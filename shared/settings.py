@@ -84,12 +84,6 @@ class Settings(BaseSettings):
         description="Longest sleep of an idle worker between queue checks (wake-up notices and known due times "
         "end it sooner).",
     )
-    worker_uvloop: bool = Field(
-        True,
-        description="Run the worker's event loop on uvloop (installed with Sanic, which runs the API on it): each "
-        "step of a task's pick-up (the wake-up notice, the claim, the commit) costs less of the worker's time "
-        "than on asyncio's own loop. False runs asyncio's.",
-    )
     lease_seconds: float = Field(
         10,
         ge=1,

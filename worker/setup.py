@@ -7,7 +7,6 @@ import logging
 import socket
 from typing import Any
 
-import uvloop
 from arq.worker import Function, func
 
 from shared.config_errors import refuse
@@ -52,8 +51,6 @@ def settings() -> Settings:
     variable does: one line on stderr, exit code 78."""
     patch.install()
     config = get_settings()
-    if config.worker_uvloop:  # before arq's Worker asks asyncio for its loop
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     modules = config.task_module_list()
     try:
         load(modules)
