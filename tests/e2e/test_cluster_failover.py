@@ -42,18 +42,16 @@ from bench.harness.redis_servers import Cluster, Server, start_cluster
 from shared import keys
 from tests.conftest import StartApi, StartWorker
 from tests.support.failover import (
-    STREAMED_EVENTS,
-    Follower,
     assert_every_stream_honest_and_each_task_ran_once,
     assert_the_load_rode_it_out,
     failed_errors,
+    follow_and_load,
     outcome,
     ran_any,
     settle,
     subscribers,
 )
 from tests.support.heavy import heavy
-from tests.support.load import SubmitLoad
 
 # cluster-node-timeout: how long a primary may not answer before its replica takes over. 2 s, not 1: as for the
 # Sentinel test's down-after-milliseconds, a busy 2-core machine (this suite loads it) can keep a healthy node
@@ -150,16 +148,7 @@ def test_cluster_primary_sigkill_under_load(
     }
     bases = [spawn_api(url=primary.url, offers=False, **env)[1] for _ in range(2)]
     workers = [spawn_worker(url=primary.url, **env) for _ in range(2)]
-    streamed = [
-        submit_ok(bases[i % 2], {"task": "count", "kwargs": {"n": STREAMED_EVENTS, "interval": 0.1}}) for i in range(4)
-    ]
-    followers = [Follower([bases[i % 2], bases[(i + 1) % 2]], task_id) for i, task_id in enumerate(streamed)]
-    for follower in followers:
-        follower.start()
-    body = {"task": "sleep", "kwargs": {"seconds": 0.1, "steps": 2}}
-    loads = [SubmitLoad(base, body, interval=0.03) for base in bases]
-    for load in loads:
-        load.__enter__()
+    streamed, followers, loads = follow_and_load(bases)
     try:
         for load in loads:
             load.wait_for(lambda s: len(s.accepted) >= 20, 30, "submits before the kill")

@@ -38,17 +38,15 @@ from bench.harness.redis_servers import Cluster, Server, start_cluster
 from shared import keys
 from tests.conftest import StartApi, StartWorker
 from tests.support.failover import (
-    STREAMED_EVENTS,
-    Follower,
     assert_every_stream_honest_and_each_task_ran_once,
     assert_the_load_rode_it_out,
     failed_errors,
+    follow_and_load,
     outcome,
     settle,
     subscribers,
 )
 from tests.support.heavy import heavy
-from tests.support.load import SubmitLoad
 
 SLOTS_MOVED = 8  # redis-cli moves the lowest slots of the source: the queue's (below SLOTS_MOVED) and its neighbours
 # Keys of a long-lived queue (results, event logs, indexes) that the reshard moves with the live ones: at redis-cli's
@@ -142,21 +140,12 @@ def test_a_live_reshard_moves_the_queues_slot_under_load(
         "RELAY_REDIS_CLUSTER": "true",
         "RELAY_QUEUE_NAME": namespace,
         # Idle workers hear of new work by wake-up notices only, within the test's time: the probes after the move
-        # show that subscriptions left on the old primary still hear the moved slot's PUBLISH. Defaults otherwise.
+        # show that the sharded subscriptions followed the slot to its new owner. Defaults otherwise.
         "RELAY_POLL_DELAY_SECONDS": str(POLL_DELAY_SECONDS),
     }
     bases = [spawn_api(url=cluster.url, offers=False, **env)[1] for _ in range(2)]
     workers = [spawn_worker(url=cluster.url, **env) for _ in range(2)]
-    streamed = [
-        submit_ok(bases[i % 2], {"task": "count", "kwargs": {"n": STREAMED_EVENTS, "interval": 0.1}}) for i in range(4)
-    ]
-    followers = [Follower([bases[i % 2], bases[(i + 1) % 2]], task_id) for i, task_id in enumerate(streamed)]
-    for follower in followers:
-        follower.start()
-    body = {"task": "sleep", "kwargs": {"seconds": 0.1, "steps": 2}}
-    loads = [SubmitLoad(base, body, interval=0.03, resubmit=True) for base in bases]
-    for load in loads:
-        load.__enter__()
+    streamed, followers, loads = follow_and_load(bases, resubmit=True)
     try:
         for load in loads:
             load.wait_for(lambda s: len(s.accepted) >= 30, 30, "submits before the reshard")

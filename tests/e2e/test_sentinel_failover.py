@@ -34,17 +34,15 @@ from shared.redis import api_client, close, sync_client, worker_client
 from shared.settings import Settings
 from tests.conftest import StartApi, StartWorker
 from tests.support.failover import (
-    STREAMED_EVENTS,
-    Follower,
     assert_every_stream_honest_and_each_task_ran_once,
     assert_the_load_rode_it_out,
     failed_errors,
+    follow_and_load,
     outcome,
     ran_any,
     settle,
 )
 from tests.support.heavy import heavy
-from tests.support.load import SubmitLoad
 from tests.support.tcp_proxy import StallingProxy
 
 MASTER = "relay"
@@ -163,16 +161,7 @@ def test_primary_sigkill_under_load(
     url = "redis://ignored-with-sentinels/0"
     bases = [spawn_api(url=url, offers=False, **env)[1] for _ in range(2)]  # the workers offer the tasks
     workers = [spawn_worker(url=url, **env) for _ in range(2)]
-    streamed = [
-        submit_ok(bases[i % 2], {"task": "count", "kwargs": {"n": STREAMED_EVENTS, "interval": 0.1}}) for i in range(4)
-    ]
-    followers = [Follower([bases[i % 2], bases[(i + 1) % 2]], task_id) for i, task_id in enumerate(streamed)]
-    for follower in followers:
-        follower.start()
-    body = {"task": "sleep", "kwargs": {"seconds": 0.1, "steps": 2}}
-    loads = [SubmitLoad(base, body, interval=0.03) for base in bases]
-    for load in loads:
-        load.__enter__()
+    streamed, followers, loads = follow_and_load(bases)
     try:
         for load in loads:
             load.wait_for(lambda s: len(s.accepted) >= 20 and bool(s.statuses), 30, "submits before the kill")

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness.client import read_events, sse_messages, types
+from bench.harness.client import read_events, sse_messages, submit_ok, types
 from bench.harness.processes import ManagedProcess
 from bench.harness.redis_servers import Server
 from tests.support.load import SubmitLoad
@@ -176,3 +176,20 @@ def subscribers(server: Server) -> int:
     """Connections of ``server`` subscribed to at least one channel (sharded: ``ssub``, as Relay's on a cluster)."""
     with server.client() as client:
         return sum(int(c.get("sub", 0)) + int(c.get("ssub", 0)) > 0 for c in client.client_list())
+
+
+def follow_and_load(bases: list[str], resubmit: bool = False) -> tuple[list[str], list[Follower], list[SubmitLoad]]:
+    """Four streamed ``count`` tasks, each followed through both APIs in turn, and a steady submit load on every
+    API (a 503 resubmitted with the same id when ``resubmit``): what the failover and reshard tests run through
+    the fault. The followers are started and the loads entered; the caller ends both."""
+    streamed = [
+        submit_ok(bases[i % 2], {"task": "count", "kwargs": {"n": STREAMED_EVENTS, "interval": 0.1}}) for i in range(4)
+    ]
+    followers = [Follower([bases[i % 2], bases[(i + 1) % 2]], task_id) for i, task_id in enumerate(streamed)]
+    for follower in followers:
+        follower.start()
+    body = {"task": "sleep", "kwargs": {"seconds": 0.1, "steps": 2}}
+    loads = [SubmitLoad(base, body, interval=0.03, resubmit=resubmit) for base in bases]
+    for load in loads:
+        load.__enter__()
+    return streamed, followers, loads
