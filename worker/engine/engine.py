@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
@@ -84,6 +84,10 @@ class Engine:
         self._clock_offset_ms = 0.0  # Redis's clock minus this process's, as of the last claim
         self._clock_synced = float("-inf")  # time.monotonic() of that
         self._claim_requests = 0
+        # A claim request whose reply never came (a Redis error, or arq's stop cancelling its main loop mid-call):
+        # it may have claimed jobs, so it is sent again as is (a replay returns that batch and claims nothing
+        # more) by the next poll, or by ``stop`` to hand the batch back, instead of leaving it to lapse.
+        self._unanswered_claim: str | None = None
         self._abort_notices: set[str] = set()
         self._job_notice = False
         self._last_abort_check = 0.0
@@ -185,13 +189,13 @@ class Engine:
         self._job_notice = False
         # A request id of its own: redis-py sends the same call again after a timeout or a dropped connection,
         # and the script then returns the jobs its first run claimed instead of claiming more.
-        self._claim_requests += 1
-        request = f"{self._claim_requests}"
-        args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, self.settings.queues]
-        args += [self.settings.tenant_weights, *self._claim_entries]
-        claimed, swept, next_due, next_lease, redis_now, held_back = await self.scripts.claim(
-            keys=[keys.schedule(self.settings.queue_name), keys.abort_set(), keys.claim_request(self.token)], args=args
+        if self._unanswered_claim is None:
+            self._claim_requests += 1
+            self._unanswered_claim = f"{self._claim_requests}"
+        claimed, swept, next_due, next_lease, redis_now, held_back = await self._claim_call(
+            self._unanswered_claim, free
         )
+        self._unanswered_claim = None
         self.metrics.claim_waits(int(held_back[0]), int(held_back[1]))
         if redis_now is not None:  # None: nothing queued or running (the script did not read the clock)
             self._clock_offset_ms = int(redis_now) - time.time() * 1000
@@ -206,6 +210,38 @@ class Engine:
             if own and claimed.task_id in self.runs:
                 continue  # still running here: the sweep has just extended its lease
             self._take_over(claimed)
+
+    async def _claim_call(self, request: str, free: int) -> list[Any]:
+        """One call of claim.lua as request ``request``, taking at most ``free`` jobs."""
+        args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, self.settings.queues]
+        args += [self.settings.tenant_weights, *self._claim_entries]
+        reply: list[Any] = await self.scripts.claim(
+            keys=[keys.schedule(self.settings.queue_name), keys.abort_set(), keys.claim_request(self.token)], args=args
+        )
+        return reply
+
+    async def _hand_back_unanswered_claim(self) -> None:
+        """At stop: the jobs of a claim whose reply never came (arq cancels its main loop mid-call once no job
+        runs) go back on the queue now, their pickup given back, instead of running again as a lost worker's
+        once their leases lapse. Asking again cannot claim more: a replay returns only that batch, and a
+        request that never reached Redis takes nothing (limit 0)."""
+        request, self._unanswered_claim = self._unanswered_claim, None
+        if request is None:
+            return
+        claimed, swept, *_ = await self._claim_call(request, 0)
+        endings: list[Awaitable[OpResult | None]] = []
+        for item in claimed:
+            job = _claimed(item)
+            ending = self._refusal(job) or outcomes.requeued("worker shutdown", give_back_try=True)
+            function = job.record.function if job.record else "<unknown>"
+            endings.append(self.commit_ending(ending, self._facts(job, function, started_ms=None), job.seq))
+        for item in swept:
+            job, _ = _swept(item)
+            if job.task_id not in self.runs:
+                self._take_over(job)
+        if endings:
+            logger.info("handing back %d jobs claimed as the worker stopped", len(endings))
+            await asyncio.gather(*endings)
 
     # --- starting and ending jobs -----------------------------------------------------------------------
 
@@ -291,8 +327,8 @@ class Engine:
                 ending = outcomes.requeued("worker lost", give_back_try=False)
         self._commit_later(ending, claimed, function, started_ms=None)
 
-    def _commit_later(self, ending: Ending, claimed: Claimed, function: str, started_ms: int | None) -> None:
-        facts = RunFacts(
+    def _facts(self, claimed: Claimed, function: str, started_ms: int | None) -> RunFacts:
+        return RunFacts(
             claimed.task_id,
             self.token,
             self.settings.queue_name,
@@ -302,7 +338,9 @@ class Engine:
             function,
             tracing.context_span(tracing.carrier_of(claimed.record)).trace_id,
         )
-        task = asyncio.create_task(self.commit_ending(ending, facts, claimed.seq))
+
+    def _commit_later(self, ending: Ending, claimed: Claimed, function: str, started_ms: int | None) -> None:
+        task = asyncio.create_task(self.commit_ending(ending, self._facts(claimed, function, started_ms), claimed.seq))
         task.add_done_callback(_log_failure)
 
     def _finished(self, worker: Worker, task_id: str) -> None:
@@ -445,7 +483,13 @@ class Engine:
                 return
 
     async def stop(self) -> None:
-        """After arq's shutdown: flush what is queued, stop the lease keeper and the task threads."""
+        """After arq's shutdown: hand back a claim cancelled mid-call, flush what is queued, stop the lease keeper
+        and the task threads."""
+        try:
+            await self._hand_back_unanswered_claim()
+        except (RedisError, OSError) as exc:
+            logger.error("could not hand back the jobs of a claim cut short by the stop (Redis: %s); other workers "
+                         "run them once their leases lapse", exc)  # fmt: skip
         with contextlib.suppress(RedisError, OSError):
             await self.committer.drain()
         self.leases.stop()
