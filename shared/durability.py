@@ -8,9 +8,14 @@ job too; a workflow submit (``shared.workflows.store.Workflows.submit``) waits t
 Cluster that connection is one to the primary that holds the queue's slot (every key of a queue is in one
 slot), found afresh after a MOVED (``shared.redis.RelayCluster.script_then_wait``).
 
+A write of ``keys.replication_mark`` goes between the script and WAIT: WAIT confirms the writes of its own
+connection, and a script that finds its task (or workflow) already there (a resend after a lost reply, a
+resubmit after a 503) writes nothing, so its WAIT would return at once whatever the replicas hold. After
+the mark, a confirmation covers the existing job too: a 200 for an existing id is as confirmed as a 202.
+
 If WAIT times out the job is still on the primary and will probably run; the caller gets
-``NotReplicated`` with the task id, and resubmitting with that id is safe (200 if the job survived, 202
-if a failover lost it).
+``NotReplicated`` with the task id, and resubmitting with that id is safe (200 once a replica has the job,
+202 if a failover lost it, 503 again while the replicas still lag).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from shared.redis import RelayCluster
+from shared import keys as relay_keys
+from shared.redis import MARK_MS, RelayCluster
 from shared.settings import Settings
 
 
@@ -51,10 +57,12 @@ async def script_then_wait(
     (on a cluster, to the primary of the keys' slot). Sent again after a lost connection: ``script`` must be safe
     to apply twice."""
     wanted, timeout_ms = settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+    mark = relay_keys.replication_mark(settings.queue_name)
     if isinstance(client, RelayCluster):
-        return await client.script_then_wait(script, keys, args, wanted, timeout_ms)
+        return await client.script_then_wait(script, keys, args, mark, wanted, timeout_ms)
     async with client.pipeline(transaction=False) as pipe:
         await script(keys=keys, args=args, client=pipe)
+        pipe.set(mark, 1, px=MARK_MS)
         pipe.execute_command("WAIT", wanted, timeout_ms)
-        reply, confirmed = await pipe.execute()
+        reply, _, confirmed = await pipe.execute()
     return reply, int(confirmed)

@@ -261,8 +261,7 @@ class Enqueuer:
         )
         outcomes = [_outcome(p, reply) for p, reply in zip(batch, replies, strict=True)]
         return [
-            (durability.check(settings, confirmed, o.task_id) or o) if isinstance(o, Submitted) and o.created else o
-            for o in outcomes
+            (durability.check(settings, confirmed, o.task_id) or o) if isinstance(o, Submitted) else o for o in outcomes
         ]
 
 

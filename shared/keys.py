@@ -159,6 +159,8 @@ QUOTA_ACTIVE_PREFIX: Final = "relay:quota-active:"
 QUOTA_RATE_PREFIX: Final = "relay:quota-rate:"
 # Per queue name (the schedule): prefix + queue name. A key no one ever writes (see ``migration_guard``).
 MIGRATION_GUARD_PREFIX: Final = "relay:migration-guard:"
+# Per queue name (the schedule): prefix + queue name. Written right before each WAIT (see ``replication_mark``).
+REPLICATION_MARK_PREFIX: Final = "relay:replication-mark:"
 
 RELAY_PREFIXES: Final = (
     EVENTS_PREFIX,
@@ -185,6 +187,7 @@ RELAY_PREFIXES: Final = (
     FLOW_INDEX_PREFIX,
     CHILDREN_PREFIX,
     MIGRATION_GUARD_PREFIX,
+    REPLICATION_MARK_PREFIX,
 )
 ARQ_PREFIXES: Final = (job_key_prefix, result_key_prefix, in_progress_key_prefix, retry_key_prefix)
 ABORT_SET: Final = abort_jobs_ss
@@ -340,6 +343,14 @@ def migration_guard(queue_name: str) -> str:
     not all on one node is refused with ``TRYAGAIN``; this key is missing on both nodes, so every script is
     refused until the slot has settled, instead of running on a node that lacks keys it builds itself."""
     return _tag + MIGRATION_GUARD_PREFIX + schedule(queue_name)
+
+
+def replication_mark(queue_name: str) -> str:
+    """A key in the namespace's slot written on the submit's connection between its script and ``WAIT``
+    (``shared.durability``): WAIT confirms the writes of its own connection up to its last one, and a resend
+    that finds its task already there writes nothing itself; after this write, a confirmation covers
+    whatever an earlier send (or anyone) wrote before it, so a 200 for an existing id is confirmed too."""
+    return _tag + REPLICATION_MARK_PREFIX + schedule(queue_name)
 
 
 def lane(queue_name: str, lane_id: str) -> str:

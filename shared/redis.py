@@ -112,6 +112,7 @@ PATIENT_RETRY_ON = (ConnectionError, TimeoutError, OSError, ReadOnlyError)
 # The API retries only what a fresh connection fixes at once; a timeout already used up its time.
 API_RETRY_ON = (ConnectionError, ReadOnlyError)
 HEALTH_CHECK_INTERVAL_SECONDS = 30  # a connection idle this long is PINGed before use
+MARK_MS = 60_000  # how long a replication mark (``keys.replication_mark``) is kept: only its write matters
 # On a cluster, how often redis-py sends a patient client's command again after the cluster's layout is read afresh
 # (each try first reconnects with CONNECT_RETRIES backed-off attempts); RelayCluster.execute_command then repeats
 # that, with backoff, until RETRY_BUDGET_SECONDS have passed.
@@ -377,25 +378,30 @@ class RelayCluster(RedisCluster):
         return _GuardedScript(self, script, keys.migration_guard(self.default_queue_name))
 
     async def script_then_wait(
-        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], replicas: int, timeout_ms: int
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], mark: str, replicas: int, timeout_ms: int
     ) -> tuple[Any, int]:
-        """``script``, then ``WAIT replicas timeout_ms``, in one pipeline on one connection to the primary that holds
-        the slot of ``keys`` (WAIT counts the writes of its own connection; redis-py's cluster pipeline cannot route
-        a keyless WAIT there): the script's reply and how many replicas confirmed. Redirections are followed as
-        redis-py follows them for one command (MOVED, ASK, TRYAGAIN; NOSCRIPT loads the script on that node); a
-        lost connection or a cluster failing over sends both again on the layout read afresh, as
-        ``execute_command`` would, so the script must be safe to apply twice."""
+        """``script``, a write of ``mark`` (``shared.durability``), then ``WAIT replicas timeout_ms``, in one
+        pipeline on one connection to the primary that holds the slot of ``keys`` (WAIT counts the writes of its
+        own connection; redis-py's cluster pipeline cannot route a keyless WAIT there): the script's reply and how
+        many replicas confirmed. Redirections are followed as redis-py follows them for one command (MOVED, ASK,
+        TRYAGAIN; NOSCRIPT loads the script on that node); a lost connection or a cluster failing over sends them
+        all again on the layout read afresh, as ``execute_command`` would, so the script must be safe to apply
+        twice."""
         slot = self.keyslot(keys[0])
         if isinstance(script, _GuardedScript):  # its migration guard too, as its own calls send it
             keys = [*keys, script.guard]
-        commands = [("EVALSHA", script.sha, len(keys), *keys, *args), ("WAIT", replicas, timeout_ms)]
+        commands = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args),
+            ("SET", mark, 1, "PX", MARK_MS),
+            ("WAIT", replicas, timeout_ms),
+        ]
 
         async def tries() -> tuple[Any, int]:
             for attempt in range(1 + self.cluster_error_retry_attempts):
                 try:
                     if self._initialize:
                         await self.initialize()
-                    reply, confirmed = await self._on_owner(slot, commands, script)
+                    reply, _, confirmed = await self._on_owner(slot, commands, script)
                     return reply, int(confirmed)
                 except _LAYOUT_CHANGED:
                     await self.aclose()  # as redis-py does: the next try reads the cluster's layout afresh

@@ -138,9 +138,10 @@ class Workflows:
             reply = await self._scripts.flow_submit(keys=script_keys, args=args)
         kind = reply[0].decode()
         client_id = tenancy.client_id(prepared.flow_id)
+        stored = kind == "created" or (kind == "exists" and reply[2] == b"same")
+        if stored and (refused := durability.check(settings, confirmed, client_id, what="workflow")):
+            raise refused  # an existing one too: replicas may still lack it (shared.durability)
         if kind == "created":
-            if refused := durability.check(settings, confirmed, client_id, what="workflow"):
-                raise refused
             return WorkflowSubmitted(prepared.flow_id, True, WorkflowState.RUNNING, len(compiled.steps))
         if kind == "exists" and reply[2] == b"same":
             return WorkflowSubmitted(prepared.flow_id, False, reply[1].decode(), len(compiled.steps))

@@ -67,3 +67,32 @@ def test_wait_counts_the_writes_of_the_connection_that_enqueued(tmp_path: Path, 
         link.close()
         replica.proc.stop()
         primary.proc.stop()
+
+
+def test_a_resubmit_of_an_id_replicas_lack_is_a_503_again_until_they_have_it(
+    tmp_path: Path, spawn_api: StartApi
+) -> None:
+    """A submit refused for lack of replicas is on the primary: the resubmit its 503 asks for finds it there and
+    writes nothing, so its own WAIT proved nothing. It must not answer 200 while the replica still lacks the job
+    (a failover then would lose a task the client was told is safe); once the replica has it, it does."""
+    primary = start_server(tmp_path, name="primary")
+    link = StallingProxy(primary.port)
+    replica = start_replica(tmp_path, primary, via_port=link.port)
+    try:
+        _, base = spawn_api(url=primary.url, **WAIT)
+        link.stall()
+        task_id = post(base, {"task": "echo"}).json()["error"]["details"]["id"]
+        workflow = {"id": "wf-lagging", "workflow": {"chain": [{"task": "echo"}, {"task": "echo"}]}}
+        assert httpx.post(f"{base}/workflows", json=workflow, timeout=10).status_code == 503
+        again = post(base, {"task": "echo", "id": task_id})
+        assert (again.status_code, again.json()["error"]["code"]) == (503, "not_replicated")
+        flow_again = httpx.post(f"{base}/workflows", json=workflow, timeout=10)
+        assert (flow_again.status_code, flow_again.json()["error"]["code"]) == (503, "not_replicated")
+        link.resume()
+        settled = post(base, {"task": "echo", "id": task_id})
+        assert (settled.status_code, settled.json()["created"]) == (200, False)
+        assert httpx.post(f"{base}/workflows", json=workflow, timeout=10).status_code == 200
+    finally:
+        link.close()
+        replica.proc.stop()
+        primary.proc.stop()

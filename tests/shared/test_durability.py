@@ -30,8 +30,10 @@ async def test_a_submit_no_replica_confirmed_is_refused_but_kept(redis_url: str)
             await enqueuer.enqueue(prepare(spec, settings, TaskSubmission(task="echo", id=task_id)))
         assert (caught.value.task_id, caught.value.confirmed, caught.value.wanted) == (task_id, 0, 1)
         assert admin.exists(keys.job(task_id))  # still on the primary: it will probably run
-        again = await enqueuer.enqueue(prepare(spec, settings, TaskSubmission(task="echo", id=task_id)))
-        assert again.created is False  # resubmitting the same id is safe: nothing new was written
+        record = admin.get(keys.job(task_id))
+        with pytest.raises(NotReplicated):  # a resubmit is refused too while no replica has the job ...
+            await enqueuer.enqueue(prepare(spec, settings, TaskSubmission(task="echo", id=task_id)))
+        assert admin.get(keys.job(task_id)) == record  # ... and is safe: nothing new was written
     finally:
         admin.close()
         await pool.aclose()
@@ -48,7 +50,10 @@ async def test_a_workflow_submit_no_replica_confirmed_is_refused_but_kept(redis_
             await submit_chain(pool, settings, flow_id)
         assert (caught.value.task_id, caught.value.confirmed, caught.value.wanted) == (flow_id, 0, 1)
         assert admin.exists(keys.flow(flow_id))  # stored, its first step enqueued: it will probably run
-        assert (await submit_chain(pool, settings, flow_id)).created is False  # a resubmit with its id is safe
+        stored = admin.hgetall(keys.flow(flow_id))
+        with pytest.raises(NotReplicated):  # a resubmit is refused too while no replica has it ...
+            await submit_chain(pool, settings, flow_id)
+        assert admin.hgetall(keys.flow(flow_id)) == stored  # ... and is safe: nothing new was written
     finally:
         admin.close()
         await pool.aclose()

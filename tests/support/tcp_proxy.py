@@ -38,6 +38,10 @@ class StallingProxy:
         """Stop delivering the replication stream (it stays unread in the proxy)."""
         self._flowing.clear()
 
+    def resume(self) -> None:
+        """Deliver the replication stream again, what was held back first."""
+        self._flowing.set()
+
     def close(self) -> None:
         """Drop every connection, and with them anything held back."""
         self._closed.set()
