@@ -18,10 +18,11 @@ from api.quotas import Quotas
 from shared import keys
 from shared.apikeys import ANONYMOUS, parse_api_keys, tenant_names
 from shared.catalogue import Catalogue
+from shared.cluster_version import primaries_too_old, refusal
 from shared.enqueue import Enqueuer
 from shared.events import EventLog
 from shared.ids import new_id
-from shared.redis import api_client, close, describe, wait_until_reachable
+from shared.redis import RelayCluster, api_client, close, describe, wait_until_reachable
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.transitions import Transitions
@@ -81,6 +82,7 @@ class Resources:
     draining: bool = False
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
     connected: asyncio.Event = field(default_factory=asyncio.Event)  # Redis answered and the hub runs
+    unsupported: str | None = None  # why this Redis cannot serve Relay (a cluster primary older than 7.0)
     _connector: asyncio.Task[None] | None = None
 
     @classmethod
@@ -125,6 +127,10 @@ class Resources:
         while True:
             await wait_until_reachable(self.settings, "API")
             try:
+                if isinstance(self.pool, RelayCluster) and (too_old := await primaries_too_old(self.pool)):
+                    self.unsupported = refusal(too_old)
+                    logger.error("API: not ready, and never will be on this Redis: %s", self.unsupported)
+                    return
                 await self.hub.start()
             except (RedisError, OSError) as exc:  # Redis went away again between the two
                 logger.warning("API: pub/sub hub could not start (%s); retrying", exc)

@@ -33,6 +33,7 @@ from arq.constants import default_queue_name, expires_extra_ms, health_check_key
 from arq.jobs import Deserializer, Serializer
 from redis.exceptions import RedisError
 
+from shared.cluster_version import primaries_too_old, refusal
 from shared.config_errors import refuse
 from shared.logs import configure as configure_logging
 from shared.redis import (
@@ -108,37 +109,14 @@ async def check_health(
     return 0
 
 
-# On a cluster every script publishes with SPUBLISH (sharded pub/sub, shared/sharded_pubsub.py): Redis 7.0 and later.
-CLUSTER_REDIS_SINCE = (7, 0)
-
-
 async def log_redis_info(redis: Any, log_func: Callable[[str], Any]) -> None:
     """arq's start-up line about Redis; on a cluster, one per primary (``INFO`` of each, not pipelined), and a
     refusal to start (exit 78) if a primary predates sharded pub/sub: every script would fail there."""
     if not isinstance(redis, RelayCluster):
         await _arq_log_redis_info(redis, log_func)
         return
-    await redis.initialize()  # the client learns the cluster's nodes on its first command
-    too_old = []
-    for node in redis.get_primaries():
-        info = await redis.info(target_nodes=node)
-        version = str(info.get("redis_version", "?"))
-        log_func(
-            f"redis cluster primary {node.name}: redis_version={version} "
-            f"mem_usage={info.get('used_memory_human', '?')} db_keys={info.get('db0', {}).get('keys', 0)}"
-        )
-        if _predates(version, CLUSTER_REDIS_SINCE):
-            too_old.append(f"{node.name} runs Redis {version}")
-    if too_old:
-        refuse([f"a Redis Cluster needs Redis 7.0 or later (sharded pub/sub): {', '.join(too_old)}"])
-
-
-def _predates(version: str, since: tuple[int, int]) -> bool:
-    """Whether ``version`` ('6.2.14') is older than ``since``; an unreadable one is not judged."""
-    parts = version.split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
-        return False
-    return (int(parts[0]), int(parts[1])) < since
+    if too_old := await primaries_too_old(redis, log_func):
+        refuse([refusal(too_old)])
 
 
 def install() -> None:

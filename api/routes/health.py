@@ -35,6 +35,8 @@ async def ready(request: Request) -> HTTPResponse:
     res = resources(request)
     if res.draining:
         return json({"status": "draining"}, status=503)
+    if res.unsupported is not None:  # said in the log, once (``Resources._connect``)
+        return json({"status": "redis_unsupported"}, status=503)
     if not res.connected.is_set():
         return json({"status": "redis_unavailable", "detail": "not connected to Redis yet"}, status=503)
     try:
