@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench import http_submit, submit_cpu
+from bench import http_submit, submit_cpu, wakeups
 from bench.harness.processes import REPO
 
 
@@ -33,3 +33,12 @@ def test_monitor_lines_are_split_into_sent_and_scripted_commands(tmp_path: Path)
     sent, scripted = http_submit.monitored(log)
     assert sent == {"evalsha": 2}
     assert scripted == {"exists": 1, "zadd": 1}
+
+
+def test_the_wakeups_bench_times_every_hop_in_both_modes() -> None:
+    results = wakeups.measure(requests=5, rounds=1)
+    assert [r.hop for r in results] == [
+        "redis PING", "python echo", "bare Sanic POST", "Relay GET /", "Relay POST /tasks"
+    ]  # fmt: skip
+    assert all(min(r.b2b_p50, r.b2b_p99, r.paused_p50, r.paused_p99) > 0 for r in results)
+    assert "| Relay POST /tasks |" in wakeups.report(results, 5, 1, 0.0)
