@@ -492,7 +492,7 @@ def _cluster_kwargs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]
 
 def _cluster_client(settings: Settings, *, patient: bool, max_connections: int | None = None) -> ArqRedis:
     """A ``RelayCluster`` for ``settings`` (see the module docstring), typed as the ``ArqRedis`` it stands in for."""
-    keys.use_layout(settings.queue_name, cluster=True)
+    keys.use_layout(settings.queue_name, cluster=True, shards=settings.queue_shards)
     cluster, pubsub = _cluster_kwargs(settings)
     retry_on = PATIENT_RETRY_ON if patient else API_RETRY_ON
     connect = async_retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), CONNECT_RETRIES if patient else 1)
@@ -550,7 +550,7 @@ def probe_client(settings: Settings) -> ArqRedis:
 def sync_client(settings: Settings) -> redis.Redis:
     """A synchronous client for threads (e.g. renewing job leases), as patient as ``worker_client``."""
     if settings.redis_cluster:
-        keys.use_layout(settings.queue_name, cluster=True)
+        keys.use_layout(settings.queue_name, cluster=True, shards=settings.queue_shards)
         cluster, _ = _cluster_kwargs(settings)
         retry = sync_retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), CONNECT_RETRIES)
         sync_cluster = _SyncRelayCluster(  # type: ignore[abstract]  # as RelayCluster

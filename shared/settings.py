@@ -33,6 +33,16 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # A namespace on a Redis Cluster is part of every key's hash tag ({relay:<namespace>}, shared/keys.py): no brace
 # may end the tag early, and no quote or backslash may break the Lua string literals the tag is compiled into.
 CLUSTER_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+# Most shards one queue may spread over (RELAY_QUEUE_SHARDS): every idle worker polls each, and cross-shard reads
+# (the task list, counts) read each.
+MAX_QUEUE_SHARDS = 64
+# What a queue over several shards still lacks (issue #22): while any is listed, RELAY_QUEUE_SHARDS > 1 is refused
+# at start rather than half working.
+SHARDING_MISSING: tuple[str, ...] = (
+    "the workers' claim, wake-up, sweep, commit and lease renewal per shard",
+    "the API's inbox and event subscriptions per shard",
+    "the task list, counts, stats and dashboard across shards",
+)
 # Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
 DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 # What a browser sends in its Origin header: scheme, host and optional port, nothing else.
@@ -194,6 +204,15 @@ class Settings(BaseSettings):
         description="Redis is a Redis Cluster (or cluster-mode managed Redis): RELAY_REDIS_URL names any node, the "
         "client finds the rest and follows redirections; each namespace's keys share one hash slot.",
     )
+    queue_shards: int = Field(
+        1,
+        ge=1,
+        le=MAX_QUEUE_SHARDS,
+        description="With RELAY_REDIS_CLUSTER, how many hash slots (shards) one queue spreads over: a task's keys "
+        "are in shard crc16(id) mod N; workers claim from every shard. Limits and tenant fairness are then per "
+        "shard (a concurrency or rate limit of L allows up to L per shard), as is RELAY_MAX_QUEUE_DEPTH. "
+        "1: one slot, the layout before sharding.",
+    )
     redis_sentinel_master: str = Field("mymaster", description="Name of the primary the sentinels monitor.")
     redis_sentinel_username: str = Field("", description="ACL user for the sentinels themselves.")
     redis_sentinel_password: SecretStr = Field(SecretStr(""), description="Password of the sentinels themselves.")
@@ -331,8 +350,25 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("queue_shards")
+    @classmethod
+    def _shards_built(cls, value: int) -> int:
+        if value > 1 and SHARDING_MISSING:
+            raise ValueError(
+                "a queue over several shards is not built yet in this version "
+                f"(missing: {'; '.join(SHARDING_MISSING)}); use 1"
+            )
+        return value
+
     @model_validator(mode="after")
     def _cluster_fits(self) -> Settings:
+        if self.queue_shards > 1 and not self.redis_cluster:
+            raise Conflict(
+                f"RELAY_QUEUE_SHARDS={self.queue_shards} needs RELAY_REDIS_CLUSTER=true (shards are hash slots of a "
+                "Redis Cluster; one Redis or Sentinel holds every key of a queue anyway)",
+                "queue_shards",
+                "redis_cluster",
+            )
         if not self.redis_cluster:
             return self
         if self.redis_sentinels:
