@@ -290,10 +290,11 @@ class _SyncRelayCluster(SyncRedisCluster):
 
     def __init__(self, *, queue_name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.guard = keys.migration_guard(queue_name)
+        self.queue_name = queue_name
 
     def register_script(self, script: Any) -> Script:
-        return _GuardedSyncScript(self, script, self.guard)
+        """The guard of the shard the script is registered for (``keys.on_shard``; its text carries that tag)."""
+        return _GuardedSyncScript(self, script, keys.migration_guard(self.queue_name))
 
 
 class RelayCluster(RedisCluster):
