@@ -208,7 +208,7 @@ _namespace = ""
 _shards = 1
 # The tag of the shard a call works on (``on_shard``, ``on_task_shard``): set per request or per claim, in the task
 # (and the tasks it starts) that works on that shard; empty: the process's own tag (shard 0).
-_shard_tag: ContextVar[str] = ContextVar("relay_shard_tag", default="")
+_shard: ContextVar[tuple[str, int]] = ContextVar("relay_shard", default=("", 0))
 # What Relay appends to the id of a task it makes out of another (``step_id``: ``:<n>``; a child, see
 # ``worker.engine.children``: ``.<n>`` or ``.r<n>.<n>``), stripped from the end to find an id's shard key.
 _DERIVED_SUFFIXES = re.compile(r"(?:\.r[0-9]+\.[0-9]+|\.[0-9]+|:[0-9]+)+$")
@@ -262,7 +262,12 @@ def layout_kept() -> Iterator[None]:
 def tag() -> str:
     """The hash tag of the shard this call works on (``on_shard``), else this process's: empty outside cluster
     mode."""
-    return _shard_tag.get() or _tag
+    return _shard.get()[0] or _tag
+
+
+def current_shard() -> int:
+    """The shard this call works on (``on_shard``): 0 outside one."""
+    return _shard.get()[1]
 
 
 def shard_count() -> int:
@@ -290,11 +295,11 @@ def on_shard(shard: int) -> Iterator[None]:
     if _shards == 1:
         yield
         return
-    token = _shard_tag.set(shard_tag(_namespace, shard, _shards))
+    token = _shard.set((shard_tag(_namespace, shard, _shards), shard))
     try:
         yield
     finally:
-        _shard_tag.reset(token)
+        _shard.reset(token)
 
 
 def on_task_shard(task_id: str) -> AbstractContextManager[None]:
