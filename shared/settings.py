@@ -369,6 +369,18 @@ class Settings(BaseSettings):
                 "queue_shards",
                 "redis_cluster",
             )
+        if self.queue_shards > 1 and self.key_max_active:
+            raise Conflict(
+                "RELAY_KEY_MAX_ACTIVE needs RELAY_QUEUE_SHARDS=1: its count checks the tasks of every shard in one "
+                "script, which a cluster runs on one slot only",
+                "key_max_active",
+                "queue_shards",
+            )
+        if self.queue_shards > 1 and self.servicebus_enabled:
+            raise Conflict(
+                "the Service Bus bridge needs RELAY_QUEUE_SHARDS=1: it sends the replies of one shard's outbox only",
+                "queue_shards",
+            )
         if not self.redis_cluster:
             return self
         if self.redis_sentinels:
