@@ -38,11 +38,7 @@ CLUSTER_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 MAX_QUEUE_SHARDS = 64
 # What a queue over several shards still lacks (issue #22): while any is listed, RELAY_QUEUE_SHARDS > 1 is refused
 # at start rather than half working.
-SHARDING_MISSING: tuple[str, ...] = (
-    "the workers' claim, wake-up, sweep, commit and lease renewal per shard",
-    "the API's inbox and event subscriptions per shard",
-    "the task list, counts, stats and dashboard across shards",
-)
+SHARDING_MISSING: tuple[str, ...] = ()
 # Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
 DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 # What a browser sends in its Origin header: scheme, host and optional port, nothing else.
