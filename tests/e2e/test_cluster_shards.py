@@ -167,3 +167,21 @@ def test_children_and_workflows_stay_in_their_shard(
     assert answer["children"] == 2, answer
     for task_id in (parent, f"{parent}.1", f"{parent}.2"):
         assert wait_state(base, task_id, {"aborted"}, timeout=30)["state"] == "aborted"
+
+
+def test_leases_are_renewed_in_every_shard(
+    redis_cluster_url: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    # A 1 s lease (not the default 10 s) so that tasks of 2.5 s outlive it twice: each shard's renewal must keep its
+    # task, or another claim sweeps it and it starts again.
+    env = sharded(redis_cluster_url, RELAY_LEASE_SECONDS="1")
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    spawn_worker(**env)  # a second worker that would take over any lapsed lease
+    ids = [ids_in_shard(shard, 1, f"long{shard}")[0] for shard in range(SHARDS)]
+    for task_id in ids:
+        submit_ok(base, {"id": task_id, "task": "sleep", "args": [2.5, 5]})
+    for task_id in ids:
+        events = read_events(base, task_id)
+        assert types(events).count("started") == 1, (task_id, types(events))
+        assert events[-1]["data"]["state"] == "succeeded", events[-1]
