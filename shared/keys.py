@@ -69,22 +69,47 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   ``{relay:ns}arq:job:<id>``, ``relay:index:ns`` becomes ``{relay:ns}relay:index:{relay:ns}ns`` (the second
   tag is inert: Redis hashes the first ``{...}``, and it is always the one in front, before any id, task name
   or limit value that could hold a brace), and arq's global abort set becomes ``{relay:ns}arq:abort``.
-  One tag per namespace means one slot per deployment queue: like the Python peers that support a cluster,
-  one queue does not scale past one shard yet. The namespace may hold no brace in cluster mode
-  (``shared.settings``), so it cannot end the tag early.
-  *Sharding (designed, not built: issue #22's next phase).* The tag is built so S shards need no new scheme:
-  shard ``s`` of 0..S-1 is the tag ``{relay:<namespace>:<s>}``, and each shard is a whole namespace of today's
-  layout (schedule, lanes, depth, index, fairness, limits' sets, abort set, inbox and wake-up channels), so every
-  script keeps running on one slot, unchanged. A task's shard is ``crc16(shard key) mod S`` with the shard key
-  the id (a client-chosen id too), so ``GET /tasks/{id}`` and its stream find it with no lookup; a workflow's
-  steps and a task's children get ids that carry their workflow's or parent's shard key, so ``flow_*`` and the
-  children set stay in one slot. Workers claim from every shard they serve, starting at a rotating shard so none
-  starves, and sleep per shard (a wake-up notice names its shard's channel; an idle shard costs its poll, no
-  more). Cross-shard reads fan out and merge, each bounded: the task list reads a page from each shard's index
-  and merges by score; counts and ``why`` sum per shard; presence, the catalogue, quotas and schedules stay in
-  shard 0's slot (they are per deployment, not per task). Two things change meaning and must be stated where
-  they are set: a concurrency or rate limit is kept per shard (a limit of N allows up to N per shard unless
-  its key pins its lane to one shard), and tenant fairness is per shard. S = 1 is today's layout exactly.
+  With one shard (``RELAY_QUEUE_SHARDS=1``, the default) one tag per namespace means one slot per deployment
+  queue: like the Python peers that support a cluster, one queue does not scale past one shard. The namespace may
+  hold no brace in cluster mode (``shared.settings``), so it cannot end the tag early.
+  *Sharding* (``RELAY_QUEUE_SHARDS`` = S > 1, cluster mode only; issue #22). Shard ``s`` of 0..S-1 has the tag
+  ``{relay:<namespace>:<s>}`` (``shard_tag``), and each shard is a whole namespace of the layout above (schedule,
+  lanes, depth, index, fairness, limits' sets, abort set, claim requests, inbox and wake-up channels), so every
+  script still runs on one slot, its text unchanged but for the tag compiled into it (``shared.scripts.Scripts``
+  registers each shard's texts the first time a call works on that shard). S = 1 is the layout above exactly: no
+  new name, no extra command.
+  A task's shard is ``crc16(shard_key(id)) mod S`` (``shard_of``; the CRC16 Redis Cluster hashes keys with), so
+  ``GET /tasks/{id}``, its stream and its abort find it from the id alone, a client-chosen id too. The *shard key*
+  is the stored id (its tenant prefix included) without the suffixes Relay appends to ids it derives from another:
+  a workflow's steps are ``<flow>:<n>`` (``step_id``) and a task's children ``<parent>.<n>`` or
+  ``<parent>.r<n>.<n>`` (``worker.engine.children``), stripped from the end as often as they occur, so steps,
+  children and their children share their workflow's or parent's shard, and ``flow_*``, the children set and a
+  cancel's walk stay on one slot. The cost of needing no lookup: a client id that itself ends in ``.<digits>`` or
+  ``:<digits>`` shares the shard of the id before it (``order:1``, ``order:2``, ... all land in ``order``'s shard),
+  so such ids do not spread; uuids (the default) and ids like ``order-1`` do.
+  *Which shard a call works on* is a ``contextvars.ContextVar`` (``on_shard``, ``on_task_shard``; ``tag()`` reads
+  it, else the process's own tag, shard 0's), chosen over passing a shard through every key function because every
+  key is built through ``tag()`` already, and a context is inherited by the tasks a block starts: a job claimed
+  from shard ``s`` runs, emits events, submits children and commits in shard ``s`` with no code of its own knowing.
+  Who sets it: the API's routes of one task or workflow (``api.sharding``), a submit once its id is drawn; the
+  worker's claim (one per shard each poll, starting at the next shard each poll so free slots go to every shard in
+  turn and a backlog in one never starves another), its abort checks and its minute's maintenance, per shard.
+  Batches are split per shard (``shared.batching.per_shard``: the enqueues and the commits, one script call per
+  shard, side by side); the lease renewal thread renews each shard's leases with that shard's script.
+  Pub/sub per shard: each worker subscribes to each shard's wake-up channels, and each API process has a hub per
+  shard (``api.shardhub``), each with its own inbox channel in that shard's slot (a submit names its task's
+  shard's), on a connection to the primary that holds that slot (``shared.redis.RelayCluster.pubsub`` keeps a pool
+  per slot): S connections per process, some to the same node.
+  Reads across shards go to each and combine, each bounded: ``GET /tasks`` reads a page from each shard's index and
+  merges by score, showing nothing past where a shard that stopped its bounded walk early could still hold a newer
+  task (``shared.tasklist``); counts, waiting jobs and ``GET /workflows`` sum or merge per shard, ``why`` asks each
+  task's shard. Presence, the catalogue, quotas and schedules stay in shard 0's slot (they are per deployment, not
+  per task: their modules pin it with ``on_shard(0)``). What changes meaning with S > 1: a concurrency or rate
+  limit, tenant fairness and ``RELAY_MAX_QUEUE_DEPTH`` are kept per shard (a limit of N allows up to N per shard).
+  Refused with S > 1 (``shared.settings``), as they would read or drain one slot only: ``RELAY_KEY_MAX_ACTIVE``
+  (its count checks every task's keys in one script) and the Service Bus bridge (its reply outbox is per shard).
+  A worker's sleeps are timed by shard 0's node's clock (nodes' clocks differ by little; ownership still reads
+  each shard's own clock in its scripts).
   Outside cluster mode the tag is empty and every name is exactly what it was before: single Redis and
   Sentinel deployments need no migration, and their keys are no longer (so no slower) than before. Moving an
   existing single-Redis deployment onto a cluster is a new deployment (drain, then switch), not a rename.
@@ -94,12 +119,11 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   (``publish_command``, rendered into the scripts as ``{{PUBLISH}}``), which only the nodes of the channel's slot
   hear, where a classic ``PUBLISH`` crosses the cluster bus to every node; the API's hub and the workers'
   wake-up listener subscribe with ``SSUBSCRIBE`` on the primary that holds the namespace's slot
-  (``shared.sharded_pubsub``). Every channel of a namespace carries its tag, so one connection per process
-  hears them all; when the slot moves, Redis ends the subscriptions and the process follows the slot (its streams
-  re-read the log, its workers claim once). Per-shard tags will need one connection per node that holds a shard
-  (not built: one namespace is one slot today). Single Redis and Sentinel keep ``PUBLISH``.
+  (``shared.sharded_pubsub``). Every channel of a namespace's shard carries its tag, so one connection per process
+  and shard hears them all; when the slot moves, Redis ends the subscriptions and the process follows the slot (its
+  streams re-read the log, its workers claim once). Single Redis and Sentinel keep ``PUBLISH``.
   Reads outside scripts (the task list, stats, presence, catalogue, quotas, ``MGET``s and pipelines) touch
-  one namespace's keys, so one slot; nothing scans across namespaces (which may sit on different nodes).
+  one namespace's keys (with several shards, each shard's, per shard); nothing scans across namespaces.
 - **Inboxes** (issue #25). Each API process subscribes, once at start, to its own channel
   ``inbox_channel(namespace, process)``. A task submitted with its events streamed back on the POST response names
   that channel in its job record (``ib``), and every script that appends the task's events while the record lives

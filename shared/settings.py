@@ -36,9 +36,6 @@ CLUSTER_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # Most shards one queue may spread over (RELAY_QUEUE_SHARDS): every idle worker polls each, and cross-shard reads
 # (the task list, counts) read each.
 MAX_QUEUE_SHARDS = 64
-# What a queue over several shards still lacks (issue #22): while any is listed, RELAY_QUEUE_SHARDS > 1 is refused
-# at start rather than half working.
-SHARDING_MISSING: tuple[str, ...] = ()
 # Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
 DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 # What a browser sends in its Origin header: scheme, host and optional port, nothing else.
@@ -198,7 +195,8 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(
         False,
         description="Redis is a Redis Cluster (or cluster-mode managed Redis): RELAY_REDIS_URL names any node, the "
-        "client finds the rest and follows redirections; each namespace's keys share one hash slot.",
+        "client finds the rest and follows redirections; each namespace's keys share one hash slot "
+        "(RELAY_QUEUE_SHARDS: several).",
     )
     queue_shards: int = Field(
         1,
@@ -345,16 +343,6 @@ class Settings(BaseSettings):
                 "redis_timeout_seconds",
             )
         return self
-
-    @field_validator("queue_shards")
-    @classmethod
-    def _shards_built(cls, value: int) -> int:
-        if value > 1 and SHARDING_MISSING:
-            raise ValueError(
-                "a queue over several shards is not built yet in this version "
-                f"(missing: {'; '.join(SHARDING_MISSING)}); use 1"
-            )
-        return value
 
     @model_validator(mode="after")
     def _cluster_fits(self) -> Settings:

@@ -74,4 +74,15 @@ def test_several_shards_need_a_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELAY_QUEUE_SHARDS", "3")
     with pytest.raises(ConfigError) as caught:
         load_settings()
-    assert "RELAY_QUEUE_SHARDS" in str(caught.value)
+    assert "RELAY_QUEUE_SHARDS=3 needs RELAY_REDIS_CLUSTER=true" in str(caught.value)
+    monkeypatch.setenv("RELAY_REDIS_CLUSTER", "true")
+    assert load_settings().queue_shards == 3
+
+
+def test_what_reads_one_slot_only_is_refused_with_several_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_QUEUE_SHARDS", "3")
+    monkeypatch.setenv("RELAY_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("RELAY_KEY_MAX_ACTIVE", "10")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "RELAY_KEY_MAX_ACTIVE needs RELAY_QUEUE_SHARDS=1" in str(caught.value)
