@@ -17,6 +17,7 @@ from redis.cluster import RedisCluster
 from bench.harness.client import (
     ndjson_lines,
     read_events,
+    read_workflow_events,
     submit_ok,
     submit_workflow,
     types,
@@ -157,6 +158,20 @@ def test_children_and_workflows_stay_in_their_shard(
         assert wait_workflow(base, flow)["result"] == 3
     listed = httpx.get(f"{base}/workflows", params={"limit": 50}, timeout=10).json()["workflows"]
     assert {w["id"] for w in listed} == set(flows)
+    for flow in flows:  # each workflow's own stream, in its shard
+        events = read_workflow_events(base, flow)
+        assert events[-1]["type"] == "workflow_end", events[-1]
+        assert [e["type"] for e in events].count("step_ended") == 3
+    # A manual retry runs a task again in its shard: its second try's events continue its stream.
+    failing = [ids_in_shard(shard, 1, f"fails{shard}")[0] for shard in range(SHARDS)]
+    for task_id in failing:
+        submit_ok(base, {"id": task_id, "task": "fail"})
+        wait_state(base, task_id, {"failed"})
+        assert httpx.post(f"{base}/tasks/{task_id}/retry", timeout=10).status_code == 202
+    for task_id in failing:
+        events = read_events(base, task_id)
+        assert types(events).count("started") == 2, types(events)
+        assert types(events).count("end") == 2, types(events)
     # Aborting a parent in another shard reaches its children there.
     parent = submit_ok(base, {"task": "fans_out", "args": [2, 1, 60.0, True]})
     deadline = time.monotonic() + 20
