@@ -93,6 +93,9 @@ def test_tasks_spread_over_the_shards_run_once_stream_list_and_count(
                     result = keys.result(task_id)
                 assert client.exists(result), result
                 assert int(client.cluster_keyslot(result)) == tag_slots[shard]
+            for shard in range(SHARDS):  # the worker's first poll ran the minute's maintenance on every shard
+                with keys.on_shard(shard):
+                    assert client.get(keys.maintenance_lock(namespace)) is not None, shard
         nodes = {client.get_node_from_key("{relay:" + namespace + ":" + str(s) + "}").name for s in range(SHARDS)}
         print(f"shard slots {tag_slots} on nodes {sorted(nodes)}; tasks per shard {dict(shards)}")
     finally:
