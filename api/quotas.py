@@ -140,9 +140,10 @@ class Quotas:
 
     @asynccontextmanager
     async def _admit(self, key_name: str, task_id: str) -> AsyncIterator[None]:
-        bucket, active_key = keys.quota_rate(self._queue, key_name), keys.quota_active(self._queue, key_name)
-        args: list[str | int | float] = [self._rate or 0, self._burst, task_id, self._max_active or 0]
-        args += [RESERVATION_GRACE_MS, keys.job(""), keys.result("")]
+        with keys.on_shard(0):  # per deployment, not per task: in shard 0 (shared/keys.py)
+            bucket, active_key = keys.quota_rate(self._queue, key_name), keys.quota_active(self._queue, key_name)
+            args: list[str | int | float] = [self._rate or 0, self._burst, task_id, self._max_active or 0]
+            args += [RESERVATION_GRACE_MS, keys.job(""), keys.result("")]
         verdict = await self._admit_script(keys=[bucket, active_key], args=args)
         if not verdict[0]:
             self._refused(key_name, RateLimited.code)

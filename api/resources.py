@@ -15,6 +15,7 @@ from sanic.config import Config
 from api.hub import PubSubHub
 from api.metrics import ApiMetrics
 from api.quotas import Quotas
+from api.shardhub import ShardedHubs
 from shared import keys
 from shared.apikeys import ANONYMOUS, parse_api_keys, tenant_names
 from shared.catalogue import Catalogue
@@ -71,7 +72,7 @@ class Resources:
     catalogue: Catalogue
     pool: ArqRedis
     events: EventLog
-    hub: PubSubHub
+    hub: PubSubHub | ShardedHubs  # one per shard of the queue (``api.shardhub``) when it has several
     scripts: Scripts
     enqueuer: Enqueuer
     transitions: Transitions
@@ -100,7 +101,7 @@ class Resources:
             Catalogue(pool, settings.queue_name),
             pool,
             EventLog(pool, max_len=settings.event_log_max_len, ttl_seconds=settings.result_ttl_seconds),
-            PubSubHub(pool, inbox=keys.inbox_channel(settings.queue_name, new_id())),
+            _hub(pool, settings),
             scripts,
             Enqueuer(pool, settings, scripts),
             transitions,
@@ -146,6 +147,13 @@ class Resources:
         await self.catalogue.close()
         await self.hub.close()
         await close(self.pool)
+
+
+def _hub(pool: ArqRedis, settings: Settings) -> PubSubHub | ShardedHubs:
+    """The process's pub/sub hub: one per shard of the queue (``api.shardhub``) when it has several."""
+    if keys.shard_count() > 1:
+        return ShardedHubs(pool, settings.queue_name, new_id())
+    return PubSubHub(pool, inbox=keys.inbox_channel(settings.queue_name, new_id()))
 
 
 def resources(request: Request) -> Resources:

@@ -42,23 +42,25 @@ async def reasons(
 ) -> list[str | None]:
     """``reason`` for each view of a page, asked once per distinct lane and a few at a time: a page of 500
     jobs of one lane costs one ``why.lua`` call, not 500 in a row."""
-    keys = [_same_answer(view) for view in views]
-    questions = {key: view for key, view in zip(keys, views, strict=True) if key is not None}
+    same = [_same_answer(view) for view in views]
+    questions = {key: view for key, view in zip(same, views, strict=True) if key is not None}
     at_once = asyncio.Semaphore(CONCURRENT_QUESTIONS)
 
     async def ask(view: dict[str, Any]) -> str | None:
         async with at_once:
-            return await reason(catalogue, scripts, queue_name, view)
+            with keys.on_task_shard(view["id"]):  # its lane is in its shard (shared/keys.py)
+                return await reason(catalogue, scripts, queue_name, view)
 
     answers = dict(zip(questions, await asyncio.gather(*map(ask, questions.values())), strict=True))
-    return [None if key is None else answers[key] for key in keys]
+    return [None if key is None else answers[key] for key in same]
 
 
 def _same_answer(view: dict[str, Any]) -> tuple[Any, ...] | None:
     """What ``reason`` depends on for this view (None: a state that never waits, so no question to ask)."""
     if view["state"] not in WAITING_STATES:
         return None
-    return (view["state"], view["task"], view.get("queue"), view.get("priority"), view.get("lane"))
+    lane = (view["state"], view["task"], view.get("queue"), view.get("priority"), view.get("lane"))
+    return (*lane, keys.shard_of(view["id"]))  # a lane of each shard is its own (shared/keys.py)
 
 
 async def _held(scripts: Scripts, queue_name: str, lane: str, offer: TaskOffer | None) -> str | None:

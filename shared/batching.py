@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from shared import keys
+
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
 Flush = Callable[[list[Item]], Awaitable[Sequence[Outcome]]]
@@ -63,3 +65,27 @@ class Batcher(Generic[Item, Outcome]):
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
+
+
+async def per_shard(
+    batch: list[Item], task_of: Callable[[Item], str], flush: Flush[Item, Outcome]
+) -> Sequence[Outcome]:
+    """``flush`` of ``batch``, one call per shard of the queue (``shared/keys.py``: a script runs on one slot),
+    each in that shard's key layout (``keys.on_shard``), side by side; the outcomes in ``batch``'s order. With one
+    shard: ``flush(batch)`` itself."""
+    if keys.shard_count() == 1:
+        return await flush(batch)
+    by_shard: dict[int, list[int]] = {}
+    for i, item in enumerate(batch):
+        by_shard.setdefault(keys.shard_of(task_of(item)), []).append(i)
+
+    async def on(shard: int, at: list[int]) -> Sequence[Outcome]:
+        with keys.on_shard(shard):
+            return await flush([batch[i] for i in at])
+
+    groups = list(by_shard.items())
+    replies = await asyncio.gather(*(on(shard, at) for shard, at in groups))
+    outcomes: dict[int, Outcome] = {}
+    for (_, at), shard_outcomes in zip(groups, replies, strict=True):
+        outcomes.update(zip(at, shard_outcomes, strict=True))
+    return [outcomes[i] for i in range(len(batch))]

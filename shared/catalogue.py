@@ -53,7 +53,9 @@ def encode(tasks: Sequence[Mapping[str, Any]]) -> tuple[str, bytes]:
 
 async def store(redis: Redis, digest: str, body: bytes) -> None:
     """Store a catalogue (a worker, when it starts, and every hour after: it expires a day after the last)."""
-    await redis.set(keys.catalogue(digest), body, ex=CATALOGUE_TTL_SECONDS)
+    with keys.on_shard(0):  # per deployment, not per task: in shard 0 (shared/keys.py)
+        key = keys.catalogue(digest)
+    await redis.set(key, body, ex=CATALOGUE_TTL_SECONDS)
 
 
 @dataclass
@@ -258,7 +260,9 @@ class Catalogue:
                 queues_of.setdefault(digest, set()).update(served)
         missing = sorted({d for _, d in live} - set(self._bodies))
         if missing:
-            for digest, raw in zip(missing, await self._redis.mget([keys.catalogue(d) for d in missing]), strict=True):
+            with keys.on_shard(0):  # per deployment: in shard 0 (shared/keys.py)
+                names = [keys.catalogue(d) for d in missing]
+            for digest, raw in zip(missing, await self._redis.mget(names), strict=True):
                 if raw:
                     self._bodies[digest] = loads(raw)
         self.workers = len(live)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from arq.connections import ArqRedis
 
 from shared import durability, keys, lanes, tenancy
-from shared.batching import Batcher
+from shared.batching import Batcher, per_shard
 from shared.errors import IdConflict, InvalidOptions, ParentAborting, QueueFull, SubmissionError
 from shared.ids import new_id
 from shared.jobs import JobRecord, ResultRecord, fingerprint
@@ -235,7 +235,9 @@ class Enqueuer:
 
     async def _conflict(self, prepared: Prepared) -> IdConflict:
         """Say what differs from the task that has this id (read again: conflicts are rare)."""
-        raw_result, raw_job = await self._pool.mget([keys.result(prepared.task_id), keys.job(prepared.task_id)])
+        with keys.on_task_shard(prepared.task_id):
+            task_keys = [keys.result(prepared.task_id), keys.job(prepared.task_id)]
+        raw_result, raw_job = await self._pool.mget(task_keys)
         submitted = JobRecord.decode(prepared.record)
         existing: tuple[str, dict[str, Any]] | None = None
         if raw_result:
@@ -247,6 +249,10 @@ class Enqueuer:
         return IdConflict.between(tenancy.client_id(prepared.task_id), existing, (submitted.function, submitted.kwargs))
 
     async def _flush(self, batch: list[Prepared]) -> list[Submitted | Exception]:
+        return list(await per_shard(batch, _task_id, self._flush_shard))
+
+    async def _flush_shard(self, batch: list[Prepared]) -> list[Submitted | Exception]:
+        """One script call for ``batch``, all of the shard this call works on."""
         settings = self._settings
         children_ttl_ms = (settings.result_ttl_seconds + round(settings.job_timeout_seconds)) * 1000
         args: list[Any] = [children_ttl_ms, settings.max_queue_depth, settings.queue_depths]
@@ -263,6 +269,10 @@ class Enqueuer:
         return [
             (durability.check(settings, confirmed, o.task_id) or o) if isinstance(o, Submitted) else o for o in outcomes
         ]
+
+
+def _task_id(prepared: Prepared) -> str:
+    return prepared.task_id
 
 
 _STATES: Final = {state.value.encode(): state for state in TaskState}

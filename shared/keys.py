@@ -69,22 +69,47 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   ``{relay:ns}arq:job:<id>``, ``relay:index:ns`` becomes ``{relay:ns}relay:index:{relay:ns}ns`` (the second
   tag is inert: Redis hashes the first ``{...}``, and it is always the one in front, before any id, task name
   or limit value that could hold a brace), and arq's global abort set becomes ``{relay:ns}arq:abort``.
-  One tag per namespace means one slot per deployment queue: like the Python peers that support a cluster,
-  one queue does not scale past one shard yet. The namespace may hold no brace in cluster mode
-  (``shared.settings``), so it cannot end the tag early.
-  *Sharding (designed, not built: issue #22's next phase).* The tag is built so S shards need no new scheme:
-  shard ``s`` of 0..S-1 is the tag ``{relay:<namespace>:<s>}``, and each shard is a whole namespace of today's
-  layout (schedule, lanes, depth, index, fairness, limits' sets, abort set, inbox and wake-up channels), so every
-  script keeps running on one slot, unchanged. A task's shard is ``crc16(shard key) mod S`` with the shard key
-  the id (a client-chosen id too), so ``GET /tasks/{id}`` and its stream find it with no lookup; a workflow's
-  steps and a task's children get ids that carry their workflow's or parent's shard key, so ``flow_*`` and the
-  children set stay in one slot. Workers claim from every shard they serve, starting at a rotating shard so none
-  starves, and sleep per shard (a wake-up notice names its shard's channel; an idle shard costs its poll, no
-  more). Cross-shard reads fan out and merge, each bounded: the task list reads a page from each shard's index
-  and merges by score; counts and ``why`` sum per shard; presence, the catalogue, quotas and schedules stay in
-  shard 0's slot (they are per deployment, not per task). Two things change meaning and must be stated where
-  they are set: a concurrency or rate limit is kept per shard (a limit of N allows up to N per shard unless
-  its key pins its lane to one shard), and tenant fairness is per shard. S = 1 is today's layout exactly.
+  With one shard (``RELAY_QUEUE_SHARDS=1``, the default) one tag per namespace means one slot per deployment
+  queue: like the Python peers that support a cluster, one queue does not scale past one shard. The namespace may
+  hold no brace in cluster mode (``shared.settings``), so it cannot end the tag early.
+  *Sharding* (``RELAY_QUEUE_SHARDS`` = S > 1, cluster mode only; issue #22). Shard ``s`` of 0..S-1 has the tag
+  ``{relay:<namespace>:<s>}`` (``shard_tag``), and each shard is a whole namespace of the layout above (schedule,
+  lanes, depth, index, fairness, limits' sets, abort set, claim requests, inbox and wake-up channels), so every
+  script still runs on one slot, its text unchanged but for the tag compiled into it (``shared.scripts.Scripts``
+  registers each shard's texts the first time a call works on that shard). S = 1 is the layout above exactly: no
+  new name, no extra command.
+  A task's shard is ``crc16(shard_key(id)) mod S`` (``shard_of``; the CRC16 Redis Cluster hashes keys with), so
+  ``GET /tasks/{id}``, its stream and its abort find it from the id alone, a client-chosen id too. The *shard key*
+  is the stored id (its tenant prefix included) without the suffixes Relay appends to ids it derives from another:
+  a workflow's steps are ``<flow>:<n>`` (``step_id``) and a task's children ``<parent>.<n>`` or
+  ``<parent>.r<n>.<n>`` (``worker.engine.children``), stripped from the end as often as they occur, so steps,
+  children and their children share their workflow's or parent's shard, and ``flow_*``, the children set and a
+  cancel's walk stay on one slot. The cost of needing no lookup: a client id that itself ends in ``.<digits>`` or
+  ``:<digits>`` shares the shard of the id before it (``order:1``, ``order:2``, ... all land in ``order``'s shard),
+  so such ids do not spread; uuids (the default) and ids like ``order-1`` do.
+  *Which shard a call works on* is a ``contextvars.ContextVar`` (``on_shard``, ``on_task_shard``; ``tag()`` reads
+  it, else the process's own tag, shard 0's), chosen over passing a shard through every key function because every
+  key is built through ``tag()`` already, and a context is inherited by the tasks a block starts: a job claimed
+  from shard ``s`` runs, emits events, submits children and commits in shard ``s`` with no code of its own knowing.
+  Who sets it: the API's routes of one task or workflow (``api.sharding``), a submit once its id is drawn; the
+  worker's claim (one per shard each poll, starting at the next shard each poll so free slots go to every shard in
+  turn and a backlog in one never starves another), its abort checks and its minute's maintenance, per shard.
+  Batches are split per shard (``shared.batching.per_shard``: the enqueues and the commits, one script call per
+  shard, side by side); the lease renewal thread renews each shard's leases with that shard's script.
+  Pub/sub per shard: each worker subscribes to each shard's wake-up channels, and each API process has a hub per
+  shard (``api.shardhub``), each with its own inbox channel in that shard's slot (a submit names its task's
+  shard's), on a connection to the primary that holds that slot (``shared.redis.RelayCluster.pubsub`` keeps a pool
+  per slot): S connections per process, some to the same node.
+  Reads across shards go to each and combine, each bounded: ``GET /tasks`` reads a page from each shard's index and
+  merges by score, showing nothing past where a shard that stopped its bounded walk early could still hold a newer
+  task (``shared.tasklist``); counts, waiting jobs and ``GET /workflows`` sum or merge per shard, ``why`` asks each
+  task's shard. Presence, the catalogue, quotas and schedules stay in shard 0's slot (they are per deployment, not
+  per task: their modules pin it with ``on_shard(0)``). What changes meaning with S > 1: a concurrency or rate
+  limit, tenant fairness and ``RELAY_MAX_QUEUE_DEPTH`` are kept per shard (a limit of N allows up to N per shard).
+  Refused with S > 1 (``shared.settings``), as they would read or drain one slot only: ``RELAY_KEY_MAX_ACTIVE``
+  (its count checks every task's keys in one script) and the Service Bus bridge (its reply outbox is per shard).
+  A worker's sleeps are timed by shard 0's node's clock (nodes' clocks differ by little; ownership still reads
+  each shard's own clock in its scripts).
   Outside cluster mode the tag is empty and every name is exactly what it was before: single Redis and
   Sentinel deployments need no migration, and their keys are no longer (so no slower) than before. Moving an
   existing single-Redis deployment onto a cluster is a new deployment (drain, then switch), not a rename.
@@ -94,12 +119,11 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   (``publish_command``, rendered into the scripts as ``{{PUBLISH}}``), which only the nodes of the channel's slot
   hear, where a classic ``PUBLISH`` crosses the cluster bus to every node; the API's hub and the workers'
   wake-up listener subscribe with ``SSUBSCRIBE`` on the primary that holds the namespace's slot
-  (``shared.sharded_pubsub``). Every channel of a namespace carries its tag, so one connection per process
-  hears them all; when the slot moves, Redis ends the subscriptions and the process follows the slot (its streams
-  re-read the log, its workers claim once). Per-shard tags will need one connection per node that holds a shard
-  (not built: one namespace is one slot today). Single Redis and Sentinel keep ``PUBLISH``.
+  (``shared.sharded_pubsub``). Every channel of a namespace's shard carries its tag, so one connection per process
+  and shard hears them all; when the slot moves, Redis ends the subscriptions and the process follows the slot (its
+  streams re-read the log, its workers claim once). Single Redis and Sentinel keep ``PUBLISH``.
   Reads outside scripts (the task list, stats, presence, catalogue, quotas, ``MGET``s and pipelines) touch
-  one namespace's keys, so one slot; nothing scans across namespaces (which may sit on different nodes).
+  one namespace's keys (with several shards, each shard's, per shard); nothing scans across namespaces.
 - **Inboxes** (issue #25). Each API process subscribes, once at start, to its own channel
   ``inbox_channel(namespace, process)``. A task submitted with its events streamed back on the POST response names
   that channel in its job record (``ib``), and every script that appends the task's events while the record lives
@@ -117,8 +141,11 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
 
 from __future__ import annotations
 
+import re
+from binascii import crc_hqx
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from typing import Final
 
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
@@ -200,141 +227,204 @@ LANE_MARKER: Final = "~"
 # How far ahead a parked lane's marker moves (its limit's freed slot brings it back sooner): a safety net.
 PARK_MS: Final = 60_000
 
-# The hash tag in front of every key of this process's namespace in cluster mode; empty otherwise.
+# The hash tag in front of every key of this process's namespace in cluster mode (shard 0's when it has several);
+# empty otherwise. Chosen per process (``use_layout``).
 _tag = ""
+# This process's namespace and its shards (``RELAY_QUEUE_SHARDS``; 1 outside cluster mode).
+_namespace = ""
+_shards = 1
+# The tag of the shard a call works on (``on_shard``, ``on_task_shard``): set per request or per claim, in the task
+# (and the tasks it starts) that works on that shard; empty: the process's own tag (shard 0).
+_shard: ContextVar[tuple[str, int]] = ContextVar("relay_shard", default=("", 0))
+# What Relay appends to the id of a task it makes out of another (``step_id``: ``:<n>``; a child, see
+# ``worker.engine.children``: ``.<n>`` or ``.r<n>.<n>``), stripped from the end to find an id's shard key.
+_DERIVED_SUFFIXES = re.compile(r"(?:\.r[0-9]+\.[0-9]+|\.[0-9]+|:[0-9]+)+$")
 
 
 def cluster_tag(queue_name: str) -> str:
-    """The hash tag of a namespace's keys on a Redis Cluster (one slot per namespace; see the module docstring
-    for where a shard number goes)."""
+    """The hash tag of a namespace's keys on a Redis Cluster when it has one shard (see ``shard_tag``)."""
     return "{relay:" + queue_name + "}"
 
 
-def use_layout(queue_name: str, cluster: bool) -> None:
-    """Choose this process's key layout: tagged for ``queue_name`` on a cluster (``shared.redis`` calls this
-    when it builds a cluster client). A process serves one namespace on one kind of Redis; a plain client
-    leaves the layout as it is, so a test process that also reads a cluster keeps its tag."""
-    global _tag
+def shard_tag(queue_name: str, shard: int, shards: int) -> str:
+    """The hash tag of shard ``shard`` of ``shards`` of a namespace: ``{relay:<namespace>:<shard>}``, or
+    ``cluster_tag`` when the namespace has one shard (today's layout, unchanged)."""
+    return cluster_tag(queue_name) if shards == 1 else "{relay:" + queue_name + ":" + str(shard) + "}"
+
+
+def use_layout(queue_name: str, cluster: bool, shards: int = 1) -> None:
+    """Choose this process's key layout: tagged for ``queue_name`` on a cluster, in ``shards`` shards
+    (``shared.redis`` calls this when it builds a cluster client). A process serves one namespace on one kind of
+    Redis; a plain client leaves the layout as it is, so a test process that also reads a cluster keeps its tag."""
+    global _tag, _namespace, _shards
     if cluster:
-        _tag = cluster_tag(queue_name)
+        _tag, _namespace, _shards = shard_tag(queue_name, 0, shards), queue_name, shards
 
 
 @contextmanager
-def layout(queue_name: str, cluster: bool) -> Iterator[None]:
+def layout(queue_name: str, cluster: bool, shards: int = 1) -> Iterator[None]:
     """The layout of ``queue_name`` on a cluster (or the plain one) for a block, then the one before it again:
     for a test process that reads several kinds of Redis."""
-    global _tag
-    previous = _tag
-    _tag = cluster_tag(queue_name) if cluster else ""
+    global _tag, _namespace, _shards
+    previous = _tag, _namespace, _shards
+    _tag, _namespace, _shards = (shard_tag(queue_name, 0, shards), queue_name, shards) if cluster else ("", "", 1)
     try:
         yield
     finally:
-        _tag = previous
+        _tag, _namespace, _shards = previous
 
 
 @contextmanager
 def layout_kept() -> Iterator[None]:
     """Whatever layout a block chooses (a cluster client it builds calls ``use_layout``), the one before it again
     afterwards: for a test process, whose next test may read another kind of Redis."""
-    global _tag
-    previous = _tag
+    global _tag, _namespace, _shards
+    previous = _tag, _namespace, _shards
     try:
         yield
     finally:
-        _tag = previous
+        _tag, _namespace, _shards = previous
 
 
 def tag() -> str:
-    """This process's hash tag: empty outside cluster mode."""
-    return _tag
+    """The hash tag of the shard this call works on (``on_shard``), else this process's: empty outside cluster
+    mode."""
+    return _shard.get()[0] or _tag
+
+
+def current_shard() -> int:
+    """The shard this call works on (``on_shard``): 0 outside one."""
+    return _shard.get()[1]
+
+
+def shard_count() -> int:
+    """How many shards this process's namespace has (``RELAY_QUEUE_SHARDS``; 1 outside cluster mode)."""
+    return _shards
+
+
+def shard_key(task_id: str) -> str:
+    """The part of a (stored) task id that chooses its shard: the id without the suffixes Relay appends to the
+    ids it derives from another (a workflow's steps, a task's children), so those land in their workflow's or
+    parent's shard. A client id ending in such a suffix (``order.5``, ``order:5``) shares ``order``'s shard."""
+    return _DERIVED_SUFFIXES.sub("", task_id) or task_id
+
+
+def shard_of(task_id: str, shards: int | None = None) -> int:
+    """The shard of a task: ``crc16(shard_key) mod shards`` (the CRC16 Redis Cluster hashes keys with), with this
+    process's count of shards unless given, so any process finds a task's keys from its id alone."""
+    count = _shards if shards is None else shards
+    return 0 if count == 1 else crc_hqx(shard_key(task_id).encode(), 0) % count
+
+
+@contextmanager
+def on_shard(shard: int) -> Iterator[None]:
+    """Build the keys of shard ``shard`` in this block (and in the tasks it starts); with one shard, a no-op."""
+    if _shards == 1:
+        yield
+        return
+    token = _shard.set((shard_tag(_namespace, shard, _shards), shard))
+    try:
+        yield
+    finally:
+        _shard.reset(token)
+
+
+def on_task_shard(task_id: str) -> AbstractContextManager[None]:
+    """``on_shard`` of the shard that holds ``task_id``."""
+    return on_shard(shard_of(task_id))
+
+
+def shards() -> range:
+    """Every shard of this process's namespace, 0 first."""
+    return range(_shards)
 
 
 def publish_command() -> str:
     """How this layout publishes: ``SPUBLISH`` on a cluster (only the channel's slot's nodes hear it, see the module
     docstring), ``PUBLISH`` otherwise."""
-    return "SPUBLISH" if _tag else "PUBLISH"
+    return "SPUBLISH" if tag() else "PUBLISH"
 
 
 def schedule(queue_name: str) -> str:
     """The schedule's key (the namespace's sorted set; what scripts receive as ``queue``): the namespace itself
     outside cluster mode."""
-    return _tag + queue_name
+    return tag() + queue_name
 
 
 def abort_set() -> str:
     """arq's set of abort requests (one per Redis; per namespace on a cluster)."""
-    return _tag + ABORT_SET
+    return tag() + ABORT_SET
 
 
 def events_stream(task_id: str) -> str:
     """The capped Redis Stream that keeps a task's events for replay."""
-    return _tag + EVENTS_PREFIX + task_id
+    return tag() + EVENTS_PREFIX + task_id
 
 
 def events_channel(task_id: str) -> str:
     """The pub/sub channel a task's live events are published on (channels are not keys)."""
-    return _tag + EVENTS_PREFIX + task_id
+    return tag() + EVENTS_PREFIX + task_id
 
 
 def event_seq(task_id: str) -> str:
     """The task's event counter: outlives its stream, so numbering never restarts while the task lives."""
-    return _tag + SEQ_PREFIX + task_id
+    return tag() + SEQ_PREFIX + task_id
 
 
 def event_bytes(task_id: str) -> str:
     """The bytes of events a task's stream holds (``RELAY_EVENT_LOG_MAX_BYTES``); expires with the stream."""
-    return _tag + EVENT_BYTES_PREFIX + task_id
+    return tag() + EVENT_BYTES_PREFIX + task_id
 
 
 def reply_request(task_id: str) -> str:
     """Where a Service Bus request asked its task's outcome to be sent."""
-    return _tag + REPLY_PREFIX + task_id
+    return tag() + REPLY_PREFIX + task_id
 
 
 def job(task_id: str) -> str:
     """arq's job record."""
-    return _tag + job_key_prefix + task_id
+    return tag() + job_key_prefix + task_id
 
 
 def result(task_id: str) -> str:
     """arq's result record."""
-    return _tag + result_key_prefix + task_id
+    return tag() + result_key_prefix + task_id
 
 
 def in_progress(task_id: str) -> str:
     """arq's in-progress marker; Relay stores the owning worker's token, the try and the start time in it."""
-    return _tag + in_progress_key_prefix + task_id
+    return tag() + in_progress_key_prefix + task_id
 
 
 def tries(task_id: str) -> str:
     """arq's try counter."""
-    return _tag + retry_key_prefix + task_id
+    return tag() + retry_key_prefix + task_id
 
 
 def task_index(queue_name: str) -> str:
     """Every task of the queue by submit time, newest last: ``GET /tasks`` pages through it."""
-    return _tag + INDEX_PREFIX + schedule(queue_name)
+    return tag() + INDEX_PREFIX + schedule(queue_name)
 
 
 def reply_outbox(queue_name: str) -> str:
     """Tasks whose Service Bus reply is due, by next attempt time."""
-    return _tag + OUTBOX_PREFIX + schedule(queue_name)
+    return tag() + OUTBOX_PREFIX + schedule(queue_name)
 
 
 def inbox_channel(queue_name: str, process: str) -> str:
     """An API process's own channel: the events of the tasks it streams to their submitters (module docstring)."""
-    return _tag + INBOX_PREFIX + schedule(queue_name) + ":" + process
+    return tag() + INBOX_PREFIX + schedule(queue_name) + ":" + process
 
 
 def wakeup_channel(queue_name: str) -> str:
     """Where enqueuers tell idle workers of this queue that a job is due (or when one will be)."""
-    return _tag + WAKEUP_PREFIX + schedule(queue_name)
+    return tag() + WAKEUP_PREFIX + schedule(queue_name)
 
 
 def queue_channel(queue_name: str, queue: str) -> str:
     """Where enqueuers tell the workers serving named queue ``queue`` that a job is due (the default queue's
     notices share the namespace's own channel, with aborts and reply notices)."""
-    return wakeup_channel(queue_name) if queue == "default" else f"{_tag}{WAKEUP_PREFIX}{queue}|{schedule(queue_name)}"
+    return wakeup_channel(queue_name) if queue == "default" else f"{tag()}{WAKEUP_PREFIX}{queue}|{schedule(queue_name)}"
 
 
 def migration_guard(queue_name: str) -> str:
@@ -342,7 +432,7 @@ def migration_guard(queue_name: str) -> str:
     (``shared.redis.RelayCluster.register_script``). While a reshard moves the slot, a command whose keys are
     not all on one node is refused with ``TRYAGAIN``; this key is missing on both nodes, so every script is
     refused until the slot has settled, instead of running on a node that lacks keys it builds itself."""
-    return _tag + MIGRATION_GUARD_PREFIX + schedule(queue_name)
+    return tag() + MIGRATION_GUARD_PREFIX + schedule(queue_name)
 
 
 def replication_mark(queue_name: str) -> str:
@@ -355,7 +445,7 @@ def replication_mark(queue_name: str) -> str:
 
 def lane(queue_name: str, lane_id: str) -> str:
     """The waiting jobs of one lane, by due time (see the module docstring)."""
-    return f"{_tag}{LANE_PREFIX}{lane_id}|{schedule(queue_name)}"
+    return f"{tag()}{LANE_PREFIX}{lane_id}|{schedule(queue_name)}"
 
 
 def lane_marker(lane_id: str) -> str:
@@ -365,79 +455,79 @@ def lane_marker(lane_id: str) -> str:
 
 def slots(queue_name: str, task_name: str, key_value: str) -> str:
     """The running jobs that hold a concurrency limit's slots (a set of task ids)."""
-    return f"{_tag}{SLOTS_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
+    return f"{tag()}{SLOTS_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
 
 
 def parked(queue_name: str, task_name: str, key_value: str) -> str:
     """The lanes parked until a slot of this concurrency limit frees (a set of lane ids)."""
-    return f"{_tag}{PARKED_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
+    return f"{tag()}{PARKED_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
 
 
 def rate_limit(queue_name: str, task_name: str, key_value: str) -> str:
     """A rate limit's theoretical time of the next allowed start (ms, Redis's clock)."""
-    return f"{_tag}{RATE_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
+    return f"{tag()}{RATE_PREFIX}{task_name}|{key_value}|{schedule(queue_name)}"
 
 
 def fairness(queue_name: str) -> str:
     """When each tenant was last served by a claim (a hash: tenant -> claim counter), for round-robin."""
-    return _tag + FAIRNESS_PREFIX + schedule(queue_name)
+    return tag() + FAIRNESS_PREFIX + schedule(queue_name)
 
 
 def depth(queue_name: str) -> str:
     """Waiting jobs per named queue (a hash: queue -> count)."""
-    return _tag + DEPTH_PREFIX + schedule(queue_name)
+    return tag() + DEPTH_PREFIX + schedule(queue_name)
 
 
 def claim_request(token: str) -> str:
     """A worker's last claim (its request id and what it claimed), kept briefly so a replayed claim returns the
     same jobs instead of claiming more."""
-    return _tag + CLAIM_REQUEST_PREFIX + token
+    return tag() + CLAIM_REQUEST_PREFIX + token
 
 
 def maintenance_lock(queue_name: str) -> str:
     """Held by the one worker that trims the task index this round."""
-    return _tag + MAINTENANCE_PREFIX + schedule(queue_name)
+    return tag() + MAINTENANCE_PREFIX + schedule(queue_name)
 
 
 def catalogue(digest: str) -> str:
     """A published task catalogue, named by its digest (``shared.catalogue``)."""
-    return _tag + CATALOGUE_PREFIX + digest
+    return tag() + CATALOGUE_PREFIX + digest
 
 
 def worker_presence(queue_name: str) -> str:
     """The live workers of this queue (a hash: worker id -> what it is doing, refreshed every few seconds)."""
-    return _tag + PRESENCE_PREFIX + schedule(queue_name)
+    return tag() + PRESENCE_PREFIX + schedule(queue_name)
 
 
 def quota_active(queue_name: str, key_name: str) -> str:
     """The sorted set of task ids an API key (by name) has queued or running, scored by reservation time."""
-    return f"{_tag}{QUOTA_ACTIVE_PREFIX}{key_name}:{schedule(queue_name)}"
+    return f"{tag()}{QUOTA_ACTIVE_PREFIX}{key_name}:{schedule(queue_name)}"
 
 
 def quota_rate(queue_name: str, key_name: str) -> str:
     """An API key's submit token bucket (a hash: tokens, ts)."""
-    return f"{_tag}{QUOTA_RATE_PREFIX}{key_name}:{schedule(queue_name)}"
+    return f"{tag()}{QUOTA_RATE_PREFIX}{key_name}:{schedule(queue_name)}"
 
 
 def flow(flow_id: str) -> str:
     """A workflow's state: its steps, their dependencies, states and values (a hash; see the module docstring)."""
-    return _tag + FLOW_PREFIX + flow_id
+    return tag() + FLOW_PREFIX + flow_id
 
 
 def flow_events(flow_id: str) -> str:
     """A workflow's event log (a capped Redis Stream, like a task's) and the pub/sub channel of its live events."""
-    return _tag + FLOW_EVENTS_PREFIX + flow_id
+    return tag() + FLOW_EVENTS_PREFIX + flow_id
 
 
 def flow_index(queue_name: str) -> str:
     """Every workflow of the namespace by submit time, newest last: ``GET /workflows`` pages through it."""
-    return _tag + FLOW_INDEX_PREFIX + schedule(queue_name)
+    return tag() + FLOW_INDEX_PREFIX + schedule(queue_name)
 
 
 def children(task_id: str) -> str:
     """The ids of the tasks ``task_id`` submitted (``ctx.submit``), added by the enqueue that created each; it
     expires ``RELAY_RESULT_TTL_SECONDS`` plus ``RELAY_JOB_TIMEOUT_SECONDS`` after its last child was submitted."""
-    return _tag + CHILDREN_PREFIX + task_id
+    return tag() + CHILDREN_PREFIX + task_id
 
 
 def step_id(flow_id: str, step: int) -> str:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -291,10 +292,11 @@ class _SyncRelayCluster(SyncRedisCluster):
 
     def __init__(self, *, queue_name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.guard = keys.migration_guard(queue_name)
+        self.queue_name = queue_name
 
     def register_script(self, script: Any) -> Script:
-        return _GuardedSyncScript(self, script, self.guard)
+        """The guard of the shard the script is registered for (``keys.on_shard``; its text carries that tag)."""
+        return _GuardedSyncScript(self, script, keys.migration_guard(self.queue_name))
 
 
 class RelayCluster(RedisCluster):
@@ -304,9 +306,16 @@ class RelayCluster(RedisCluster):
     ``pubsub``). Made by ``_cluster_client``; typed as ``ArqRedis`` where Relay passes it."""
 
     def __init__(
-        self, *, queue_name: str, pubsub_kwargs: dict[str, Any], retry_budget: float = 0.0, **kwargs: Any
+        self,
+        *,
+        queue_name: str,
+        pubsub_kwargs: dict[str, Any],
+        retry_budget: float = 0.0,
+        shards: int = 1,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.shards = shards  # RELAY_QUEUE_SHARDS
         cluster_moved.guard(self.nodes_manager)
         self.retry_budget = retry_budget
         self.cutoff = Cutoff()
@@ -321,15 +330,16 @@ class RelayCluster(RedisCluster):
         self.default_queue_name = queue_name
         self.expires_extra_ms = 86_400_000
         self._pubsub_kwargs = pubsub_kwargs
-        self._pubsub_pool: ConnectionPool | None = None
-        self._moved_to: tuple[str, int] | None = None
+        # Per slot: one per shard of the queue (``RELAY_QUEUE_SHARDS``; one slot when it has one).
+        self._pubsub_pools: dict[int, ConnectionPool] = {}
+        self._moved_to: dict[int, tuple[str, int]] = {}
 
     async def close(self, close_connection_pool: bool | None = None) -> None:
         """arq's ``close(close_connection_pool=True)``, and ``shared.redis.close``'s: every node's connections, and
         the pub/sub pool."""
         await self.aclose()
-        if self._pubsub_pool is not None:
-            pool, self._pubsub_pool = self._pubsub_pool, None
+        pools, self._pubsub_pools = self._pubsub_pools, {}
+        for pool in pools.values():
             await pool.disconnect()
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
@@ -450,30 +460,35 @@ class RelayCluster(RedisCluster):
         on each (re)connection, goes to a node that is up: the slot's owner first (``_pubsub_addresses``), the one
         it lost last tried last. When the slot moves or its node dies, the subscriber is back on the slot's new
         owner at its next reconnect (the API's hub and the workers' wake-up listener reconnect on their own)."""
-        if self._pubsub_pool is None:
-            self._pubsub_pool = ConnectionPool(**self._pubsub_kwargs, addresses=self._pubsub_addresses)
-        return ShardedPubSub(
-            self._pubsub_pool, slot=self._slot(), locate=self.initialize, redirect=self._redirected, **kwargs
-        )
+        slot = self._slot()  # of the shard this call works on (``keys.on_shard``): its own pool
+        pool = self._pubsub_pools.get(slot)
+        if pool is None:
+            pool = ConnectionPool(**self._pubsub_kwargs, addresses=functools.partial(self._pubsub_addresses, slot))
+            self._pubsub_pools[slot] = pool
+        redirect = functools.partial(self._redirected, slot)
+        return ShardedPubSub(pool, slot=slot, locate=self.initialize, redirect=redirect, **kwargs)
 
     def _slot(self) -> int:
-        return key_slot(keys.cluster_tag(self.default_queue_name).encode())
+        """The slot of the namespace's shard this call works on (``keys.on_shard``; shard 0 outside one)."""
+        tag = keys.shard_tag(self.default_queue_name, keys.current_shard(), self.shards)
+        return key_slot(tag.encode())
 
-    def _redirected(self, host: str, port: int) -> None:
+    def _redirected(self, slot: int, host: str, port: int) -> None:
         """A ``MOVED`` named the slot's owner: the next pub/sub connection goes there first."""
-        self._moved_to = (host, port)
+        self._moved_to[slot] = (host, port)
 
-    def _pubsub_addresses(self) -> list[tuple[str, int]]:
+    def _pubsub_addresses(self, slot: int | None = None) -> list[tuple[str, int]]:
         """The slot's owner as a ``MOVED`` last named it, the primary that holds this namespace's slot in this
         client's layout, then the URL's node, then the nodes this client knows now (its layout is re-read after a
         failover), then its start-up nodes: with redis-py's default ``dynamic_startup_nodes`` those are every node
         it found. A sharded subscription is accepted only by the slot's owner; any other node answers with a
         redirection (``MOVED``, or ``CLUSTERDOWN`` mid-failover), after which the subscriber connects again."""
         manager = self.nodes_manager
-        first = [self._moved_to] if self._moved_to is not None else []
+        slot = self._slot() if slot is None else slot
+        first = [self._moved_to[slot]] if slot in self._moved_to else []
         # No layout read yet, or the slot uncovered mid-failover: the URL's node first.
         with contextlib.suppress(RedisError, KeyError):
-            owner = manager.get_node_from_slot(self._slot())
+            owner = manager.get_node_from_slot(slot)
             first.append((str(owner.host), int(owner.port)))
         url = (str(self._pubsub_kwargs["host"]), int(self._pubsub_kwargs["port"]))
         known = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
@@ -498,12 +513,13 @@ def _cluster_kwargs(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]
 
 def _cluster_client(settings: Settings, *, patient: bool, max_connections: int | None = None) -> ArqRedis:
     """A ``RelayCluster`` for ``settings`` (see the module docstring), typed as the ``ArqRedis`` it stands in for."""
-    keys.use_layout(settings.queue_name, cluster=True)
+    keys.use_layout(settings.queue_name, cluster=True, shards=settings.queue_shards)
     cluster, pubsub = _cluster_kwargs(settings)
     retry_on = PATIENT_RETRY_ON if patient else API_RETRY_ON
     connect = async_retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), CONNECT_RETRIES if patient else 1)
     client = RelayCluster(  # type: ignore[abstract]  # redis-py types connection_pool, which a cluster lacks
         queue_name=settings.queue_name,
+        shards=settings.queue_shards,
         pubsub_kwargs=pubsub,
         retry=connect,
         retry_on_error=list(retry_on),
@@ -556,7 +572,7 @@ def probe_client(settings: Settings) -> ArqRedis:
 def sync_client(settings: Settings) -> redis.Redis:
     """A synchronous client for threads (e.g. renewing job leases), as patient as ``worker_client``."""
     if settings.redis_cluster:
-        keys.use_layout(settings.queue_name, cluster=True)
+        keys.use_layout(settings.queue_name, cluster=True, shards=settings.queue_shards)
         cluster, _ = _cluster_kwargs(settings)
         retry = sync_retry.Retry(ExponentialBackoff(cap=1.0, base=0.05), CONNECT_RETRIES)
         sync_cluster = _SyncRelayCluster(  # type: ignore[abstract]  # as RelayCluster

@@ -16,6 +16,7 @@ from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from shared import keys
 
@@ -85,24 +86,48 @@ def with_library(body: str) -> str:
     return text
 
 
+class _Script:
+    """One of ``Scripts``' scripts: the one registered for the shard the call works on (``keys.tag()``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, scripts: Scripts, owner: type | None = None) -> AsyncScript:
+        registered = scripts._by_tag.get(keys.tag())
+        if registered is None:
+            registered = scripts._by_tag[keys.tag()] = scripts._register()
+        return registered[self.name]
+
+
 class Scripts:
-    """The scripts, registered on one async client (EVALSHA, loaded again by redis-py after a flush)."""
+    """The scripts, registered on one async client (EVALSHA, loaded again by redis-py after a flush). With several
+    shards (``RELAY_QUEUE_SHARDS``) each shard has its own texts (its tag is compiled in), registered the first time
+    a call works on that shard (``keys.on_shard``): each attribute is the current shard's."""
+
+    enqueue = _Script()
+    claim = _Script()
+    commit = _Script()
+    abort = _Script()
+    retry = _Script()
+    repair = _Script()
+    list = _Script()
+    maintenance = _Script()
+    outbox = _Script()
+    counts = _Script()
+    why = _Script()
+    flow_submit = _Script()
+    flow_cancel = _Script()
+    flow_retry = _Script()
 
     def __init__(self, redis: Redis) -> None:
-        self.enqueue = redis.register_script(source("enqueue"))
-        self.claim = redis.register_script(source("claim"))
-        self.commit = redis.register_script(source("commit"))
-        self.abort = redis.register_script(source("abort"))
-        self.retry = redis.register_script(source("retry"))
-        self.repair = redis.register_script(source("repair"))
-        self.list = redis.register_script(source("list"))
-        self.maintenance = redis.register_script(source("maintenance"))
-        self.outbox = redis.register_script(source("outbox"))
-        self.counts = redis.register_script(source("counts"))
-        self.why = redis.register_script(source("why"))
-        self.flow_submit = redis.register_script(source("flow_submit"))
-        self.flow_cancel = redis.register_script(source("flow_cancel"))
-        self.flow_retry = redis.register_script(source("flow_retry"))
+        self._redis = redis
+        self._by_tag: dict[str, dict[str, AsyncScript]] = {keys.tag(): self._register()}
+
+    def _register(self) -> dict[str, AsyncScript]:
+        return {name: self._redis.register_script(source(name)) for name in _REGISTERED}
+
+
+_REGISTERED = tuple(name for name in SCRIPT_NAMES if name != "renew")
 
 
 def renew_script(redis: SyncRedis) -> Any:

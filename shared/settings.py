@@ -33,6 +33,9 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # A namespace on a Redis Cluster is part of every key's hash tag ({relay:<namespace>}, shared/keys.py): no brace
 # may end the tag early, and no quote or backslash may break the Lua string literals the tag is compiled into.
 CLUSTER_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+# Most shards one queue may spread over (RELAY_QUEUE_SHARDS): every idle worker polls each, and cross-shard reads
+# (the task list, counts) read each.
+MAX_QUEUE_SHARDS = 64
 # Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
 DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 # What a browser sends in its Origin header: scheme, host and optional port, nothing else.
@@ -192,7 +195,17 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(
         False,
         description="Redis is a Redis Cluster (or cluster-mode managed Redis): RELAY_REDIS_URL names any node, the "
-        "client finds the rest and follows redirections; each namespace's keys share one hash slot.",
+        "client finds the rest and follows redirections; each namespace's keys share one hash slot "
+        "(RELAY_QUEUE_SHARDS: several).",
+    )
+    queue_shards: int = Field(
+        1,
+        ge=1,
+        le=MAX_QUEUE_SHARDS,
+        description="With RELAY_REDIS_CLUSTER, how many hash slots (shards) one queue spreads over: a task's keys "
+        "are in shard crc16(id) mod N; workers claim from every shard. Limits and tenant fairness are then per "
+        "shard (a concurrency or rate limit of L allows up to L per shard), as is RELAY_MAX_QUEUE_DEPTH. "
+        "1: one slot, the layout before sharding.",
     )
     redis_sentinel_master: str = Field("mymaster", description="Name of the primary the sentinels monitor.")
     redis_sentinel_username: str = Field("", description="ACL user for the sentinels themselves.")
@@ -333,6 +346,25 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cluster_fits(self) -> Settings:
+        if self.queue_shards > 1 and not self.redis_cluster:
+            raise Conflict(
+                f"RELAY_QUEUE_SHARDS={self.queue_shards} needs RELAY_REDIS_CLUSTER=true (shards are hash slots of a "
+                "Redis Cluster; one Redis or Sentinel holds every key of a queue anyway)",
+                "queue_shards",
+                "redis_cluster",
+            )
+        if self.queue_shards > 1 and self.key_max_active:
+            raise Conflict(
+                "RELAY_KEY_MAX_ACTIVE needs RELAY_QUEUE_SHARDS=1: its count checks the tasks of every shard in one "
+                "script, which a cluster runs on one slot only",
+                "key_max_active",
+                "queue_shards",
+            )
+        if self.queue_shards > 1 and self.servicebus_enabled:
+            raise Conflict(
+                "the Service Bus bridge needs RELAY_QUEUE_SHARDS=1: it sends the replies of one shard's outbox only",
+                "queue_shards",
+            )
         if not self.redis_cluster:
             return self
         if self.redis_sentinels:

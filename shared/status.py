@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -55,11 +56,12 @@ async def task_views(
     """``task_view`` of several tasks in one round trip."""
     async with pool.pipeline(transaction=False) as pipe:
         for task_id in task_ids:
-            pipe.get(keys.result(task_id))
-            pipe.get(keys.job(task_id))
-            pipe.get(keys.in_progress(task_id))
-            pipe.zscore(keys.schedule(queue_name), task_id)
-            pipe.get(keys.tries(task_id))
+            with keys.on_task_shard(task_id) if keys.shard_count() > 1 else nullcontext():  # each in its shard
+                pipe.get(keys.result(task_id))
+                pipe.get(keys.job(task_id))
+                pipe.get(keys.in_progress(task_id))
+                pipe.zscore(keys.schedule(queue_name), task_id)
+                pipe.get(keys.tries(task_id))
         replies = await pipe.execute()
     views: list[dict[str, Any] | None] = []
     for i, task_id in enumerate(task_ids):

@@ -65,8 +65,29 @@ async def list_tasks(
     """The next page after ``cursor`` (newest first), of the tasks whose stored id starts with ``prefix``
     (a tenant's, ``shared.tenancy``; '' for every task)."""
     score, last_id = decode_cursor(cursor) if cursor else ("+inf", "")
+    if keys.shard_count() > 1:
+        found, next_cursor = await _merged_ids(
+            pool, scripts, queue_name, (score, last_id), (state, task, prefix), limit
+        )
+    else:
+        found, after = await _page_ids(scripts, queue_name, (score, last_id), (state, task, prefix), limit)
+        next_cursor = encode_cursor(*after) if after else None
+    views = await task_views(pool, queue_name, found, timeout_for) if found else []
+    return Page([v for v in views if v is not None], next_cursor)
+
+
+async def _page_ids(
+    scripts: Scripts,
+    queue_name: str,
+    start: tuple[str, str],
+    filters: tuple[str | None, str | None, str],
+    limit: int,
+) -> tuple[list[str], tuple[bytes, bytes] | None]:
+    """The ids of one page of the index (of the shard this call works on) after ``start`` (score, id), and the
+    index entry the walk stopped at (None: the index has no more)."""
+    (score, last_id), (state, task, prefix) = start, filters
     found: list[str] = []
-    next_cursor: str | None = None
+    after: tuple[bytes, bytes] | None = None
     for _ in range(MAX_CALLS):
         args: list[str | int] = [
             int(time.time() * 1000),
@@ -83,11 +104,49 @@ async def list_tasks(
         )
         found += [m.decode() for m in matches[0::2]]
         if next_score is None:
-            next_cursor = None
+            after = None
             break
         score, last_id = next_score.decode(), next_id.decode()
-        next_cursor = encode_cursor(next_score, next_id)
+        after = (next_score, next_id)
         if len(found) >= limit:
             break
-    views = await task_views(pool, queue_name, found, timeout_for) if found else []
-    return Page([v for v in views if v is not None], next_cursor)
+    return found, after
+
+
+async def _merged_ids(
+    pool: ArqRedis,
+    scripts: Scripts,
+    queue_name: str,
+    start: tuple[str, str],
+    filters: tuple[str | None, str | None, str],
+    limit: int,
+) -> tuple[list[str], str | None]:
+    """A page over every shard's index (``shared/keys.py``): a page from each, merged newest first. An entry
+    is shown only if no shard that stopped early could still hold a newer one (each page stops after a bounded
+    walk), so pages never skip a task; the cursor (score, id) means the same position in every shard."""
+    entries: list[tuple[float, str, str]] = []  # (score, id, the score as Redis writes it)
+    frontiers: list[tuple[float, str, str]] = []
+    for shard in keys.shards():
+        with keys.on_shard(shard):
+            found, after = await _page_ids(scripts, queue_name, start, filters, limit)
+            scores = await pool.zmscore(keys.task_index(queue_name), found) if found else []
+        for task_id, score in zip(found, scores, strict=True):
+            if score is not None:
+                entries.append((score, task_id, _redis_number(score)))
+        if after is not None:
+            frontiers.append((float(after[0]), after[1].decode(), after[0].decode()))
+    entries.sort(reverse=True)
+    cut = max(frontiers, default=None)
+    shown = [e for e in entries if cut is None or e[:2] >= cut[:2]][:limit]
+    if len(shown) == limit:
+        last = shown[-1]
+    elif cut is not None:
+        last = cut
+    else:
+        return [e[1] for e in shown], None
+    return [e[1] for e in shown], encode_cursor(last[2].encode(), last[1].encode())
+
+
+def _redis_number(score: float) -> str:
+    """A score as Redis prints it (the index's are whole microseconds), which ``list.lua`` compares as a string."""
+    return str(int(score)) if score.is_integer() else repr(score)

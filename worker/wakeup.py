@@ -17,6 +17,7 @@ import contextlib
 import logging
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from shared import keys
@@ -27,26 +28,32 @@ logger = logging.getLogger("relay.worker")
 
 
 class WakeupListener:
-    """Subscribes to the queue's wake-up channel and tells the engine."""
+    """Subscribes to the queue's wake-up channels and tells the engine: with several shards
+    (``RELAY_QUEUE_SHARDS``), each shard's, on a subscription of its own (its channels are in its slot)."""
 
     def __init__(self, redis: Redis, queue_name: str, engine: Engine, queues: list[str] | None = None) -> None:
-        self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        named = [keys.queue_channel(queue_name, q) for q in queues or []]
-        self._channels = list(dict.fromkeys([keys.wakeup_channel(queue_name), *named]))
+        self._subscriptions: list[tuple[PubSub, list[str]]] = []
+        for shard in keys.shards():
+            with keys.on_shard(shard):
+                named = [keys.queue_channel(queue_name, q) for q in queues or []]
+                channels = list(dict.fromkeys([keys.wakeup_channel(queue_name), *named]))
+                self._subscriptions.append((redis.pubsub(ignore_subscribe_messages=True), channels))
         self._engine = engine
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.notices = 0
         self.on_outbox: asyncio.Event | None = None
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(*self._channels)
-        self._task = asyncio.create_task(self._listen(), name="relay-wakeup")
+        for pubsub, channels in self._subscriptions:
+            await pubsub.subscribe(*channels)
+            self._tasks.append(asyncio.create_task(self._listen(pubsub), name="relay-wakeup"))
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        for pubsub, _ in self._subscriptions:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def handle(self, notice: bytes) -> None:
         """Route one notice to the engine."""
@@ -64,11 +71,11 @@ class WakeupListener:
         else:
             self._engine.note_job()
 
-    async def _listen(self) -> None:
+    async def _listen(self, pubsub: PubSub) -> None:
         lost = False
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=5.0)
+                message = await pubsub.get_message(timeout=5.0)
             except (RedisError, OSError) as exc:  # the timer still polls; just retry the channel
                 if not lost:
                     logger.warning("wake-up channel lost (%s); polling on the timer meanwhile", exc)

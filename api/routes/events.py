@@ -9,6 +9,7 @@ from api.errors import ApiError, InvalidRequest, TaskNotFound
 from api.formats import negotiate
 from api.resources import resources
 from api.routes.tasks import checked_id
+from api.sharding import on_shard_of
 from api.streaming import ends_with_its_connection, send_stream
 from shared.events import FINAL_TYPE, decode_head
 from shared.status import task_view
@@ -34,6 +35,7 @@ def resume_point(request: Request) -> int:
 
 @bp.get("/tasks/<task_id:str>/events")
 @ends_with_its_connection
+@on_shard_of("task_id", checked_id)
 async def task_events(request: Request, task_id: str) -> HTTPResponse | None:
     """404 for an unknown task; 204 when the client already has the final event (stops SSE retries)."""
     res = resources(request)

@@ -16,10 +16,12 @@ from api.errors import Draining, InvalidRequest, MalformedJson, NotAbortable, No
 from api.formats import wants_stream
 from api.observe import trace_carrier
 from api.resources import Resources, resources
+from api.sharding import on_shard_of
 from api.streaming import stream_slot, submit_and_stream
-from shared import tenancy, tracing
+from shared import keys, tenancy, tracing
 from shared.apikeys import NAME_PATTERN, Role
 from shared.enqueue import Submitted, prepare
+from shared.ids import new_id
 from shared.limits import check_args_size
 from shared.serialization import dumps
 from shared.status import LANE, task_view
@@ -86,6 +88,16 @@ async def submit(request: Request) -> HTTPResponse | None:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     submission = parse_submission(request.body)
     check_args_size(submission, res.settings.max_args_bytes)
+    if keys.shard_count() == 1:
+        return await _submit(request, who, res, submission)
+    # Several shards: the id first, so the task's record names the inbox of the task's shard (``api.shardhub``).
+    task_id = submission.id or new_id()
+    submission = submission if submission.id else submission.model_copy(update={"id": task_id})
+    with keys.on_task_shard(tenancy.stored_id(who.tenant, task_id)):
+        return await _submit(request, who, res, submission)
+
+
+async def _submit(request: Request, who: Caller, res: Resources, submission: TaskSubmission) -> HTTPResponse | None:
     offer = await res.catalogue.get(submission.task)
     fmt = wants_stream(request.headers.get("accept", ""))
     inbox = res.hub.inbox if fmt is not None else None  # its events come back on this process's own channel
@@ -172,6 +184,7 @@ def _public_view(who: Caller, view: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.get("/tasks/<task_id:str>")
+@on_shard_of("task_id", checked_id)
 async def get_task(request: Request, task_id: str) -> HTTPResponse:
     """State, tries, timestamps, and result or error."""
     res = resources(request)
@@ -193,6 +206,7 @@ async def waiting_reason(res: Resources, view: dict[str, Any]) -> str | None:
 
 
 @bp.delete("/tasks/<task_id:str>")
+@on_shard_of("task_id", checked_id)
 async def delete_task(request: Request, task_id: str) -> HTTPResponse:
     """Abort: 200 ``aborted`` for a waiting task, 202 ``aborting`` for a running one; either way its child tasks
     (``ctx.submit``), and theirs, are aborted too (``children``: how many were still waiting or running). An ended
@@ -213,6 +227,7 @@ async def delete_task(request: Request, task_id: str) -> HTTPResponse:
 
 
 @bp.post("/tasks/<task_id:str>/retry")
+@on_shard_of("task_id", checked_id)
 async def retry_task(request: Request, task_id: str) -> HTTPResponse:
     """Run a failed or aborted task again, same id and arguments; its events continue."""
     require(request, Role.SUBMIT)

@@ -16,12 +16,13 @@ from api.formats import negotiate, wants_stream
 from api.resources import Resources, resources
 from api.routes.events import NotAcceptable, resume_point
 from api.routes.tasks import _limit, json_object
+from api.sharding import on_shard_of
 from api.streaming import Followed, ends_with_its_connection, send_followed, stream_slot, submit_then_stream
 from shared import keys, tenancy
 from shared.apikeys import NAME_PATTERN, Role
 from shared.events import EventType, decode_head
 from shared.workflows.canvas import WorkflowSubmission
-from shared.workflows.store import WorkflowSubmitted, prepare_workflow
+from shared.workflows.store import PreparedWorkflow, WorkflowSubmitted, prepare_workflow
 
 bp = Blueprint("workflows")
 logger = logging.getLogger("relay.api")
@@ -91,6 +92,11 @@ async def submit(request: Request) -> HTTPResponse | None:
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     prepared = await prepare_workflow(parse_workflow(request.body), res.catalogue.get, res.settings, who.tenant)
+    with keys.on_task_shard(prepared.flow_id):  # its steps are in its shard (shared/keys.py)
+        return await _submit(request, who, res, prepared)
+
+
+async def _submit(request: Request, who: Caller, res: Resources, prepared: PreparedWorkflow) -> HTTPResponse | None:
     public_id = public_task_id(who, prepared.flow_id)
     location = links(public_id)["self"]
     fmt = wants_stream(request.headers.get("accept", ""))
@@ -131,6 +137,7 @@ async def list_route(request: Request) -> HTTPResponse:
 
 
 @bp.get("/workflows/<flow_id:str>")
+@on_shard_of("flow_id", checked_id)
 async def get_workflow(request: Request, flow_id: str) -> HTTPResponse:
     """The workflow's state, its tree with each step's state, and its result or error once ended."""
     who = caller(request)
@@ -166,6 +173,7 @@ def _public_view(who: Caller, view: dict[str, Any]) -> dict[str, Any]:
 
 @bp.get("/workflows/<flow_id:str>/events")
 @ends_with_its_connection
+@on_shard_of("flow_id", checked_id)
 async def workflow_events(request: Request, flow_id: str) -> HTTPResponse | None:
     """Every step's events, tagged with its step, and the workflow's own (replay, then live; ``Last-Event-ID``
     or ``?after=``); 404 for an unknown workflow, 204 when the client already has ``workflow_end``."""
@@ -185,6 +193,7 @@ async def workflow_events(request: Request, flow_id: str) -> HTTPResponse | None
 
 
 @bp.delete("/workflows/<flow_id:str>")
+@on_shard_of("flow_id", checked_id)
 async def cancel_workflow(request: Request, flow_id: str) -> HTTPResponse:
     """Cancel: no further step starts, waiting steps are aborted at once and running ones by their workers, and
     so are its steps' child tasks (``children``: how many were waiting or running); 200 ``aborted`` once no step is
@@ -201,6 +210,7 @@ async def cancel_workflow(request: Request, flow_id: str) -> HTTPResponse:
 
 
 @bp.post("/workflows/<flow_id:str>/retry")
+@on_shard_of("flow_id", checked_id)
 async def retry_workflow(request: Request, flow_id: str) -> HTTPResponse:
     """Run a failed or aborted workflow again from the steps that failed (its succeeded steps are kept)."""
     require(request, Role.SUBMIT)

@@ -239,12 +239,25 @@ class Workflows:
         """Each workflow's state and steps (None once it expired), in one round trip."""
         async with self._pool.pipeline(transaction=False) as pipe:
             for flow_id in flow_ids:
-                pipe.hmget(keys.flow(flow_id), ["st", "n"])
+                with keys.on_task_shard(flow_id):  # each in its shard (shared/keys.py)
+                    pipe.hmget(keys.flow(flow_id), ["st", "n"])
             found = await pipe.execute()
         return [(state.decode(), int(n or 0)) if state is not None else None for state, n in found]
 
     async def list_ids(self, prefix: str, limit: int) -> list[str]:
-        """The newest workflows' stored ids whose id starts with ``prefix`` (a tenant's), newest first."""
+        """The newest workflows' stored ids whose id starts with ``prefix`` (a tenant's), newest first: with
+        several shards, the newest ``limit`` of each shard's index, merged."""
+        if keys.shard_count() == 1:
+            return await self._shard_ids(prefix, limit)
+        found: list[tuple[float, str]] = []
+        for shard in keys.shards():
+            with keys.on_shard(shard):
+                ids = await self._shard_ids(prefix, limit)
+                scores = await self._pool.zmscore(keys.flow_index(self._settings.queue_name), ids) if ids else []
+            found += [(score or 0.0, flow_id) for flow_id, score in zip(ids, scores, strict=True)]
+        return [flow_id for _, flow_id in sorted(found, reverse=True)[:limit]]
+
+    async def _shard_ids(self, prefix: str, limit: int) -> list[str]:
         index = keys.flow_index(self._settings.queue_name)
         found: list[str] = []
         start = 0

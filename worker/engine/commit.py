@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from arq.connections import ArqRedis
 
 from shared import keys
-from shared.batching import Batcher
+from shared.batching import Batcher, per_shard
 from shared.scripts import Scripts
 from shared.settings import Settings
 
@@ -108,8 +108,6 @@ class Committer:
         self._scripts = scripts
         self._metrics = metrics
         self._settings = settings
-        self._keys = [keys.schedule(settings.queue_name), keys.abort_set(), keys.reply_outbox(settings.queue_name)]
-        self._channel = keys.wakeup_channel(settings.queue_name)
         self._batcher: Batcher[Op, OpResult] = Batcher(self._flush, max_batch=256)
         self.calls = 0
 
@@ -126,17 +124,27 @@ class Committer:
         await self._batcher.wait_idle()
 
     async def _flush(self, ops: list[Op]) -> list[OpResult]:
+        return list(await per_shard(ops, _task_id, self._flush_shard))
+
+    async def _flush_shard(self, ops: list[Op]) -> list[OpResult]:
+        """One script call for ``ops``, all of the shard this call works on (``keys.on_shard``)."""
         import time
 
         settings = self._settings
+        queue = settings.queue_name
         args: list[Any] = [int(time.time() * 1000), settings.event_log_max_len, settings.event_log_max_bytes]
         args.append(settings.result_ttl_seconds * 1000)
-        args.append(self._channel)
+        args.append(keys.wakeup_channel(queue))
         for op in ops:
             args += op.args()
         self.calls += 1
-        replies = await self._scripts.commit(keys=self._keys, args=args)
+        script_keys = [keys.schedule(queue), keys.abort_set(), keys.reply_outbox(queue)]
+        replies = await self._scripts.commit(keys=script_keys, args=args)
         results = [OpResult(status.decode(), int(seq)) for status, seq in replies]
         if self._metrics is not None:
             self._metrics.events_stored(ops, results)
         return results
+
+
+def _task_id(op: Op) -> str:
+    return op.task_id

@@ -87,7 +87,9 @@ class Engine:
         # A claim request whose reply never came (a Redis error, or arq's stop cancelling its main loop mid-call):
         # it may have claimed jobs, so it is sent again as is (a replay returns that batch and claims nothing
         # more) by the next poll, or by ``stop`` to hand the batch back, instead of leaving it to lapse.
-        self._unanswered_claim: str | None = None
+        # One per shard of the queue (``shared/keys.py``): shard -> its request id.
+        self._unanswered_claims: dict[int, str] = {}
+        self._claim_rotation = 0  # the shard the next claim starts at, modulo their count
         self._abort_notices: set[str] = set()
         self._job_notice = False
         self._last_abort_check = 0.0
@@ -185,24 +187,42 @@ class Engine:
         self._last_stored = time.monotonic()
 
     async def _claim(self, worker: Worker) -> None:
+        if keys.shard_count() == 1:
+            self._next_due_ms, self._next_lease_ms = await self._claim_shard(worker, 0)
+            return
+        # Several shards (``shared/keys.py``): one claim per shard, each in its shard's layout (the jobs it starts
+        # run in it too), starting at the next shard each poll so that free slots go to every shard in turn.
+        shards = keys.shard_count()
+        first, self._claim_rotation = self._claim_rotation % shards, self._claim_rotation + 1
+        dues: list[float] = []
+        leases: list[float] = []
+        for shard in (*range(first, shards), *range(first)):
+            with keys.on_shard(shard):
+                due, lease = await self._claim_shard(worker, shard)
+            dues += [due] if due is not None else []
+            leases += [lease] if lease is not None else []
+        self._next_due_ms = min(dues, default=None)
+        self._next_lease_ms = min(leases, default=None)
+
+    async def _claim_shard(self, worker: Worker, shard: int) -> tuple[float | None, float | None]:
+        """One claim on shard ``shard`` (the one this call works on); when its next job falls due and its next
+        lease lapses (Redis's clock)."""
         free = max(0, worker.max_jobs - self.busy)
         self._job_notice = False
         # A request id of its own: redis-py sends the same call again after a timeout or a dropped connection,
         # and the script then returns the jobs its first run claimed instead of claiming more.
-        if self._unanswered_claim is None:
+        if shard not in self._unanswered_claims:
             self._claim_requests += 1
-            self._unanswered_claim = f"{self._claim_requests}"
+            self._unanswered_claims[shard] = f"{self._claim_requests}"
         claimed, swept, next_due, next_lease, redis_now, held_back = await self._claim_call(
-            self._unanswered_claim, free
+            self._unanswered_claims[shard], free
         )
-        self._unanswered_claim = None
+        del self._unanswered_claims[shard]
         self.metrics.claim_waits(int(held_back[0]), int(held_back[1]))
         if redis_now is not None:  # None: nothing queued or running (the script did not read the clock)
             self._clock_offset_ms = int(redis_now) - time.time() * 1000
             self._clock_synced = time.monotonic()
         now_ms = self.redis_now_ms()
-        self._next_due_ms = now_ms + float(next_due) if next_due is not None else None
-        self._next_lease_ms = now_ms + float(next_lease) if next_lease is not None else None
         for item in claimed:
             self._start(worker, _claimed(item))
         for item in swept:
@@ -210,6 +230,10 @@ class Engine:
             if own and claimed.task_id in self.runs:
                 continue  # still running here: the sweep has just extended its lease
             self._take_over(claimed)
+        return (
+            now_ms + float(next_due) if next_due is not None else None,
+            now_ms + float(next_lease) if next_lease is not None else None,
+        )
 
     async def _claim_call(self, request: str, free: int) -> list[Any]:
         """One call of claim.lua as request ``request``, taking at most ``free`` jobs."""
@@ -225,20 +249,20 @@ class Engine:
         runs) go back on the queue now, their pickup given back, instead of running again as a lost worker's
         once their leases lapse. Asking again cannot claim more: a replay returns only that batch, and a
         request that never reached Redis takes nothing (limit 0)."""
-        request, self._unanswered_claim = self._unanswered_claim, None
-        if request is None:
-            return
-        claimed, swept, *_ = await self._claim_call(request, 0)
+        unanswered, self._unanswered_claims = self._unanswered_claims, {}
         endings: list[Awaitable[OpResult | None]] = []
-        for item in claimed:
-            job = _claimed(item)
-            ending = self._refusal(job) or outcomes.requeued("worker shutdown", give_back_try=True)
-            function = job.record.function if job.record else "<unknown>"
-            endings.append(self.commit_ending(ending, self._facts(job, function, started_ms=None), job.seq))
-        for item in swept:
-            job, _ = _swept(item)
-            if job.task_id not in self.runs:
-                self._take_over(job)
+        for shard, request in unanswered.items():  # one per shard of the queue at most (``_claim``)
+            with keys.on_shard(shard):
+                claimed, swept, *_ = await self._claim_call(request, 0)
+                for item in claimed:
+                    job = _claimed(item)
+                    ending = self._refusal(job) or outcomes.requeued("worker shutdown", give_back_try=True)
+                    function = job.record.function if job.record else "<unknown>"
+                    endings.append(self.commit_ending(ending, self._facts(job, function, started_ms=None), job.seq))
+                for item in swept:
+                    job, _ = _swept(item)
+                    if job.task_id not in self.runs:
+                        self._take_over(job)
         if endings:
             logger.info("handing back %d jobs claimed as the worker stopped", len(endings))
             await asyncio.gather(*endings)
@@ -422,8 +446,12 @@ class Engine:
             return
         self._last_abort_check = now
         self._abort_notices.clear()
-        ids = list(self.runs)
-        scores = await self.pool.zmscore(keys.abort_set(), ids)
+        ids: list[str] = []
+        scores: list[float | None] = []
+        for shard, shard_ids in _by_shard(list(self.runs)).items():  # each shard's abort set (shared/keys.py)
+            with keys.on_shard(shard):
+                scores += await self.pool.zmscore(keys.abort_set(), shard_ids)
+            ids += shard_ids
         for task_id, score in zip(ids, scores, strict=True):
             run = self.runs.get(task_id)
             # Only a request made after this job's enqueue is for it (the claim's rule too): an older one was
@@ -452,7 +480,12 @@ class Engine:
 
     async def _maintain(self) -> None:
         """One worker per minute prunes the task and workflow indexes and arq's stale abort entries, and counts the
-        named queues' depths again (``shared/keys.py``)."""
+        named queues' depths again (``shared/keys.py``), on each shard of the queue."""
+        for shard in keys.shards():
+            with keys.on_shard(shard):
+                await self._maintain_shard()
+
+    async def _maintain_shard(self) -> None:
         queue = self.settings.queue_name
         lock = keys.maintenance_lock(queue)
         try:
@@ -524,6 +557,16 @@ class Engine:
         waited = (run.started_ms - run.claimed.due_ms) / 1000
         logger.info("task %s %s try=%d %s in %.3fs (waited %.3fs)%s", run.task_id, run.spec.name, run.try_number,
                     what, took, waited, values)  # fmt: skip
+
+
+def _by_shard(ids: list[str]) -> dict[int, list[str]]:
+    """``ids`` grouped by their shard (``keys.shard_of``): all in shard 0 when the queue has one."""
+    if keys.shard_count() == 1:
+        return {0: ids} if ids else {}
+    groups: dict[int, list[str]] = {}
+    for task_id in ids:
+        groups.setdefault(keys.shard_of(task_id), []).append(task_id)
+    return groups
 
 
 def _claimed(item: list[Any]) -> Claimed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.exceptions import RedisError
@@ -47,7 +47,7 @@ class LeaseKeeper:
         """Start the renewal thread; ``loop_call`` is ``loop.call_soon_threadsafe`` of the worker's loop."""
         self._call_soon = loop_call
         self._client = sync_client(self._settings)
-        self._renew = renew_script(self._client)
+        self._renew: dict[str, Any] = {}  # per shard's tag: its renewal script (``_renew_shard``)
         self._thread = threading.Thread(target=self._run, name="relay-leases", daemon=True)
         self._thread.start()
 
@@ -76,16 +76,34 @@ class LeaseKeeper:
                 ids = [task_id for task_id, until in self._held.items() if until > now]
             if not ids:
                 continue
-            try:
-                lost = self._renew(
-                    keys=[keys.schedule(self._settings.queue_name)],
-                    args=[0, int(self._settings.lease_seconds * 1000), self._token, *ids],  # Redis's clock
-                )
-                self.renewals += 1
-            except (RedisError, OSError) as exc:
-                logger.warning("could not renew %d leases: %s", len(ids), exc)
-                continue
+            lost: list[bytes] = []
+            for shard, shard_ids in _by_shard(ids).items():  # one call per shard of the queue (shared/keys.py)
+                with keys.on_shard(shard):
+                    try:
+                        lost += self._renew_shard(shard_ids)
+                        self.renewals += 1
+                    except (RedisError, OSError) as exc:
+                        logger.warning("could not renew %d leases: %s", len(shard_ids), exc)
             for raw in lost:
                 task_id = raw.decode()
                 self.release(task_id)
                 self._call_soon(self._engine.lease_lost, task_id)  # type: ignore[operator]
+
+    def _renew_shard(self, ids: list[str]) -> list[bytes]:
+        """Renew ``ids``, all of the shard this call works on; the ones another worker owns now."""
+        assert self._client is not None
+        script = self._renew.get(keys.tag())
+        if script is None:
+            script = self._renew[keys.tag()] = renew_script(self._client)
+        lost: list[bytes] = script(
+            keys=[keys.schedule(self._settings.queue_name)],
+            args=[0, int(self._settings.lease_seconds * 1000), self._token, *ids],  # Redis's clock
+        )
+        return lost
+
+
+def _by_shard(ids: list[str]) -> dict[int, list[str]]:
+    groups: dict[int, list[str]] = {}
+    for task_id in ids:
+        groups.setdefault(keys.shard_of(task_id), []).append(task_id)
+    return groups
