@@ -44,9 +44,9 @@ class WakeupListener:
         self.on_outbox: asyncio.Event | None = None
 
     async def start(self) -> None:
-        for pubsub, channels in self._subscriptions:
+        for shard, (pubsub, channels) in enumerate(self._subscriptions):
             await pubsub.subscribe(*channels)
-            self._tasks.append(asyncio.create_task(self._listen(pubsub), name="relay-wakeup"))
+            self._tasks.append(asyncio.create_task(self._listen(pubsub, shard), name="relay-wakeup"))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -55,12 +55,12 @@ class WakeupListener:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def handle(self, notice: bytes) -> None:
-        """Route one notice to the engine."""
+    def handle(self, notice: bytes, shard: int = 0) -> None:
+        """Route one notice (of ``shard``'s channels) to the engine."""
         self.notices += 1
         kind, rest = notice[:1], notice[1:]
         if kind == b"d":
-            self._engine.note_due(float(rest))
+            self._engine.note_due(float(rest), shard)
         elif kind == b"a":
             self._engine.note_abort(rest.decode())
         elif kind == b"c":
@@ -69,9 +69,9 @@ class WakeupListener:
             if self.on_outbox is not None:
                 self.on_outbox.set()
         else:
-            self._engine.note_job()
+            self._engine.note_job(shard)
 
-    async def _listen(self, pubsub: PubSub) -> None:
+    async def _listen(self, pubsub: PubSub, shard: int) -> None:
         lost = False
         while True:
             try:
@@ -85,9 +85,9 @@ class WakeupListener:
             if lost:
                 lost = False
                 logger.info("wake-up channel back")
-                self._engine.wake.set()
+                self._engine.catch_up(shard)  # a notice may have been missed meanwhile
             if message is not None:
                 try:
-                    self.handle(message["data"])
+                    self.handle(message["data"], shard)
                 except ValueError:
                     logger.warning("ignoring a malformed wake-up notice %r", message["data"][:80])

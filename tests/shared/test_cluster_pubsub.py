@@ -341,8 +341,11 @@ class _Engine:
         self.wake = asyncio.Event()
         self.jobs = 0
 
-    def note_job(self) -> None:
+    def note_job(self, shard: int = 0) -> None:
         self.jobs += 1
+        self.wake.set()
+
+    def catch_up(self, shard: int = 0) -> None:
         self.wake.set()
 
 

@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
@@ -91,7 +92,7 @@ class Engine:
         self._unanswered_claims: dict[int, str] = {}
         self._claim_rotation = 0  # the shard the next claim starts at, modulo their count
         self._abort_notices: set[str] = set()
-        self._job_notice = False
+        self._shard_polls: dict[int, ShardPoll] = {}  # with several shards: why and when to ask each (``_claim``)
         self._last_abort_check = 0.0
         self._last_maintenance = 0.0
         self._last_stored = 0.0
@@ -192,23 +193,27 @@ class Engine:
             return
         # Several shards (``shared/keys.py``): one claim per shard, each in its shard's layout (the jobs it starts
         # run in it too), starting at the next shard each poll so that free slots go to every shard in turn.
+        # A shard is asked only when there is a reason to: a notice from it, a job or lease of it due by now, or
+        # half an idle poll since it was last asked (the safety net for a lost notice, as one shard has its poll);
+        # so a notice costs one claim, not one per shard.
         shards = keys.shard_count()
         first, self._claim_rotation = self._claim_rotation % shards, self._claim_rotation + 1
-        dues: list[float] = []
-        leases: list[float] = []
+        now_ms, now = self.redis_now_ms(), time.monotonic()
         for shard in (*range(first, shards), *range(first)):
+            state = self._shard_polls.setdefault(shard, ShardPoll())
+            if not state.due(now_ms, now, self.settings.poll_delay_seconds / 2):
+                continue
+            state.noticed, state.asked = False, now
             with keys.on_shard(shard):
-                due, lease = await self._claim_shard(worker, shard)
-            dues += [due] if due is not None else []
-            leases += [lease] if lease is not None else []
-        self._next_due_ms = min(dues, default=None)
-        self._next_lease_ms = min(leases, default=None)
+                state.next_due_ms, state.next_lease_ms = await self._claim_shard(worker, shard)
+        polls = self._shard_polls.values()
+        self._next_due_ms = min((p.next_due_ms for p in polls if p.next_due_ms is not None), default=None)
+        self._next_lease_ms = min((p.next_lease_ms for p in polls if p.next_lease_ms is not None), default=None)
 
     async def _claim_shard(self, worker: Worker, shard: int) -> tuple[float | None, float | None]:
         """One claim on shard ``shard`` (the one this call works on); when its next job falls due and its next
         lease lapses (Redis's clock)."""
         free = max(0, worker.max_jobs - self.busy)
-        self._job_notice = False
         # A request id of its own: redis-py sends the same call again after a timeout or a dropped connection,
         # and the script then returns the jobs its first run claimed instead of claiming more.
         if shard not in self._unanswered_claims:
@@ -429,13 +434,21 @@ class Engine:
             self._abort_notices.add(task_id)
             self.wake.set()
 
-    def note_job(self) -> None:
-        """A wake-up notice said a job is due now."""
-        self._job_notice = True
+    def note_job(self, shard: int = 0) -> None:
+        """A wake-up notice (of ``shard``'s channel) said a job is due now."""
+        self._shard_polls.setdefault(shard, ShardPoll()).noticed = True
         self.wake.set()
 
-    def note_due(self, due_ms: float) -> None:
-        """A wake-up notice said a job falls due at ``due_ms`` (Redis's clock)."""
+    def catch_up(self, shard: int = 0) -> None:
+        """``shard``'s wake-up channel is back after a loss: claim from it now, for any notice missed meanwhile."""
+        self._shard_polls.setdefault(shard, ShardPoll()).noticed = True
+        self.wake.set()
+
+    def note_due(self, due_ms: float, shard: int = 0) -> None:
+        """A wake-up notice (of ``shard``'s channel) said a job falls due at ``due_ms`` (Redis's clock)."""
+        state = self._shard_polls.setdefault(shard, ShardPoll())
+        if state.next_due_ms is None or due_ms < state.next_due_ms:
+            state.next_due_ms = due_ms
         if self._next_due_ms is None or due_ms < self._next_due_ms:
             self._next_due_ms = due_ms
         self.wake.set()
@@ -557,6 +570,25 @@ class Engine:
         waited = (run.started_ms - run.claimed.due_ms) / 1000
         logger.info("task %s %s try=%d %s in %.3fs (waited %.3fs)%s", run.task_id, run.spec.name, run.try_number,
                     what, took, waited, values)  # fmt: skip
+
+
+@dataclass
+class ShardPoll:
+    """What a worker knows of one shard of its queue between claims (Redis's clock for the times)."""
+
+    noticed: bool = False  # a wake-up notice came from it since it was last asked
+    next_due_ms: float | None = None
+    next_lease_ms: float | None = None
+    asked: float = float("-inf")  # time.monotonic() of its last claim
+
+    def due(self, now_ms: float, now: float, idle_seconds: float) -> bool:
+        """Whether a claim should ask this shard now."""
+        return (
+            self.noticed
+            or (self.next_due_ms is not None and self.next_due_ms <= now_ms)
+            or (self.next_lease_ms is not None and self.next_lease_ms <= now_ms)
+            or now - self.asked >= idle_seconds
+        )
 
 
 def _by_shard(ids: list[str]) -> dict[int, list[str]]:
