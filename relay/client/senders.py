@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import urllib3
@@ -156,7 +156,7 @@ class Urllib3Sender:
             headers["Content-Type"] = "application/json"
         url = self._prefix + call.path
         if call.params:
-            url += "?" + urlencode({k: _query_value(v) for k, v in call.params.items()}, quote_via=quote)
+            url += "?" + urlencode({k: _query_value(v) for k, v in call.params.items()})  # "+" for a space, as httpx
         try:
             return self.pool.urlopen(
                 call.method,
