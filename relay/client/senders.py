@@ -3,8 +3,8 @@
 ``Client`` decides what to send, what an answer means and when to retry (protocol.py, stream.py, retry.py);
 a sender only sends. ``Urllib3Sender`` is the default: on a round trip it costs about half of what httpx does
 (issue #25: ~0.5 ms at random arrival, a large share of a task's round trip). ``HttpxSender`` serves a caller's
-``transport=`` (tests drive the client through ``httpx.MockTransport``) and an environment naming a proxy,
-which httpx honours (``HTTP(S)_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and urllib3 does not.
+``transport=`` (tests drive the client through ``httpx.MockTransport``), an environment naming a proxy, which
+httpx honours (``HTTP(S)_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and urllib3 does not, and a URL with credentials.
 
 Both report a failed send with httpx's exception classes (``httpx.ConnectError``, ``httpx.ReadTimeout``, ...):
 the one vocabulary errors.py classifies (retry or not, sent or not) and the async client raises natively,
@@ -78,8 +78,9 @@ class Sender(Protocol):
 
 
 def for_client(config: ClientConfig, transport: httpx.BaseTransport | None) -> Sender:
-    """urllib3 unless the caller gave an httpx transport or the environment names a proxy for the API's URL."""
-    if transport is not None or proxied(config.base_url):
+    """urllib3 unless the caller gave an httpx transport, the environment names a proxy for the API's URL, or the
+    URL carries credentials (``https://user:pass@host``: httpx sends them as basic auth, urllib3 would drop them)."""
+    if transport is not None or proxied(config.base_url) or urlsplit(config.base_url).username is not None:
         return HttpxSender(config, transport)
     return Urllib3Sender(config)
 

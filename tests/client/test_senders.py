@@ -105,6 +105,8 @@ def test_urllib3_by_default_httpx_for_a_transport_or_a_proxy(monkeypatch: pytest
         assert isinstance(client._sender, Urllib3Sender)  # that proxy is for https URLs only
     with Client("https://relay.test") as client:
         assert isinstance(client._sender, HttpxSender)  # httpx honours it (and NO_PROXY), as it always did
+    with Client("http://user:secret@relay.test") as client:
+        assert isinstance(client._sender, HttpxSender)  # httpx sends these as basic auth
 
 
 def test_both_senders_put_the_same_requests_on_the_wire(recorder: tuple[str, list[Seen]]) -> None:

@@ -1,0 +1,94 @@
+"""The blocking client's round trip over urllib3 (its default) against over httpx (``transport=`` forced), A/B.
+
+Usage: .venv/bin/python -m bench.client_senders [--rounds 3] [--requests 200] [--max-pause-ms 20]
+
+One API, one worker and one Redis serve both; each round measures each sender (the order alternates by round)
+at random arrival (a pause drawn uniformly from 0 to ``--max-pause-ms`` before each request, so each meets an
+idle system: what a user feels) and back to back, ``--requests`` round trips each, as bench.peers measures
+Relay: ``submit()``, then ``events()`` read to ``end`` (``bench.peers.relay_adapter.stream_to_end``). Other
+processes' CPU is printed beside every block: on a shared machine compare within one run only (issue #25).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import httpx
+
+from bench.common import OtherLoad, bench_scope, percentile, table
+from bench.harness.processes import relay_env, start_api, start_worker
+from bench.peers.relay_adapter import ECHO_KWARGS, stream_to_end
+from relay.client import Client
+
+WARM_UP = 20  # round trips per client before any is timed: connections open, code paths warm
+
+SENDERS: dict[str, Callable[[str], Client]] = {
+    "urllib3 (default)": lambda url: Client(url),
+    "httpx (transport=)": lambda url: Client(url, transport=httpx.HTTPTransport()),
+}
+
+
+def timed(client: Client, n: int, max_pause: float) -> list[float]:
+    """``n`` round trips in ms, each after a pause drawn from 0 to ``max_pause`` s (0: back to back)."""
+    ms = []
+    for _ in range(n):
+        if max_pause:
+            time.sleep(random.uniform(0, max_pause))
+        began = time.perf_counter()
+        stream_to_end(client, "echo", [], ECHO_KWARGS)
+        ms.append((time.perf_counter() - began) * 1000)
+    return ms
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(prog="python -m bench.client_senders", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--requests", type=int, default=200, help="round trips per sender, arrival and round")
+    p.add_argument("--max-pause-ms", type=float, default=20.0)
+    args = p.parse_args(argv)
+    rows: list[list[object]] = []
+    medians: dict[tuple[str, str], list[float]] = {}
+    with bench_scope() as bench:
+        env = relay_env(bench.redis().url)
+        bench.own(start_worker(bench.log_dir, env))
+        api, url = start_api(bench.log_dir, env)
+        bench.own(api)
+        clients = {name: bench.stack.enter_context(make(url)) for name, make in SENDERS.items()}
+        for client in clients.values():
+            timed(client, WARM_UP, 0)
+        for round_ in range(1, args.rounds + 1):
+            names = list(clients) if round_ % 2 else list(reversed(clients))
+            for name in names:
+                for arrival, pause in (("random", args.max_pause_ms / 1000), ("back to back", 0.0)):
+                    load = OtherLoad()
+                    ms = timed(clients[name], args.requests, pause)
+                    p50 = statistics.median(ms)
+                    medians.setdefault((name, arrival), []).append(p50)
+                    rows.append(
+                        [round_, name, arrival, f"{p50:.2f}", f"{percentile(ms, 90):.2f}", f"{load.cores():.2f}"]
+                    )
+                    print(f"round {round_}: {name}, {arrival}: p50 {p50:.2f} ms", file=sys.stderr, flush=True)
+    summary = [
+        [name, arrival, " / ".join(f"{m:.2f}" for m in ms), f"{statistics.median(ms):.2f}"]
+        for (name, arrival), ms in sorted(medians.items(), key=lambda item: (item[0][1], item[0][0]))
+    ]
+    command = ".venv/bin/python -m bench.client_senders " + shlex.join(sys.argv[1:] if argv is None else argv)
+    text = "\n\n".join(
+        [
+            f"`{command.strip()}`",
+            table(["round", "sender", "arrival", "p50 ms", "p90 ms", "other load (cores)"], rows),
+            table(["sender", "arrival", "p50 per round (ms)", "median of rounds (ms)"], summary),
+        ]
+    )
+    print(text, flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    main()
