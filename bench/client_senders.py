@@ -5,13 +5,16 @@ Usage: .venv/bin/python -m bench.client_senders [--rounds 3] [--requests 200] [-
 One API, one worker and one Redis serve both; each round measures each sender (the order alternates by round)
 at random arrival (a pause drawn uniformly from 0 to ``--max-pause-ms`` before each request, so each meets an
 idle system: what a user feels) and back to back, ``--requests`` round trips each, as bench.peers measures
-Relay: ``submit()``, then ``events()`` read to ``end`` (``bench.peers.relay_adapter.stream_to_end``). Other
-processes' CPU is printed beside every block: on a shared machine compare within one run only (issue #25).
+Relay: ``submit()``, then ``events()`` read to ``end`` (``bench.peers.relay_adapter.stream_to_end``: three
+requests). For scale, a third client in each round is the one request bench.peers made before it used the client:
+``POST /tasks`` with ``Accept: application/x-ndjson`` over httpx, its stream read to ``end``. Other processes'
+CPU is printed beside every block: on a shared machine compare within one run only (issue #25).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shlex
 import statistics
@@ -32,18 +35,39 @@ SENDERS: dict[str, Callable[[str], Client]] = {
     "urllib3 (default)": lambda url: Client(url),
     "httpx (transport=)": lambda url: Client(url, transport=httpx.HTTPTransport()),
 }
+POST_STREAM = "POST+stream, raw httpx"
+NDJSON = {"Accept": "application/x-ndjson"}
 
 
-def timed(client: Client, n: int, max_pause: float) -> list[float]:
+class PostStream:
+    """The round trip without the client: one ``POST /tasks`` whose answer is the task's NDJSON stream."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=60)
+
+    def __call__(self) -> None:
+        with self.http.stream("POST", "/tasks", json={"task": "echo", "kwargs": ECHO_KWARGS}, headers=NDJSON) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                if line and json.loads(line)["type"] == "end":
+                    return
+        raise RuntimeError("the stream closed before the end event")
+
+
+def timed(round_trip: Callable[[], object], n: int, max_pause: float) -> list[float]:
     """``n`` round trips in ms, each after a pause drawn from 0 to ``max_pause`` s (0: back to back)."""
     ms = []
     for _ in range(n):
         if max_pause:
             time.sleep(random.uniform(0, max_pause))
         began = time.perf_counter()
-        stream_to_end(client, "echo", [], ECHO_KWARGS)
+        round_trip()
         ms.append((time.perf_counter() - began) * 1000)
     return ms
+
+
+def client_round_trip(client: Client) -> Callable[[], object]:
+    return lambda: stream_to_end(client, "echo", [], ECHO_KWARGS)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -59,9 +83,12 @@ def main(argv: list[str] | None = None) -> str:
         bench.own(start_worker(bench.log_dir, env))
         api, url = start_api(bench.log_dir, env)
         bench.own(api)
-        clients = {name: bench.stack.enter_context(make(url)) for name, make in SENDERS.items()}
-        for client in clients.values():
-            timed(client, WARM_UP, 0)
+        clients = {name: client_round_trip(bench.stack.enter_context(make(url))) for name, make in SENDERS.items()}
+        post_stream = PostStream(url)
+        bench.stack.callback(post_stream.http.close)
+        clients[POST_STREAM] = post_stream
+        for round_trip in clients.values():
+            timed(round_trip, WARM_UP, 0)
         for round_ in range(1, args.rounds + 1):
             names = list(clients) if round_ % 2 else list(reversed(clients))
             for name in names:
