@@ -1,6 +1,6 @@
 """The blocking client's round trip over urllib3 (its default) against over httpx (``transport=`` forced), A/B.
 
-Usage: .venv/bin/python -m bench.client_senders [--rounds 3] [--requests 200] [--max-pause-ms 20]
+Usage: .venv/bin/python -m bench.client_senders [--rounds 3] [--requests 200] [--max-pause-ms 20] [--wait-quiet 30]
 
 One API, one worker and one Redis serve both; each round measures each sender (the order alternates by round)
 at random arrival (a pause drawn uniformly from 0 to ``--max-pause-ms`` before each request, so each meets an
@@ -8,7 +8,8 @@ idle system: what a user feels) and back to back, ``--requests`` round trips eac
 Relay: ``submit()``, then ``events()`` read to ``end`` (``bench.peers.relay_adapter.stream_to_end``: three
 requests). For scale, a third client in each round is the one request bench.peers made before it used the client:
 ``POST /tasks`` with ``Accept: application/x-ndjson`` over httpx, its stream read to ``end``. Other processes'
-CPU is printed beside every block: on a shared machine compare within one run only (issue #25).
+CPU is printed beside every block (before each, up to ``--wait-quiet`` s are spent waiting for it to drop under
+0.25 cores): on a shared machine compare within one run only (issue #25).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from collections.abc import Callable
 
 import httpx
 
-from bench.common import OtherLoad, bench_scope, percentile, table
+from bench.common import OtherLoad, bench_scope, percentile, table, wait_until_quiet
 from bench.harness.processes import relay_env, start_api, start_worker
 from bench.peers.relay_adapter import ECHO_KWARGS, stream_to_end
 from relay.client import Client
 
+QUIET_CORES = 0.25  # as bench.peers: other processes above this make a block noisy
 WARM_UP = 20  # round trips per client before any is timed: connections open, code paths warm
 
 SENDERS: dict[str, Callable[[str], Client]] = {
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=200, help="round trips per sender, arrival and round")
     p.add_argument("--max-pause-ms", type=float, default=20.0)
+    p.add_argument("--wait-quiet", type=float, default=30.0, help="max s to wait for quiet before each block")
     args = p.parse_args(argv)
     rows: list[list[object]] = []
     medians: dict[tuple[str, str], list[float]] = {}
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> str:
             names = list(clients) if round_ % 2 else list(reversed(clients))
             for name in names:
                 for arrival, pause in (("random", args.max_pause_ms / 1000), ("back to back", 0.0)):
+                    if args.wait_quiet > 0:
+                        wait_until_quiet(QUIET_CORES, args.wait_quiet)
                     load = OtherLoad()
                     ms = timed(clients[name], args.requests, pause)
                     p50 = statistics.median(ms)

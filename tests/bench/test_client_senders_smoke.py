@@ -9,7 +9,7 @@ from bench import client_senders
 
 
 def test_each_sender_is_measured_at_random_arrival_and_back_to_back() -> None:
-    output = client_senders.main(["--rounds", "1", "--requests", "3"])
+    output = client_senders.main(["--rounds", "1", "--requests", "3", "--wait-quiet", "0"])
     rows = re.findall(r"^\| 1 +\| (.+?) +\| (random|back to back) +\| \d+\.\d\d ", output, re.MULTILINE)
     assert sorted(rows) == sorted(
         (name, arrival)
