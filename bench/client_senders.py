@@ -2,9 +2,10 @@
 
 Usage: .venv/bin/python -m bench.client_senders [--rounds 3] [--requests 200] [--max-pause-ms 20] [--wait-quiet 30]
 
-One API, one worker and one Redis serve both; each round measures each sender (the order alternates by round)
-at random arrival (a pause drawn uniformly from 0 to ``--max-pause-ms`` before each request, so each meets an
-idle system: what a user feels) and back to back, ``--requests`` round trips each, as bench.peers measures
+One API, one worker and one Redis serve both; each round measures the senders at random arrival (a pause drawn
+uniformly from 0 to ``--max-pause-ms`` before each request, so each meets an idle system: what a user feels) and
+back to back, ``--requests`` round trips each, taken in turn request by request (the order flips every request),
+so a burst of other work on the shared machine hits each alike. A round trip is what bench.peers measures for
 Relay: ``submit()``, then ``events()`` read to ``end`` (``bench.peers.relay_adapter.stream_to_end``: three
 requests). For scale, a third client in each round is the one request bench.peers made before it used the client:
 ``POST /tasks`` with ``Accept: application/x-ndjson`` over httpx, its stream read to ``end``. Other processes'
@@ -56,15 +57,18 @@ class PostStream:
         raise RuntimeError("the stream closed before the end event")
 
 
-def timed(round_trip: Callable[[], object], n: int, max_pause: float) -> list[float]:
-    """``n`` round trips in ms, each after a pause drawn from 0 to ``max_pause`` s (0: back to back)."""
-    ms = []
-    for _ in range(n):
-        if max_pause:
-            time.sleep(random.uniform(0, max_pause))
-        began = time.perf_counter()
-        round_trip()
-        ms.append((time.perf_counter() - began) * 1000)
+def timed(round_trips: dict[str, Callable[[], object]], n: int, max_pause: float) -> dict[str, list[float]]:
+    """``n`` round trips in ms of each, in turn, each after a pause drawn from 0 to ``max_pause`` s (0: back to
+    back); the order of the turn flips every time."""
+    ms: dict[str, list[float]] = {name: [] for name in round_trips}
+    names = list(round_trips)
+    for i in range(n):
+        for name in names if i % 2 else reversed(names):
+            if max_pause:
+                time.sleep(random.uniform(0, max_pause))
+            began = time.perf_counter()
+            round_trips[name]()
+            ms[name].append((time.perf_counter() - began) * 1000)
     return ms
 
 
@@ -90,21 +94,18 @@ def main(argv: list[str] | None = None) -> str:
         post_stream = PostStream(url)
         bench.stack.callback(post_stream.http.close)
         clients[POST_STREAM] = post_stream
-        for round_trip in clients.values():
-            timed(round_trip, WARM_UP, 0)
+        timed(clients, WARM_UP, 0)
         for round_ in range(1, args.rounds + 1):
-            names = list(clients) if round_ % 2 else list(reversed(clients))
-            for name in names:
-                for arrival, pause in (("random", args.max_pause_ms / 1000), ("back to back", 0.0)):
-                    if args.wait_quiet > 0:
-                        wait_until_quiet(QUIET_CORES, args.wait_quiet)
-                    load = OtherLoad()
-                    ms = timed(clients[name], args.requests, pause)
+            for arrival, pause in (("random", args.max_pause_ms / 1000), ("back to back", 0.0)):
+                if args.wait_quiet > 0:
+                    wait_until_quiet(QUIET_CORES, args.wait_quiet)
+                load = OtherLoad()
+                measured = timed(clients, args.requests, pause)
+                cores = load.cores()
+                for name, ms in measured.items():
                     p50 = statistics.median(ms)
                     medians.setdefault((name, arrival), []).append(p50)
-                    rows.append(
-                        [round_, name, arrival, f"{p50:.2f}", f"{percentile(ms, 90):.2f}", f"{load.cores():.2f}"]
-                    )
+                    rows.append([round_, name, arrival, f"{p50:.2f}", f"{percentile(ms, 90):.2f}", f"{cores:.2f}"])
                     print(f"round {round_}: {name}, {arrival}: p50 {p50:.2f} ms", file=sys.stderr, flush=True)
     summary = [
         [name, arrival, " / ".join(f"{m:.2f}" for m in ms), f"{statistics.median(ms):.2f}"]
