@@ -1,5 +1,6 @@
 """Relay in the peers benchmark: its worker (``arq worker.settings``), its enqueue path for preloading, its
-HTTP API for round trips, and how to tell from Redis that a task ended.
+native client (``relay.client.Client``, through the API) for round trips, and how to tell from Redis that a task
+ended.
 
 The one module that calls into Relay's core (``shared.enqueue``, the event stream's format):
 if the core's API changes, this is what to fix. Runs in Relay's virtualenv.
@@ -35,8 +36,9 @@ registry = load(list(TASK_MODULES))
 
 PRELOAD_BATCH = 200  # concurrent enqueues: each is one round trip, so latency-bound alone
 MAX_QUEUE_DEPTH = 1_000_000  # Relay refuses submits beyond RELAY_MAX_QUEUE_DEPTH (10,000): lift it for big preloads
-HTTP = Variant("defaults", "HTTP POST, NDJSON streamed to `end`")
-SUBMISSION = {"task": "echo", "kwargs": {"message": "hello"}}
+NATIVE = Variant("defaults", "relay.client: `submit()`, its `events()` read to `end` (POST, the NDJSON stream, GET)")
+ECHO_KWARGS = {"message": "hello"}
+SUBMISSION = {"task": "echo", "kwargs": ECHO_KWARGS}
 CANVAS = Variant("canvas", "relay.client: `chain(step.s(0), step.s(), ...).delay().result()` (POST, GET, stream, GET)")
 FLOW_HTTP = Variant("HTTP", "one POST /workflows, its NDJSON stream read to `workflow_end`")
 NDJSON = {"Accept": "application/x-ndjson"}
@@ -53,6 +55,18 @@ def ended(reply: Any, state: str | None = None) -> bool:
         return False
     events = last_events(reply[0][1])
     return bool(events) and events[-1]["type"] == "end" and (state is None or events[-1]["data"]["state"] == state)
+
+
+def stream_to_end(client: RelayClient, task: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """A round trip as a user of Relay's client writes it: ``submit``, then its ``events()`` until the ``end``
+    (which confirms the task's final state with a GET); the ``result`` event's value."""
+    value = None
+    for event in client.submit_with(task, args, kwargs).events():
+        if event.type == "result":
+            value = event.data
+        elif event.type == "end" and event.data["state"] != "succeeded":
+            raise RuntimeError(f"task ended {event.data}")
+    return value
 
 
 def worker_env(redis_url: str) -> dict[str, str]:
@@ -79,7 +93,7 @@ SYSTEM = System(
     ready=Ready(marker="relay worker ready"),
     probe=lambda ref: ("XREVRANGE", keys.events_stream(ref), "+", "-", "COUNT", "1"),
     done=ended,
-    profiles=(Profile("defaults", {}, EVERYTHING, (HTTP,), load_variant=HTTP.name),),
+    profiles=(Profile("defaults", {}, EVERYTHING, (NATIVE,), load_variant=NATIVE.name),),
     note=(
         "`echo` task (and `echo_await` from `bench.peers.apps.relay_tasks`); wake-up notices and a next-due "
         "timer, idle poll every 2 s at most; every job's `end` event is checked; "
@@ -92,7 +106,7 @@ SYSTEM = System(
 
 
 class Client(ThreadedClient):
-    """Preloads through ``Enqueuer`` (what the API calls); round trips go through the API over HTTP."""
+    """Preloads through ``Enqueuer`` (what the API calls); round trips go through the API with Relay's client."""
 
     def __init__(self, target: Target) -> None:
         super().__init__()
@@ -150,23 +164,8 @@ class Client(ThreadedClient):
         return cast(httpx.Client, http)
 
     def round_trip(self, variant: str) -> None:
-        """POST one task and read its NDJSON stream until ``end`` (one HTTP client per thread, kept alive)."""
-        self._stream_task(SUBMISSION)
-
-    def _stream_task(self, submission: dict[str, Any]) -> Any:
-        """POST ``submission`` and read its NDJSON stream until ``end``; the ``result`` event's value."""
-        value = None
-        with self.http().stream("POST", "/tasks", json=submission, headers=NDJSON) as response:
-            response.raise_for_status()
-            for line in response.iter_lines():
-                event = json.loads(line) if line else {}
-                if event.get("type") == "result":
-                    value = event["data"]
-                elif event.get("type") == "end":
-                    if event["data"]["state"] != "succeeded":
-                        raise RuntimeError(f"task ended {line}")
-                    return value
-        raise RuntimeError("the stream closed before the end event")
+        """Submit one task and read its events to ``end`` with ``relay.client`` (one client per thread, kept)."""
+        stream_to_end(self.relay(), "echo", [], ECHO_KWARGS)
 
     def relay(self) -> RelayClient:
         """This thread's ``relay.client.Client``."""
@@ -184,7 +183,7 @@ class Client(ThreadedClient):
         elif variant == SINGLES:
             value = 0
             for _ in range(steps):
-                value = self._stream_task({"task": CHAIN_TASK, "args": [value]})
+                value = stream_to_end(self.relay(), CHAIN_TASK, [value], {})
         else:
             raise ValueError(f"unknown chain variant {variant!r}")
         if value != steps:

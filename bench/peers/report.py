@@ -232,8 +232,9 @@ def render(results: Results, command: str, facts: dict[str, str]) -> str:
             "## Summary\n\n"
             f"Round trips first **at random arrival**: one client, a pause drawn uniformly from 0 to {pause} before "
             "each request, so every submit meets an idle API and worker; then **back to back**, each request right "
-            "after the previous result. Relay's client goes through its HTTP API (POST, NDJSON streamed to `end`); "
-            "the peers' clients use their libraries' own calls. A worker that polls (bare arq, Dramatiq) can look "
+            "after the previous result. Relay's is its own client, `relay.client.Client` (`submit()`, then `events()` "
+            "to `end`: POST, the NDJSON stream, GET, over urllib3); the peers' clients use their libraries' own calls. "
+            "A worker that polls (bare arq, Dramatiq) can look "
             "slower back to back than at random arrival: each request then arrives as the worker begins its wait "
             "after the previous job. Drains: jobs preloaded while the worker is paused, no-op or awaiting once "
             "before returning.\n\n" + summary(results),

@@ -9,7 +9,8 @@ request worked but the task itself did not succeed (it failed, was aborted, or v
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import httpx
 
@@ -344,7 +345,22 @@ def error_class(status: int, code: str) -> type[RelayError]:
     return ServerError if status >= 500 else ClientError
 
 
-def retry_after(response: httpx.Response) -> float | None:
+class Answer(Protocol):
+    """What an error is read from: an ``httpx.Response`` or the urllib3 sender's reply (relay/client/senders.py)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def reason_phrase(self) -> str: ...
+
+
+def retry_after(response: Answer) -> float | None:
     """``Retry-After`` in seconds (the delta form; an HTTP date is rare enough to ignore)."""
     value = response.headers.get("retry-after")
     try:
@@ -353,7 +369,7 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def error_from_response(response: httpx.Response) -> RelayError:
+def error_from_response(response: Answer) -> RelayError:
     """The exception for a non-2xx response (its body must have been read)."""
     status = response.status_code
     try:

@@ -21,13 +21,15 @@ PRIORITIES = range(10)  # 0 lowest (the default), 9 claimed first
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One request. ``idempotent``: safe to resend when the connection broke after it may have been sent."""
+    """One request. ``idempotent``: safe to resend when the connection broke after it may have been sent.
+    ``headers``: besides those every request carries (the key, the user agent)."""
 
     method: str
     path: str
     json: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     idempotent: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def task_path(task_id: str, suffix: str = "") -> str:

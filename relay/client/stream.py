@@ -19,8 +19,9 @@ import httpx
 from relay.client.config import ClientConfig, RetryPolicy
 from relay.client.errors import RelayConnectionError, RelayError
 from relay.client.models import Event, TaskView, WorkflowView
-from relay.client.protocol import task_path, workflow_path
+from relay.client.protocol import Call, task_path, workflow_path
 from relay.client.retry import Deadline, RetryBudget, bounded
+from relay.client.senders import Timeouts
 
 logger = logging.getLogger("relay.client")
 
@@ -148,15 +149,27 @@ class Follower:
         return Next(wait=wait)
 
 
+def events_call(follower: Follower) -> Call:
+    """The next connection's request: resume after the last event handed out."""
+    return Call("GET", follower.path, params=follower.params(), headers={"Accept": NDJSON})
+
+
+def stream_timeouts(config: ClientConfig, deadline: Deadline | None) -> Timeouts:
+    """A stream's: a read may wait ``stream_read_timeout`` (heartbeats keep it alive), never past the caller's
+    deadline."""
+    return Timeouts(bounded(config.timeout, deadline), bounded(config.stream_read_timeout, deadline))
+
+
 def events_request(follower: Follower, config: ClientConfig, deadline: Deadline | None) -> dict[str, Any]:
-    """Arguments of ``build_request`` for the next connection: resume after the last event handed out."""
-    timeout = httpx.Timeout(bounded(config.timeout, deadline), read=bounded(config.stream_read_timeout, deadline))
+    """``events_call`` as arguments of httpx's ``build_request`` (the async client's)."""
+    call = events_call(follower)
+    timeouts = stream_timeouts(config, deadline)
     return {
-        "method": "GET",
-        "url": follower.path,
-        "params": follower.params(),
-        "headers": {"Accept": NDJSON},
-        "timeout": timeout,
+        "method": call.method,
+        "url": call.path,
+        "params": call.params,
+        "headers": call.headers,
+        "timeout": httpx.Timeout(timeouts.connect, read=timeouts.read),
     }
 
 

@@ -20,6 +20,7 @@ from relay.client.flows import WorkflowHandle
 from relay.client.models import Event, Submitted, TaskView, WorkflowView
 from relay.client.protocol import Call
 from relay.client.retry import Deadline, RetryBudget, bounded
+from relay.client.senders import Reply, Sender, Timeouts, for_client
 from relay.client.stream import (
     ConnectionEnd,
     Dropped,
@@ -29,7 +30,8 @@ from relay.client.stream import (
     Refused,
     StreamBroken,
     describe,
-    events_request,
+    events_call,
+    stream_timeouts,
 )
 
 
@@ -39,7 +41,9 @@ class Client:
     ``base_url`` and ``api_key`` default to ``RELAY_URL`` and ``RELAY_API_KEY``. ``timeout`` bounds each
     ordinary request; ``stream_read_timeout`` is how long a stream may stay silent (the API sends
     heartbeats) before it is considered cut and resumed. ``retry`` says how refusals the server calls
-    temporary and lost connections are retried.
+    temporary and lost connections are retried. Requests go over urllib3 (relay/client/senders.py says why);
+    with ``transport`` (an ``httpx.BaseTransport``, e.g. ``httpx.MockTransport``), or a proxy named in the
+    environment, over httpx.
     """
 
     def __init__(
@@ -53,9 +57,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.config = ClientConfig.resolve(base_url, api_key, timeout, stream_read_timeout, retry)
-        self._http = httpx.Client(
-            base_url=self.config.base_url, headers=self.config.headers(), timeout=timeout, transport=transport
-        )
+        self._sender: Sender = for_client(self.config, transport)
         self._answered = False  # has the API answered this client yet (see RetryPolicy.first_contact_wait_seconds)
 
     def __enter__(self) -> Client:
@@ -65,7 +67,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self._sender.close()
 
     def submit(
         self,
@@ -226,16 +228,13 @@ class Client:
         body: dict[str, Any] = self._send(call, deadline).json()
         return body
 
-    def _send(self, call: Call, deadline: Deadline | None = None) -> httpx.Response:
+    def _send(self, call: Call, deadline: Deadline | None = None) -> Reply:
         """One call, retried while the server says "later" or the connection fails (within the budget and
         the caller's deadline, if any)."""
         budget = RetryBudget(self.config.retry, first_contact=not self._answered)
         while True:
             try:
-                timeout = bounded(self.config.timeout, deadline)
-                response = self._http.request(
-                    call.method, call.path, json=call.json, params=call.params, timeout=timeout
-                )
+                response = self._sender.send(call, Timeouts.of(bounded(self.config.timeout, deadline)))
             except httpx.TransportError as exc:
                 error = connection_error(self.config.base_url, exc)
                 if not (call.idempotent or never_sent(exc)):
@@ -290,9 +289,8 @@ class Client:
         self, follower: Follower, deadline: Deadline | None
     ) -> Generator[Event | ConnectionEnd, None, None]:
         """One connection's events, then how it ended."""
-        request = self._http.build_request(**events_request(follower, self.config, deadline))
         try:
-            response = self._http.send(request, stream=True)
+            response = self._sender.open(events_call(follower), stream_timeouts(self.config, deadline))
         except httpx.TransportError as exc:
             yield Dropped(describe(exc))
             return

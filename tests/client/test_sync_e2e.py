@@ -8,6 +8,7 @@ import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from bench.harness.processes import wait_until
@@ -20,6 +21,7 @@ from relay.client import (
     NotAbortable,
     NotRetryable,
     QueueFull,
+    RelayError,
     ResultTimeout,
     RetryPolicy,
     TaskAborted,
@@ -28,12 +30,23 @@ from relay.client import (
     UnauthorizedError,
     UnknownTask,
 )
+from relay.client.senders import Urllib3Sender
 from tests.conftest import StartApi, StartWorker
 from tests.support.forwarder import Forwarder, address
 
 
 def queue() -> str:
     return f"relay:client:{uuid.uuid4().hex[:8]}"
+
+
+def refuse_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on a request through httpx fails the test: the default client must not fall back to it (called
+    once the processes are up: the harness waits for them over httpx)."""
+
+    def refused(*args: object, **kwargs: object) -> httpx.Response:
+        raise AssertionError("a request went through httpx")
+
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", refused)
 
 
 def test_submit_then_result(relay: str) -> None:
@@ -170,14 +183,18 @@ def test_api_key_from_argument_or_environment(spawn_api: StartApi, monkeypatch: 
         client.get("t1")
 
 
-def test_events_resume_on_another_api_after_sigkill(spawn_api: StartApi, spawn_worker: StartWorker) -> None:
+def test_events_resume_on_another_api_after_sigkill(
+    spawn_api: StartApi, spawn_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {"RELAY_QUEUE_NAME": queue()}
     victim, first = spawn_api(**env)
     _, second = spawn_api(**env)
     spawn_worker(**env)
+    refuse_httpx(monkeypatch)  # the client's default path (urllib3) is the one that must resume
     seqs: list[int] = []
     types: list[str] = []
     with Forwarder(address(first)) as proxy, Client(proxy.url, retry=RetryPolicy(max_wait_seconds=10)) as client:
+        assert isinstance(client._sender, Urllib3Sender)
         handle = client.submit("count", n=40, interval=0.05)
         for event in handle.events():
             seqs.append(event.seq)
@@ -258,3 +275,74 @@ def test_retry_runs_an_aborted_task_again_and_events_keep_counting(relay: str) -
             handle.retry()  # it succeeded
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [e.data["state"] for e in events if e.type == "end"] == ["aborted", "succeeded"]
+
+
+# -- the default sender (urllib3) against the real API: what the httpx path does, it does ----------------------
+
+
+def test_submit_and_stream_to_the_end_over_urllib3_on_one_connection(
+    relay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refuse_httpx(monkeypatch)
+    with Client(relay) as client:
+        assert isinstance(client._sender, Urllib3Sender)
+        for _ in range(3):
+            handle = client.submit("sleep", seconds=0.2, steps=2)
+            events = list(handle.events())
+            assert [e.type for e in events] == ["started", "progress", "progress", "result", "end"]
+            assert handle.result(timeout=20) == {"slept": 0.2}
+        # each stream was read to its end and its connection reused: three round trips, one connection
+        assert client._sender.pool.num_connections == 1
+
+
+def test_refusals_raise_the_same_exceptions_over_urllib3_as_over_httpx(relay: str) -> None:
+    task_id = f"client-{uuid.uuid4().hex}"
+
+    def refusals(client: Client) -> list[tuple[object, ...]]:
+        client.submit("echo", "a", id=task_id)
+        seen = []
+        for attempt in (
+            lambda: client.submit("no_such_task"),
+            lambda: client.submit("sleep", seconds="long"),
+            lambda: client.get("never-submitted"),
+            lambda: client.submit("echo", "b", id=task_id),
+            lambda: client.submit("echo", queue="gpu"),
+        ):
+            with pytest.raises(RelayError) as caught:
+                attempt()
+            e = caught.value
+            seen.append((type(e), e.status, e.code, e.message, e.details, e.retry_after, e.retryable))
+        return seen
+
+    with Client(relay) as default, Client(relay, transport=httpx.HTTPTransport()) as over_httpx:
+        assert isinstance(default._sender, Urllib3Sender)
+        assert refusals(default) == refusals(over_httpx)
+    assert [kind for kind, *_ in refusals(Client(relay))] == [
+        UnknownTask,
+        InvalidArguments,
+        TaskNotFound,
+        IdConflict,
+        InvalidRequest,
+    ]
+
+
+def test_a_hung_stream_is_cut_after_stream_read_timeout_and_resumed(
+    spawn_api: StartApi, spawn_worker: StartWorker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue(), "RELAY_HEARTBEAT_SECONDS": "0.2"}  # so a 1 s silence means a hung peer
+    _, base = spawn_api(**env)
+    spawn_worker(**env)
+    refuse_httpx(monkeypatch)
+    caplog.set_level(logging.WARNING, "relay.client")
+    seqs: list[int] = []
+    with Forwarder(address(base)) as proxy, Client(proxy.url, stream_read_timeout=1.0) as client:
+        handle = client.submit("count", n=30, interval=0.1)
+        for event in handle.events():
+            seqs.append(event.seq)
+            if len(seqs) == 3:
+                proxy.freeze()  # this stream now hangs; only the read timeout can tell
+    assert seqs == list(range(1, 34))  # started, 30 partials, result, end: no gap, no repeat
+    broke = [r.getMessage() for r in caplog.records if "broke" in r.getMessage()]
+    assert broke
+    assert "ReadTimeout" in broke[0]  # urllib3's read timeout, judged as httpx's would be
+    assert len(proxy.connections) >= 2  # the submit's, reused by the stream that hung; the resumed stream's

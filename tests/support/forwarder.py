@@ -1,7 +1,8 @@
 """A local TCP forwarder whose target a test switches: one base URL for the client, a changing API behind it.
 
 It stands in for a load balancer: when the API it points at dies, the connections piped to it are cut
-(as the dead process's sockets would be), and new connections go wherever ``target`` points now.
+(as the dead process's sockets would be), and new connections go wherever ``target`` points now. ``freeze``
+makes the connections open at that moment hang, as a network that drops every packet would.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Forwarder:
         self.target = target
         self.connections: list[tuple[str, int]] = []
         self._sockets: list[socket.socket] = []
+        self._frozen: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -63,10 +65,18 @@ class Forwarder:
             for src, dst in ((downstream, upstream), (upstream, downstream)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def freeze(self) -> None:
+        """The connections open now carry nothing more, either way, yet stay open: a peer that hung. New
+        connections are piped as usual."""
+        with self._lock:
+            self._frozen.update(self._sockets)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if src in self._frozen:
+                    self._closed.wait()  # held until the forwarder closes, never delivered
+                    return
                 dst.sendall(data)
         except OSError:
             pass
