@@ -6,9 +6,9 @@ One API, one worker and one Redis serve both; each round measures the senders at
 uniformly from 0 to ``--max-pause-ms`` before each request, so each meets an idle system: what a user feels) and
 back to back, ``--requests`` round trips each, taken in turn request by request (the order flips every request),
 so a burst of other work on the shared machine hits each alike. A round trip is what bench.peers measures for
-Relay: ``submit()``, then ``events()`` read to ``end`` (``bench.peers.relay_adapter.stream_to_end``: three
-requests). For scale, a third client in each round is the one request bench.peers made before it used the client:
-``POST /tasks`` with ``Accept: application/x-ndjson`` over httpx, its stream read to ``end``. Other processes'
+Relay: ``run()`` (``bench.peers.relay_adapter.run_to_end``: one request, ``POST /tasks`` with its events
+streamed back on the response). For scale, a third client in each round is that same request over raw httpx,
+its stream read to ``end``, as bench.peers made it before it used the client. Other processes'
 CPU is printed beside every block (before each, up to ``--wait-quiet`` s are spent waiting for it to drop under
 0.25 cores): on a shared machine compare within one run only (issue #25).
 """
@@ -28,7 +28,7 @@ import httpx
 
 from bench.common import OtherLoad, bench_scope, percentile, table, wait_until_quiet
 from bench.harness.processes import relay_env, start_api, start_worker
-from bench.peers.relay_adapter import ECHO_KWARGS, stream_to_end
+from bench.peers.relay_adapter import ECHO_KWARGS, run_to_end
 from relay.client import Client
 
 QUIET_CORES = 0.25  # as bench.peers: other processes above this make a block noisy
@@ -73,7 +73,7 @@ def timed(round_trips: dict[str, Callable[[], object]], n: int, max_pause: float
 
 
 def client_round_trip(client: Client) -> Callable[[], object]:
-    return lambda: stream_to_end(client, "echo", [], ECHO_KWARGS)
+    return lambda: run_to_end(client, "echo", [], ECHO_KWARGS)
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -57,16 +57,10 @@ def ended(reply: Any, state: str | None = None) -> bool:
     return bool(events) and events[-1]["type"] == "end" and (state is None or events[-1]["data"]["state"] == state)
 
 
-def stream_to_end(client: RelayClient, task: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """A round trip as a user of Relay's client writes it: ``submit``, then its ``events()`` until the ``end``
-    (which confirms the task's final state with a GET); the ``result`` event's value."""
-    value = None
-    for event in client.submit_with(task, args, kwargs).events():
-        if event.type == "result":
-            value = event.data
-        elif event.type == "end" and event.data["state"] != "succeeded":
-            raise RuntimeError(f"task ended {event.data}")
-    return value
+def run_to_end(client: RelayClient, task: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """A round trip as a user of Relay's client writes it to run a task and wait: ``run`` (one request, the
+    task's events streamed back on the submit's own response); the task's result."""
+    return client.run_with(task, args, kwargs)
 
 
 def worker_env(redis_url: str) -> dict[str, str]:
@@ -164,8 +158,8 @@ class Client(ThreadedClient):
         return cast(httpx.Client, http)
 
     def round_trip(self, variant: str) -> None:
-        """Submit one task and read its events to ``end`` with ``relay.client`` (one client per thread, kept)."""
-        stream_to_end(self.relay(), "echo", [], ECHO_KWARGS)
+        """Run one task and wait for its result with ``relay.client`` (one client per thread, kept)."""
+        run_to_end(self.relay(), "echo", [], ECHO_KWARGS)
 
     def relay(self) -> RelayClient:
         """This thread's ``relay.client.Client``."""
@@ -183,7 +177,7 @@ class Client(ThreadedClient):
         elif variant == SINGLES:
             value = 0
             for _ in range(steps):
-                value = stream_to_end(self.relay(), CHAIN_TASK, [value], {})
+                value = run_to_end(self.relay(), CHAIN_TASK, [value], {})
         else:
             raise ValueError(f"unknown chain variant {variant!r}")
         if value != steps:

@@ -7,6 +7,7 @@ import datetime as dt
 import time
 from collections.abc import Generator, Iterator
 from contextlib import closing
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -22,6 +23,8 @@ from relay.client.protocol import Call
 from relay.client.retry import Deadline, RetryBudget, bounded
 from relay.client.senders import Reply, Sender, Timeouts, for_client
 from relay.client.stream import (
+    FINAL_EVENT,
+    NDJSON,
     ConnectionEnd,
     Dropped,
     Ended,
@@ -108,6 +111,55 @@ class Client:
         body = self._json(protocol.submit_call(task, args, kwargs, **options))
         submitted = Submitted.from_json(body)
         return TaskHandle(self, submitted.id, submitted)
+
+    def run(
+        self,
+        task: str,
+        /,
+        *args: Any,
+        wait: float | None = None,
+        id: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        run_at: dt.datetime | str | None = None,
+        timeout: float | dt.timedelta | None = None,
+        max_retries: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Submit ``task(*args, **kwargs)`` and wait for its result (``TaskFailed``/``TaskAborted`` as
+        ``result`` raises them; ``ResultTimeout`` after ``wait`` seconds, the task running on). The options are
+        ``submit``'s. One request: the task's events come back on the submit's own response, so this is the
+        quickest way to run a task and wait (``submit(...).result()`` makes three requests); a stream cut short
+        resumes by itself, and a task that did not succeed has its final state read."""
+        options = {"id": id, "delay": delay, "run_at": run_at, "timeout": timeout, "max_retries": max_retries}
+        return self.run_with(task, args, kwargs, wait=wait, queue=queue, priority=priority, **options)
+
+    def run_with(
+        self,
+        task: str,
+        args: tuple[Any, ...] | builtins.list[Any],
+        kwargs: dict[str, Any],
+        *,
+        wait: float | None = None,
+        **options: Any,
+    ) -> Any:
+        """``run`` with the task's arguments passed explicitly, so none can clash with an option's name."""
+        call = protocol.submit_call(task, args, kwargs, **options)
+        task_id = str((call.json or {})["id"])
+        deadline = Deadline(task_id, wait) if wait is not None else None
+        streamed = replace(call, headers={"Accept": NDJSON})
+        value: Any = None
+        ended = ""
+        for event in self._stream(task_id, 0, False, deadline, submit=streamed):
+            if event.type == "result":
+                value = event.data
+            elif event.type == FINAL_EVENT:
+                ended = str((event.data or {}).get("state", ""))
+        if ended == "succeeded":
+            return value
+        # Failed, aborted, or retried since that end: its state says which (and a retry is followed).
+        return self.result(task_id, None if deadline is None else deadline.remaining())
 
     def task(self, name: str) -> TaskProxy:
         """Celery-style: ``client.task("resize").delay(url=...)``."""
@@ -263,15 +315,25 @@ class Client:
             return None
 
     def _stream(
-        self, task_id: str, after: int, until_final: bool, deadline: Deadline | None, workflow: bool = False
+        self,
+        task_id: str,
+        after: int,
+        until_final: bool,
+        deadline: Deadline | None,
+        workflow: bool = False,
+        submit: Call | None = None,
     ) -> Iterator[Event]:
+        """The events of ``task_id`` after ``after``. With ``submit`` (its ``POST /tasks`` asking for a stream),
+        that request opens the stream, and is sent again (idempotent by its id) until an event has come back:
+        until then the task may not exist; after, a cut stream resumes with ``GET .../events?after=``."""
         first_contact = not self._answered
         follower = Follower(task_id, after, until_final, self.config.retry, first_contact, workflow=workflow)
         while True:
             if deadline is not None:
                 deadline.check()
             end: ConnectionEnd = Dropped("no answer")
-            with closing(self._connection(follower, deadline)) as items:
+            call = submit if submit is not None and follower.last_seq == after else events_call(follower)
+            with closing(self._connection(follower, deadline, call)) as items:
                 for item in items:
                     if isinstance(item, Event):
                         yield item
@@ -286,11 +348,11 @@ class Client:
             time.sleep(bounded(step.wait, deadline))
 
     def _connection(
-        self, follower: Follower, deadline: Deadline | None
+        self, follower: Follower, deadline: Deadline | None, call: Call
     ) -> Generator[Event | ConnectionEnd, None, None]:
-        """One connection's events, then how it ended."""
+        """One connection's events (``call`` opens it), then how it ended."""
         try:
-            response = self._sender.open(events_call(follower), stream_timeouts(self.config, deadline))
+            response = self._sender.open(call, stream_timeouts(self.config, deadline))
         except httpx.TransportError as exc:
             yield Dropped(describe(exc))
             return

@@ -95,11 +95,11 @@ def test_relay_and_bare_arq_are_measured_verified_and_cleaned_up() -> None:
     assert "info" not in idle["relay", "defaults"].calls  # the benchmark's own INFO is not counted
     loads = {ld.system: ld for ld in results.loads}
     assert loads["relay"].calls["xadd"] >= 20  # started, result, end stored for every task (one entry or two)
-    # ... and delivered to Relay's client, which follows each task it submitted with GET /tasks/{id}/events: at
-    # most one subscription per task (none for a task whose end was stored before its stream began), each
-    # commit's events published on the task's channel after the enqueue's wake-up notice.
-    assert loads["relay"].calls.get("subscribe", 0) <= LOAD_TASKS
-    assert loads["relay"].calls["publish"] >= LOAD_TASKS
+    # ... and delivered to Relay's client (``run``: its events streamed back on the submit's response) through its
+    # API process's inbox: no subscription per task, and each commit's events published twice (the task's channel,
+    # the inbox), after the enqueue's wake-up notice.
+    assert "subscribe" not in loads["relay"].calls
+    assert loads["relay"].calls["publish"] >= 2 * LOAD_TASKS
 
     text = _assert_clean_report(results)
     assert "| Relay, defaults " in text

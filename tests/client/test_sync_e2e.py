@@ -7,6 +7,7 @@ import logging
 import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -346,3 +347,77 @@ def test_a_hung_stream_is_cut_after_stream_read_timeout_and_resumed(
     assert broke
     assert "ReadTimeout" in broke[0]  # urllib3's read timeout, judged as httpx's would be
     assert len(proxy.connections) >= 2  # the submit's, reused by the stream that hung; the resumed stream's
+
+
+class CountingSender:
+    """The client's sender, recording each request's method and path (``send``: a plain request; ``open``: a
+    stream)."""
+
+    def __init__(self, sender: Any) -> None:
+        self.sender = sender
+        self.requests: list[tuple[str, str]] = []
+
+    def send(self, call: Any, timeouts: Any) -> Any:
+        self.requests.append((call.method, call.path))
+        return self.sender.send(call, timeouts)
+
+    def open(self, call: Any, timeouts: Any) -> Any:
+        self.requests.append((call.method, call.path))
+        return self.sender.open(call, timeouts)
+
+    def close(self) -> None:
+        self.sender.close()
+
+
+def counted(client: Client) -> CountingSender:
+    counting = CountingSender(client._sender)
+    client._sender = counting  # type: ignore[assignment]
+    return counting
+
+
+def test_run_returns_the_result_in_one_request(relay: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    refuse_httpx(monkeypatch)
+    with Client(relay) as client:
+        sender = counted(client)
+        assert client.run("echo", "once") == {"echo": "once"}
+        assert client.run("count", n=3, interval=0) == {"count": 3, "sum": 6}
+        assert client.run_with("echo", [], {"message": "wait"}, wait=20) == {"echo": "wait"}
+    assert sender.requests == [("POST", "/tasks")] * 3  # the events came back on the submit's own response
+
+
+def test_run_raises_what_result_raises(relay: str) -> None:
+    with Client(relay) as client:
+        with pytest.raises(TaskFailed) as failed:
+            client.run("fail", message="as asked")
+        assert "as asked" in str(failed.value)
+        with pytest.raises(UnknownTask):
+            client.run("no_such_task")
+        with pytest.raises(ResultTimeout):
+            client.run("sleep", seconds=5, steps=1, wait=0.5)
+
+
+def test_run_resumes_a_cut_stream_on_another_api_and_returns_the_result(
+    spawn_api: StartApi, spawn_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"RELAY_QUEUE_NAME": queue()}
+    victim, first = spawn_api(**env)
+    _, second = spawn_api(**env)
+    spawn_worker(**env)
+    task_id = f"run-{uuid.uuid4().hex}"
+
+    def kill_once_running() -> None:
+        wait_until(lambda: httpx.get(f"{second}/tasks/{task_id}", timeout=5).json().get("state") == "running", 20,
+                   "the task running")  # fmt: skip
+        proxy.target = address(second)  # the "load balancer" now sends new connections elsewhere
+        victim.send(signal.SIGKILL)
+
+    with Forwarder(address(first)) as proxy, Client(proxy.url, retry=RetryPolicy(max_wait_seconds=10)) as client:
+        sender = counted(client)
+        with ThreadPoolExecutor(1) as pool:
+            killer = pool.submit(kill_once_running)
+            assert client.run("count", id=task_id, n=40, interval=0.05) == {"count": 40, "sum": 820}
+            killer.result()
+    assert victim.wait(10) == -signal.SIGKILL
+    assert sender.requests[0] == ("POST", "/tasks")
+    assert set(sender.requests[1:]) == {("GET", f"/tasks/{task_id}/events")}  # resumed, not submitted again
+    assert address(second) in proxy.connections[1:]
