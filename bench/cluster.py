@@ -1,6 +1,7 @@
 """Relay on single Redis against a 3-primary Redis Cluster, in alternating rounds on one machine (issue #22).
 
 Usage: .venv/bin/python -m bench.cluster [--rounds 3] [--jobs 10000] [--spread-jobs 5000] [--rt-requests 300]
+                                         [--setup 'one queue S=1 x3' --setup 'one queue S=3 x3' ...]
 
 One run starts a private single redis-server and a private six-node cluster (3 primaries, 3 replicas) and keeps
 both for the whole run. Each round measures, in a rotated order so drift and outside load hit every set-up alike:
@@ -67,6 +68,7 @@ SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3 = "single", "cluster", "single x3", "clus
 ONE_QUEUE_S1, ONE_QUEUE_S3 = "one queue S=1 x3", "one queue S=3 x3"  # one queue, three APIs and workers
 SHARDS = 3
 CLUSTER_HOME = "cluster, queue on the URL's node"  # where the API's and the worker's subscriptions sit
+SETUPS = (SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3, CLUSTER_HOME, ONE_QUEUE_S1, ONE_QUEUE_S3)
 SLOW_MS = 20.0
 BALANCE_BAR = 0.15  # issue #22: each primary's share within +-15 % of an even share
 
@@ -80,6 +82,7 @@ class Options:
     rt_max_pause: float = 0.020
     deployments: int = 3
     drain_timeout: float = 600.0
+    setups: tuple[str, ...] = ()  # a subset of SETUPS to measure (empty: all)
 
 
 @dataclass
@@ -467,7 +470,7 @@ def run(options: Options) -> Results:
         results.shard_placement[keys.cluster_tag(sharded) + " (S=1)"] = (
             f"{unsharded.name} (port {unsharded.server.port})"
         )
-        setups = [SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3, CLUSTER_HOME, ONE_QUEUE_S1, ONE_QUEUE_S3]
+        setups = [s for s in SETUPS if not options.setups or s in options.setups]
         for round_ in range(1, options.rounds + 1):
             shift = (round_ - 1) % len(setups)
             for setup in setups[shift:] + setups[:shift]:
@@ -549,11 +552,13 @@ def report(results: Results) -> str:
                 f"{_idle_cpu_per_task(d):.1f}" if len(d.node_cpu) > 1 else "-",
                 f"{1e6 * d.replica_cpu / d.jobs:.1f}" if len(d.node_cpu) > 1 else "-",
                 f"{1e6 * d.worker_cpu / d.jobs:.0f}",
+                f"{sum(d.node_commands.values()) / d.jobs:.1f}",
                 f"{d.other_cores:.2f}",
             ]
         )
     heads = ["round", "set-up", "jobs", "verified", "jobs/s", "Redis CPU us/task (queues' nodes)"]
     heads += ["other primaries' CPU us/task", "replicas' CPU us/task", "worker CPU us/task"]
+    heads += ["Redis commands/task (primaries)"]
     out += ["### Drains, every round", "", table([*heads, "others (cores)"], rows), ""]
     late = [f"{d.setup} round {d.round}" for d in results.drains if d.late]
     out += [f"Drains whose clock ran on past an empty schedule: {', '.join(late) or 'none'}.", ""]
@@ -755,9 +760,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=d.jobs, help="no-op jobs per drain of one deployment")
     parser.add_argument("--spread-jobs", type=int, default=d.spread_jobs, help="jobs per deployment, three at once")
     parser.add_argument("--rt-requests", type=int, default=d.rt_requests, help="round trips per arrival per round")
+    parser.add_argument(
+        "--setup", action="append", choices=SETUPS, default=[], help="only this set-up (repeatable; default: all)"
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args()
-    options = Options(args.rounds, args.jobs, args.spread_jobs, args.rt_requests)
+    options = Options(args.rounds, args.jobs, args.spread_jobs, args.rt_requests, setups=tuple(args.setup))
     text = report(run(options))
     print(text)
     if args.out:
