@@ -580,7 +580,8 @@ def report(results: Results) -> str:
             ]
         )
     heads = ["drain", "single jobs/s", "cluster jobs/s", "cluster/single per round", "Redis CPU/task cluster/single"]
-    out += ["### Drain, cluster against single (medians; ratios per round)", "", table(heads, ratio_rows), ""]
+    if ratio_rows:  # (not with --setup naming only some)
+        out += ["### Drain, cluster against single (medians; ratios per round)", "", table(heads, ratio_rows), ""]
     out += _sharded_drain(by_setup)
     rt_rows = []
     for arrival in ("random arrival", "back to back"):
