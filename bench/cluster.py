@@ -1,6 +1,7 @@
 """Relay on single Redis against a 3-primary Redis Cluster, in alternating rounds on one machine (issue #22).
 
 Usage: .venv/bin/python -m bench.cluster [--rounds 3] [--jobs 10000] [--spread-jobs 5000] [--rt-requests 300]
+                                         [--setup 'one queue S=1 x3' --setup 'one queue S=3 x3' ...]
 
 One run starts a private single redis-server and a private six-node cluster (3 primaries, 3 replicas) and keeps
 both for the whole run. Each round measures, in a rotated order so drift and outside load hit every set-up alike:
@@ -13,6 +14,12 @@ both for the whole run. Each round measures, in a rotated order so drift and out
 - ``single x3`` and ``cluster x3``: three deployments (three ``RELAY_QUEUE_NAME``s, each its own API and
   worker), their queues placed on three different primaries on the cluster; ``--spread-jobs`` jobs each,
   drained at once. Each primary's CPU per task, and its share of the CPU and of the commands: the balance.
+- ``one queue S=1 x3`` and ``one queue S=3 x3``: ONE queue served by the same three APIs and three workers as
+  ``cluster x3`` (every process with the same ``RELAY_QUEUE_NAME``), with ``RELAY_QUEUE_SHARDS`` 1 and 3; the
+  queue's name is chosen so its three shards' slots sit on three different primaries. ``--spread-jobs`` jobs
+  through each API's ``Enqueuer`` (3x in all), drained at once; round trips through the first API. Each
+  primary's share of the jobs (by ``shard_of``), of the keys (``DBSIZE`` after the preload), of the commands
+  and of the CPU: the balance of one sharded queue.
 
 Every process is stopped by PID; other processes' CPU is reported beside every measurement. A ceiling table
 projects tasks/s per primary (1 core / CPU per task) and for N primaries: a projection, not a measurement.
@@ -58,7 +65,10 @@ MAX_QUEUE_DEPTH = "1000000"  # preloads beyond RELAY_MAX_QUEUE_DEPTH's 10,000 de
 PRELOAD_BATCH = 200
 PROBE_BATCH = 500
 SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3 = "single", "cluster", "single x3", "cluster x3"
+ONE_QUEUE_S1, ONE_QUEUE_S3 = "one queue S=1 x3", "one queue S=3 x3"  # one queue, three APIs and workers
+SHARDS = 3
 CLUSTER_HOME = "cluster, queue on the URL's node"  # where the API's and the worker's subscriptions sit
+SETUPS = (SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3, CLUSTER_HOME, ONE_QUEUE_S1, ONE_QUEUE_S3)
 SLOW_MS = 20.0
 BALANCE_BAR = 0.15  # issue #22: each primary's share within +-15 % of an even share
 
@@ -72,6 +82,7 @@ class Options:
     rt_max_pause: float = 0.020
     deployments: int = 3
     drain_timeout: float = 600.0
+    setups: tuple[str, ...] = ()  # a subset of SETUPS to measure (empty: all)
 
 
 @dataclass
@@ -94,7 +105,8 @@ class Drain:
     worker_cpu: float
     node_cpu: dict[str, float] = field(default_factory=dict)  # node -> CPU s during the drain
     node_commands: dict[str, int] = field(default_factory=dict)  # node -> commands processed during the drain
-    node_jobs: dict[str, int] = field(default_factory=dict)  # node -> jobs of the queues it holds
+    node_jobs: dict[str, int] = field(default_factory=dict)  # node -> jobs of the queues (or shards) it holds
+    node_keys: dict[str, int] = field(default_factory=dict)  # node -> DBSIZE once preloaded (measured placement)
     replica_cpu: float = 0.0
     late: bool = False  # a job had not ended when its schedule was empty (the clock ran on to the sweep)
 
@@ -118,6 +130,8 @@ class Results:
     drains: list[Drain] = field(default_factory=list)
     round_trips: list[RoundTrip] = field(default_factory=list)
     placement: dict[str, str] = field(default_factory=dict)  # queue -> node
+    shard_placement: dict[str, str] = field(default_factory=dict)  # shard tag -> node (the one-queue set-ups)
+    sharded_queue: str = ""
     url_node: str = ""  # the node RELAY_REDIS_URL names (every subscription of the API and worker sits there)
     facts: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -133,6 +147,7 @@ class Deployment:
     api: ManagedProcess
     base: str
     worker: ManagedProcess
+    shards: int = 1
 
 
 def _log(message: str) -> None:
@@ -170,6 +185,24 @@ def _owner(cluster_client: RedisCluster, queue: str, nodes: list[Node]) -> Node:
     return next(n for n in nodes if n.server.port == int(node.port))
 
 
+def _shard_owner(cluster_client: RedisCluster, queue: str, shard: int, shards: int, nodes: list[Node]) -> Node:
+    """The primary that holds shard ``shard`` of ``shards`` of ``queue`` (its shard tag's slot)."""
+    tag = keys.shard_tag(queue, shard, shards)
+    node = cluster_client.nodes_manager.get_node_from_slot(key_slot(tag.encode()))
+    return next(n for n in nodes if n.server.port == int(node.port))
+
+
+def spread_shards(cluster_client: RedisCluster, nodes: list[Node], shards: int) -> tuple[str, list[Node]]:
+    """A queue name whose ``shards`` shard tags sit on ``shards`` different primaries (``shard-0``, ``shard-1``
+    ... tried in turn: crc16 can put two of one name's tags on one primary), with each shard's primary."""
+    for n in range(1000):
+        queue = f"shard-{n}"
+        owners = [_shard_owner(cluster_client, queue, s, shards, nodes) for s in range(shards)]
+        if len({o.server.port for o in owners}) == shards:
+            return queue, owners
+    raise RuntimeError(f"no queue name whose {shards} shards sit on {shards} primaries")
+
+
 def spread_queues(cluster_client: RedisCluster, nodes: list[Node], count: int) -> list[tuple[str, Node]]:
     """``count`` queue names whose slots sit on ``count`` different primaries (``bench-0``, ``bench-1`` ... tried
     in turn; the first name found on each primary is kept)."""
@@ -184,8 +217,11 @@ def spread_queues(cluster_client: RedisCluster, nodes: list[Node], count: int) -
 
 
 @contextlib.contextmanager
-def deployments(bench: Bench, url: str, cluster: bool, queues: list[str]) -> Iterator[list[Deployment]]:
-    """An API and a worker per queue, stopped by PID when the block ends."""
+def deployments(
+    bench: Bench, url: str, cluster: bool, queues: list[str], shards: int = 1
+) -> Iterator[list[Deployment]]:
+    """An API and a worker per queue (a name given twice: two of each on one queue), stopped by PID when the
+    block ends."""
     with contextlib.ExitStack() as stack:
         out = []
         for queue in queues:
@@ -193,11 +229,12 @@ def deployments(bench: Bench, url: str, cluster: bool, queues: list[str]) -> Ite
             env["RELAY_TASK_MODULES"] = TASK_MODULES
             if cluster:
                 env["RELAY_REDIS_CLUSTER"] = "true"
+                env["RELAY_QUEUE_SHARDS"] = str(shards)
             api, base = start_api(bench.log_dir, env)
             stack.callback(api.stop)
             worker = start_worker(bench.log_dir, env)
             stack.callback(worker.stop)
-            out.append(Deployment(queue, url, cluster, api, base, worker))
+            out.append(Deployment(queue, url, cluster, api, base, worker, shards))
         yield out
 
 
@@ -209,6 +246,7 @@ def _settings(deployment: Deployment) -> Settings:
         redis_url=deployment.url,
         redis_cluster=deployment.cluster,
         queue_name=deployment.queue,
+        queue_shards=deployment.shards,
         max_queue_depth=int(MAX_QUEUE_DEPTH),
         task_modules=TASK_MODULES,
     )
@@ -233,7 +271,7 @@ async def _preload(deployment: Deployment, n: int) -> list[str]:
 
 
 def preload(deployment: Deployment, n: int) -> list[str]:
-    with keys.layout(deployment.queue, deployment.cluster):
+    with keys.layout(deployment.queue, deployment.cluster, deployment.shards):
         return asyncio.run(_preload(deployment, n))
 
 
@@ -250,8 +288,11 @@ def _ended(reply: object) -> bool:
 
 def finished(client: redis.Redis | RedisCluster, deployment: Deployment, refs: list[str]) -> int:
     """How many of ``refs`` (in order) have ended, counted from the front until the first that has not."""
-    with keys.layout(deployment.queue, deployment.cluster):
-        streams = [keys.events_stream(ref) for ref in refs]
+    streams = []
+    with keys.layout(deployment.queue, deployment.cluster, deployment.shards):
+        for ref in refs:
+            with keys.on_task_shard(ref):
+                streams.append(keys.events_stream(ref))
     pipe = client.pipeline(transaction=False)
     for stream in streams:
         pipe.xrevrange(stream, "+", "-", count=1)
@@ -278,6 +319,11 @@ def _redis_cpu(server: Server) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+def _keys(server: Server) -> int:
+    with server.client() as client:
+        return int(client.dbsize())
+
+
 def _commands(server: Server) -> int:
     with server.client() as client:
         return int(client.info("stats")["total_commands_processed"])
@@ -287,18 +333,20 @@ def drain(
     setup: str,
     round_: int,
     deps: list[Deployment],
-    owners: list[Node],
+    owners: list[list[Node]],
     nodes: list[Node],
     client: redis.Redis | RedisCluster,
     jobs: int,
     timeout: float,
 ) -> Drain:
     """Preload ``jobs`` per deployment with every worker stopped, resume them all and time until every job ended.
-    ``owners[i]`` holds ``deps[i]``'s queue; CPU and commands are read from every node in ``nodes``."""
+    ``owners[i][s]`` holds shard ``s`` of ``deps[i]``'s queue (one shard: the queue); CPU and commands are read
+    from every node in ``nodes``."""
     workers = [d.worker for d in deps]
     _signal(workers, signal.SIGSTOP)
     try:
         refs = [preload(d, jobs) for d in deps]
+        node_keys = {n.name: _keys(n.server) for n in nodes}
         others = OtherLoad()
         cpu0 = {n.name: _redis_cpu(n.server) for n in nodes}
         cmd0 = {n.name: _commands(n.server) for n in nodes}
@@ -310,10 +358,12 @@ def drain(
     # The clock stops when every queue's schedule is empty (its lane markers and running jobs gone: one ZCARD per
     # queue per 5 ms, so the probes cost Redis almost nothing); a sweep of every job's event stream then checks
     # that each ended. Should one not have (never seen), the clock runs on until the sweep finds all ended.
-    schedules = []
+    schedules = set()
     for dep in deps:
-        with keys.layout(dep.queue, dep.cluster):
-            schedules.append(keys.schedule(dep.queue))
+        with keys.layout(dep.queue, dep.cluster, dep.shards):
+            for shard in keys.shards():
+                with keys.on_shard(shard):
+                    schedules.add(keys.schedule(dep.queue))
     deadline = time.monotonic() + timeout
     while any(client.zcard(q) for q in schedules):
         if time.monotonic() > deadline:
@@ -347,9 +397,11 @@ def drain(
     result.node_commands = {n.name: cmd1[n.name] - cmd0[n.name] for n in nodes}
     result.replica_cpu = rep1 - rep0
     result.late = late
+    result.node_keys = node_keys
     result.node_jobs = {n.name: 0 for n in nodes}
-    for owner in owners:
-        result.node_jobs[owner.name] += jobs
+    for dep, dep_owners, dep_refs in zip(deps, owners, refs, strict=True):
+        for ref in dep_refs:
+            result.node_jobs[dep_owners[keys.shard_of(ref, dep.shards)].name] += 1
     result.verified = sum(finished(client, d, r) for d, r in zip(deps, refs, strict=True))
     return result
 
@@ -409,26 +461,43 @@ def run(options: Options) -> Results:
         url_port = cluster.servers[0].port
         home = next(q for q, n in spread if n.server.port == url_port)
         one = next(q for q, n in spread if n.server.port != url_port)
-        setups = [SINGLE, CLUSTER, SINGLE_X3, CLUSTER_X3, CLUSTER_HOME]
+        sharded, shard_owners = spread_shards(cluster_client, nodes, SHARDS)
+        results.sharded_queue = sharded
+        results.shard_placement = {
+            keys.shard_tag(sharded, s, SHARDS): f"{n.name} (port {n.server.port})" for s, n in enumerate(shard_owners)
+        }
+        unsharded = _owner(cluster_client, sharded, nodes)
+        results.shard_placement[keys.cluster_tag(sharded) + " (S=1)"] = (
+            f"{unsharded.name} (port {unsharded.server.port})"
+        )
+        setups = [s for s in SETUPS if not options.setups or s in options.setups]
         for round_ in range(1, options.rounds + 1):
             shift = (round_ - 1) % len(setups)
             for setup in setups[shift:] + setups[:shift]:
                 _log(f"round {round_}: {setup}")
-                on_cluster = setup in (CLUSTER, CLUSTER_X3, CLUSTER_HOME)
+                on_cluster = setup in (CLUSTER, CLUSTER_X3, CLUSTER_HOME, ONE_QUEUE_S1, ONE_QUEUE_S3)
                 url = cluster.url if on_cluster else single.url
                 client: redis.Redis | RedisCluster = cluster_client if on_cluster else single_client
-                names = queues if setup in (SINGLE_X3, CLUSTER_X3) else [home if setup == CLUSTER_HOME else one]
-                with deployments(bench, url, on_cluster, names) as deps:
-                    if on_cluster:
-                        owners = [dict(spread)[q] for q in names]
-                        measured = nodes
+                shards = SHARDS if setup == ONE_QUEUE_S3 else 1
+                if setup in (SINGLE_X3, CLUSTER_X3):
+                    names = queues
+                elif setup in (ONE_QUEUE_S1, ONE_QUEUE_S3):
+                    names = [sharded] * options.deployments
+                else:
+                    names = [home if setup == CLUSTER_HOME else one]
+                with deployments(bench, url, on_cluster, names, shards) as deps:
+                    if setup == ONE_QUEUE_S3:
+                        owners = [shard_owners] * len(names)
+                    elif on_cluster:
+                        owners = [[_owner(cluster_client, q, nodes)] for q in names]
                     else:
-                        owners, measured = [single_node] * len(names), [single_node]
+                        owners = [[single_node]] * len(names)
+                    measured = nodes if on_cluster else [single_node]
                     jobs = options.spread_jobs if len(names) > 1 else options.jobs
                     d = drain(setup, round_, deps, owners, measured, client, jobs, options.drain_timeout)
                     results.drains.append(d)
                     _log(f"  drain {d.jobs} in {d.seconds:.2f}s, verified {d.verified}, others {d.other_cores:.2f}")
-                    if len(names) == 1:
+                    if len(names) == 1 or setup in (ONE_QUEUE_S1, ONE_QUEUE_S3):
                         for pause in (options.rt_max_pause, 0.0):
                             rt = round_trips(setup, round_, deps[0], options.rt_requests, pause)
                             results.round_trips.append(rt)
@@ -464,6 +533,7 @@ def report(results: Results) -> str:
     facts = results.facts
     out.append(f"Machine: {facts['nproc']} cores, {facts['cpu']}, Redis {facts['redis']}, Python {facts['python']}.")
     out.append(f"Queue placement on the cluster: {results.placement}; RELAY_REDIS_URL names {results.url_node}.")
+    out.append(f"One queue's shards ({results.sharded_queue!r}): {results.shard_placement}.")
     out.append(f"Run took {results.seconds:.0f} s.")
     out.append("")
     by_setup: dict[str, list[Drain]] = {}
@@ -482,11 +552,13 @@ def report(results: Results) -> str:
                 f"{_idle_cpu_per_task(d):.1f}" if len(d.node_cpu) > 1 else "-",
                 f"{1e6 * d.replica_cpu / d.jobs:.1f}" if len(d.node_cpu) > 1 else "-",
                 f"{1e6 * d.worker_cpu / d.jobs:.0f}",
+                f"{sum(d.node_commands.values()) / d.jobs:.1f}",
                 f"{d.other_cores:.2f}",
             ]
         )
     heads = ["round", "set-up", "jobs", "verified", "jobs/s", "Redis CPU us/task (queues' nodes)"]
     heads += ["other primaries' CPU us/task", "replicas' CPU us/task", "worker CPU us/task"]
+    heads += ["Redis commands/task (primaries)"]
     out += ["### Drains, every round", "", table([*heads, "others (cores)"], rows), ""]
     late = [f"{d.setup} round {d.round}" for d in results.drains if d.late]
     out += [f"Drains whose clock ran on past an empty schedule: {', '.join(late) or 'none'}.", ""]
@@ -508,10 +580,12 @@ def report(results: Results) -> str:
             ]
         )
     heads = ["drain", "single jobs/s", "cluster jobs/s", "cluster/single per round", "Redis CPU/task cluster/single"]
-    out += ["### Drain, cluster against single (medians; ratios per round)", "", table(heads, ratio_rows), ""]
+    if ratio_rows:  # (not with --setup naming only some)
+        out += ["### Drain, cluster against single (medians; ratios per round)", "", table(heads, ratio_rows), ""]
+    out += _sharded_drain(by_setup)
     rt_rows = []
     for arrival in ("random arrival", "back to back"):
-        for setup in (SINGLE, CLUSTER, CLUSTER_HOME):
+        for setup in (SINGLE, CLUSTER, CLUSTER_HOME, ONE_QUEUE_S1, ONE_QUEUE_S3):
             runs = [r for r in results.round_trips if r.setup == setup and r.arrival == arrival]
             if runs:
                 p50 = [percentile(r.ms, 50) for r in runs]
@@ -532,6 +606,7 @@ def report(results: Results) -> str:
     heads += [f"over {SLOW_MS:.0f} ms per round", "others"]
     out += [f"### Round trip over HTTP ({o.rt_requests} per round)", "", table(heads, rt_rows), ""]
     out += _balance(by_setup.get(CLUSTER_X3, []), by_setup.get(SINGLE_X3, []))
+    out += _shard_balance(by_setup.get(ONE_QUEUE_S3, []) + by_setup.get(ONE_QUEUE_S1, []))
     out += _ceiling(by_setup)
     return "\n".join(out)
 
@@ -580,20 +655,89 @@ def _balance(spread: list[Drain], single: list[Drain]) -> list[str]:
     return [*out, ""]
 
 
+def _sharded_drain(by_setup: dict[str, list[Drain]]) -> list[str]:
+    """One queue on three APIs and workers: RELAY_QUEUE_SHARDS=3 against 1, round by round (and three queues)."""
+    pairs = list(zip(by_setup.get(ONE_QUEUE_S1, []), by_setup.get(ONE_QUEUE_S3, []), strict=False))
+    if not pairs:
+        return []
+    ratios = [b.per_second / a.per_second for a, b in pairs]
+    cpu = [_owner_cpu_per_task(b) / _owner_cpu_per_task(a) for a, b in pairs]
+    x3 = by_setup.get(CLUSTER_X3, [])
+    row = [
+        f"{_median([a.per_second for a, _ in pairs]):.0f}",
+        f"{_median([b.per_second for _, b in pairs]):.0f}",
+        " ".join(f"{r:.2f}" for r in ratios) + f" (median {_median(ratios):.2f})",
+        " ".join(f"{r:.2f}" for r in cpu) + f" (median {_median(cpu):.2f})",
+        f"{_median([d.per_second for d in x3]):.0f}" if x3 else "-",
+    ]
+    heads = ["S=1 jobs/s", "S=3 jobs/s", "S=3/S=1 per round", "Redis CPU/task (all primaries) S=3/S=1"]
+    heads += ["three queues (cluster x3) jobs/s"]
+    return [
+        "### Drain, one queue on the cluster: RELAY_QUEUE_SHARDS=3 against 1 (3 APIs, 3 workers; medians)",
+        "",
+        table(heads, [row]),
+        "",
+    ]
+
+
+def _shard_balance(drains: list[Drain]) -> list[str]:
+    """Each primary's share of one queue's jobs, keys, commands and CPU, S=3 (and S=1 beside it)."""
+    if not drains:
+        return []
+    rows, worst = [], 0.0
+    for d in drains:
+        names = sorted(d.node_cpu)
+        shares = {
+            "jobs": {n: d.node_jobs[n] / d.jobs for n in names},
+            "keys": {n: d.node_keys[n] / max(1, sum(d.node_keys.values())) for n in names},
+            "commands": {n: d.node_commands[n] / sum(d.node_commands.values()) for n in names},
+            "CPU": {n: d.node_cpu[n] / sum(d.node_cpu.values()) for n in names},
+        }
+        even = 1 / len(names)
+        dev = max(abs(v - even) / even for kind in shares.values() for v in kind.values())
+        if d.setup == ONE_QUEUE_S3:
+            worst = max(worst, dev)
+        per_task = [f"{1e6 * d.node_cpu[n] / d.node_jobs[n]:.1f}" if d.node_jobs[n] else "-" for n in names]
+        rows.append(
+            [
+                d.setup,
+                d.round,
+                *(" / ".join(f"{100 * kind[n]:.1f}" for n in names) for kind in shares.values()),
+                " / ".join(per_task),
+                f"{100 * dev:.1f}",
+                f"{d.other_cores:.2f}",
+            ]
+        )
+    heads = ["set-up", "round", "jobs % (p1/p2/p3)", "keys %", "commands %", "CPU %"]
+    heads += ["Redis CPU us/task per primary", "worst deviation from even %", "others"]
+    verdict = "met" if worst <= BALANCE_BAR else "not met"
+    return [
+        "### Balance: one queue, RELAY_QUEUE_SHARDS=3 (S=1 beside it)",
+        "",
+        table(heads, rows),
+        "",
+        f"Balance bar for S=3 (every primary within +-{100 * BALANCE_BAR:.0f} % of an even share of jobs, keys, "
+        f"commands and CPU, every round): {verdict} (worst {100 * worst:.1f} %). Jobs by ``shard_of`` of each id; "
+        "keys are each primary's DBSIZE once preloaded; presence, the catalogue and the maintenance lock stay in "
+        "shard 0's slot.",
+        "",
+    ]
+
+
 def _ceiling(by_setup: dict[str, list[Drain]]) -> list[str]:
     rows = []
-    for setup in (SINGLE, CLUSTER, CLUSTER_HOME, SINGLE_X3, CLUSTER_X3):
+    for setup in (SINGLE, CLUSTER, CLUSTER_HOME, SINGLE_X3, CLUSTER_X3, ONE_QUEUE_S1, ONE_QUEUE_S3):
         drains = by_setup.get(setup, [])
         if not drains:
             continue
-        if setup == CLUSTER_X3:
+        if setup in (CLUSTER_X3, ONE_QUEUE_S3):
             per_task = _median(
                 [1e6 * d.node_cpu[n] / d.node_jobs[n] for d in drains for n in d.node_jobs if d.node_jobs[n]]
             )
         else:
             per_task = _median([_owner_cpu_per_task(d) for d in drains])
         one = 1e6 / per_task
-        primaries = (1, 3, 6, 12) if setup.startswith("cluster") else (1,)
+        primaries = (1, 3, 6, 12) if setup.startswith(("cluster", "one queue")) else (1,)
         rows.append([setup, f"{per_task:.1f}", *(f"{n * one:,.0f}" for n in primaries)])
     rows = [r + [""] * (6 - len(r)) for r in rows]
     heads = ["measured on", "Redis CPU us/task (median)", "1 primary (tasks/s)", "3 primaries", "6", "12"]
@@ -603,7 +747,8 @@ def _ceiling(by_setup: dict[str, list[Drain]]) -> list[str]:
         table(heads, rows),
         "",
         "1 primary = 1 core / its CPU per task in the drain; N primaries = N x that, which holds only with at least "
-        "N deployments (queues) spread one per primary and cores (and clients, workers, network) to spare: this "
+        "N deployments (queues) spread one per primary, or one queue in at least N shards spread over them "
+        "(RELAY_QUEUE_SHARDS), and cores (and clients, workers, network) to spare: this "
         "2-core machine cannot host that load, so the N > 1 columns are projections, not measurements.",
         "",
     ]
@@ -616,9 +761,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=d.jobs, help="no-op jobs per drain of one deployment")
     parser.add_argument("--spread-jobs", type=int, default=d.spread_jobs, help="jobs per deployment, three at once")
     parser.add_argument("--rt-requests", type=int, default=d.rt_requests, help="round trips per arrival per round")
+    parser.add_argument(
+        "--setup", action="append", choices=SETUPS, default=[], help="only this set-up (repeatable; default: all)"
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args()
-    options = Options(args.rounds, args.jobs, args.spread_jobs, args.rt_requests)
+    options = Options(args.rounds, args.jobs, args.spread_jobs, args.rt_requests, setups=tuple(args.setup))
     text = report(run(options))
     print(text)
     if args.out:
