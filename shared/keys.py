@@ -289,6 +289,8 @@ def layout_kept() -> Iterator[None]:
 def tag() -> str:
     """The hash tag of the shard this call works on (``on_shard``), else this process's: empty outside cluster
     mode."""
+    if _shards == 1:
+        return _tag  # one shard: no context to read (half the cost of a key's name, on every key of every call)
     return _shard.get()[0] or _tag
 
 
