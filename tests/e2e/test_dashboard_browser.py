@@ -37,7 +37,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser, spawn_api: StartApi) -> Iterator[Page]:
+    """A fresh page, closed before the test's APIs stop (it asks for ``spawn_api`` so it is torn down first): a page
+    still following a task that never ends would hold a stopping API in its drain (RELAY_API_DRAIN_SECONDS, 10 s)."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     opened = context.new_page()
     yield opened

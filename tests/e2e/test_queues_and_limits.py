@@ -183,7 +183,8 @@ def test_a_slot_held_by_a_killed_worker_is_freed_when_its_lease_lapses(
     doomed = spawn_worker(RELAY_QUEUE_NAME=queue, **lease)
     client = Client(base)
     wait_until(lambda: submit(base, {"task": "stamp"}).status_code == 202, 20, "the worker's offer")
-    first = client.submit({"task": "one_at_a_time", "kwargs": {"seconds": 30}})
+    # The first try holds the slot until its worker is killed; its re-run after the take-over is short.
+    first = client.submit({"task": "one_at_a_time", "kwargs": {"seconds": 3600, "retry_seconds": 0.3}})
     second = client.submit({"task": "one_at_a_time", "kwargs": {"seconds": 0.1}})
     wait_state(base, first, {"running"})
     os.kill(doomed.pid, signal.SIGKILL)

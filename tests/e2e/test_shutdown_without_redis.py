@@ -57,7 +57,9 @@ def test_worker_with_a_job_exits_after_the_grace_and_the_job_comes_back_by_its_l
         q, grace = queue(), 4
         _, base = spawn_api(url=url, RELAY_QUEUE_NAME=q)
         worker = spawn_worker(url=url, RELAY_QUEUE_NAME=q, RELAY_WORKER_GRACE_SECONDS=str(grace))
-        task_id = submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 10, "steps": 1}})
+        # Its first try outlasts the grace period (it runs until its worker is gone); the run after the take-over
+        # ends at once, so the test waits for the lease, not for a second long run.
+        task_id = submit_ok(base, {"task": "hangs_first_try"})
         wait_state(base, task_id, {"running"})
         stop_redis(redis_proc)
         sent = time.monotonic()

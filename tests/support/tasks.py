@@ -325,10 +325,14 @@ async def per_customer(task: TaskContext, customer_id: str, seconds: float = 0.3
 
 
 @registry.task(concurrency=1)
-async def one_at_a_time(task: TaskContext, seconds: float = 0.3) -> dict[str, float | int]:
-    """At most one running, across all workers."""
+async def one_at_a_time(
+    task: TaskContext, seconds: float = 0.3, retry_seconds: float | None = None
+) -> dict[str, float | int]:
+    """At most one running, across all workers. With ``retry_seconds``, tries after the first sleep that long
+    instead: a test can hold the slot with a first try that outlasts it (until its worker is killed) and not wait
+    for a re-run just as long."""
     started = time.time()
-    await asyncio.sleep(seconds)
+    await asyncio.sleep(seconds if retry_seconds is None or task.try_number == 1 else retry_seconds)
     return _ran(started)
 
 

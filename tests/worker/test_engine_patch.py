@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import uuid
 from typing import Any
 
@@ -82,6 +85,48 @@ async def test_arqs_real_worker_runs_jobs_through_the_engine(redis_url: str, mon
         assert [v["result"] for v in views if v] == [{"echo": i} for i in ids]
         assert await pool.zcard(queue) == 0
         assert await pool.zmscore(keys.ABORT_SET, ids) == [None] * 5  # arq's abort set is shared by every queue
+    finally:
+        await pool.aclose()
+        get_settings.cache_clear()
+
+
+async def test_a_stopped_worker_whose_job_has_ended_exits_without_sleeping_out_its_poll(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """arq's grace period lasts while its ``tasks`` hold a job, and only a poll drops finished ones: the signal
+    must bring that poll on (it wakes the engine's timer), or a worker that ran any job slept out its idle poll
+    (RELAY_POLL_DELAY_SECONDS) before it stopped."""
+    queue = f"relay:patch:{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("RELAY_QUEUE_NAME", queue)
+    monkeypatch.setenv("RELAY_REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    settings = get_settings()
+    pool = ArqRedis.from_url(redis_url)
+    try:
+        await Enqueuer(pool, settings).enqueue(
+            prepare(registry.get("echo"), settings, TaskSubmission(task="echo", id="stop-1", args=["x"]))
+        )
+        arq_worker = create_worker(
+            worker.settings,
+            redis_pool=pool,
+            queue_name=queue,
+            handle_signals=False,
+            poll_delay=3600,
+            job_completion_wait=3600,
+        )
+        running = asyncio.create_task(arq_worker.async_run())
+        while (view := await task_view(pool, queue, "stop-1")) is None or view["state"] != "succeeded":
+            assert not running.done()
+            await asyncio.sleep(0.02)
+        assert [t.done() for t in arq_worker.tasks.values()] == [True]  # ended, still listed until a poll
+        arq_worker.handle_sig_wait_for_completion(signal.SIGTERM)  # what the SIGTERM handler calls
+        engine = patch.current()
+        assert engine is not None
+        assert engine.wake.is_set()  # the poll that drops the ended job comes now, not at the end of its sleep
+        with contextlib.suppress(asyncio.CancelledError):
+            await running  # arq cancels its main loop once its tasks are gone
+        assert arq_worker.tasks == {}
+        await worker.setup.on_shutdown(arq_worker.ctx)
     finally:
         await pool.aclose()
         get_settings.cache_clear()

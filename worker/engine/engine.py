@@ -376,7 +376,9 @@ class Engine:
         self.runs.pop(task_id, None)
         self.leases.release(task_id)
         worker.job_counter -= 1
-        if self._next_due_ms is not None and self._next_due_ms <= self.redis_now_ms():
+        if self.shutting_down:
+            self.wake.set()  # arq's grace period lasts while its tasks hold this one: the next poll drops it now
+        elif self._next_due_ms is not None and self._next_due_ms <= self.redis_now_ms():
             self.wake.set()  # more work is due: claim for the free slot now
 
     async def commit_ending(

@@ -227,6 +227,10 @@ def _on_signal(handler: Callable[[Worker, Signals], None]) -> Callable[[Worker, 
             return
         running = len(engine.runs)
         engine.begin_stop(self._job_completion_wait if running else 0)
+        if any(task.done() for task in self.tasks.values()):
+            # arq's grace period waits until its tasks are gone, and only a poll drops finished ones: poll now,
+            # not at the end of the idle sleep (up to RELAY_POLL_DELAY_SECONDS after the signal).
+            engine.wake.set()
         if running and self._job_completion_wait:
             logger.warning(
                 "%s: waiting up to %ss for %d running jobs to finish (they are re-queued after that); "
