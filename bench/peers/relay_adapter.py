@@ -36,7 +36,7 @@ registry = load(list(TASK_MODULES))
 
 PRELOAD_BATCH = 200  # concurrent enqueues: each is one round trip, so latency-bound alone
 MAX_QUEUE_DEPTH = 1_000_000  # Relay refuses submits beyond RELAY_MAX_QUEUE_DEPTH (10,000): lift it for big preloads
-NATIVE = Variant("defaults", "relay.client: `submit()`, its `events()` read to `end` (POST, the NDJSON stream, GET)")
+NATIVE = Variant("defaults", "relay.client: `run()` (one POST, its events streamed back on the response, over urllib3)")
 ECHO_KWARGS = {"message": "hello"}
 SUBMISSION = {"task": "echo", "kwargs": ECHO_KWARGS}
 CANVAS = Variant("canvas", "relay.client: `chain(step.s(0), step.s(), ...).delay().result()` (POST, GET, stream, GET)")
