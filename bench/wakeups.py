@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 import redis
+import urllib3
 
 from bench.common import OtherLoad, bench_scope, machine_facts, percentile, table
 from bench.harness.processes import BIN, ManagedProcess, free_port, relay_env, start_api, wait_until
@@ -51,6 +51,8 @@ async def main():
 asyncio.run(main())
 """
 MAX_PAUSE_S = 0.020
+SUBMIT = b'{"task": "echo"}'
+JSON = {"Content-Type": "application/json"}
 Hop = Callable[[], object]
 
 
@@ -102,16 +104,16 @@ def measure(requests: int, rounds: int) -> list[HopResult]:
         bench.own(ManagedProcess("echo", argv, env, bench.log_dir))
         wait_until(lambda: _accepts(echo_port), 10, "the echo server")
         client = bench.stack.enter_context(contextlib.closing(redis.Redis.from_url(server.url)))
-        relay = bench.stack.enter_context(httpx.Client(base_url=relay_base, timeout=10))
-        bare = bench.stack.enter_context(httpx.Client(base_url=bare_base, timeout=10))
+        relay = bench.stack.enter_context(http_pool(relay_base))
+        bare = bench.stack.enter_context(http_pool(bare_base))
         echo_call, echo_sock = echo_hop(echo_port)
         bench.stack.callback(echo_sock.close)
         hops: dict[str, Hop] = {
             "redis PING": client.ping,
             "python echo": echo_call,
-            "bare Sanic POST": lambda: bare.post("/tasks", json={"task": "echo"}),
-            "Relay GET /": lambda: relay.get("/"),
-            "Relay POST /tasks": lambda: _submitted(relay.post("/tasks", json={"task": "echo"})),
+            "bare Sanic POST": lambda: bare.request("POST", "/tasks", body=SUBMIT, headers=JSON),
+            "Relay GET /": lambda: relay.request("GET", "/"),
+            "Relay POST /tasks": lambda: _submitted(relay.request("POST", "/tasks", body=SUBMIT, headers=JSON)),
         }
         for hop in hops.values():
             timed(hop, 50, paused=False)  # warm-up: connections open, code paths run once
@@ -157,9 +159,15 @@ def main() -> None:
     print(report(results, args.requests, args.rounds, other.cores()))
 
 
-def _submitted(response: httpx.Response) -> None:
-    if response.status_code != 202:
-        raise RuntimeError(f"submit refused: {response.status_code} {response.text}")
+def http_pool(base_url: str) -> urllib3.HTTPConnectionPool:
+    """A keep-alive HTTP client of ``base_url`` on urllib3, the library Relay's blocking client sends with."""
+    host, port = base_url.removeprefix("http://").split(":")
+    return urllib3.HTTPConnectionPool(host, int(port), maxsize=1, retries=False, timeout=10.0)
+
+
+def _submitted(response: urllib3.BaseHTTPResponse) -> None:
+    if response.status != 202:
+        raise RuntimeError(f"submit refused: {response.status} {response.data[:200]!r}")
 
 
 def _accepts(port: int) -> bool:
