@@ -7,10 +7,18 @@ enqueue and released if the enqueue refuses. Ended tasks are pruned lazily, only
 full: a task has ended when arq's result key exists, or when its job key is gone (expired, or never
 written by a submit that died after reserving: such a reservation is kept for a grace period first,
 so a concurrent check cannot prune a task whose enqueue is still on its way).
+
+With several shards (``RELAY_QUEUE_SHARDS`` > 1, shared/keys.py) the key's set and bucket stay in shard 0's slot,
+and admission is still one script there (count and add: no two submits both pass the cap), but a script cannot
+read the tasks' keys in other slots. So that script prunes nothing; when the set looks full, the API reads the
+state of its oldest members in their own shards (one pipeline per shard, bounded), removes those that ended with a
+second script on shard 0 (only entries not reserved again meanwhile, the grace judged on Redis's clock), and asks
+once more. A member read as live, or not read at all, stays: stale entries make the cap stricter, never looser.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -28,13 +36,14 @@ logger = logging.getLogger("relay.api.quotas")
 
 RESERVATION_GRACE_MS = 60_000  # far longer than any submit takes between its reservation and its enqueue
 QUOTA_RETRY_AFTER_SECONDS = 5
+PRUNE_BATCH = 500  # several shards: the oldest members read per prune (the set holds about RELAY_KEY_MAX_ACTIVE)
 
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
-# Relay runs on one Redis (arq does not support Cluster), so reading job keys named from the set's
-# members, which no caller could declare in advance, is safe.
+# With one shard every task's keys are in the set's slot (one Redis, or the namespace's slot of a cluster), so
+# reading job keys named from the set's members, which no caller could declare in advance, is safe.
 _PRUNE = """
 local function prune(key, grace, job_prefix, result_prefix)
   local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
@@ -92,6 +101,35 @@ return {1, 1, 1, count + 1}
 )
 # KEYS: the key's set. ARGV: grace ms, job prefix, result prefix. Returns the active count.
 _COUNT_LUA = _NOW + _PRUNE + "return prune(KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3])"
+# Several shards: the same admission, but a full set is not pruned here (its tasks' keys are in other slots; the
+# caller prunes, see the module's docstring), and a task id admitted again (a retry, a repeated submit) has its
+# reservation renewed, so a prune that read it as ended just before keeps it.
+_ADMIT_SHARDED_LUA = (
+    _NOW
+    + "local function prune(key) return redis.call('ZCARD', key) end\n"
+    + _RATE
+    + _ADMIT_LUA[_ADMIT_LUA.index("local rate = tonumber(ARGV[1])") :].replace(
+        "if redis.call('ZSCORE', KEYS[2], id) then return",
+        "if redis.call('ZSCORE', KEYS[2], id) then redis.call('ZADD', KEYS[2], 'XX', now, id) return",
+    )
+)
+# Several shards: remove the members the caller read as ended in their shards. KEYS: the key's set. ARGV: grace ms,
+# then per member: id, the score it was read with, 1 if its result exists (else its job key was missing: ended only
+# once its reservation is older than the grace). A member whose score changed since (reserved again) stays. Safe to
+# apply twice. Returns the active count.
+_RELEASE_LUA = (
+    _NOW
+    + """
+local grace = tonumber(ARGV[1])
+for i = 2, #ARGV, 3 do
+  local score = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i]))
+  if score and score == tonumber(ARGV[i + 1]) and (ARGV[i + 2] == '1' or score < now - grace) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+)
 
 
 class _Counted:
@@ -123,8 +161,11 @@ class Quotas:
         self._max_active = settings.key_max_active
         self._metrics = metrics
         self._key_names = key_names
-        self._admit_script = pool.register_script(_ADMIT_LUA)
-        self._count_script = pool.register_script(_COUNT_LUA)
+        self._sharded = settings.queue_shards > 1
+        with keys.on_shard(0):  # each call declares shard 0's migration guard (shared.redis)
+            self._admit_script = pool.register_script(_ADMIT_SHARDED_LUA if self._sharded else _ADMIT_LUA)
+            self._count_script = pool.register_script(_COUNT_LUA)
+            self._release_script = pool.register_script(_RELEASE_LUA)
 
     @property
     def unlimited(self) -> bool:
@@ -145,6 +186,9 @@ class Quotas:
             args: list[str | int | float] = [self._rate or 0, self._burst, task_id, self._max_active or 0]
             args += [RESERVATION_GRACE_MS, keys.job(""), keys.result("")]
         verdict = await self._admit_script(keys=[bucket, active_key], args=args)
+        if self._sharded and verdict[0] and not verdict[1] and await self._prune_shards(active_key) < self._max_active:
+            args[0] = 0  # its token is taken already
+            verdict = await self._admit_script(keys=[bucket, active_key], args=args)
         if not verdict[0]:
             self._refused(key_name, RateLimited.code)
             raise RateLimited(
@@ -182,8 +226,40 @@ class Quotas:
             return {}
         counts: dict[str, int] = {}
         for name in self._key_names:
-            key = keys.quota_active(self._queue, name)
+            with keys.on_shard(0):
+                key = keys.quota_active(self._queue, name)
+            if self._sharded:
+                counts[name] = await self._prune_shards(key)
+                continue
             counts[name] = int(
                 await self._count_script(keys=[key], args=[RESERVATION_GRACE_MS, keys.job(""), keys.result("")])
             )
         return counts
+
+    async def _prune_shards(self, active_key: str) -> int:
+        """Several shards: remove the key's ended tasks from its set ``active_key`` (in shard 0), each task's state
+        read in its own shard, the oldest ``PRUNE_BATCH`` members only; the active count after."""
+        members = await self._pool.zrange(active_key, 0, PRUNE_BATCH - 1, withscores=True)
+        by_shard: dict[int, list[tuple[str, float]]] = {}
+        for raw, score in members:
+            task_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            by_shard.setdefault(keys.shard_of(task_id), []).append((task_id, float(score)))
+        states = await asyncio.gather(*(self._read_ended(shard, tasks) for shard, tasks in by_shard.items()))
+        args: list[str | int | float] = [RESERVATION_GRACE_MS]
+        for tasks, (results, jobs) in zip(by_shard.values(), states, strict=True):
+            for (task_id, score), has_result, has_job in zip(tasks, results, jobs, strict=True):
+                if has_result or not has_job:
+                    args += [task_id, score, 1 if has_result else 0]
+        if len(args) == 1:
+            return len(members) if len(members) < PRUNE_BATCH else int(await self._pool.zcard(active_key))
+        return int(await self._release_script(keys=[active_key], args=args))
+
+    async def _read_ended(self, shard: int, tasks: list[tuple[str, float]]) -> tuple[list[bool], list[bool]]:
+        """Whether each task's result exists and whether its job key does, read in its shard in one pipeline."""
+        async with self._pool.pipeline(transaction=False) as pipe:
+            with keys.on_shard(shard):
+                for task_id, _ in tasks:
+                    pipe.exists(keys.result(task_id))
+                    pipe.exists(keys.job(task_id))
+            replies = await pipe.execute()
+        return [bool(r) for r in replies[0::2]], [bool(r) for r in replies[1::2]]

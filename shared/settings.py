@@ -169,7 +169,10 @@ class Settings(BaseSettings):
         20, ge=1, description="Submits an API key may make at once before RELAY_KEY_SUBMIT_RATE applies."
     )
     key_max_active: int = Field(
-        0, ge=0, description="Tasks each API key may have queued or running (not yet ended) at once; 0: no limit."
+        0,
+        ge=0,
+        description="Tasks each API key may have queued or running (not yet ended) at once, over all API "
+        "processes and every shard of the queue (RELAY_QUEUE_SHARDS); 0: no limit.",
     )
     cors_origins: str = Field(
         "",
@@ -204,7 +207,8 @@ class Settings(BaseSettings):
         le=MAX_QUEUE_SHARDS,
         description="With RELAY_REDIS_CLUSTER, how many hash slots (shards) one queue spreads over: a task's keys "
         "are in shard crc16(id) mod N; workers claim from every shard. Limits and tenant fairness are then per "
-        "shard (a concurrency or rate limit of L allows up to L per shard), as is RELAY_MAX_QUEUE_DEPTH. "
+        "shard (a concurrency or rate limit of L allows up to L per shard), as is RELAY_MAX_QUEUE_DEPTH; "
+        "RELAY_KEY_MAX_ACTIVE counts over every shard. "
         "1: one slot, the layout before sharding.",
     )
     redis_sentinel_master: str = Field("mymaster", description="Name of the primary the sentinels monitor.")
@@ -352,13 +356,6 @@ class Settings(BaseSettings):
                 "Redis Cluster; one Redis or Sentinel holds every key of a queue anyway)",
                 "queue_shards",
                 "redis_cluster",
-            )
-        if self.queue_shards > 1 and self.key_max_active:
-            raise Conflict(
-                "RELAY_KEY_MAX_ACTIVE needs RELAY_QUEUE_SHARDS=1: its count checks the tasks of every shard in one "
-                "script, which a cluster runs on one slot only",
-                "key_max_active",
-                "queue_shards",
             )
         if self.queue_shards > 1 and self.servicebus_enabled:
             raise Conflict(

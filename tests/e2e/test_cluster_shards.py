@@ -1,10 +1,11 @@
 """One queue over three Redis Cluster slots (``RELAY_QUEUE_SHARDS=3``; issue #22), with real processes on the test
 cluster: the tasks' keys spread over the three shards' slots, each task runs once and its stream ends, the API lists
 and counts them all, a worker claims from every shard (a backlog in one does not starve another), and children and
-workflows stay in their parent's or workflow's shard."""
+workflows stay in their parent's or workflow's shard, and an API key's cap on active tasks counts every shard."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -18,13 +19,14 @@ from bench.harness.client import (
     ndjson_lines,
     read_events,
     read_workflow_events,
+    submit,
     submit_ok,
     submit_workflow,
     types,
     wait_state,
     wait_workflow,
 )
-from shared import keys
+from shared import keys, tenancy
 from tests.conftest import StartApi, StartWorker
 
 pytestmark = pytest.mark.cluster
@@ -42,13 +44,13 @@ def sharded(redis_cluster_url: str, **env: str) -> dict[str, str]:
     } | env
 
 
-def ids_in_shard(shard: int, count: int, prefix: str) -> list[str]:
-    """Client-chosen ids that ``keys.shard_of`` puts in ``shard``."""
+def ids_in_shard(shard: int, count: int, prefix: str, tenant: str | None = None) -> list[str]:
+    """Client-chosen ids that ``keys.shard_of`` puts in ``shard`` (stored as ``tenant``'s)."""
     found: list[str] = []
     i = 0
     while len(found) < count:
         candidate = f"{prefix}-{i}"
-        if keys.shard_of(candidate, SHARDS) == shard:
+        if keys.shard_of(tenancy.stored_id(tenant, candidate), SHARDS) == shard:
             found.append(candidate)
         i += 1
     return found
@@ -203,3 +205,63 @@ def test_leases_are_renewed_in_every_shard(
         events = read_events(base, task_id)
         assert types(events).count("started") == 1, (task_id, types(events))
         assert events[-1]["data"]["state"] == "succeeded", events[-1]
+
+
+ALICE = {"X-API-Key": "alice-secret-key-1"}
+BOB = {"X-API-Key": "bob-secret-key-2"}
+API_KEYS = "alice:alice-secret-key-1,bob:bob-secret-key-2"
+DEFERRED = {"task": "echo", "delay_seconds": 600}
+
+
+def test_key_max_active_counts_the_tasks_of_every_shard(
+    redis_cluster_url: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    """RELAY_KEY_MAX_ACTIVE with three shards: the key's tasks in any shard count against one cap (kept in shard 0),
+    concurrent submits through two API processes pass it no more often than it allows, a refusal is the one a
+    single Redis gives, and a task that ended in another shard frees its slot."""
+    env = sharded(redis_cluster_url, RELAY_API_KEYS=API_KEYS, RELAY_KEY_MAX_ACTIVE="2")
+    namespace = env["RELAY_QUEUE_NAME"]
+    _, first = spawn_api(**env)
+    _, second = spawn_api(**env)
+    spawn_worker(**env)  # offers the task (its catalogue); the tasks here are deferred, it runs none
+
+    # Concurrent submits, two ids in each shard, alternating between the processes: one atomic check each.
+    burst_ids = [task_id for shard in range(SHARDS) for task_id in ids_in_shard(shard, 2, f"burst{shard}", "bob")]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=10, headers=BOB) as client:
+            bases = [first, second]
+            posts = (client.post(f"{bases[i % 2]}/tasks", json=DEFERRED | {"id": t}) for i, t in enumerate(burst_ids))
+            return list(await asyncio.gather(*posts))
+
+    responses = asyncio.run(burst())
+    assert sorted(r.status_code for r in responses) == [202] * 2 + [429] * 4, [r.text for r in responses]
+
+    # Two tasks in two other shards than the third's: the third is refused, with the error a single Redis gives.
+    one, two, three = (ids_in_shard(shard, 1, f"cap{shard}", "alice")[0] for shard in (1, 2, 0))
+    assert submit(first, DEFERRED | {"id": one}, headers=ALICE).status_code == 202
+    assert submit(second, DEFERRED | {"id": two}, headers=ALICE).status_code == 202
+    refused = submit(first, DEFERRED | {"id": three}, headers=ALICE)
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"] == "5"
+    error = refused.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert error["message"] == (
+        "API key 'alice' has 2 tasks queued or running, its maximum (RELAY_KEY_MAX_ACTIVE); retry when some have ended"
+    )
+
+    # The key's set is in shard 0's slot and holds the two tasks of shards 1 and 2.
+    client = RedisCluster.from_url(redis_cluster_url)
+    try:
+        with keys.layout(namespace, cluster=True, shards=SHARDS), keys.on_shard(0):
+            reserved = {m.decode() for m in client.zrange(keys.quota_active(namespace, "alice"), 0, -1)}
+            assert client.keyslot(keys.quota_active(namespace, "alice")) == client.keyslot(keys.schedule(namespace))
+    finally:
+        client.close()
+    assert reserved == {tenancy.stored_id("alice", one), tenancy.stored_id("alice", two)}  # API keys are tenants
+
+    # A task that ended in shard 1 (aborted while it waited) frees its slot, through either process.
+    assert httpx.delete(f"{first}/tasks/{one}", headers=ALICE, timeout=10).status_code == 200
+    assert submit(second, DEFERRED | {"id": three}, headers=ALICE).status_code == 202
+    assert submit(first, DEFERRED | {"id": ids_in_shard(1, 2, "cap1", "alice")[1]}, headers=ALICE).status_code == 429
+    assert submit(first, DEFERRED, headers=BOB).status_code == 429  # bob's cap is his own, and full
