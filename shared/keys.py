@@ -106,8 +106,10 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   task's shard. Presence, the catalogue, quotas and schedules stay in shard 0's slot (they are per deployment, not
   per task: their modules pin it with ``on_shard(0)``). What changes meaning with S > 1: a concurrency or rate
   limit, tenant fairness and ``RELAY_MAX_QUEUE_DEPTH`` are kept per shard (a limit of N allows up to N per shard).
-  Refused with S > 1 (``shared.settings``), as they would read or drain one slot only: ``RELAY_KEY_MAX_ACTIVE``
-  (its count checks every task's keys in one script) and the Service Bus bridge (its reply outbox is per shard).
+  ``RELAY_KEY_MAX_ACTIVE`` still counts every shard: the key's set is in shard 0 and admission is one script there,
+  which prunes nothing; the set's ended tasks are read in their own shards outside it and removed by a second
+  script (``api.quotas``). Refused with S > 1 (``shared.settings``), as it would drain one slot only: the Service
+  Bus bridge (its reply outbox is per shard).
   A worker's sleeps are timed by shard 0's node's clock (nodes' clocks differ by little; ownership still reads
   each shard's own clock in its scripts).
   Outside cluster mode the tag is empty and every name is exactly what it was before: single Redis and
