@@ -357,11 +357,6 @@ class Settings(BaseSettings):
                 "queue_shards",
                 "redis_cluster",
             )
-        if self.queue_shards > 1 and self.servicebus_enabled:
-            raise Conflict(
-                "the Service Bus bridge needs RELAY_QUEUE_SHARDS=1: it sends the replies of one shard's outbox only",
-                "queue_shards",
-            )
         if not self.redis_cluster:
             return self
         if self.redis_sentinels:

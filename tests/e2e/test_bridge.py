@@ -535,3 +535,26 @@ def test_a_reply_obeys_the_result_limit(bus: LocalServiceBus, names: dict[str, s
     assert error["error_type"] == "ResultTooLarge"
     assert "RELAY_MAX_RESULT_BYTES" in error["message"]
     assert len(json.dumps(replies[0])) < 4096
+
+
+@pytest.mark.cluster
+def test_replies_come_from_every_shards_outbox(
+    bus: LocalServiceBus, names: dict[str, str], redis_cluster_url: str, spawn_worker: StartWorker
+) -> None:
+    """One queue over three cluster slots (``RELAY_QUEUE_SHARDS=3``): each task's reply is put in its own shard's
+    outbox, and the bridge sends the replies of every shard's."""
+    shards = 3
+    cluster = {"url": redis_cluster_url, "RELAY_REDIS_CLUSTER": "true", "RELAY_QUEUE_SHARDS": str(shards)}
+    spawn_worker(**bridge_env(bus, names), **cluster)
+    mids: list[str] = []
+    while {keys.shard_of(m, shards) for m in mids} != set(range(shards)) or len(mids) < 2 * shards:
+        mids.append(message_id())  # random ids until every shard has at least one (message ids are task ids)
+    for i, mid in enumerate(mids):
+        body = json.dumps({"task": "echo", "args": [f"m{i}"]})
+        bus.send(names["queue"], body, message_id=mid, reply_to=names["replies"])
+    replies: list[dict[str, object]] = []
+    deadline = time.monotonic() + 30
+    while len(replies) < len(mids) and time.monotonic() < deadline:
+        replies += asyncio.run(_receive(bus, names["replies"], 5))
+    assert sorted(str(r["correlation_id"]) for r in replies) == sorted(mids)
+    assert {r["state"] for r in replies} == {"succeeded"}

@@ -10,6 +10,9 @@ leaves the entry to another after ``HOLD_SECONDS``. Delivery is at-least-once wh
 (``RELAY_RESULT_TTL_SECONDS``); a reply still unsent when they expire is dropped with a warning. The reply carries
 ``correlation_id`` = the original message id and ``session_id`` = the request's ``reply_to_session_id``.
 A reply obeys ``RELAY_MAX_RESULT_BYTES`` like the result it carries (``reply_body``).
+With several shards (``RELAY_QUEUE_SHARDS``, shared/keys.py) each shard has its own outbox, in its slot (the
+scripts that fill it run there), and its notices come on its own wake-up channel: a sender takes from every
+shard's outbox in turn, each reply handled in its task's shard.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ class ReplySender:
         self._max_result_bytes = max_result_bytes
         self._client = client
         self._queue_name = queue_name
-        self._outbox = keys.reply_outbox(queue_name)
         self._scripts = Scripts(pool)
         self.wake = asyncio.Event()
         self.sent = 0
@@ -67,24 +69,31 @@ class ReplySender:
                 await wait_set(self.wake, POLL_SECONDS)
 
     async def send_due(self) -> bool:
-        """Send one batch of due replies; True when the outbox had no more than one batch due."""
+        """Send one batch of due replies from each shard's outbox; True when none had more than one batch due."""
+        sent_all = True
+        for shard in keys.shards():
+            with keys.on_shard(shard):  # its outbox, its script and its tasks' keys are in its slot
+                sent_all = await self._send_due(keys.reply_outbox(self._queue_name)) and sent_all
+        return sent_all
+
+    async def _send_due(self, outbox: str) -> bool:
         now = int(time.time() * 1000)
-        taken = await self._scripts.outbox(keys=[self._outbox], args=[now, BATCH, int(HOLD_SECONDS * 1000)])
+        taken = await self._scripts.outbox(keys=[outbox], args=[now, BATCH, int(HOLD_SECONDS * 1000)])
         for task_id_raw, raw_request in zip(taken[0::2], taken[1::2], strict=True):
-            await self._send_one(task_id_raw.decode(), raw_request)
+            await self._send_one(outbox, task_id_raw.decode(), raw_request)
         return len(taken) // 2 < BATCH
 
-    async def _send_one(self, task_id: str, raw_request: bytes | None) -> None:
+    async def _send_one(self, outbox: str, task_id: str, raw_request: bytes | None) -> None:
         view = await task_view(self._pool, self._queue_name, task_id)
         if view is not None and not is_final(view):
-            await self._pool.zrem(self._outbox, task_id)  # nothing to say yet: a retry re-adds it at its end
+            await self._pool.zrem(outbox, task_id)  # nothing to say yet: a retry re-adds it at its end
             return
         if raw_request is None or view is None:
             # Both live RELAY_RESULT_TTL_SECONDS: the reply could not be sent for longer than that.
             lost = {"reply request": raw_request is None, "record": view is None}
             missing = " and ".join(what for what, gone in lost.items() if gone)
             logger.warning("reply for task %s dropped: its %s expired before it could be sent", task_id, missing)
-            await self._pool.zrem(self._outbox, task_id)
+            await self._pool.zrem(outbox, task_id)
             return
         request = loads(raw_request)
         try:
@@ -92,10 +101,10 @@ class ReplySender:
         except Exception as exc:  # the SDK's errors are many; every one means "not sent yet"
             self.failures += 1
             logger.warning("reply for task %s not sent (%s); retrying in %gs", task_id, exc, RETRY_SECONDS)
-            await self._pool.zadd(self._outbox, {task_id: int((time.time() + RETRY_SECONDS) * 1000)})
+            await self._pool.zadd(outbox, {task_id: int((time.time() + RETRY_SECONDS) * 1000)})
             return
         self.sent += 1
-        await self._pool.zrem(self._outbox, task_id)
+        await self._pool.zrem(outbox, task_id)
 
     async def _send(self, task_id: str, request: dict[str, Any], view: dict[str, Any]) -> None:
         state = view["state"]
