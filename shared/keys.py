@@ -108,8 +108,8 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   limit, tenant fairness and ``RELAY_MAX_QUEUE_DEPTH`` are kept per shard (a limit of N allows up to N per shard).
   ``RELAY_KEY_MAX_ACTIVE`` still counts every shard: the key's set is in shard 0 and admission is one script there,
   which prunes nothing; the set's ended tasks are read in their own shards outside it and removed by a second
-  script (``api.quotas``). Refused with S > 1 (``shared.settings``), as it would drain one slot only: the Service
-  Bus bridge (its reply outbox is per shard).
+  script (``api.quotas``). The Service Bus bridge's reply outbox is per shard (the scripts that end a task fill
+  its shard's): a bridge worker takes from each shard's in turn (``worker.bridge.replies``).
   A worker's sleeps are timed by shard 0's node's clock (nodes' clocks differ by little; ownership still reads
   each shard's own clock in its scripts).
   Outside cluster mode the tag is empty and every name is exactly what it was before: single Redis and
