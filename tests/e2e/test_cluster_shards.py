@@ -265,3 +265,8 @@ def test_key_max_active_counts_the_tasks_of_every_shard(
     assert submit(second, DEFERRED | {"id": three}, headers=ALICE).status_code == 202
     assert submit(first, DEFERRED | {"id": ids_in_shard(1, 2, "cap1", "alice")[1]}, headers=ALICE).status_code == 429
     assert submit(first, DEFERRED, headers=BOB).status_code == 429  # bob's cap is his own, and full
+
+    # /metrics counts each key's active tasks the same way: one ended in shard 2 no longer counts.
+    assert httpx.delete(f"{second}/tasks/{two}", headers=ALICE, timeout=10).status_code == 200
+    metrics = httpx.get(f"{first}/metrics", timeout=10).text
+    assert 'relay_key_active_tasks{key="alice"} 1.0' in metrics
