@@ -6,6 +6,7 @@ workflows stay in their parent's or workflow's shard, and an API key's cap on ac
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections import Counter
@@ -205,6 +206,27 @@ def test_leases_are_renewed_in_every_shard(
         events = read_events(base, task_id)
         assert types(events).count("started") == 1, (task_id, types(events))
         assert events[-1]["data"]["state"] == "succeeded", events[-1]
+
+
+def test_a_killed_workers_tasks_in_every_shard_are_taken_over(
+    redis_cluster_url: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    # A 2 s lease (not the default 10 s) so the take-over comes soon; the survivor is at production defaults, so it
+    # finds the lapsed leases by its own polls of each shard (no wake-up notice announces a lapse).
+    env = sharded(redis_cluster_url, RELAY_LEASE_SECONDS="2")
+    _, base = spawn_api(**env)
+    victim = spawn_worker(**env)
+    ids = [ids_in_shard(shard, 1, f"crash{shard}")[0] for shard in range(SHARDS)]
+    for task_id in ids:
+        submit_ok(base, {"id": task_id, "task": "sleep", "args": [3, 3]})
+    for task_id in ids:
+        wait_state(base, task_id, {"running"})
+    victim.send(signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    spawn_worker(**env)
+    for task_id in ids:
+        view = wait_state(base, task_id, {"succeeded", "failed", "aborted"}, timeout=60)
+        assert (view["state"], view["tries"]) == ("succeeded", 2), view  # run again once, in its own shard
 
 
 ALICE = {"X-API-Key": "alice-secret-key-1"}
