@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 import uuid
 from typing import Any
 
@@ -118,6 +119,11 @@ async def test_a_stopped_worker_whose_job_has_ended_exits_without_sleeping_out_i
         while (view := await task_view(pool, queue, "stop-1")) is None or view["state"] != "succeeded":
             assert not running.done()
             await asyncio.sleep(0.02)
+        # Its outcome is stored before its run's task returns (it logs after the commit): wait for that too.
+        deadline = time.monotonic() + 10
+        while not all(t.done() for t in arq_worker.tasks.values()):
+            assert time.monotonic() < deadline, "the job's task never ended"
+            await asyncio.sleep(0.01)
         assert [t.done() for t in arq_worker.tasks.values()] == [True]  # ended, still listed until a poll
         arq_worker.handle_sig_wait_for_completion(signal.SIGTERM)  # what the SIGTERM handler calls
         engine = patch.current()
