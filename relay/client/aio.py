@@ -11,6 +11,7 @@ import builtins
 import datetime as dt
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -25,6 +26,8 @@ from relay.client.models import Event, Submitted, TaskView, WorkflowView
 from relay.client.protocol import Call
 from relay.client.retry import Deadline, RetryBudget, bounded
 from relay.client.stream import (
+    FINAL_EVENT,
+    NDJSON,
     ConnectionEnd,
     Dropped,
     Ended,
@@ -33,7 +36,8 @@ from relay.client.stream import (
     Refused,
     StreamBroken,
     describe,
-    events_request,
+    events_call,
+    stream_request,
 )
 
 
@@ -99,6 +103,56 @@ class AsyncClient:
         body = await self._json(protocol.submit_call(task, args, kwargs, **options))
         submitted = Submitted.from_json(body)
         return AsyncTaskHandle(self, submitted.id, submitted)
+
+    async def run(
+        self,
+        task: str,
+        /,
+        *args: Any,
+        wait: float | None = None,
+        id: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        run_at: dt.datetime | str | None = None,
+        timeout: float | dt.timedelta | None = None,
+        max_retries: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Submit ``task(*args, **kwargs)`` and await its result (``TaskFailed``/``TaskAborted`` as
+        ``result`` raises them; ``ResultTimeout`` after ``wait`` seconds, the task running on). The options are
+        ``submit``'s. One request: the task's events come back on the submit's own response, so this is the
+        quickest way to run a task and wait (``(await submit(...)).result()`` makes three requests); a stream
+        cut short resumes by itself, and a task that did not succeed has its final state read."""
+        options = {"id": id, "delay": delay, "run_at": run_at, "timeout": timeout, "max_retries": max_retries}
+        return await self.run_with(task, args, kwargs, wait=wait, queue=queue, priority=priority, **options)
+
+    async def run_with(
+        self,
+        task: str,
+        args: tuple[Any, ...] | builtins.list[Any],
+        kwargs: dict[str, Any],
+        *,
+        wait: float | None = None,
+        **options: Any,
+    ) -> Any:
+        """``run`` with the task's arguments passed explicitly, so none can clash with an option's name."""
+        call = protocol.submit_call(task, args, kwargs, **options)
+        task_id = str((call.json or {})["id"])
+        deadline = Deadline(task_id, wait) if wait is not None else None
+        streamed = replace(call, headers={"Accept": NDJSON})
+        value: Any = None
+        ended = ""
+        async with aclosing(self._stream(task_id, 0, False, deadline, submit=streamed)) as events:
+            async for event in events:
+                if event.type == "result":
+                    value = event.data
+                elif event.type == FINAL_EVENT:
+                    ended = str((event.data or {}).get("state", ""))
+        if ended == "succeeded":
+            return value
+        # Failed, aborted, or retried since that end: its state says which (and a retry is followed).
+        return await self.result(task_id, None if deadline is None else deadline.remaining())
 
     def task(self, name: str) -> AsyncTaskProxy:
         """Celery-style: ``await client.task("resize").delay(url=...)``."""
@@ -250,15 +304,24 @@ class AsyncClient:
             return None
 
     async def _stream(
-        self, task_id: str, after: int, until_final: bool, deadline: Deadline | None, workflow: bool = False
+        self,
+        task_id: str,
+        after: int,
+        until_final: bool,
+        deadline: Deadline | None,
+        workflow: bool = False,
+        submit: Call | None = None,
     ) -> AsyncGenerator[Event, None]:
+        """See ``Client._stream``: with ``submit``, that request opens the stream, and is sent again until an
+        event has come back; after, a cut stream resumes with ``GET .../events?after=``."""
         first_contact = not self._answered
         follower = Follower(task_id, after, until_final, self.config.retry, first_contact, workflow=workflow)
         while True:
             if deadline is not None:
                 deadline.check()
             end: ConnectionEnd = Dropped("no answer")
-            async with aclosing(self._connection(follower, deadline)) as items:
+            call = submit if submit is not None and follower.last_seq == after else events_call(follower)
+            async with aclosing(self._connection(follower, deadline, call)) as items:
                 async for item in items:
                     if isinstance(item, Event):
                         yield item
@@ -273,9 +336,10 @@ class AsyncClient:
             await asyncio.sleep(bounded(step.wait, deadline))
 
     async def _connection(
-        self, follower: Follower, deadline: Deadline | None
+        self, follower: Follower, deadline: Deadline | None, call: Call
     ) -> AsyncGenerator[Event | ConnectionEnd, None]:
-        request = self._http.build_request(**events_request(follower, self.config, deadline))
+        """One connection's events (``call`` opens it), then how it ended."""
+        request = self._http.build_request(**stream_request(call, self.config, deadline))
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:

@@ -106,24 +106,25 @@ class HttpxSender:
         )
 
     def send(self, call: Call, timeouts: Timeouts) -> httpx.Response:
-        return self.http.request(**self._arguments(call, timeouts))
+        return self.http.request(**httpx_arguments(call, timeouts))
 
     def open(self, call: Call, timeouts: Timeouts) -> httpx.Response:
-        return self.http.send(self.http.build_request(**self._arguments(call, timeouts)), stream=True)
+        return self.http.send(self.http.build_request(**httpx_arguments(call, timeouts)), stream=True)
 
     def close(self) -> None:
         self.http.close()
 
-    @staticmethod
-    def _arguments(call: Call, timeouts: Timeouts) -> dict[str, Any]:
-        return {
-            "method": call.method,
-            "url": call.path,
-            "json": call.json,
-            "params": call.params,
-            "headers": call.headers or None,
-            "timeout": httpx.Timeout(timeouts.connect, read=timeouts.read),
-        }
+
+def httpx_arguments(call: Call, timeouts: Timeouts) -> dict[str, Any]:
+    """``call`` as arguments of httpx's ``request``/``build_request`` (sync or async: one translation for both)."""
+    return {
+        "method": call.method,
+        "url": call.path,
+        "json": call.json,
+        "params": call.params,
+        "headers": call.headers or None,
+        "timeout": httpx.Timeout(timeouts.connect, read=timeouts.read),
+    }
 
 
 class Urllib3Sender:

@@ -14,14 +14,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from relay.client.config import ClientConfig, RetryPolicy
 from relay.client.errors import RelayConnectionError, RelayError
 from relay.client.models import Event, TaskView, WorkflowView
 from relay.client.protocol import Call, task_path, workflow_path
 from relay.client.retry import Deadline, RetryBudget, bounded
-from relay.client.senders import Timeouts
+from relay.client.senders import Timeouts, httpx_arguments
 
 logger = logging.getLogger("relay.client")
 
@@ -160,17 +158,10 @@ def stream_timeouts(config: ClientConfig, deadline: Deadline | None) -> Timeouts
     return Timeouts(bounded(config.timeout, deadline), bounded(config.stream_read_timeout, deadline))
 
 
-def events_request(follower: Follower, config: ClientConfig, deadline: Deadline | None) -> dict[str, Any]:
-    """``events_call`` as arguments of httpx's ``build_request`` (the async client's)."""
-    call = events_call(follower)
-    timeouts = stream_timeouts(config, deadline)
-    return {
-        "method": call.method,
-        "url": call.path,
-        "params": call.params,
-        "headers": call.headers,
-        "timeout": httpx.Timeout(timeouts.connect, read=timeouts.read),
-    }
+def stream_request(call: Call, config: ClientConfig, deadline: Deadline | None) -> dict[str, Any]:
+    """``call`` opening a stream (``events_call``, or a submit asking for its events), as arguments of
+    httpx's ``build_request`` (the async client's), with ``stream_timeouts``."""
+    return httpx_arguments(call, stream_timeouts(config, deadline))
 
 
 def describe(exc: Exception) -> str:

@@ -6,8 +6,10 @@ import asyncio
 import signal
 import uuid
 
+import httpx
 import pytest
 
+from bench.harness.processes import wait_until
 from relay.client import (
     AsyncClient,
     ErrorInfo,
@@ -91,4 +93,63 @@ async def test_events_resume_on_another_api_after_sigkill(spawn_api: StartApi, s
                     victim.send(signal.SIGKILL)
                     assert await asyncio.to_thread(victim.wait, 10) == -signal.SIGKILL
     assert seqs == list(range(1, 44))
+    assert address(second) in proxy.connections[1:]
+
+
+def counted(client: AsyncClient) -> list[tuple[str, str]]:
+    """The requests ``client`` sends from now on, as (method, path), recorded by an httpx event hook."""
+    requests: list[tuple[str, str]] = []
+
+    async def record(request: httpx.Request) -> None:
+        requests.append((request.method, request.url.path))
+
+    client._http.event_hooks = {"request": [record], "response": []}
+    return requests
+
+
+async def test_run_returns_the_result_in_one_request(relay: str) -> None:
+    async with AsyncClient(relay) as client:
+        requests = counted(client)
+        assert await client.run("echo", "once") == {"echo": "once"}
+        assert await client.run("count", n=3, interval=0) == {"count": 3, "sum": 6}
+        assert await client.run_with("echo", [], {"message": "wait"}, wait=20) == {"echo": "wait"}
+    assert requests == [("POST", "/tasks")] * 3  # the events came back on the submit's own response
+
+
+async def test_run_raises_what_result_raises(relay: str) -> None:
+    async with AsyncClient(relay) as client:
+        with pytest.raises(TaskFailed) as failed:
+            await client.run("fail", message="as asked")
+        with pytest.raises(UnknownTask):
+            await client.run("no_such_task")
+        with pytest.raises(ResultTimeout) as timed_out:
+            await client.run("sleep", seconds=5, steps=1, wait=0.5)
+    assert (failed.value.error_type, failed.value.message) == ("DemoFailure", "as asked")
+    assert timed_out.value.timeout == 0.5
+
+
+async def test_run_resumes_a_cut_stream_on_another_api_and_returns_the_result(
+    spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    env = {"RELAY_QUEUE_NAME": f"relay:client:{uuid.uuid4().hex[:8]}"}
+    victim, first = spawn_api(**env)
+    _, second = spawn_api(**env)
+    spawn_worker(**env)
+    task_id = f"run-{uuid.uuid4().hex}"
+
+    def kill_once_running() -> None:
+        wait_until(lambda: httpx.get(f"{second}/tasks/{task_id}", timeout=5).json().get("state") == "running", 20,
+                   "the task running")  # fmt: skip
+        proxy.target = address(second)  # the "load balancer" now sends new connections elsewhere
+        victim.send(signal.SIGKILL)
+
+    with Forwarder(address(first)) as proxy:
+        async with AsyncClient(proxy.url, retry=RetryPolicy(max_wait_seconds=10)) as client:
+            requests = counted(client)
+            killer = asyncio.create_task(asyncio.to_thread(kill_once_running))
+            assert await client.run("count", id=task_id, n=40, interval=0.05) == {"count": 40, "sum": 820}
+            await killer
+    assert await asyncio.to_thread(victim.wait, 10) == -signal.SIGKILL
+    assert requests[0] == ("POST", "/tasks")
+    assert set(requests[1:]) == {("GET", f"/tasks/{task_id}/events")}  # resumed, not submitted again
     assert address(second) in proxy.connections[1:]
