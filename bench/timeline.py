@@ -4,7 +4,8 @@ One client runs ``echo`` with ``relay.client.Client.run()`` (one streamed POST),
 pause before each request) and back to back. Every process marks the steps it takes (``bench.timeline_marks``:
 wrappers installed at start-up, Relay's code unchanged) on the host's monotonic clock, so one request's marks
 from four processes fall on one time line. The report gives, per mode, each step's median time since the client
-called ``run()`` and its median share of the way from the step before.
+called ``run()`` and the median time from the step before, and how long Redis itself ran each script (its
+SLOWLOG, every command logged while the mode runs).
 
     .venv/bin/python -m bench.timeline --requests 500
 """
@@ -13,15 +14,20 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import hashlib
 import random
 import statistics
 import time
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from bench.common import OtherLoad, bench_scope, machine_facts, table
 from bench.harness.processes import relay_env, start_api, start_worker
 from bench.timeline_marks import install, mark
 from relay.client import Client
+from shared.scripts import SCRIPT_NAMES, source
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = Path(__file__).resolve().parent / "timeline_site"
@@ -67,6 +73,18 @@ def steps(marks: list[tuple[int, str]], windows: list[tuple[int, int]]) -> list[
     return sorted(rows, key=lambda row: row[1])
 
 
+def script_times(entries: list[dict[str, Any]]) -> dict[str, float]:
+    """Redis's own time per call of each script (its SLOWLOG ``duration``: the script and the commands it runs),
+    median us, by script name."""
+    by_sha = {hashlib.sha1(source(name).encode()).hexdigest(): name for name in SCRIPT_NAMES}
+    durations: dict[str, list[float]] = {}
+    for entry in entries:
+        argv = entry["command"].split(b" ")
+        if argv[0].upper() == b"EVALSHA" and len(argv) > 1 and argv[1].decode() in by_sha:
+            durations.setdefault(by_sha[argv[1].decode()], []).append(entry["duration"])
+    return {name: statistics.median(us) for name, us in durations.items()}
+
+
 def report_mode(title: str, rows: list[tuple[str, float, int]], requests: int) -> str:
     lines, previous = [], 0.0
     for label, ms, count in rows:
@@ -100,13 +118,23 @@ def main() -> None:
             f"at random arrival (a 0-{args.max_pause_ms:g} ms pause before each request)": args.max_pause_ms / 1000,
             "back to back": 0.0,
         }
-        windows = {title: run_requests(client, args.requests, pause) for title, pause in modes.items()}
+        slowlog = redis.Redis.from_url(server.url)
+        bench.stack.callback(slowlog.close)
+        slowlog.config_set("slowlog-log-slower-than", 0)  # every command, with its duration
+        slowlog.config_set("slowlog-max-len", 1_000_000)
+        windows, scripts = {}, {}
+        for title, pause in modes.items():
+            slowlog.slowlog_reset()
+            windows[title] = run_requests(client, args.requests, pause)
+            scripts[title] = script_times(slowlog.slowlog_get(1_000_000))
         marks = read_marks(marks_dir)
     facts = machine_facts()
     print(f"# bench.timeline: {args.requests} round trips per mode\n")
     print(f"machine: {facts['nproc']} cores, {facts['cpu']}; other load {other.cores():.2f} cores\n")
     for title, mode_windows in windows.items():
         print(report_mode(title, steps(marks, mode_windows), args.requests) + "\n")
+        times = ", ".join(f"{name} {us:.0f} us" for name, us in sorted(scripts[title].items(), key=lambda kv: -kv[1]))
+        print(f"Redis's own time per script call (SLOWLOG, median): {times}\n")
 
 
 if __name__ == "__main__":
