@@ -11,7 +11,6 @@ import builtins
 import datetime as dt
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -26,14 +25,13 @@ from relay.client.models import Event, Submitted, TaskView, WorkflowView
 from relay.client.protocol import Call
 from relay.client.retry import Deadline, RetryBudget, bounded
 from relay.client.stream import (
-    FINAL_EVENT,
-    NDJSON,
     ConnectionEnd,
     Dropped,
     Ended,
     Follower,
     Reconnect,
     Refused,
+    RunWatch,
     StreamBroken,
     describe,
     events_call,
@@ -137,22 +135,11 @@ class AsyncClient:
         **options: Any,
     ) -> Any:
         """``run`` with the task's arguments passed explicitly, so none can clash with an option's name."""
-        call = protocol.submit_call(task, args, kwargs, **options)
-        task_id = str((call.json or {})["id"])
-        deadline = Deadline(task_id, wait) if wait is not None else None
-        streamed = replace(call, headers={"Accept": NDJSON})
-        value: Any = None
-        ended = ""
-        async with aclosing(self._stream(task_id, 0, False, deadline, submit=streamed)) as events:
+        watch = RunWatch.start(task, args, kwargs, wait, **options)
+        async with aclosing(self._stream(watch.task_id, 0, False, watch.deadline, submit=watch.submit)) as events:
             async for event in events:
-                if event.type == "result":
-                    value = event.data
-                elif event.type == FINAL_EVENT:
-                    ended = str((event.data or {}).get("state", ""))
-        if ended == "succeeded":
-            return value
-        # Failed, aborted, or retried since that end: its state says which (and a retry is followed).
-        return await self.result(task_id, None if deadline is None else deadline.remaining())
+                watch.feed(event)
+        return watch.value if watch.succeeded else await self.result(watch.task_id, watch.remaining())
 
     def task(self, name: str) -> AsyncTaskProxy:
         """Celery-style: ``await client.task("resize").delay(url=...)``."""

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from relay.client.config import ClientConfig, RetryPolicy
 from relay.client.errors import RelayConnectionError, RelayError
 from relay.client.models import Event, TaskView, WorkflowView
-from relay.client.protocol import Call, task_path, workflow_path
+from relay.client.protocol import Call, submit_call, task_path, workflow_path
 from relay.client.retry import Deadline, RetryBudget, bounded
 from relay.client.senders import Timeouts, httpx_arguments
 
@@ -150,6 +150,42 @@ class Follower:
 def events_call(follower: Follower) -> Call:
     """The next connection's request: resume after the last event handed out."""
     return Call("GET", follower.path, params=follower.params(), headers={"Accept": NDJSON})
+
+
+@dataclass
+class RunWatch:
+    """``run``'s view of one task (the same for both clients): its submit asking for the task's events on the
+    response, and, fed the events, its result's value and how it ended."""
+
+    task_id: str
+    submit: Call
+    deadline: Deadline | None
+    value: Any = None
+    ended: str = ""
+
+    @classmethod
+    def start(
+        cls, task: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], wait: float | None, **options: Any
+    ) -> RunWatch:
+        call = submit_call(task, args, kwargs, **options)
+        task_id = str((call.json or {})["id"])
+        deadline = Deadline(task_id, wait) if wait is not None else None
+        return cls(task_id, replace(call, headers={"Accept": NDJSON}), deadline)
+
+    def feed(self, event: Event) -> None:
+        if event.type == "result":
+            self.value = event.data
+        elif event.type == FINAL_EVENT:
+            self.ended = str((event.data or {}).get("state", ""))
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the stream ended with the task succeeded (else its state says why: failed, aborted, or
+        retried since that end, and a retry is followed)."""
+        return self.ended == "succeeded"
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline.remaining()
 
 
 def stream_timeouts(config: ClientConfig, deadline: Deadline | None) -> Timeouts:

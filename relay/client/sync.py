@@ -7,7 +7,6 @@ import datetime as dt
 import time
 from collections.abc import Generator, Iterator
 from contextlib import closing
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -23,14 +22,13 @@ from relay.client.protocol import Call
 from relay.client.retry import Deadline, RetryBudget, bounded
 from relay.client.senders import Reply, Sender, Timeouts, for_client
 from relay.client.stream import (
-    FINAL_EVENT,
-    NDJSON,
     ConnectionEnd,
     Dropped,
     Ended,
     Follower,
     Reconnect,
     Refused,
+    RunWatch,
     StreamBroken,
     describe,
     events_call,
@@ -145,21 +143,10 @@ class Client:
         **options: Any,
     ) -> Any:
         """``run`` with the task's arguments passed explicitly, so none can clash with an option's name."""
-        call = protocol.submit_call(task, args, kwargs, **options)
-        task_id = str((call.json or {})["id"])
-        deadline = Deadline(task_id, wait) if wait is not None else None
-        streamed = replace(call, headers={"Accept": NDJSON})
-        value: Any = None
-        ended = ""
-        for event in self._stream(task_id, 0, False, deadline, submit=streamed):
-            if event.type == "result":
-                value = event.data
-            elif event.type == FINAL_EVENT:
-                ended = str((event.data or {}).get("state", ""))
-        if ended == "succeeded":
-            return value
-        # Failed, aborted, or retried since that end: its state says which (and a retry is followed).
-        return self.result(task_id, None if deadline is None else deadline.remaining())
+        watch = RunWatch.start(task, args, kwargs, wait, **options)
+        for event in self._stream(watch.task_id, 0, False, watch.deadline, submit=watch.submit):
+            watch.feed(event)
+        return watch.value if watch.succeeded else self.result(watch.task_id, watch.remaining())
 
     def task(self, name: str) -> TaskProxy:
         """Celery-style: ``client.task("resize").delay(url=...)``."""
