@@ -136,6 +136,33 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   Followers elsewhere (``GET .../events``, a repeated submit of an existing id) subscribe to the task's channel as
   before. What is published with no record to name the inbox (a repaired ``end``, a manual retry) reaches the
   stream by its heartbeat's re-read of the log, as a lost message always did.
+- **Hand-off** (issue #25). An idle worker's claim registers it in its schedule's *idle registry* (``idle``: a
+  hash, worker token -> ``<expiry ms>|<free slots>|<lease ms>|,<queues>,|,<tasks>,``, the tasks being those it runs
+  without a concurrency or rate limit); an enqueue whose job is due now and whose lane is empty hands the job
+  straight to a registered worker that serves its queue and task (the one with the most free slots): it claims the
+  job there, exactly as the claim would (marker, try, lease on Redis's clock, the running band), pushes the
+  claimed item onto that worker's own list (``handoff``), which the worker waits on with ``BLPOP``, counts it in
+  the worker's ``handed`` counter, and sends no wake-up notice. So a submit to an idle system costs no claim round
+  trip. Why it is safe:
+  *Nothing is overtaken.* A registration is written only by a claim that took everything it could (nothing it
+  serves left due, no lane held back by a limit, no lease lapsed) and expires, on Redis's clock, before anything it
+  knows of falls due (its next due time, a parked lane's return) or ``RELAY_POLL_DELAY_SECONDS`` x 2 + 1 s
+  at most; every script that makes a job due by a wake-up notice (enqueue, commit, retry, workflows) deletes the
+  whole registry, so the workers it wakes claim and register again. A live registration therefore means: nothing
+  that worker could take is waiting, and its free slots are what the claim left. Priorities, tenant fairness and
+  limits only ever choose among waiting jobs, and with none waiting there is nothing to choose; a limited task is
+  never handed off, and a job whose lane already holds jobs goes into its lane as before.
+  *No slot is promised twice.* Each hand-off takes one of the registration's free slots (at zero it is removed).
+  A claim that neither registers nor finds its worker idle removes the registration; one that registers writes
+  its free slots less the hand-offs still in flight: the script compares the worker's ``handed`` counter with
+  the count of handed jobs the worker has received (an argument of the claim), since a pushed item may be popped
+  and on its way while the worker computes its free slots.
+  *Nothing is lost.* The handed job is an ordinary running job of that worker: its lease lapses if the worker
+  dies, and the sweep takes it over. A handed job that its worker never popped (dead before it could) goes back
+  to its lane instead, its try given back (the sweep finds it still in the list), so a worker lost while idle
+  costs no job a pickup. A stopping worker removes its registration first, then takes what is left in its list and
+  hands it back. Registrations and lists are per shard; with several shards (``RELAY_QUEUE_SHARDS``) workers do
+  not register (a slot promised on each shard could be taken on all), and jobs go into lanes as before.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
   claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
   commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.
@@ -172,8 +199,11 @@ RATE_PREFIX: Final = "relay:rate:"
 # Per queue name (the schedule): prefix + queue name.
 FAIRNESS_PREFIX: Final = "relay:fairness:"
 DEPTH_PREFIX: Final = "relay:depth:"
+IDLE_PREFIX: Final = "relay:idle:"
 # Per worker: prefix + the worker's token.
 CLAIM_REQUEST_PREFIX: Final = "relay:claim-request:"
+HANDOFF_PREFIX: Final = "relay:handoff:"
+HANDED_PREFIX: Final = "relay:handed:"
 CATALOGUE_PREFIX: Final = "relay:catalogue:"
 PRESENCE_PREFIX: Final = "relay:presence:"
 # Per parent task: prefix + task id (its children's ids, a set).
@@ -207,6 +237,9 @@ RELAY_PREFIXES: Final = (
     FAIRNESS_PREFIX,
     DEPTH_PREFIX,
     CLAIM_REQUEST_PREFIX,
+    HANDOFF_PREFIX,
+    HANDED_PREFIX,
+    IDLE_PREFIX,
     CATALOGUE_PREFIX,
     PRESENCE_PREFIX,
     QUOTA_ACTIVE_PREFIX,
@@ -486,6 +519,21 @@ def claim_request(token: str) -> str:
     """A worker's last claim (its request id and what it claimed), kept briefly so a replayed claim returns the
     same jobs instead of claiming more."""
     return tag() + CLAIM_REQUEST_PREFIX + token
+
+
+def handoff(token: str) -> str:
+    """Jobs claimed for a worker by the enqueue that handed them off (see "Hand-off" above), oldest first."""
+    return tag() + HANDOFF_PREFIX + token
+
+
+def handed(token: str) -> str:
+    """How many jobs were ever handed off to a worker (see "Hand-off" above)."""
+    return tag() + HANDED_PREFIX + token
+
+
+def idle_registry(queue_name: str) -> str:
+    """The workers of the schedule that wait for a hand-off (see "Hand-off" above)."""
+    return tag() + IDLE_PREFIX + schedule(queue_name)
 
 
 def maintenance_lock(queue_name: str) -> str:

@@ -78,6 +78,9 @@ def with_library(body: str) -> str:
         "FLOW_PREFIX": tag + keys.FLOW_PREFIX,
         "FLOW_EVENTS_PREFIX": tag + keys.FLOW_EVENTS_PREFIX,
         "CHILDREN_PREFIX": tag + keys.CHILDREN_PREFIX,
+        "HANDOFF_PREFIX": tag + keys.HANDOFF_PREFIX,
+        "HANDED_PREFIX": tag + keys.HANDED_PREFIX,
+        "IDLE_PREFIX": tag + keys.IDLE_PREFIX,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         description="Longest sleep of an idle worker between queue checks (wake-up notices and known due times "
         "end it sooner).",
     )
+    handoff: bool = Field(
+        True,
+        description="An idle worker waits for hand-offs: a submit due now goes straight to it, claimed by the "
+        "enqueue, saving the claim's round trip (not with RELAY_QUEUE_SHARDS above 1).",
+    )
     lease_seconds: float = Field(
         10,
         ge=1,

@@ -92,6 +92,12 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+        self.handoffs = Counter(
+            "relay_worker_handoffs",
+            "Jobs an enqueue handed straight to this idle worker, claimed for it (RELAY_HANDOFF): each started, or "
+            "handed back if the worker was stopping.",
+            registry=r,
+        )
         self._held_concurrency = self.held_back.labels("concurrency")
         self._held_rate = self.held_back.labels("rate")
         self.in_flight = Gauge("relay_worker_jobs_in_flight", "Jobs running on this worker now.", registry=r)

@@ -9,6 +9,7 @@ from typing import Any
 
 from arq.worker import Function, func
 
+from shared import keys
 from shared.config_errors import refuse
 from shared.logs import configure as configure_logging
 from shared.redis import public_url, redis_settings
@@ -18,6 +19,7 @@ from worker import observe
 from worker.engine import patch
 from worker.engine.engine import Engine
 from worker.engine.stalls import StallWatchdog
+from worker.handoff import HandoffListener
 from worker.registry import TaskSpec
 from worker.tasks import TaskModuleError, load, registry
 from worker.wakeup import WakeupListener
@@ -39,6 +41,7 @@ logger = logging.getLogger("relay.worker")
 WAKEUP_CTX_KEY = "relay_wakeup"
 STALLS_CTX_KEY = "relay_stalls"
 BRIDGE_CTX_KEY = "relay_bridge"
+HANDOFF_CTX_KEY = "relay_handoff"
 # arq --check passes while the health key is younger than this (+1 s): keeps liveness probes meaningful.
 HEALTH_CHECK_INTERVAL_SECONDS = 10
 # arq's own timeout only backs Relay's up (Relay's engine runs jobs; this bounds arq's in-progress expiry).
@@ -109,6 +112,11 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     watchdog.start()
     listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name, engine, config.queue_list)
     await listener.start()
+    if engine.handoff_ms is not None and keys.shard_count() == 1:
+        block = max(0.1, min(1.0, config.redis_timeout_seconds / 2))
+        handoffs = ctx[HANDOFF_CTX_KEY] = HandoffListener(ctx["redis"], engine, config.queue_name, block)
+        engine.on_stop = handoffs.leave
+        handoffs.start()
     if config.servicebus_enabled:
         from worker.bridge.service import ServiceBusBridge  # the SDK loads only where it is used
 
@@ -134,6 +142,9 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
     listener: WakeupListener | None = ctx.get(WAKEUP_CTX_KEY)
     if listener is not None:
         await listener.close()
+    handoffs: HandoffListener | None = ctx.get(HANDOFF_CTX_KEY)
+    if handoffs is not None:
+        await handoffs.stop()
     engine: Engine | None = ctx.get(patch.ENGINE_CTX_KEY)
     if engine is not None:
         await engine.stop()

@@ -41,7 +41,7 @@ elseif flow then
   local wake = {}
   relay_flow_step_ended(queue, flow, step, 'A', '{"error_type":"Aborted","message":"aborted before it started"}',
     now, ttl, wake)
-  relay_wake(wake, now)
+  relay_wake(queue, wake, now)
 end
 relay_flow_flush(ttl)
 if string.find(record, '"rp":1', 1, true) or redis.call('EXISTS', REPLY .. id) == 1 then

@@ -8,12 +8,17 @@
 -- agree on leases and limits.
 -- A replay (the same request id again: the client sent it twice after a timeout or a dropped connection) returns
 -- the jobs the first call claimed and took over, and claims nothing more.
+-- The hand-off (shared/keys.py "Hand-off"): a worker that takes hand-offs says so (ARGV 8), and every claim of it
+-- either registers it in the idle registry (it took everything it could and has free slots) or removes it; its
+-- free slots count the handed jobs still on their way to it as taken.
 -- KEYS: queue (the schedule), arq's abort set, this worker's claim record.
 -- ARGV: request id, limit, lease_ms, token, sweep_limit, the named queues served (comma-separated, first served
--- first), tenant weights ('a=3,b=1' or ''), then one entry per task this worker runs: its name, or for a task
--- with limits 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
--- Returns {claimed, swept, next_due or false, next_lease or false, now (false when nothing is queued or running),
--- held}: claimed items are {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job
+-- first), tenant weights ('a=3,b=1' or ''), hand-off ('' for none, else '<registration ms>:<handed jobs this
+-- worker received>'), then one entry per task this worker runs: its name, or for a task with limits
+-- 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
+-- Returns {claimed, swept, next_due or false, next_lease or false, now (false when the script did not read the
+-- clock), held, registered (the free slots this worker is registered for hand-offs with: 0 when not; false when
+-- the worker takes none, or for a replay)}: claimed items are {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job
 -- or false, try, aborted, seq, own (0/1: the lapsed lease was this worker's own)}; next_due and next_lease are
 -- delays from now in ms (next_due is 0 when more jobs may be due than were taken); held is {lanes held back by a
 -- full concurrency limit, by a rate limit}. An abort request counts only if made after the job was enqueued: an
@@ -29,8 +34,9 @@ for q in string.gmatch(ARGV[6], '[^,]+') do
 end
 local weight = {}
 for tenant, w in string.gmatch(ARGV[7], '([^,=]*)=(%d+)') do weight[tenant] = math.max(1, tonumber(w)) end
+local registration_ms, received = string.match(ARGV[8], '^(%d+):(%d+)$')
 local runs = {}  -- task name -> {max running (0: no limit), ms between starts (0: no limit), burst}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local name, running, interval, burst = string.match(ARGV[i], '^([^=]+)=(%d+):([%d.]+):(%d+)$')
   if name then
     runs[name] = {tonumber(running), tonumber(interval), tonumber(burst)}
@@ -78,14 +84,50 @@ local function replayed(kept)
   return {claimed, swept, 0, false, now, held_back}
 end
 
--- An idle worker's call ends here, after one command, when nothing is queued or running (and so nothing a first
--- run of this request could have claimed is left to return).
+-- Register this worker for hand-offs until `until_ms` with `free` slots (shared/keys.py "Hand-off"), or, with
+-- none free, remove its registration. Its count of handed jobs lives a day past its last registration; a missing
+-- count starts at what the worker received (none can be on its way: the last hand-off was a day ago at least).
+local HANDED_TTL_MS = 86400000
+local registered = false
+local function register(free, until_ms)
+  registered = math.max(free, 0)
+  if free <= 0 then
+    redis.call('HDEL', IDLE .. queue, token)
+    return
+  end
+  if not redis.call('SET', HANDED .. token, received, 'NX', 'PX', HANDED_TTL_MS) then
+    redis.call('PEXPIRE', HANDED .. token, HANDED_TTL_MS)
+  end
+  local served = {}
+  for name, spec in pairs(runs) do
+    if spec[1] == 0 and spec[2] == 0 then served[#served + 1] = name end
+  end
+  redis.call('HSET', IDLE .. queue, token, string.format('%d|%d|%d|,%s,|,%s,', until_ms, free, lease, ARGV[6],
+    table.concat(served, ',')))
+end
+
+-- An idle worker's call ends here when nothing is queued or running (and so nothing a first run of this request
+-- could have claimed is left to return, and no handed job is on its way to this worker: it would be running).
 local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
-if #head == 0 then return {claimed, swept, false, false, false, held_back} end
+if #head == 0 then
+  if registration_ms then
+    now = relay_now()
+    register(limit, now + tonumber(registration_ms))
+  end
+  return {claimed, swept, false, false, now or false, held_back, registered}
+end
 now = relay_now()
 held = RUNNING_BASE + now + lease
 
-local kept = redis.call('GET', request_key)
+local kept, pushed
+if registration_ms then
+  local values = redis.call('MGET', request_key, HANDED .. token)
+  kept, pushed = values[1], tonumber(values[2])
+  -- Handed jobs pushed to this worker that it had not received when it counted its free slots.
+  limit = math.max(0, limit - math.max(0, (pushed or 0) - tonumber(received)))
+else
+  kept = redis.call('GET', request_key)
+end
 if kept then
   kept = cjson.decode(kept)
   if kept[1] == request then return replayed(kept) end
@@ -259,6 +301,7 @@ local function adopt(id, score)
   if lane then
     redis.call('ZREM', queue, id)
     relay_wait(queue, lane, id, score)
+    relay_unregister_idle(queue)  -- a job waits now that no registered worker was told of
     local _, q = relay_lane_parts(lane)
     relay_count(queue, q, 1)
   elseif score <= now and #claimed < limit then
@@ -409,26 +452,53 @@ local function first_lease()
   local first = redis.call('ZRANGEBYSCORE', queue, RUNNING_BASE, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return #first > 0 and tonumber(first[2]) or nil
 end
+-- A handed job (marker flag H) still in its worker's list was never received: that worker was lost (or could not
+-- reach Redis) while idle. The job goes back to its lane with its try given back, as if never claimed; returns
+-- whether it did.
+local function unreceived(id, marker, try, lane)
+  local owner = string.match(marker, '^([^|]*)|')
+  local list = HANDOFF .. owner
+  local prefix = cjson.encode({id}):sub(1, -2) .. ','
+  for _, item in ipairs(redis.call('LRANGE', list, 0, -1)) do
+    if string.sub(item, 1, #prefix) == prefix then
+      redis.call('LREM', list, 1, item)
+      redis.call('DECR', HANDED .. owner)
+      redis.call('DEL', IN_PROGRESS .. id)
+      if try > 1 then redis.call('SET', TRIES .. id, try - 1) else redis.call('DEL', TRIES .. id) end
+      redis.call('ZREM', queue, id)
+      relay_wait(queue, lane, id, now)
+      local _, q = relay_lane_parts(lane)
+      relay_count(queue, q, 1)
+      relay_unregister_idle(queue)
+      due_at(now)
+      return true
+    end
+  end
+  return false
+end
+
 local earliest_lease = tonumber(head[2]) >= RUNNING_BASE and tonumber(head[2]) or first_lease()
 if earliest_lease ~= nil and earliest_lease <= RUNNING_BASE + now and sweep_limit > 0 then
   local lapsed = redis.call('ZRANGEBYSCORE', queue, RUNNING_BASE, RUNNING_BASE + now, 'LIMIT', 0, sweep_limit)
   for i = 1, #lapsed do
     local id = lapsed[i]
     local marker = redis.call('GET', IN_PROGRESS .. id)
-    local try, slot, lane
-    if marker then try, slot, lane = relay_marker_parts(marker) end
-    try = try or tonumber(redis.call('GET', TRIES .. id) or '0')
-    local own = marker and string.sub(marker, 1, #mine) == mine
-    -- One of this worker's own leases (it could not renew while Redis was away): keep the marker as it is;
-    -- the caller knows whether the job still runs here. Another's: this worker takes it, with its lane and slot.
-    if not own then
-      local tail = lane and ('|' .. (slot and 'S' or '-') .. '|' .. lane) or ''
-      redis.call('SET', IN_PROGRESS .. id, token .. '|' .. try .. '|' .. now .. tail)
+    local try, slot, lane, handed
+    if marker then try, slot, lane, handed = relay_marker_parts(marker) end
+    if not (handed and lane and unreceived(id, marker, try, lane)) then
+      try = try or tonumber(redis.call('GET', TRIES .. id) or '0')
+      local own = marker and string.sub(marker, 1, #mine) == mine
+      -- One of this worker's own leases (it could not renew while Redis was away): keep the marker as it is;
+      -- the caller knows whether the job still runs here. Another's: this worker takes it, with its lane and slot.
+      if not own then
+        local tail = lane and ('|' .. (slot and 'S' or '-') .. '|' .. lane) or ''
+        redis.call('SET', IN_PROGRESS .. id, token .. '|' .. try .. '|' .. now .. tail)
+      end
+      redis.call('ZADD', queue, held, id)
+      local record = redis.call('GET', JOB .. id)
+      local aborted = abort_counts(id, record, redis.call('ZSCORE', abort, id)) and 1 or 0
+      swept[#swept + 1] = {id, record, try, aborted, seq_of(id), own and 1 or 0}
     end
-    redis.call('ZADD', queue, held, id)
-    local record = redis.call('GET', JOB .. id)
-    local aborted = abort_counts(id, record, redis.call('ZSCORE', abort, id)) and 1 or 0
-    swept[#swept + 1] = {id, record, try, aborted, seq_of(id), own and 1 or 0}
   end
   earliest_lease = first_lease()
 end
@@ -443,5 +513,13 @@ if #claimed > 0 or #swept > 0 then
   redis.call('SET', request_key, cjson.encode({request, taken, over}), 'PX', math.max(lease, 60000))
 end
 
+-- Registered for hand-offs only when it took everything it could: nothing it serves is due now (a later due time,
+-- a rate-limited lane's next start, ends the registration before it).
+if registration_ms then
+  local until_ms = now + tonumber(registration_ms)
+  if next_due ~= nil then until_ms = math.min(until_ms, next_due) end
+  register((next_due == nil or next_due > now) and (limit - #claimed) or 0, until_ms)
+end
+
 local next_lease = earliest_lease and math.max(0, earliest_lease - RUNNING_BASE - now) or false
-return {claimed, swept, next_due and (next_due - now) or false, next_lease, now, held_back}
+return {claimed, swept, next_due and (next_due - now) or false, next_lease, now, held_back, registered}

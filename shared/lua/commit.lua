@@ -149,6 +149,7 @@ end
 if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
 relay_flow_flush(ttl)
 if replies then redis.call('{{PUBLISH}}', channel, 'o') end
+if next(wake) ~= nil or next(woken) ~= nil then relay_unregister_idle(queue) end
 for to, due in pairs(wake) do
   redis.call('{{PUBLISH}}', to, due <= now() and 'j' or ('d' .. string.format('%d', due)))
   woken[to] = nil

@@ -6,6 +6,8 @@
 -- A child task (its record names its parent, "pt": ctx.submit) joins its parent's set of children (shared/keys.py
 -- `children`, expiring children_ttl ms later), so cancelling the parent can cancel it; while the parent's abort is
 -- requested (a request made after the parent's enqueue, the claim's rule) a new child is refused ('aborting').
+-- A job due now whose lane holds no due job goes straight to a registered idle worker that takes it, claimed for it
+-- here (shared/keys.py "Hand-off"), instead of into its lane with a wake-up notice.
 -- KEYS: queue (the schedule), index.  ARGV: children_ttl ms, default max depth, depths of named queues that have
 -- their own ('gpu=100,batch=5000' or ''), then per item: id, due ('+<delay ms>' or absolute ms), job record,
 -- fingerprint, index score, reply request ('' for none), lane id.
@@ -28,6 +30,69 @@ local function aborting(parent)
   local enqueued = tonumber(string.match(head, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":(%d+)'))
   return enqueued ~= nil and tonumber(requested) >= enqueued
 end
+-- The idle registry (shared/keys.py "Hand-off"), read at the first job due now: live registrations, the lapsed
+-- ones removed.
+local idle = nil
+local function idle_workers()
+  if idle ~= nil then return idle end
+  idle = {}
+  local flat, lapsed = redis.call('HGETALL', IDLE .. queue), {}
+  for i = 1, #flat, 2 do
+    local until_ms, free, lease, queues, tasks = string.match(flat[i + 1], '^(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
+    if until_ms and tonumber(until_ms) > now then
+      idle[#idle + 1] = {token = flat[i], until_ms = until_ms, free = tonumber(free), lease = tonumber(lease),
+        queues = queues, tasks = tasks}
+    else
+      lapsed[#lapsed + 1] = flat[i]
+    end
+  end
+  if #lapsed > 0 then redis.call('HDEL', IDLE .. queue, unpack(lapsed)) end
+  return idle
+end
+
+-- The registered worker that takes a job of lane `lane_id` (the one with the most free slots), or nil.
+local function taker(lane_id)
+  local task, q = relay_lane_parts(lane_id)
+  local best = nil
+  for _, w in ipairs(idle_workers()) do
+    if w.free > 0 and (best == nil or w.free > best.free) and string.find(w.queues, ',' .. q .. ',', 1, true)
+        and string.find(w.tasks, ',' .. task .. ',', 1, true) then
+      best = w
+    end
+  end
+  return best
+end
+
+-- Claim job `job` ({id, lane id, record, due, index score}) for worker `w` as claim.lua's mark would (its marker
+-- flagged H), and push the claimed item claim.lua would return onto the worker's list. Not aborted: an abort
+-- request counts only if made after the enqueue, which is now (a stale one is ignored by the running job's
+-- checks too).
+local function hand_off(job, w)
+  local id, lane_id, record = job[1], job[2], job[3]
+  local prior = redis.call('MGET', TRIES .. id, SEQ .. id)
+  local try = (tonumber(prior[1]) or 0) + 1
+  redis.call('MSET', JOB .. id, record, IN_PROGRESS .. id, w.token .. '|' .. try .. '|' .. now .. '|H|' .. lane_id,
+    TRIES .. id, try)
+  redis.call('ZADD', queue, RUNNING_BASE + now + w.lease, id)
+  redis.call('ZADD', index, job[5], id)
+  redis.call('RPUSH', HANDOFF .. w.token, cjson.encode({id, record, try, 0, job[4], tonumber(prior[2]) or 0}))
+  redis.call('INCR', HANDED .. w.token)  -- its expiry is the registration's (claim.lua)
+  w.free = w.free - 1
+  if w.free > 0 then
+    redis.call('HSET', IDLE .. queue, w.token, string.format('%s|%d|%d|%s|%s', w.until_ms, w.free, w.lease,
+      w.queues, w.tasks))
+  else
+    redis.call('HDEL', IDLE .. queue, w.token)
+  end
+end
+
+local laned = {}  -- lane id -> true once a job of this call went into it (the lane's later jobs follow it)
+-- Whether lane `lane_id` holds a job due now (its marker scores its head).
+local function due_in_lane(lane_id)
+  local head = redis.call('ZSCORE', queue, MARKER .. lane_id)
+  return head ~= false and head ~= nil and tonumber(head) < now + 1
+end
+
 local out, jobs, batch, wake = {}, {}, {}, {}
 local item = 0
 for a = 4, #ARGV, 7 do
@@ -55,7 +120,15 @@ for a = 4, #ARGV, 7 do
     local due = tonumber(when)
     if string.sub(when, 1, 1) == '+' then due = now + tonumber(string.sub(when, 2)) end
     record = relay_job_record(record, now, due)
-    jobs[#jobs + 1] = {id, lane_id, record, due, index_score}
+    local job = {id, lane_id, record, due, index_score}
+    local w = due <= now and not laned[lane_id] and taker(lane_id)
+    if w and due_in_lane(lane_id) then w = nil end
+    if w then
+      hand_off(job, w)
+    else
+      jobs[#jobs + 1] = job
+      laned[lane_id] = true
+    end
     if reply ~= '' then redis.call('SET', REPLY .. id, reply) end
     if parent then
       redis.call('SADD', CHILDREN .. parent, id)
@@ -67,5 +140,5 @@ for a = 4, #ARGV, 7 do
   end
 end
 relay_enqueue_jobs(queue, index, jobs, micros, wake)
-relay_wake(wake, now)
+relay_wake(queue, wake, now)
 return out

@@ -11,6 +11,7 @@ local PARK_MS = {{PARK_MS}}
 local INDEX = '{{INDEX_PREFIX}}'
 local FLOW, FLOW_EVENTS = '{{FLOW_PREFIX}}', '{{FLOW_EVENTS_PREFIX}}'
 local CHILDREN = '{{CHILDREN_PREFIX}}'
+local HANDOFF, HANDED, IDLE = '{{HANDOFF_PREFIX}}', '{{HANDED_PREFIX}}', '{{IDLE_PREFIX}}'
 
 -- Now, in ms, on Redis's clock: every time that decides who owns a job is compared with this, never with a
 -- caller's clock (two workers' clocks may differ by seconds; a VM resumed from a pause jumps).
@@ -53,12 +54,13 @@ local function relay_record_lane(record)
   return lane or relay_record_name(record)
 end
 
--- A running job's in-progress marker, "<token>|<try>|<start ms>|<S or ->|<lane>" (S: it holds a concurrency
--- slot of its lane's limit); markers from before named queues have no lane. Returns try, slot (bool), lane.
+-- A running job's in-progress marker, "<token>|<try>|<start ms>|<S, H or ->|<lane>" (S: it holds a concurrency
+-- slot of its lane's limit; H: an enqueue handed it off to that worker, shared/keys.py "Hand-off"); markers from
+-- before named queues have no lane. Returns try, slot (bool), lane, handed (bool).
 local function relay_marker_parts(marker)
-  local try, slot, lane = string.match(marker, '^[^|]*|(%d+)|%d+|([S-])|(.*)$')
-  if try then return tonumber(try), slot == 'S', lane ~= '' and lane or nil end
-  return tonumber(string.match(marker, '|(%d+)|')), false, nil
+  local try, slot, lane = string.match(marker, '^[^|]*|(%d+)|%d+|([SH-])|(.*)$')
+  if try then return tonumber(try), slot == 'S', lane ~= '' and lane or nil, slot == 'H' end
+  return tonumber(string.match(marker, '|(%d+)|')), false, nil, false
 end
 
 -- Count every lane of named queue `q` again (the depth hash's repair), and store it.
@@ -339,8 +341,15 @@ local function relay_enqueue_jobs(queue, index, jobs, micros, wake)
   for q, n in pairs(added) do relay_count(queue, q, n) end
 end
 
+-- A job of `queue` became due (or will) other than by a hand-off: no idle registration holds any more (shared/keys.py
+-- "Hand-off"); the workers the notice wakes claim, and register again.
+local function relay_unregister_idle(queue)
+  redis.call('DEL', IDLE .. queue)
+end
+
 -- Publish the wake-up notices `wake` collected (channel -> earliest due): 'j' when due now, else 'd<due>'.
-local function relay_wake(wake, now)
+local function relay_wake(queue, wake, now)
+  if next(wake) ~= nil then relay_unregister_idle(queue) end
   for channel, due in pairs(wake) do
     redis.call('{{PUBLISH}}', channel, due <= now and 'j' or ('d' .. string.format('%d', due)))
   end

@@ -29,5 +29,6 @@ redis.call('ZADD', index, ARGV[9], id)
 redis.call('PERSIST', REPLY .. id)
 local last = relay_emit(id, seq, ARGV, 10, #ARGV, max_len, max_bytes, ttl)
 redis.call('SET', SEQ .. id, last)
+relay_unregister_idle(queue)
 redis.call('{{PUBLISH}}', relay_queue_channel(queue, q), 'j')
 return {'queued', last}

@@ -51,10 +51,10 @@ class Bench:
     async def claim(self, limit: int, queues: str = "default", weights: str = "") -> tuple[list[str], Any, Any]:
         """Claim up to ``limit``: the ids in the order taken, the next-due delay and the held-back counts."""
         self.requests += 1
-        args = [str(self.requests), limit, 10_000, self.token, 0, queues, weights, *TASKS.claim_entries()]
+        args = [str(self.requests), limit, 10_000, self.token, 0, queues, weights, "", *TASKS.claim_entries()]
         queue = self.settings.queue_name
         reply = await self.scripts.claim(keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=args)
-        claimed, _, next_due, _, _, held = reply
+        claimed, _, next_due, _, _, held, _ = reply
         return [item[0].decode() for item in claimed], next_due, held
 
     async def finish(self, task_id: str) -> None:

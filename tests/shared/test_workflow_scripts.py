@@ -66,7 +66,7 @@ class Worker:
         """Every due job: id -> its record."""
         self.requests += 1
         queue = self.settings.queue_name
-        args = [str(self.requests), 1000, 60_000, self.token, 0, "default", "", *TASKS.claim_entries()]
+        args = [str(self.requests), 1000, 60_000, self.token, 0, "default", "", "", *TASKS.claim_entries()]
         claimed = (await self.scripts.claim(keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=args))[0]
         return {item[0].decode(): JobRecord.decode(item[1]) for item in claimed}
 

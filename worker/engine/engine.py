@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,14 @@ class Engine:
         self.scheduler = Scheduler(registry, settings, self.enqueuer)
         self._catalogue_reader: catalogue.Catalogue | None = None
         self._claim_entries = registry.claim_entries()
+        # Hand-offs (shared/keys.py "Hand-off"): how long a registration lasts (None: this worker takes none), the
+        # handed jobs received so far (the claim counts those still on their way as taken), and the registered
+        # free slots not yet used (at none, a finished job claims, so the worker registers again).
+        self.handoff_ms: int | None = int((settings.poll_delay_seconds * 2 + 1) * 1000) if settings.handoff else None
+        self.handoffs_received = 0
+        self._handoff_credit = 0
+        self._worker: Worker | None = None
+        self.on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None  # called as the stop begins
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -165,6 +174,7 @@ class Engine:
                 del worker.tasks[job_id]
                 task.result()
         self._claiming = worker.allow_pick_jobs and not self.shutting_down
+        self._worker = worker
         try:
             if self._claiming:
                 await self._claim(worker)
@@ -219,10 +229,13 @@ class Engine:
         if shard not in self._unanswered_claims:
             self._claim_requests += 1
             self._unanswered_claims[shard] = f"{self._claim_requests}"
-        claimed, swept, next_due, next_lease, redis_now, held_back = await self._claim_call(
+        received = self.handoffs_received
+        claimed, swept, next_due, next_lease, redis_now, held_back, *registered = await self._claim_call(
             self._unanswered_claims[shard], free
         )
         del self._unanswered_claims[shard]
+        if registered and registered[0] is not None:  # less what was handed off since the call
+            self._handoff_credit = int(registered[0]) - (self.handoffs_received - received)
         self.metrics.claim_waits(int(held_back[0]), int(held_back[1]))
         if redis_now is not None:  # None: nothing queued or running (the script did not read the clock)
             self._clock_offset_ms = int(redis_now) - time.time() * 1000
@@ -243,11 +256,31 @@ class Engine:
     async def _claim_call(self, request: str, free: int) -> list[Any]:
         """One call of claim.lua as request ``request``, taking at most ``free`` jobs."""
         args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, self.settings.queues]
-        args += [self.settings.tenant_weights, *self._claim_entries]
+        args += [self.settings.tenant_weights, self._handoff_argument(), *self._claim_entries]
         reply: list[Any] = await self.scripts.claim(
             keys=[keys.schedule(self.settings.queue_name), keys.abort_set(), keys.claim_request(self.token)], args=args
         )
         return reply
+
+    def _handoff_argument(self) -> str:
+        """The claim's hand-off argument (``claim.lua``): none with several shards (a slot registered on each could
+        be handed off on all) or once stopping."""
+        if self.handoff_ms is None or keys.shard_count() > 1 or self.shutting_down:
+            return ""
+        return f"{self.handoff_ms}:{self.handoffs_received}"
+
+    def receive_handoff(self, raw: bytes, stopping: bool = False) -> asyncio.Task[OpResult | None] | None:
+        """A job an enqueue claimed for this worker (shared/keys.py "Hand-off"): it starts as a claimed one, or,
+        once the worker stops, goes back on the queue with its pickup given back (returns that commit's task)."""
+        claimed = _handed(raw)
+        self.handoffs_received += 1
+        self._handoff_credit -= 1
+        self.metrics.handoffs.inc()
+        if self._worker is not None and not (stopping or self.shutting_down):
+            self._start(self._worker, claimed)
+            return None
+        ending = self._refusal(claimed) or outcomes.requeued("worker shutdown", give_back_try=True)
+        return self._commit_later(ending, claimed, claimed.record.function if claimed.record else "<unknown>", None)
 
     async def _hand_back_unanswered_claim(self) -> None:
         """At stop: the jobs of a claim whose reply never came (arq cancels its main loop mid-call once no job
@@ -368,9 +401,12 @@ class Engine:
             tracing.context_span(tracing.carrier_of(claimed.record)).trace_id,
         )
 
-    def _commit_later(self, ending: Ending, claimed: Claimed, function: str, started_ms: int | None) -> None:
+    def _commit_later(
+        self, ending: Ending, claimed: Claimed, function: str, started_ms: int | None
+    ) -> asyncio.Task[OpResult | None]:
         task = asyncio.create_task(self.commit_ending(ending, self._facts(claimed, function, started_ms), claimed.seq))
         task.add_done_callback(_log_failure)
+        return task
 
     def _finished(self, worker: Worker, task_id: str) -> None:
         self.runs.pop(task_id, None)
@@ -380,6 +416,8 @@ class Engine:
             self.wake.set()  # arq's grace period lasts while its tasks hold this one: the next poll drops it now
         elif self._next_due_ms is not None and self._next_due_ms <= self.redis_now_ms():
             self.wake.set()  # more work is due: claim for the free slot now
+        elif self._handoff_argument() and self._handoff_credit <= 0:
+            self.wake.set()  # its registration for hand-offs is used up: claim, and so register again
 
     async def commit_ending(
         self,
@@ -399,6 +437,9 @@ class Engine:
         """The worker was told to stop (a signal; ``worker.engine.patch``), its jobs given ``wait_seconds`` to
         finish: from ``STOP_REDIS_SECONDS`` after that, nothing waits on Redis any more (``stop_retrying_at``),
         so a worker whose Redis is away still exits. A later call (a second signal) only brings it closer."""
+        if not self.shutting_down and self.on_stop is not None:
+            task = asyncio.get_running_loop().create_task(self.on_stop())
+            task.add_done_callback(_log_failure)
         self.shutting_down = True
         stop_by = time.monotonic() + wait_seconds + STOP_REDIS_SECONDS
         self.stop_by = stop_by if self.stop_by is None else min(self.stop_by, stop_by)
@@ -612,6 +653,12 @@ def _claimed(item: list[Any]) -> Claimed:
 def _swept(item: list[Any]) -> tuple[Claimed, bool]:
     task_id, raw, try_number, aborted, seq, own = item
     return Claimed(task_id.decode(), _record(raw), int(try_number), bool(aborted), 0, int(seq)), bool(own)
+
+
+def _handed(raw: bytes) -> Claimed:
+    """A handed job's item (``enqueue.lua``): the claimed item ``claim.lua`` would return, as JSON."""
+    task_id, record, try_number, aborted, due, seq = json.loads(raw)
+    return Claimed(task_id, _record(record.encode()), int(try_number), bool(aborted), int(due), int(seq))
 
 
 def _record(raw: bytes | None) -> JobRecord | None:

@@ -1,0 +1,250 @@
+"""Hand-offs (``shared/keys.py`` "Hand-off"), script by script against a real Redis: an idle worker's claim
+registers it; an enqueue due now hands its job straight to it, claimed there; nothing waiting is overtaken, no slot
+is promised twice, and a handed job its worker never took goes back to its lane with its pickup given back. The
+end-to-end behaviour, with real worker processes and signals, is in tests/e2e/test_handoff.py."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+
+from shared import keys
+from shared.enqueue import Enqueuer, prepare
+from shared.scripts import Scripts
+from shared.settings import Settings
+from shared.tasks import TaskSubmission
+from worker.tasks import load
+
+TASKS = load(["worker.tasks.demo", "tests.support.tasks"])
+REGISTRATION_MS = 5000
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, queue_name=f"relay:ho:{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    client = ArqRedis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+class Worker:
+    """Claims by calling the script as a worker's engine does, taking hand-offs (or not)."""
+
+    def __init__(self, pool: ArqRedis, settings: Settings, handoffs: bool = True, lease_ms: int = 10_000) -> None:
+        self.pool, self.settings, self.scripts = pool, settings, Scripts(pool)
+        self.token = f"host:1:{uuid.uuid4().hex[:8]}"
+        self.handoffs, self.lease_ms = handoffs, lease_ms
+        self.requests = 0
+        self.received = 0  # handed jobs popped from its list (``HandoffListener``)
+
+    async def claim(self, limit: int) -> tuple[list[str], Any, Any]:
+        """Claim up to ``limit``: the ids taken, the swept ids, and the free slots it registered with."""
+        self.requests += 1
+        handoff = f"{REGISTRATION_MS}:{self.received}" if self.handoffs else ""
+        args = [str(self.requests), limit, self.lease_ms, self.token, 50, "default", "", handoff]
+        queue = self.settings.queue_name
+        reply = await self.scripts.claim(
+            keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=[*args, *TASKS.claim_entries()]
+        )
+        claimed, swept, *_, registered = reply
+        return [item[0].decode() for item in claimed], [item[0].decode() for item in swept], registered
+
+    async def pop(self) -> list[Any] | None:
+        raw = await self.pool.lpop(keys.handoff(self.token))  # type: ignore[misc]
+        if raw is None:
+            return None
+        self.received += 1
+        item: list[Any] = json.loads(raw)
+        return item
+
+    async def registration(self) -> list[str] | None:
+        raw = await self.pool.hget(keys.idle_registry(self.settings.queue_name), self.token)  # type: ignore[misc]
+        return raw.decode().split("|") if raw else None
+
+
+class Submitter:
+    def __init__(self, pool: ArqRedis, settings: Settings) -> None:
+        self.settings = settings
+        self.enqueuer = Enqueuer(pool, settings, Scripts(pool))
+
+    async def submit(self, task: str, **fields: Any) -> str:
+        prepared = prepare(TASKS.get(task), self.settings, TaskSubmission(task=task, **fields))
+        return (await self.enqueuer.enqueue(prepared)).task_id
+
+
+async def waiting_in_lanes(pool: ArqRedis, settings: Settings) -> int:
+    depth = await pool.hget(keys.depth(settings.queue_name), "default")  # type: ignore[misc]
+    return int(depth or 0)
+
+
+async def test_an_idle_workers_claim_registers_it_on_redis_time(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    assert await worker.claim(10) == ([], [], 10)
+    registration = await worker.registration()
+    assert registration is not None
+    until, free, lease, queues, tasks = registration
+    seconds, micros = await pool.time()
+    redis_now = seconds * 1000 + micros // 1000
+    assert redis_now < int(until) <= redis_now + REGISTRATION_MS  # from Redis's clock, not the caller's
+    assert (free, lease, queues) == ("10", "10000", ",default,")
+    assert ",stamp," in tasks
+    assert ",echo," in tasks
+    assert ",per_customer," not in tasks
+    assert ",five_per_second," not in tasks
+
+
+async def test_a_job_due_now_is_handed_to_the_idle_worker_claimed_and_without_a_notice(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    worker = Worker(pool, settings)
+    await worker.claim(10)
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    task_id = await Submitter(pool, settings).submit("stamp")
+    item = await worker.pop()
+    assert item is not None
+    assert item[0] == task_id
+    assert item[2] == 1
+    assert item[3] == 0
+    assert json.loads(item[1])["f"] == "stamp"  # the job record itself
+    marker = await pool.get(keys.in_progress(task_id))
+    assert marker is not None
+    assert marker.decode().startswith(worker.token + "|1|")
+    assert marker.split(b"|")[3] == b"H"
+    score = await pool.zscore(settings.queue_name, task_id)
+    assert score is not None
+    assert score >= keys.RUNNING_BASE
+    assert await waiting_in_lanes(pool, settings) == 0
+    assert await worker.registration() is not None  # nine slots left
+    assert (await worker.registration() or [])[1] == "9"
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None  # nobody woken
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_the_last_free_slot_used_ends_the_registration(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    await worker.claim(1)
+    submitter = Submitter(pool, settings)
+    first = await submitter.submit("stamp")
+    second = await submitter.submit("stamp")
+    assert await worker.registration() is None
+    assert (await worker.pop() or [None])[0] == first
+    assert await worker.pop() is None  # the second waits in its lane for a claim
+    assert await waiting_in_lanes(pool, settings) == 1
+    assert (await worker.claim(1))[0] == [second]
+
+
+async def test_nothing_waiting_is_overtaken(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    busy = Worker(pool, settings, handoffs=False)
+    submitter = Submitter(pool, settings)
+    await worker.claim(10)
+    # A job already waits in its lane (put there with no taker, a full limit, an earlier notice...):
+    await pool.hdel(keys.idle_registry(settings.queue_name), worker.token)  # type: ignore[misc]
+    waiting = await submitter.submit("stamp")
+    await worker.claim(0)  # busy: takes nothing, and so is not registered
+    await pool.hset(keys.idle_registry(settings.queue_name), worker.token, "9999999999999|5|10000|,default,|,stamp,")  # type: ignore[misc]
+    later = await submitter.submit("stamp")
+    assert await worker.pop() is None  # the lane holds a due job: the new one goes behind it
+    assert (await busy.claim(10))[0] == [waiting, later]
+
+
+async def test_deferred_and_limited_jobs_are_never_handed_off(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    submitter = Submitter(pool, settings)
+    await worker.claim(10)
+    await submitter.submit("stamp", delay_seconds=60)
+    assert await worker.pop() is None
+    await worker.claim(10)
+    await submitter.submit("per_customer", kwargs={"customer_id": "acme"})
+    assert await worker.pop() is None
+
+
+async def test_a_notice_of_a_waiting_job_ends_every_registration(pool: ArqRedis, settings: Settings) -> None:
+    idle = Worker(pool, settings)
+    await idle.claim(10)
+    other = Worker(pool, settings)
+    await other.claim(10)
+    await Submitter(pool, settings).submit("stamp", delay_seconds=60)  # waits, with a 'd' notice
+    assert await idle.registration() is None
+    assert await other.registration() is None
+
+
+async def test_a_worker_that_takes_no_handoffs_never_registers(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings, handoffs=False)
+    assert (await worker.claim(10))[2] is None
+    assert await worker.registration() is None
+    await Submitter(pool, settings).submit("stamp")
+    assert await worker.pop() is None
+    assert await waiting_in_lanes(pool, settings) == 1
+
+
+async def test_a_claim_counts_handed_jobs_on_their_way_as_taken(pool: ArqRedis, settings: Settings) -> None:
+    """A handed job popped but not yet counted by the worker when it works out its free slots: the claim takes
+    that many fewer, so a worker of one slot never runs two."""
+    worker = Worker(pool, settings)
+    submitter = Submitter(pool, settings)
+    await worker.claim(1)
+    await submitter.submit("stamp")  # handed off: the registration is used up
+    waiting = await submitter.submit("stamp")  # into its lane
+    # The worker has not received the first yet, so it still counts one free slot:
+    assert await worker.claim(1) == ([], [], 0)
+    await worker.pop()
+    assert (await worker.claim(0))[0] == []  # now running it: no slot free either way
+    assert (await worker.claim(1))[0] == [waiting]  # its first job ended (one free slot again)
+
+
+async def test_a_handed_job_its_worker_never_took_goes_back_with_its_pickup(pool: ArqRedis, settings: Settings) -> None:
+    """The worker was lost while idle: its handed job goes back to its lane once the lease lapses, try given back,
+    and the next claim runs it as a first try (a lost *running* job costs a pickup; this one never ran)."""
+    lost = Worker(pool, settings, lease_ms=1)
+    await lost.claim(10)
+    task_id = await Submitter(pool, settings).submit("stamp", max_retries=0)
+    assert await pool.llen(keys.handoff(lost.token)) == 1  # type: ignore[misc]
+    rescuer = Worker(pool, settings, handoffs=False)
+    seconds, _ = await pool.time()
+    while (await pool.time())[0] == seconds:  # a 1 ms lease has surely lapsed within the next second
+        pass
+    taken, swept, _ = await rescuer.claim(10)
+    assert (taken, swept) == ([], [])  # put back, not taken over
+    assert await pool.llen(keys.handoff(lost.token)) == 0  # type: ignore[misc]
+    assert await pool.get(keys.handed(lost.token)) == b"0"
+    assert await pool.get(keys.in_progress(task_id)) is None
+    assert await waiting_in_lanes(pool, settings) == 1
+    taken, _, _ = await rescuer.claim(10)
+    assert taken == [task_id]
+    marker = await pool.get(keys.in_progress(task_id))
+    assert marker is not None
+    assert marker.split(b"|")[1] == b"1"
+
+
+async def test_a_received_handed_job_whose_lease_lapsed_is_taken_over(pool: ArqRedis, settings: Settings) -> None:
+    lost = Worker(pool, settings, lease_ms=1)
+    await lost.claim(10)
+    task_id = await Submitter(pool, settings).submit("stamp")
+    await lost.pop()  # it started it, then was lost
+    rescuer = Worker(pool, settings, handoffs=False)
+    seconds, _ = await pool.time()
+    while (await pool.time())[0] == seconds:
+        pass
+    taken, swept, _ = await rescuer.claim(10)
+    assert (taken, swept) == ([], [task_id])  # a lost worker's job: the pickup counts
+
+
+async def test_an_enqueue_sent_twice_hands_off_once(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    await worker.claim(10)
+    submitter = Submitter(pool, settings)
+    task_id = await submitter.submit("stamp", id="twice")
+    assert await submitter.submit("stamp", id="twice") == task_id
+    assert await pool.llen(keys.handoff(worker.token)) == 1  # type: ignore[misc]
+    assert await pool.get(keys.handed(worker.token)) == b"1"

@@ -1,0 +1,106 @@
+"""Hand-offs: jobs an enqueue claimed for this idle worker, taken from its own list (shared/keys.py "Hand-off").
+
+The worker waits on its list with ``BLPOP`` on a connection of its own: the item holds everything the claim would
+have returned, so a submit to an idle system reaches the task with no claim round trip. Stopping, the worker
+leaves the idle registry (no enqueue hands it anything after that), pushes a stop mark behind whatever is already
+in its list, and keeps taking items until the mark: those go back on the queue (``Engine.receive_handoff``). A
+worker that cannot stop cleanly (Redis away, SIGKILL) leaves its items in the list; the sweep puts them back in
+their lanes, their pickups given back, once their leases lapse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.waiting import cancel_and_wait
+from worker.engine.engine import Engine
+
+logger = logging.getLogger("relay.worker")
+
+STOP_MARK = b"stop"  # never a job's item (those are JSON arrays)
+STOP_SECONDS = 2.0  # how long a stop waits for the list's stop mark before giving up on it
+
+
+class HandoffListener:
+    """Takes this worker's handed jobs to its engine (see the module docstring)."""
+
+    def __init__(self, redis: Redis, engine: Engine, queue_name: str, block_seconds: float) -> None:
+        self._redis = redis
+        self._engine = engine
+        self._queue_name = queue_name
+        # Shorter than the connection's command timeout, so that an idle wait never reads as a dead connection.
+        self._block_seconds = block_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._left = False
+        self._handing_back: set[asyncio.Task[object]] = set()  # commits of items taken while stopping
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="relay-handoff")
+
+    async def leave(self) -> None:
+        """Leave the idle registry and mark the end of the list: nothing is handed to this worker after this."""
+        if self._left:
+            return
+        self._left = True
+        token = self._engine.token
+        await self._redis.hdel(keys.idle_registry(self._queue_name), token)  # type: ignore[misc]
+        await self._redis.rpush(keys.handoff(token), STOP_MARK)  # type: ignore[misc]
+
+    async def stop(self) -> None:
+        """Take every item up to the stop mark (back on the queue, as the worker stops), then end."""
+        if self._task is None:
+            return
+        try:
+            await self.leave()
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_SECONDS)
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("hand-offs not closed cleanly (%s); what is left goes back once its lease lapses", exc)
+        await cancel_and_wait(self._task)
+        # Items behind the mark (a claim sent before the stop registered this worker again), and the mark itself if
+        # the listener missed it: handed back now rather than once their leases lapse. No claim runs any more, so
+        # once out of the registry nothing new arrives; each pop is atomic, so nothing is dropped either.
+        key = keys.handoff(self._engine.token)
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.hdel(keys.idle_registry(self._queue_name), self._engine.token)  # type: ignore[misc]
+            while left := await self._redis.lpop(key, 100):  # type: ignore[misc]
+                for raw in left:
+                    if raw != STOP_MARK:
+                        self._take(raw, stopping=True)
+        if self._handing_back:
+            await asyncio.gather(*self._handing_back, return_exceptions=True)
+
+    def _take(self, raw: bytes, stopping: bool = False) -> None:
+        try:
+            commit = self._engine.receive_handoff(raw, stopping)
+        except (ValueError, TypeError) as exc:
+            logger.error("ignoring a malformed hand-off %r: %s", raw[:80], exc)
+            return
+        if commit is not None:
+            self._handing_back.add(commit)
+            commit.add_done_callback(self._handing_back.discard)
+
+    async def _listen(self) -> None:
+        key = keys.handoff(self._engine.token)
+        lost = False
+        while True:
+            try:
+                got = await self._redis.blpop([key], timeout=self._block_seconds)  # type: ignore[arg-type,misc]
+            except (RedisError, OSError) as exc:
+                if not lost:
+                    logger.warning("hand-off list unreachable (%s); claims still run meanwhile", exc)
+                lost = True
+                await asyncio.sleep(1.0)
+                continue
+            lost = False
+            if got is None:
+                continue
+            raw = got[1]
+            if raw == STOP_MARK:
+                return
+            self._take(raw)
