@@ -52,6 +52,14 @@ class HandoffListener:
         await self._redis.hdel(keys.idle_registry(self._queue_name), token)  # type: ignore[misc]
         await self._redis.rpush(keys.handoff(token), STOP_MARK)  # type: ignore[misc]
 
+    async def leave_at_stop(self) -> None:
+        """``leave`` as the stop begins (``Engine.on_stop``); with Redis away, the worker's shutdown tries again."""
+        try:
+            await self.leave()
+        except (RedisError, OSError) as exc:
+            self._left = False
+            logger.warning("could not leave the idle registry yet (%s); trying again as the worker exits", exc)
+
     async def stop(self) -> None:
         """Take every item up to the stop mark (back on the queue, as the worker stops), then end."""
         if self._task is None:

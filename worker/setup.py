@@ -115,7 +115,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     if engine.handoff_ms is not None and keys.shard_count() == 1:
         block = max(0.1, min(1.0, config.redis_timeout_seconds / 2))
         handoffs = ctx[HANDOFF_CTX_KEY] = HandoffListener(ctx["redis"], engine, config.queue_name, block)
-        engine.on_stop = handoffs.leave
+        engine.on_stop = handoffs.leave_at_stop
         handoffs.start()
     if config.servicebus_enabled:
         from worker.bridge.service import ServiceBusBridge  # the SDK loads only where it is used

@@ -18,7 +18,7 @@
 -- 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
 -- Returns {claimed, swept, next_due or false, next_lease or false, now (false when the script did not read the
 -- clock), held, registered (the free slots this worker is registered for hand-offs with: 0 when not; false when
--- the worker takes none, or for a replay)}: claimed items are {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job
+-- the worker takes none, or for a replay), handed (the worker's count of jobs ever handed to it, when read)}: claimed items are {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job
 -- or false, try, aborted, seq, own (0/1: the lapsed lease was this worker's own)}; next_due and next_lease are
 -- delays from now in ms (next_due is 0 when more jobs may be due than were taken); held is {lanes held back by a
 -- full concurrency limit, by a rate limit}. An abort request counts only if made after the job was enqueued: an
@@ -114,7 +114,7 @@ if #head == 0 then
     now = relay_now()
     register(limit, now + tonumber(registration_ms))
   end
-  return {claimed, swept, false, false, now or false, held_back, registered}
+  return {claimed, swept, false, false, now or false, held_back, registered, false}
 end
 now = relay_now()
 held = RUNNING_BASE + now + lease
@@ -174,6 +174,7 @@ local function mark(ids, scores, lane, slots)
 end
 
 local next_due = nil
+local parked_until = nil  -- a lane parked by this call comes back then at the latest: a registration ends before
 local function due_at(score)
   if next_due == nil or score < next_due then next_due = score end
 end
@@ -201,6 +202,7 @@ local function allowance(c, want)
     if running >= spec[1] then
       redis.call('SADD', PARKED .. c.task .. '|' .. (key_value or '') .. '|' .. queue, c.lane)
       redis.call('ZADD', queue, now + PARK_MS, MARKER .. c.lane)
+      parked_until = now + PARK_MS
       held_back[1] = held_back[1] + 1
       return 0, nil
     end
@@ -275,6 +277,7 @@ local function take(c, want)
       local key_value = string.match(c.part, '^([^/]*)/') or ''
       redis.call('SADD', PARKED .. c.task .. '|' .. key_value .. '|' .. queue, c.lane)
       redis.call('ZADD', queue, now + PARK_MS, MARKER .. c.lane)
+      parked_until = now + PARK_MS
       held_back[1] = held_back[1] + 1
     elseif next_start ~= nil and next_start > now then
       redis.call('ZADD', queue, next_start, MARKER .. c.lane)
@@ -470,6 +473,7 @@ local function unreceived(id, marker, try, lane)
       local _, q = relay_lane_parts(lane)
       relay_count(queue, q, 1)
       relay_unregister_idle(queue)
+      redis.call('{{PUBLISH}}', relay_queue_channel(queue, q), 'j')  -- for workers that serve it and this one not
       due_at(now)
       return true
     end
@@ -516,10 +520,9 @@ end
 -- Registered for hand-offs only when it took everything it could: nothing it serves is due now (a later due time,
 -- a rate-limited lane's next start, ends the registration before it).
 if registration_ms then
-  local until_ms = now + tonumber(registration_ms)
-  if next_due ~= nil then until_ms = math.min(until_ms, next_due) end
+  local until_ms = math.min(now + tonumber(registration_ms), next_due or math.huge, parked_until or math.huge)
   register((next_due == nil or next_due > now) and (limit - #claimed) or 0, until_ms)
 end
 
 local next_lease = earliest_lease and math.max(0, earliest_lease - RUNNING_BASE - now) or false
-return {claimed, swept, next_due and (next_due - now) or false, next_lease, now, held_back, registered}
+return {claimed, swept, next_due and (next_due - now) or false, next_lease, now, held_back, registered, pushed or false}

@@ -86,8 +86,8 @@ local function hand_off(job, w)
   end
 end
 
-local laned = {}  -- lane id -> true once a job of this call went into it (the lane's later jobs follow it)
--- Whether lane `lane_id` holds a job due now (its marker scores its head).
+local waits = false  -- a job of this call due now went into its lane: nothing after it is handed off
+-- Whether lane `lane_id` already holds a job due now (its marker scores its head).
 local function due_in_lane(lane_id)
   local head = redis.call('ZSCORE', queue, MARKER .. lane_id)
   return head ~= false and head ~= nil and tonumber(head) < now + 1
@@ -121,13 +121,13 @@ for a = 4, #ARGV, 7 do
     if string.sub(when, 1, 1) == '+' then due = now + tonumber(string.sub(when, 2)) end
     record = relay_job_record(record, now, due)
     local job = {id, lane_id, record, due, index_score}
-    local w = due <= now and not laned[lane_id] and taker(lane_id)
+    local w = due <= now and not waits and taker(lane_id)
     if w and due_in_lane(lane_id) then w = nil end
     if w then
       hand_off(job, w)
     else
       jobs[#jobs + 1] = job
-      laned[lane_id] = true
+      if due <= now then waits = true end
     end
     if reply ~= '' then redis.call('SET', REPLY .. id, reply) end
     if parent then

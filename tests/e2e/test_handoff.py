@@ -75,15 +75,15 @@ def test_a_stopping_worker_leaves_the_registry_at_once(
     name = queue()
     client = redis.Redis.from_url(redis_url)
     _, base = spawn_api(RELAY_QUEUE_NAME=name)
-    # A grace period (the suite's is 3 s) long enough for the 8 s job below to drain.
+    # A grace period (the suite's is 3 s) long enough for the 6 s job below to drain.
     draining = spawn_worker(RELAY_QUEUE_NAME=name, RELAY_WORKER_GRACE_SECONDS="15")
     # Still running well after the stop's registry check below (which must not be met by the drain ending).
-    running = submit_ok(base, {"task": "sleeps", "kwargs": {"seconds": 8}})
+    running = submit_ok(base, {"task": "sleeps", "kwargs": {"seconds": 6}})
     wait_state(base, running, {"running"})
     # Running one job of ten, it is registered for the other nine.
     wait_until(lambda: len(registered(client, name)) == 1, 10, "the worker to register")
     draining.send(signal.SIGTERM)
-    wait_until(lambda: not registered(client, name), 4, "the stopping worker to leave the registry")
+    wait_until(lambda: not registered(client, name), 3, "the stopping worker to leave the registry")
     later = submit_ok(base, {"task": "echo", "kwargs": {"message": "hi"}})  # not handed to the stopping worker
     assert draining.wait(30) == 0
     assert wait_state(base, running, FINAL)["state"] == "succeeded"  # its grace period let it finish

@@ -39,6 +39,7 @@ from shared.tasks import TaskState
 from shared.waiting import wait_set
 from worker.engine import outcomes, tries
 from worker.engine.commit import Committer, Op, OpResult
+from worker.engine.handoffs import HandoffCount
 from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
 from worker.engine.run import Claimed, JobRun, wait_for_redis
@@ -109,7 +110,7 @@ class Engine:
         # handed jobs received so far (the claim counts those still on their way as taken), and the registered
         # free slots not yet used (at none, a finished job claims, so the worker registers again).
         self.handoff_ms: int | None = int((settings.poll_delay_seconds * 2 + 1) * 1000) if settings.handoff else None
-        self.handoffs_received = 0
+        self.handoffs = HandoffCount(settings.lease_seconds)
         self._handoff_credit = 0
         self._worker: Worker | None = None
         self.on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None  # called as the stop begins
@@ -229,13 +230,16 @@ class Engine:
         if shard not in self._unanswered_claims:
             self._claim_requests += 1
             self._unanswered_claims[shard] = f"{self._claim_requests}"
-        received = self.handoffs_received
-        claimed, swept, next_due, next_lease, redis_now, held_back, *registered = await self._claim_call(
+        received = self.handoffs.received
+        claimed, swept, next_due, next_lease, redis_now, held_back, *handoff = await self._claim_call(
             self._unanswered_claims[shard], free
         )
         del self._unanswered_claims[shard]
-        if registered and registered[0] is not None:  # less what was handed off since the call
-            self._handoff_credit = int(registered[0]) - (self.handoffs_received - received)
+        registered, handed = [*handoff, None, None][:2]  # a replay answers without them
+        if registered is not None:  # less what was handed off since the call
+            self._handoff_credit = int(registered) - (self.handoffs.received - received)
+        if handed is not None:
+            self.handoffs.observe(int(handed), received, time.monotonic())
         self.metrics.claim_waits(int(held_back[0]), int(held_back[1]))
         if redis_now is not None:  # None: nothing queued or running (the script did not read the clock)
             self._clock_offset_ms = int(redis_now) - time.time() * 1000
@@ -267,13 +271,13 @@ class Engine:
         be handed off on all) or once stopping."""
         if self.handoff_ms is None or keys.shard_count() > 1 or self.shutting_down:
             return ""
-        return f"{self.handoff_ms}:{self.handoffs_received}"
+        return f"{self.handoff_ms}:{self.handoffs.received}"
 
     def receive_handoff(self, raw: bytes, stopping: bool = False) -> asyncio.Task[OpResult | None] | None:
         """A job an enqueue claimed for this worker (shared/keys.py "Hand-off"): it starts as a claimed one, or,
         once the worker stops, goes back on the queue with its pickup given back (returns that commit's task)."""
         claimed = _handed(raw)
-        self.handoffs_received += 1
+        self.handoffs.received += 1
         self._handoff_credit -= 1
         self.metrics.handoffs.inc()
         if self._worker is not None and not (stopping or self.shutting_down):
