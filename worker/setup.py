@@ -113,7 +113,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name, engine, config.queue_list)
     await listener.start()
     if engine.handoff_ms is not None and keys.shard_count() == 1:
-        block = max(0.1, min(1.0, config.redis_timeout_seconds / 2))
+        block = max(0.1, min(config.poll_delay_seconds, config.redis_timeout_seconds - 0.5))
         handoffs = ctx[HANDOFF_CTX_KEY] = HandoffListener(ctx["redis"], engine, config.queue_name, block)
         engine.on_stop = handoffs.leave_at_stop
         handoffs.start()

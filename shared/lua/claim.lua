@@ -14,7 +14,8 @@
 -- KEYS: queue (the schedule), arq's abort set, this worker's claim record.
 -- ARGV: request id, limit, lease_ms, token, sweep_limit, the named queues served (comma-separated, first served
 -- first), tenant weights ('a=3,b=1' or ''), hand-off ('' for none, else '<registration ms>:<handed jobs this
--- worker received>'), then one entry per task this worker runs: its name, or for a task with limits
+-- worker received>:<1 if it may be registered, 0 if its last claim left it unregistered (only its own claims
+-- register it)>'), then one entry per task this worker runs: its name, or for a task with limits
 -- 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
 -- Returns {claimed, swept, next_due or false, next_lease or false, now (false when the script did not read the
 -- clock), held, registered (the free slots this worker is registered for hand-offs with: 0 when not; false when
@@ -34,7 +35,7 @@ for q in string.gmatch(ARGV[6], '[^,]+') do
 end
 local weight = {}
 for tenant, w in string.gmatch(ARGV[7], '([^,=]*)=(%d+)') do weight[tenant] = math.max(1, tonumber(w)) end
-local registration_ms, received = string.match(ARGV[8], '^(%d+):(%d+)$')
+local registration_ms, received, maybe_registered = string.match(ARGV[8], '^(%d+):(%d+):([01])$')
 local runs = {}  -- task name -> {max running (0: no limit), ms between starts (0: no limit), burst}
 for i = 9, #ARGV do
   local name, running, interval, burst = string.match(ARGV[i], '^([^=]+)=(%d+):([%d.]+):(%d+)$')
@@ -85,25 +86,27 @@ local function replayed(kept)
 end
 
 -- Register this worker for hand-offs until `until_ms` with `free` slots (shared/keys.py "Hand-off"), or, with
--- none free, remove its registration. Its count of handed jobs lives a day past its last registration; a missing
--- count starts at what the worker received (none can be on its way: the last hand-off was a day ago at least).
+-- none free, remove its registration. Its count of handed jobs lives a day past the start of its last registration;
+-- a missing count starts at what the worker received (and a count below the worker's, the worker follows:
+-- worker/engine/handoffs.py).
 local HANDED_TTL_MS = 86400000
 local registered = false
 local function register(free, until_ms)
   registered = math.max(free, 0)
   if free <= 0 then
-    redis.call('HDEL', IDLE .. queue, token)
+    if maybe_registered == '1' then redis.call('HDEL', IDLE .. queue, token) end
     return
-  end
-  if not redis.call('SET', HANDED .. token, received, 'NX', 'PX', HANDED_TTL_MS) then
-    redis.call('PEXPIRE', HANDED .. token, HANDED_TTL_MS)
   end
   local served = {}
   for name, spec in pairs(runs) do
     if spec[1] == 0 and spec[2] == 0 then served[#served + 1] = name end
   end
-  redis.call('HSET', IDLE .. queue, token, string.format('%d|%d|%d|,%s,|,%s,', until_ms, free, lease, ARGV[6],
-    table.concat(served, ',')))
+  local new = redis.call('HSET', IDLE .. queue, token, string.format('%d|%d|%d|,%s,|,%s,', until_ms, free, lease,
+    ARGV[6], table.concat(served, ',')))
+  -- The count's expiry moves on when a registration starts, not at each idle poll's renewal (one command fewer).
+  if not redis.call('SET', HANDED .. token, received, 'NX', 'PX', HANDED_TTL_MS) and new == 1 then
+    redis.call('PEXPIRE', HANDED .. token, HANDED_TTL_MS)
+  end
 end
 
 -- An idle worker's call ends here when nothing is queued or running (and so nothing a first run of this request

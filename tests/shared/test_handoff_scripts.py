@@ -54,7 +54,7 @@ class Worker:
     async def claim_reply(self, limit: int) -> tuple[list[str], Any, Any, Any]:
         """... and Redis's count of the jobs handed to it (when the claim read it)."""
         self.requests += 1
-        handoff = f"{REGISTRATION_MS}:{self.received}" if self.handoffs else ""
+        handoff = f"{REGISTRATION_MS}:{self.received}:1" if self.handoffs else ""
         args = [str(self.requests), limit, self.lease_ms, self.token, 50, "default", "", handoff]
         queue = self.settings.queue_name
         reply = await self.scripts.claim(

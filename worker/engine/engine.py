@@ -112,6 +112,7 @@ class Engine:
         self.handoff_ms: int | None = int((settings.poll_delay_seconds * 2 + 1) * 1000) if settings.handoff else None
         self.handoffs = HandoffCount(settings.lease_seconds)
         self._handoff_credit = 0
+        self._maybe_registered = True  # False once a claim's answer said it left this worker unregistered
         self._worker: Worker | None = None
         self.on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None  # called as the stop begins
 
@@ -231,13 +232,15 @@ class Engine:
             self._claim_requests += 1
             self._unanswered_claims[shard] = f"{self._claim_requests}"
         received = self.handoffs.received
+        argument, self._maybe_registered = self._handoff_argument(), True  # True until an answer says otherwise
         claimed, swept, next_due, next_lease, redis_now, held_back, *handoff = await self._claim_call(
-            self._unanswered_claims[shard], free
+            self._unanswered_claims[shard], free, argument
         )
         del self._unanswered_claims[shard]
         registered, handed = [*handoff, None, None][:2]  # a replay answers without them
         if registered is not None:  # less what was handed off since the call
             self._handoff_credit = int(registered) - (self.handoffs.received - received)
+            self._maybe_registered = int(registered) > 0
         if handed is not None:
             self.handoffs.observe(int(handed), received, time.monotonic())
         self.metrics.claim_waits(int(held_back[0]), int(held_back[1]))
@@ -257,10 +260,11 @@ class Engine:
             now_ms + float(next_lease) if next_lease is not None else None,
         )
 
-    async def _claim_call(self, request: str, free: int) -> list[Any]:
+    async def _claim_call(self, request: str, free: int, handoff: str | None = None) -> list[Any]:
         """One call of claim.lua as request ``request``, taking at most ``free`` jobs."""
         args: list[str | int] = [request, free, self.lease_ms, self.token, SWEEP_LIMIT, self.settings.queues]
-        args += [self.settings.tenant_weights, self._handoff_argument(), *self._claim_entries]
+        args += [self.settings.tenant_weights, self._handoff_argument() if handoff is None else handoff]
+        args += self._claim_entries
         reply: list[Any] = await self.scripts.claim(
             keys=[keys.schedule(self.settings.queue_name), keys.abort_set(), keys.claim_request(self.token)], args=args
         )
@@ -271,7 +275,7 @@ class Engine:
         be handed off on all) or once stopping."""
         if self.handoff_ms is None or keys.shard_count() > 1 or self.shutting_down:
             return ""
-        return f"{self.handoff_ms}:{self.handoffs.received}"
+        return f"{self.handoff_ms}:{self.handoffs.received}:{int(self._maybe_registered)}"
 
     def receive_handoff(self, raw: bytes, stopping: bool = False) -> asyncio.Task[OpResult | None] | None:
         """A job an enqueue claimed for this worker (shared/keys.py "Hand-off"): it starts as a claimed one, or,
