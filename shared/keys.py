@@ -145,13 +145,15 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   the worker's ``handed`` counter, and sends no wake-up notice. So a submit to an idle system costs no claim round
   trip. Why it is safe:
   *Nothing is overtaken.* A registration is written only by a claim that took everything it could (nothing it
-  serves left due, no lane held back by a limit, no lease lapsed) and expires, on Redis's clock, before anything it
-  knows of falls due (its next due time, a parked lane's return) or ``RELAY_POLL_DELAY_SECONDS`` x 2 + 1 s
-  at most; every script that makes a job due by a wake-up notice (enqueue, commit, retry, workflows) deletes the
-  whole registry, so the workers it wakes claim and register again. A live registration therefore means: nothing
-  that worker could take is waiting, and its free slots are what the claim left. Priorities, tenant fairness and
-  limits only ever choose among waiting jobs, and with none waiting there is nothing to choose; a limited task is
-  never handed off, and a job whose lane already holds jobs goes into its lane as before.
+  serves left due; a lane held back by a limit counts as due when it may start again) and expires, on Redis's
+  clock, before anything it knows of falls due (its next due time, a parked lane's return) or
+  ``RELAY_POLL_DELAY_SECONDS`` x 4 + 1 s at most (an idle worker renews it every third poll, and after any notice
+  it hears); every script that makes a job due by a wake-up notice (enqueue, commit, retry, workflows, the sweep)
+  deletes the whole registry, so the workers it wakes claim and register again. A live registration therefore
+  means: nothing that worker could take is waiting, and its free slots are what the claim left. Priorities,
+  tenant fairness and limits only ever choose among waiting jobs, and with none waiting there is nothing to
+  choose; a limited task is never handed off, and once a due job of an enqueue goes into its lane (it already
+  holds due jobs, or no registered worker takes it), nothing after it in that call is handed off.
   *No slot is promised twice.* Each hand-off takes one of the registration's free slots (at zero it is removed).
   A claim that neither registers nor finds its worker idle removes the registration; one that registers writes
   its free slots less the hand-offs still in flight: the script compares the worker's ``handed`` counter with

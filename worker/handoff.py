@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.redis import close
 from shared.waiting import cancel_and_wait
 from worker.engine.engine import Engine
 
@@ -31,11 +32,10 @@ class HandoffListener:
     """Takes this worker's handed jobs to its engine (see the module docstring)."""
 
     def __init__(self, redis: Redis, engine: Engine, queue_name: str, block_seconds: float) -> None:
-        self._redis = redis
+        self._redis = redis  # its own: closed by ``stop``
         self._engine = engine
         self._queue_name = queue_name
-        # Shorter than the connection's command timeout, so that an idle wait never reads as a dead connection.
-        self._block_seconds = block_seconds
+        self._block_seconds = block_seconds  # shorter than the client's command timeout
         self._task: asyncio.Task[None] | None = None
         self._left = False
         self._handing_back: set[asyncio.Task[object]] = set()  # commits of items taken while stopping
@@ -82,6 +82,7 @@ class HandoffListener:
                         self._take(raw, stopping=True)
         if self._handing_back:
             await asyncio.gather(*self._handing_back, return_exceptions=True)
+        await close(self._redis)
 
     def _take(self, raw: bytes, stopping: bool = False) -> None:
         try:

@@ -12,7 +12,7 @@ from arq.worker import Function, func
 from shared import keys
 from shared.config_errors import refuse
 from shared.logs import configure as configure_logging
-from shared.redis import public_url, redis_settings
+from shared.redis import probe_client, public_url, redis_settings
 from shared.serialization import dumps, loads
 from shared.settings import Settings, get_settings
 from worker import observe
@@ -42,6 +42,7 @@ WAKEUP_CTX_KEY = "relay_wakeup"
 STALLS_CTX_KEY = "relay_stalls"
 BRIDGE_CTX_KEY = "relay_bridge"
 HANDOFF_CTX_KEY = "relay_handoff"
+HANDOFF_WAIT_SECONDS = 10.0
 # arq --check passes while the health key is younger than this (+1 s): keeps liveness probes meaningful.
 HEALTH_CHECK_INTERVAL_SECONDS = 10
 # arq's own timeout only backs Relay's up (Relay's engine runs jobs; this bounds arq's in-progress expiry).
@@ -113,8 +114,11 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name, engine, config.queue_list)
     await listener.start()
     if engine.handoff_ms is not None and keys.shard_count() == 1:
-        block = max(0.1, min(config.poll_delay_seconds, config.redis_timeout_seconds - 0.5))
-        handoffs = ctx[HANDOFF_CTX_KEY] = HandoffListener(ctx["redis"], engine, config.queue_name, block)
+        # Its own client, each command tried once (a BLPOP sent again could pop a second item while the first's
+        # reply is lost), whose timeout outlasts the wait: an idle worker asks once per HANDOFF_WAIT_SECONDS.
+        waits = config.model_copy(update={"redis_timeout_seconds": config.redis_timeout_seconds + HANDOFF_WAIT_SECONDS})
+        handoffs = ctx[HANDOFF_CTX_KEY] = HandoffListener(probe_client(waits), engine, config.queue_name,
+                                                          HANDOFF_WAIT_SECONDS)  # fmt: skip
         engine.on_stop = handoffs.leave_at_stop
         handoffs.start()
     if config.servicebus_enabled:

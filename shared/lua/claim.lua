@@ -15,7 +15,9 @@
 -- ARGV: request id, limit, lease_ms, token, sweep_limit, the named queues served (comma-separated, first served
 -- first), tenant weights ('a=3,b=1' or ''), hand-off ('' for none, else '<registration ms>:<handed jobs this
 -- worker received>:<1 if it may be registered, 0 if its last claim left it unregistered (only its own claims
--- register it)>'), then one entry per task this worker runs: its name, or for a task with limits
+-- register it)>:<1 to register it when nothing is queued or running, 0 when its registration needs no renewal
+-- yet (an idle poll then costs one command, as before hand-offs)>'), then one entry per task this worker runs:
+-- its name, or for a task with limits
 -- 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
 -- Returns {claimed, swept, next_due or false, next_lease or false, now (false when the script did not read the
 -- clock), held, registered (the free slots this worker is registered for hand-offs with: 0 when not; false when
@@ -35,7 +37,7 @@ for q in string.gmatch(ARGV[6], '[^,]+') do
 end
 local weight = {}
 for tenant, w in string.gmatch(ARGV[7], '([^,=]*)=(%d+)') do weight[tenant] = math.max(1, tonumber(w)) end
-local registration_ms, received, maybe_registered = string.match(ARGV[8], '^(%d+):(%d+):([01])$')
+local registration_ms, received, maybe_registered, refresh = string.match(ARGV[8], '^(%d+):(%d+):([01]):([01])$')
 local runs = {}  -- task name -> {max running (0: no limit), ms between starts (0: no limit), burst}
 for i = 9, #ARGV do
   local name, running, interval, burst = string.match(ARGV[i], '^([^=]+)=(%d+):([%d.]+):(%d+)$')
@@ -103,8 +105,8 @@ local function register(free, until_ms)
   end
   local new = redis.call('HSET', IDLE .. queue, token, string.format('%d|%d|%d|,%s,|,%s,', until_ms, free, lease,
     ARGV[6], table.concat(served, ',')))
-  -- The count's expiry moves on when a registration starts, not at each idle poll's renewal (one command fewer).
-  if not redis.call('SET', HANDED .. token, received, 'NX', 'PX', HANDED_TTL_MS) and new == 1 then
+  -- The count is seeded and its expiry moved on when a registration starts, not at each renewal (fewer commands).
+  if new == 1 and not redis.call('SET', HANDED .. token, received, 'NX', 'PX', HANDED_TTL_MS) then
     redis.call('PEXPIRE', HANDED .. token, HANDED_TTL_MS)
   end
 end
@@ -113,7 +115,7 @@ end
 -- could have claimed is left to return, and no handed job is on its way to this worker: it would be running).
 local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
 if #head == 0 then
-  if registration_ms then
+  if registration_ms and refresh == '1' then
     now = relay_now()
     register(limit, now + tonumber(registration_ms))
   end

@@ -46,6 +46,7 @@ class Worker:
         self.handoffs, self.lease_ms = handoffs, lease_ms
         self.requests = 0
         self.received = 0  # handed jobs popped from its list (``HandoffListener``)
+        self.renew = True  # an idle claim renews its registration (the engine skips every other renewal)
 
     async def claim(self, limit: int) -> tuple[list[str], Any, Any]:
         """Claim up to ``limit``: the ids taken, the swept ids, and the free slots it registered with."""
@@ -54,7 +55,7 @@ class Worker:
     async def claim_reply(self, limit: int) -> tuple[list[str], Any, Any, Any]:
         """... and Redis's count of the jobs handed to it (when the claim read it)."""
         self.requests += 1
-        handoff = f"{REGISTRATION_MS}:{self.received}:1" if self.handoffs else ""
+        handoff = f"{REGISTRATION_MS}:{self.received}:1:{int(self.renew)}" if self.handoffs else ""
         args = [str(self.requests), limit, self.lease_ms, self.token, 50, "default", "", handoff]
         queue = self.settings.queue_name
         reply = await self.scripts.claim(
@@ -312,3 +313,18 @@ async def test_once_a_due_job_of_a_batch_waits_nothing_after_it_is_handed_off(
     await Enqueuer(pool, settings, Scripts(pool))._flush_shard([first, second])
     assert await worker.pop() is None  # ...so the second waits behind it, and the notice wakes the workers
     assert await worker.registration() is None
+
+
+async def test_an_idle_claim_that_need_not_renew_costs_one_command(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    await worker.claim(10)
+    registration = await worker.registration()
+    worker.renew = False
+    await pool.config_resetstat()
+    assert await worker.claim(10) == ([], [], None)  # registration unchanged
+    assert await worker.registration() == registration
+    stats = await pool.info("commandstats")
+    inside = {
+        name: v["calls"] for name, v in stats.items() if name not in ("cmdstat_evalsha", "cmdstat_config|resetstat")
+    }
+    assert inside == {"cmdstat_zrange": 1, "cmdstat_hget": 1}  # the claim's one command; the HGET is this test's

@@ -109,10 +109,13 @@ class Engine:
         # Hand-offs (shared/keys.py "Hand-off"): how long a registration lasts (None: this worker takes none), the
         # handed jobs received so far (the claim counts those still on their way as taken), and the registered
         # free slots not yet used (at none, a finished job claims, so the worker registers again).
-        self.handoff_ms: int | None = int((settings.poll_delay_seconds * 2 + 1) * 1000) if settings.handoff else None
+        self.handoff_ms: int | None = int((settings.poll_delay_seconds * 4 + 1) * 1000) if settings.handoff else None
         self.handoffs = HandoffCount(settings.lease_seconds)
         self._handoff_credit = 0
         self._maybe_registered = True  # False once a claim's answer said it left this worker unregistered
+        # When an answer last said this worker is registered (time.monotonic()); None once a wake-up notice said the
+        # registry was cleared (its script did that), or the registration was used up: the next claim registers.
+        self._registered_at: float | None = None
         self._worker: Worker | None = None
         self.on_stop: Callable[[], Coroutine[Any, Any, None]] | None = None  # called as the stop begins
 
@@ -241,6 +244,7 @@ class Engine:
         if registered is not None:  # less what was handed off since the call
             self._handoff_credit = int(registered) - (self.handoffs.received - received)
             self._maybe_registered = int(registered) > 0
+            self._registered_at = time.monotonic() if int(registered) > 0 else None
         if handed is not None:
             self.handoffs.observe(int(handed), received, time.monotonic())
         self.metrics.claim_waits(int(held_back[0]), int(held_back[1]))
@@ -275,7 +279,12 @@ class Engine:
         be handed off on all) or once stopping."""
         if self.handoff_ms is None or keys.shard_count() > 1 or self.shutting_down:
             return ""
-        return f"{self.handoff_ms}:{self.handoffs.received}:{int(self._maybe_registered)}"
+        renewal_due = (
+            self._registered_at is None
+            or self._handoff_credit < self.settings.worker_concurrency - self.busy
+            or time.monotonic() - self._registered_at >= self.settings.poll_delay_seconds * 3
+        )
+        return f"{self.handoff_ms}:{self.handoffs.received}:{int(self._maybe_registered)}:{int(renewal_due)}"
 
     def receive_handoff(self, raw: bytes, stopping: bool = False) -> asyncio.Task[OpResult | None] | None:
         """A job an enqueue claimed for this worker (shared/keys.py "Hand-off"): it starts as a claimed one, or,
@@ -487,16 +496,19 @@ class Engine:
 
     def note_job(self, shard: int = 0) -> None:
         """A wake-up notice (of ``shard``'s channel) said a job is due now."""
+        self._registered_at = None  # the script that sent it cleared the idle registry
         self._shard_polls.setdefault(shard, ShardPoll()).noticed = True
         self.wake.set()
 
     def catch_up(self, shard: int = 0) -> None:
         """``shard``'s wake-up channel is back after a loss: claim from it now, for any notice missed meanwhile."""
+        self._registered_at = None
         self._shard_polls.setdefault(shard, ShardPoll()).noticed = True
         self.wake.set()
 
     def note_due(self, due_ms: float, shard: int = 0) -> None:
         """A wake-up notice (of ``shard``'s channel) said a job falls due at ``due_ms`` (Redis's clock)."""
+        self._registered_at = None  # the script that sent it cleared the idle registry
         state = self._shard_polls.setdefault(shard, ShardPoll())
         if state.next_due_ms is None or due_ms < state.next_due_ms:
             state.next_due_ms = due_ms
