@@ -64,25 +64,28 @@ class HandoffListener:
         """Take every item up to the stop mark (back on the queue, as the worker stops), then end."""
         if self._task is None:
             return
-        try:
-            await self.leave()
+        try:  # each step bounded: an unreachable Redis must not hold the worker's exit
+            await asyncio.wait_for(self.leave(), STOP_SECONDS)
             await asyncio.wait_for(asyncio.shield(self._task), STOP_SECONDS)
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning("hand-offs not closed cleanly (%s); what is left goes back once its lease lapses", exc)
         await cancel_and_wait(self._task)
-        # Items behind the mark (a claim sent before the stop registered this worker again), and the mark itself if
-        # the listener missed it: handed back now rather than once their leases lapse. No claim runs any more, so
-        # once out of the registry nothing new arrives; each pop is atomic, so nothing is dropped either.
-        key = keys.handoff(self._engine.token)
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.hdel(keys.idle_registry(self._queue_name), self._engine.token)  # type: ignore[misc]
-            while left := await self._redis.lpop(key, 100):  # type: ignore[misc]
-                for raw in left:
-                    if raw != STOP_MARK:
-                        self._take(raw, stopping=True)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self._take_leftovers(), STOP_SECONDS)
         if self._handing_back:
             await asyncio.gather(*self._handing_back, return_exceptions=True)
         await close(self._redis)
+
+    async def _take_leftovers(self) -> None:
+        """Items behind the mark (a claim sent before the stop registered this worker again), and the mark itself
+        if the listener missed it: handed back now rather than once their leases lapse. No claim runs any more, so
+        once out of the registry nothing new arrives; each pop is atomic, so nothing is dropped either."""
+        key = keys.handoff(self._engine.token)
+        await self._redis.hdel(keys.idle_registry(self._queue_name), self._engine.token)  # type: ignore[misc]
+        while left := await self._redis.lpop(key, 100):  # type: ignore[misc]
+            for raw in left:
+                if raw != STOP_MARK:
+                    self._take(raw, stopping=True)
 
     def _take(self, raw: bytes, stopping: bool = False) -> None:
         try:

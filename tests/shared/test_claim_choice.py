@@ -54,7 +54,7 @@ class Bench:
         args = [str(self.requests), limit, 10_000, self.token, 0, queues, weights, "", *TASKS.claim_entries()]
         queue = self.settings.queue_name
         reply = await self.scripts.claim(keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=args)
-        claimed, _, next_due, _, _, held, _ = reply
+        claimed, _, next_due, _, _, held, *_ = reply
         return [item[0].decode() for item in claimed], next_due, held
 
     async def finish(self, task_id: str) -> None:

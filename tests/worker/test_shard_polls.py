@@ -26,7 +26,7 @@ def engine() -> Iterator[tuple[Engine, list[int]]]:
         engine = Engine(ArqRedis(host="127.0.0.1", port=1), Settings(), load(["worker.tasks.demo"]))  # never connects
         asked: list[int] = []
 
-        async def claim_call(request: str, free: int) -> list[Any]:
+        async def claim_call(request: str, free: int, handoff: str | None = None) -> list[Any]:
             asked.append(keys.current_shard())
             return NOTHING
 
