@@ -17,11 +17,11 @@
 -- worker received>:<1 if it may be registered, 0 if its last claim left it unregistered (only its own claims
 -- register it)>:<1 to register it when nothing is queued or running, 0 when its registration needs no renewal
 -- yet (an idle poll then costs one command, as before hand-offs)>'), then one entry per task this worker runs:
--- its name, or for a task with limits
--- 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
+-- its name, or for a task with limits 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
 -- Returns {claimed, swept, next_due or false, next_lease or false, now (false when the script did not read the
 -- clock), held, registered (the free slots this worker is registered for hand-offs with: 0 when not; false when
--- the worker takes none, or for a replay), handed (the worker's count of jobs ever handed to it, when read)}: claimed items are {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job
+-- the worker takes none, or for a replay), handed (the worker's count of jobs ever handed to it, when read)}:
+-- claimed items are {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job
 -- or false, try, aborted, seq, own (0/1: the lapsed lease was this worker's own)}; next_due and next_lease are
 -- delays from now in ms (next_due is 0 when more jobs may be due than were taken); held is {lanes held back by a
 -- full concurrency limit, by a rate limit}. An abort request counts only if made after the job was enqueued: an

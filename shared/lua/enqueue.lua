@@ -140,5 +140,5 @@ for a = 4, #ARGV, 7 do
   end
 end
 relay_enqueue_jobs(queue, index, jobs, micros, wake)
-relay_wake(queue, wake, now)
+relay_wake(queue, wake, now, idle ~= nil and #idle == 0)
 return out

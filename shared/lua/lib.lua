@@ -347,9 +347,10 @@ local function relay_unregister_idle(queue)
   redis.call('DEL', IDLE .. queue)
 end
 
--- Publish the wake-up notices `wake` collected (channel -> earliest due): 'j' when due now, else 'd<due>'.
-local function relay_wake(queue, wake, now)
-  if next(wake) ~= nil then relay_unregister_idle(queue) end
+-- Publish the wake-up notices `wake` collected (channel -> earliest due): 'j' when due now, else 'd<due>'. The
+-- registry is left alone when the caller knows it is empty (`no_registry`: it has just read it).
+local function relay_wake(queue, wake, now, no_registry)
+  if next(wake) ~= nil and not no_registry then relay_unregister_idle(queue) end
   for channel, due in pairs(wake) do
     redis.call('{{PUBLISH}}', channel, due <= now and 'j' or ('d' .. string.format('%d', due)))
   end
