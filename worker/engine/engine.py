@@ -3,8 +3,10 @@
 Each poll iteration claims up to the free slots' worth of due jobs of the tasks this worker runs, in one script
 call (``claim.lua``; the queue's layout is in ``shared/keys.py``), which also takes over jobs whose lease lapsed
 and says when the next job falls due and the next lease lapses. Between iterations the worker sleeps until
-exactly then, or until a wake-up notice (a new job, a retry, an abort), or at most ``RELAY_POLL_DELAY_SECONDS``:
-an idle worker costs Redis about one command per second.
+exactly then, or until a wake-up notice (a new job, a retry, an abort), or at most ``RELAY_POLL_DELAY_SECONDS``
+(a job an enqueue hands to an idle worker starts at once, with no claim: ``Engine.receive_handoff``);
+an idle worker costs Redis about two commands per second (its claims, renewing its registration for hand-offs every
+third poll, and its wait on its hand-off list: ``worker.handoff``).
 
 Clocks: every time that decides who owns a job is Redis's, read inside the scripts. The worker's own clock only
 times its sleeps: it keeps the offset between Redis's clock and its own (from each claim's answer) to turn due
