@@ -36,6 +36,7 @@ SCRIPT_NAMES = (
     "flow_submit",
     "flow_cancel",
     "flow_retry",
+    "handback",
 )
 
 
@@ -121,6 +122,7 @@ class Scripts:
     flow_submit = _Script()
     flow_cancel = _Script()
     flow_retry = _Script()
+    handback = _Script()
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis

@@ -471,14 +471,7 @@ local function unreceived(id, marker, try, lane)
     if string.sub(item, 1, #prefix) == prefix then
       redis.call('LREM', list, 1, item)
       redis.call('DECR', HANDED .. owner)
-      redis.call('DEL', IN_PROGRESS .. id)
-      if try > 1 then redis.call('SET', TRIES .. id, try - 1) else redis.call('DEL', TRIES .. id) end
-      redis.call('ZREM', queue, id)
-      relay_wait(queue, lane, id, now)
-      local _, q = relay_lane_parts(lane)
-      relay_count(queue, q, 1)
-      relay_unregister_idle(queue)
-      redis.call('{{PUBLISH}}', relay_queue_channel(queue, q), 'j')  -- for workers that serve it and this one not
+      relay_put_back(queue, id, try, lane, now)  -- its notice: for workers that serve it and this one not
       due_at(now)
       return true
     end

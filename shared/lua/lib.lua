@@ -347,6 +347,20 @@ local function relay_unregister_idle(queue)
   redis.call('DEL', IDLE .. queue)
 end
 
+-- A handed job (shared/keys.py "Hand-off") that never started goes back to its lane `lane`, due now, its try given
+-- back, as if never claimed; the workers that serve it hear of it. Returns its named queue.
+local function relay_put_back(queue, id, try, lane, now)
+  redis.call('DEL', IN_PROGRESS .. id)
+  if try > 1 then redis.call('SET', TRIES .. id, try - 1) else redis.call('DEL', TRIES .. id) end
+  redis.call('ZREM', queue, id)
+  relay_wait(queue, lane, id, now)
+  local _, q = relay_lane_parts(lane)
+  relay_count(queue, q, 1)
+  relay_unregister_idle(queue)
+  redis.call('{{PUBLISH}}', relay_queue_channel(queue, q), 'j')
+  return q
+end
+
 -- Publish the wake-up notices `wake` collected (channel -> earliest due): 'j' when due now, else 'd<due>'. The
 -- registry is left alone when the caller knows it is empty (`no_registry`: it has just read it).
 local function relay_wake(queue, wake, now, no_registry)

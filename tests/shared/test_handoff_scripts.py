@@ -328,3 +328,29 @@ async def test_an_idle_claim_that_need_not_renew_costs_one_command(pool: ArqRedi
         name: v["calls"] for name, v in stats.items() if name not in ("cmdstat_evalsha", "cmdstat_config|resetstat")
     }
     assert inside == {"cmdstat_zrange": 1, "cmdstat_hget": 1}  # the claim's one command; the HGET is this test's
+
+
+async def test_a_stopping_worker_hands_a_job_back_as_if_never_claimed(pool: ArqRedis, settings: Settings) -> None:
+    """A hand-off that raced the worker leaving the registry (found by the rolling-restart container test: the job
+    was re-queued with a ``requeued`` event): back to its lane, no event, its try given back, workers told."""
+    worker = Worker(pool, settings)
+    await worker.claim(10)
+    task_id = await Submitter(pool, settings).submit("stamp")
+    await worker.pop()
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    handback = Scripts(pool).handback
+    assert await handback(keys=[settings.queue_name], args=[task_id, "host:9:someone"]) == b"gone"  # not its own
+    assert await handback(keys=[settings.queue_name], args=[task_id, worker.token]) == b"back"
+    assert await next_notice(pubsub, 5) == b"j"
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert await handback(keys=[settings.queue_name], args=[task_id, worker.token]) == b"gone"  # sent twice: once
+    assert await pool.get(keys.in_progress(task_id)) is None
+    assert await pool.get(keys.tries(task_id)) is None
+    assert not await pool.exists(keys.events_stream(task_id))  # no event: it never ran
+    assert await waiting_in_lanes(pool, settings) == 1
+    other = Worker(pool, settings, handoffs=False)
+    assert (await other.claim(10))[0] == [task_id]
+    marker = await pool.get(keys.in_progress(task_id))
+    assert marker is not None
+    assert marker.split(b"|")[1] == b"1"  # its first try

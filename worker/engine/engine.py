@@ -290,7 +290,7 @@ class Engine:
 
     def receive_handoff(self, raw: bytes, stopping: bool = False) -> asyncio.Task[OpResult | None] | None:
         """A job an enqueue claimed for this worker (shared/keys.py "Hand-off"): it starts as a claimed one, or,
-        once the worker stops, goes back on the queue with its pickup given back (returns that commit's task)."""
+        once the worker stops, goes back to its lane as if never claimed (returns the task doing that)."""
         claimed = _handed(raw)
         self.handoffs.received += 1
         self._handoff_credit -= 1
@@ -298,8 +298,22 @@ class Engine:
         if self._worker is not None and not (stopping or self.shutting_down):
             self._start(self._worker, claimed)
             return None
-        ending = self._refusal(claimed) or outcomes.requeued("worker shutdown", give_back_try=True)
-        return self._commit_later(ending, claimed, claimed.record.function if claimed.record else "<unknown>", None)
+        ending = self._refusal(claimed)
+        if ending is not None:
+            return self._commit_later(ending, claimed, claimed.record.function if claimed.record else "<unknown>", None)
+        task = asyncio.create_task(self._hand_back(claimed.task_id))
+        task.add_done_callback(_log_failure)
+        return task
+
+    async def _hand_back(self, task_id: str) -> OpResult | None:
+        """A handed job that raced this worker's stop goes back to its lane as if never claimed (``handback.lua``):
+        it never started here, so it has no event to record and costs no pickup."""
+        try:
+            await self.scripts.handback(keys=[keys.schedule(self.settings.queue_name)], args=[task_id, self.token])
+        except (RedisError, OSError) as exc:
+            logger.warning("task %s: not handed back as the worker stops (Redis: %s); it runs again once its lease "
+                           "lapses", task_id, exc)  # fmt: skip
+        return None
 
     async def _hand_back_unanswered_claim(self) -> None:
         """At stop: the jobs of a claim whose reply never came (arq cancels its main loop mid-call once no job
