@@ -4,6 +4,7 @@
 from worker import connect as _connect
 from worker import setup as _setup
 
+_setup.run_on_uvloop()  # arq's CLI builds its Worker on uvloop
 _connect.install()  # arq's Worker and `arq --check` connect through shared.redis (Sentinel, TLS, retries)
 _config = _setup.settings()
 

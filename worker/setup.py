@@ -7,6 +7,7 @@ import logging
 import socket
 from typing import Any
 
+import uvloop
 from arq.worker import Function, func
 
 from shared import keys
@@ -33,6 +34,7 @@ __all__ = [
     "on_shutdown",
     "on_startup",
     "redis_settings",
+    "run_on_uvloop",
     "settings",
 ]
 
@@ -47,6 +49,26 @@ HANDOFF_WAIT_SECONDS = 10.0
 HEALTH_CHECK_INTERVAL_SECONDS = 10
 # arq's own timeout only backs Relay's up (Relay's engine runs jobs; this bounds arq's in-progress expiry).
 ARQ_TIMEOUT_MARGIN_SECONDS = 5.0
+
+
+def run_on_uvloop() -> None:
+    """``arq worker.settings`` runs the worker on uvloop, as Sanic runs the API: each hop of a round trip then
+    costs the worker less (a round trip at random arrival 5 % shorter side by side: BENCHMARKS.md section 2,
+    ``bench.ab_round_trip``). arq's ``Worker`` takes the loop the policy gives, so the policy is set where arq's
+    CLI starts it (``arq.cli.run_worker``, looked up at call time), not at import: a process that only imports
+    these settings (a test building a ``Worker``) keeps its own loop."""
+    import arq.cli  # click, arq's own dependency; only the CLI's start is wrapped
+
+    start = arq.cli.run_worker
+    if getattr(start, "relay_uvloop", False):
+        return
+
+    def run_worker(settings_cls: Any, **kwargs: Any) -> Any:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return start(settings_cls, **kwargs)
+
+    run_worker.relay_uvloop = True  # type: ignore[attr-defined]
+    arq.cli.run_worker = run_worker
 
 
 def settings() -> Settings:
@@ -130,11 +152,12 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         " (a Redis Cluster)" if config.redis_cluster else ""
     )  # said at start, so a worker on the wrong Redis is not silent
     logger.info(
-        "relay worker ready: %d tasks on queue %s (serving %s), using Redis at %s",
+        "relay worker ready: %d tasks on queue %s (serving %s), using Redis at %s, on %s",
         len(registry),
         config.queue_name,
         config.queues,
         where,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],  # uvloop, or asyncio where a test runs it
     )
 
 

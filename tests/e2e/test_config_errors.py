@@ -180,4 +180,4 @@ def test_processes_log_which_redis_they_use(spawn_api: StartApi, spawn_worker: S
     api, _ = spawn_api(RELAY_QUEUE_NAME=queue)
     assert f"using Redis at {redis_url}" in api.output()
     worker = spawn_worker(RELAY_QUEUE_NAME=queue)
-    assert f"queue {queue} (serving default), using Redis at {redis_url}" in worker.output()
+    assert f"queue {queue} (serving default), using Redis at {redis_url}, on uvloop" in worker.output()
