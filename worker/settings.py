@@ -4,7 +4,7 @@
 from worker import connect as _connect
 from worker import setup as _setup
 
-_setup.run_on_uvloop()  # arq's CLI builds its Worker on uvloop
+_setup.tune_cli_process()  # arq's CLI runs its Worker on uvloop, the loaded code frozen out of the GC
 _connect.install()  # arq's Worker and `arq --check` connect through shared.redis (Sentinel, TLS, retries)
 _config = _setup.settings()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from typing import Any
@@ -34,8 +35,8 @@ __all__ = [
     "on_shutdown",
     "on_startup",
     "redis_settings",
-    "run_on_uvloop",
     "settings",
+    "tune_cli_process",
 ]
 
 logger = logging.getLogger("relay.worker")
@@ -51,23 +52,29 @@ HEALTH_CHECK_INTERVAL_SECONDS = 10
 ARQ_TIMEOUT_MARGIN_SECONDS = 5.0
 
 
-def run_on_uvloop() -> None:
-    """``arq worker.settings`` runs the worker on uvloop, as Sanic runs the API: each hop of a round trip then
-    costs the worker less (a round trip at random arrival 5 % shorter side by side: BENCHMARKS.md section 2,
-    ``bench.ab_round_trip``). arq's ``Worker`` takes the loop the policy gives, so the policy is set where arq's
-    CLI starts it (``arq.cli.run_worker``, looked up at call time), not at import: a process that only imports
-    these settings (a test building a ``Worker``) keeps its own loop."""
+def tune_cli_process() -> None:
+    """How ``arq worker.settings`` starts the worker, set where arq's CLI starts it (``arq.cli.run_worker``, looked
+    up at call time) rather than at import, so a process that only imports these settings (a test building a
+    ``Worker``) is left as it is:
+
+    - on uvloop, as Sanic runs the API: each hop of a round trip costs the worker less (a round trip at random
+      arrival 5 % shorter side by side: BENCHMARKS.md section 2, ``bench.ab_round_trip``). arq's ``Worker``
+      takes the loop the policy gives.
+    - with the ~60,000 objects of the loaded code frozen out of the garbage collector (``gc.freeze``, as the API
+      does once it serves): each full collection walked them all, 11 to 14 ms with every running job paused here."""
     import arq.cli  # click, arq's own dependency; only the CLI's start is wrapped
 
     start = arq.cli.run_worker
-    if getattr(start, "relay_uvloop", False):
+    if getattr(start, "relay_tuned", False):
         return
 
     def run_worker(settings_cls: Any, **kwargs: Any) -> Any:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        gc.collect()
+        gc.freeze()
         return start(settings_cls, **kwargs)
 
-    run_worker.relay_uvloop = True  # type: ignore[attr-defined]
+    run_worker.relay_tuned = True  # type: ignore[attr-defined]
     arq.cli.run_worker = run_worker
 
 

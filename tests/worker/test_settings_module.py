@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import pickle
 import subprocess
@@ -39,6 +40,32 @@ def test_worker_settings_imports_from_a_fresh_process(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env
     )
     assert out.stdout.strip() == "['add', 'count', 'echo', 'fail', 'mul', 'numbers', 'sleep', 'tsum']"
+
+
+def test_arqs_cli_starts_the_worker_on_uvloop_with_the_loaded_code_frozen_out_of_the_gc(tmp_path: Path) -> None:
+    """Importing the settings changes nothing in the importing process; arq's CLI start runs the worker on uvloop
+    with the loaded code frozen (``worker.setup.tune_cli_process``): the start is faked here, the wrapper real."""
+    code = """
+import asyncio, gc, json, arq.cli
+seen = {}
+def start(settings_cls, **kwargs):
+    seen["at start"] = [type(asyncio.get_event_loop_policy()).__module__, gc.get_freeze_count()]
+arq.cli.run_worker = start
+from arq.utils import import_string
+settings = import_string("worker.settings")
+seen["imported"] = [type(asyncio.get_event_loop_policy()).__module__, gc.get_freeze_count()]
+arq.cli.run_worker(settings)
+print(json.dumps(seen))
+"""
+    env = {**os.environ, "RELAY_TASK_MODULES": "worker.tasks.demo"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env
+    )
+    seen = json.loads(out.stdout)
+    assert seen["imported"] == ["asyncio.unix_events", 0]
+    loop, frozen = seen["at start"]
+    assert loop == "uvloop"
+    assert frozen > 10_000  # the loaded code's objects (about 60,000)
 
 
 def test_worker_without_tasks_says_how_to_name_them(tmp_path: Path) -> None:
