@@ -88,10 +88,9 @@ local function replayed(kept)
 end
 
 -- Register this worker for hand-offs until `until_ms` with `free` slots (shared/keys.py "Hand-off"), or, with
--- none free, remove its registration. Its count of handed jobs lives a day past the start of its last registration;
--- a missing count starts at what the worker received (and a count below the worker's, the worker follows:
--- worker/engine/handoffs.py).
-local HANDED_TTL_MS = 86400000
+-- none free, remove its registration. Its count of handed jobs lives a day (HANDED_TTL_MS) past the start of its
+-- last registration; a missing count starts at what the worker received (and a count below the worker's, the worker
+-- follows: worker/engine/handoffs.py).
 local registered = false
 local function register(free, until_ms)
   registered = math.max(free, 0)

@@ -76,7 +76,9 @@ local function hand_off(job, w)
   redis.call('ZADD', queue, RUNNING_BASE + now + w.lease, id)
   redis.call('ZADD', index, job[5], id)
   redis.call('RPUSH', HANDOFF .. w.token, cjson.encode({id, record, try, 0, job[4], tonumber(prior[2]) or 0}))
-  redis.call('INCR', HANDED .. w.token)  -- its expiry is the registration's (claim.lua)
+  -- Its expiry moves on only as a registration starts (claim.lua): one renewed without a break for longer lapsed it,
+  -- and a count this INCR creates would otherwise outlive its worker.
+  if redis.call('INCR', HANDED .. w.token) == 1 then redis.call('PEXPIRE', HANDED .. w.token, HANDED_TTL_MS) end
   w.free = w.free - 1
   if w.free > 0 then
     redis.call('HSET', IDLE .. queue, w.token, string.format('%s|%d|%d|%s|%s', w.until_ms, w.free, w.lease,

@@ -12,6 +12,9 @@ local INDEX = '{{INDEX_PREFIX}}'
 local FLOW, FLOW_EVENTS = '{{FLOW_PREFIX}}', '{{FLOW_EVENTS_PREFIX}}'
 local CHILDREN = '{{CHILDREN_PREFIX}}'
 local HANDOFF, HANDED, IDLE = '{{HANDOFF_PREFIX}}', '{{HANDED_PREFIX}}', '{{IDLE_PREFIX}}'
+-- How long a worker's count of handed jobs lives (claim.lua seeds it as a registration starts; enqueue.lua
+-- counts on it and gives it this expiry again if its count had to create it).
+local HANDED_TTL_MS = 86400000
 
 -- Now, in ms, on Redis's clock: every time that decides who owns a job is compared with this, never with a
 -- caller's clock (two workers' clocks may differ by seconds; a VM resumed from a pause jumps).

@@ -283,6 +283,22 @@ async def test_a_claim_reads_back_the_count_of_handed_jobs(pool: ArqRedis, setti
     assert (await worker.claim_reply(10))[3] == 1  # one handed, none received: on its way
 
 
+async def test_the_count_of_handed_jobs_always_expires(pool: ArqRedis, settings: Settings) -> None:
+    """The count's expiry moves on only as a registration starts: a worker renewing one registration without a
+    break for longer than the count lives finds it gone, and the hand-off's count creates it again. It must still
+    expire (with no expiry it would outlive its worker, one key per worker for good)."""
+    worker = Worker(pool, settings)
+    await worker.claim(10)
+    submitter = Submitter(pool, settings)
+    await submitter.submit("stamp")
+    day_ms = 86_400_000
+    assert 0 < await pool.pttl(keys.handed(worker.token)) <= day_ms
+    await pool.delete(keys.handed(worker.token))  # what a day of renewals without a new registration leaves
+    await submitter.submit("stamp")
+    assert await pool.get(keys.handed(worker.token)) == b"1"
+    assert 0 < await pool.pttl(keys.handed(worker.token)) <= day_ms
+
+
 async def test_a_deferred_job_in_a_batch_lets_a_due_one_of_its_lane_be_handed_off(
     pool: ArqRedis, settings: Settings
 ) -> None:
