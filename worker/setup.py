@@ -55,7 +55,7 @@ ARQ_TIMEOUT_MARGIN_SECONDS = 5.0
 def tune_cli_process() -> None:
     """How ``arq worker.settings`` starts the worker, set where arq's CLI starts it (``arq.cli.run_worker``, looked
     up at call time) rather than at import, so a process that only imports these settings (a test building a
-    ``Worker``) is left as it is:
+    ``Worker``) is left as it is (so is ``arq --watch``, a development reload that starts its workers itself):
 
     - on uvloop, as Sanic runs the API: each hop of a round trip costs the worker less (a round trip at random
       arrival 5 % shorter side by side: BENCHMARKS.md section 2, ``bench.ab_round_trip``). arq's ``Worker``
