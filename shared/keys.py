@@ -36,7 +36,12 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
 - **Limits** are enforced in the claim, on Redis's clock: a concurrency limit's running jobs are a set per task
   and key value (``slots``; a job leaves it when its end, re-queue or retry is committed, and a lapsed lease's
   job is swept and handed back, which frees its slot); a rate limit is a GCRA schedule per task and key value
-  (``rate_limit``: the theoretical time of the next allowed start).
+  (``rate_limit``: the theoretical time of the next allowed start). A rate-limited lane's next start has one
+  waker: the worker that took the last one while it had a slot left (``rate_limit`` + ``|w``, its token, expiring
+  with it). Only the waker's claim answers with that start as its next due time; any other worker that finds the
+  lane held comes back 4 intervals later (20 ms at least), and takes the start itself then if it is still there.
+  So the workers do not all claim at every allowed start (one claim per start, plus one per worker per five or so),
+  and a waker that stopped, or whose slots filled, delays a start by 4 intervals at most.
 - **Depth.** Waiting jobs per queue are counted in ``depth`` (a hash: queue -> count) by every script that moves
   jobs in or out of lanes, so a submit checks its queue's depth in O(1); the count is recounted from the lanes
   when missing or negative, and by the minute's maintenance.

@@ -178,9 +178,27 @@ local function mark(ids, scores, lane, slots)
 end
 
 local next_due = nil
-local parked_until = nil  -- a lane parked by this call comes back then at the latest: a registration ends before
+-- A lane parked by this call comes back then at the latest, or a rate-held lane another worker wakes for may
+-- start then: a registration ends before.
+local parked_until = nil
 local function due_at(score)
   if next_due == nil or score < next_due then next_due = score end
+end
+-- A rate-limited lane's starts (GCRA, `rate_limit` in shared/keys.py) have one waker, the worker that took the last
+-- start while it had a slot left (`<rate key>|w`, expiring with the rate key): only that worker's next_due is the
+-- next allowed start. Any other worker that finds the lane held comes back this many intervals later (at least
+-- RATE_FOLLOWER_MIN_MS), and takes the start itself then if the waker has not: so a worker that stopped or filled
+-- its slots delays a start by that much at most, and the others claim about once per so many starts instead of
+-- at every one.
+local RATE_FOLLOWER_INTERVALS, RATE_FOLLOWER_MIN_MS = 4, 20
+-- A rate-limited lane (its task's limits `spec`) may start next at `at`, and `waker` (or nil) wakes for it.
+local function start_due_at(at, spec, waker)
+  if waker and waker ~= token then
+    due_at(at + math.max(RATE_FOLLOWER_INTERVALS * spec[2], RATE_FOLLOWER_MIN_MS))
+    parked_until = math.min(parked_until or math.huge, at)
+  else
+    due_at(at)
+  end
 end
 local left = {}  -- named queue -> jobs taken out of its lanes (its depth count goes down by as many)
 
@@ -206,7 +224,7 @@ local function allowance(c, want)
     if running >= spec[1] then
       redis.call('SADD', PARKED .. c.task .. '|' .. (key_value or '') .. '|' .. queue, c.lane)
       redis.call('ZADD', queue, now + PARK_MS, MARKER .. c.lane)
-      parked_until = now + PARK_MS
+      parked_until = math.min(parked_until or math.huge, now + PARK_MS)
       held_back[1] = held_back[1] + 1
       return 0, nil
     end
@@ -218,12 +236,13 @@ local function allowance(c, want)
   if spec[2] > 0 then
     -- GCRA: `tat` is when the next start is allowed with no burst left; `burst` starts may be taken at once.
     local key = RATE .. c.task .. '|' .. (rate_value or '') .. '|' .. queue
-    local tat = math.max(tonumber(redis.call('GET', key) or '0'), now)
+    local values = redis.call('MGET', key, key .. '|w')
+    local tat = math.max(tonumber(values[1] or '0'), now)
     local starts = math.floor((now + spec[3] * spec[2] - tat) / spec[2])
     if starts < 1 then
       local at = math.ceil(tat - (spec[3] - 1) * spec[2])
       redis.call('ZADD', queue, at, MARKER .. c.lane)
-      due_at(at)
+      start_due_at(at, spec, values[2])
       held_back[2] = held_back[2] + 1
       return 0, nil
     end
@@ -264,7 +283,15 @@ local function take(c, want)
   local next_start = nil
   if c.rate_key and started > 0 then
     local tat = c.tat + started * spec[2]
-    redis.call('SET', c.rate_key, string.format('%.3f', tat), 'PX', math.ceil(tat - now + spec[2]) + 1000)
+    local px = math.ceil(tat - now + spec[2]) + 1000
+    redis.call('SET', c.rate_key, string.format('%.3f', tat), 'PX', px)
+    -- This worker wakes for the lane's next start if it has a slot left for it; with none, no worker is named and
+    -- every one that finds the lane held wakes for that start, as when no worker took the last one.
+    if limit > #claimed then
+      redis.call('SET', c.rate_key .. '|w', token, 'PX', px)
+    else
+      redis.call('DEL', c.rate_key .. '|w')
+    end
     next_start = math.ceil(tat - (spec[3] - 1) * spec[2])
   end
   if rest == nil or rest >= now + 1 then  -- none left due: the marker goes to the next head
@@ -281,7 +308,7 @@ local function take(c, want)
       local key_value = string.match(c.part, '^([^/]*)/') or ''
       redis.call('SADD', PARKED .. c.task .. '|' .. key_value .. '|' .. queue, c.lane)
       redis.call('ZADD', queue, now + PARK_MS, MARKER .. c.lane)
-      parked_until = now + PARK_MS
+      parked_until = math.min(parked_until or math.huge, now + PARK_MS)
       held_back[1] = held_back[1] + 1
     elseif next_start ~= nil and next_start > now then
       redis.call('ZADD', queue, next_start, MARKER .. c.lane)
@@ -350,6 +377,9 @@ if tonumber(head[2]) < RUNNING_BASE then
             group.tenant_list[#group.tenant_list + 1] = tenant
           end
           lanes[#lanes + 1] = {lane = lane, task = task, queue = q, part = part, priority = priority, head = score}
+        elseif runs[task][2] > 0 then  -- rate-limited: this worker may not be the one that wakes for it
+          local waker = RATE .. task .. '|' .. (string.match(part, '^[^/]*/(.*)$') or '') .. '|' .. queue .. '|w'
+          start_due_at(score, runs[task], redis.call('GET', waker))
         else
           due_at(score)
         end

@@ -200,7 +200,10 @@ def test_a_rate_limit_spaces_starts_across_workers(spawn_api: StartApi, spawn_wo
     queue = new_queue("rated")
     _, base = spawn_api(RELAY_QUEUE_NAME=queue, offers=False)
     for _ in range(2):
-        spawn_worker(RELAY_QUEUE_NAME=queue)
+        # One slot each: a worker that took a start has none left for the next, so neither is named to wake for it
+        # and both claim at every start (shared/keys.py, Limits): the limit must hold across them. With slots to
+        # spare, the worker that took a start takes the next (tests/shared/test_claim_choice.py).
+        spawn_worker(RELAY_QUEUE_NAME=queue, RELAY_WORKER_CONCURRENCY="1")
     client = Client(base)
     wait_until(lambda: submit(base, {"task": "stamp"}).status_code == 202, 20, "the workers' offers")
     ids = [client.submit({"task": "five_per_second"}) for _ in range(12)]

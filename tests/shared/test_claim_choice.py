@@ -5,6 +5,7 @@ processes, is in tests/e2e/test_queues_and_limits.py."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -128,6 +129,52 @@ async def test_a_rate_limit_spaces_starts_on_redis_clock(pool: ArqRedis, setting
     taken, next_due, held = await bench.claim(10)
     assert (taken, held) == ([], [0, 0])  # its lane's marker waits for that moment: nothing due to read
     assert 0 < int(next_due) <= 200
+
+
+async def test_only_the_worker_that_took_a_rate_limited_start_wakes_for_the_next(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """Every worker that claimed while the lane was held used to wake at its next allowed start, and all but one
+    found it taken: the others now come back four intervals later (five_per_second: 200 ms between starts)."""
+    waker, other = Bench(pool, settings), Bench(pool, settings)
+    ids = [await waker.submit("five_per_second") for _ in range(3)]
+    taken, next_due, _ = await waker.claim(10)
+    assert taken == ids[:1]
+    assert 150 <= int(next_due) <= 200
+    taken, next_due, _ = await other.claim(10)
+    assert taken == []
+    assert 800 < int(next_due) <= 1000  # past the start (200 ms ahead at most), by four intervals
+    taken, next_due, _ = await waker.claim(10)  # the waker itself, woken early (a notice): still the start
+    assert taken == []
+    assert 0 < int(next_due) <= 200
+
+
+async def test_a_worker_left_without_a_slot_names_no_waker(pool: ArqRedis, settings: Settings) -> None:
+    """Its last slot taken, it may not be free at the next start: every worker then wakes for that start."""
+    full, other = Bench(pool, settings), Bench(pool, settings)
+    await full.submit("five_per_second")
+    await full.submit("five_per_second")
+    assert len((await full.claim(1))[0]) == 1
+    taken, next_due, _ = await other.claim(10)
+    assert taken == []
+    assert 0 < int(next_due) <= 200
+
+
+async def test_a_start_its_waker_misses_is_taken_by_another_worker_which_then_wakes_for_the_next(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    waker, other = Bench(pool, settings), Bench(pool, settings)
+    ids = [await waker.submit("five_per_second") for _ in range(3)]
+    assert (await waker.claim(10))[0] == ids[:1]
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (taken := (await other.claim(10))[0]):  # the waker never comes back (stopped)
+        assert asyncio.get_running_loop().time() < deadline, "the other worker never took the start"
+        await asyncio.sleep(0.02)
+    assert taken == ids[1:2]
+    taken, next_due, _ = await waker.claim(10)  # the old waker is now one of the others
+    assert taken == []
+    assert 800 < int(next_due) <= 1000
+    assert 0 < int((await other.claim(10))[1]) <= 200
 
 
 async def test_jobs_submitted_within_one_millisecond_are_claimed_in_submit_order(
