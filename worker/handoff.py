@@ -5,7 +5,7 @@ have returned, so a submit to an idle system reaches the task with no claim roun
 leaves the idle registry (no enqueue hands it anything after that), pushes a stop mark behind whatever is already
 in its list, and keeps taking items until the mark: those go back on the queue (``Engine.receive_handoff``). A
 worker that cannot stop cleanly (Redis away, SIGKILL) leaves its items in the list; the sweep puts them back in
-their lanes, their pickups given back, once their leases lapse.
+their lanes, their pickups given back, once their leases lapse (and a list left with only the stop mark expires).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ logger = logging.getLogger("relay.worker")
 
 STOP_MARK = b"stop"  # never a job's item (those are JSON arrays)
 STOP_SECONDS = 2.0  # how long a stop waits for the list's stop mark before giving up on it
+STOP_MARK_TTL_MS = 3_600_000  # a stopping worker's list, should it be killed before taking its stop mark
 
 
 class HandoffListener:
@@ -50,7 +51,12 @@ class HandoffListener:
         self._left = True
         token = self._engine.token
         await self._redis.hdel(keys.idle_registry(self._queue_name), token)  # type: ignore[misc]
-        await self._redis.rpush(keys.handoff(token), STOP_MARK)  # type: ignore[misc]
+        # The list expires, in case this worker is killed before it takes the mark: the mark alone would stay for
+        # good. Any job item behind it has a lease far shorter; the sweep takes such a job back long before.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(keys.handoff(token), STOP_MARK)
+            pipe.pexpire(keys.handoff(token), STOP_MARK_TTL_MS)
+            await pipe.execute()
 
     async def leave_at_stop(self) -> None:
         """``leave`` as the stop begins (``Engine.on_stop``); with Redis away, the worker's shutdown tries again."""

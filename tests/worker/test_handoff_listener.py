@@ -70,3 +70,13 @@ async def test_a_malformed_item_is_skipped(client: Redis, caplog: Any) -> None:
     await listener.stop()
     assert engine.received == [(b'["c"]', False)]
     assert "ignoring a malformed hand-off" in caplog.text
+
+
+async def test_a_worker_killed_before_it_takes_its_stop_mark_leaves_no_key_for_good(client: Redis) -> None:
+    """``leave`` pushes the mark; a worker SIGKILLed before its listener pops it (here: no listener runs) must not
+    leave that list behind forever."""
+    engine = RecordingEngine()
+    listener = HandoffListener(client, engine, f"relay:hl:{uuid.uuid4().hex[:8]}", block_seconds=0.2)  # type: ignore[arg-type]
+    await listener.leave()
+    assert await client.lrange(keys.handoff(engine.token), 0, -1) == [b"stop"]  # type: ignore[misc]
+    assert 0 < await client.pttl(keys.handoff(engine.token)) <= 3_600_000
