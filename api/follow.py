@@ -122,9 +122,7 @@ async def _follow(
             yield Frame(FrameKind.HEARTBEAT)
             needs_replay = await repair_end()
             continue
-        if item is Signal.DRAIN:
-            drain_deadline = drain_deadline or time.monotonic() + options.drain_seconds
-        elif item is Signal.RESYNC:
+        if item is Signal.RESYNC:
             needs_replay = True
         elif isinstance(item, Delivery) and item.head.seq <= last and item.head.type == final_type:
             needs_replay = True  # the task ended below the client's position: the replay sees whether for good
@@ -137,6 +135,8 @@ async def _follow(
                 yield Frame(FrameKind.EVENT, last, item.head.type, item.raw, ends)
                 if ends:
                     return
+        if sub.draining and drain_deadline is None:  # the flag, not the item: a full queue may have lost that
+            drain_deadline = time.monotonic() + options.drain_seconds
         needs_replay = needs_replay or sub.overflowed
 
 

@@ -53,9 +53,12 @@ class Subscription:
     def __init__(self, maxsize: int) -> None:
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.draining = False  # kept as a flag too: a full queue must not lose it
 
     def deliver(self, item: Item) -> None:
         """Never blocks the hub: a full queue marks the stream for a resync from the log instead."""
+        if item is Signal.DRAIN:
+            self.draining = True
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from api.follow import FollowOptions, Frame, FrameKind, follow
+from api.follow import FollowOptions, Frame, FrameKind, follow, follow_subscribed
 from api.hub import Delivery, PubSubHub, Signal
 from shared import keys
 from shared.events import EventLog, EventType
@@ -81,6 +81,23 @@ async def test_a_slow_stream_overflows_instead_of_growing(hub: PubSubHub, redis:
         await publish(redis, task_id, (EventType.END, None))
         await asyncio.wait_for(_until(lambda: sub.overflowed), 5)
         assert sub.queue.qsize() == 4
+
+
+async def test_a_stream_whose_queue_is_full_still_drains(hub: PubSubHub, redis: Redis) -> None:
+    log = EventLog(redis, max_len=100, ttl_seconds=60)
+    task_id = task()
+    async with hub.subscribe(task_id) as sub:
+        for _ in range(4):  # exactly what the queue holds: full, not overflowed
+            await publish(redis, task_id, (EventType.PROGRESS, None))
+        await asyncio.wait_for(_until(lambda: sub.queue.full()), 5)
+        hub.drain()  # finds no room for its signal
+        follower = follow_subscribed(sub, log, task_id, 0, OPTIONS, no_repair)
+        frames = await asyncio.wait_for(_collect(follower), 3)  # well before the 5 s heartbeat
+    assert [f.kind for f in frames] == [FrameKind.EVENT] * 4 + [FrameKind.RECONNECT]
+
+
+async def _collect(frames: AsyncIterator[Frame]) -> list[Frame]:
+    return [frame async for frame in frames]
 
 
 async def _until(predicate) -> None:  # type: ignore[no-untyped-def]
