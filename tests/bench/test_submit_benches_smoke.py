@@ -1,4 +1,5 @@
-"""``bench.submit_cpu`` and ``bench.http_submit``'s report run for real with tiny numbers, so they cannot rot.
+"""``bench.submit_cpu``, ``bench.busy_notices`` and ``bench.http_submit``'s report run for real with tiny numbers,
+so they cannot rot.
 
 Nothing here asserts a speed: only that every checkout was measured, with a number, and that the MONITOR log
 is read into commands sent and commands run by scripts.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench import http_submit, submit_cpu, wakeups
+from bench import busy_notices, http_submit, submit_cpu, wakeups
 from bench.harness.processes import REPO
 
 
@@ -18,6 +19,14 @@ def test_submit_cpu_measures_this_tree_and_another_checkout() -> None:
     rows = [line for line in output.splitlines() if re.search(r"\| \d+\.\d +\| \d+\.\d", line)]
     assert rows[0].split("|")[1].strip() == "this tree"
     assert len(rows) == 2  # and the other checkout's
+
+
+def test_busy_notices_counts_claims_and_commands_per_submit() -> None:
+    output = busy_notices.main(["--workers", "1", "--submits", "3"])
+    row = output.splitlines()[2].split("|")[1:-1]
+    assert [cell.strip() for cell in row[:2]] == ["1", "3"]
+    assert row[3].strip().isdigit()  # the claim calls counted
+    assert float(row[5]) > float(row[4]) > 0  # the enqueues seen, and the commands their script ran
 
 
 def test_monitor_lines_are_split_into_sent_and_scripted_commands(tmp_path: Path) -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
+import redis
 
 from bench.harness.client import read_events, submit_ok, types, wait_state
+from bench.harness.processes import start_redis
 from tests.conftest import StartApi, StartWorker
 
 
@@ -29,3 +34,47 @@ def test_idle_worker_wakes_for_a_new_job_and_for_an_abort(spawn_api: StartApi, s
     assert httpx.delete(f"{base}/tasks/{long_id}", timeout=10).status_code == 202
     wait_state(base, long_id, {"aborted"}, timeout=10)
     assert types(read_events(base, long_id))[-2:] == ["aborted", "end"]
+
+
+@pytest.fixture
+def own_redis(log_dir: Path) -> Iterator[str]:
+    """A redis-server of this test's own, so its command counts are this test's alone (set up before the workers
+    and APIs that use it, so stopped after them)."""
+    proc, url = start_redis(log_dir)
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+def script_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_busy_workers_do_not_claim_for_every_notice(
+    own_redis: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    # Each enqueue's notice reaches every worker of the queue. One with no free slot used to claim on each anyway,
+    # taking nothing: with every worker busy and a backlog arriving, a claim per worker per submit.
+    # One slot each, so that one long task fills a worker; a one-minute poll, so that what the workers' timers run
+    # cannot blur the count, and the backlog is taken on the freed slots' wake-ups, not on a poll.
+    env = {"RELAY_WORKER_CONCURRENCY": "1", "RELAY_POLL_DELAY_SECONDS": "60"}
+    _, base = spawn_api(url=own_redis, **env)
+    for _ in range(2):
+        spawn_worker(url=own_redis, **env)
+    long_ids = [submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 600, "steps": 1}}) for _ in range(2)]
+    for task_id in long_ids:
+        wait_state(base, task_id, {"running"}, timeout=10)
+    client = redis.Redis.from_url(own_redis)
+    try:
+        before = script_calls(client)
+        quick = [submit_ok(base, {"task": "echo"}) for _ in range(20)]
+        # The 20 enqueues (fewer if some were batched), and a lease renewal or so: 20 more for every worker that
+        # claimed on each notice.
+        assert script_calls(client) - before < 20 + 10
+    finally:
+        client.close()
+    for task_id in long_ids:
+        assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202
+    for task_id in quick:  # the freed slots take the backlog
+        wait_state(base, task_id, {"succeeded"}, timeout=30)

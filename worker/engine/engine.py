@@ -86,6 +86,9 @@ class Engine:
         self.wake = asyncio.Event()
         self._next_due_ms: float | None = None  # both on Redis's clock (see redis_now_ms)
         self._next_lease_ms: float | None = None
+        # A wake-up notice of new work came while every slot was busy (``_wake_for_work``): the next slot to free
+        # claims. Cleared as a claim goes out, so a notice that lands during the call still counts.
+        self._work_noticed = False
         self._clock_offset_ms = 0.0  # Redis's clock minus this process's, as of the last claim
         self._clock_synced = float("-inf")  # time.monotonic() of that
         self._claim_requests = 0
@@ -205,6 +208,7 @@ class Engine:
         self._last_stored = time.monotonic()
 
     async def _claim(self, worker: Worker) -> None:
+        self._work_noticed = False  # this claim looks at all there is, as of now
         if keys.shard_count() == 1:
             self._next_due_ms, self._next_lease_ms = await self._claim_shard(worker, 0)
             return
@@ -447,7 +451,7 @@ class Engine:
         worker.job_counter -= 1
         if self.shutting_down:
             self.wake.set()  # arq's grace period lasts while its tasks hold this one: the next poll drops it now
-        elif self._next_due_ms is not None and self._next_due_ms <= self.redis_now_ms():
+        elif self._work_noticed or (self._next_due_ms is not None and self._next_due_ms <= self.redis_now_ms()):
             self.wake.set()  # more work is due: claim for the free slot now
         elif self._handoff_argument() and self._handoff_credit <= 0:
             self.wake.set()  # its registration for hand-offs is used up: claim, and so register again
@@ -514,7 +518,16 @@ class Engine:
         """A wake-up notice (of ``shard``'s channel) said a job is due now."""
         self._registered_at = None  # the script that sent it cleared the idle registry
         self._shard_polls.setdefault(shard, ShardPoll()).noticed = True
-        self.wake.set()
+        self._wake_for_work()
+
+    def _wake_for_work(self) -> None:
+        """Claim now if a slot is free; a worker with none claims as one frees instead. Every notice reaches every
+        worker of the queue: with all of them busy and a backlog arriving, claiming on each would cost one claim
+        per worker per submit (4 workers: 201 claims for 50 submits), each taking nothing."""
+        if self.shutting_down or self.busy < self.settings.worker_concurrency:
+            self.wake.set()
+        else:
+            self._work_noticed = True
 
     def catch_up(self, shard: int = 0) -> None:
         """``shard``'s wake-up channel is back after a loss: claim from it now, for any notice missed meanwhile."""
@@ -530,7 +543,7 @@ class Engine:
             state.next_due_ms = due_ms
         if self._next_due_ms is None or due_ms < self._next_due_ms:
             self._next_due_ms = due_ms
-        self.wake.set()
+        self._wake_for_work()
 
     async def _check_aborts(self) -> None:
         now = time.monotonic()
