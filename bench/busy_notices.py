@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> str:
         monitor_file = bench.log_dir / "monitor.txt"
         with monitor_file.open("w") as out:
             monitor = subprocess.Popen(["redis-cli", "-p", str(server.port), "monitor"], stdout=out)
-            time.sleep(0.5)  # MONITOR is on before the first submit
+            wait_until(lambda: monitor_file.read_text().startswith("OK"), 10, "MONITOR to start")
             started = time.monotonic()
             for _ in range(args.submits):
                 _submit(base, {"task": "echo"})

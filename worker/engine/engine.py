@@ -165,7 +165,7 @@ class Engine:
     def _sleep_seconds(self, step: float) -> float:
         now_ms = self.redis_now_ms()
         wake_at = now_ms + step * 1000
-        free = self._claiming and self.busy < self.settings.worker_concurrency
+        free = self._claiming and self.has_free_slot
         if self._next_due_ms is not None and free:
             wake_at = min(wake_at, self._next_due_ms)
         if self._next_lease_ms is not None and self._claiming:
@@ -350,6 +350,11 @@ class Engine:
         return len(self.runs) - len(self.waiting)
 
     @property
+    def has_free_slot(self) -> bool:
+        """Whether a claim could take a job now."""
+        return self.busy < self.settings.worker_concurrency
+
+    @property
     def catalogue(self) -> catalogue.Catalogue:
         """What the live workers offer: a child task this worker does not run is checked against it."""
         if self._catalogue_reader is None:
@@ -524,7 +529,7 @@ class Engine:
         """Claim now if a slot is free; a worker with none claims as one frees instead. Every notice reaches every
         worker of the queue: with all of them busy and a backlog arriving, claiming on each would cost one claim
         per worker per submit (4 workers: 201 claims for 50 submits), each taking nothing."""
-        if self.shutting_down or self.busy < self.settings.worker_concurrency:
+        if self.shutting_down or self.has_free_slot:
             self.wake.set()
         else:
             self._work_noticed = True
