@@ -142,20 +142,22 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   before. What is published with no record to name the inbox (a repaired ``end``, a manual retry) reaches the
   stream by its heartbeat's re-read of the log, as a lost message always did.
 - **Hand-off** (issue #25). An idle worker's claim registers it in its schedule's *idle registry* (``idle``: a
-  hash, worker token -> ``<expiry ms>|<free slots>|<lease ms>|,<queues>,|,<tasks>,``, the tasks being those it runs
-  without a concurrency or rate limit); an enqueue whose job is due now and whose lane is empty hands the job
-  straight to a registered worker that serves its queue and task (the one with the most free slots): it claims the
-  job there, exactly as the claim would (marker, try, lease on Redis's clock, the running band), pushes the
-  claimed item onto that worker's own list (``handoff``), which the worker waits on with ``BLPOP``, counts it in
-  the worker's ``handed`` counter, and sends no wake-up notice. So a submit to an idle system costs no claim round
-  trip. Why it is safe:
+  hash, worker token -> ``<expiry ms>|<free slots>|<lease ms>|,<queues>,|,<tasks>,``, the tasks being those it
+  runs, each with a concurrency or rate limit marked ``!``: ``,echo,!render,``); an enqueue whose job is due now
+  and whose lane is empty hands the job straight to a registered worker that serves its queue and task (the one
+  with the most free slots): it claims the job there, exactly as the claim would (marker, try, lease on Redis's
+  clock, the running band), pushes the claimed item onto that worker's own list (``handoff``), which the worker
+  waits on with ``BLPOP``, counts it in the worker's ``handed`` counter, and sends no wake-up notice. So a submit
+  to an idle system costs no claim round trip. Why it is safe:
   *Nothing is overtaken.* A registration is written only by a claim that took everything it could (nothing it
   serves left due; a lane held back by a limit counts as due when it may start again) and expires, on Redis's
   clock, before anything it knows of falls due (its next due time, a parked lane's return) or
   ``RELAY_POLL_DELAY_SECONDS`` x 4 + 1 s at most (an idle worker renews it every third poll, and after any notice
-  it hears); every script that makes a job due by a wake-up notice (enqueue, commit, retry, workflows, the sweep)
-  deletes the whole registry, so the workers it wakes claim and register again. A live registration therefore
-  means: nothing that worker could take is waiting, and its free slots are what the claim left. Priorities,
+  it hears); every script that makes a job due by a wake-up notice to all (enqueue, commit, retry, workflows, the
+  sweep) deletes the whole registry, so the workers it wakes claim and register again; one that names a worker
+  for the job instead (below) ends that worker's registration. A live registration therefore means: nothing that
+  worker could take is waiting, other than jobs named for another worker (each waiting for that worker's claim,
+  on a slot of its own), and its free slots are what the claim left. Priorities,
   tenant fairness and limits only ever choose among waiting jobs, and with none waiting there is nothing to
   choose; a limited task is never handed off, and once a due job of an enqueue goes into its lane (it already
   holds due jobs, or no registered worker takes it), nothing after it in that call is handed off.
@@ -170,6 +172,26 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   costs no job a pickup. A stopping worker removes its registration first, then takes what is left in its list and
   hands it back. Registrations and lists are per shard; with several shards (``RELAY_QUEUE_SHARDS``) workers do
   not register (a slot promised on each shard could be taken on all), and jobs go into lanes as before.
+- **Named claims** (issue #25). A job that a script leaves waiting in its lane (an enqueue's: a limited task's,
+  never handed off, one behind a due job of its lane, or a deferred one; a commit's: a job put back or retried, a
+  lane a freed concurrency slot lets run) is given to one registered worker that serves its queue and runs its
+  task, the one with the most free slots (``relay_name_claimer`` in lib.lua; a job due now takes one of them, so a
+  worker is named for at most that many). The script ends that worker's registration and publishes, on the
+  queue's channel, ``w<token>`` for a job due now or ``e<due ms>|<token>`` for a later one. That worker claims
+  at once, as on any notice (which registers it again: for a later job, until just before it falls due) and, for
+  a later job, again as it falls due (``worker.engine.promises``); the others ignore the notice and stay
+  registered. A notice to all would have every idle worker claim, one taking the job and the others nothing: with
+  8 idle workers, 8 claims per submit of a limited task, 16 per deferred one (at once, to register again, and as
+  it fell due). Why it is safe: a job due now waits only for the named worker's claim, on a free slot no hand-off
+  can take any more (the worker is out of the registry); a worker named for a job it cannot take (stopping, or
+  its slots filled by hand-offs on their way) tells every worker of the channel instead (``j``, or ``d<due>``);
+  one that is busy when its later job falls due tells them then, and one that stops first tells them when it
+  falls due. A worker lost without stopping, or a lost notice, leaves the job to the others' polls
+  (``RELAY_POLL_DELAY_SECONDS`` at most), during which registered workers may still be handed newer jobs of
+  other lanes. With no registered worker for the job (none idle, none runs it, or several shards), the notice
+  goes to all and ends every registration, as above; workflow steps a commit releases still notify all. Workers
+  that learn of a later job by their own claims (each claim reports the next due time) still claim as it falls
+  due: named claims spare the claims a notice sets off, not those a worker's own timer does.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
   claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
   commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.

@@ -37,6 +37,7 @@ SCRIPT_NAMES = (
     "flow_cancel",
     "flow_retry",
     "handback",
+    "wake_all",
 )
 
 
@@ -123,6 +124,7 @@ class Scripts:
     flow_cancel = _Script()
     flow_retry = _Script()
     handback = _Script()
+    wake_all = _Script()
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis

@@ -1,10 +1,12 @@
 """Wake-up notices: how idle workers learn of new work without polling for it.
 
 Enqueues, re-queues, retries and aborts publish on ``relay:wakeup:<queue>`` (from the same Lua script as the
-change itself): ``j`` (a job is due now), ``d<ms>`` (one falls due then), ``a<id>`` (abort that running
-task), ``c<id>`` (a child of that task ended: its parent may be waiting) or ``o`` (a Service Bus reply is due:
-bridge workers send it). Job notices of a named queue other than
-``default`` go to that queue's own channel (``keys.queue_channel``), heard only by the workers serving it.
+change itself): ``j`` (a job is due now), ``d<ms>`` (one falls due then), ``w<token>`` and ``e<ms>|<token>``
+(the same, for the registered worker of that token alone to claim: shared/keys.py "Named claims"; the worker
+keeps the promise of a later one, ``worker.engine.promises``), ``a<id>`` (abort that running task),
+``c<id>`` (a child of that task ended: its parent may be waiting) or ``o`` (a Service Bus reply is due: bridge
+workers send it). Job notices of a named queue other than ``default`` go to that queue's own channel
+(``keys.queue_channel``), heard only by the workers serving it.
 The engine's timer still fires every ``RELAY_POLL_DELAY_SECONDS``, so a lost notice costs one poll delay,
 never a job; after the subscription drops and comes back (on a cluster, also when the channel's slot moved:
 ``shared.sharded_pubsub``), the worker claims once, in case it missed one.
@@ -23,6 +25,7 @@ from redis.exceptions import RedisError
 from shared import keys
 from shared.waiting import cancel_and_wait
 from worker.engine.engine import Engine
+from worker.engine.promises import tell_all
 
 logger = logging.getLogger("relay.worker")
 
@@ -38,8 +41,10 @@ class WakeupListener:
                 named = [keys.queue_channel(queue_name, q) for q in queues or []]
                 channels = list(dict.fromkeys([keys.wakeup_channel(queue_name), *named]))
                 self._subscriptions.append((redis.pubsub(ignore_subscribe_messages=True), channels))
+        self._default_channel = keys.wakeup_channel(queue_name).encode()
         self._engine = engine
         self._tasks: list[asyncio.Task[None]] = []
+        self._passing_on: set[asyncio.Task[None]] = set()
         self.notices = 0
         self.on_outbox: asyncio.Event | None = None
 
@@ -55,8 +60,8 @@ class WakeupListener:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def handle(self, notice: bytes, shard: int = 0) -> None:
-        """Route one notice (of ``shard``'s channels) to the engine."""
+    def handle(self, notice: bytes, shard: int = 0, channel: bytes | None = None) -> None:
+        """Route one notice (of ``shard``'s channel ``channel``) to the engine."""
         self.notices += 1
         kind, rest = notice[:1], notice[1:]
         if kind == b"d":
@@ -68,8 +73,35 @@ class WakeupListener:
         elif kind == b"o":
             if self.on_outbox is not None:
                 self.on_outbox.set()
+        elif kind in (b"w", b"e"):
+            self._named(kind, rest, shard, channel or self._default_channel)
         else:
             self._engine.note_job(shard)
+
+    def _named(self, kind: bytes, rest: bytes, shard: int, channel: bytes) -> None:
+        """A job named for one worker (shared/keys.py "Named claims"): ``w<token>`` due now, ``e<due>|<token>``
+        due then. Only that worker claims; the others' registrations stand, and a claim of theirs would take
+        nothing. Named for a job due now that it cannot take (stopping, or its slots filled since it registered),
+        or for a later one as it stops, this worker tells every worker instead, rather than leave the job to a
+        poll; a later one it keeps (``worker.engine.promises``)."""
+        due_ms: float | None = None
+        if kind == b"e":
+            due_text, _, rest = rest.partition(b"|")
+            due_ms = float(due_text)
+        if rest.decode() != self._engine.token:
+            return
+        if due_ms is not None and not self._engine.shutting_down:
+            self._engine.note_promised(due_ms, channel, shard)  # busy now, it may be free by then
+        elif self._engine.can_claim:
+            self._engine.note_job(shard)
+        else:
+            notice = b"j" if due_ms is None else b"d%d" % due_ms
+            logger.debug("named for a job it cannot take now: telling every worker")
+            engine = self._engine
+            telling = tell_all(engine.scripts, engine.settings.queue_name, [(channel, notice)])
+            task = asyncio.create_task(telling, name="relay-wakeup-pass-on")
+            self._passing_on.add(task)
+            task.add_done_callback(self._passing_on.discard)
 
     async def _listen(self, pubsub: PubSub, shard: int) -> None:
         lost = False
@@ -88,6 +120,6 @@ class WakeupListener:
                 self._engine.catch_up(shard)  # a notice may have been missed meanwhile
             if message is not None:
                 try:
-                    self.handle(message["data"], shard)
+                    self.handle(message["data"], shard, message["channel"])
                 except ValueError:
                     logger.warning("ignoring a malformed wake-up notice %r", message["data"][:80])

@@ -98,9 +98,11 @@ local function register(free, until_ms)
     if maybe_registered == '1' then redis.call('HDEL', IDLE .. queue, token) end
     return
   end
+  -- The tasks it runs: those with a limit marked '!' (never handed off, but a job of one left waiting may be named
+  -- for this worker to claim: enqueue.lua); an enqueue from before the mark finds no limited task here.
   local served = {}
   for name, spec in pairs(runs) do
-    if spec[1] == 0 and spec[2] == 0 then served[#served + 1] = name end
+    served[#served + 1] = (spec[1] == 0 and spec[2] == 0) and name or ('!' .. name)
   end
   local new = redis.call('HSET', IDLE .. queue, token, string.format('%d|%d|%d|,%s,|,%s,', until_ms, free, lease,
     ARGV[6], table.concat(served, ',')))

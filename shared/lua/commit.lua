@@ -6,7 +6,9 @@
 -- worker counts ahead for the ops it has queued: it is the only writer of a task it owns); an op whose events
 -- are already in the log (a batch sent again after a dropped connection) is not applied twice.
 -- R and T put the job back in its lane (shared/keys.py), due after a delay counted on Redis's clock; F, R and T
--- free the job's concurrency slot, if it held one, and wake the lanes parked on that limit.
+-- free the job's concurrency slot, if it held one, and wake the lanes parked on that limit. A job put back, and a
+-- lane a freed slot lets run, is named for one registered worker that runs it (shared/keys.py "Named claims"); with
+-- none, every worker of its channel hears of it.
 -- Workflows (shared/keys.py): an op of a workflow's step (or of a child task of one) names it in its link
 -- ('<workflow>|<step>'), and its events are copied into the workflow's log, tagged with the step. F of a task
 -- whose link is not empty reads the job record's head for its workflow and parent: a step's end advances its
@@ -50,7 +52,9 @@ end
 if #ops == 0 then return {} end
 local current = redis.call('MGET', unpack(wanted))
 
-local wake, woken = {}, {}  -- channel -> earliest due of a job put back; channels whose parked lanes may run
+-- Channel -> earliest due of a workflow step released (its workers all hear of it); {lane, due} of each job put back;
+-- lanes a freed concurrency slot lets run again.
+local wake, requeued, unparked = {}, {}, {}
 
 -- Copy op's events (now numbered up to `last` in the task's log) into its workflow's log, if it has one.
 local function copy_to_flow(op, last)
@@ -89,7 +93,7 @@ for i, op in ipairs(ops) do
     local base = math.max(seq, op.seq)
     local id = op.id
     local _, slot, lane = relay_marker_parts(marker)
-    if slot and op.kind ~= 'E' then relay_free_slot(queue, lane, id, woken) end
+    if slot and op.kind ~= 'E' then relay_free_slot(queue, lane, id, unparked) end
     if op.kind == 'E' then
       local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl, op.inbox)
       redis.call('SET', SEQ .. id, last)
@@ -129,8 +133,7 @@ for i, op in ipairs(ops) do
         local _, q = relay_lane_parts(lane)
         relay_wait(queue, lane, id, score)
         relay_count(queue, q, 1)
-        local to = relay_queue_channel(queue, q)
-        if wake[to] == nil or score < wake[to] then wake[to] = score end
+        requeued[#requeued + 1] = {lane, score}
       end
       redis.call('DEL', IN_PROGRESS .. id)
       local last = relay_emit(id, base, ARGV, op.from, op.to, max_len, max_bytes, ttl, op.inbox)
@@ -149,10 +152,21 @@ end
 if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
 relay_flow_flush(ttl)
 if replies then redis.call('{{PUBLISH}}', channel, 'o') end
-if next(wake) ~= nil or next(woken) ~= nil then relay_unregister_idle(queue) end
+-- Each job put back, and each lane a freed slot lets run, is named for a registered worker that runs it
+-- (shared/keys.py "Named claims"); with none, every worker of its channel hears of it.
+if #requeued > 0 or #unparked > 0 then
+  for _, lane in ipairs(unparked) do requeued[#requeued + 1] = {lane, now()} end
+  for _, job in ipairs(requeued) do
+    if not relay_name_claimer(queue, now(), job[1], job[2]) then
+      local _, q = relay_lane_parts(job[1])
+      local to = relay_queue_channel(queue, q)
+      if wake[to] == nil or job[2] < wake[to] then wake[to] = job[2] end
+    end
+  end
+  relay_notify_named(queue, now())
+end
+if next(wake) ~= nil then relay_unregister_idle(queue) end
 for to, due in pairs(wake) do
   redis.call('{{PUBLISH}}', to, due <= now() and 'j' or ('d' .. string.format('%d', due)))
-  woken[to] = nil
 end
-for to in pairs(woken) do redis.call('{{PUBLISH}}', to, 'j') end
 return out

@@ -7,7 +7,10 @@
 -- `children`, expiring children_ttl ms later), so cancelling the parent can cancel it; while the parent's abort is
 -- requested (a request made after the parent's enqueue, the claim's rule) a new child is refused ('aborting').
 -- A job due now whose lane holds no due job goes straight to a registered idle worker that takes it, claimed for it
--- here (shared/keys.py "Hand-off"), instead of into its lane with a wake-up notice.
+-- here (shared/keys.py "Hand-off"), instead of into its lane with a wake-up notice. A job that goes into its lane
+-- (a limited task's, one behind a due job, a deferred one) is given to one registered worker that runs it, by a
+-- notice naming that worker, its registration ended here (shared/keys.py "Named claims"); only with none does the
+-- notice wake every worker.
 -- KEYS: queue (the schedule), index.  ARGV: children_ttl ms, default max depth, depths of named queues that have
 -- their own ('gpu=100,batch=5000' or ''), then per item: id, due ('+<delay ms>' or absolute ms), job record,
 -- fingerprint, index score, reply request ('' for none), lane id.
@@ -30,31 +33,12 @@ local function aborting(parent)
   local enqueued = tonumber(string.match(head, '^{"f":"[^"]*","fp":"%x*","w":"%a","et":(%d+)'))
   return enqueued ~= nil and tonumber(requested) >= enqueued
 end
--- The idle registry (shared/keys.py "Hand-off"), read at the first job due now: live registrations, the lapsed
--- ones removed.
-local idle = nil
-local function idle_workers()
-  if idle ~= nil then return idle end
-  idle = {}
-  local flat, lapsed = redis.call('HGETALL', IDLE .. queue), {}
-  for i = 1, #flat, 2 do
-    local until_ms, free, lease, queues, tasks = string.match(flat[i + 1], '^(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
-    if until_ms and tonumber(until_ms) > now then
-      idle[#idle + 1] = {token = flat[i], until_ms = until_ms, free = tonumber(free), lease = tonumber(lease),
-        queues = queues, tasks = tasks}
-    else
-      lapsed[#lapsed + 1] = flat[i]
-    end
-  end
-  if #lapsed > 0 then redis.call('HDEL', IDLE .. queue, unpack(lapsed)) end
-  return idle
-end
 
 -- The registered worker that takes a job of lane `lane_id` (the one with the most free slots), or nil.
 local function taker(lane_id)
   local task, q = relay_lane_parts(lane_id)
   local best = nil
-  for _, w in ipairs(idle_workers()) do
+  for _, w in ipairs(relay_idle_workers(queue, now)) do
     if w.free > 0 and (best == nil or w.free > best.free) and string.find(w.queues, ',' .. q .. ',', 1, true)
         and string.find(w.tasks, ',' .. task .. ',', 1, true) then
       best = w
@@ -130,6 +114,7 @@ for a = 4, #ARGV, 7 do
     else
       jobs[#jobs + 1] = job
       if due <= now then waits = true end
+      job[6] = relay_name_claimer(queue, now, lane_id, due)  -- else every worker hears of it
     end
     if reply ~= '' then redis.call('SET', REPLY .. id, reply) end
     if parent then
@@ -141,6 +126,14 @@ for a = 4, #ARGV, 7 do
     out[item] = {'created', s}
   end
 end
-relay_enqueue_jobs(queue, index, jobs, micros, wake)
-relay_wake(queue, wake, now, idle ~= nil and #idle == 0)
+relay_enqueue_jobs(queue, index, jobs, micros, {})
+for _, job in ipairs(jobs) do  -- the notices to all: for the jobs no worker was named for
+  if not job[6] then
+    local _, q = relay_lane_parts(job[2])
+    local channel = relay_queue_channel(queue, q)
+    if wake[channel] == nil or job[4] < wake[channel] then wake[channel] = job[4] end
+  end
+end
+relay_notify_named(queue, now)
+relay_wake(queue, wake, now, relay_idle ~= nil and #relay_idle == 0)
 return out

@@ -124,8 +124,8 @@ local function relay_lanes(queue)
 end
 
 -- A running job of lane `lane` that held a concurrency slot ends or goes back to wait: free the slot, and put
--- the lanes parked on that limit back at their heads (they may run now). Returns the channels to wake.
-local function relay_free_slot(queue, lane, id, wake)
+-- the lanes parked on that limit back at their heads (they may run now), adding them to `unparked`.
+local function relay_free_slot(queue, lane, id, unparked)
   local task, _, _, _, part = relay_lane_parts(lane)
   local key_value = string.match(part, '^([^/]*)') or ''
   redis.call('SREM', SLOTS .. task .. '|' .. key_value .. '|' .. queue, id)
@@ -134,10 +134,7 @@ local function relay_free_slot(queue, lane, id, wake)
   if #parked == 0 then return end
   redis.call('DEL', parked_key)
   for _, waiting in ipairs(parked) do
-    if relay_sync_marker(queue, waiting) ~= nil then
-      local _, q = relay_lane_parts(waiting)
-      wake[relay_queue_channel(queue, q)] = true
-    end
+    if relay_sync_marker(queue, waiting) ~= nil then unparked[#unparked + 1] = waiting end
   end
 end
 
@@ -348,6 +345,70 @@ end
 -- "Hand-off"); the workers the notice wakes claim, and register again.
 local function relay_unregister_idle(queue)
   redis.call('DEL', IDLE .. queue)
+end
+
+-- The idle registry (shared/keys.py "Hand-off") as of `now`, read once per script call: its live registrations
+-- ({token, until_ms, free, lease, queues, tasks}), the lapsed ones removed.
+local relay_idle = nil
+local function relay_idle_workers(queue, now)
+  if relay_idle ~= nil then return relay_idle end
+  relay_idle = {}
+  local flat, lapsed = redis.call('HGETALL', IDLE .. queue), {}
+  for i = 1, #flat, 2 do
+    local until_ms, free, lease, queues, tasks = string.match(flat[i + 1], '^(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
+    if until_ms and tonumber(until_ms) > now then
+      relay_idle[#relay_idle + 1] = {token = flat[i], until_ms = until_ms, free = tonumber(free),
+        lease = tonumber(lease), queues = queues, tasks = tasks}
+    else
+      lapsed[#lapsed + 1] = flat[i]
+    end
+  end
+  if #lapsed > 0 then redis.call('HDEL', IDLE .. queue, unpack(lapsed)) end
+  return relay_idle
+end
+
+-- Named claims (shared/keys.py "Named claims"): the workers this call named, token -> {channel -> the earliest due
+-- time of the jobs named for it there}, and their tokens in the order named.
+local relay_named, relay_named_order = {}, {}
+
+-- Name a registered worker to claim a job of lane `lane_id`, due at `due`, left waiting in it: one that serves its
+-- queue and runs its task, limits or not (a limited task is listed ',!<name>,'), with a free slot (the most). A job
+-- due now takes one of its free slots, so it is named for at most as many of those as it has (a deferred job takes
+-- none: a hand-off of this call may still use them). Returns whether one was named.
+local function relay_name_claimer(queue, now, lane_id, due)
+  local task, q = relay_lane_parts(lane_id)
+  local best = nil
+  for _, w in ipairs(relay_idle_workers(queue, now)) do
+    if w.free > 0 and (best == nil or w.free > best.free) and string.find(w.queues, ',' .. q .. ',', 1, true)
+        and (string.find(w.tasks, ',' .. task .. ',', 1, true) or string.find(w.tasks, ',!' .. task .. ',', 1, true)) then
+      best = w
+    end
+  end
+  if best == nil then return false end
+  if due <= now then best.free = best.free - 1 end
+  local dues = relay_named[best.token]
+  if dues == nil then
+    dues = {}
+    relay_named[best.token] = dues
+    relay_named_order[#relay_named_order + 1] = best.token
+  end
+  local channel = relay_queue_channel(queue, q)
+  if dues[channel] == nil or due < dues[channel] then dues[channel] = due end
+  return true
+end
+
+-- End the registrations of the workers named in this call and send each its notice: 'w<token>' for a job due now,
+-- 'e<due>|<token>' for one due later (worker/wakeup.py: the worker claims now, which registers it again, and when
+-- the job falls due; should it be unable to then, it tells every worker).
+local function relay_notify_named(queue, now)
+  if #relay_named_order == 0 then return end
+  redis.call('HDEL', IDLE .. queue, unpack(relay_named_order))
+  for _, token in ipairs(relay_named_order) do
+    for channel, due in pairs(relay_named[token]) do
+      redis.call('{{PUBLISH}}', channel, due <= now and ('w' .. token) or ('e' .. string.format('%d', due) .. '|' .. token))
+    end
+  end
+  relay_named, relay_named_order = {}, {}
 end
 
 -- A handed job (shared/keys.py "Hand-off") that never started goes back to its lane `lane`, due now, its try given

@@ -92,3 +92,29 @@ def test_a_stopping_worker_leaves_the_registry_at_once(
     final = wait_state(base, later, FINAL)
     assert (final["state"], final["tries"]) == ("succeeded", 1)
     assert types(read_events(base, later)) == ["started", "result", "end"]
+
+
+def test_a_worker_named_for_a_deferred_job_tells_the_others_as_it_stops(
+    spawn_api: StartApi, spawn_worker: StartWorker, redis_url: str
+) -> None:
+    """A deferred job is named for one registered worker (shared/keys.py "Named claims"), the only one to hear of
+    it. Stopped before the job falls due (a rolling deploy), it tells the others when it falls due
+    (worker.engine.promises), and one of them runs it then, not at its next poll."""
+    name = queue()
+    client = redis.Redis.from_url(redis_url)
+    env = {"RELAY_QUEUE_NAME": name, "RELAY_POLL_DELAY_SECONDS": "60"}  # a poll far beyond the test's bound
+    _, base = spawn_api(**env)
+    named = spawn_worker(**env)  # ten free slots: the most, so it is the one named
+    spawn_worker(RELAY_WORKER_CONCURRENCY="1", **env)
+    wait_until(lambda: len(registered(client, name)) == 2, 10, "both workers to register")
+    task_id = submit_ok(base, {"task": "echo", "delay_seconds": 3})
+    seconds, micros = client.time()  # type: ignore[misc]
+    due_by = seconds * 1000 + micros // 1000 + 3000
+
+    def named_claimed() -> bool:  # it claimed on the notice, so registered again, until the job falls due
+        return any(int(entry.split("|")[0]) < due_by for entry in registered(client, name).values())
+
+    wait_until(named_claimed, 5, "the named worker's claim")
+    named.send(signal.SIGTERM)
+    assert named.wait(30) == 0
+    assert wait_state(base, task_id, FINAL, timeout=15)["state"] == "succeeded"

@@ -78,3 +78,58 @@ def test_busy_workers_do_not_claim_for_every_notice(
         assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202
     for task_id in quick:  # the freed slots take the backlog
         wait_state(base, task_id, {"succeeded"}, timeout=30)
+
+
+def test_a_waiting_limited_job_wakes_one_idle_worker_not_all(
+    own_redis: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    # A job left in its lane (a limited task's: never handed off) used to be announced to every worker, and every
+    # idle one claimed for it, all but one taking nothing: a claim per idle worker per submit. It is now named for
+    # one registered worker (shared/keys.py "Named claims").
+    # A one-minute poll, so that what the workers' timers run cannot blur the count: the jobs are taken on the
+    # notices, or, at the end, on the freed slots' wake-ups.
+    env = {"RELAY_POLL_DELAY_SECONDS": "60"}
+    _, base = spawn_api(url=own_redis, **env)
+    workers = 3
+    for _ in range(workers):
+        spawn_worker(url=own_redis, **env)
+    acme = {"task": "per_customer", "kwargs": {"customer_id": "acme", "seconds": 600}}
+    long_ids = [submit_ok(base, acme) for _ in range(2)]  # the limit (2 per customer) full
+    for task_id in long_ids:
+        wait_state(base, task_id, {"running"}, timeout=10)
+    client = redis.Redis.from_url(own_redis)
+    try:
+        before = script_calls(client)
+        quick = [submit_ok(base, {**acme, "kwargs": {"customer_id": "acme", "seconds": 0}}) for _ in range(20)]
+        # The 20 enqueues and one claim for each (the named worker's, which finds the limit full), and a lease
+        # renewal or so; a notice to all would have set off a claim per idle worker: 20 + 3 x 20.
+        assert script_calls(client) - before < 20 + 20 + 10
+    finally:
+        client.close()
+    for task_id in long_ids:
+        assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202
+    for task_id in quick:  # the freed slots take the backlog
+        wait_state(base, task_id, {"succeeded"}, timeout=30)
+
+
+def test_a_deferred_job_wakes_one_idle_worker_not_all(
+    own_redis: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    # A deferred job used to be announced to every worker ('d'), which ended every registration: each idle worker
+    # claimed at once to register again. It is now named for one registered worker, which keeps the promise
+    # (worker.engine.promises). A one-minute poll, as above: the jobs can only start on time through that promise.
+    env = {"RELAY_POLL_DELAY_SECONDS": "60"}
+    _, base = spawn_api(url=own_redis, **env)
+    for _ in range(3):
+        spawn_worker(url=own_redis, **env)
+    wait_state(base, submit_ok(base, {"task": "echo"}), {"succeeded"}, timeout=10)  # all three registered
+    client = redis.Redis.from_url(own_redis)
+    try:
+        before = script_calls(client)
+        later = [submit_ok(base, {"task": "echo", "delay_seconds": 1}) for _ in range(20)]
+        # The 20 enqueues and the named worker's claim for each; a notice to all: 20 + 3 x 20.
+        assert script_calls(client) - before < 20 + 20 + 10
+    finally:
+        client.close()
+    for task_id in later:
+        wait_state(base, task_id, {"succeeded"}, timeout=30)

@@ -121,8 +121,10 @@ async def test_an_idle_workers_claim_registers_it_on_redis_time(pool: ArqRedis, 
     assert (free, lease, queues) == ("10", "10000", ",default,")
     assert ",stamp," in tasks
     assert ",echo," in tasks
+    # Limited tasks are listed marked, for named claims only: an enqueue looking for ',<task>,' never hands them off.
+    assert ",!per_customer," in tasks
+    assert ",!five_per_second," in tasks
     assert ",per_customer," not in tasks
-    assert ",five_per_second," not in tasks
 
 
 async def test_a_job_due_now_is_handed_to_the_idle_worker_claimed_and_without_a_notice(
@@ -193,14 +195,31 @@ async def test_deferred_and_limited_jobs_are_never_handed_off(pool: ArqRedis, se
     assert await worker.pop() is None
 
 
-async def test_a_notice_of_a_waiting_job_ends_every_registration(pool: ArqRedis, settings: Settings) -> None:
+async def test_a_deferred_job_is_named_for_one_registered_worker(pool: ArqRedis, settings: Settings) -> None:
+    """It waits in its lane; the worker named for it claims now (which registers it again, until the job falls
+    due) and keeps the promise (worker.engine.promises). A notice to all ('d') ended every registration, and every
+    idle worker claimed at once to register again, then again as the job fell due."""
     idle = Worker(pool, settings)
     await idle.claim(10)
     other = Worker(pool, settings)
-    await other.claim(10)
-    await Submitter(pool, settings).submit("stamp", delay_seconds=60)  # waits, with a 'd' notice
+    await other.claim(5)
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    await Submitter(pool, settings).submit("stamp", delay_seconds=60)
+    notice = await next_notice(pubsub, 5)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert notice is not None
+    due, _, token = notice[1:].partition(b"|")
+    assert (notice[:1], token) == (b"e", idle.token.encode())
+    seconds, micros = await pool.time()
+    assert 59_000 < int(due) - (seconds * 1000 + micros // 1000) <= 60_000  # on Redis's clock
     assert await idle.registration() is None
-    assert await other.registration() is None
+    assert await other.registration() is not None
+    _, _, registered = await idle.claim(10)
+    assert registered == 10
+    registration = await idle.registration()
+    assert registration is not None
+    assert int(registration[0]) < int(due)  # registered again, until the job falls due
 
 
 async def test_a_worker_that_takes_no_handoffs_never_registers(pool: ArqRedis, settings: Settings) -> None:
@@ -370,3 +389,126 @@ async def test_a_stopping_worker_hands_a_job_back_as_if_never_claimed(pool: ArqR
     marker = await pool.get(keys.in_progress(task_id))
     assert marker is not None
     assert marker.split(b"|")[1] == b"1"  # its first try
+
+
+# Named claims (shared/keys.py "Named claims"): a job due now left in its lane is given to one registered worker.
+
+
+async def test_a_limited_job_due_now_is_named_for_one_registered_worker_alone(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """A notice to all had every idle worker claim for it, all but one taking nothing (8 idle workers: 8 claims
+    per submit of a limited task)."""
+    roomy, cramped = Worker(pool, settings), Worker(pool, settings)
+    await roomy.claim(5)
+    await cramped.claim(2)
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    task_id = await Submitter(pool, settings).submit("per_customer", kwargs={"customer_id": "acme"})
+    assert await next_notice(pubsub, 5) == b"w" + roomy.token.encode()  # the most free slots
+    assert await next_notice(pubsub, 0.2) is None  # and no notice to all
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert await roomy.pop() is None  # a limited job is never handed off: the named worker claims it
+    assert await roomy.registration() is None  # its claim registers it again
+    assert await cramped.registration() is not None  # the other was not woken, and stays registered
+    assert (await roomy.claim(5))[0] == [task_id]
+    assert await roomy.registration() is not None
+
+
+async def test_a_job_behind_a_waiting_one_names_another_worker(pool: ArqRedis, settings: Settings) -> None:
+    """The first job waits for its named worker's claim; the second, behind it in its lane, is named for the
+    other registered worker, so both claim, and each takes one in the lane's order."""
+    one, two = Worker(pool, settings), Worker(pool, settings)
+    await one.claim(3)
+    await two.claim(3)
+    submitter = Submitter(pool, settings)
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    first = await submitter.submit("per_customer", kwargs={"customer_id": "acme"})
+    second = await submitter.submit("per_customer", kwargs={"customer_id": "acme"})
+    notices = [await next_notice(pubsub, 5), await next_notice(pubsub, 5)]
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert sorted(notices) == sorted([b"w" + one.token.encode(), b"w" + two.token.encode()])
+    by_token = {one.token: one, two.token: two}
+    first_named, second_named = (by_token[notice[1:].decode()] for notice in notices)
+    assert (await first_named.claim(1))[0] == [first]
+    assert (await second_named.claim(1))[0] == [second]
+
+
+async def test_a_worker_is_named_for_no_more_jobs_than_its_free_slots(pool: ArqRedis, settings: Settings) -> None:
+    worker = Worker(pool, settings)
+    await worker.claim(1)
+    spec = TASKS.get("per_customer")
+    jobs = [prepare(spec, settings, TaskSubmission(task="per_customer", kwargs={"customer_id": c})) for c in "ab"]
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    await Enqueuer(pool, settings, Scripts(pool))._flush_shard(jobs)  # one call, as batched
+    # The first is the worker's; for the second, no registered worker has a slot: every worker hears of it.
+    notices = {await next_notice(pubsub, 5), await next_notice(pubsub, 5)}
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert notices == {b"w" + worker.token.encode(), b"j"}
+    assert await pool.exists(keys.idle_registry(settings.queue_name)) == 0
+
+
+async def test_with_no_registered_worker_that_runs_it_every_worker_hears_of_a_waiting_job(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """A registration from before limited tasks were listed (or a worker that does not run the task) is never
+    named: the notice goes to all, and ends every registration, as before named claims."""
+    worker = Worker(pool, settings)
+    await worker.claim(10)
+    registry = keys.idle_registry(settings.queue_name)
+    entry = (await pool.hget(registry, worker.token)).decode()  # type: ignore[misc]
+    await pool.hset(registry, worker.token, entry.replace(",!per_customer,", ","))  # type: ignore[misc]
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    await Submitter(pool, settings).submit("per_customer", kwargs={"customer_id": "acme"})
+    assert await next_notice(pubsub, 5) == b"j"
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert await worker.registration() is None
+
+
+async def finish(pool: ArqRedis, settings: Settings, worker: Worker, task_id: str) -> None:
+    """Record the task's end (an F op with no events), as the worker's commit does."""
+    queue = settings.queue_name
+    args = [0, 100, 1_000_000, 60_000, keys.wakeup_channel(queue)]
+    args += ["F", task_id, worker.token, 0, 0, '{"rs":"succeeded"}', "0", "0", "", "", ""]  # no link, no inbox
+    [(status, _)] = await Scripts(pool).commit(keys=[queue, keys.ABORT_SET, keys.reply_outbox(queue)], args=args)
+    assert status == b"ok"
+
+
+async def test_a_slot_a_commit_frees_is_named_for_one_registered_worker(pool: ArqRedis, settings: Settings) -> None:
+    """A full concurrency limit parks its lane until a commit frees a slot; that commit announced the lane to every
+    worker, and every idle one claimed for the one slot."""
+    runner = Worker(pool, settings, handoffs=False)
+    submitter = Submitter(pool, settings)
+    acme = [await submitter.submit("per_customer", kwargs={"customer_id": "acme"}) for _ in range(3)]
+    assert (await runner.claim(10))[0] == acme[:2]  # the limit, 2: the third's lane is parked
+    idle, other = Worker(pool, settings), Worker(pool, settings)
+    await idle.claim(5)
+    await other.claim(2)
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    await finish(pool, settings, runner, acme[0])
+    assert await next_notice(pubsub, 5) == b"w" + idle.token.encode()
+    assert await next_notice(pubsub, 0.2) is None
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert await other.registration() is not None
+    assert (await idle.claim(5))[0] == [acme[2]]
+
+
+async def test_a_named_worker_that_cannot_take_its_job_tells_all_as_a_notice_to_all_would(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """wake_all.lua (worker/wakeup.py, worker/engine/promises.py): every registration ends, so nothing is handed
+    off past the waiting job while the woken workers claim, and the notice goes out."""
+    idle = Worker(pool, settings)
+    await idle.claim(10)
+    channel = keys.wakeup_channel(settings.queue_name)
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(channel)
+    for _ in range(2):  # safe to apply twice (sent again after a timeout)
+        await Scripts(pool).wake_all(keys=[settings.queue_name], args=[channel, "j"])
+        assert await next_notice(pubsub, 5) == b"j"
+        assert await idle.registration() is None
+    await pubsub.aclose()  # type: ignore[no-untyped-call]

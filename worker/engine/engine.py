@@ -44,6 +44,7 @@ from worker.engine.commit import Committer, Op, OpResult
 from worker.engine.handoffs import HandoffCount
 from worker.engine.leases import LeaseKeeper
 from worker.engine.outcomes import Ending, RunFacts
+from worker.engine.promises import Promises, tell_all
 from worker.engine.run import Claimed, JobRun, wait_for_redis
 from worker.engine.schedules import Scheduler
 from worker.engine.threads import TaskThreads
@@ -89,6 +90,7 @@ class Engine:
         # A wake-up notice of new work came while every slot was busy (``_wake_for_work``): the next slot to free
         # claims. Cleared as a claim goes out, so a notice that lands during the call still counts.
         self._work_noticed = False
+        self.promises = Promises()  # jobs named for this worker to claim when they fall due (worker.engine.promises)
         self._clock_offset_ms = 0.0  # Redis's clock minus this process's, as of the last claim
         self._clock_synced = float("-inf")  # time.monotonic() of that
         self._claim_requests = 0
@@ -170,6 +172,9 @@ class Engine:
             wake_at = min(wake_at, self._next_due_ms)
         if self._next_lease_ms is not None and self._claiming:
             wake_at = min(wake_at, self._next_lease_ms + 1)
+        promised = self.promises.next_ms()
+        if promised is not None:  # with no slot free too: it then tells every worker (``_keep_promises``)
+            wake_at = min(wake_at, promised)
         if self.scheduler.next_ms is not None:  # on this process's clock: schedules are wall-clock times here
             wake_at = min(wake_at, self.scheduler.next_ms + self._clock_offset_ms)
         if self.runs and self._abort_notices:
@@ -188,6 +193,7 @@ class Engine:
         try:
             if self._claiming:
                 await self._claim(worker)
+            await self._keep_promises()
             if self.runs:
                 await self._check_aborts()
             await worker.heart_beat()
@@ -201,6 +207,13 @@ class Engine:
         if time.monotonic() - self._last_maintenance > MAINTENANCE_SECONDS:
             self._last_maintenance = time.monotonic()
             await self._maintain()
+
+    async def _keep_promises(self) -> None:
+        """Jobs named for this worker that are due by now: the claim just made took them, unless it could not take
+        everything due (no slot left, or not claiming): then every worker of their channels hears of them."""
+        due = self.promises.take_due(self.redis_now_ms())
+        if due and not (self._claiming and self.has_free_slot):
+            await tell_all(self.scripts, self.settings.queue_name, [(channel, b"j") for channel in due])
 
     async def store_catalogue(self) -> None:
         """Store what this worker runs (``shared.catalogue``); its presence record names it."""
@@ -355,6 +368,11 @@ class Engine:
         return self.busy < self.settings.worker_concurrency
 
     @property
+    def can_claim(self) -> bool:
+        """Whether a claim now could take a job: claiming (not stopping), and a slot free."""
+        return self._claiming and not self.shutting_down and self.has_free_slot
+
+    @property
     def catalogue(self) -> catalogue.Catalogue:
         """What the live workers offer: a child task this worker does not run is checked against it."""
         if self._catalogue_reader is None:
@@ -482,6 +500,11 @@ class Engine:
         if not self.shutting_down and self.on_stop is not None:
             task = asyncio.get_running_loop().create_task(self.on_stop())
             task.add_done_callback(_log_failure)
+        if promised := self.promises.take_all():  # this worker claims no more: every worker hears of them
+            now_ms = self.redis_now_ms()
+            notices = [(ch, b"j" if due <= now_ms else b"d%d" % due) for ch, due in promised.items()]
+            task = asyncio.get_running_loop().create_task(tell_all(self.scripts, self.settings.queue_name, notices))
+            task.add_done_callback(_log_failure)
         self.shutting_down = True
         stop_by = time.monotonic() + wait_seconds + STOP_REDIS_SECONDS
         self.stop_by = stop_by if self.stop_by is None else min(self.stop_by, stop_by)
@@ -533,6 +556,11 @@ class Engine:
             self.wake.set()
         else:
             self._work_noticed = True
+
+    def note_promised(self, due_ms: float, channel: bytes, shard: int = 0) -> None:
+        """A notice named this worker to claim a job of ``channel`` that falls due at ``due_ms`` (Redis's clock)."""
+        self.promises.add(channel, due_ms)
+        self.note_due(due_ms, shard)  # its registration ended: it claims now, and so registers again
 
     def catch_up(self, shard: int = 0) -> None:
         """``shard``'s wake-up channel is back after a loss: claim from it now, for any notice missed meanwhile."""

@@ -1,0 +1,175 @@
+"""A notice naming one worker (``w<token>``, shared/keys.py "Named claims") wakes that worker alone: the others'
+registrations stand, and a claim of theirs would take nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import cast
+
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from shared import keys
+from shared.scripts import Scripts
+from shared.settings import Settings
+from worker.engine.engine import Engine
+from worker.engine.run import JobRun
+from worker.tasks import load
+from worker.wakeup import WakeupListener
+
+
+def idle_engine() -> Engine:
+    """An idle engine that takes hand-offs, registered as of now (never connects)."""
+    engine = Engine(ArqRedis(host="127.0.0.1", port=1), Settings(), load(["worker.tasks.demo"]))
+    engine._registered_at = time.monotonic()
+    return engine
+
+
+def listener(engine: Engine) -> WakeupListener:
+    return WakeupListener(Redis(host="127.0.0.1", port=1), "relay:queue", engine)
+
+
+class ToldAll:
+    """Stands in for the engine's scripts: records what ``wake_all`` tells every worker."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, bytes]] = []
+        self.queues: list[str] = []
+        self.sent = asyncio.Event()
+
+    async def wake_all(self, keys: list[str], args: list[bytes]) -> int:
+        self.queues.append(keys[0])
+        self.messages.append((args[0], args[1]))
+        self.sent.set()
+        return 1
+
+
+def telling(engine: Engine) -> ToldAll:
+    told = ToldAll()
+    engine.scripts = cast(Scripts, told)
+    return told
+
+
+def test_a_notice_naming_this_worker_wakes_it_to_claim_and_register_again() -> None:
+    engine = idle_engine()
+    listener(engine).handle(b"w" + engine.token.encode())
+    assert engine.wake.is_set()
+    assert engine._registered_at is None  # the enqueue ended its registration: the claim renews it
+
+
+def test_a_notice_naming_another_worker_leaves_this_one_asleep_and_registered() -> None:
+    engine = idle_engine()
+    registered_at = engine._registered_at
+    listener(engine).handle(b"w" + b"other-host:1:0123abcd")
+    assert not engine.wake.is_set()
+    assert engine._registered_at == registered_at
+
+
+def test_a_notice_to_all_still_wakes_every_idle_worker() -> None:
+    engine = idle_engine()
+    listener(engine).handle(b"j")
+    assert engine.wake.is_set()
+    assert engine._registered_at is None
+
+
+async def test_a_named_worker_whose_slots_filled_passes_the_notice_on_to_all() -> None:
+    """Hand-offs on their way when it was named can fill it: the job must not wait for its slot, or for a poll."""
+    engine = idle_engine()
+    for n in range(engine.settings.worker_concurrency):
+        engine.runs[f"busy-{n}"] = cast(JobRun, SimpleNamespace())
+    told = telling(engine)
+    listener(engine).handle(b"w" + engine.token.encode(), channel=CHANNEL)
+    await asyncio.wait_for(told.sent.wait(), 5)
+    assert told.messages == [(CHANNEL, b"j")]
+
+
+async def test_a_named_worker_that_is_stopping_passes_the_notice_on_to_all() -> None:
+    engine = idle_engine()
+    engine.shutting_down = True  # it left the registry a moment after the enqueue named it
+    told = telling(engine)
+    listener(engine).handle(b"w" + engine.token.encode(), channel=CHANNEL)
+    await asyncio.wait_for(told.sent.wait(), 5)
+    assert told.messages == [(CHANNEL, b"j")]
+
+
+# A job named for this worker that falls due later ('e<due>|<token>'): worker.engine.promises.
+
+CHANNEL = b"relay:wakeup:relay:queue"
+
+
+def fill(engine: Engine) -> None:
+    for n in range(engine.settings.worker_concurrency):
+        engine.runs[f"busy-{n}"] = cast(JobRun, SimpleNamespace())
+
+
+def named_later(engine: Engine, due_ms: float) -> bytes:
+    return b"e%d|%s" % (due_ms, engine.token.encode())
+
+
+def test_a_job_named_for_later_wakes_this_worker_to_claim_and_keeps_the_promise() -> None:
+    engine = idle_engine()
+    due_ms = int(engine.redis_now_ms()) + 60_000
+    listener(engine).handle(named_later(engine, due_ms), channel=CHANNEL)
+    assert engine.wake.is_set()  # its registration ended: it claims now, and registers again
+    assert engine._registered_at is None
+    assert engine.promises.next_ms() == due_ms
+
+
+def test_a_job_named_for_later_for_another_worker_is_no_concern_of_this_one() -> None:
+    engine = idle_engine()
+    listener(engine).handle(b"e%d|other-host:1:0123abcd" % (int(engine.redis_now_ms()) + 60_000), channel=CHANNEL)
+    assert not engine.wake.is_set()
+    assert engine.promises.next_ms() is None
+
+
+def test_a_busy_worker_wakes_when_its_promised_job_falls_due() -> None:
+    """It sleeps past due times while busy (a claim would take nothing), but not past a promised one: it must
+    tell the others then."""
+    engine = idle_engine()
+    fill(engine)
+    due_ms = int(engine.redis_now_ms()) + 500
+    listener(engine).handle(named_later(engine, due_ms), channel=CHANNEL)
+    assert engine._sleep_seconds(2.0) <= 0.5
+
+
+async def test_a_worker_busy_when_its_promised_job_falls_due_tells_every_worker() -> None:
+    engine = idle_engine()
+    told = telling(engine)
+    engine.promises.add(CHANNEL, engine.redis_now_ms() - 1)
+    fill(engine)
+    await engine._keep_promises()
+    assert told.messages == [(CHANNEL, b"j")]
+    assert told.queues == [keys.schedule(engine.settings.queue_name)]  # whose registrations wake_all ends
+    await engine._keep_promises()
+    assert told.messages == [(CHANNEL, b"j")]  # told once
+
+
+async def test_a_worker_free_when_its_promised_job_falls_due_has_just_claimed_it() -> None:
+    engine = idle_engine()
+    told = telling(engine)
+    engine.promises.add(CHANNEL, engine.redis_now_ms() - 1)
+    await engine._keep_promises()  # after the poll's claim, which took everything due (a slot is still free)
+    assert told.messages == []
+    assert engine.promises.next_ms() is None
+
+
+async def test_a_stopping_worker_tells_every_worker_when_its_promised_jobs_fall_due() -> None:
+    engine = idle_engine()
+    told = telling(engine)
+    due_ms = int(engine.redis_now_ms()) + 60_000
+    engine.promises.add(CHANNEL, due_ms)
+    engine.begin_stop(5.0)
+    await asyncio.wait_for(told.sent.wait(), 5)
+    assert told.messages == [(CHANNEL, b"d%d" % due_ms)]
+
+
+async def test_a_job_named_for_later_for_a_stopping_worker_is_passed_on() -> None:
+    engine = idle_engine()
+    engine.shutting_down = True
+    told = telling(engine)
+    due_ms = int(engine.redis_now_ms()) + 60_000
+    listener(engine).handle(named_later(engine, due_ms), channel=CHANNEL)
+    await asyncio.wait_for(told.sent.wait(), 5)
+    assert told.messages == [(CHANNEL, b"d%d" % due_ms)]
