@@ -44,22 +44,22 @@ def main(argv: list[str] | None = None) -> str:
         for _ in range(args.workers):
             bench.own(start_worker(bench.log_dir, env))
         long_ids = [
-            _submit(base, {"task": "sleep", "kwargs": {"seconds": 3600, "steps": 1}}) for _ in range(args.workers)
+            submit(base, {"task": "sleep", "kwargs": {"seconds": 3600, "steps": 1}}) for _ in range(args.workers)
         ]
-        wait_until(lambda: all(_state(base, i) == "running" for i in long_ids), 20, "every worker to be busy")
+        wait_until(lambda: all(state(base, i) == "running" for i in long_ids), 20, "every worker to be busy")
         monitor_file = bench.log_dir / "monitor.txt"
         with monitor_file.open("w") as out:
             monitor = subprocess.Popen(["redis-cli", "-p", str(server.port), "monitor"], stdout=out)
             wait_until(lambda: monitor_file.read_text().startswith("OK"), 10, "MONITOR to start")
             started = time.monotonic()
             for _ in range(args.submits):
-                _submit(base, {"task": "echo"})
+                submit(base, {"task": "echo"})
                 time.sleep(0.02)
             elapsed = time.monotonic() - started
             time.sleep(0.5)  # the last notices' claims, if any
             monitor.terminate()
             monitor.wait(5)
-        claims = sum(1 for line in monitor_file.read_text().splitlines() if _is_claim(line))
+        claims = sum(1 for line in monitor_file.read_text().splitlines() if is_claim(line))
         sent, scripted = monitored(monitor_file)
         sent_total = sum(sent.values())
         rows = [
@@ -85,18 +85,18 @@ def main(argv: list[str] | None = None) -> str:
     return report
 
 
-def _is_claim(line: str) -> bool:
+def is_claim(line: str) -> bool:
     return '"EVALSHA"' in line.upper() and CLAIM_KEY_PART in line
 
 
-def _submit(base: str, body: dict[str, object]) -> str:
+def submit(base: str, body: dict[str, object]) -> str:
     response = httpx.post(f"{base}/tasks", json=body, timeout=10)
     response.raise_for_status()
     task_id: str = response.json()["id"]
     return task_id
 
 
-def _state(base: str, task_id: str) -> str:
+def state(base: str, task_id: str) -> str:
     state: str = httpx.get(f"{base}/tasks/{task_id}", timeout=10).json()["state"]
     return state
 

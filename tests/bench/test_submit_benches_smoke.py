@@ -1,5 +1,5 @@
-"""``bench.submit_cpu``, ``bench.busy_notices`` and ``bench.http_submit``'s report run for real with tiny numbers,
-so they cannot rot.
+"""``bench.submit_cpu``, ``bench.busy_notices``, ``bench.idle_notices`` and ``bench.http_submit``'s report run
+for real with tiny numbers, so they cannot rot.
 
 Nothing here asserts a speed: only that every checkout was measured, with a number, and that the MONITOR log
 is read into commands sent and commands run by scripts.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench import busy_notices, http_submit, submit_cpu, wakeups
+from bench import busy_notices, http_submit, idle_notices, submit_cpu, wakeups
 from bench.harness.processes import REPO
 
 
@@ -27,6 +27,15 @@ def test_busy_notices_counts_claims_and_commands_per_submit() -> None:
     assert [cell.strip() for cell in row[:2]] == ["1", "3"]
     assert row[3].strip().isdigit()  # the claim calls counted
     assert float(row[5]) > float(row[4]) > 0  # the enqueues seen, and the commands their script ran
+
+
+def test_idle_notices_counts_claims_and_commands_per_submit_of_each_workload() -> None:
+    output = idle_notices.main(["--workers", "2", "--submits", "3", "--workloads", "limited,deferred"])
+    rows = [line.split("|")[1:-1] for line in output.splitlines()[2:4]]
+    assert [row[0].strip() for row in rows] == ["limited", "deferred"]
+    for row in rows:
+        assert int(row[4]) >= 3  # a claim for each job, at least (none is handed off)
+        assert float(row[6]) > 0
 
 
 def test_monitor_lines_are_split_into_sent_and_scripted_commands(tmp_path: Path) -> None:
