@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,33 +52,55 @@ def script_calls(client: redis.Redis) -> int:
     return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
 
+def script_calls_during(url: str, base: str, body: dict[str, Any], count: int) -> tuple[int, list[str]]:
+    """The script calls Redis ran while ``count`` tasks of ``body`` were submitted one by one, and their ids."""
+    client = redis.Redis.from_url(url)
+    try:
+        before = script_calls(client)
+        ids = [submit_ok(base, body) for _ in range(count)]
+        return script_calls(client) - before, ids
+    finally:
+        client.close()
+
+
+def start_slow_polling(url: str, spawn_api: StartApi, spawn_worker: StartWorker, workers: int, **env: str) -> str:
+    """An API and ``workers`` workers polling once a minute, so that what their timers run cannot blur a count of
+    script calls: jobs are taken on notices, promises and freed slots. Returns the API's base URL."""
+    env = {"RELAY_POLL_DELAY_SECONDS": "60", **env}
+    _, base = spawn_api(url=url, **env)
+    for _ in range(workers):
+        spawn_worker(url=url, **env)
+    return base
+
+
+def running(base: str, body: dict[str, Any], count: int) -> list[str]:
+    """``count`` long tasks of ``body``, submitted and running."""
+    ids = [submit_ok(base, body) for _ in range(count)]
+    for task_id in ids:
+        wait_state(base, task_id, {"running"}, timeout=10)
+    return ids
+
+
+def abort_then_see_the_backlog_run(base: str, long_ids: list[str], backlog: list[str]) -> None:
+    for task_id in long_ids:
+        assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202
+    for task_id in backlog:  # the freed slots take it
+        wait_state(base, task_id, {"succeeded"}, timeout=30)
+
+
 def test_busy_workers_do_not_claim_for_every_notice(
     own_redis: str, spawn_api: StartApi, spawn_worker: StartWorker
 ) -> None:
     # Each enqueue's notice reaches every worker of the queue. One with no free slot used to claim on each anyway,
     # taking nothing: with every worker busy and a backlog arriving, a claim per worker per submit.
-    # One slot each, so that one long task fills a worker; a one-minute poll, so that what the workers' timers run
-    # cannot blur the count, and the backlog is taken on the freed slots' wake-ups, not on a poll.
-    env = {"RELAY_WORKER_CONCURRENCY": "1", "RELAY_POLL_DELAY_SECONDS": "60"}
-    _, base = spawn_api(url=own_redis, **env)
-    for _ in range(2):
-        spawn_worker(url=own_redis, **env)
-    long_ids = [submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 600, "steps": 1}}) for _ in range(2)]
-    for task_id in long_ids:
-        wait_state(base, task_id, {"running"}, timeout=10)
-    client = redis.Redis.from_url(own_redis)
-    try:
-        before = script_calls(client)
-        quick = [submit_ok(base, {"task": "echo"}) for _ in range(20)]
-        # The 20 enqueues (fewer if some were batched), and a lease renewal or so: 20 more for every worker that
-        # claimed on each notice.
-        assert script_calls(client) - before < 20 + 10
-    finally:
-        client.close()
-    for task_id in long_ids:
-        assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202
-    for task_id in quick:  # the freed slots take the backlog
-        wait_state(base, task_id, {"succeeded"}, timeout=30)
+    # One slot each, so that one long task fills a worker; the backlog is taken on the freed slots' wake-ups.
+    base = start_slow_polling(own_redis, spawn_api, spawn_worker, 2, RELAY_WORKER_CONCURRENCY="1")
+    long_ids = running(base, {"task": "sleep", "kwargs": {"seconds": 600, "steps": 1}}, 2)
+    calls, quick = script_calls_during(own_redis, base, {"task": "echo"}, 20)
+    # The 20 enqueues (fewer if some were batched), and a lease renewal or so: 20 more for every worker that
+    # claimed on each notice.
+    assert calls < 20 + 10
+    abort_then_see_the_backlog_run(base, long_ids, quick)
 
 
 def test_a_waiting_limited_job_wakes_one_idle_worker_not_all(
@@ -86,30 +109,14 @@ def test_a_waiting_limited_job_wakes_one_idle_worker_not_all(
     # A job left in its lane (a limited task's: never handed off) used to be announced to every worker, and every
     # idle one claimed for it, all but one taking nothing: a claim per idle worker per submit. It is now named for
     # one registered worker (shared/keys.py "Named claims").
-    # A one-minute poll, so that what the workers' timers run cannot blur the count: the jobs are taken on the
-    # notices, or, at the end, on the freed slots' wake-ups.
-    env = {"RELAY_POLL_DELAY_SECONDS": "60"}
-    _, base = spawn_api(url=own_redis, **env)
-    workers = 3
-    for _ in range(workers):
-        spawn_worker(url=own_redis, **env)
+    base = start_slow_polling(own_redis, spawn_api, spawn_worker, 3)
     acme = {"task": "per_customer", "kwargs": {"customer_id": "acme", "seconds": 600}}
-    long_ids = [submit_ok(base, acme) for _ in range(2)]  # the limit (2 per customer) full
-    for task_id in long_ids:
-        wait_state(base, task_id, {"running"}, timeout=10)
-    client = redis.Redis.from_url(own_redis)
-    try:
-        before = script_calls(client)
-        quick = [submit_ok(base, {**acme, "kwargs": {"customer_id": "acme", "seconds": 0}}) for _ in range(20)]
-        # The 20 enqueues and one claim for each (the named worker's, which finds the limit full), and a lease
-        # renewal or so; a notice to all would have set off a claim per idle worker: 20 + 3 x 20.
-        assert script_calls(client) - before < 20 + 20 + 10
-    finally:
-        client.close()
-    for task_id in long_ids:
-        assert httpx.delete(f"{base}/tasks/{task_id}", timeout=10).status_code == 202
-    for task_id in quick:  # the freed slots take the backlog
-        wait_state(base, task_id, {"succeeded"}, timeout=30)
+    long_ids = running(base, acme, 2)  # the limit (2 per customer) full
+    calls, quick = script_calls_during(own_redis, base, {**acme, "kwargs": {"customer_id": "acme", "seconds": 0}}, 20)
+    # The 20 enqueues and one claim for each (the named worker's, which finds the limit full), and a lease
+    # renewal or so; a notice to all would have set off a claim per idle worker: 20 + 3 x 20.
+    assert calls < 20 + 20 + 10
+    abort_then_see_the_backlog_run(base, long_ids, quick)
 
 
 def test_a_deferred_job_wakes_one_idle_worker_not_all(
@@ -117,19 +124,11 @@ def test_a_deferred_job_wakes_one_idle_worker_not_all(
 ) -> None:
     # A deferred job used to be announced to every worker ('d'), which ended every registration: each idle worker
     # claimed at once to register again. It is now named for one registered worker, which keeps the promise
-    # (worker.engine.promises). A one-minute poll, as above: the jobs can only start on time through that promise.
-    env = {"RELAY_POLL_DELAY_SECONDS": "60"}
-    _, base = spawn_api(url=own_redis, **env)
-    for _ in range(3):
-        spawn_worker(url=own_redis, **env)
+    # (worker.engine.promises): with a one-minute poll the jobs can only start on time through it.
+    base = start_slow_polling(own_redis, spawn_api, spawn_worker, 3)
     wait_state(base, submit_ok(base, {"task": "echo"}), {"succeeded"}, timeout=10)  # all three registered
-    client = redis.Redis.from_url(own_redis)
-    try:
-        before = script_calls(client)
-        later = [submit_ok(base, {"task": "echo", "delay_seconds": 1}) for _ in range(20)]
-        # The 20 enqueues and the named worker's claim for each; a notice to all: 20 + 3 x 20.
-        assert script_calls(client) - before < 20 + 20 + 10
-    finally:
-        client.close()
+    calls, later = script_calls_during(own_redis, base, {"task": "echo", "delay_seconds": 1}, 20)
+    # The 20 enqueues and the named worker's claim for each; a notice to all: 20 + 3 x 20.
+    assert calls < 20 + 20 + 10
     for task_id in later:
         wait_state(base, task_id, {"succeeded"}, timeout=30)
