@@ -1,9 +1,10 @@
 """What a workflow's orchestration costs per step: a chain of N no-op steps against the same N tasks submitted one
 by one, in Redis commands and milliseconds per step.
 
-Usage: .venv/bin/python -m bench.workflows [--steps 200] [--rounds 3]
+Usage: .venv/bin/python -m bench.workflows [--steps 200] [--rounds 3] [--workers 1]
 
-It starts a private redis-server, one worker and one API, and runs, each ``--rounds`` times (the median is shown):
+It starts a private redis-server, ``--workers`` workers (one by default) and one API, and runs, each ``--rounds``
+times (the median is shown):
 
 - ``chain``: one ``POST /workflows`` of ``add(0, 1) | add.s(1) | ...`` (N steps), read to its ``workflow_end``;
   each step's end releases the next inside the commit script (docs/workflows.md);
@@ -114,12 +115,13 @@ KINDS: dict[str, Callable[[httpx.Client, int], None]] = {
 }
 
 
-def run(steps: int, rounds: int) -> str:
+def run(steps: int, rounds: int, workers: int = 1) -> str:
     """Every kind, ``rounds`` times each, alternating; the median per step."""
     with bench_scope() as bench:
         server = bench.redis()
         env = relay_env(server.url)
-        bench.own(start_worker(bench.log_dir, env))
+        for _ in range(workers):
+            bench.own(start_worker(bench.log_dir, env))
         _, base = start_api_factory(bench, env)
         client = redis.Redis.from_url(server.url)
         others = OtherLoad()
@@ -139,7 +141,8 @@ def run(steps: int, rounds: int) -> str:
         per_step = statistics.median(r.commands for r in measured_runs) / steps
         rows.append([name, steps, f"{ms:.2f}", f"{per_step:.1f}"])
     facts = machine_facts()
-    header = f"{steps} steps, median of {rounds} rounds; idle traffic {idle:.1f} commands/s (taken out); "
+    header = f"{steps} steps, {workers} worker(s), median of {rounds} rounds; "
+    header += f"idle traffic {idle:.1f} commands/s (taken out); "
     header += f"other load {other_cores:.2f} cores; {facts.get('cpu', '')}".rstrip("; ")
     return header + "\n\n" + table(["run", "steps", "ms per step", "Redis commands per step"], rows)
 
@@ -148,8 +151,9 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    output = run(args.steps, args.rounds)
+    output = run(args.steps, args.rounds, args.workers)
     print(output, flush=True)
     return output
 

@@ -174,9 +174,10 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   not register (a slot promised on each shard could be taken on all), and jobs go into lanes as before.
 - **Named claims** (issue #25). A job that a script leaves waiting in its lane (an enqueue's: a limited task's,
   never handed off, one behind a due job of its lane, or a deferred one; a commit's: a job put back or retried, a
-  lane a freed concurrency slot lets run) is given to one registered worker that serves its queue and runs its
-  task, the one with the most free slots (``relay_name_claimer`` in lib.lua; a job due now takes one of them, so a
-  worker is named for at most that many). The script ends that worker's registration and publishes, on the
+  lane a freed concurrency slot lets run, a workflow step released; a workflow's first steps) is given to one
+  registered worker that serves its queue and runs its task, the one with the most free slots
+  (``relay_name_claimer`` in lib.lua; a job due now takes one of them, so a worker is named for at most that
+  many). The script ends that worker's registration and publishes, on the
   queue's channel, ``w<token>`` for a job due now or ``e<due ms>|<token>`` for a later one. That worker claims
   at once, as on any notice (which registers it again: for a later job, until just before it falls due) and, for
   a later job, again as it falls due (``worker.engine.promises``); the others ignore the notice and stay
@@ -189,7 +190,7 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   falls due. A worker lost without stopping, or a lost notice, leaves the job to the others' polls
   (``RELAY_POLL_DELAY_SECONDS`` at most), during which registered workers may still be handed newer jobs of
   other lanes. With no registered worker for the job (none idle, none runs it, or several shards), the notice
-  goes to all and ends every registration, as above; workflow steps a commit releases still notify all. Workers
+  goes to all and ends every registration, as above. Workers
   that learn of a later job by their own claims (each claim reports the next due time) still claim as it falls
   due: named claims spare the claims a notice sets off, not those a worker's own timer does.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the

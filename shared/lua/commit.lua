@@ -52,8 +52,8 @@ end
 if #ops == 0 then return {} end
 local current = redis.call('MGET', unpack(wanted))
 
--- Channel -> earliest due of a workflow step released (its workers all hear of it); {lane, due} of each job put back;
--- lanes a freed concurrency slot lets run again.
+-- Channel -> earliest due of a job every worker of it hears of (a workflow step released with no worker to name:
+-- relay_flow_release); {lane, due} of each job put back; lanes a freed concurrency slot lets run again.
 local wake, requeued, unparked = {}, {}, {}
 
 -- Copy op's events (now numbered up to `last` in the task's log) into its workflow's log, if it has one.
@@ -163,8 +163,8 @@ if #requeued > 0 or #unparked > 0 then
       if wake[to] == nil or job[2] < wake[to] then wake[to] = job[2] end
     end
   end
-  relay_notify_named(queue, now())
 end
+if #relay_named_order > 0 then relay_notify_named(queue, now()) end  -- jobs put back, lanes unparked, steps released
 if next(wake) ~= nil then relay_unregister_idle(queue) end
 for to, due in pairs(wake) do
   redis.call('{{PUBLISH}}', to, due <= now() and 'j' or ('d' .. string.format('%d', due)))

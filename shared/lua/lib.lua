@@ -545,8 +545,9 @@ local function relay_flow_fill(key, template)
   return (string.gsub(template, '@(%d+)', by))
 end
 
--- Enqueue the released steps of a workflow (each its template, its input filled in, as a new job); the caller
--- counts them in the workflow's 'active'.
+-- Enqueue the released steps of a workflow (each its template, its input filled in, as a new job), each named for
+-- a registered worker that runs it (shared/keys.py "Named claims"), or, with none, in `wake` for every worker of
+-- its channel; the caller counts them in the workflow's 'active', and sends the named notices (relay_notify_named).
 local function relay_flow_release(queue, flow, steps, now, wake, events)
   if #steps == 0 then return end
   local key = FLOW .. flow
@@ -562,7 +563,14 @@ local function relay_flow_release(queue, flow, steps, now, wake, events)
     events[#events + 1] = relay_flow_body('step_started', flow, now, '{"task":"' .. relay_record_name(record) .. '"}', j)
   end
   relay_chunked('HSET', key, fields)
-  relay_enqueue_jobs(queue, INDEX .. queue, jobs, relay_micros or 0, wake)
+  relay_enqueue_jobs(queue, INDEX .. queue, jobs, relay_micros or 0, {})
+  for _, job in ipairs(jobs) do
+    if not relay_name_claimer(queue, now, job[2], now) then
+      local _, q = relay_lane_parts(job[2])
+      local channel = relay_queue_channel(queue, q)
+      if wake[channel] == nil or now < wake[channel] then wake[channel] = now end
+    end
+  end
 end
 
 -- The workflow has no active step left: it ends (succeeded when every step without successors succeeded,

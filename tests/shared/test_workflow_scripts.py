@@ -344,3 +344,37 @@ async def test_a_failed_member_fails_the_map_and_a_retry_runs_only_that_member(
     assert await worker.commit(worker.end_args(f"{flow}:4", again[f"{flow}:4"], 4, seq=seq)) == ["ok"]
     after = await worker.claim()
     assert after[f"{flow}:2"].params["numbers"] == [3, 4, 5]
+
+
+async def register_idle(pool: ArqRedis, settings: Settings, token: str) -> None:
+    """An idle worker's claim that registers it for hand-offs (shared/keys.py "Hand-off")."""
+    queue = settings.queue_name
+    args = [uuid.uuid4().hex, 10, 60_000, token, 0, "default", "", "5000:0:1:1", *TASKS.claim_entries()]
+    await Scripts(pool).claim(keys=[queue, keys.ABORT_SET, keys.claim_request(token)], args=args)
+
+
+async def next_notice(pubsub: Any) -> bytes | None:
+    """The next wake-up notice within 5 s, past the subscription's own confirmation."""
+    for _ in range(2):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        if message is not None:
+            return bytes(message["data"])
+    return None
+
+
+async def test_released_steps_are_named_for_one_registered_worker(pool: ArqRedis, settings: Settings) -> None:
+    """A workflow's first steps, and each step a commit releases, wake one registered worker (shared/keys.py
+    "Named claims"), not every worker of the queue."""
+    worker = Worker(pool, settings)
+    idle = f"idle:1:{uuid.uuid4().hex[:8]}"
+    await register_idle(pool, settings, idle)
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    flow = await worker.submit({"chain": [{"task": "inc", "args": [1]}, {"task": "inc"}]})
+    assert await next_notice(pubsub) == b"w" + idle.encode()
+    first = await worker.claim()
+    await register_idle(pool, settings, idle)  # its claim on the notice registered it again
+    assert await worker.commit(worker.end_args(f"{flow}:0", first[f"{flow}:0"], 2)) == ["ok"]
+    assert await next_notice(pubsub) == b"w" + idle.encode()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert list(await worker.claim()) == [f"{flow}:1"]
