@@ -134,6 +134,5 @@ for _, job in ipairs(jobs) do  -- the notices to all: for the jobs no worker was
     if wake[channel] == nil or job[4] < wake[channel] then wake[channel] = job[4] end
   end
 end
-relay_notify_named(queue, now)
 relay_wake(queue, wake, now, relay_idle ~= nil and #relay_idle == 0)
 return out

@@ -81,6 +81,5 @@ local released = relay_flow_advance(flow, work, ready, false, now, events)
 relay_flow_release(queue, flow, released, now, wake, events)
 if redis.call('HINCRBY', key, 'active', #released) <= 0 then relay_flow_finish(flow, now, ttl, events) end
 relay_flow_emit(flow, events, ttl)
-relay_notify_named(queue, now)
 relay_wake(queue, wake, now)
 return {'queued', #released}

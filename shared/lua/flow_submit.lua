@@ -70,6 +70,5 @@ local wake = {}
 relay_flow_release(queue, flow, first, now, wake, events)
 redis.call('HINCRBY', key, 'active', #first)
 relay_flow_emit(flow, events, ttl)
-relay_notify_named(queue, now)
 relay_wake(queue, wake, now)
 return {'created', #first}

@@ -425,9 +425,11 @@ local function relay_put_back(queue, id, try, lane, now)
   return q
 end
 
--- Publish the wake-up notices `wake` collected (channel -> earliest due): 'j' when due now, else 'd<due>'. The
--- registry is left alone when the caller knows it is empty (`no_registry`: it has just read it).
+-- Publish the wake-up notices `wake` collected (channel -> earliest due): 'j' when due now, else 'd<due>'; and first
+-- the notices of the workers this call named (relay_notify_named), so no script that names one can leave it
+-- untold. The registry is left alone when the caller knows it is empty (`no_registry`: it has just read it).
 local function relay_wake(queue, wake, now, no_registry)
+  relay_notify_named(queue, now)
   if next(wake) ~= nil and not no_registry then relay_unregister_idle(queue) end
   for channel, due in pairs(wake) do
     redis.call('{{PUBLISH}}', channel, due <= now and 'j' or ('d' .. string.format('%d', due)))
@@ -547,7 +549,8 @@ end
 
 -- Enqueue the released steps of a workflow (each its template, its input filled in, as a new job), each named for
 -- a registered worker that runs it (shared/keys.py "Named claims"), or, with none, in `wake` for every worker of
--- its channel; the caller counts them in the workflow's 'active', and sends the named notices (relay_notify_named).
+-- its channel; the caller counts them in the workflow's 'active', and sends the notices (relay_wake, or
+-- relay_notify_named).
 local function relay_flow_release(queue, flow, steps, now, wake, events)
   if #steps == 0 then return end
   local key = FLOW .. flow

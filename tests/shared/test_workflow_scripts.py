@@ -346,10 +346,12 @@ async def test_a_failed_member_fails_the_map_and_a_retry_runs_only_that_member(
     assert after[f"{flow}:2"].params["numbers"] == [3, 4, 5]
 
 
-async def register_idle(pool: ArqRedis, settings: Settings, token: str) -> None:
-    """An idle worker's claim that registers it for hand-offs (shared/keys.py "Hand-off")."""
+async def register_idle(pool: ArqRedis, settings: Settings, token: str, runs: tuple[str, ...] = ()) -> None:
+    """An idle worker's claim that registers it for hand-offs (shared/keys.py "Hand-off"); a worker of the tasks
+    ``runs`` only, if given."""
     queue = settings.queue_name
-    args = [uuid.uuid4().hex, 10, 60_000, token, 0, "default", "", "5000:0:1:1", *TASKS.claim_entries()]
+    entries = [e for e in TASKS.claim_entries() if not runs or e.split("=")[0] in runs]
+    args = [uuid.uuid4().hex, 10, 60_000, token, 0, "default", "", "5000:0:1:1", *entries]
     await Scripts(pool).claim(keys=[queue, keys.ABORT_SET, keys.claim_request(token)], args=args)
 
 
@@ -376,5 +378,24 @@ async def test_released_steps_are_named_for_one_registered_worker(pool: ArqRedis
     await register_idle(pool, settings, idle)  # its claim on the notice registered it again
     assert await worker.commit(worker.end_args(f"{flow}:0", first[f"{flow}:0"], 2)) == ["ok"]
     assert await next_notice(pubsub) == b"w" + idle.encode()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert list(await worker.claim()) == [f"{flow}:1"]
+
+
+async def test_a_step_an_abort_releases_is_named_too(pool: ArqRedis, settings: Settings) -> None:
+    """abort.lua ends a waiting step as its commit would, and may release a successor (here a chord's callback that
+    allows failures): its named worker is told (relay_wake sends every named notice of the call), not left to a
+    poll while still out of the registry."""
+    worker = Worker(pool, settings)
+    idle = f"idle:1:{uuid.uuid4().hex[:8]}"
+    await register_idle(pool, settings, idle, runs=("tsum",))  # the callback's task only: the member waits
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    workflow = {"chord": [{"task": "inc", "args": [1]}], "callback": {"task": "tsum"}, "allow_failures": True}
+    flow = await worker.submit(workflow)
+    assert await next_notice(pubsub) == b"j"  # the member: no registered worker runs it
+    await register_idle(pool, settings, idle, runs=("tsum",))
+    assert (await Transitions(pool, Scripts(pool), settings).abort(f"{flow}:0")).outcome == "aborted"
+    assert await next_notice(pubsub) == b"w" + idle.encode()  # the callback
     await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert list(await worker.claim()) == [f"{flow}:1"]
