@@ -151,13 +151,15 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   to an idle system costs no claim round trip. Why it is safe:
   *Nothing is overtaken.* A registration is written only by a claim that took everything it could (nothing it
   serves left due; a lane held back by a limit counts as due when it may start again) and expires, on Redis's
-  clock, before anything it knows of falls due (its next due time, a parked lane's return) or
+  clock, before anything it knows of falls due (its next due time, a parked lane's return; not a lane another
+  worker watches, below) or
   ``RELAY_POLL_DELAY_SECONDS`` x 4 + 1 s at most (an idle worker renews it every third poll, and after any notice
   it hears); every script that makes a job due by a wake-up notice to all (enqueue, commit, retry, workflows, the
   sweep) deletes the whole registry, so the workers it wakes claim and register again; one that names a worker
   for the job instead (below) ends that worker's registration. A live registration therefore means: nothing that
-  worker could take is waiting, other than jobs named for another worker (each waiting for that worker's claim,
-  on a slot of its own), and its free slots are what the claim left. Priorities,
+  worker could take is waiting, other than jobs named for or watched by another worker (each waiting for that
+  worker's claim: a named job due now on a slot of its own; a watcher busy at its time tells every worker, which
+  ends every registration), and its free slots are what the claim left. Priorities,
   tenant fairness and limits only ever choose among waiting jobs, and with none waiting there is nothing to
   choose; a limited task is never handed off, and once a due job of an enqueue goes into its lane (it already
   holds due jobs, or no registered worker takes it), nothing after it in that call is handed off.
@@ -190,9 +192,28 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   falls due. A worker lost without stopping, or a lost notice, leaves the job to the others' polls
   (``RELAY_POLL_DELAY_SECONDS`` at most), during which registered workers may still be handed newer jobs of
   other lanes. With no registered worker for the job (none idle, none runs it, or several shards), the notice
-  goes to all and ends every registration, as above. Workers
-  that learn of a later job by their own claims (each claim reports the next due time) still claim as it falls
-  due: named claims spare the claims a notice sets off, not those a worker's own timer does.
+  goes to all and ends every registration, as above. The worker named for a later job also watches its lane
+  (below), and a later job of a lane whose watcher claims by then is named for no one: no notice at all.
+- **Watched due times** (issue #25). Each claim reports when the next job it could take falls due, and every
+  idle worker claims at least every poll: so every worker used to learn each due time and claim as it came, one
+  taking the job and the others nothing (3 workers, 20 deferred jobs: 94 claims; one per job and worker, and the
+  polls). Now one worker watches each lane's next due time: ``due_watch(queue, lane)`` holds ``<ms>|<token>``,
+  that worker's promise to claim at that time (Redis's clock), expiring then. A claim (``claim.lua``) looks at the
+  first 8 lanes it serves that fall due later (rate-limited ones aside: their starts have a waker of their own,
+  ``rate_limit``), the next heads of the lanes it has just taken from included; it leaves a lane watched by
+  another worker for a time no later than the lane's head to that worker, and wakes for the others and, with a
+  slot left after this claim, watches them (written only when changed) and returns them (``watching``) for the
+  worker to keep as promises (``worker.engine.promises``). At its time the watcher claims: it takes the lane's
+  due jobs and watches the lane's next head. An enqueue or commit of a later job of a lane watched for a time no
+  later than the job's names no one and sends no notice (``relay_name_claimer``); otherwise the worker it names
+  watches the lane. Why nothing waits longer than before: a watch counts only before its time, so at it any
+  claim takes the lane's due jobs and watches what follows, whoever watched before; a watcher busy at its time
+  tells every worker of the channel (``j``), whose claims then watch the lane; one that stops ends its watches
+  (``wake_all.lua``, compared with its token and time, so safe to apply twice) and tells every worker when the
+  earliest falls due (``d<ms>``). A watcher lost without stopping leaves its lanes' jobs to the others' polls
+  (``RELAY_POLL_DELAY_SECONDS`` at most after they fall due), as a lost notice does. A replayed claim returns no
+  watches, but has its worker claim again at once, which does. Workers from before watches ignore them, and claim as
+  every due time comes, as they did.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
   claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
   commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.
@@ -222,6 +243,8 @@ INBOX_PREFIX: Final = "relay:inbox:"
 MAINTENANCE_PREFIX: Final = "relay:maintenance:"
 # Per queue and task name: prefix + task name (no '|' in a name) + '|' + queue name.
 LANE_PREFIX: Final = "relay:lane:"
+# Per lane: prefix + lane id + '|' + queue name ("Watched due times" above).
+WATCH_PREFIX: Final = "relay:watch:"
 # Per task and limit key value: prefix + task name + '|' + key value (no '|' in either) + '|' + queue name.
 SLOTS_PREFIX: Final = "relay:slots:"
 PARKED_PREFIX: Final = "relay:parked:"
@@ -270,6 +293,7 @@ RELAY_PREFIXES: Final = (
     HANDOFF_PREFIX,
     HANDED_PREFIX,
     IDLE_PREFIX,
+    WATCH_PREFIX,
     CATALOGUE_PREFIX,
     PRESENCE_PREFIX,
     QUOTA_ACTIVE_PREFIX,
@@ -564,6 +588,11 @@ def handed(token: str) -> str:
 def idle_registry(queue_name: str) -> str:
     """The workers of the schedule that wait for a hand-off (see "Hand-off" above)."""
     return tag() + IDLE_PREFIX + schedule(queue_name)
+
+
+def due_watch(queue_name: str, lane: str) -> str:
+    """Which worker claims as lane ``lane``'s next job falls due (see "Watched due times" above)."""
+    return f"{tag()}{WATCH_PREFIX}{lane}|{schedule(queue_name)}"
 
 
 def maintenance_lock(queue_name: str) -> str:

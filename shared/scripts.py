@@ -83,6 +83,7 @@ def with_library(body: str) -> str:
         "HANDOFF_PREFIX": tag + keys.HANDOFF_PREFIX,
         "HANDED_PREFIX": tag + keys.HANDED_PREFIX,
         "IDLE_PREFIX": tag + keys.IDLE_PREFIX,
+        "WATCH_PREFIX": tag + keys.WATCH_PREFIX,
     }
     for placeholder, value in names.items():
         text = text.replace("{{" + placeholder + "}}", value)

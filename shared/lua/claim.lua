@@ -20,7 +20,9 @@
 -- its name, or for a task with limits 'name=<max running or 0>:<ms between starts or 0>:<burst>'.
 -- Returns {claimed, swept, next_due or false, next_lease or false, now (false when the script did not read the
 -- clock), held, registered (the free slots this worker is registered for hand-offs with: 0 when not; false when
--- the worker takes none, or for a replay), handed (the worker's count of jobs ever handed to it, when read)}:
+-- the worker takes none, or for a replay), handed (the worker's count of jobs ever handed to it, when read),
+-- watching (the lanes this worker now watches: {wake-up channel, ms it claims at, lane} each; absent when not
+-- read)}:
 -- claimed items are {id, job record or false, try, aborted (0/1), due score, seq}; swept items {id, job
 -- or false, try, aborted, seq, own (0/1: the lapsed lease was this worker's own)}; next_due and next_lease are
 -- delays from now in ms (next_due is 0 when more jobs may be due than were taken); held is {lanes held back by a
@@ -203,6 +205,9 @@ local function start_due_at(at, spec, waker)
   end
 end
 local left = {}  -- named queue -> jobs taken out of its lanes (its depth count goes down by as many)
+-- The lanes this worker serves that fall due later (not rate-limited: a rate limit's starts have their waker),
+-- from the schedule and from the lanes it takes from: their watches are read once it has claimed (below).
+local later = {}
 
 -- How many jobs lane `c` may start now under its task's limits (0: held back, and its marker moved to when it
 -- may start again), and the concurrency set its jobs join (or nil).
@@ -301,7 +306,11 @@ local function take(c, want)
       redis.call('ZREM', queue, MARKER .. c.lane)
     else
       redis.call('ZADD', queue, rest, MARKER .. c.lane)
-      due_at(math.max(rest, now, next_start or 0))
+      if spec[2] > 0 then
+        due_at(math.max(rest, now, next_start or 0))
+      else
+        later[#later + 1] = {lane = c.lane, queue = c.queue, score = rest}  -- its next head: watched, below
+      end
     end
     return started, false
   end
@@ -348,7 +357,8 @@ end
 local ADOPT_LIMIT = 500  -- jobs from before lanes moved per call: a big old queue moves over a few calls
 local adopted = 0
 
--- The due lanes this worker serves, grouped by named queue (in the worker's order), each group's lanes by tenant.
+-- The due lanes this worker serves, grouped by named queue (in the worker's order), each group's lanes by tenant;
+-- and those it serves that fall due later (`later`).
 local groups, group_list = {}, {}
 if tonumber(head[2]) < RUNNING_BASE then
   local waiting = redis.call('ZRANGEBYSCORE', queue, '-inf', '(' .. RUNNING_BASE, 'WITHSCORES')
@@ -364,7 +374,7 @@ if tonumber(head[2]) < RUNNING_BASE then
       local lane = string.sub(member, 2)
       local task, q, priority, tenant, part = relay_lane_parts(lane)
       if runs[task] and rank[q] then
-        if score <= now then
+        if score < now + 1 then  -- due: scored before the next ms, as `take` counts it (scores carry microseconds)
           local order = rank[q]
           local group = groups[order]
           if group == nil then
@@ -383,12 +393,13 @@ if tonumber(head[2]) < RUNNING_BASE then
           local waker = RATE .. task .. '|' .. (string.match(part, '^[^/]*/(.*)$') or '') .. '|' .. queue .. '|w'
           start_due_at(score, runs[task], redis.call('GET', waker))
         else
-          due_at(score)
+          later[#later + 1] = {lane = lane, queue = q, score = score}
         end
       end
     end
   end
 end
+
 table.sort(group_list, function(a, b) return a.order < b.order end)
 -- A tenant's own lanes: higher priority first, then the earliest head (FIFO).
 local function before(a, b)
@@ -546,6 +557,35 @@ if #claimed > 0 or #swept > 0 then
   redis.call('SET', request_key, cjson.encode({request, taken, over}), 'PX', math.max(lease, 60000))
 end
 
+-- Watched due times (shared/keys.py "Watched due times"): of the first WATCH_LOOKAHEAD lanes that fall due later,
+-- this worker wakes for those no other worker watches, and watches them (it claims as each falls due: `watching`,
+-- {channel, ms, lane}, which it keeps as promises) if it has a slot left after this claim or watched the lane
+-- already (busy then, it tells every worker: the lane is not left to the others' polls); a lane another worker
+-- watches is left to that worker's claim. Past them, it wakes for the next lane's due time as it always did.
+local WATCH_LOOKAHEAD = 8
+local watching = {}
+if #later > 0 then
+  table.sort(later, function(a, b) return a.score < b.score end)
+  local looked = math.min(#later, WATCH_LOOKAHEAD)
+  local watch_keys = {}
+  for i = 1, looked do watch_keys[i] = relay_watch_key(queue, later[i].lane) end
+  local watches = redis.call('MGET', unpack(watch_keys))
+  for i = 1, looked do
+    local c = later[i]
+    local watcher = relay_watcher(watches[i], now, c.score)
+    if watcher == nil or watcher == token then
+      due_at(c.score)
+      local was_mine = watches[i] and string.sub(watches[i], -#token - 1) == '|' .. token
+      if limit > #claimed or was_mine then
+        local at = math.floor(c.score)
+        relay_set_watch(queue, c.lane, at, token, now, watches[i])
+        watching[#watching + 1] = {relay_queue_channel(queue, c.queue), at, c.lane}
+      end
+    end
+  end
+  if #later > looked then due_at(later[looked + 1].score) end
+end
+
 -- Registered for hand-offs only when it took everything it could: nothing it serves is due now (a later due time,
 -- a rate-limited lane's next start, ends the registration before it).
 if registration_ms then
@@ -554,4 +594,5 @@ if registration_ms then
 end
 
 local next_lease = earliest_lease and math.max(0, earliest_lease - RUNNING_BASE - now) or false
-return {claimed, swept, next_due and (next_due - now) or false, next_lease, now, held_back, registered, pushed or false}
+return {claimed, swept, next_due and (next_due - now) or false, next_lease, now, held_back, registered, pushed or false,
+  watching}

@@ -12,6 +12,7 @@ local INDEX = '{{INDEX_PREFIX}}'
 local FLOW, FLOW_EVENTS = '{{FLOW_PREFIX}}', '{{FLOW_EVENTS_PREFIX}}'
 local CHILDREN = '{{CHILDREN_PREFIX}}'
 local HANDOFF, HANDED, IDLE = '{{HANDOFF_PREFIX}}', '{{HANDED_PREFIX}}', '{{IDLE_PREFIX}}'
+local WATCH = '{{WATCH_PREFIX}}'
 -- How long a worker's count of handed jobs lives (claim.lua seeds it as a registration starts; enqueue.lua
 -- counts on it and gives it this expiry again if its count had to create it).
 local HANDED_TTL_MS = 86400000
@@ -367,6 +368,33 @@ local function relay_idle_workers(queue, now)
   return relay_idle
 end
 
+-- Watched due times (shared/keys.py "Watched due times"): lane `lane`'s watch, '<ms>|<token>', says that worker
+-- claims at that time (Redis's clock, ms), and so takes the lane's jobs due by then and watches its next head.
+local function relay_watch_key(queue, lane)
+  return WATCH .. lane .. '|' .. queue
+end
+
+-- The token of the worker that watch `value` (as read, or false) has claim for the lane's jobs due at `due` or
+-- later: only while its time is still ahead (at it, the watcher claims; busy or gone, it leaves the lane to the
+-- next claim of any worker), and not after `due`. Else nil.
+local function relay_watcher(value, now, due)
+  if not value then return nil end
+  local at, token = string.match(value, '^(%d+)|(.+)$')
+  if at and tonumber(at) > now and tonumber(at) <= due then return token end
+  return nil
+end
+
+-- Worker `token` watches lane `lane`, claiming at `at` (ms, ahead of `now`); `value` is the watch as read (no
+-- write when it says so already). It counts for nothing after its time, but is kept WATCH_KEPT_MS longer: the
+-- watcher's claim then finds the lane was its own, and watches its next head even with no slot left.
+local WATCH_KEPT_MS = 10000
+local function relay_set_watch(queue, lane, at, token, now, value)
+  local watch = string.format('%d', at) .. '|' .. token
+  if value ~= watch then
+    redis.call('SET', relay_watch_key(queue, lane), watch, 'PX', math.max(1, at - now) + WATCH_KEPT_MS)
+  end
+end
+
 -- Named claims (shared/keys.py "Named claims"): the workers this call named, token -> {channel -> the earliest due
 -- time of the jobs named for it there}, and their tokens in the order named.
 local relay_named, relay_named_order = {}, {}
@@ -374,8 +402,15 @@ local relay_named, relay_named_order = {}, {}
 -- Name a registered worker to claim a job of lane `lane_id`, due at `due`, left waiting in it: one that serves its
 -- queue and runs its task, limits or not (a limited task is listed ',!<name>,'), with a free slot (the most). A job
 -- due now takes one of its free slots, so it is named for at most as many of those as it has (a deferred job takes
--- none: a hand-off of this call may still use them). Returns whether one was named.
+-- none: a hand-off of this call may still use them, and the named worker watches the lane). A later job of a lane
+-- whose watcher claims by then needs no one: that claim takes the lane's due jobs and watches its next head.
+-- Returns whether the job has its worker (named, or the watcher).
 local function relay_name_claimer(queue, now, lane_id, due)
+  local watch = false
+  if due > now then
+    watch = redis.call('GET', relay_watch_key(queue, lane_id))
+    if relay_watcher(watch, now, due) then return true end
+  end
   local task, q = relay_lane_parts(lane_id)
   local best = nil
   for _, w in ipairs(relay_idle_workers(queue, now)) do
@@ -385,7 +420,11 @@ local function relay_name_claimer(queue, now, lane_id, due)
     end
   end
   if best == nil then return false end
-  if due <= now then best.free = best.free - 1 end
+  if due <= now then
+    best.free = best.free - 1
+  else
+    relay_set_watch(queue, lane_id, math.floor(due), best.token, now, watch)
+  end
   local dues = relay_named[best.token]
   if dues == nil then
     dues = {}

@@ -1,12 +1,13 @@
 """A notice naming one worker (``w<token>``, shared/keys.py "Named claims") wakes that worker alone: the others'
-registrations stand, and a claim of theirs would take nothing."""
+registrations stand, and a claim of theirs would take nothing. The lanes a worker's claims watch (shared/keys.py
+"Watched due times") are promises too: the other workers do not wake for them."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
@@ -37,11 +38,13 @@ class ToldAll:
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, bytes]] = []
         self.queues: list[str] = []
+        self.ended: list[list[Any]] = []  # the token and (lane, ms) watches each call ends
         self.sent = asyncio.Event()
 
-    async def wake_all(self, keys: list[str], args: list[bytes]) -> int:
+    async def wake_all(self, keys: list[str], args: list[Any]) -> int:
         self.queues.append(keys[0])
         self.messages.append((args[0], args[1]))
+        self.ended.append(args[2:])
         self.sent.set()
         return 1
 
@@ -173,3 +176,61 @@ async def test_a_job_named_for_later_for_a_stopping_worker_is_passed_on() -> Non
     listener(engine).handle(named_later(engine, due_ms), channel=CHANNEL)
     await asyncio.wait_for(told.sent.wait(), 5)
     assert told.messages == [(CHANNEL, b"d%d" % due_ms)]
+
+
+# The lanes this worker's claims watch (shared/keys.py "Watched due times"): claim.lua's ``watching``.
+
+LANE = "echo|default|0||"
+
+
+def watching_claim(engine: Engine, watching: list[list[Any]]) -> None:
+    """The engine's claims answer that nothing is due and that it watches ``watching`` ({channel, ms, lane})."""
+
+    async def claim_call(request: str, free: int, handoff: str | None = None) -> list[Any]:
+        return [[], [], 60_000, None, None, [0, 0], 0, 0, watching]
+
+    engine._claim_call = claim_call  # type: ignore[method-assign]
+
+
+def arq_worker() -> Any:
+    return SimpleNamespace(max_jobs=10, tasks={}, job_counter=0, allow_pick_jobs=True)
+
+
+def test_every_time_promised_on_a_channel_is_kept() -> None:
+    """A worker may watch several lanes of one channel: the later watch is kept past the earlier's time. Keeping
+    only the earliest, a worker busy at the later time told nobody, and no other worker woke for it."""
+    engine = idle_engine()
+    now_ms = engine.redis_now_ms()
+    engine.promises.add(CHANNEL, now_ms + 100, LANE)
+    engine.promises.add(CHANNEL, now_ms + 200, "other|default|0||")
+    assert engine.promises.take_due(now_ms + 150) == [CHANNEL]
+    assert engine.promises.next_ms() == now_ms + 200
+
+
+async def test_the_lanes_a_claim_watches_are_kept_as_promises() -> None:
+    engine = idle_engine()
+    due_ms = int(engine.redis_now_ms()) + 60_000
+    watching_claim(engine, [[CHANNEL, due_ms, LANE.encode()]])
+    await engine._claim(arq_worker())
+    assert engine.promises.next_ms() == due_ms
+    fill(engine)
+    assert engine._sleep_seconds(120.0) <= 60.0  # busy, it still wakes then: to tell the others
+
+
+async def test_a_stopping_worker_ends_its_watches_as_it_tells_every_worker() -> None:
+    """So the claims the notice sets off watch those lanes; left standing, each would have kept the others from
+    watching its lane until its time, with nobody to claim then."""
+    engine = idle_engine()
+    told = telling(engine)
+    now_ms = int(engine.redis_now_ms())
+    watching_claim(engine, [[CHANNEL, now_ms + 60_000, LANE.encode()], [CHANNEL, now_ms + 90_000, b"b|default|0||"]])
+    await engine._claim(arq_worker())
+    engine.begin_stop(5.0)
+    await asyncio.wait_for(told.sent.wait(), 5)
+    assert told.messages == [(CHANNEL, b"d%d" % (now_ms + 60_000))]
+    token, *watches = told.ended[0]
+    assert token == engine.token
+    assert sorted(zip(watches[::2], watches[1::2], strict=True)) == [
+        ("b|default|0||", now_ms + 90_000),
+        (LANE, now_ms + 60_000),
+    ]

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from arq.connections import ArqRedis
 
 from shared import keys
+from shared.scripts import Scripts
 from shared.settings import Settings
 from worker.engine.engine import Engine
+from worker.engine.run import JobRun
 from worker.tasks import load
 
 NOTHING = [[], [], None, None, None, [0, 0]]  # claim.lua's reply when nothing is queued or running
@@ -66,3 +68,28 @@ async def test_an_idle_poll_asks_every_shard(engine: tuple[Engine, list[int]]) -
         poll.asked -= engine_.settings.poll_delay_seconds / 2  # half an idle poll has passed
     await engine_._claim(arq_worker())
     assert sorted(asked) == [0, 1, 2]  # the safety net for a lost notice, as one shard has its poll
+
+
+async def test_a_promise_is_passed_on_with_its_own_shards_schedule(engine: tuple[Engine, list[int]]) -> None:
+    """A lane watched on shard 2 (shared/keys.py "Watched due times"): a worker busy at its time tells every worker
+    through shard 2's schedule, whose slot its channel shares on a cluster (shard 0's would be another slot)."""
+    engine_, _ = engine
+    with keys.on_shard(2):
+        channel, schedule = keys.wakeup_channel("relay:queue").encode(), keys.schedule("relay:queue")
+    watched = [[], [], 60_000, None, None, [0, 0], 0, 0, [[channel, int(engine_.redis_now_ms()) - 1, b"echo|x"]]]
+    told: list[str] = []
+
+    async def claim_call(request: str, free: int, handoff: str | None = None) -> list[Any]:
+        return watched if keys.current_shard() == 2 else NOTHING
+
+    async def wake_all(keys: list[str], args: list[Any]) -> int:
+        told.append(keys[0])
+        return 1
+
+    engine_._claim_call = claim_call  # type: ignore[method-assign]
+    engine_.scripts = cast(Scripts, SimpleNamespace(wake_all=wake_all))
+    engine_.settings.queue_name = "relay:queue"
+    await engine_._claim(arq_worker())
+    engine_.runs.update({f"busy-{n}": cast(JobRun, SimpleNamespace()) for n in range(10)})  # no slot free
+    await engine_._keep_promises()
+    assert told == [schedule]

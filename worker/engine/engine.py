@@ -213,7 +213,8 @@ class Engine:
         everything due (no slot left, or not claiming): then every worker of their channels hears of them."""
         due = self.promises.take_due(self.redis_now_ms())
         if due and not (self._claiming and self.has_free_slot):
-            await tell_all(self.scripts, self.settings.queue_name, [(channel, b"j") for channel in due])
+            notices = [(channel, b"j") for channel in due]
+            await tell_all(self.scripts, self.settings.queue_name, notices, shard_of=self.promises.shard_of)
 
     async def store_catalogue(self) -> None:
         """Store what this worker runs (``shared.catalogue``); its presence record names it."""
@@ -259,7 +260,9 @@ class Engine:
             self._unanswered_claims[shard], free, argument
         )
         del self._unanswered_claims[shard]
-        registered, handed = [*handoff, None, None][:2]  # a replay answers without them
+        registered, handed, watching = [*handoff, None, None, None][:3]  # a replay answers without them
+        for channel, at, lane in watching or ():  # shared/keys.py "Watched due times": kept as promises
+            self.promises.add(channel, float(at), lane.decode(), shard)
         if registered is not None:  # less what was handed off since the call
             self._handoff_credit = int(registered) - (self.handoffs.received - received)
             self._maybe_registered = int(registered) > 0
@@ -502,8 +505,11 @@ class Engine:
             task.add_done_callback(_log_failure)
         if promised := self.promises.take_all():  # this worker claims no more: every worker hears of them
             now_ms = self.redis_now_ms()
-            notices = [(ch, b"j" if due <= now_ms else b"d%d" % due) for ch, due in promised.items()]
-            task = asyncio.get_running_loop().create_task(tell_all(self.scripts, self.settings.queue_name, notices))
+            notices = [(ch, b"j" if due <= now_ms else b"d%d" % due) for ch, (due, _) in promised.items()]
+            ended = {ch: watches for ch, (_, watches) in promised.items()}
+            shards = self.promises.shard_of
+            telling = tell_all(self.scripts, self.settings.queue_name, notices, self.token, ended, shards)
+            task = asyncio.get_running_loop().create_task(telling)
             task.add_done_callback(_log_failure)
         self.shutting_down = True
         stop_by = time.monotonic() + wait_seconds + STOP_REDIS_SECONDS
@@ -559,7 +565,7 @@ class Engine:
 
     def note_promised(self, due_ms: float, channel: bytes, shard: int = 0) -> None:
         """A notice named this worker to claim a job of ``channel`` that falls due at ``due_ms`` (Redis's clock)."""
-        self.promises.add(channel, due_ms)
+        self.promises.add(channel, due_ms, shard=shard)
         self.note_due(due_ms, shard)  # its registration ended: it claims now, and so registers again
 
     def catch_up(self, shard: int = 0) -> None:
