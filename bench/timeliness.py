@@ -1,13 +1,15 @@
 """How promptly an idle worker starts a deferred task at its due time, and notices an abort (issue #13).
 
-One private redis-server, one API, one worker at Relay's defaults (idle between tasks: nothing polls faster
-than ``RELAY_POLL_DELAY_SECONDS``, 2 s). Deferred: ``--tasks`` echo tasks, each due at its own moment 2-6 s
-ahead, submitted while the worker idles; lateness = the ``started`` event's ``ts`` minus the due time.
+One private redis-server, one API, ``--workers`` workers (1 unless given) at Relay's defaults (idle between tasks:
+nothing polls faster than ``RELAY_POLL_DELAY_SECONDS``, 2 s); with several, one watches a deferred task's due time
+and the others' claims leave it to that one (shared/keys.py "Watched due times"). Deferred: ``--tasks`` echo
+tasks, each due at its own moment 2-6 s ahead, submitted while the workers idle; lateness = the ``started`` event's
+``ts`` minus the due time.
 Abort: ``--tasks`` running ``sleep`` tasks each aborted by ``DELETE``; delay = the ``aborted`` event's ``ts``
 minus the moment the DELETE was answered. Also counts every Redis command meanwhile (the bench's own polling included:
 the idle cost of a worker alone is measured by ``bench.peers``).
 
-    .venv/bin/python -m bench.timeliness [--tasks 20]
+    .venv/bin/python -m bench.timeliness [--tasks 20] [--workers 1]
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ def abort_delay(base: str, n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1)
     ns = parser.parse_args()
     with bench_scope() as bench:
         server = bench.redis()
         env = relay_env(server.url) | {"RELAY_POLL_DELAY_SECONDS": "2.0", "RELAY_WORKER_METRICS_PORT": "0"}
-        bench.own(start_worker(bench.log_dir, env))
+        for _ in range(ns.workers):
+            bench.own(start_worker(bench.log_dir, env))
         _, base = start_api_factory(bench, env)
         load = OtherLoad()
         before, started = commands(server.url), time.monotonic()
@@ -75,7 +79,8 @@ def main() -> None:
         print(table(["what", "n", "p50", "p99", "worst"], rows))
         per_task = (commands(server.url) - before) / (2 * ns.tasks)
         print(f"\n{per_task:.1f} Redis commands per task, everything counted (this bench's GET polling while it"
-              f" waits, the sleep tasks' progress events, the idle worker), {time.monotonic() - started:.0f} s,"
+              f" waits, the sleep tasks' progress events, the {ns.workers} idle worker(s)),"
+              f" {time.monotonic() - started:.0f} s,"
               f" other load {load.cores():.2f} cores")  # fmt: skip
 
 
