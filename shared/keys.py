@@ -176,8 +176,8 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   not register (a slot promised on each shard could be taken on all), and jobs go into lanes as before.
 - **Named claims** (issue #25). A job that a script leaves waiting in its lane (an enqueue's: a limited task's,
   never handed off, one behind a due job of its lane, or a deferred one; a commit's: a job put back or retried, a
-  lane a freed concurrency slot lets run, a workflow step released; a workflow's first steps) is given to one
-  registered worker that serves its queue and runs its task, the one with the most free slots
+  lane a freed concurrency slot lets run, a workflow step released; a workflow's first steps; a manual retry's) is
+  given to one registered worker that serves its queue and runs its task, the one with the most free slots
   (``relay_name_claimer`` in lib.lua; a job due now takes one of them, so a worker is named for at most that
   many). The script ends that worker's registration and publishes, on the
   queue's channel, ``w<token>`` for a job due now or ``e<due ms>|<token>`` for a later one. That worker claims

@@ -29,6 +29,12 @@ redis.call('ZADD', index, ARGV[9], id)
 redis.call('PERSIST', REPLY .. id)
 local last = relay_emit(id, seq, ARGV, 10, #ARGV, max_len, max_bytes, ttl)
 redis.call('SET', SEQ .. id, last)
-relay_unregister_idle(queue)
-redis.call('{{PUBLISH}}', relay_queue_channel(queue, q), 'j')
+-- One registered worker that runs it is named to claim it (shared/keys.py "Named claims"); with none, every worker
+-- of its channel hears of it.
+if relay_name_claimer(queue, now, lane, now) then
+  relay_notify_named(queue, now)
+else
+  relay_unregister_idle(queue)
+  redis.call('{{PUBLISH}}', relay_queue_channel(queue, q), 'j')
+end
 return {'queued', last}
