@@ -192,24 +192,27 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   falls due. A worker lost without stopping, or a lost notice, leaves the job to the others' polls
   (``RELAY_POLL_DELAY_SECONDS`` at most), during which registered workers may still be handed newer jobs of
   other lanes. With no registered worker for the job (none idle, none runs it, or several shards), the notice
-  goes to all and ends every registration, as above. The worker named for a later job also watches its lane
-  (below), and a later job of a lane whose watcher claims by then is named for no one: no notice at all.
-- **Watched due times** (issue #25). Each claim reports when the next job it could take falls due, and every
-  idle worker claims at least every poll: so every worker used to learn each due time and claim as it came, one
-  taking the job and the others nothing (3 workers, 20 deferred jobs: 94 claims; one per job and worker, and the
-  polls). Now one worker watches each lane's next due time: ``due_watch(queue, lane)`` holds ``<ms>|<token>``,
-  that worker's promise to claim at that time (Redis's clock), expiring then. A claim (``claim.lua``) looks at the
-  first 8 lanes it serves that fall due later (rate-limited ones aside: their starts have a waker of their own,
-  ``rate_limit``), the next heads of the lanes it has just taken from included; it leaves a lane watched by
-  another worker for a time no later than the lane's head to that worker, and wakes for the others and, with a
-  slot left after this claim, watches them (written only when changed) and returns them (``watching``) for the
-  worker to keep as promises (``worker.engine.promises``). At its time the watcher claims: it takes the lane's
-  due jobs and watches the lane's next head. An enqueue or commit of a later job of a lane watched for a time no
-  later than the job's names no one and sends no notice (``relay_name_claimer``); otherwise the worker it names
-  watches the lane. Why nothing waits longer than before: a watch counts only before its time, so at it any
-  claim takes the lane's due jobs and watches what follows, whoever watched before; a watcher busy at its time
-  tells every worker of the channel (``j``), whose claims then watch the lane; one that stops ends its watches
-  (``wake_all.lua``, compared with its token and time, so safe to apply twice) and tells every worker when the
+  goes to all and ends every registration, as above. The worker named for a later job also watches its lane, by
+  its claim at once (below), and a later job of a lane whose watcher claims by then is named for no one: no notice
+  at all.
+- **Watched due times** (issue #25). Each claim reports when the next job it could take falls due, and every idle
+  worker claims at least every poll: so every worker used to learn each due time and claim as it came, one taking the
+  job and the others nothing (3 workers, 20 deferred jobs: 94 claims; one per job and worker, and the polls). Now one
+  worker watches each lane's next due time: ``due_watch(queue, lane)`` holds ``<ms>|<token>``, that worker's promise
+  to claim at that time (Redis's clock); it counts only before that time, and expires 10 s after it. A claim
+  (``claim.lua``) looks at the first 8 lanes it serves that fall due later (rate-limited ones aside: their starts have
+  a waker of their own, ``rate_limit``), the next heads of the lanes it has just taken from included; it leaves a lane
+  watched by another worker for a time no later than the lane's head to that worker, and wakes for the others and
+  watches them if it has a slot left after this claim or watched the lane already (busy at its time, it tells every
+  worker) (written only when changed) and returns them (``watching``) for the worker to keep as promises
+  (``worker.engine.promises``). At its time the watcher claims: it takes the lane's due jobs and watches the lane's
+  next head. An enqueue or commit of a later job of a lane watched for a time no later than the job's names no one and
+  sends no notice (``relay_name_claimer``); otherwise the worker it names watches the lane, by the claim it makes at
+  once (the script writes no watch: a worker named as it stops would hold one it cannot keep, and the claims its
+  pass-on sets off would leave the lane to it). Why nothing waits longer than before: a watch counts only before its
+  time, so at it any claim takes the lane's due jobs and watches what follows, whoever watched before; a watcher busy
+  at its time tells every worker of the channel (``j``), whose claims then watch the lane; one that stops ends its
+  watches (``wake_all.lua``, compared with its token and time, so safe to apply twice) and tells every worker when the
   earliest falls due (``d<ms>``). A watcher lost without stopping leaves its lanes' jobs to the others' polls
   (``RELAY_POLL_DELAY_SECONDS`` at most after they fall due), as a lost notice does. A replayed claim returns no
   watches, but has its worker claim again at once, which does. Workers from before watches ignore them, and claim as

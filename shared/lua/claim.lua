@@ -563,6 +563,9 @@ end
 -- already (busy then, it tells every worker: the lane is not left to the others' polls); a lane another worker
 -- watches is left to that worker's claim. Past them, it wakes for the next lane's due time as it always did.
 local WATCH_LOOKAHEAD = 8
+-- A watch counts for nothing after its time, but is kept this much longer: the watcher's claim then finds the lane
+-- was its own, and goes on watching it even with no slot left.
+local WATCH_KEPT_MS = 10000
 local watching = {}
 if #later > 0 then
   table.sort(later, function(a, b) return a.score < b.score end)
@@ -578,7 +581,10 @@ if #later > 0 then
       local was_mine = watches[i] and string.sub(watches[i], -#token - 1) == '|' .. token
       if limit > #claimed or was_mine then
         local at = math.floor(c.score)
-        relay_set_watch(queue, c.lane, at, token, now, watches[i])
+        local watch = string.format('%d', at) .. '|' .. token
+        if watches[i] ~= watch then  -- written only when it changes
+          redis.call('SET', watch_keys[i], watch, 'PX', math.max(1, at - now) + WATCH_KEPT_MS)
+        end
         watching[#watching + 1] = {relay_queue_channel(queue, c.queue), at, c.lane}
       end
     end

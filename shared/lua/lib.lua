@@ -384,17 +384,6 @@ local function relay_watcher(value, now, due)
   return nil
 end
 
--- Worker `token` watches lane `lane`, claiming at `at` (ms, ahead of `now`); `value` is the watch as read (no
--- write when it says so already). It counts for nothing after its time, but is kept WATCH_KEPT_MS longer: the
--- watcher's claim then finds the lane was its own, and watches its next head even with no slot left.
-local WATCH_KEPT_MS = 10000
-local function relay_set_watch(queue, lane, at, token, now, value)
-  local watch = string.format('%d', at) .. '|' .. token
-  if value ~= watch then
-    redis.call('SET', relay_watch_key(queue, lane), watch, 'PX', math.max(1, at - now) + WATCH_KEPT_MS)
-  end
-end
-
 -- Named claims (shared/keys.py "Named claims"): the workers this call named, token -> {channel -> the earliest due
 -- time of the jobs named for it there}, and their tokens in the order named.
 local relay_named, relay_named_order = {}, {}
@@ -402,15 +391,11 @@ local relay_named, relay_named_order = {}, {}
 -- Name a registered worker to claim a job of lane `lane_id`, due at `due`, left waiting in it: one that serves its
 -- queue and runs its task, limits or not (a limited task is listed ',!<name>,'), with a free slot (the most). A job
 -- due now takes one of its free slots, so it is named for at most as many of those as it has (a deferred job takes
--- none: a hand-off of this call may still use them, and the named worker watches the lane). A later job of a lane
--- whose watcher claims by then needs no one: that claim takes the lane's due jobs and watches its next head.
--- Returns whether the job has its worker (named, or the watcher).
+-- none: a hand-off of this call may still use them, and the named worker's claim, at once, watches the lane). A
+-- later job of a lane whose watcher claims by then needs no one: that claim takes the lane's due jobs and watches
+-- its next head. Returns whether the job has its worker (named, or the watcher).
 local function relay_name_claimer(queue, now, lane_id, due)
-  local watch = false
-  if due > now then
-    watch = redis.call('GET', relay_watch_key(queue, lane_id))
-    if relay_watcher(watch, now, due) then return true end
-  end
+  if due > now and relay_watcher(redis.call('GET', relay_watch_key(queue, lane_id)), now, due) then return true end
   local task, q = relay_lane_parts(lane_id)
   local best = nil
   for _, w in ipairs(relay_idle_workers(queue, now)) do
@@ -420,11 +405,7 @@ local function relay_name_claimer(queue, now, lane_id, due)
     end
   end
   if best == nil then return false end
-  if due <= now then
-    best.free = best.free - 1
-  else
-    relay_set_watch(queue, lane_id, math.floor(due), best.token, now, watch)
-  end
+  if due <= now then best.free = best.free - 1 end
   local dues = relay_named[best.token]
   if dues == nil then
     dues = {}

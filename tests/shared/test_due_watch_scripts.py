@@ -100,8 +100,8 @@ async def test_a_later_job_of_a_watched_lane_is_told_to_nobody(pool: ArqRedis, s
     await other.claim(5)
     submitter = Submitter(pool, settings)
     await submitter.submit("stamp", delay_seconds=30)  # named for the watcher (the most free slots)
+    await watcher.claim(10)  # at once, as on its notice: registers again, and watches the lane
     assert (await watch_of(pool, settings) or b"").endswith(watcher.token.encode())
-    await watcher.claim(10)  # registers again, as after its notice
     pubsub = pool.pubsub()
     await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
     await next_notice(pubsub, 0.05)  # the subscription is confirmed
