@@ -186,3 +186,23 @@ async def test_a_stopping_watcher_ends_its_watches(pool: ArqRedis, settings: Set
         await Scripts(pool).wake_all(keys=[settings.queue_name], args=[channel, f"d{at}", watcher.token, lane, at])
         assert await watch_of(pool, settings) is None
     assert len((await wakes(other))[1]) == 1
+
+
+async def test_a_worker_named_as_it_stops_leaves_the_lane_to_the_others(pool: ArqRedis, settings: Settings) -> None:
+    """It passes the job on ('d<due>', worker/wakeup.py) without claiming: the claims that sets off watch the lane.
+    Had the enqueue written a watch for it, they would have left the lane to a worker that is gone."""
+    stopping, other = Worker(pool, settings), Worker(pool, settings)
+    await stopping.claim(10)
+    await other.claim(5)
+    channel = keys.wakeup_channel(settings.queue_name)
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(channel)
+    await next_notice(pubsub, 0.05)
+    await Submitter(pool, settings).submit("stamp", delay_seconds=60)
+    notice = await next_notice(pubsub, 5)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert notice is not None
+    due, _, token = notice[1:].partition(b"|")
+    assert token == stopping.token.encode()
+    await Scripts(pool).wake_all(keys=[settings.queue_name], args=[channel, b"d" + due])  # its pass-on
+    assert len((await wakes(other))[1]) == 1
