@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> str:
     results = runner.run(options)
     command = ".venv/bin/python -m bench.peers " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = report.render(results, command.strip(), machine_facts())
+    print(text, flush=True)  # first: a report is never lost to the file's write
     if out:
+        out.parent.mkdir(parents=True, exist_ok=True)  # BENCHMARKS.md names files under build/, absent in a clone
         out.write_text(text)
-    print(text, flush=True)
     return text
 
 
