@@ -47,13 +47,12 @@ local function taker(lane_id)
   return best
 end
 
--- Claim job `job` ({id, lane id, record, due, index score}) for worker `w` as claim.lua's mark would (its marker
--- flagged H), and push the claimed item claim.lua would return onto the worker's list. Not aborted: an abort
--- request counts only if made after the enqueue, which is now (a stale one is ignored by the running job's
--- checks too).
+-- Claim job `job` ({id, lane id, record, due, index score, _, {try count, seq} as read}) for worker `w` as
+-- claim.lua's mark would (its marker flagged H), and push the claimed item claim.lua would return onto the
+-- worker's list. Not aborted: an abort request counts only if made after the enqueue, which is now (a stale one is
+-- ignored by the running job's checks too).
 local function hand_off(job, w)
-  local id, lane_id, record = job[1], job[2], job[3]
-  local prior = redis.call('MGET', TRIES .. id, SEQ .. id)
+  local id, lane_id, record, prior = job[1], job[2], job[3], job[7]
   local try = (tonumber(prior[1]) or 0) + 1
   redis.call('MSET', JOB .. id, record, IN_PROGRESS .. id, w.token .. '|' .. try .. '|' .. now .. '|H|' .. lane_id,
     TRIES .. id, try)
@@ -87,10 +86,16 @@ for a = 4, #ARGV, 7 do
     ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local _, q = relay_lane_parts(lane_id)
   local state, name, old_fp
+  local prior = nil  -- a new id's try count and event seq (a hand-off claims it with them), read with the id check
   if batch[id] then
     state, name, old_fp = batch[id][1], batch[id][2], batch[id][3]
-  elseif redis.call('EXISTS', JOB .. id, RESULT .. id) > 0 then
-    state, name, old_fp = relay_state(queue, id, now)
+  else
+    local known = redis.call('MGET', JOB .. id, RESULT .. id, TRIES .. id, SEQ .. id)
+    if known[1] or known[2] then
+      state, name, old_fp = relay_state(queue, id, now)
+    else
+      prior = {known[3], known[4]}
+    end
   end
   if depths[q] == nil and not state then depths[q] = relay_depth(queue, q) end
   local _, _, parent = relay_record_links(not state and string.sub(record, 1, 1024) or nil)
@@ -106,7 +111,7 @@ for a = 4, #ARGV, 7 do
     local due = tonumber(when)
     if string.sub(when, 1, 1) == '+' then due = now + tonumber(string.sub(when, 2)) end
     record = relay_job_record(record, now, due)
-    local job = {id, lane_id, record, due, index_score}
+    local job = {id, lane_id, record, due, index_score, false, prior}  -- [6]: whether a worker was named for it
     local w = due <= now and not waits and taker(lane_id)
     if w and due_in_lane(lane_id) then w = nil end
     if w then
