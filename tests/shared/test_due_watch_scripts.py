@@ -44,6 +44,14 @@ async def wakes(worker: Worker, limit: int = 10) -> tuple[float | None, list[tup
     return next_due, [(channel, int(at), lane) for channel, at, lane in reply[8]]
 
 
+async def subscribed(pubsub: Any) -> None:
+    """Wait for the subscription's confirmation: a notice published after it cannot be missed (so a test that
+    expects none can fail)."""
+    confirmation = await pubsub.get_message(timeout=5)
+    assert confirmation is not None
+    assert confirmation["type"] == "subscribe"
+
+
 async def watch_of(pool: ArqRedis, settings: Settings) -> bytes | None:
     value: bytes | None = await pool.get(keys.due_watch(settings.queue_name, LANE))
     return value
@@ -104,7 +112,7 @@ async def test_a_later_job_of_a_watched_lane_is_told_to_nobody(pool: ArqRedis, s
     assert (await watch_of(pool, settings) or b"").endswith(watcher.token.encode())
     pubsub = pool.pubsub()
     await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
-    await next_notice(pubsub, 0.05)  # the subscription is confirmed
+    await subscribed(pubsub)
     await submitter.submit("stamp", delay_seconds=60)
     assert await next_notice(pubsub, 0.2) is None
     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -120,7 +128,7 @@ async def test_an_earlier_job_than_the_watch_is_told(pool: ArqRedis, settings: S
     await wakes(watcher)
     pubsub = pool.pubsub()
     await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
-    await next_notice(pubsub, 0.05)
+    await subscribed(pubsub)
     await submitter.submit("stamp", delay_seconds=30)
     notice = await next_notice(pubsub, 5)
     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -197,7 +205,7 @@ async def test_a_worker_named_as_it_stops_leaves_the_lane_to_the_others(pool: Ar
     channel = keys.wakeup_channel(settings.queue_name)
     pubsub = pool.pubsub()
     await pubsub.subscribe(channel)
-    await next_notice(pubsub, 0.05)
+    await subscribed(pubsub)
     await Submitter(pool, settings).submit("stamp", delay_seconds=60)
     notice = await next_notice(pubsub, 5)
     await pubsub.aclose()  # type: ignore[no-untyped-call]
