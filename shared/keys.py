@@ -197,14 +197,14 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   at all.
 - **Watched due times** (issue #25). Each claim reports when the next job it could take falls due, and every idle
   worker claims at least every poll: so every worker used to learn each due time and claim as it came, one taking the
-  job and the others nothing (3 workers, 20 deferred jobs: 94 claims; one per job and worker, and the polls). Now one
-  worker watches each lane's next due time: ``due_watch(queue, lane)`` holds ``<ms>|<token>``, that worker's promise
-  to claim at that time (Redis's clock); it counts only before that time, and expires 10 s after it. A claim
-  (``claim.lua``) looks at the first 8 lanes it serves that fall due later (rate-limited ones aside: their starts have
-  a waker of their own, ``rate_limit``), the next heads of the lanes it has just taken from included; it leaves a lane
-  watched by another worker for a time no later than the lane's head to that worker, and wakes for the others and
-  watches them if it has a slot left after this claim or watched the lane already (busy at its time, it tells every
-  worker) (written only when changed) and returns them (``watching``) for the worker to keep as promises
+  job and the others nothing (3 workers, 20 deferred jobs: 126 script calls in tests/e2e/test_wakeup.py, 67 or 68
+  now). Now one worker watches each lane's next due time: ``due_watch(queue, lane)`` holds ``<ms>|<token>``, that
+  worker's promise to claim at that time (Redis's clock); it counts only before that time, and expires 10 s after it.
+  A claim (``claim.lua``) looks at the first 8 lanes it serves that fall due later (rate-limited ones aside: their
+  starts have a waker of their own, ``rate_limit``), the next heads of the lanes it has just taken from included; it
+  leaves a lane watched by another worker for a time no later than the lane's head to that worker, and wakes for the
+  others and watches them if it has a slot left after this claim or watched the lane already (busy at its time, it
+  tells every worker) (written only when changed) and returns them (``watching``) for the worker to keep as promises
   (``worker.engine.promises``). At its time the watcher claims: it takes the lane's due jobs and watches the lane's
   next head. An enqueue or commit of a later job of a lane watched for a time no later than the job's names no one and
   sends no notice (``relay_name_claimer``); otherwise the worker it names watches the lane, by the claim it makes at
