@@ -51,6 +51,11 @@ while a <= #ARGV do
 end
 if #ops == 0 then return {} end
 local current = redis.call('MGET', unpack(wanted))
+-- A step a workflow releases here is handed to an idle worker (relay_flow_release) only while no job of this call
+-- waits in a lane before it: none put back (R, T) nor let run by a freed slot (linked_end).
+for _, op in ipairs(ops) do
+  if op.kind == 'R' or op.kind == 'T' then relay_handing_stopped = true end
+end
 
 -- Channel -> earliest due of a job every worker of it hears of (a workflow step released with no worker to name:
 -- relay_flow_release); {lane, due} of each job put back; lanes a freed concurrency slot lets run again.
@@ -71,6 +76,7 @@ local function linked_end(op, head)
   if parent then
     redis.call('{{PUBLISH}}', channel, 'c' .. parent)
   elseif flow then
+    if #unparked > 0 then relay_handing_stopped = true end
     local state = ENDED[string.match(ARGV[op.extra], '^{"rs":"(%a+)"')] or 'F'
     relay_flow_step_ended(queue, flow, step, state, ARGV[op.extra + 4], now(), ttl, wake)
   end

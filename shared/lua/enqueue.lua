@@ -34,50 +34,6 @@ local function aborting(parent)
   return enqueued ~= nil and tonumber(requested) >= enqueued
 end
 
--- The registered worker that takes a job of lane `lane_id` (the one with the most free slots), or nil.
-local function taker(lane_id)
-  local task, q = relay_lane_parts(lane_id)
-  local best = nil
-  for _, w in ipairs(relay_idle_workers(queue, now)) do
-    if w.free > 0 and (best == nil or w.free > best.free) and string.find(w.queues, ',' .. q .. ',', 1, true)
-        and string.find(w.tasks, ',' .. task .. ',', 1, true) then
-      best = w
-    end
-  end
-  return best
-end
-
--- Claim job `job` ({id, lane id, record, due, index score, _, {try count, seq} as read}) for worker `w` as
--- claim.lua's mark would (its marker flagged H), and push the claimed item claim.lua would return onto the
--- worker's list. Not aborted: an abort request counts only if made after the enqueue, which is now (a stale one is
--- ignored by the running job's checks too).
-local function hand_off(job, w)
-  local id, lane_id, record, prior = job[1], job[2], job[3], job[7]
-  local try = (tonumber(prior[1]) or 0) + 1
-  redis.call('MSET', JOB .. id, record, IN_PROGRESS .. id, w.token .. '|' .. try .. '|' .. now .. '|H|' .. lane_id,
-    TRIES .. id, try)
-  redis.call('ZADD', queue, RUNNING_BASE + now + w.lease, id)
-  redis.call('ZADD', index, job[5], id)
-  redis.call('RPUSH', HANDOFF .. w.token, cjson.encode({id, record, try, 0, job[4], tonumber(prior[2]) or 0}))
-  -- Its expiry moves on only as a registration starts (claim.lua): one renewed without a break for longer lapsed it,
-  -- and a count this INCR creates would otherwise outlive its worker.
-  if redis.call('INCR', HANDED .. w.token) == 1 then redis.call('PEXPIRE', HANDED .. w.token, HANDED_TTL_MS) end
-  w.free = w.free - 1
-  if w.free > 0 then
-    redis.call('HSET', IDLE .. queue, w.token, string.format('%s|%d|%d|%s|%s', w.until_ms, w.free, w.lease,
-      w.queues, w.tasks))
-  else
-    redis.call('HDEL', IDLE .. queue, w.token)
-  end
-end
-
-local waits = false  -- a job of this call due now went into its lane: nothing after it is handed off
--- Whether lane `lane_id` already holds a job due now (its marker scores its head).
-local function due_in_lane(lane_id)
-  local head = redis.call('ZSCORE', queue, MARKER .. lane_id)
-  return head ~= false and head ~= nil and tonumber(head) < now + 1
-end
-
 local out, jobs, batch, wake = {}, {}, {}, {}
 local item = 0
 for a = 4, #ARGV, 7 do
@@ -112,13 +68,12 @@ for a = 4, #ARGV, 7 do
     if string.sub(when, 1, 1) == '+' then due = now + tonumber(string.sub(when, 2)) end
     record = relay_job_record(record, now, due)
     local job = {id, lane_id, record, due, index_score, false, prior}  -- [6]: whether a worker was named for it
-    local w = due <= now and not waits and taker(lane_id)
-    if w and due_in_lane(lane_id) then w = nil end
+    local w = due <= now and relay_taker(queue, now, lane_id)
     if w then
-      hand_off(job, w)
+      relay_hand_off(queue, index, job, w, now)
     else
       jobs[#jobs + 1] = job
-      if due <= now then waits = true end
+      if due <= now then relay_handing_stopped = true end
       job[6] = relay_name_claimer(queue, now, lane_id, due)  -- else every worker hears of it
     end
     if reply ~= '' then redis.call('SET', REPLY .. id, reply) end

@@ -431,6 +431,56 @@ local function relay_notify_named(queue, now)
   relay_named, relay_named_order = {}, {}
 end
 
+-- Hand-off (shared/keys.py "Hand-off"): a job due now goes straight to a registered idle worker, claimed for it,
+-- unless a job of the same call already went into its lane due now (`relay_handing_stopped`: what came after it
+-- must not overtake it) or its own lane holds a due job. Submits (enqueue.lua) and released workflow steps
+-- (relay_flow_release) both go through here.
+local relay_handing_stopped = false
+
+-- The registered worker that takes a job of lane `lane_id` due now (one that serves its queue and runs its task
+-- with no limit, with the most free slots), or nil: none, or the lane already holds a job due now (its marker
+-- scores its head), which the job must not overtake.
+local function relay_taker(queue, now, lane_id)
+  if relay_handing_stopped then return nil end
+  local task, q = relay_lane_parts(lane_id)
+  local best = nil
+  for _, w in ipairs(relay_idle_workers(queue, now)) do
+    if w.free > 0 and (best == nil or w.free > best.free) and string.find(w.queues, ',' .. q .. ',', 1, true)
+        and string.find(w.tasks, ',' .. task .. ',', 1, true) then
+      best = w
+    end
+  end
+  if best == nil then return nil end
+  local head = redis.call('ZSCORE', queue, MARKER .. lane_id)
+  if head ~= false and head ~= nil and tonumber(head) < now + 1 then return nil end
+  return best
+end
+
+-- Claim job `job` ({id, lane id, record, due, index score, _, {try count, seq} as read, or nil to read them
+-- here}) for worker `w` (relay_taker) as claim.lua's mark would (its marker flagged H), and push the claimed item
+-- claim.lua would return onto the worker's list. Not aborted: an abort request counts only if made after the
+-- enqueue, which is now (a stale one is ignored by the running job's checks too).
+local function relay_hand_off(queue, index, job, w, now)
+  local id, lane_id, record = job[1], job[2], job[3]
+  local prior = job[7] or redis.call('MGET', TRIES .. id, SEQ .. id)
+  local try = (tonumber(prior[1]) or 0) + 1
+  redis.call('MSET', JOB .. id, record, IN_PROGRESS .. id, w.token .. '|' .. try .. '|' .. now .. '|H|' .. lane_id,
+    TRIES .. id, try)
+  redis.call('ZADD', queue, RUNNING_BASE + now + w.lease, id)
+  redis.call('ZADD', index, job[5], id)
+  redis.call('RPUSH', HANDOFF .. w.token, cjson.encode({id, record, try, 0, job[4], tonumber(prior[2]) or 0}))
+  -- Its expiry moves on only as a registration starts (claim.lua): one renewed without a break for longer lapsed it,
+  -- and a count this INCR creates would otherwise outlive its worker.
+  if redis.call('INCR', HANDED .. w.token) == 1 then redis.call('PEXPIRE', HANDED .. w.token, HANDED_TTL_MS) end
+  w.free = w.free - 1
+  if w.free > 0 then
+    redis.call('HSET', IDLE .. queue, w.token, string.format('%s|%d|%d|%s|%s', w.until_ms, w.free, w.lease,
+      w.queues, w.tasks))
+  else
+    redis.call('HDEL', IDLE .. queue, w.token)
+  end
+end
+
 -- A handed job (shared/keys.py "Hand-off") that never started goes back to its lane `lane`, due now, its try given
 -- back, as if never claimed; the workers that serve it hear of it. Returns its named queue.
 local function relay_put_back(queue, id, try, lane, now)
@@ -567,20 +617,30 @@ local function relay_flow_fill(key, template)
   return (string.gsub(template, '@(%d+)', by))
 end
 
--- Enqueue the released steps of a workflow (each its template, its input filled in, as a new job), each named for
--- a registered worker that runs it (shared/keys.py "Named claims"), or, with none, in `wake` for every worker of
--- its channel; the caller counts them in the workflow's 'active', and sends the notices (relay_wake, or
--- relay_notify_named).
+-- Enqueue the released steps of a workflow (each its template, its input filled in, as a new job, due now): each
+-- handed to a registered idle worker as a submit is (relay_taker, relay_hand_off: no claim, no notice), or, into its
+-- lane, named for a registered worker that runs it (shared/keys.py "Named claims"), or, with none, in `wake` for
+-- every worker of its channel; the caller counts them in the workflow's 'active', and sends the notices
+-- (relay_wake, or relay_notify_named). A caller that has put jobs back in their lanes in this call sets
+-- `relay_handing_stopped` first, so that no step overtakes them. Only a release of one step (a chain's next, a
+-- chord's callback) is handed off: several (a group, a map) go into their lanes, where one claim takes many for
+-- fewer commands than a hand-off each costs (about nine), and no step is left to a claim out of step with them.
 local function relay_flow_release(queue, flow, steps, now, wake, events)
   if #steps == 0 then return end
   local key = FLOW .. flow
   local jobs, fields = {}, {}
-  for _, j in ipairs(steps) do
+  for n, j in ipairs(steps) do
     local got = redis.call('HMGET', key, 't:' .. j, 'i:' .. j)
     local record = relay_job_record(got[1], now, now)
     if got[2] then record = string.sub(record, 1, -2) .. ',"in":' .. relay_flow_fill(key, got[2]) .. '}' end
-    local id = flow .. ':' .. j
-    jobs[#jobs + 1] = {id, relay_record_lane(record), record, now, now * 1000 + #jobs}
+    local job = {flow .. ':' .. j, relay_record_lane(record), record, now, now * 1000 + n - 1}
+    local w = #steps == 1 and relay_taker(queue, now, job[2])
+    if w then
+      relay_hand_off(queue, INDEX .. queue, job, w, now)
+    else
+      jobs[#jobs + 1] = job
+      relay_handing_stopped = true
+    end
     fields[#fields + 1] = 's:' .. j
     fields[#fields + 1] = 'Q'
     events[#events + 1] = relay_flow_body('step_started', flow, now, '{"task":"' .. relay_record_name(record) .. '"}', j)

@@ -7,6 +7,7 @@ random, is in tests/e2e/test_workflows.py and tests/e2e/test_faults.py."""
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from shared.settings import Settings
 from shared.transitions import Transitions
 from shared.workflows.canvas import WorkflowSubmission
 from shared.workflows.store import Workflows, prepare_workflow
+from tests.support.claims import Submitter
 from worker.engine import outcomes
 from worker.engine.outcomes import RunFacts
 from worker.tasks import load
@@ -69,6 +71,21 @@ class Worker:
         args = [str(self.requests), 1000, 60_000, self.token, 0, "default", "", "", *TASKS.claim_entries()]
         claimed = (await self.scripts.claim(keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=args))[0]
         return {item[0].decode(): JobRecord.decode(item[1]) for item in claimed}
+
+    async def register(self) -> None:
+        """An idle claim that takes nothing and registers this worker for hand-offs (shared/keys.py "Hand-off")."""
+        self.requests += 1
+        queue = self.settings.queue_name
+        args = [str(self.requests), 10, 60_000, self.token, 0, "default", "", "5000:0:1:1", *TASKS.claim_entries()]
+        reply = await self.scripts.claim(keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=args)
+        assert reply[0] == [], "nothing waited: a registration takes nothing"
+        assert await self.pool.hexists(keys.idle_registry(queue), self.token)  # type: ignore[misc]
+
+    async def pop(self) -> dict[str, tuple[JobRecord, int]]:
+        """The jobs handed to this worker (its list, as ``HandoffListener`` takes it): id -> (record, try)."""
+        raw = await self.pool.lpop(keys.handoff(self.token), 100)  # type: ignore[misc]
+        items = [json.loads(one) for one in raw or []]
+        return {item[0]: (JobRecord.decode(item[1].encode()), item[2]) for item in items}
 
     def end_args(
         self, task_id: str, record: JobRecord, result: Any, failure: BaseException | None = None, seq: int = 0
@@ -364,22 +381,90 @@ async def next_notice(pubsub: Any) -> bytes | None:
     return None
 
 
-async def test_released_steps_are_named_for_one_registered_worker(pool: ArqRedis, settings: Settings) -> None:
-    """A workflow's first steps, and each step a commit releases, wake one registered worker (shared/keys.py
-    "Named claims"), not every worker of the queue."""
+async def test_released_steps_go_to_a_registered_idle_worker_as_hand_offs(pool: ArqRedis, settings: Settings) -> None:
+    """A workflow's first steps, and each step a commit releases, are handed to a registered idle worker as a
+    submit due now is (shared/keys.py "Hand-off"): claimed for it in the same script call, pushed onto its list,
+    with no wake-up notice and no claim."""
     worker = Worker(pool, settings)
-    idle = f"idle:1:{uuid.uuid4().hex[:8]}"
-    await register_idle(pool, settings, idle)
+    await worker.register()
     pubsub = pool.pubsub()
     await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
     flow = await worker.submit({"chain": [{"task": "inc", "args": [1]}, {"task": "inc"}]})
-    assert await next_notice(pubsub) == b"w" + idle.encode()
-    first = await worker.claim()
-    await register_idle(pool, settings, idle)  # its claim on the notice registered it again
-    assert await worker.commit(worker.end_args(f"{flow}:0", first[f"{flow}:0"], 2)) == ["ok"]
-    assert await next_notice(pubsub) == b"w" + idle.encode()
+    first = await worker.pop()
+    assert list(first) == [f"{flow}:0"]
+    record, tried = first[f"{flow}:0"]
+    assert tried == 1
+    marker = await pool.get(keys.in_progress(f"{flow}:0"))
+    assert marker is not None
+    assert marker.decode().startswith(worker.token + "|1|")
+    assert marker.split(b"|")[3] == b"H"  # handed: what the sweep puts back if the worker never takes it
+    assert await worker.commit(worker.end_args(f"{flow}:0", record, 2)) == ["ok"]
+    second = await worker.pop()
+    assert list(second) == [f"{flow}:1"]
+    assert second[f"{flow}:1"][0].params == {"x": 2, "seconds": 0.0}  # its input: the result before it
+    assert await worker.claim() == {}  # nothing went into a lane
+    await pool.publish(keys.wakeup_channel(settings.queue_name), b"mark")  # what comes after the scripts' turns
+    assert await next_notice(pubsub) == b"mark"  # no worker was woken, none named
     await pubsub.aclose()  # type: ignore[no-untyped-call]
-    assert list(await worker.claim()) == [f"{flow}:1"]
+    assert await worker.events(flow) == [
+        ("workflow_started", None),
+        ("step_started", 0),
+        ("step_ended", 0),
+        ("step_started", 1),
+    ]
+
+
+async def test_a_released_step_does_not_overtake_a_job_its_commit_puts_back(pool: ArqRedis, settings: Settings) -> None:
+    """A commit that puts a job back in its lane (op R, here after the step's end in the same call) hands no step
+    it releases to an idle worker: the step waits behind that job, and the idle worker is named for it."""
+    worker, idle = Worker(pool, settings), Worker(pool, settings)
+    plain = await Submitter(pool, settings).submit("inc", args=[7])
+    flow = await worker.submit({"chain": [{"task": "inc", "args": [1]}, {"task": "inc"}]})
+    claimed = await worker.claim()
+    assert list(claimed) == [plain, f"{flow}:0"]
+    await idle.register()
+    put_back = ["R", plain, worker.token, 0, 0, "0", "1", "", ""]  # no events; due again now, its try given back
+    assert await worker.commit(worker.end_args(f"{flow}:0", claimed[f"{flow}:0"], 2), put_back) == ["ok", "ok"]
+    assert await idle.pop() == {}
+    assert list(await idle.claim()) == [plain, f"{flow}:1"]
+
+
+async def test_a_released_step_does_not_overtake_a_job_its_freed_slot_lets_run(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """A step's end that frees a concurrency slot lets a parked job run; a step that end releases is not handed to an
+    idle worker ahead of it: both wait in their lanes for the named worker's claim."""
+    worker, idle = Worker(pool, settings), Worker(pool, settings)
+    limited = {"task": "per_customer", "kwargs": {"customer_id": "a"}}  # two at a time per customer
+    flow = await worker.submit({"chain": [limited, {"task": "inc"}]})
+    submitter = Submitter(pool, settings)
+    running = await submitter.submit("per_customer", kwargs={"customer_id": "a"})
+    parked = await submitter.submit("per_customer", kwargs={"customer_id": "a"})
+    claimed = await worker.claim()
+    assert list(claimed) == [f"{flow}:0", running]  # the third waits for a slot
+    await idle.register()
+    assert await worker.commit(worker.end_args(f"{flow}:0", claimed[f"{flow}:0"], 2)) == ["ok"]
+    assert await idle.pop() == {}
+    assert sorted(await idle.claim()) == sorted([parked, f"{flow}:1"])
+
+
+async def test_a_step_released_with_its_lane_holding_a_due_job_is_named(pool: ArqRedis, settings: Settings) -> None:
+    """A step whose lane already holds a due job (one waiting for a named worker's claim) goes behind it, and a
+    registered worker is named for it (shared/keys.py "Named claims") rather than handed it."""
+    worker, idle = Worker(pool, settings), Worker(pool, settings)
+    flow = await worker.submit({"chain": [{"task": "inc", "args": [1]}, {"task": "inc"}]})
+    first = await worker.claim()
+    waiting = await Submitter(pool, settings).submit("inc", args=[7])  # no registered worker: into its lane
+    # Registered as a claim whose named job still waits would leave it (a claim here would take the job):
+    registration = "9999999999999|5|60000|,default,|,inc,"
+    await pool.hset(keys.idle_registry(settings.queue_name), idle.token, registration)  # type: ignore[misc]
+    pubsub = pool.pubsub()
+    await pubsub.subscribe(keys.wakeup_channel(settings.queue_name))
+    assert await worker.commit(worker.end_args(f"{flow}:0", first[f"{flow}:0"], 2)) == ["ok"]
+    assert await next_notice(pubsub) == b"w" + idle.token.encode()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert await idle.pop() == {}
+    assert list(await idle.claim()) == [waiting, f"{flow}:1"]
 
 
 async def test_a_step_an_abort_releases_is_named_too(pool: ArqRedis, settings: Settings) -> None:
@@ -394,7 +479,9 @@ async def test_a_step_an_abort_releases_is_named_too(pool: ArqRedis, settings: S
     workflow = {"chord": [{"task": "inc", "args": [1]}], "callback": {"task": "tsum"}, "allow_failures": True}
     flow = await worker.submit(workflow)
     assert await next_notice(pubsub) == b"j"  # the member: no registered worker runs it
-    await register_idle(pool, settings, idle, runs=("tsum",))
+    # Registered again, running the callback's task under a limit: a limited task is named, never handed off.
+    limited = "9999999999999|5|60000|,default,|,!tsum,"
+    await pool.hset(keys.idle_registry(settings.queue_name), idle, limited)  # type: ignore[misc]
     assert (await Transitions(pool, Scripts(pool), settings).abort(f"{flow}:0")).outcome == "aborted"
     assert await next_notice(pubsub) == b"w" + idle.encode()  # the callback
     await pubsub.aclose()  # type: ignore[no-untyped-call]
