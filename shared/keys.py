@@ -44,7 +44,8 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   and a waker that stopped, or whose slots filled, delays a start by 4 intervals at most.
 - **Depth.** Waiting jobs per queue are counted in ``depth`` (a hash: queue -> count) by every script that moves
   jobs in or out of lanes, so a submit checks its queue's depth in O(1); the count is recounted from the lanes
-  when missing or negative, and by the minute's maintenance.
+  when missing or negative, and by the minute's maintenance. A submit handed off (below) never waits: it is not
+  checked, and its depth is not read.
 - **Time** that decides ownership (due, leases, the sweep, abort requests against enqueue times, rate limits) is
   Redis's ``TIME``, read inside each script (``relay_now`` in ``lib.lua``); callers pass delays, never "now".
 - **Workflows** (``shared.workflows``; issue #23). A workflow's steps are ordinary task jobs (ids

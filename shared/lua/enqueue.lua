@@ -1,6 +1,6 @@
 -- Enqueue a batch of submissions atomically: for each, the id check (a repeat reports the existing task's
 -- state; other arguments are a conflict), its queue's depth check (waiting tasks, due or deferred, not running
--- ones), arq's job record, the job in its lane (shared/keys.py), the task index, the reply request; then one
+-- ones; so not for a job handed off, which runs at once), arq's job record, the job in its lane (shared/keys.py), the task index, the reply request; then one
 -- wake-up notice per named queue. Times are Redis's: the record's enqueue time ("et", which abort requests are
 -- compared with) is set here, and a due time given as a delay ('+<ms>') counts from here.
 -- A child task (its record names its parent, "pt": ctx.submit) joins its parent's set of children (shared/keys.py
@@ -53,25 +53,30 @@ for a = 4, #ARGV, 7 do
       prior = {known[3], known[4]}
     end
   end
-  if depths[q] == nil and not state then depths[q] = relay_depth(queue, q) end
   local _, _, parent = relay_record_links(not state and string.sub(record, 1, 1024) or nil)
+  local due, job, w
+  if not state and not (parent and aborting(parent)) then
+    due = tonumber(when)
+    if string.sub(when, 1, 1) == '+' then due = now + tonumber(string.sub(when, 2)) end
+    record = relay_job_record(record, now, due)
+    job = {id, lane_id, record, due, index_score, false, prior}  -- [6]: whether a worker was named for it
+    -- A job handed off runs at once: it never waits, so the depth limit (what waits) does not apply to it, and
+    -- its depth is not read.
+    w = due <= now and relay_taker(queue, now, lane_id)
+    if not w and depths[q] == nil then depths[q] = relay_depth(queue, q) end
+  end
   if state then
     local same = (old_fp == fp) and 'same' or 'other'
     out[item] = {'exists', state, same, name}
-  elseif parent and aborting(parent) then
+  elseif not job then
     out[item] = {'aborting'}
-  elseif depths[q] >= (max_of[q] or default_max) then
+  elseif not w and depths[q] >= (max_of[q] or default_max) then
     out[item] = {'full', tostring(depths[q])}
   else
-    depths[q] = depths[q] + 1
-    local due = tonumber(when)
-    if string.sub(when, 1, 1) == '+' then due = now + tonumber(string.sub(when, 2)) end
-    record = relay_job_record(record, now, due)
-    local job = {id, lane_id, record, due, index_score, false, prior}  -- [6]: whether a worker was named for it
-    local w = due <= now and relay_taker(queue, now, lane_id)
     if w then
       relay_hand_off(queue, index, job, w, now)
     else
+      depths[q] = depths[q] + 1
       jobs[#jobs + 1] = job
       if due <= now then relay_handing_stopped = true end
       job[6] = relay_name_claimer(queue, now, lane_id, due)  -- else every worker hears of it

@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 
 from shared import keys
 from shared.enqueue import Enqueuer, prepare
+from shared.errors import QueueFull
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
@@ -88,6 +89,25 @@ async def test_a_job_due_now_is_handed_to_the_idle_worker_claimed_and_without_a_
     await pool.publish(keys.wakeup_channel(settings.queue_name), b"mark")  # what comes after the enqueue's turn
     assert await next_notice(pubsub, 5) == b"mark"  # nobody woken by the enqueue
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_a_job_handed_off_is_not_refused_by_a_queue_full_of_waiting_jobs(pool: ArqRedis, redis_url: str) -> None:
+    """The depth limit bounds what waits (due or deferred); a job handed to an idle worker runs at once, like a
+    running job it is not counted, and so not refused: the enqueue reads no depth for it. A job that would wait
+    is still refused."""
+    settings = Settings(redis_url=redis_url, queue_name=f"relay:ho:{uuid.uuid4().hex[:8]}", max_queue_depth=2)
+    submitter = Submitter(pool, settings)
+    for _ in range(2):
+        await submitter.submit("stamp", delay_seconds=3600)
+    assert await waiting_in_lanes(pool, settings) == 2  # full
+    worker = Worker(pool, settings)
+    await worker.claim(10)  # idle: nothing it may take is due, so it registers
+    handed = await submitter.submit("stamp")
+    assert (await worker.pop() or [None])[0] == handed
+    assert await waiting_in_lanes(pool, settings) == 2
+    await pool.hdel(keys.idle_registry(settings.queue_name), worker.token)  # type: ignore[misc]
+    with pytest.raises(QueueFull):
+        await submitter.submit("stamp")  # no idle worker: it would wait, and the queue is full
 
 
 async def test_the_last_free_slot_used_ends_the_registration(pool: ArqRedis, settings: Settings) -> None:
