@@ -1,8 +1,9 @@
 -- Enqueue a batch of submissions atomically: for each, the id check (a repeat reports the existing task's
 -- state; other arguments are a conflict), its queue's depth check (waiting tasks, due or deferred, not running
--- ones; so not for a job handed off, which runs at once), arq's job record, the job in its lane (shared/keys.py), the task index, the reply request; then one
--- wake-up notice per named queue. Times are Redis's: the record's enqueue time ("et", which abort requests are
--- compared with) is set here, and a due time given as a delay ('+<ms>') counts from here.
+-- ones; so not for a job handed off, which runs at once), arq's job record, the job in its lane (shared/keys.py),
+-- the task index, the reply request; then one wake-up notice per named queue. Times are Redis's: the record's
+-- enqueue time ("et", which abort requests are compared with) is set here, and a due time given as a delay
+-- ('+<ms>') counts from here.
 -- A child task (its record names its parent, "pt": ctx.submit) joins its parent's set of children (shared/keys.py
 -- `children`, expiring children_ttl ms later), so cancelling the parent can cancel it; while the parent's abort is
 -- requested (a request made after the parent's enqueue, the claim's rule) a new child is refused ('aborting').
