@@ -29,21 +29,31 @@ def registered(client: redis.Redis, queue_name: str) -> dict[str, str]:
     return {token.decode(): entry.decode() for token, entry in raw.items()}
 
 
-def test_submits_to_an_idle_worker_are_handed_to_it(
-    spawn_api: StartApi, spawn_worker: StartWorker, redis_url: str
-) -> None:
+def start_with_an_idle_worker(spawn_api: StartApi, spawn_worker: StartWorker, redis_url: str) -> tuple[str, str]:
+    """An API and one worker on a queue of their own, once the worker registered as idle: the API's base URL and
+    the worker's metrics URL."""
     name = queue()
-    client = redis.Redis.from_url(redis_url)
     _, base = spawn_api(RELAY_QUEUE_NAME=name)
     port = free_port()
     spawn_worker(RELAY_QUEUE_NAME=name, RELAY_WORKER_METRICS_PORT=str(port))
-    wait_until(lambda: len(registered(client, name)) == 1, 10, "the idle worker to register")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: len(registered(client, name)) == 1, 10, "the idle worker to register")
+    finally:
+        client.close()
+    return base, f"http://127.0.0.1:{port}/metrics"
+
+
+def test_submits_to_an_idle_worker_are_handed_to_it(
+    spawn_api: StartApi, spawn_worker: StartWorker, redis_url: str
+) -> None:
+    base, metrics = start_with_an_idle_worker(spawn_api, spawn_worker, redis_url)
     for _ in range(3):
         task_id = submit_ok(base, {"task": "echo", "kwargs": {"message": "hi"}})
         final = wait_state(base, task_id, FINAL)
         assert (final["state"], final["tries"]) == ("succeeded", 1)
         assert types(read_events(base, task_id)) == ["started", "result", "end"]
-    assert value(scrape(f"http://127.0.0.1:{port}/metrics"), "relay_worker_handoffs_total") == 3
+    assert value(scrape(metrics), "relay_worker_handoffs_total") == 3
 
 
 def test_a_chains_steps_are_handed_to_the_idle_worker_by_the_commits_that_release_them(
@@ -51,12 +61,7 @@ def test_a_chains_steps_are_handed_to_the_idle_worker_by_the_commits_that_releas
 ) -> None:
     """Each step of a chain is released alone, by the commit of the step before it (the first by the workflow's
     submit), and goes to the idle worker as a submit would: claimed there, with no notice and no claim call."""
-    name = queue()
-    client = redis.Redis.from_url(redis_url)
-    _, base = spawn_api(RELAY_QUEUE_NAME=name)
-    port = free_port()
-    spawn_worker(RELAY_QUEUE_NAME=name, RELAY_WORKER_METRICS_PORT=str(port))
-    wait_until(lambda: len(registered(client, name)) == 1, 10, "the idle worker to register")
+    base, metrics = start_with_an_idle_worker(spawn_api, spawn_worker, redis_url)
     steps = [{"task": "add", "args": [0, 1]}] + [{"task": "add", "args": [1]}] * 7
     flow = submit_workflow(base, {"chain": steps})
     view = wait_workflow(base, flow)
@@ -64,7 +69,7 @@ def test_a_chains_steps_are_handed_to_the_idle_worker_by_the_commits_that_releas
     # Ten free slots, one taken by each hand-off: all eight steps are handed (without the commit's hand-off, none:
     # each is named, and the worker claims it). The worker's 2 s poll may claim mid-chain, while busy, and so end
     # its registration: the next step is then named, and its claim registers the worker again.
-    assert value(scrape(f"http://127.0.0.1:{port}/metrics"), "relay_worker_handoffs_total") >= 6
+    assert value(scrape(metrics), "relay_worker_handoffs_total") >= 6
 
 
 def test_a_worker_lost_while_idle_costs_its_handed_job_no_pickup(
