@@ -624,7 +624,7 @@ end
 -- (relay_wake, or relay_notify_named). A caller that has put jobs back in their lanes in this call sets
 -- `relay_handing_stopped` first, so that no step overtakes them. Only a release of one step (a chain's next, a
 -- chord's callback) is handed off: several (a group, a map) go into their lanes, where one claim takes many for
--- fewer commands than a hand-off each costs (about nine), and no step is left to a claim out of step with them.
+-- fewer commands than a hand-off each costs (eight), and no step is left to a claim out of step with them.
 local function relay_flow_release(queue, flow, steps, now, wake, events)
   if #steps == 0 then return end
   local key = FLOW .. flow
