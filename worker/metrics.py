@@ -94,8 +94,8 @@ class WorkerMetrics:
         )
         self.handoffs = Counter(
             "relay_worker_handoffs",
-            "Jobs an enqueue handed straight to this idle worker, claimed for it (RELAY_HANDOFF): each started, or "
-            "handed back if the worker was stopping.",
+            "Jobs an enqueue (or a commit releasing a workflow step) handed straight to this idle worker, claimed for "
+            "it (RELAY_HANDOFF): each started, or handed back if the worker was stopping.",
             registry=r,
         )
         self._held_concurrency = self.held_back.labels("concurrency")
