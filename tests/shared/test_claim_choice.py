@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,13 +25,6 @@ TASKS = load(["worker.tasks.demo", "tests.support.tasks"])
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
     return Settings(redis_url=redis_url, queue_name=f"relay:cc:{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 class Bench:

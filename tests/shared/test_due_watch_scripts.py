@@ -6,7 +6,6 @@ its watches. The end-to-end count, with real worker processes, is in tests/e2e/t
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,13 +22,6 @@ LANE = "stamp|default|0||"  # the lane of a plain ``stamp`` job (shared/lanes.py
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
     return Settings(redis_url=redis_url, queue_name=f"relay:dw:{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def redis_ms(pool: ArqRedis) -> int:

@@ -6,22 +6,13 @@ entry (most tasks') keeps no count."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from arq.connections import ArqRedis
 
 from shared import events, keys
 from shared.events import EventType
 from shared.scripts import Scripts
 from tests.support.events import publish
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def task_id() -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis
@@ -24,13 +23,6 @@ from tests.support.claims import REGISTRATION_MS, TASKS, Submitter, Worker, next
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
     return Settings(redis_url=redis_url, queue_name=f"relay:ho:{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def lapse_one_ms_leases(pool: ArqRedis) -> None:

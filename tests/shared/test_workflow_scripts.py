@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -37,13 +36,6 @@ TASKS = load(["worker.tasks.demo", "tests.support.tasks"])
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
     return Settings(redis_url=redis_url, queue_name=f"relay:wfs:{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 class Worker:
