@@ -334,6 +334,14 @@ class RelayCluster(RedisCluster):
         self._pubsub_pools: dict[int, ConnectionPool] = {}
         self._moved_to: dict[int, tuple[str, int]] = {}
 
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        """``BLMPOP timeout 1 key ...`` (the worker's hand-off list, ``worker.handoff``) goes to its key's slot.
+        redis-py asks a node for the keys of a command whose keys move (``COMMAND GETKEYS``) before every call: a
+        round trip more on the way of each hand-off."""
+        if command.upper() == "BLMPOP" and len(args) >= 3 and int(args[1]) == 1:
+            return int(self.keyslot(args[2]))
+        return int(await super()._determine_slot(command, *args))
+
     async def close(self, close_connection_pool: bool | None = None) -> None:
         """arq's ``close(close_connection_pool=True)``, and ``shared.redis.close``'s: every node's connections, and
         the pub/sub pool."""

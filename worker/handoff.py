@@ -1,7 +1,10 @@
 """Hand-offs: jobs an enqueue claimed for this idle worker, taken from its own list (shared/keys.py "Hand-off").
 
-The worker waits on its list with ``BLPOP`` on a connection of its own: the item holds everything the claim would
-have returned, so a submit to an idle system reaches the task with no claim round trip. Stopping, the worker
+The worker waits on its list with ``BLMPOP`` on a connection of its own: the item holds everything the claim would
+have returned, so a submit to an idle system reaches the task with no claim round trip. One pop takes every item
+waiting (``BLPOP``, one at a time, on a Redis older than 7.0): jobs handed together, by one enqueue of several,
+start together, as a claim's would, instead of one round trip apart (a drain begun by hand-offs then ran in
+staggered cohorts, each claiming its own few jobs: 7.6 Redis commands a job instead of 5.8). Stopping, the worker
 leaves the idle registry (no enqueue hands it anything after that), pushes a stop mark behind whatever is already
 in its list, and keeps taking items until the mark: those go back on the queue (``Engine.receive_handoff``). A
 worker that cannot stop cleanly (Redis away, SIGKILL) leaves its items in the list; the sweep puts them back in
@@ -15,7 +18,7 @@ import contextlib
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from shared import keys
 from shared.redis import close
@@ -27,6 +30,7 @@ logger = logging.getLogger("relay.worker")
 STOP_MARK = b"stop"  # never a job's item (those are JSON arrays)
 STOP_SECONDS = 2.0  # how long a stop waits for the list's stop mark before giving up on it
 STOP_MARK_TTL_MS = 3_600_000  # a stopping worker's list, should it be killed before taking its stop mark
+POP_MOST = 100  # items one pop takes at most (a worker is handed no more than its free slots, and the stop mark)
 
 
 class HandoffListener:
@@ -40,6 +44,7 @@ class HandoffListener:
         self._task: asyncio.Task[None] | None = None
         self._left = False
         self._handing_back: set[asyncio.Task[object]] = set()  # commits of items taken while stopping
+        self._one_at_a_time = False  # True on a Redis without BLMPOP (before 7.0)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="relay-handoff")
@@ -108,7 +113,7 @@ class HandoffListener:
         lost = False
         while True:
             try:
-                got = await self._redis.blpop([key], timeout=self._block_seconds)  # type: ignore[arg-type,misc]
+                items = await self._pop(key)
             except (RedisError, OSError) as exc:
                 if not lost:
                     logger.warning("hand-off list unreachable (%s); claims still run meanwhile", exc)
@@ -116,9 +121,23 @@ class HandoffListener:
                 await asyncio.sleep(1.0)
                 continue
             lost = False
-            if got is None:
-                continue
-            raw = got[1]
-            if raw == STOP_MARK:
-                return
-            self._take(raw)
+            for at, raw in enumerate(items):
+                if raw == STOP_MARK:
+                    for behind in items[at + 1 :]:  # pushed by a registration that raced the stop: handed back
+                        self._take(behind, stopping=True)
+                    return
+                self._take(raw)
+
+    async def _pop(self, key: str) -> list[bytes]:
+        """The items waiting in the list (none when the wait ran out), all at once where Redis has BLMPOP."""
+        if not self._one_at_a_time:
+            try:
+                got = await self._redis.blmpop(self._block_seconds, 1, key, direction="LEFT", count=POP_MOST)  # type: ignore[arg-type,misc]
+                return list(got[1]) if got else []
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self._one_at_a_time = True
+                logger.info("Redis has no BLMPOP (before 7.0): hand-offs are taken one at a time")
+        popped = await self._redis.blpop([key], timeout=self._block_seconds)  # type: ignore[arg-type,misc]
+        return [popped[1]] if popped else []

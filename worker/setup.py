@@ -143,7 +143,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     listener = ctx[WAKEUP_CTX_KEY] = WakeupListener(ctx["redis"], config.queue_name, engine, config.queue_list)
     await listener.start()
     if engine.handoff_ms is not None and keys.shard_count() == 1:
-        # Its own client, each command tried once (a BLPOP sent again could pop a second item while the first's
+        # Its own client, each command tried once (a pop sent again could take more items while the first pop's
         # reply is lost), whose timeout outlasts the wait: an idle worker asks once per HANDOFF_WAIT_SECONDS.
         waits = config.model_copy(update={"redis_timeout_seconds": config.redis_timeout_seconds + HANDOFF_WAIT_SECONDS})
         handoffs = ctx[HANDOFF_CTX_KEY] = HandoffListener(probe_client(waits), engine, config.queue_name,

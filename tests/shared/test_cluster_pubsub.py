@@ -437,3 +437,28 @@ async def test_a_workers_pipeline_on_a_cluster_goes_through_the_budget(redis_clu
         assert sent == 1  # the pipeline's execute, once (its commands do not go through execute_command)
     finally:
         await close(client)
+
+
+async def test_a_hand_off_pop_on_a_cluster_goes_to_its_slot_without_asking_for_its_keys(redis_cluster_url: str) -> None:
+    """BLMPOP's keys move, and redis-py asks a node for them (``COMMAND GETKEYS``) before each call, a round trip
+    more per hand-off: ``RelayCluster`` routes it by its one key instead."""
+    namespace = "relay:cf:blmpop"
+    client = worker_client(Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name=namespace))
+    nodes = list(slots.primaries(port_of(redis_cluster_url)).values())
+    try:
+        key = keys.handoff("host:1:pop")
+        await client.rpush(key, b"a", b"b")  # type: ignore[misc]
+
+        def getkeys_calls() -> int:
+            total = 0
+            for port in nodes:
+                with redis.Redis(port=port, socket_timeout=5) as node:
+                    total += int(node.info("commandstats").get("cmdstat_command|getkeys", {}).get("calls", 0))
+            return total
+
+        before = getkeys_calls()
+        got = await client.blmpop(1, 1, key, direction="LEFT", count=100)  # type: ignore[arg-type,misc]
+        assert got == [key.encode(), [b"a", b"b"]]
+        assert getkeys_calls() == before
+    finally:
+        await close(client)
