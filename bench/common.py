@@ -1,7 +1,8 @@
 """Helpers every benchmark shares: process lifetimes, Redis pools, /proc readings and result tables.
 
 Processes are started with ``bench.harness.processes`` (the same helpers the e2e tests use) and are
-always stopped by their own PID through an ``ExitStack``, whether the benchmark passes or fails.
+always stopped by their own PID through an ``ExitStack``, whether the benchmark passes or fails, or is stopped
+with SIGTERM (``stopping_on_sigterm``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -88,9 +91,32 @@ class RedisServer:
 
 
 @contextlib.contextmanager
+def stopping_on_sigterm() -> Iterator[None]:
+    """Inside this block SIGTERM ends the benchmark as Ctrl-C does, by an exception, so that the blocks that stop its
+    processes run: Python's default SIGTERM exits at once and left its redis-server, API and workers running. Only
+    in the main thread, and only where SIGTERM still has its default action (a harness's own handler stays)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def end(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, end)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def bench_scope() -> Iterator[Bench]:
     """Everything a benchmark starts lives inside this block."""
-    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp, contextlib.ExitStack() as stack:
+    with (
+        stopping_on_sigterm(),
+        tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         yield Bench(Path(tmp), stack)
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from bench.common import OtherLoad
+from bench.common import OtherLoad, stopping_on_sigterm
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ class Processes:
 
 @contextmanager
 def processes() -> Iterator[Processes]:
-    with tempfile.TemporaryDirectory(prefix="relay-soak-") as tmp:
+    with stopping_on_sigterm(), tempfile.TemporaryDirectory(prefix="relay-soak-") as tmp:
         procs = Processes(Path(tmp))
         try:
             yield procs
