@@ -149,7 +149,8 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   with the most free slots): it claims the job there, exactly as the claim would (marker, try, lease on Redis's
   clock, the running band), pushes the claimed item onto that worker's own list (``handoff``), which the worker
   waits on with ``BLMPOP`` (taking every item waiting; ``BLPOP`` before Redis 7.0), counts it in the worker's
-  ``handed`` counter, and sends no wake-up notice. So a submit to an idle system costs no claim round trip. A
+  ``handed`` counter, and sends no wake-up notice (a call's hand-offs to one worker are written together: one push,
+  one count, one registration update). So a submit to an idle system costs no claim round trip. A
   workflow step released alone (a chain's next step as the commit of the one before applies, a chord's callback,
   a workflow's only first step) is handed off by the same rules (lib.lua ``relay_taker``, ``relay_hand_off``); a
   commit that puts a job back in its lane, or lets a parked lane run, hands off nothing after it, and several steps

@@ -92,6 +92,7 @@ for a = 4, #ARGV, 7 do
     out[item] = {'created', s}
   end
 end
+relay_flush_hand_offs(queue)
 relay_enqueue_jobs(queue, index, jobs, micros, {})
 for _, job in ipairs(jobs) do  -- the notices to all: for the jobs no worker was named for
   if not job[6] then

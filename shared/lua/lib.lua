@@ -456,29 +456,60 @@ local function relay_taker(queue, now, lane_id)
   return best
 end
 
+-- Append the values after `list` to it.
+local function relay_append_values(list, ...)
+  for _, value in ipairs({...}) do list[#list + 1] = value end
+end
+
 -- Claim job `job` ({id, lane id, record, due, index score, _, {try count, seq} as read, or nil to read them
--- here}) for worker `w` (relay_taker) as claim.lua's mark would (its marker flagged H), and push the claimed item
--- claim.lua would return onto the worker's list. Not aborted: an abort request counts only if made after the
--- enqueue, which is now (a stale one is ignored by the running job's checks too).
+-- here}) for worker `w` (relay_taker) as claim.lua's mark would (its marker flagged H), to be pushed, as the claimed
+-- item claim.lua would return, onto the worker's list by relay_flush_hand_offs: the call's hand-offs to one worker
+-- are written together (one MSET, two ZADDs, one RPUSH, one INCRBY and one HSET for all of them, where each cost
+-- those six), which its one BLMPOP takes together (worker/handoff.py). A script that hands off must call
+-- relay_flush_hand_offs before it ends, and before it ends any registration: until then nothing is written. Not
+-- aborted: an abort request counts only if made after the enqueue, which is now (a stale one is ignored by the
+-- running job's checks too).
+local relay_handed, relay_handed_order = {}, {}
 local function relay_hand_off(queue, index, job, w, now)
   local id, lane_id, record = job[1], job[2], job[3]
   local prior = job[7] or redis.call('MGET', TRIES .. id, SEQ .. id)
   local try = (tonumber(prior[1]) or 0) + 1
-  redis.call('MSET', JOB .. id, record, IN_PROGRESS .. id, w.token .. '|' .. try .. '|' .. now .. '|H|' .. lane_id,
-    TRIES .. id, try)
-  redis.call('ZADD', queue, RUNNING_BASE + now + w.lease, id)
-  redis.call('ZADD', index, job[5], id)
-  redis.call('RPUSH', HANDOFF .. w.token, cjson.encode({id, record, try, 0, job[4], tonumber(prior[2]) or 0}))
-  -- Its expiry moves on only as a registration starts (claim.lua): one renewed without a break for longer lapsed it,
-  -- and a count this INCR creates would otherwise outlive its worker.
-  if redis.call('INCR', HANDED .. w.token) == 1 then redis.call('PEXPIRE', HANDED .. w.token, HANDED_TTL_MS) end
-  w.free = w.free - 1
-  if w.free > 0 then
-    redis.call('HSET', IDLE .. queue, w.token, string.format('%s|%d|%d|%s|%s', w.until_ms, w.free, w.lease,
-      w.queues, w.tasks))
-  else
-    redis.call('HDEL', IDLE .. queue, w.token)
+  local to = relay_handed[w.token]
+  if to == nil then
+    to = {w = w, index = index, records = {}, leases = {}, indexed = {}, items = {}}
+    relay_handed[w.token] = to
+    relay_handed_order[#relay_handed_order + 1] = w.token
   end
+  local add = relay_append_values
+  add(to.records, JOB .. id, record, IN_PROGRESS .. id, w.token .. '|' .. try .. '|' .. now .. '|H|' .. lane_id,
+    TRIES .. id, try)
+  add(to.leases, RUNNING_BASE + now + w.lease, id)
+  add(to.indexed, job[5], id)
+  add(to.items, cjson.encode({id, record, try, 0, job[4], tonumber(prior[2]) or 0}))
+  w.free = w.free - 1
+end
+
+-- Write the hand-offs relay_hand_off gathered, worker by worker, in the order each was first handed one: before
+-- anything that ends registrations (relay_notify_named, relay_unregister_idle), which must have the last word.
+local function relay_flush_hand_offs(queue)
+  for _, token in ipairs(relay_handed_order) do
+    local to = relay_handed[token]
+    local w, n = to.w, #to.items
+    relay_chunked('MSET', nil, to.records)
+    relay_chunked('ZADD', queue, to.leases)
+    relay_chunked('ZADD', to.index, to.indexed)
+    relay_chunked('RPUSH', HANDOFF .. token, to.items)
+    -- Its expiry moves on only as a registration starts (claim.lua): one renewed without a break for longer lapsed
+    -- it, and a count this INCRBY creates would otherwise outlive its worker.
+    if redis.call('INCRBY', HANDED .. token, n) == n then redis.call('PEXPIRE', HANDED .. token, HANDED_TTL_MS) end
+    if w.free > 0 then
+      redis.call('HSET', IDLE .. queue, token, string.format('%s|%d|%d|%s|%s', w.until_ms, w.free, w.lease,
+        w.queues, w.tasks))
+    else
+      redis.call('HDEL', IDLE .. queue, token)
+    end
+  end
+  relay_handed, relay_handed_order = {}, {}
 end
 
 -- A handed job (shared/keys.py "Hand-off") that never started goes back to its lane `lane`, due now, its try given
@@ -645,6 +676,7 @@ local function relay_flow_release(queue, flow, steps, now, wake, events)
     fields[#fields + 1] = 'Q'
     events[#events + 1] = relay_flow_body('step_started', flow, now, '{"task":"' .. relay_record_name(record) .. '"}', j)
   end
+  relay_flush_hand_offs(queue)
   relay_chunked('HSET', key, fields)
   relay_enqueue_jobs(queue, INDEX .. queue, jobs, relay_micros or 0, {})
   for _, job in ipairs(jobs) do

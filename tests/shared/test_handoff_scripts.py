@@ -5,12 +5,15 @@ end-to-end behaviour, with real worker processes and signals, is in tests/e2e/te
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from arq.connections import ArqRedis
 
+import shared
 from shared import keys
 from shared.enqueue import Enqueuer, prepare
 from shared.errors import QueueFull
@@ -113,6 +116,45 @@ async def test_the_last_free_slot_used_ends_the_registration(pool: ArqRedis, set
     assert await worker.pop() is None  # the second waits in its lane for a claim
     assert await waiting_in_lanes(pool, settings) == 1
     assert (await worker.claim(1))[0] == [second]
+
+
+async def calls_of(pool: ArqRedis, *commands: str) -> dict[str, int]:
+    stats = await pool.info("commandstats")
+    return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands}
+
+
+async def test_jobs_handed_to_one_worker_by_one_enqueue_are_written_together(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """Concurrent submits share an enqueue call; its hand-offs to one worker are one push (which the worker's one
+    BLMPOP takes together, worker/handoff.py) and one count, not a push and a count each."""
+    submitter = Submitter(pool, settings)
+    await submitter.submit("stamp", delay_seconds=3600)  # the script loaded: no NOSCRIPT retry counted below
+    worker = Worker(pool, settings)
+    await worker.claim(3)
+    before = await calls_of(pool, "rpush", "incr", "incrby", "evalsha")
+    ids = await asyncio.gather(*(submitter.submit("stamp") for _ in range(3)))
+    after = await calls_of(pool, "rpush", "incr", "incrby", "evalsha")
+    assert after["evalsha"] - before["evalsha"] == 1  # one enqueue call for the three
+    assert [(await worker.pop() or [None])[0] for _ in ids] == list(ids)  # all three handed, in submit order
+    assert await worker.pop() is None
+    assert await worker.registration() is None  # its three free slots used
+    assert await pool.get(keys.handed(worker.token)) == b"3"
+    assert after["rpush"] - before["rpush"] == 1
+    assert (after["incr"] + after["incrby"]) - (before["incr"] + before["incrby"]) == 1
+    assert await waiting_in_lanes(pool, settings) == 1  # the deferred one
+
+
+def test_every_script_that_hands_off_writes_its_hand_offs() -> None:
+    """relay_hand_off only gathers (lib.lua): a script calling it without relay_flush_hand_offs would lose the jobs."""
+    lua = Path(shared.__file__).parent / "lua"
+    for script in lua.glob("*.lua"):
+        text = script.read_text()
+        if script.name == "lib.lua":  # relay_flow_release, its one caller there, flushes before it returns
+            release = text[text.index("local function relay_flow_release") :]
+            text = release[: release.index("\nend\n")]
+        if "relay_hand_off(" in text:
+            assert "relay_flush_hand_offs(queue)" in text, script.name
 
 
 async def test_nothing_waiting_is_overtaken(pool: ArqRedis, settings: Settings) -> None:
