@@ -135,7 +135,8 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
 - **Inboxes** (issue #25). Each API process subscribes, once at start, to its own channel
   ``inbox_channel(namespace, process)``. A task submitted with its events streamed back on the POST response names
   that channel in its job record (``ib``), and every script that appends the task's events while the record lives
-  (the worker's commits, an abort of a waiting task) publishes them there as well as on the task's channel; the
+  (the worker's commits, an abort of a waiting task) publishes them there as well as on the task's channel (one
+  message per inbox per script call, however many of that process's tasks the call wrote events for); the
   process routes them to the stream by the task id in each event. So the submit path has no per-task
   ``SUBSCRIBE`` round trip (nor its ``UNSUBSCRIBE``), and ordering is unchanged: the inbox is subscribed before any
   submit names it, so nothing of a task created by the submit can be published before its stream listens.

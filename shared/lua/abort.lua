@@ -44,6 +44,7 @@ elseif flow then
   relay_wake(queue, wake, now)
 end
 relay_flow_flush(ttl)
+relay_flush_inboxes()
 if string.find(record, '"rp":1', 1, true) or redis.call('EXISTS', REPLY .. id) == 1 then
   redis.call('ZADD', outbox, now, id)
   redis.call('PEXPIRE', REPLY .. id, ttl)

@@ -157,6 +157,7 @@ if #finished > 0 then
 end
 if #aborted > 0 then redis.call('ZREM', abort, unpack(aborted)) end
 relay_flow_flush(ttl)
+relay_flush_inboxes()  -- one message per API process for all of this call's tasks it streams
 if replies then redis.call('{{PUBLISH}}', channel, 'o') end
 -- Each job put back, and each lane a freed slot lets run, is named for a registered worker that runs it
 -- (shared/keys.py "Named claims"); with none, every worker of its channel hears of it.

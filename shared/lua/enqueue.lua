@@ -35,7 +35,31 @@ local function aborting(parent)
   return enqueued ~= nil and tonumber(requested) >= enqueued
 end
 
+-- The id checks of up to ID_CHECKS items in one MGET (a call carries the concurrent submits of every API
+-- coroutine): each id's job record, result, try count and event seq, read as the loop reaches them. Nothing this
+-- script writes before an item's turn changes another id's keys, and a repeated id is answered from `batch`. An
+-- existing id's whole record and result come back (up to about 2 MB): so at most ID_CHECKS ids' are held at once,
+-- each dropped once its item is decided.
+local ID_CHECKS = 4
+local known_of = {}  -- id -> {record, result, tries, seq} once read, true once an item used it
+-- Read the id of the item at ARGV[first] (again, if an item before used it and was refused) and the next unread.
+local function read_ids_from(first)
+  local ids, wanted = {}, {}
+  for a = first, #ARGV, 7 do
+    if #ids == ID_CHECKS then break end
+    local id = ARGV[a]
+    if a == first or known_of[id] == nil then
+      known_of[id] = true
+      ids[#ids + 1] = id
+      relay_append_values(wanted, JOB .. id, RESULT .. id, TRIES .. id, SEQ .. id)
+    end
+  end
+  local got = redis.call('MGET', unpack(wanted))
+  for k, id in ipairs(ids) do known_of[id] = {got[4 * k - 3], got[4 * k - 2], got[4 * k - 1], got[4 * k]} end
+end
+
 local out, jobs, batch, wake = {}, {}, {}, {}
+local clear_lanes = {}  -- lanes seen holding no due job (relay_taker)
 local item = 0
 for a = 4, #ARGV, 7 do
   item = item + 1
@@ -47,7 +71,9 @@ for a = 4, #ARGV, 7 do
   if batch[id] then
     state, name, old_fp = batch[id][1], batch[id][2], batch[id][3]
   else
-    local known = redis.call('MGET', JOB .. id, RESULT .. id, TRIES .. id, SEQ .. id)
+    if type(known_of[id]) ~= 'table' then read_ids_from(a) end
+    local known = known_of[id]
+    known_of[id] = true
     if known[1] or known[2] then
       state, name, old_fp = relay_state(queue, id, now)
     else
@@ -63,7 +89,7 @@ for a = 4, #ARGV, 7 do
     job = {id, lane_id, record, due, index_score, false, prior}  -- [6]: whether a worker was named for it
     -- A job handed off runs at once: it never waits, so the depth limit (what waits) does not apply to it, and
     -- its depth is not read.
-    w = due <= now and relay_taker(queue, now, lane_id)
+    w = due <= now and relay_taker(queue, now, lane_id, clear_lanes)
     if not w and depths[q] == nil then depths[q] = relay_depth(queue, q) end
   end
   if state then

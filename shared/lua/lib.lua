@@ -196,12 +196,26 @@ local function relay_trim(counter, stream, newest, max_len, max_bytes, ttl_ms)
   end
 end
 
+-- What a script publishes to each API process's inbox (shared/keys.py "Inboxes"), gathered by relay_append and
+-- published by relay_flush_inboxes: one message per inbox per script call, however many tasks of that process it
+-- wrote events for (the process routes each event by its task id), where each task's events were a PUBLISH.
+local relay_inbox_parts, relay_inbox_order = {}, {}
+
+-- Publish what relay_append gathered for the inboxes, each inbox's events in the order they were appended (a
+-- task's in its seq order). A script that passes an inbox to relay_emit must call this before it returns.
+local function relay_flush_inboxes()
+  for _, inbox in ipairs(relay_inbox_order) do
+    redis.call('{{PUBLISH}}', inbox, table.concat(relay_inbox_parts[inbox], '\n'))
+  end
+  relay_inbox_parts, relay_inbox_order = {}, {}
+end
+
 -- Append bodies[from..to] after `seq` to a log (one stream entry, id 0-<last seq>) and publish them as one
 -- message on the channel of the same name, then keep the log within its caps (relay_trim, its bytes counted in
 -- `counter`; a workflow's log, counter false, keeps its own counts: relay_flow_emit). Returns the new last seq
 -- and the entry written. If the log is ahead of the counter (the counter was lost), the numbering continues after
 -- the log's last entry instead of failing the whole script. With an `inbox` (an API process's channel, named by
--- the job record: shared/keys.py "Inboxes"), the message goes there too.
+-- the job record: shared/keys.py "Inboxes"), the events go there too, with the script's relay_flush_inboxes.
 local function relay_append(stream, counter, seq, bodies, from, to, max_len, max_bytes, ttl_ms, inbox)
   if to < from then return seq, '' end
   local last = seq + to - from + 1
@@ -215,7 +229,15 @@ local function relay_append(stream, counter, seq, bodies, from, to, max_len, max
     redis.call('XADD', stream, '0-' .. last, 'e', packed)
   end
   redis.call('{{PUBLISH}}', stream, packed)
-  if inbox and inbox ~= '' then redis.call('{{PUBLISH}}', inbox, packed) end
+  if inbox and inbox ~= '' then
+    local parts = relay_inbox_parts[inbox]
+    if parts == nil then
+      parts = {}
+      relay_inbox_parts[inbox] = parts
+      relay_inbox_order[#relay_inbox_order + 1] = inbox
+    end
+    parts[#parts + 1] = packed
+  end
   redis.call('PEXPIRE', stream, ttl_ms)
   -- A task's first events start its log (one entry: nothing to trim, no count to keep); otherwise keep the caps.
   if counter and (seq > 0 or last ~= seq + to - from + 1) then
@@ -439,8 +461,10 @@ local relay_handing_stopped = false
 
 -- The registered worker that takes a job of lane `lane_id` due now (one that serves its queue and runs its task
 -- with no limit, with the most free slots), or nil: none, or the lane already holds a job due now (its marker
--- scores its head), which the job must not overtake.
-local function relay_taker(queue, now, lane_id)
+-- scores its head), which the job must not overtake. `clear` (optional) remembers the lanes already seen holding
+-- no due job, for a caller under which no lane's marker moves until handing stops (enqueue.lua: a job that goes into
+-- its lane due now stops it, and the lanes are written after its loop), so its jobs of one lane read its marker once.
+local function relay_taker(queue, now, lane_id, clear)
   if relay_handing_stopped then return nil end
   local task, q = relay_lane_parts(lane_id)
   local best = nil
@@ -451,8 +475,10 @@ local function relay_taker(queue, now, lane_id)
     end
   end
   if best == nil then return nil end
+  if clear and clear[lane_id] then return best end
   local head = redis.call('ZSCORE', queue, MARKER .. lane_id)
   if head ~= false and head ~= nil and tonumber(head) < now + 1 then return nil end
+  if clear then clear[lane_id] = true end
   return best
 end
 
