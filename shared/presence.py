@@ -30,7 +30,7 @@ FORGET_SECONDS = 60.0
 MAX_RUNNING_SHOWN = 20
 
 
-def _key(queue_name: str) -> str:
+def presence_key(queue_name: str) -> str:
     """The presence hash: per deployment, not per task, so in shard 0 (``shared/keys.py``)."""
     with keys.on_shard(0):
         return keys.worker_presence(queue_name)
@@ -41,12 +41,12 @@ async def publish(redis: Redis, queue_name: str, worker_id: str, info: dict[str,
     ``seen_ms`` on Redis's clock (the worker's estimate of it: ``Engine.redis_now_ms``)."""
     record = info | {"id": worker_id, "seen_ms": int(seen_ms)}
     # redis-py types its hash commands as sync-or-async and str-valued; the async client awaits, bytes are fine.
-    await cast(Awaitable[int], redis.hset(_key(queue_name), worker_id, dumps(record).decode()))
+    await cast(Awaitable[int], redis.hset(presence_key(queue_name), worker_id, dumps(record).decode()))
 
 
 async def records(redis: Redis, queue_name: str) -> tuple[dict[bytes, bytes], float]:
     """Every worker's last record, as stored, and Redis's clock (ms) to compare their ``seen_ms`` with."""
-    key = _key(queue_name)
+    key = presence_key(queue_name)
     if isinstance(redis, RedisCluster):  # which pipelines no TIME: the clock of the node that holds the record
         fields = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(key))
         seconds, micros = await server_time(redis, key)
@@ -61,7 +61,7 @@ async def records(redis: Redis, queue_name: str) -> tuple[dict[bytes, bytes], fl
 async def read(redis: Redis, queue_name: str) -> list[dict[str, Any]]:
     """The workers heard of within ``FORGET_SECONDS`` that have not stopped, each with ``status`` (``alive``,
     ``stopping`` or ``silent``) and ``seen_seconds_ago``; longer-silent ones are removed."""
-    key = _key(queue_name)
+    key = presence_key(queue_name)
     fields, now_ms = await records(redis, queue_name)
     workers: list[dict[str, Any]] = []
     forgotten: list[str] = []

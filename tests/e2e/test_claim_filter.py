@@ -6,15 +6,18 @@ with ``NotRunnable``, for good: half of a project's tasks failed next to ``scrip
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from bench.harness.client import read_events, submit_ok, types, wait_state
 from bench.harness.processes import wait_until
+from shared import presence
 from shared.catalogue import STALE_SECONDS
 from tests.conftest import StartApi, StartWorker
 from tests.e2e.test_own_tasks import make_project
@@ -97,8 +100,20 @@ def test_a_rolling_deploy_that_adds_a_task_fails_none_for_lack_of_code(
     assert_each_ran_once(session.finals(ids))
 
 
+def age_the_record_of(client: redis.Redis, queue: str, pid: int, seconds: float) -> None:
+    """Move the presence record of the worker with ``pid`` back ``seconds`` on Redis's clock."""
+    key = presence.presence_key(queue)
+    for field, raw in client.hgetall(key).items():
+        record = json.loads(raw)
+        if record["pid"] == pid:
+            record["seen_ms"] -= int(seconds * 1000)
+            client.hset(key, field, json.dumps(record))
+            return
+    raise AssertionError(f"no presence record of worker {pid}")
+
+
 def test_a_job_no_live_worker_runs_waits_saying_so_and_runs_when_one_starts(
-    tmp_path: Path, spawn_api: StartApi, spawn_worker: StartWorker
+    tmp_path: Path, spawn_api: StartApi, spawn_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
     project = make_project(tmp_path)
     queue = f"relay:waits:{uuid.uuid4().hex[:8]}"
@@ -107,7 +122,12 @@ def test_a_job_no_live_worker_runs_waits_saying_so_and_runs_when_one_starts(
     own = spawn_worker(RELAY_QUEUE_NAME=queue, RELAY_TASK_MODULES=OWN, PYTHONPATH=str(project))
     wait_until(lambda: "acme_resize" in submit_offers(base), timeout=20, what="the project worker's offer")
     task_id = submit_ok(base, {"task": "acme_resize", "kwargs": {"url": "u"}, "delay_seconds": 2})
+    own_pid = own.pid
     own.stop()  # its worker leaves before the job falls due; the demo worker stays
+    # A worker that stopped still offers its tasks for STALE_SECONDS (30 s, shared.catalogue) after its last record,
+    # so that a rolling deploy's short gap refuses no submit. Its record is aged by that much here, as 30 s of
+    # waiting would (the staleness itself is tested in tests/shared/test_catalogue.py).
+    age_the_record_of(redis_client, queue, own_pid, STALE_SECONDS + 1)
 
     seen: dict[str, Any] = {}
 
@@ -115,9 +135,7 @@ def test_a_job_no_live_worker_runs_waits_saying_so_and_runs_when_one_starts(
         seen.update(httpx.get(f"{base}/tasks/{task_id}", timeout=10).json())
         return seen["state"] == "queued" and seen["waiting_reason"] is not None
 
-    # A worker that stopped still offers its tasks for STALE_SECONDS (30 s, shared.catalogue) after its last record,
-    # so that a rolling deploy's short gap refuses no submit: the reason shows once that has passed.
-    wait_until(waiting, timeout=30 + STALE_SECONDS, what="the job to wait for a worker that runs its task")
+    wait_until(waiting, timeout=30, what="the job to wait for a worker that runs its task")
     view = dict(seen)
     assert view["waiting_reason"] == "waiting for a worker that runs 'acme_resize'"
     assert view["tries"] == 0  # the demo worker never took it
