@@ -98,3 +98,26 @@ async def test_a_name_the_copy_does_not_know_is_read_again_before_it_is_refused(
     with pytest.raises(UnknownTask):
         await cat.get("nothing")
     await cat.close()
+
+
+@pytest.mark.parametrize(
+    ("seen_ago", "offered"), [(catalogue.STALE_SECONDS - 1, True), (catalogue.STALE_SECONDS + 1, False)]
+)
+async def test_a_worker_offers_its_tasks_until_its_record_is_stale_on_redis_time(
+    redis: Redis, seen_ago: float, offered: bool
+) -> None:
+    """A stopped worker's offers stay STALE_SECONDS after its last record (a rolling deploy's gap refuses no submit),
+    counted on Redis's clock; then its tasks are refused (tests/e2e/test_claim_filter.py ages a real one's)."""
+    queue = f"relay:cat:{uuid.uuid4().hex[:8]}"
+    digest, body = catalogue.encode([task("resize")])
+    await catalogue.store(redis, digest, body)
+    seconds, micros = await redis.time()
+    seen_ms = seconds * 1000 + micros / 1000 - seen_ago * 1000
+    await presence.publish(redis, queue, "worker-1", {"catalogue": digest, "stopped": True}, seen_ms)
+    cat = Catalogue(redis, queue, Clock())
+    if offered:
+        assert (await cat.get("resize")).name == "resize"
+    else:
+        with pytest.raises(UnknownTask):
+            await cat.get("resize")
+    await cat.close()
