@@ -7,7 +7,7 @@ from sanic import Sanic
 from api import auth, cors, errors, lifecycle, observe
 from api.resources import RelayApp
 from api.routes import dashboard, events, health, stats, tasks, workflows
-from shared import tracing
+from shared import catalogue, tracing
 from shared.apikeys import parse_api_keys
 from shared.logs import configure as configure_logging
 from shared.settings import get_settings
@@ -18,6 +18,7 @@ APP_NAME = "relay"
 def create_app() -> RelayApp:
     """A configured app; resources are opened by its listeners, in the serving process."""
     configure_logging()
+    catalogue.load_validation()
     settings = get_settings()
     app: RelayApp = Sanic(APP_NAME)
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes

@@ -96,3 +96,18 @@ def test_every_registered_task_is_an_arq_function() -> None:
 
     assert sorted(f.name for f in worker.settings.functions) == sorted(spec.name for spec in registry)
     assert worker.settings.allow_abort_jobs is True
+
+
+def test_a_worker_starts_without_importing_jsonschema(tmp_path: Path) -> None:
+    """Arguments the compiled check cannot pass are rare in a worker (its children's submits): jsonschema, about
+    0.05 to 0.15 s of a start here, is imported when one comes (``shared.catalogue``), as an API process does at
+    its own start."""
+    code = (
+        "import sys; from arq.utils import import_string; import_string('worker.settings'); "
+        "import api.app; print('jsonschema' in sys.modules); api.app.create_app(); print('jsonschema' in sys.modules)"
+    )
+    env = {**os.environ, "RELAY_TASK_MODULES": "worker.tasks.demo"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env
+    )
+    assert out.stdout.split() == ["False", "True"]
