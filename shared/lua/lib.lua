@@ -196,6 +196,18 @@ local function relay_trim(counter, stream, newest, max_len, max_bytes, ttl_ms)
   end
 end
 
+-- Append `value` to `pending[key]`, a list, noting in `order` the keys in the order each was first given one (what a
+-- script gathers to write at its end: each key's values together, the keys in a stable order).
+local function relay_gather(pending, order, key, value)
+  local list = pending[key]
+  if list == nil then
+    list = {}
+    pending[key] = list
+    order[#order + 1] = key
+  end
+  list[#list + 1] = value
+end
+
 -- What a script publishes to each API process's inbox (shared/keys.py "Inboxes"), gathered by relay_append and
 -- published by relay_flush_inboxes: one message per inbox per script call, however many tasks of that process it
 -- wrote events for (the process routes each event by its task id), where each task's events were a PUBLISH.
@@ -229,15 +241,7 @@ local function relay_append(stream, counter, seq, bodies, from, to, max_len, max
     redis.call('XADD', stream, '0-' .. last, 'e', packed)
   end
   redis.call('{{PUBLISH}}', stream, packed)
-  if inbox and inbox ~= '' then
-    local parts = relay_inbox_parts[inbox]
-    if parts == nil then
-      parts = {}
-      relay_inbox_parts[inbox] = parts
-      relay_inbox_order[#relay_inbox_order + 1] = inbox
-    end
-    parts[#parts + 1] = packed
-  end
+  if inbox and inbox ~= '' then relay_gather(relay_inbox_parts, relay_inbox_order, inbox, packed) end
   redis.call('PEXPIRE', stream, ttl_ms)
   -- A task's first events start its log (one entry: nothing to trim, no count to keep); otherwise keep the caps.
   if counter and (seq > 0 or last ~= seq + to - from + 1) then
@@ -634,13 +638,7 @@ end
 local relay_flow_pending, relay_flow_order = {}, {}
 
 local function relay_flow_queue(flow, body)
-  local list = relay_flow_pending[flow]
-  if not list then
-    list = {}
-    relay_flow_pending[flow] = list
-    relay_flow_order[#relay_flow_order + 1] = flow
-  end
-  list[#list + 1] = body
+  relay_gather(relay_flow_pending, relay_flow_order, flow, body)
 end
 
 -- Append what relay_flow_queue held, each workflow's events in the order they were queued. Every script that

@@ -19,6 +19,14 @@ import worker.settings
 from shared.serialization import dumps, loads
 
 
+def run_fresh(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh Python process with the demo tasks, as ``arq worker.settings`` starts."""
+    env = {**os.environ, "RELAY_TASK_MODULES": "worker.tasks.demo"}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True, timeout=60, env=env
+    )
+
+
 def test_settings_module_holds_only_arq_worker_arguments() -> None:
     public = {
         name
@@ -35,10 +43,7 @@ def test_worker_settings_imports_from_a_fresh_process(tmp_path: Path) -> None:
         "from arq.utils import import_string; s = import_string('worker.settings'); "
         "print(sorted(f.name for f in s.functions))"
     )
-    env = {**os.environ, "RELAY_TASK_MODULES": "worker.tasks.demo"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env
-    )
+    out = run_fresh(code, tmp_path)
     assert out.stdout.strip() == "['add', 'count', 'echo', 'fail', 'mul', 'numbers', 'sleep', 'tsum']"
 
 
@@ -57,10 +62,7 @@ seen["imported"] = [type(asyncio.get_event_loop_policy()).__module__, gc.get_fre
 arq.cli.run_worker(settings)
 print(json.dumps(seen))
 """
-    env = {**os.environ, "RELAY_TASK_MODULES": "worker.tasks.demo"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env
-    )
+    out = run_fresh(code, tmp_path)
     seen = json.loads(out.stdout)
     assert seen["imported"] == ["asyncio.unix_events", 0]
     loop, frozen = seen["at start"]
@@ -106,8 +108,5 @@ def test_a_worker_starts_without_importing_jsonschema(tmp_path: Path) -> None:
         "import sys; from arq.utils import import_string; import_string('worker.settings'); "
         "import api.app; print('jsonschema' in sys.modules); api.app.create_app(); print('jsonschema' in sys.modules)"
     )
-    env = {**os.environ, "RELAY_TASK_MODULES": "worker.tasks.demo"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env
-    )
+    out = run_fresh(code, tmp_path)
     assert out.stdout.split() == ["False", "True"]
