@@ -68,6 +68,12 @@ class DevRunner:
 
         wait_until(seen, timeout, f"the dev runner to say {text!r}")
 
+    def wait_until_up(self, timeout: float = 60) -> None:
+        """Until the runner has said everything it says once Relay is up: "Relay is up" comes first and the guide's
+        lines after it, so a test that read its lines at "Relay is up" could miss them (seen on a slow host)."""
+        self.wait_for("Relay is up", timeout)
+        self.wait_for("added a task?", timeout)
+
     def interrupt(self) -> None:
         """What Ctrl-C does: SIGINT to the runner (its children live in their own sessions)."""
         self.proc.send_signal(signal.SIGINT)
@@ -111,7 +117,7 @@ def kept(client: redis.Redis, task_id: str) -> bool:
 def test_dev_runner_starts_everything_and_stops_in_order(tmp_path: Path, dev: list[DevRunner]) -> None:
     runner = DevRunner(tmp_path, RELAY_HEARTBEAT_SECONDS="5")
     dev.append(runner)
-    runner.wait_for("Relay is up")
+    runner.wait_until_up()
     assert "                 (and the other RELAY_* variables you set here: RELAY_HEARTBEAT_SECONDS)" in runner.lines()
     task_id = submit_ok(runner.base, {"task": "echo", "args": ["dev"]})
     assert types(read_events(runner.base, task_id)) == ["started", "result", "end"]
@@ -130,7 +136,7 @@ def test_dev_runner_starts_everything_and_stops_in_order(tmp_path: Path, dev: li
 def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: Path, dev: list[DevRunner]) -> None:
     runner = DevRunner(tmp_path, "--workers", "0")
     dev.append(runner)
-    runner.wait_for("Relay is up")
+    runner.wait_until_up()
     line = next(line for line in runner.lines() if line.startswith("another worker:"))
     url, modules, metrics, *argv = shlex.split(line.removeprefix("another worker:"))
     assert url == f"RELAY_REDIS_URL=redis://127.0.0.1:{runner.redis_port}/0"
@@ -199,7 +205,7 @@ def test_tasks_runs_your_own_task_modules(tmp_path: Path, dev: list[DevRunner]) 
     (tmp_path / "mytasks.py").write_text(MY_TASKS)
     runner = DevRunner(tmp_path, "--tasks", "mytasks", PYTHONPATH=str(tmp_path))
     dev.append(runner)
-    runner.wait_for("Relay is up")
+    runner.wait_until_up()
     task_id = submit_ok(runner.base, {"task": "greet", "kwargs": {"name": "dev"}})
     assert read_events(runner.base, task_id)[-2]["data"] == "hello dev"
     line = next(line for line in runner.lines() if line.startswith("another worker:"))
@@ -403,7 +409,7 @@ def test_a_data_directory_in_use_is_refused(tmp_path: Path, dev: list[DevRunner]
 
 
 def _start_sleeping_task(runner: DevRunner) -> str:
-    runner.wait_for("Relay is up")
+    runner.wait_until_up()
     task_id = submit_ok(runner.base, {"task": "sleep", "kwargs": {"seconds": 600, "steps": 600}})
     wait_state(runner.base, task_id, {"running"})
     return task_id
@@ -473,7 +479,7 @@ def test_second_ctrl_c_stops_promptly_and_loses_no_job(tmp_path: Path, dev: list
     # and the way out, as the runner said: --reset starts without it
     reset = DevRunner(tmp_path, "--reset", redis_port=runner.redis_port)
     dev.append(reset)
-    reset.wait_for("Relay is up")
+    reset.wait_until_up()
     assert "reset: the dev queue, tasks and events are gone" in reset.output()
     assert httpx.get(f"{reset.base}/tasks/{task_id}", timeout=10).status_code == 404
     reset.interrupt()
@@ -522,7 +528,7 @@ def test_second_ctrl_c_makes_the_workers_requeue_their_jobs_themselves(tmp_path:
 def test_each_dev_worker_serves_its_own_metrics(tmp_path: Path, dev: list[DevRunner]) -> None:
     runner = DevRunner(tmp_path, "--workers", "2")
     dev.append(runner)
-    runner.wait_for("Relay is up")
+    runner.wait_until_up()
     first, second = runner.metrics_port, runner.metrics_port + 1
     urls = [f"http://127.0.0.1:{port}/metrics" for port in (first, second)]
     assert f"worker metrics:  {urls[0]}  {urls[1]}" in runner.lines()
