@@ -42,11 +42,12 @@ end
 -- each dropped once its item is decided.
 local ID_CHECKS = 4
 local known_of = {}  -- id -> {record, result, tries, seq} once read, true once an item used it
--- Read the id of the item at ARGV[first] (again, if an item before used it and was refused) and the next unread.
-local function read_ids_from(first)
+-- Read the id of the item at ARGV[first] (again, if an item before used it and was refused) and, up to `up_to` ids
+-- in all, the next unread.
+local function read_ids_from(first, up_to)
   local ids, wanted = {}, {}
   for a = first, #ARGV, 7 do
-    if #ids == ID_CHECKS then break end
+    if #ids == up_to then break end
     local id = ARGV[a]
     if a == first or known_of[id] == nil then
       known_of[id] = true
@@ -71,7 +72,11 @@ for a = 4, #ARGV, 7 do
   if batch[id] then
     state, name, old_fp = batch[id][1], batch[id][2], batch[id][3]
   else
-    if type(known_of[id]) ~= 'table' then read_ids_from(a) end
+    if known_of[id] == nil then
+      read_ids_from(a, ID_CHECKS)
+    elseif known_of[id] == true then  -- an item before of this id was refused: read it again, alone
+      read_ids_from(a, 1)
+    end
     local known = known_of[id]
     known_of[id] = true
     if known[1] or known[2] then
