@@ -24,7 +24,7 @@ BIN = Path(sys.executable).parent
 # (32768-60999 on Linux by default). With ports the kernel picks (bind to 0), two pytest-xdist processes could
 # pick the same free port before either server bound it: the loser's API failed to bind, and its readiness
 # probe was answered by the other process's API on that port. An outgoing connection's local port, drawn from
-# the ephemeral range, can never take one of these either. Blocks repeat beyond 4 processes (-n 3 and more).
+# the ephemeral range, can never take one of these either. Blocks repeat from a fifth process on (-n 5 and more).
 PORT_BLOCK_SIZE = 3000
 # Two test runs at once on one machine (say, two checkouts) each need their own range: RELAY_TEST_FIRST_PORT moves
 # this one's (blocks of PORT_BLOCK_SIZE from there; keep the last block below 32768).
