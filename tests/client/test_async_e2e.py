@@ -140,6 +140,8 @@ async def test_run_resumes_a_cut_stream_on_another_api_and_returns_the_result(
     def kill_once_running() -> None:
         wait_until(lambda: httpx.get(f"{second}/tasks/{task_id}", timeout=5).json().get("state") == "running", 20,
                    "the task running")  # fmt: skip
+        # ... and an event has reached the client (tests/client/test_sync_e2e.py's twin says why)
+        wait_until(lambda: b'"seq":' in proxy.delivered[0], 20, "an event sent back to the client")
         proxy.target = address(second)  # the "load balancer" now sends new connections elsewhere
         victim.send(signal.SIGKILL)
 

@@ -408,6 +408,10 @@ def test_run_resumes_a_cut_stream_on_another_api_and_returns_the_result(
     def kill_once_running() -> None:
         wait_until(lambda: httpx.get(f"{second}/tasks/{task_id}", timeout=5).json().get("state") == "running", 20,
                    "the task running")  # fmt: skip
+        # ... and an event has reached the client: before one does, the client sends its submit again (the task
+        # may not exist yet), not a resume. On a loaded host the task can be running before the victim API has
+        # written its first event back.
+        wait_until(lambda: b'"seq":' in proxy.delivered[0], 20, "an event sent back to the client")
         proxy.target = address(second)  # the "load balancer" now sends new connections elsewhere
         victim.send(signal.SIGKILL)
 

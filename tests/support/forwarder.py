@@ -21,12 +21,17 @@ def address(base_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+RECORDED_BYTES = 65536  # what ``Forwarder.delivered`` keeps of each connection's answer
+
+
 class Forwarder:
     """``url`` forwards to ``target`` (host, port); ``connections`` lists where each accepted one went."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.connections: list[tuple[str, int]] = []
+        # Per connection, the first bytes sent back to its client (up to RECORDED_BYTES), recorded once sent.
+        self.delivered: list[bytearray] = []
         self._sockets: list[socket.socket] = []
         self._frozen: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -59,11 +64,13 @@ class Forwarder:
                 downstream.close()  # like a balancer with no healthy backend
                 continue
             upstream.settimeout(None)
+            delivered = bytearray()
             with self._lock:
                 self.connections.append(target)
+                self.delivered.append(delivered)
                 self._sockets += [downstream, upstream]
-            for src, dst in ((downstream, upstream), (upstream, downstream)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, record in ((downstream, upstream, None), (upstream, downstream, delivered)):
+                threading.Thread(target=self._pipe, args=(src, dst, record), daemon=True).start()
 
     def freeze(self) -> None:
         """The connections open now carry nothing more, either way, yet stay open: a peer that hung. New
@@ -71,13 +78,15 @@ class Forwarder:
         with self._lock:
             self._frozen.update(self._sockets)
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, record: bytearray | None) -> None:
         try:
             while data := src.recv(65536):
                 if src in self._frozen:
                     self._closed.wait()  # held until the forwarder closes, never delivered
                     return
                 dst.sendall(data)
+                if record is not None and len(record) < RECORDED_BYTES:
+                    record += data
         except OSError:
             pass
         finally:
