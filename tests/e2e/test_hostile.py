@@ -68,6 +68,15 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+def metrics_or_empty(base: str) -> str:
+    """The API's metrics, or "" when they take over 10 s: while it opens 400 replays on a slow host (a CI run timed
+    out so). Whether others are starved is asserted after they have started, end to end."""
+    try:
+        return httpx.get(f"{base}/metrics", timeout=10).text
+    except httpx.TimeoutException:
+        return ""
+
+
 @heavy
 def test_streams_that_never_read_do_not_starve_others_or_grow_memory(spawn_api: StartApi, spawn_worker) -> None:  # type: ignore[no-untyped-def]
     # A patient pool: on a busy machine 400 replays at once can keep all 100 connections busy past the 2 s
@@ -90,8 +99,7 @@ def test_streams_that_never_read_do_not_starve_others_or_grow_memory(spawn_api: 
         # ends, and Sanic cuts a stream that could not write for RESPONSE_TIMEOUT (60 s), which a loaded machine
         # can take to open them all (a CI run failed so).
         started = 'relay_http_requests_total{method="GET",route="/tasks/<task_id:str>/events",status="200"} 400.0'
-        metrics = lambda: httpx.get(f"{base}/metrics", timeout=10).text  # noqa: E731
-        wait_until(lambda: started in metrics(), 60, "400 streams to start")
+        wait_until(lambda: started in metrics_or_empty(base), 60, "400 streams to start")
         # Others are still served, end to end, while the stalled readers sit on the chatty task.
         quick = submit_ok(base, {"task": "count", "kwargs": {"n": 3, "interval": 0}})
         assert types(read_events(base, quick)) == ["started", "partial", "partial", "partial", "result", "end"]
