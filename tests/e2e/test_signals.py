@@ -39,7 +39,9 @@ def test_worker_sigterm_past_grace_requeues_to_another_worker(spawn_api: StartAp
     q = queue()
     _, base = spawn_api(RELAY_QUEUE_NAME=q)
     first = spawn_worker(RELAY_QUEUE_NAME=q, RELAY_WORKER_GRACE_SECONDS="1")
-    task_ids = [submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 4, "steps": 4}}) for _ in range(6)]
+    # 10 s each: all must still be running when the 1 s grace ends. With 4 s, a CI run on a slow host took at least
+    # 3 s to see all six running and start the replacement, and one task ended within the grace (no requeue).
+    task_ids = [submit_ok(base, {"task": "sleep", "kwargs": {"seconds": 10, "steps": 10}}) for _ in range(6)]
     for task_id in task_ids:
         wait_state(base, task_id, {"running"})
     spawn_worker(RELAY_QUEUE_NAME=q)  # the replacement, as in a rolling deploy
