@@ -66,7 +66,7 @@ def test_the_tests_add_the_dev_extra_and_then_dev_needs_nothing_more(tree: Path)
     assert run(tree, "scripts/test -q") == [
         "python -m pip install --quiet --upgrade pip",
         "python -m pip install --quiet -e .[dev]",
-        "python -m pytest -n 2 --dist loadgroup -q",
+        "python -m pytest -n 3 --dist loadgroup -q",
     ]
     assert run(tree, "scripts/dev") == ["python scripts/devrun.py"]  # the dev extra holds everything it needs
 
@@ -81,7 +81,7 @@ def test_ci_lints_with_the_dev_extra_installed(tree: Path) -> None:
     ]
     assert calls[4:] == [
         "mypy ",
-        "python -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider",
+        "python -m pytest -n 3 --dist loadgroup -q -p no:cacheprovider",
         "container-test -q",
     ]
 
