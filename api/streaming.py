@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -25,6 +27,11 @@ logger = logging.getLogger("relay.api.stream")
 
 # Another API process (or this one, a moment later) likely has room.
 STREAMS_RETRY_AFTER_SECONDS = 2
+# The kernel send buffer a stream's connection may fill (Linux doubles it for its bookkeeping: 512 KiB). Left to
+# autotuning, a loopback or LAN socket grows to tcp_wmem's 4 MB, so a client that opens streams and never reads
+# pinned that much kernel memory each; a reading client loses nothing (an event is at most 64 KiB, a result 1 MiB,
+# and 512 KiB in flight is 10 MB/s even at a 50 ms round trip).
+STREAM_SEND_BUFFER_BYTES = 262_144
 
 
 P = ParamSpec("P")
@@ -106,6 +113,16 @@ def followed_task(res: Resources, task_id: str, public_id: str) -> Followed:
     return Followed(task_id, public_id, res.events, FINAL_TYPE, repair_end, rewrite)
 
 
+def bound_send_buffer(request: Request) -> None:
+    """Cap the connection's kernel send buffer at ``STREAM_SEND_BUFFER_BYTES``: what a stalled reader can pin.
+    Fails without: tests/e2e/test_hostile.py::test_a_stream_that_is_never_read_pins_a_bounded_send_buffer"""
+    sock = request.transport.get_extra_info("socket")
+    if sock is None:  # the client has gone: the stream ends at its first write
+        return
+    with contextlib.suppress(OSError):  # likewise
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER_BYTES)
+
+
 async def send_stream(
     request: Request, res: Resources, task_id: str, after_seq: int, fmt: StreamFormat, public_id: str
 ) -> None:
@@ -175,6 +192,7 @@ async def _stream(
     options = FollowOptions(res.settings.heartbeat_seconds, res.settings.api_drain_seconds)
     headers = stream_headers(public_id, target.header) | (extra or {})
     response = await request.respond(content_type=fmt.value, headers=headers)
+    bound_send_buffer(request)
     logger.debug("stream of %s opened (%s, after seq %d); %d open", stored_id, fmt.name, after_seq, res.streams.count)
     frames, last = 0, "none"
     events = follow_subscribed(
