@@ -101,6 +101,10 @@ class Engine:
         self._unanswered_claims: dict[int, str] = {}
         self._claim_rotation = 0  # the shard the next claim starts at, modulo their count
         self._abort_notices: set[str] = set()
+        # The last poll failed on a Redis error: the next waits a whole step (notices end it sooner), since what
+        # would otherwise end the sleep at once (a watch's time come, an abort notice) is still pending, and a
+        # Redis refusing writes (OOM, MISCONF) would be asked again in a tight loop.
+        self._poll_failed = False
         self._shard_polls: dict[int, ShardPoll] = {}  # with several shards: why and when to ask each (``_claim``)
         self._last_abort_check = 0.0
         self._last_maintenance = 0.0
@@ -165,6 +169,8 @@ class Engine:
         self._clock_synced = time.monotonic()
 
     def _sleep_seconds(self, step: float) -> float:
+        if self._poll_failed:
+            return step
         now_ms = self.redis_now_ms()
         wake_at = now_ms + step * 1000
         free = self._claiming and self.has_free_slot
@@ -190,6 +196,7 @@ class Engine:
                 task.result()
         self._claiming = worker.allow_pick_jobs and not self.shutting_down
         self._worker = worker
+        self._poll_failed = False
         try:
             if self._claiming:
                 await self._claim(worker)
@@ -203,6 +210,7 @@ class Engine:
         except (RedisError, OSError) as exc:
             logger.warning("poll failed on a Redis error (%s); polling again", exc)
             self._next_due_ms = None
+            self._poll_failed = True
             return
         if time.monotonic() - self._last_maintenance > MAINTENANCE_SECONDS:
             self._last_maintenance = time.monotonic()
