@@ -40,7 +40,8 @@ class WakeupListener:
             with keys.on_shard(shard):
                 named = [keys.queue_channel(queue_name, q) for q in queues or []]
                 channels = list(dict.fromkeys([keys.wakeup_channel(queue_name), *named]))
-                self._subscriptions.append((redis.pubsub(ignore_subscribe_messages=True), channels))
+                # Subscribe confirmations are read: a channel confirmed again was subscribed again after a reconnect.
+                self._subscriptions.append((redis.pubsub(), channels))
         self._default_channel = keys.wakeup_channel(queue_name).encode()
         self._engine = engine
         self._tasks: list[asyncio.Task[None]] = []
@@ -104,7 +105,12 @@ class WakeupListener:
             task.add_done_callback(self._passing_on.discard)
 
     async def _listen(self, pubsub: PubSub, shard: int) -> None:
+        """Read ``shard``'s notices. A loss is seen two ways: an error reaching this loop, or a channel's
+        subscription confirmed a second time, since redis-py reconnects and subscribes again inside
+        ``get_message`` when the server drops the connection (``CLIENT KILL``, a proxy's idle cut, a restart),
+        with no error to see. Either way the worker claims once."""
         lost = False
+        confirmed: set[bytes] = set()
         while True:
             try:
                 message = await pubsub.get_message(timeout=5.0)
@@ -118,7 +124,14 @@ class WakeupListener:
                 lost = False
                 logger.info("wake-up channel back")
                 self._engine.catch_up(shard)  # a notice may have been missed meanwhile
-            if message is not None:
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                if message["channel"] in confirmed:
+                    logger.info("wake-up channel subscribed again after a reconnect")
+                    self._engine.catch_up(shard)
+                confirmed.add(message["channel"])
+            elif message["type"] == "message":
                 try:
                     self.handle(message["data"], shard, message["channel"])
                 except ValueError:
