@@ -84,7 +84,7 @@ class WakeupListener:
         due then. Only that worker claims; the others' registrations stand, and a claim of theirs would take
         nothing. Named for a job due now that it cannot take (stopping, or its slots filled since it registered),
         or for a later one as it stops, this worker tells every worker instead, rather than leave the job to a
-        poll; a later one it keeps (``worker.engine.promises``)."""
+        poll; any other it keeps (``worker.engine.promises``) until its claim, so a stop before then tells them."""
         due_ms: float | None = None
         if kind == b"e":
             due_text, _, rest = rest.partition(b"|")
@@ -94,7 +94,7 @@ class WakeupListener:
         if due_ms is not None and not self._engine.shutting_down:
             self._engine.note_promised(due_ms, channel, shard)  # busy now, it may be free by then
         elif self._engine.can_claim:
-            self._engine.note_job(shard)
+            self._engine.note_named_job(channel, shard)
         else:
             notice = b"j" if due_ms is None else b"d%d" % due_ms
             logger.debug("named for a job it cannot take now: telling every worker")

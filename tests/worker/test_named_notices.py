@@ -97,6 +97,27 @@ async def test_a_named_worker_that_is_stopping_passes_the_notice_on_to_all() -> 
     assert told.messages == [(CHANNEL, b"j")]
 
 
+async def test_a_worker_named_for_a_job_due_now_that_stops_before_its_claim_passes_the_notice_on_to_all() -> None:
+    """The notice went to this worker alone and ended its registration: a stop landing between the notice and
+    the claim it asked for left the job to the other workers' polls (seconds), told to none of them."""
+    engine = idle_engine()
+    told = telling(engine)
+    listener(engine).handle(b"w" + engine.token.encode(), channel=CHANNEL)
+    assert engine.wake.is_set()  # free: it claims at once...
+    engine.begin_stop(5.0)  # ... but the signal comes first
+    await asyncio.wait_for(told.sent.wait(), 5)
+    assert told.messages == [(CHANNEL, b"j")]
+
+
+async def test_a_worker_named_for_a_job_due_now_that_claimed_it_tells_nobody() -> None:
+    engine = idle_engine()
+    told = telling(engine)
+    listener(engine).handle(b"w" + engine.token.encode(), channel=CHANNEL)
+    await engine._keep_promises()  # after the poll's claim, which took it (a slot is still free)
+    assert told.messages == []
+    assert engine.promises.next_ms() is None  # nothing left for a stop to pass on
+
+
 # A job named for this worker that falls due later ('e<due>|<token>'): worker.engine.promises.
 
 CHANNEL = b"relay:wakeup:relay:queue"

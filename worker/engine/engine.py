@@ -576,6 +576,12 @@ class Engine:
         self.promises.add(channel, due_ms, shard=shard)
         self.note_due(due_ms, shard)  # its registration ended: it claims now, and so registers again
 
+    def note_named_job(self, channel: bytes, shard: int = 0) -> None:
+        """A notice named this worker to claim a job of ``channel`` due now: kept as a promise due now until the
+        claim, so a stop that lands first tells every worker instead (the notice went to this worker alone)."""
+        self.promises.add(channel, self.redis_now_ms(), shard=shard)
+        self.note_job(shard)
+
     def catch_up(self, shard: int = 0) -> None:
         """``shard``'s wake-up channel is back after a loss: claim from it now, for any notice missed meanwhile."""
         self._registered_at = None
