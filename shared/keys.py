@@ -221,9 +221,11 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   at its time tells every worker of the channel (``j``), whose claims then watch the lane; one that stops ends its
   watches (``wake_all.lua``, compared with its token and time, so safe to apply twice) and tells every worker when the
   earliest falls due (``d<ms>``). A watcher lost without stopping leaves its lanes' jobs to the others' polls
-  (``RELAY_POLL_DELAY_SECONDS`` at most after they fall due), as a lost notice does. A replayed claim returns no
-  watches, but has its worker claim again at once, which does. Workers from before watches ignore them, and claim as
-  every due time comes, as they did.
+  (``RELAY_POLL_DELAY_SECONDS`` at most after they fall due), as a lost notice does. A replayed claim returns the
+  watches its first run wrote when that run took jobs (they are kept with the batch), and a claim sent again that
+  had taken none runs anew and returns the lanes it watches: so a worker that stops with a claim unanswered (it
+  sends it again to hand the jobs back) ends its watches too, as does one whose stop began while a claim was on
+  its way. Workers from before watches ignore them, and claim as every due time comes, as they did.
 - **Replays.** A script the client sends again after a timeout or a dropped connection is applied once: the
   claim records its request id and batch under ``claim_request(token)``, and a replay returns that batch;
   commits are fenced by the owner's token and skip events already in the log; enqueues are idempotent by id.

@@ -7,7 +7,7 @@
 -- try counter counts the try. Every time here is Redis's (relay_now), so workers whose clocks disagree still
 -- agree on leases and limits.
 -- A replay (the same request id again: the client sent it twice after a timeout or a dropped connection) returns
--- the jobs the first call claimed and took over, and claims nothing more.
+-- the jobs the first call claimed and took over, and the watches it wrote with them, and claims nothing more.
 -- The hand-off (shared/keys.py "Hand-off"): a worker that takes hand-offs says so (ARGV 8), and every claim of it
 -- either registers it in the idle registry (it took everything it could and has free slots) or removes it; its
 -- free slots count the handed jobs still on their way to it as taken.
@@ -86,7 +86,7 @@ local function replayed(kept)
       swept[#swept + 1] = {entry[1], record, try, aborted, seq_of(entry[1]), entry[2]}
     end
   end
-  return {claimed, swept, 0, false, now, held_back}
+  return {claimed, swept, 0, false, now, held_back, false, false, kept[4] or {}}
 end
 
 -- Register this worker for hand-offs until `until_ms` with `free` slots (shared/keys.py "Hand-off"), or, with
@@ -548,15 +548,6 @@ if earliest_lease ~= nil and earliest_lease <= RUNNING_BASE + now and sweep_limi
 end
 if #stale > 0 then redis.call('ZREM', abort, unpack(stale)) end
 
--- What this call took, for a replay of it (kept about as long as a lease: a replay comes within the client's
--- retry budget, and by then the worker has moved on to other request ids).
-if #claimed > 0 or #swept > 0 then
-  local taken, over = {}, {}
-  for i, item in ipairs(claimed) do taken[i] = {item[1], item[5]} end
-  for i, item in ipairs(swept) do over[i] = {item[1], item[6]} end
-  redis.call('SET', request_key, cjson.encode({request, taken, over}), 'PX', math.max(lease, 60000))
-end
-
 -- Watched due times (shared/keys.py "Watched due times"): of the first WATCH_LOOKAHEAD lanes that fall due later,
 -- this worker wakes for those no other worker watches, and watches them (it claims as each falls due: `watching`,
 -- {channel, ms, lane}, which it keeps as promises) if it has a slot left after this claim or watched the lane
@@ -590,6 +581,16 @@ if #later > 0 then
     end
   end
   if #later > looked then due_at(later[looked + 1].score) end
+end
+
+-- What this call took, for a replay of it (kept about as long as a lease: a replay comes within the client's
+-- retry budget, and by then the worker has moved on to other request ids), with the watches it wrote: a worker
+-- that never got this reply (stopping, it sends it again to hand the jobs back) must still end them.
+if #claimed > 0 or #swept > 0 then
+  local taken, over = {}, {}
+  for i, item in ipairs(claimed) do taken[i] = {item[1], item[5]} end
+  for i, item in ipairs(swept) do over[i] = {item[1], item[6]} end
+  redis.call('SET', request_key, cjson.encode({request, taken, over, watching}), 'PX', math.max(lease, 60000))
 end
 
 -- Registered for hand-offs only when it took everything it could: nothing it serves is due now (a later due time,

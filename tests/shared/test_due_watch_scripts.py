@@ -172,6 +172,22 @@ async def test_a_watcher_that_fills_its_slots_still_watches_the_lanes_next_head(
     assert await wakes(other) == (None, [])
 
 
+async def test_a_replayed_claim_returns_the_watches_its_first_run_wrote(pool: ArqRedis, settings: Settings) -> None:
+    """A worker that never got a claim's reply (stopping, it sends it again to hand the jobs back) learns of the
+    watches that run wrote, so it can end them; before, a replay answered none, and the watch named a worker gone."""
+    watcher = Worker(pool, settings, handoffs=False)
+    submitter = Submitter(pool, settings)
+    await submitter.submit("stamp")
+    await submitter.submit("stamp", delay_seconds=60)  # the next head, watched by the claim that takes the first
+    first = await watcher.claim_raw(10)
+    assert len(first[0]) == 1
+    assert len(first[8]) == 1
+    watcher.requests -= 1  # the same request id again
+    replay = await watcher.claim_raw(0)
+    assert [item[0] for item in replay[0]] == [item[0] for item in first[0]]  # its batch, and no more
+    assert replay[8] == first[8]
+
+
 async def test_a_stopping_watcher_ends_its_watches(pool: ArqRedis, settings: Settings) -> None:
     """wake_all.lua as a stopping worker calls it (worker.engine.promises): its watches end, so the claims its
     notice sets off watch the lanes instead; safe to apply twice, and a watch since renewed for another time

@@ -105,6 +105,7 @@ class Engine:
         # would otherwise end the sleep at once (a watch's time come, an abort notice) is still pending, and a
         # Redis refusing writes (OOM, MISCONF) would be asked again in a tight loop.
         self._poll_failed = False
+        self._telling: set[asyncio.Task[None]] = set()  # promises being passed on (``_in_background``)
         self._shard_polls: dict[int, ShardPoll] = {}  # with several shards: why and when to ask each (``_claim``)
         self._last_abort_check = 0.0
         self._last_maintenance = 0.0
@@ -271,6 +272,8 @@ class Engine:
         registered, handed, watching = [*handoff, None, None, None][:3]  # a replay answers without them
         for channel, at, lane in watching or ():  # shared/keys.py "Watched due times": kept as promises
             self.promises.add(channel, float(at), lane.decode(), shard)
+        if watching and self.shutting_down and (telling := self._pass_on_promises()):
+            self._in_background(telling)  # the stop began during the call: its pass-on (``begin_stop``) lacked these
         if registered is not None:  # less what was handed off since the call
             self._handoff_credit = int(registered) - (self.handoffs.received - received)
             self._maybe_registered = int(registered) > 0
@@ -352,7 +355,10 @@ class Engine:
         endings: list[Awaitable[OpResult | None]] = []
         for shard, request in unanswered.items():  # one per shard of the queue at most (``_claim``)
             with keys.on_shard(shard):
-                claimed, swept, *_ = await self._claim_call(request, 0)
+                reply = await self._claim_call(request, 0)
+                claimed, swept, watching = reply[0], reply[1], reply[8] if len(reply) > 8 else None
+                for channel, at, lane in watching or ():  # the watches it wrote: passed on below
+                    self.promises.add(channel, float(at), lane.decode(), shard)
                 for item in claimed:
                     job = _claimed(item)
                     ending = self._refusal(job) or outcomes.requeued("worker shutdown", give_back_try=True)
@@ -362,6 +368,8 @@ class Engine:
                     job, _ = _swept(item)
                     if job.task_id not in self.runs:
                         self._take_over(job)
+        if telling := self._pass_on_promises():
+            await telling
         if endings:
             logger.info("handing back %d jobs claimed as the worker stopped", len(endings))
             await asyncio.gather(*endings)
@@ -511,18 +519,29 @@ class Engine:
         if not self.shutting_down and self.on_stop is not None:
             task = asyncio.get_running_loop().create_task(self.on_stop())
             task.add_done_callback(_log_failure)
-        if promised := self.promises.take_all():  # this worker claims no more: every worker hears of them
-            now_ms = self.redis_now_ms()
-            notices = [(ch, b"j" if due <= now_ms else b"d%d" % due) for ch, (due, _) in promised.items()]
-            ended = {ch: watches for ch, (_, watches) in promised.items()}
-            shards = self.promises.shard_of
-            telling = tell_all(self.scripts, self.settings.queue_name, notices, self.token, ended, shards)
-            task = asyncio.get_running_loop().create_task(telling)
-            task.add_done_callback(_log_failure)
+        if telling := self._pass_on_promises():  # this worker claims no more: every worker hears of them
+            self._in_background(telling)
         self.shutting_down = True
         stop_by = time.monotonic() + wait_seconds + STOP_REDIS_SECONDS
         self.stop_by = stop_by if self.stop_by is None else min(self.stop_by, stop_by)
         stop_retrying_at(self.pool, self.stop_by)
+
+    def _in_background(self, telling: Coroutine[Any, Any, None]) -> None:
+        """Run ``telling`` as a task held until it ends (the loop keeps only a weak reference to a task)."""
+        task = asyncio.get_running_loop().create_task(telling)
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
+
+    def _pass_on_promises(self) -> Coroutine[Any, Any, None] | None:
+        """Every promise of this worker, forgotten here, as the call that ends its watches and tells every worker
+        of their channels (each at its earliest time: ``j`` if due, else ``d<ms>``); None when it has none."""
+        promised = self.promises.take_all()
+        if not promised:
+            return None
+        now_ms = self.redis_now_ms()
+        notices = [(ch, b"j" if due <= now_ms else b"d%d" % due) for ch, (due, _) in promised.items()]
+        ended = {ch: watches for ch, (_, watches) in promised.items()}
+        return tell_all(self.scripts, self.settings.queue_name, notices, self.token, ended, self.promises.shard_of)
 
     async def commit_op(self, op: Op, task_id: str, first: asyncio.Future[OpResult] | None = None) -> OpResult | None:
         """Apply ``op`` (already queued as ``first``, if given), retrying while Redis is away: until the stop
