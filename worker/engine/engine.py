@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("relay.worker")
 
+ABORT_HEARD_SECONDS = 5.0  # how long an abort notice of a task not running here is kept for its start (``note_abort``)
 ABORT_CHECK_SECONDS = 1.0  # how often running jobs are checked against arq's abort set without a notice
 MAINTENANCE_SECONDS = 60.0
 SWEEP_LIMIT = 50
@@ -101,6 +102,7 @@ class Engine:
         self._unanswered_claims: dict[int, str] = {}
         self._claim_rotation = 0  # the shard the next claim starts at, modulo their count
         self._abort_notices: set[str] = set()
+        self._aborts_heard: dict[str, float] = {}  # abort notices of tasks not running here: id -> monotonic time
         # The last poll failed on a Redis error: the next waits a whole step (notices end it sooner), since what
         # would otherwise end the sleep at once (a watch's time come, an abort notice) is still pending, and a
         # Redis refusing writes (OOM, MISCONF) would be asked again in a tight loop.
@@ -426,6 +428,9 @@ class Engine:
         spec = self.registry.get(claimed.record.function)
         run = JobRun(self, claimed, spec, claimed.record)
         self.runs[claimed.task_id] = run
+        if self._aborts_heard.pop(claimed.task_id, None) is not None:  # Redis's abort set decides (``_check_aborts``)
+            self._abort_notices.add(claimed.task_id)
+            self.wake.set()
         self.leases.hold(claimed.task_id, run.deadline + self.settings.lease_seconds)
         task = run.task = asyncio.create_task(run.run(), name=f"relay-task:{claimed.task_id}")
         worker.tasks[claimed.task_id] = task
@@ -570,10 +575,19 @@ class Engine:
     # --- aborts -----------------------------------------------------------------------------------------
 
     def note_abort(self, task_id: str) -> None:
-        """A wake-up notice named a task to abort."""
+        """A wake-up notice named a task to abort. One not running here is remembered briefly: a job handed to
+        this worker is running as far as Redis knows (the abort answered ``aborting``) before the worker pops it,
+        and it is checked as it starts (``_start``) instead of up to a poll later, when a short task has ended."""
         if task_id in self.runs:
             self._abort_notices.add(task_id)
             self.wake.set()
+            return
+        now = time.monotonic()
+        heard = self._aborts_heard
+        while heard and next(iter(heard.values())) < now - ABORT_HEARD_SECONDS:  # oldest first
+            del heard[next(iter(heard))]
+        heard.pop(task_id, None)
+        heard[task_id] = now
 
     def note_job(self, shard: int = 0) -> None:
         """A wake-up notice (of ``shard``'s channel) said a job is due now."""
