@@ -687,9 +687,9 @@ class Engine:
             await recount_depths(self.scripts, queue)
             stale_before = int(self.redis_now_ms()) - 60_000
             waiting = await self.pool.zrangebyscore(keys.abort_set(), "-inf", stale_before)
-            if waiting:
-                states = [await self.pool.exists(keys.in_progress(i.decode())) for i in waiting]
-                stale = [i for i, running in zip(waiting, states, strict=True) if not running]
+            if waiting:  # stale: its task neither runs nor waits (a running one put back waits with its abort)
+                states = [await self.pool.exists(keys.in_progress(i.decode()), keys.job(i.decode())) for i in waiting]
+                stale = [i for i, live in zip(waiting, states, strict=True) if not live]
                 if stale:
                     await self.pool.zrem(keys.abort_set(), *stale)
         except (RedisError, OSError) as exc:
