@@ -512,7 +512,8 @@ local function unreceived(id, marker, try, lane)
   for _, item in ipairs(redis.call('LRANGE', list, 0, -1)) do
     if string.sub(item, 1, #prefix) == prefix then
       redis.call('LREM', list, 1, item)
-      redis.call('DECR', HANDED .. owner)
+      -- Below 0 only when the count had expired (a day past its registration's start): not left at -1 for ever.
+      if redis.call('DECR', HANDED .. owner) < 0 then redis.call('DEL', HANDED .. owner) end
       relay_put_back(queue, id, try, lane, now)  -- its notice: for workers that serve it and this one not
       due_at(now)
       return true

@@ -260,6 +260,21 @@ async def test_a_handed_job_its_worker_never_took_goes_back_with_its_pickup(pool
     assert marker.split(b"|")[1] == b"1"
 
 
+async def test_the_put_back_leaves_no_count_behind_when_the_lost_workers_count_had_expired(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """A count lives a day past its registration's start: handed a job just before that, then lost, its worker's
+    count expired before the sweep, whose decrement made it -1 with no expiry, a key kept for ever."""
+    lost = Worker(pool, settings, lease_ms=1)
+    await lost.claim(10)
+    await Submitter(pool, settings).submit("stamp")
+    await pool.delete(keys.handed(lost.token))  # the day ended between the hand-off and the sweep
+    await lapse_one_ms_leases(pool)
+    await Worker(pool, settings, handoffs=False).claim(10)
+    assert await waiting_in_lanes(pool, settings) == 1  # put back
+    assert not await pool.exists(keys.handed(lost.token))
+
+
 async def test_a_received_handed_job_whose_lease_lapsed_is_taken_over(pool: ArqRedis, settings: Settings) -> None:
     lost = Worker(pool, settings, lease_ms=1)
     await lost.claim(10)
