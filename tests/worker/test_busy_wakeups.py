@@ -4,6 +4,7 @@ claim per worker per submit, each taking nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -63,3 +64,13 @@ def test_a_worker_with_a_free_slot_claims_at_once(engine: Engine) -> None:
     engine.runs.clear()
     engine.note_job()
     assert engine.wake.is_set()
+
+
+async def test_a_slot_freeing_before_a_known_due_time_wakes_the_worker_at_that_time(engine: Engine) -> None:
+    """Busy, the worker sleeps past due times (a claim would take nothing): a slot freeing after that sleep began
+    ended it only at the poll's end (2 s by default), however soon the job fell due. Without hand-offs (as with
+    RELAY_QUEUE_SHARDS above 1) nothing else wakes it: a busy worker writes no watch, so no other may be told."""
+    engine._next_due_ms = engine.redis_now_ms() + 300  # the last claim said: a job falls due in 300 ms
+    engine._finished(arq_worker(), "busy")
+    assert not engine.wake.is_set()  # no claim before its time: it would take nothing
+    await asyncio.wait_for(engine.wake.wait(), 1.5)  # then one, well before the 2 s poll

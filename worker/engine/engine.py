@@ -102,6 +102,7 @@ class Engine:
         self._unanswered_claims: dict[int, str] = {}
         self._claim_rotation = 0  # the shard the next claim starts at, modulo their count
         self._abort_notices: set[str] = set()
+        self._due_wake: asyncio.TimerHandle | None = None  # ``_wake_when_due``
         self._aborts_heard: dict[str, float] = {}  # abort notices of tasks not running here: id -> monotonic time
         # The last poll failed on a Redis error: the next waits a whole step (notices end it sooner), since what
         # would otherwise end the sleep at once (a watch's time come, an abort notice) is still pending, and a
@@ -493,6 +494,7 @@ class Engine:
         return task
 
     def _finished(self, worker: Worker, task_id: str) -> None:
+        was_full = not self.has_free_slot
         self.runs.pop(task_id, None)
         self.leases.release(task_id)
         worker.job_counter -= 1
@@ -502,6 +504,16 @@ class Engine:
             self.wake.set()  # more work is due: claim for the free slot now
         elif self._handoff_argument() and self._handoff_credit <= 0:
             self.wake.set()  # its registration for hand-offs is used up: claim, and so register again
+        elif was_full and self._next_due_ms is not None:
+            self._wake_when_due(self._next_due_ms)  # the sleep begun while full ignored it (``_sleep_seconds``)
+
+    def _wake_when_due(self, due_ms: float) -> None:
+        """Claim at ``due_ms`` (Redis's clock) if a slot is free then, else as one frees: for a known due time the
+        current sleep does not end at (it began while every slot was busy), without a claim before it."""
+        if self._due_wake is not None:
+            self._due_wake.cancel()
+        delay = max(0.0, (due_ms - self.redis_now_ms()) / 1000)
+        self._due_wake = asyncio.get_running_loop().call_later(delay, self._wake_for_work)
 
     async def commit_ending(
         self,
@@ -716,6 +728,8 @@ class Engine:
                          "run them once their leases lapse", exc)  # fmt: skip
         with contextlib.suppress(RedisError, OSError):
             await self.committer.drain()
+        if self._due_wake is not None:
+            self._due_wake.cancel()
         self.leases.stop()
         for task_id, name in self.threads.stop():
             logger.warning(
