@@ -101,6 +101,15 @@ async def _follow(
 ) -> AsyncIterator[Frame]:
     last = after_seq
     drain_deadline: float | None = None
+
+    def drained() -> bool:
+        """Whether the drain's time is up (it starts at the flag, not at an item: a full queue may have lost
+        that). Checked before every item and replayed frame: a busy task's stream always has one waiting."""
+        nonlocal drain_deadline
+        if sub.draining and drain_deadline is None:
+            drain_deadline = time.monotonic() + options.drain_seconds
+        return drain_deadline is not None and time.monotonic() >= drain_deadline
+
     needs_replay = replay_first
     while True:
         if needs_replay:
@@ -112,11 +121,17 @@ async def _follow(
                 yield frame
                 if frame.ends:
                     return
+                if drained():
+                    yield Frame(FrameKind.RECONNECT, last)
+                    return
             if not replayed and await _ended_before(log, task_id, last, final_type):
                 return
+        if drained():
+            yield Frame(FrameKind.RECONNECT, last)
+            return
         item = await _next_item(sub.queue, options.heartbeat_seconds, drain_deadline)
         if item is None:
-            if drain_deadline is not None and time.monotonic() >= drain_deadline:
+            if drained():
                 yield Frame(FrameKind.RECONNECT, last)
                 return
             yield Frame(FrameKind.HEARTBEAT)
@@ -135,8 +150,6 @@ async def _follow(
                 yield Frame(FrameKind.EVENT, last, item.head.type, item.raw, ends)
                 if ends:
                     return
-        if sub.draining and drain_deadline is None:  # the flag, not the item: a full queue may have lost that
-            drain_deadline = time.monotonic() + options.drain_seconds
         needs_replay = needs_replay or sub.overflowed
 
 

@@ -144,6 +144,42 @@ async def test_follow_hands_out_a_reconnect_hint_when_draining(hub: PubSubHub, r
     assert frames[-1].seq == 1
 
 
+async def test_a_slow_stream_of_a_busy_task_still_gets_its_reconnect_hint_when_draining(
+    hub: PubSubHub, redis: Redis
+) -> None:
+    """Events come faster than the client reads: the queue always holds one (and overflows, so the log is re-read
+    again and again). The drain's deadline was looked at only when the queue was empty, so the stream ran past it
+    and was cut at the API's stop with no hint (docs/deploy.md promises one)."""
+    log = EventLog(redis, max_len=10_000, ttl_seconds=60)
+    task_id = task()
+    producing = asyncio.Event()
+    producing.set()
+
+    async def produce() -> None:
+        while producing.is_set():
+            await publish(redis, task_id, (EventType.PROGRESS, None))
+            await asyncio.sleep(0.002)
+
+    async def consume() -> list[Frame]:
+        frames: list[Frame] = []
+        async with hub.subscribe(task_id) as sub:
+            async for frame in follow_subscribed(sub, log, task_id, 0, OPTIONS, no_repair):
+                frames.append(frame)
+                if len(frames) == 20:
+                    hub.drain()
+                await asyncio.sleep(0.01)  # a slow client
+        return frames
+
+    producer = asyncio.create_task(produce())
+    try:
+        frames = await asyncio.wait_for(consume(), 10)  # the drain lasts 0.2 s; without the fix, for ever
+    finally:
+        producing.clear()
+        await producer
+    assert frames[-1].kind is FrameKind.RECONNECT
+    assert all(f.kind is FrameKind.EVENT for f in frames[:-1])
+
+
 async def test_follow_asks_for_repair_on_idle_heartbeats(hub: PubSubHub, redis: Redis) -> None:
     log = EventLog(redis, max_len=100, ttl_seconds=60)
     task_id = task()
