@@ -165,6 +165,7 @@ class PubSubHub:
             try:
                 await self._pubsub.subscribe(name)
             except BaseException:
+                self._no_ack_awaited(name, channel)  # else the channel's next subscriber would take this one's ack
                 self._leave(name, channel, sub)
                 raise
         else:
@@ -177,6 +178,15 @@ class PubSubHub:
             yield sub
         finally:
             await self._unsubscribe_if_last(name, channel, sub)
+
+    def _no_ack_awaited(self, name: str, channel: _Channel) -> None:
+        """``channel``'s SUBSCRIBE failed, so no confirmation comes for it; and when redis-py reconnects inside
+        a read, no error reaches ``_read_forever`` to clear the queue (``_after_reconnect``)."""
+        pending = self._awaiting_ack.get(name)
+        if pending is not None and channel in pending:
+            pending.remove(channel)
+            if not pending:
+                del self._awaiting_ack[name]
 
     def _leave(self, name: str, channel: _Channel, sub: Subscription) -> bool:
         channel.subscriptions.discard(sub)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.follow import FollowOptions, Frame, FrameKind, follow, follow_subscribed
 from api.hub import Delivery, PubSubHub, Signal
@@ -178,6 +180,33 @@ async def test_a_slow_stream_of_a_busy_task_still_gets_its_reconnect_hint_when_d
         await producer
     assert frames[-1].kind is FrameKind.RECONNECT
     assert all(f.kind is FrameKind.EVENT for f in frames[:-1])
+
+
+async def test_a_subscribe_that_failed_leaves_the_channel_usable(
+    hub: PubSubHub, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SUBSCRIBE failed (the pub/sub connection down at that moment): its place in the queue of confirmations
+    awaited stayed, so each next subscriber of the channel took the one before's confirmation, waited out the
+    timeout for its own (a 503) and left its place in turn: that task could not be followed on this process until
+    the connection next dropped."""
+    task_id = task()
+    real = hub._pubsub.subscribe
+    failures = [RedisConnectionError("connection lost")]
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(hub._pubsub, "subscribe", failing_once)
+    monkeypatch.setattr(hub, "_subscribe_timeout", 2.0)
+    with pytest.raises(RedisConnectionError):
+        async with hub.subscribe(task_id):
+            pass
+    for _ in range(2):
+        async with hub.subscribe(task_id) as sub:
+            await publish(redis, task_id, (EventType.STARTED, None))
+            assert isinstance(await asyncio.wait_for(sub.queue.get(), 5), Delivery)
 
 
 async def test_follow_asks_for_repair_on_idle_heartbeats(hub: PubSubHub, redis: Redis) -> None:
