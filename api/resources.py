@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from arq.connections import ArqRedis
+from cryptography.fernet import Fernet
 from redis.exceptions import RedisError
 from sanic import Request, Sanic
 from sanic.config import Config
@@ -26,6 +27,7 @@ from shared.ids import new_id
 from shared.redis import RelayCluster, api_client, close, describe, wait_until_reachable
 from shared.scripts import Scripts
 from shared.settings import Settings
+from shared.tasklist import cursor_seal
 from shared.transitions import Transitions
 from shared.waiting import cancel_and_wait, wait_set
 from shared.workflows.store import Workflows
@@ -80,6 +82,7 @@ class Resources:
     quotas: Quotas
     workflows: Workflows
     flow_events: EventLog  # workflows' logs (``keys.flow_events``)
+    cursor_seal: Fernet | None  # seals GET /tasks cursors when API keys are configured (``shared.tasklist``)
     draining: bool = False
     streams: StreamCounter = field(default_factory=lambda: StreamCounter())
     connected: asyncio.Event = field(default_factory=asyncio.Event)  # Redis answered and the hub runs
@@ -114,6 +117,7 @@ class Resources:
                 ttl_seconds=settings.result_ttl_seconds,
                 stream=keys.flow_events,
             ),
+            cursor_seal(settings.api_key_list()),
         )
         res._connector = asyncio.create_task(res._connect(), name="relay-redis-connect")
         return res

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
+from cryptography.fernet import Fernet, InvalidToken
 
 from shared import keys
 from shared.scripts import Scripts
@@ -36,16 +38,34 @@ class Page:
     next_cursor: str | None
 
 
-def encode_cursor(score: bytes, task_id: bytes) -> str:
-    return base64.urlsafe_b64encode(score + b" " + task_id).decode().rstrip("=")
+def cursor_seal(api_key_secrets: list[str]) -> Fernet | None:
+    """What seals cursors when API keys are configured (None without: one tenant, nothing to hide), keyed from
+    those keys, which every API process of a deployment shares. A cursor names the index entry a walk stopped at,
+    and a tenant's walk steps over every other tenant's entries: unsealed, its cursor could name another tenant's
+    task and submit time, and a tenant writing its own could read the whole index that way. A key added or
+    removed makes older cursors ``BadCursor`` (the caller lists from the start again)."""
+    if not api_key_secrets:
+        return None
+    material = b"\0".join(sorted(secret.encode() for secret in api_key_secrets))
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"relay task-list cursor\0" + material).digest()))
 
 
-def decode_cursor(cursor: str) -> tuple[str, str]:
+def encode_cursor(score: bytes, task_id: bytes, seal: Fernet | None = None) -> str:
+    raw = score + b" " + task_id
+    if seal is not None:
+        return seal.encrypt(raw).decode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, seal: Fernet | None = None) -> tuple[str, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if seal is not None:
+            raw = seal.decrypt(cursor.encode())
+        else:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         score, task_id = raw.decode().split(" ", 1)
         float(score)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except (binascii.Error, UnicodeError, ValueError, InvalidToken):
         raise BadCursor("cursor is not one this API handed out") from None
     return score, task_id
 
@@ -61,17 +81,16 @@ async def list_tasks(
     cursor: str | None = None,
     timeout_for: TimeoutFor | None = None,
     prefix: str = "",
+    seal: Fernet | None = None,
 ) -> Page:
     """The next page after ``cursor`` (newest first), of the tasks whose stored id starts with ``prefix``
-    (a tenant's, ``shared.tenancy``; '' for every task)."""
-    score, last_id = decode_cursor(cursor) if cursor else ("+inf", "")
+    (a tenant's, ``shared.tenancy``; '' for every task); cursors sealed with ``seal`` (``cursor_seal``)."""
+    score, last_id = decode_cursor(cursor, seal) if cursor else ("+inf", "")
     if keys.shard_count() > 1:
-        found, next_cursor = await _merged_ids(
-            pool, scripts, queue_name, (score, last_id), (state, task, prefix), limit
-        )
+        found, after = await _merged_ids(pool, scripts, queue_name, (score, last_id), (state, task, prefix), limit)
     else:
         found, after = await _page_ids(scripts, queue_name, (score, last_id), (state, task, prefix), limit)
-        next_cursor = encode_cursor(*after) if after else None
+    next_cursor = encode_cursor(*after, seal) if after else None
     views = await task_views(pool, queue_name, found, timeout_for) if found else []
     return Page([v for v in views if v is not None], next_cursor)
 
@@ -120,7 +139,7 @@ async def _merged_ids(
     start: tuple[str, str],
     filters: tuple[str | None, str | None, str],
     limit: int,
-) -> tuple[list[str], str | None]:
+) -> tuple[list[str], tuple[bytes, bytes] | None]:
     """A page over every shard's index (``shared/keys.py``): a page from each, merged newest first. An entry
     is shown only if no shard that stopped early could still hold a newer one (each page stops after a bounded
     walk), so pages never skip a task; the cursor (score, id) means the same position in every shard."""
@@ -144,7 +163,7 @@ async def _merged_ids(
         last = cut
     else:
         return [e[1] for e in shown], None
-    return [e[1] for e in shown], encode_cursor(last[2].encode(), last[1].encode())
+    return [e[1] for e in shown], (last[2].encode(), last[1].encode())
 
 
 def _redis_number(score: float) -> str:

@@ -155,6 +155,7 @@ async def list_route(request: Request) -> HTTPResponse:
             cursor=request.args.get("cursor"),
             timeout_for=res.timeout_for,
             prefix=prefix,
+            seal=res.cursor_seal,
         )
     except BadCursor as exc:
         raise InvalidRequest(str(exc), [{"loc": ["query", "cursor"], "msg": str(exc)}]) from None

@@ -6,6 +6,7 @@ each foreign answer is compared with the answer to the same request made before 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -229,6 +230,25 @@ def test_lists_show_each_tenant_its_own_tasks_with_every_filter(stack: Stack) ->
     for key in (WEB, CI):
         for task_id in mine[key][1:]:
             stack.call(key, "DELETE", f"/tasks/{task_id}")
+
+
+def test_list_cursors_are_sealed_so_a_tenant_can_neither_read_nor_write_a_position(stack: Stack) -> None:
+    """A cursor names the index entry a walk stopped at, and a tenant's walk steps over other tenants' entries:
+    plain, a cursor could name another tenant's task and its submit time, and a tenant writing cursors of its own
+    (with a filter that matches none of its tasks) could read every id in the index, 10,000 a request."""
+    ids = [unique("cur") for _ in range(2)]
+    for task_id in ids:
+        assert stack.submit(WEB, {"task": "echo", "id": task_id, "delay_seconds": 600}).status_code == 202
+    page = stack.call(WEB, "GET", "/tasks", params={"limit": 1})
+    cursor = page.json()["next_cursor"]
+    assert cursor is not None
+    assert "web~" not in base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("latin-1")
+    assert stack.call(WEB, "GET", "/tasks", params={"limit": 1, "cursor": cursor}).status_code == 200
+    written = base64.urlsafe_b64encode(f"{time.time() * 1e6:.0f} ci~anything".encode()).decode().rstrip("=")
+    forged = stack.call(WEB, "GET", "/tasks", params={"task": "no_such_task", "cursor": written})
+    assert (forged.status_code, forged.json()["error"]["code"]) == (422, "invalid_request")
+    for task_id in ids:
+        stack.call(WEB, "DELETE", f"/tasks/{task_id}")
 
 
 def test_tasks_from_before_tenants_are_for_admins_only(stack: Stack) -> None:
