@@ -218,9 +218,11 @@ async def retry_workflow(request: Request, flow_id: str) -> HTTPResponse:
     if res.draining:
         raise Draining("this API process is shutting down; retry on another", headers={"Retry-After": "1"})
     stored_id = checked_id(request, flow_id)
-    outcome, state = await res.workflows.retry(stored_id)
-    if outcome == "unknown":
-        raise _not_found(flow_id)
-    if outcome == "not_retryable":
-        raise NotRetryable(f"workflow {flow_id!r} cannot be retried: it is {state}", {"state": state})
+    counted_as = await res.workflows.step_to_retry(stored_id)
+    async with res.quotas.admit(request.ctx.key_name, counted_as):  # a new run counts like a submit
+        outcome, state = await res.workflows.retry(stored_id)
+        if outcome == "unknown":
+            raise _not_found(flow_id)
+        if outcome == "not_retryable":
+            raise NotRetryable(f"workflow {flow_id!r} cannot be retried: it is {state}", {"state": state})
     return json({"id": flow_id, "state": "running", "links": links(flow_id)}, status=202)

@@ -235,6 +235,15 @@ class Workflows:
         kind = reply[0].decode()
         return kind, reply[1].decode() if kind == "not_retryable" else None
 
+    async def step_to_retry(self, flow_id: str) -> str:
+        """The step a retry of ``flow_id`` counts against its key's quota as (``api.quotas``), as a submit counts
+        as its first step: the first that did not succeed, which the retry runs again (its first step when none)."""
+        count = int(await self._pool.hget(keys.flow(flow_id), "n") or 0)  # type: ignore[misc]
+        fields = [f"s:{i}" for i in range(count)]
+        states = await self._pool.hmget(keys.flow(flow_id), fields) if count else []  # type: ignore[misc]
+        again = next((i for i, state in enumerate(states) if state in (b"F", b"A", b"K")), 0)
+        return keys.step_id(flow_id, again)
+
     async def summaries(self, flow_ids: list[str]) -> list[tuple[str, int] | None]:
         """Each workflow's state and steps (None once it expired), in one round trip."""
         async with self._pool.pipeline(transaction=False) as pipe:

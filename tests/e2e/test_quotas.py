@@ -4,14 +4,17 @@ number of tasks not yet ended. Usage shows in /metrics by key NAME, never the ke
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
 
 from bench.harness.client import submit, submit_ok, wait_state
 from shared import keys
-from tests.conftest import StartApi
+from tests.conftest import StartApi, StartWorker
 
 ALICE = {"X-API-Key": "alice-secret-key-1"}
 BOB = {"X-API-Key": "bob-secret-key-2"}
@@ -131,3 +134,41 @@ def test_no_limits_means_no_quota_records(relay: str, redis_client: redis.Redis)
     assert redis_client.keys(keys.quota_active("relay:queue", "*")) == []
     assert redis_client.keys(keys.quota_rate("relay:queue", "*")) == []
     assert 'relay_key_submits_total{key="anonymous"}' in httpx.get(f"{relay}/metrics", timeout=10).text
+
+
+def workflow_state(base: str, flow: str, wanted: set[str]) -> str:
+    """Poll ``GET /workflows/{id}`` as Alice until its state is one of ``wanted`` (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        state: str = httpx.get(f"{base}/workflows/{flow}", headers=ALICE, timeout=10).json()["state"]
+        if state in wanted or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+def test_a_workflow_retry_counts_against_the_cap_as_a_submit_does(
+    spawn_api: StartApi, spawn_worker: StartWorker, tmp_path: Path
+) -> None:
+    """A retry is a new run, as ``POST /tasks/{id}/retry`` counts it: a key at its cap retried ended workflows one
+    after another, each running steps past the cap."""
+    env = {"RELAY_QUEUE_NAME": unique("q"), "RELAY_API_KEYS": KEYS, "RELAY_KEY_MAX_ACTIVE": "1"}
+    spawn_worker(**env)
+    _, base = spawn_api(**env)
+    marker = tmp_path / "let-it-pass"
+    step: dict[str, Any] = {"task": "fails_until", "kwargs": {"marker": str(marker)}}
+    created = httpx.post(f"{base}/workflows", json={"workflow": {"chain": [step]}}, headers=ALICE, timeout=30)
+    assert created.status_code == 202, created.text
+    flow = created.json()["id"]
+    assert workflow_state(base, flow, {"failed"}) == "failed"  # ended: its slot is free
+    waiting = submit(base, DEFERRED, headers=ALICE)
+    assert waiting.status_code == 202  # the key's one slot
+
+    refused = httpx.post(f"{base}/workflows/{flow}/retry", headers=ALICE, timeout=10)
+    assert (refused.status_code, code(refused)) == (429, "quota_exceeded")
+    assert workflow_state(base, flow, {"failed"}) == "failed"  # not run again
+
+    assert httpx.delete(f"{base}/tasks/{waiting.json()['id']}", headers=ALICE, timeout=10).status_code == 200
+    marker.write_text("now")
+    retried = httpx.post(f"{base}/workflows/{flow}/retry", headers=ALICE, timeout=10)
+    assert retried.status_code == 202, retried.text
+    assert workflow_state(base, flow, {"succeeded"}) == "succeeded"
