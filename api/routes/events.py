@@ -21,6 +21,11 @@ class NotAcceptable(ApiError):
     status, code = 406, "not_acceptable"
 
 
+# The largest resume point: a log's entries are numbered as Redis stream ids (``0-<seq>``, ``shared.events``),
+# whose parts are 64-bit; one past this, Redis refused the read and the client was told to reconnect, for ever.
+MAX_RESUME_POINT = 2**63 - 1
+
+
 def resume_point(request: Request) -> int:
     """Where to resume: SSE's ``Last-Event-ID`` header, or ``?after=`` for NDJSON clients."""
     value = request.headers.get("last-event-id") or request.args.get("after") or "0"
@@ -30,6 +35,8 @@ def resume_point(request: Request) -> int:
         raise InvalidRequest("Last-Event-ID / after must be an event sequence number") from None
     if after < 0:
         raise InvalidRequest("Last-Event-ID / after must not be negative")
+    if after > MAX_RESUME_POINT:
+        raise InvalidRequest(f"Last-Event-ID / after must be at most {MAX_RESUME_POINT}")
     return after
 
 

@@ -122,6 +122,20 @@ def test_resume_from_last_event_id(relay_any: str) -> None:
     assert httpx.get(url, headers=headers, timeout=10).status_code == 204
 
 
+def test_a_resume_point_that_is_no_sequence_number_is_refused(relay_any: str) -> None:
+    """One past 64 bits: Redis refused the log's read, and the stream answered a reconnect hint naming the same
+    point, which the client followed for ever."""
+    task_id = submit_ok(relay_any, {"task": "count", "kwargs": {"n": 1, "interval": 0}})
+    wait_state(relay_any, task_id, {"succeeded"})
+    url = f"{relay_any}/tasks/{task_id}/events"
+    ndjson, sse = {"Accept": "application/x-ndjson"}, {"Accept": "text/event-stream"}
+    for value in ("x", "-1", str(2**64 - 1), str(2**63)):
+        for query, headers in (({"after": value}, ndjson), ({}, sse | {"Last-Event-ID": value})):
+            response = httpx.get(url, params=query, headers=headers, timeout=10)
+            assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_request"), value
+    assert httpx.get(url, params={"after": str(2**63 - 1)}, headers=ndjson, timeout=10).status_code == 204
+
+
 def test_ndjson_resume_with_after_parameter(relay: str) -> None:
     task_id = submit_ok(relay, {"task": "count", "kwargs": {"n": 3, "interval": 0}})
     wait_state(relay, task_id, {"succeeded"})
