@@ -71,7 +71,9 @@ end
 local function linked_end(op, head)
   local flow, step, parent = relay_record_links(head)
   if not flow and not parent then  -- no record left (JobRecordMissing): the link still names its step
-    flow, step = string.match(ARGV[op.extra + 3], '^([^|]+)|(%d+)$')
+    local linked, linked_step = string.match(ARGV[op.extra + 3], '^([^|]+)|(%d+)$')
+    -- The step's own link only: its children carry the same one, and a child's end is not the step's.
+    if linked and op.id == linked .. ':' .. linked_step then flow, step = linked, linked_step end
   end
   if parent then
     redis.call('{{PUBLISH}}', channel, 'c' .. parent)

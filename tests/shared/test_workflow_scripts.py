@@ -16,12 +16,13 @@ import pytest
 from arq.connections import ArqRedis
 
 from shared import keys
-from shared.enqueue import TaskShape
+from shared.enqueue import Enqueuer, Links, TaskShape, prepare
 from shared.events import EventLog
 from shared.jobs import JobRecord
 from shared.scripts import Scripts, with_library
 from shared.serialization import loads
 from shared.settings import Settings
+from shared.tasks import TaskSubmission
 from shared.transitions import Transitions
 from shared.workflows.canvas import WorkflowSubmission
 from shared.workflows.store import Workflows, prepare_workflow
@@ -126,6 +127,35 @@ async def test_a_commit_applied_twice_advances_the_chain_once(pool: ArqRedis, se
         ("step_started", 1),
     ]
     assert await pool.hget(keys.flow(flow), "active") == b"1"
+
+
+async def test_a_step_whose_record_was_lost_still_ends_by_its_link(pool: ArqRedis, settings: Settings) -> None:
+    """JobRecordMissing: the step's commit finds no record to read its workflow from, and its link names it."""
+    worker = Worker(pool, settings)
+    flow = await worker.submit({"chain": [{"task": "inc", "args": [1]}, {"task": "inc"}]})
+    record = (await worker.claim())[f"{flow}:0"]
+    await pool.delete(keys.job(f"{flow}:0"))
+    assert await worker.commit(worker.end_args(f"{flow}:0", record, 2)) == ["ok"]
+    assert await pool.hget(keys.flow(flow), "s:0") == b"S"  # type: ignore[misc]
+    assert list(await worker.claim()) == [f"{flow}:1"]
+
+
+async def test_a_child_of_a_step_whose_record_was_lost_does_not_end_the_step(
+    pool: ArqRedis, settings: Settings
+) -> None:
+    """A step's child carries the step's link too: its end, its record lost, ended the step still running (with
+    the child's value) and released the next step; the step's own end was then ignored."""
+    worker = Worker(pool, settings)
+    flow = await worker.submit({"chain": [{"task": "inc", "args": [1]}, {"task": "inc"}]})
+    await worker.claim()
+    links = Links(flow=flow, step=0, parent=f"{flow}:0")
+    child = prepare(TASKS.get("inc"), settings, TaskSubmission(task="inc", args=[5], id=f"{flow}:0.1"), links=links)
+    await Enqueuer(pool, settings, Scripts(pool)).enqueue(child)
+    record = (await worker.claim())[child.task_id]
+    await pool.delete(keys.job(child.task_id))  # lost while the child runs
+    assert await worker.commit(worker.end_args(child.task_id, record, 6)) == ["ok"]
+    assert await pool.hget(keys.flow(flow), "s:0") == b"Q"  # type: ignore[misc]  # still running
+    assert await worker.claim() == {}  # step 1 not released
 
 
 async def test_an_end_from_a_worker_that_lost_the_step_changes_nothing(pool: ArqRedis, settings: Settings) -> None:
