@@ -15,6 +15,7 @@ from shared.enqueue import Enqueuer, prepare
 from shared.scripts import Scripts
 from shared.settings import Settings
 from shared.tasks import TaskSubmission
+from worker.engine.engine import Engine
 from worker.tasks import load
 
 TASKS = load(["worker.tasks.demo", "tests.support.tasks"])
@@ -85,3 +86,19 @@ async def next_notice(pubsub: Any, seconds: float) -> bytes | None:
             data: bytes = message["data"]
             return data
     return None
+
+
+def lose_the_reply(engine: Engine, error: BaseException) -> None:
+    """Make the engine's next claim run in Redis, then raise ``error`` instead of returning what it claimed."""
+    real = engine.scripts.claim
+    lost = False
+
+    async def claim(**kwargs: Any) -> Any:
+        nonlocal lost
+        reply = await real(**kwargs)
+        if not lost:
+            lost = True
+            raise error
+        return reply
+
+    engine.scripts.claim = claim  # type: ignore[method-assign]

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
-import pytest
 from arq.connections import ArqRedis
 
 from shared import keys
@@ -23,13 +21,6 @@ from worker.engine.engine import Engine
 from worker.tasks import load
 
 STEP = 2.0  # the default RELAY_POLL_DELAY_SECONDS
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_a_job_aborted_after_its_hand_off_and_before_its_pop_is_cancelled_as_it_starts(

@@ -7,9 +7,7 @@ though its abort had answered ``aborting``. A real engine's upkeep against a rea
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from arq.connections import ArqRedis
 
 from shared import keys
@@ -17,13 +15,6 @@ from shared.settings import Settings
 from tests.support.claims import Submitter
 from worker.engine.engine import Engine
 from worker.tasks import load
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def redis_ms(pool: ArqRedis) -> int:

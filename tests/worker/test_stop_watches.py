@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,7 +17,7 @@ from arq.connections import ArqRedis
 
 from shared import keys
 from shared.settings import Settings
-from tests.support.claims import Submitter
+from tests.support.claims import Submitter, lose_the_reply
 from worker.engine.engine import Engine
 from worker.tasks import load
 
@@ -28,13 +27,6 @@ LANE = "stamp|default|0||"  # the lane of a plain ``stamp`` job (shared/lanes.py
 def arq_worker() -> SimpleNamespace:
     """What ``Engine._claim`` reads and writes of arq's Worker."""
     return SimpleNamespace(max_jobs=10, tasks={}, job_counter=0, allow_pick_jobs=True)
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -99,18 +91,7 @@ async def test_a_claim_cut_short_by_the_stop_has_its_watches_ended_as_its_jobs_a
         await submitter.submit("stamp")
     await submitter.submit("stamp", delay_seconds=60)
     engine, told = engine_of(pool, settings)
-    real = engine.scripts.claim
-    lost = False
-
-    async def claim(**kwargs: Any) -> Any:
-        nonlocal lost
-        reply = await real(**kwargs)
-        if not lost:
-            lost = True
-            raise asyncio.CancelledError  # the reply never reaches the engine
-        return reply
-
-    engine.scripts.claim = claim  # type: ignore[method-assign]
+    lose_the_reply(engine, asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
         await engine._claim(arq_worker())  # type: ignore[arg-type]
     assert (await watcher_of(pool, settings) or b"").endswith(engine.token.encode())  # the claim wrote it

@@ -25,24 +25,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from shared import keys
 from shared.settings import Settings
 from tests.conftest import StartApi, StartWorker
+from tests.support.claims import lose_the_reply
 from worker.engine.engine import Engine
 from worker.tasks import load
-
-
-def lose_the_reply(engine: Engine, error: BaseException) -> None:
-    """Make the engine's next claim run in Redis, then raise ``error`` instead of returning what it claimed."""
-    real = engine.scripts.claim
-    lost = False
-
-    async def claim(**kwargs: Any) -> Any:
-        nonlocal lost
-        reply = await real(**kwargs)
-        if not lost:
-            lost = True
-            raise error
-        return reply
-
-    engine.scripts.claim = claim  # type: ignore[method-assign]
 
 
 def arq_worker() -> SimpleNamespace:
