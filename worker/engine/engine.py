@@ -432,11 +432,11 @@ class Engine:
         if self._aborts_heard.pop(claimed.task_id, None) is not None:  # Redis's abort set decides (``_check_aborts``)
             self._abort_notices.add(claimed.task_id)
             self.wake.set()
-        self.leases.hold(claimed.task_id, run.deadline + self.settings.lease_seconds)
+        self.leases.hold(claimed.task_id, run.deadline + self.settings.lease_seconds, run)
         task = run.task = asyncio.create_task(run.run(), name=f"relay-task:{claimed.task_id}")
         worker.tasks[claimed.task_id] = task
         worker.job_counter += 1
-        task.add_done_callback(lambda _: self._finished(worker, claimed.task_id))
+        task.add_done_callback(lambda _: self._finished(worker, claimed.task_id, run))
 
     def _refusal(self, claimed: Claimed) -> Ending | None:
         """Why a claimed job must not run (arq's own exits, each with its events), or None."""
@@ -493,10 +493,14 @@ class Engine:
         task.add_done_callback(_log_failure)
         return task
 
-    def _finished(self, worker: Worker, task_id: str) -> None:
+    def _finished(self, worker: Worker, task_id: str, run: JobRun | None = None) -> None:
+        """``run`` of ``task_id`` ended. Its id may be running here again already: a retry committed with a short
+        delay is claimed by this worker's next claim, which can start it before the first run's commit reply
+        arrives; so the run and its lease hold are dropped only if they are still this run's."""
         was_full = not self.has_free_slot
-        self.runs.pop(task_id, None)
-        self.leases.release(task_id)
+        if run is None or self.runs.get(task_id) is run:
+            self.runs.pop(task_id, None)
+        self.leases.release(task_id, run)
         worker.job_counter -= 1
         if self.shutting_down:
             self.wake.set()  # arq's grace period lasts while its tasks hold this one: the next poll drops it now
@@ -671,9 +675,12 @@ class Engine:
         if run is not None and run.task is not None:
             run.task.cancel()
 
-    def lease_lost(self, task_id: str) -> None:
-        """The lease keeper found another worker owns ``task_id``: stop this run without recording it."""
+    def lease_lost(self, task_id: str, holder: object = None) -> None:
+        """The lease keeper found another worker owns ``task_id`` (as held by ``holder``: a run of it that ended
+        since, its id running here again, is not this one): stop this run without recording it."""
         run = self.runs.get(task_id)
+        if holder is not None and run is not holder:
+            return
         if run is not None and not run.lease_lost and not run.cancelled:
             run.lease_lost = True
             logger.warning("task %s: lease lost (this worker stalled past its lease); stopping this run", task_id)

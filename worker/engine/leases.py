@@ -36,7 +36,9 @@ class LeaseKeeper:
         self._settings = settings
         self._token = token
         self._engine = engine
-        self._held: dict[str, float] = {}  # task id -> monotonic time after which it is no longer renewed
+        # task id -> (monotonic time after which it is no longer renewed, the run holding it: an id may run here
+        # again, a retry claimed before the run before it ended, and only the current holder's entry counts)
+        self._held: dict[str, tuple[float, object]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -51,13 +53,16 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="relay-leases", daemon=True)
         self._thread.start()
 
-    def hold(self, task_id: str, until_monotonic: float) -> None:
+    def hold(self, task_id: str, until_monotonic: float, holder: object = None) -> None:
         with self._lock:
-            self._held[task_id] = until_monotonic
+            self._held[task_id] = (until_monotonic, holder)
 
-    def release(self, task_id: str) -> None:
+    def release(self, task_id: str, holder: object = None) -> None:
+        """Stop renewing ``task_id``: only ``holder``'s hold when given (a newer run of the id keeps its own)."""
         with self._lock:
-            self._held.pop(task_id, None)
+            held = self._held.get(task_id)
+            if held is not None and (holder is None or held[1] is holder):
+                del self._held[task_id]
 
     def stop(self) -> None:
         """Stop renewing. The thread may be inside a renewal that retries an unreachable Redis: it is a daemon,
@@ -73,7 +78,8 @@ class LeaseKeeper:
         while not self._stop.wait(interval):
             now = time.monotonic()
             with self._lock:
-                ids = [task_id for task_id, until in self._held.items() if until > now]
+                holders = {task_id: holder for task_id, (until, holder) in self._held.items() if until > now}
+            ids = list(holders)
             if not ids:
                 continue
             lost: list[bytes] = []
@@ -86,8 +92,8 @@ class LeaseKeeper:
                         logger.warning("could not renew %d leases: %s", len(shard_ids), exc)
             for raw in lost:
                 task_id = raw.decode()
-                self.release(task_id)
-                self._call_soon(self._engine.lease_lost, task_id)  # type: ignore[operator]
+                self.release(task_id, holders[task_id])
+                self._call_soon(self._engine.lease_lost, task_id, holders[task_id])  # type: ignore[operator]
 
     def _renew_shard(self, ids: list[str]) -> list[bytes]:
         """Renew ``ids``, all of the shard this call works on; the ones another worker owns now."""
