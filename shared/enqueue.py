@@ -287,7 +287,8 @@ def _outcome(prepared: Prepared, reply: list[bytes]) -> Submitted | SubmissionEr
         return ParentAborting("this task's abort was requested: it submits no more children")
     if kind == b"full":
         queue = lanes.parse(prepared.lane).queue
-        return QueueFull(f"queue {queue!r} holds {reply[1].decode()} waiting tasks, its maximum; retry later")
+        message = f"queue {queue!r} holds {reply[1].decode()} waiting tasks, its maximum; retry later"
+        return QueueFull(message, queue, prepared.task_id)
     if reply[2] == b"same":
         return Submitted(prepared.task_id, prepared.task, False, TaskState(reply[1].decode()))
     return IdConflict(

@@ -88,7 +88,13 @@ class IdConflict(SubmissionError):
 
 
 class QueueFull(SubmissionError):
-    """The queue is at its configured maximum depth: a transient refusal, retry later."""
+    """The queue is at its configured maximum depth: a transient refusal, retry later. ``queue`` is the named
+    queue that is full, ``task_id`` the refused task's (its shard's count is the one that was full)."""
+
+    def __init__(self, message: str, queue: str = "", task_id: str = "") -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.task_id = task_id
 
 
 class ParentAborting(SubmissionError):

@@ -294,6 +294,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{what} takes name=number pairs with numbers >= 1, e.g. `a=3,b=1` (got {pair!r})")
         return ",".join(f"{n.strip()}={v.strip()}" for n, _, v in (p.partition("=") for p in pairs))
 
+    def max_depth_of(self, queue: str) -> int:
+        """The most jobs named queue ``queue`` may hold waiting (``RELAY_QUEUE_DEPTHS``, else
+        ``RELAY_MAX_QUEUE_DEPTH``), as the enqueue script counts them."""
+        own = dict(pair.split("=") for pair in self.queue_depths.split(",") if pair)
+        return int(own.get(queue, self.max_queue_depth))
+
     @property
     def queue_list(self) -> list[str]:
         """``RELAY_QUEUES`` as a list, in the order they are served."""

@@ -20,7 +20,7 @@ import redis
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
-from bench.harness.client import read_events, types, wait_state
+from bench.harness.client import read_events, submit, types, wait_state
 from bench.harness.processes import ManagedProcess, free_port, start_redis, wait_until
 from bench.harness.servicebus import LocalServiceBus
 from shared import keys
@@ -205,6 +205,27 @@ def test_a_redis_that_refuses_writes_abandons_then_succeeds_once_it_accepts(
         assert types(read_events(base, task_id)).count("started") == 1
     finally:
         client.close()
+
+
+def test_a_full_queue_stops_receiving_until_it_has_room_and_dead_letters_nothing(
+    bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    """A full queue is transient too, but Redis accepts writes all along: the probe that ends a Redis outage let
+    the abandoned message straight back, to be refused and abandoned again, until Service Bus dead-lettered it (5
+    deliveries in about 2 s here). Now receiving waits for the queue to have room."""
+    _, base = spawn_api(RELAY_QUEUE_NAME=names["relay_queue"], RELAY_MAX_QUEUE_DEPTH="1")
+    worker = spawn_worker(**bridge_env(bus, names, RELAY_MAX_QUEUE_DEPTH="1", RELAY_SERVICEBUS_RETRY_SECONDS="0.5"))
+    filler = submit(base, {"task": "echo", "delay_seconds": 600})  # waits: the queue's one place
+    assert filler.status_code == 202, filler.text
+    mid = message_id()
+    bus.send(names["queue"], b'{"task": "echo", "args": ["room"], "delay_seconds": 1}', message_id=mid)
+    wait_until(lambda: "is full: the bridge stops receiving" in worker.output(), 20, "the bridge to stop receiving")
+    assert bus.completed_ids(names["queue"]) == []
+    assert bus.dead_letter_count(names["queue"]) == 0
+    assert httpx.delete(f"{base}/tasks/{filler.json()['id']}", timeout=10).status_code == 200  # room again
+    assert wait_state(base, mid, FINAL, timeout=30)["result"] == {"echo": "room"}
+    wait_until(lambda: bus.completed_ids(names["queue"]) == [mid], 15, "the message to be completed")
+    assert bus.dead_letter_count(names["queue"]) == 0
 
 
 def test_sigterm_mid_batch_loses_nothing(

@@ -4,7 +4,8 @@ Per message: parse it (poison -> dead-letter with a reason), enqueue its task wi
 and its reply request in the same atomic step (a redelivery enqueues nothing new and redirects nothing), and
 only then complete it. A transient failure (Redis down, queue full) is retried for ``servicebus_retry_seconds``
 while the lock is renewed, then the message is abandoned for Service Bus to redeliver, and receiving
-stops until Redis answers again, so an outage costs each message at most one delivery.
+stops until what failed is over (Redis accepts writes again; the full queue has room), so an outage costs each
+message at most one delivery.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ServiceBusBridge:
         self._loop_task: asyncio.Task[None] | None = None
         self._replies_task: asyncio.Task[None] | None = None
         self._redis_down = asyncio.Event()
+        self._full: QueueFull | None = None  # the refusal of a queue that was full: receive once it has room
 
     @classmethod
     async def start(
@@ -117,6 +119,9 @@ class ServiceBusBridge:
 
     async def _receive_until_stopped(self, receiver: ServiceBusReceiver, renewer: AutoLockRenewer) -> None:
         while not self._stopping.is_set():
+            if self._full is not None:
+                await self._wait_for_room(self._full)
+                continue
             if self._redis_down.is_set():
                 await self._wait_for_redis()
                 continue
@@ -155,7 +160,10 @@ class ServiceBusBridge:
             return lambda receiver, m: receiver.dead_letter_message(m, reason=reason, error_description=description)
         except TRANSIENT as exc:
             logger.warning("abandoning message %s after a transient failure: %s", message.message_id, exc)
-            self._redis_down.set()
+            if isinstance(exc, QueueFull):
+                self._full = exc  # Redis itself is fine: its write probe would let the message straight back
+            else:
+                self._redis_down.set()
             if self._metrics is not None:
                 self._metrics.bridge_abandoned.inc()
             return lambda receiver, m: receiver.abandon_message(m)
@@ -177,6 +185,24 @@ class ServiceBusBridge:
             logger.info("Redis accepts writes again: the bridge receives again")
             self._redis_down.clear()
             return
+
+    async def _wait_for_room(self, full: QueueFull) -> None:
+        """Receive nothing while the queue that refused a task is full: each message received now would only be
+        abandoned again (Redis accepts writes all along), spending its delivery count until Service Bus
+        dead-letters it. Its count is read where the enqueue read it (the refused task's shard)."""
+        logger.warning("queue %r is full: the bridge stops receiving until it has room", full.queue)
+        limit = self._settings.max_depth_of(full.queue)
+        while not self._stopping.is_set():
+            try:
+                with keys.on_task_shard(full.task_id):
+                    depth = int(await self._pool.hget(keys.depth(self._settings.queue_name), full.queue) or 0)  # type: ignore[misc]
+            except (RedisError, OSError):
+                depth = limit
+            if depth < limit:
+                logger.info("queue %r has room again: the bridge receives again", full.queue)
+                self._full = None
+                return
+            await self._pause(1.0)
 
     async def _pause(self, seconds: float) -> None:
         await wait_set(self._stopping, seconds)
