@@ -66,3 +66,16 @@ async def script_then_wait(
         pipe.execute_command("WAIT", wanted, timeout_ms)
         reply, _, confirmed = await pipe.execute()
     return reply, int(confirmed)
+
+
+_NOTHING = "return 1"  # a script that writes nothing: only the mark after it counts (``replicas_confirm``)
+
+
+async def replicas_confirm(client: Redis, settings: Settings) -> bool:
+    """Whether enough replicas (``RELAY_REDIS_WAIT_REPLICAS``) confirm a write of the queue's mark within the wait
+    timeout right now: what a submit waits for, asked without submitting anything (the Service Bus bridge waits
+    for it before it receives again after ``NotReplicated``)."""
+    script = client.register_script(_NOTHING)
+    queue = relay_keys.schedule(settings.queue_name)  # the queue's slot, on a cluster
+    _, confirmed = await script_then_wait(client, script, [queue], [], settings)
+    return confirmed >= settings.redis_wait_replicas

@@ -228,6 +228,39 @@ def test_a_full_queue_stops_receiving_until_it_has_room_and_dead_letters_nothing
     assert bus.dead_letter_count(names["queue"]) == 0
 
 
+def test_replicas_that_lag_stop_receiving_until_they_confirm_and_dead_letter_nothing(
+    spawn_redis: Callable[..., tuple[ManagedProcess, str]],  # first: stopped after the processes using it
+    bus: LocalServiceBus,
+    names: dict[str, str],
+    spawn_api: StartApi,
+    spawn_worker: StartWorker,
+) -> None:
+    """``RELAY_REDIS_WAIT_REPLICAS`` with no replica to confirm: ``NotReplicated`` was neither transient nor
+    poison, so it tore the receiver down (every message of the batch left unsettled) again and again. Now the
+    message is abandoned and receiving waits until a replica confirms writes."""
+    _, url = spawn_redis()
+    _, base = spawn_api(url=url, RELAY_QUEUE_NAME=names["relay_queue"])
+    wanted = {"RELAY_REDIS_WAIT_REPLICAS": "1", "RELAY_REDIS_WAIT_TIMEOUT_MS": "100"}
+    worker = spawn_worker(url=url, **bridge_env(bus, names, RELAY_SERVICEBUS_RETRY_SECONDS="0.5", **wanted))
+    mid = message_id()
+    bus.send(names["queue"], b'{"task": "echo", "args": ["replicated"]}', message_id=mid)
+    lagging = "replicas lag: the bridge stops receiving"
+    wait_until(lambda: lagging in worker.output(), 20, "the bridge to stop receiving")
+    assert bus.completed_ids(names["queue"]) == []
+    _, replica_url = spawn_redis()
+    replica = redis.Redis.from_url(replica_url)
+    try:
+        primary = redis.Redis.from_url(url).connection_pool.connection_kwargs
+        replica.execute_command("REPLICAOF", primary["host"], primary["port"])
+        wait_until(lambda: bus.completed_ids(names["queue"]) == [mid], 30, "the message to be completed")
+    finally:
+        replica.execute_command("REPLICAOF", "NO", "ONE")
+        replica.close()
+    assert wait_state(base, mid, FINAL, timeout=30)["result"] == {"echo": "replicated"}
+    assert bus.dead_letter_count(names["queue"]) == 0
+    assert "Service Bus receiver failed" not in worker.output()
+
+
 def test_sigterm_mid_batch_loses_nothing(
     bus: LocalServiceBus, names: dict[str, str], spawn_api: StartApi, spawn_worker: StartWorker
 ) -> None:

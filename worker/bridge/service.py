@@ -22,6 +22,7 @@ from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusRe
 from redis.exceptions import RedisError
 
 from shared import keys, tracing
+from shared.durability import NotReplicated, replicas_confirm
 from shared.enqueue import Enqueuer, prepare
 from shared.errors import IdConflict, InvalidArguments, InvalidOptions, QueueFull, SubmissionError, UnknownTask
 from shared.limits import ArgsTooLarge, check_args_size
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("relay.bridge")
 
-TRANSIENT = (*REDIS_FAILURES, QueueFull)  # every Redis failure: abandon and wait (shared.redis_errors)
+# Every Redis failure (shared.redis_errors), a full queue, and replicas that did not confirm in time: abandon and
+# wait until it is over.
+TRANSIENT = (*REDIS_FAILURES, QueueFull, NotReplicated)
 STOP_SECONDS = 10.0  # in-hand messages get this long to finish at shutdown, then are abandoned
 Settlement = Callable[[ServiceBusReceiver, ServiceBusReceivedMessage], Awaitable[None]]
 _POISON: dict[type[SubmissionError], str] = {
@@ -75,6 +78,7 @@ class ServiceBusBridge:
         self._replies_task: asyncio.Task[None] | None = None
         self._redis_down = asyncio.Event()
         self._full: QueueFull | None = None  # the refusal of a queue that was full: receive once it has room
+        self._lagging = False  # replicas did not confirm an enqueue in time: receive once they confirm a write
 
     @classmethod
     async def start(
@@ -122,6 +126,9 @@ class ServiceBusBridge:
             if self._full is not None:
                 await self._wait_for_room(self._full)
                 continue
+            if self._lagging:
+                await self._wait_for_replicas()
+                continue
             if self._redis_down.is_set():
                 await self._wait_for_redis()
                 continue
@@ -162,6 +169,8 @@ class ServiceBusBridge:
             logger.warning("abandoning message %s after a transient failure: %s", message.message_id, exc)
             if isinstance(exc, QueueFull):
                 self._full = exc  # Redis itself is fine: its write probe would let the message straight back
+            elif isinstance(exc, NotReplicated):
+                self._lagging = True  # the same: the primary accepts writes, its replicas lag
             else:
                 self._redis_down.set()
             if self._metrics is not None:
@@ -201,6 +210,21 @@ class ServiceBusBridge:
             if depth < limit:
                 logger.info("queue %r has room again: the bridge receives again", full.queue)
                 self._full = None
+                return
+            await self._pause(1.0)
+
+    async def _wait_for_replicas(self) -> None:
+        """Receive nothing while the replicas do not confirm writes in time (``RELAY_REDIS_WAIT_REPLICAS``): each
+        message received now would be enqueued on the primary alone and abandoned again."""
+        logger.warning("Redis replicas lag: the bridge stops receiving until they confirm writes again")
+        while not self._stopping.is_set():
+            try:
+                caught_up = await replicas_confirm(self._pool, self._settings)
+            except (RedisError, OSError):
+                caught_up = False
+            if caught_up:
+                logger.info("Redis replicas confirm writes again: the bridge receives again")
+                self._lagging = False
                 return
             await self._pause(1.0)
 
