@@ -7,11 +7,12 @@ an API process on the same Redis and queue is used to read the tasks back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,9 +25,15 @@ from bench.harness.client import read_events, submit, types, wait_state
 from bench.harness.processes import ManagedProcess, free_port, start_redis, wait_until
 from bench.harness.servicebus import LocalServiceBus
 from shared import keys
+from shared.enqueue import enqueue_task
+from shared.redis import connect_fail_fast
+from shared.settings import Settings
+from shared.tasks import TaskSubmission
 from tests.conftest import StartApi, StartWorker
 from tests.support.metrics import scrape, value
 from worker.bridge.messages import sequence_task_id, task_id_for
+from worker.bridge.replies import ReplySender
+from worker.tasks import load
 
 FINAL = {"succeeded", "failed", "aborted"}
 
@@ -612,3 +619,46 @@ def test_replies_come_from_every_shards_outbox(
         replies += asyncio.run(_receive(bus, names["replies"], 5))
     assert sorted(str(r["correlation_id"]) for r in replies) == sorted(mids)
     assert {r["state"] for r in replies} == {"succeeded"}
+
+
+def test_a_retry_that_ends_while_the_first_reply_is_sent_gets_its_own_reply(
+    redis_url: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    """The sender removed the outbox entry once its send returned, whatever happened meanwhile: a manual retry's
+    run that ended during the send had added the entry again, and its reply was lost."""
+    queue = f"relay:rr:{uuid.uuid4().hex[:8]}"
+    _, base = spawn_api(RELAY_QUEUE_NAME=queue)
+    spawn_worker(RELAY_QUEUE_NAME=queue)  # runs the task; sends no replies (no Service Bus)
+    settings = Settings(redis_url=redis_url, queue_name=queue)
+    task_id = f"rr-{uuid.uuid4().hex}"
+    sent: list[bytes] = []
+
+    class Sender:
+        async def send_messages(self, message: ServiceBusMessage) -> None:
+            sent.append(b"".join(message.body))
+            if len(sent) == 1:  # while the first reply is on its way, the task is retried and ends again
+                retried = await asyncio.to_thread(httpx.post, f"{base}/tasks/{task_id}/retry", timeout=10)
+                assert retried.status_code == 202, retried.text
+                view = await asyncio.to_thread(wait_state, base, task_id, {"failed"}, 30)
+                assert view["tries"] == 2
+
+    class Client:
+        @contextlib.asynccontextmanager
+        async def get_queue_sender(self, name: str) -> AsyncIterator[Sender]:
+            yield Sender()
+
+    async def scenario() -> None:
+        pool = await connect_fail_fast(settings)
+        try:
+            submission = TaskSubmission(task="fail", kwargs={"message": "boom"}, id=task_id)
+            reply = {"reply_to": "replies", "session_id": None, "message_id": task_id}
+            await enqueue_task(pool, load(["worker.tasks.demo"]), settings, submission, reply=reply)
+            await asyncio.to_thread(wait_state, base, task_id, {"failed"}, 30)
+            sender = ReplySender(pool, Client(), queue, settings.max_result_bytes)  # type: ignore[arg-type]
+            await sender.send_due()  # the first reply, and the retry during it
+            await sender.send_due()  # the retry's
+        finally:
+            await pool.aclose()
+
+    asyncio.run(scenario())
+    assert len(sent) == 2

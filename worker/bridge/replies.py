@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -77,23 +76,22 @@ class ReplySender:
         return sent_all
 
     async def _send_due(self, outbox: str) -> bool:
-        now = int(time.time() * 1000)
-        taken = await self._scripts.outbox(keys=[outbox], args=[now, BATCH, int(HOLD_SECONDS * 1000)])
-        for task_id_raw, raw_request in zip(taken[0::2], taken[1::2], strict=True):
-            await self._send_one(outbox, task_id_raw.decode(), raw_request)
-        return len(taken) // 2 < BATCH
+        taken = await self._scripts.outbox(keys=[outbox], args=[0, BATCH, int(HOLD_SECONDS * 1000)])
+        for task_id_raw, raw_request, held in zip(taken[0::3], taken[1::3], taken[2::3], strict=True):
+            await self._send_one(outbox, task_id_raw.decode(), raw_request, int(held))
+        return len(taken) // 3 < BATCH
 
-    async def _send_one(self, outbox: str, task_id: str, raw_request: bytes | None) -> None:
+    async def _send_one(self, outbox: str, task_id: str, raw_request: bytes | None, held: int) -> None:
         view = await task_view(self._pool, self._queue_name, task_id)
         if view is not None and not is_final(view):
-            await self._pool.zrem(outbox, task_id)  # nothing to say yet: a retry re-adds it at its end
+            await self._settle(outbox, task_id, held)  # nothing to say yet: a retry re-adds it at its end
             return
         if raw_request is None or view is None:
             # Both live RELAY_RESULT_TTL_SECONDS: the reply could not be sent for longer than that.
             lost = {"reply request": raw_request is None, "record": view is None}
             missing = " and ".join(what for what, gone in lost.items() if gone)
             logger.warning("reply for task %s dropped: its %s expired before it could be sent", task_id, missing)
-            await self._pool.zrem(outbox, task_id)
+            await self._settle(outbox, task_id, held)
             return
         request = loads(raw_request)
         try:
@@ -101,10 +99,16 @@ class ReplySender:
         except Exception as exc:  # the SDK's errors are many; every one means "not sent yet"
             self.failures += 1
             logger.warning("reply for task %s not sent (%s); retrying in %gs", task_id, exc, RETRY_SECONDS)
-            await self._pool.zadd(outbox, {task_id: int((time.time() + RETRY_SECONDS) * 1000)})
+            await self._settle(outbox, task_id, held, retry_in_ms=int(RETRY_SECONDS * 1000))
             return
         self.sent += 1
-        await self._pool.zrem(outbox, task_id)
+        await self._settle(outbox, task_id, held)
+
+    async def _settle(self, outbox: str, task_id: str, held: int, retry_in_ms: int | None = None) -> None:
+        """Remove the entry taken at ``held`` (or hold it ``retry_in_ms`` more, on Redis's clock), unless the task
+        ended again since and was added again: that entry stays, for the reply of its new end."""
+        delay = "" if retry_in_ms is None else retry_in_ms
+        await self._scripts.outbox(keys=[outbox], args=["settle", task_id, held, delay])
 
     async def _send(self, task_id: str, request: dict[str, Any], view: dict[str, Any]) -> None:
         state = view["state"]
