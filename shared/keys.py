@@ -30,7 +30,8 @@ The queue, lanes and claims (one design, shared by the enqueue, claim, commit, a
   The claim corrects any marker that is early or whose lane emptied.
 - **The claim's choice** among due lanes it serves: the worker's queues in its order (``RELAY_QUEUES``: earlier
   first); within a queue, tenants share the claim by weighted fair queueing (``RELAY_TENANT_WEIGHTS``; virtual
-  times per tenant in ``fairness``); within a tenant, higher priority first, then the earliest lane head (FIFO).
+  times per tenant and named queue in ``fairness``, floors per named queue and pool of workers running the same
+  tasks); within a tenant, higher priority first, then the earliest lane head (FIFO).
   Priority orders a tenant's own work: no tenant gets ahead of another by raising its priorities. Priority is
   strict: a steady stream of higher-priority work can starve that tenant's lower priorities (no aging).
 - **Limits** are enforced in the claim, on Redis's clock: a concurrency limit's running jobs are a set per task
@@ -572,7 +573,9 @@ def rate_limit(queue_name: str, task_name: str, key_value: str) -> str:
 
 
 def fairness(queue_name: str) -> str:
-    """When each tenant was last served by a claim (a hash: tenant -> claim counter), for round-robin."""
+    """Tenants' virtual times for weighted fair queueing (see "The claim's choice" above): a hash of
+    ``<named queue>|<tenant>`` -> time, and ``#<named queue>|<pool>`` -> the floor of that queue's contests among
+    the workers that run the same tasks (``claim.lua``)."""
     return tag() + FAIRNESS_PREFIX + schedule(queue_name)
 
 

@@ -378,7 +378,7 @@ if tonumber(head[2]) < RUNNING_BASE then
           local order = rank[q]
           local group = groups[order]
           if group == nil then
-            group = {order = order, tenants = {}, tenant_list = {}}
+            group = {order = order, queue = q, tenants = {}, tenant_list = {}}
             groups[order] = group
             group_list[#group_list + 1] = group
           end
@@ -441,16 +441,24 @@ local function shares(tenants, clock, count)
 end
 
 -- Serve the groups (queues) in order; within one, tenants share the claim by weighted fair queueing on virtual times kept
--- in the fairness hash (shared/keys.py): a tenant's time advances by 1/weight per job it was given, and never
--- starts below the hash's floor (the least time of the tenants due at the last contest), so a tenant that was
--- idle gets its turn at once but no credit for the time it was away.
+-- in the fairness hash (shared/keys.py), per named queue ('<queue>|<tenant>'): a tenant's time advances by 1/weight
+-- per job it was given, and never starts below the floor (the least time of the tenants due at the last contest),
+-- so a tenant that was idle gets its turn at once but no credit for the time it was away. The floor is kept per
+-- named queue and per pool of workers (those that run the same tasks: `pool`): a contest's floor raised every
+-- other contest's tenants to it, so a queue or pool whose tenants were served faster lifted the floor above all
+-- of another's at each claim, they started level, and the first by name won every claim: weights were ignored and
+-- the other tenants starved.
+local pool = string.sub(redis.sha1hex(table.concat(ARGV, ',', 9)), 1, 12)
 for _, group in ipairs(group_list) do
   if #claimed >= limit then break end
   local tenants = group.tenant_list
   if #tenants == 1 then
     take_from(group.tenants[tenants[1]], limit - #claimed)
   else
-    local stored = redis.call('HMGET', FAIRNESS .. queue, '#', unpack(tenants))  -- '#' is no tenant's name
+    local floor_field = '#' .. group.queue .. '|' .. pool  -- '#' starts no queue's name
+    local fields_of = {}
+    for i, tenant in ipairs(tenants) do fields_of[i] = group.queue .. '|' .. tenant end
+    local stored = redis.call('HMGET', FAIRNESS .. queue, floor_field, unpack(fields_of))
     local floor = tonumber(stored[1]) or 0
     local start, clock, lowest = {}, {}, nil
     for i, tenant in ipairs(tenants) do
@@ -479,9 +487,9 @@ for _, group in ipairs(group_list) do
         clock[tenant] = start[tenant] + (given[tenant] or 0) / (weight[tenant] or 1)
       end
     end
-    local fields = {'#', string.format('%.6f', lowest)}
+    local fields = {floor_field, string.format('%.6f', lowest)}
     for tenant, n in pairs(given) do
-      fields[#fields + 1] = tenant
+      fields[#fields + 1] = group.queue .. '|' .. tenant
       fields[#fields + 1] = string.format('%.6f', start[tenant] + n / (weight[tenant] or 1))
     end
     redis.call('HSET', FAIRNESS .. queue, unpack(fields))

@@ -41,10 +41,14 @@ class Bench:
         prepared = prepare(TASKS.get(task), self.settings, submission, tenant=tenant)
         return (await self.enqueuer.enqueue(prepared)).task_id
 
-    async def claim(self, limit: int, queues: str = "default", weights: str = "") -> tuple[list[str], Any, Any]:
-        """Claim up to ``limit``: the ids in the order taken, the next-due delay and the held-back counts."""
+    async def claim(
+        self, limit: int, queues: str = "default", weights: str = "", tasks: list[str] | None = None
+    ) -> tuple[list[str], Any, Any]:
+        """Claim up to ``limit`` (of ``tasks`` only, if given): the ids in the order taken, the next-due delay and the
+        held-back counts."""
         self.requests += 1
-        args = [str(self.requests), limit, 10_000, self.token, 0, queues, weights, "", *TASKS.claim_entries()]
+        entries = tasks if tasks is not None else TASKS.claim_entries()
+        args = [str(self.requests), limit, 10_000, self.token, 0, queues, weights, "", *entries]
         queue = self.settings.queue_name
         reply = await self.scripts.claim(keys=[queue, keys.ABORT_SET, keys.claim_request(self.token)], args=args)
         claimed, _, next_due, _, _, held, *_ = reply
@@ -90,6 +94,44 @@ async def test_tenants_share_claims_by_weight(
         taken, _, _ = await bench.claim(1, weights=weights)
         order += owner[taken[0]]
     assert order == first_four
+
+
+async def shared_out(pool: ArqRedis, settings: Settings, weights: str, busy_task: str | None) -> str:
+    """Whose tasks each of 8 claims of one gives, tenants a and b having 10 each; with ``busy_task``, a busy pool
+    claims 10 of it (tenants x and y) before each of them."""
+    busy, this = Bench(pool, settings), Bench(pool, settings)
+    if busy_task is not None:
+        for tenant in ("x", "y"):
+            for _ in range(60):
+                await busy.submit(busy_task, tenant=tenant)  # render runs on its own queue, gpu
+    owner = {}
+    for tenant in ("a", "b"):
+        for _ in range(10):
+            owner[await this.submit("stamp", tenant=tenant)] = tenant
+    order = ""
+    for _ in range(8):
+        if busy_task is not None:
+            await busy.claim(10, queues="default,gpu", weights=weights, tasks=[busy_task])
+        taken, _, _ = await this.claim(1, weights=weights, tasks=["stamp"])
+        order += owner[taken[0]]
+    return order
+
+
+@pytest.mark.parametrize("weights", ["", "b=3"])
+@pytest.mark.parametrize("busy_task", ["render", "inc"], ids=["another-queue", "a-pool-of-other-tasks"])
+async def test_tenants_share_a_queue_whatever_other_queues_and_pools_claim(
+    pool: ArqRedis, redis_url: str, weights: str, busy_task: str
+) -> None:
+    """A busy pool claims 10 at a time from its own tenants (another named queue's, or other tasks of the same
+    queue) between this pool's claims of one: the floor of their contests raised this contest's tenants to it at
+    every claim, both started level, and the first by name won every claim ('aaaaaaaa'), weights ignored. Now the
+    order is the one this pool gets alone."""
+    alone = await shared_out(
+        pool, Settings(redis_url=redis_url, queue_name=f"relay:cc:{uuid.uuid4().hex[:8]}"), weights, None
+    )
+    assert alone.count("b") == (4 if not weights else 6)
+    beside = Settings(redis_url=redis_url, queue_name=f"relay:cc:{uuid.uuid4().hex[:8]}")
+    assert await shared_out(pool, beside, weights, busy_task) == alone
 
 
 async def test_a_full_concurrency_key_is_parked_without_blocking_others_until_a_slot_frees(
