@@ -448,13 +448,14 @@ end
 -- other contest's tenants to it, so a queue or pool whose tenants were served faster lifted the floor above all
 -- of another's at each claim, they started level, and the first by name won every claim: weights were ignored and
 -- the other tenants starved.
-local pool = string.sub(redis.sha1hex(table.concat(ARGV, ',', 9)), 1, 12)
+local pool = nil  -- read when a contest needs it
 for _, group in ipairs(group_list) do
   if #claimed >= limit then break end
   local tenants = group.tenant_list
   if #tenants == 1 then
     take_from(group.tenants[tenants[1]], limit - #claimed)
   else
+    pool = pool or string.sub(redis.sha1hex(table.concat(ARGV, ',', 9)), 1, 12)
     local floor_field = '#' .. group.queue .. '|' .. pool  -- '#' starts no queue's name
     local fields_of = {}
     for i, tenant in ipairs(tenants) do fields_of[i] = group.queue .. '|' .. tenant end
