@@ -29,6 +29,7 @@ async def test_the_end_of_a_run_leaves_the_next_run_of_its_id_in_place(
     ends = {1: asyncio.Event(), 2: asyncio.Event()}
 
     async def run(self: JobRun) -> None:  # stands in for the task's run and its commit
+        self.began = True
         await ends[self.claimed.try_number].wait()
 
     monkeypatch.setattr(JobRun, "run", run)

@@ -109,6 +109,7 @@ class Engine:
         # Redis refusing writes (OOM, MISCONF) would be asked again in a tight loop.
         self._poll_failed = False
         self._telling: set[asyncio.Task[None]] = set()  # promises being passed on (``_in_background``)
+        self._handing_back: set[asyncio.Task[OpResult | None]] = set()  # ``_hand_back_unstarted``
         self._shard_polls: dict[int, ShardPoll] = {}  # with several shards: why and when to ask each (``_claim``)
         self._last_abort_check = 0.0
         self._last_maintenance = 0.0
@@ -502,6 +503,8 @@ class Engine:
             self.runs.pop(task_id, None)
         self.leases.release(task_id, run)
         worker.job_counter -= 1
+        if run is not None and not run.began:
+            self._hand_back_unstarted(run)
         if self.shutting_down:
             self.wake.set()  # arq's grace period lasts while its tasks hold this one: the next poll drops it now
         elif self._work_noticed or (self._next_due_ms is not None and self._next_due_ms <= self.redis_now_ms()):
@@ -510,6 +513,16 @@ class Engine:
             self.wake.set()  # its registration for hand-offs is used up: claim, and so register again
         elif was_full and self._next_due_ms is not None:
             self._wake_when_due(self._next_due_ms)  # the sleep begun while full ignored it (``_sleep_seconds``)
+
+    def _hand_back_unstarted(self, run: JobRun) -> None:
+        """``run`` was cancelled before its first step (a stop's cancel landing in the loop turn that started it):
+        none of it ran and nothing was recorded, so the job is re-queued with its try given back, as a stop hands
+        back the jobs it did not run, instead of lapsing into a lost worker's take-over that counts a try (and
+        fails a task on its last one). ``stop`` waits for it."""
+        ending = outcomes.requeued("worker shutdown", give_back_try=True)
+        task = self._commit_later(ending, run.claimed, run.spec.name, None)
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
 
     def _wake_when_due(self, due_ms: float) -> None:
         """Claim at ``due_ms`` (Redis's clock) if a slot is free then, else as one frees: for a known due time the
@@ -733,6 +746,8 @@ class Engine:
         except (RedisError, OSError) as exc:
             logger.error("could not hand back the jobs of a claim cut short by the stop (Redis: %s); other workers "
                          "run them once their leases lapse", exc)  # fmt: skip
+        if self._handing_back:
+            await asyncio.gather(*self._handing_back, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self.committer.drain()
         if self._due_wake is not None:

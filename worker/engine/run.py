@@ -81,6 +81,7 @@ class JobRun:
         self.started_ms = int(time.time() * 1000)
         self.deadline = time.monotonic() + self.timeout_seconds
         self.abort_requested = False
+        self.began = False  # whether ``run`` got its first step: a task cancelled before it never runs any of it
         self.lease_lost = False
         self._stopping = False
         self._closed = False
@@ -185,6 +186,7 @@ class JobRun:
         ``started`` goes out with the run's first other events, or ``STARTED_HOLD_SECONDS`` after the start if
         the task is still running then: a task that ends sooner writes ``started``, its result and ``end`` as
         one log entry, one message, in one commit."""
+        self.began = True
         span = self.span = tracing.run_span(self.spec.name, self.task_id, self.try_number, self.carrier)
         span.activate()
         self.trace_id = span.trace_id
