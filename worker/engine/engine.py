@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from shared import catalogue, keys, tracing
 from shared.enqueue import Enqueuer
+from shared.errors import SubmissionError
 from shared.jobs import JobRecord
 from shared.queuecounts import recount_depths
 from shared.redis import server_time, stop_retrying_at
@@ -464,16 +465,30 @@ class Engine:
             ending = outcomes.aborted("aborted while its worker was lost")
         elif record is None:
             ending = outcomes.failed(outcomes.JobRecordMissing("the job's record was missing when its worker was lost"))
-        else:
-            spec = self.registry.get(record.function) if record.function in self.registry else None
-            policy_retries = spec.retry.max_retries if spec else 0
-            count = tries.count(record, claimed.try_number, policy_retries, self.settings.max_pickups)
-            if count.last:
-                message = f"its worker was lost on each of its {count.cap} tries"
-                ending = outcomes.failed(outcomes.WorkerLost(message))
-            else:
-                ending = outcomes.requeued("worker lost", give_back_try=False)
+        elif record.function in self.registry:
+            ending = self._lost_ending(claimed, record, self.registry.get(record.function).retry.max_retries)
+        else:  # the sweep takes over any lapsed lease: the task's policy is the live workers' that run it
+            task = asyncio.create_task(self._take_over_unknown(claimed, record))
+            task.add_done_callback(_log_failure)
+            return
         self._commit_later(ending, claimed, function, started_ms=None)
+
+    async def _take_over_unknown(self, claimed: Claimed, record: JobRecord) -> OpResult | None:
+        """``_take_over`` of a job whose task this worker does not run, with the retries its policy allows as the
+        live workers that run it publish it (``shared.catalogue``; none if none does): read as 0, a task allowing
+        more tries than ``RELAY_MAX_PICKUPS`` was failed early."""
+        try:
+            policy_retries = (await self.catalogue.get(record.function)).max_retries
+        except (SubmissionError, RedisError, OSError):
+            policy_retries = 0
+        ending = self._lost_ending(claimed, record, policy_retries)
+        return await self.commit_ending(ending, self._facts(claimed, record.function, None), claimed.seq)
+
+    def _lost_ending(self, claimed: Claimed, record: JobRecord, policy_retries: int) -> Ending:
+        count = tries.count(record, claimed.try_number, policy_retries, self.settings.max_pickups)
+        if count.last:
+            return outcomes.failed(outcomes.WorkerLost(f"its worker was lost on each of its {count.cap} tries"))
+        return outcomes.requeued("worker lost", give_back_try=False)
 
     def _facts(self, claimed: Claimed, function: str, started_ms: int | None) -> RunFacts:
         return RunFacts(
