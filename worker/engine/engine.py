@@ -110,7 +110,7 @@ class Engine:
         # Redis refusing writes (OOM, MISCONF) would be asked again in a tight loop.
         self._poll_failed = False
         self._telling: set[asyncio.Task[None]] = set()  # promises being passed on (``_in_background``)
-        self._handing_back: set[asyncio.Task[OpResult | None]] = set()  # ``_hand_back_unstarted``
+        self._pending_endings: set[asyncio.Task[OpResult | None]] = set()  # ``_keep_until_stop``
         self._shard_polls: dict[int, ShardPoll] = {}  # with several shards: why and when to ask each (``_claim``)
         self._last_abort_check = 0.0
         self._last_maintenance = 0.0
@@ -470,8 +470,9 @@ class Engine:
         else:  # the sweep takes over any lapsed lease: the task's policy is the live workers' that run it
             task = asyncio.create_task(self._take_over_unknown(claimed, record))
             task.add_done_callback(_log_failure)
+            self._keep_until_stop(task)
             return
-        self._commit_later(ending, claimed, function, started_ms=None)
+        self._keep_until_stop(self._commit_later(ending, claimed, function, started_ms=None))
 
     async def _take_over_unknown(self, claimed: Claimed, record: JobRecord) -> OpResult | None:
         """``_take_over`` of a job whose task this worker does not run, with the retries its policy allows as the
@@ -535,9 +536,13 @@ class Engine:
         back the jobs it did not run, instead of lapsing into a lost worker's take-over that counts a try (and
         fails a task on its last one). ``stop`` waits for it."""
         ending = outcomes.requeued("worker shutdown", give_back_try=True)
-        task = self._commit_later(ending, run.claimed, run.spec.name, None)
-        self._handing_back.add(task)
-        task.add_done_callback(self._handing_back.discard)
+        self._keep_until_stop(self._commit_later(ending, run.claimed, run.spec.name, None))
+
+    def _keep_until_stop(self, task: asyncio.Task[OpResult | None]) -> None:
+        """An ending being recorded that ``stop`` waits for before it drains the committer (a take-over found
+        by the claim the stop sends again would otherwise be queued after the drain, and lapse once more)."""
+        self._pending_endings.add(task)
+        task.add_done_callback(self._pending_endings.discard)
 
     def _wake_when_due(self, due_ms: float) -> None:
         """Claim at ``due_ms`` (Redis's clock) if a slot is free then, else as one frees: for a known due time the
@@ -761,8 +766,8 @@ class Engine:
         except (RedisError, OSError) as exc:
             logger.error("could not hand back the jobs of a claim cut short by the stop (Redis: %s); other workers "
                          "run them once their leases lapse", exc)  # fmt: skip
-        if self._handing_back:
-            await asyncio.gather(*self._handing_back, return_exceptions=True)
+        if self._pending_endings:
+            await asyncio.gather(*self._pending_endings, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self.committer.drain()
         if self._due_wake is not None:
