@@ -201,6 +201,8 @@ class WorkflowSummary(BaseModel):
 
 
 class WorkflowPage(BaseModel):
-    """``GET /workflows``, newest first."""
+    """``GET /workflows``, newest first. A request examines a bounded part of the index (as ``GET /tasks``
+    does), so a page may be short, even empty, and still have a ``next_cursor``."""
 
     workflows: list[WorkflowSummary]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next page; null at the end.")

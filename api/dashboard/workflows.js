@@ -8,12 +8,23 @@
 window.relayWorkflows = (() => {
   const REFRESH_MS = 5000;
   const STEP_STATES = { step_started: "queued", step_ended: null };
+  // A page examines a bounded part of the index, so a tenant among busier ones may get short pages: follow a few.
+  const LIST_PAGES = 5;
 
   async function refreshList(kit) {
-    const page = await kit.callJson("/workflows?limit=20");
+    const flows = [];
+    let cursor = null;
+    for (let page = 0; page < LIST_PAGES && flows.length < 20; page++) {
+      const params = new URLSearchParams({ limit: String(20 - flows.length) });
+      if (cursor) params.set("cursor", cursor);
+      const answer = await kit.callJson(`/workflows?${params}`);
+      flows.push(...answer.workflows);
+      cursor = answer.next_cursor;
+      if (!cursor) break;
+    }
     const table = kit.$("#workflows");
     if (!table) return;
-    const rows = page.workflows.map((flow) => {
+    const rows = flows.map((flow) => {
       const row = kit.element("tr");
       row.dataset.workflowId = flow.id;
       kit.cell(row, link(kit, flow.id, kit.shortId(flow.id)), "mono");

@@ -21,6 +21,7 @@ from api.streaming import Followed, ends_with_its_connection, send_followed, str
 from shared import keys, tenancy
 from shared.apikeys import NAME_PATTERN, Role
 from shared.events import EventType, decode_head
+from shared.tasklist import BadCursor
 from shared.workflows.canvas import WorkflowSubmission
 from shared.workflows.store import PreparedWorkflow, WorkflowSubmitted, prepare_workflow
 
@@ -119,21 +120,23 @@ async def _submit(request: Request, who: Caller, res: Resources, prepared: Prepa
 
 @bp.get("/workflows")
 async def list_route(request: Request) -> HTTPResponse:
-    """Recent workflows, newest first (``?limit=``; an admin may add ``&tenant=``), each with its state."""
+    """Recent workflows, newest first (``?limit=&cursor=``; an admin may add ``&tenant=``), each with its state."""
     who = caller(request)
     res = resources(request)
     tenant = request.args.get("tenant")
     if tenant is not None and not NAME_PATTERN.fullmatch(tenant):
         raise InvalidRequest("tenant must be an API key name", [{"loc": ["query", "tenant"], "msg": "not a name"}])
-    ids = await res.workflows.list_ids(list_prefix(who, tenant), _limit(request.args.get("limit")))
+    limit, cursor = _limit(request.args.get("limit")), request.args.get("cursor")
+    try:
+        found, next_cursor = await res.workflows.list_page(list_prefix(who, tenant), limit, cursor, res.cursor_seal)
+    except BadCursor as exc:
+        raise InvalidRequest(str(exc), [{"loc": ["query", "cursor"], "msg": str(exc)}]) from None
     shown = []
-    for stored, summary in zip(ids, await res.workflows.summaries(ids), strict=True):
-        if summary is None:
-            continue
+    for stored, state, steps in found:
         public_id = public_task_id(who, stored)
-        item = {"id": public_id, "state": summary[0], "steps": summary[1]}
+        item = {"id": public_id, "state": state, "steps": steps}
         shown.append(item | {"tenant": tenancy.owner(stored), "links": links(public_id)})
-    return json({"workflows": shown})
+    return json({"workflows": shown, "next_cursor": next_cursor})
 
 
 @bp.get("/workflows/<flow_id:str>")

@@ -13,8 +13,9 @@ from enum import StrEnum
 from typing import Any, cast
 
 from arq.connections import ArqRedis
+from cryptography.fernet import Fernet
 
-from shared import durability, keys, tenancy
+from shared import durability, keys, tasklist, tenancy
 from shared.enqueue import Links, TaskShape, prepare
 from shared.errors import IdConflict, InvalidOptions, QueueFull, SubmissionError
 from shared.limits import check_args_size
@@ -253,30 +254,19 @@ class Workflows:
             found = await pipe.execute()
         return [(state.decode(), int(n or 0)) if state is not None else None for state, n in found]
 
-    async def list_ids(self, prefix: str, limit: int) -> list[str]:
-        """The newest workflows' stored ids whose id starts with ``prefix`` (a tenant's), newest first: with
-        several shards, the newest ``limit`` of each shard's index, merged."""
-        if keys.shard_count() == 1:
-            return await self._shard_ids(prefix, limit)
-        found: list[tuple[float, str]] = []
-        for shard in keys.shards():
-            with keys.on_shard(shard):
-                ids = await self._shard_ids(prefix, limit)
-                scores = await self._pool.zmscore(keys.flow_index(self._settings.queue_name), ids) if ids else []
-            found += [(score or 0.0, flow_id) for flow_id, score in zip(ids, scores, strict=True)]
-        return [flow_id for _, flow_id in sorted(found, reverse=True)[:limit]]
-
-    async def _shard_ids(self, prefix: str, limit: int) -> list[str]:
-        index = keys.flow_index(self._settings.queue_name)
-        found: list[str] = []
-        start = 0
-        while len(found) < limit:
-            page = await self._pool.zrevrange(index, start, start + 499)
-            if not page:
-                break
-            start += len(page)
-            found += [i.decode() for i in page if i.decode().startswith(prefix)]
-        return found[:limit]
+    async def list_page(
+        self, prefix: str, limit: int, cursor: str | None, seal: Fernet | None
+    ) -> tuple[list[tuple[str, str, int]], str | None]:
+        """The next page after ``cursor`` of the workflows whose stored id starts with ``prefix`` (a tenant's),
+        newest first: each one's stored id, state and steps (expired ones left out), and the cursor after it
+        (None at the end). The walk is bounded per request as ``GET /tasks``'s is (``shared.tasklist``), so
+        a page may be short, even empty, with a cursor. ``BadCursor`` for a cursor this API did not hand out."""
+        start = tasklist.decode_cursor(cursor, seal) if cursor else ("+inf", "")
+        walk = tasklist.Walk(tasklist.WORKFLOWS, self._settings.queue_name, start, (None, None, prefix), limit)
+        ids, next_cursor = await tasklist.page_ids(self._pool, self._scripts, walk, seal)
+        summaries = await self.summaries(ids) if ids else []
+        shown = [(i, s[0], s[1]) for i, s in zip(ids, summaries, strict=True) if s is not None]
+        return shown, next_cursor
 
 
 async def _hmget(pool: ArqRedis, key: str, fields: list[str]) -> list[bytes | None]:

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from bench.harness.client import ndjson_lines, sse_messages
 from bench.harness.processes import BIN, start_api, start_worker, wait_until
 from relay.client import Client, ForbiddenError, TaskNotFound
+from shared import keys
 from tests.support.environment import relay_env
 
 WEB, WEB_READ, CI, OPS = "key-web-0001", "key-web-read-0002", "key-ci-0003", "key-ops-0004"
@@ -249,6 +250,40 @@ def test_list_cursors_are_sealed_so_a_tenant_can_neither_read_nor_write_a_positi
     assert (forged.status_code, forged.json()["error"]["code"]) == (422, "invalid_request")
     for task_id in ids:
         stack.call(WEB, "DELETE", f"/tasks/{task_id}")
+
+
+def test_a_tenant_lists_its_workflows_in_bounded_pages_among_many_others(stack: Stack) -> None:
+    """Every tenant's workflows share one index: a tenant with one workflow behind 25,000 newer ones of another
+    tenant walked all of them in one request. A request now examines at most 10,000 entries (as GET /tasks
+    does), answers short pages with a sealed cursor, and following the cursors finds the workflow, once."""
+    flow = unique("flow-among")
+    created = stack.call(WEB, "POST", "/workflows", json={"workflow": {"chain": [{"task": "echo"}]}, "id": flow})
+    assert created.status_code == 202
+    index = keys.flow_index(stack.queue)
+    client = redis.Redis.from_url(stack.redis_url)
+    newer = time.time() * 1e6 + 1e9  # after the real one, and after any other test's
+    others = {f"ci~crowd-{n:05}": newer + n for n in range(25_000)}
+    client.zadd(index, others)
+    try:
+        pages: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while len(pages) < 10:
+            params = {"limit": 50} | ({"cursor": cursor} if cursor else {})
+            pages.append(stack.call(WEB, "GET", "/workflows", params=params).json())
+            cursor = pages[-1]["next_cursor"]
+            if cursor is None:
+                break
+        assert pages[0]["workflows"] == []  # it stopped early ...
+        assert pages[0]["next_cursor"] is not None  # ... and said so
+        assert "ci~" not in json.dumps(pages)
+        found = [w["id"] for page in pages for w in page["workflows"]]
+        assert found.count(flow) == 1
+        assert pages[-1]["next_cursor"] is None
+        forged = stack.call(WEB, "GET", "/workflows", params={"cursor": "bm90IG9uZSBvZiBvdXJz"})
+        assert (forged.status_code, forged.json()["error"]["code"]) == (422, "invalid_request")
+    finally:
+        client.zrem(index, *others)
+        client.close()
 
 
 def test_tasks_from_before_tenants_are_for_admins_only(stack: Stack) -> None:

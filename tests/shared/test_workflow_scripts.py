@@ -213,7 +213,7 @@ async def test_the_workflow_index_forgets_workflows_that_expired(pool: ArqRedis,
     index = keys.flow_index(settings.queue_name)
     removed, examined, left = await worker.scripts.maintenance(keys=[index], args=[1000, 500, 0, "flows"])
     assert (removed, examined, left) == (1, 2, 1)
-    assert await worker.workflows.list_ids("", 10) == [kept]
+    assert await worker.workflows.list_page("", 10, None, None) == ([(kept, "running", 1)], None)
 
 
 async def test_the_workflow_log_keeps_within_its_caps_and_recounts_after_it_expired(
