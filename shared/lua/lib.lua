@@ -857,6 +857,21 @@ local function relay_flow_map_end(flow, m)
   return {m, state, '{"error_type":"MapMemberFailed","message":"' .. why .. '"}'}
 end
 
+-- Step `j` of workflow `flow` runs as task '<flow>:<j>', an id a client may have given a task of its own: true if
+-- a job record or result under that id is not this step's (its head names no such workflow link), which its
+-- release must not write over (the step fails instead: TaskIdTaken). A step's own, from a run before a retry, is
+-- no obstacle. One EXISTS in the usual case.
+local function relay_flow_id_taken(flow, j)
+  local id = flow .. ':' .. j
+  if redis.call('EXISTS', JOB .. id, RESULT .. id) == 0 then return false end
+  local link = '"wf":"' .. flow .. '","ws":' .. j .. ','
+  for _, key in ipairs({JOB .. id, RESULT .. id}) do
+    local head = redis.call('GETRANGE', key, 0, 1023)
+    if head ~= '' and not string.find(head, link, 1, true) then return true end
+  end
+  return false
+end
+
 -- Record the ends in `work` ({step, state (S, F, A or K), value (its result, or its error), its successors or
 -- nil}) and whatever follows from them, until nothing more does in this call: each successor's dependencies count
 -- down, those that reach zero are ready (`ready`: {step, is a map}), those that cannot run are skipped (a failed
@@ -870,10 +885,15 @@ local function relay_flow_advance(flow, work, ready, cancelled, now, events)
     if next_item > #work then
       local j, is_map = ready[next_ready][1], ready[next_ready][2]
       next_ready = next_ready + 1
-      if is_map then
-        work[#work + 1] = relay_flow_expand(flow, j, now, events, released)
-      else
-        released[#released + 1] = j
+      local members = is_map and {} or {j}
+      if is_map then work[#work + 1] = relay_flow_expand(flow, j, now, events, members) end
+      for _, k in ipairs(members) do
+        if relay_flow_id_taken(flow, k) then
+          work[#work + 1] = {k, 'F', '{"error_type":"TaskIdTaken","message":"step ' .. k .. ' did not run: its task '
+            .. 'id (the workflow id, a colon and the step number) names a task submitted with that id"}'}
+        else
+          released[#released + 1] = k
+        end
       end
     else
       local i, s, v, succ = work[next_item][1], work[next_item][2], work[next_item][3], work[next_item][4]

@@ -508,3 +508,61 @@ async def test_a_step_an_abort_releases_is_named_too(pool: ArqRedis, settings: S
     assert await next_notice(pubsub) == b"w" + idle.encode()  # the callback
     await pubsub.aclose()  # type: ignore[no-untyped-call]
     assert list(await worker.claim()) == [f"{flow}:1"]
+
+
+async def _taken(pool: ArqRedis, settings: Settings, worker: Worker, task_id: str, ended: bool) -> list[Any]:
+    """A task of the client's own under ``task_id``, waiting or ended; its records as they are then."""
+    plain = await Submitter(pool, settings).submit("inc", id=task_id, args=[100], delay_seconds=0 if ended else 600)
+    if ended:
+        claimed = await worker.claim()
+        assert await worker.commit(worker.end_args(plain, claimed[plain], 101)) == ["ok"]
+    return [await pool.get(keys.job(plain)), await pool.get(keys.result(plain))]
+
+
+async def _submit_as(worker: Worker, flow: str, workflow: dict[str, Any]) -> None:
+    submission = WorkflowSubmission.model_validate({"workflow": workflow, "id": flow})
+    prepared = await prepare_workflow(submission, _shape_of, worker.settings, None)
+    assert (await worker.workflows.submit(prepared)).flow_id == flow
+
+
+async def _shape_of(name: str) -> TaskShape:
+    return TASKS.get(name)
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["waiting", "ended"])
+async def test_a_step_whose_id_a_task_of_the_client_took_fails_and_leaves_that_task_alone(
+    pool: ArqRedis, settings: Settings, ended: bool
+) -> None:
+    """Step n of workflow ``wf`` runs as task ``wf:n``, an id a client may also give a task of its own. The
+    release wrote the step's record over that task's (a waiting task became the step; an ended one's result
+    stood beside the step's new record): the step now fails, naming why, and the task is left as it was."""
+    worker, flow = Worker(pool, settings), f"wf-{uuid.uuid4().hex[:8]}"
+    before = await _taken(pool, settings, worker, f"{flow}:1", ended)
+    await _submit_as(worker, flow, {"chain": [{"task": "inc", "args": [1]}, {"task": "inc"}, {"task": "inc"}]})
+    first = await worker.claim()
+    assert list(first) == [f"{flow}:0"]
+    assert await worker.commit(worker.end_args(f"{flow}:0", first[f"{flow}:0"], 2)) == ["ok"]
+    assert [await pool.get(keys.job(f"{flow}:1")), await pool.get(keys.result(f"{flow}:1"))] == before
+    view = await worker.workflows.view(flow)
+    assert view is not None
+    assert (view["state"], view["error"]["step"], view["error"]["error_type"]) == ("failed", 1, "TaskIdTaken")
+    assert view["counts"] == {"succeeded": 1, "failed": 1, "skipped": 1}
+    assert await worker.claim() == {}  # nothing of the workflow's runs
+
+
+async def test_a_map_member_whose_id_is_taken_fails_and_the_others_run(pool: ArqRedis, settings: Settings) -> None:
+    worker, flow = Worker(pool, settings), f"wf-{uuid.uuid4().hex[:8]}"
+    before = await _taken(pool, settings, worker, f"{flow}:4", ended=False)
+    await _submit_as(worker, flow, MAPPED)
+    record = (await worker.claim())[f"{flow}:0"]
+    assert await worker.commit(worker.end_args(f"{flow}:0", record, [5, 6, 7])) == ["ok"]
+    members = await worker.claim()
+    assert sorted(members) == [f"{flow}:3", f"{flow}:5"]
+    assert [await pool.get(keys.job(f"{flow}:4")), await pool.get(keys.result(f"{flow}:4"))] == before
+    for j in (3, 5):
+        assert await worker.commit(worker.end_args(f"{flow}:{j}", members[f"{flow}:{j}"], j)) == ["ok"]
+    view = await worker.workflows.view(flow)
+    assert view is not None
+    mapped = view["tree"]["children"][1]
+    assert [(c["step"], c["state"]) for c in mapped["children"]] == [(3, "succeeded"), (4, "failed"), (5, "succeeded")]
+    assert (view["state"], view["error"]["step"], view["error"]["error_type"]) == ("failed", 4, "TaskIdTaken")
