@@ -540,11 +540,12 @@ def migration_guard(queue_name: str) -> str:
 
 
 def replication_mark(queue_name: str) -> str:
-    """A key in the namespace's slot written on the submit's connection between its script and ``WAIT``
+    """A key in the slot of the shard the call works on (``tag``: the script's node; shard 0's tag was refused
+    with MOVED by any other primary), written on the submit's connection between its script and ``WAIT``
     (``shared.durability``): WAIT confirms the writes of its own connection up to its last one, and a resend
     that finds its task already there writes nothing itself; after this write, a confirmation covers
     whatever an earlier send (or anyone) wrote before it, so a 200 for an existing id is confirmed too."""
-    return _tag + REPLICATION_MARK_PREFIX + schedule(queue_name)
+    return tag() + REPLICATION_MARK_PREFIX + schedule(queue_name)
 
 
 def lane(queue_name: str, lane_id: str) -> str:

@@ -106,6 +106,45 @@ async def test_a_submit_is_acknowledged_once_the_slots_replica_has_it(redis_clus
         await close(pool)
 
 
+def primary_of(url: str, tag: str) -> int:
+    """The port of the primary that holds ``tag``'s slot."""
+    slot = key_slot(tag.encode())
+    with node(int(url.rsplit(":", 1)[1].split("/")[0])) as client:
+        for first, last, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return int(primary[1])
+    raise AssertionError(f"slot {slot} not covered")
+
+
+async def test_a_submit_is_acknowledged_in_every_shard_whichever_primary_holds_it(redis_cluster_url: str) -> None:
+    """With several shards, the mark written between the script and WAIT must be in the task's shard's slot:
+    written in shard 0's, it was refused (MOVED) by every other primary, so every submit to a shard held
+    elsewhere failed, resubmits too, though the task was stored."""
+    shards = 3
+    namespace = next(
+        n
+        for n in (f"relay:cw:{uuid.uuid4().hex[:8]}" for _ in range(100))
+        if len({primary_of(redis_cluster_url, keys.shard_tag(n, s, shards)) for s in range(shards)}) > 1
+    )
+    for shard in range(shards):
+        primary = primary_of(redis_cluster_url, keys.shard_tag(namespace, shard, shards))
+        wait_until(lambda p=primary: replicas_online(p) == 1, 30, "the shard's replica to be in sync")  # type: ignore[misc]
+    with keys.layout_kept():
+        settings = Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name=namespace, queue_shards=shards,
+                            redis_wait_replicas=1, redis_wait_timeout_ms=1000)  # fmt: skip
+        pool = api_client(settings)
+        try:
+            enqueuer = Enqueuer(pool, settings)
+            for shard in range(shards):
+                task_id = next(t for t in (f"w{shard}-{i}" for i in range(1000)) if keys.shard_of(t, shards) == shard)
+                assert (await submit(enqueuer, settings, task_id)).created
+                assert not (await submit(enqueuer, settings, task_id)).created  # a resend, answered as one
+                with keys.on_shard(shard):
+                    assert await pool.exists(keys.job(task_id))
+        finally:
+            await close(pool)
+
+
 async def test_a_submit_whose_replica_is_stopped_is_refused_but_kept(redis_cluster_url: str) -> None:
     """WAIT sent on any other connection, or to another node, would return at once with a replica: the stopped
     replica of the queue's slot must make the submit's own WAIT time out."""
