@@ -99,7 +99,8 @@ class WakeupListener:
             notice = b"j" if due_ms is None else b"d%d" % due_ms
             logger.debug("named for a job it cannot take now: telling every worker")
             engine = self._engine
-            telling = tell_all(engine.scripts, engine.settings.queue_name, [(channel, notice)])
+            notices = [(channel, notice)]  # on the channel's own shard: shard 0's cannot publish it
+            telling = tell_all(engine.scripts, engine.settings.queue_name, notices, shard_of={channel: shard})
             task = asyncio.create_task(telling, name="relay-wakeup-pass-on")
             self._passing_on.add(task)
             task.add_done_callback(self._passing_on.discard)

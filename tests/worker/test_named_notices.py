@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from shared import keys
+from shared.redis import api_client, close
 from shared.scripts import Scripts
 from shared.settings import Settings
 from worker.engine.engine import Engine
@@ -255,3 +258,36 @@ async def test_a_stopping_worker_ends_its_watches_as_it_tells_every_worker() -> 
         ("b|default|0||", now_ms + 90_000),
         (LANE, now_ms + 60_000),
     ]
+
+
+@pytest.mark.cluster
+async def test_a_notice_passed_on_goes_out_on_its_own_shard(redis_cluster_url: str) -> None:
+    """With several shards, a worker named for a job of shard 2 that it cannot take tells every worker on shard 2's
+    channel, ending shard 2's registrations: run on shard 0's schedule, the publish was refused (a key of another
+    slot) and swallowed, so nobody was told and the stale registrations stayed."""
+    with keys.layout_kept():
+        namespace = f"relay:pass-on:{uuid.uuid4().hex[:6]}"
+        settings = Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name=namespace, queue_shards=3)
+        pool, listening = api_client(settings), api_client(settings)
+        try:
+            shard = 2
+            with keys.on_shard(shard):
+                channel, idle = keys.wakeup_channel(namespace), keys.idle_registry(namespace)
+                await pool.hset(idle, "another-worker", "9999999999999|1|1||")  # type: ignore[misc]
+                sub = listening.pubsub()
+            await sub.subscribe(channel)
+            assert (await sub.get_message(timeout=5))["type"] == "subscribe"
+            engine = SimpleNamespace(token="me", shutting_down=False, can_claim=False, settings=settings)
+            engine.scripts = Scripts(pool)
+            heard = WakeupListener(pool, namespace, cast(Engine, engine))
+            heard.handle(b"wme", shard, channel.encode())  # named for this worker, which cannot take it
+            await asyncio.gather(*heard._passing_on)
+            message = await sub.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert message is not None, "the notice passed on never reached shard 2's channel"
+            assert message["data"] == b"j"
+            with keys.on_shard(shard):
+                assert await pool.hlen(idle) == 0  # type: ignore[misc]
+            await sub.aclose()
+        finally:
+            await close(pool)
+            await close(listening)
