@@ -81,7 +81,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from shared import cluster_moved, keys
+from shared import cluster_nodes, keys
+from shared.redis_errors import ClusterUnreachable
 from shared.redis_pools import (
     AsyncBudgetRetry,
     AsyncClusterPubSubConnection,
@@ -287,12 +288,32 @@ class _GuardedSyncScript(Script):
         return super().__call__([*(keys or []), self.guard], args, client)
 
 
+def _slot_unserved(exc: SlotNotCoveredError) -> ClusterUnreachable:
+    return ClusterUnreachable(f"no node serves the slot: {exc}")
+
+
+async def _as_redis_error(send: Callable[[], Awaitable[T]]) -> T:
+    """``send()``; a slot no node serves (redis-py's ``SlotNotCoveredError``, which is not a ``RedisError``, raised
+    once its own tries ran out, as a cluster fails over) raised as the outage it is (``ClusterUnreachable``)."""
+    try:
+        return await send()
+    except SlotNotCoveredError as exc:
+        raise _slot_unserved(exc) from exc
+
+
 class _SyncRelayCluster(SyncRedisCluster):
-    """redis-py's synchronous cluster client whose scripts declare the migration guard, as ``RelayCluster``'s."""
+    """redis-py's synchronous cluster client whose scripts declare the migration guard, as ``RelayCluster``'s, and
+    whose slot without a node is an outage (``_as_redis_error``)."""
 
     def __init__(self, *, queue_name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.queue_name = queue_name
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except SlotNotCoveredError as exc:
+            raise _slot_unserved(exc) from exc
 
     def register_script(self, script: Any) -> Script:
         """The guard of the shard the script is registered for (``keys.on_shard``; its text carries that tag)."""
@@ -316,7 +337,7 @@ class RelayCluster(RedisCluster):
     ) -> None:
         super().__init__(**kwargs)
         self.shards = shards  # RELAY_QUEUE_SHARDS
-        cluster_moved.guard(self.nodes_manager)
+        cluster_nodes.guard(self.nodes_manager)
         self.retry_budget = retry_budget
         self.cutoff = Cutoff()
         # redis-py's cluster client picks redis-py's own connection classes: Relay's report a closed transport
@@ -372,13 +393,13 @@ class RelayCluster(RedisCluster):
         that held the slot refuses connections until its replica is promoted and the layout says so, which takes
         longer than redis-py's count of layout re-reads when each refusal is instant."""
         if not self.retry_budget:
-            return await send()
+            return await _as_redis_error(send)
         backoff = ExponentialBackoff(cap=1.0, base=0.05)
         deadline = time.monotonic() + self.retry_budget
         failures = 0
         while True:
             try:
-                return await send()
+                return await _as_redis_error(send)
             except CLUSTER_OUTAGE:
                 failures += 1
                 retry_at = time.monotonic() + backoff.compute(failures)
@@ -442,7 +463,7 @@ class RelayCluster(RedisCluster):
             first, asked = replies[0], None
             if isinstance(first, MovedError):
                 # What redis-py's own client does with a MOVED: the next lookup takes the slot's owner from it
-                # (shared.cluster_moved; tests/shared/test_cluster_wait.py holds this to the installed redis-py).
+                # (shared.cluster_nodes; tests/shared/test_cluster_wait.py holds this to the installed redis-py).
                 self.nodes_manager._moved_exception = first
             elif isinstance(first, AskError):
                 asked = self.get_node(host=first.host, port=first.port)
@@ -590,7 +611,7 @@ def sync_client(settings: Settings) -> redis.Redis:
             cluster_error_retry_attempts=CLUSTER_RETRIES,
             **cluster,
         )
-        cluster_moved.guard(sync_cluster.nodes_manager)
+        cluster_nodes.guard(sync_cluster.nodes_manager)
         return cast(redis.Redis, sync_cluster)
     target = _target(settings)
     kwargs = target.kwargs | {"retry": SyncBudgetRetry(RETRY_BUDGET_SECONDS), "retry_on_error": list(PATIENT_RETRY_ON)}

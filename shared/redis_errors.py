@@ -28,6 +28,12 @@ from redis.exceptions import (
 from shared.redis_pools import PoolExhausted
 
 
+class ClusterUnreachable(ConnectionError):
+    """A Redis Cluster client could not read the cluster's layout or find a node for a slot (redis-py raises its
+    ``RedisClusterException``, not a ``RedisError``, for both): an outage like a refused connection, raised as one
+    so that every handler of Redis failures rides it out (``shared.cluster_nodes``, ``shared.redis``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RedisFailure:
     """How to answer a Redis failure. ``transient``: the same request can succeed later without anyone

@@ -1,7 +1,7 @@
 """RELAY_REDIS_WAIT_REPLICAS on a Redis Cluster: the enqueue script and its WAIT go on one connection to the primary
 that holds the queue's slot (``shared.redis.RelayCluster.script_then_wait``), and follow the slot to its new primary
 after a failover; and the cluster clients' slot map survives one failover's MOVED applied twice
-(``shared.cluster_moved``). The failover under load is ``tests/e2e/test_cluster_failover.py``."""
+(``shared.cluster_nodes``). The failover under load is ``tests/e2e/test_cluster_failover.py``."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ async def test_a_submit_follows_its_slot_to_the_new_primary(tmp_path: Path) -> N
 
 async def test_one_failovers_moved_applied_twice_leaves_its_new_primary_a_primary(redis_cluster_url: str) -> None:
     """Two commands in flight when the slot's primary failed over both get the MOVED; redis-py < 7 demoted the new
-    primary at the second (``shared.cluster_moved``), and SCRIPT LOAD, sent to primaries, never reached it again.
+    primary at the second (``shared.cluster_nodes``), and SCRIPT LOAD, sent to primaries, never reached it again.
     Only the clients' maps are changed here: the cluster keeps its roles."""
     namespace = f"relay:cw:{uuid.uuid4().hex[:8]}"
     settings = Settings(redis_url=redis_cluster_url, redis_cluster=True, queue_name=namespace)

@@ -90,6 +90,8 @@ class LeaseKeeper:
                         self.renewals += 1
                     except (RedisError, OSError) as exc:
                         logger.warning("could not renew %d leases: %s", len(shard_ids), exc)
+                    except Exception:  # the thread must outlive any failure: without it, every lease lapses
+                        logger.exception("could not renew %d leases", len(shard_ids))
             for raw in lost:
                 task_id = raw.decode()
                 self.release(task_id, holders[task_id])

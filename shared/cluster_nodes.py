@@ -1,4 +1,6 @@
-"""A fix for redis-py < 7's cluster clients (async and sync): one failover's MOVED applied twice wrecked the slot map.
+"""Two fixes to redis-py's cluster clients' nodes managers (async and sync), installed by ``guard``.
+
+**One failover's MOVED applied twice** (redis-py < 7) wrecked the slot map.
 
 redis-py updates its slot map from a MOVED (``NodesManager._update_moved_slots``): the node it names becomes the slot's
 primary, the old primary its replica. Commands in flight when a primary fails over all get that MOVED; one that comes
@@ -8,8 +10,13 @@ so no MOVED comes again), and ``SCRIPT LOAD``, sent to the primaries, never reac
 NOSCRIPT for ever (seen when a killed primary came back as its successor's replica and answered MOVED,
 ``tests/e2e/test_cluster_failover.py``). redis-py later made such a MOVED a no-op (redis/redis-py#3899); so does this.
 
-``guard`` installs it on a client's nodes manager; ``tests/shared/test_cluster_wait.py`` holds it to the installed
-redis-py.
+``tests/shared/test_cluster_wait.py`` holds it to the installed redis-py.
+
+**A layout that cannot be read** (no node answers, or the nodes leave slots uncovered or disagree, as while a cluster
+restarts or fails over) raised ``RedisClusterException``, which is not a ``RedisError``: every handler that rides out
+a Redis outage let it through, so the API answered 500, a worker exited, the lease renewal thread and the bridge's
+reply sender died. It is raised here as ``ClusterUnreachable``, a ``ConnectionError`` (``shared.redis_errors``), and
+ridden out as one (``tests/shared/test_cluster_unreachable.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ import redis
 from redis.asyncio.cluster import NodesManager as AsyncNodesManager
 from redis.cluster import NodesManager as SyncNodesManager
 from redis.cluster import get_node_name
+from redis.exceptions import RedisClusterException
+
+from shared.redis_errors import ClusterUnreachable
 
 
 def _names_its_primary(manager: Any) -> bool:
@@ -27,6 +37,10 @@ def _names_its_primary(manager: Any) -> bool:
     moved = manager._moved_exception
     nodes = manager.slots_cache.get(moved.slot_id)
     return bool(nodes) and nodes[0].name == get_node_name(moved.host, moved.port)
+
+
+def _unreachable(exc: RedisClusterException) -> ClusterUnreachable:
+    return ClusterUnreachable(f"the cluster's layout could not be read: {exc}")
 
 
 class _AsyncNodesManager(AsyncNodesManager):
@@ -38,6 +52,12 @@ class _AsyncNodesManager(AsyncNodesManager):
             return
         super()._update_moved_slots()
 
+    async def initialize(self) -> None:
+        try:
+            await super().initialize()
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
 
 class _SyncNodesManager(SyncNodesManager):
     __slots__ = ()
@@ -48,6 +68,12 @@ class _SyncNodesManager(SyncNodesManager):
             return
         super()._update_moved_slots()  # type: ignore[no-untyped-call]
 
+    def initialize(self) -> None:
+        try:
+            super().initialize()  # type: ignore[no-untyped-call]
+        except RedisClusterException as exc:
+            raise _unreachable(exc) from exc
+
 
 def guard(manager: AsyncNodesManager | SyncNodesManager) -> None:
     """Give ``manager`` (a cluster client's ``nodes_manager``) the fix; fail loudly if redis-py's shape changed."""
@@ -55,7 +81,7 @@ def guard(manager: AsyncNodesManager | SyncNodesManager) -> None:
     base = fixed.__mro__[1]
     if type(manager) is not base or not hasattr(manager, "_moved_exception") or not hasattr(manager, "slots_cache"):
         raise RuntimeError(
-            f"redis-py {redis.__version__}: the cluster client's nodes manager is not the one shared/cluster_moved.py "
+            f"redis-py {redis.__version__}: the cluster client's nodes manager is not the one shared/cluster_nodes.py "
             "fixes; check whether it still needs the fix"
         )
     manager.__class__ = fixed
