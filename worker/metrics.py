@@ -71,7 +71,7 @@ class WorkerMetrics:
         )
         self.requeues = Counter(
             "relay_worker_task_requeues",
-            "Jobs put back on the queue, by task and reason (worker shutdown, worker lost, worker stopping).",
+            "Jobs put back on the queue, by task and reason (worker shutdown, worker lost).",
             ["task", "reason"],
             registry=r,
         )

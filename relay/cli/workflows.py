@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
-from relay.cli.common import handles_errors, json_option, out, wait_option
+from relay.cli.common import err, handles_errors, json_option, out, wait_option
 from relay.cli.exitcodes import ExitCode, for_state
 from relay.cli.follow import compact
 from relay.client import Client, Event, ResultTimeout, WorkflowView
@@ -47,7 +47,7 @@ def read_canvas(canvas: str | None, file: Path | None) -> dict[str, Any]:
 
 def follow_workflow(client: Client, flow_id: str, as_json: bool, wait: float | None, console: Console) -> ExitCode:
     """Every event until ``workflow_end`` (NDJSON with ``--json``, else one line per step event); the exit code
-    says how the workflow ended."""
+    says how the workflow ended. Notices go to stderr: stdout stays the events (NDJSON a script can parse)."""
     state = "unknown"
     try:
         for event in client.workflow_events(flow_id, timeout=wait):
@@ -57,22 +57,25 @@ def follow_workflow(client: Client, flow_id: str, as_json: bool, wait: float | N
             else:
                 line = describe(event)
                 if line:
-                    console.print(line, highlight=False)
+                    # Plain text: a step's message ("copying [/data/in.csv]") is the task's, not rich markup.
+                    console.print(line, highlight=False, markup=False)
             if event.type == "workflow_end":
                 state = str((event.data or {}).get("state", "unknown"))
     except KeyboardInterrupt:
-        console.print(
-            f"Stopped following workflow {flow_id}; it keeps running. Cancel it: relay workflow cancel {flow_id}"
+        err().print(
+            f"Stopped following workflow {flow_id}; it keeps running. Cancel it: relay workflow cancel {flow_id}",
+            highlight=False,
+            markup=False,
         )
         return ExitCode.INTERRUPTED
     except ResultTimeout as exc:
-        console.print(f"{exc}. Cancel it with: relay workflow cancel {flow_id}", highlight=False)
+        err().print(f"{exc}. Cancel it with: relay workflow cancel {flow_id}", highlight=False, markup=False)
         return ExitCode.TIMEOUT
     return for_state(state)
 
 
 def describe(event: Event) -> str | None:
-    """One line for a person: what happened to which step."""
+    """One line for a person: what happened to which step (plain text, to be printed without markup)."""
     step = event.raw.get("step")
     who = f"step {step}" if step is not None else "workflow"
     data = event.data if isinstance(event.data, dict) else {}
@@ -85,17 +88,17 @@ def describe(event: Event) -> str | None:
     if event.type == "step_ended":
         error = data.get("error") or {}
         extra = f" ({error.get('error_type')}: {error.get('message')})" if error else ""
-        return escape(f"{who}: {data.get('state')}{extra}")
+        return f"{who}: {data.get('state')}{extra}"
     if event.type == "started":
         return f"{who} {event.task_id}: started (try {data.get('try')})"
     if event.type == "progress":
         return f"{who} {event.task_id}: {data.get('current')}/{data.get('total')} {data.get('message') or ''}".rstrip()
     if event.type == "result":
-        return escape(f"{who} {event.task_id}: result {compact(event.data)}")
+        return f"{who} {event.task_id}: result {compact(event.data)}"
     if event.type == "workflow_end":
         if data.get("state") == "succeeded":
-            return escape(f"workflow succeeded: {compact(data.get('result'))}")
-        return escape(f"workflow {data.get('state')}: {compact(data.get('error'))}")
+            return f"workflow succeeded: {compact(data.get('result'))}"
+        return f"workflow {data.get('state')}: {compact(data.get('error'))}"
     return None
 
 

@@ -19,7 +19,15 @@ from relay.client import protocol
 from relay.client.canvas import Canvas, as_canvas
 from relay.client.celery import AsyncTaskProxy
 from relay.client.config import ClientConfig, RetryPolicy
-from relay.client.errors import NotFoundError, TaskNotFound, connection_error, error_from_response, never_sent
+from relay.client.errors import (
+    NotFoundError,
+    TaskNotFound,
+    answer_json,
+    connection_error,
+    error_from_response,
+    may_resend,
+    never_sent,
+)
 from relay.client.flows import AsyncWorkflowHandle
 from relay.client.models import Event, Submitted, TaskView, WorkflowView
 from relay.client.protocol import Call
@@ -232,12 +240,12 @@ class AsyncClient:
     ) -> AsyncIterator[Event]:
         """Every step's events (each tagged with its ``step``) and the workflow's own, replayed then live, each
         exactly once, until its ``workflow_end`` (resumes by itself across cut connections)."""
-        deadline = Deadline(flow_id, timeout) if timeout is not None else None
+        deadline = Deadline(flow_id, timeout, "workflow") if timeout is not None else None
         return self._stream(flow_id, after, until_final, deadline, workflow=True)
 
     async def workflow_result(self, flow_id: str, timeout: float | None = None) -> Any:
         """Wait for the workflow to end: its value, or ``TaskFailed``/``TaskAborted`` naming the failed step."""
-        deadline = Deadline(flow_id, timeout) if timeout is not None else None
+        deadline = Deadline(flow_id, timeout, "workflow") if timeout is not None else None
         view = WorkflowView.from_json(await self._json(protocol.workflow_state_call(flow_id), deadline))
         if not view.is_final:
             async with aclosing(self._stream(flow_id, 0, True, deadline, workflow=True)) as events:
@@ -252,8 +260,7 @@ class AsyncClient:
         return TaskView.from_json(await self._json(protocol.state_call(task_id), deadline))
 
     async def _json(self, call: Call, deadline: Deadline | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = (await self._send(call, deadline)).json()
-        return body
+        return answer_json(await self._send(call, deadline))
 
     async def _send(self, call: Call, deadline: Deadline | None = None) -> httpx.Response:
         budget = RetryBudget(self.config.retry, first_contact=not self._answered)
@@ -273,7 +280,10 @@ class AsyncClient:
                 budget.answered()
                 if not response.is_error:
                     return response
-                delay = budget.wait_or_raise(error_from_response(response))
+                refusal = error_from_response(response)
+                if not may_resend(refusal, call.idempotent):
+                    raise refusal
+                delay = budget.wait_or_raise(refusal)
             await asyncio.sleep(bounded(delay, deadline))
             if deadline is not None:
                 deadline.check()
@@ -333,6 +343,7 @@ class AsyncClient:
             yield Dropped(describe(exc))
             return
         self._answered = True
+        follower.answered()  # the follower's budget, made before this answer, must hear of it too
         try:
             if response.status_code == 204:
                 yield Ended()

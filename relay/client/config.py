@@ -17,7 +17,8 @@ class RetryPolicy:
 
     The server's ``Retry-After`` is honoured; without one, waits grow exponentially from ``backoff_base``
     up to ``backoff_max`` with full jitter (so many clients do not come back in step). ``max_wait_seconds``
-    bounds the total time slept across consecutive failures; progress (an event, a response) resets it.
+    bounds the total time slept across consecutive failures; progress (a response; on a stream, any line the
+    API sends, heartbeats included) resets it.
     ``max_wait_seconds=0`` turns retrying off. ``first_contact_wait_seconds``, when set, bounds the retrying of
     connection failures before the API has answered this client at all: a command line that cannot reach the API
     on its first try is better told so within seconds (an API restarting mid-session still gets the full budget).

@@ -25,6 +25,9 @@ class RelayError(Exception):
     status: int | None = None
     code: str = "error"
     retryable: bool = False
+    # The API refused before acting on the request, so resending it is safe even when it is not idempotent
+    # (a cancel, a retry). A proxy's 502/504 is not such a refusal: the API may have acted, the answer was lost.
+    refused_before_acting: bool = False
 
     def __init__(
         self,
@@ -55,6 +58,15 @@ class RelayConnectionError(RelayError):
 
     code = "connection_error"
     retryable = True
+
+
+class NotRelayAnswer(RelayConnectionError):
+    """A success whose body is not the JSON object the API sends: something else answered at that URL (a proxy's
+    or a captive portal's page, another web server), so Relay's API was not reached. Not retried: a cancel or a
+    retry may have been carried out behind it."""
+
+    code = "not_relay_answer"
+    retryable = False
 
 
 class ClientError(RelayError):
@@ -169,6 +181,7 @@ class TooManyRequestsError(ClientError):
 
     status, code = 429, "too_many_requests"
     retryable = True
+    refused_before_acting = True  # the API's rate limit and quota are checked before it acts (api/quotas.py)
 
 
 class RateLimited(TooManyRequestsError):
@@ -198,16 +211,19 @@ class ServiceUnavailableError(ServerError):
 
 class QueueFull(ServiceUnavailableError):
     code = "queue_full"
+    refused_before_acting = True  # nothing was enqueued
 
 
 class Draining(ServiceUnavailableError):
     """This API process is shutting down; another one will answer."""
 
     code = "draining"
+    refused_before_acting = True  # said before the request is looked at
 
 
 class TooManyStreams(ServiceUnavailableError):
     code = "too_many_streams"
+    refused_before_acting = True
 
 
 class NotReplicated(ServiceUnavailableError):
@@ -388,6 +404,21 @@ def error_from_response(response: Answer) -> RelayError:
     return exc
 
 
+def answer_json(response: Answer) -> dict[str, Any]:
+    """A success's body: the API always answers with a JSON object, anything else is ``NotRelayAnswer`` (not a
+    ``JSONDecodeError`` a caller would not think of catching)."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:  # not JSON, or not UTF-8
+        body = None
+    if not isinstance(body, dict):
+        kind = response.headers.get("content-type") or "no content type"
+        excerpt = response.text[:200] or "an empty body"
+        message = f"the answer is not Relay's JSON ({kind}): {excerpt}; is this URL Relay's API?"
+        raise NotRelayAnswer(message, status=response.status_code)
+    return body
+
+
 def _with_first_problem(message: str, details: Any) -> str:
     """A 422's message with its first problem, when the API did not put it there (an API older than the one
     that does): ``n: '3' is not of type 'integer' (and 1 more problem)`` says what to fix; a bare "the
@@ -449,8 +480,9 @@ class TaskLost(TaskError):
 class ResultTimeout(TimeoutError):
     """Waiting for the task gave up; the task itself keeps running (cancel it with ``handle.cancel()``)."""
 
-    def __init__(self, task_id: str, timeout: float) -> None:
-        super().__init__(f"task {task_id} did not end within {timeout:g}s (it keeps running)")
+    def __init__(self, task_id: str, timeout: float, kind: str = "task") -> None:
+        # ``kind``: a workflow's wait says "workflow wf1", so the advice that follows names the right command.
+        super().__init__(f"{kind} {task_id} did not end within {timeout:g}s (it keeps running)")
         self.task_id = task_id
         self.timeout = timeout
 
@@ -462,6 +494,13 @@ def connection_error(base_url: str, exc: httpx.TransportError) -> RelayConnectio
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
         error.retryable = False  # the request itself is wrong (a URL's scheme, a header): no retry can help
     return error
+
+
+def may_resend(error: RelayError, idempotent: bool) -> bool:
+    """Whether a call the API answered with ``error`` may be sent again: an idempotent one always (within the
+    budget); another (a cancel, a retry) only when the API says it refused before acting. A redis_* 503 may come
+    after the change was made (reading the task back), and a proxy's 502/504 is an answer lost on the way back."""
+    return idempotent or error.refused_before_acting
 
 
 def never_sent(exc: httpx.TransportError) -> bool:

@@ -78,9 +78,10 @@ class RetryBudget:
 class Deadline:
     """The end of a wait the caller bounded (``result(timeout=...)``)."""
 
-    def __init__(self, task_id: str, timeout: float) -> None:
+    def __init__(self, task_id: str, timeout: float, kind: str = "task") -> None:
         self.task_id = task_id
         self.timeout = timeout
+        self.kind = kind  # "task" or "workflow": what the ResultTimeout names
         self._end = time.monotonic() + timeout
 
     def remaining(self) -> float:
@@ -91,7 +92,7 @@ class Deadline:
 
     def check(self) -> None:
         if self.expired():
-            raise ResultTimeout(self.task_id, self.timeout)
+            raise ResultTimeout(self.task_id, self.timeout, self.kind)
 
     def clamp(self, seconds: float) -> float:
         """``seconds``, or what is left of the deadline if that is less."""

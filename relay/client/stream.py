@@ -87,6 +87,7 @@ class Follower:
         workflow: bool = False,
     ) -> None:
         self.task_id = task_id
+        self.kind = "workflow" if workflow else "task"  # for messages: a workflow is not "task wf1"
         # A workflow's stream (``/workflows/{id}/events``) ends at its ``workflow_end``, not at a step's ``end``.
         self.path = workflow_path(task_id, "/events") if workflow else task_path(task_id, "/events")
         self.final = WORKFLOW_FINAL_EVENT if workflow else FINAL_EVENT
@@ -99,28 +100,27 @@ class Follower:
     def params(self) -> dict[str, int]:
         return {"after": self.last_seq}
 
+    def answered(self) -> None:
+        """The API answered this stream's request: it exists, so a later outage gets the whole retry budget,
+        not the first-contact one (a queued task's stream may bring nothing but heartbeats for a long time)."""
+        self._budget.answered()
+
     def feed(self, line: str) -> Event | Reconnect | None:
         """The event on this line (None for heartbeats, blank lines and repeats), or a reconnect request."""
         if not line.strip():
             return None
-        try:
-            raw: Any = json.loads(line)
-            kind = raw["type"]
-            if kind == "heartbeat":
-                return None
-            if kind == "reconnect":
-                hint = raw.get("data")
-                retry_ms = hint.get("retry_ms", 1000) if isinstance(hint, dict) else 1000
-                return Reconnect(max(0.0, float(retry_ms) / 1000))
-            event = Event.from_json(raw)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise StreamBroken(f"not an event: {line[:100]!r}") from exc
-        if event.seq <= self.last_seq:
-            return None  # already handed out before the connection was cut
-        self.last_seq = event.seq
+        item = parse_line(line)
+        # Any well-formed line is progress (RetryPolicy): the API is up and serving this stream, so the next
+        # outage gets the whole budget again. A heartbeat counts, as a long-deferred task's stream brings
+        # nothing else; a bare 200 does not, or a proxy that answers and closes at once would be retried forever.
         self._budget.reset()
+        if not isinstance(item, Event):
+            return item
+        if item.seq <= self.last_seq:
+            return None  # already handed out before the connection was cut
+        self.last_seq = item.seq
         self._polls = 0
-        return event
+        return item
 
     def after(self, end: ConnectionEnd) -> Next:
         """What to do once a connection ended this way (raises when giving up)."""
@@ -128,12 +128,14 @@ class Follower:
             return Next(check_state=True) if self.until_final else Next(stop=True)
         if isinstance(end, Reconnect):
             # A planned handover (the API is shutting down), not a failure: no budget spent.
-            logger.info("the API asked to reconnect; resuming task %s after event %d", self.task_id, self.last_seq)
+            logger.info(
+                "the API asked to reconnect; resuming %s %s after event %d", self.kind, self.task_id, self.last_seq
+            )
             return Next(wait=end.wait)
         if isinstance(end, Refused):
             self._budget.answered()
             return Next(wait=self._budget.wait_or_raise(end.error))
-        error = RelayConnectionError(f"the event stream of task {self.task_id} broke: {end.reason}")
+        error = RelayConnectionError(f"the event stream of {self.kind} {self.task_id} broke: {end.reason}")
         return Next(wait=self._budget.wait_or_raise(error))
 
     def after_state(self, view: TaskView | WorkflowView | None) -> Next:
@@ -145,6 +147,22 @@ class Follower:
         wait = 0.0 if self._polls == 0 else min(self._policy.backoff_max, self._policy.backoff_base * 2**self._polls)
         self._polls += 1
         return Next(wait=wait)
+
+
+def parse_line(line: str) -> Event | Reconnect | None:
+    """One stream line: an event, a reconnect request, or None for a heartbeat (``StreamBroken`` if none)."""
+    try:
+        raw: Any = json.loads(line)
+        kind = raw["type"]
+        if kind == "heartbeat":
+            return None
+        if kind == "reconnect":
+            hint = raw.get("data")
+            retry_ms = hint.get("retry_ms", 1000) if isinstance(hint, dict) else 1000
+            return Reconnect(max(0.0, float(retry_ms) / 1000))
+        return Event.from_json(raw)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise StreamBroken(f"not an event: {line[:100]!r}") from exc
 
 
 def events_call(follower: Follower) -> Call:

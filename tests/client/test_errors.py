@@ -129,3 +129,13 @@ def test_a_422_without_its_first_problem_in_the_message_gets_it_from_details() -
     )
     said = body["error"] | {"message": "the arguments do not fit the task: n: '3' is not of type 'integer'"}
     assert error_from_response(httpx.Response(422, json={"error": said})).message == said["message"]  # not twice
+
+
+def test_every_exception_is_re_exported_from_relay_client() -> None:
+    """``relay.client`` says every failure is re-exported there: ``from relay.client import RedisSlotMoving``."""
+    import relay.client
+
+    families = (RelayError, errors.TaskError, errors.ResultTimeout)
+    classes = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, families)}
+    assert classes - set(relay.client.__all__) == set()
+    assert all(getattr(relay.client, name) is getattr(errors, name) for name in classes)

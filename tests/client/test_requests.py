@@ -18,10 +18,13 @@ import pytest
 from relay.client import (
     AsyncClient,
     Client,
+    NotRelayAnswer,
     NotRetryable,
     QueueFull,
     RelayConnectionError,
     RetryPolicy,
+    ServerError,
+    StoreUnavailable,
     TaskNotFound,
     UnauthorizedError,
 )
@@ -358,6 +361,104 @@ def test_a_cancel_whose_answer_was_lost_is_not_resent(slept: list[float]) -> Non
     with client(rec) as relay:
         assert relay.cancel("t1") == "aborted"  # never sent: safe to send
     assert len(rec.requests) == 2
+
+
+def api_error(status: int, code: str, retry_after: str = "1") -> httpx.Response:
+    body = {"error": {"code": code, "message": f"the {code} message", "details": None}}
+    return httpx.Response(status, json=body, headers={"Retry-After": retry_after})
+
+
+def proxy_page(status: int) -> Handler:
+    """A proxy's own answer (HTML, not the API's JSON error), a new response for each request."""
+    return lambda request: httpx.Response(status, text=f"<html>{status} from the proxy</html>")
+
+
+CANCELS_AND_RETRIES: list[Callable[[Client], Any]] = [
+    lambda relay: relay.cancel("t1"),
+    lambda relay: relay.retry("t1"),
+    lambda relay: relay.cancel_workflow("wf1"),
+    lambda relay: relay.retry_workflow("wf1"),
+]
+
+
+@pytest.mark.parametrize("status", [502, 504])
+@pytest.mark.parametrize("call", CANCELS_AND_RETRIES, ids=["cancel", "retry", "cancel_workflow", "retry_workflow"])
+def test_a_cancel_or_retry_a_proxy_answered_502_or_504_is_not_resent(
+    slept: list[float], call: Callable[[Client], Any], status: int
+) -> None:
+    """The proxy's 502/504 is an answer lost on the way back: the API may have carried the request out."""
+    rec = Recorder(proxy_page(status), httpx.Response(202, json={"id": "t1", "state": "aborting", "created": False}))
+    with client(rec) as relay, pytest.raises(ServerError) as caught:
+        call(relay)
+    assert caught.value.status == status
+    assert len(rec.requests) == 1
+    assert slept == []
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [api_error(503, "draining"), api_error(429, "rate_limited"), api_error(429, "quota_exceeded")],
+    ids=["draining", "rate_limited", "quota_exceeded"],
+)
+def test_a_retry_the_api_refused_before_acting_is_resent(slept: list[float], refusal: httpx.Response) -> None:
+    rec = Recorder(refusal, httpx.Response(202, json={"id": "t1", "task": "echo", "state": "queued", "created": False}))
+    with client(rec) as relay:
+        relay.retry("t1")
+    assert len(rec.requests) == 2
+    assert slept == [1.0]
+
+
+def test_a_cancel_the_store_failed_is_not_resent(slept: list[float]) -> None:
+    """A redis_* 503 may come after the task was aborted (reading it back): not resent."""
+    rec = Recorder(api_error(503, "redis_unavailable"), httpx.Response(200, json={"state": "aborted"}))
+    with client(rec) as relay, pytest.raises(StoreUnavailable):
+        relay.cancel("t1")
+    assert len(rec.requests) == 1
+
+
+def test_a_read_a_proxy_answered_504_is_still_retried(slept: list[float]) -> None:
+    rec = Recorder(proxy_page(504), httpx.Response(200, json=view("t1")))
+    with client(rec) as relay:
+        assert relay.get("t1").state == "succeeded"
+    assert len(rec.requests) == 2
+
+
+async def test_async_a_cancel_or_retry_a_proxy_answered_504_is_not_resent(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr("relay.client.aio.asyncio.sleep", sleep)
+    rec = Recorder(proxy_page(504))
+    async with AsyncClient("http://relay.test", transport=httpx.MockTransport(rec)) as relay:
+        for call, target in ((relay.cancel, "t1"), (relay.retry, "t1"), (relay.cancel_workflow, "wf1")):
+            with pytest.raises(ServerError):
+                await call(target)
+        with pytest.raises(ServerError):
+            await relay.retry_workflow("wf1")
+    assert len(rec.requests) == 4
+    assert slept == []
+
+
+@pytest.mark.parametrize(
+    "page",
+    [httpx.Response(200, text="<html>Sign in</html>"), httpx.Response(200, json=["not", "an", "object"])],
+    ids=["html", "json-list"],
+)
+def test_a_success_that_is_not_relays_json_is_a_relay_error(slept: list[float], page: httpx.Response) -> None:
+    with client(Recorder(page)) as relay, pytest.raises(NotRelayAnswer) as caught:
+        relay.cancel("t1")
+    assert isinstance(caught.value, RelayConnectionError)  # Relay's API was not reached: something else answered
+    assert caught.value.status == 200
+    assert slept == []
+
+
+async def test_async_a_success_that_is_not_relays_json_is_a_relay_error() -> None:
+    rec = Recorder(lambda request: httpx.Response(200, text="<html>Sign in</html>"))
+    async with AsyncClient("http://relay.test", transport=httpx.MockTransport(rec)) as relay:
+        with pytest.raises(NotRelayAnswer, match="Sign in"):
+            await relay.get("t1")
 
 
 def test_not_found_is_not_retried(slept: list[float]) -> None:

@@ -241,3 +241,47 @@ async def test_async_client_resumes_the_same_way(no_sleeping: list[float]) -> No
         got = [(e.seq, e.type) async for e in relay.events("t1")]
     assert got == [(1, "started"), (2, "partial"), (3, "partial"), (9, "end")]
     assert server.afters == [0, 2, 2]
+
+
+@pytest.fixture
+def steady_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each backoff its cap (no jitter), so the budget a test spends is known."""
+    monkeypatch.setattr("relay.client.retry.random.random", lambda: 0.999)
+
+
+# The CLI's: a wrong address is told within a moment, an API that has answered gets the whole budget.
+FIRST_CONTACT = RetryPolicy(max_wait_seconds=30, backoff_base=0.05, backoff_max=0.2, first_contact_wait_seconds=0.3)
+
+
+def answered_then_restarting() -> Server:
+    """The first request of the client is the stream: answered (200, cut before its first heartbeat), then the
+    API restarts (refused for longer than the first-contact budget, well within the whole one), then the end."""
+    return Server(stream([]), *[httpx.ConnectError("refused")] * 6, stream([event(1), END]))
+
+
+@pytest.mark.usefixtures("steady_jitter")
+def test_a_stream_the_api_answered_gets_the_whole_budget_not_the_first_contact_one() -> None:
+    assert seqs(answered_then_restarting(), retry=FIRST_CONTACT) == [(1, "partial"), (9, "end")]
+
+
+@pytest.mark.usefixtures("steady_jitter")
+async def test_async_a_stream_the_api_answered_gets_the_whole_budget_not_the_first_contact_one() -> None:
+    server = answered_then_restarting()
+    async with AsyncClient("http://relay.test", retry=FIRST_CONTACT, transport=httpx.MockTransport(server)) as relay:
+        assert [(e.seq, e.type) async for e in relay.events("t1")] == [(1, "partial"), (9, "end")]
+
+
+@pytest.mark.usefixtures("steady_jitter")
+def test_heartbeats_reset_the_budget_so_short_outages_do_not_add_up(no_sleeping: list[float]) -> None:
+    """A long-deferred task's stream brings only heartbeats; the API restarts six times, each outage within the
+    budget (two 0.5 s waits of 2 s), all of them together past it."""
+    policy = RetryPolicy(max_wait_seconds=2.0, backoff_base=0.5, backoff_max=0.5)
+    outages = [conn for _ in range(6) for conn in (stream([HEARTBEAT]), httpx.ConnectError("refused"))]
+    assert seqs(Server(*outages, stream([END])), retry=policy) == [(9, "end")]
+    assert sum(no_sleeping) > policy.max_wait_seconds
+
+
+def test_a_bare_200_closed_at_once_is_not_progress() -> None:
+    """A proxy that answers and closes at once, forever, must not be retried forever."""
+    with pytest.raises(RelayConnectionError, match="closed before"):
+        seqs(Server(*[stream([]) for _ in range(50)]), retry=RetryPolicy(max_wait_seconds=1.0, backoff_base=0.4))
