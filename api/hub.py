@@ -5,7 +5,8 @@ the last one leaves. Each stream has a bounded queue: a stream too slow to keep 
 of growing memory, and re-reads what it missed from the task's event log (replay is always there).
 The process's own *inbox* channel (``shared.keys``, "Inboxes") is subscribed once, at start: the tasks this
 process submits with a stream name it in their records, and their events arrive there, routed to the stream
-by task id, with no subscription per task.
+by task id, with no subscription per task. A connection that goes silent without being closed is found by a
+probe of its own (``shared.pubsub_liveness``) and replaced, as a lost one is.
 """
 
 from __future__ import annotations
@@ -20,13 +21,26 @@ from enum import Enum
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import keys
 from shared.events import EventHead, decode_head, unpack
+from shared.pubsub_liveness import PROBE, Liveness
 from shared.waiting import cancel_and_wait
 
 logger = logging.getLogger("relay.api.hub")
+PROBE_AFTER_SECONDS = 5.0  # a probe after this long with nothing read (shared.pubsub_liveness) ...
+PROBE_ANSWER_SECONDS = 5.0  # ... and the connection is dropped if it is not answered within this
+
+
+class SubscribeUnconfirmed(RedisTimeoutError):
+    """Redis did not confirm a subscription in time: the stream cannot start (a 503, ``shared.redis_errors``), and
+    the hub probes its connection at once."""
+
+
+class SilentConnection(ConnectionError):
+    """The hub's connection did not answer its probe: dropped, and made again with every subscription."""
 
 
 class Signal(Enum):
@@ -75,9 +89,16 @@ class PubSubHub:
     """Shared subscriber for all streams of one process (see module docstring)."""
 
     def __init__(
-        self, redis: Redis, *, queue_size: int = 256, subscribe_timeout: float = 5.0, inbox: str | None = None
+        self,
+        redis: Redis,
+        *,
+        queue_size: int = 256,
+        subscribe_timeout: float = 5.0,
+        inbox: str | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self._pubsub = redis.pubsub()
+        self._liveness = liveness or Liveness(PROBE_AFTER_SECONDS, PROBE_ANSWER_SECONDS)
         self._channels: dict[str, _Channel] = {}
         self._inbox_name = inbox
         self._inbox_acked: asyncio.Event | None = None  # set while the first SUBSCRIBE of the inbox is unanswered
@@ -171,13 +192,22 @@ class PubSubHub:
         else:
             channel.subscriptions.add(sub)
         try:
-            async with asyncio.timeout(self._subscribe_timeout):  # not wait_for: it can lose a cancel (3.11)
-                await channel.ready.wait()
+            await self._confirmed(name, channel)
             if self.draining:
                 sub.deliver(Signal.DRAIN)
             yield sub
         finally:
             await self._unsubscribe_if_last(name, channel, sub)
+
+    async def _confirmed(self, name: str, channel: _Channel) -> None:
+        """Wait for Redis to confirm ``channel``'s subscription; ``SubscribeUnconfirmed`` when it does not in time
+        (a silent connection, most likely: the hub probes it now rather than after a quiet while)."""
+        try:
+            async with asyncio.timeout(self._subscribe_timeout):  # not wait_for: it can lose a cancel (3.11)
+                await channel.ready.wait()
+        except TimeoutError:
+            self._liveness.suspect()
+            raise SubscribeUnconfirmed(f"no confirmation of the subscription to {name} from Redis") from None
 
     def _no_ack_awaited(self, name: str, channel: _Channel) -> None:
         """``channel``'s SUBSCRIBE failed, so no confirmation comes for it; and when redis-py reconnects inside
@@ -206,14 +236,30 @@ class PubSubHub:
             try:
                 message = await self._pubsub.get_message(timeout=1.0)
                 backoff = 0.1
+                if message is None:
+                    await self._probe()
+                    continue
             except (RedisError, OSError) as exc:
                 logger.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 self._after_reconnect()
                 continue
-            if message is not None:
+            self._liveness.heard()
+            if message["type"] != "pong":  # the probe's answer (or redis-py's health check's)
                 self._dispatch(message)
+
+    async def _probe(self) -> None:
+        """After a quiet while, PING the connection; drop it if that went unanswered (``shared.pubsub_liveness``):
+        the next read connects again and subscribes every channel again."""
+        if self._liveness.dead():
+            self._liveness.heard()  # the next connection starts afresh
+            if self._pubsub.connection is not None:
+                await self._pubsub.connection.disconnect(nowait=True)  # not wait for a peer that is gone
+            raise SilentConnection("no answer to a PING: the connection went silent")
+        if self._liveness.probe_due():
+            self._liveness.probe_sent()
+            await self._pubsub.ping(PROBE)
 
     def _after_reconnect(self) -> None:
         """redis-py re-subscribes every channel on reconnect; whatever was published meanwhile is in the log."""

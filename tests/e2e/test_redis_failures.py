@@ -7,18 +7,22 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from bench.harness.client import submit_ok
+from bench.harness.client import ndjson_lines, submit_ok
 from bench.harness.processes import ManagedProcess, free_port, wait_until
 from bench.harness.redis_servers import Server, start_server
-from tests.conftest import StartApi
+from tests.conftest import StartApi, StartWorker
+from tests.support.tcp_proxy import SilencingProxy
 
 NDJSON = {"Accept": "application/x-ndjson"}
 
@@ -214,3 +218,41 @@ def test_redis_loading_its_data_answers_503_loading(tmp_path: Path, spawn_api: S
             loading.proc.stop()
         api.stop()
         server.proc.stop()
+
+
+def test_a_hub_connection_gone_silent_is_found_and_replaced(
+    redis_url: str, spawn_api: StartApi, spawn_worker: StartWorker
+) -> None:
+    """The API's pub/sub connection stops carrying bytes without being closed (a flow a NAT or load balancer
+    dropped; new connections work): the hub heard nothing, and every stream waited 5 s for a confirmation and
+    failed with a 500, for hours. Now a stream that cannot subscribe is a 503, the hub's probe finds the silent
+    connection and replaces it, and streams follow running tasks again."""
+    proxy = SilencingProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        queue = f"relay:silent:{uuid.uuid4().hex[:8]}"
+        spawn_worker(RELAY_QUEUE_NAME=queue)  # straight to Redis: tasks run whatever the API's connections do
+        _, base = spawn_api(url=f"redis://127.0.0.1:{proxy.port}/0", RELAY_QUEUE_NAME=queue)
+        assert proxy.silence() > 0
+        statuses: list[int] = []
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 90
+        while not events and time.monotonic() < deadline:
+            # A task that runs for 10 s: its stream needs a live subscription, not only the log.
+            submitted = httpx.post(
+                f"{base}/tasks", json={"task": "count", "kwargs": {"n": 20, "interval": 0.5}}, timeout=30
+            )
+            statuses.append(submitted.status_code)
+            if submitted.status_code != 202:
+                continue  # a pooled connection that was silenced: a 503, and it is dropped
+            path = f"{base}/tasks/{submitted.json()['id']}/events"
+            with httpx.stream("GET", path, headers={"Accept": "application/x-ndjson"}, timeout=30) as response:
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    events = list(ndjson_lines(response))
+        assert 500 not in statuses, statuses
+        assert set(statuses) <= {200, 202, 503}, statuses
+        assert events, statuses
+        assert events[-1]["type"] == "end"
+        assert [e["data"]["i"] for e in events if e["type"] == "partial"] == list(range(1, 21))  # none missed
+    finally:
+        proxy.close()

@@ -1,5 +1,5 @@
-"""A TCP proxy on 127.0.0.1 in front of a Redis primary, whose replication traffic can be stalled:
-replication lag on demand.
+"""TCP proxies on 127.0.0.1 in front of a Redis server. ``StallingProxy``: replication traffic can be stalled,
+replication lag on demand. ``SilencingProxy``: open connections can be silenced, a flow dropped half-open.
 
 Everything (clients, sentinels, replicas) may reach the primary through it; a connection that speaks
 the replication protocol (its client sent REPLCONF or PSYNC) is the only kind ``stall`` affects: the
@@ -87,3 +87,54 @@ class StallingProxy:
             for sock in (source, target):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+class SilencingProxy:
+    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``; ``silence()`` makes every connection open now stop
+    passing bytes either way without closing it (no FIN, no RST: a NAT or load balancer that dropped the flow),
+    while new connections pass as before."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._silenced: list[threading.Event] = []
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def silence(self) -> int:
+        """Silence every connection open now; how many there were."""
+        with self._lock:
+            for silenced in self._silenced:
+                silenced.set()
+            return len(self._silenced)
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            for sock in [self._listener, *self._sockets]:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                continue
+            silenced = threading.Event()
+            with self._lock:
+                self._sockets += [client, upstream]
+                self._silenced.append(silenced)
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target, silenced), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket, silenced: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if not silenced.is_set():
+                    target.sendall(data)
