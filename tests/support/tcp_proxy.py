@@ -20,32 +20,21 @@ from bench.harness.processes import free_port
 _REPLICATION_COMMANDS = (b"$8\r\nREPLCONF\r\n", b"$5\r\nPSYNC\r\n", b"$4\r\nSYNC\r\n")
 
 
-class StallingProxy:
-    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``; ``stall()`` holds back what replicas receive."""
+class _Forwarder:
+    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``, each accepted connection handed to ``_pipe``."""
 
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.port = free_port()
-        self._flowing = threading.Event()
-        self._flowing.set()
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def stall(self) -> None:
-        """Stop delivering the replication stream (it stays unread in the proxy)."""
-        self._flowing.clear()
-
-    def resume(self) -> None:
-        """Deliver the replication stream again, what was held back first."""
-        self._flowing.set()
-
     def close(self) -> None:
-        """Drop every connection, and with them anything held back."""
+        """Drop every connection."""
         self._closed.set()
-        self._flowing.set()
         with self._lock:
             for sock in [self._listener, *self._sockets]:
                 with contextlib.suppress(OSError):
@@ -60,13 +49,42 @@ class StallingProxy:
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream))
             except OSError:
-                client.close()  # the primary is gone: refuse, as it would
+                client.close()  # the server is gone: refuse, as it would
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
-            replication = threading.Event()
-            threading.Thread(target=self._pump, args=(client, upstream, replication, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, replication, True), daemon=True).start()
+            self._pipe(client, upstream)
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class StallingProxy(_Forwarder):
+    """``stall()`` holds back what replicas receive."""
+
+    def __init__(self, upstream: int) -> None:
+        self._flowing = threading.Event()
+        self._flowing.set()
+        super().__init__(upstream)
+
+    def stall(self) -> None:
+        """Stop delivering the replication stream (it stays unread in the proxy)."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Deliver the replication stream again, what was held back first."""
+        self._flowing.set()
+
+    def close(self) -> None:
+        """Drop every connection, and with them anything held back."""
+        self._closed.set()  # first: a pump released by the next line must see it and send nothing
+        self._flowing.set()
+        super().close()
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        replication = threading.Event()
+        threading.Thread(target=self._pump, args=(client, upstream, replication, False), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, client, replication, True), daemon=True).start()
 
     def _pump(self, source: socket.socket, target: socket.socket, replication: threading.Event, down: bool) -> None:
         try:
@@ -89,20 +107,13 @@ class StallingProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-class SilencingProxy:
-    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``; ``silence()`` makes every connection open now stop
-    passing bytes either way without closing it (no FIN, no RST: a NAT or load balancer that dropped the flow),
-    while new connections pass as before."""
+class SilencingProxy(_Forwarder):
+    """``silence()`` makes every connection open now stop passing bytes either way without closing it (no FIN, no
+    RST: a NAT or load balancer that dropped the flow), while new connections pass as before."""
 
     def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
-        self.port = free_port()
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
         self._silenced: list[threading.Event] = []
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
     def silence(self) -> int:
         """Silence every connection open now; how many there were."""
@@ -111,29 +122,15 @@ class SilencingProxy:
                 silenced.set()
             return len(self._silenced)
 
-    def close(self) -> None:
-        self._closed.set()
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        silenced = threading.Event()
         with self._lock:
-            for sock in [self._listener, *self._sockets]:
-                with contextlib.suppress(OSError):
-                    sock.close()
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-                upstream = socket.create_connection(("127.0.0.1", self.upstream))
-            except OSError:
-                continue
-            silenced = threading.Event()
-            with self._lock:
-                self._sockets += [client, upstream]
-                self._silenced.append(silenced)
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target, silenced), daemon=True).start()
+            self._silenced.append(silenced)
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._silenceable, args=(source, target, silenced), daemon=True).start()
 
     @staticmethod
-    def _pump(source: socket.socket, target: socket.socket, silenced: threading.Event) -> None:
+    def _silenceable(source: socket.socket, target: socket.socket, silenced: threading.Event) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 if not silenced.is_set():
