@@ -42,9 +42,16 @@ class KeyDigest:
     role: Role
 
 
+def _sha256(text: str) -> bytes:
+    """A key's digest. ``surrogatepass``: Sanic decodes header bytes that are not UTF-8 into surrogates
+    (``surrogateescape``), which a plain ``encode()`` refuses; a key given so can never match (configured keys
+    are UTF-8, ``shared.apikeys``), so it is hashed like any other and compared in the same constant time."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
 def digests(keys: list[ApiKey]) -> list[KeyDigest]:
     """What the app keeps of its configured keys."""
-    return [KeyDigest(key.name, hashlib.sha256(key.secret.encode()).digest(), key.role) for key in keys]
+    return [KeyDigest(key.name, _sha256(key.secret), key.role) for key in keys]
 
 
 def presented_key(request: Request) -> str | None:
@@ -59,7 +66,7 @@ def presented_key(request: Request) -> str | None:
 def matching_key(candidate: str, keys: list[KeyDigest]) -> KeyDigest | None:
     """The key ``candidate`` is, or None. Compares against every key, each in constant time over
     equal-length digests, so timing reveals neither which key matched nor how much of one did."""
-    given = hashlib.sha256(candidate.encode()).digest()
+    given = _sha256(candidate)
     matched: KeyDigest | None = None
     for key in keys:
         if hmac.compare_digest(given, key.digest):

@@ -67,15 +67,26 @@ def parse_api_keys(raw: str) -> list[ApiKey]:
         if name == ANONYMOUS:
             raise ApiKeyError(f"RELAY_API_KEYS entry {position}: the name {ANONYMOUS!r} is reserved")
         if not secret:
-            raise ApiKeyError(f"RELAY_API_KEYS entry {position} ({name}): the key is empty")
+            raise ApiKeyError(f"RELAY_API_KEYS entry {position}: the key is empty")
+        if not _is_utf8(secret):  # a header carries it as UTF-8: such a key could never be presented
+            raise ApiKeyError(f"RELAY_API_KEYS entry {position}: the key is not valid UTF-8")
         if any(k.secret == secret for k in keys):
-            raise ApiKeyError(f"RELAY_API_KEYS entry {position} ({name}): this key is used twice")
+            raise ApiKeyError(f"RELAY_API_KEYS entry {position}: this key is used twice")
         # A positional name is nobody's choice: sharing it with another entry would merge two tenants by accident.
         if name in positional or (not is_named and name in named):
             raise ApiKeyError(f"RELAY_API_KEYS entry {position}: the name {name!r} is used twice")
         (named if is_named else positional).add(name)
         keys.append(ApiKey(name, secret, role))
     return keys
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` is real text (an environment variable's bytes that are not UTF-8 are read as surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def tenant_names(keys: list[ApiKey]) -> list[str]:

@@ -17,25 +17,28 @@ again at once before it is refused (a worker that has just started is taken at i
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from redis.asyncio import Redis
 
 from shared import keys, presence
 from shared.arguments import bind
 from shared.errors import InvalidArguments, UnknownTask
-from shared.schema_check import Check, compile_schema
+from shared.schema_check import Check, compile_schema, is_number
 from shared.serialization import dumps, loads
+from shared.settings import MAX_JOB_TIMEOUT_SECONDS
 from shared.waiting import cancel_and_wait
 
 if TYPE_CHECKING:  # imported where first needed: a worker validates few arguments with it (~0.15 s of its start)
-    from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError as SchemaError
+    from jsonschema.protocols import Validator
 
 logger = logging.getLogger("relay.catalogue")
 
@@ -74,7 +77,7 @@ class TaskOffer:
     description: str
     schema: dict[str, Any]
     positional: tuple[str, ...]
-    timeout_seconds: float
+    timeout_seconds: float | None  # None: its workers published none usable (``_published_seconds``)
     max_retries: int
     workers: int = 0
     queue: str = "default"
@@ -82,7 +85,7 @@ class TaskOffer:
     priority: int = 0
     concurrency: dict[str, Any] | None = None  # {"running", "key"} (``shared.lanes.Limit.describe``)
     rate: dict[str, Any] | None = None  # {"starts", "per_seconds", "key", "burst"}
-    _validator: Draft202012Validator | None = field(default=None, repr=False)
+    _validator: Validator | None = field(default=None, repr=False)
     _check: Check | None = field(default=None, repr=False)  # ``shared.schema_check``: a fast "valid"
     _defaults: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
 
@@ -102,7 +105,7 @@ class TaskOffer:
             description=str(data.get("description", "")),
             schema=dict(data["schema"]),
             positional=tuple(data.get("positional", ())),
-            timeout_seconds=float(data["timeout_seconds"]),
+            timeout_seconds=_published_seconds(data.get("timeout_seconds")),
             max_retries=int(data.get("max_retries", 0)),
             queue=str(data.get("queue") or "default"),
             queues=tuple(data.get("queues") or (data.get("queue") or "default",)),
@@ -122,8 +125,9 @@ class TaskOffer:
         return self.rate.get("key") if self.rate else None
 
     def max_timeout(self, default: float) -> float:
-        """The longest timeout its workers allow (they published their own default in)."""
-        return self.timeout_seconds
+        """The longest timeout its workers allow (they published their own default in); ``default`` (this
+        process's ``RELAY_JOB_TIMEOUT_SECONDS``) if they published none usable."""
+        return self.timeout_seconds or default
 
     def validate(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind positional arguments, check everything against the published schema, fill in defaults."""
@@ -139,9 +143,8 @@ class TaskOffer:
 
     def _errors(self, params: dict[str, Any]) -> Iterator[SchemaError]:
         if self._validator is None:
-            from jsonschema import Draft202012Validator  # here, not at the top: see the TYPE_CHECKING import
-
-            self._validator = Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            validator = _validator_class()
+            self._validator = validator(self.schema, format_checker=validator.FORMAT_CHECKER)
         return self._validator.iter_errors(params)
 
     def validate_piped(self, args: Sequence[Any], kwargs: Mapping[str, Any], piped: str) -> dict[str, Any]:
@@ -159,6 +162,32 @@ class TaskOffer:
         return params
 
 
+def _published_seconds(value: Any) -> float | None:
+    """A timeout a worker published, or None if it is none a submit can be checked against: missing, not a
+    number, not finite (a worker of an older version published an infinite one as null), not positive or beyond
+    what any worker may have (``MAX_JOB_TIMEOUT_SECONDS``). One bad offer must not fail every submit of its task."""
+    if not is_number(value):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and 0 < seconds <= MAX_JOB_TIMEOUT_SECONDS else None
+
+
+@functools.cache
+def _validator_class() -> type[Validator]:
+    """Draft 2020-12 with Relay's "number" (``shared.schema_check.is_number``: no int a float cannot hold, which
+    the worker's pydantic refuses), so such an argument is refused at submit, not accepted to fail every try."""
+    from jsonschema import Draft202012Validator, validators  # here, not at the top: see the TYPE_CHECKING import
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("number", lambda _, instance: is_number(instance))
+    validator: type[Validator] = validators.extend(Draft202012Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+    return validator
+
+
+def _too_large(value: object) -> TypeGuard[int]:
+    """An int a float cannot hold."""
+    return isinstance(value, int) and not isinstance(value, bool) and not is_number(value)
+
+
 def _problems(error: SchemaError) -> list[dict[str, Any]]:
     """A schema error as Relay reports argument problems: where (``loc``), what (``msg``), which rule (``type``),
     one per argument (an unexpected argument each, so a body with 60,000 of them gets a capped list, not one
@@ -171,7 +200,13 @@ def _problems(error: SchemaError) -> list[dict[str, Any]]:
     if error.validator == "additionalProperties" and isinstance(instance, dict) and isinstance(schema, dict):
         extra = sorted(set(instance) - set(schema.get("properties", {})))
         return [{"loc": [*loc, name], "msg": "unexpected argument", "type": "extra_forbidden"} for name in extra]
-    return [{"loc": loc, "msg": error.message[:200], "type": str(error.validator)}]
+    message = error.message
+    if _too_large(instance):  # its message would start with all its digits (up to 4300): say what is wrong instead
+        types = expected if isinstance(expected, list) else [expected]
+        if error.validator == "type" and "number" in types:
+            return [{"loc": loc, "msg": "an integer too large for a number (at most about 1.8e308)", "type": "type"}]
+        message = message.replace(repr(instance), f"an integer of {len(str(abs(instance)))} digits")
+    return [{"loc": loc, "msg": message[:200], "type": str(error.validator)}]
 
 
 class Catalogue:
@@ -274,7 +309,7 @@ class Catalogue:
                 names = [keys.catalogue(d) for d in missing]
             for digest, raw in zip(missing, await self._redis.mget(names), strict=True):
                 if raw:
-                    self._bodies[digest] = loads(raw)
+                    self._bodies[digest] = _readable(digest, raw)
         self.workers = len(live)
         digests = frozenset(d for _, d in live if d in self._bodies)
         counts: dict[str, int] = {}
@@ -288,7 +323,26 @@ class Catalogue:
             offers: dict[str, TaskOffer] = {}
             for _, digest in sorted(live):  # the newest heartbeat's version of a task wins (a rolling deploy)
                 for task in self._bodies.get(digest, []):
-                    offers[task["name"]] = TaskOffer.from_json(task)
+                    try:
+                        offers[task["name"]] = TaskOffer.from_json(task)
+                    except (KeyError, TypeError, ValueError) as exc:  # its worker's task stays unknown here
+                        logger.warning("task catalogue %s: task %r cannot be read: %r", digest, task["name"], exc)
             self._offers, self._offers_digests = offers, digests
         for name, offer in self._offers.items():
             offer.workers = counts.get(name, 0)
+
+
+def _readable(digest: str, raw: bytes) -> list[dict[str, Any]]:
+    """A stored catalogue's tasks, without what is not a task at all (each is a JSON object with a string
+    ``name``); an unreadable catalogue offers nothing. A bad catalogue never fails a request."""
+    try:
+        body = loads(raw)
+    except ValueError as exc:
+        logger.warning("task catalogue %s cannot be read: %s", digest, exc)
+        return []
+    tasks = (
+        [t for t in body if isinstance(t, dict) and isinstance(t.get("name"), str)] if isinstance(body, list) else []
+    )
+    if not isinstance(body, list) or len(tasks) < len(body):
+        logger.warning("task catalogue %s: entries that are no task are ignored", digest)
+    return tasks

@@ -105,4 +105,4 @@ def _accepted(field: str, model: type[BaseModel]) -> str:
             bounds.append(f"> {meta.gt}")
         elif isinstance(meta, annotated_types.Le):
             bounds.append(f"<= {meta.le}")
-    return " ".join([kind, *bounds])
+    return " ".join([kind, " and ".join(bounds)]) if bounds else kind

@@ -6,7 +6,9 @@ task, the largest part of an API process's own work per submit. Almost every sub
 only "certainly valid" (True) or "maybe not" (False). On False the caller runs ``jsonschema`` as before, which
 finds the errors and words them: what a client sees for bad arguments never comes from here.
 
-So the one rule is soundness: True only where Draft 2020-12, as ``jsonschema`` applies it, finds no error.
+So the one rule is soundness: True only where Draft 2020-12, as ``jsonschema`` applies it, finds no error (with
+one rule of Relay's own, which ``shared.catalogue`` gives ``jsonschema`` too: an int a float cannot hold is no
+"number", ``is_number``).
 Only the keywords pydantic writes for plain parameters are compiled (type, properties, required,
 additionalProperties, items, min/max and their exclusive forms, string lengths, pattern, enum and const of
 strings or null, anyOf, allOf, and ``$ref`` into the schema's own ``$defs``); a schema with any other keyword
@@ -42,8 +44,18 @@ def compile_schema(schema: Any) -> Check | None:
         return None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def is_number(value: Any) -> bool:
+    """A JSON "number" as Relay takes it: an int or float, not a bool, and no int a float cannot hold (JSON allows
+    any integer, but a ``float`` parameter could never take one beyond about 1.8e308: the task would always fail)."""
+    if isinstance(value, float):
+        return True
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _is_integer(value: Any) -> bool:
@@ -56,7 +68,7 @@ _TYPES: Final[Mapping[str, Check]] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
-    "number": _is_number,
+    "number": is_number,
     "integer": _is_integer,
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
@@ -197,7 +209,7 @@ def _bound(op: Callable[[Any, Any], bool]) -> Callable[[_Compiler, Any, Mapping[
     """minimum and its kin: the number compared with the limit by ``op`` (True: within it)."""
 
     def build(compiler: _Compiler, limit: Any, schema: Mapping[str, Any]) -> Check:
-        if not _is_number(limit):
+        if not is_number(limit):
             raise Unsupported("a bound that is not a number")
 
         def within(value: Any) -> bool:

@@ -14,12 +14,13 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, Validation
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import keys, lanes
-from shared.apikeys import ANONYMOUS, NAME_PATTERN, parse_api_keys
+from shared.apikeys import ANONYMOUS, NAME_PATTERN, ApiKeyError, parse_api_keys
 from shared.config_errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Conflict, describe, refuse
 
 __all__ = [
     "CONFIG_ERROR_EXIT_CODE",
     "LOG_LEVELS",
+    "MAX_JOB_TIMEOUT_SECONDS",
     "ConfigError",
     "Settings",
     "environment_warnings",
@@ -36,6 +37,12 @@ CLUSTER_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 # Most shards one queue may spread over (RELAY_QUEUE_SHARDS): every idle worker polls each, and cross-shard reads
 # (the task list, counts) read each.
 MAX_QUEUE_SHARDS = 64
+# Upper bounds of durations: generous for any real deployment, and far enough below what Redis takes (a TTL or
+# lease in ms must be an integer below 2**63, a score exact below 2**53) and what round() and int() take (no inf).
+HOUR = 3600
+DAY = 24 * HOUR
+MAX_JOB_TIMEOUT_SECONDS = 30 * DAY  # RELAY_JOB_TIMEOUT_SECONDS, and a task's own timeout (worker/registry.py)
+MAX_RESULT_TTL_SECONDS = 3650 * DAY  # ten years
 # Old names still read, so existing deployments keep working; each start warns (``environment_warnings``).
 DEPRECATED_VARIABLES = {"RELAY_MAX_TRIES": "RELAY_MAX_PICKUPS"}
 # What a browser sends in its Origin header: scheme, host and optional port, nothing else.
@@ -45,7 +52,8 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A
 class Settings(BaseSettings):
     """Everything an API or worker process can be configured with; docs/operations.md lists them all."""
 
-    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", populate_by_name=True)
+    # allow_inf_nan=False: no float setting takes inf or nan (they passed gt=0, then broke round(), int() or Redis).
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", populate_by_name=True, allow_inf_nan=False)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL: redis://, rediss:// (TLS) or unix://.")
     queue_name: str = Field(
@@ -79,13 +87,18 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(10, ge=1, description="Jobs one worker process runs at once.")
     worker_grace_seconds: int = Field(
-        25, ge=0, description="On SIGTERM/SIGINT a worker lets running jobs finish for this long, then re-queues."
+        25,
+        ge=0,
+        le=DAY,
+        description="On SIGTERM/SIGINT a worker lets running jobs finish for this long, then re-queues "
+        "(at most a day).",
     )
     poll_delay_seconds: float = Field(
         2.0,
         gt=0,
+        le=HOUR,
         description="Longest sleep of an idle worker between queue checks (wake-up notices and known due times "
-        "end it sooner).",
+        "end it sooner; at most an hour).",
     )
     handoff: bool = Field(
         True,
@@ -95,12 +108,16 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         10,
         ge=1,
+        le=DAY,
         description="A running job's lease: if its worker stops renewing it (killed, node lost), another worker "
-        "takes the job over within about this long.",
+        "takes the job over within about this long (at most a day).",
     )
     sync_task_threads: int = Field(10, ge=1, description="Threads that run plain `def` tasks, per worker process.")
     stall_warning_seconds: float = Field(
-        1.0, gt=0, description="A task that blocks a worker's event loop this long is named in a warning."
+        1.0,
+        gt=0,
+        le=DAY,
+        description="A task that blocks a worker's event loop this long is named in a warning (at most a day).",
     )
     log_task_values: bool = Field(
         False, description="Log task arguments and results (they may carry secrets: for debugging only)."
@@ -114,7 +131,12 @@ class Settings(BaseSettings):
     task_index_max: int = Field(
         1_000_000, ge=1000, description="Most tasks GET /tasks remembers (the oldest are forgotten first)."
     )
-    job_timeout_seconds: float = Field(300, gt=0, description="Default (and maximum) time a task may run.")
+    job_timeout_seconds: float = Field(
+        300,
+        gt=0,
+        le=MAX_JOB_TIMEOUT_SECONDS,
+        description="Default (and maximum) time a task may run (at most 30 days).",
+    )
     max_pickups: int = Field(
         5,
         ge=1,
@@ -122,7 +144,12 @@ class Settings(BaseSettings):
         description="Times a job may be picked up by a worker before it fails (a lost worker costs one; "
         "a shutdown re-queue does not). Not a retry policy (a task's policy may allow more).",
     )
-    result_ttl_seconds: int = Field(3600, ge=1, description="How long results and event logs are kept.")
+    result_ttl_seconds: int = Field(
+        3600,
+        ge=1,
+        le=MAX_RESULT_TTL_SECONDS,
+        description="How long results and event logs are kept (at most 10 years: 315360000).",
+    )
     event_log_max_len: int = Field(10_000, ge=10, description="Events kept per task for replay.")
     event_log_max_bytes: int = Field(
         1_048_576,
@@ -184,14 +211,23 @@ class Settings(BaseSettings):
         description="Comma-separated origins (https://app.example.com) whose web pages may call the API; "
         "`*` for any origin (then without credentials); empty: none.",
     )
-    heartbeat_seconds: float = Field(15, gt=0, description="Idle streams send a heartbeat this often.")
+    heartbeat_seconds: float = Field(
+        15, gt=0, le=HOUR, description="Idle streams send a heartbeat this often (at most every hour)."
+    )
     api_drain_seconds: float = Field(
-        10, ge=0, description="On SIGTERM the API lets open streams finish for this long, then asks to reconnect."
+        10,
+        ge=0,
+        le=DAY,
+        description="On SIGTERM the API lets open streams finish for this long, then asks to reconnect "
+        "(at most a day).",
     )
     log_level: str = Field("INFO", description="Level of Relay's own loggers: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     access_log: bool = Field(False, description="Log one line per HTTP request (Sanic's access log).")
     redis_timeout_seconds: float = Field(
-        2, gt=0, description="Connect and command timeout of every Redis connection (API, workers, bridge)."
+        2,
+        gt=0,
+        le=HOUR,
+        description="Connect and command timeout of every Redis connection (API, workers, bridge; at most an hour).",
     )
     redis_username: str = Field("", description="Redis ACL user; overrides the one in RELAY_REDIS_URL.")
     redis_password: SecretStr = Field(
@@ -229,13 +265,19 @@ class Settings(BaseSettings):
         100, ge=2, description="Redis connections one API process may open (its pub/sub connection included)."
     )
     redis_pool_timeout_seconds: float = Field(
-        2, gt=0, description="How long an API request waits for a free connection before a 503."
+        2,
+        gt=0,
+        le=HOUR,
+        description="How long an API request waits for a free connection before a 503 (at most an hour).",
     )
     redis_wait_replicas: int = Field(
         0, ge=0, description="Acknowledge a submit only once this many replicas have it (Redis WAIT); 0: off."
     )
     redis_wait_timeout_ms: int = Field(
-        500, ge=1, description="How long a submit waits for those replicas before a 503 `not_replicated`."
+        500,
+        ge=1,
+        le=HOUR * 1000,
+        description="How long a submit waits for those replicas before a 503 `not_replicated` (at most an hour).",
     )
     worker_metrics_port: int = Field(
         9191,
@@ -268,10 +310,16 @@ class Settings(BaseSettings):
     servicebus_max_concurrency: int = Field(8, ge=1, description="Messages the bridge handles at once.")
     servicebus_prefetch: int = Field(16, ge=0, description="Messages the SDK fetches ahead.")
     servicebus_lock_renewal_seconds: float = Field(
-        300, gt=0, description="How long a message lock is renewed while its task is being enqueued."
+        300,
+        gt=0,
+        le=DAY,
+        description="How long a message lock is renewed while its task is being enqueued (at most a day).",
     )
     servicebus_retry_seconds: float = Field(
-        5, ge=0, description="How long a transient failure (Redis down) is retried before abandoning."
+        5,
+        ge=0,
+        le=DAY,
+        description="How long a transient failure (Redis down) is retried before abandoning (at most a day).",
     )
 
     @field_validator("queues")
@@ -324,6 +372,18 @@ class Settings(BaseSettings):
     @classmethod
     def _strip(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_parse(cls, value: SecretStr) -> SecretStr:
+        # Here, not first in create_app: a mistake is then one line and exit 78 like any other setting's. The
+        # message names the entry by position, never its content (shared.apikeys), and drops the variable's name,
+        # which the line starts with anyway.
+        try:
+            parse_api_keys(value.get_secret_value())
+        except ApiKeyError as exc:
+            raise ValueError(str(exc).removeprefix("RELAY_API_KEYS ")) from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from shared.arguments import bind
 from shared.errors import InvalidArguments, UnknownTask
 from shared.lanes import Limit, Rate
 from shared.retry import NO_RETRIES, RetryPolicy
+from shared.settings import MAX_JOB_TIMEOUT_SECONDS
 from shared.tasks import TASK_NAME_REGEX, is_task_name
 from worker.context import TaskContext
 from worker.schedule import Schedule
@@ -205,8 +206,12 @@ class TaskRegistry:
                 raise _refused(fn, f"task name {task_name!r} must match {TASK_NAME_REGEX}")
             if task_name in self._specs:
                 raise _refused(fn, f"task {task_name!r} is registered twice")
-            if timeout_seconds is not None and timeout_seconds <= 0:
-                raise _refused(fn, f"task {task_name!r}: timeout_seconds must be positive")
+            if timeout_seconds is not None and not 0 < timeout_seconds <= MAX_JOB_TIMEOUT_SECONDS:  # nan too
+                raise _refused(
+                    fn,
+                    f"task {task_name!r}: timeout_seconds must be positive, "
+                    f"at most {MAX_JOB_TIMEOUT_SECONDS} (30 days)",
+                )
             params, names = _params_model(task_name, fn)
             allowed = (queue, *[q for q in queues if q != queue])
             bad_queue = next((q for q in allowed if not lanes.is_queue_name(q)), None)

@@ -181,3 +181,41 @@ def test_processes_log_which_redis_they_use(spawn_api: StartApi, spawn_worker: S
     assert f"using Redis at {redis_url}" in api.output()
     worker = spawn_worker(RELAY_QUEUE_NAME=queue)
     assert f"queue {queue} (serving default), using Redis at {redis_url}, on uvloop" in worker.output()
+
+
+@pytest.mark.parametrize(
+    ("role", "variable", "value", "line"),
+    [
+        # inf passed gt=0: a traceback at start (exit 1), or an API that starts and then answers every submit 500
+        ("api", "RELAY_HEARTBEAT_SECONDS", "inf", "expected a number > 0 and <= 3600"),
+        ("api", "RELAY_JOB_TIMEOUT_SECONDS", "inf", "expected a number > 0 and <= 2592000"),
+        ("worker", "RELAY_JOB_TIMEOUT_SECONDS", "inf", "expected a number > 0 and <= 2592000"),
+        ("worker", "RELAY_LEASE_SECONDS", "inf", "expected a number >= 1 and <= 86400"),
+        ("worker", "RELAY_POLL_DELAY_SECONDS", "nan", "expected a number > 0 and <= 3600"),
+        ("worker", "RELAY_REDIS_TIMEOUT_SECONDS", "inf", "expected a number > 0 and <= 3600"),
+        # huge but finite: a task that could never record its outcome, or never be taken over
+        ("worker", "RELAY_RESULT_TTL_SECONDS", "10000000000000000", "expected an integer >= 1 and <= 315360000"),
+        ("worker", "RELAY_LEASE_SECONDS", "1e300", "expected a number >= 1 and <= 86400"),
+    ],
+)
+def test_infinite_or_huge_durations_are_one_line_and_exit_78(role: str, variable: str, value: str, line: str) -> None:
+    argv = WORKER if role == "worker" else [*API, str(free_port())]
+    done = run(argv, **{variable: value})
+    assert done.returncode == 78, (done.returncode, done.stderr[-600:])
+    assert done.stderr.splitlines() == [f"{variable}='{value}' is invalid: {line}"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "line"),
+    [
+        ("ops:api-s3cret-1,bad name:api-s3cret-2", "entry 2: a name is letters, digits, '_', '.', '-' (max 64)"),
+        ("api-s3cret-1,api-s3cret-1", "entry 2: this key is used twice"),
+        ("anonymous:api-s3cret-1", "entry 1: the name 'anonymous' is reserved"),
+    ],
+)
+def test_a_bad_api_key_list_is_one_line_and_exit_78(keys: str, line: str) -> None:
+    # It was found by create_app, after the settings: Sanic's traceback box, and exit code 0.
+    done = run([*API, str(free_port())], RELAY_API_KEYS=keys)
+    assert done.returncode == 78, (done.returncode, done.stderr[-800:])
+    assert done.stderr.splitlines() == [f"RELAY_API_KEYS=(hidden) is invalid: {line}"]
+    assert "s3cret" not in done.stdout + done.stderr

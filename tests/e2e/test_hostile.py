@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from bench.harness.client import read_events, submit_ok, types
 from bench.harness.processes import wait_until
+from shared import catalogue, keys
+from shared.serialization import dumps
 from tests.conftest import StartApi
 from tests.support.heavy import heavy
 
@@ -146,3 +150,55 @@ def test_streams_that_never_read_do_not_starve_others_or_grow_memory(spawn_api: 
     wait_until(
         lambda: "relay_streams_open 0.0" in httpx.get(f"{base}/metrics", timeout=10).text, 30, "streams to close"
     )
+
+
+def raw_request(base: str, head: bytes) -> bytes:
+    """The start of the answer to ``head``, sent as is (httpx would refuse to send bytes that are not ASCII)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        return sock.recv(65536)
+
+
+@pytest.mark.parametrize("header", [b"X-API-Key: \xff\xfe", b"Authorization: Bearer caf\xe9"])
+def test_an_api_key_that_is_not_utf8_is_a_401(spawn_api: StartApi, header: bytes) -> None:
+    # It was a 500, with an ERROR and its traceback in the log for every such request: a log flood without a key.
+    api, base = spawn_api(RELAY_API_KEYS="acme:acme-key", RELAY_QUEUE_NAME="relay:hostile-keys")
+    answer = raw_request(base, b"GET /tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + header + b"\r\n\r\n")
+    assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 401 Unauthorized", (answer[:400], api.output()[-1200:])
+    assert b'"code":"unauthorized"' in answer.replace(b" ", b"")
+    assert "Traceback" not in api.output()
+
+
+@pytest.mark.parametrize("digits", [400, 4300])
+def test_a_number_beyond_float_range_is_refused_at_submit(relay: str, digits: int) -> None:
+    # add(x: float): JSON allows any integer, a float holds up to ~1.8e308. It was a 202, then every try failed
+    # InvalidArguments on the worker.
+    body = b'{"task": "add", "kwargs": {"x": 1' + b"0" * (digits - 1) + b"}}"
+    response = httpx.post(f"{relay}/tasks", content=body, timeout=10)
+    assert (response.status_code, error_code(response)) == (422, "invalid_arguments"), response.text[:300]
+    assert response.json()["error"]["details"] == [
+        {"loc": ["x"], "msg": "an integer too large for a number (at most about 1.8e308)", "type": "type"}
+    ]
+
+
+def test_a_worker_offer_without_a_usable_timeout_fails_no_submit(spawn_api: StartApi, redis_url: str) -> None:
+    # A worker of RELAY_JOB_TIMEOUT_SECONDS=inf (refused at start now) published "timeout_seconds": null, and a sound
+    # API answered every submit of its tasks 500 (float(None)). Its own RELAY_JOB_TIMEOUT_SECONDS bounds them instead.
+    queue = "relay:hostile-offer"
+    schema = {"type": "object", "properties": {"message": {"type": "string"}}, "additionalProperties": False}
+    entry = {"name": "echo", "description": "", "schema": schema, "positional": ["message"], "timeout_seconds": None}
+    digest, stored = catalogue.encode([entry])
+    record = {"id": "worker-inf", "seen_ms": int((time.time() + 3600) * 1000), "catalogue": digest}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(keys.catalogue(digest), stored)
+        client.hset(keys.worker_presence(queue), "worker-inf", dumps(record))
+    finally:
+        client.close()
+    api, base = spawn_api(RELAY_QUEUE_NAME=queue, RELAY_JOB_TIMEOUT_SECONDS="60", offers=False)
+    response = httpx.post(f"{base}/tasks", json={"task": "echo", "args": ["hi"]}, timeout=10)
+    assert response.status_code == 202, (response.status_code, response.text, api.output()[-1500:])
+    response = httpx.post(f"{base}/tasks", json={"task": "echo", "args": ["hi"], "timeout_seconds": 61}, timeout=10)
+    assert (response.status_code, error_code(response)) == (422, "invalid_request"), response.text
+    assert response.json()["error"]["message"] == "timeout_seconds may be at most 60 for 'echo'"

@@ -13,8 +13,10 @@ import pytest
 from redis.asyncio import Redis
 
 from shared import catalogue, presence
-from shared.catalogue import MAX_STALE_SECONDS, REFRESH_SECONDS, Catalogue
-from shared.errors import UnknownTask
+from shared.catalogue import MAX_STALE_SECONDS, REFRESH_SECONDS, Catalogue, TaskOffer
+from shared.errors import InvalidArguments, UnknownTask
+from worker.context import TaskContext
+from worker.registry import TaskDefinitionError, TaskRegistry
 
 
 class Clock:
@@ -121,3 +123,55 @@ async def test_a_worker_offers_its_tasks_until_its_record_is_stale_on_redis_time
         with pytest.raises(UnknownTask):
             await cat.get("resize")
     await cat.close()
+
+
+async def test_an_offer_with_a_timeout_no_submit_can_use_fails_no_submit(redis: Redis) -> None:
+    """A worker of RELAY_JOB_TIMEOUT_SECONDS=inf published "timeout_seconds": null (msgspec writes inf so), and every
+    submit of its tasks to a sound API was a 500 (float(None)). Such a timeout is no bound: the API's own applies;
+    and an entry that cannot be read at all leaves its task unknown, not the catalogue unreadable."""
+    queue = f"relay:cat:{uuid.uuid4().hex[:8]}"
+    unbounded = [task("inf"), task("none"), task("neg"), task("word"), task("missing")]
+    for entry, timeout in zip(unbounded, [float("inf"), None, -1, "soon"], strict=False):
+        entry["timeout_seconds"] = timeout
+    del unbounded[-1]["timeout_seconds"]
+    broken = {"name": "broken", "timeout_seconds": 30.0}  # no schema
+    await offer(redis, queue, *unbounded, broken, task("echo"), {"name": 5})
+    cat = Catalogue(redis, queue, Clock())
+    for entry in unbounded:
+        got = await cat.get(entry["name"])
+        assert (got.timeout_seconds, got.max_timeout(300.0)) == (None, 300.0)
+    assert (await cat.get("echo")).max_timeout(300.0) == 30.0
+    with pytest.raises(UnknownTask):
+        await cat.get("broken")
+    await cat.close()
+
+
+def test_an_integer_a_float_cannot_hold_is_refused_for_a_number() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "x": {"type": "number"},
+            "y": {"anyOf": [{"type": "number"}, {"type": "null"}], "default": None},
+        },
+    }
+    add = TaskOffer("add", "", schema, ("x", "y"), 30.0, 0)
+    assert add.validate([10**308], {}) == {"x": 10**308, "y": None}
+    with pytest.raises(InvalidArguments) as caught:
+        add.validate([10**400], {})
+    assert caught.value.errors == [
+        {"loc": ["x"], "msg": "an integer too large for a number (at most about 1.8e308)", "type": "type"}
+    ]
+    with pytest.raises(InvalidArguments) as caught:
+        add.validate([1, -(10**400)], {})
+    assert caught.value.errors == [
+        {"loc": ["y"], "msg": "an integer of 401 digits is not valid under any of the given schemas", "type": "anyOf"}
+    ]
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 0, 31 * 24 * 3600])
+def test_a_task_cannot_have_a_timeout_no_worker_may(timeout: float) -> None:
+    # A task's own timeout is what its workers publish (TaskSpec.describe): inf reached the API as null.
+    with pytest.raises(TaskDefinitionError, match=r"timeout_seconds must be positive, at most 2592000 \(30 days\)"):
+
+        @TaskRegistry().task(timeout_seconds=timeout)
+        def slow(task: TaskContext) -> None: ...

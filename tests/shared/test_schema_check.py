@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.harness.processes import DEMO_TASK_MODULES
-from shared.schema_check import compile_schema
+from shared.schema_check import compile_schema, is_number
 from worker.tasks import load
 
 
@@ -152,3 +152,14 @@ def test_integral_floats_are_integers_as_jsonschema_counts_them() -> None:
     for value, valid in [(1, True), (1.0, True), (1.5, False), (True, False), (-1, False), ("1", False)]:
         assert check(value) is valid
         assert (not list(Draft202012Validator(schema).iter_errors(value))) is valid
+
+
+def test_an_integer_a_float_cannot_hold_is_no_number() -> None:
+    # JSON allows any integer; a float parameter cannot take one beyond ~1.8e308, so it must not pass as valid
+    # (the task was accepted with 202, then failed every try with InvalidArguments).
+    check = compile_schema({"type": "number", "minimum": 0})
+    assert check is not None
+    for value, valid in [(10**308, True), (1.5, True), (10**400, False), (True, False), ("1", False)]:
+        assert is_number(value) is valid
+        assert check(value) is valid
+    assert not is_number(-(10**400))

@@ -38,7 +38,10 @@ def test_bridge_needs_a_way_in_and_an_entity(monkeypatch: pytest.MonkeyPatch) ->
     ("env", "line"),
     [
         ({"RELAY_MAX_QUEUE_DEPTH": "abc"}, "RELAY_MAX_QUEUE_DEPTH='abc' is invalid: expected an integer >= 1"),
-        ({"RELAY_POLL_DELAY_SECONDS": "0"}, "RELAY_POLL_DELAY_SECONDS='0' is invalid: expected a number > 0"),
+        (
+            {"RELAY_POLL_DELAY_SECONDS": "0"},
+            "RELAY_POLL_DELAY_SECONDS='0' is invalid: expected a number > 0 and <= 3600",
+        ),
         ({"RELAY_ACCESS_LOG": "maybe"}, "RELAY_ACCESS_LOG='maybe' is invalid: expected true or false (1/0, yes/no)"),
         (
             {"RELAY_LOG_LEVEL": "chatty"},
@@ -95,7 +98,7 @@ def test_every_bad_variable_gets_its_own_line(monkeypatch: pytest.MonkeyPatch) -
         load_settings()
     assert caught.value.problems == [
         "RELAY_WORKER_CONCURRENCY='0' is invalid: expected an integer >= 1",
-        "RELAY_HEARTBEAT_SECONDS='soon' is invalid: expected a number > 0",
+        "RELAY_HEARTBEAT_SECONDS='soon' is invalid: expected a number > 0 and <= 3600",
     ]
 
 
@@ -147,3 +150,81 @@ def test_output_limits_are_checked_and_named(monkeypatch: pytest.MonkeyPatch) ->
     )
     monkeypatch.delenv("RELAY_MAX_EVENT_BYTES")
     assert Settings().max_event_bytes == 65_536  # the defaults fit together
+
+
+FLOAT_SETTINGS = sorted(name for name, field in Settings.model_fields.items() if field.annotation is float)
+# Durations, in seconds unless the name says ms: each bounded so that in ms it stays an integer Redis takes exactly.
+DURATIONS = sorted(name for name in Settings.model_fields if name.endswith(("_seconds", "_ms")))
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity"])
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+def test_no_float_setting_takes_inf_or_nan(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    # inf passed gt=0, then broke every submit (round(inf) in shared/enqueue.py) or the start with a traceback.
+    monkeypatch.setenv(f"RELAY_{name.upper()}", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.problems[0].startswith(f"RELAY_{name.upper()}='{value}' is invalid: expected a number")
+
+
+def test_every_duration_has_an_upper_bound_far_below_what_redis_takes() -> None:
+    for name in DURATIONS:
+        bounds = [m.le for m in Settings.model_fields[name].metadata if hasattr(m, "le")]
+        assert bounds, f"RELAY_{name.upper()} has no upper bound"
+        assert bounds[0] * (1 if name.endswith("_ms") else 1000) < 1e14, name
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        (  # 1e16 s: the worker could never record an outcome (Redis: "value is not an integer or out of range")
+            "RELAY_RESULT_TTL_SECONDS",
+            "10000000000000000",
+            "RELAY_RESULT_TTL_SECONDS='10000000000000000' is invalid: expected an integer >= 1 and <= 315360000",
+        ),
+        ("RELAY_LEASE_SECONDS", "1e300", "RELAY_LEASE_SECONDS='1e300' is invalid: expected a number >= 1 and <= 86400"),
+        (
+            "RELAY_JOB_TIMEOUT_SECONDS",
+            "1e300",
+            "RELAY_JOB_TIMEOUT_SECONDS='1e300' is invalid: expected a number > 0 and <= 2592000",
+        ),
+    ],
+)
+def test_huge_durations_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, line: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.problems == [line]
+
+
+def test_the_longest_durations_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable, value in {
+        "RELAY_RESULT_TTL_SECONDS": "315360000",  # ten years
+        "RELAY_LEASE_SECONDS": "86400",
+        "RELAY_JOB_TIMEOUT_SECONDS": "2592000",  # 30 days
+        "RELAY_HEARTBEAT_SECONDS": "3600",
+    }.items():
+        monkeypatch.setenv(variable, value)
+    settings = Settings()
+    assert (settings.result_ttl_seconds, settings.job_timeout_seconds) == (315_360_000, 2_592_000)
+
+
+@pytest.mark.parametrize(
+    ("keys", "line"),
+    [
+        ("ops:s3cr3t-1,bad name:s3cr3t-2", "entry 2: a name is letters, digits, '_', '.', '-' (max 64)"),
+        ("s3cr3t-1,s3cr3t-1", "entry 2: this key is used twice"),
+        ("anonymous:s3cr3t-1", "entry 1: the name 'anonymous' is reserved"),
+        ("s3cr3t-1:", "entry 1: the key is empty"),  # what comes before ':' may be a key given without a name
+        ("ops:s3cr3t-\udcff", "entry 1: the key is not valid UTF-8"),  # bytes that are not UTF-8, as Python reads them
+    ],
+)
+def test_a_bad_api_key_list_is_a_setting_error_without_the_keys(
+    monkeypatch: pytest.MonkeyPatch, keys: str, line: str
+) -> None:
+    # It was found by create_app (after the settings were read): Sanic's traceback and exit code 0.
+    monkeypatch.setenv("RELAY_API_KEYS", keys)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.problems == [f"RELAY_API_KEYS=(hidden) is invalid: {line}"]
+    assert "s3cr3t" not in str(caught.value)
