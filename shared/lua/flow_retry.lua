@@ -2,9 +2,10 @@
 -- failed, was aborted or was skipped is pending again, and those whose predecessors all succeeded are released
 -- at once (lib.lua relay_flow_advance, relay_flow_release), with the values the succeeded steps kept as their input.
 -- A step that ran before keeps its id: its event log and numbering continue, and its job record starts a new round
--- of tries (its "tb", see worker/engine/tries.py). Steps that succeeded are not run again. A map that expanded
--- before does not expand again: it waits (state M) for its members that did not succeed, which run again like any
--- step; a map that never expanded (its input was not a list, say) expands when it is released.
+-- of tries (its "tb", see worker/engine/tries.py), whenever it is released (lib.lua relay_flow_rerun). Steps that
+-- succeeded are not run again. A map that expanded before does not expand again: it waits (state M) for its
+-- members that did not succeed, which run again like any step; a map that never expanded (its input was not a
+-- list, say) expands when it is released.
 -- KEYS: queue (the schedule).  ARGV: workflow id, ttl_ms.
 -- Returns {'queued', steps released} | {'not_retryable', state} | {'unknown'}.
 local queue = KEYS[1]
@@ -51,21 +52,7 @@ for _, i in ipairs(again) do
     reset[#reset + 1] = 'd:' .. i
     reset[#reset + 1] = waits
     if waits == 0 then
-      ready[#ready + 1] = {i, got[2] == '1'}
-      -- It ran before: its log goes on from its last event, and its tries start a new round after the last one.
-      local id = flow .. ':' .. i
-      local head = redis.call('GETRANGE', RESULT .. id, 0, 1023)
-      local tries = string.match(head, '^{"sq":%d+,"rs":"%a+","f":"[^"]*","fp":"%x*","wf":"[^"]*","ws":%d+,"t":(%d+)')
-      if tries then
-        redis.call('SET', SEQ .. id, relay_seq(id))
-        redis.call('DEL', RESULT .. id)
-        redis.call('SET', TRIES .. id, tries)
-        local template = redis.call('HGET', key, 't:' .. i)
-        template = string.gsub(template, '^({"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"[^"]*","wf":"[^"]*","ws":%d+,"tb":)%d+',
-          '%1' .. tries, 1)
-        reset[#reset + 1] = 't:' .. i
-        reset[#reset + 1] = template
-      end
+      ready[#ready + 1] = {i, got[2] == '1'}  -- its run before is dealt with as it is released (relay_flow_rerun)
     end
   end
 end

@@ -9,15 +9,15 @@
 -- the most steps it may have once its maps expanded, then per step: job record template, predecessors ('1,2'),
 -- successors, input template ('' for none), accepts failed inputs ('0'/'1'), a map over its input ('0'/'1').
 -- A map step is never a first step (it always has a predecessor, whose value it maps over).
--- Returns {'created', first steps} | {'exists', state, 'same' or 'other'} | {'taken'} (its steps' ids are in
--- use: a workflow of this id expired, its steps not yet) | {'full', queue, depth}.
+-- Returns {'created', first steps} | {'exists', state, 'same' or 'other'} | {'taken'} (a first step's id is in
+-- use: a workflow of this id expired and its steps not yet, or a task was submitted with that id; a later step's
+-- is checked as it is released, lib.lua relay_flow_id_taken) | {'full', queue, depth}.
 local queue, index = KEYS[1], KEYS[2]
 local flow, fp, meta, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ttl, default_max = tonumber(ARGV[9]), tonumber(ARGV[11])
 local key = FLOW .. flow
 local old = redis.call('HMGET', key, 'st', 'fp')
 if old[1] then return {'exists', old[1], old[2] == fp and 'same' or 'other'} end
-if redis.call('EXISTS', JOB .. flow .. ':0', RESULT .. flow .. ':0') > 0 then return {'taken'} end
 local max_of = {}
 for q, most in string.gmatch(ARGV[12], '([^,=]+)=(%d+)') do max_of[q] = tonumber(most) end
 
@@ -59,6 +59,10 @@ for i = 0, n - 1 do
     if depths[q] == nil then depths[q] = relay_depth(queue, q) end
     adding[q] = (adding[q] or 0) + 1
   end
+end
+for _, i in ipairs(first) do
+  local id = flow .. ':' .. i
+  if redis.call('EXISTS', JOB .. id, RESULT .. id) > 0 then return {'taken'} end
 end
 for q, count in pairs(adding) do
   if depths[q] + count > (max_of[q] or default_max) then return {'full', q, tostring(depths[q])} end

@@ -857,19 +857,40 @@ local function relay_flow_map_end(flow, m)
   return {m, state, '{"error_type":"MapMemberFailed","message":"' .. why .. '"}'}
 end
 
--- Step `j` of workflow `flow` runs as task '<flow>:<j>', an id a client may have given a task of its own: true if
--- a job record or result under that id is not this step's (its head names no such workflow link), which its
--- release must not write over (the step fails instead: TaskIdTaken). A step's own, from a run before a retry, is
--- no obstacle. One EXISTS in the usual case.
-local function relay_flow_id_taken(flow, j)
+-- Step `j` of workflow `flow` runs as task '<flow>:<j>', an id a client may have given a task of its own. Who holds
+-- that id now: nil (no job record, no result: the usual case, one EXISTS), 'own' (this step's, from a run before a
+-- workflow retry: their heads name this step) or 'other' (a record or result its release must not write over: the
+-- step fails instead, TaskIdTaken).
+local function relay_flow_id_holder(flow, j)
   local id = flow .. ':' .. j
-  if redis.call('EXISTS', JOB .. id, RESULT .. id) == 0 then return false end
-  local link = '"wf":"' .. flow .. '","ws":' .. j .. ','
+  if redis.call('EXISTS', JOB .. id, RESULT .. id) == 0 then return nil end
+  local link, own = '"wf":"' .. flow .. '","ws":' .. j .. ',', false
   for _, key in ipairs({JOB .. id, RESULT .. id}) do
     local head = redis.call('GETRANGE', key, 0, 1023)
-    if head ~= '' and not string.find(head, link, 1, true) then return true end
+    if head ~= '' then
+      if not string.find(head, link, 1, true) then return 'other' end
+      own = true
+    end
   end
-  return false
+  return own and 'own' or nil
+end
+
+-- Step `j` ran before (a workflow retry runs it again, whether released at once or when its predecessors end): its
+-- log goes on from its last event, its tries start a new round after the last one (its "tb", see
+-- worker/engine/tries.py), and its old result goes, or it would be read as the state of the step queued again.
+local function relay_flow_rerun(flow, j)
+  local id = flow .. ':' .. j
+  local head = redis.call('GETRANGE', RESULT .. id, 0, 1023)
+  local tries = string.match(head, '^{"sq":%d+,"rs":"%a+","f":"[^"]*","fp":"%x*","wf":"[^"]*","ws":%d+,"t":(%d+)')
+  if not tries then return end
+  redis.call('SET', SEQ .. id, relay_seq(id))
+  redis.call('DEL', RESULT .. id)
+  redis.call('SET', TRIES .. id, tries)
+  local key = FLOW .. flow
+  local template = redis.call('HGET', key, 't:' .. j)
+  template = string.gsub(template, '^({"f":"[^"]*","fp":"%x*","w":"%a","et":%d+,"ln":"[^"]*","wf":"[^"]*","ws":%d+,"tb":)%d+',
+    '%1' .. tries, 1)
+  redis.call('HSET', key, 't:' .. j, template)
 end
 
 -- Record the ends in `work` ({step, state (S, F, A or K), value (its result, or its error), its successors or
@@ -888,10 +909,12 @@ local function relay_flow_advance(flow, work, ready, cancelled, now, events)
       local members = is_map and {} or {j}
       if is_map then work[#work + 1] = relay_flow_expand(flow, j, now, events, members) end
       for _, k in ipairs(members) do
-        if relay_flow_id_taken(flow, k) then
+        local holder = relay_flow_id_holder(flow, k)
+        if holder == 'other' then
           work[#work + 1] = {k, 'F', '{"error_type":"TaskIdTaken","message":"step ' .. k .. ' did not run: its task '
             .. 'id (the workflow id, a colon and the step number) names a task submitted with that id"}'}
         else
+          if holder == 'own' then relay_flow_rerun(flow, k) end
           released[#released + 1] = k
         end
       end

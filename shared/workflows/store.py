@@ -149,7 +149,10 @@ class Workflows:
         if kind == "exists":
             raise IdConflict(f"workflow id {client_id!r} is already taken by another canvas", {"differs": "canvas"})
         if kind == "taken":
-            message = f"workflow id {client_id!r} was used by a workflow whose steps are still kept; choose another"
+            message = (
+                f"workflow id {client_id!r} names steps whose task ids are in use (a workflow of this id whose "
+                f"steps are still kept, or tasks submitted as '{client_id}:<n>'); choose another"
+            )
             raise IdConflict(message, {"differs": "unknown"})
         queue, depth = reply[1].decode(), reply[2].decode()
         raise QueueFull(f"queue {queue!r} holds {depth} waiting tasks, its maximum; retry later")

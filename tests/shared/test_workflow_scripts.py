@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 
 from shared import keys
 from shared.enqueue import Enqueuer, Links, TaskShape, prepare
+from shared.errors import IdConflict
 from shared.events import EventLog
 from shared.jobs import JobRecord
 from shared.scripts import Scripts, with_library
@@ -566,3 +567,41 @@ async def test_a_map_member_whose_id_is_taken_fails_and_the_others_run(pool: Arq
     mapped = view["tree"]["children"][1]
     assert [(c["step"], c["state"]) for c in mapped["children"]] == [(3, "succeeded"), (4, "failed"), (5, "succeeded")]
     assert (view["state"], view["error"]["step"], view["error"]["error_type"]) == ("failed", 4, "TaskIdTaken")
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["waiting", "ended"])
+async def test_a_workflow_whose_first_step_id_is_taken_is_refused_and_the_task_left_alone(
+    pool: ArqRedis, settings: Settings, ended: bool
+) -> None:
+    """A group's first steps are released by the submit itself: step 1's id taken by the client's own task was
+    written over there (only step 0's was checked). The submit is refused, nothing of the workflow is stored."""
+    worker, flow = Worker(pool, settings), f"wf-{uuid.uuid4().hex[:8]}"
+    before = await _taken(pool, settings, worker, f"{flow}:1", ended)
+    with pytest.raises(IdConflict, match="in use"):
+        await _submit_as(worker, flow, {"group": [{"task": "inc", "args": [1]}, {"task": "inc", "args": [2]}]})
+    assert [await pool.get(keys.job(f"{flow}:1")), await pool.get(keys.result(f"{flow}:1"))] == before
+    assert not await pool.exists(keys.flow(flow), keys.job(f"{flow}:0"))
+
+
+async def test_a_step_released_later_by_a_retry_drops_its_old_result(pool: ArqRedis, settings: Settings) -> None:
+    """A workflow retry cleared the old result of the steps it released at once only: a chord's callback released
+    when its members ended again kept its failed result beside its new job record, so it read as failed while
+    queued (and a cancel took it for finished)."""
+    worker = Worker(pool, settings)
+    chord = {"chord": [{"task": "inc", "args": [1]}], "callback": {"task": "tsum"}, "allow_failures": True}
+    flow = await worker.submit(chord)
+    first = await worker.claim()
+    assert await worker.commit(worker.end_args(f"{flow}:0", first[f"{flow}:0"], None, RuntimeError("m"))) == ["ok"]
+    callback = await worker.claim()
+    assert await worker.commit(worker.end_args(f"{flow}:1", callback[f"{flow}:1"], None, RuntimeError("c"))) == ["ok"]
+    assert await worker.workflows.retry(flow) == ("queued", None)
+    again = await worker.claim()
+    seq = int(await pool.get(keys.event_seq(f"{flow}:0")))
+    assert await worker.commit(worker.end_args(f"{flow}:0", again[f"{flow}:0"], 2, seq=seq)) == ["ok"]
+    assert await pool.hget(keys.flow(flow), "s:1") == b"Q"
+    assert await pool.get(keys.result(f"{flow}:1")) is None
+    view = await worker.workflows.view(flow)
+    assert view is not None
+    assert view["tree"]["callback"]["state"] == "queued"
+    rerun = await worker.claim()
+    assert rerun[f"{flow}:1"].tries_base == 1  # a new round of tries after the first run's one
