@@ -21,13 +21,19 @@ ridden out as one (``tests/shared/test_cluster_unreachable.py``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from redis.asyncio.cluster import NodesManager as AsyncNodesManager
 from redis.cluster import NodesManager as SyncNodesManager
 from redis.cluster import get_node_name
-from redis.exceptions import RedisClusterException
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError,
+    NoPermissionError,
+    RedisClusterException,
+    TimeoutError,
+)
 
 from shared.redis_errors import ClusterUnreachable
 
@@ -39,8 +45,16 @@ def _names_its_primary(manager: Any) -> bool:
     return bool(nodes) and nodes[0].name == get_node_name(moved.host, moved.port)
 
 
-def _unreachable(exc: RedisClusterException) -> ClusterUnreachable:
-    return ClusterUnreachable(f"the cluster's layout could not be read: {exc}")
+def _raise_as_outage(exc: RedisClusterException) -> NoReturn:
+    """Raise what ``initialize``'s ``exc`` is: an outage (no node answered, or they leave slots uncovered or
+    disagree, as while a cluster fails over) as ``ClusterUnreachable``; a node that refused Relay's credentials as
+    that refusal (not transient: ``redis_auth``); anything else (a node not in cluster mode, a bug) as it was."""
+    cause = exc.__cause__
+    if isinstance(cause, AuthenticationError | NoPermissionError):
+        raise cause from None  # the node's own answer, already with its context
+    if cause is None or isinstance(cause, ConnectionError | TimeoutError | OSError):
+        raise ClusterUnreachable(f"the cluster's layout could not be read: {exc}") from exc
+    raise exc
 
 
 class _AsyncNodesManager(AsyncNodesManager):
@@ -56,7 +70,7 @@ class _AsyncNodesManager(AsyncNodesManager):
         try:
             await super().initialize()
         except RedisClusterException as exc:
-            raise _unreachable(exc) from exc
+            _raise_as_outage(exc)
 
 
 class _SyncNodesManager(SyncNodesManager):
@@ -72,7 +86,7 @@ class _SyncNodesManager(SyncNodesManager):
         try:
             super().initialize()  # type: ignore[no-untyped-call]
         except RedisClusterException as exc:
-            raise _unreachable(exc) from exc
+            _raise_as_outage(exc)
 
 
 def guard(manager: AsyncNodesManager | SyncNodesManager) -> None:

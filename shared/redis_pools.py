@@ -172,7 +172,19 @@ class _ClosedTransportIsConnectionError(AbstractConnection):
       write in a Task of its own (one per command: a tenth of an API process's work per submit at one client)
       and can lose a cancel (CPython gh-86296). A write goes to the socket at once unless its buffer is full,
       so here the time limit is an ``asyncio.timeout`` around the wait for room, only when there is one to wait
-      for: the same ``TimeoutError`` after ``socket_timeout``, no Task, no lost cancel."""
+      for: the same ``TimeoutError`` after ``socket_timeout``, no Task, no lost cancel.
+
+    And a new connection's set-up sends no health-check PING (``on_connect``)."""
+
+    async def on_connect(self) -> None:
+        """redis-py's set-up, with no health-check PING inside it (``check_health``, before a command is written):
+        against a server that requires a password Relay was not given, the PING's NOAUTH dropped the connection
+        and made it again, whose set-up PINGed again, until Python's recursion limit. That read as a lost
+        connection (a transient 503, a worker retrying its whole budget), not as the refusal it was
+        (``redis_auth``). A connection just made needs no check."""
+        if self.health_check_interval:
+            self.next_health_check = asyncio.get_running_loop().time() + self.health_check_interval
+        await super().on_connect()
 
     def pack_command(self, *args: Any) -> list[bytes]:
         """redis-py's encoding of one command, in linear time and with less work per argument: redis-py grows

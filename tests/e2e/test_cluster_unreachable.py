@@ -17,12 +17,13 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from redis.exceptions import AuthenticationError
 
 from bench.harness.processes import wait_until
 from bench.harness.redis_servers import Cluster, start_cluster
 from shared import keys
 from shared.redis import api_client, close, connect_fail_fast, sync_client
-from shared.redis_errors import UNAVAILABLE, ClusterUnreachable, classify
+from shared.redis_errors import AUTH, UNAVAILABLE, ClusterUnreachable, classify
 from shared.settings import Settings
 from tests.conftest import StartWorker
 from worker.bridge.replies import ReplySender
@@ -127,3 +128,22 @@ def test_a_worker_rides_out_a_cluster_it_cannot_reach(cluster: Cluster, spawn_wo
     wait_until(lambda: "poll failed" in worker.output() or worker.proc.poll() is not None, 90, "a poll to fail")
     assert worker.proc.poll() is None, worker.output()[-3000:]
     assert "Traceback" not in worker.output()
+
+
+@pytest.mark.parametrize("given", ["wrong", ""], ids=["wrong-password", "no-password"])
+async def test_a_cluster_that_refuses_relays_password_is_a_refusal_not_an_outage(tmp_path: Path, given: str) -> None:
+    """Only a layout no node could give is an outage: a node that refused the credentials was reported as one too
+    (a transient 503 and a worker waiting for ever), where it is ``redis_auth``, which no retry mends."""
+    secured = start_cluster(tmp_path, replicas=0, password="right")
+    try:
+        url = secured.url.replace(":right@", f":{given}@" if given else "")
+        with keys.layout_kept():
+            pool = api_client(Settings(redis_url=url, redis_cluster=True, queue_name="relay:gone:auth"))
+            try:
+                with pytest.raises(AuthenticationError) as refused:
+                    await pool.get("anything")
+                assert classify(refused.value) is AUTH
+            finally:
+                await close(pool)
+    finally:
+        secured.stop()

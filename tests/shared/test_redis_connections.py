@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 import uvloop
-from redis.exceptions import ConnectionError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import AuthenticationError, ConnectionError, OutOfMemoryError, ReadOnlyError
 
 import shared.redis as shared_redis
 from bench.harness.processes import free_port, wait_until
 from bench.harness.redis_servers import Server, start_server
 from shared.redis import api_client, check_writable, describe, probe_client, sync_client, worker_client
-from shared.redis_errors import classify
+from shared.redis_errors import AUTH, classify
 from shared.redis_pools import PoolExhausted
 from shared.settings import Settings
 
@@ -71,6 +71,23 @@ async def test_password_setting_overrides_the_url(tmp_path: Path) -> None:
         assert sync_client(settings).ping()
         with pytest.raises(ConnectionError):  # AuthenticationError: the URL's password alone is refused
             await probe_client(settings_for(wrong_in_url)).ping()
+    finally:
+        server.proc.stop()
+
+
+async def test_a_server_that_wants_a_password_not_given_is_an_auth_refusal(tmp_path: Path) -> None:
+    """No password configured for a server that requires one: the set-up's health-check PING got NOAUTH, dropped
+    the connection and made it again, whose set-up PINGed again, until Python's recursion limit: a transient
+    'redis_unavailable' (and a worker retrying its whole budget), not the refusal it is."""
+    server = start_server(tmp_path, "--requirepass", "s3cret")
+    try:
+        client = api_client(settings_for(server.url))
+        try:
+            with pytest.raises(AuthenticationError) as refused:
+                await client.get("anything")
+            assert classify(refused.value) is AUTH
+        finally:
+            await client.aclose()
     finally:
         server.proc.stop()
 
