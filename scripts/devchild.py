@@ -7,6 +7,7 @@ child that cannot start says why in one line instead of 50-100, and the runner r
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections import deque
@@ -17,11 +18,36 @@ LAST_WORDS = 4  # lines of a child's output repeated when it exits on its own
 FOLDED = "[traceback folded: "
 
 
+_stdout_gone = False  # set once stdout cannot be written: the lines from then on go nowhere
+
+
 def say(name: str, line: str) -> None:
-    """One line on stdout, prefixed with who says it."""
-    color = COLORS.get(name.split("-")[0], "") if sys.stdout.isatty() else ""
-    reset = "\033[0m" if color else ""
-    print(f"{color}{name:>9} |{reset} {line}", flush=True)
+    """One line on stdout, prefixed with who says it; never an exception.
+
+    ``scripts/dev | tee log`` and Ctrl-C kill the tee too: the runner's next line meets a pipe with no reader.
+    A failed line must not stop the shutdown it reports on (the children, in sessions of their own, would
+    outlive the runner), so from then on nothing more is printed (the children's full logs are still written)."""
+    global _stdout_gone
+    if _stdout_gone:
+        return
+    try:
+        color = COLORS.get(name.split("-")[0], "") if sys.stdout.isatty() else ""
+        reset = "\033[0m" if color else ""
+        print(f"{color}{name:>9} |{reset} {line}", flush=True)
+    except (OSError, ValueError):  # BrokenPipeError, EIO from a closed terminal, a closed sys.stdout
+        _stdout_gone = True
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, as the Python docs advise on SIGPIPE: what is still buffered, and the flush at
+    exit, then succeed (Python would otherwise say "Exception ignored ... BrokenPipeError" and exit 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no stdout file descriptor at all: nothing left to silence
+        pass
 
 
 class TracebackFolder:

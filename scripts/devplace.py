@@ -13,6 +13,7 @@ import fcntl
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -53,6 +54,12 @@ def port_free(host: str, port: int) -> bool:
                 raise
             return False
     return True
+
+
+def next_free_port(host: str, start: int, avoid: set[int], free: Callable[[str, int], bool] = port_free) -> int:
+    """The first port from ``start`` on that is free on ``host`` and not in ``avoid`` (ports an instance has
+    taken or is about to suggest); 0 if there is none."""
+    return next((port for port in range(start, 65536) if port not in avoid and free(host, port)), 0)
 
 
 def check_ports_free(wanted: list[Ports]) -> None:

@@ -23,7 +23,7 @@ import httpx
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from devchild import Child, say
-from devplace import InstanceDir
+from devplace import InstanceDir, next_free_port
 from redis.exceptions import AuthenticationError, NoPermissionError
 
 from shared.queuecounts import queue_counts
@@ -53,7 +53,7 @@ def metrics_ports(first: int, workers: int) -> list[int]:
 
 def guide(
     base: str,
-    port: int,
+    api_port: int,
     redis_url: str,
     redis_port: int | None,
     others: list[str],
@@ -63,12 +63,13 @@ def guide(
 ) -> list[str]:
     """What to type next to a running scripts/dev (docs/development.md shows the same, for the defaults).
 
-    ``redis_port`` is the private Redis's port, None when RELAY_REDIS_URL names the user's own;
-    ``worker_metrics`` the metrics ports of its workers, ``next_metrics_port`` the one another worker may take."""
+    ``api_port`` is the port another API may take; ``redis_port`` the private Redis's port, None when
+    RELAY_REDIS_URL names the user's own; ``worker_metrics`` the metrics ports of its workers,
+    ``next_metrics_port`` the one another worker may take (see ``Runner.spare_ports``)."""
     shown_url = public_url(redis_url)
     env = f"RELAY_REDIS_URL={shlex.quote(shown_url)} RELAY_TASK_MODULES={shlex.quote(task_modules)}"
     worker_env = f"{env} RELAY_WORKER_METRICS_PORT={next_metrics_port}"  # the next free one, or 0 (none)
-    api = f"{shown(BIN / 'sanic')} api.app:create_app --factory --single-process --port {port + 1}"
+    api = f"{shown(BIN / 'sanic')} api.app:create_app --factory --single-process --port {api_port}"
     lines = [
         f"dashboard:       {base}/dashboard/",
         f"try:             curl -N -H 'Accept: application/x-ndjson' -d '{{\"task\":\"count\"}}' {base}/tasks",
@@ -223,11 +224,21 @@ class Runner:
         others = [k for k in self.args.variables if k.upper() not in shown_in_commands]
         redis_port = self.args.redis_port if self.private else None
         modules = self.settings.task_modules
-        ports, first = self.metrics_ports, self.settings.worker_metrics_port
-        after = first + self.args.workers if first else 0  # the port a worker started by hand may take
-        lines = guide(self.base, self.args.port, self.settings.redis_url, redis_port, others, modules, ports, after)
+        api_port, metrics_port = self.spare_ports()
+        url, ports = self.settings.redis_url, self.metrics_ports
+        lines = guide(self.base, api_port, url, redis_port, others, modules, ports, metrics_port)
         for line in lines:
             say("dev", line)
+
+    def spare_ports(self) -> tuple[int, int]:
+        """The ports the guide's commands give another API and another worker's metrics (0: none): the next ones
+        that are free and none of this instance's (``port + 1`` was once the dev Redis's own port)."""
+        first = self.settings.worker_metrics_port
+        own = {self.args.port, *self.metrics_ports, *([self.args.redis_port] if self.private else [])}
+        host = self.settings.worker_metrics_host
+        metrics = next_free_port(host, first + self.args.workers, own) if first else 0
+        api = next_free_port(self.args.host, self.args.port + 1, own | {metrics})
+        return api, metrics
 
     async def supervise(self) -> None:
         """Until Ctrl-C or a child's exit."""

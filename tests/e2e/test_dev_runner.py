@@ -34,21 +34,40 @@ class DevRunner:
     """``scripts/devrun.py`` (what scripts/dev execs) with its output in a file; killed by PID at the end."""
 
     def __init__(
-        self, tmp_path: Path, *args: str, port: int | None = None, redis_port: int | None = None, **env: str
+        self,
+        tmp_path: Path,
+        *args: str,
+        port: int | None = None,
+        redis_port: int | None = None,
+        tee: bool = False,
+        **env: str,
     ) -> None:
+        """``tee``: as ``scripts/dev | tee log`` in a terminal: its output through a ``tee`` in its process group
+        (which Ctrl-C reaches too), its stderr apart (in ``stderr_path``), as on the terminal."""
         self.port, self.redis_port = port or free_port(), redis_port or free_port()
         self.data_dir = tmp_path / "dev-data"
         self.log_path = tmp_path / f"dev-{self.port}.log"
+        self.stderr_path = tmp_path / f"dev-{self.port}.stderr"
         self._log = self.log_path.open("wb")
+        self.tee: subprocess.Popen[bytes] | None = None
         # Its workers' metrics on free ports, not the default one (another run or a real scripts/dev may hold it).
         self.metrics_port = int(env.setdefault("RELAY_WORKER_METRICS_PORT", str(free_port_run(4))))
         environment = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | env
         argv = [sys.executable, "scripts/devrun.py", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if "RELAY_REDIS_URL" not in env:
             argv += ["--redis-port", str(self.redis_port)]
-        self.proc = subprocess.Popen(
-            [*argv, *args], cwd=REPO, env=environment, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        if tee:
+            with self.stderr_path.open("wb") as stderr:
+                self.proc = subprocess.Popen(
+                    [*argv, *args], cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=stderr, process_group=0
+                )
+            assert self.proc.stdout is not None
+            self.tee = subprocess.Popen(["tee"], stdin=self.proc.stdout, stdout=self._log, process_group=self.proc.pid)
+            self.proc.stdout.close()  # the tee is its only reader
+        else:
+            self.proc = subprocess.Popen(
+                [*argv, *args], cwd=REPO, env=environment, stdout=self._log, stderr=subprocess.STDOUT
+            )
         self.base = f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
@@ -78,6 +97,14 @@ class DevRunner:
         """What Ctrl-C does: SIGINT to the runner (its children live in their own sessions)."""
         self.proc.send_signal(signal.SIGINT)
 
+    def ctrl_c(self) -> None:
+        """What Ctrl-C in a terminal does: SIGINT to the foreground process group (the runner and, with ``tee``,
+        the tee); the children live in sessions of their own."""
+        if self.tee is None:
+            self.interrupt()
+        else:
+            os.killpg(self.proc.pid, signal.SIGINT)
+
     def child_pids(self) -> list[int]:
         return [int(pid) for pid in re.findall(r"started \S+ \(pid (\d+)\)", self.output())]
 
@@ -85,6 +112,9 @@ class DevRunner:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.tee is not None and self.tee.poll() is None:
+            self.tee.kill()
+            self.tee.wait()
         for pid in self.child_pids():  # children in their own sessions outlive a killed runner
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -133,6 +163,29 @@ def test_dev_runner_starts_everything_and_stops_in_order(tmp_path: Path, dev: li
     assert not (REPO / ".relay-dev" / str(runner.redis_port)).exists()
 
 
+def test_ctrl_c_stops_everything_when_its_output_went_to_a_tee_that_ctrl_c_killed(
+    tmp_path: Path, dev: list[DevRunner]
+) -> None:
+    # `scripts/dev | tee log`, then Ctrl-C: the tee dies at once, the runner's next line ("stopping api") met a pipe
+    # with no reader, BrokenPipeError ended the runner (exit 1) and left Redis, the API and the worker running.
+    runner = DevRunner(tmp_path, tee=True)
+    dev.append(runner)
+    runner.wait_until_up()
+    children = runner.child_pids()
+    assert len(children) == 3  # redis, worker-1, api
+    runner.ctrl_c()
+    assert runner.tee is not None
+    assert runner.tee.wait(10) == -signal.SIGINT  # the reader is gone: every line from here on meets a broken pipe
+    code = runner.proc.wait(60)
+    assert not [pid for pid in children if _alive(pid)], (
+        f"orphaned children; the runner said:\n{runner.stderr_path.read_text()}"
+    )
+    assert code == 0
+    redis_log = (runner.data_dir / str(runner.redis_port) / "logs" / "redis.log").read_text()
+    assert "Redis is now ready to exit, bye bye..." in redis_log  # stopped by SIGTERM (its AOF flushed), not killed
+    assert runner.stderr_path.read_text() == ""  # no traceback, not even Python's "Exception ignored ... BrokenPipe"
+
+
 def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: Path, dev: list[DevRunner]) -> None:
     runner = DevRunner(tmp_path, "--workers", "0")
     dev.append(runner)
@@ -157,13 +210,45 @@ def test_the_printed_command_attaches_another_worker_to_the_dev_redis(tmp_path: 
         worker.stop()
 
 
+def test_the_printed_commands_take_none_of_the_runners_own_ports(tmp_path: Path, dev: list[DevRunner]) -> None:
+    # `another API:` said --port {port + 1} and `another worker:` the port after the last worker's metrics, free
+    # or not: with the dev Redis (or a worker's metrics) on the next port, the commands named the runner's own ports.
+    api, metrics, redis_port = (base := free_port_run(3)), base + 1, base + 2
+    runner = DevRunner(tmp_path, "--metrics-port", str(metrics), port=api, redis_port=redis_port)
+    dev.append(runner)
+    runner.wait_until_up()
+    own = {api, metrics, redis_port}
+    worker_line = next(line for line in runner.lines() if line.startswith("another worker:"))
+    [next_metrics] = re.findall(r"RELAY_WORKER_METRICS_PORT=(\d+)", worker_line)
+    api_line = next(line for line in runner.lines() if line.startswith("another API:"))
+    *env, port_option, port = shlex.split(api_line.removeprefix("another API:"))
+    assert port_option == "--port"
+    assert int(next_metrics) not in own, worker_line
+    assert int(port) not in own | {int(next_metrics)}, api_line
+    # and the API command, as printed, starts an API beside the runner's
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    variables |= dict(assignment.split("=", 1) for assignment in env[:2])
+    other = ManagedProcess("another-api", [*env[2:], port_option, port], variables, tmp_path)
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health/ready"), 30, "the printed API command to serve")
+    finally:
+        other.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def test_the_guide_says_who_loads_task_code() -> None:
     # It said "workers and the API load tasks when they start": the API never imports task code (it learns
     # the tasks from the workers' catalogue), so only the workers need a restart for a new task.
     sys.path.insert(0, str(REPO / "scripts"))
     import devsupervise
 
-    lines = devsupervise.guide("http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, [], "m", [9191], 9192)
+    lines = devsupervise.guide("http://127.0.0.1:8000", 8001, "redis://127.0.0.1:6380/0", 6380, [], "m", [9191], 9192)
     assert lines[-1] == "added a task?   stop and start again: workers import task modules only when they start"
 
 
@@ -174,7 +259,7 @@ def test_the_docs_show_what_the_runner_prints_for_the_defaults(monkeypatch: pyte
 
     doc = DEVELOPMENT_DOC.read_text()
     for line in devsupervise.guide(
-        "http://127.0.0.1:8000", 8000, "redis://127.0.0.1:6380/0", 6380, [], "worker.tasks.demo", [9191], 9192
+        "http://127.0.0.1:8000", 8001, "redis://127.0.0.1:6380/0", 6380, [], "worker.tasks.demo", [9191], 9192
     ):
         if line.startswith(("another worker:", "another API:")):
             assert line.split(":", 1)[1].strip() in doc

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from devchild import TracebackFolder
-from devplace import InstanceDir, Refused
+from devplace import InstanceDir, Refused, next_free_port
 
 PYTHON_TRACEBACK = """\
 Starting worker
@@ -78,3 +78,12 @@ def test_a_second_lock_on_the_same_directory_is_refused(tmp_path: Path) -> None:
     first.lock()  # held while ``first`` lives, as by a running instance
     with pytest.raises(Refused, match=r"is in use by another scripts/dev \(pid \d+\)"):
         InstanceDir(tmp_path, "6380").lock()
+
+
+def test_the_next_free_port_skips_busy_ones_and_those_to_avoid() -> None:
+    def free(host: str, port: int) -> bool:
+        return port not in {8001, 8003}
+
+    assert next_free_port("127.0.0.1", 8001, set(), free) == 8002
+    assert next_free_port("127.0.0.1", 8001, {8002}, free) == 8004  # e.g. the dev Redis's port: taken, if not yet busy
+    assert next_free_port("127.0.0.1", 65535, {65535}, free) == 0  # none left
