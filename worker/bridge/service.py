@@ -78,7 +78,7 @@ class ServiceBusBridge:
         self._replies_task: asyncio.Task[None] | None = None
         self._redis_down = asyncio.Event()
         self._full: QueueFull | None = None  # the refusal of a queue that was full: receive once it has room
-        self._lagging = False  # replicas did not confirm an enqueue in time: receive once they confirm a write
+        self._lagging: NotReplicated | None = None  # replicas did not confirm it in time: receive once they do
 
     @classmethod
     async def start(
@@ -126,8 +126,8 @@ class ServiceBusBridge:
             if self._full is not None:
                 await self._wait_for_room(self._full)
                 continue
-            if self._lagging:
-                await self._wait_for_replicas()
+            if self._lagging is not None:
+                await self._wait_for_replicas(self._lagging)
                 continue
             if self._redis_down.is_set():
                 await self._wait_for_redis()
@@ -170,7 +170,7 @@ class ServiceBusBridge:
             if isinstance(exc, QueueFull):
                 self._full = exc  # Redis itself is fine: its write probe would let the message straight back
             elif isinstance(exc, NotReplicated):
-                self._lagging = True  # the same: the primary accepts writes, its replicas lag
+                self._lagging = exc  # the same: the primary accepts writes, its replicas lag
             else:
                 self._redis_down.set()
             if self._metrics is not None:
@@ -213,18 +213,20 @@ class ServiceBusBridge:
                 return
             await self._pause(1.0)
 
-    async def _wait_for_replicas(self) -> None:
+    async def _wait_for_replicas(self, lag: NotReplicated) -> None:
         """Receive nothing while the replicas do not confirm writes in time (``RELAY_REDIS_WAIT_REPLICAS``): each
-        message received now would be enqueued on the primary alone and abandoned again."""
+        message received now would be enqueued on the primary alone and abandoned again. Asked of the primary
+        that refused (the task's shard's: with several, another shard's replicas may be fine)."""
         logger.warning("Redis replicas lag: the bridge stops receiving until they confirm writes again")
         while not self._stopping.is_set():
             try:
-                caught_up = await replicas_confirm(self._pool, self._settings)
+                with keys.on_task_shard(lag.task_id):
+                    caught_up = await replicas_confirm(self._pool, self._settings)
             except (RedisError, OSError):
                 caught_up = False
             if caught_up:
                 logger.info("Redis replicas confirm writes again: the bridge receives again")
-                self._lagging = False
+                self._lagging = None
                 return
             await self._pause(1.0)
 
