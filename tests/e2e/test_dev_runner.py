@@ -62,7 +62,15 @@ class DevRunner:
                     [*argv, *args], cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=stderr, process_group=0
                 )
             assert self.proc.stdout is not None
-            self.tee = subprocess.Popen(["tee"], stdin=self.proc.stdout, stdout=self._log, process_group=self.proc.pid)
+            self.tee = subprocess.Popen(
+                ["tee"],
+                stdin=self.proc.stdout,
+                stdout=self._log,
+                process_group=self.proc.pid,
+                # A terminal's tee dies of Ctrl-C; this one would ignore it when the suite runs in the background
+                # (a shell starts background jobs with SIGINT ignored, and children inherit that).
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
             self.proc.stdout.close()  # the tee is its only reader
         else:
             self.proc = subprocess.Popen(

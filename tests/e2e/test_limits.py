@@ -101,6 +101,9 @@ def test_args_limit_refuses_before_a_small_redis_fills(
     assert statuses == [202] * 200
     full = submit(base, echo_with_args_of(16384))
     assert (full.status_code, error(full)["code"]) == (503, "queue_full")
+    # Room left: what the data takes (not the server's own overhead and client buffers, which moved by a megabyte
+    # with the machine's load and made a fixed share of used_memory flaky), and a write Redis still takes.
     memory = client.info("memory")
-    assert memory["used_memory"] < memory["maxmemory"] * 0.8, memory["used_memory_human"]
+    assert memory["used_memory_dataset"] < memory["maxmemory"] * 0.7, memory["used_memory_human"]
+    assert client.set("room-left", b"x" * 512_000)  # OOM would raise
     client.close()

@@ -45,7 +45,8 @@ async def always_flaky(task: TaskContext) -> None:
     raise Flaky("always")
 
 
-@registry.task(retry=RetryPolicy(max_retries=2, backoff_seconds=60.0, retry_on=(Flaky,)))
+# No jitter: a draw from [0, 60] s could be a few milliseconds, and the retry would run before anyone looked.
+@registry.task(retry=RetryPolicy(max_retries=2, backoff_seconds=60.0, jitter=False, retry_on=(Flaky,)))
 async def flaky_slow_backoff(task: TaskContext) -> None:
     """Fail, then wait a minute before the retry: long enough to look at, and to abort."""
     raise Flaky("waiting a minute before trying again")
