@@ -27,6 +27,17 @@ local function relay_now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- True if string `a` sorts before `b` byte by byte, as Redis orders a sorted set's members of one score. Lua's own
+-- `<` asks the C library (strcoll), and Redis takes its collation from the environment it starts in: under
+-- en_US.UTF-8, 'B1' >= 'a1', and a page boundary among ids of one score skipped or repeated ids.
+local function relay_bytes_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
 -- The key of a lane (see shared/keys.py: the waiting jobs of one lane id, by due time).
 local function relay_lane(queue, lane)
   return LANE .. lane .. '|' .. queue

@@ -16,7 +16,7 @@ local found, stopped = 0, false
 for i = 1, #entries, 2 do
   local id, score = entries[i], entries[i + 1]
   -- Entries at the cursor's score up to and including the cursor's id were on earlier pages.
-  local seen = cursor_id ~= '' and score == cursor_score and id >= cursor_id
+  local seen = cursor_id ~= '' and score == cursor_score and not relay_bytes_before(id, cursor_id)
   if not seen then
     if examined >= budget or found >= limit then
       stopped = true
