@@ -16,7 +16,7 @@ NOSCRIPT for ever (seen when a killed primary came back as its successor's repli
 restarts or fails over) raised ``RedisClusterException``, which is not a ``RedisError``: every handler that rides out
 a Redis outage let it through, so the API answered 500, a worker exited, the lease renewal thread and the bridge's
 reply sender died. It is raised here as ``ClusterUnreachable``, a ``ConnectionError`` (``shared.redis_errors``), and
-ridden out as one (``tests/shared/test_cluster_unreachable.py``).
+ridden out as one (``tests/e2e/test_cluster_unreachable.py``).
 """
 
 from __future__ import annotations

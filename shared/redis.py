@@ -289,21 +289,14 @@ class _GuardedSyncScript(Script):
 
 
 def _slot_unserved(exc: SlotNotCoveredError) -> ClusterUnreachable:
+    """A slot no node serves (redis-py's ``SlotNotCoveredError``, not a ``RedisError``, raised once its own tries
+    ran out, as a cluster fails over) as the outage it is."""
     return ClusterUnreachable(f"no node serves the slot: {exc}")
-
-
-async def _as_redis_error(send: Callable[[], Awaitable[T]]) -> T:
-    """``send()``; a slot no node serves (redis-py's ``SlotNotCoveredError``, which is not a ``RedisError``, raised
-    once its own tries ran out, as a cluster fails over) raised as the outage it is (``ClusterUnreachable``)."""
-    try:
-        return await send()
-    except SlotNotCoveredError as exc:
-        raise _slot_unserved(exc) from exc
 
 
 class _SyncRelayCluster(SyncRedisCluster):
     """redis-py's synchronous cluster client whose scripts declare the migration guard, as ``RelayCluster``'s, and
-    whose slot without a node is an outage (``_as_redis_error``)."""
+    whose slot without a node is an outage (``_slot_unserved``)."""
 
     def __init__(self, *, queue_name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -392,18 +385,18 @@ class RelayCluster(RedisCluster):
         ``retry_budget`` seconds (as on one Redis) or until ``cutoff``, while the cluster is failing over: the node
         that held the slot refuses connections until its replica is promoted and the layout says so, which takes
         longer than redis-py's count of layout re-reads when each refusal is instant."""
-        if not self.retry_budget:
-            return await _as_redis_error(send)
         backoff = ExponentialBackoff(cap=1.0, base=0.05)
         deadline = time.monotonic() + self.retry_budget
         failures = 0
         while True:
             try:
-                return await _as_redis_error(send)
-            except CLUSTER_OUTAGE:
+                return await send()
+            except CLUSTER_OUTAGE as exc:
                 failures += 1
                 retry_at = time.monotonic() + backoff.compute(failures)
-                if retry_at > deadline or self.cutoff.passed_by(retry_at):
+                if not self.retry_budget or retry_at > deadline or self.cutoff.passed_by(retry_at):
+                    if isinstance(exc, SlotNotCoveredError):
+                        raise _slot_unserved(exc) from exc
                     raise
                 await asyncio.sleep(retry_at - time.monotonic())
 
